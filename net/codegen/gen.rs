@@ -1133,6 +1133,15 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("}");
         w.line("}");
         w.line("");
+        w.line("/// The default (all fields at their defaults) body of an API.");
+        w.line("pub fn default_for(api_key: ApiKey) -> Self {");
+        w.line("match api_key {");
+        for e in apis.values() {
+            w.line(&format!("ApiKey::{n} => {which}Body::{n}({t}::default()),", n = e.0, t = pick(e)));
+        }
+        w.line("}");
+        w.line("}");
+        w.line("");
         w.line("pub fn api_key(&self) -> ApiKey {");
         w.line("match self {");
         for e in apis.values() {

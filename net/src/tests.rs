@@ -45,3 +45,313 @@ pub(crate) fn roundtrip_all_versions<M: Message + PartialEq + Debug>(sample: fn(
     let mut b = Bytes::new();
     assert!(M::decode(&mut b, M::VERSIONS.1 + 1).is_err());
 }
+
+mod unit {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    use super::{concat, encode_to_bytes};
+    use crate::messages::api_versions_response::{ApiVersion, SupportedFeatureKey};
+    use crate::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
+    use crate::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use crate::messages::*;
+    use crate::*;
+
+    fn request_frame_body(header: &RequestHeader, body: &impl Message, version: i16) -> Bytes {
+        let frame = concat(&encode_request_frame(header, body, version));
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len + 4, frame.len());
+        frame.slice(4..)
+    }
+
+    #[test]
+    fn request_frame_prefix() {
+        let h = RequestHeader { request_api_key: 3, request_api_version: 12, correlation_id: 5, client_id: None };
+        let mut body = request_frame_body(&h, &MetadataRequest::default(), 12);
+        assert_eq!(decode_request_header(&mut body).unwrap(), h);
+        let mut b = body.clone();
+        assert_eq!(
+            RequestBody::decode(3, 12, &mut b).unwrap(),
+            RequestBody::Metadata(MetadataRequest::default())
+        );
+    }
+
+    #[test]
+    fn header_versions() {
+        assert_eq!(request_header_version(18, 3), 2);
+        assert_eq!(request_header_version(18, 2), 1);
+        assert_eq!(request_header_version(7, 0), 0);
+        assert_eq!(request_header_version(7, 1), 1);
+        assert_eq!(request_header_version(0, 9), 2);
+        assert_eq!(request_header_version(0, 8), 1);
+        assert_eq!(request_header_version(12345, 0), 1);
+        assert_eq!(response_header_version(18, 3), 0);
+        assert_eq!(response_header_version(18, 0), 0);
+        assert_eq!(response_header_version(3, 9), 1);
+        assert_eq!(response_header_version(3, 8), 0);
+        assert_eq!(ApiKey::try_from(0).ok(), Some(ApiKey::Produce));
+        assert_eq!(ApiKey::Fetch.key(), 1);
+        assert_eq!(ApiKey::ApiVersions.name(), "ApiVersions");
+        assert!(ApiKey::try_from(-5).is_err());
+    }
+
+    #[test]
+    fn request_header_roundtrip_all_versions() {
+        for &k in ApiKey::ALL {
+            let (lo, hi) = k.valid_versions();
+            for v in lo..=hi {
+                let h = RequestHeader {
+                    request_api_key: k.key(),
+                    request_api_version: v,
+                    correlation_id: 77,
+                    client_id: Some("client-1".into()),
+                };
+                let body = RequestBody::default_for(k);
+                let mut e = Encoder::new();
+                body.encode(&mut e, v);
+                let body_bytes = concat(&e.finish());
+                let mut e = Encoder::new();
+                h.encode(&mut e, request_header_version(k.key(), v));
+                body.encode(&mut e, v);
+                let mut frame = concat(&e.finish());
+                let got = decode_request_header(&mut frame).expect("header");
+                let mut expect = h.clone();
+                if k == ApiKey::ControlledShutdown && v == 0 {
+                    expect.client_id = Some(String::new());
+                }
+                assert_eq!(got, expect, "{k:?} v{v}");
+                assert_eq!(frame, body_bytes, "{k:?} v{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_api_key_header_still_parses() {
+        let mut b = BytesMut::new();
+        b.put_i16(999);
+        b.put_i16(4);
+        b.put_i32(1234);
+        b.put_i16(3);
+        b.put_slice(b"abc");
+        b.put_slice(&[1, 2, 3]);
+        let mut frame = b.freeze();
+        let h = decode_request_header(&mut frame).unwrap();
+        assert_eq!((h.request_api_key, h.request_api_version, h.correlation_id), (999, 4, 1234));
+        assert_eq!(h.client_id.as_deref(), Some("abc"));
+        assert_eq!(&frame[..], &[1, 2, 3]);
+        assert_eq!(
+            RequestBody::decode(999, 4, &mut frame),
+            Err(DecodeError::UnknownApiKey(999))
+        );
+        // Broken client id: the first three fields still come back.
+        let mut frame = Bytes::from_static(&[3, 231, 0, 0, 0, 0, 0, 9, 0x7f, 0]);
+        let h = decode_request_header(&mut frame).unwrap();
+        assert_eq!((h.request_api_key, h.correlation_id, h.client_id), (999, 9, None));
+        let mut short = Bytes::from_static(&[0, 18, 0]);
+        assert!(decode_request_header(&mut short).is_err());
+    }
+
+    #[test]
+    fn unsupported_version_is_an_error() {
+        let mut b = Bytes::from_static(&[0, 0, 0, 0]);
+        assert!(matches!(
+            RequestBody::decode(18, 99, &mut b),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+        assert!(matches!(
+            MetadataRequest::decode(&mut b, -1),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn response_frame_has_size_prefix_and_header() {
+        let resp = ApiVersionsResponse {
+            error_code: 0,
+            api_keys: vec![ApiVersion { api_key: 0, min_version: 0, max_version: 11 }],
+            throttle_time_ms: 0,
+            ..Default::default()
+        };
+        let hv = response_header_version(18, 3);
+        let frame = concat(&encode_response_frame(42, hv, &resp, 3));
+        assert_eq!(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize, frame.len() - 4);
+        assert_eq!(&frame[4..8], &42i32.to_be_bytes());
+        // Header v0: the body follows immediately (error code 0).
+        assert_eq!(&frame[8..10], &[0, 0]);
+        // Compact array of 1 element: uvarint 2.
+        assert_eq!(frame[10], 2);
+        // Flexible response header v1 adds an empty tagged-field section.
+        let frame = concat(&encode_response_frame(42, 1, &MetadataResponse::default(), 9));
+        assert_eq!(frame[8], 0);
+    }
+
+    #[test]
+    fn tagged_fields_only_when_not_default() {
+        let mut resp = ApiVersionsResponse::default();
+        let plain = encode_to_bytes(&resp, 3);
+        // error code, api keys (empty compact array), throttle, tagged count 0
+        assert_eq!(&plain[..], &[0, 0, 1, 0, 0, 0, 0, 0]);
+        resp.supported_features.push(SupportedFeatureKey {
+            name: "x".into(),
+            min_version: 1,
+            max_version: 2,
+        });
+        let tagged = encode_to_bytes(&resp, 3);
+        assert_eq!(tagged[7], 1, "one tagged field");
+        assert_eq!(tagged[8], 0, "tag 0");
+        let mut b = tagged.clone();
+        assert_eq!(ApiVersionsResponse::decode(&mut b, 3).unwrap(), resp);
+
+        // Nested tagged struct in FetchResponse v12.
+        let mut p = PartitionData::default();
+        let fr = FetchResponse {
+            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![p.clone()], ..Default::default() }],
+            ..Default::default()
+        };
+        let a = encode_to_bytes(&fr, 12);
+        p.current_leader = LeaderIdAndEpoch { leader_id: 3, leader_epoch: 4 };
+        let fr2 = FetchResponse {
+            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![p], ..Default::default() }],
+            ..Default::default()
+        };
+        let b2 = encode_to_bytes(&fr2, 12);
+        assert!(b2.len() > a.len());
+        let mut x = b2.clone();
+        assert_eq!(FetchResponse::decode(&mut x, 12).unwrap(), fr2);
+    }
+
+    #[test]
+    fn unknown_tagged_fields_are_skipped() {
+        // ApiVersionsRequest v3: client software name, version, then tagged fields.
+        let mut b = BytesMut::new();
+        b.put_u8(2);
+        b.put_slice(b"a");
+        b.put_u8(2);
+        b.put_slice(b"1");
+        b.put_u8(2); // two tagged fields
+        b.put_u8(40);
+        b.put_u8(3);
+        b.put_slice(&[9, 9, 9]);
+        b.put_u8(41);
+        b.put_u8(0);
+        let mut b = b.freeze();
+        let r = ApiVersionsRequest::decode(&mut b, 3).unwrap();
+        assert_eq!(r.client_software_name, "a");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn hostile_counts_and_lengths() {
+        // Array count 2^31-1 in a 4-byte body.
+        let mut b = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(matches!(MetadataRequest::decode(&mut b, 1), Err(DecodeError::InvalidLength { .. })));
+        // Array count just above what the body can hold (int32 elements need 4 bytes each).
+        let mut b = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(codec::read_array(&mut b, false, 4, codec::read_i32).is_err());
+        // Negative non-null lengths.
+        let mut b = Bytes::from_static(&[0xff, 0xfe]);
+        assert!(matches!(codec::read_nullable_string(&mut b, false), Err(DecodeError::InvalidLength { .. })));
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xf0]);
+        assert!(codec::read_nullable_bytes(&mut b, false).is_err());
+        let mut b = Bytes::from_static(&[0x80, 0, 0, 0]);
+        assert!(codec::read_nullable_array(&mut b, false, 1, codec::read_i8).is_err());
+        // Null where not allowed.
+        let mut b = Bytes::from_static(&[0xff, 0xff]);
+        assert_eq!(codec::read_string(&mut b, false), Err(DecodeError::UnexpectedNull));
+        // String longer than the rest.
+        let mut b = Bytes::from_static(&[0, 5, b'a']);
+        assert!(codec::read_string(&mut b, false).is_err());
+        // Compact string length over the rest.
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(codec::read_string(&mut b, true).is_err());
+        // Invalid UTF-8.
+        let mut b = Bytes::from_static(&[0, 2, 0xc3, 0x28]);
+        assert_eq!(codec::read_string(&mut b, false), Err(DecodeError::InvalidUtf8));
+    }
+
+    #[test]
+    fn varints() {
+        let mut b = Bytes::from_static(&[0x80, 0x80]);
+        assert!(matches!(codec::read_uvarint(&mut b), Err(DecodeError::Truncated { .. })));
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(codec::read_uvarint(&mut b), Err(DecodeError::InvalidVarint));
+        let mut b = Bytes::from_static(&[0xff; 11]);
+        assert_eq!(codec::read_uvarlong(&mut b), Err(DecodeError::InvalidVarint));
+        for v in [0i64, 1, -1, 63, -64, 64, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+            let mut e = Encoder::new();
+            e.put_varlong(v);
+            let mut b = concat(&e.finish());
+            assert_eq!(codec::read_varlong(&mut b), Ok(v));
+        }
+        for v in [0i32, 1, -1, 300, -300, i32::MAX, i32::MIN] {
+            let mut e = Encoder::new();
+            e.put_varint(v);
+            let mut b = concat(&e.finish());
+            assert_eq!(codec::read_varint(&mut b), Ok(v));
+        }
+        // A flexible message whose first varint is truncated.
+        let mut b = Bytes::from_static(&[0x80]);
+        assert!(ApiVersionsRequest::decode(&mut b, 3).is_err());
+    }
+
+    #[test]
+    fn records_are_zero_copy() {
+        let batch = Bytes::from(vec![7u8; 5000]);
+        let req = ProduceRequest {
+            acks: -1,
+            timeout_ms: 1000,
+            topic_data: vec![TopicProduceData {
+                name: "t".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(Records::from(batch.clone())),
+                }],
+            }],
+            ..Default::default()
+        };
+        let mut e = Encoder::new();
+        req.encode(&mut e, 9);
+        let chunks = e.finish();
+        assert!(chunks.iter().any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
+        let frame = concat(&chunks);
+        let mut b = frame.clone();
+        let d = ProduceRequest::decode(&mut b, 9).unwrap();
+        let recs = d.topic_data[0].partition_data[0].records.as_ref().unwrap();
+        assert_eq!(recs.chunks().len(), 1);
+        let p = recs.chunks()[0].as_ptr() as usize;
+        let base = frame.as_ptr() as usize;
+        assert!(p >= base && p + recs.len() <= base + frame.len());
+        assert_eq!(d, req);
+    }
+
+    #[test]
+    fn defaults_follow_definitions() {
+        let r = FetchRequest::default();
+        assert_eq!(r.replica_id, -1);
+        assert_eq!(r.cluster_id, None);
+        let r = MetadataRequest::default();
+        assert!(r.allow_auto_topic_creation);
+        let p = fetch_response::PartitionData::default();
+        assert_eq!(p.preferred_read_replica, -1);
+        assert_eq!(p.records, None);
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(ErrorCode::from_code(3), Some(ErrorCode::UnknownTopicOrPartition));
+        assert_eq!(ErrorCode::UnknownTopicOrPartition.code(), 3);
+        assert_eq!(ErrorCode::UnknownTopicOrPartition.name(), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(ErrorCode::from_code(0), Some(ErrorCode::None));
+        assert_eq!(ErrorCode::from_code(-1), Some(ErrorCode::UnknownServerError));
+        assert_eq!(ErrorCode::from_code(i16::MAX), None);
+        for e in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(e.code()), Some(*e));
+        }
+    }
+
+    #[test]
+    fn uuid_display() {
+        let u = Uuid([0x12; 16]);
+        assert_eq!(u.to_string(), "12121212-1212-1212-1212-121212121212");
+        assert!(Uuid::default().is_zero());
+    }
+}
