@@ -1,1 +1,257 @@
-//! Compression codecs.
+//! Record-batch compression codecs: gzip, snappy (raw and xerial-framed), lz4 (frame
+//! format) and zstd.
+//!
+//! Every decompression takes a size cap: output beyond the cap is an error, and no
+//! buffer larger than the cap is ever allocated, whatever the input claims.
+
+use std::io::{Read, Write};
+
+/// Compression codec, as stored in the low 3 bits of a batch's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    #[default]
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+impl Compression {
+    /// The codec for an attribute id (0-4).
+    pub fn from_id(id: u8) -> Result<Compression, CompressionError> {
+        Ok(match id {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            other => return Err(CompressionError::UnknownCodec(other)),
+        })
+    }
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// Kafka's name (`compression.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" | "uncompressed" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressionError {
+    #[error("unknown compression codec id {0}")]
+    UnknownCodec(u8),
+    #[error("decompressed size exceeds the cap of {cap} bytes")]
+    TooLarge { cap: usize },
+    #[error("corrupt {codec} data: {reason}")]
+    Corrupt { codec: &'static str, reason: String },
+}
+
+fn corrupt(codec: &'static str, e: impl std::fmt::Display) -> CompressionError {
+    CompressionError::Corrupt { codec, reason: e.to_string() }
+}
+
+/// Compresses `data` with `codec` (the output a Kafka producer would write).
+pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    match codec {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).map_err(|e| corrupt("gzip", e))?;
+            e.finish().map_err(|e| corrupt("gzip", e))
+        }
+        Compression::Snappy => snappy_xerial_compress(data),
+        Compression::Lz4 => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(data).map_err(|e| corrupt("lz4", e))?;
+            e.finish().map_err(|e| corrupt("lz4", e))
+        }
+        Compression::Zstd => zstd::bulk::compress(data, 3).map_err(|e| corrupt("zstd", e)),
+    }
+}
+
+/// Decompresses `data`, failing if the output would exceed `cap` bytes.
+pub fn decompress(codec: Compression, data: &[u8], cap: usize) -> Result<Vec<u8>, CompressionError> {
+    match codec {
+        Compression::None => {
+            if data.len() > cap {
+                return Err(CompressionError::TooLarge { cap });
+            }
+            Ok(data.to_vec())
+        }
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), cap, "gzip"),
+        Compression::Snappy => snappy_decompress(data, cap),
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), cap, "lz4"),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
+            // Bound the decoder's window (its own allocation) by the cap as well.
+            let log = usize::BITS - cap.max(1).leading_zeros();
+            d.window_log_max(log.clamp(20, 27)).map_err(|e| corrupt("zstd", e))?;
+            read_bounded(d, cap, "zstd")
+        }
+    }
+}
+
+/// Reads a stream to its end, never holding (or reserving) more than `cap` bytes.
+fn read_bounded(mut r: impl Read, cap: usize, codec: &'static str) -> Result<Vec<u8>, CompressionError> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(codec, e)),
+        };
+        let need = out.len() + n;
+        if need > cap {
+            return Err(CompressionError::TooLarge { cap });
+        }
+        if out.capacity() < need {
+            let want = (out.capacity() * 2).max(need).max(8 * 1024).min(cap);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Header written by xerial's SnappyOutputStream (Java client): magic, then version and
+/// compatible-version as big-endian i32, then blocks of (i32 length, raw snappy).
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+const XERIAL_BLOCK: usize = 32 * 1024;
+
+fn snappy_raw_into(block: &[u8], out: &mut Vec<u8>, cap: usize) -> Result<(), CompressionError> {
+    let len = snap::raw::decompress_len(block).map_err(|e| corrupt("snappy", e))?;
+    if out.len().saturating_add(len) > cap {
+        return Err(CompressionError::TooLarge { cap });
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| corrupt("snappy", e))?;
+    out.truncate(start + n);
+    Ok(())
+}
+
+fn snappy_decompress(data: &[u8], cap: usize) -> Result<Vec<u8>, CompressionError> {
+    let mut out = Vec::new();
+    if data.len() >= XERIAL_HEADER_LEN && &data[..8] == XERIAL_MAGIC {
+        let mut rest = &data[XERIAL_HEADER_LEN..];
+        while !rest.is_empty() {
+            if rest.len() < 4 {
+                return Err(corrupt("snappy", "truncated xerial block length"));
+            }
+            let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if len < 0 || len as usize > rest.len() - 4 {
+                return Err(corrupt("snappy", "invalid xerial block length"));
+            }
+            let (block, tail) = rest[4..].split_at(len as usize);
+            snappy_raw_into(block, &mut out, cap)?;
+            rest = tail;
+        }
+    } else {
+        snappy_raw_into(data, &mut out, cap)?;
+    }
+    Ok(out)
+}
+
+fn snappy_xerial_compress(data: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    let mut out = Vec::with_capacity(XERIAL_HEADER_LEN + data.len() / 2 + 64);
+    out.extend_from_slice(XERIAL_MAGIC);
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    let mut enc = snap::raw::Encoder::new();
+    for block in data.chunks(XERIAL_BLOCK) {
+        let c = enc.compress_vec(block).map_err(|e| corrupt("snappy", e))?;
+        out.extend_from_slice(&(c.len() as i32).to_be_bytes());
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Raw (unframed) snappy, as librdkafka writes it.
+pub fn snappy_raw_compress(data: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    snap::raw::Encoder::new().compress_vec(data).map_err(|e| corrupt("snappy", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Compression; 5] =
+        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+
+    fn sample() -> Vec<u8> {
+        (0..200_000u32).flat_map(|i| ((i / 7) as u16).to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn roundtrip_all_codecs() {
+        let data = sample();
+        for c in ALL {
+            let z = compress(c, &data).unwrap();
+            assert_eq!(decompress(c, &z, data.len()).unwrap(), data, "{c:?}");
+            assert_eq!(decompress(c, &compress(c, b"").unwrap(), 0).unwrap(), b"", "{c:?}");
+        }
+        let raw = snappy_raw_compress(&data).unwrap();
+        assert_eq!(decompress(Compression::Snappy, &raw, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn cap_is_enforced() {
+        let data = vec![0u8; 1 << 20];
+        for c in ALL {
+            let z = compress(c, &data).unwrap();
+            assert!(
+                matches!(decompress(c, &z, (1 << 20) - 1), Err(CompressionError::TooLarge { .. })),
+                "{c:?}"
+            );
+        }
+        let raw = snappy_raw_compress(&data).unwrap();
+        assert!(matches!(decompress(Compression::Snappy, &raw, 1000), Err(CompressionError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let garbage: Vec<u8> = (0..500u32).map(|i| (i * 31 % 251) as u8).collect();
+        for c in ALL[1..].iter() {
+            assert!(decompress(*c, &garbage, 1 << 20).is_err(), "{c:?}");
+        }
+        let mut x = XERIAL_MAGIC.to_vec();
+        x.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff, 1]);
+        assert!(decompress(Compression::Snappy, &x, 1 << 20).is_err());
+        // A raw snappy block claiming 4 GiB of output.
+        assert!(decompress(Compression::Snappy, &[0xff, 0xff, 0xff, 0xff, 0x0f], 1 << 20).is_err());
+    }
+
+    #[test]
+    fn names() {
+        for c in ALL {
+            assert_eq!(Compression::from_name(c.name()), Some(c));
+            assert_eq!(Compression::from_id(c.id()).unwrap(), c);
+        }
+        assert!(Compression::from_id(5).is_err());
+    }
+}
