@@ -1,0 +1,209 @@
+//! Broker configuration: an embedded default TOML, an optional TOML file, `SPATE_*`
+//! environment variables and command-line flags, in rising order of precedence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Command-line flags. Each one also reads a `SPATE_*` environment variable.
+#[derive(Parser, Debug, Default)]
+#[command(name = "spate", version, about = "Spate: a Kafka-compatible broker node")]
+pub struct Cli {
+    /// TOML configuration file (keys as in the embedded default, see docs/configuration.md).
+    #[arg(long, env = "SPATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding partition logs and the metadata log.
+    #[arg(long, env = "SPATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds, HOST:PORT.
+    #[arg(long, env = "SPATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Address given to clients in Metadata responses, HOST:PORT (default: the listen address).
+    #[arg(long, env = "SPATE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Number of shards (one pinned thread per core); default: every allowed CPU.
+    #[arg(long, env = "SPATE_CORES")]
+    pub cores: Option<usize>,
+    /// Explicit CPU list for the shards, e.g. "2,3,6-7" (overrides --cores).
+    #[arg(long, env = "SPATE_CPU_LIST")]
+    pub cpu_list: Option<String>,
+}
+
+/// The resolved broker configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    #[serde(default)]
+    pub advertised_listener: Option<String>,
+    /// 0 = every allowed CPU.
+    pub cores: usize,
+    #[serde(default)]
+    pub cpu_list: Vec<usize>,
+    /// `socket.request.max.bytes`
+    pub socket_request_max_bytes: usize,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `delete.topic.enable`
+    pub delete_topic_enable: bool,
+    /// Largest number of requests a connection may have in flight before reading stops.
+    pub max_in_flight_per_connection: usize,
+    /// Bytes of recently written batches each partition keeps in memory for reads.
+    pub batch_cache_bytes_per_partition: usize,
+    /// How often retention is enforced (`log.retention.check.interval.ms`).
+    pub log_retention_check_interval_ms: u64,
+    /// Broker-wide defaults for topic configs (Kafka's `log.*` broker settings).
+    pub topic_defaults: TopicDefaults,
+}
+
+/// Broker-level defaults behind the topic configs of the same meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub segment_ms: i64,
+    pub max_message_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub index_interval_bytes: i64,
+    pub message_timestamp_type: String,
+}
+
+impl BrokerConfig {
+    /// Build the configuration from the embedded default, the file, env and flags.
+    pub fn load(cli: &Cli) -> anyhow::Result<BrokerConfig> {
+        let mut table: toml::Table =
+            toml::from_str(DEFAULT_CONFIG).context("embedded default config")?;
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let file: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            merge(&mut table, file);
+        }
+        let mut config: BrokerConfig = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        if let Some(d) = &cli.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(l) = &cli.listen {
+            config.listen = l.clone();
+        }
+        if let Some(a) = &cli.advertised_listener {
+            config.advertised_listener = Some(a.clone());
+        }
+        if let Some(c) = cli.cores {
+            config.cores = c;
+            config.cpu_list.clear();
+        }
+        if let Some(list) = &cli.cpu_list {
+            config.cpu_list = parse_cpu_list(list)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.num_partitions < 1 {
+            bail!("num_partitions must be at least 1");
+        }
+        if self.socket_request_max_bytes < 1024 {
+            bail!("socket_request_max_bytes must be at least 1024");
+        }
+        if self.max_in_flight_per_connection == 0 {
+            bail!("max_in_flight_per_connection must be at least 1");
+        }
+        self.listen_addr()?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen
+            .to_socket_addrs()
+            .with_context(|| format!("resolving listen address {}", self.listen))?
+            .next()
+            .with_context(|| format!("listen address {} resolves to nothing", self.listen))
+    }
+}
+
+/// Parse "0,2,4-7" into a sorted, de-duplicated CPU list.
+pub fn parse_cpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+                if b < a || b - a > 4096 {
+                    bail!("bad CPU range {part}");
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().with_context(|| format!("bad CPU {part}"))?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        bail!("empty CPU list");
+    }
+    Ok(cpus)
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_loads() {
+        let c = BrokerConfig::load(&Cli::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(c.topic_defaults.retention_ms, 604_800_000);
+        assert_eq!(c.topic_defaults.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("spate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "num_partitions = 3\nlisten = \"127.0.0.1:1\"\n[topic_defaults]\nsegment_bytes = 1024\n").unwrap();
+        let cli = Cli { config: Some(file), listen: Some("127.0.0.1:2".into()), ..Cli::default() };
+        let c = BrokerConfig::load(&cli).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.topic_defaults.segment_bytes, 1024);
+        assert_eq!(c.topic_defaults.retention_ms, 604_800_000);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("3,0-2,2").unwrap(), vec![0, 1, 2, 3]);
+        assert!(parse_cpu_list("5-1").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+}

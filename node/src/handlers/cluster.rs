@@ -1,0 +1,105 @@
+//! DescribeCluster and DescribeLogDirs.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use spate_net::messages::describe_cluster_response::DescribeClusterBroker;
+use spate_net::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+use spate_net::messages::{DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse};
+use spate_net::ErrorCode;
+
+use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
+use crate::route;
+use crate::shard::ShardContext;
+
+/// DescribeCluster v1 `EndpointType`: 1 brokers, 2 controllers.
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn describe_cluster(ctx: &ShardContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let (host, port) = ctx.advertised.clone();
+    let mut resp = DescribeClusterResponse {
+        endpoint_type: req.endpoint_type,
+        cluster_id: ctx.config.cluster_id.clone(),
+        controller_id: ctx.config.node_id,
+        brokers: vec![DescribeClusterBroker { broker_id: ctx.config.node_id, host, port, rack: None }],
+        cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+        ..Default::default()
+    };
+    if req.endpoint_type != ENDPOINT_BROKERS {
+        // As a Kafka broker does: controller endpoints are asked of controllers.
+        resp.error_code = ErrorCode::MismatchedEndpointType.code();
+        resp.error_message = Some("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER".into());
+        resp.brokers.clear();
+    }
+    resp
+}
+
+pub async fn describe_log_dirs(ctx: &Rc<ShardContext>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    let image = ctx.image();
+    // The partitions to report: all, or the requested ones that exist.
+    let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    match &req.topics {
+        None => {
+            for t in image.topics.values() {
+                wanted.insert(t.name.clone(), (0..t.partitions.len() as i32).collect());
+            }
+        }
+        Some(list) => {
+            for t in list {
+                if let Some(topic) = image.topic(&t.topic) {
+                    let parts = t.partitions.iter().copied().filter(|p| *p >= 0 && (*p as usize) < topic.partitions.len());
+                    wanted.entry(t.topic.clone()).or_default().extend(parts);
+                }
+            }
+        }
+    }
+    let ops: Vec<(PartitionKey, PartitionOp)> = wanted
+        .iter()
+        .flat_map(|(name, parts)| {
+            let topic: Arc<str> = Arc::from(name.as_str());
+            parts.iter().map(move |p| (PartitionKey { topic: topic.clone(), partition: *p }, PartitionOp::Describe))
+        })
+        .collect();
+    let mut replies = route::run(ctx, ops).await.into_iter();
+    let topics = wanted
+        .into_iter()
+        .map(|(name, parts)| DescribeLogDirsTopic {
+            name,
+            partitions: parts
+                .into_iter()
+                .filter_map(|p| match replies.next() {
+                    Some(PartitionReply::Described { size_bytes, .. }) => Some(DescribeLogDirsPartition {
+                        partition_index: p,
+                        partition_size: size_bytes as i64,
+                        offset_lag: 0,
+                        is_future_key: false,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        })
+        .collect();
+    let dir = std::fs::canonicalize(&ctx.config.data_dir).unwrap_or_else(|_| ctx.config.data_dir.clone());
+    let (total_bytes, usable_bytes) = disk_space(&dir).unwrap_or((-1, -1));
+    DescribeLogDirsResponse {
+        results: vec![DescribeLogDirsResult { error_code: 0, log_dir: dir.display().to_string(), topics, total_bytes, usable_bytes }],
+        ..Default::default()
+    }
+}
+
+/// Total and available bytes of the filesystem holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a plain struct for a valid C string path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        let frsize = st.f_frsize as i64;
+        Some((st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize))
+    }
+}

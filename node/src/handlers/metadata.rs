@@ -1,0 +1,101 @@
+//! Metadata: the single broker, and the requested topics with their partitions;
+//! unknown topics are created when auto-creation is on and the client allows it.
+
+use std::rc::Rc;
+
+use spate_net::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use spate_net::messages::{MetadataRequest, MetadataResponse};
+use spate_net::{ErrorCode, Uuid};
+
+use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
+use crate::metadata::TopicImage;
+use crate::partition::LEADER_EPOCH;
+use crate::shard::ShardContext;
+
+/// Kafka's "authorized operations not requested/available" marker.
+pub const AUTHORIZED_OPERATIONS_UNKNOWN: i32 = i32::MIN;
+/// Versions before 4 have no flag and always allow auto-creation.
+const AUTO_CREATE_FLAG_FROM: i16 = 4;
+
+pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let client_allows = version < AUTO_CREATE_FLAG_FROM || req.allow_auto_topic_creation;
+    // Version 0 has no null list: an empty list means every topic.
+    let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t.into_iter().map(|t| (t.name, t.topic_id)).collect()),
+        _ => None,
+    };
+
+    if let Some(list) = &requested {
+        if ctx.config.auto_create_topics_enable && client_allows {
+            let image = ctx.image();
+            let missing: Vec<NewTopic> = list
+                .iter()
+                .filter_map(|(name, _)| name.as_ref())
+                .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
+                .map(|n| NewTopic { name: n.clone(), num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() })
+                .collect();
+            if !missing.is_empty() {
+                // Errors (e.g. a concurrent create) show up below as the topic's state.
+                let _ = ctx.controller(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
+            }
+        }
+    }
+
+    let image = ctx.image();
+    let topics = match requested {
+        None => image.topics.values().map(|t| topic_entry(t, ctx.config.node_id)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => image.topic(n),
+                    None => image.topic_by_id(&id.0),
+                };
+                match found {
+                    Some(t) => topic_entry(t, ctx.config.node_id),
+                    None => MetadataResponseTopic {
+                        error_code: match &name {
+                            Some(n) if validate_topic_name(n).is_err() => ErrorCode::InvalidTopicException.code(),
+                            Some(_) => ErrorCode::UnknownTopicOrPartition.code(),
+                            None => ErrorCode::UnknownTopicId.code(),
+                        },
+                        name,
+                        topic_id: id,
+                        topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect(),
+    };
+    let (host, port) = ctx.advertised.clone();
+    MetadataResponse {
+        brokers: vec![MetadataResponseBroker { node_id: ctx.config.node_id, host, port, rack: None }],
+        cluster_id: Some(ctx.config.cluster_id.clone()),
+        controller_id: ctx.config.node_id,
+        topics,
+        cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+        ..Default::default()
+    }
+}
+
+fn topic_entry(t: &TopicImage, node: i32) -> MetadataResponseTopic {
+    MetadataResponseTopic {
+        error_code: 0,
+        name: Some(t.name.clone()),
+        topic_id: Uuid(t.id),
+        is_internal: false,
+        partitions: (0..t.partitions.len() as i32)
+            .map(|p| MetadataResponsePartition {
+                error_code: 0,
+                partition_index: p,
+                leader_id: node,
+                leader_epoch: LEADER_EPOCH,
+                replica_nodes: vec![node],
+                isr_nodes: vec![node],
+                offline_replicas: Vec::new(),
+            })
+            .collect(),
+        topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+    }
+}

@@ -1,0 +1,98 @@
+//! Request handlers, one module per API family, and the dispatch that picks one.
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use compio::runtime::JoinHandle;
+use spate_net::messages::RequestHeader;
+use spate_net::{ApiKey, Message, RequestBody};
+
+use crate::shard::ShardContext;
+
+pub use api_versions::SERVED_APIS;
+
+/// What the connection does with a request.
+pub enum Dispatched {
+    /// The response frame, ready now.
+    Respond(Vec<Bytes>),
+    /// A task computing the response frame (`None`: no response, as for acks=0).
+    Later(JoinHandle<Option<Vec<Bytes>>>),
+    /// Close the connection (what Kafka does for malformed or unsupported requests).
+    Close(&'static str),
+}
+
+/// Encode `body` as the response to `header`.
+pub fn frame<M: Message>(header: &RequestHeader, body: &M) -> Vec<Bytes> {
+    let version = header.request_api_version;
+    let hv = spate_net::response_header_version(header.request_api_key, version);
+    spate_net::encode_response_frame(header.correlation_id, hv, body, version)
+}
+
+/// Run `work` as a task whose output is the response to `header`.
+fn later<M, F>(header: RequestHeader, work: F) -> Dispatched
+where
+    M: Message + 'static,
+    F: Future<Output = M> + 'static,
+{
+    Dispatched::Later(compio::runtime::spawn(async move {
+        let body = work.await;
+        Some(frame(&header, &body))
+    }))
+}
+
+/// Decode one request frame and start its handling.
+pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatched {
+    let header = match spate_net::decode_request_header(&mut frame_body) {
+        Ok(h) => h,
+        Err(_) => return Dispatched::Close("malformed request header"),
+    };
+    let key = match ApiKey::try_from(header.request_api_key) {
+        Ok(k) if SERVED_APIS.contains(&k) => k,
+        _ => return Dispatched::Close("unsupported API key"),
+    };
+    let (min, max) = key.valid_versions();
+    let version = header.request_api_version;
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // Kafka answers with UNSUPPORTED_VERSION and its ranges, as version 0.
+            return Dispatched::Respond(api_versions::unsupported_version(&header));
+        }
+        return Dispatched::Close("unsupported API version");
+    }
+    let body = match RequestBody::decode(header.request_api_key, version, &mut frame_body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(api = key.name(), version, error = %e, "undecodable request");
+            return Dispatched::Close("malformed request body");
+        }
+    };
+    let ctx = ctx.clone();
+    match body {
+        RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
+        RequestBody::Produce(req) => produce::dispatch(ctx, header, req).await,
+        RequestBody::Fetch(req) => later(header.clone(), async move { fetch::handle(&ctx, req, header.request_api_version).await }),
+        RequestBody::Metadata(req) => later(header.clone(), async move { metadata::handle(&ctx, req, header.request_api_version).await }),
+        RequestBody::ListOffsets(req) => later(header.clone(), async move { offsets::list_offsets(&ctx, req, header.request_api_version).await }),
+        RequestBody::OffsetForLeaderEpoch(req) => later(header, async move { offsets::offset_for_leader_epoch(&ctx, req).await }),
+        RequestBody::DeleteRecords(req) => later(header, async move { offsets::delete_records(&ctx, req).await }),
+        RequestBody::CreateTopics(req) => later(header, async move { topics::create_topics(&ctx, req).await }),
+        RequestBody::DeleteTopics(req) => later(header.clone(), async move { topics::delete_topics(&ctx, req, header.request_api_version).await }),
+        RequestBody::CreatePartitions(req) => later(header, async move { topics::create_partitions(&ctx, req).await }),
+        RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(&header, &configs::describe(&ctx, req, version))),
+        RequestBody::AlterConfigs(req) => later(header, async move { configs::alter(&ctx, req).await }),
+        RequestBody::IncrementalAlterConfigs(req) => later(header, async move { configs::incremental_alter(&ctx, req).await }),
+        RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req))),
+        RequestBody::DescribeLogDirs(req) => later(header, async move { cluster::describe_log_dirs(&ctx, req).await }),
+        _ => Dispatched::Close("unsupported API key"),
+    }
+}

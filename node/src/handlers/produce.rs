@@ -1,0 +1,78 @@
+//! Produce: route each partition's batches to its owner (in request order), then wait
+//! for the appends and answer; acks=0 gets no answer.
+
+use std::rc::Rc;
+
+use spate_net::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use spate_net::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+use spate_net::ErrorCode;
+
+use super::{frame, Dispatched};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
+use crate::route;
+use crate::shard::ShardContext;
+
+pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: ProduceRequest) -> Dispatched {
+    let acks = req.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    // (topic index, partition index) of every op, and the partitions answered locally.
+    let mut ops = Vec::new();
+    let mut early: Vec<(usize, usize, i16)> = Vec::new();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        let name: std::sync::Arc<str> = topic.name.as_str().into();
+        for (pi, part) in topic.partition_data.iter().enumerate() {
+            let code = if !acks_valid {
+                Some(ErrorCode::InvalidRequiredAcks.code())
+            } else if part.records.is_none() {
+                Some(ErrorCode::CorruptMessage.code())
+            } else {
+                None
+            };
+            match (code, &part.records) {
+                (None, Some(records)) => {
+                    let key = PartitionKey { topic: name.clone(), partition: part.index };
+                    ops.push(((ti, pi), (key, PartitionOp::Produce { records: records.to_contiguous(), acks })));
+                }
+                (code, _) => early.push((ti, pi, code.unwrap_or(ErrorCode::CorruptMessage.code()))),
+            }
+        }
+    }
+    let (positions, ops): (Vec<(usize, usize)>, Vec<_>) = ops.into_iter().unzip();
+    let routed = route::send(&ctx, ops).await;
+    Dispatched::Later(compio::runtime::spawn(async move {
+        let replies = routed.collect().await;
+        if acks == 0 {
+            return None;
+        }
+        let mut responses: Vec<TopicProduceResponse> = req
+            .topic_data
+            .iter()
+            .map(|t| TopicProduceResponse {
+                name: t.name.clone(),
+                partition_responses: t
+                    .partition_data
+                    .iter()
+                    .map(|p| PartitionProduceResponse { index: p.index, ..Default::default() })
+                    .collect(),
+            })
+            .collect();
+        for (ti, pi, code) in early {
+            responses[ti].partition_responses[pi].error_code = code;
+        }
+        for ((ti, pi), reply) in positions.into_iter().zip(replies) {
+            let out = &mut responses[ti].partition_responses[pi];
+            match reply {
+                PartitionReply::Produced { base_offset, log_append_time, log_start_offset } => {
+                    out.base_offset = base_offset;
+                    out.log_append_time_ms = log_append_time;
+                    out.log_start_offset = log_start_offset;
+                }
+                other => out.error_code = match route::error_of(&other) {
+                    0 => ErrorCode::UnknownServerError.code(),
+                    code => code,
+                },
+            }
+        }
+        Some(frame(&header, &ProduceResponse { responses, ..Default::default() }))
+    }))
+}

@@ -1,0 +1,199 @@
+//! `spate`: the broker process. Loads the config, replays the metadata log, binds one
+//! SO_REUSEPORT listener per shard, starts the pinned shard threads, and shuts them
+//! down cleanly on SIGTERM or SIGINT.
+
+mod config;
+mod conn;
+mod controller;
+mod handlers;
+mod mesh;
+mod metadata;
+mod partition;
+mod route;
+mod shard;
+mod topic_config;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use config::{BrokerConfig, Cli};
+use metadata::MetadataStore;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let config = Arc::new(BrokerConfig::load(cli)?);
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let (store, image) = MetadataStore::open(&config.data_dir)?;
+    let image = Arc::new(image);
+
+    let cpus = shard_cpus(&config)?;
+    let shard_count = cpus.len();
+    let listen = config.listen_addr()?;
+    let listeners = bind_listeners(listen, shard_count)?;
+    let bound = listeners[0].local_addr().context("listener address")?;
+    let advertised = advertised_address(&config, bound)?;
+
+    let mesh = mesh::build_mesh(shard_count);
+    // The main thread talks to shard s over s's own channel.
+    let control: Vec<flume::Sender<mesh::ShardMsg>> = mesh.iter().enumerate().map(|(s, l)| l.senders[s].clone()).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut store = Some(store);
+    let mut threads = Vec::with_capacity(shard_count);
+    for (id, (links, listener)) in mesh.into_iter().zip(listeners).enumerate() {
+        let start = shard::ShardStart {
+            id,
+            cpu: cpus[id],
+            shard_count,
+            config: config.clone(),
+            advertised: advertised.clone(),
+            image: image.clone(),
+            links,
+            listener,
+            store: if id == 0 { store.take() } else { None },
+            ready: ready_tx.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("spate-shard-{id}"))
+            .spawn(move || shard::run(start))
+            .context("spawning shard thread")?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => bail!("a shard exited during start-up"),
+        }
+    }
+    tracing::info!(
+        listen = %bound,
+        advertised = %format!("{}:{}", advertised.0, advertised.1),
+        shards = shard_count,
+        topics = image.topics.len(),
+        data_dir = %config.data_dir.display(),
+        "spate ready to serve"
+    );
+
+    wait_for_stop_signal()?;
+    tracing::info!("shutting down");
+    let mut acks = Vec::new();
+    for tx in &control {
+        let (done_tx, done_rx) = flume::bounded(1);
+        if tx.send(mesh::ShardMsg::Shutdown { done: done_tx }).is_ok() {
+            acks.push(done_rx);
+        }
+    }
+    for rx in acks {
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+    }
+    tracing::info!("stopped");
+    // Shard threads park in their runtimes; the process exit ends them.
+    drop(threads);
+    Ok(())
+}
+
+/// The CPUs shards run on: the configured list, else the first `cores` allowed CPUs,
+/// else every allowed CPU. `None` entries run unpinned (affinity unknown).
+fn shard_cpus(config: &BrokerConfig) -> anyhow::Result<Vec<Option<usize>>> {
+    let allowed = allowed_cpus();
+    if !config.cpu_list.is_empty() {
+        if let Some(bad) = config.cpu_list.iter().find(|c| !allowed.is_empty() && !allowed.contains(c)) {
+            bail!("CPU {bad} in cpu_list is not allowed for this process (allowed: {allowed:?})");
+        }
+        return Ok(config.cpu_list.iter().map(|&c| Some(c)).collect());
+    }
+    let count = if config.cores == 0 { allowed.len().max(1) } else { config.cores };
+    if allowed.is_empty() {
+        return Ok(vec![None; count]);
+    }
+    // More shards than CPUs: wrap around (useful for tests, not for production).
+    Ok((0..count).map(|i| Some(allowed[i % allowed.len()])).collect())
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// One listener per shard on the same address (SO_REUSEPORT); the kernel spreads new
+/// connections over them. With port 0 the first bind picks the port for all.
+fn bind_listeners(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+    match &config.advertised_listener {
+        Some(a) => {
+            let (host, port) = a.rsplit_once(':').with_context(|| format!("advertised listener {a} is not HOST:PORT"))?;
+            let port: u16 = port.parse().with_context(|| format!("bad port in advertised listener {a}"))?;
+            Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+        }
+        None => {
+            if bound.ip().is_unspecified() {
+                bail!("listening on {bound}: set advertised_listener so clients know where to connect");
+            }
+            Ok((bound.ip().to_string(), i32::from(bound.port())))
+        }
+    }
+}
+
+/// An exclusive lock on the data dir, held for the life of the process.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a valid, owned descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("data dir {} is in use by another broker", dir.display());
+    }
+    Ok(file)
+}
+
+fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let rt = compio::runtime::Runtime::new().context("signal runtime")?;
+    rt.block_on(async {
+        let term = std::pin::pin!(compio::signal::unix::signal(libc::SIGTERM));
+        let int = std::pin::pin!(compio::signal::unix::signal(libc::SIGINT));
+        let _ = futures_util::future::select(term, int).await;
+    });
+    Ok(())
+}

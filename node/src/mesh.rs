@@ -1,0 +1,117 @@
+//! Cross-shard messages and the channel mesh: one bounded `flume` channel per ordered
+//! shard pair (a shard's messages to itself go through its own channel too, so per-pair
+//! FIFO order is the only ordering rule). Payloads travel as `Bytes`, never copied.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::controller::{ControllerReply, ControllerRequest};
+use crate::metadata::MetadataImage;
+
+/// Capacity of each shard-pair channel: enough to keep a busy peer fed, small enough
+/// that a stalled shard pushes back on its callers.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// A partition addressed by topic name and index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionKey {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Work for one partition, done by its owner shard.
+#[derive(Debug)]
+pub enum PartitionOp {
+    /// Append validated-on-arrival record batches.
+    Produce { records: Bytes, acks: i16 },
+    /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
+    Fetch { offset: i64, max_bytes: usize, min_one: bool },
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
+    ListOffset { timestamp: i64 },
+    /// DeleteRecords: move the log start offset up to `offset` (-1 = high watermark).
+    DeleteRecords { offset: i64 },
+    /// OffsetForLeaderEpoch: the end offset of `epoch`.
+    EndOffsetForEpoch { current_leader_epoch: i32, epoch: i32 },
+    /// DescribeLogDirs: size and offsets.
+    Describe,
+}
+
+/// The owner's answer for one `PartitionOp`, in the same order as the ops.
+#[derive(Debug)]
+pub enum PartitionReply {
+    Error(i16),
+    Produced { base_offset: i64, log_append_time: i64, log_start_offset: i64 },
+    /// acks=0: nothing to say.
+    ProducedNoAck,
+    Fetched { batches: Vec<Bytes>, high_watermark: i64, log_start_offset: i64 },
+    FetchError { code: i16, high_watermark: i64, log_start_offset: i64 },
+    Offset { offset: i64, timestamp: i64 },
+    LowWatermark(i64),
+    EpochEnd { leader_epoch: i32, end_offset: i64 },
+    Described { size_bytes: u64 },
+}
+
+/// What one shard asks of another.
+pub enum ShardMsg {
+    /// Partition work; the reply holds one entry per op, in order.
+    Partitions { ops: Vec<(PartitionKey, PartitionOp)>, reply: flume::Sender<Vec<PartitionReply>> },
+    /// Resolve when any listed partition's readable end passes the given offset, or at
+    /// the deadline; `true` when data arrived.
+    WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<bool> },
+    /// To the controller shard only.
+    Controller { request: ControllerRequest, reply: flume::Sender<ControllerReply> },
+    /// A new metadata image; the shard opens, updates and deletes its partitions, then
+    /// acknowledges.
+    Metadata { image: Arc<MetadataImage>, done: flume::Sender<()> },
+    /// Stop accepting, flush and close the logs, then acknowledge.
+    Shutdown { done: flume::Sender<()> },
+}
+
+/// Every shard's ends of the mesh.
+pub struct ShardLinks {
+    /// `senders[d]` sends to shard `d`.
+    pub senders: Vec<flume::Sender<ShardMsg>>,
+    /// `receivers[s]` receives from shard `s` (and from the main thread when `s` is the
+    /// shard itself: the process-wide control messages arrive on the self channel).
+    pub receivers: Vec<flume::Receiver<ShardMsg>>,
+}
+
+/// Build the full mesh for `n` shards. `links[s].senders[d]` pairs with
+/// `links[d].receivers[s]`.
+pub fn build_mesh(n: usize) -> Vec<ShardLinks> {
+    let mut senders: Vec<Vec<flume::Sender<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
+    let mut receivers: Vec<Vec<flume::Receiver<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
+    for s in 0..n {
+        for d in 0..n {
+            let (tx, rx) = flume::bounded(CHANNEL_CAPACITY);
+            senders[s].push(tx);
+            // receivers[d] is filled in source order because `s` is the outer loop.
+            receivers[d].push(rx);
+        }
+    }
+    senders
+        .into_iter()
+        .zip(receivers)
+        .map(|(senders, receivers)| ShardLinks { senders, receivers })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_pairs_line_up() {
+        let mesh = build_mesh(3);
+        for s in 0..3 {
+            for d in 0..3 {
+                let (tx, _rx) = flume::bounded(1);
+                mesh[s].senders[d].send(ShardMsg::Shutdown { done: tx }).unwrap();
+                assert_eq!(mesh[d].receivers[s].len(), 1, "{s} -> {d}");
+                mesh[d].receivers[s].recv().unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Sending partition work to the owner shards and putting the replies back in the
+//! order of the request.
+
+use std::rc::Rc;
+
+use spate_net::ErrorCode;
+
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::shard::ShardContext;
+
+/// Work sent out; `collect` gathers the replies in the original order.
+pub struct Routed {
+    total: usize,
+    /// Replies known without asking anyone (unknown partitions).
+    local: Vec<(usize, PartitionReply)>,
+    /// Per shard: the positions its replies fill, and where they arrive.
+    remote: Vec<(Vec<usize>, flume::Receiver<Vec<PartitionReply>>)>,
+}
+
+/// The shard that owns `key`, if the partition exists.
+pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Option<usize> {
+    let image = ctx.image.borrow();
+    let topic = image.topic(&key.topic)?;
+    let info = usize::try_from(key.partition).ok().and_then(|p| topic.partitions.get(p))?;
+    Some(ctx.owner_of(info.slot))
+}
+
+/// Send each op to its owner, one message per shard, in order. Awaiting the sends here
+/// (not in a spawned task) keeps per-connection order on every shard-pair channel.
+pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>) -> Routed {
+    let total = ops.len();
+    let mut local = Vec::new();
+    let mut by_shard: Vec<(Vec<usize>, Vec<(PartitionKey, PartitionOp)>)> =
+        (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+    for (pos, (key, op)) in ops.into_iter().enumerate() {
+        match owner(ctx, &key) {
+            Some(shard) => {
+                by_shard[shard].0.push(pos);
+                by_shard[shard].1.push((key, op));
+            }
+            None => local.push((pos, PartitionReply::Error(ErrorCode::UnknownTopicOrPartition.code()))),
+        }
+    }
+    let mut remote = Vec::new();
+    for (shard, (positions, ops)) in by_shard.into_iter().enumerate() {
+        if ops.is_empty() {
+            continue;
+        }
+        let (tx, rx) = flume::bounded(1);
+        if ctx.senders[shard].send_async(ShardMsg::Partitions { ops, reply: tx }).await.is_ok() {
+            remote.push((positions, rx));
+        } else {
+            local.extend(positions.into_iter().map(|p| (p, PartitionReply::Error(ErrorCode::UnknownServerError.code()))));
+        }
+    }
+    Routed { total, local, remote }
+}
+
+impl Routed {
+    pub async fn collect(self) -> Vec<PartitionReply> {
+        let mut slots: Vec<Option<PartitionReply>> = (0..self.total).map(|_| None).collect();
+        for (pos, reply) in self.local {
+            slots[pos] = Some(reply);
+        }
+        for (positions, rx) in self.remote {
+            match rx.recv_async().await {
+                Ok(replies) => {
+                    for (pos, reply) in positions.into_iter().zip(replies) {
+                        slots[pos] = Some(reply);
+                    }
+                }
+                Err(_) => {
+                    for pos in positions {
+                        slots[pos] = Some(PartitionReply::Error(ErrorCode::UnknownServerError.code()));
+                    }
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| s.unwrap_or(PartitionReply::Error(ErrorCode::UnknownServerError.code())))
+            .collect()
+    }
+}
+
+/// Send and wait in one step, for handlers with no ordering concern.
+pub async fn run(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>) -> Vec<PartitionReply> {
+    send(ctx, ops).await.collect().await
+}
+
+/// The error code carried by a reply, 0 when it is a success.
+pub fn error_of(reply: &PartitionReply) -> i16 {
+    match reply {
+        PartitionReply::Error(code) => *code,
+        PartitionReply::FetchError { code, .. } => *code,
+        _ => 0,
+    }
+}

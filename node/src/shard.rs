@@ -1,0 +1,330 @@
+//! A shard: one pinned thread running one compio runtime. It owns the partitions placed
+//! on it, accepts connections on the shared port, and serves the partition work other
+//! shards send it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::BrokerConfig;
+use crate::controller::{Controller, ControllerReply, ControllerRequest};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::metadata::{MetadataImage, MetadataStore};
+use crate::partition::{now_ms, partition_dir, Partition};
+use crate::topic_config::EffectiveTopicConfig;
+
+/// What a shard holds; shared by its tasks through `Rc`.
+pub struct ShardContext {
+    pub id: usize,
+    pub shard_count: usize,
+    pub config: Arc<BrokerConfig>,
+    /// Host and port given to clients.
+    pub advertised: (String, i32),
+    pub image: RefCell<Arc<MetadataImage>>,
+    /// `senders[d]` reaches shard `d`.
+    pub senders: Vec<flume::Sender<ShardMsg>>,
+    pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    shutting_down: Cell<bool>,
+}
+
+impl ShardContext {
+    pub fn owner_of(&self, slot: u32) -> usize {
+        slot as usize % self.shard_count
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(key).cloned()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Ask the controller (shard 0) to change metadata; the answer comes once every
+    /// shard applied the change.
+    pub async fn controller(&self, request: ControllerRequest) -> Option<ControllerReply> {
+        let (tx, rx) = flume::bounded(1);
+        self.senders[0].send_async(ShardMsg::Controller { request, reply: tx }).await.ok()?;
+        rx.recv_async().await.ok()
+    }
+
+    fn effective_config(&self, configs: &std::collections::BTreeMap<String, String>) -> EffectiveTopicConfig {
+        EffectiveTopicConfig::resolve(&self.config.topic_defaults, configs)
+    }
+
+    /// Bring the owned partitions in line with `image`: open new ones, reconfigure
+    /// changed ones, delete the logs of deleted topics.
+    async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        let old = self.image.replace(image.clone());
+        // Deleted topics (or a topic re-created under the same name: a new id).
+        let gone: Vec<PartitionKey> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(k, p)| image.topic(&k.topic).is_none_or(|t| t.id != p.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let removed = self.partitions.borrow_mut().remove(&key);
+            if let Some(p) = removed {
+                match Rc::try_unwrap(p) {
+                    Ok(p) => {
+                        if let Err(e) = p.delete().await {
+                            tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
+                        }
+                    }
+                    // Requests in flight still hold it; the directory is removed directly.
+                    Err(_) => {
+                        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            tracing::error!(dir = %dir.display(), error = %e, "removing partition dir failed");
+                        }
+                    }
+                }
+            }
+        }
+        for topic in image.topics.values() {
+            let config = self.effective_config(&topic.configs);
+            let changed = old.topic(&topic.name).is_none_or(|t| t.configs != topic.configs);
+            for (index, info) in topic.partitions.iter().enumerate() {
+                if self.owner_of(info.slot) != self.id {
+                    continue;
+                }
+                let key = PartitionKey { topic: topic.name.as_str().into(), partition: index as i32 };
+                let existing = self.partition(&key);
+                match existing {
+                    Some(p) => {
+                        if changed {
+                            p.reconfigure(config.clone(), self.config.batch_cache_bytes_per_partition);
+                        }
+                    }
+                    None => {
+                        let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
+                        match Partition::open(dir, topic.id, config.clone(), self.config.batch_cache_bytes_per_partition).await {
+                            Ok(p) => {
+                                self.partitions.borrow_mut().insert(key, Rc::new(p));
+                            }
+                            Err(e) => tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run the ops of one `Partitions` message. Produce ops start here, in arrival
+    /// order, so that per-partition order follows the channel's FIFO order.
+    fn serve_partition_ops(self: &Rc<Self>, ops: Vec<(PartitionKey, PartitionOp)>, reply: flume::Sender<Vec<PartitionReply>>) {
+        let mut pending: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = PartitionReply>>>> = Vec::with_capacity(ops.len());
+        for (key, op) in ops {
+            let Some(partition) = self.partition(&key) else {
+                let code = spate_net::ErrorCode::UnknownTopicOrPartition.code();
+                pending.push(Box::pin(async move { PartitionReply::Error(code) }));
+                continue;
+            };
+            match op {
+                PartitionOp::Produce { records, acks } => pending.push(Box::pin(partition.produce(records, acks))),
+                other => pending.push(Box::pin(async move { partition.run(other).await })),
+            }
+        }
+        compio::runtime::spawn(async move {
+            let replies = futures_util::future::join_all(pending).await;
+            let _ = reply.send_async(replies).await;
+        })
+        .detach();
+    }
+
+    /// Resolve `true` as soon as one watched partition has data past its offset.
+    async fn wait_for_data(self: &Rc<Self>, watches: Vec<(PartitionKey, i64)>, deadline: std::time::Instant) -> bool {
+        loop {
+            let mut listeners = Vec::new();
+            for (key, offset) in &watches {
+                match self.partition(key) {
+                    Some(p) => {
+                        // Listen first, then check, so no append slips between the two.
+                        let l = p.log.listen();
+                        if p.high_watermark() > *offset {
+                            return true;
+                        }
+                        listeners.push(l);
+                    }
+                    // Gone (deleted or moved): let the fetch path report it.
+                    None => return true,
+                }
+            }
+            if listeners.is_empty() || self.is_shutting_down() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
+            if compio::time::timeout(deadline - now, any).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Everything a shard thread needs to start.
+pub struct ShardStart {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub shard_count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub advertised: (String, i32),
+    pub image: Arc<MetadataImage>,
+    pub links: crate::mesh::ShardLinks,
+    pub listener: std::net::TcpListener,
+    /// Shard 0 gets the metadata store and runs the controller.
+    pub store: Option<MetadataStore>,
+    pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
+}
+
+/// The body of a shard thread.
+pub fn run(start: ShardStart) {
+    let mut builder = compio::runtime::RuntimeBuilder::new();
+    if let Some(cpu) = start.cpu {
+        builder.thread_affinity(std::iter::once(cpu).collect());
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = start.ready.send(Err(anyhow::anyhow!("shard {}: starting runtime: {e}", start.id)));
+            return;
+        }
+    };
+    tracing::info!(shard = start.id, cpu = ?start.cpu, driver = ?runtime.driver_type(), "shard runtime started");
+    runtime.block_on(serve(start));
+}
+
+async fn serve(start: ShardStart) {
+    let ShardStart { id, shard_count, config, advertised, image, links, listener, store, ready, .. } = start;
+    let ctx = Rc::new(ShardContext {
+        id,
+        shard_count,
+        config: config.clone(),
+        advertised,
+        image: RefCell::new(Arc::new(MetadataImage::default())),
+        senders: links.senders.clone(),
+        partitions: RefCell::new(HashMap::new()),
+        shutting_down: Cell::new(false),
+    });
+    ctx.apply_image(image.clone()).await;
+
+    let listener = match compio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("shard {id}: listener: {e}")));
+            return;
+        }
+    };
+
+    // The controller lives on shard 0 and handles one request at a time.
+    let controller_queue = store.map(|store| {
+        let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
+        let mut controller = Controller::new(config.clone(), store, image.clone(), links.senders.clone());
+        compio::runtime::spawn(async move {
+            while let Ok((request, reply)) = rx.recv_async().await {
+                let outcome = controller.handle(request).await;
+                let _ = reply.send_async(outcome).await;
+            }
+        })
+        .detach();
+        tx
+    });
+
+    let (shutdown_tx, shutdown_rx) = flume::bounded::<flume::Sender<()>>(1);
+    for rx in links.receivers {
+        let ctx = ctx.clone();
+        let controller_queue = controller_queue.clone();
+        let shutdown_tx = shutdown_tx.clone();
+        compio::runtime::spawn(async move {
+            while let Ok(msg) = rx.recv_async().await {
+                match msg {
+                    ShardMsg::Partitions { ops, reply } => ctx.serve_partition_ops(ops, reply),
+                    ShardMsg::WaitForData { watches, deadline, reply } => {
+                        let ctx = ctx.clone();
+                        compio::runtime::spawn(async move {
+                            let arrived = ctx.wait_for_data(watches, deadline).await;
+                            let _ = reply.send_async(arrived).await;
+                        })
+                        .detach();
+                    }
+                    ShardMsg::Controller { request, reply } => match &controller_queue {
+                        Some(q) => {
+                            let _ = q.send_async((request, reply)).await;
+                        }
+                        None => tracing::error!(shard = ctx.id, "controller request sent to a shard without the controller"),
+                    },
+                    // Applied in place, in order: later messages on this channel see it.
+                    ShardMsg::Metadata { image, done } => {
+                        ctx.apply_image(image).await;
+                        let _ = done.send_async(()).await;
+                    }
+                    ShardMsg::Shutdown { done } => {
+                        let _ = shutdown_tx.send_async(done).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+
+    let accept_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    if accept_ctx.is_shutting_down() {
+                        break;
+                    }
+                    let ctx = accept_ctx.clone();
+                    compio::runtime::spawn(async move { crate::conn::serve(ctx, stream, peer).await }).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = accept_ctx.id, error = %e, "accept failed");
+                    compio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .detach();
+
+    let retention_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let every = Duration::from_millis(retention_ctx.config.log_retention_check_interval_ms.max(100));
+        loop {
+            compio::time::sleep(every).await;
+            let partitions: Vec<(PartitionKey, Rc<Partition>)> =
+                retention_ctx.partitions.borrow().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
+            for (key, p) in partitions {
+                match p.log.enforce_retention(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %key.topic, partition = key.partition, segments = n, "retention deleted segments"),
+                    Err(e) => tracing::warn!(topic = %key.topic, partition = key.partition, error = %e, "retention failed"),
+                }
+            }
+        }
+    })
+    .detach();
+
+    let _ = ready.send(Ok(id));
+    let Ok(done) = shutdown_rx.recv_async().await else { return };
+    ctx.shutting_down.set(true);
+    let partitions: Vec<Rc<Partition>> = ctx.partitions.borrow().values().cloned().collect();
+    for p in partitions {
+        if let Err(e) = p.log.flush().await {
+            tracing::error!(shard = id, error = %e, "flush at shutdown failed");
+        }
+    }
+    tracing::info!(shard = id, "shard stopped");
+    let _ = done.send_async(()).await;
+}
