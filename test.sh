@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs Spate's whole test suite on a fresh Debian machine with Rust installed:
+#   1. unit and integration tests of every crate (cargo test --workspace),
+#   2. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
+#   3. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
+#      Node, Go and Java clients, builds the release broker and runs them).
+# Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked 2>&1
+
+fuzz_seconds="${SPATE_FUZZ_SECONDS:-45}"
+if [ "$fuzz_seconds" != "0" ] && [ -x net/fuzz/run.sh ]; then
+  echo "== fuzzing the decoders for ${fuzz_seconds}s per target"
+  net/fuzz/run.sh "$fuzz_seconds"
+fi
+
+if [ "${SPATE_SKIP_COMPAT:-0}" != "1" ]; then
+  echo "== real-client compatibility suites"
+  compat/run.sh
+fi
+echo "== all tests passed"
