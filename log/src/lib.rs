@@ -1,1 +1,24 @@
-//! Partition log engine for Spate.
+//! `spate-log`: one partition's log.
+//!
+//! Kafka's on-disk format (concatenated RecordBatch v2 in segment files named by their
+//! 20-digit base offset, sparse `.index` and `.timeindex` files), written with
+//! `O_DIRECT` through compio, 4 KiB-aligned, with group commit, a bounded cache of
+//! recent batches, crash recovery, retention and DeleteRecords. See `docs/log.md`.
+
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod buf;
+pub mod cache;
+mod config;
+mod error;
+pub mod index;
+mod io;
+mod log;
+mod segment;
+
+pub use cache::BatchCache;
+pub use config::{LogConfig, SEVEN_DAYS_MS};
+pub use error::{LogError, Result};
+pub use event_listener::EventListener;
+pub use log::{system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult};

@@ -1,0 +1,178 @@
+//! 4 KiB-aligned heap buffers for O_DIRECT I/O.
+//!
+//! An [`AlignedBuf`] owns its memory; it is handed to compio by value for a read or
+//! a write and comes back when the operation completes. After a read (or after a
+//! write, for the batch cache) it is frozen into [`bytes::Bytes`] with
+//! `Bytes::from_owner`, so batches are handed out as slices without copying.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+/// Page size every O_DIRECT offset, length and buffer address is aligned to.
+pub const ALIGN: usize = 4096;
+
+/// Round `n` up to a multiple of [`ALIGN`].
+pub const fn align_up(n: usize) -> usize {
+    (n + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Round `n` down to a multiple of [`ALIGN`].
+pub const fn align_down(n: u64) -> u64 {
+    n & !(ALIGN as u64 - 1)
+}
+
+/// A zero-initialised, 4 KiB-aligned buffer whose capacity is a multiple of 4 KiB.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer exclusively owns its allocation; moving it between threads is
+// as safe as moving a Vec<u8>. (Needed for `Bytes::from_owner`.)
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give `&[u8]` access.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A buffer with at least `capacity` bytes (rounded up to 4 KiB, at least 4 KiB),
+    /// all zero, length 0.
+    pub fn with_capacity(capacity: usize) -> AlignedBuf {
+        let cap = align_up(capacity.max(1));
+        let layout = Layout::from_size_align(cap, ALIGN).expect("aligned layout");
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let ptr = match NonNull::new(raw) {
+            Some(p) => p,
+            None => std::alloc::handle_alloc_error(layout),
+        };
+        AlignedBuf { ptr, cap, len: 0 }
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Number of initialised (meaningful) bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no bytes are in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: all `cap` bytes are initialised (zeroed at allocation).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole capacity, mutable.
+    pub fn full_mut(&mut self) -> &mut [u8] {
+        // SAFETY: all `cap` bytes are initialised and exclusively owned.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    }
+
+    /// Set the length (must be <= capacity).
+    pub fn set_len_checked(&mut self, len: usize) {
+        assert!(len <= self.cap, "AlignedBuf length beyond capacity");
+        self.len = len;
+    }
+
+    /// Make room for `additional` more bytes, moving the content if needed.
+    pub fn reserve(&mut self, additional: usize) {
+        let need = self.len + additional;
+        if need <= self.cap {
+            return;
+        }
+        let mut bigger = AlignedBuf::with_capacity(need.max(self.cap * 2));
+        bigger.full_mut()[..self.len].copy_from_slice(self.as_slice());
+        bigger.len = self.len;
+        *self = bigger;
+    }
+
+    /// Append bytes, growing if needed.
+    pub fn extend_from_slice(&mut self, src: &[u8]) {
+        self.reserve(src.len());
+        let start = self.len;
+        self.full_mut()[start..start + src.len()].copy_from_slice(src);
+        self.len += src.len();
+    }
+
+    /// Zero the bytes between the length and the next 4 KiB boundary and return that
+    /// padded length (what an O_DIRECT write of this buffer covers).
+    pub fn pad_to_page(&mut self) -> usize {
+        let padded = align_up(self.len);
+        let len = self.len;
+        self.full_mut()[len..padded].fill(0);
+        padded
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.cap, ALIGN).expect("aligned layout");
+        // SAFETY: allocated in `with_capacity` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+impl compio::buf::IoBuf for AlignedBuf {
+    fn as_init(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl compio::buf::SetLen for AlignedBuf {
+    unsafe fn set_len(&mut self, len: usize) {
+        self.set_len_checked(len);
+    }
+}
+
+impl compio::buf::IoBufMut for AlignedBuf {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: same memory viewed as MaybeUninit, which has the same layout.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.cap) }
+    }
+}
+
+/// A view of the first `len` bytes of an [`AlignedBuf`] used for writes that cover
+/// padding beyond the buffer's logical length.
+pub struct PaddedWrite {
+    pub(crate) buf: AlignedBuf,
+    pub(crate) len: usize,
+}
+
+impl compio::buf::IoBuf for PaddedWrite {
+    fn as_init(&self) -> &[u8] {
+        // SAFETY: `len <= cap` is checked when built; all capacity is initialised.
+        unsafe { std::slice::from_raw_parts(self.buf.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl PaddedWrite {
+    /// Pad `buf` to a page boundary and wrap it for writing.
+    pub fn new(mut buf: AlignedBuf) -> PaddedWrite {
+        let len = buf.pad_to_page();
+        PaddedWrite { buf, len }
+    }
+}

@@ -1,0 +1,391 @@
+//! One segment: a data file of concatenated batches plus its two indexes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use compio::fs::File;
+
+use crate::batch::{crc_ok, parse_header, BatchHeader, HeaderProblem, HEADER_LEN};
+use crate::buf::{align_down, align_up};
+use crate::error::{LogError, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::io as fio;
+
+/// File name stem of a segment: its base offset in 20 digits.
+pub fn file_stem(base: i64) -> String {
+    format!("{base:020}")
+}
+
+/// Paths of a segment's three files.
+pub fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+    let stem = file_stem(base);
+    (
+        dir.join(format!("{stem}.log")),
+        dir.join(format!("{stem}.index")),
+        dir.join(format!("{stem}.timeindex")),
+    )
+}
+
+/// In-memory state of one segment.
+#[derive(Debug)]
+pub struct Segment {
+    pub base: i64,
+    pub path: PathBuf,
+    /// Opened data file (`None` until the writer creates it).
+    pub file: Option<File>,
+    /// Bytes durably written (what readers may see).
+    pub size: u64,
+    /// Bytes appended, including those still waiting in the write buffer.
+    pub logical_size: u64,
+    /// Offset after the last appended batch (== base while empty).
+    pub next_offset: i64,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Largest batch max timestamp and the base offset of its first batch (-1 if none).
+    pub max_ts: i64,
+    pub max_ts_offset: i64,
+    /// Max timestamp of the first batch (segment.ms roll), else creation time.
+    pub roll_ts: Option<i64>,
+    pub created_ms: i64,
+    /// Bytes appended since the last index entry.
+    pub bytes_since_index: u64,
+    /// Rolled: no more appends. Sealed: the writer has synced, trimmed and written its
+    /// index files (only sealed segments may be deleted).
+    pub rolled: bool,
+    pub sealed: bool,
+    /// Bytes reserved by fallocate (the file length while active).
+    pub allocated: u64,
+}
+
+impl Segment {
+    pub fn new(dir: &Path, base: i64, now_ms: i64) -> Segment {
+        Segment {
+            base,
+            path: paths(dir, base).0,
+            file: None,
+            size: 0,
+            logical_size: 0,
+            next_offset: base,
+            index: OffsetIndex::new(base),
+            time_index: TimeIndex::new(base),
+            max_ts: -1,
+            max_ts_offset: base,
+            roll_ts: None,
+            created_ms: now_ms,
+            bytes_since_index: 0,
+            rolled: false,
+            sealed: false,
+            allocated: 0,
+        }
+    }
+
+    /// Account for one appended batch at `position` (bytes from segment start).
+    pub fn on_batch(&mut self, h: &BatchHeader, position: u64, index_interval: u64) {
+        if h.max_timestamp > self.max_ts {
+            self.max_ts = h.max_timestamp;
+            self.max_ts_offset = h.base_offset;
+        }
+        if self.roll_ts.is_none() && h.max_timestamp >= 0 {
+            self.roll_ts = Some(h.max_timestamp);
+        }
+        if self.bytes_since_index > index_interval {
+            self.index.append(h.base_offset, position as u32);
+            if self.max_ts >= 0 {
+                self.time_index.maybe_append(self.max_ts, self.max_ts_offset);
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_len as u64;
+        self.next_offset = h.last_offset() + 1;
+        self.logical_size = position + h.total_len as u64;
+    }
+
+    /// Final time index entry so that its last entry is the segment's max timestamp.
+    pub fn finish_time_index(&mut self) {
+        if self.max_ts >= 0 {
+            self.time_index.maybe_append(self.max_ts, self.max_ts_offset);
+        }
+    }
+
+    /// Is the segment empty (no batch appended)?
+    pub fn is_empty(&self) -> bool {
+        self.logical_size == 0
+    }
+}
+
+/// Why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Reached exactly the end of the scanned range.
+    End,
+    /// Hit never-written (zero) space.
+    Zero,
+    /// A batch extends past the end of the file.
+    Torn,
+    /// A batch failed a check.
+    Corrupt(String),
+}
+
+/// Result of scanning batches.
+#[derive(Debug)]
+pub struct ScanOutcome {
+    pub valid_end: u64,
+    pub next_offset: i64,
+    pub stop: Stop,
+    pub batches: usize,
+}
+
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Walk the batches of `file` from `start` up to `file_len`, verifying length, magic,
+/// CRC32C and increasing offsets (every base offset >= `min_offset`). Calls `on` for
+/// each good batch with its position.
+pub async fn scan(
+    file: &File,
+    start: u64,
+    file_len: u64,
+    mut min_offset: i64,
+    mut on: impl FnMut(u64, &BatchHeader),
+) -> io::Result<ScanOutcome> {
+    let mut pos = start;
+    let mut window: Option<(u64, Bytes)> = None;
+    let mut count = 0usize;
+    let stop = loop {
+        if pos >= file_len {
+            break Stop::End;
+        }
+        let header_end = (pos + HEADER_LEN as u64).min(file_len);
+        let covered = |w: &Option<(u64, Bytes)>, end: u64| {
+            w.as_ref().is_some_and(|(wp, b)| *wp <= pos && wp + b.len() as u64 >= end)
+        };
+        if !covered(&window, header_end) {
+            let at = align_down(pos);
+            let len = align_up(SCAN_CHUNK.min((file_len - at) as usize));
+            let buf = fio::read_aligned(file, at, len).await?;
+            window = Some((at, Bytes::from_owner(buf)));
+        }
+        let (wp, w) = match &window {
+            Some((wp, w)) => (*wp, w.clone()),
+            None => break Stop::Torn,
+        };
+        let off = (pos - wp) as usize;
+        let avail = &w[off.min(w.len())..];
+        let h = match parse_header(avail) {
+            Ok(h) => h,
+            Err(HeaderProblem::Zero) => break Stop::Zero,
+            Err(HeaderProblem::Short) => {
+                if avail.iter().all(|&b| b == 0) {
+                    break Stop::Zero;
+                }
+                break Stop::Torn;
+            }
+            Err(HeaderProblem::Bad(s)) => break Stop::Corrupt(format!("at position {pos}: {s}")),
+        };
+        if h.base_offset < min_offset {
+            break Stop::Corrupt(format!(
+                "at position {pos}: base offset {} below expected {min_offset}",
+                h.base_offset
+            ));
+        }
+        let end = pos + h.total_len as u64;
+        if end > file_len {
+            break Stop::Torn;
+        }
+        let batch = if covered(&window, end) {
+            w.slice(off..off + h.total_len)
+        } else {
+            let at = align_down(pos);
+            let len = align_up(((end - at) as usize).max(SCAN_CHUNK.min((file_len - at) as usize)));
+            let buf = fio::read_aligned(file, at, len).await?;
+            let b = Bytes::from_owner(buf);
+            window = Some((at, b.clone()));
+            let o = (pos - at) as usize;
+            if b.len() < o + h.total_len {
+                break Stop::Torn;
+            }
+            b.slice(o..o + h.total_len)
+        };
+        if !crc_ok(&batch, &h) {
+            break Stop::Corrupt(format!("at position {pos}: CRC mismatch"));
+        }
+        on(pos, &h);
+        count += 1;
+        min_offset = h.last_offset() + 1;
+        pos = end;
+    };
+    Ok(ScanOutcome { valid_end: pos, next_offset: min_offset, stop, batches: count })
+}
+
+fn map_file(path: &Path) -> io::Result<Option<memmap2::Mmap>> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: index files are only written by this log (whole-file replace on seal,
+    // never modified while mapped).
+    Ok(Some(unsafe { memmap2::Mmap::map(&f)? }))
+}
+
+/// Write a segment's two index files.
+pub async fn write_indexes(dir: &Path, base: i64, offset_idx: Vec<u8>, time_idx: Vec<u8>) -> Result<()> {
+    let (_, ip, tp) = paths(dir, base);
+    fio::write_small_file(&ip, offset_idx)
+        .await
+        .map_err(|e| LogError::io(format!("writing {}", ip.display()), e))?;
+    fio::write_small_file(&tp, time_idx)
+        .await
+        .map_err(|e| LogError::io(format!("writing {}", tp.display()), e))?;
+    Ok(())
+}
+
+fn rebuild_into(seg: &mut Segment, interval: u64) -> impl FnMut(u64, &BatchHeader) + '_ {
+    move |pos, h| seg.on_batch(h, pos, interval)
+}
+
+/// Load a closed (not last) segment: sanity-check its indexes, verify the batches after
+/// the last index entry, and rebuild the indexes by a full scan if either check fails.
+/// A closed segment with a bad batch is reported as [`LogError::Corrupt`].
+pub async fn load_closed(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<Segment> {
+    let (lp, ip, tp) = paths(dir, base);
+    let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+    let (file, _) = fio::open_data_file(&lp, false, true, allow_fallback)
+        .await
+        .map_err(|e| LogError::io(ctx("opening segment", &lp), e))?;
+    let file_len = fio::file_len(&file).await.map_err(|e| LogError::io(ctx("stat", &lp), e))?;
+    let mut seg = Segment::new(dir, base, now_ms);
+    seg.created_ms = std::fs::metadata(&lp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(now_ms);
+
+    // Try the existing indexes first.
+    let mut trusted = None;
+    let oi = map_file(&ip).map_err(|e| LogError::io(ctx("mapping", &ip), e))?;
+    let ti = map_file(&tp).map_err(|e| LogError::io(ctx("mapping", &tp), e))?;
+    let loaded = match (oi, ti) {
+        (Some(o), t) if file_len > 0 => {
+            let oidx = OffsetIndex::from_map(base, o, file_len);
+            let tidx = match t {
+                Some(t) => TimeIndex::from_map(base, t),
+                None => Ok(TimeIndex::new(base)),
+            };
+            match (oidx, tidx) {
+                (Ok(o), Ok(t)) => Some((o, t)),
+                (Err(r), _) | (_, Err(r)) => {
+                    tracing::warn!(segment = %lp.display(), reason = %r, "index failed sanity check; rebuilding");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some((oidx, tidx)) = loaded {
+        let (start_off, start_pos) = oidx.lookup(i64::MAX);
+        let mut tail_max = (-1i64, base);
+        let out = scan(&file, start_pos as u64, file_len, start_off, |_, h| {
+            if h.max_timestamp > tail_max.0 {
+                tail_max = (h.max_timestamp, h.base_offset);
+            }
+        })
+        .await
+        .map_err(|e| LogError::io(ctx("reading", &lp), e))?;
+        let ok = matches!(out.stop, Stop::End | Stop::Zero) && (out.batches > 0 || start_pos == 0);
+        if ok {
+            trusted = Some((oidx, tidx, out, tail_max));
+        } else {
+            tracing::warn!(segment = %lp.display(), stop = ?out.stop, "segment tail does not match its index; full scan");
+        }
+    }
+    let valid_end;
+    match trusted {
+        Some((oidx, tidx, out, tail_max)) => {
+            if let Some((ts, off)) = tidx.last() {
+                seg.max_ts = ts;
+                seg.max_ts_offset = off;
+            }
+            if tail_max.0 > seg.max_ts {
+                seg.max_ts = tail_max.0;
+                seg.max_ts_offset = tail_max.1;
+            }
+            seg.index = oidx;
+            seg.time_index = tidx;
+            seg.next_offset = out.next_offset;
+            valid_end = out.valid_end;
+        }
+        None => {
+            let out = scan(&file, 0, file_len, base, rebuild_into(&mut seg, interval))
+                .await
+                .map_err(|e| LogError::io(ctx("reading", &lp), e))?;
+            match out.stop {
+                Stop::End | Stop::Zero => {}
+                Stop::Torn => {
+                    return Err(LogError::Corrupt {
+                        path: lp,
+                        reason: format!("closed segment ends in a partial batch at position {}", out.valid_end),
+                    })
+                }
+                Stop::Corrupt(r) => return Err(LogError::Corrupt { path: lp, reason: r }),
+            }
+            seg.finish_time_index();
+            valid_end = out.valid_end;
+            write_indexes(dir, base, seg.index.bytes().to_vec(), seg.time_index.bytes().to_vec()).await?;
+        }
+    }
+    if valid_end < file_len {
+        // Preallocated zeros left by a crash between the last write and the trim.
+        fio::set_len(&file, valid_end)
+            .await
+            .map_err(|e| LogError::io(ctx("truncating", &lp), e))?;
+    }
+    seg.size = valid_end;
+    seg.logical_size = valid_end;
+    seg.allocated = valid_end;
+    seg.file = Some(file);
+    seg.rolled = true;
+    seg.sealed = true;
+    Ok(seg)
+}
+
+/// Load the active (last) segment: full scan, truncate at the first torn, corrupt or
+/// never-written batch, rebuild indexes in memory.
+pub async fn load_active(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
+    let (lp, _, _) = paths(dir, base);
+    let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
+        .await
+        .map_err(|e| LogError::io(format!("opening segment {}", lp.display()), e))?;
+    let file_len = fio::file_len(&file)
+        .await
+        .map_err(|e| LogError::io(format!("stat {}", lp.display()), e))?;
+    let mut seg = Segment::new(dir, base, now_ms);
+    let out = scan(&file, 0, file_len, base, rebuild_into(&mut seg, interval))
+        .await
+        .map_err(|e| LogError::io(format!("reading {}", lp.display()), e))?;
+    match &out.stop {
+        Stop::End | Stop::Zero => {}
+        other => tracing::warn!(
+            segment = %lp.display(),
+            stop = ?other,
+            valid_end = out.valid_end,
+            file_len,
+            "truncating active segment after the last good batch"
+        ),
+    }
+    if out.valid_end < file_len {
+        fio::set_len(&file, out.valid_end)
+            .await
+            .map_err(|e| LogError::io(format!("truncating {}", lp.display()), e))?;
+    }
+    seg.size = out.valid_end;
+    seg.logical_size = out.valid_end;
+    seg.allocated = out.valid_end;
+    seg.next_offset = out.next_offset.max(base);
+    seg.file = Some(file);
+    Ok((seg, direct))
+}

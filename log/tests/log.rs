@@ -1,0 +1,240 @@
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::future::join_all;
+use spate_log::{LogConfig, LogError, PartitionLog};
+
+/// (base offset, expected bytes on disk) of every appended batch.
+type Model = Vec<(i64, Vec<u8>)>;
+
+async fn fill(log: &PartitionLog, n: u64, seed0: u64, model: &mut Model) {
+    for i in 0..n {
+        let seed = seed0 + i;
+        let count = (seed % 5) as i32 + 1;
+        let len = 50 + (seed as usize * 37) % 3000;
+        let b = batch(seed, count, 1_000 + seed as i64, len);
+        let info = log.append(b.clone()).await.unwrap();
+        assert_eq!(info.last_offset - info.base_offset, count as i64 - 1);
+        model.push((info.base_offset, with_base(&b, info.base_offset)));
+    }
+}
+
+/// Read at every offset and check that the first batch returned contains it and that
+/// the batches returned match the model byte for byte.
+async fn check_all_offsets(log: &PartitionLog, model: &Model) {
+    let end = log.written_end_offset();
+    let start = log.log_start_offset();
+    for off in start..end {
+        let r = log.read(off, 10_000, true).await.unwrap();
+        assert!(!r.batches.is_empty(), "no batch at {off}");
+        let first = &r.batches[0];
+        assert!(base_of(first) <= off && last_of(first) >= off, "offset {off}");
+        let idx = model.iter().position(|(b, _)| *b == base_of(first)).unwrap();
+        for (k, got) in r.batches.iter().enumerate() {
+            assert_eq!(&got[..], &model[idx + k].1[..], "batch {} at read offset {off}", idx + k);
+        }
+        assert!(r.batches.len() == 1 || r.size_bytes() <= 10_000);
+    }
+}
+
+#[compio::test]
+async fn round_trip_across_rolls_and_reopen() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    let mut model = Model::new();
+    let log = PartitionLog::open(path.clone(), small_config()).await.unwrap();
+    assert!(log.is_direct_io());
+    fill(&log, 300, 1, &mut model).await;
+    assert!(log.segment_count() > 5, "segments: {}", log.segment_count());
+    assert_eq!(log.written_end_offset(), log.log_end_offset());
+    check_all_offsets(&log, &model).await;
+    assert!(log.stats().cache_hits > 0);
+    let end = log.log_end_offset();
+    log.close().await.unwrap();
+
+    // Reopen: everything from disk (cache empty), then keep appending.
+    let log = PartitionLog::open(path.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    check_all_offsets(&log, &model).await;
+    fill(&log, 50, 1000, &mut model).await;
+    check_all_offsets(&log, &model).await;
+    drop(log);
+
+    // Reopen after a drop without close (active segment recovered by scan).
+    let cfg = LogConfig { cache_bytes: 0, ..small_config() };
+    let log = PartitionLog::open(path, cfg).await.unwrap();
+    check_all_offsets(&log, &model).await;
+    assert_eq!(log.stats().cache_hits, 0);
+    // Segment files are named by 20-digit base offsets.
+    for b in log.segment_bases() {
+        assert!(log.dir().join(format!("{b:020}.log")).exists());
+    }
+    assert!(log.dir().join("00000000000000000000.log").exists());
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn read_limits_and_out_of_range() {
+    let dir = tempdir();
+    let log = PartitionLog::open(dir.path().join("p"), small_config()).await.unwrap();
+    let big = batch(7, 3, 5, 20_000);
+    log.append(big.clone()).await.unwrap();
+    log.append(batch(8, 1, 6, 100)).await.unwrap();
+    // min_one returns one whole batch even if larger than max_bytes.
+    let r = log.read(1, 10, true).await.unwrap();
+    assert_eq!(r.batches.len(), 1);
+    assert_eq!(r.batches[0].len(), big.len());
+    let r = log.read(0, 10, false).await.unwrap();
+    assert!(r.batches.is_empty());
+    // At the end: empty; beyond: error.
+    let r = log.read(4, 1000, true).await.unwrap();
+    assert!(r.batches.is_empty());
+    assert_eq!(r.high_watermark, 4);
+    match log.read(5, 1000, true).await {
+        Err(LogError::OffsetOutOfRange { requested: 5, log_start: 0, log_end: 4 }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // Same from disk.
+    let cfg = LogConfig { cache_bytes: 0, ..small_config() };
+    log.update_config(cfg);
+    let r = log.read(1, 10, true).await.unwrap();
+    assert_eq!(&r.batches[0][..], &with_base(&big, 0)[..]);
+    let r = log.read(0, 1 << 20, true).await.unwrap();
+    assert_eq!(r.batches.len(), 2);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn group_commit_and_ordered_offsets() {
+    let dir = tempdir();
+    let log = PartitionLog::open(dir.path().join("g"), small_config()).await.unwrap();
+    log.append(batch(1, 1, 1, 10)).await.unwrap();
+    let w0 = log.stats().writes;
+    // Issued before any await: offsets assigned in call order, one write for all.
+    let futs: Vec<_> = (0..20).map(|i| log.append(batch(i, 2, 1, 100))).collect();
+    assert_eq!(log.log_end_offset(), 41);
+    assert_eq!(log.written_end_offset(), 1);
+    let res = join_all(futs).await;
+    for (i, r) in res.into_iter().enumerate() {
+        assert_eq!(r.unwrap().base_offset, 1 + 2 * i as i64);
+    }
+    assert_eq!(log.stats().writes - w0, 1, "20 appends must go down in one write");
+    // While a write is in flight, more appends pile up into the next single write.
+    let first = log.append(batch(100, 1, 1, 100));
+    let a = compio::runtime::spawn(first);
+    compio::runtime::time::sleep(std::time::Duration::from_millis(0)).await;
+    let more: Vec<_> = (0..10).map(|i| log.append(batch(200 + i, 1, 1, 100))).collect();
+    a.await.unwrap().unwrap();
+    for r in join_all(more).await {
+        r.unwrap();
+    }
+    assert!(log.stats().writes - w0 <= 3);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn flush_every_write_syncs() {
+    let dir = tempdir();
+    let cfg = LogConfig { flush_messages: 1, ..small_config() };
+    let log = PartitionLog::open(dir.path().join("s"), cfg).await.unwrap();
+    for i in 0..5 {
+        log.append(batch(i, 1, 1, 100)).await.unwrap();
+    }
+    assert!(log.stats().syncs >= 5);
+    let cfg = LogConfig { flush_messages: 10, ..small_config() };
+    log.update_config(cfg);
+    let s0 = log.stats().syncs;
+    for i in 0..9 {
+        log.append(batch(i, 1, 1, 100)).await.unwrap();
+    }
+    assert_eq!(log.stats().syncs, s0);
+    log.append(batch(99, 1, 1, 100)).await.unwrap();
+    assert_eq!(log.stats().syncs, s0 + 1);
+    // flush.ms: a timer syncs dirty data.
+    let cfg = LogConfig { flush_ms: 20, ..small_config() };
+    log.update_config(cfg);
+    log.append(batch(100, 1, 1, 100)).await.unwrap();
+    let s1 = log.stats().syncs;
+    compio::runtime::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(log.stats().syncs, s1 + 1);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn listen_fires_on_write() {
+    let dir = tempdir();
+    let log = std::rc::Rc::new(PartitionLog::open(dir.path().join("l"), small_config()).await.unwrap());
+    let l = log.listen();
+    assert_eq!(log.written_end_offset(), 0);
+    let log2 = log.clone();
+    let t = compio::runtime::spawn(async move {
+        compio::runtime::time::sleep(std::time::Duration::from_millis(20)).await;
+        log2.append(batch(1, 1, 1, 10)).await.unwrap();
+    });
+    l.await;
+    assert_eq!(log.written_end_offset(), 1);
+    t.await.unwrap();
+}
+
+#[compio::test]
+async fn append_with_offsets_and_truncate() {
+    let dir = tempdir();
+    let log = PartitionLog::open(dir.path().join("f"), small_config()).await.unwrap();
+    let b = Bytes::from(spate_log::batch::build_test_batch(100, 5, 1, &payload(1, 100)));
+    let info = log.append_with_offsets(b).await.unwrap();
+    assert_eq!((info.base_offset, info.last_offset, info.log_end_offset), (100, 104, 105));
+    assert_eq!(log.segment_bases(), vec![100]);
+    let b = Bytes::from(spate_log::batch::build_test_batch(104, 1, 1, &payload(2, 100)));
+    assert!(matches!(log.append_with_offsets(b).await, Err(LogError::InvalidBatch(_))));
+    let b = Bytes::from(spate_log::batch::build_test_batch(110, 2, 1, &payload(3, 100)));
+    log.append_with_offsets(b).await.unwrap();
+    assert_eq!(log.log_end_offset(), 112);
+    // Read inside the gap returns the next batch.
+    let r = log.read(106, 1000, true).await.unwrap();
+    assert_eq!(base_of(&r.batches[0]), 110);
+    // Truncate back into the first batch: it goes entirely.
+    let mut model = Model::new();
+    let _ = &mut model;
+    let leo = log.truncate_to(111).await.unwrap();
+    assert_eq!(leo, 110);
+    assert_eq!(log.written_end_offset(), 110);
+    let info = log.append(batch(5, 1, 1, 50)).await.unwrap();
+    assert_eq!(info.base_offset, 110);
+    drop(log);
+    let log = PartitionLog::open(dir.path().join("f"), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 111);
+    let r = log.read(100, 1 << 20, true).await.unwrap();
+    assert_eq!(r.batches.len(), 2);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn invalid_input_is_rejected() {
+    let dir = tempdir();
+    let log = PartitionLog::open(dir.path().join("x"), small_config()).await.unwrap();
+    let b = batch(1, 1, 1, 100);
+    assert!(matches!(log.append(b.slice(..50)).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(log.append(b.slice(..b.len() - 1)).await, Err(LogError::InvalidBatch(_))));
+    let mut v = b.to_vec();
+    v[16] = 1;
+    assert!(matches!(log.append(Bytes::from(v)).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(log.append(Bytes::new()).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(batch(1, 1, 1, 100_000)).await,
+        Err(LogError::BatchTooLarge { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn delete_removes_directory() {
+    let dir = tempdir();
+    let p = dir.path().join("d");
+    let log = PartitionLog::open(p.clone(), small_config()).await.unwrap();
+    log.append(batch(1, 1, 1, 100)).await.unwrap();
+    log.delete().await.unwrap();
+    assert!(!p.exists());
+}
+
