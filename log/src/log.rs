@@ -141,6 +141,8 @@ struct State {
     direct: bool,
     prealloc_ok: bool,
     buf_hint: usize,
+    /// The writer task holds a job (taken out of `pending`).
+    job_in_flight: bool,
 }
 
 struct Shared {
@@ -365,6 +367,7 @@ impl PartitionLog {
             direct,
             prealloc_ok: true,
             buf_hint: MIN_WRITE_BUF,
+            job_in_flight: false,
         };
         // The open write buffer for the active segment, starting with its tail page.
         match st.segments.values().next_back() {
@@ -692,8 +695,7 @@ impl PartitionLog {
     /// Wait until everything appended so far is written, then fdatasync the active
     /// segment.
     pub async fn flush(&self) -> Result<()> {
-        let target = self.log_end_offset();
-        wait_written(&self.shared, target).await?;
+        wait_idle(&self.shared).await?;
         let file = {
             let st = self.shared.state.borrow();
             st.active().and_then(|s| s.file.clone())
@@ -709,9 +711,21 @@ impl PartitionLog {
     }
 
     /// Delete closed segments past `retention.ms` (by their largest timestamp) or beyond
-    /// `retention.bytes`, oldest first. Returns how many were deleted. When the active
-    /// segment itself has expired it is rolled, so that the next call can delete it.
+    /// `retention.bytes`, oldest first (Kafka's rules). Returns how many were deleted.
+    /// When every closed segment is gone and the active one has expired too, it is rolled
+    /// (once its writes are done), sealed and deleted as well.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let (n, rolled) = self.retention_pass(now_ms).await?;
+        if !rolled {
+            return Ok(n);
+        }
+        // The expired active segment was rolled: once sealed, it can go too.
+        wait_idle(&self.shared).await?;
+        Ok(n + self.retention_pass(now_ms).await?.0)
+    }
+
+    async fn retention_pass(&self, now_ms: i64) -> Result<(usize, bool)> {
+        let mut rolled = false;
         let doomed: Vec<i64> = {
             let mut st = self.shared.state.borrow_mut();
             let cfg = st.config.clone();
@@ -744,19 +758,19 @@ impl PartitionLog {
                 let leo = st.leo;
                 if let Some(a) = st.active() {
                     let ts = if a.max_ts >= 0 { a.max_ts } else { a.created_ms };
-                    if !a.is_empty() && now_ms - ts > cfg.retention_ms {
+                    if !a.is_empty() && a.size == a.logical_size && now_ms - ts > cfg.retention_ms {
                         st.roll(leo, now_ms);
+                        rolled = true;
                         self.shared.work.notify(1);
                     }
                 }
             }
             doomed
         };
-        if doomed.is_empty() {
-            return Ok(0);
+        if !doomed.is_empty() {
+            self.remove_segments(&doomed).await?;
         }
-        self.remove_segments(&doomed).await?;
-        Ok(doomed.len())
+        Ok((doomed.len(), rolled))
     }
 
     async fn remove_segments(&self, bases: &[i64]) -> Result<()> {
@@ -816,11 +830,11 @@ impl PartitionLog {
 
     /// Truncate the log so that its end offset becomes `offset` (replication followers):
     /// batches at or above `offset` are removed; the batch containing `offset` is
-    /// removed entirely (the end offset becomes its base). Waits for in-flight writes.
+    /// removed entirely (the end offset becomes its base). Waits for in-flight writes;
+    /// the caller must not append while it runs.
     /// Returns the new log end offset.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
-        let target = self.log_end_offset();
-        wait_written(&self.shared, target).await?;
+        wait_idle(&self.shared).await?;
         let (ls, leo) = {
             let st = self.shared.state.borrow();
             (st.log_start, st.leo)
@@ -983,9 +997,21 @@ async fn remove_segment_files(dir: &Path, base: i64) -> Result<()> {
 }
 
 async fn wait_written(shared: &Rc<Shared>, target: i64) -> Result<()> {
+    wait_until(shared, |st| st.written_end >= target).await
+}
+
+/// Wait until everything appended is written and every rolled segment sealed.
+async fn wait_idle(shared: &Rc<Shared>) -> Result<()> {
+    wait_until(shared, |st| {
+        !st.job_in_flight && st.written_end >= st.leo && st.pending.iter().all(|p| !p.seal)
+    })
+    .await
+}
+
+async fn wait_until(shared: &Rc<Shared>, done: impl Fn(&State) -> bool) -> Result<()> {
     let check = |shared: &Shared| -> Option<Result<()>> {
         let st = shared.state.borrow();
-        if st.written_end >= target {
+        if done(&st) {
             return Some(Ok(()));
         }
         if let Some((_, reason)) = &st.failed {
@@ -1077,7 +1103,10 @@ async fn writer_loop(shared: Rc<Shared>) {
     loop {
         let job = shared.state.borrow_mut().take_job();
         if let Some(job) = job {
-            if let Err(e) = run_job(&shared, job).await {
+            shared.state.borrow_mut().job_in_flight = true;
+            let res = run_job(&shared, job).await;
+            shared.state.borrow_mut().job_in_flight = false;
+            if let Err(e) = res {
                 let mut st = shared.state.borrow_mut();
                 st.fail(&e);
                 drop(st);

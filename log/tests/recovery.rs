@@ -1,0 +1,182 @@
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use common::*;
+use spate_log::{LogConfig, LogError, PartitionLog};
+
+/// Append `n` batches; return (base offset, size) of each.
+async fn fill(dir: &Path, n: u64, cfg: LogConfig) -> Vec<(i64, usize)> {
+    let log = PartitionLog::open(dir.to_path_buf(), cfg).await.unwrap();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let b = batch(i, 2, 1000 + i as i64, 300 + (i as usize * 53) % 1500);
+        let info = log.append(b.clone()).await.unwrap();
+        out.push((info.base_offset, b.len()));
+    }
+    log.close().await.unwrap();
+    out
+}
+
+fn seg_file(dir: &Path, base: i64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// Position of each batch inside the last segment (base offset `last_base`).
+fn positions_in(batches: &[(i64, usize)], seg_base: i64) -> Vec<(i64, u64, usize)> {
+    let mut pos = 0u64;
+    let mut out = Vec::new();
+    for &(b, len) in batches.iter().filter(|(b, _)| *b >= seg_base) {
+        out.push((b, pos, len));
+        pos += len as u64;
+    }
+    out
+}
+
+async fn expect_end(dir: &Path, cfg: LogConfig, end: i64) {
+    let log = PartitionLog::open(dir.to_path_buf(), cfg).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.written_end_offset(), end);
+    // Everything below is readable and intact (CRC checked by a fresh scan via reopen).
+    let mut off = log.log_start_offset();
+    while off < end {
+        let r = log.read(off, 1 << 20, true).await.unwrap();
+        assert!(!r.batches.is_empty());
+        for b in &r.batches {
+            assert_eq!(base_of(b), off);
+            off = last_of(b) + 1;
+        }
+    }
+    // And appends continue at the recovered end.
+    let info = log.append(batch(999, 1, 5000, 100)).await.unwrap();
+    assert_eq!(info.base_offset, end);
+    log.close().await.unwrap();
+    let log = PartitionLog::open(dir.to_path_buf(), cfg_no_cache()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end + 1);
+    log.close().await.unwrap();
+}
+
+fn cfg_no_cache() -> LogConfig {
+    LogConfig { cache_bytes: 0, ..small_config() }
+}
+
+#[compio::test]
+async fn torn_last_batch_is_dropped() {
+    let t = tempdir();
+    let dir = t.path().join("torn");
+    let batches = fill(&dir, 120, small_config()).await;
+    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
+    let pos = positions_in(&batches, last_seg);
+    let &(b, p, len) = pos.last().unwrap();
+    let f = OpenOptions::new().write(true).open(seg_file(&dir, last_seg)).unwrap();
+    f.set_len(p + len as u64 / 2).unwrap();
+    drop(f);
+    expect_end(&dir, small_config(), b).await;
+}
+
+#[compio::test]
+async fn flipped_byte_truncates_active_segment_there() {
+    let t = tempdir();
+    let dir = t.path().join("flip");
+    let batches = fill(&dir, 120, small_config()).await;
+    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
+    let pos = positions_in(&batches, last_seg);
+    assert!(pos.len() >= 4, "need a few batches in the last segment");
+    let (b, p, len) = pos[pos.len() / 2];
+    let mut f = OpenOptions::new().write(true).read(true).open(seg_file(&dir, last_seg)).unwrap();
+    f.seek(SeekFrom::Start(p + len as u64 - 10)).unwrap();
+    f.write_all(&[0xAB, 0xCD]).unwrap();
+    drop(f);
+    expect_end(&dir, small_config(), b).await;
+}
+
+#[compio::test]
+async fn zero_tail_is_not_data() {
+    let t = tempdir();
+    let dir = t.path().join("zero");
+    let batches = fill(&dir, 50, small_config()).await;
+    let end = batches.last().map(|(b, _)| b + 2).unwrap();
+    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
+    let f = OpenOptions::new().write(true).open(seg_file(&dir, last_seg)).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + 3 * 1024 * 1024 + 100).unwrap();
+    drop(f);
+    expect_end(&dir, small_config(), end).await;
+}
+
+#[compio::test]
+async fn crash_without_close_keeps_written_batches() {
+    // Drop without close: no seal, the preallocated tail stays; recovery scans it.
+    let t = tempdir();
+    let dir = t.path().join("drop");
+    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    for i in 0..40 {
+        log.append(batch(i, 1, 1, 700)).await.unwrap();
+    }
+    drop(log);
+    let active = seg_file(&dir, 35); // unknown base; find the largest file instead
+    let _ = active;
+    expect_end(&dir, small_config(), 40).await;
+}
+
+#[compio::test]
+async fn corrupt_closed_segment_is_an_error() {
+    let t = tempdir();
+    let dir = t.path().join("closed");
+    fill(&dir, 120, small_config()).await;
+    let f = seg_file(&dir, 0);
+    let mut h = OpenOptions::new().write(true).read(true).open(&f).unwrap();
+    let len = h.metadata().unwrap().len();
+    // Damage the last batch of the first (closed) segment: the tail check catches it,
+    // the full rescan confirms it, and open reports it.
+    h.seek(SeekFrom::Start(len - 20)).unwrap();
+    h.write_all(&[1, 2, 3, 4]).unwrap();
+    drop(h);
+    match PartitionLog::open(dir.clone(), small_config()).await {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(path, f),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("open must fail on a corrupt closed segment"),
+    }
+}
+
+#[compio::test]
+async fn missing_or_bad_index_is_rebuilt() {
+    let t = tempdir();
+    let dir = t.path().join("idx");
+    let batches = fill(&dir, 120, small_config()).await;
+    let end = batches.last().map(|(b, _)| b + 2).unwrap();
+    let idx0 = dir.join(format!("{:020}.index", 0));
+    let good = std::fs::read(&idx0).unwrap();
+    assert!(!good.is_empty(), "closed segment has index entries");
+    std::fs::remove_file(&idx0).unwrap();
+    // Garbage in another index.
+    let bases = PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases();
+    assert_eq!(std::fs::read(&idx0).unwrap(), good, "rebuilt index equals the original");
+    let idx1 = dir.join(format!("{:020}.index", bases[1]));
+    std::fs::write(&idx1, [0xFFu8; 13]).unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    let r = log.read(bases[1] + 3, 100, true).await.unwrap();
+    assert!(base_of(&r.batches[0]) <= bases[1] + 3 && last_of(&r.batches[0]) >= bases[1] + 3);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn unsealed_closed_segment_with_zero_tail_is_repaired() {
+    // A crash between the last write of a rolled segment and its trim leaves zeros.
+    let t = tempdir();
+    let dir = t.path().join("unsealed");
+    let batches = fill(&dir, 120, small_config()).await;
+    let end = batches.last().map(|(b, _)| b + 2).unwrap();
+    let f = seg_file(&dir, 0);
+    let h = OpenOptions::new().write(true).open(&f).unwrap();
+    let len = h.metadata().unwrap().len();
+    h.set_len(len + 8192).unwrap();
+    drop(h);
+    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    drop(log);
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), len);
+}
