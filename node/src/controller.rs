@@ -50,6 +50,8 @@ pub enum ControllerRequest {
     DeleteTopics { names: Vec<String> },
     CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
     AlterConfigs { changes: Vec<(String, ConfigChange)>, validate_only: bool },
+    /// InitProducerId: a fresh producer id.
+    AllocateProducerId,
 }
 
 /// The outcome for one topic (or config resource) of a request, in request order.
@@ -62,7 +64,15 @@ pub struct TopicOutcome {
     pub topic: Option<Arc<TopicImage>>,
 }
 
-pub type ControllerReply = Vec<TopicOutcome>;
+#[derive(Debug)]
+pub enum ControllerReply {
+    Topics(Vec<TopicOutcome>),
+    /// A producer id, or the error code.
+    ProducerId(Result<i64, i16>),
+}
+
+/// Producer ids are reserved in the metadata log this many at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl TopicOutcome {
     fn ok(name: &str, topic: Option<Arc<TopicImage>>) -> Self {
@@ -79,6 +89,9 @@ pub struct Controller {
     image: Arc<MetadataImage>,
     /// Next placement slot; partitions are spread round-robin over shards.
     next_slot: u32,
+    /// The producer ids reserved and not yet handed out: `next_pid..pid_end`.
+    next_pid: i64,
+    pid_end: i64,
     shards: Vec<flume::Sender<ShardMsg>>,
 }
 
@@ -90,10 +103,35 @@ impl Controller {
         shards: Vec<flume::Sender<ShardMsg>>,
     ) -> Self {
         let next_slot = image.topics.values().map(|t| t.partitions.len() as u32).sum();
-        Controller { config, store, image, next_slot, shards }
+        // Ids reserved before a restart may have been handed out: start past them.
+        let pid_end = image.producer_ids_end;
+        Controller { config, store, image, next_slot, next_pid: pid_end, pid_end, shards }
     }
 
     pub async fn handle(&mut self, request: ControllerRequest) -> ControllerReply {
+        match request {
+            ControllerRequest::AllocateProducerId => ControllerReply::ProducerId(self.allocate_producer_id()),
+            other => ControllerReply::Topics(self.change_topics(other).await),
+        }
+    }
+
+    fn allocate_producer_id(&mut self) -> Result<i64, i16> {
+        if self.next_pid == self.pid_end {
+            let record = MetadataRecord::ProducerIds { end: self.pid_end + PRODUCER_ID_BLOCK };
+            if let Err(e) = self.store.append(std::slice::from_ref(&record)) {
+                tracing::error!(error = %format!("{e:#}"), "reserving producer ids failed");
+                return Err(ErrorCode::KafkaStorageError.code());
+            }
+            // No shard needs producer-id blocks, so the image is not republished.
+            Arc::make_mut(&mut self.image).apply(&record);
+            self.pid_end += PRODUCER_ID_BLOCK;
+        }
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        Ok(pid)
+    }
+
+    async fn change_topics(&mut self, request: ControllerRequest) -> Vec<TopicOutcome> {
         let mut records = Vec::new();
         // A scratch image so that later items of one request see the earlier ones.
         let mut next = (*self.image).clone();
@@ -103,6 +141,7 @@ impl Controller {
             ControllerRequest::DeleteTopics { .. } => (false, "delete"),
             ControllerRequest::CreatePartitions { validate_only, .. } => (*validate_only, "partitions"),
             ControllerRequest::AlterConfigs { validate_only, .. } => (*validate_only, "configs"),
+            ControllerRequest::AllocateProducerId => return Vec::new(),
         };
         match request {
             ControllerRequest::CreateTopics { topics, .. } => {
@@ -155,6 +194,7 @@ impl Controller {
                     }
                 }
             }
+            ControllerRequest::AllocateProducerId => {}
         }
         if validate_only || records.is_empty() {
             // Slots taken for a plan that is not applied go back.
@@ -180,7 +220,7 @@ impl Controller {
         self.image.topics.values().map(|t| t.partitions.len() as u32).sum()
     }
 
-    fn attach_topics(&self, mut outcomes: Vec<TopicOutcome>, image: &MetadataImage) -> ControllerReply {
+    fn attach_topics(&self, mut outcomes: Vec<TopicOutcome>, image: &MetadataImage) -> Vec<TopicOutcome> {
         for o in &mut outcomes {
             if o.error == 0 {
                 o.topic = image.topic(&o.name).cloned();

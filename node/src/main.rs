@@ -9,6 +9,7 @@ mod handlers;
 mod mesh;
 mod metadata;
 mod partition;
+mod producer_state;
 mod route;
 mod shard;
 mod topic_config;

@@ -12,6 +12,7 @@ use spate_net::record_batch;
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
+use crate::producer_state::{last_seq, BatchMeta, ProducerStates, SequenceCheck};
 use crate::topic_config::EffectiveTopicConfig;
 
 /// The leader epoch of every partition on a single node (no elections yet).
@@ -21,6 +22,26 @@ pub struct Partition {
     pub topic_id: [u8; 16],
     pub log: PartitionLog,
     config: RefCell<EffectiveTopicConfig>,
+    producers: RefCell<ProducerStates>,
+}
+
+/// Bytes read per step when rebuilding producer state at open.
+const PRODUCER_SCAN_BYTES: usize = 4 << 20;
+
+/// The idempotence facts of one incoming batch.
+struct ProducerBatch {
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+    last_offset_delta: i32,
+}
+
+type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<spate_log::AppendInfo, LogError>>>>;
+
+/// A produce after its synchronous part.
+enum Started {
+    Append(AppendFuture),
+    Duplicate(BatchMeta),
 }
 
 /// The partition directory: `<data_dir>/<topic>-<partition>`, as in Kafka.
@@ -49,6 +70,24 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Largest decompressed batch the timestamp search will inflate.
+const MAX_INFLATED_BATCH: usize = 64 << 20;
+
+/// Within one batch: the first record (at or after `min_offset`) with a timestamp
+/// >= `target`. LogAppendTime batches give every record the batch's max timestamp.
+fn record_at_or_after(batch: &record_batch::RecordBatch, target: i64, min_offset: i64) -> Option<PartitionReply> {
+    let append_time = batch.timestamp_type() == record_batch::TimestampType::LogAppendTime;
+    let records = batch.records(MAX_INFLATED_BATCH).ok()?;
+    for record in records.flatten() {
+        let offset = batch.base_offset() + i64::from(record.offset_delta);
+        let ts = if append_time { batch.max_timestamp() } else { batch.base_timestamp() + record.timestamp_delta };
+        if offset >= min_offset && ts >= target {
+            return Some(PartitionReply::Offset { offset, timestamp: ts });
+        }
+    }
+    None
+}
+
 /// Map a log error to the Kafka error code a client should see.
 fn error_code(e: &LogError) -> i16 {
     match e {
@@ -60,7 +99,9 @@ fn error_code(e: &LogError) -> i16 {
 impl Partition {
     pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, cache_bytes: usize) -> Result<Partition, LogError> {
         let log = PartitionLog::open(dir, log_config(&config, cache_bytes)).await?;
-        Ok(Partition { topic_id, log, config: RefCell::new(config) })
+        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()) };
+        partition.load_producer_states().await?;
+        Ok(partition)
     }
 
     /// Remove the partition's log from disk (DeleteTopics).
@@ -81,11 +122,10 @@ impl Partition {
 
     /// Check the batches of a produce request the way Kafka's log validator does on the
     /// hot path (no decompression): magic, sizes, CRC, and the topic's message size cap.
-    /// With `message.timestamp.type=LogAppendTime` the batches get the broker's time.
-    fn validate(&self, records: Bytes, now: i64) -> Result<Bytes, i16> {
-        let config = self.config.borrow();
-        let max = config.max_message_bytes.max(0) as usize;
-        let mut count = 0usize;
+    /// Returns the idempotence facts of each batch.
+    fn validate(&self, records: &Bytes) -> Result<Vec<ProducerBatch>, i16> {
+        let max = self.config.borrow().max_message_bytes.max(0) as usize;
+        let mut batches = Vec::new();
         for batch in record_batch::batches(records.clone()) {
             let batch = batch.map_err(|_| ErrorCode::CorruptMessage.code())?;
             if batch.size() > max {
@@ -94,22 +134,32 @@ impl Partition {
             if batch.verify_crc().is_err() {
                 return Err(ErrorCode::CorruptMessage.code());
             }
-            if batch.record_count() < 0 || batch.last_offset_delta() < 0 {
+            if batch.record_count() < 0 || batch.last_offset_delta() < 0 || batch.is_control() {
                 return Err(ErrorCode::InvalidRecord.code());
             }
-            count += 1;
+            if batch.is_transactional() {
+                // No transaction coordinator: no transaction can be open.
+                return Err(ErrorCode::InvalidTxnState.code());
+            }
+            batches.push(ProducerBatch {
+                producer_id: batch.producer_id(),
+                epoch: batch.producer_epoch(),
+                first_seq: batch.base_sequence(),
+                last_offset_delta: batch.last_offset_delta(),
+            });
         }
-        if count == 0 {
+        if batches.is_empty() {
             return Err(ErrorCode::CorruptMessage.code());
         }
-        if !config.log_append_time {
-            return Ok(records);
-        }
-        // LogAppendTime: the broker's clock stamps each batch (CRC-covered, so one copy).
+        Ok(batches)
+    }
+
+    /// LogAppendTime: the broker's clock stamps each batch (CRC-covered, so one copy).
+    fn stamp_log_append_time(records: Bytes, now: i64) -> Result<Bytes, i16> {
+        let corrupt = |_| ErrorCode::CorruptMessage.code();
         let mut owned = BytesMut::from(&records[..]);
         let mut pos = 0;
         while pos < owned.len() {
-            let corrupt = |_| ErrorCode::CorruptMessage.code();
             let size = record_batch::batch_size(&owned[pos..]).map_err(corrupt)?;
             record_batch::set_log_append_time(&mut owned[pos..pos + size], now).map_err(corrupt)?;
             pos += size;
@@ -117,28 +167,39 @@ impl Partition {
         Ok(owned.freeze())
     }
 
+    /// Run the idempotence checks of a request's batches. `Some(meta)` when the request
+    /// is one batch already written (a producer's retry): answer with its offsets.
+    fn check_sequences(&self, batches: &[ProducerBatch]) -> Result<Option<BatchMeta>, i16> {
+        let states = self.producers.borrow();
+        let idempotent: Vec<&ProducerBatch> = batches.iter().filter(|b| b.producer_id >= 0).collect();
+        for b in &idempotent {
+            let last = last_seq(b.first_seq, b.last_offset_delta);
+            match states.check(b.producer_id, b.epoch, b.first_seq, last)? {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(meta) if batches.len() == 1 => return Ok(Some(meta)),
+                SequenceCheck::Duplicate(_) => return Err(ErrorCode::DuplicateSequenceNumber.code()),
+            }
+        }
+        Ok(None)
+    }
+
     /// Start a produce: checks run and offsets are assigned now, in call order; the
     /// returned future completes when the write (and sync, by policy) is done.
     pub fn produce(self: &Rc<Self>, records: Bytes, acks: i16) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
-        let started = if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
-            // Only this broker is in the ISR.
-            Err(ErrorCode::NotEnoughReplicas.code())
-        } else {
-            self.validate(records, now).map(|r| self.log.append(r))
-        };
         let log_append_time = self.config.borrow().log_append_time;
+        let started = self.start_produce(records, acks, now, log_append_time);
         let this = self.clone();
         async move {
             let append = match started {
-                Ok(append) => append,
+                Ok(Started::Append(append)) => append,
+                Ok(Started::Duplicate(meta)) => {
+                    return PartitionReply::Produced { base_offset: meta.base_offset, log_append_time: -1, log_start_offset: this.log.log_start_offset() }
+                }
                 Err(code) => return PartitionReply::Error(code),
             };
             match append.await {
-                Ok(info) if acks == 0 => {
-                    let _ = info;
-                    PartitionReply::ProducedNoAck
-                }
+                Ok(_) if acks == 0 => PartitionReply::ProducedNoAck,
                 Ok(info) => PartitionReply::Produced {
                     base_offset: info.base_offset,
                     log_append_time: if log_append_time { now } else { -1 },
@@ -150,6 +211,63 @@ impl Partition {
                 }
             }
         }
+    }
+
+    fn start_produce(&self, records: Bytes, acks: i16, now: i64, log_append_time: bool) -> Result<Started, i16> {
+        if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
+            // Only this broker is in the ISR.
+            return Err(ErrorCode::NotEnoughReplicas.code());
+        }
+        let batches = self.validate(&records)?;
+        if let Some(dup) = self.check_sequences(&batches)? {
+            return Ok(Started::Duplicate(dup));
+        }
+        let records = if log_append_time { Self::stamp_log_append_time(records, now)? } else { records };
+        // Offsets are assigned by `append` from the current log end, in this order.
+        let mut offset = self.log.log_end_offset();
+        let append = self.log.append(records);
+        let mut states = self.producers.borrow_mut();
+        for b in &batches {
+            let base = offset;
+            offset += i64::from(b.last_offset_delta) + 1;
+            if b.producer_id >= 0 {
+                let meta = BatchMeta { first_seq: b.first_seq, last_seq: last_seq(b.first_seq, b.last_offset_delta), base_offset: base, last_offset: offset - 1 };
+                states.record(b.producer_id, b.epoch, meta);
+            }
+        }
+        Ok(Started::Append(Box::pin(append)))
+    }
+
+    /// Rebuild the idempotent-producer state by reading the log from its start.
+    async fn load_producer_states(&self) -> Result<(), LogError> {
+        let mut offset = self.log.log_start_offset();
+        let end = self.log.written_end_offset();
+        let mut states = ProducerStates::default();
+        while offset < end {
+            let read = self.log.read(offset, PRODUCER_SCAN_BYTES, true).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in read.batches {
+                for batch in record_batch::batches(chunk).flatten() {
+                    if batch.producer_id() >= 0 {
+                        let meta = BatchMeta {
+                            first_seq: batch.base_sequence(),
+                            last_seq: last_seq(batch.base_sequence(), batch.last_offset_delta()),
+                            base_offset: batch.base_offset(),
+                            last_offset: batch.last_offset(),
+                        };
+                        states.record(batch.producer_id(), batch.producer_epoch(), meta);
+                    }
+                    offset = offset.max(batch.last_offset() + 1);
+                }
+            }
+        }
+        if states.len() > 0 {
+            tracing::info!(dir = %self.log.dir().display(), producers = states.len(), "producer state rebuilt from the log");
+        }
+        *self.producers.borrow_mut() = states;
+        Ok(())
     }
 
     /// Everything but produce.
@@ -198,18 +316,46 @@ impl Partition {
         }
     }
 
+    /// The first record at or after `from` whose timestamp is >= `target` (reading the
+    /// batch at `from` and the ones after it), as ListOffsets answers.
+    async fn first_record_at_or_after(&self, from: i64, target: i64) -> PartitionReply {
+        let mut offset = from.max(self.log.log_start_offset());
+        let end = self.high_watermark();
+        while offset < end {
+            let read = match self.log.read(offset, 1, true).await {
+                Ok(r) => r,
+                Err(e) => return PartitionReply::Error(error_code(&e)),
+            };
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in read.batches {
+                for batch in record_batch::batches(chunk).flatten() {
+                    if batch.max_timestamp() >= target {
+                        if let Some(found) = record_at_or_after(&batch, target, offset) {
+                            return found;
+                        }
+                    }
+                    offset = offset.max(batch.last_offset() + 1);
+                }
+            }
+        }
+        PartitionReply::Offset { offset: -1, timestamp: -1 }
+    }
+
     async fn list_offset(&self, timestamp: i64) -> PartitionReply {
         match timestamp {
             // Latest: the high watermark (also the last stable offset on a single node).
             -1 => PartitionReply::Offset { offset: self.high_watermark(), timestamp: -1 },
             // Earliest and earliest-local.
             -2 | -4 => PartitionReply::Offset { offset: self.log.log_start_offset(), timestamp: -1 },
+            // The log finds the batch; the record inside it is found here, as Kafka does.
             -3 => match self.log.max_timestamp() {
-                Some((offset, timestamp)) => PartitionReply::Offset { offset, timestamp },
+                Some((batch_offset, max_ts)) => self.first_record_at_or_after(batch_offset, max_ts).await,
                 None => PartitionReply::Offset { offset: -1, timestamp: -1 },
             },
             t if t >= 0 => match self.log.offset_for_timestamp(t).await {
-                Ok(Some((offset, ts))) => PartitionReply::Offset { offset, timestamp: ts },
+                Ok(Some((batch_offset, _))) => self.first_record_at_or_after(batch_offset, t).await,
                 Ok(None) => PartitionReply::Offset { offset: -1, timestamp: -1 },
                 Err(e) => PartitionReply::Error(error_code(&e)),
             },

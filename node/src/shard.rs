@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::BrokerConfig;
-use crate::controller::{Controller, ControllerReply, ControllerRequest};
+use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
 use crate::partition::{now_ms, partition_dir, Partition};
@@ -46,12 +46,20 @@ impl ShardContext {
         self.shutting_down.get()
     }
 
-    /// Ask the controller (shard 0) to change metadata; the answer comes once every
-    /// shard applied the change.
+    /// Ask the controller (shard 0); `None` when it is unreachable.
     pub async fn controller(&self, request: ControllerRequest) -> Option<ControllerReply> {
         let (tx, rx) = flume::bounded(1);
         self.senders[0].send_async(ShardMsg::Controller { request, reply: tx }).await.ok()?;
         rx.recv_async().await.ok()
+    }
+
+    /// Ask the controller to change topics; the answer comes once every shard applied
+    /// the change.
+    pub async fn change_topics(&self, request: ControllerRequest) -> Option<Vec<TopicOutcome>> {
+        match self.controller(request).await? {
+            ControllerReply::Topics(outcomes) => Some(outcomes),
+            ControllerReply::ProducerId(_) => None,
+        }
     }
 
     fn effective_config(&self, configs: &std::collections::BTreeMap<String, String>) -> EffectiveTopicConfig {

@@ -16,6 +16,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::DeleteTopics,
     ApiKey::DeleteRecords,
     ApiKey::OffsetForLeaderEpoch,
+    ApiKey::InitProducerId,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
     ApiKey::DescribeLogDirs,

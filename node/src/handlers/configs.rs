@@ -163,7 +163,7 @@ async fn apply(ctx: &Rc<ShardContext>, resources: Vec<(i8, String, Option<Config
     let mut outcomes = if changes.is_empty() {
         Vec::new()
     } else {
-        ctx.controller(ControllerRequest::AlterConfigs { changes, validate_only }).await.unwrap_or_default()
+        ctx.change_topics(ControllerRequest::AlterConfigs { changes, validate_only }).await.unwrap_or_default()
     }
     .into_iter();
     resources

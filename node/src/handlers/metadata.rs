@@ -36,7 +36,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) 
                 .collect();
             if !missing.is_empty() {
                 // Errors (e.g. a concurrent create) show up below as the topic's state.
-                let _ = ctx.controller(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
+                let _ = ctx.change_topics(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
             }
         }
     }

@@ -7,6 +7,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer;
 mod topics;
 
 use std::future::Future;
@@ -92,6 +93,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatch
         RequestBody::AlterConfigs(req) => later(header, async move { configs::alter(&ctx, req).await }),
         RequestBody::IncrementalAlterConfigs(req) => later(header, async move { configs::incremental_alter(&ctx, req).await }),
         RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req))),
+        RequestBody::InitProducerId(req) => later(header, async move { producer::init_producer_id(&ctx, req).await }),
         RequestBody::DescribeLogDirs(req) => later(header, async move { cluster::describe_log_dirs(&ctx, req).await }),
         _ => Dispatched::Close("unsupported API key"),
     }

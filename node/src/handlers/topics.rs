@@ -42,7 +42,7 @@ pub async fn create_topics(ctx: &Rc<ShardContext>, req: CreateTopicsRequest) -> 
     let outcomes = if topics.is_empty() {
         Vec::new()
     } else {
-        ctx.controller(ControllerRequest::CreateTopics { topics, validate_only: req.validate_only })
+        ctx.change_topics(ControllerRequest::CreateTopics { topics, validate_only: req.validate_only })
             .await
             .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     };
@@ -110,7 +110,7 @@ pub async fn delete_topics(ctx: &Rc<ShardContext>, req: DeleteTopicsRequest, ver
     let mut outcomes = if names.is_empty() {
         Vec::new()
     } else {
-        ctx.controller(ControllerRequest::DeleteTopics { names: names.clone() })
+        ctx.change_topics(ControllerRequest::DeleteTopics { names: names.clone() })
             .await
             .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     }
@@ -155,7 +155,7 @@ pub async fn create_partitions(ctx: &Rc<ShardContext>, req: CreatePartitionsRequ
     let mut outcomes = if asks.is_empty() {
         Vec::new()
     } else {
-        ctx.controller(ControllerRequest::CreatePartitions { topics: asks, validate_only: req.validate_only })
+        ctx.change_topics(ControllerRequest::CreatePartitions { topics: asks, validate_only: req.validate_only })
             .await
             .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     }

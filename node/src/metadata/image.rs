@@ -28,6 +28,8 @@ pub struct MetadataImage {
     pub version: u64,
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names_by_id: HashMap<[u8; 16], String>,
+    /// Every producer id below this has been handed out.
+    pub producer_ids_end: i64,
 }
 
 impl MetadataImage {
@@ -69,6 +71,7 @@ impl MetadataImage {
                 Some(t) => Arc::make_mut(t).configs = configs.clone(),
                 None => tracing::warn!(topic = %name, "metadata: configs for a missing topic skipped"),
             },
+            MetadataRecord::ProducerIds { end } => self.producer_ids_end = self.producer_ids_end.max(*end),
             MetadataRecord::DeleteTopic { name } => {
                 if let Some(t) = self.topics.remove(name) {
                     self.topic_names_by_id.remove(&t.id);

@@ -19,4 +19,6 @@ pub enum MetadataRecord {
     /// The topic's config overrides, replaced as a whole.
     SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
     DeleteTopic { name: String },
+    /// Producer ids below `end` have been handed out (allocated in blocks).
+    ProducerIds { end: i64 },
 }

@@ -1,0 +1,149 @@
+//! Idempotent-producer state of one partition: per producer id, its epoch and the
+//! last five batches it wrote (sequence range and offsets), as in Kafka. Retried
+//! batches are recognised and answered with their original offsets instead of being
+//! written again; gaps in sequences and stale epochs are refused.
+
+use std::collections::{HashMap, VecDeque};
+
+use spate_net::ErrorCode;
+
+/// Kafka keeps the last five batches per producer (the client's max in-flight).
+const CACHED_BATCHES: usize = 5;
+
+/// One batch written by a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+}
+
+/// What to do with an incoming batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// New and in order: write it.
+    Append,
+    /// Already written: answer with the original offsets, write nothing.
+    Duplicate(BatchMeta),
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The sequence after `seq`; sequences wrap from i32::MAX to 0.
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The last sequence of a batch of `count` records starting at `first`.
+pub fn last_seq(first: i32, last_offset_delta: i32) -> i32 {
+    ((first as i64 + last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+impl ProducerStates {
+    /// Check a batch of producer `pid` at `epoch` with sequences `first..=last`.
+    /// Returns the Kafka error code when the batch must be refused.
+    pub fn check(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<SequenceCheck, i16> {
+        let Some(entry) = self.producers.get(&pid) else {
+            // A producer we have no state for starts at sequence 0.
+            return if first == 0 { Ok(SequenceCheck::Append) } else { Err(ErrorCode::OutOfOrderSequenceNumber.code()) };
+        };
+        if epoch < entry.epoch {
+            return Err(ErrorCode::InvalidProducerEpoch.code());
+        }
+        if epoch > entry.epoch {
+            // A bumped epoch restarts the sequence.
+            return if first == 0 { Ok(SequenceCheck::Append) } else { Err(ErrorCode::OutOfOrderSequenceNumber.code()) };
+        }
+        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
+            return Ok(SequenceCheck::Duplicate(*dup));
+        }
+        match entry.batches.back() {
+            Some(prev) if first != next_seq(prev.last_seq) => Err(ErrorCode::OutOfOrderSequenceNumber.code()),
+            None if first != 0 => Err(ErrorCode::OutOfOrderSequenceNumber.code()),
+            _ => Ok(SequenceCheck::Append),
+        }
+    }
+
+    /// Record a written batch (after `check` said `Append`, or while replaying the log).
+    pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta) {
+        let entry = self.producers.entry(pid).or_default();
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == CACHED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(meta);
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
+        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64 }
+    }
+
+    #[test]
+    fn in_order_duplicate_and_gap() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(7, 0, 0, 4), Ok(SequenceCheck::Append));
+        s.record(7, 0, meta(0, 4, 100));
+        assert_eq!(s.check(7, 0, 5, 9), Ok(SequenceCheck::Append));
+        s.record(7, 0, meta(5, 9, 105));
+        // A retry of the first batch is a duplicate with its original offsets.
+        assert_eq!(s.check(7, 0, 0, 4), Ok(SequenceCheck::Duplicate(meta(0, 4, 100))));
+        // A gap is refused.
+        assert_eq!(s.check(7, 0, 11, 12), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        // A new producer must start at 0.
+        assert_eq!(s.check(8, 0, 3, 3), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+    }
+
+    #[test]
+    fn epochs() {
+        let mut s = ProducerStates::default();
+        s.record(1, 2, meta(0, 0, 0));
+        assert_eq!(s.check(1, 1, 1, 1), Err(ErrorCode::InvalidProducerEpoch.code()));
+        assert_eq!(s.check(1, 3, 5, 5), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Append));
+        s.record(1, 3, meta(0, 0, 1));
+        assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Duplicate(meta(0, 0, 1))));
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered() {
+        let mut s = ProducerStates::default();
+        for i in 0..6 {
+            s.record(1, 0, meta(i, i, i as i64));
+        }
+        assert_eq!(s.check(1, 0, 0, 0), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(s.check(1, 0, 1, 1), Ok(SequenceCheck::Duplicate(meta(1, 1, 1))));
+        assert_eq!(s.check(1, 0, 6, 6), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        assert_eq!(last_seq(i32::MAX, 0), i32::MAX);
+        assert_eq!(last_seq(i32::MAX, 1), 0);
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(0, 0, 0));
+        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2 });
+        assert_eq!(s.check(1, 0, 0, 3), Ok(SequenceCheck::Append));
+    }
+}
