@@ -1,0 +1,124 @@
+"""Durability across restarts (only against a spate the suite starts itself)."""
+import os
+import threading
+import time
+
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import ConfigResource
+
+from kafkautil import OP_TIMEOUT, admin, consume, create_topic, produce, wait_topic, watermarks
+
+
+# spate must exit 0 after SIGTERM; the JVM (Kafka, for validating the suite) exits 143.
+TERM_EXIT_CODES = {int(c) for c in os.environ.get("SPATE_COMPAT_TERM_EXIT_CODES", "0").split(",")}
+
+
+def _records(prefix, n, parts):
+    return [{"key": f"{prefix}-k{i}".encode(), "value": f"{prefix}-v{i}-{'z' * (i % 200)}".encode(),
+             "partition": i % parts, "headers": [("i", str(i).encode())]} for i in range(n)]
+
+
+def _check(bootstrap, topic, recs, parts, start_offsets=None):
+    for p in range(parts):
+        want = [r for r in recs if r["partition"] == p]
+        got = consume(bootstrap, topic, p, len(want))
+        assert [(m["offset"], m["key"], m["value"], m["headers"]) for m in got] == \
+            [(i, r["key"], r["value"], r["headers"]) for i, r in enumerate(want)], f"partition {p}"
+
+
+def _restart_and_check(broker, how, codec):
+    topic = f"restart-{how}-{codec}"
+    parts = 4
+    create_topic(broker.bootstrap, topic, parts, {"retention.ms": "86400000"})
+    recs = _records("a", 2000, parts)
+    reports = produce(broker.bootstrap, topic, recs, {"acks": "all", "compression.type": codec})
+    assert all(e is None for e, *_ in reports)
+    if how == "kill":
+        broker.kill()
+    else:
+        rc = broker.stop()
+        assert rc in TERM_EXIT_CODES, f"exit code {rc} after SIGTERM:\n" + broker.log_tail()
+    broker.wait_port_closed()
+    broker.start()
+    wait_topic(broker.bootstrap, topic, parts)
+    _check(broker.bootstrap, topic, recs, parts)
+    # Configs survive, and offsets continue where they were.
+    a = admin(broker.bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    assert cfg["retention.ms"].value == "86400000"
+    more = _records("b", 400, parts)
+    reports = produce(broker.bootstrap, topic, more, {"acks": "all"})
+    assert sorted((p, o) for e, p, o, _, _ in reports) == \
+        sorted((p, 500 + i) for p in range(parts) for i in range(100))
+    _check(broker.bootstrap, topic, recs + more, parts)
+
+
+def test_kill9_restart_lz4(restartable_broker):
+    _restart_and_check(restartable_broker, "kill", "lz4")
+
+
+def test_kill9_restart_uncompressed(restartable_broker):
+    _restart_and_check(restartable_broker, "kill", "none")
+
+
+def test_sigterm_restart_zstd(restartable_broker):
+    _restart_and_check(restartable_broker, "term", "zstd")
+
+
+def test_kill9_during_produce_keeps_acknowledged(restartable_broker):
+    """kill -9 while a producer is writing: every acknowledged record is there after
+    the restart, at the offset it was acknowledged with."""
+    b = restartable_broker
+    topic = "kill-mid-produce"
+    create_topic(b.bootstrap, topic, 2)
+    acked = []
+    lock = threading.Lock()
+
+    def cb(err, msg):
+        if err is None:
+            with lock:
+                acked.append((msg.partition(), msg.offset(), msg.value()))
+
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 2,
+                  "message.timeout.ms": 5000, "retries": 0, "enable.idempotence": False})
+    stop = threading.Event()
+
+    def run():
+        i = 0
+        while not stop.is_set() and i < 200_000:
+            try:
+                p.produce(topic, value=f"m{i}".encode(), partition=i % 2, on_delivery=cb)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.001)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + OP_TIMEOUT
+    while time.monotonic() < deadline:
+        with lock:
+            if len(acked) >= 3000:
+                break
+        time.sleep(0.01)
+    b.kill()
+    stop.set()
+    t.join(10)
+    p.flush(10)
+    with lock:
+        snapshot = list(acked)
+    assert len(snapshot) >= 3000
+    b.wait_port_closed()
+    b.start()
+    wait_topic(b.bootstrap, topic, 2)
+    for part in (0, 1):
+        mine = {o: v for pp, o, v in snapshot if pp == part}
+        low, high = watermarks(b.bootstrap, topic, part)
+        assert low == 0
+        assert high >= max(mine) + 1, f"partition {part}: high watermark {high} < acked"
+        got = consume(b.bootstrap, topic, part, high)
+        by_off = {m["offset"]: m["value"] for m in got}
+        assert [m["offset"] for m in got] == list(range(high))
+        missing = [(o, v) for o, v in sorted(mine.items()) if by_off.get(o) != v]
+        assert not missing, f"partition {part}: acknowledged records lost: {missing[:5]}"
