@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use spate_net::messages::api_versions_response::ApiVersion;
-use spate_net::messages::{ApiVersionsResponse, RequestHeader};
+use spate_net::messages::ApiVersionsResponse;
 use spate_net::{ApiKey, ErrorCode};
 
 /// The APIs this broker serves. Anything not listed is neither advertised nor answered.
@@ -41,13 +41,23 @@ pub fn handle() -> ApiVersionsResponse {
     ApiVersionsResponse { api_keys: api_keys(), ..Default::default() }
 }
 
-/// The answer to an ApiVersions request of a version we do not know: error 35 and our
-/// ranges, encoded as version 0 so that any client can read it.
-pub fn unsupported_version(header: &RequestHeader) -> Vec<Bytes> {
+/// An ApiVersions request of a version newer than ours gets UNSUPPORTED_VERSION and
+/// our ranges, encoded as version 0 so that any client can read it (its header may be
+/// of a format we do not know, so only the fixed prefix is read).
+pub fn answer_unknown_version(frame: &Bytes) -> Option<Vec<Bytes>> {
+    if frame.len() < 8 {
+        return None;
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    if api_key != ApiKey::ApiVersions.key() || version <= ApiKey::ApiVersions.valid_versions().1 {
+        return None;
+    }
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let body = ApiVersionsResponse {
         error_code: ErrorCode::UnsupportedVersion.code(),
         api_keys: api_keys(),
         ..Default::default()
     };
-    spate_net::encode_response_frame(header.correlation_id, 0, &body, 0)
+    Some(spate_net::encode_response_frame(correlation_id, 0, &body, 0))
 }

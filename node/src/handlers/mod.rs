@@ -53,6 +53,9 @@ where
 
 /// Decode one request frame and start its handling.
 pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatched {
+    if let Some(answer) = api_versions::answer_unknown_version(&frame_body) {
+        return Dispatched::Respond(answer);
+    }
     let header = match spate_net::decode_request_header(&mut frame_body) {
         Ok(h) => h,
         Err(_) => return Dispatched::Close("malformed request header"),
@@ -64,10 +67,6 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatch
     let (min, max) = key.valid_versions();
     let version = header.request_api_version;
     if version < min || version > max {
-        if key == ApiKey::ApiVersions {
-            // Kafka answers with UNSUPPORTED_VERSION and its ranges, as version 0.
-            return Dispatched::Respond(api_versions::unsupported_version(&header));
-        }
         return Dispatched::Close("unsupported API version");
     }
     let body = match RequestBody::decode(header.request_api_key, version, &mut frame_body) {
