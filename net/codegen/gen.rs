@@ -1037,7 +1037,7 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     w.line("");
     w.line("impl ApiKey {");
     w.line("pub const ALL: &'static [ApiKey] = &[");
-    for (_, (n, _, _)) in &apis {
+    for (n, _, _) in apis.values() {
         w.line(&format!("ApiKey::{n},"));
     }
     w.line("];");
@@ -1048,7 +1048,7 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     w.line("");
     w.line("pub fn name(self) -> &'static str {");
     w.line("match self {");
-    for (_, (n, _, _)) in &apis {
+    for (n, _, _) in apis.values() {
         w.line(&format!("ApiKey::{n} => {n:?},"));
     }
     w.line("}");
@@ -1057,7 +1057,7 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     w.line("/// Valid request versions (inclusive) from the definitions.");
     w.line("pub fn valid_versions(self) -> (i16, i16) {");
     w.line("match self {");
-    for (_, (n, req, _)) in &apis {
+    for (n, req, _) in apis.values() {
         let r = req.ok_or("missing request")?;
         w.line(&format!("ApiKey::{n} => {}::VERSIONS,", r.name));
     }
@@ -1067,7 +1067,7 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     w.line("/// First flexible request version, if any.");
     w.line("pub fn request_flexible_min(self) -> Option<i16> {");
     w.line("match self {");
-    for (_, (n, req, _)) in &apis {
+    for (n, req, _) in apis.values() {
         let r = req.ok_or("missing request")?;
         w.line(&format!("ApiKey::{n} => {},", flex_min(r)));
     }
@@ -1077,7 +1077,7 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     w.line("/// First flexible response version, if any.");
     w.line("pub fn response_flexible_min(self) -> Option<i16> {");
     w.line("match self {");
-    for (_, (n, _, resp)) in &apis {
+    for (n, _, resp) in apis.values() {
         let r = resp.ok_or("missing response")?;
         w.line(&format!("ApiKey::{n} => {},", flex_min(r)));
     }
@@ -1138,6 +1138,15 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("match api_key {");
         for e in apis.values() {
             w.line(&format!("ApiKey::{n} => {which}Body::{n}({t}::default()),", n = e.0, t = pick(e)));
+        }
+        w.line("}");
+        w.line("}");
+        w.line("");
+        w.line("#[cfg(test)]");
+        w.line("pub(crate) fn sample(api_key: ApiKey, version: i16) -> Self {");
+        w.line("match api_key {");
+        for e in apis.values() {
+            w.line(&format!("ApiKey::{n} => {which}Body::{n}({t}::sample(version)),", n = e.0, t = pick(e)));
         }
         w.line("}");
         w.line("}");

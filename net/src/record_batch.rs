@@ -444,8 +444,11 @@ pub struct RecordBatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    records: Vec<(i64, Option<Bytes>, Option<Bytes>, Vec<Header>)>,
+    records: Vec<PendingRecord>,
 }
+
+/// A record added to a builder: timestamp, key, value, headers.
+type PendingRecord = (i64, Option<Bytes>, Option<Bytes>, Vec<Header>);
 
 impl RecordBatchBuilder {
     pub fn new(compression: Compression) -> Self {
