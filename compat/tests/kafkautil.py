@@ -50,7 +50,9 @@ def produce(bootstrap, topic, records, conf=None, timeout=OP_TIMEOUT):
     def cb(err, msg):
         reports.append((err, msg.partition(), msg.offset(), msg.key(), msg.value()))
 
+    # One request in flight: without idempotence, retries could otherwise reorder.
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                  "max.in.flight.requests.per.connection": 1,
                   "message.timeout.ms": timeout * 1000, **(conf or {})})
     for r in records:
         kw = {}

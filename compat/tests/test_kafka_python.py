@@ -39,7 +39,8 @@ def _create(bootstrap, name, partitions, configs=None):
 
 def _producer(bootstrap, **kw):
     return KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=TIMEOUT_MS,
-                         max_block_ms=TIMEOUT_MS, linger_ms=5, **kw)
+                         max_block_ms=TIMEOUT_MS, linger_ms=5,
+                         max_in_flight_requests_per_connection=1, **kw)
 
 
 def _consume(bootstrap, topic, partition, count, start=0):

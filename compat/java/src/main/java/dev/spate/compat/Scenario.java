@@ -97,6 +97,10 @@ public final class Scenario {
         p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "30000");
         p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
         p.putAll(extra);
+        if ("false".equals(p.get(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG))) {
+            // Without idempotence, only one request in flight keeps order across retries.
+            p.putIfAbsent(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "1");
+        }
         return new KafkaProducer<>(p);
     }
 
