@@ -250,44 +250,57 @@ pub fn read_tagged_fields(
 /// `BytesMut`; records are appended as their own chunks without being copied.
 #[derive(Debug, Default)]
 pub struct Encoder {
+    /// Finished parts, except the first when it still needs its size prefix patched.
     parts: Vec<Bytes>,
+    /// First part of a framed output (starts with the 4-byte prefix), kept mutable.
+    head: Option<BytesMut>,
     cur: BytesMut,
-    parts_len: usize,
-    /// Size prefix reserved at the start of the first buffer (framed output).
-    framed: Option<BytesMut>,
+    /// Bytes in `head` and `parts`.
+    done_len: usize,
+    framed: bool,
 }
 
 impl Encoder {
     pub fn new() -> Self {
-        Encoder { parts: Vec::new(), cur: BytesMut::with_capacity(256), parts_len: 0, framed: None }
+        Encoder::with_capacity(256)
+    }
+
+    /// An encoder whose first buffer starts with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Encoder { parts: Vec::new(), head: None, cur: BytesMut::with_capacity(capacity), done_len: 0, framed: false }
     }
 
     /// An encoder whose output starts with a 4-byte big-endian size prefix that
     /// [`Encoder::finish`] fills in with the length of everything after it.
     pub fn framed() -> Self {
         let mut e = Encoder::new();
-        e.framed = Some(BytesMut::with_capacity(4));
+        e.cur.put_u32(0);
+        e.framed = true;
         e
     }
 
     /// Total bytes written so far (excluding a frame size prefix).
     pub fn len(&self) -> usize {
-        self.parts_len + self.cur.len()
+        self.done_len + self.cur.len() - if self.framed { 4 } else { 0 }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Finishes the output as a chain of `Bytes` (empty chunks omitted).
+    /// Finishes the output as a chain of `Bytes` (empty chunks omitted); a framed
+    /// encoder's first chunk starts with the size prefix.
     pub fn finish(mut self) -> Vec<Bytes> {
-        let total = self.len();
-        let mut out = Vec::with_capacity(self.parts.len() + 2);
-        if let Some(mut prefix) = self.framed.take() {
-            prefix.put_u32(total as u32);
-            out.push(prefix.freeze());
+        let total = self.len() as u32;
+        if self.framed {
+            let first = self.head.as_mut().unwrap_or(&mut self.cur);
+            first[..4].copy_from_slice(&total.to_be_bytes());
         }
-        out.extend(self.parts.drain(..).filter(|b| !b.is_empty()));
+        let mut out = Vec::with_capacity(self.parts.len() + 2);
+        if let Some(h) = self.head.take() {
+            out.push(h.freeze());
+        }
+        out.append(&mut self.parts);
         if !self.cur.is_empty() {
             out.push(self.cur.freeze());
         }
@@ -300,11 +313,15 @@ impl Encoder {
             return;
         }
         if !self.cur.is_empty() {
-            let head = self.cur.split().freeze();
-            self.parts_len += head.len();
-            self.parts.push(head);
+            let head = self.cur.split();
+            self.done_len += head.len();
+            if self.framed && self.head.is_none() && self.parts.is_empty() {
+                self.head = Some(head);
+            } else {
+                self.parts.push(head.freeze());
+            }
         }
-        self.parts_len += chunk.len();
+        self.done_len += chunk.len();
         self.parts.push(chunk);
     }
 

@@ -185,6 +185,34 @@ mod unit {
     }
 
     #[test]
+    fn framed_response_with_records_is_a_zero_copy_chain() {
+        let recs = Bytes::from(vec![1u8; 3000]);
+        let part = |i| PartitionData { partition_index: i, records: Some(Records::from(recs.clone())), ..Default::default() };
+        let fr = FetchResponse {
+            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![part(0), part(1)], ..Default::default() }],
+            ..Default::default()
+        };
+        for v in [4i16, 11, 12, 16] {
+            let chunks = encode_response_frame(9, response_header_version(1, v), &fr, v);
+            assert_eq!(chunks.iter().filter(|c| c.as_ptr() == recs.as_ptr()).count(), 2, "v{v}");
+            let frame = concat(&chunks);
+            let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+            assert_eq!(len, frame.len() - 4, "v{v}");
+            let mut b = frame.slice(4..);
+            let h = ResponseHeader::decode(&mut b, response_header_version(1, v)).unwrap();
+            assert_eq!(h.correlation_id, 9);
+            let d = FetchResponse::decode(&mut b, v).unwrap();
+            assert!(b.is_empty());
+            assert_eq!(d.responses[0].partitions[1].records, Some(Records::from(recs.clone())));
+        }
+        let mut e = Encoder::framed();
+        assert!(e.is_empty());
+        e.put_i32(5);
+        assert_eq!(e.len(), 4);
+        assert_eq!(&concat(&e.finish())[..], &[0, 0, 0, 4, 0, 0, 0, 5]);
+    }
+
+    #[test]
     fn tagged_fields_only_when_not_default() {
         let mut resp = ApiVersionsResponse::default();
         let plain = encode_to_bytes(&resp, 3);
