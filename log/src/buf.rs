@@ -6,6 +6,7 @@
 //! `Bytes::from_owner`, so batches are handed out as slices without copying.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
@@ -50,6 +51,48 @@ impl AlignedBuf {
         AlignedBuf { ptr, cap, len: 0 }
     }
 
+    /// A buffer with at least `capacity` bytes, reused from this thread's pool when one
+    /// fits (its bytes beyond the length are stale, never zero-guaranteed), else fresh.
+    /// Fresh large aligned allocations cost page faults and zeroing on every use, so
+    /// write and read buffers cycle through the pool.
+    pub fn take(capacity: usize) -> AlignedBuf {
+        let want = align_up(capacity.max(1));
+        let reused = POOL
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                let i = p.bufs.iter().position(|b| b.cap >= want && b.cap <= want.saturating_mul(4))?;
+                let b = p.bufs.swap_remove(i);
+                p.bytes -= b.cap;
+                Some(b)
+            })
+            .ok()
+            .flatten();
+        match reused {
+            Some(mut b) => {
+                b.len = 0;
+                b
+            }
+            None => AlignedBuf::with_capacity(want),
+        }
+    }
+
+    /// Give the buffer back to this thread's pool (bounded; dropped when full).
+    pub fn recycle(self) {
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.bufs.len() < POOL_MAX_BUFS && p.bytes + self.cap <= POOL_MAX_BYTES {
+                p.bytes += self.cap;
+                p.bufs.push(self);
+            }
+        });
+    }
+
+    /// Freeze into `Bytes` (no copy); the buffer returns to the pool of the thread that
+    /// drops the last reference.
+    pub fn freeze(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(Recycled(Some(self)))
+    }
+
     /// Capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.cap
@@ -89,10 +132,10 @@ impl AlignedBuf {
         if need <= self.cap {
             return;
         }
-        let mut bigger = AlignedBuf::with_capacity(need.max(self.cap * 2));
+        let mut bigger = AlignedBuf::take(need.max(self.cap * 2));
         bigger.full_mut()[..self.len].copy_from_slice(self.as_slice());
         bigger.len = self.len;
-        *self = bigger;
+        std::mem::replace(self, bigger).recycle();
     }
 
     /// Append bytes, growing if needed.
@@ -110,6 +153,36 @@ impl AlignedBuf {
         let len = self.len;
         self.full_mut()[len..padded].fill(0);
         padded
+    }
+}
+
+const POOL_MAX_BUFS: usize = 16;
+const POOL_MAX_BYTES: usize = 256 << 20;
+
+#[derive(Default)]
+struct Pool {
+    bufs: Vec<AlignedBuf>,
+    bytes: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Owner of a frozen buffer: recycles it when the last `Bytes` goes away.
+struct Recycled(Option<AlignedBuf>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().map(|b| b.as_slice()).unwrap_or(&[])
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.recycle();
+        }
     }
 }
 

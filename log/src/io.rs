@@ -77,7 +77,7 @@ pub fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
 /// read.
 pub async fn read_aligned(file: &File, pos: u64, len: usize) -> io::Result<AlignedBuf> {
     let len = align_up(len.max(1));
-    let mut buf = AlignedBuf::with_capacity(len);
+    let mut buf = AlignedBuf::take(len);
     loop {
         let done = buf.len();
         if done >= len {

@@ -110,7 +110,7 @@ impl Pending {
         Pending {
             seg_base,
             file_pos,
-            buf: AlignedBuf::with_capacity(capacity.max(MIN_WRITE_BUF)),
+            buf: AlignedBuf::take(capacity.max(MIN_WRITE_BUF)),
             batches: Vec::new(),
             end_offset,
             messages: 0,
@@ -1059,7 +1059,7 @@ async fn read_segment(
             let at = align_down(pos);
             let len = want.min((limit - at) as usize) + (pos - at) as usize;
             let buf = fio::read_aligned(file, at, len).await.map_err(io_err(format!("reading {}", path.display())))?;
-            win = Some((at, Bytes::from_owner(buf)));
+            win = Some((at, buf.freeze()));
         }
         let Some((at, w)) = win.clone() else { break };
         let off = (pos - at) as usize;
@@ -1084,7 +1084,7 @@ async fn read_segment(
             let at = align_down(pos);
             let len = ((end - at) as usize).max(want.min((limit - at) as usize));
             let buf = fio::read_aligned(file, at, len).await.map_err(io_err(format!("reading {}", path.display())))?;
-            let b = Bytes::from_owner(buf);
+            let b = buf.freeze();
             win = Some((at, b.clone()));
             (at, b)
         };
@@ -1271,10 +1271,12 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
     if !job.batches.is_empty() {
         st.written_end = st.written_end.max(job.end_offset);
         if st.config.cache_bytes > 0 {
-            let frozen = Bytes::from_owner(buf);
+            let frozen = buf.freeze();
             for &(b, l, off, len) in &job.batches {
                 st.cache.insert(b, l, frozen.slice(off..off + len));
             }
+        } else {
+            buf.recycle();
         }
     }
     Ok(())

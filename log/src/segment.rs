@@ -163,7 +163,7 @@ pub async fn scan(
             let at = align_down(pos);
             let len = align_up(SCAN_CHUNK.min((file_len - at) as usize));
             let buf = fio::read_aligned(file, at, len).await?;
-            window = Some((at, Bytes::from_owner(buf)));
+            window = Some((at, buf.freeze()));
         }
         let (wp, w) = match &window {
             Some((wp, w)) => (*wp, w.clone()),
@@ -198,7 +198,7 @@ pub async fn scan(
             let at = align_down(pos);
             let len = align_up(((end - at) as usize).max(SCAN_CHUNK.min((file_len - at) as usize)));
             let buf = fio::read_aligned(file, at, len).await?;
-            let b = Bytes::from_owner(buf);
+            let b = buf.freeze();
             window = Some((at, b.clone()));
             let o = (pos - at) as usize;
             if b.len() < o + h.total_len {
