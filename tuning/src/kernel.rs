@@ -113,6 +113,7 @@ pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n;
     let mut unit = 0;
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; MSRV is 1.85
     while value >= 1024 && value % 1024 == 0 && unit + 1 < UNITS.len() {
         value /= 1024;
         unit += 1;

@@ -14,6 +14,7 @@ pub fn memlock() -> Option<Limit> {
     if limit.rlim_cur == libc::RLIM_INFINITY {
         Some(Limit::Unlimited)
     } else {
+        #[allow(clippy::unnecessary_cast)] // rlim_t is 32-bit on some targets
         Some(Limit::Bytes(limit.rlim_cur as u64))
     }
 }

@@ -161,7 +161,7 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         if opts.allow_smt { list.iter().map(|c| c.threads.len()).sum() } else { list.len() }
     };
     if opts.shards.is_some_and(|n| n > slot_count(&candidates)) {
-        candidates.extend(spare.drain(..));
+        candidates.append(&mut spare);
     }
     let wanted = opts.shards.unwrap_or(slot_count(&candidates));
     for core in spare.drain(..) {

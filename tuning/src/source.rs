@@ -76,7 +76,7 @@ pub fn list_dir(path: &Path) -> Vec<String> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    names.sort_by_key(|n| natural_key(n));
     names
 }
 
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn natural_order() {
         let mut v = vec!["cpu10", "cpu2", "cpufreq", "cpu1"];
-        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        v.sort_by_key(|n| natural_key(n));
         assert_eq!(v, ["cpu1", "cpu2", "cpu10", "cpufreq"]);
     }
 }

@@ -107,7 +107,9 @@ impl Topology {
     /// grouped by `thread_siblings_list`, else by (package, core_id), else alone.
     pub fn cores(&self) -> Vec<Core> {
         let mut cores: Vec<Core> = Vec::new();
-        let mut keys: Vec<(Vec<u32>, Option<(u32, u32)>)> = Vec::new();
+        // (thread_siblings_list, (package, core_id)) of each core found so far
+        type Key = (Vec<u32>, Option<(u32, u32)>);
+        let mut keys: Vec<Key> = Vec::new();
         for &id in &self.online {
             let cpu = self.cpu(id);
             let siblings: Vec<u32> = cpu.map(|c| c.siblings.clone()).unwrap_or_default();
