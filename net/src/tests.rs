@@ -491,3 +491,43 @@ mod mutation {
         }
     }
 }
+
+/// Writes fuzz seeds (`net/fuzz/seeds/`) when `SPATE_WRITE_FUZZ_SEEDS=1`:
+/// request and response samples for the first and last version of every API, and
+/// record batches in every codec.
+#[test]
+fn write_fuzz_seeds() {
+    use crate::compression::Compression;
+    use crate::messages::{ApiKey, RequestBody, RequestHeader, ResponseBody};
+    use crate::record_batch::RecordBatchBuilder;
+    if std::env::var_os("SPATE_WRITE_FUZZ_SEEDS").is_none_or(|v| v != "1") {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for d in ["decode_request", "decode_response", "record_batch"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for &k in ApiKey::ALL {
+        let (lo, hi) = k.valid_versions();
+        for v in [lo, hi] {
+            let h = RequestHeader { request_api_key: k.key(), request_api_version: v, correlation_id: 1, client_id: Some("seed".into()) };
+            let mut e = Encoder::new();
+            h.encode(&mut e, crate::request_header_version(k.key(), v));
+            RequestBody::sample(k, v).encode(&mut e, v);
+            std::fs::write(root.join(format!("decode_request/{}-v{v}", k.name())), concat(&e.finish())).unwrap();
+            let mut e = Encoder::new();
+            e.put_i16(k.key());
+            e.put_i16(v);
+            crate::messages::ResponseHeader { correlation_id: 1 }.encode(&mut e, crate::response_header_version(k.key(), v));
+            ResponseBody::sample(k, v).encode(&mut e, v);
+            std::fs::write(root.join(format!("decode_response/{}-v{v}", k.name())), concat(&e.finish())).unwrap();
+        }
+    }
+    for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let mut b = RecordBatchBuilder::new(c);
+        for i in 0..3 {
+            b.append(1000 + i, Some(b"k"), Some(b"value value value"), &[("h", Some(b"v"))]);
+        }
+        std::fs::write(root.join(format!("record_batch/{}", c.name())), b.build().unwrap()).unwrap();
+    }
+}
