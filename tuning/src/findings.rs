@@ -244,7 +244,7 @@ fn disks(host: &Host, out: &mut Vec<Finding>) {
                 Some("Keep data_dir on a device with a logical block size of 4096 or less.".into()))),
             Some(lbs) if lbs != 4096 => out.push(finding(Info, "disk-block-size",
                 format!("{}: logical block size {lbs} bytes (not 4096)", d.name),
-                "4 KiB aligned O_DIRECT writes are valid here (4096 is a multiple of the block size); the device may still do read-modify-write internally if its physical sectors are larger than 4 KiB, and the broker cannot rely on 4 KiB writes being atomic.",
+                "4 KiB aligned O_DIRECT writes are valid here (4096 is a multiple of the block size), so nothing breaks. A write torn by power loss can end inside a 4 KiB page; recovery's CRC check of the active segment truncates such a batch.",
                 d.is_nvme().then(|| "Optional: many NVMe drives offer a 4096-byte LBA format (`nvme id-ns -H`); `nvme format --lbaf=N` switches to it and erases the namespace.".to_string()))),
             _ => {}
         }
