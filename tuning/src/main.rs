@@ -86,6 +86,13 @@ enum PlanFormat {
     Json,
 }
 
+/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -93,8 +100,8 @@ fn main() -> ExitCode {
             let host = Host::read(&roots.roots());
             let findings = spate_tune::check(&host);
             match format {
-                ReportFormat::Text => print!("{}", output::report_text(&host, &findings)),
-                ReportFormat::Json => println!("{}", output::report_json(&host, &findings)),
+                ReportFormat::Text => emit(&output::report_text(&host, &findings)),
+                ReportFormat::Json => emit(&(output::report_json(&host, &findings) + "\n")),
             }
         }
         Command::Plan { roots, format, shards, irq_cores, allow_smt, avoid_isolated, numa_node } => {
@@ -102,8 +109,8 @@ fn main() -> ExitCode {
             let opts = Options { shards: shards.map(|n| n as usize), irq_cores, allow_smt, avoid_isolated, numa_node };
             let plan = spate_tune::plan(&host, &opts);
             match format {
-                PlanFormat::Toml => print!("{}", output::plan_toml(&plan)),
-                PlanFormat::Json => println!("{}", output::plan_json(&plan)),
+                PlanFormat::Toml => emit(&output::plan_toml(&plan)),
+                PlanFormat::Json => emit(&(output::plan_json(&plan) + "\n")),
             }
             if plan.shards.is_empty() {
                 return ExitCode::FAILURE;
