@@ -114,19 +114,43 @@ def _new_broker():
 
 
 @pytest.fixture(scope="session")
-def bootstrap():
-    """Bootstrap address of the broker under test (shared by the whole session)."""
+def session_broker():
+    """The broker shared by the whole session (None against an external broker)."""
     if EXTERNAL:
-        yield EXTERNAL
+        yield None
         return
     broker = _new_broker()
     broker.start()
-    yield broker.bootstrap
+    yield broker
     rc = broker.stop()
-    if broker.proc.returncode not in (0, None):
-        print(f"spate exited with {broker.proc.returncode}:\n{broker.log_tail()}")
+    if rc not in (0, None):
+        print(f"spate exited with {rc} after SIGTERM:\n{broker.log_tail()}")
     if rc == 0 and not os.environ.get("SPATE_COMPAT_KEEP"):
         shutil.rmtree(broker.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(session_broker):
+    """Bootstrap address of the broker under test."""
+    return EXTERNAL if session_broker is None else session_broker.bootstrap
+
+
+@pytest.fixture(autouse=True)
+def _shared_broker_alive(request):
+    """Fails the test during which the shared spate died (with its log), and starts it
+    again on the same data dir and port so that later tests still run."""
+    if "bootstrap" not in request.fixturenames or EXTERNAL:
+        yield
+        return
+    broker = request.getfixturevalue("session_broker")
+    if broker.proc is None or broker.proc.poll() is not None:
+        broker.start()
+    yield
+    if broker.proc.poll() is not None:
+        code = broker.proc.returncode
+        tail = broker.log_tail()
+        broker.start()
+        pytest.fail(f"spate exited with {code} during this test:\n{tail}")
 
 
 @pytest.fixture
