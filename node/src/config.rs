@@ -60,6 +60,19 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// Bytes of recently written batches each partition keeps in memory for reads.
     pub batch_cache_bytes_per_partition: usize,
+    /// Segment files grow by `fallocate` in steps of this many bytes (0: no preallocation).
+    pub segment_preallocate_bytes: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offset.metadata.max.bytes`: longest metadata string of a committed offset.
+    pub offset_metadata_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`: members a classic group may have.
+    pub group_max_size: usize,
     /// How often retention is enforced (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
     /// Broker-wide defaults for topic configs (Kafka's `log.*` broker settings).
@@ -122,6 +135,12 @@ impl BrokerConfig {
         }
         if self.socket_request_max_bytes < 1024 {
             bail!("socket_request_max_bytes must be at least 1024");
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            bail!("offsets_topic_num_partitions must be at least 1");
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
         }
         if self.max_in_flight_per_connection == 0 {
             bail!("max_in_flight_per_connection must be at least 1");

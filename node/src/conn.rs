@@ -58,7 +58,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
     'conn: loop {
         loop {
             match spate_net::frame::split_frame(&mut buf, max_frame) {
-                Ok(Some(frame)) => match handlers::dispatch(&ctx, frame).await {
+                Ok(Some(frame)) => match handlers::dispatch(&ctx, frame, peer).await {
                     Dispatched::Respond(chunks) => {
                         if queue_tx.send_async(Pending::Ready(chunks)).await.is_err() {
                             break 'conn;

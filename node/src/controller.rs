@@ -162,6 +162,8 @@ impl Controller {
                         outcomes.push(TopicOutcome::err(&name, ErrorCode::TopicDeletionDisabled, "Topic deletion is disabled."));
                     } else if next.topic(&name).is_none() {
                         outcomes.push(TopicOutcome::err(&name, ErrorCode::UnknownTopicOrPartition, "This server does not host this topic."));
+                    } else if name == crate::group::OFFSETS_TOPIC {
+                        outcomes.push(TopicOutcome::err(&name, ErrorCode::InvalidTopicException, "Internal topics cannot be deleted."));
                     } else {
                         let record = MetadataRecord::DeleteTopic { name: name.clone() };
                         next.apply(&record);
@@ -303,6 +305,10 @@ impl Controller {
             return Err(TopicOutcome::err(name, ErrorCode::UnknownTopicOrPartition, "This server does not host this topic."));
         };
         let current = topic.partitions.len() as i32;
+        if name == crate::group::OFFSETS_TOPIC {
+            // Group → partition mapping depends on the count.
+            return Err(TopicOutcome::err(name, ErrorCode::InvalidTopicException, "Partitions of internal topics cannot be added."));
+        }
         if count <= current {
             return Err(TopicOutcome::err(name, ErrorCode::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {count}.")));
         }

@@ -5,6 +5,7 @@
 mod config;
 mod conn;
 mod controller;
+mod group;
 mod handlers;
 mod mesh;
 mod metadata;
@@ -86,6 +87,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(_) => bail!("a shard exited during start-up"),
         }
     }
+    ensure_offsets_topic(&config, &image, &control[0])?;
     tracing::info!(
         listen = %bound,
         advertised = %format!("{}:{}", advertised.0, advertised.1),
@@ -111,6 +113,34 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Shard threads park in their runtimes; the process exit ends them.
     drop(threads);
     Ok(())
+}
+
+/// Create `__consumer_offsets` on first start (Kafka creates it on first use; creating
+/// it up front keeps FindCoordinator answers immediate).
+fn ensure_offsets_topic(config: &BrokerConfig, image: &metadata::MetadataImage, controller: &flume::Sender<mesh::ShardMsg>) -> anyhow::Result<()> {
+    if image.topic(group::OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let topic = controller::NewTopic {
+        name: group::OFFSETS_TOPIC.to_string(),
+        num_partitions: config.offsets_topic_num_partitions,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        // No compaction yet: committed offsets are kept until their group is deleted.
+        configs: vec![
+            ("retention.ms".to_string(), Some("-1".to_string())),
+            ("segment.bytes".to_string(), Some("104857600".to_string())),
+        ],
+    };
+    let (tx, rx) = flume::bounded(1);
+    controller
+        .send(mesh::ShardMsg::Controller { request: controller::ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false }, reply: tx })
+        .map_err(|_| anyhow::anyhow!("controller shard is gone"))?;
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(controller::ControllerReply::Topics(outcomes)) if outcomes.iter().all(|o| o.error == 0) => Ok(()),
+        Ok(other) => bail!("creating {}: {other:?}", group::OFFSETS_TOPIC),
+        Err(e) => bail!("creating {}: {e}", group::OFFSETS_TOPIC),
+    }
 }
 
 /// The CPUs shards run on: the configured list, else the first `cores` allowed CPUs,

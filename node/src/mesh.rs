@@ -60,6 +60,8 @@ pub enum ShardMsg {
     /// Resolve when any listed partition's readable end passes the given offset, or at
     /// the deadline; `true` when data arrived.
     WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<bool> },
+    /// To the shard coordinating the group (or to every shard, for listings).
+    Group(crate::group::GroupRequest),
     /// To the controller shard only.
     Controller { request: ControllerRequest, reply: flume::Sender<ControllerReply> },
     /// A new metadata image; the shard opens, updates and deletes its partitions, then

@@ -49,7 +49,14 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-pub fn log_config(c: &EffectiveTopicConfig, cache_bytes: usize) -> LogConfig {
+/// Broker-level storage settings every partition log gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StorageSettings {
+    pub cache_bytes: usize,
+    pub preallocate_bytes: u64,
+}
+
+pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings) -> LogConfig {
     LogConfig {
         segment_bytes: c.segment_bytes.max(4096) as u64,
         segment_ms: c.segment_ms,
@@ -58,7 +65,8 @@ pub fn log_config(c: &EffectiveTopicConfig, cache_bytes: usize) -> LogConfig {
         index_interval_bytes: c.index_interval_bytes.max(0) as u32,
         flush_messages: c.flush_messages,
         flush_ms: c.flush_ms,
-        cache_bytes,
+        cache_bytes: storage.cache_bytes,
+        preallocate_bytes: storage.preallocate_bytes,
         ..LogConfig::default()
     }
 }
@@ -97,8 +105,8 @@ fn error_code(e: &LogError) -> i16 {
 }
 
 impl Partition {
-    pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, cache_bytes: usize) -> Result<Partition, LogError> {
-        let log = PartitionLog::open(dir, log_config(&config, cache_bytes)).await?;
+    pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings) -> Result<Partition, LogError> {
+        let log = PartitionLog::open(dir, log_config(&config, storage)).await?;
         let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()) };
         partition.load_producer_states().await?;
         Ok(partition)
@@ -109,9 +117,9 @@ impl Partition {
         self.log.delete().await
     }
 
-    pub fn reconfigure(&self, config: EffectiveTopicConfig, cache_bytes: usize) {
+    pub fn reconfigure(&self, config: EffectiveTopicConfig, storage: StorageSettings) {
         if *self.config.borrow() != config {
-            self.log.update_config(log_config(&config, cache_bytes));
+            self.log.update_config(log_config(&config, storage));
             *self.config.borrow_mut() = config;
         }
     }

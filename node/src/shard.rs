@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
+use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
-use crate::partition::{now_ms, partition_dir, Partition};
+use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
 use crate::topic_config::EffectiveTopicConfig;
 
 /// What a shard holds; shared by its tasks through `Rc`.
@@ -26,6 +27,8 @@ pub struct ShardContext {
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Consumer groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: RefCell<Coordinator>,
     shutting_down: Cell<bool>,
 }
 
@@ -40,6 +43,13 @@ impl ShardContext {
 
     pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(key).cloned()
+    }
+
+    fn storage(&self) -> StorageSettings {
+        StorageSettings {
+            cache_bytes: self.config.batch_cache_bytes_per_partition,
+            preallocate_bytes: self.config.segment_preallocate_bytes,
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -109,13 +119,20 @@ impl ShardContext {
                 match existing {
                     Some(p) => {
                         if changed {
-                            p.reconfigure(config.clone(), self.config.batch_cache_bytes_per_partition);
+                            p.reconfigure(config.clone(), self.storage());
                         }
                     }
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
-                        match Partition::open(dir, topic.id, config.clone(), self.config.batch_cache_bytes_per_partition).await {
+                        match Partition::open(dir, topic.id, config.clone(), self.storage()).await {
                             Ok(p) => {
+                                if topic.name == OFFSETS_TOPIC {
+                                    match Coordinator::load(&self.groups, &p).await {
+                                        Ok(n) if n > 0 => tracing::info!(partition = index, records = n, "committed offsets loaded"),
+                                        Ok(_) => {}
+                                        Err(e) => tracing::error!(partition = index, error = %e, "loading committed offsets failed"),
+                                    }
+                                }
                                 self.partitions.borrow_mut().insert(key, Rc::new(p));
                             }
                             Err(e) => tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed"),
@@ -223,6 +240,7 @@ async fn serve(start: ShardStart) {
         image: RefCell::new(Arc::new(MetadataImage::default())),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
+        groups: RefCell::new(Coordinator::default()),
         shutting_down: Cell::new(false),
     });
     ctx.apply_image(image.clone()).await;
@@ -258,6 +276,7 @@ async fn serve(start: ShardStart) {
             while let Ok(msg) = rx.recv_async().await {
                 match msg {
                     ShardMsg::Partitions { ops, reply } => ctx.serve_partition_ops(ops, reply),
+                    ShardMsg::Group(request) => crate::group::serve(&ctx, request),
                     ShardMsg::WaitForData { watches, deadline, reply } => {
                         let ctx = ctx.clone();
                         compio::runtime::spawn(async move {
@@ -302,6 +321,15 @@ async fn serve(start: ShardStart) {
                     compio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    })
+    .detach();
+
+    let group_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(TICK).await;
+            group_ctx.groups.borrow_mut().tick(&group_ctx, std::time::Instant::now());
         }
     })
     .detach();

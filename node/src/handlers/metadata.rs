@@ -84,7 +84,7 @@ fn topic_entry(t: &TopicImage, node: i32) -> MetadataResponseTopic {
         error_code: 0,
         name: Some(t.name.clone()),
         topic_id: Uuid(t.id),
-        is_internal: false,
+        is_internal: t.name == crate::group::OFFSETS_TOPIC,
         partitions: (0..t.partitions.len() as i32)
             .map(|p| MetadataResponsePartition {
                 error_code: 0,

@@ -4,6 +4,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -52,7 +53,7 @@ where
 }
 
 /// Decode one request frame and start its handling.
-pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatched {
+pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes, peer: std::net::SocketAddr) -> Dispatched {
     if let Some(answer) = api_versions::answer_unknown_version(&frame_body) {
         return Dispatched::Respond(answer);
     }
@@ -93,6 +94,20 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes) -> Dispatch
         RequestBody::IncrementalAlterConfigs(req) => later(header, async move { configs::incremental_alter(&ctx, req).await }),
         RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req))),
         RequestBody::InitProducerId(req) => later(header, async move { producer::init_producer_id(&ctx, req).await }),
+        RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(&header, &groups::find_coordinator(&ctx, req, version))),
+        RequestBody::JoinGroup(req) => {
+            let client_id = header.client_id.clone().unwrap_or_default();
+            later(header, async move { groups::join_group(&ctx, req, version, client_id, peer).await })
+        }
+        RequestBody::SyncGroup(req) => later(header, async move { groups::sync_group(&ctx, req).await }),
+        RequestBody::Heartbeat(req) => later(header, async move { groups::heartbeat(&ctx, req).await }),
+        RequestBody::LeaveGroup(req) => later(header, async move { groups::leave_group(&ctx, req, version).await }),
+        RequestBody::OffsetCommit(req) => later(header, async move { groups::offset_commit(&ctx, req).await }),
+        RequestBody::OffsetFetch(req) => later(header, async move { groups::offset_fetch(&ctx, req, version).await }),
+        RequestBody::DescribeGroups(req) => later(header, async move { groups::describe_groups(&ctx, req).await }),
+        RequestBody::ListGroups(req) => later(header, async move { groups::list_groups(&ctx, req).await }),
+        RequestBody::DeleteGroups(req) => later(header, async move { groups::delete_groups(&ctx, req).await }),
+        RequestBody::OffsetDelete(req) => later(header, async move { groups::offset_delete(&ctx, req).await }),
         RequestBody::DescribeLogDirs(req) => later(header, async move { cluster::describe_log_dirs(&ctx, req).await }),
         _ => Dispatched::Close("unsupported API key"),
     }

@@ -23,6 +23,9 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
         for (pi, part) in topic.partition_data.iter().enumerate() {
             let code = if !acks_valid {
                 Some(ErrorCode::InvalidRequiredAcks.code())
+            } else if topic.name == crate::group::OFFSETS_TOPIC {
+                // Kafka: "Cannot append to internal topic".
+                Some(ErrorCode::InvalidTopicException.code())
             } else if part.records.is_none() {
                 Some(ErrorCode::CorruptMessage.code())
             } else {

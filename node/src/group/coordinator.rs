@@ -1,0 +1,431 @@
+//! The group coordinator of one shard: the groups whose `__consumer_offsets` partition
+//! this shard owns, their members (see `membership.rs`) and committed offsets. Offsets
+//! are written to `__consumer_offsets` before they are acknowledged, and read back from
+//! it when the shard opens the partition.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spate_net::compression::Compression;
+use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::ErrorCode;
+
+use super::membership::{Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply};
+use super::offsets_log::{self, CommittedOffset, OffsetKey};
+use crate::mesh::{PartitionKey, PartitionReply};
+use crate::partition::{now_ms, Partition};
+use crate::shard::ShardContext;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often member sessions and rebalance deadlines are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Largest decompressed batch read back from `__consumer_offsets`.
+const MAX_OFFSETS_BATCH: usize = 64 << 20;
+
+/// One partition's commit: topic, partition, offset, leader epoch, metadata.
+pub type CommitEntry = (String, i32, i64, i32, Option<String>);
+
+/// A group request, sent to the shard that coordinates the group.
+pub enum GroupRequest {
+    Join { group_id: String, args: JoinArgs, reply: JoinReply },
+    Sync {
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+        protocol_type: Option<String>,
+        protocol_name: Option<String>,
+        assignments: Vec<(String, Bytes)>,
+        reply: SyncReply,
+    },
+    Heartbeat { group_id: String, member_id: String, instance_id: Option<String>, generation: i32, reply: flume::Sender<i16> },
+    /// (member id, instance id) per leaving member; one code per member.
+    Leave { group_id: String, members: Vec<(String, Option<String>)>, reply: flume::Sender<Vec<i16>> },
+    /// One code per entry.
+    Commit { group_id: String, generation: i32, member_id: String, instance_id: Option<String>, entries: Vec<CommitEntry>, reply: flume::Sender<Vec<i16>> },
+    /// `None`: every committed partition of the group.
+    Fetch { group_id: String, partitions: Option<Vec<(String, i32)>>, reply: flume::Sender<Vec<(String, i32, Option<CommittedOffset>)>> },
+    Describe { group_id: String, reply: flume::Sender<GroupDescription> },
+    List { reply: flume::Sender<Vec<GroupListing>> },
+    Delete { group_id: String, reply: flume::Sender<i16> },
+    /// Ok: one code per partition; Err: a group-level code.
+    DeleteOffsets { group_id: String, partitions: Vec<(String, i32)>, reply: flume::Sender<Result<Vec<i16>, i16>> },
+}
+
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+#[derive(Default)]
+pub struct Coordinator {
+    groups: HashMap<String, Group>,
+    /// group → (topic, partition) → offset, with the sequence number of its commit.
+    offsets: HashMap<String, HashMap<(String, i32), (u64, CommittedOffset)>>,
+    commit_seq: u64,
+}
+
+impl Coordinator {
+    fn limits(ctx: &ShardContext) -> GroupLimits {
+        GroupLimits {
+            min_session_timeout_ms: ctx.config.group_min_session_timeout_ms,
+            max_session_timeout_ms: ctx.config.group_max_session_timeout_ms,
+            initial_rebalance_delay: Duration::from_millis(ctx.config.group_initial_rebalance_delay_ms),
+            max_size: ctx.config.group_max_size,
+        }
+    }
+
+    pub fn tick(&mut self, ctx: &ShardContext, now: Instant) {
+        let limits = Self::limits(ctx);
+        for g in self.groups.values_mut() {
+            g.tick(now, &limits);
+        }
+        self.groups.retain(|_, g| !(g.state == GroupState::Empty && g.is_empty()));
+    }
+
+    /// Replay one `__consumer_offsets` partition into the offsets map.
+    pub async fn load(this: &std::cell::RefCell<Coordinator>, partition: &Partition) -> Result<usize, spate_log::LogError> {
+        let mut offset = partition.log.log_start_offset();
+        let end = partition.high_watermark();
+        let mut applied = 0;
+        while offset < end {
+            let read = partition.log.read(offset, 4 << 20, true).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in read.batches {
+                for batch in record_batch::batches(chunk).flatten() {
+                    offset = offset.max(batch.last_offset() + 1);
+                    let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else { continue };
+                    let mut me = this.borrow_mut();
+                    for record in records.flatten() {
+                        let Some(key) = record.key.and_then(offsets_log::decode_key) else { continue };
+                        let value = record.value.and_then(offsets_log::decode_value);
+                        me.apply(key, value);
+                        applied += 1;
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Apply a durable commit (or a tombstone) in log order.
+    fn apply(&mut self, key: OffsetKey, value: Option<CommittedOffset>) {
+        self.commit_seq += 1;
+        let seq = self.commit_seq;
+        self.apply_at(key, value, seq);
+    }
+
+    /// Apply unless a later commit to the same partition was applied already.
+    fn apply_at(&mut self, key: OffsetKey, value: Option<CommittedOffset>, seq: u64) {
+        let group = self.offsets.entry(key.group.clone()).or_default();
+        let slot = (key.topic, key.partition);
+        if group.get(&slot).is_some_and(|(s, _)| *s > seq) {
+            return;
+        }
+        match value {
+            Some(v) => {
+                group.insert(slot, (seq, v));
+            }
+            None => {
+                group.remove(&slot);
+            }
+        }
+        if group.is_empty() {
+            self.offsets.remove(&key.group);
+        }
+    }
+
+    fn describe(&self, group_id: &str) -> GroupDescription {
+        match self.groups.get(group_id) {
+            Some(g) => {
+                let protocol = g.protocol.clone().unwrap_or_default();
+                GroupDescription {
+                    group_id: group_id.to_string(),
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    protocol: protocol.clone(),
+                    members: g
+                        .members
+                        .values()
+                        .map(|m| (m.id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), m.metadata(&protocol), m.assignment.clone()))
+                        .collect(),
+                }
+            }
+            None => GroupDescription {
+                group_id: group_id.to_string(),
+                state: if self.offsets.contains_key(group_id) { "Empty" } else { "Dead" },
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    fn list(&self) -> Vec<GroupListing> {
+        let mut out: Vec<GroupListing> = self
+            .groups
+            .values()
+            .map(|g| GroupListing { group_id: g.id.clone(), protocol_type: g.protocol_type.clone().unwrap_or_default(), state: g.state.name() })
+            .collect();
+        for id in self.offsets.keys() {
+            if !self.groups.contains_key(id) {
+                out.push(GroupListing { group_id: id.clone(), protocol_type: String::new(), state: "Empty" });
+            }
+        }
+        out
+    }
+
+    fn has_members(&self, group_id: &str) -> bool {
+        self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
+    }
+}
+
+/// Serve one group request on the coordinating shard.
+pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
+    let now = Instant::now();
+    let limits = Coordinator::limits(ctx);
+    let mut coord = ctx.groups.borrow_mut();
+    match request {
+        GroupRequest::Join { group_id, args, reply } => {
+            coord.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id)).join(args, &limits, now, reply);
+        }
+        GroupRequest::Sync { group_id, member_id, instance_id, generation, protocol_type, protocol_name, assignments, reply } => {
+            match coord.groups.get_mut(&group_id) {
+                Some(g) => g.sync(&member_id, instance_id.as_deref(), generation, (protocol_type.as_deref(), protocol_name.as_deref()), assignments, now, reply),
+                None => {
+                    let _ = reply.send(spate_net::messages::SyncGroupResponse { error_code: ErrorCode::UnknownMemberId.code(), ..Default::default() });
+                }
+            }
+        }
+        GroupRequest::Heartbeat { group_id, member_id, instance_id, generation, reply } => {
+            let code = match coord.groups.get_mut(&group_id) {
+                Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
+                None => ErrorCode::UnknownMemberId,
+            };
+            let _ = reply.send(code.code());
+        }
+        GroupRequest::Leave { group_id, members, reply } => {
+            let codes = match coord.groups.get_mut(&group_id) {
+                Some(g) => members.iter().map(|(id, instance)| g.leave(id, instance.as_deref(), now, &limits).code()).collect(),
+                None => vec![ErrorCode::UnknownMemberId.code(); members.len()],
+            };
+            let _ = reply.send(codes);
+        }
+        GroupRequest::Commit { group_id, generation, member_id, instance_id, entries, reply } => {
+            let group_code = if group_id.is_empty() {
+                Some(ErrorCode::InvalidGroupId)
+            } else {
+                match coord.groups.get(&group_id) {
+                    // A commit from outside any generation ("simple" consumers): only
+                    // while the group has no members.
+                    _ if generation < 0 && member_id.is_empty() => coord.has_members(&group_id).then_some(ErrorCode::IllegalGeneration),
+                    None => Some(ErrorCode::UnknownMemberId),
+                    Some(g) => match g.members.get(&member_id) {
+                        None => Some(ErrorCode::UnknownMemberId),
+                        Some(m) if instance_id.is_some() && m.instance_id != instance_id => Some(ErrorCode::FencedInstanceId),
+                        Some(_) if generation != g.generation => Some(ErrorCode::IllegalGeneration),
+                        Some(_) if g.state == GroupState::CompletingRebalance => Some(ErrorCode::RebalanceInProgress),
+                        Some(_) => None,
+                    },
+                }
+            };
+            drop(coord);
+            match group_code {
+                Some(code) => {
+                    let _ = reply.send(vec![code.code(); entries.len()]);
+                }
+                None => commit(ctx, group_id, entries, reply),
+            }
+        }
+        GroupRequest::Fetch { group_id, partitions, reply } => {
+            let committed = coord.offsets.get(&group_id);
+            let out = match partitions {
+                Some(list) => list
+                    .into_iter()
+                    .map(|(t, p)| {
+                        let v = committed.and_then(|c| c.get(&(t.clone(), p))).map(|(_, v)| v.clone());
+                        (t, p, v)
+                    })
+                    .collect(),
+                None => {
+                    let mut all: Vec<_> = committed
+                        .map(|c| c.iter().map(|((t, p), (_, v))| (t.clone(), *p, Some(v.clone()))).collect())
+                        .unwrap_or_default();
+                    all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                    all
+                }
+            };
+            let _ = reply.send(out);
+        }
+        GroupRequest::Describe { group_id, reply } => {
+            let _ = reply.send(coord.describe(&group_id));
+        }
+        GroupRequest::List { reply } => {
+            let _ = reply.send(coord.list());
+        }
+        GroupRequest::Delete { group_id, reply } => {
+            if coord.has_members(&group_id) {
+                let _ = reply.send(ErrorCode::NonEmptyGroup.code());
+                return;
+            }
+            let Some(committed) = coord.offsets.get(&group_id) else {
+                let code = if coord.groups.remove(&group_id).is_some() { ErrorCode::None } else { ErrorCode::GroupIdNotFound };
+                let _ = reply.send(code.code());
+                return;
+            };
+            let keys: Vec<(String, i32)> = committed.keys().cloned().collect();
+            coord.groups.remove(&group_id);
+            drop(coord);
+            let (tx, rx) = flume::bounded(1);
+            write_tombstones(ctx, group_id, keys, tx);
+            compio::runtime::spawn(async move {
+                let code = rx.recv_async().await.unwrap_or(ErrorCode::UnknownServerError.code());
+                let _ = reply.send_async(code).await;
+            })
+            .detach();
+        }
+        GroupRequest::DeleteOffsets { group_id, partitions, reply } => {
+            let Some(committed) = coord.offsets.get(&group_id) else {
+                let code = if coord.groups.contains_key(&group_id) { ErrorCode::None } else { ErrorCode::GroupIdNotFound };
+                let _ = reply.send(if code == ErrorCode::None { Ok(vec![0; partitions.len()]) } else { Err(code.code()) });
+                return;
+            };
+            let group = coord.groups.get(&group_id);
+            let codes: Vec<i16> = partitions
+                .iter()
+                .map(|(t, _)| if group.is_some_and(|g| g.subscribes_to(t)) { ErrorCode::GroupSubscribedToTopic.code() } else { 0 })
+                .collect();
+            let deletable: Vec<(String, i32)> = partitions
+                .iter()
+                .zip(&codes)
+                .filter(|((t, p), c)| **c == 0 && committed.contains_key(&(t.clone(), *p)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            drop(coord);
+            let (tx, rx) = flume::bounded(1);
+            write_tombstones(ctx, group_id, deletable, tx);
+            compio::runtime::spawn(async move {
+                let code = rx.recv_async().await.unwrap_or(ErrorCode::UnknownServerError.code());
+                let result = if code == 0 { Ok(codes) } else { Err(code) };
+                let _ = reply.send_async(result).await;
+            })
+            .detach();
+        }
+    }
+}
+
+/// The `__consumer_offsets` partition holding `group_id`'s records, if this shard has it.
+fn offsets_partition(ctx: &ShardContext, group_id: &str) -> Option<Rc<Partition>> {
+    let count = ctx.image().topic(OFFSETS_TOPIC)?.partitions.len() as i32;
+    let key = PartitionKey { topic: Arc::from(OFFSETS_TOPIC), partition: offsets_log::partition_for(group_id, count) };
+    ctx.partition(&key)
+}
+
+/// Append records to the group's offsets partition; resolves to an error code.
+async fn append_records(partition: Option<Rc<Partition>>, records: Vec<(Bytes, Option<Bytes>)>) -> i16 {
+    let Some(partition) = partition else {
+        return ErrorCode::NotCoordinator.code();
+    };
+    if records.is_empty() {
+        return 0;
+    }
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    let ts = now_ms();
+    for (k, v) in &records {
+        builder.append(ts, Some(k), v.as_deref(), &[]);
+    }
+    let batch = match builder.build() {
+        Ok(b) => b,
+        Err(_) => return ErrorCode::UnknownServerError.code(),
+    };
+    match partition.produce(batch, -1).await {
+        PartitionReply::Produced { .. } => 0,
+        other => crate::route::error_of(&other).max(1),
+    }
+}
+
+fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, reply: flume::Sender<Vec<i16>>) {
+    let image = ctx.image();
+    let max_metadata = ctx.config.offset_metadata_max_bytes;
+    let now = now_ms();
+    let mut codes = Vec::with_capacity(entries.len());
+    let mut writes = Vec::new();
+    for (topic, partition, offset, leader_epoch, metadata) in entries {
+        let exists = image.topic(&topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
+        let metadata = metadata.unwrap_or_default();
+        let code = if !exists {
+            ErrorCode::UnknownTopicOrPartition.code()
+        } else if metadata.len() > max_metadata {
+            ErrorCode::OffsetMetadataTooLarge.code()
+        } else {
+            let key = OffsetKey { group: group_id.clone(), topic, partition };
+            let value = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp: now };
+            writes.push((key, value));
+            0
+        };
+        codes.push(code);
+    }
+    // Sequence numbers taken now, in arrival order, decide which commit wins later.
+    let seq = {
+        let mut coord = ctx.groups.borrow_mut();
+        coord.commit_seq += 1;
+        coord.commit_seq
+    };
+    let records = writes.iter().map(|(k, v)| (offsets_log::encode_key(k), Some(offsets_log::encode_value(v)))).collect();
+    let append = append_records(offsets_partition(ctx, &group_id), records);
+    let ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let code = append.await;
+        if code == 0 {
+            let mut coord = ctx.groups.borrow_mut();
+            for (k, v) in writes {
+                coord.apply_at(k, Some(v), seq);
+            }
+        } else {
+            for c in codes.iter_mut().filter(|c| **c == 0) {
+                *c = code;
+            }
+        }
+        let _ = reply.send_async(codes).await;
+    })
+    .detach();
+}
+
+/// Delete committed offsets durably, then from memory; reports one code.
+fn write_tombstones(ctx: &Rc<ShardContext>, group_id: String, keys: Vec<(String, i32)>, done: flume::Sender<i16>) {
+    let seq = {
+        let mut coord = ctx.groups.borrow_mut();
+        coord.commit_seq += 1;
+        coord.commit_seq
+    };
+    let keys: Vec<OffsetKey> = keys.into_iter().map(|(topic, partition)| OffsetKey { group: group_id.clone(), topic, partition }).collect();
+    let records = keys.iter().map(|k| (offsets_log::encode_key(k), None)).collect();
+    let append = append_records(offsets_partition(ctx, &group_id), records);
+    let ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let code = append.await;
+        if code == 0 {
+            let mut coord = ctx.groups.borrow_mut();
+            for k in keys {
+                coord.apply_at(k, None, seq);
+            }
+        }
+        let _ = done.send_async(code).await;
+    })
+    .detach();
+}
