@@ -309,3 +309,54 @@ def test_admin_describe_cluster_and_metadata(bootstrap, topic_name):
     for p in t.partitions.values():
         assert (p.leader, p.replicas, p.isrs) == (0, [0], [0])
     assert list(md.brokers) == [0]
+
+
+def test_auto_create_on_metadata(bootstrap, topic_name):
+    """Producing to an unknown topic creates it (auto-create on Metadata, 1 partition)."""
+    r = produce(bootstrap, topic_name, [{"value": b"auto"}],
+                {"acks": "all", "allow.auto.create.topics": True})
+    assert [(e, p, o) for e, p, o, _, _ in r] == [(None, 0, 0)]
+    md = admin(bootstrap).list_topics(topic=topic_name, timeout=OP_TIMEOUT)
+    assert sorted(md.topics[topic_name].partitions) == [0]
+    assert consume(bootstrap, topic_name, 0, 1)[0]["value"] == b"auto"
+
+
+def test_fetch_out_of_range_and_reset(bootstrap, topic_name):
+    create_topic(bootstrap, topic_name, 1)
+    produce(bootstrap, topic_name, [{"value": f"r{i}".encode()} for i in range(5)],
+            {"acks": "all"})
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(topic_name, 0, 1000)])
+        deadline = time.monotonic() + OP_TIMEOUT
+        err = None
+        while err is None and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None:
+                assert m.error() is not None, f"unexpected record at {m.offset()}"
+                err = m.error()
+        assert err is not None and err.code() == KafkaError._AUTO_OFFSET_RESET, err
+    finally:
+        c.close()
+    # With reset to earliest, the same position reads from the start.
+    got = consume(bootstrap, topic_name, 0, 5, start=1000, conf={"auto.offset.reset": "earliest"})
+    assert [(m["offset"], m["value"]) for m in got] == [(i, f"r{i}".encode()) for i in range(5)]
+
+
+def test_long_poll_delivers_new_records(bootstrap, topic_name):
+    """A consumer waiting at the end gets records produced later (Fetch long-poll)."""
+    import threading
+    create_topic(bootstrap, topic_name, 1)
+    produce(bootstrap, topic_name, [{"value": b"first"}], {"acks": "all"})
+    later = threading.Timer(1.0, lambda: produce(bootstrap, topic_name,
+                                                 [{"value": b"later"}], {"acks": "all"}))
+    later.start()
+    try:
+        got = consume(bootstrap, topic_name, 0, 1, start=1,
+                      conf={"fetch.wait.max.ms": 5000})
+        assert [(m["offset"], m["value"]) for m in got] == [(1, b"later")]
+    finally:
+        later.join(OP_TIMEOUT)
