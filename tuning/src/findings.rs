@@ -88,7 +88,7 @@ fn cpus(host: &Host, out: &mut Vec<Finding>) {
     if !topo.isolated.is_empty() {
         out.push(finding(Info, "isolated-cpus",
             format!("CPUs {} are isolated (isolcpus)", cpulist::format(&topo.isolated)),
-            "The scheduler does not balance ordinary tasks onto isolated CPUs, which is what pinned shards want. Processes inherit an affinity without them, so the broker must be started with `taskset -c` covering its cpu_list or it refuses CPUs it is not allowed on.",
+            "The scheduler does not balance ordinary tasks onto isolated CPUs, which is what pinned shards want. Processes normally inherit an affinity without them (init starts on the housekeeping CPUs), so the broker must be started with `taskset -c` covering its cpu_list or it refuses CPUs it is not allowed on.",
             Some("The plan puts shards on the isolated CPUs (pass --avoid-isolated if they are reserved for something else).".into())));
     }
     if !topo.nohz_full.is_empty() {
@@ -211,7 +211,7 @@ fn memory(host: &Host, out: &mut Vec<Finding>) {
                 if old {
                     "Before Linux 5.12 every io_uring ring is charged to RLIMIT_MEMLOCK, so a small limit makes io_uring_setup fail with ENOMEM once a few rings exist (one per shard); registered buffers are charged to it on every kernel."
                 } else {
-                    "Since Linux 5.12 rings are charged to the memory cgroup instead, but registered buffers and fixed files are still charged to RLIMIT_MEMLOCK."
+                    "Since Linux 5.12 rings are charged to the memory cgroup instead, but registered buffers (pinned pages) are still charged to RLIMIT_MEMLOCK."
                 },
                 Some("Raise it for the broker: `LimitMEMLOCK=infinity` in its systemd unit, `ulimit -l unlimited`, or `--ulimit memlock=-1` for a container.".into())));
         }

@@ -269,3 +269,26 @@ fn json_outputs_parse() {
     assert_eq!(planned["cpu_list"].as_array().unwrap().len(), 14);
     assert_eq!(planned["shards"][0]["cpu"], 1);
 }
+
+#[test]
+fn one_core_keeps_its_shard() {
+    use spate_tune::topology::{Cpu, Topology};
+    let mut host = fixture("empty");
+    host.topology = Topology {
+        online: vec![0],
+        cpus: vec![Cpu { id: 0, core_id: Some(0), package: Some(0), siblings: vec![0], node: None }],
+        ..Topology::default()
+    };
+    let p = plan(&host, &Options::default());
+    assert_eq!(p.cpu_list, vec![0]);
+    assert!(p.reserved.is_empty());
+    assert!(p.notes.iter().any(|n| n.contains("too few cores")), "{:?}", p.notes);
+}
+
+#[test]
+fn unknown_numa_node_gives_no_plan() {
+    let host = fixture("two-node-smt");
+    let p = plan(&host, &Options { numa_node: Some(7), ..Options::default() });
+    assert!(p.cpu_list.is_empty());
+    assert!(p.notes.iter().any(|n| n.contains("NUMA node 7 has no online CPUs")));
+}
