@@ -40,9 +40,16 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
-    let (a, b) = (ALLOCS.load(Ordering::Relaxed), ALLOC_BYTES.load(Ordering::Relaxed));
+    let (a, b) = (
+        ALLOCS.load(Ordering::Relaxed),
+        ALLOC_BYTES.load(Ordering::Relaxed),
+    );
     let r = f();
-    (r, ALLOCS.load(Ordering::Relaxed) - a, ALLOC_BYTES.load(Ordering::Relaxed) - b)
+    (
+        r,
+        ALLOCS.load(Ordering::Relaxed) - a,
+        ALLOC_BYTES.load(Ordering::Relaxed) - b,
+    )
 }
 
 const PARTITIONS: usize = 16;
@@ -54,7 +61,12 @@ fn batch() -> Bytes {
     let value = vec![b'v'; 1000];
     let mut n = 0;
     while (n + 1) * 1010 < BATCH_BYTES - 100 {
-        b.append(1_700_000_000_000 + n as i64, Some(b"key"), Some(&value), &[]);
+        b.append(
+            1_700_000_000_000 + n as i64,
+            Some(b"key"),
+            Some(&value),
+            &[],
+        );
         n += 1;
     }
     b.build().expect("batch")
@@ -68,7 +80,10 @@ fn produce_frame() -> Bytes {
         topic_data: vec![TopicProduceData {
             name: "bench".into(),
             partition_data: (0..PARTITIONS as i32)
-                .map(|i| PartitionProduceData { index: i, records: Some(Records::from(b.clone())) })
+                .map(|i| PartitionProduceData {
+                    index: i,
+                    records: Some(Records::from(b.clone())),
+                })
                 .collect(),
         }],
         ..Default::default()
@@ -113,7 +128,9 @@ fn decode_produce(frame: &Bytes) -> RequestBody {
 }
 
 fn validate_batches(body: &RequestBody) -> usize {
-    let RequestBody::Produce(p) = body else { unreachable!() };
+    let RequestBody::Produce(p) = body else {
+        unreachable!()
+    };
     let mut n = 0;
     for t in &p.topic_data {
         for pd in &t.partition_data {
@@ -135,7 +152,10 @@ fn benches(c: &mut Criterion) {
     let payload = (PARTITIONS * batch().len()) as u64;
 
     let (_, allocs, bytes) = count_allocs(|| decode_produce(&frame));
-    eprintln!("produce decode (v9, {} bytes frame): {allocs} allocations, {bytes} bytes", frame.len());
+    eprintln!(
+        "produce decode (v9, {} bytes frame): {allocs} allocations, {bytes} bytes",
+        frame.len()
+    );
     let (_, allocs, bytes) = count_allocs(|| {
         let frame = frame.clone();
         let body = decode_produce(&frame);
@@ -147,7 +167,9 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(frame.len() as u64));
-    g.bench_function("produce_request_decode_1MiB", |b| b.iter(|| black_box(decode_produce(black_box(&frame)))));
+    g.bench_function("produce_request_decode_1MiB", |b| {
+        b.iter(|| black_box(decode_produce(black_box(&frame))))
+    });
     g.bench_function("produce_request_decode_and_crc_1MiB", |b| {
         b.iter(|| black_box(validate_batches(&decode_produce(black_box(&frame)))))
     });

@@ -38,12 +38,21 @@ pub fn generate(message_dir: &Path, error_codes: &Path) -> Result<Vec<Output>, S
     messages.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::new();
     for m in &messages {
-        out.push(Output { path: format!("messages/{}.rs", m.module), contents: gen_message(m)? });
+        out.push(Output {
+            path: format!("messages/{}.rs", m.module),
+            contents: gen_message(m)?,
+        });
     }
-    out.push(Output { path: "messages/mod.rs".into(), contents: gen_mod(&messages)? });
+    out.push(Output {
+        path: "messages/mod.rs".into(),
+        contents: gen_mod(&messages)?,
+    });
     let tsv = std::fs::read_to_string(error_codes)
         .map_err(|e| format!("{}: {e}", error_codes.display()))?;
-    out.push(Output { path: "error_code.rs".into(), contents: gen_error_codes(&tsv)? });
+    out.push(Output {
+        path: "error_code.rs".into(),
+        contents: gen_error_codes(&tsv)?,
+    });
     Ok(out)
 }
 
@@ -90,18 +99,31 @@ struct Versions {
 
 impl Versions {
     const NONE: Versions = Versions { lo: 1, hi: 0 };
-    const ALL: Versions = Versions { lo: 0, hi: i16::MAX };
+    const ALL: Versions = Versions {
+        lo: 0,
+        hi: i16::MAX,
+    };
 
     fn parse(s: &str) -> Result<Versions, String> {
         let s = s.trim();
         if s == "none" {
             return Ok(Versions::NONE);
         }
-        let num = |x: &str| x.trim().parse::<i16>().map_err(|_| format!("bad version spec {s:?}"));
+        let num = |x: &str| {
+            x.trim()
+                .parse::<i16>()
+                .map_err(|_| format!("bad version spec {s:?}"))
+        };
         if let Some(lo) = s.strip_suffix('+') {
-            Ok(Versions { lo: num(lo)?, hi: i16::MAX })
+            Ok(Versions {
+                lo: num(lo)?,
+                hi: i16::MAX,
+            })
         } else if let Some((lo, hi)) = s.split_once('-') {
-            Ok(Versions { lo: num(lo)?, hi: num(hi)? })
+            Ok(Versions {
+                lo: num(lo)?,
+                hi: num(hi)?,
+            })
         } else {
             let v = num(s)?;
             Ok(Versions { lo: v, hi: v })
@@ -117,7 +139,10 @@ impl Versions {
     }
 
     fn intersect(self, o: Versions) -> Versions {
-        Versions { lo: self.lo.max(o.lo), hi: self.hi.min(o.hi) }
+        Versions {
+            lo: self.lo.max(o.lo),
+            hi: self.hi.min(o.hi),
+        }
     }
 
     /// A Rust boolean expression over `version`, simplified knowing that `version`
@@ -180,7 +205,10 @@ impl Ty {
     }
 
     fn is_nullable_kind(&self) -> bool {
-        matches!(self, Ty::Str | Ty::Bytes | Ty::Records | Ty::Struct(_) | Ty::Array(_))
+        matches!(
+            self,
+            Ty::Str | Ty::Bytes | Ty::Records | Ty::Struct(_) | Ty::Array(_)
+        )
     }
 
     /// Rust type of a non-null value.
@@ -274,13 +302,22 @@ fn parse_message(v: &Value) -> Result<MessageDef, String> {
     let mut seen = HashSet::new();
     seen.insert(name.clone());
     let top_fields = parse_fields(v.get("fields"), &mut structs, &mut seen)?;
-    structs.insert(0, StructDef { name: name.clone(), fields: top_fields });
+    structs.insert(
+        0,
+        StructDef {
+            name: name.clone(),
+            fields: top_fields,
+        },
+    );
     if let Some(Value::Array(common)) = v.get("commonStructs") {
         for c in common {
             let cname = str_field(c, "name")?.to_string();
             let fields = parse_fields(c.get("fields"), &mut structs, &mut seen)?;
             if seen.insert(cname.clone()) {
-                structs.push(StructDef { name: cname, fields });
+                structs.push(StructDef {
+                    name: cname,
+                    fields,
+                });
             }
         }
     }
@@ -299,11 +336,21 @@ fn parse_message(v: &Value) -> Result<MessageDef, String> {
             }
         }
     }
-    Ok(MessageDef { module: snake_case(&name), name, kind, api_key, valid, flexible, structs })
+    Ok(MessageDef {
+        module: snake_case(&name),
+        name,
+        kind,
+        api_key,
+        valid,
+        flexible,
+        structs,
+    })
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str, String> {
-    v.get(key).and_then(Value::as_str).ok_or_else(|| format!("missing string {key:?}"))
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing string {key:?}"))
 }
 
 fn parse_fields(
@@ -355,7 +402,10 @@ fn parse_fields(
             let sname = sname.clone();
             let fields = parse_fields(f.get("fields"), structs, seen)?;
             if seen.insert(sname.clone()) {
-                structs.push(StructDef { name: sname, fields });
+                structs.push(StructDef {
+                    name: sname,
+                    fields,
+                });
             }
         }
         out.push(Field {
@@ -437,7 +487,10 @@ struct W {
 
 impl W {
     fn new() -> W {
-        W { out: String::new(), indent: 0 }
+        W {
+            out: String::new(),
+            indent: 0,
+        }
     }
 
     /// Writes one line; a line ending in `{` indents what follows, a line starting
@@ -480,7 +533,8 @@ fn parse_int_default(s: &str) -> Result<i128, String> {
     let v = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
         i128::from_str_radix(hex, 16).map_err(|_| format!("bad default {s:?}"))?
     } else {
-        body.parse::<i128>().map_err(|_| format!("bad default {s:?}"))?
+        body.parse::<i128>()
+            .map_err(|_| format!("bad default {s:?}"))?
     };
     Ok(if neg { -v } else { v })
 }
@@ -494,7 +548,10 @@ fn int_default(f: &Field) -> Result<i128, String> {
 }
 
 fn is_int(ty: &Ty) -> bool {
-    matches!(ty, Ty::Int8 | Ty::Int16 | Ty::Uint16 | Ty::Int32 | Ty::Uint32 | Ty::Int64)
+    matches!(
+        ty,
+        Ty::Int8 | Ty::Int16 | Ty::Uint16 | Ty::Int32 | Ty::Uint32 | Ty::Int64
+    )
 }
 
 fn rust_str_lit(s: &str) -> String {
@@ -584,7 +641,11 @@ impl Ctx<'_> {
         if f.tagged.lo <= f.versions.lo {
             return "false".into();
         }
-        let v = Versions { lo: untagged_lo.lo, hi: f.tagged.lo - 1 }.intersect(f.versions);
+        let v = Versions {
+            lo: untagged_lo.lo,
+            hi: f.tagged.lo - 1,
+        }
+        .intersect(f.versions);
         v.cond(self.msg.valid)
     }
 
@@ -625,7 +686,10 @@ fn read_nonnull(ty: &Ty, flex: &str) -> String {
         Ty::Array(t) => {
             let elem = read_nonnull(t, flex);
             let elem = elem.strip_suffix('?').unwrap_or(&elem).to_string();
-            format!("c::read_array(buf, {flex}, {}, |buf| {elem})?", t.min_size())
+            format!(
+                "c::read_array(buf, {flex}, {}, |buf| {elem})?",
+                t.min_size()
+            )
         }
     }
 }
@@ -641,7 +705,10 @@ fn read_nullable(ty: &Ty, flex: &str) -> String {
         Ty::Array(t) => {
             let elem = read_nonnull(t, flex);
             let elem = elem.strip_suffix('?').unwrap_or(&elem).to_string();
-            format!("c::read_nullable_array(buf, {flex}, {}, |buf| {elem})?", t.min_size())
+            format!(
+                "c::read_nullable_array(buf, {flex}, {}, |buf| {elem})?",
+                t.min_size()
+            )
         }
         _ => unreachable!("not nullable"),
     }
@@ -669,8 +736,16 @@ fn read_field(ctx: &Ctx, f: &Field, flex: &str) -> String {
 
 /// Statements writing a non-null value `v`: a reference (`is_ref`) or a place of type `T`.
 fn write_nonnull(w: &mut W, ty: &Ty, v: &str, is_ref: bool, flex: &str) {
-    let val = if is_ref { format!("*{v}") } else { v.to_string() };
-    let r = if is_ref { v.to_string() } else { format!("&{v}") };
+    let val = if is_ref {
+        format!("*{v}")
+    } else {
+        v.to_string()
+    };
+    let r = if is_ref {
+        v.to_string()
+    } else {
+        format!("&{v}")
+    };
     match ty {
         Ty::Bool => w.line(&format!("out.put_bool({val});")),
         Ty::Int8 => w.line(&format!("out.put_i8({val});")),
@@ -762,7 +837,11 @@ fn write_field(w: &mut W, ctx: &Ctx, f: &Field, v: &str, flex: &str) {
 fn sample_nonnull(ty: &Ty, f: &Field, k: u32) -> Result<String, String> {
     Ok(match ty {
         t if is_int(t) => {
-            let d = if std::ptr::eq(ty, &f.ty) { int_default(f)? } else { 0 };
+            let d = if std::ptr::eq(ty, &f.ty) {
+                int_default(f)?
+            } else {
+                0
+            };
             let mut v = i128::from(k % 100 + 1);
             if v == d {
                 v += 1;
@@ -813,8 +892,11 @@ fn gen_struct(w: &mut W, ctx: &Ctx, s: &StructDef, top: bool) -> Result<(), Stri
     w.line("");
 
     let flex_cond = ctx.flex_cond();
-    let mut tagged: Vec<(&Field, String)> =
-        s.fields.iter().filter_map(|f| ctx.tagged_cond(f).map(|c| (f, c))).collect();
+    let mut tagged: Vec<(&Field, String)> = s
+        .fields
+        .iter()
+        .filter_map(|f| ctx.tagged_cond(f).map(|c| (f, c)))
+        .collect();
     tagged.sort_by_key(|(f, _)| f.tag);
 
     w.line(&format!("impl {} {{", s.name));
@@ -845,9 +927,17 @@ fn gen_struct(w: &mut W, ctx: &Ctx, s: &StructDef, top: bool) -> Result<(), Stri
             w.line("c::read_tagged_fields(buf, |tag, buf| {");
             w.line("match tag {");
             for (f, cond) in &tagged {
-                let guard = if cond == "true" { String::new() } else { format!(" if {cond}") };
+                let guard = if cond == "true" {
+                    String::new()
+                } else {
+                    format!(" if {cond}")
+                };
                 w.line(&format!("{}{guard} => {{", f.tag.unwrap_or(0)));
-                w.line(&format!("this.{} = {};", f.rust_name, read_field(ctx, f, "true")));
+                w.line(&format!(
+                    "this.{} = {};",
+                    f.rust_name,
+                    read_field(ctx, f, "true")
+                ));
                 w.line("}");
             }
             w.line("_ => {}");
@@ -886,14 +976,26 @@ fn gen_struct(w: &mut W, ctx: &Ctx, s: &StructDef, top: bool) -> Result<(), Stri
             w.line("let mut tagged = 0u32;");
             let mut conds = Vec::new();
             for (f, cond) in &tagged {
-                let c = and(cond, &format!("self.{} != {}", f.rust_name, default_expr(f)?));
-                w.line(&format!("let write_{} = {c};", f.rust_name.trim_start_matches("r#")));
-                w.line(&format!("tagged += write_{} as u32;", f.rust_name.trim_start_matches("r#")));
+                let c = and(
+                    cond,
+                    &format!("self.{} != {}", f.rust_name, default_expr(f)?),
+                );
+                w.line(&format!(
+                    "let write_{} = {c};",
+                    f.rust_name.trim_start_matches("r#")
+                ));
+                w.line(&format!(
+                    "tagged += write_{} as u32;",
+                    f.rust_name.trim_start_matches("r#")
+                ));
                 conds.push(f);
             }
             w.line("out.put_uvarint(tagged);");
             for f in conds {
-                w.line(&format!("if write_{} {{", f.rust_name.trim_start_matches("r#")));
+                w.line(&format!(
+                    "if write_{} {{",
+                    f.rust_name.trim_start_matches("r#")
+                ));
                 w.line("let mut field = Encoder::new();");
                 w.line("{");
                 w.line("let out = &mut field;");
@@ -941,8 +1043,14 @@ fn gen_struct(w: &mut W, ctx: &Ctx, s: &StructDef, top: bool) -> Result<(), Stri
         };
         w.line(&format!("impl Message for {} {{", s.name));
         w.line(&format!("const NAME: &'static str = {:?};", m.name));
-        w.line(&format!("const API_KEY: i16 = {};", m.api_key.unwrap_or(-1)));
-        w.line(&format!("const VERSIONS: (i16, i16) = ({}, {});", m.valid.lo, m.valid.hi));
+        w.line(&format!(
+            "const API_KEY: i16 = {};",
+            m.api_key.unwrap_or(-1)
+        ));
+        w.line(&format!(
+            "const VERSIONS: (i16, i16) = ({}, {});",
+            m.valid.lo, m.valid.hi
+        ));
         w.line(&format!("const FLEXIBLE_MIN: Option<i16> = {flex_min};"));
         w.line("");
         w.line("fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {");
@@ -1004,10 +1112,13 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     }
     w.line("");
     // API table: api key -> (name, request, response)
-    let mut apis: BTreeMap<i16, (String, Option<&MessageDef>, Option<&MessageDef>)> = BTreeMap::new();
+    let mut apis: BTreeMap<i16, (String, Option<&MessageDef>, Option<&MessageDef>)> =
+        BTreeMap::new();
     for m in messages {
         let Some(k) = m.api_key else { continue };
-        let e = apis.entry(k).or_insert_with(|| (api_name(&m.name).to_string(), None, None));
+        let e = apis
+            .entry(k)
+            .or_insert_with(|| (api_name(&m.name).to_string(), None, None));
         match m.kind.as_str() {
             "request" => e.1 = Some(m),
             "response" => e.2 = Some(m),
@@ -1128,7 +1239,10 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("pub fn encode(&self, out: &mut Encoder, version: i16) {");
         w.line("match self {");
         for e in apis.values() {
-            w.line(&format!("{which}Body::{}(m) => m.encode(out, version),", e.0));
+            w.line(&format!(
+                "{which}Body::{}(m) => m.encode(out, version),",
+                e.0
+            ));
         }
         w.line("}");
         w.line("}");
@@ -1137,7 +1251,11 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("pub fn default_for(api_key: ApiKey) -> Self {");
         w.line("match api_key {");
         for e in apis.values() {
-            w.line(&format!("ApiKey::{n} => {which}Body::{n}({t}::default()),", n = e.0, t = pick(e)));
+            w.line(&format!(
+                "ApiKey::{n} => {which}Body::{n}({t}::default()),",
+                n = e.0,
+                t = pick(e)
+            ));
         }
         w.line("}");
         w.line("}");
@@ -1146,7 +1264,11 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("pub(crate) fn sample(api_key: ApiKey, version: i16) -> Self {");
         w.line("match api_key {");
         for e in apis.values() {
-            w.line(&format!("ApiKey::{n} => {which}Body::{n}({t}::sample(version)),", n = e.0, t = pick(e)));
+            w.line(&format!(
+                "ApiKey::{n} => {which}Body::{n}({t}::sample(version)),",
+                n = e.0,
+                t = pick(e)
+            ));
         }
         w.line("}");
         w.line("}");

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use spate_net::messages::api_versions_response::ApiVersion;
-use spate_net::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use spate_net::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use spate_net::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use spate_net::messages::*;
 use spate_net::*;
@@ -66,9 +68,12 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
             buf.extend_from_slice(&tmp[..n]);
         };
         let mut body = frame.clone();
-        let header = decode_request_header(&mut body).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let header =
+            decode_request_header(&mut body).map_err(|e| std::io::Error::other(e.to_string()))?;
         let (key, ver) = (header.request_api_key, header.request_api_version);
-        let name = ApiKey::try_from(key).map(|k| k.name().to_string()).unwrap_or(format!("api{key}"));
+        let name = ApiKey::try_from(key)
+            .map(|k| k.name().to_string())
+            .unwrap_or(format!("api{key}"));
         let path = out.join(format!("{prefix}-{name}-v{ver}.bin"));
         if !path.exists() {
             std::fs::write(&path, &frame)?;
@@ -80,8 +85,15 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
                 eprintln!("decode {name} v{ver}: {e}");
                 if key == 18 {
                     // Unsupported ApiVersions version: answer v0 with UNSUPPORTED_VERSION.
-                    let resp = ApiVersionsResponse { error_code: 35, api_keys: api_list(), ..Default::default() };
-                    send(&mut s, encode_response_frame(header.correlation_id, 0, &resp, 0))?;
+                    let resp = ApiVersionsResponse {
+                        error_code: 35,
+                        api_keys: api_list(),
+                        ..Default::default()
+                    };
+                    send(
+                        &mut s,
+                        encode_response_frame(header.correlation_id, 0, &resp, 0),
+                    )?;
                     continue;
                 }
                 return Ok(());
@@ -91,7 +103,10 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
         let cid = header.correlation_id;
         let chunks = match req {
             RequestBody::ApiVersions(_) => {
-                let resp = ApiVersionsResponse { api_keys: api_list(), ..Default::default() };
+                let resp = ApiVersionsResponse {
+                    api_keys: api_list(),
+                    ..Default::default()
+                };
                 encode_response_frame(cid, hv, &resp, ver)
             }
             RequestBody::Metadata(m) => {
@@ -100,7 +115,12 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
                     _ => vec!["fixture".to_string()],
                 };
                 let resp = MetadataResponse {
-                    brokers: vec![MetadataResponseBroker { node_id: 0, host: "127.0.0.1".into(), port: port as i32, rack: None }],
+                    brokers: vec![MetadataResponseBroker {
+                        node_id: 0,
+                        host: "127.0.0.1".into(),
+                        port: port as i32,
+                        rack: None,
+                    }],
                     cluster_id: Some("spate-capture".into()),
                     controller_id: 0,
                     topics: names
@@ -136,7 +156,11 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
                             partition_responses: t
                                 .partition_data
                                 .iter()
-                                .map(|pd| PartitionProduceResponse { index: pd.index, base_offset: 0, ..Default::default() })
+                                .map(|pd| PartitionProduceResponse {
+                                    index: pd.index,
+                                    base_offset: 0,
+                                    ..Default::default()
+                                })
                                 .collect(),
                         })
                         .collect(),
@@ -145,7 +169,11 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
                 encode_response_frame(cid, hv, &resp, ver)
             }
             RequestBody::InitProducerId(_) => {
-                let resp = InitProducerIdResponse { producer_id: 1000, producer_epoch: 0, ..Default::default() };
+                let resp = InitProducerIdResponse {
+                    producer_id: 1000,
+                    producer_epoch: 0,
+                    ..Default::default()
+                };
                 encode_response_frame(cid, hv, &resp, ver)
             }
             other => {
@@ -164,7 +192,11 @@ fn api_list() -> Vec<ApiVersion> {
         .iter()
         .map(|k| {
             let (lo, hi) = k.valid_versions();
-            ApiVersion { api_key: k.key(), min_version: lo, max_version: hi }
+            ApiVersion {
+                api_key: k.key(),
+                min_version: lo,
+                max_version: hi,
+            }
         })
         .collect()
 }

@@ -43,7 +43,10 @@ pub type Result<T> = std::result::Result<T, DecodeError>;
 #[inline]
 fn need(buf: &Bytes, n: usize) -> Result<()> {
     if buf.len() < n {
-        Err(DecodeError::Truncated { needed: n, remaining: buf.len() })
+        Err(DecodeError::Truncated {
+            needed: n,
+            remaining: buf.len(),
+        })
     } else {
         Ok(())
     }
@@ -151,7 +154,10 @@ fn read_len(buf: &mut Bytes, flexible: bool, short: bool) -> Result<Option<usize
         return Ok(None);
     }
     if len < 0 || len as u64 > buf.len() as u64 {
-        return Err(DecodeError::InvalidLength { length: len, remaining: buf.len() });
+        return Err(DecodeError::InvalidLength {
+            length: len,
+            remaining: buf.len(),
+        });
     }
     Ok(Some(len as usize))
 }
@@ -205,7 +211,10 @@ pub fn read_nullable_array<T>(
     }
     let min_size = min_size.max(1) as u64;
     if count < 0 || (count as u64).saturating_mul(min_size) > buf.len() as u64 {
-        return Err(DecodeError::InvalidLength { length: count, remaining: buf.len() });
+        return Err(DecodeError::InvalidLength {
+            length: count,
+            remaining: buf.len(),
+        });
     }
     let count = count as usize;
     let elem_size = std::mem::size_of::<T>().max(1);
@@ -267,7 +276,13 @@ impl Encoder {
 
     /// An encoder whose first buffer starts with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        Encoder { parts: Vec::new(), head: None, cur: BytesMut::with_capacity(capacity), done_len: 0, framed: false }
+        Encoder {
+            parts: Vec::new(),
+            head: None,
+            cur: BytesMut::with_capacity(capacity),
+            done_len: 0,
+            framed: false,
+        }
     }
 
     /// An encoder whose output starts with a 4-byte big-endian size prefix that

@@ -68,7 +68,10 @@ pub enum CompressionError {
 }
 
 fn corrupt(codec: &'static str, e: impl std::fmt::Display) -> CompressionError {
-    CompressionError::Corrupt { codec, reason: e.to_string() }
+    CompressionError::Corrupt {
+        codec,
+        reason: e.to_string(),
+    }
 }
 
 /// Compresses `data` with `codec` (the output a Kafka producer would write).
@@ -91,7 +94,11 @@ pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CompressionE
 }
 
 /// Decompresses `data`, failing if the output would exceed `cap` bytes.
-pub fn decompress(codec: Compression, data: &[u8], cap: usize) -> Result<Vec<u8>, CompressionError> {
+pub fn decompress(
+    codec: Compression,
+    data: &[u8],
+    cap: usize,
+) -> Result<Vec<u8>, CompressionError> {
     match codec {
         Compression::None => {
             if data.len() > cap {
@@ -103,17 +110,23 @@ pub fn decompress(codec: Compression, data: &[u8], cap: usize) -> Result<Vec<u8>
         Compression::Snappy => snappy_decompress(data, cap),
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), cap, "lz4"),
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
+            let mut d =
+                zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
             // Bound the decoder's window (its own allocation) by the cap as well.
             let log = usize::BITS - cap.max(1).leading_zeros();
-            d.window_log_max(log.clamp(20, 27)).map_err(|e| corrupt("zstd", e))?;
+            d.window_log_max(log.clamp(20, 27))
+                .map_err(|e| corrupt("zstd", e))?;
             read_bounded(d, cap, "zstd")
         }
     }
 }
 
 /// Reads a stream to its end, never holding (or reserving) more than `cap` bytes.
-fn read_bounded(mut r: impl Read, cap: usize, codec: &'static str) -> Result<Vec<u8>, CompressionError> {
+fn read_bounded(
+    mut r: impl Read,
+    cap: usize,
+    codec: &'static str,
+) -> Result<Vec<u8>, CompressionError> {
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -193,18 +206,27 @@ fn snappy_xerial_compress(data: &[u8]) -> Result<Vec<u8>, CompressionError> {
 
 /// Raw (unframed) snappy, as librdkafka writes it.
 pub fn snappy_raw_compress(data: &[u8]) -> Result<Vec<u8>, CompressionError> {
-    snap::raw::Encoder::new().compress_vec(data).map_err(|e| corrupt("snappy", e))
+    snap::raw::Encoder::new()
+        .compress_vec(data)
+        .map_err(|e| corrupt("snappy", e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [Compression; 5] =
-        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+    const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
 
     fn sample() -> Vec<u8> {
-        (0..200_000u32).flat_map(|i| ((i / 7) as u16).to_le_bytes()).collect()
+        (0..200_000u32)
+            .flat_map(|i| ((i / 7) as u16).to_le_bytes())
+            .collect()
     }
 
     #[test]
@@ -213,10 +235,17 @@ mod tests {
         for c in ALL {
             let z = compress(c, &data).unwrap();
             assert_eq!(decompress(c, &z, data.len()).unwrap(), data, "{c:?}");
-            assert_eq!(decompress(c, &compress(c, b"").unwrap(), 0).unwrap(), b"", "{c:?}");
+            assert_eq!(
+                decompress(c, &compress(c, b"").unwrap(), 0).unwrap(),
+                b"",
+                "{c:?}"
+            );
         }
         let raw = snappy_raw_compress(&data).unwrap();
-        assert_eq!(decompress(Compression::Snappy, &raw, data.len()).unwrap(), data);
+        assert_eq!(
+            decompress(Compression::Snappy, &raw, data.len()).unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -225,12 +254,18 @@ mod tests {
         for c in ALL {
             let z = compress(c, &data).unwrap();
             assert!(
-                matches!(decompress(c, &z, (1 << 20) - 1), Err(CompressionError::TooLarge { .. })),
+                matches!(
+                    decompress(c, &z, (1 << 20) - 1),
+                    Err(CompressionError::TooLarge { .. })
+                ),
                 "{c:?}"
             );
         }
         let raw = snappy_raw_compress(&data).unwrap();
-        assert!(matches!(decompress(Compression::Snappy, &raw, 1000), Err(CompressionError::TooLarge { .. })));
+        assert!(matches!(
+            decompress(Compression::Snappy, &raw, 1000),
+            Err(CompressionError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -243,7 +278,12 @@ mod tests {
         x.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff, 1]);
         assert!(decompress(Compression::Snappy, &x, 1 << 20).is_err());
         // A raw snappy block claiming 4 GiB of output.
-        assert!(decompress(Compression::Snappy, &[0xff, 0xff, 0xff, 0xff, 0x0f], 1 << 20).is_err());
+        assert!(decompress(
+            Compression::Snappy,
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            1 << 20
+        )
+        .is_err());
     }
 
     #[test]

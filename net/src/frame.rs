@@ -39,7 +39,10 @@ pub fn peek_frame_size(buf: &[u8], max_frame: usize) -> Result<Option<usize>, Fr
     }
     let size = size as usize;
     if size > max_frame {
-        return Err(FrameError::TooLarge { size, max: max_frame });
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_frame,
+        });
     }
     Ok(Some(size))
 }
@@ -57,7 +60,10 @@ mod tests {
         b.extend_from_slice(&[3, b'a', b'b']);
         assert_eq!(split_frame(&mut b, 100), Ok(None));
         b.extend_from_slice(&[b'c', 0, 0, 0, 0]);
-        assert_eq!(split_frame(&mut b, 100), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            split_frame(&mut b, 100),
+            Ok(Some(Bytes::from_static(b"abc")))
+        );
         assert_eq!(split_frame(&mut b, 100), Ok(Some(Bytes::new())));
         assert!(b.is_empty());
     }
@@ -69,7 +75,10 @@ mod tests {
         let mut b = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
         assert_eq!(
             split_frame(&mut b, 100 << 20),
-            Err(FrameError::TooLarge { size: i32::MAX as usize, max: 100 << 20 })
+            Err(FrameError::TooLarge {
+                size: i32::MAX as usize,
+                max: 100 << 20
+            })
         );
         let mut b = BytesMut::from(&[0, 0, 0, 101][..]);
         assert!(split_frame(&mut b, 100).is_err());

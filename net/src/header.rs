@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes};
 
 use crate::codec::{self as c, DecodeError};
-use crate::messages::{ApiKey, RequestHeader, ResponseHeader};
+use crate::messages::{ApiKey, RequestBody, RequestHeader, ResponseBody, ResponseHeader};
 use crate::{Encoder, Message};
 
 /// Request header version used by a request of `api_key` at `api_version`:
@@ -43,7 +43,10 @@ pub fn response_header_version(api_key: i16, api_version: i16) -> i16 {
 /// [`crate::RequestBody::decode`] then fails with [`DecodeError::UnknownApiKey`].
 pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, DecodeError> {
     if frame.len() < 8 {
-        return Err(DecodeError::Truncated { needed: 8, remaining: frame.len() });
+        return Err(DecodeError::Truncated {
+            needed: 8,
+            remaining: frame.len(),
+        });
     }
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -83,7 +86,37 @@ pub fn encode_response_frame(
 
 /// Encodes a complete request frame: 4-byte size prefix, request header (its version
 /// derived from the API key and `version`) and `body` as `version`.
-pub fn encode_request_frame(header: &RequestHeader, body: &impl Message, version: i16) -> Vec<Bytes> {
+pub fn encode_request_frame(
+    header: &RequestHeader,
+    body: &impl Message,
+    version: i16,
+) -> Vec<Bytes> {
+    let mut out = Encoder::framed();
+    let hv = request_header_version(header.request_api_key, version);
+    header.encode(&mut out, hv);
+    body.encode(&mut out, version);
+    out.finish()
+}
+
+/// [`encode_response_frame`] for a [`ResponseBody`] of any API.
+pub fn encode_response_body_frame(
+    correlation_id: i32,
+    header_version: i16,
+    body: &ResponseBody,
+    version: i16,
+) -> Vec<Bytes> {
+    let mut out = Encoder::framed();
+    ResponseHeader { correlation_id }.encode(&mut out, header_version);
+    body.encode(&mut out, version);
+    out.finish()
+}
+
+/// [`encode_request_frame`] for a [`RequestBody`] of any API.
+pub fn encode_request_body_frame(
+    header: &RequestHeader,
+    body: &RequestBody,
+    version: i16,
+) -> Vec<Bytes> {
     let mut out = Encoder::framed();
     let hv = request_header_version(header.request_api_key, version);
     header.encode(&mut out, hv);

@@ -9,9 +9,11 @@
 
 pub mod codec;
 pub mod compression;
+#[rustfmt::skip]
 pub mod error_code;
 pub mod frame;
 mod header;
+#[rustfmt::skip]
 #[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]
 pub mod messages;
 pub mod record_batch;
@@ -22,7 +24,8 @@ mod tests;
 pub use codec::{DecodeError, Encoder};
 pub use error_code::ErrorCode;
 pub use header::{
-    decode_request_header, encode_request_frame, encode_response_frame, request_header_version,
+    decode_request_header, encode_request_body_frame, encode_request_frame,
+    encode_response_body_frame, encode_response_frame, request_header_version,
     response_header_version,
 };
 pub use messages::{ApiKey, RequestBody, ResponseBody};

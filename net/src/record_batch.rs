@@ -95,7 +95,10 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// that the whole batch is present.
 pub fn batch_size(data: &[u8]) -> Result<usize, BatchError> {
     if data.len() < LOG_OVERHEAD {
-        return Err(BatchError::Truncated { needed: LOG_OVERHEAD, have: data.len() });
+        return Err(BatchError::Truncated {
+            needed: LOG_OVERHEAD,
+            have: data.len(),
+        });
     }
     let len = be_i32(data, BATCH_LENGTH_OFFSET);
     if len < (HEADER_LEN - LOG_OVERHEAD) as i32 {
@@ -126,11 +129,17 @@ impl RecordBatch {
     /// (use [`batches`] to split a records blob). Checks length and magic, not the CRC.
     pub fn parse(data: Bytes) -> Result<RecordBatch, BatchError> {
         if data.len() < HEADER_LEN {
-            return Err(BatchError::Truncated { needed: HEADER_LEN, have: data.len() });
+            return Err(BatchError::Truncated {
+                needed: HEADER_LEN,
+                have: data.len(),
+            });
         }
         let size = batch_size(&data)?;
         if size != data.len() {
-            return Err(BatchError::InvalidLength(be_i32(&data, BATCH_LENGTH_OFFSET)));
+            return Err(BatchError::InvalidLength(be_i32(
+                &data,
+                BATCH_LENGTH_OFFSET,
+            )));
         }
         let magic = data[MAGIC_OFFSET] as i8;
         if magic != 2 {
@@ -173,7 +182,9 @@ impl RecordBatch {
     }
     /// The compression codec; an error for the unused ids 5-7.
     pub fn compression(&self) -> Result<Compression, BatchError> {
-        Ok(Compression::from_id((self.attributes() & COMPRESSION_MASK) as u8)?)
+        Ok(Compression::from_id(
+            (self.attributes() & COMPRESSION_MASK) as u8,
+        )?)
     }
     pub fn timestamp_type(&self) -> TimestampType {
         if self.attributes() & TIMESTAMP_TYPE_BIT != 0 {
@@ -214,7 +225,8 @@ impl RecordBatch {
     }
     /// baseOffset + lastOffsetDelta.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset().wrapping_add(i64::from(self.last_offset_delta()))
+        self.base_offset()
+            .wrapping_add(i64::from(self.last_offset_delta()))
     }
     /// The offset after this batch.
     pub fn next_offset(&self) -> i64 {
@@ -240,7 +252,11 @@ impl RecordBatch {
         let body = self.data.slice(HEADER_LEN..);
         match self.compression()? {
             Compression::None => Ok(body),
-            c => Ok(Bytes::from(compression::decompress(c, &body, max_uncompressed)?)),
+            c => Ok(Bytes::from(compression::decompress(
+                c,
+                &body,
+                max_uncompressed,
+            )?)),
         }
     }
 
@@ -251,9 +267,14 @@ impl RecordBatch {
         let data = self.records_data(max_uncompressed)?;
         let count = self.record_count();
         if count < 0 {
-            return Err(BatchError::InvalidRecord(format!("negative record count {count}")));
+            return Err(BatchError::InvalidRecord(format!(
+                "negative record count {count}"
+            )));
         }
-        Ok(RecordIter { data, remaining: count as usize })
+        Ok(RecordIter {
+            data,
+            remaining: count as usize,
+        })
     }
 }
 
@@ -262,7 +283,10 @@ impl RecordBatch {
 /// [`BatchError::Truncated`] (fetch responses may legitimately end with one; produce
 /// requests may not).
 pub fn batches(data: Bytes) -> BatchIter {
-    BatchIter { data, failed: false }
+    BatchIter {
+        data,
+        failed: false,
+    }
 }
 
 pub struct BatchIter {
@@ -287,7 +311,10 @@ impl Iterator for BatchIter {
         let res = (|| {
             let size = batch_size(&self.data)?;
             if size > self.data.len() {
-                return Err(BatchError::Truncated { needed: size, have: self.data.len() });
+                return Err(BatchError::Truncated {
+                    needed: size,
+                    have: self.data.len(),
+                });
             }
             if self.data.len() > MAGIC_OFFSET && self.data[MAGIC_OFFSET] as i8 != 2 {
                 return Err(BatchError::UnsupportedMagic(self.data[MAGIC_OFFSET] as i8));
@@ -320,7 +347,10 @@ pub fn set_max_timestamp(batch: &mut [u8], ts: i64) -> Result<(), BatchError> {
 /// Recomputes and stores the CRC (after a rewrite of a CRC-covered field).
 pub fn update_crc(batch: &mut [u8]) -> Result<(), BatchError> {
     if batch.len() < HEADER_LEN {
-        return Err(BatchError::Truncated { needed: HEADER_LEN, have: batch.len() });
+        return Err(BatchError::Truncated {
+            needed: HEADER_LEN,
+            have: batch.len(),
+        });
     }
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
     write_at(batch, CRC_OFFSET, &crc.to_be_bytes())
@@ -331,7 +361,10 @@ pub fn update_crc(batch: &mut [u8]) -> Result<(), BatchError> {
 /// `message.timestamp.type=LogAppendTime`).
 pub fn set_log_append_time(batch: &mut [u8], ts: i64) -> Result<(), BatchError> {
     if batch.len() < HEADER_LEN {
-        return Err(BatchError::Truncated { needed: HEADER_LEN, have: batch.len() });
+        return Err(BatchError::Truncated {
+            needed: HEADER_LEN,
+            have: batch.len(),
+        });
     }
     let attrs = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
     write_at(batch, ATTRIBUTES_OFFSET, &attrs.to_be_bytes())?;
@@ -346,7 +379,10 @@ fn write_at(batch: &mut [u8], at: usize, v: &[u8]) -> Result<(), BatchError> {
             dst.copy_from_slice(v);
             Ok(())
         }
-        None => Err(BatchError::Truncated { needed: end, have: batch.len() }),
+        None => Err(BatchError::Truncated {
+            needed: end,
+            have: batch.len(),
+        }),
     }
 }
 
@@ -401,7 +437,10 @@ fn read_varbytes(buf: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
 fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
     let len = codec::read_varint(buf)?;
     if len < 0 || len as usize > buf.len() {
-        return Err(BatchError::InvalidRecord(format!("record length {len} with {} bytes left", buf.len())));
+        return Err(BatchError::InvalidRecord(format!(
+            "record length {len} with {} bytes left",
+            buf.len()
+        )));
     }
     let mut r = buf.split_to(len as usize);
     let attributes = codec::read_i8(&mut r)?;
@@ -424,12 +463,25 @@ fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
         let key = std::str::from_utf8(&k)
             .map_err(|_| BatchError::InvalidRecord("header key is not UTF-8".into()))?
             .to_owned();
-        headers.push(Header { key, value: read_varbytes(&mut r)? });
+        headers.push(Header {
+            key,
+            value: read_varbytes(&mut r)?,
+        });
     }
     if !r.is_empty() {
-        return Err(BatchError::InvalidRecord(format!("{} trailing bytes in record", r.len())));
+        return Err(BatchError::InvalidRecord(format!(
+            "{} trailing bytes in record",
+            r.len()
+        )));
     }
-    Ok(Record { attributes, timestamp_delta, offset_delta, key, value, headers })
+    Ok(Record {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    })
 }
 
 /// Builds a RecordBatch v2 (for tests, tools and the load generator).
@@ -509,7 +561,10 @@ impl RecordBatchBuilder {
     ) -> &mut Self {
         let headers = headers
             .iter()
-            .map(|(k, v)| Header { key: (*k).to_owned(), value: v.map(Bytes::copy_from_slice) })
+            .map(|(k, v)| Header {
+                key: (*k).to_owned(),
+                value: v.map(Bytes::copy_from_slice),
+            })
             .collect();
         self.records.push((
             timestamp,
@@ -602,18 +657,32 @@ mod tests {
     use super::*;
 
     fn build(c: Compression, n: usize) -> Bytes {
-        let mut b = RecordBatchBuilder::new(c).base_offset(100).partition_leader_epoch(3).producer(7, 1, 10);
+        let mut b = RecordBatchBuilder::new(c)
+            .base_offset(100)
+            .partition_leader_epoch(3)
+            .producer(7, 1, 10);
         for i in 0..n {
             let v = format!("value-{i}-{}", "x".repeat(i % 50));
             let h: &[(&str, Option<&[u8]>)] = &[("h1", Some(b"hv")), ("h2", None)];
-            b.append(1_000 + i as i64, if i % 3 == 0 { None } else { Some(b"key") }, Some(v.as_bytes()), h);
+            b.append(
+                1_000 + i as i64,
+                if i % 3 == 0 { None } else { Some(b"key") },
+                Some(v.as_bytes()),
+                h,
+            );
         }
         b.build().unwrap()
     }
 
     #[test]
     fn build_parse_iterate_all_codecs() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let data = build(c, 100);
             let batch = RecordBatch::parse(data.clone()).unwrap();
             batch.verify_crc().unwrap();
@@ -625,17 +694,34 @@ mod tests {
             assert_eq!(batch.next_offset(), 200);
             assert_eq!(batch.base_timestamp(), 1000);
             assert_eq!(batch.max_timestamp(), 1099);
-            assert_eq!((batch.producer_id(), batch.producer_epoch(), batch.base_sequence()), (7, 1, 10));
+            assert_eq!(
+                (
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_sequence()
+                ),
+                (7, 1, 10)
+            );
             assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
             assert!(!batch.is_transactional() && !batch.is_control());
-            let recs: Vec<Record> = batch.records(1 << 20).unwrap().collect::<Result<_, _>>().unwrap();
+            let recs: Vec<Record> = batch
+                .records(1 << 20)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
             assert_eq!(recs.len(), 100);
             assert_eq!(recs[5].offset_delta, 5);
             assert_eq!(recs[5].timestamp_delta, 5);
             assert_eq!(recs[3].key, None);
             assert_eq!(recs[4].key.as_deref(), Some(&b"key"[..]));
             assert_eq!(recs[2].value.as_deref(), Some(&b"value-2-xx"[..]));
-            assert_eq!(recs[0].headers[0], Header { key: "h1".into(), value: Some(Bytes::from_static(b"hv")) });
+            assert_eq!(
+                recs[0].headers[0],
+                Header {
+                    key: "h1".into(),
+                    value: Some(Bytes::from_static(b"hv"))
+                }
+            );
             assert_eq!(recs[0].headers[1].value, None);
             if c != Compression::None {
                 assert!(batch.records(100).is_err(), "cap");
@@ -652,7 +738,9 @@ mod tests {
         // Rewrites in place: offsets and epoch do not touch the CRC.
         set_base_offset(&mut blob[..], 5000).unwrap();
         set_partition_leader_epoch(&mut blob[first_len..], 9).unwrap();
-        let all: Vec<_> = batches(blob.clone().freeze()).collect::<Result<_, _>>().unwrap();
+        let all: Vec<_> = batches(blob.clone().freeze())
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].base_offset(), 5000);
         assert_eq!(all[1].partition_leader_epoch(), 9);
@@ -660,7 +748,10 @@ mod tests {
         all[1].verify_crc().unwrap();
         // maxTimestamp is CRC-covered.
         set_max_timestamp(&mut blob[..first_len], 42).unwrap();
-        assert!(RecordBatch::parse(blob.clone().freeze().slice(..first_len)).unwrap().verify_crc().is_err());
+        assert!(RecordBatch::parse(blob.clone().freeze().slice(..first_len))
+            .unwrap()
+            .verify_crc()
+            .is_err());
         set_log_append_time(&mut blob[..first_len], 777).unwrap();
         let b = RecordBatch::parse(blob.clone().freeze().slice(..first_len)).unwrap();
         b.verify_crc().unwrap();
@@ -679,15 +770,27 @@ mod tests {
         let good = build(Compression::None, 2);
         let mut bad = BytesMut::from(&good[..]);
         bad[MAGIC_OFFSET] = 1;
-        assert!(matches!(RecordBatch::parse(bad.clone().freeze()), Err(BatchError::UnsupportedMagic(1))));
-        assert!(matches!(batches(bad.freeze()).next(), Some(Err(BatchError::UnsupportedMagic(1)))));
+        assert!(matches!(
+            RecordBatch::parse(bad.clone().freeze()),
+            Err(BatchError::UnsupportedMagic(1))
+        ));
+        assert!(matches!(
+            batches(bad.freeze()).next(),
+            Some(Err(BatchError::UnsupportedMagic(1)))
+        ));
         let mut bad = BytesMut::from(&good[..]);
         bad[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(batches(bad.freeze()).next(), Some(Err(BatchError::InvalidLength(-5)))));
+        assert!(matches!(
+            batches(bad.freeze()).next(),
+            Some(Err(BatchError::InvalidLength(-5)))
+        ));
         let mut bad = BytesMut::from(&good[..]);
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert!(matches!(RecordBatch::parse(bad.freeze()).unwrap().verify_crc(), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            RecordBatch::parse(bad.freeze()).unwrap().verify_crc(),
+            Err(BatchError::CrcMismatch { .. })
+        ));
         assert!(RecordBatch::parse(good.slice(..30)).is_err());
         assert!(set_base_offset(&mut [0u8; 4], 1).is_err());
         // Record count larger than the records.
@@ -700,6 +803,9 @@ mod tests {
         // Unknown codec id.
         let mut bad = BytesMut::from(&good[..]);
         bad[ATTRIBUTES_OFFSET + 1] |= 7;
-        assert!(RecordBatch::parse(bad.freeze()).unwrap().records(1 << 20).is_err());
+        assert!(RecordBatch::parse(bad.freeze())
+            .unwrap()
+            .records(1 << 20)
+            .is_err());
     }
 }

@@ -88,6 +88,11 @@ impl Eq for Records {}
 
 impl std::fmt::Debug for Records {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Records({} bytes in {} chunks)", self.len, self.chunks.len())
+        write!(
+            f,
+            "Records({} bytes in {} chunks)",
+            self.len,
+            self.chunks.len()
+        )
     }
 }

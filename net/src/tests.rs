@@ -33,10 +33,19 @@ pub(crate) fn roundtrip_all_versions<M: Message + PartialEq + Debug>(sample: fn(
         let d = M::decode(&mut buf, v)
             .unwrap_or_else(|e| panic!("{} v{v}: decode failed: {e}", M::NAME));
         assert_eq!(d, m, "{} v{v}", M::NAME);
-        assert!(buf.is_empty(), "{} v{v}: {} bytes left over", M::NAME, buf.len());
+        assert!(
+            buf.is_empty(),
+            "{} v{v}: {} bytes left over",
+            M::NAME,
+            buf.len()
+        );
         for cut in 0..bytes.len() {
             let mut b = bytes.slice(..cut);
-            assert!(M::decode(&mut b, v).is_err(), "{} v{v}: prefix {cut} decoded", M::NAME);
+            assert!(
+                M::decode(&mut b, v).is_err(),
+                "{} v{v}: prefix {cut} decoded",
+                M::NAME
+            );
         }
         // Default values encode and decode too.
         let dm = sample(v);
@@ -51,7 +60,9 @@ mod unit {
 
     use super::{concat, encode_to_bytes};
     use crate::messages::api_versions_response::{ApiVersion, SupportedFeatureKey};
-    use crate::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
+    use crate::messages::fetch_response::{
+        FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    };
     use crate::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use crate::messages::*;
     use crate::*;
@@ -65,13 +76,33 @@ mod unit {
 
     #[test]
     fn request_frame_prefix() {
-        let h = RequestHeader { request_api_key: 3, request_api_version: 12, correlation_id: 5, client_id: None };
+        let h = RequestHeader {
+            request_api_key: 3,
+            request_api_version: 12,
+            correlation_id: 5,
+            client_id: None,
+        };
         let mut body = request_frame_body(&h, &MetadataRequest::default(), 12);
         assert_eq!(decode_request_header(&mut body).unwrap(), h);
         let mut b = body.clone();
         assert_eq!(
             RequestBody::decode(3, 12, &mut b).unwrap(),
             RequestBody::Metadata(MetadataRequest::default())
+        );
+        let any = RequestBody::Metadata(MetadataRequest::default());
+        assert_eq!(
+            concat(&encode_request_body_frame(&h, &any, 12)),
+            concat(&encode_request_frame(&h, &MetadataRequest::default(), 12))
+        );
+        let resp = ResponseBody::Metadata(MetadataResponse::default());
+        assert_eq!(
+            concat(&encode_response_body_frame(3, 1, &resp, 12)),
+            concat(&encode_response_frame(
+                3,
+                1,
+                &MetadataResponse::default(),
+                12
+            ))
         );
     }
 
@@ -135,7 +166,10 @@ mod unit {
         b.put_slice(&[1, 2, 3]);
         let mut frame = b.freeze();
         let h = decode_request_header(&mut frame).unwrap();
-        assert_eq!((h.request_api_key, h.request_api_version, h.correlation_id), (999, 4, 1234));
+        assert_eq!(
+            (h.request_api_key, h.request_api_version, h.correlation_id),
+            (999, 4, 1234)
+        );
         assert_eq!(h.client_id.as_deref(), Some("abc"));
         assert_eq!(&frame[..], &[1, 2, 3]);
         assert_eq!(
@@ -145,7 +179,10 @@ mod unit {
         // Broken client id: the first three fields still come back.
         let mut frame = Bytes::from_static(&[3, 231, 0, 0, 0, 0, 0, 9, 0x7f, 0]);
         let h = decode_request_header(&mut frame).unwrap();
-        assert_eq!((h.request_api_key, h.correlation_id, h.client_id), (999, 9, None));
+        assert_eq!(
+            (h.request_api_key, h.correlation_id, h.client_id),
+            (999, 9, None)
+        );
         let mut short = Bytes::from_static(&[0, 18, 0]);
         assert!(decode_request_header(&mut short).is_err());
     }
@@ -167,34 +204,61 @@ mod unit {
     fn response_frame_has_size_prefix_and_header() {
         let resp = ApiVersionsResponse {
             error_code: 0,
-            api_keys: vec![ApiVersion { api_key: 0, min_version: 0, max_version: 11 }],
+            api_keys: vec![ApiVersion {
+                api_key: 0,
+                min_version: 0,
+                max_version: 11,
+            }],
             throttle_time_ms: 0,
             ..Default::default()
         };
         let hv = response_header_version(18, 3);
         let frame = concat(&encode_response_frame(42, hv, &resp, 3));
-        assert_eq!(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize, frame.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize,
+            frame.len() - 4
+        );
         assert_eq!(&frame[4..8], &42i32.to_be_bytes());
         // Header v0: the body follows immediately (error code 0).
         assert_eq!(&frame[8..10], &[0, 0]);
         // Compact array of 1 element: uvarint 2.
         assert_eq!(frame[10], 2);
         // Flexible response header v1 adds an empty tagged-field section.
-        let frame = concat(&encode_response_frame(42, 1, &MetadataResponse::default(), 9));
+        let frame = concat(&encode_response_frame(
+            42,
+            1,
+            &MetadataResponse::default(),
+            9,
+        ));
         assert_eq!(frame[8], 0);
     }
 
     #[test]
     fn framed_response_with_records_is_a_zero_copy_chain() {
         let recs = Bytes::from(vec![1u8; 3000]);
-        let part = |i| PartitionData { partition_index: i, records: Some(Records::from(recs.clone())), ..Default::default() };
+        let part = |i| PartitionData {
+            partition_index: i,
+            records: Some(Records::from(recs.clone())),
+            ..Default::default()
+        };
         let fr = FetchResponse {
-            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![part(0), part(1)], ..Default::default() }],
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![part(0), part(1)],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         for v in [4i16, 11, 12, 16] {
             let chunks = encode_response_frame(9, response_header_version(1, v), &fr, v);
-            assert_eq!(chunks.iter().filter(|c| c.as_ptr() == recs.as_ptr()).count(), 2, "v{v}");
+            assert_eq!(
+                chunks
+                    .iter()
+                    .filter(|c| c.as_ptr() == recs.as_ptr())
+                    .count(),
+                2,
+                "v{v}"
+            );
             let frame = concat(&chunks);
             let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
             assert_eq!(len, frame.len() - 4, "v{v}");
@@ -203,7 +267,10 @@ mod unit {
             assert_eq!(h.correlation_id, 9);
             let d = FetchResponse::decode(&mut b, v).unwrap();
             assert!(b.is_empty());
-            assert_eq!(d.responses[0].partitions[1].records, Some(Records::from(recs.clone())));
+            assert_eq!(
+                d.responses[0].partitions[1].records,
+                Some(Records::from(recs.clone()))
+            );
         }
         let mut e = Encoder::framed();
         assert!(e.is_empty());
@@ -232,13 +299,24 @@ mod unit {
         // Nested tagged struct in FetchResponse v12.
         let mut p = PartitionData::default();
         let fr = FetchResponse {
-            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![p.clone()], ..Default::default() }],
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![p.clone()],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let a = encode_to_bytes(&fr, 12);
-        p.current_leader = LeaderIdAndEpoch { leader_id: 3, leader_epoch: 4 };
+        p.current_leader = LeaderIdAndEpoch {
+            leader_id: 3,
+            leader_epoch: 4,
+        };
         let fr2 = FetchResponse {
-            responses: vec![FetchableTopicResponse { topic: "t".into(), partitions: vec![p], ..Default::default() }],
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![p],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let b2 = encode_to_bytes(&fr2, 12);
@@ -271,20 +349,29 @@ mod unit {
     fn hostile_counts_and_lengths() {
         // Array count 2^31-1 in a 4-byte body.
         let mut b = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
-        assert!(matches!(MetadataRequest::decode(&mut b, 1), Err(DecodeError::InvalidLength { .. })));
+        assert!(matches!(
+            MetadataRequest::decode(&mut b, 1),
+            Err(DecodeError::InvalidLength { .. })
+        ));
         // Array count just above what the body can hold (int32 elements need 4 bytes each).
         let mut b = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0]);
         assert!(codec::read_array(&mut b, false, 4, codec::read_i32).is_err());
         // Negative non-null lengths.
         let mut b = Bytes::from_static(&[0xff, 0xfe]);
-        assert!(matches!(codec::read_nullable_string(&mut b, false), Err(DecodeError::InvalidLength { .. })));
+        assert!(matches!(
+            codec::read_nullable_string(&mut b, false),
+            Err(DecodeError::InvalidLength { .. })
+        ));
         let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xf0]);
         assert!(codec::read_nullable_bytes(&mut b, false).is_err());
         let mut b = Bytes::from_static(&[0x80, 0, 0, 0]);
         assert!(codec::read_nullable_array(&mut b, false, 1, codec::read_i8).is_err());
         // Null where not allowed.
         let mut b = Bytes::from_static(&[0xff, 0xff]);
-        assert_eq!(codec::read_string(&mut b, false), Err(DecodeError::UnexpectedNull));
+        assert_eq!(
+            codec::read_string(&mut b, false),
+            Err(DecodeError::UnexpectedNull)
+        );
         // String longer than the rest.
         let mut b = Bytes::from_static(&[0, 5, b'a']);
         assert!(codec::read_string(&mut b, false).is_err());
@@ -293,18 +380,38 @@ mod unit {
         assert!(codec::read_string(&mut b, true).is_err());
         // Invalid UTF-8.
         let mut b = Bytes::from_static(&[0, 2, 0xc3, 0x28]);
-        assert_eq!(codec::read_string(&mut b, false), Err(DecodeError::InvalidUtf8));
+        assert_eq!(
+            codec::read_string(&mut b, false),
+            Err(DecodeError::InvalidUtf8)
+        );
     }
 
     #[test]
     fn varints() {
         let mut b = Bytes::from_static(&[0x80, 0x80]);
-        assert!(matches!(codec::read_uvarint(&mut b), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            codec::read_uvarint(&mut b),
+            Err(DecodeError::Truncated { .. })
+        ));
         let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(codec::read_uvarint(&mut b), Err(DecodeError::InvalidVarint));
         let mut b = Bytes::from_static(&[0xff; 11]);
-        assert_eq!(codec::read_uvarlong(&mut b), Err(DecodeError::InvalidVarint));
-        for v in [0i64, 1, -1, 63, -64, 64, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        assert_eq!(
+            codec::read_uvarlong(&mut b),
+            Err(DecodeError::InvalidVarint)
+        );
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut e = Encoder::new();
             e.put_varlong(v);
             let mut b = concat(&e.finish());
@@ -339,7 +446,9 @@ mod unit {
         let mut e = Encoder::new();
         req.encode(&mut e, 9);
         let chunks = e.finish();
-        assert!(chunks.iter().any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
+        assert!(chunks
+            .iter()
+            .any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
         let frame = concat(&chunks);
         let mut b = frame.clone();
         let d = ProduceRequest::decode(&mut b, 9).unwrap();
@@ -365,11 +474,20 @@ mod unit {
 
     #[test]
     fn error_codes() {
-        assert_eq!(ErrorCode::from_code(3), Some(ErrorCode::UnknownTopicOrPartition));
+        assert_eq!(
+            ErrorCode::from_code(3),
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
         assert_eq!(ErrorCode::UnknownTopicOrPartition.code(), 3);
-        assert_eq!(ErrorCode::UnknownTopicOrPartition.name(), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(
+            ErrorCode::UnknownTopicOrPartition.name(),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
         assert_eq!(ErrorCode::from_code(0), Some(ErrorCode::None));
-        assert_eq!(ErrorCode::from_code(-1), Some(ErrorCode::UnknownServerError));
+        assert_eq!(
+            ErrorCode::from_code(-1),
+            Some(ErrorCode::UnknownServerError)
+        );
         assert_eq!(ErrorCode::from_code(i16::MAX), None);
         for e in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(e.code()), Some(*e));
@@ -510,24 +628,53 @@ fn write_fuzz_seeds() {
     for &k in ApiKey::ALL {
         let (lo, hi) = k.valid_versions();
         for v in [lo, hi] {
-            let h = RequestHeader { request_api_key: k.key(), request_api_version: v, correlation_id: 1, client_id: Some("seed".into()) };
+            let h = RequestHeader {
+                request_api_key: k.key(),
+                request_api_version: v,
+                correlation_id: 1,
+                client_id: Some("seed".into()),
+            };
             let mut e = Encoder::new();
             h.encode(&mut e, crate::request_header_version(k.key(), v));
             RequestBody::sample(k, v).encode(&mut e, v);
-            std::fs::write(root.join(format!("decode_request/{}-v{v}", k.name())), concat(&e.finish())).unwrap();
+            std::fs::write(
+                root.join(format!("decode_request/{}-v{v}", k.name())),
+                concat(&e.finish()),
+            )
+            .unwrap();
             let mut e = Encoder::new();
             e.put_i16(k.key());
             e.put_i16(v);
-            crate::messages::ResponseHeader { correlation_id: 1 }.encode(&mut e, crate::response_header_version(k.key(), v));
+            crate::messages::ResponseHeader { correlation_id: 1 }
+                .encode(&mut e, crate::response_header_version(k.key(), v));
             ResponseBody::sample(k, v).encode(&mut e, v);
-            std::fs::write(root.join(format!("decode_response/{}-v{v}", k.name())), concat(&e.finish())).unwrap();
+            std::fs::write(
+                root.join(format!("decode_response/{}-v{v}", k.name())),
+                concat(&e.finish()),
+            )
+            .unwrap();
         }
     }
-    for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let mut b = RecordBatchBuilder::new(c);
         for i in 0..3 {
-            b.append(1000 + i, Some(b"k"), Some(b"value value value"), &[("h", Some(b"v"))]);
+            b.append(
+                1000 + i,
+                Some(b"k"),
+                Some(b"value value value"),
+                &[("h", Some(b"v"))],
+            );
         }
-        std::fs::write(root.join(format!("record_batch/{}", c.name())), b.build().unwrap()).unwrap();
+        std::fs::write(
+            root.join(format!("record_batch/{}", c.name())),
+            b.build().unwrap(),
+        )
+        .unwrap();
     }
 }

@@ -13,7 +13,10 @@ fn generated_code_is_up_to_date() {
     let proto = root.join("../../shared/kafka-protocol");
     let messages = proto.join("message");
     if !messages.is_dir() {
-        println!("note: {} not found; skipping the generated-code check", messages.display());
+        println!(
+            "note: {} not found; skipping the generated-code check",
+            messages.display()
+        );
         return;
     }
     let outputs = gen::generate(&messages, &proto.join("error-codes.tsv")).expect("generate");

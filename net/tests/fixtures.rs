@@ -14,7 +14,10 @@ fn fixtures() -> Vec<(String, Bytes)> {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
         .map(|e| {
-            (e.file_name().to_string_lossy().into_owned(), Bytes::from(std::fs::read(e.path()).expect("read")))
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                Bytes::from(std::fs::read(e.path()).expect("read")),
+            )
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -32,14 +35,21 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
 #[test]
 fn captured_requests_decode_and_reencode_exactly() {
     let all = fixtures();
-    assert!(all.len() >= 12, "expected fixtures from at least four clients");
+    assert!(
+        all.len() >= 12,
+        "expected fixtures from at least four clients"
+    );
     let mut produce_seen = 0;
     for (name, frame) in all {
         let mut buf = frame.clone();
-        let header = decode_request_header(&mut buf).unwrap_or_else(|e| panic!("{name}: header: {e}"));
+        let header =
+            decode_request_header(&mut buf).unwrap_or_else(|e| panic!("{name}: header: {e}"));
         let (key, ver) = (header.request_api_key, header.request_api_version);
         let api = ApiKey::try_from(key).expect("known api");
-        assert!(name.contains(&format!("-{}-v{ver}.bin", api.name())), "{name}");
+        assert!(
+            name.contains(&format!("-{}-v{ver}.bin", api.name())),
+            "{name}"
+        );
         let (lo, hi) = api.valid_versions();
         if ver > hi {
             // Newer than our definitions (the client retries with an older one).
@@ -48,14 +58,18 @@ fn captured_requests_decode_and_reencode_exactly() {
         }
         assert!(ver >= lo);
         let body_bytes = buf.clone();
-        let body = RequestBody::decode(key, ver, &mut buf).unwrap_or_else(|e| panic!("{name}: body: {e}"));
+        let body =
+            RequestBody::decode(key, ver, &mut buf).unwrap_or_else(|e| panic!("{name}: body: {e}"));
         assert!(buf.is_empty(), "{name}: {} trailing bytes", buf.len());
         // Byte-exact re-encoding of header and body.
         let mut e = Encoder::new();
         header.encode(&mut e, request_header_version(key, ver));
         body.encode(&mut e, ver);
         assert_eq!(concat(e.finish()), frame, "{name}: re-encoding differs");
-        assert_eq!(body_bytes.len() + (frame.len() - body_bytes.len()), frame.len());
+        assert_eq!(
+            body_bytes.len() + (frame.len() - body_bytes.len()),
+            frame.len()
+        );
         if let RequestBody::Produce(p) = body {
             produce_seen += 1;
             let mut n = 0;
@@ -94,15 +108,34 @@ fn captured_compression_codecs() {
         }
         let mut buf = frame.clone();
         let h = decode_request_header(&mut buf).expect("header");
-        let Ok(RequestBody::Produce(p)) = RequestBody::decode(h.request_api_key, h.request_api_version, &mut buf) else {
+        let Ok(RequestBody::Produce(p)) =
+            RequestBody::decode(h.request_api_key, h.request_api_version, &mut buf)
+        else {
             panic!("{name}");
         };
-        let recs = p.topic_data[0].partition_data[0].records.clone().expect("records");
-        let b = batches(recs.to_contiguous()).next().expect("a batch").expect("valid");
-        seen.push((name.split('-').next().unwrap_or("").to_string(), b.compression().expect("codec")));
+        let recs = p.topic_data[0].partition_data[0]
+            .records
+            .clone()
+            .expect("records");
+        let b = batches(recs.to_contiguous())
+            .next()
+            .expect("a batch")
+            .expect("valid");
+        seen.push((
+            name.split('-').next().unwrap_or("").to_string(),
+            b.compression().expect("codec"),
+        ));
     }
     // Each client was configured with a codec (see capture scripts).
-    for (client, codec) in [("java", Compression::Snappy), ("librdkafka", Compression::Lz4), ("kafka", Compression::Gzip), ("kafkajs", Compression::Gzip)] {
-        assert!(seen.contains(&(client.to_string(), codec)), "{client}: {seen:?}");
+    for (client, codec) in [
+        ("java", Compression::Snappy),
+        ("librdkafka", Compression::Lz4),
+        ("kafka", Compression::Gzip),
+        ("kafkajs", Compression::Gzip),
+    ] {
+        assert!(
+            seen.contains(&(client.to_string(), codec)),
+            "{client}: {seen:?}"
+        );
     }
 }

@@ -26,7 +26,8 @@ fn decode(mut f: Bytes) -> Option<()> {
     let mut e = Encoder::new();
     body.encode(&mut e, v);
     let first = Bytes::from(e.finish().concat());
-    let again = RequestBody::decode(h.request_api_key, v, &mut first.clone()).expect("re-encoded request must decode");
+    let again = RequestBody::decode(h.request_api_key, v, &mut first.clone())
+        .expect("re-encoded request must decode");
     let mut e = Encoder::new();
     again.encode(&mut e, v);
     assert_eq!(Bytes::from(e.finish().concat()), first);

@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
         let mut e = Encoder::new();
         body.encode(&mut e, version);
         let first = Bytes::from(e.finish().concat());
-        let again = ResponseBody::decode(key, version, &mut first.clone()).expect("re-encoded response must decode");
+        let again = ResponseBody::decode(key, version, &mut first.clone())
+            .expect("re-encoded response must decode");
         let mut e = Encoder::new();
         again.encode(&mut e, version);
         assert_eq!(Bytes::from(e.finish().concat()), first);
