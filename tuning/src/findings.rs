@@ -40,8 +40,20 @@ pub struct Finding {
     pub fix: Option<String>,
 }
 
-fn finding(severity: Severity, id: &'static str, title: String, why: &str, fix: Option<String>) -> Finding {
-    Finding { severity, id, title, why: why.to_string(), fix }
+fn finding(
+    severity: Severity,
+    id: &'static str,
+    title: String,
+    why: &str,
+    fix: Option<String>,
+) -> Finding {
+    Finding {
+        severity,
+        id,
+        title,
+        why: why.to_string(),
+        fix,
+    }
 }
 
 /// Every finding for this host, most severe first (stable order within a severity).
@@ -60,24 +72,37 @@ fn cpus(host: &Host, out: &mut Vec<Finding>) {
     use Severity::*;
     let topo = &host.topology;
     if topo.unknown() {
-        out.push(finding(Info, "topology-unknown", "CPU topology could not be read (no online CPUs found)".into(),
-            "Without core and sibling information no placement can be planned.", None));
+        out.push(finding(
+            Info,
+            "topology-unknown",
+            "CPU topology could not be read (no online CPUs found)".into(),
+            "Without core and sibling information no placement can be planned.",
+            None,
+        ));
         return;
     }
     let cores = topo.cores();
     let smt: Vec<_> = cores.iter().filter(|c| c.threads.len() > 1).collect();
     if !smt.is_empty() {
-        let example = smt[0].threads.iter().map(u32::to_string).collect::<Vec<_>>().join(" and ");
+        let example = smt[0]
+            .threads
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
         out.push(finding(Warning, "smt-on",
             format!("SMT is on: {} of {} physical cores run {} threads (e.g. CPUs {example})", smt.len(), cores.len(), smt[0].threads.len()),
             "A shard runs flat out on its core. Two shards on sibling threads share one core's execution units and caches, so each gets roughly half a core and tail latency rises; the broker's default (cores = 0) starts a shard on every allowed CPU, siblings included.",
             Some("Use the plan's cpu_list (one shard per physical core, siblings left idle), or turn SMT off (`echo off > /sys/devices/system/cpu/smt/control`, or `nosmt` on the kernel command line).".into())));
     }
     if topo.nodes.len() > 1 {
-        let nics: Vec<String> = host.physical_nics().map(|n| match n.numa_node {
-            Some(node) => format!("{} on node {node}", n.name),
-            None => format!("{} on an unknown node", n.name),
-        }).collect();
+        let nics: Vec<String> = host
+            .physical_nics()
+            .map(|n| match n.numa_node {
+                Some(node) => format!("{} on node {node}", n.name),
+                None => format!("{} on an unknown node", n.name),
+            })
+            .collect();
         out.push(finding(Info, "numa-multi",
             format!("{} NUMA nodes ({}){}", topo.nodes.len(),
                 topo.nodes.iter().map(|n| format!("node {}: CPUs {}", n.id, cpulist::format(&n.cpus))).collect::<Vec<_>>().join("; "),
@@ -131,9 +156,16 @@ fn nics(host: &Host, out: &mut Vec<Finding>) {
                 "The NIC's interrupt lines could not be matched by name, PCI address or MSI vectors, so their CPUs are unknown.", None));
             continue;
         }
-        let unpinned: Vec<u32> = nic.irqs.iter()
-            .filter(|i| i.affinity.as_ref().is_some_and(|a| !online.is_empty() && online.iter().all(|c| a.contains(c))))
-            .map(|i| i.number).collect();
+        let unpinned: Vec<u32> = nic
+            .irqs
+            .iter()
+            .filter(|i| {
+                i.affinity
+                    .as_ref()
+                    .is_some_and(|a| !online.is_empty() && online.iter().all(|c| a.contains(c)))
+            })
+            .map(|i| i.number)
+            .collect();
         let cpus = nic.irq_cpus();
         if !unpinned.is_empty() {
             out.push(finding(Warning, "nic-irqs-unpinned",
@@ -147,7 +179,11 @@ fn nics(host: &Host, out: &mut Vec<Finding>) {
                 "The broker's default (cores = 0) would still run shards on these CPUs, where interrupts and softirq processing preempt them.",
                 Some("The plan keeps shards off these CPUs.".into())));
         }
-        let on_isolated: Vec<u32> = cpus.iter().copied().filter(|c| host.topology.isolated.contains(c)).collect();
+        let on_isolated: Vec<u32> = cpus
+            .iter()
+            .copied()
+            .filter(|c| host.topology.isolated.contains(c))
+            .collect();
         if !on_isolated.is_empty() && unpinned.is_empty() {
             out.push(finding(Warning, "nic-irqs-on-isolated",
                 format!("{}: IRQs are pinned to isolated CPUs {}", nic.name, cpulist::format(&on_isolated)),

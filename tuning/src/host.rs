@@ -22,7 +22,13 @@ impl Host {
     pub fn read(roots: &Roots) -> Host {
         let topology = Topology::read(roots);
         let kernel = Kernel::read(roots, &topology.online);
-        Host { live: roots.live, nics: crate::nic::read(roots), disks: crate::storage::read(roots), kernel, topology }
+        Host {
+            live: roots.live,
+            nics: crate::nic::read(roots),
+            disks: crate::storage::read(roots),
+            kernel,
+            topology,
+        }
     }
 
     /// Device-backed interfaces (physical NICs, virtio-net included).

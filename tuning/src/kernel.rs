@@ -20,7 +20,10 @@ pub enum Limit {
 pub enum Probe {
     Ok,
     /// The call failed with this errno.
-    Failed { errno: i32, name: String },
+    Failed {
+        errno: i32,
+        name: String,
+    },
 }
 
 /// CPUs grouped by their `scaling_governor`.
@@ -53,20 +56,30 @@ pub struct Kernel {
 impl Kernel {
     pub fn read(roots: &Roots, cpus: &[u32]) -> Kernel {
         let thp = |file: &str| {
-            roots.read_sys(&format!("kernel/mm/transparent_hugepage/{file}")).and_then(|t| bracketed(&t))
+            roots
+                .read_sys(&format!("kernel/mm/transparent_hugepage/{file}"))
+                .and_then(|t| bracketed(&t))
         };
         let mut governors: Vec<Governor> = Vec::new();
         let mut cpufreq_driver = None;
         for &cpu in cpus {
             let dir = format!("devices/system/cpu/cpu{cpu}/cpufreq");
-            if let Some(g) = roots.read_sys(&format!("{dir}/scaling_governor")).filter(|g| !g.is_empty()) {
+            if let Some(g) = roots
+                .read_sys(&format!("{dir}/scaling_governor"))
+                .filter(|g| !g.is_empty())
+            {
                 match governors.iter_mut().find(|x| x.name == g) {
                     Some(x) => x.cpus.push(cpu),
-                    None => governors.push(Governor { name: g, cpus: vec![cpu] }),
+                    None => governors.push(Governor {
+                        name: g,
+                        cpus: vec![cpu],
+                    }),
                 }
             }
             if cpufreq_driver.is_none() {
-                cpufreq_driver = roots.read_sys(&format!("{dir}/scaling_driver")).filter(|d| !d.is_empty());
+                cpufreq_driver = roots
+                    .read_sys(&format!("{dir}/scaling_driver"))
+                    .filter(|d| !d.is_empty());
             }
         }
         let memlock = if roots.live {
@@ -75,11 +88,19 @@ impl Kernel {
             memlock_from_limits(roots)
         };
         Kernel {
-            release: roots.read_proc("sys/kernel/osrelease").filter(|r| !r.is_empty()),
+            release: roots
+                .read_proc("sys/kernel/osrelease")
+                .filter(|r| !r.is_empty()),
             thp_enabled: thp("enabled"),
             thp_defrag: thp("defrag"),
-            io_uring_disabled: crate::source::parse_num(roots.read_proc("sys/kernel/io_uring_disabled")),
-            io_uring_probe: if roots.live { Some(crate::live::probe_io_uring()) } else { None },
+            io_uring_disabled: crate::source::parse_num(
+                roots.read_proc("sys/kernel/io_uring_disabled"),
+            ),
+            io_uring_probe: if roots.live {
+                Some(crate::live::probe_io_uring())
+            } else {
+                None
+            },
             memlock,
             cpufreq_driver,
             governors,
@@ -100,7 +121,10 @@ impl Kernel {
 fn memlock_from_limits(roots: &Roots) -> Option<Limit> {
     let text = roots.read_proc("self/limits")?;
     let line = text.lines().find(|l| l.starts_with("Max locked memory"))?;
-    let soft = line.trim_start_matches("Max locked memory").split_whitespace().next()?;
+    let soft = line
+        .trim_start_matches("Max locked memory")
+        .split_whitespace()
+        .next()?;
     if soft == "unlimited" {
         Some(Limit::Unlimited)
     } else {
@@ -132,7 +156,11 @@ impl std::fmt::Display for Limit {
 
 /// Governor summary for text output: "performance (0-7)".
 pub fn governors_text(governors: &[Governor]) -> String {
-    governors.iter().map(|g| format!("{} (CPUs {})", g.name, cpulist::format(&g.cpus))).collect::<Vec<_>>().join(", ")
+    governors
+        .iter()
+        .map(|g| format!("{} (CPUs {})", g.name, cpulist::format(&g.cpus)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -141,7 +169,10 @@ mod tests {
 
     #[test]
     fn versions_and_sizes() {
-        let k = Kernel { release: Some("5.10.0-28-amd64".into()), ..Kernel::default() };
+        let k = Kernel {
+            release: Some("5.10.0-28-amd64".into()),
+            ..Kernel::default()
+        };
         assert_eq!(k.version(), Some((5, 10)));
         assert_eq!(Kernel::default().version(), None);
         assert_eq!(human_bytes(65536), "64 KiB");

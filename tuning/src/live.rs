@@ -5,7 +5,10 @@ use crate::kernel::{Limit, Probe};
 
 /// Soft RLIMIT_MEMLOCK of this process.
 pub fn memlock() -> Option<Limit> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one rlimit struct we own.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
     if rc != 0 {
@@ -28,7 +31,13 @@ pub fn probe_io_uring() -> Probe {
     let mut params = [0u64; 15];
     // SAFETY: io_uring_setup(entries, params) reads and writes `params`, which we own
     // and which is the size the kernel expects; the returned fd is closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1 as libc::c_long, params.as_mut_ptr()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1 as libc::c_long,
+            params.as_mut_ptr(),
+        )
+    };
     if fd >= 0 {
         // SAFETY: fd is a descriptor we just received and own.
         unsafe { libc::close(fd as libc::c_int) };
@@ -43,5 +52,8 @@ pub fn probe_io_uring() -> Probe {
         libc::EINVAL => "EINVAL",
         _ => "error",
     };
-    Probe::Failed { errno, name: name.to_string() }
+    Probe::Failed {
+        errno,
+        name: name.to_string(),
+    }
 }

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use spate_tune::{output, Host, Options, Roots};
 
 #[derive(Parser, Debug)]
-#[command(name = "spate-tune", version, about = "Inspect a host for Spate and plan shard placement")]
+#[command(
+    name = "spate-tune",
+    version,
+    about = "Inspect a host for Spate and plan shard placement"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,9 +108,23 @@ fn main() -> ExitCode {
                 ReportFormat::Json => emit(&(output::report_json(&host, &findings) + "\n")),
             }
         }
-        Command::Plan { roots, format, shards, irq_cores, allow_smt, avoid_isolated, numa_node } => {
+        Command::Plan {
+            roots,
+            format,
+            shards,
+            irq_cores,
+            allow_smt,
+            avoid_isolated,
+            numa_node,
+        } => {
             let host = Host::read(&roots.roots());
-            let opts = Options { shards: shards.map(|n| n as usize), irq_cores, allow_smt, avoid_isolated, numa_node };
+            let opts = Options {
+                shards: shards.map(|n| n as usize),
+                irq_cores,
+                allow_smt,
+                avoid_isolated,
+                numa_node,
+            };
             let plan = spate_tune::plan(&host, &opts);
             match format {
                 PlanFormat::Toml => emit(&output::plan_toml(&plan)),

@@ -35,7 +35,12 @@ pub struct Nic {
 impl Nic {
     /// Union of the affinity lists of this NIC's IRQs.
     pub fn irq_cpus(&self) -> Vec<u32> {
-        let mut cpus: Vec<u32> = self.irqs.iter().filter_map(|i| i.affinity.clone()).flatten().collect();
+        let mut cpus: Vec<u32> = self
+            .irqs
+            .iter()
+            .filter_map(|i| i.affinity.clone())
+            .flatten()
+            .collect();
         cpus.sort_unstable();
         cpus.dedup();
         cpus
@@ -47,13 +52,20 @@ impl Nic {
 pub fn parse_interrupts(text: &str) -> Vec<Irq> {
     let mut lines = text.lines();
     let header: Vec<u32> = match lines.next() {
-        Some(h) => h.split_whitespace().filter_map(|t| t.strip_prefix("CPU")?.parse().ok()).collect(),
+        Some(h) => h
+            .split_whitespace()
+            .filter_map(|t| t.strip_prefix("CPU")?.parse().ok())
+            .collect(),
         None => return Vec::new(),
     };
     let mut irqs = Vec::new();
     for line in lines {
-        let Some((num, rest)) = line.split_once(':') else { continue };
-        let Ok(number) = num.trim().parse::<u32>() else { continue };
+        let Some((num, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Ok(number) = num.trim().parse::<u32>() else {
+            continue;
+        };
         let mut tokens = rest.split_whitespace().peekable();
         let mut counts = Vec::new();
         for &cpu in &header {
@@ -66,7 +78,12 @@ pub fn parse_interrupts(text: &str) -> Vec<Irq> {
             }
         }
         let description = tokens.collect::<Vec<_>>().join(" ");
-        irqs.push(Irq { number, description, counts, affinity: None });
+        irqs.push(Irq {
+            number,
+            description,
+            counts,
+            affinity: None,
+        });
     }
     irqs
 }
@@ -97,18 +114,31 @@ fn contains_word(hay: &str, needle: &str) -> bool {
 
 /// Read every interface under `/sys/class/net` and attach its IRQs.
 pub fn read(roots: &Roots) -> Vec<Nic> {
-    let irqs = roots.read_proc("interrupts").map(|t| parse_interrupts(&t)).unwrap_or_default();
+    let irqs = roots
+        .read_proc("interrupts")
+        .map(|t| parse_interrupts(&t))
+        .unwrap_or_default();
     let mut nics = Vec::new();
     for name in roots.list_sys("class/net") {
         let device = roots.sys(&format!("class/net/{name}/device"));
         let physical = std::fs::symlink_metadata(&device).is_ok();
         if !physical {
-            nics.push(Nic { name, physical, bus_id: None, driver: None, numa_node: None, irqs: Vec::new() });
+            nics.push(Nic {
+                name,
+                physical,
+                bus_id: None,
+                driver: None,
+                numa_node: None,
+                irqs: Vec::new(),
+            });
             continue;
         }
         let uevent = crate::source::read_trimmed(&device.join("uevent")).unwrap_or_default();
         let uevent_key = |key: &str| {
-            uevent.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_string)
+            uevent
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
         };
         let bus_id = link_name(&device).or_else(|| uevent_key("PCI_SLOT_NAME"));
         let driver = link_name(&device.join("driver")).or_else(|| uevent_key("DRIVER"));
@@ -117,16 +147,24 @@ pub fn read(roots: &Roots) -> Vec<Nic> {
         let numa_node = parse_num::<i64>(crate::source::read_trimmed(&device.join("numa_node")))
             .or_else(|| parse_num::<i64>(crate::source::read_trimmed(&device.join("../numa_node"))))
             .and_then(|n| u32::try_from(n).ok());
-        let mut msi: Vec<u32> = list_dir(&device.join("msi_irqs")).iter().filter_map(|n| n.parse().ok()).collect();
+        let mut msi: Vec<u32> = list_dir(&device.join("msi_irqs"))
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
         if msi.is_empty() {
-            msi = list_dir(&device.join("../msi_irqs")).iter().filter_map(|n| n.parse().ok()).collect();
+            msi = list_dir(&device.join("../msi_irqs"))
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect();
         }
         let mine: Vec<Irq> = irqs
             .iter()
             .filter(|irq| {
                 msi.contains(&irq.number)
                     || contains_word(&irq.description, &name)
-                    || bus_id.as_deref().is_some_and(|b| contains_word(&irq.description, b))
+                    || bus_id
+                        .as_deref()
+                        .is_some_and(|b| contains_word(&irq.description, b))
             })
             .cloned()
             .map(|mut irq| {
@@ -137,7 +175,14 @@ pub fn read(roots: &Roots) -> Vec<Nic> {
                 irq
             })
             .collect();
-        nics.push(Nic { name, physical, bus_id, driver, numa_node, irqs: mine });
+        nics.push(Nic {
+            name,
+            physical,
+            bus_id,
+            driver,
+            numa_node,
+            irqs: mine,
+        });
     }
     nics
 }
@@ -156,7 +201,10 @@ mod tests {
         assert_eq!(irqs.len(), 1);
         assert_eq!(irqs[0].number, 38);
         assert_eq!(irqs[0].counts, vec![(0, 0), (1, 11766)]);
-        assert_eq!(irqs[0].description, "PCI-MSIX-0000:00:03.0 1-edge virtio2-input.0");
+        assert_eq!(
+            irqs[0].description,
+            "PCI-MSIX-0000:00:03.0 1-edge virtio2-input.0"
+        );
         assert!(parse_interrupts("").is_empty());
     }
 

@@ -23,7 +23,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { shards: None, irq_cores: 1, allow_smt: false, avoid_isolated: false, numa_node: None }
+        Options {
+            shards: None,
+            irq_cores: 1,
+            allow_smt: false,
+            avoid_isolated: false,
+            numa_node: None,
+        }
     }
 }
 
@@ -77,13 +83,16 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
     let mut plan = Plan::default();
     let mut cores = topo.cores();
     if cores.is_empty() {
-        plan.notes.push("CPU topology unknown: no plan (the broker's default uses every allowed CPU)".into());
+        plan.notes.push(
+            "CPU topology unknown: no plan (the broker's default uses every allowed CPU)".into(),
+        );
         return plan;
     }
     if let Some(node) = opts.numa_node {
         cores.retain(|c| c.node == Some(node));
         if cores.is_empty() {
-            plan.notes.push(format!("NUMA node {node} has no online CPUs"));
+            plan.notes
+                .push(format!("NUMA node {node} has no online CPUs"));
             return plan;
         }
     }
@@ -122,8 +131,16 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         let in_node: Vec<&Core> = cores.iter().filter(|c| c.node == node).collect();
         let mut count = 0;
         for core in in_node.iter().filter(|c| takes_irqs(c)) {
-            let cpus: Vec<u32> = core.threads.iter().copied().filter(|t| irq_cpus.contains(t)).collect();
-            reserved.push(((*core).clone(), format!("takes NIC interrupts (CPUs {})", cpulist::format(&cpus))));
+            let cpus: Vec<u32> = core
+                .threads
+                .iter()
+                .copied()
+                .filter(|t| irq_cpus.contains(t))
+                .collect();
+            reserved.push((
+                (*core).clone(),
+                format!("takes NIC interrupts (CPUs {})", cpulist::format(&cpus)),
+            ));
             count += 1;
         }
         let mut rest: Vec<&Core> = in_node.iter().copied().filter(|c| !takes_irqs(c)).collect();
@@ -148,17 +165,28 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         }
     }
     if candidates.is_empty() && spare.is_empty() && !reserved.is_empty() {
-        plan.notes.push("too few cores to reserve any: shards use every core".into());
+        plan.notes
+            .push("too few cores to reserve any: shards use every core".into());
         candidates = reserved.drain(..).map(|(c, _)| c).collect();
     }
 
     // Order: NUMA nodes with local NICs first (most NICs first), then by node id.
-    let nic_count = |node: Option<u32>| host.physical_nics().filter(|n| n.numa_node.is_some() && n.numa_node == node).count();
-    let order = |list: &mut Vec<Core>| list.sort_by_key(|c| (std::cmp::Reverse(nic_count(c.node)), c.node, c.first()));
+    let nic_count = |node: Option<u32>| {
+        host.physical_nics()
+            .filter(|n| n.numa_node.is_some() && n.numa_node == node)
+            .count()
+    };
+    let order = |list: &mut Vec<Core>| {
+        list.sort_by_key(|c| (std::cmp::Reverse(nic_count(c.node)), c.node, c.first()))
+    };
     order(&mut candidates);
     order(&mut spare);
     let slot_count = |list: &[Core]| -> usize {
-        if opts.allow_smt { list.iter().map(|c| c.threads.len()).sum() } else { list.len() }
+        if opts.allow_smt {
+            list.iter().map(|c| c.threads.len()).sum()
+        } else {
+            list.len()
+        }
     };
     if opts.shards.is_some_and(|n| n > slot_count(&candidates)) {
         candidates.append(&mut spare);
@@ -171,7 +199,11 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
     // Slots: the first (isolated, if any) thread of each candidate core, then, with
     // --allow-smt, the remaining threads.
     let primary = |c: &Core| -> u32 {
-        c.threads.iter().copied().find(|t| prefer_isolated && topo.isolated.contains(t)).unwrap_or(c.first())
+        c.threads
+            .iter()
+            .copied()
+            .find(|t| prefer_isolated && topo.isolated.contains(t))
+            .unwrap_or(c.first())
     };
     let mut slots: Vec<(u32, &Core)> = candidates.iter().map(|c| (primary(c), c)).collect();
     if opts.allow_smt {
@@ -181,13 +213,15 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         }
     }
     if wanted > slots.len() {
-        {
-            plan.notes.push(format!(
-                "{wanted} shards asked for, {} CPUs available under these rules{}",
-                slots.len(),
-                if opts.allow_smt { "" } else { " (--allow-smt or --irq-cores 0 give more)" }
-            ));
-        }
+        plan.notes.push(format!(
+            "{wanted} shards asked for, {} CPUs available under these rules{}",
+            slots.len(),
+            if opts.allow_smt {
+                ""
+            } else {
+                " (--allow-smt or --irq-cores 0 give more)"
+            }
+        ));
     }
     let mut chosen: Vec<(u32, &Core)> = slots.into_iter().take(wanted).collect();
     chosen.sort_by_key(|(cpu, _)| *cpu);
@@ -206,21 +240,36 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
                 .filter(|n| single_node || (n.numa_node.is_some() && n.numa_node == core.node))
                 .map(|n| n.name.clone())
                 .collect(),
-            idle_siblings: core.threads.iter().copied().filter(|t| !chosen_cpus.contains(t)).collect(),
+            idle_siblings: core
+                .threads
+                .iter()
+                .copied()
+                .filter(|t| !chosen_cpus.contains(t))
+                .collect(),
         });
     }
     for core in &candidates {
         if !core.threads.iter().any(|t| chosen_cpus.contains(t)) {
-            unused.push((core.clone(), "not needed for the requested shard count".into()));
+            unused.push((
+                core.clone(),
+                "not needed for the requested shard count".into(),
+            ));
         }
     }
     plan.cpu_list = chosen_cpus;
 
     // NIC IRQs allowed on shard CPUs move to the reserved cores of the NIC's node.
     let reserved_cpus = |node: Option<u32>| -> Vec<u32> {
-        let local: Vec<u32> = reserved.iter().filter(|(c, _)| node.is_none() || c.node == node).flat_map(|(c, _)| c.threads.clone()).collect();
+        let local: Vec<u32> = reserved
+            .iter()
+            .filter(|(c, _)| node.is_none() || c.node == node)
+            .flat_map(|(c, _)| c.threads.clone())
+            .collect();
         if local.is_empty() {
-            reserved.iter().flat_map(|(c, _)| c.threads.clone()).collect()
+            reserved
+                .iter()
+                .flat_map(|(c, _)| c.threads.clone())
+                .collect()
         } else {
             local
         }
@@ -233,7 +282,12 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         for irq in &nic.irqs {
             if let Some(from) = &irq.affinity {
                 if from.iter().any(|c| plan.cpu_list.contains(c)) {
-                    plan.irq_moves.push(IrqMove { irq: irq.number, nic: nic.name.clone(), from: from.clone(), to: to.clone() });
+                    plan.irq_moves.push(IrqMove {
+                        irq: irq.number,
+                        nic: nic.name.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
                 }
             }
         }
@@ -245,7 +299,14 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         ));
     }
     let kept = |list: Vec<(Core, String)>| -> Vec<Kept> {
-        let mut out: Vec<Kept> = list.into_iter().map(|(c, reason)| Kept { node: c.node, cpus: c.threads, reason }).collect();
+        let mut out: Vec<Kept> = list
+            .into_iter()
+            .map(|(c, reason)| Kept {
+                node: c.node,
+                cpus: c.threads,
+                reason,
+            })
+            .collect();
         out.sort_by_key(|k| k.cpus.first().copied());
         out
     };

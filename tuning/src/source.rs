@@ -19,12 +19,20 @@ pub struct Roots {
 impl Roots {
     /// The running host.
     pub fn live() -> Roots {
-        Roots { sysfs: PathBuf::from("/"), procfs: PathBuf::from("/"), live: true }
+        Roots {
+            sysfs: PathBuf::from("/"),
+            procfs: PathBuf::from("/"),
+            live: true,
+        }
     }
 
     /// A recorded tree: nothing is taken from the live host.
     pub fn recorded(sysfs: impl Into<PathBuf>, procfs: impl Into<PathBuf>) -> Roots {
-        Roots { sysfs: sysfs.into(), procfs: procfs.into(), live: false }
+        Roots {
+            sysfs: sysfs.into(),
+            procfs: procfs.into(),
+            live: false,
+        }
     }
 
     /// Path of `rel` (relative to `/sys`).
@@ -82,9 +90,13 @@ pub fn list_dir(path: &Path) -> Vec<String> {
 
 /// Sort key that orders a trailing number numerically: ("cpu", 10) > ("cpu", 2).
 fn natural_key(name: &str) -> (String, u64, String) {
-    let digits_at = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
+    let digits_at = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
     let (prefix, rest) = name.split_at(digits_at);
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let number = rest[..end].parse().unwrap_or(0);
     (prefix.to_string(), number, rest[end..].to_string())
 }
@@ -108,7 +120,10 @@ mod tests {
 
     #[test]
     fn selectors() {
-        assert_eq!(bracketed("always [madvise] never").as_deref(), Some("madvise"));
+        assert_eq!(
+            bracketed("always [madvise] never").as_deref(),
+            Some("madvise")
+        );
         assert_eq!(bracketed("[none] mq-deadline").as_deref(), Some("none"));
         assert_eq!(bracketed("none"), None);
         assert_eq!(bracketed("[broken"), None);

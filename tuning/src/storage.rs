@@ -26,7 +26,10 @@ impl Disk {
 
 /// Devices that never hold a broker's data directory: loop, RAM and compressed-RAM disks.
 fn pseudo(name: &str) -> bool {
-    ["loop", "ram", "zram"].iter().any(|p| name.strip_prefix(p).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit())))
+    ["loop", "ram", "zram"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+    })
 }
 
 pub fn read(roots: &Roots) -> Vec<Disk> {
@@ -43,7 +46,8 @@ pub fn read(roots: &Roots) -> Vec<Disk> {
                     _ => None,
                 }),
                 // "none" alone (no brackets) is printed by devices with a single choice.
-                scheduler: q("scheduler").and_then(|s| bracketed(&s).or_else(|| (s == "none").then_some(s))),
+                scheduler: q("scheduler")
+                    .and_then(|s| bracketed(&s).or_else(|| (s == "none").then_some(s))),
                 nr_requests: parse_num(q("nr_requests")),
                 logical_block_size: parse_num(q("logical_block_size")),
                 name,

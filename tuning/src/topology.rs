@@ -55,13 +55,18 @@ pub struct Topology {
 impl Topology {
     pub fn read(roots: &Roots) -> Topology {
         let base = "devices/system/cpu";
-        let mut online = roots.read_sys(&format!("{base}/online")).map(|t| cpulist::parse(&t)).unwrap_or_default();
+        let mut online = roots
+            .read_sys(&format!("{base}/online"))
+            .map(|t| cpulist::parse(&t))
+            .unwrap_or_default();
         let nodes: Vec<NumaNode> = roots
             .list_sys("devices/system/node")
             .iter()
             .filter_map(|name| {
                 let id = name.strip_prefix("node")?.parse::<u32>().ok()?;
-                let cpus = cpulist::parse(&roots.read_sys(&format!("devices/system/node/{name}/cpulist"))?);
+                let cpus = cpulist::parse(
+                    &roots.read_sys(&format!("devices/system/node/{name}/cpulist"))?,
+                );
                 Some(NumaNode { id, cpus })
             })
             .collect();
@@ -75,15 +80,27 @@ impl Topology {
                 id,
                 core_id: parse_num(roots.read_sys(&format!("{topo}/core_id"))),
                 package: parse_num(roots.read_sys(&format!("{topo}/physical_package_id"))),
-                siblings: roots.read_sys(&format!("{topo}/thread_siblings_list")).map(|t| cpulist::parse(&t)).unwrap_or_default(),
+                siblings: roots
+                    .read_sys(&format!("{topo}/thread_siblings_list"))
+                    .map(|t| cpulist::parse(&t))
+                    .unwrap_or_default(),
                 node: nodes.iter().find(|n| n.cpus.contains(&id)).map(|n| n.id),
             });
         }
         if online.is_empty() {
             // No `online` file: take every CPU directory that has topology information.
-            online = cpus.iter().filter(|c| c.core_id.is_some() || !c.siblings.is_empty()).map(|c| c.id).collect();
+            online = cpus
+                .iter()
+                .filter(|c| c.core_id.is_some() || !c.siblings.is_empty())
+                .map(|c| c.id)
+                .collect();
         }
-        let list = |file: &str| roots.read_sys(&format!("{base}/{file}")).map(|t| cpulist::parse(&t)).unwrap_or_default();
+        let list = |file: &str| {
+            roots
+                .read_sys(&format!("{base}/{file}"))
+                .map(|t| cpulist::parse(&t))
+                .unwrap_or_default()
+        };
         Topology {
             online,
             cpus,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use spate_tune::{check, output, plan, Finding, Host, Options, Roots, Severity};
 
 fn fixture(name: &str) -> Host {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     assert!(dir.is_dir(), "missing fixture {}", dir.display());
     Host::read(&Roots::recorded(&dir, &dir))
 }
@@ -16,7 +18,11 @@ fn ids(findings: &[Finding]) -> Vec<&'static str> {
 }
 
 fn severity_of(findings: &[Finding], id: &str) -> Vec<Severity> {
-    findings.iter().filter(|f| f.id == id).map(|f| f.severity).collect()
+    findings
+        .iter()
+        .filter(|f| f.id == id)
+        .map(|f| f.severity)
+        .collect()
 }
 
 fn cpus(host: &Host, opts: Options) -> Vec<u32> {
@@ -59,21 +65,52 @@ fn one_node_eight_cores_smt_off() {
     // Unpinned NIC IRQs (120-124) move to the reserved core; the NVMe IRQ is not the NIC's.
     let moved: Vec<u32> = p.irq_moves.iter().map(|m| m.irq).collect();
     assert_eq!(moved, vec![120, 121, 122, 123, 124]);
-    assert!(p.irq_moves.iter().all(|m| m.to == vec![0] && m.nic == "eth0"));
-    assert!(p.shards.iter().all(|s| s.local_nics == vec!["eth0".to_string()] && s.node == Some(0)));
+    assert!(p
+        .irq_moves
+        .iter()
+        .all(|m| m.to == vec![0] && m.nic == "eth0"));
+    assert!(p
+        .shards
+        .iter()
+        .all(|s| s.local_nics == vec!["eth0".to_string()] && s.node == Some(0)));
 
     let f = check(&host);
     assert_eq!(ids(&f), vec!["nic-irqs-unpinned"], "{f:#?}");
-    assert_eq!(cpus(&host, Options { shards: Some(3), ..Options::default() }), vec![1, 2, 3]);
-    assert_eq!(cpus(&host, Options { irq_cores: 0, ..Options::default() }), range(0, 7));
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                shards: Some(3),
+                ..Options::default()
+            }
+        ),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                irq_cores: 0,
+                ..Options::default()
+            }
+        ),
+        range(0, 7)
+    );
     assert_toml_matches(&host, &Options::default());
 }
 
 #[test]
 fn one_node_nics_and_disks_are_classified() {
     let host = fixture("one-node-8c");
-    let names: Vec<(&str, bool)> = host.nics.iter().map(|n| (n.name.as_str(), n.physical)).collect();
-    assert_eq!(names, vec![("docker0", false), ("eth0", true), ("lo", false)]);
+    let names: Vec<(&str, bool)> = host
+        .nics
+        .iter()
+        .map(|n| (n.name.as_str(), n.physical))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("docker0", false), ("eth0", true), ("lo", false)]
+    );
     let eth0 = &host.nics[1];
     assert_eq!(eth0.bus_id.as_deref(), Some("0000:01:00.0"));
     assert_eq!(eth0.driver.as_deref(), Some("ixgbe"));
@@ -83,8 +120,14 @@ fn one_node_nics_and_disks_are_classified() {
     assert_eq!(disks, vec!["nvme0n1"]);
     assert_eq!(host.kernel.governors.len(), 1);
     assert_eq!(host.kernel.governors[0].name, "performance");
-    assert_eq!(host.kernel.memlock, Some(spate_tune::kernel::Limit::Bytes(8 << 20)));
-    assert_eq!(host.kernel.io_uring_probe, None, "no live probe on a recorded tree");
+    assert_eq!(
+        host.kernel.memlock,
+        Some(spate_tune::kernel::Limit::Bytes(8 << 20))
+    );
+    assert_eq!(
+        host.kernel.io_uring_probe, None,
+        "no live probe on a recorded tree"
+    );
 }
 
 #[test]
@@ -110,35 +153,123 @@ fn two_numa_nodes_smt_on() {
     assert_eq!(p.irq_moves.len(), 3);
 
     // A smaller plan fills the NIC's node first.
-    assert_eq!(cpus(&host, Options { shards: Some(4), ..Options::default() }), range(9, 12));
-    assert_eq!(cpus(&host, Options { shards: Some(9), ..Options::default() }), concat(&[vec![1, 2], range(9, 15)]));
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                shards: Some(4),
+                ..Options::default()
+            }
+        ),
+        range(9, 12)
+    );
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                shards: Some(9),
+                ..Options::default()
+            }
+        ),
+        concat(&[vec![1, 2], range(9, 15)])
+    );
     // SMT allowed: every thread of the non-reserved cores.
     assert_eq!(
-        cpus(&host, Options { allow_smt: true, ..Options::default() }),
+        cpus(
+            &host,
+            Options {
+                allow_smt: true,
+                ..Options::default()
+            }
+        ),
         concat(&[range(1, 7), range(9, 15), range(17, 23), range(25, 31)])
     );
     // Physical cores first, then siblings.
     assert_eq!(
-        cpus(&host, Options { allow_smt: true, shards: Some(16), ..Options::default() }),
+        cpus(
+            &host,
+            Options {
+                allow_smt: true,
+                shards: Some(16),
+                ..Options::default()
+            }
+        ),
         concat(&[range(1, 7), range(9, 15), vec![25, 26]])
     );
-    assert_eq!(cpus(&host, Options { numa_node: Some(1), ..Options::default() }), range(9, 15));
-    assert_eq!(cpus(&host, Options { numa_node: Some(0), ..Options::default() }), range(1, 7));
-    assert_eq!(cpus(&host, Options { irq_cores: 2, ..Options::default() }), concat(&[range(2, 7), range(10, 15)]));
-    let too_many = plan(&host, &Options { shards: Some(20), ..Options::default() });
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                numa_node: Some(1),
+                ..Options::default()
+            }
+        ),
+        range(9, 15)
+    );
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                numa_node: Some(0),
+                ..Options::default()
+            }
+        ),
+        range(1, 7)
+    );
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                irq_cores: 2,
+                ..Options::default()
+            }
+        ),
+        concat(&[range(2, 7), range(10, 15)])
+    );
+    let too_many = plan(
+        &host,
+        &Options {
+            shards: Some(20),
+            ..Options::default()
+        },
+    );
     assert_eq!(too_many.cpu_list.len(), 14);
-    assert!(too_many.notes.iter().any(|n| n.contains("20 shards asked for, 14 CPUs")), "{:?}", too_many.notes);
+    assert!(
+        too_many
+            .notes
+            .iter()
+            .any(|n| n.contains("20 shards asked for, 14 CPUs")),
+        "{:?}",
+        too_many.notes
+    );
 
     let f = check(&host);
     let found = ids(&f);
-    for id in ["smt-on", "numa-multi", "nic-irqs-unpinned", "disk-scheduler", "disk-rotational", "disk-block-size", "io-uring-unknown"] {
+    for id in [
+        "smt-on",
+        "numa-multi",
+        "nic-irqs-unpinned",
+        "disk-scheduler",
+        "disk-rotational",
+        "disk-block-size",
+        "io-uring-unknown",
+    ] {
         assert!(found.contains(&id), "{id} missing from {found:?}");
     }
     assert_eq!(severity_of(&f, "disk-scheduler"), vec![Severity::Warning]);
     assert!(!found.contains(&"memlock-low"), "memlock is unlimited");
-    assert!(f.windows(2).all(|w| w[0].severity <= w[1].severity), "sorted by severity");
+    assert!(
+        f.windows(2).all(|w| w[0].severity <= w[1].severity),
+        "sorted by severity"
+    );
     assert_toml_matches(&host, &Options::default());
-    assert_toml_matches(&host, &Options { allow_smt: true, ..Options::default() });
+    assert_toml_matches(
+        &host,
+        &Options {
+            allow_smt: true,
+            ..Options::default()
+        },
+    );
 }
 
 #[test]
@@ -157,10 +288,25 @@ fn isolated_cpus_get_the_shards() {
     assert!(p.notes.iter().any(|n| n.contains("taskset -c 2-7")));
 
     // Operator keeps the isolated CPUs for something else.
-    let avoid = plan(&host, &Options { avoid_isolated: true, ..Options::default() });
+    let avoid = plan(
+        &host,
+        &Options {
+            avoid_isolated: true,
+            ..Options::default()
+        },
+    );
     assert_eq!(avoid.cpu_list, vec![1]);
     // More shards than isolated cores: the non-isolated spare core joins.
-    assert_eq!(cpus(&host, Options { shards: Some(7), ..Options::default() }), range(1, 7));
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                shards: Some(7),
+                ..Options::default()
+            }
+        ),
+        range(1, 7)
+    );
 
     let f = check(&host);
     let found = ids(&f);
@@ -177,27 +323,63 @@ fn nic_irqs_pinned_to_cpus_0_and_1() {
     let host = fixture("nic-irq-pinned");
     let physical: Vec<&str> = host.physical_nics().map(|n| n.name.as_str()).collect();
     assert_eq!(physical, vec!["ens3"]);
-    let virtuals: Vec<&str> = host.nics.iter().filter(|n| !n.physical).map(|n| n.name.as_str()).collect();
+    let virtuals: Vec<&str> = host
+        .nics
+        .iter()
+        .filter(|n| !n.physical)
+        .map(|n| n.name.as_str())
+        .collect();
     assert_eq!(virtuals, vec!["br0", "lo", "veth1a2b3c"]);
     // Matched through device/msi_irqs; IRQ 50 (another virtio device) is not the NIC's.
-    let irqs: Vec<u32> = host.nics.iter().find(|n| n.name == "ens3").unwrap().irqs.iter().map(|i| i.number).collect();
+    let irqs: Vec<u32> = host
+        .nics
+        .iter()
+        .find(|n| n.name == "ens3")
+        .unwrap()
+        .irqs
+        .iter()
+        .map(|i| i.number)
+        .collect();
     assert_eq!(irqs, vec![40, 41, 42, 43]);
 
     let p = plan(&host, &Options::default());
     assert_eq!(p.cpu_list, range(2, 7));
     let reserved: Vec<Vec<u32>> = p.reserved.iter().map(|k| k.cpus.clone()).collect();
     assert_eq!(reserved, vec![vec![0], vec![1]]);
-    assert!(p.reserved.iter().all(|k| k.reason.starts_with("takes NIC interrupts")));
+    assert!(p
+        .reserved
+        .iter()
+        .all(|k| k.reason.starts_with("takes NIC interrupts")));
     assert!(p.irq_moves.is_empty());
     // --irq-cores 0 reserves nothing extra, but CPUs taking NIC IRQs stay shard-free.
-    assert_eq!(cpus(&host, Options { irq_cores: 0, ..Options::default() }), range(2, 7));
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                irq_cores: 0,
+                ..Options::default()
+            }
+        ),
+        range(2, 7)
+    );
     // Two extra OS cores requested: both IRQ cores already count on this node.
-    assert_eq!(cpus(&host, Options { irq_cores: 3, ..Options::default() }), range(3, 7));
+    assert_eq!(
+        cpus(
+            &host,
+            Options {
+                irq_cores: 3,
+                ..Options::default()
+            }
+        ),
+        range(3, 7)
+    );
 
     let f = check(&host);
     assert!(ids(&f).contains(&"nic-irqs-pinned"));
     assert!(!ids(&f).contains(&"nic-irqs-unpinned"));
-    assert!(f.iter().any(|x| x.id == "nic-irqs-pinned" && x.title.contains("CPUs 0-1")));
+    assert!(f
+        .iter()
+        .any(|x| x.id == "nic-irqs-pinned" && x.title.contains("CPUs 0-1")));
     assert_toml_matches(&host, &Options::default());
 }
 
@@ -207,9 +389,15 @@ fn thp_always_and_powersave() {
     assert_eq!(cpus(&host, Options::default()), vec![1, 2, 3]);
     let f = check(&host);
     assert_eq!(severity_of(&f, "thp-always"), vec![Severity::Warning]);
-    assert_eq!(severity_of(&f, "thp-defrag-always"), vec![Severity::Warning]);
+    assert_eq!(
+        severity_of(&f, "thp-defrag-always"),
+        vec![Severity::Warning]
+    );
     // acpi-cpufreq powersave is the lowest fixed frequency: a warning.
-    assert_eq!(severity_of(&f, "governor-powersave"), vec![Severity::Warning]);
+    assert_eq!(
+        severity_of(&f, "governor-powersave"),
+        vec![Severity::Warning]
+    );
     // 8 KiB logical blocks break 4 KiB O_DIRECT writes; a queue depth of 16 is shallow.
     assert_eq!(severity_of(&f, "disk-block-size"), vec![Severity::Critical]);
     assert_eq!(severity_of(&f, "disk-queue-shallow"), vec![Severity::Info]);
@@ -222,7 +410,10 @@ fn io_uring_disabled() {
     let host = fixture("io-uring-disabled");
     assert_eq!(host.kernel.io_uring_disabled, Some(2));
     let f = check(&host);
-    assert_eq!(severity_of(&f, "io-uring-disabled"), vec![Severity::Critical]);
+    assert_eq!(
+        severity_of(&f, "io-uring-disabled"),
+        vec![Severity::Critical]
+    );
     assert!(!ids(&f).contains(&"io-uring-unknown"));
     // 64 KiB on 6.6: rings are charged to the memory cgroup, so only info.
     assert_eq!(severity_of(&f, "memlock-low"), vec![Severity::Info]);
@@ -235,7 +426,9 @@ fn small_memlock_on_an_old_kernel() {
     assert_eq!(host.kernel.version(), Some((5, 10)));
     let f = check(&host);
     assert_eq!(severity_of(&f, "memlock-low"), vec![Severity::Warning]);
-    assert!(f.iter().any(|x| x.id == "memlock-low" && x.title.contains("64 KiB")));
+    assert!(f
+        .iter()
+        .any(|x| x.id == "memlock-low" && x.title.contains("64 KiB")));
     assert!(ids(&f).contains(&"io-uring-unknown"));
 }
 
@@ -253,7 +446,10 @@ fn empty_tree_is_unknown_not_a_panic() {
     assert!(text.contains("CPUs            unknown"), "{text}");
     assert!(output::plan_toml(&p).contains("cpu_list = []"));
     // A root that does not exist at all behaves the same.
-    let none = Host::read(&Roots::recorded("/nonexistent/spate-tune", "/nonexistent/spate-tune"));
+    let none = Host::read(&Roots::recorded(
+        "/nonexistent/spate-tune",
+        "/nonexistent/spate-tune",
+    ));
     assert!(none.topology.unknown());
 }
 
@@ -262,8 +458,18 @@ fn json_outputs_parse() {
     let host = fixture("two-node-smt");
     let f = check(&host);
     let report: serde_json::Value = serde_json::from_str(&output::report_json(&host, &f)).unwrap();
-    assert_eq!(report["host"]["topology"]["online"].as_array().unwrap().len(), 32);
-    assert!(report["findings"].as_array().unwrap().iter().any(|x| x["id"] == "smt-on" && x["severity"] == "warning"));
+    assert_eq!(
+        report["host"]["topology"]["online"]
+            .as_array()
+            .unwrap()
+            .len(),
+        32
+    );
+    assert!(report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["id"] == "smt-on" && x["severity"] == "warning"));
     let p = plan(&host, &Options::default());
     let planned: serde_json::Value = serde_json::from_str(&output::plan_json(&p)).unwrap();
     assert_eq!(planned["cpu_list"].as_array().unwrap().len(), 14);
@@ -276,19 +482,38 @@ fn one_core_keeps_its_shard() {
     let mut host = fixture("empty");
     host.topology = Topology {
         online: vec![0],
-        cpus: vec![Cpu { id: 0, core_id: Some(0), package: Some(0), siblings: vec![0], node: None }],
+        cpus: vec![Cpu {
+            id: 0,
+            core_id: Some(0),
+            package: Some(0),
+            siblings: vec![0],
+            node: None,
+        }],
         ..Topology::default()
     };
     let p = plan(&host, &Options::default());
     assert_eq!(p.cpu_list, vec![0]);
     assert!(p.reserved.is_empty());
-    assert!(p.notes.iter().any(|n| n.contains("too few cores")), "{:?}", p.notes);
+    assert!(
+        p.notes.iter().any(|n| n.contains("too few cores")),
+        "{:?}",
+        p.notes
+    );
 }
 
 #[test]
 fn unknown_numa_node_gives_no_plan() {
     let host = fixture("two-node-smt");
-    let p = plan(&host, &Options { numa_node: Some(7), ..Options::default() });
+    let p = plan(
+        &host,
+        &Options {
+            numa_node: Some(7),
+            ..Options::default()
+        },
+    );
     assert!(p.cpu_list.is_empty());
-    assert!(p.notes.iter().any(|n| n.contains("NUMA node 7 has no online CPUs")));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.contains("NUMA node 7 has no online CPUs")));
 }
