@@ -3,7 +3,8 @@
 //! broker, and plans where Spate's shards should run.
 //!
 //! Layers, one job each: `source` (reading sysfs/procfs trees), `topology`, `nic`,
-//! `storage`, `kernel` and `live` (the host model), `findings`, `planner`, `output`.
+//! `storage`, `kernel` and `live` (the host model), `findings` and `shardcheck`,
+//! `planner`, `output`.
 
 pub mod cpulist;
 pub mod findings;
@@ -13,6 +14,7 @@ pub mod live;
 pub mod nic;
 pub mod output;
 pub mod planner;
+pub mod shardcheck;
 pub mod source;
 pub mod storage;
 pub mod topology;

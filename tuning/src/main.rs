@@ -25,6 +25,9 @@ enum Command {
         roots: RootArgs,
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
+        /// Also check the shard CPUs the broker runs with, e.g. "0-7" (its --cpu-list).
+        #[arg(long, value_name = "LIST")]
+        cpu_list: Option<String>,
     },
     /// Shard placement as a config snippet (`cpu_list`) for `spate --config`.
     Plan {
@@ -100,9 +103,22 @@ fn emit(text: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Report { roots, format } => {
+        Command::Report {
+            roots,
+            format,
+            cpu_list,
+        } => {
             let host = Host::read(&roots.roots());
-            let findings = spate_tune::check(&host);
+            let mut findings = spate_tune::check(&host);
+            if let Some(list) = cpu_list {
+                let cpus = spate_tune::cpulist::parse(&list);
+                if cpus.is_empty() {
+                    eprintln!("spate-tune: --cpu-list {list:?} names no CPU");
+                    return ExitCode::from(2);
+                }
+                findings.extend(spate_tune::shardcheck::check(&host, &cpus));
+                findings.sort_by_key(|f| f.severity);
+            }
             match format {
                 ReportFormat::Text => emit(&output::report_text(&host, &findings)),
                 ReportFormat::Json => emit(&(output::report_json(&host, &findings) + "\n")),

@@ -75,3 +75,23 @@ fn empty_plan_fails() {
     assert!(!ok);
     assert!(out.contains("\"cpu_list\": []"), "{out}");
 }
+
+#[test]
+fn report_checks_a_given_cpu_list() {
+    let (ok, out) = run(&[
+        "report",
+        "--root",
+        "FIX/nic-irq-pinned",
+        "--cpu-list",
+        "0-7",
+    ]);
+    assert!(ok);
+    assert!(
+        out.contains(
+            "[WARNING] ens3: shards on CPUs 0-1 that take its interrupts (shards-on-irq-cpus)"
+        ),
+        "{out}"
+    );
+    let (ok, _) = run(&["report", "--root", "FIX/nic-irq-pinned", "--cpu-list", "x"]);
+    assert!(!ok);
+}

@@ -517,3 +517,27 @@ fn unknown_numa_node_gives_no_plan() {
         .iter()
         .any(|n| n.contains("NUMA node 7 has no online CPUs")));
 }
+
+#[test]
+fn an_existing_cpu_list_is_checked() {
+    use spate_tune::shardcheck;
+    // Every CPU of the SMT machine, as the broker's default would run.
+    let host = fixture("two-node-smt");
+    let f = shardcheck::check(&host, &range(0, 31));
+    assert_eq!(ids(&f), vec!["shards-share-core", "shards-span-nodes"]);
+    assert!(f[0].title.starts_with("16 physical core(s)"));
+    // The plan itself is clean apart from spanning both nodes.
+    let p = plan(&host, &Options::default());
+    assert_eq!(
+        ids(&shardcheck::check(&host, &p.cpu_list)),
+        vec!["shards-span-nodes"]
+    );
+    assert!(shardcheck::check(&host, &range(9, 15)).is_empty());
+
+    let host = fixture("nic-irq-pinned");
+    let f = shardcheck::check(&host, &concat(&[range(0, 7), vec![40]]));
+    assert_eq!(ids(&f), vec!["shards-offline-cpu", "shards-on-irq-cpus"]);
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert!(f[1].title.contains("CPUs 0-1"), "{}", f[1].title);
+    assert!(shardcheck::check(&host, &range(2, 7)).is_empty());
+}
