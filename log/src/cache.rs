@@ -88,8 +88,8 @@ impl BatchCache {
     /// batch containing `start` is not cached.
     pub fn collect(&mut self, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
         let first = self.map.range(..=start).next_back();
-        let (&base, e) = match first {
-            Some(x) if x.1.last_offset >= start && x.1.last_offset < end => x,
+        let base = match first {
+            Some((b, e)) if e.last_offset >= start && e.last_offset < end => *b,
             _ => {
                 self.misses += 1;
                 return None;
@@ -98,7 +98,6 @@ impl BatchCache {
         let mut out = Vec::new();
         let mut total = 0usize;
         let mut next = base;
-        let _ = e;
         for (&b, e) in self.map.range(base..) {
             if b != next || e.last_offset >= end {
                 break;

@@ -62,7 +62,7 @@ impl OffsetIndex {
 
     fn check(&self, segment_size: u64) -> Result<(), String> {
         let b = self.data.bytes();
-        if b.len() % 8 != 0 {
+        if !b.len().is_multiple_of(8) {
             return Err(format!("offset index size {} is not a multiple of 8", b.len()));
         }
         let mut prev: Option<(u32, u32)> = None;
@@ -164,7 +164,7 @@ impl TimeIndex {
     pub fn from_map(base: i64, map: Mmap) -> Result<Self, String> {
         let idx = TimeIndex { base, data: Data::Map(map) };
         let b = idx.data.bytes();
-        if b.len() % 12 != 0 {
+        if !b.len().is_multiple_of(12) {
             return Err(format!("time index size {} is not a multiple of 12", b.len()));
         }
         for i in 1..idx.len() {

@@ -7,6 +7,7 @@
 //!   unwritten extents and takes microseconds.
 //! * directory listing and index `mmap` at `open` (recovery), plus `remove_dir` walks in
 //!   `delete`: plain `std::fs` calls, not on the data path.
+//!
 //! Opening, reading, writing, fdatasync, ftruncate, unlink and rename go through the
 //! driver (io_uring ops; with the epoll fallback compio runs the ones without a
 //! readiness model on its own blocking pool; ftruncate on kernels before 6.9 too).

@@ -1170,12 +1170,12 @@ async fn timed_sync(shared: &Rc<Shared>) -> Result<()> {
 
 async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
     // Make sure the segment file exists.
-    let (file, path, dir, created) = {
+    let (file, path, dir) = {
         let st = shared.state.borrow();
         let Some(seg) = st.segments.get(&job.seg_base) else {
             return Ok(()); // deleted meanwhile (truncate_to / delete)
         };
-        (seg.file.clone(), seg.path.clone(), st.dir.clone(), seg.file.is_none())
+        (seg.file.clone(), seg.path.clone(), st.dir.clone())
     };
     let file = match file {
         Some(f) => f,
@@ -1193,7 +1193,6 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             f
         }
     };
-    let _ = created;
     let data_len = job.buf.len();
     let end_pos = job.file_pos + data_len as u64;
     let mut buf = job.buf;

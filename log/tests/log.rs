@@ -194,8 +194,6 @@ async fn append_with_offsets_and_truncate() {
     let r = log.read(106, 1000, true).await.unwrap();
     assert_eq!(base_of(&r.batches[0]), 110);
     // Truncate back into the first batch: it goes entirely.
-    let mut model = Model::new();
-    let _ = &mut model;
     let leo = log.truncate_to(111).await.unwrap();
     assert_eq!(leo, 110);
     assert_eq!(log.written_end_offset(), 110);

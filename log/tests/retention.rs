@@ -9,7 +9,7 @@ const DAY: i64 = 24 * 3600 * 1000;
 async fn retention_by_time_uses_largest_timestamp() {
     let t = tempdir();
     let dir = t.path().join("rt");
-    let (clock, _now) = TestClock::new(100 * DAY);
+    let (clock, _now) = TestClock::start_at(100 * DAY);
     let cfg = LogConfig { retention_ms: 7 * DAY, ..small_config() };
     let log = PartitionLog::open_with_clock(dir.clone(), cfg.clone(), clock.clone()).await.unwrap();
     // Old data (day 80) then recent data (day 99).

@@ -47,10 +47,11 @@ pub fn last_of(b: &[u8]) -> i64 {
     parse_header(b).unwrap().last_offset()
 }
 
-pub struct TestClock(pub Rc<Cell<i64>>);
+pub struct TestClock;
 
 impl TestClock {
-    pub fn new(t: i64) -> (Clock, Rc<Cell<i64>>) {
+    /// A settable clock starting at `t`.
+    pub fn start_at(t: i64) -> (Clock, Rc<Cell<i64>>) {
         let c = Rc::new(Cell::new(t));
         let c2 = c.clone();
         (Rc::new(move || c2.get()), c)
