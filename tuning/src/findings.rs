@@ -130,7 +130,7 @@ fn cpus(host: &Host, out: &mut Vec<Finding>) {
             out.push(finding(if dynamic { Info } else { Warning }, "governor-powersave",
                 format!("CPU frequency governor is powersave on CPUs {} (driver {driver})", cpulist::format(&g.cpus)),
                 if dynamic {
-                    "Under intel_pstate/amd-pstate, powersave scales with load, but it ramps up more slowly than performance after idle periods, which a shard waiting on I/O has often."
+                    "Under intel_pstate/amd-pstate in active mode, powersave is a load-driven policy, not a fixed lowest frequency; performance trades power for lower latency when a shard wakes from idle, which it does on every burst of requests."
                 } else {
                     "With a generic cpufreq driver, powersave pins the lowest frequency: every request costs several times the CPU time it would at full speed."
                 },
