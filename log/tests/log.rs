@@ -236,3 +236,34 @@ async fn delete_removes_directory() {
     assert!(!p.exists());
 }
 
+
+#[compio::test]
+async fn tmpfs_direct_or_buffered_fallback() {
+    // tmpfs rejected O_DIRECT before Linux 6.6; either way the log must work or say why.
+    let Ok(t) = tempfile::Builder::new().prefix("spate-log-").tempdir_in("/dev/shm") else { return };
+    let strict = LogConfig { allow_buffered_fallback: false, ..small_config() };
+    match PartitionLog::open(t.path().join("strict"), strict).await {
+        Ok(log) => {
+            // Opening creates no file yet: the first append does.
+            match log.append(batch(1, 1, 1, 100)).await {
+                Ok(_) => assert!(log.is_direct_io()),
+                Err(e) => assert!(e.to_string().contains("O_DIRECT"), "{e}"),
+            }
+        }
+        Err(e) => assert!(e.to_string().contains("O_DIRECT"), "{e}"),
+    }
+    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback()).await.unwrap();
+    for i in 0..20 {
+        log.append(batch(i, 1, 1, 3000)).await.unwrap();
+    }
+    let r = log.read(5, 1, true).await.unwrap();
+    assert_eq!(base_of(&r.batches[0]), 5);
+    log.close().await.unwrap();
+    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    log.close().await.unwrap();
+}
+
+fn small_config_fallback() -> LogConfig {
+    LogConfig { allow_buffered_fallback: true, ..small_config() }
+}
