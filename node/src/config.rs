@@ -32,6 +32,9 @@ pub struct Cli {
     /// Explicit CPU list for the shards, e.g. "2,3,6-7" (overrides --cores).
     #[arg(long, env = "SPATE_CPU_LIST")]
     pub cpu_list: Option<String>,
+    /// HTTP endpoint for /metrics, /health and /ready, HOST:PORT.
+    #[arg(long, env = "SPATE_HTTP")]
+    pub http: Option<String>,
 }
 
 /// The resolved broker configuration.
@@ -44,6 +47,9 @@ pub struct BrokerConfig {
     pub listen: String,
     #[serde(default)]
     pub advertised_listener: Option<String>,
+    /// HTTP endpoint for Prometheus metrics and probes; none by default.
+    #[serde(default)]
+    pub http_listen: Option<String>,
     /// 0 = every allowed CPU.
     pub cores: usize,
     #[serde(default)]
@@ -121,6 +127,9 @@ impl BrokerConfig {
         if let Some(c) = cli.cores {
             config.cores = c;
             config.cpu_list.clear();
+        }
+        if let Some(h) = &cli.http {
+            config.http_listen = Some(h.clone());
         }
         if let Some(list) = &cli.cpu_list {
             config.cpu_list = parse_cpu_list(list)?;

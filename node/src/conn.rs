@@ -14,6 +14,8 @@ use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
+use spate_net::ApiKey;
+use std::time::Instant;
 
 use crate::handlers::{self, Dispatched};
 use crate::shard::ShardContext;
@@ -29,15 +31,37 @@ enum Pending {
     Task(JoinHandle<Option<Vec<Bytes>>>),
 }
 
+/// A response on its way, with what the latency metric needs.
+struct InFlight {
+    api: &'static str,
+    arrived: Instant,
+    response: Pending,
+}
+
+/// The API name of a request frame, from its first two bytes.
+fn api_name(frame: &Bytes) -> &'static str {
+    frame
+        .get(..2)
+        .and_then(|k| ApiKey::try_from(i16::from_be_bytes([k[0], k[1]])).ok())
+        .map(|k| k.name())
+        .unwrap_or("Unknown")
+}
+
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(shard = ctx.id, %peer, "connection opened");
     let (mut reader, mut writer) = stream.into_split();
-    let (queue_tx, queue_rx) = flume::bounded::<Pending>(ctx.config.max_in_flight_per_connection);
+    let (queue_tx, queue_rx) = flume::bounded::<InFlight>(ctx.config.max_in_flight_per_connection);
+    {
+        let mut m = ctx.metrics.borrow_mut();
+        m.connections_open += 1;
+        m.connections_total += 1;
+    }
 
+    let writer_ctx = ctx.clone();
     let writer_task = compio::runtime::spawn(async move {
-        while let Ok(pending) = queue_rx.recv_async().await {
-            let chunks = match pending {
+        while let Ok(InFlight { api, arrived, response }) = queue_rx.recv_async().await {
+            let chunks = match response {
                 Pending::Ready(c) => c,
                 Pending::Task(handle) => match handle.await {
                     Ok(Some(c)) => c,
@@ -49,6 +73,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
             if write_chunks(&mut writer, chunks).await.is_err() {
                 break;
             }
+            writer_ctx.metrics.borrow_mut().request(api, arrived.elapsed());
         }
         let _ = writer.shutdown().await;
     });
@@ -58,22 +83,20 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
     'conn: loop {
         loop {
             match spate_net::frame::split_frame(&mut buf, max_frame) {
-                Ok(Some(frame)) => match handlers::dispatch(&ctx, frame, peer).await {
-                    Dispatched::Respond(chunks) => {
-                        if queue_tx.send_async(Pending::Ready(chunks)).await.is_err() {
+                Ok(Some(frame)) => {
+                    let (api, arrived) = (api_name(&frame), Instant::now());
+                    let response = match handlers::dispatch(&ctx, frame, peer).await {
+                        Dispatched::Respond(chunks) => Pending::Ready(chunks),
+                        Dispatched::Later(handle) => Pending::Task(handle),
+                        Dispatched::Close(reason) => {
+                            tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
                             break 'conn;
                         }
-                    }
-                    Dispatched::Later(handle) => {
-                        if queue_tx.send_async(Pending::Task(handle)).await.is_err() {
-                            break 'conn;
-                        }
-                    }
-                    Dispatched::Close(reason) => {
-                        tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
+                    };
+                    if queue_tx.send_async(InFlight { api, arrived, response }).await.is_err() {
                         break 'conn;
                     }
-                },
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(shard = ctx.id, %peer, error = %e, "bad frame; closing connection");
@@ -101,6 +124,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
     // Let the responses already dispatched go out, then close.
     drop(queue_tx);
     let _ = writer_task.await;
+    ctx.metrics.borrow_mut().connections_open -= 1;
     tracing::debug!(shard = ctx.id, %peer, "connection closed");
 }
 

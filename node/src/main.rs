@@ -9,6 +9,7 @@ mod group;
 mod handlers;
 mod mesh;
 mod metadata;
+mod metrics;
 mod partition;
 mod producer_state;
 mod route;
@@ -88,6 +89,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     ensure_offsets_topic(&config, &image, &control[0])?;
+    if let Some(addr) = &config.http_listen {
+        let bound = metrics::serve_http(addr, control.clone())?;
+        tracing::info!(http = %bound, "metrics at /metrics, probes at /health and /ready");
+    }
     tracing::info!(
         listen = %bound,
         advertised = %format!("{}:{}", advertised.0, advertised.1),

@@ -38,6 +38,20 @@ pub enum PartitionOp {
     Describe,
 }
 
+impl PartitionOp {
+    /// The request type, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PartitionOp::Produce { .. } => "Produce",
+            PartitionOp::Fetch { .. } => "Fetch",
+            PartitionOp::ListOffset { .. } => "ListOffsets",
+            PartitionOp::DeleteRecords { .. } => "DeleteRecords",
+            PartitionOp::EndOffsetForEpoch { .. } => "OffsetForLeaderEpoch",
+            PartitionOp::Describe => "DescribeLogDirs",
+        }
+    }
+}
+
 /// The owner's answer for one `PartitionOp`, in the same order as the ops.
 #[derive(Debug)]
 pub enum PartitionReply {
@@ -56,12 +70,14 @@ pub enum PartitionReply {
 /// What one shard asks of another.
 pub enum ShardMsg {
     /// Partition work; the reply holds one entry per op, in order.
-    Partitions { ops: Vec<(PartitionKey, PartitionOp)>, reply: flume::Sender<Vec<PartitionReply>> },
+    Partitions { ops: Vec<(PartitionKey, PartitionOp)>, sent: Instant, reply: flume::Sender<Vec<PartitionReply>> },
     /// Resolve when any listed partition's readable end passes the given offset, or at
     /// the deadline; `true` when data arrived.
     WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<bool> },
     /// To the shard coordinating the group (or to every shard, for listings).
     Group(crate::group::GroupRequest),
+    /// A metrics snapshot of the shard, for a scrape.
+    Metrics { reply: flume::Sender<crate::metrics::ShardSnapshot> },
     /// To the controller shard only.
     Controller { request: ControllerRequest, reply: flume::Sender<ControllerReply> },
     /// A new metadata image; the shard opens, updates and deletes its partitions, then

@@ -47,7 +47,7 @@ pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>)
             continue;
         }
         let (tx, rx) = flume::bounded(1);
-        if ctx.senders[shard].send_async(ShardMsg::Partitions { ops, reply: tx }).await.is_ok() {
+        if ctx.senders[shard].send_async(ShardMsg::Partitions { ops, sent: std::time::Instant::now(), reply: tx }).await.is_ok() {
             remote.push((positions, rx));
         } else {
             local.extend(positions.into_iter().map(|p| (p, PartitionReply::Error(ErrorCode::UnknownServerError.code()))));

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
+use crate::metrics::{record_count, ShardCounters};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
 use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
@@ -29,6 +30,9 @@ pub struct ShardContext {
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: RefCell<Coordinator>,
+    pub metrics: RefCell<ShardCounters>,
+    /// The shard's inbound channels, for the queue-depth gauge.
+    inbound: Vec<flume::Receiver<ShardMsg>>,
     shutting_down: Cell<bool>,
 }
 
@@ -50,6 +54,10 @@ impl ShardContext {
             cache_bytes: self.config.batch_cache_bytes_per_partition,
             preallocate_bytes: self.config.segment_preallocate_bytes,
         }
+    }
+
+    pub fn inbound_depth(&self) -> usize {
+        self.inbound.iter().map(|r| r.len()).sum()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -145,17 +153,43 @@ impl ShardContext {
 
     /// Run the ops of one `Partitions` message. Produce ops start here, in arrival
     /// order, so that per-partition order follows the channel's FIFO order.
-    fn serve_partition_ops(self: &Rc<Self>, ops: Vec<(PartitionKey, PartitionOp)>, reply: flume::Sender<Vec<PartitionReply>>) {
+    fn serve_partition_ops(self: &Rc<Self>, ops: Vec<(PartitionKey, PartitionOp)>, sent: std::time::Instant, reply: flume::Sender<Vec<PartitionReply>>) {
         let mut pending: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = PartitionReply>>>> = Vec::with_capacity(ops.len());
+        if let Some((_, op)) = ops.first() {
+            self.metrics.borrow_mut().queued(op.kind(), sent.elapsed());
+        }
         for (key, op) in ops {
             let Some(partition) = self.partition(&key) else {
                 let code = spate_net::ErrorCode::UnknownTopicOrPartition.code();
                 pending.push(Box::pin(async move { PartitionReply::Error(code) }));
                 continue;
             };
+            let ctx = self.clone();
             match op {
-                PartitionOp::Produce { records, acks } => pending.push(Box::pin(partition.produce(records, acks))),
-                other => pending.push(Box::pin(async move { partition.run(other).await })),
+                PartitionOp::Produce { records, acks } => {
+                    let (bytes, messages) = (records.len() as u64, record_count(&records));
+                    let produced = partition.produce(records, acks);
+                    pending.push(Box::pin(async move {
+                        let reply = produced.await;
+                        if matches!(reply, PartitionReply::Produced { .. } | PartitionReply::ProducedNoAck) {
+                            let mut m = ctx.metrics.borrow_mut();
+                            let t = m.topic(&key.topic);
+                            t.bytes_in += bytes;
+                            t.messages_in += messages;
+                        }
+                        reply
+                    }))
+                }
+                other => pending.push(Box::pin(async move {
+                    let reply = partition.run(other).await;
+                    if let PartitionReply::Fetched { batches, .. } = &reply {
+                        let mut m = ctx.metrics.borrow_mut();
+                        let t = m.topic(&key.topic);
+                        t.bytes_out += batches.iter().map(|b| b.len() as u64).sum::<u64>();
+                        t.messages_out += batches.iter().map(record_count).sum::<u64>();
+                    }
+                    reply
+                })),
             }
         }
         compio::runtime::spawn(async move {
@@ -241,6 +275,8 @@ async fn serve(start: ShardStart) {
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
         groups: RefCell::new(Coordinator::default()),
+        metrics: RefCell::new(ShardCounters::default()),
+        inbound: links.receivers.clone(),
         shutting_down: Cell::new(false),
     });
     ctx.apply_image(image.clone()).await;
@@ -275,7 +311,10 @@ async fn serve(start: ShardStart) {
         compio::runtime::spawn(async move {
             while let Ok(msg) = rx.recv_async().await {
                 match msg {
-                    ShardMsg::Partitions { ops, reply } => ctx.serve_partition_ops(ops, reply),
+                    ShardMsg::Partitions { ops, sent, reply } => ctx.serve_partition_ops(ops, sent, reply),
+                    ShardMsg::Metrics { reply } => {
+                        let _ = reply.send_async(crate::metrics::ShardSnapshot::take(&ctx)).await;
+                    }
                     ShardMsg::Group(request) => crate::group::serve(&ctx, request),
                     ShardMsg::WaitForData { watches, deadline, reply } => {
                         let ctx = ctx.clone();

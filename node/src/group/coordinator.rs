@@ -190,6 +190,14 @@ impl Coordinator {
         out
     }
 
+    /// Every committed offset: (group, topic, partition, offset).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.offsets
+            .iter()
+            .flat_map(|(g, parts)| parts.iter().map(move |((t, p), (_, c))| (g.clone(), t.clone(), *p, c.offset)))
+            .collect()
+    }
+
     fn has_members(&self, group_id: &str) -> bool {
         self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
     }

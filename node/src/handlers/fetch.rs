@@ -131,6 +131,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
             data.records = Some(Records::new());
         }
     }
+    let mut metrics = ctx.metrics.borrow_mut();
+    for p in responses.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0) {
+        metrics.error("Fetch", p.error_code);
+    }
+    drop(metrics);
     FetchResponse { responses, session_id: 0, ..Default::default() }
 }
 

@@ -62,6 +62,7 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
         for (ti, pi, code) in early {
             responses[ti].partition_responses[pi].error_code = code;
         }
+        let mut metrics = ctx.metrics.borrow_mut();
         for ((ti, pi), reply) in positions.into_iter().zip(replies) {
             let out = &mut responses[ti].partition_responses[pi];
             match reply {
@@ -76,6 +77,10 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
                 },
             }
         }
+        for p in responses.iter().flat_map(|t| &t.partition_responses).filter(|p| p.error_code != 0) {
+            metrics.error("Produce", p.error_code);
+        }
+        drop(metrics);
         Some(frame(&header, &ProduceResponse { responses, ..Default::default() }))
     }))
 }

@@ -1,0 +1,43 @@
+//! The HTTP endpoint for Prometheus and orchestrators, on its own thread (off the
+//! shards): `/metrics` asks every shard for a snapshot and renders them merged;
+//! `/health` answers while the process runs, `/ready` once every shard serves.
+
+use std::time::Duration;
+
+use super::render::render;
+use crate::mesh::ShardMsg;
+
+/// How long a scrape waits for a shard before answering without it.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::Result<std::net::SocketAddr> {
+    let server = tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("binding the HTTP endpoint {addr}: {e}"))?;
+    let bound = server.server_addr().to_ip().ok_or_else(|| anyhow::anyhow!("HTTP endpoint {addr} is not an IP socket"))?;
+    std::thread::Builder::new().name("spate-http".into()).spawn(move || {
+        for request in server.incoming_requests() {
+            let path = request.url().split('?').next().unwrap_or_default().to_string();
+            let (status, body, content_type) = match path.as_str() {
+                "/metrics" => (200, scrape(&shards), "text/plain; version=0.0.4; charset=utf-8"),
+                "/health" => (200, "ok\n".to_string(), "text/plain"),
+                "/ready" => (200, "ready\n".to_string(), "text/plain"),
+                _ => (404, "not found\n".to_string(), "text/plain"),
+            };
+            let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
+            let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
+            let _ = request.respond(response);
+        }
+    })?;
+    Ok(bound)
+}
+
+fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
+    let waits: Vec<_> = shards
+        .iter()
+        .filter_map(|s| {
+            let (tx, rx) = flume::bounded(1);
+            s.send_timeout(ShardMsg::Metrics { reply: tx }, SHARD_TIMEOUT).ok().map(|_| rx)
+        })
+        .collect();
+    let snapshots: Vec<_> = waits.into_iter().filter_map(|rx| rx.recv_timeout(SHARD_TIMEOUT).ok()).collect();
+    render(&snapshots)
+}

@@ -1,0 +1,12 @@
+//! Prometheus metrics: per-shard counters (`registry`), the snapshot each shard sends at
+//! scrape time (`snapshot`), the text exposition (`render`) and the HTTP endpoint
+//! (`http`: `/metrics`, `/health`, `/ready`).
+
+mod http;
+mod registry;
+mod render;
+mod snapshot;
+
+pub use http::serve_http;
+pub use registry::ShardCounters;
+pub use snapshot::{record_count, ShardSnapshot};

@@ -1,0 +1,116 @@
+//! Prometheus text exposition of the merged shard snapshots.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use super::registry::{Histogram, ShardCounters, BUCKETS};
+use super::snapshot::ShardSnapshot;
+
+/// Escape a label value (backslash, quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (i, bound) in BUCKETS.iter().enumerate() {
+        cumulative += h.counts[i];
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+pub fn render(shards: &[ShardSnapshot]) -> String {
+    let mut total = ShardCounters::default();
+    for s in shards {
+        total.merge(&s.counters);
+    }
+    let mut out = String::with_capacity(16 * 1024);
+
+    header(&mut out, "spate_topic_bytes_in_total", "counter", "Bytes of record batches produced to the topic.");
+    for (t, v) in &total.topics {
+        let _ = writeln!(out, "spate_topic_bytes_in_total{{topic=\"{}\"}} {}", esc(t), v.bytes_in);
+    }
+    header(&mut out, "spate_topic_messages_in_total", "counter", "Records produced to the topic.");
+    for (t, v) in &total.topics {
+        let _ = writeln!(out, "spate_topic_messages_in_total{{topic=\"{}\"}} {}", esc(t), v.messages_in);
+    }
+    header(&mut out, "spate_topic_bytes_out_total", "counter", "Bytes of record batches fetched from the topic.");
+    for (t, v) in &total.topics {
+        let _ = writeln!(out, "spate_topic_bytes_out_total{{topic=\"{}\"}} {}", esc(t), v.bytes_out);
+    }
+    header(&mut out, "spate_topic_messages_out_total", "counter", "Records fetched from the topic.");
+    for (t, v) in &total.topics {
+        let _ = writeln!(out, "spate_topic_messages_out_total{{topic=\"{}\"}} {}", esc(t), v.messages_out);
+    }
+
+    header(&mut out, "spate_request_latency_seconds", "histogram", "Time from a request's arrival to its response being written, by API.");
+    for (api, h) in &total.requests {
+        histogram(&mut out, "spate_request_latency_seconds", &format!("request=\"{api}\""), h);
+    }
+    header(&mut out, "spate_request_errors_total", "counter", "Per-partition error codes returned, by API and error.");
+    for ((api, err), n) in &total.errors {
+        let _ = writeln!(out, "spate_request_errors_total{{request=\"{api}\",error=\"{err}\"}} {n}");
+    }
+    header(&mut out, "spate_request_queue_time_seconds", "histogram", "Time partition work waited for its owner shard, by request type.");
+    for (op, h) in &total.queue_time {
+        histogram(&mut out, "spate_request_queue_time_seconds", &format!("request=\"{op}\""), h);
+    }
+
+    let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let gauges: [(&str, &str, fn(&super::snapshot::PartitionGauges) -> f64); 5] = [
+        ("spate_partition_log_end_offset", "Next offset to be assigned.", |p| p.log_end_offset as f64),
+        ("spate_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset as f64),
+        ("spate_partition_high_watermark", "Offset below which records are written and readable.", |p| p.high_watermark as f64),
+        ("spate_partition_size_bytes", "Bytes of the partition's segments.", |p| p.size_bytes as f64),
+        ("spate_partition_segments", "Segments of the partition.", |p| p.segments as f64),
+    ];
+    for (name, help, get) in gauges {
+        header(&mut out, name, "gauge", help);
+        for p in &partitions {
+            let _ = writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {}", esc(&p.topic), p.partition, get(p));
+        }
+    }
+
+    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 9] = [
+        ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
+        ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
+        ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
+        ("spate_batch_cache_hits_total", "counter", "Reads served from the batch cache.", |s| s.partitions.iter().map(|p| p.stats.cache_hits as f64).sum()),
+        ("spate_batch_cache_misses_total", "counter", "Reads that went to disk.", |s| s.partitions.iter().map(|p| p.stats.disk_reads as f64).sum()),
+        ("spate_connections", "gauge", "Open client connections.", |s| s.counters.connections_open as f64),
+        ("spate_connections_accepted_total", "counter", "Client connections accepted.", |s| s.counters.connections_total as f64),
+        ("spate_shard_cpu_seconds_total", "counter", "CPU time (user and system) of the shard thread: its busy time.", |s| s.cpu_seconds),
+        ("spate_shard_queue_depth", "gauge", "Messages waiting in the shard's inbound channels.", |s| s.queue_depth as f64),
+    ];
+    for (name, kind, help, get) in per_shard {
+        header(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+    }
+
+    // Lag: the high watermark of the partition minus the group's committed offset.
+    let hw: HashMap<(&str, i32), i64> = partitions.iter().map(|p| ((p.topic.as_str(), p.partition), p.high_watermark)).collect();
+    let mut committed: Vec<_> = shards.iter().flat_map(|s| s.committed.iter()).collect();
+    committed.sort();
+    header(&mut out, "spate_consumer_group_committed_offset", "gauge", "Offset committed by the group.");
+    for (g, t, p, o) in &committed {
+        let _ = writeln!(out, "spate_consumer_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {o}", esc(g), esc(t));
+    }
+    header(&mut out, "spate_consumer_group_lag", "gauge", "Records between the group's committed offset and the partition's high watermark.");
+    for (g, t, p, o) in &committed {
+        if let Some(h) = hw.get(&(t.as_str(), *p)) {
+            let _ = writeln!(out, "spate_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {}", esc(g), esc(t), (h - o).max(0));
+        }
+    }
+    out
+}

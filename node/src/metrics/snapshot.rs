@@ -1,0 +1,96 @@
+//! What one shard reports at scrape time.
+
+use bytes::Bytes;
+use spate_log::LogStats;
+use spate_net::record_batch;
+
+use super::registry::ShardCounters;
+use crate::shard::ShardContext;
+
+/// Gauges of one partition, read on its owner shard.
+#[derive(Debug, Clone)]
+pub struct PartitionGauges {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    pub stats: LogStats,
+}
+
+/// One committed offset: (group, topic, partition, offset).
+pub type Committed = (String, String, i32, i64);
+
+#[derive(Debug, Clone)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub counters: ShardCounters,
+    pub partitions: Vec<PartitionGauges>,
+    pub committed: Vec<Committed>,
+    /// CPU time of the shard thread (user + system), from /proc.
+    pub cpu_seconds: f64,
+    /// Messages waiting in the shard's inbound channels.
+    pub queue_depth: usize,
+}
+
+/// Records in a run of record batches (from their headers; nothing is decompressed).
+pub fn record_count(records: &Bytes) -> u64 {
+    record_batch::batches(records.clone()).flatten().map(|b| b.record_count().max(0) as u64).sum()
+}
+
+impl ShardSnapshot {
+    /// Taken on the shard thread itself.
+    pub fn take(ctx: &ShardContext) -> ShardSnapshot {
+        let partitions = ctx
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(k, p)| PartitionGauges {
+                topic: k.topic.to_string(),
+                partition: k.partition,
+                log_start_offset: p.log.log_start_offset(),
+                log_end_offset: p.log.log_end_offset(),
+                high_watermark: p.high_watermark(),
+                size_bytes: p.log.size_bytes(),
+                segments: p.log.segment_count(),
+                stats: p.log.stats(),
+            })
+            .collect();
+        ShardSnapshot {
+            shard: ctx.id,
+            counters: ctx.metrics.borrow().clone(),
+            partitions,
+            committed: ctx.groups.borrow().committed_offsets(),
+            cpu_seconds: thread_cpu_seconds().unwrap_or(0.0),
+            queue_depth: ctx.inbound_depth(),
+        }
+    }
+}
+
+/// user + system time of the calling thread, from /proc/thread-self/stat.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thread_cpu_time_is_readable() {
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(super::thread_cpu_seconds().is_some());
+    }
+}
