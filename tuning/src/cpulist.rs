@@ -74,5 +74,7 @@ mod tests {
         assert_eq!(parse("x,3-1,2,-,5-"), vec![2]);
         assert_eq!(parse("0-4294967295"), Vec::<u32>::new());
         assert_eq!(parse("0-2:1/2"), vec![0, 1, 2]);
+        // nohz_full reads "(null)" on kernels built with NO_HZ_FULL when it is not set.
+        assert_eq!(parse("(null)"), Vec::<u32>::new());
     }
 }

@@ -206,6 +206,10 @@ mod tests {
             "PCI-MSIX-0000:00:03.0 1-edge virtio2-input.0"
         );
         assert!(parse_interrupts("").is_empty());
+        // CPU 1 offline: the header skips it, counts follow the header.
+        let gap = parse_interrupts("   CPU0   CPU2\n 7:  5  9  IO-APIC 7-edge eth0\n");
+        assert_eq!(gap[0].counts, vec![(0, 5), (2, 9)]);
+        assert_eq!(gap[0].description, "IO-APIC 7-edge eth0");
     }
 
     #[test]
