@@ -165,9 +165,20 @@ pub fn plan(host: &Host, opts: &Options) -> Plan {
         }
     }
     if candidates.is_empty() && spare.is_empty() && !reserved.is_empty() {
-        plan.notes
-            .push("too few cores to reserve any: shards use every core".into());
-        candidates = reserved.drain(..).map(|(c, _)| c).collect();
+        // Keep at least one shard: release the highest reserved core, preferring one
+        // that takes no NIC interrupts.
+        let pick = reserved
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (c, _))| (!takes_irqs(c), c.first()))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let (core, _) = reserved.remove(pick);
+        plan.notes.push(format!(
+            "too few cores to reserve them all: CPU {} runs a shard instead",
+            core.first()
+        ));
+        candidates.push(core);
     }
 
     // Order: NUMA nodes with local NICs first (most NICs first), then by node id.

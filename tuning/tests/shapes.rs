@@ -541,3 +541,17 @@ fn an_existing_cpu_list_is_checked() {
     assert!(f[1].title.contains("CPUs 0-1"), "{}", f[1].title);
     assert!(shardcheck::check(&host, &range(2, 7)).is_empty());
 }
+
+#[test]
+fn more_irq_cores_than_cores_still_leaves_one_shard() {
+    let host = fixture("thp-always");
+    let p = plan(
+        &host,
+        &Options {
+            irq_cores: 100,
+            ..Options::default()
+        },
+    );
+    assert_eq!(p.cpu_list, vec![3]);
+    assert_eq!(p.reserved.len(), 3);
+}
