@@ -228,6 +228,22 @@ mod tests {
         assert_eq!(c.topic_defaults.retention_ms, 604_800_000);
     }
 
+    /// docs/configuration.md must describe every key of the embedded default.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let table: toml::Table = toml::from_str(DEFAULT_CONFIG).unwrap();
+        for (key, value) in &table {
+            let keys: Vec<String> = match value {
+                toml::Value::Table(t) => t.keys().cloned().collect(),
+                _ => vec![key.clone()],
+            };
+            for k in keys {
+                assert!(doc.contains(&format!("`{k}`")), "docs/configuration.md does not describe `{k}`");
+            }
+        }
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("3,0-2,2").unwrap(), vec![0, 1, 2, 3]);
