@@ -75,7 +75,7 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
     if cfg.mode != Mode::Consume {
         let _ = writeln!(
             s,
-            "produced {} msgs in {:.2} s: {:.0} msg/s, {:.1} MB/s ({} requests)",
+            "produced {} msgs in {:.3} s: {:.0} msg/s, {:.1} MB/s ({} requests)",
             r.produced_msgs,
             r.produce_secs,
             r.produced_msgs as f64 / r.produce_secs,
@@ -86,7 +86,7 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
     if cfg.mode != Mode::Produce {
         let _ = writeln!(
             s,
-            "consumed {} msgs in {:.2} s: {:.0} msg/s, {:.1} MB/s",
+            "consumed {} msgs in {:.3} s: {:.0} msg/s, {:.1} MB/s",
             r.consumed_msgs,
             r.consume_secs,
             r.consumed_msgs as f64 / r.consume_secs,
