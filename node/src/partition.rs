@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use spate_log::{LogConfig, LogError, PartitionLog};
-use spate_net::record_batch;
+use spate_net::compression::Compression;
+use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
@@ -162,6 +163,30 @@ impl Partition {
         Ok(batches)
     }
 
+    /// `compression.type` other than `producer`: batches in another codec are rebuilt
+    /// in the topic's codec (records, timestamps, headers and producer fields kept).
+    fn recompress(records: Bytes, target: Compression) -> Result<Bytes, i16> {
+        let corrupt = |_| ErrorCode::CorruptMessage.code();
+        let mut out = BytesMut::with_capacity(records.len());
+        for batch in record_batch::batches(records) {
+            let batch = batch.map_err(corrupt)?;
+            if batch.compression().map_err(|_| ErrorCode::UnsupportedCompressionType.code())? == target {
+                out.extend_from_slice(batch.bytes());
+                continue;
+            }
+            let mut builder = RecordBatchBuilder::new(target)
+                .producer(batch.producer_id(), batch.producer_epoch(), batch.base_sequence())
+                .partition_leader_epoch(batch.partition_leader_epoch());
+            for record in batch.records(MAX_INFLATED_BATCH).map_err(corrupt)? {
+                let r = record.map_err(corrupt)?;
+                let headers: Vec<(&str, Option<&[u8]>)> = r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
+                builder.append(batch.base_timestamp() + r.timestamp_delta, r.key.as_deref(), r.value.as_deref(), &headers);
+            }
+            out.extend_from_slice(&builder.build().map_err(corrupt)?);
+        }
+        Ok(out.freeze())
+    }
+
     /// LogAppendTime: the broker's clock stamps each batch (CRC-covered, so one copy).
     fn stamp_log_append_time(records: Bytes, now: i64) -> Result<Bytes, i16> {
         let corrupt = |_| ErrorCode::CorruptMessage.code();
@@ -230,6 +255,11 @@ impl Partition {
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
         }
+        let compression = self.config.borrow().compression;
+        let records = match compression {
+            Some(target) => Self::recompress(records, target)?,
+            None => records,
+        };
         let records = if log_append_time { Self::stamp_log_append_time(records, now)? } else { records };
         // Offsets are assigned by `append` from the current log end, in this order.
         let mut offset = self.log.log_end_offset();
@@ -282,6 +312,12 @@ impl Partition {
     pub async fn run(&self, op: PartitionOp) -> PartitionReply {
         match op {
             PartitionOp::Produce { .. } => PartitionReply::Error(ErrorCode::UnknownServerError.code()),
+            // Past the high watermark but not past the log end: in flight, nothing to read yet.
+            PartitionOp::Fetch { offset, .. } if offset > self.high_watermark() && offset <= self.log.log_end_offset() => PartitionReply::Fetched {
+                batches: Vec::new(),
+                high_watermark: self.high_watermark(),
+                log_start_offset: self.log.log_start_offset(),
+            },
             PartitionOp::Fetch { offset, max_bytes, min_one } => match self.log.read(offset, max_bytes, min_one).await {
                 Ok(r) => PartitionReply::Fetched {
                     batches: r.batches,

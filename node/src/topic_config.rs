@@ -76,13 +76,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::String,
         broker_synonym: "compression.type",
         default: |_| "producer".into(),
-        // Broker-side recompression is not built; only the producer's codec is kept.
         validate: |v| match v.trim() {
-            "producer" => Ok(()),
-            "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
-                Err("broker-side recompression is not supported yet; use producer".into())
-            }
-            _ => Err("unknown compression type".into()),
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+            _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
         },
     },
     TopicConfigDef {
@@ -186,6 +182,8 @@ pub struct EffectiveTopicConfig {
     pub index_interval_bytes: i32,
     pub log_append_time: bool,
     pub min_insync_replicas: i32,
+    /// The codec batches are stored with; `None` keeps the producer's.
+    pub compression: Option<spate_net::compression::Compression>,
 }
 
 impl EffectiveTopicConfig {
@@ -210,6 +208,7 @@ impl EffectiveTopicConfig {
             index_interval_bytes: int("index.interval.bytes", defaults.index_interval_bytes as i32),
             log_append_time: get("message.timestamp.type").trim() == "LogAppendTime",
             min_insync_replicas: int("min.insync.replicas", 1),
+            compression: spate_net::compression::Compression::from_name(get("compression.type").trim()),
         }
     }
 }

@@ -9,51 +9,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use spate_net::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse, RequestHeader,
-};
+use spate_net::messages::{ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse};
 use spate_net::record_batch::RecordBatchBuilder;
 use spate_net::{ApiKey, Message, Records};
 
-use common::Broker;
-
-fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(&broker.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn send(stream: &mut TcpStream, chunks: Vec<Bytes>) {
-    for c in chunks {
-        stream.write_all(&c).unwrap();
-    }
-}
-
-fn request<M: Message>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Vec<Bytes> {
-    let header = RequestHeader { request_api_key: api.key(), request_api_version: version, correlation_id, client_id: Some("bad-input-test".into()) };
-    spate_net::encode_request_frame(&header, body, version)
-}
-
-/// Read one response frame; returns the correlation id and the body after a v0
-/// header (`flexible`: a v1 header, whose empty tagged-field section is one byte).
-fn read_response_header(stream: &mut TcpStream, flexible: bool) -> std::io::Result<(i32, Bytes)> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body)?;
-    let corr = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let skip = if flexible { 5 } else { 4 };
-    Ok((corr, Bytes::from(body).slice(skip..)))
-}
-
-fn read_response(stream: &mut TcpStream) -> std::io::Result<(i32, Bytes)> {
-    read_response_header(stream, false)
-}
+use common::{connect, read_response, read_response_header, request, send, Broker};
 
 /// The connection was closed by the broker (EOF rather than a response).
 fn assert_closed(stream: &mut TcpStream) {

@@ -1,10 +1,15 @@
 //! Starts the `spate` binary on a free loopback port with a fresh data dir under the
 //! target directory (not /tmp, which may be tmpfs and refuse O_DIRECT).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spate_net::messages::RequestHeader;
+use spate_net::{ApiKey, Message};
 
 pub struct Broker {
     pub addr: String,
@@ -51,3 +56,37 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+pub fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(&broker.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+pub fn send(stream: &mut TcpStream, chunks: Vec<Bytes>) {
+    for c in chunks {
+        stream.write_all(&c).unwrap();
+    }
+}
+
+pub fn request<M: Message>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Vec<Bytes> {
+    let header = RequestHeader { request_api_key: api.key(), request_api_version: version, correlation_id, client_id: Some("spate-node-tests".into()) };
+    spate_net::encode_request_frame(&header, body, version)
+}
+
+/// Read one response frame; returns the correlation id and the body after a v0
+/// header (`flexible`: a v1 header, whose empty tagged-field section is one byte).
+pub fn read_response_header(stream: &mut TcpStream, flexible: bool) -> std::io::Result<(i32, Bytes)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body)?;
+    let corr = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let skip = if flexible { 5 } else { 4 };
+    Ok((corr, Bytes::from(body).slice(skip..)))
+}
+
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(i32, Bytes)> {
+    read_response_header(stream, false)
+}
+
