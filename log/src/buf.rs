@@ -56,11 +56,12 @@ impl AlignedBuf {
     /// Fresh large aligned allocations cost page faults and zeroing on every use, so
     /// write and read buffers cycle through the pool.
     pub fn take(capacity: usize) -> AlignedBuf {
-        let want = align_up(capacity.max(1));
+        // Power-of-two size classes so that buffers of similar sizes are interchangeable.
+        let want = align_up(capacity.max(1)).next_power_of_two();
         let reused = POOL
             .try_with(|p| {
                 let mut p = p.borrow_mut();
-                let i = p.bufs.iter().position(|b| b.cap >= want && b.cap <= want.saturating_mul(4))?;
+                let i = p.bufs.iter().rposition(|b| b.cap >= want && b.cap <= want.saturating_mul(2))?;
                 let b = p.bufs.swap_remove(i);
                 p.bytes -= b.cap;
                 Some(b)
@@ -76,14 +77,20 @@ impl AlignedBuf {
         }
     }
 
-    /// Give the buffer back to this thread's pool (bounded; dropped when full).
+    /// Give the buffer back to this thread's pool (bounded: the oldest pooled buffers
+    /// are dropped to make room).
     pub fn recycle(self) {
         let _ = POOL.try_with(|p| {
             let mut p = p.borrow_mut();
-            if p.bufs.len() < POOL_MAX_BUFS && p.bytes + self.cap <= POOL_MAX_BYTES {
-                p.bytes += self.cap;
-                p.bufs.push(self);
+            if self.cap > POOL_MAX_BYTES {
+                return;
             }
+            while !p.bufs.is_empty() && (p.bufs.len() >= POOL_MAX_BUFS || p.bytes + self.cap > POOL_MAX_BYTES) {
+                let old = p.bufs.remove(0);
+                p.bytes -= old.cap;
+            }
+            p.bytes += self.cap;
+            p.bufs.push(self);
         });
     }
 
