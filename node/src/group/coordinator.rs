@@ -123,10 +123,15 @@ impl Coordinator {
         Ok(applied)
     }
 
+    /// The sequence number of a new commit; later numbers win (see `apply_at`).
+    fn next_seq(&mut self) -> u64 {
+        self.commit_seq += 1;
+        self.commit_seq
+    }
+
     /// Apply a durable commit (or a tombstone) in log order.
     fn apply(&mut self, key: OffsetKey, value: Option<CommittedOffset>) {
-        self.commit_seq += 1;
-        let seq = self.commit_seq;
+        let seq = self.next_seq();
         self.apply_at(key, value, seq);
     }
 
@@ -389,11 +394,7 @@ fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, r
         codes.push(code);
     }
     // Sequence numbers taken now, in arrival order, decide which commit wins later.
-    let seq = {
-        let mut coord = ctx.groups.borrow_mut();
-        coord.commit_seq += 1;
-        coord.commit_seq
-    };
+    let seq = ctx.groups.borrow_mut().next_seq();
     let records = writes.iter().map(|(k, v)| (offsets_log::encode_key(k), Some(offsets_log::encode_value(v)))).collect();
     let append = append_records(offsets_partition(ctx, &group_id), records);
     let ctx = ctx.clone();
@@ -416,11 +417,7 @@ fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, r
 
 /// Delete committed offsets durably, then from memory; reports one code.
 fn write_tombstones(ctx: &Rc<ShardContext>, group_id: String, keys: Vec<(String, i32)>, done: flume::Sender<i16>) {
-    let seq = {
-        let mut coord = ctx.groups.borrow_mut();
-        coord.commit_seq += 1;
-        coord.commit_seq
-    };
+    let seq = ctx.groups.borrow_mut().next_seq();
     let keys: Vec<OffsetKey> = keys.into_iter().map(|(topic, partition)| OffsetKey { group: group_id.clone(), topic, partition }).collect();
     let records = keys.iter().map(|k| (offsets_log::encode_key(k), None)).collect();
     let append = append_records(offsets_partition(ctx, &group_id), records);

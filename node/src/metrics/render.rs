@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use super::registry::{Histogram, ShardCounters, BUCKETS};
+use super::registry::{Histogram, ShardCounters, TopicTraffic, BUCKETS};
 use super::snapshot::ShardSnapshot;
 
 /// Escape a label value (backslash, quote, newline).
@@ -34,21 +34,17 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     }
     let mut out = String::with_capacity(16 * 1024);
 
-    header(&mut out, "spate_topic_bytes_in_total", "counter", "Bytes of record batches produced to the topic.");
-    for (t, v) in &total.topics {
-        let _ = writeln!(out, "spate_topic_bytes_in_total{{topic=\"{}\"}} {}", esc(t), v.bytes_in);
-    }
-    header(&mut out, "spate_topic_messages_in_total", "counter", "Records produced to the topic.");
-    for (t, v) in &total.topics {
-        let _ = writeln!(out, "spate_topic_messages_in_total{{topic=\"{}\"}} {}", esc(t), v.messages_in);
-    }
-    header(&mut out, "spate_topic_bytes_out_total", "counter", "Bytes of record batches fetched from the topic.");
-    for (t, v) in &total.topics {
-        let _ = writeln!(out, "spate_topic_bytes_out_total{{topic=\"{}\"}} {}", esc(t), v.bytes_out);
-    }
-    header(&mut out, "spate_topic_messages_out_total", "counter", "Records fetched from the topic.");
-    for (t, v) in &total.topics {
-        let _ = writeln!(out, "spate_topic_messages_out_total{{topic=\"{}\"}} {}", esc(t), v.messages_out);
+    let traffic: [(&str, &str, fn(&TopicTraffic) -> u64); 4] = [
+        ("spate_topic_bytes_in_total", "Bytes of record batches produced to the topic.", |t| t.bytes_in),
+        ("spate_topic_messages_in_total", "Records produced to the topic.", |t| t.messages_in),
+        ("spate_topic_bytes_out_total", "Bytes of record batches fetched from the topic.", |t| t.bytes_out),
+        ("spate_topic_messages_out_total", "Records fetched from the topic.", |t| t.messages_out),
+    ];
+    for (name, help, get) in traffic {
+        header(&mut out, name, "counter", help);
+        for (t, v) in &total.topics {
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", esc(t), get(v));
+        }
     }
 
     header(&mut out, "spate_request_latency_seconds", "histogram", "Time from a request's arrival to its response being written, by API.");
