@@ -233,7 +233,18 @@ impl Conn {
         loop {
             let counts = self.partition_counts(topics)?;
             if counts.iter().all(|c| matches!(c, Some((n, true)) if *n > 0)) {
-                return Ok(counts.iter().map(|c| c.map(|(n, _)| n).unwrap_or(0)).collect());
+                let counts: Vec<usize> = counts.iter().map(|c| c.map(|(n, _)| n).unwrap_or(0)).collect();
+                // Metadata can name a leader before the broker serves the partition
+                // (Kafka answers NOT_LEADER_OR_FOLLOWER for a moment after creation):
+                // wait until every partition answers ListOffsets.
+                let parts: Vec<(String, i32)> = topics
+                    .iter()
+                    .zip(&counts)
+                    .flat_map(|(t, &n)| (0..n as i32).map(move |p| (t.clone(), p)))
+                    .collect();
+                if self.list_offsets(&parts, -1).is_ok() {
+                    return Ok(counts);
+                }
             }
             if Instant::now() > deadline {
                 return Err(format!("topics {topics:?} have no leaders after 30 s"));
