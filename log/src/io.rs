@@ -85,7 +85,7 @@ pub async fn read_aligned(file: &File, pos: u64, len: usize) -> io::Result<Align
             return Ok(buf);
         }
         // Read into the remaining (aligned) part of the buffer.
-        let tail = ReadTail { buf, from: done };
+        let tail = ReadTail { buf, from: done, to: len };
         let BufResult(res, tail) = file.read_at(tail, pos + done as u64).await;
         buf = tail.buf;
         match res {
@@ -107,6 +107,7 @@ pub async fn read_aligned(file: &File, pos: u64, len: usize) -> io::Result<Align
 struct ReadTail {
     buf: AlignedBuf,
     from: usize,
+    to: usize,
 }
 
 impl compio::buf::IoBuf for ReadTail {
@@ -119,9 +120,10 @@ impl compio::buf::SetLen for ReadTail {
 }
 impl compio::buf::IoBufMut for ReadTail {
     fn as_uninit(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
-        let from = self.from;
+        let (from, to) = (self.from, self.to);
         let full = self.buf.full_mut();
-        let part = &mut full[from..];
+        let to = to.min(full.len());
+        let part = &mut full[from.min(to)..to];
         // SAFETY: same layout; initialised bytes are valid MaybeUninit.
         unsafe { std::slice::from_raw_parts_mut(part.as_mut_ptr().cast(), part.len()) }
     }
