@@ -3,7 +3,7 @@
 # loopback, to validate that the compat suite's assertions match Kafka's behaviour.
 #
 #   compat/reference-kafka.sh start   # prints the bootstrap address when ready
-#   SPATE_COMPAT_BOOTSTRAP=127.0.0.1:19092 compat/run.sh --no-build
+#   SPATE_COMPAT_BOOTSTRAP=127.0.0.1:39092 compat/run.sh
 #   compat/reference-kafka.sh stop
 #
 # The broker jars come from Maven Central via compat/reference/pom.xml; data, config
@@ -13,8 +13,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 WORK="$ROOT/target/compat/reference"
 LIBS="$ROOT/target/compat/kafka-libs"
-PORT="${SPATE_REF_PORT:-19092}"
-CPORT="${SPATE_REF_CONTROLLER_PORT:-19093}"
+PORT="${SPATE_REF_PORT:-39092}"
+CPORT="${SPATE_REF_CONTROLLER_PORT:-39093}"
 PIDFILE="$WORK/kafka.pid"
 
 fetch_libs() {
@@ -33,6 +33,9 @@ start() {
   if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     echo "127.0.0.1:$PORT"; return 0
   fi
+  for p in "$PORT" "$CPORT"; do
+    if port_open "$p"; then echo "127.0.0.1:$p is already in use by another process" >&2; return 1; fi
+  done
   rm -rf "$WORK"; mkdir -p "$WORK/data"
   cat > "$WORK/server.properties" <<PROPS
 process.roles=broker,controller

@@ -1,0 +1,134 @@
+"""Broker-side rules that a Kafka operator relies on, checked with confluent-kafka
+(librdkafka) unless noted: error codes for bad admin requests, timestamp handling,
+compressed batches far larger than max.message.bytes once
+decompressed, DeleteRecords to the high watermark."""
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import ConfigResource, NewTopic, OffsetSpec
+
+from kafkautil import OP_TIMEOUT, admin, consume, create_topic, produce, watermarks
+
+
+def _create_error(bootstrap, topic):
+    a = admin(bootstrap)
+    fs = a.create_topics([topic], operation_timeout=OP_TIMEOUT, request_timeout=OP_TIMEOUT)
+    with pytest.raises(KafkaException) as ei:
+        fs[topic.topic].result(OP_TIMEOUT)
+    return ei.value.args[0].code()
+
+
+def test_describe_configs_core_defaults(bootstrap, topic_name):
+    create_topic(bootstrap, topic_name, 1)
+    a = admin(bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    want = {
+        "cleanup.policy": "delete", "compression.type": "producer",
+        "flush.messages": "9223372036854775807", "flush.ms": "9223372036854775807",
+        "index.interval.bytes": "4096", "max.message.bytes": "1048588",
+        "message.timestamp.type": "CreateTime", "min.insync.replicas": "1",
+        "retention.bytes": "-1", "retention.ms": "604800000",
+        "segment.bytes": "1073741824", "segment.ms": "604800000",
+    }
+    assert {k: cfg[k].value if k in cfg else None for k in want} == want
+    assert not any(cfg[k].is_sensitive or cfg[k].is_read_only for k in want)
+
+
+@pytest.mark.parametrize("case", ["bad-value", "unknown-key", "zero-partitions",
+                                  "replication-3", "bad-name"])
+def test_create_topic_errors(bootstrap, topic_name, case):
+    if case == "bad-value":
+        t, code = NewTopic(topic_name, 1, 1, config={"retention.ms": "soon"}), \
+            KafkaError.INVALID_CONFIG
+    elif case == "unknown-key":
+        t, code = NewTopic(topic_name, 1, 1, config={"no.such.topic.config": "1"}), \
+            KafkaError.INVALID_CONFIG
+    elif case == "zero-partitions":
+        t, code = NewTopic(topic_name, 0, 1), KafkaError.INVALID_PARTITIONS
+    elif case == "replication-3":
+        t, code = NewTopic(topic_name, 1, 3), KafkaError.INVALID_REPLICATION_FACTOR
+    else:
+        t, code = NewTopic(topic_name + "/x", 1, 1), KafkaError.TOPIC_EXCEPTION
+    assert _create_error(bootstrap, t) == code
+    # Nothing was created.
+    md = admin(bootstrap).list_topics(timeout=OP_TIMEOUT)
+    assert t.topic not in md.topics or md.topics[t.topic].error is not None
+
+
+def test_log_append_time(bootstrap, topic_name):
+    create_topic(bootstrap, topic_name, 1, {"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    recs = [{"value": f"l{i}".encode(), "timestamp": 1_000_000_000_000 + i} for i in range(20)]
+    produce(bootstrap, topic_name, recs, {"acks": "all", "compression.type": "lz4",
+                                          "linger.ms": 20})
+    after = int(time.time() * 1000)
+    got = consume(bootstrap, topic_name, 0, 20)
+    assert [(m["offset"], m["value"]) for m in got] == [(i, f"l{i}".encode()) for i in range(20)]
+    assert {m["timestamp_type"] for m in got} == {2}  # TIMESTAMP_LOG_APPEND_TIME
+    assert all(before - 1000 <= m["timestamp"] <= after + 1000 for m in got), \
+        [m["timestamp"] for m in got]
+
+
+def test_timestamp_bounds(bootstrap, topic_name):
+    """message.timestamp.after.max.ms / before.max.ms reject CreateTime timestamps too far
+    from the broker's clock with INVALID_TIMESTAMP."""
+    create_topic(bootstrap, topic_name, 1, {"message.timestamp.after.max.ms": "3600000",
+                                            "message.timestamp.before.max.ms": "86400000"})
+    now = int(time.time() * 1000)
+    for ts in (now + 2 * 3600_000, now - 2 * 86400_000):
+        r = produce(bootstrap, topic_name, [{"value": b"bad", "timestamp": ts}],
+                    {"acks": "all", "retries": 0})
+        assert r[0][0] is not None and r[0][0].code() == KafkaError.INVALID_TIMESTAMP, r[0][0]
+    r = produce(bootstrap, topic_name, [{"value": b"now", "timestamp": now}], {"acks": "all"})
+    assert [(e, o) for e, _, o, _, _ in r] == [(None, 0)]
+    assert watermarks(bootstrap, topic_name, 0) == (0, 1)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "lz4", "snappy"])
+def test_compressed_batch_bigger_than_limit_uncompressed(bootstrap, topic_name, codec):
+    """max.message.bytes applies to the batch as sent (compressed): 3 MiB of zeros
+    compresses far below 1 MiB and must be accepted and read back whole."""
+    create_topic(bootstrap, topic_name, 1)
+    value = bytes(3 * 1024 * 1024)
+    recs = [{"key": b"big", "value": value}, {"key": b"small", "value": b"s"}]
+    r = produce(bootstrap, topic_name, recs,
+                {"compression.type": codec, "message.max.bytes": 8 * 1024 * 1024,
+                 "acks": "all", "linger.ms": 50})
+    assert [(e, o) for e, _, o, _, _ in r] == [(None, 0), (None, 1)]
+    got = consume(bootstrap, topic_name, 0, 2,
+                  conf={"fetch.message.max.bytes": 8 * 1024 * 1024,
+                        "receive.message.max.bytes": 64 * 1024 * 1024})
+    assert [(m["key"], m["value"]) for m in got] == [(b"big", value), (b"small", b"s")]
+
+
+def test_delete_records_to_high_watermark(bootstrap, topic_name):
+    """DeleteRecords with offset -1 deletes up to the high watermark."""
+    create_topic(bootstrap, topic_name, 1)
+    produce(bootstrap, topic_name, [{"value": f"{i}".encode()} for i in range(25)],
+            {"acks": "all"})
+    a = admin(bootstrap)
+    tp = TopicPartition(topic_name, 0, -1)
+    res = a.delete_records([tp], request_timeout=OP_TIMEOUT)[tp].result(OP_TIMEOUT)
+    assert res.low_watermark == 25
+    assert watermarks(bootstrap, topic_name, 0) == (25, 25)
+    r = produce(bootstrap, topic_name, [{"value": b"next"}], {"acks": "all"})
+    assert [(e, o) for e, _, o, _, _ in r] == [(None, 25)]
+    got = consume(bootstrap, topic_name, 0, 1, start=25)
+    assert [(m["offset"], m["value"]) for m in got] == [(25, b"next")]
+
+
+def test_idempotent_librdkafka_producer(bootstrap, topic_name):
+    """librdkafka's idempotent producer (InitProducerId, sequence numbers)."""
+    create_topic(bootstrap, topic_name, 3)
+    recs = [{"key": f"i{i}".encode(), "value": f"idem-{i}".encode(), "partition": i % 3}
+            for i in range(600)]
+    r = produce(bootstrap, topic_name, recs,
+                {"enable.idempotence": True, "acks": "all", "compression.type": "zstd",
+                 "max.in.flight.requests.per.connection": 5})
+    assert all(e is None for e, *_ in r)
+    for p in range(3):
+        got = consume(bootstrap, topic_name, p, 200)
+        assert [(m["offset"], m["value"]) for m in got] == \
+            [(n, f"idem-{i}".encode()) for n, i in enumerate(range(p, 600, 3))]
