@@ -36,6 +36,41 @@ def test_describe_configs_core_defaults(bootstrap, topic_name):
     assert not any(cfg[k].is_sensitive or cfg[k].is_read_only for k in want)
 
 
+def test_describe_configs_full_topic_set(bootstrap, topic_name):
+    """The other topic configs Kafka describes (tools such as kafka-configs, AKHQ and
+    Terraform providers read them), with Kafka's defaults. Tiered-storage (remote.*,
+    local.*) and 4.x-only experimental keys are left out."""
+    create_topic(bootstrap, topic_name, 1)
+    a = admin(bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    want = {
+        "compression.gzip.level": "-1", "compression.lz4.level": "9",
+        "compression.zstd.level": "3", "delete.retention.ms": "86400000",
+        "file.delete.delay.ms": "60000", "follower.replication.throttled.replicas": "",
+        "leader.replication.throttled.replicas": "",
+        "max.compaction.lag.ms": "9223372036854775807",
+        "message.timestamp.after.max.ms": "3600000",
+        "message.timestamp.before.max.ms": "9223372036854775807",
+        "min.cleanable.dirty.ratio": "0.5", "min.compaction.lag.ms": "0",
+        "preallocate": "false", "segment.index.bytes": "10485760", "segment.jitter.ms": "0",
+        "unclean.leader.election.enable": "false",
+    }
+    assert {k: cfg[k].value if k in cfg else None for k in want} == want
+
+
+def test_default_rejects_timestamp_two_hours_ahead(bootstrap, topic_name):
+    """Kafka 4's default message.timestamp.after.max.ms is one hour."""
+    create_topic(bootstrap, topic_name, 1)
+    now = int(time.time() * 1000)
+    r = produce(bootstrap, topic_name, [{"value": b"future", "timestamp": now + 2 * 3600_000}],
+                {"acks": "all", "retries": 0})
+    assert r[0][0] is not None and r[0][0].code() == KafkaError.INVALID_TIMESTAMP, r[0][0]
+    r = produce(bootstrap, topic_name, [{"value": b"ancient", "timestamp": 1000}],
+                {"acks": "all"})
+    assert [(e, o) for e, _, o, _, _ in r] == [(None, 0)]
+
+
 @pytest.mark.parametrize("case", ["bad-value", "unknown-key", "zero-partitions",
                                   "replication-3", "bad-name"])
 def test_create_topic_errors(bootstrap, topic_name, case):

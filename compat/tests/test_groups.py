@@ -240,6 +240,30 @@ def test_java_cooperative_sticky(bootstrap, topic_name, java_groups):
     assert r["committed"] == {str(p): 100 for p in range(6)}
 
 
+def test_java_static_member_restart_keeps_generation(bootstrap, topic_name, java_groups):
+    g = group_id("jstatic")
+    r = run_json([*java_groups, bootstrap, "static", topic_name, g, "4", "200"], timeout=110)
+    gen = r["generation_before"]
+    assert gen >= 1
+    # The restarted static member got the same generation and the same partitions back;
+    # the other member saw no rebalance and kept its member id.
+    assert r["generation_after_a2"] == gen and r["generation_after_b"] == gen, r
+    assert r["a2_owned"] == r["a_owned_before"] and r["b_owned_after"] == r["b_owned_before"]
+    assert sorted(r["a2_owned"] + r["b_owned_after"]) == [0, 1, 2, 3]
+    assert r["b_events_during_restart"] == []
+    assert r["a2_events"] == [["assigned", r["a_owned_before"]]]
+    assert r["b_member_after"] == r["b_member_before"]
+    assert r["a2_member"] != r["a_member_before"]
+    assert r["state"] == "STABLE"
+    assert r["members"] == sorted([["inst-a", r["a2_member"]], ["inst-b", r["b_member_after"]]])
+    seen = {}
+    for p, o, v in r["records"]:
+        seen.setdefault((p, o), []).append(v)
+    dups = {k: v for k, v in seen.items() if len(v) > 1}
+    assert not dups, dups
+    assert sorted(v[0] for v in seen.values()) == sorted(f"v{i}" for i in range(400))
+
+
 # 6 ------------------------------------------------------------------------------------
 
 def _group_offsets_confluent(bootstrap, g, topic, parts):

@@ -255,8 +255,8 @@ public final class GroupScenario {
                 out.put("state", d.groupState().toString());
                 out.put("generation_c1", c1.consumer.groupMetadata().generationId());
                 out.put("generation_c2", c2.consumer.groupMetadata().generationId());
-                out.put("c1_events", c1.events);
-                out.put("c2_events", c2.events);
+                out.put("c1_events", new ArrayList<>(c1.events));
+                out.put("c2_events", new ArrayList<>(c2.events));
                 out.put("c1_final", new ArrayList<>(c1.owned));
                 out.put("c2_final", new ArrayList<>(c2.owned));
                 List<Object> all = new ArrayList<>(c1.records);
@@ -299,8 +299,8 @@ public final class GroupScenario {
                 out.put("b_member_after", b.consumer.groupMetadata().memberId());
                 out.put("a2_owned", new ArrayList<>(a2.owned));
                 out.put("b_owned_after", new ArrayList<>(b.owned));
-                out.put("b_events_during_restart", b.events.subList(bEvents, b.events.size()));
-                out.put("a2_events", a2.events);
+                out.put("b_events_during_restart", new ArrayList<>(b.events.subList(bEvents, b.events.size())));
+                out.put("a2_events", new ArrayList<>(a2.events));
                 List<Object> all = new ArrayList<>(a.records);
                 all.addAll(b.records);
                 all.addAll(a2.records);
