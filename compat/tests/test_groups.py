@@ -254,7 +254,7 @@ def test_java_static_member_restart_keeps_generation(bootstrap, topic_name, java
     assert r["a2_events"] == [["assigned", r["a_owned_before"]]]
     assert r["b_member_after"] == r["b_member_before"]
     assert r["a2_member"] != r["a_member_before"]
-    assert r["state"] == "STABLE"
+    assert r["state"] == "Stable"
     assert r["members"] == sorted([["inst-a", r["a2_member"]], ["inst-b", r["b_member_after"]]])
     seen = {}
     for p, o, v in r["records"]:
