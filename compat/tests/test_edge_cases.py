@@ -167,3 +167,115 @@ def test_idempotent_librdkafka_producer(bootstrap, topic_name):
         got = consume(bootstrap, topic_name, p, 200)
         assert [(m["offset"], m["value"]) for m in got] == \
             [(n, f"idem-{i}".encode()) for n, i in enumerate(range(p, 600, 3))]
+
+
+def test_delete_and_recreate_same_name(bootstrap, topic_name):
+    create_topic(bootstrap, topic_name, 2)
+    produce(bootstrap, topic_name, [{"value": f"old{i}".encode(), "partition": i % 2}
+                                    for i in range(10)], {"acks": "all"})
+    a = admin(bootstrap)
+    a.delete_topics([topic_name], request_timeout=OP_TIMEOUT)[topic_name].result(OP_TIMEOUT)
+    deadline = time.monotonic() + OP_TIMEOUT
+    while True:
+        try:
+            create_topic(bootstrap, topic_name, 1)
+            break
+        except KafkaException as e:
+            # Kafka may still be deleting it for a moment.
+            if time.monotonic() > deadline or e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            time.sleep(0.2)
+    assert watermarks(bootstrap, topic_name, 0) == (0, 0)
+    r = produce(bootstrap, topic_name, [{"value": b"new"}], {"acks": "all"})
+    assert [(e, p, o) for e, p, o, _, _ in r] == [(None, 0, 0)]
+    assert [m["value"] for m in consume(bootstrap, topic_name, 0, 1)] == [b"new"]
+
+
+def test_concurrent_producers_one_partition(bootstrap, topic_name):
+    """Several connections (likely on different shards) append to the same partitions:
+    offsets are dense, nothing is lost, each producer's order is kept."""
+    import threading
+    create_topic(bootstrap, topic_name, 2)
+    n_prod, n = 4, 400
+    errors = []
+
+    def run(pid):
+        try:
+            recs = [{"key": f"p{pid}".encode(), "value": f"p{pid}-{i}".encode(),
+                     "partition": i % 2} for i in range(n)]
+            r = produce(bootstrap, topic_name, recs, {"acks": "all", "linger.ms": 1,
+                                                      "batch.num.messages": 7})
+            errors.extend(e for e, *_ in r if e is not None)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n_prod)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(OP_TIMEOUT * 2)
+    assert not errors, errors[:3]
+    for part in (0, 1):
+        got = consume(bootstrap, topic_name, part, n_prod * n // 2)
+        assert [m["offset"] for m in got] == list(range(n_prod * n // 2))
+        for pid in range(n_prod):
+            mine = [m["value"] for m in got if m["key"] == f"p{pid}".encode()]
+            assert mine == [f"p{pid}-{i}".encode() for i in range(part, n, 2)]
+
+
+def test_topic_compression_type_recompresses(bootstrap, topic_name):
+    """compression.type=gzip on the topic: the broker stores gzip batches whatever the
+    producer sent (visible as a much smaller log), and consumers read the records."""
+    from kafka import KafkaAdminClient
+    gz, plain = topic_name + "-gz", topic_name + "-plain"
+    create_topic(bootstrap, gz, 1, {"compression.type": "gzip"})
+    create_topic(bootstrap, plain, 1)
+    recs = [{"key": b"k", "value": b"compressible " * 40} for _ in range(300)]
+    for t in (gz, plain):
+        produce(bootstrap, t, recs, {"acks": "all", "compression.type": "none",
+                                     "linger.ms": 20})
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=OP_TIMEOUT * 1000)
+    try:
+        sizes = {}
+        for d in a.describe_log_dirs():
+            for ld in d["log_dirs"]:
+                for t in ld["topics"]:
+                    if t["name"] in (gz, plain):
+                        sizes[t["name"]] = sum(p["partition_size"] for p in t["partitions"])
+    finally:
+        a.close()
+    assert sizes[plain] > 300 * 520
+    assert sizes[gz] * 5 < sizes[plain], sizes
+    got = consume(bootstrap, gz, 0, 300)
+    assert [(m["offset"], m["value"]) for m in got] == \
+        [(i, b"compressible " * 40) for i in range(300)]
+
+
+def test_validate_only_changes_nothing(bootstrap, topic_name):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    a = admin(bootstrap)
+    fs = a.create_topics([NewTopic(topic_name, 3, 1)], validate_only=True,
+                         request_timeout=OP_TIMEOUT)
+    fs[topic_name].result(OP_TIMEOUT)
+    time.sleep(0.5)
+    assert topic_name not in a.list_topics(timeout=OP_TIMEOUT).topics
+    create_topic(bootstrap, topic_name, 1)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res], validate_only=True,
+                                request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    assert (cfg["retention.ms"].value, cfg["retention.ms"].is_default) == ("604800000", True)
+
+
+def test_describe_broker_configs(bootstrap):
+    """kafka-configs --describe --entity-type brokers: core broker defaults."""
+    a = admin(bootstrap)
+    res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    want = {"message.max.bytes": "1048588", "num.partitions": "1",
+            "auto.create.topics.enable": "true", "log.retention.hours": "168",
+            "log.segment.bytes": "1073741824", "compression.type": "producer",
+            "log.cleanup.policy": "delete", "default.replication.factor": "1"}
+    assert {k: cfg[k].value if k in cfg else None for k in want} == want
