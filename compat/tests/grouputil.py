@@ -2,6 +2,7 @@
 test_idempotent_proxy.py): bounded group consumers, a raw Kafka protocol client for
 requests no client lets us send on purpose (stale generations, unknown members), and a
 connection-cutting TCP proxy."""
+import os
 import socket
 import struct
 import threading
@@ -10,6 +11,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from conftest import SpateBroker
 from kafkautil import OP_TIMEOUT
 
 # Kafka error codes used by the group tests.
@@ -433,3 +435,24 @@ class CuttingProxy:
                 s.close()
             except OSError:
                 pass
+
+
+class ConfiguredBroker(SpateBroker):
+    """SpateBroker with extra settings, passed as SPATE_* environment variables (spate
+    reads every flag from one) to the process it starts."""
+
+    def __init__(self, data_dir, port, env):
+        super().__init__(data_dir, port)
+        self.env = env
+
+    def start(self, timeout=30.0):
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            super().start(timeout)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

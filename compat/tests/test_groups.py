@@ -3,7 +3,6 @@ kafka-python, kafkajs (compat/node/groups.js), the Java client (GroupScenario in
 compat/java) and a raw protocol client for the error paths.
 
 Every group is new, so its first rebalance waits group.initial.rebalance.delay.ms (3 s)."""
-import os
 import shutil
 import subprocess
 import time
@@ -13,12 +12,13 @@ from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPar
                              KafkaError, TopicPartition)
 from confluent_kafka.admin import OffsetSpec
 
-from conftest import SpateBroker, RUNS, free_port
+from conftest import RUNS, free_port
 from grouputil import (GROUP_ID_NOT_FOUND, GROUP_MAX_SIZE_REACHED, GROUP_SUBSCRIBED_TO_TOPIC,
                        ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED,
-                       NON_EMPTY_GROUP, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, RawClient,
-                       TrackedConsumer, committed, consumer_protocol_assignment,
-                       consumer_protocol_metadata, drain, group_consumer_conf, group_id, poll_until)
+                       NON_EMPTY_GROUP, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+                       ConfiguredBroker, RawClient, TrackedConsumer, committed,
+                       consumer_protocol_assignment, consumer_protocol_metadata, drain,
+                       group_id, poll_until)
 from kafkautil import COMPAT, OP_TIMEOUT, admin, create_topic, produce, run_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -602,27 +602,6 @@ def small_group_broker():
     broker.stop()
     shutil.rmtree(broker.data_dir, ignore_errors=True)
     cfg.unlink(missing_ok=True)
-
-
-class ConfiguredBroker(SpateBroker):
-    """SpateBroker with extra settings, passed as SPATE_* environment variables (spate
-    reads every flag from one) to the process it starts."""
-
-    def __init__(self, data_dir, port, env):
-        super().__init__(data_dir, port)
-        self.env = env
-
-    def start(self, timeout=30.0):
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            super().start(timeout)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def test_group_max_size(small_group_broker):
