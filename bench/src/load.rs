@@ -24,7 +24,7 @@ use spate_net::{Message, Records, Uuid};
 
 use crate::client::{self, decode_response, request_frame, write_chunks, Conn, FrameReader, Res};
 use crate::config::{Config, Mode};
-use crate::payload::{BatchMaker, TS_HEADER};
+use crate::payload::{BatchMaker, StampTemplate, TS_HEADER};
 use crate::rate::{self, latency_us, Pacer};
 use crate::stats::{self, new_histogram, Counters, Tick};
 
@@ -118,6 +118,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
     let e2e = cfg.mode == Mode::E2e;
     let mut maker = BatchMaker::new(cfg, plan.records_per_batch, plan.seed);
     let build_ts = wall_now_us() / 1000;
+    let template = if e2e { StampTemplate::new(&mut maker)? } else { None };
     let prebuilt: Vec<Bytes> = if e2e {
         Vec::new()
     } else {
@@ -230,7 +231,11 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
             let (ti, p) = plan.parts[(cursor + j) % nparts];
             let batch = if e2e {
                 let pub_us = sh.wall_us(intended);
-                match maker.build(pub_us / 1000, Some(pub_us)) {
+                let built = match &template {
+                    Some(t) => t.stamp(pub_us / 1000, pub_us),
+                    None => maker.build(pub_us / 1000, Some(pub_us)),
+                };
+                match built {
                     Ok(b) => b,
                     Err(e) => {
                         build_err = Some(e);
@@ -396,42 +401,36 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
                         p.offset = p.offset.max(next);
                         continue;
                     }
-                    if e2e || batch.base_offset() < p.offset {
-                        let base = batch.base_offset();
-                        let iter = match batch.records(256 << 20) {
-                            Ok(it) => it,
+                    // Offsets in a batch are contiguous (no compaction here).
+                    let n = (next - p.offset.max(batch.base_offset())).max(0) as u64;
+                    msgs += n;
+                    bytes += n * cfg.record_size as u64;
+                    if e2e {
+                        // spate-bench stamps every record of a batch with the same
+                        // publish time, so the first record speaks for the batch.
+                        let first = match batch.records(256 << 20) {
+                            Ok(mut it) => it.next(),
                             Err(e) => {
                                 sh.counters.error(format!("fetch {}-{}: {e}", p.topic, p.partition));
                                 break;
                             }
                         };
-                        for r in iter {
-                            let r = match r {
-                                Ok(r) => r,
-                                Err(e) => {
-                                    sh.counters.error(format!("fetch {}-{}: bad record: {e}", p.topic, p.partition));
-                                    break;
-                                }
-                            };
-                            if base + (r.offset_delta as i64) < p.offset {
-                                continue;
-                            }
-                            msgs += 1;
-                            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
-                            if e2e {
+                        match first {
+                            Some(Ok(r)) => {
                                 let ts = r.headers.iter().find(|h| h.key == TS_HEADER).and_then(|h| h.value.as_ref());
                                 if let Some(Ok(raw)) = ts.map(|v| <[u8; 8]>::try_from(&v[..])) {
                                     let sent_us = i64::from_be_bytes(raw);
                                     if sent_us >= warm_end_us {
-                                        stats::record(&mut hist, now_us.saturating_sub(sent_us).max(0) as u64, 1);
+                                        stats::record(&mut hist, now_us.saturating_sub(sent_us).max(0) as u64, n);
                                     }
                                 }
                             }
+                            Some(Err(e)) => {
+                                sh.counters.error(format!("fetch {}-{}: bad record: {e}", p.topic, p.partition));
+                                break;
+                            }
+                            None => {}
                         }
-                    } else {
-                        let n = batch.record_count().max(0) as u64;
-                        msgs += n;
-                        bytes += n * cfg.record_size as u64;
                     }
                     p.offset = next;
                 }

@@ -93,6 +93,51 @@ impl BatchMaker {
     }
 }
 
+/// An uncompressed batch whose records all carry a [`TS_HEADER`] placeholder, stamped
+/// per request by patching the header values, the batch timestamps and the CRC (a copy
+/// and a CRC pass instead of re-encoding every record).
+pub struct StampTemplate {
+    data: Bytes,
+    value_offsets: Vec<usize>,
+}
+
+const FIRST_TIMESTAMP_AT: usize = 27;
+
+impl StampTemplate {
+    /// Builds the template; None when the batch is compressed (then batches must be built
+    /// per request) or the placeholders cannot be located unambiguously.
+    pub fn new(maker: &mut BatchMaker) -> Res<Option<StampTemplate>> {
+        if maker.compression != spate_net::compression::Compression::None {
+            return Ok(None);
+        }
+        let data = maker.build(0, Some(0))?;
+        let mut needle = TS_HEADER.as_bytes().to_vec();
+        needle.push(0x10); // zigzag varint of the value length 8
+        let value_offsets: Vec<usize> = data
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == &needle[..])
+            .map(|(i, _)| i + needle.len())
+            .collect();
+        if value_offsets.len() != maker.cfg_records || value_offsets.iter().any(|&o| o + 8 > data.len()) {
+            return Ok(None);
+        }
+        Ok(Some(StampTemplate { data, value_offsets }))
+    }
+
+    pub fn stamp(&self, ts_ms: i64, publish_us: i64) -> Res<Bytes> {
+        let mut b = self.data.to_vec();
+        let us = publish_us.to_be_bytes();
+        for &o in &self.value_offsets {
+            b[o..o + 8].copy_from_slice(&us);
+        }
+        b[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&ts_ms.to_be_bytes());
+        spate_net::record_batch::set_max_timestamp(&mut b, ts_ms).map_err(|e| format!("stamp: {e}"))?;
+        spate_net::record_batch::update_crc(&mut b).map_err(|e| format!("stamp: {e}"))?;
+        Ok(Bytes::from(b))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +152,30 @@ mod tests {
         assert!(text.iter().all(|b| TEXT.contains(b)));
         let z = |d: &[u8]| spate_net::compression::compress(spate_net::compression::Compression::Zstd, d).unwrap().len();
         assert!(z(&text) * 10 < z(&random), "{} vs {}", z(&text), z(&random));
+    }
+
+    #[test]
+    fn stamped_template_matches_a_built_batch() {
+        let k = Knobs { record_size: Some(64), compressibility: Some(1.0), ..Knobs::default() };
+        let cfg = Config::resolve(Mode::E2e, k).unwrap();
+        let mut m = BatchMaker::new(&cfg, 5, 3);
+        let t = StampTemplate::new(&mut m).unwrap().expect("uncompressed template");
+        let stamped = t.stamp(1_700_000_000_123, 1_700_000_000_123_456).unwrap();
+        let batch = batches(stamped).next().unwrap().unwrap();
+        batch.verify_crc().unwrap();
+        assert_eq!(batch.base_timestamp(), 1_700_000_000_123);
+        assert_eq!(batch.max_timestamp(), 1_700_000_000_123);
+        let mut n = 0;
+        for r in batch.records(1 << 20).unwrap() {
+            let r = r.unwrap();
+            assert_eq!(r.headers[0].value.as_deref(), Some(&1_700_000_000_123_456i64.to_be_bytes()[..]));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        // Compressed batches are built per request instead.
+        let k = Knobs { compression: Some("zstd".into()), ..Knobs::default() };
+        let cfg = Config::resolve(Mode::E2e, k).unwrap();
+        assert!(StampTemplate::new(&mut BatchMaker::new(&cfg, 5, 3)).unwrap().is_none());
     }
 
     #[test]
