@@ -441,6 +441,22 @@ def test_consumer_group_lag_and_committed_offsets(broker):
                                            partition=p0) == k + 5, f"lag {k + 5}")
 
 
+def test_flush_messages_1_fsyncs_every_write(broker):
+    topic = new_topic("fsync")
+    create_topic(broker.bootstrap, topic, 1, {"flush.messages": "1"})
+    before = broker.scrape()
+    n = 30
+    # One record per request, one request in flight: one group-commit write each.
+    produce(broker.bootstrap, topic, [{"value": b"f" * 10}] * n,
+            {"acks": "all", "linger.ms": 0, "batch.num.messages": 1})
+    after = broker.scrape()
+    writes = after.total("spate_log_writes_total") - before.total("spate_log_writes_total")
+    syncs = after.total("spate_log_fsyncs_total") - before.total("spate_log_fsyncs_total")
+    assert 1 <= writes <= n
+    assert syncs == writes, f"{writes} writes but {syncs} fdatasyncs with flush.messages=1"
+    assert after.value("spate_topic_messages_in_total", topic=topic) == n
+
+
 def test_fetch_errors_are_counted(broker):
     topic = new_topic("err")
     create_topic(broker.bootstrap, topic, 1)
