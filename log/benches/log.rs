@@ -17,6 +17,22 @@ use spate_log::{LogConfig, PartitionLog};
 
 const INFLIGHT: usize = 64;
 
+/// Yield to the runtime once, so the log's writer task can start a write while the
+/// producer keeps appending (as request handlers on a busy shard would).
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 fn bench_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spate-log-bench").join(name);
     let _ = std::fs::remove_dir_all(&d);
@@ -62,6 +78,9 @@ fn appends(c: &mut Criterion) {
                                 f.await.unwrap();
                             }
                             window.push_back(log.append(batch.clone()));
+                            if window.len() % 8 == 0 {
+                                YieldNow(false).await;
+                            }
                         }
                         for f in window {
                             f.await.unwrap();
@@ -74,12 +93,13 @@ fn appends(c: &mut Criterion) {
             });
             let s = log.stats();
             eprintln!(
-                "{name}: {} appends, {} writes ({:.1} batches/write), {} syncs, {} MiB written",
+                "{name}: {} appends, {} writes ({:.1} batches/write), {} syncs, {} MiB written, {} fresh buffers",
                 s.appends,
                 s.writes,
                 s.batches as f64 / s.writes.max(1) as f64,
                 s.syncs,
-                s.bytes_written >> 20
+                s.bytes_written >> 20,
+                spate_log::buf::fresh_allocations()
             );
             rt.block_on(log.delete()).unwrap();
         }

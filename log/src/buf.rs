@@ -73,7 +73,10 @@ impl AlignedBuf {
                 b.len = 0;
                 b
             }
-            None => AlignedBuf::with_capacity(want),
+            None => {
+                FRESH_ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                AlignedBuf::with_capacity(want)
+            }
         }
     }
 
@@ -161,6 +164,13 @@ impl AlignedBuf {
         self.full_mut()[len..padded].fill(0);
         padded
     }
+}
+
+static FRESH_ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many buffers `AlignedBuf::take` had to allocate because the pool had none that fit.
+pub fn fresh_allocations() -> u64 {
+    FRESH_ALLOCS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 const POOL_MAX_BUFS: usize = 16;
@@ -254,5 +264,28 @@ impl PaddedWrite {
     pub fn new(mut buf: AlignedBuf) -> PaddedWrite {
         let len = buf.pad_to_page();
         PaddedWrite { buf, len }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_reuses_buffers() {
+        let a = AlignedBuf::take(40_000);
+        let p = a.as_slice().as_ptr();
+        assert_eq!(a.capacity(), 65536);
+        a.recycle();
+        let b = AlignedBuf::take(65536);
+        assert_eq!(b.as_slice().as_ptr(), p);
+        let mut b = b;
+        b.set_len_checked(100);
+        let f = b.freeze();
+        let s = f.slice(10..20);
+        drop(f);
+        drop(s);
+        let c = AlignedBuf::take(1000 * 60);
+        assert_eq!(c.as_slice().as_ptr(), p);
     }
 }
