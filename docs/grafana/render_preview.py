@@ -279,8 +279,9 @@ def run_queries(d, url, start, end, rate_interval):
 # ----------------------------------------------------------------------------- drawing
 
 BG, PANEL, GRID, TEXT, DIM = "#111217", "#181b1f", "#2c3235", "#d8d9da", "#8e8e8e"
-PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
-           "#705da0", "#37872d", "#fade2a", "#447ebc", "#c15c17", "#890f02", "#0a437c",
+# Grafana's "classic" palette, in its order.
+PALETTE = ["#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9",
+           "#705da0", "#508642", "#cca300", "#447ebc", "#c15c17", "#890f02", "#0a437c",
            "#6d1f62", "#584477"]
 
 
@@ -336,7 +337,12 @@ def draw(d, results, out_png, start, end, note):
         h = gp["h"] * unit_h / fig_h
         return [x0 + pad / fig_w, top - h + pad / fig_h, w - 2 * pad / fig_w, h - 2 * pad / fig_h]
 
-    locator = mdates.AutoDateLocator(maxticks=6)
+    # Ticks on whole 15 s, clear of the panel edges (where the y labels are).
+    span = (end - start).total_seconds()
+    step = 15 if span <= 120 else 60 * max(1, round(span / 300))
+    first = math.ceil((start.timestamp() + 0.08 * span) / step) * step
+    ticks = [datetime.fromtimestamp(t, timezone.utc)
+             for t in range(int(first), int(end.timestamp() - 0.04 * span), step)]
     for p in all_panels:
         gp = p["gridPos"]
         if p["type"] == "row":
@@ -418,7 +424,9 @@ def draw(d, results, out_png, start, end, note):
         custom = defaults.get("custom", {})
         log = custom.get("scaleDistribution", {}).get("type") == "log"
         handles = []
-        for i, (name, ts, vs) in enumerate(sorted(series, key=lambda s: s[0])):
+        # Largest series first (legend order, and the ones kept when the legend is cut).
+        peak = lambda s: max((v for v in s[2] if not math.isnan(v)), default=-math.inf)
+        for i, (name, ts, vs) in enumerate(sorted(series, key=lambda s: (-peak(s), s[0]))):
             if log:
                 vs = [v if v > 0 else float("nan") for v in vs]
             line, = ax.plot(ts, vs, color=PALETTE[i % len(PALETTE)], lw=1.3, label=name)
@@ -435,7 +443,7 @@ def draw(d, results, out_png, start, end, note):
             top = top * 1.08 if top > 0 else 1
             ax.set_ylim(defaults.get("min", lo), defaults.get("max", top))
         ax.set_xlim(start, end)
-        ax.xaxis.set_major_locator(locator)
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos, u=unit: fmt_value(v, u)))
         ax.tick_params(colors=DIM, labelsize=8.5, length=0)
