@@ -480,6 +480,33 @@ def test_fetch_errors_are_counted(broker):
     assert after >= before + 1
 
 
+def test_restart_keeps_gauges_and_lag_resets_counters(broker):
+    """Counters live in memory (they restart at 0); partition gauges come from the logs
+    and committed offsets from __consumer_offsets, so they and the lag survive."""
+    topic, group = new_topic("restart"), f"g-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.bootstrap, topic, 2)
+    produce(broker.bootstrap, topic, [{"key": f"{i}".encode(), "value": b"r"} for i in range(100)])
+    group_consume_all(broker.bootstrap, topic, group, 100)
+    produce(broker.bootstrap, topic, [{"key": f"x{i}".encode(), "value": b"r"} for i in range(30)])
+    before = wait_for(lambda: (lambda e: e if sum(e.by("spate_consumer_group_lag", "partition",
+                                                         group=group).values()) == 30 else None)(
+        broker.scrape()), "lag 30 before the restart")
+    assert broker.stop() == 0, broker.log_tail()
+    broker.start()
+    after = broker.scrape()
+    for fam, labels in (("spate_partition_log_end_offset", {"topic": topic}),
+                        ("spate_partition_high_watermark", {"topic": topic}),
+                        ("spate_partition_size_bytes", {"topic": topic}),
+                        ("spate_consumer_group_committed_offset", {"group": group}),
+                        ("spate_consumer_group_lag", {"group": group})):
+        assert after.series(fam, **labels) == before.series(fam, **labels), fam
+    assert after.value("spate_topic_messages_in_total", None, topic=topic) is None
+    assert after.total("spate_connections_accepted_total") < \
+        before.total("spate_connections_accepted_total")
+    assert after.total("spate_request_latency_seconds_count") < \
+        before.total("spate_request_latency_seconds_count")
+
+
 # --------------------------------------------------------------------------------------
 # The Grafana dashboard against a real scrape.
 # --------------------------------------------------------------------------------------
