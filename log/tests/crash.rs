@@ -111,3 +111,52 @@ async fn kill9_loses_no_acknowledged_batch() {
     log.close().await.unwrap();
     eprintln!("{} acknowledged batches survived SIGKILL; log end {end}", acks.len());
 }
+
+const ENOSPC_ENV: &str = "SPATE_LOG_FSIZE_DIR";
+
+/// Child side: with a 1 MiB file size limit, writes fail (EFBIG, like a full disk).
+#[compio::test]
+async fn file_limit_child() {
+    let Ok(dir) = std::env::var(ENOSPC_ENV) else { return };
+    // SAFETY: plain libc calls in a dedicated child process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let cfg = LogConfig { segment_bytes: 64 << 20, preallocate_bytes: 0, ..crash_config() };
+    let log = PartitionLog::open(dir.into(), cfg).await.unwrap();
+    let mut acked = 0u64;
+    let err = loop {
+        match log.append(batch(acked, 1, 1, 10_000)).await {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 1000, "the file size limit never hit");
+    };
+    println!("FIRST_ERROR {err}");
+    let again = log.append(batch(0, 1, 1, 100)).await.unwrap_err();
+    println!("THEN {again}");
+    println!("ACKED {acked}");
+    // Reads of acknowledged data still work.
+    let r = log.read(0, 1, true).await.unwrap();
+    println!("READ {}", r.batches.len());
+}
+
+#[test]
+fn write_failure_takes_log_offline() {
+    let t = tempdir();
+    let dir = t.path().join("efbig");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "file_limit_child", "--nocapture", "--test-threads=1"])
+        .env(ENOSPC_ENV, &dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let first = stdout.lines().find(|l| l.contains("FIRST_ERROR")).unwrap();
+    assert!(first.contains("writing") && first.contains(".log") && first.contains("File too large"), "{first}");
+    let then = stdout.lines().find(|l| l.contains("THEN")).unwrap();
+    assert!(then.contains("offline"), "{then}");
+    assert!(stdout.contains("READ 1"), "{stdout}");
+}
