@@ -55,6 +55,7 @@ async function consume() {
   for (const t of fetchedWhileMember) for (const p of t.partitions) fetched[p.partition] = p.offset;
   const d1 = (await admin.describeGroups([groupId])).groups[0];
   await consumer.disconnect();
+  await sleep(500);
   const d2 = (await admin.describeGroups([groupId])).groups[0];
   const listed = (await admin.listGroups()).groups.filter((g) => g.groupId === groupId).map((g) => [g.groupId, g.protocolType]);
   await admin.disconnect();

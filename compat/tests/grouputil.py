@@ -24,6 +24,7 @@ NON_EMPTY_GROUP = 68
 GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
 GROUP_MAX_SIZE_REACHED = 81
+FENCED_INSTANCE_ID = 82
 GROUP_SUBSCRIBED_TO_TOPIC = 86
 
 
@@ -231,6 +232,16 @@ class RawClient:
     def call(self, api_key, version, body):
         return self.receive(self.send(api_key, version, body))
 
+    def call_flexible(self, api_key, version, body):
+        """Request header v2 (tagged fields) / response header v1."""
+        self.corr += 1
+        frame = (struct.pack(">hhi", api_key, version, self.corr) + _str(self.client_id) + b"\x00"
+                 + body)
+        self.sock.sendall(struct.pack(">i", len(frame)) + frame)
+        r = self.receive(self.corr)
+        _skip_tags(r)
+        return r
+
     # --- group APIs ---------------------------------------------------------------
 
     def find_coordinator(self, group):
@@ -306,6 +317,118 @@ class RawClient:
                                           "assignment": y.bytes()}),
             "ops": x.i32()})
         return groups[0]
+
+
+def coordinator(bootstrap, group, timeout=15.0):
+    """FindCoordinator (retried while COORDINATOR_NOT_AVAILABLE, as clients do: right
+    after start-up the offsets topic may not exist yet); a RawClient connected to it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = RawClient.to(bootstrap)
+        try:
+            fc = raw.find_coordinator(group)
+        finally:
+            raw.close()
+        if fc["error"] == 0:
+            return RawClient(fc["host"], fc["port"])
+        assert fc["error"] == 15 and time.monotonic() < deadline, fc
+        time.sleep(0.1)
+
+
+def _uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def _cstr(s):
+    """Compact (nullable) string of the flexible versions."""
+    if s is None:
+        return _uvarint(0)
+    b = s.encode()
+    return _uvarint(len(b) + 1) + b
+
+
+def _read_uvarint(r):
+    n = shift = 0
+    while True:
+        b = r.take(">B")
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n
+
+
+def _read_cstr(r):
+    n = _read_uvarint(r) - 1
+    if n < 0:
+        return None
+    s = r.d[r.o:r.o + n].decode()
+    r.o += n
+    return s
+
+
+def _skip_tags(r):
+    for _ in range(_read_uvarint(r)):
+        _read_uvarint(r)
+        r.o += _read_uvarint(r)
+
+
+def offset_commit(raw, group, generation, member_id, commits, instance_id=None, version=7):
+    """OffsetCommit v7 (or v9, flexible). commits = [(topic, partition, offset, metadata)].
+    Returns {(topic, partition): error_code}."""
+    by_topic = {}
+    for t, p, o, md in commits:
+        by_topic.setdefault(t, []).append((p, o, md))
+    if version == 7:
+        body = (_str(group) + struct.pack(">i", generation) + _str(member_id) + _nstr(instance_id)
+                + struct.pack(">i", len(by_topic)))
+        for t, parts in by_topic.items():
+            body += _str(t) + struct.pack(">i", len(parts))
+            for p, o, md in parts:
+                body += struct.pack(">iqi", p, o, -1) + _nstr(md)
+        r = raw.call(8, 7, body)
+        r.i32()
+        res = r.array(lambda x: (x.str(), x.array(lambda y: (y.i32(), y.i16()))))
+    else:
+        assert version == 9
+        body = (_cstr(group) + struct.pack(">i", generation) + _cstr(member_id) + _cstr(instance_id)
+                + _uvarint(len(by_topic) + 1))
+        for t, parts in by_topic.items():
+            body += _cstr(t) + _uvarint(len(parts) + 1)
+            for p, o, md in parts:
+                body += struct.pack(">iqi", p, o, -1) + _cstr(md) + b"\x00"
+            body += b"\x00"
+        body += b"\x00"
+        r = raw.call_flexible(8, 9, body)
+        r.i32()
+        res = []
+        for _ in range(_read_uvarint(r) - 1):
+            name = _read_cstr(r)
+            parts = []
+            for _ in range(_read_uvarint(r) - 1):
+                parts.append((r.i32(), r.i16()))
+                _skip_tags(r)
+            _skip_tags(r)
+            res.append((name, parts))
+    return {(t, p): e for t, parts in res for p, e in parts}
+
+
+def offset_fetch(raw, group, topic, partitions):
+    """OffsetFetch v5: {partition: (offset, metadata, error)}, top-level error."""
+    body = (_str(group) + struct.pack(">i", 1) + _str(topic) + struct.pack(">i", len(partitions))
+            + b"".join(struct.pack(">i", p) for p in partitions))
+    r = raw.call(9, 5, body)
+    r.i32()
+    res = r.array(lambda x: (x.str(), x.array(lambda y: (
+        y.i32(), y.take(">q"), y.i32(), y.str(), y.i16()))))
+    top = r.i16()
+    return {p: (o, md, e) for _, parts in res for p, o, _, md, e in parts}, top
 
 
 # ---------------------------------------------------------------------------------------
