@@ -122,3 +122,52 @@ def test_kill9_during_produce_keeps_acknowledged(restartable_broker):
         assert [m["offset"] for m in got] == list(range(high))
         missing = [(o, v) for o, v in sorted(mine.items()) if by_off.get(o) != v]
         assert not missing, f"partition {part}: acknowledged records lost: {missing[:5]}"
+
+
+def test_clients_ride_through_restart(restartable_broker):
+    """One consumer and one producer stay up while the broker is killed and restarted:
+    the consumer continues exactly where it was (no gap, no duplicate) and the producer
+    goes on appending after the restart."""
+    from confluent_kafka import Consumer
+    b = restartable_broker
+    topic = "ride-through"
+    create_topic(b.bootstrap, topic, 1)
+    produce(b.bootstrap, topic, [{"value": f"a{i}".encode()} for i in range(1000)],
+            {"acks": "all"})
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "auto.offset.reset": "error", "fetch.wait.max.ms": 100,
+                  "reconnect.backoff.max.ms": 500, "max.partition.fetch.bytes": 2048})
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                  "max.in.flight.requests.per.connection": 1, "message.timeout.ms": 60000,
+                  "reconnect.backoff.max.ms": 500})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        seen = []
+
+        def read_until(n, timeout):
+            deadline = time.monotonic() + timeout
+            while len(seen) < n and time.monotonic() < deadline:
+                m = c.poll(0.2)
+                if m is None or m.error():
+                    continue
+                seen.append((m.offset(), m.value()))
+
+        read_until(300, OP_TIMEOUT)
+        assert len(seen) >= 300
+        b.kill()
+        b.wait_port_closed()
+        b.start()
+        reports = []
+        for i in range(200):
+            p.produce(topic, value=f"b{i}".encode(),
+                      on_delivery=lambda e, m: reports.append((e, m.offset())))
+        assert p.flush(60) == 0
+        assert [r for r in reports if r[0] is not None] == []
+        assert [o for _, o in reports] == list(range(1000, 1200))
+        read_until(1200, 60)
+        want = [(i, f"a{i}".encode()) for i in range(1000)] + \
+            [(1000 + i, f"b{i}".encode()) for i in range(200)]
+        assert seen == want
+    finally:
+        c.close()
