@@ -86,6 +86,12 @@ impl OffsetIndex {
         self.data.bytes().len() / 8
     }
 
+    /// Copy a mapped index into memory so that it can grow again.
+    pub fn into_mem(self) -> Self {
+        let v = self.data.bytes().to_vec();
+        OffsetIndex { base: self.base, data: Data::Mem(v) }
+    }
+
     /// True if there are no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -178,6 +184,12 @@ impl TimeIndex {
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.data.bytes().len() / 12
+    }
+
+    /// Copy a mapped index into memory so that it can grow again.
+    pub fn into_mem(self) -> Self {
+        let v = self.data.bytes().to_vec();
+        TimeIndex { base: self.base, data: Data::Mem(v) }
     }
 
     /// True if there are no entries.

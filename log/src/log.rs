@@ -161,6 +161,8 @@ pub struct PartitionLog {
 }
 
 const CHECKPOINT_FILE: &str = "log-start-offset.checkpoint";
+/// Written by `close()` after the active segment was sealed; lets `open` skip the scan.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 fn io_err(ctx: impl Into<String>) -> impl FnOnce(io::Error) -> LogError {
     let ctx = ctx.into();
@@ -322,12 +324,23 @@ impl PartitionLog {
 
         let interval = config.index_interval_bytes as u64;
         let fallback = config.allow_buffered_fallback;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            // Remove it before anything can be appended: a later crash must scan again.
+            fio::remove_file(&marker).await.map_err(io_err(format!("removing {}", marker.display())))?;
+            fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+        }
         let mut segments = BTreeMap::new();
         let mut direct = true;
         let mut prev_end: Option<i64> = None;
         for (i, &b) in bases.iter().enumerate() {
             let seg = if i + 1 == bases.len() {
-                let (s, d) = segment::load_active(&dir, b, interval, fallback, now).await?;
+                let (s, d) = if clean {
+                    segment::load_active_clean(&dir, b, interval, fallback, now).await?
+                } else {
+                    segment::load_active(&dir, b, interval, fallback, now).await?
+                };
                 direct = d;
                 s
             } else {
@@ -941,11 +954,20 @@ impl PartitionLog {
     /// index files, and stop the writer.
     pub async fn close(self) -> Result<()> {
         self.stop_writer(true).await;
-        let st = self.shared.state.borrow();
-        match &st.failed {
-            Some((_, reason)) => Err(LogError::Offline { dir: st.dir.clone(), reason: reason.clone() }),
-            None => Ok(()),
+        let (dir, failed) = {
+            let st = self.shared.state.borrow();
+            (st.dir.clone(), st.failed.clone())
+        };
+        if let Some((_, reason)) = failed {
+            return Err(LogError::Offline { dir, reason });
         }
+        // Everything is synced, trimmed and indexed: the next open may skip the scan.
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        fio::write_small_file(&marker, Vec::new())
+            .await
+            .map_err(io_err(format!("writing {}", marker.display())))?;
+        fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+        Ok(())
     }
 
     /// Stop the log and remove its whole directory (DeleteTopics).

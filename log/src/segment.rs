@@ -251,9 +251,14 @@ fn rebuild_into(seg: &mut Segment, interval: u64) -> impl FnMut(u64, &BatchHeade
 /// the last index entry, and rebuild the indexes by a full scan if either check fails.
 /// A closed segment with a bad batch is reported as [`LogError::Corrupt`].
 pub async fn load_closed(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<Segment> {
+    Ok(load_trusted(dir, base, interval, allow_fallback, now_ms).await?.0)
+}
+
+/// [`load_closed`], also returning whether the file is open with O_DIRECT.
+async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
     let (lp, ip, tp) = paths(dir, base);
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
-    let (file, _) = fio::open_data_file(&lp, false, true, allow_fallback)
+    let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
         .await
         .map_err(|e| LogError::io(ctx("opening segment", &lp), e))?;
     let file_len = fio::file_len(&file).await.map_err(|e| LogError::io(ctx("stat", &lp), e))?;
@@ -350,7 +355,39 @@ pub async fn load_closed(dir: &Path, base: i64, interval: u64, allow_fallback: b
     seg.file = Some(file);
     seg.rolled = true;
     seg.sealed = true;
-    Ok(seg)
+    Ok((seg, direct))
+}
+
+/// Load the last segment after a clean shutdown: trust it like a closed segment
+/// (index sanity check and tail verification), then make it appendable again.
+/// Falls back to [`load_active`]'s full scan if the checks fail.
+pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
+    let (mut seg, direct) = match load_trusted(dir, base, interval, allow_fallback, now_ms).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(segment = %paths(dir, base).0.display(), error = %e, "clean-shutdown segment failed its checks; full scan");
+            return load_active(dir, base, interval, allow_fallback, now_ms).await;
+        }
+    };
+    seg.index = std::mem::replace(&mut seg.index, OffsetIndex::new(base)).into_mem();
+    seg.time_index = std::mem::replace(&mut seg.time_index, TimeIndex::new(base)).into_mem();
+    seg.bytes_since_index = seg.size - seg.index.lookup(i64::MAX).1 as u64;
+    // segment.ms counts from the first batch's timestamp.
+    if seg.size > 0 {
+        if let Some(f) = &seg.file {
+            let page = fio::read_aligned(f, 0, 4096)
+                .await
+                .map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
+            if let Ok(h) = parse_header(page.as_slice()) {
+                if h.max_timestamp >= 0 {
+                    seg.roll_ts = Some(h.max_timestamp);
+                }
+            }
+        }
+    }
+    seg.rolled = false;
+    seg.sealed = false;
+    Ok((seg, direct))
 }
 
 /// Load the active (last) segment: full scan, truncate at the first torn, corrupt or

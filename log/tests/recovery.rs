@@ -180,3 +180,33 @@ async fn unsealed_closed_segment_with_zero_tail_is_repaired() {
     drop(log);
     assert_eq!(std::fs::metadata(&f).unwrap().len(), len);
 }
+
+#[compio::test]
+async fn clean_shutdown_marker_skips_the_scan() {
+    let t = tempdir();
+    let dir = t.path().join("clean");
+    let cfg = LogConfig { segment_bytes: 1 << 20, ..small_config() };
+    let batches = fill(&dir, 100, cfg.clone()).await; // ends with close(): marker written
+    assert!(dir.join("clean-shutdown").exists());
+    let end = batches.last().map(|(b, _)| b + 2).unwrap();
+    // Damage a batch early in the (only) segment, before its last index entry: a trusted
+    // open does not look there, a scanning open truncates there.
+    let (b, p, len) = positions_in(&batches, 0)[3];
+    let mut f = OpenOptions::new().write(true).read(true).open(seg_file(&dir, 0)).unwrap();
+    f.seek(SeekFrom::Start(p + len as u64 - 10)).unwrap();
+    f.write_all(&[0xAB, 0xCD]).unwrap();
+    drop(f);
+    let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
+    assert!(!dir.join("clean-shutdown").exists(), "marker is consumed by open");
+    assert_eq!(log.log_end_offset(), end);
+    // Appends continue and the in-memory index keeps growing.
+    for i in 0..50 {
+        log.append(batch(500 + i, 1, 1, 900)).await.unwrap();
+    }
+    let r = log.read(end + 40, 1, true).await.unwrap();
+    assert_eq!(base_of(&r.batches[0]), end + 40);
+    drop(log); // no marker now
+    let log = PartitionLog::open(dir.clone(), cfg).await.unwrap();
+    assert_eq!(log.log_end_offset(), b, "unclean open scans and truncates at the damage");
+    log.close().await.unwrap();
+}
