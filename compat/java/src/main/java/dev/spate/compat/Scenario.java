@@ -69,6 +69,7 @@ public final class Scenario {
             case "keyed": out = keyed(bootstrap, topic, rest); break;
             case "too-large": out = tooLarge(bootstrap, topic); break;
             case "admin": out = admin(bootstrap, topic); break;
+            case "ride-through": out = rideThrough(bootstrap, topic, rest); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println(Json.write(out));
@@ -115,6 +116,8 @@ public final class Scenario {
         p.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
         p.put(ConsumerConfig.CLIENT_ID_CONFIG, "compat-java-consumer");
+        p.put(ConsumerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+        p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "50");
         return new KafkaConsumer<>(p);
     }
 
@@ -309,6 +312,57 @@ public final class Scenario {
             TopicPartition tp = new TopicPartition(topic, 0);
             out.put("end", c.endOffsets(List.of(tp)).get(tp));
         }
+        return out;
+    }
+
+    /**
+     * ride-through TOTAL FIRST: one consumer (assign, from 0) reads FIRST records, prints
+     * "PAUSED" and waits for a line on stdin (the test restarts the broker meanwhile), then
+     * a producer created before the restart appends 100 records "after-i" and the same
+     * consumer reads on to TOTAL + 100.
+     */
+    static Map<String, Object> rideThrough(String bootstrap, String topic, String[] a) throws Exception {
+        int total = Integer.parseInt(a[0]);
+        int first = Integer.parseInt(a[1]);
+        Map<String, Object> out = new LinkedHashMap<>();
+        List<Object> seen = new ArrayList<>();
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(bootstrap);
+             KafkaProducer<byte[], byte[]> p = producer(bootstrap, Map.of(
+                 ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false",
+                 ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000",
+                 ProducerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500"))) {
+            c.assign(List.of(tp));
+            c.seek(tp, 0);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(TIMEOUT_S);
+            while (seen.size() < first && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(100))) {
+                    seen.add(Arrays.asList(r.offset(), str(r.value())));
+                }
+            }
+            System.out.println("PAUSED " + seen.size());
+            System.out.flush();
+            if (System.in.read() < 0) {
+                throw new IllegalStateException("stdin closed");
+            }
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < 100; i++) {
+                fs.add(p.send(new ProducerRecord<>(topic, 0, null, bytes("after-" + i))));
+            }
+            List<Object> offs = new ArrayList<>();
+            for (Future<RecordMetadata> f : fs) {
+                offs.add(f.get(90, TimeUnit.SECONDS).offset());
+            }
+            out.put("produced_after", offs);
+            deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (seen.size() < total + 100 && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+                    seen.add(Arrays.asList(r.offset(), str(r.value())));
+                }
+            }
+            out.put("position", c.position(tp));
+        }
+        out.put("seen", seen);
         return out;
     }
 
