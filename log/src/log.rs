@@ -953,7 +953,16 @@ impl PartitionLog {
     /// Write everything, sync, trim the active segment's preallocated space, write its
     /// index files, and stop the writer.
     pub async fn close(self) -> Result<()> {
+        self.shutdown().await
+    }
+
+    /// [`close`](Self::close) through a shared reference (for logs held in an `Rc`): after
+    /// it, appends fail with [`LogError::Closed`]; reads of written data still work.
+    /// Calling it again is harmless.
+    pub async fn shutdown(&self) -> Result<()> {
         self.stop_writer(true).await;
+        // A concurrent second caller finds the handle taken: wait for the writer anyway.
+        let _ = wait_until(&self.shared, |st| st.writer_done).await;
         let (dir, failed) = {
             let st = self.shared.state.borrow();
             (st.dir.clone(), st.failed.clone())

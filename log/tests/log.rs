@@ -267,3 +267,22 @@ async fn tmpfs_direct_or_buffered_fallback() {
 fn small_config_fallback() -> LogConfig {
     LogConfig { allow_buffered_fallback: true, ..small_config() }
 }
+
+#[compio::test]
+async fn shutdown_through_rc() {
+    let dir = tempdir();
+    let p = dir.path().join("sd");
+    let log = std::rc::Rc::new(PartitionLog::open(p.clone(), small_config()).await.unwrap());
+    let f = log.append(batch(1, 3, 1, 100));
+    let (a, b) = futures_util::join!(log.shutdown(), log.shutdown());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(f.await.unwrap().base_offset, 0, "appends made before shutdown complete");
+    assert!(matches!(log.append(batch(2, 1, 1, 100)).await, Err(LogError::Closed)));
+    assert_eq!(log.read(0, 1000, true).await.unwrap().batches.len(), 1);
+    assert!(p.join("clean-shutdown").exists());
+    drop(log);
+    let log = PartitionLog::open(p, small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    log.close().await.unwrap();
+}
