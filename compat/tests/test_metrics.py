@@ -480,12 +480,6 @@ def test_fetch_errors_are_counted(broker):
     assert after >= before + 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Fetch with fetch.min.bytes not yet reached re-reads the partitions in a loop until "
-    "fetch.max.wait.ms (wait_for_data watches the original fetch offset, so it returns at "
-    "once while any data is there), and every internal re-read is added to "
-    "spate_topic_{messages,bytes}_out_total: 10 records fetched once count ~1e5 times, "
-    "and the shard spins at 100% CPU meanwhile"))
 def test_fetch_min_bytes_counts_records_sent_once(broker):
     topic = new_topic("minbytes")
     create_topic(broker.bootstrap, topic, 1)
@@ -509,10 +503,6 @@ def test_fetch_min_bytes_counts_records_sent_once(broker):
         e.value("spate_topic_bytes_in_total", topic=topic)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "records are counted in spate_topic_{messages,bytes}_out_total when the owner shard "
-    "reads the partition, before the Fetch response is cut to the request's max_bytes: "
-    "batches cut off (and fetched again later) are counted twice"))
 def test_fetch_max_bytes_counts_records_sent_once(broker):
     topic, n = new_topic("maxbytes"), 2000
     create_topic(broker.bootstrap, topic, 2)

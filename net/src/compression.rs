@@ -76,10 +76,25 @@ fn corrupt(codec: &'static str, e: impl std::fmt::Display) -> CompressionError {
 
 /// Compresses `data` with `codec` (the output a Kafka producer would write).
 pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CompressionError> {
+    compress_with_level(codec, data, None)
+}
+
+/// Compresses `data` at `level` (Kafka's `compression.<codec>.level` meaning: gzip
+/// -1 = default or 1..=9, zstd as zstd's own levels; `None` = the codec's default).
+/// lz4 (lz4_flex) and snappy have a single level, so `level` does not change them.
+pub fn compress_with_level(
+    codec: Compression,
+    data: &[u8],
+    level: Option<i32>,
+) -> Result<Vec<u8>, CompressionError> {
     match codec {
         Compression::None => Ok(data.to_vec()),
         Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let gz_level = match level {
+                Some(l @ 0..=9) => flate2::Compression::new(l as u32),
+                _ => flate2::Compression::default(),
+            };
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), gz_level);
             e.write_all(data).map_err(|e| corrupt("gzip", e))?;
             e.finish().map_err(|e| corrupt("gzip", e))
         }
@@ -89,7 +104,9 @@ pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CompressionE
             e.write_all(data).map_err(|e| corrupt("lz4", e))?;
             e.finish().map_err(|e| corrupt("lz4", e))
         }
-        Compression::Zstd => zstd::bulk::compress(data, 3).map_err(|e| corrupt("zstd", e)),
+        Compression::Zstd => {
+            zstd::bulk::compress(data, level.unwrap_or(3)).map_err(|e| corrupt("zstd", e))
+        }
     }
 }
 

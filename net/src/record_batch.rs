@@ -488,6 +488,7 @@ fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
 #[derive(Debug, Clone)]
 pub struct RecordBatchBuilder {
     compression: Compression,
+    level: Option<i32>,
     base_offset: i64,
     partition_leader_epoch: i32,
     log_append_time: bool,
@@ -506,6 +507,7 @@ impl RecordBatchBuilder {
     pub fn new(compression: Compression) -> Self {
         RecordBatchBuilder {
             compression,
+            level: None,
             base_offset: 0,
             partition_leader_epoch: -1,
             log_append_time: false,
@@ -533,6 +535,12 @@ impl RecordBatchBuilder {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Compression level (see [`compression::compress_with_level`]).
+    pub fn level(mut self, level: Option<i32>) -> Self {
+        self.level = level;
         self
     }
 
@@ -610,7 +618,7 @@ impl RecordBatchBuilder {
         }
         let records = match self.compression {
             Compression::None => raw.to_vec(),
-            c => compression::compress(c, &raw)?,
+            c => compression::compress_with_level(c, &raw, self.level)?,
         };
         let mut attrs = self.compression.id() as i16;
         if self.log_append_time {

@@ -98,6 +98,8 @@ pub struct TopicDefaults {
     pub flush_ms: i64,
     pub index_interval_bytes: i64,
     pub message_timestamp_type: String,
+    pub timestamp_after_max_ms: i64,
+    pub timestamp_before_max_ms: i64,
 }
 
 impl BrokerConfig {

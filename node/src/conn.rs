@@ -66,7 +66,10 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
                 Pending::Task(handle) => match handle.await {
                     Ok(Some(c)) => c,
                     // acks=0 produce: no response.
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        writer_ctx.metrics.borrow_mut().request(api, arrived.elapsed());
+                        continue;
+                    }
                     Err(_) => break,
                 },
             };

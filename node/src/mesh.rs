@@ -76,6 +76,8 @@ pub enum ShardMsg {
     WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<bool> },
     /// To the shard coordinating the group (or to every shard, for listings).
     Group(crate::group::GroupRequest),
+    /// Liveness probe: answers whether the shard serves (false while shutting down).
+    Ping { reply: flume::Sender<bool> },
     /// A metrics snapshot of the shard, for a scrape.
     Metrics { reply: flume::Sender<crate::metrics::ShardSnapshot> },
     /// To the controller shard only.

@@ -24,6 +24,7 @@ pub struct Partition {
     pub log: PartitionLog,
     config: RefCell<EffectiveTopicConfig>,
     producers: RefCell<ProducerStates>,
+    jitter_seed: u64,
 }
 
 /// Bytes read per step when rebuilding producer state at open.
@@ -57,17 +58,21 @@ pub struct StorageSettings {
     pub preallocate_bytes: u64,
 }
 
-pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings) -> LogConfig {
+/// `jitter_seed` (fixed per partition) picks how much of `segment.jitter.ms` this
+/// partition's segments roll early.
+pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings, jitter_seed: u64) -> LogConfig {
+    let jitter = (jitter_seed % (c.segment_jitter_ms.max(0) as u64).saturating_add(1)) as i64;
     LogConfig {
         segment_bytes: c.segment_bytes.max(4096) as u64,
-        segment_ms: c.segment_ms,
+        segment_ms: (c.segment_ms - jitter).max(1),
+        max_index_bytes: c.segment_index_bytes.max(4096) as u32,
         retention_ms: c.retention_ms,
         retention_bytes: c.retention_bytes,
         index_interval_bytes: c.index_interval_bytes.max(0) as u32,
         flush_messages: c.flush_messages,
         flush_ms: c.flush_ms,
         cache_bytes: storage.cache_bytes,
-        preallocate_bytes: storage.preallocate_bytes,
+        preallocate_bytes: if c.preallocate { c.segment_bytes.max(4096) as u64 } else { storage.preallocate_bytes },
         ..LogConfig::default()
     }
 }
@@ -107,8 +112,14 @@ fn error_code(e: &LogError) -> i16 {
 
 impl Partition {
     pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings) -> Result<Partition, LogError> {
-        let log = PartitionLog::open(dir, log_config(&config, storage)).await?;
-        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()) };
+        let jitter_seed = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut h);
+            h.finish()
+        };
+        let log = PartitionLog::open(dir, log_config(&config, storage, jitter_seed)).await?;
+        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()), jitter_seed };
         partition.load_producer_states().await?;
         Ok(partition)
     }
@@ -120,7 +131,7 @@ impl Partition {
 
     pub fn reconfigure(&self, config: EffectiveTopicConfig, storage: StorageSettings) {
         if *self.config.borrow() != config {
-            self.log.update_config(log_config(&config, storage));
+            self.log.update_config(log_config(&config, storage, self.jitter_seed));
             *self.config.borrow_mut() = config;
         }
     }
@@ -132,8 +143,13 @@ impl Partition {
     /// Check the batches of a produce request the way Kafka's log validator does on the
     /// hot path (no decompression): magic, sizes, CRC, and the topic's message size cap.
     /// Returns the idempotence facts of each batch.
-    fn validate(&self, records: &Bytes) -> Result<Vec<ProducerBatch>, i16> {
-        let max = self.config.borrow().max_message_bytes.max(0) as usize;
+    fn validate(&self, records: &Bytes, now: i64) -> Result<Vec<ProducerBatch>, i16> {
+        let config = self.config.borrow();
+        let max = config.max_message_bytes.max(0) as usize;
+        // message.timestamp.{after,before}.max.ms, on the batch's newest and first
+        // timestamps (LogAppendTime topics take the broker's clock instead).
+        let latest_allowed = now.saturating_add(config.timestamp_after_max_ms);
+        let earliest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
         let mut batches = Vec::new();
         for batch in record_batch::batches(records.clone()) {
             let batch = batch.map_err(|_| ErrorCode::CorruptMessage.code())?;
@@ -145,6 +161,9 @@ impl Partition {
             }
             if batch.record_count() < 0 || batch.last_offset_delta() < 0 || batch.is_control() {
                 return Err(ErrorCode::InvalidRecord.code());
+            }
+            if !config.log_append_time && (batch.max_timestamp() > latest_allowed || (batch.base_timestamp() >= 0 && batch.base_timestamp() < earliest_allowed)) {
+                return Err(ErrorCode::InvalidTimestamp.code());
             }
             if batch.is_transactional() {
                 // No transaction coordinator: no transaction can be open.
@@ -165,7 +184,7 @@ impl Partition {
 
     /// `compression.type` other than `producer`: batches in another codec are rebuilt
     /// in the topic's codec (records, timestamps, headers and producer fields kept).
-    fn recompress(records: Bytes, target: Compression) -> Result<Bytes, i16> {
+    fn recompress(records: Bytes, target: Compression, level: Option<i32>) -> Result<Bytes, i16> {
         let corrupt = |_| ErrorCode::CorruptMessage.code();
         let mut out = BytesMut::with_capacity(records.len());
         for batch in record_batch::batches(records) {
@@ -175,6 +194,7 @@ impl Partition {
                 continue;
             }
             let mut builder = RecordBatchBuilder::new(target)
+                .level(level)
                 .producer(batch.producer_id(), batch.producer_epoch(), batch.base_sequence())
                 .partition_leader_epoch(batch.partition_leader_epoch());
             for record in batch.records(MAX_INFLATED_BATCH).map_err(corrupt)? {
@@ -251,13 +271,16 @@ impl Partition {
             // Only this broker is in the ISR.
             return Err(ErrorCode::NotEnoughReplicas.code());
         }
-        let batches = self.validate(&records)?;
+        let batches = self.validate(&records, now)?;
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
         }
-        let compression = self.config.borrow().compression;
+        let (compression, level) = {
+            let c = self.config.borrow();
+            (c.compression, c.compression_level)
+        };
         let records = match compression {
-            Some(target) => Self::recompress(records, target)?,
+            Some(target) => Self::recompress(records, target, level)?,
             None => records,
         };
         let records = if log_append_time { Self::stamp_log_append_time(records, now)? } else { records };

@@ -88,6 +88,15 @@ impl ShardContext {
     /// changed ones, delete the logs of deleted topics.
     async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         let old = self.image.replace(image.clone());
+        let deleted: Vec<String> = old
+            .topics
+            .values()
+            .filter(|t| image.topic(&t.name).is_none_or(|n| n.id != t.id))
+            .map(|t| t.name.clone())
+            .collect();
+        if !deleted.is_empty() {
+            crate::group::forget_topics(self, &deleted);
+        }
         // Deleted topics (or a topic re-created under the same name: a new id).
         let gone: Vec<PartitionKey> = self
             .partitions
@@ -180,16 +189,7 @@ impl ShardContext {
                         reply
                     }))
                 }
-                other => pending.push(Box::pin(async move {
-                    let reply = partition.run(other).await;
-                    if let PartitionReply::Fetched { batches, .. } = &reply {
-                        let mut m = ctx.metrics.borrow_mut();
-                        let t = m.topic(&key.topic);
-                        t.bytes_out += batches.iter().map(|b| b.len() as u64).sum::<u64>();
-                        t.messages_out += batches.iter().map(record_count).sum::<u64>();
-                    }
-                    reply
-                })),
+                other => pending.push(Box::pin(async move { partition.run(other).await })),
             }
         }
         compio::runtime::spawn(async move {
@@ -312,6 +312,9 @@ async fn serve(start: ShardStart) {
             while let Ok(msg) = rx.recv_async().await {
                 match msg {
                     ShardMsg::Partitions { ops, sent, reply } => ctx.serve_partition_ops(ops, sent, reply),
+                    ShardMsg::Ping { reply } => {
+                        let _ = reply.send_async(!ctx.is_shutting_down()).await;
+                    }
                     ShardMsg::Metrics { reply } => {
                         let _ = reply.send_async(crate::metrics::ShardSnapshot::take(&ctx)).await;
                     }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use spate_net::compression::Compression;
+
 use crate::config::TopicDefaults;
 
 /// Kafka's `ConfigType` values used in DescribeConfigs v3+.
@@ -13,6 +15,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -47,6 +50,21 @@ fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
     }
 }
 
+fn boolean(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "true" | "false" => Ok(()),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+fn int_in(min: i32, max: i32) -> impl Fn(&str) -> Result<(), String> {
+    move |v: &str| match v.trim().parse::<i32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        Ok(_) => Err(format!("must be between {min} and {max}")),
+        Err(_) => Err("must be a 32-bit integer".to_string()),
+    }
+}
+
 fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
     move |v: &str| match v.trim().parse::<i32>() {
         Ok(n) if i64::from(n) >= min => Ok(()),
@@ -72,6 +90,21 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         },
     },
     TopicConfigDef {
+        name: "compression.gzip.level",
+        kind: ConfigType::Int,
+        broker_synonym: "compression.gzip.level",
+        default: |_| "-1".into(),
+        // Levels of broker-side recompression (compression.type); Kafka's ranges.
+        validate: |v| int_in(-1, 9)(v),
+    },
+    TopicConfigDef {
+        name: "compression.lz4.level",
+        kind: ConfigType::Int,
+        broker_synonym: "compression.lz4.level",
+        default: |_| "9".into(),
+        validate: |v| int_in(1, 17)(v),
+    },
+    TopicConfigDef {
         name: "compression.type",
         kind: ConfigType::String,
         broker_synonym: "compression.type",
@@ -80,6 +113,28 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
             _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
         },
+    },
+    TopicConfigDef {
+        name: "compression.zstd.level",
+        kind: ConfigType::Int,
+        broker_synonym: "compression.zstd.level",
+        default: |_| "3".into(),
+        validate: |v| int_in(-131072, 22)(v),
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.cleaner.delete.retention.ms",
+        default: |_| "86400000".into(),
+        // Compaction settings: kept and described; they act once compaction exists.
+        validate: |v| long_at_least(0)(v),
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.segment.delete.delay.ms",
+        default: |_| "60000".into(),
+        validate: |v| long_at_least(0)(v),
     },
     TopicConfigDef {
         name: "flush.messages",
@@ -96,6 +151,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validate: |v| long_at_least(0)(v),
     },
     TopicConfigDef {
+        name: "follower.replication.throttled.replicas",
+        kind: ConfigType::List,
+        broker_synonym: "follower.replication.throttled.replicas",
+        default: |_| String::new(),
+        // Replication throttling: no followers on a single node.
+        validate: |_| Ok(()),
+    },
+    TopicConfigDef {
         name: "index.interval.bytes",
         kind: ConfigType::Int,
         broker_synonym: "log.index.interval.bytes",
@@ -103,11 +166,41 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validate: |v| int_at_least(0)(v),
     },
     TopicConfigDef {
+        name: "leader.replication.throttled.replicas",
+        kind: ConfigType::List,
+        broker_synonym: "leader.replication.throttled.replicas",
+        default: |_| String::new(),
+        validate: |_| Ok(()),
+    },
+    TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.cleaner.max.compaction.lag.ms",
+        default: |_| i64::MAX.to_string(),
+        validate: |v| long_at_least(1)(v),
+    },
+    TopicConfigDef {
         name: "max.message.bytes",
         kind: ConfigType::Int,
         broker_synonym: "message.max.bytes",
         default: |d| d.max_message_bytes.to_string(),
         validate: |v| int_at_least(0)(v),
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.message.timestamp.after.max.ms",
+        default: |d| d.timestamp_after_max_ms.to_string(),
+        // Batches whose newest timestamp is further ahead of the broker clock are refused.
+        validate: |v| long_at_least(0)(v),
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.message.timestamp.before.max.ms",
+        default: |d| d.timestamp_before_max_ms.to_string(),
+        // Batches whose first timestamp is further behind the broker clock are refused.
+        validate: |v| long_at_least(0)(v),
     },
     TopicConfigDef {
         name: "message.timestamp.type",
@@ -120,11 +213,36 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         },
     },
     TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        default: |_| "0.5".into(),
+        validate: |v| match v.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+            _ => Err("must be a number between 0 and 1".into()),
+        },
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
+        default: |_| "0".into(),
+        validate: |v| long_at_least(0)(v),
+    },
+    TopicConfigDef {
         name: "min.insync.replicas",
         kind: ConfigType::Int,
         broker_synonym: "min.insync.replicas",
         default: |_| "1".into(),
         validate: |v| int_at_least(1)(v),
+    },
+    TopicConfigDef {
+        name: "preallocate",
+        kind: ConfigType::Boolean,
+        broker_synonym: "log.preallocate",
+        default: |_| "false".into(),
+        // true: a new segment file is allocated at its full segment.bytes; false: it grows in steps of segment_preallocate_bytes.
+        validate: boolean,
     },
     TopicConfigDef {
         name: "retention.bytes",
@@ -149,11 +267,35 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validate: |v| int_at_least(4096)(v),
     },
     TopicConfigDef {
+        name: "segment.index.bytes",
+        kind: ConfigType::Int,
+        broker_synonym: "log.index.size.max.bytes",
+        default: |_| "10485760".into(),
+        // The offset index's size cap; a full index rolls the segment.
+        validate: |v| int_at_least(4096)(v),
+    },
+    TopicConfigDef {
+        name: "segment.jitter.ms",
+        kind: ConfigType::Long,
+        broker_synonym: "log.roll.jitter.ms",
+        default: |_| "0".into(),
+        // A random amount up to this is taken off segment.ms per partition, so partitions do not all roll at once.
+        validate: |v| long_at_least(0)(v),
+    },
+    TopicConfigDef {
         name: "segment.ms",
         kind: ConfigType::Long,
         broker_synonym: "log.roll.ms",
         default: |d| d.segment_ms.to_string(),
         validate: |v| long_at_least(1)(v),
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        broker_synonym: "unclean.leader.election.enable",
+        default: |_| "false".into(),
+        // Leader election: one replica per partition on a single node.
+        validate: boolean,
     },
 ];
 
@@ -184,6 +326,13 @@ pub struct EffectiveTopicConfig {
     pub min_insync_replicas: i32,
     /// The codec batches are stored with; `None` keeps the producer's.
     pub compression: Option<spate_net::compression::Compression>,
+    /// `compression.<codec>.level` of that codec.
+    pub compression_level: Option<i32>,
+    pub timestamp_after_max_ms: i64,
+    pub timestamp_before_max_ms: i64,
+    pub preallocate: bool,
+    pub segment_index_bytes: i32,
+    pub segment_jitter_ms: i64,
 }
 
 impl EffectiveTopicConfig {
@@ -197,6 +346,7 @@ impl EffectiveTopicConfig {
         };
         let long = |name: &str, fallback: i64| get(name).trim().parse::<i64>().unwrap_or(fallback);
         let int = |name: &str, fallback: i32| get(name).trim().parse::<i32>().unwrap_or(fallback);
+        let compression = Compression::from_name(get("compression.type").trim());
         EffectiveTopicConfig {
             retention_ms: long("retention.ms", defaults.retention_ms),
             retention_bytes: long("retention.bytes", defaults.retention_bytes),
@@ -208,7 +358,18 @@ impl EffectiveTopicConfig {
             index_interval_bytes: int("index.interval.bytes", defaults.index_interval_bytes as i32),
             log_append_time: get("message.timestamp.type").trim() == "LogAppendTime",
             min_insync_replicas: int("min.insync.replicas", 1),
-            compression: spate_net::compression::Compression::from_name(get("compression.type").trim()),
+            compression,
+            compression_level: compression.and_then(|c| match c {
+                Compression::Gzip => Some(int("compression.gzip.level", -1)),
+                Compression::Zstd => Some(int("compression.zstd.level", 3)),
+                Compression::Lz4 => Some(int("compression.lz4.level", 9)),
+                _ => None,
+            }),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms", defaults.timestamp_after_max_ms),
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms", defaults.timestamp_before_max_ms),
+            preallocate: get("preallocate").trim() == "true",
+            segment_index_bytes: int("segment.index.bytes", 10 << 20),
+            segment_jitter_ms: long("segment.jitter.ms", 0),
         }
     }
 }
@@ -228,6 +389,8 @@ mod tests {
             flush_ms: i64::MAX,
             index_interval_bytes: 4096,
             message_timestamp_type: "CreateTime".into(),
+            timestamp_after_max_ms: 3_600_000,
+            timestamp_before_max_ms: i64::MAX,
         }
     }
 

@@ -415,6 +415,23 @@ fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, r
     .detach();
 }
 
+/// A deleted topic takes its committed offsets with it, as in Kafka (a topic created
+/// again under the name starts without them).
+pub fn forget_topics(ctx: &Rc<ShardContext>, topics: &[String]) {
+    let doomed: Vec<(String, Vec<(String, i32)>)> = ctx
+        .groups
+        .borrow()
+        .offsets
+        .iter()
+        .map(|(g, parts)| (g.clone(), parts.keys().filter(|(t, _)| topics.contains(t)).cloned().collect::<Vec<_>>()))
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect();
+    for (group, keys) in doomed {
+        let (tx, _) = flume::bounded(1);
+        write_tombstones(ctx, group, keys, tx);
+    }
+}
+
 /// Delete committed offsets durably, then from memory; reports one code.
 fn write_tombstones(ctx: &Rc<ShardContext>, group_id: String, keys: Vec<(String, i32)>, done: flume::Sender<i16>) {
     let seq = ctx.groups.borrow_mut().next_seq();

@@ -4,6 +4,6 @@ mod coordinator;
 mod membership;
 mod offsets_log;
 
-pub use coordinator::{serve, Coordinator, GroupRequest, OFFSETS_TOPIC, TICK};
+pub use coordinator::{forget_topics, serve, Coordinator, GroupRequest, OFFSETS_TOPIC, TICK};
 pub use membership::JoinArgs;
 pub use offsets_log::partition_for;

@@ -71,27 +71,30 @@ fn broker_entries(ctx: &ShardContext) -> Vec<ConfigEntry> {
         kind,
         synonyms: vec![(name.to_string(), value, source::STATIC_BROKER_CONFIG)],
     };
-    let mut entries = vec![
+    // The broker-level twin of every topic config, then the broker's own settings.
+    let mut entries: Vec<ConfigEntry> =
+        topic_config::TOPIC_CONFIGS.iter().map(|def| entry(def.broker_synonym, def.default_value(d), def.kind)).collect();
+    entries.extend([
         entry("auto.create.topics.enable", c.auto_create_topics_enable.to_string(), ConfigType::Boolean),
         entry("broker.id", c.node_id.to_string(), ConfigType::Int),
         entry("default.replication.factor", "1".into(), ConfigType::Int),
         entry("delete.topic.enable", c.delete_topic_enable.to_string(), ConfigType::Boolean),
+        entry("group.initial.rebalance.delay.ms", c.group_initial_rebalance_delay_ms.to_string(), ConfigType::Int),
+        entry("group.max.session.timeout.ms", c.group_max_session_timeout_ms.to_string(), ConfigType::Int),
+        entry("group.max.size", c.group_max_size.to_string(), ConfigType::Int),
+        entry("group.min.session.timeout.ms", c.group_min_session_timeout_ms.to_string(), ConfigType::Int),
         entry("log.dirs", c.data_dir.display().to_string(), ConfigType::String),
-        entry("log.flush.interval.messages", d.flush_messages.to_string(), ConfigType::Long),
-        entry("log.flush.interval.ms", d.flush_ms.to_string(), ConfigType::Long),
-        entry("log.index.interval.bytes", d.index_interval_bytes.to_string(), ConfigType::Int),
-        entry("log.message.timestamp.type", d.message_timestamp_type.clone(), ConfigType::String),
-        entry("log.retention.bytes", d.retention_bytes.to_string(), ConfigType::Long),
         entry("log.retention.check.interval.ms", c.log_retention_check_interval_ms.to_string(), ConfigType::Long),
-        entry("log.retention.ms", d.retention_ms.to_string(), ConfigType::Long),
-        entry("log.roll.ms", d.segment_ms.to_string(), ConfigType::Long),
-        entry("log.segment.bytes", d.segment_bytes.to_string(), ConfigType::Int),
-        entry("message.max.bytes", d.max_message_bytes.to_string(), ConfigType::Int),
+        // Kafka describes the hours form too; it is the ms setting, rounded down.
+        entry("log.retention.hours", (d.retention_ms / 3_600_000).to_string(), ConfigType::Int),
         entry("node.id", c.node_id.to_string(), ConfigType::Int),
         entry("num.partitions", c.num_partitions.to_string(), ConfigType::Int),
+        entry("offset.metadata.max.bytes", c.offset_metadata_max_bytes.to_string(), ConfigType::Int),
+        entry("offsets.topic.num.partitions", c.offsets_topic_num_partitions.to_string(), ConfigType::Int),
         entry("socket.request.max.bytes", c.socket_request_max_bytes.to_string(), ConfigType::Int),
-    ];
+    ]);
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries.dedup_by(|a, b| a.name == b.name);
     entries
 }
 

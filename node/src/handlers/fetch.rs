@@ -14,6 +14,7 @@ use spate_net::messages::{FetchRequest, FetchResponse};
 use spate_net::{ErrorCode, Records};
 
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::metrics::record_count;
 use crate::route;
 use crate::shard::ShardContext;
 
@@ -94,8 +95,19 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
         if bytes >= min_bytes.max(1) || any_error || wanted.is_empty() || Instant::now() >= deadline || ctx.is_shutting_down() {
             break replies;
         }
-        if !wait_for_data(ctx, &wanted, deadline).await {
-            // Deadline passed with nothing new: answer with what there is (nothing).
+        // Wait for data past what this read saw (its high watermarks), not past the
+        // fetch offsets: otherwise a partition with some data but less than min_bytes
+        // would wake the wait at once, over and over.
+        let seen: Vec<i64> = wanted
+            .iter()
+            .zip(&replies)
+            .map(|(w, r)| match r {
+                PartitionReply::Fetched { high_watermark, .. } => (*high_watermark).max(w.offset),
+                _ => w.offset,
+            })
+            .collect();
+        if !wait_for_data(ctx, &wanted, &seen, deadline).await {
+            // Deadline passed with nothing new: answer with what there is.
             break replies;
         }
     };
@@ -114,6 +126,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
                 if size > 0 && (first || size <= budget) {
                     budget = budget.saturating_sub(size);
                     first = false;
+                    // Traffic is counted here, for what is sent, once.
+                    let mut m = ctx.metrics.borrow_mut();
+                    let t = m.topic(&w.key.topic);
+                    t.bytes_out += size as u64;
+                    t.messages_out += batches.iter().map(record_count).sum::<u64>();
+                    drop(m);
                     data.records = Some(Records::from_chunks(batches));
                 } else {
                     data.records = Some(Records::new());
@@ -141,11 +159,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
 
 /// Ask every owner to wake us when one of its partitions has data past the fetch
 /// offset; `true` as soon as one does, `false` at the deadline.
-async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], deadline: Instant) -> bool {
+async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], seen: &[i64], deadline: Instant) -> bool {
     let mut by_shard: Vec<Vec<(PartitionKey, i64)>> = vec![Vec::new(); ctx.shard_count];
-    for w in wanted {
+    for (w, &seen) in wanted.iter().zip(seen) {
         if let Some(shard) = route::owner(ctx, &w.key) {
-            by_shard[shard].push((w.key.clone(), w.offset));
+            by_shard[shard].push((w.key.clone(), seen));
         }
     }
     let mut waits = Vec::new();

@@ -1,6 +1,7 @@
 //! The HTTP endpoint for Prometheus and orchestrators, on its own thread (off the
 //! shards): `/metrics` asks every shard for a snapshot and renders them merged;
-//! `/health` answers while the process runs, `/ready` once every shard serves.
+//! `/health` is 200 while every shard answers a ping, `/ready` while every shard also
+//! serves (not shutting down); 503 otherwise.
 
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use crate::mesh::ShardMsg;
 
 /// How long a scrape waits for a shard before answering without it.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a probe waits for each shard.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::Result<std::net::SocketAddr> {
     let server = tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("binding the HTTP endpoint {addr}: {e}"))?;
@@ -18,8 +21,17 @@ pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::R
             let path = request.url().split('?').next().unwrap_or_default().to_string();
             let (status, body, content_type) = match path.as_str() {
                 "/metrics" => (200, scrape(&shards), "text/plain; version=0.0.4; charset=utf-8"),
-                "/health" => (200, "ok\n".to_string(), "text/plain"),
-                "/ready" => (200, "ready\n".to_string(), "text/plain"),
+                "/health" | "/ready" => {
+                    let answers = ping(&shards);
+                    let alive = answers.iter().all(Option::is_some);
+                    let serving = answers.iter().all(|a| *a == Some(true));
+                    match (path.as_str(), alive, serving) {
+                        ("/health", true, _) => (200, "ok\n".to_string(), "text/plain"),
+                        ("/ready", _, true) => (200, "ready\n".to_string(), "text/plain"),
+                        ("/health", false, _) => (503, "a shard does not answer\n".to_string(), "text/plain"),
+                        _ => (503, "not serving\n".to_string(), "text/plain"),
+                    }
+                }
                 _ => (404, "not found\n".to_string(), "text/plain"),
             };
             let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
@@ -28,6 +40,18 @@ pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::R
         }
     })?;
     Ok(bound)
+}
+
+/// Each shard's answer to a ping (`None`: no answer in time).
+fn ping(shards: &[flume::Sender<ShardMsg>]) -> Vec<Option<bool>> {
+    let waits: Vec<_> = shards
+        .iter()
+        .map(|s| {
+            let (tx, rx) = flume::bounded(1);
+            s.send_timeout(ShardMsg::Ping { reply: tx }, PROBE_TIMEOUT).ok().map(|_| rx)
+        })
+        .collect();
+    waits.into_iter().map(|rx| rx.and_then(|rx| rx.recv_timeout(PROBE_TIMEOUT).ok())).collect()
 }
 
 fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
