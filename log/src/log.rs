@@ -110,7 +110,7 @@ impl Pending {
         Pending {
             seg_base,
             file_pos,
-            buf: AlignedBuf::take(capacity.max(MIN_WRITE_BUF)),
+            buf: AlignedBuf::take(capacity.max(ALIGN)),
             batches: Vec::new(),
             end_offset,
             messages: 0,
@@ -221,8 +221,7 @@ impl State {
         }
         let dir = self.dir.clone();
         self.segments.insert(base, Segment::new(&dir, base, now));
-        let hint = self.buf_hint;
-        self.pending.push_back(Pending::new(base, 0, base, hint));
+        self.pending.push_back(Pending::new(base, 0, base, ALIGN));
     }
 
     /// Take the next write for the writer task.
@@ -238,8 +237,10 @@ impl State {
         let data_end = p.file_pos + p.buf.len() as u64;
         let next_pos = align_down(data_end);
         let tail_from = (next_pos - p.file_pos) as usize;
-        self.buf_hint = self.buf_hint.max(p.buf.len()).min(64 << 20);
-        let mut next = Pending::new(p.seg_base, next_pos, p.end_offset, self.buf_hint);
+        // Size the next buffer for a write like this one, but only when data arrives:
+        // an idle log keeps one page (its tail) in memory.
+        self.buf_hint = p.buf.len().clamp(MIN_WRITE_BUF, 64 << 20);
+        let mut next = Pending::new(p.seg_base, next_pos, p.end_offset, ALIGN);
         next.buf.extend_from_slice(&p.buf.as_slice()[tail_from..]);
         self.pending.push_front(next);
         Some(p)
@@ -386,7 +387,7 @@ impl PartitionLog {
         match st.segments.values().next_back() {
             Some(seg) => {
                 let pos = align_down(seg.size);
-                let mut p = Pending::new(seg.base, pos, leo, MIN_WRITE_BUF);
+                let mut p = Pending::new(seg.base, pos, leo, ALIGN);
                 let tail = (seg.size - pos) as usize;
                 if tail > 0 {
                     let file = seg.file.as_ref().ok_or(LogError::Closed)?;
@@ -406,7 +407,7 @@ impl PartitionLog {
             None => {
                 let dir = st.dir.clone();
                 st.segments.insert(leo, Segment::new(&dir, leo, now));
-                st.pending.push_back(Pending::new(leo, 0, leo, MIN_WRITE_BUF));
+                st.pending.push_back(Pending::new(leo, 0, leo, ALIGN));
             }
         }
         let shared = Rc::new(Shared {
@@ -493,11 +494,15 @@ impl PartitionLog {
             }
         }
         let interval = st.config.index_interval_bytes as u64;
+        let hint = st.buf_hint;
         let st = &mut *st;
         let (Some(p), Some(seg)) = (st.pending.back_mut(), st.segments.values_mut().next_back()) else {
             return Err(LogError::Closed);
         };
-        p.buf.reserve(data.len());
+        let need = p.buf.len() + data.len();
+        if need > p.buf.capacity() {
+            p.buf.reserve(need.max(hint) - p.buf.len());
+        }
         let mut pos = 0usize;
         for (h, &base) in headers.iter().zip(&bases) {
             let in_buf = p.buf.len();
@@ -914,7 +919,7 @@ impl PartitionLog {
             let page = fio::read_aligned(&file, tail_pos, ALIGN).await.map_err(io_err(format!("reading {}", path.display())))?;
             let mut st = self.shared.state.borrow_mut();
             st.pending.clear();
-            let mut p = Pending::new(base, tail_pos, new_leo, MIN_WRITE_BUF);
+            let mut p = Pending::new(base, tail_pos, new_leo, ALIGN);
             p.buf.extend_from_slice(&page.as_slice()[..tail.min(page.len())]);
             st.pending.push_back(p);
             st.segments.insert(base, seg);
@@ -922,7 +927,7 @@ impl PartitionLog {
             let mut st = self.shared.state.borrow_mut();
             st.pending.clear();
             st.segments.insert(offset, Segment::new(&dir, offset, now));
-            st.pending.push_back(Pending::new(offset, 0, offset, MIN_WRITE_BUF));
+            st.pending.push_back(Pending::new(offset, 0, offset, ALIGN));
         }
         let mut st = self.shared.state.borrow_mut();
         st.leo = new_leo;
