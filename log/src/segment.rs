@@ -274,14 +274,12 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
     let mut trusted = None;
     let oi = map_file(&ip).map_err(|e| LogError::io(ctx("mapping", &ip), e))?;
     let ti = map_file(&tp).map_err(|e| LogError::io(ctx("mapping", &tp), e))?;
+    // Both indexes must be present and sane; otherwise (including a missing time index,
+    // which would understate the segment's max timestamp and let retention delete it
+    // early) rebuild them from the data. Small segments have no entries and are rescanned.
     let loaded = match (oi, ti) {
-        (Some(o), t) if file_len > 0 => {
-            let oidx = OffsetIndex::from_map(base, o, file_len);
-            let tidx = match t {
-                Some(t) => TimeIndex::from_map(base, t),
-                None => Ok(TimeIndex::new(base)),
-            };
-            match (oidx, tidx) {
+        (Some(o), Some(t)) if file_len > 0 => {
+            match (OffsetIndex::from_map(base, o, file_len), TimeIndex::from_map(base, t)) {
                 (Ok(o), Ok(t)) => Some((o, t)),
                 (Err(r), _) | (_, Err(r)) => {
                     tracing::warn!(segment = %lp.display(), reason = %r, "index failed sanity check; rebuilding");

@@ -210,3 +210,17 @@ async fn clean_shutdown_marker_skips_the_scan() {
     assert_eq!(log.log_end_offset(), b, "unclean open scans and truncates at the damage");
     log.close().await.unwrap();
 }
+
+#[compio::test]
+async fn missing_time_index_is_rebuilt_not_trusted() {
+    let t = tempdir();
+    let dir = t.path().join("tidx");
+    fill(&dir, 120, small_config()).await;
+    let ti = dir.join(format!("{:020}.timeindex", 0));
+    let good = std::fs::read(&ti).unwrap();
+    std::fs::remove_file(&ti).unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    assert_eq!(std::fs::read(&ti).unwrap(), good);
+    assert_eq!(log.offset_for_timestamp(1005).await.unwrap(), Some((10, 1005)));
+    log.close().await.unwrap();
+}
