@@ -24,6 +24,7 @@
 #   SPATE_CORES [1]      spate --cores
 #   RATE [auto]          msg/s for the fixed-rate latency runs (auto: half of the lower
 #                        of the two spate-bench peaks, so both brokers get the same load)
+#   OUT [target/bench-compare]  output directory (emptied first)
 #   NO_BUILD=1           skip cargo build
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +40,7 @@ BROKER_CPUS="${BROKER_CPUS-0}"
 CLIENT_CPUS="${CLIENT_CPUS-1}"
 SPATE_CORES="${SPATE_CORES:-1}"
 RATE="${RATE:-auto}"
-WORK="$ROOT/target/bench-compare"
+WORK="${OUT:-$ROOT/target/bench-compare}"
 LIBS="$ROOT/target/compat/kafka-libs"
 BENCH="$ROOT/target/release/spate-bench"
 SPATE="$ROOT/target/release/spate"

@@ -50,6 +50,9 @@ pub struct RunResult {
     pub consumed_msgs: u64,
     pub consumed_bytes: u64,
     pub requests: u64,
+    /// Largest share of the load time one producer writer spent building requests:
+    /// near 1.0 the client, not the broker, limits the load.
+    pub client_build_busy: f64,
     pub errors: u64,
     pub first_error: Option<String>,
     /// Seconds from load start to the last produce acknowledgement.
@@ -102,6 +105,8 @@ struct ProducerOut {
     service: Histogram<u64>,
     requests: u64,
     finished: Instant,
+    /// Time the writer spent building requests (batches, encoding).
+    build_busy: Duration,
 }
 
 struct InFlight {
@@ -202,6 +207,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
     let per_request = plan.per_request.clamp(1, nparts.max(1));
     let mut cursor = 0usize;
     let mut k: u64 = 0;
+    let mut build_busy = Duration::ZERO;
     let mut last_done = sh.start;
     rate::sleep_until(sh.start);
     let result: Res<()> = loop {
@@ -225,6 +231,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
                 now
             }
         };
+        let build_start = Instant::now();
         let mut topic_data: Vec<TopicProduceData> = Vec::new();
         let mut build_err = None;
         for j in 0..per_request {
@@ -260,6 +267,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
         k += 1;
         let req = ProduceRequest { transactional_id: None, acks: cfg.acks, timeout_ms: 30_000, topic_data };
         let frame = request_frame(&req, PRODUCE_VERSION, correlation_id);
+        build_busy += build_start.elapsed();
         if !acks0 {
             if tok_tx.send(()).is_err() {
                 break Ok(()); // the reader ended (and reported why)
@@ -300,7 +308,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
             Err(_) => return Err("producer reader thread panicked".into()),
         }
     }
-    Ok(ProducerOut { produce: hist, service, requests: k, finished: last_done })
+    Ok(ProducerOut { produce: hist, service, requests: k, finished: last_done, build_busy })
 }
 
 struct ConsumerPart {
@@ -573,6 +581,7 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
     let mut produce_service = new_histogram();
     let mut e2e = new_histogram();
     let mut requests = 0;
+    let mut client_build_busy: f64 = 0.0;
     let mut produce_end = start;
     for h in producers {
         match h.join() {
@@ -580,6 +589,7 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
                 let _ = produce.add(&out.produce);
                 let _ = produce_service.add(&out.service);
                 requests += out.requests;
+                client_build_busy = client_build_busy.max(out.build_busy.as_secs_f64() / cfg.duration);
                 produce_end = produce_end.max(out.finished);
             }
             Ok(Err(e)) => sh.counters.error(e),
@@ -610,6 +620,7 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
         consumed_msgs: snap.consumed_msgs,
         consumed_bytes: snap.consumed_bytes,
         requests,
+        client_build_busy,
         errors: snap.errors,
         first_error: sh.counters.first_error(),
         produce_secs,

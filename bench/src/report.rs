@@ -44,6 +44,7 @@ pub fn to_json(cfg: &Config, bootstrap: &str, r: &RunResult) -> Value {
         "consume_msgs_per_sec": r.consumed_msgs as f64 / r.consume_secs,
         "errors": r.errors,
         "first_error": r.first_error,
+        "client_build_busy": r.client_build_busy,
         "produce_latency_ms": LatencySummary::of(&r.produce),
         "produce_service_time_ms": LatencySummary::of(&r.produce_service),
         "latency_from": if cfg.rate.is_some() { "intended send time (coordinated-omission corrected)" } else { "actual send time" },
@@ -111,6 +112,14 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
         row("end-to-end", &LatencySummary::of(&r.e2e));
     }
     let _ = writeln!(s, "errors: {}", r.errors);
+    if r.client_build_busy > 0.5 {
+        let _ = writeln!(
+            s,
+            "warning: a producer thread spent {:.0}% of the run building requests: the client, not the broker, \
+             may be the limit (latencies include client delay)",
+            r.client_build_busy * 100.0
+        );
+    }
     s
 }
 
