@@ -202,8 +202,8 @@ impl State {
         let cfg = &self.config;
         seg.logical_size + add_bytes as u64 > cfg.segment_bytes_clamped()
             || match seg.roll_ts {
-                Some(t) => incoming_max_ts - t > cfg.segment_ms,
-                None => now - seg.created_ms > cfg.segment_ms,
+                Some(t) => incoming_max_ts.saturating_sub(t) > cfg.segment_ms,
+                None => now.saturating_sub(seg.created_ms) > cfg.segment_ms,
             }
             || seg.index.len() >= cfg.max_offset_index_entries()
             || last_offset - seg.base > i32::MAX as i64
@@ -760,7 +760,7 @@ impl PartitionLog {
                 i64::MIN
             };
             for (base, size, ts, _) in closed {
-                let by_time = cfg.retention_ms >= 0 && now_ms - ts > cfg.retention_ms;
+                let by_time = cfg.retention_ms >= 0 && now_ms.saturating_sub(ts) > cfg.retention_ms;
                 let by_size = cfg.retention_bytes >= 0 && size_excess - size as i64 >= 0;
                 if !(by_time || by_size) {
                     break;
@@ -776,7 +776,7 @@ impl PartitionLog {
                 let leo = st.leo;
                 if let Some(a) = st.active() {
                     let ts = if a.max_ts >= 0 { a.max_ts } else { a.created_ms };
-                    if !a.is_empty() && a.size == a.logical_size && now_ms - ts > cfg.retention_ms {
+                    if !a.is_empty() && a.size == a.logical_size && now_ms.saturating_sub(ts) > cfg.retention_ms {
                         st.roll(leo, now_ms);
                         rolled = true;
                         self.shared.work.notify(1);

@@ -224,3 +224,23 @@ async fn missing_time_index_is_rebuilt_not_trusted() {
     assert_eq!(log.offset_for_timestamp(1005).await.unwrap(), Some((10, 1005)));
     log.close().await.unwrap();
 }
+
+#[compio::test]
+async fn garbage_segments_do_not_panic() {
+    let t = tempdir();
+    let dir = t.path().join("garbage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = payload(77, 300_000);
+    // Garbage as the only (active) segment: recovered to empty.
+    std::fs::write(seg_file(&dir, 0), &junk).unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    assert_eq!(log.log_end_offset(), 0);
+    log.append(batch(1, 1, 1, 100)).await.unwrap();
+    log.close().await.unwrap();
+    // Garbage as a closed segment (plus garbage indexes): an error, not a panic.
+    std::fs::write(seg_file(&dir, 1000), &junk).unwrap();
+    std::fs::write(seg_file(&dir, 0), &junk).unwrap();
+    std::fs::write(dir.join(format!("{:020}.index", 0)), &junk[..800]).unwrap();
+    std::fs::write(dir.join(format!("{:020}.timeindex", 0)), &junk[..1200]).unwrap();
+    assert!(matches!(PartitionLog::open(dir.clone(), small_config()).await, Err(LogError::Corrupt { .. })));
+}
