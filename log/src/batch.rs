@@ -84,7 +84,7 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, HeaderProblem> {
         )));
     }
     let base_offset = be_i64(b, 0);
-    if base_offset < 0 || base_offset > i64::MAX - (1i64 << 32) {
+    if !(0..=i64::MAX - (1i64 << 32)).contains(&base_offset) {
         return Err(HeaderProblem::Bad(format!("baseOffset {base_offset} out of range")));
     }
     Ok(BatchHeader {
