@@ -25,6 +25,8 @@ GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
 GROUP_MAX_SIZE_REACHED = 81
 FENCED_INSTANCE_ID = 82
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+RETRIABLE_COORDINATOR_ERRORS = (14, 15, 16)
 GROUP_SUBSCRIBED_TO_TOPIC = 86
 
 
@@ -110,11 +112,22 @@ def drain(consumers, seconds=1.0):
                 c.step(0.05)
 
 
-def committed(bootstrap, group, topic, partitions):
+def committed(bootstrap, group, topic, partitions, timeout=OP_TIMEOUT):
+    """Committed offsets (OffsetFetch through confluent-kafka); retried while the
+    coordinator answers a retriable error (e.g. still loading after a restart)."""
     c = Consumer(group_consumer_conf(bootstrap, group))
+    deadline = time.monotonic() + timeout
     try:
-        res = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=OP_TIMEOUT)
-        return {tp.partition: tp.offset for tp in res}
+        while True:
+            try:
+                res = c.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                  timeout=OP_TIMEOUT)
+                return {tp.partition: tp.offset for tp in res}
+            except KafkaException as e:
+                if not e.args[0].retriable() and e.args[0].code() not in RETRIABLE_COORDINATOR_ERRORS \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         c.close()
 
@@ -330,8 +343,15 @@ def coordinator(bootstrap, group, timeout=15.0):
         finally:
             raw.close()
         if fc["error"] == 0:
-            return RawClient(fc["host"], fc["port"])
-        assert fc["error"] == 15 and time.monotonic() < deadline, fc
+            raw = RawClient(fc["host"], fc["port"])
+            # The coordinator may still be loading the group's offsets partition.
+            top = offset_fetch(raw, group, "_probe", [0])[1]
+            if top == 0:
+                return raw
+            raw.close()
+            assert top in RETRIABLE_COORDINATOR_ERRORS and time.monotonic() < deadline, top
+        else:
+            assert fc["error"] in RETRIABLE_COORDINATOR_ERRORS and time.monotonic() < deadline, fc
         time.sleep(0.1)
 
 

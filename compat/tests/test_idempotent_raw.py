@@ -5,6 +5,7 @@ a duplicate of one of the last five batches is answered with its original offset
 written again, a sequence gap or an old batch out of the window is
 OUT_OF_ORDER_SEQUENCE_NUMBER, a lower epoch is INVALID_PRODUCER_EPOCH, a new epoch must
 start at sequence 0. The state must survive a restart (rebuilt from the log)."""
+import os
 import struct
 import time
 import uuid
@@ -14,6 +15,9 @@ import pytest
 
 from grouputil import RawClient, _bytes, _nstr, _str
 from kafkautil import OP_TIMEOUT, consume, create_topic, watermarks
+
+# spate exits 0 after SIGTERM; the JVM (Kafka, when validating the suite) exits 143.
+TERM_EXIT_CODES = {int(c) for c in os.environ.get("SPATE_COMPAT_TERM_EXIT_CODES", "0").split(",")}
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -59,11 +63,17 @@ class Producer:
 
     def init_producer_id(self):
         """InitProducerId v1 without transactional id."""
-        r = self.raw.call(22, 1, _nstr(None) + struct.pack(">i", 60000))
-        r.i32()
-        err = r.i16()
-        pid = r.take(">q")
-        epoch = r.i16()
+        deadline = time.monotonic() + 30
+        while True:
+            r = self.raw.call(22, 1, _nstr(None) + struct.pack(">i", 60000))
+            r.i32()
+            err = r.i16()
+            pid = r.take(">q")
+            epoch = r.i16()
+            # Retriable: COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE / NOT_COORDINATOR.
+            if err not in (14, 15, 16) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert err == 0, err
         return pid, epoch
 
@@ -155,7 +165,7 @@ def test_producer_state_survives_restart(restartable_broker, how):
     if how == "kill9":
         broker.kill()
     else:
-        assert broker.stop() == 0, broker.log_tail()
+        assert broker.stop() in TERM_EXIT_CODES, broker.log_tail()
     broker.wait_port_closed()
     broker.start()
     p = Producer(broker.bootstrap)
