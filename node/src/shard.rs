@@ -399,8 +399,9 @@ async fn serve(start: ShardStart) {
     ctx.shutting_down.set(true);
     let partitions: Vec<Rc<Partition>> = ctx.partitions.borrow().values().cloned().collect();
     for p in partitions {
-        if let Err(e) = p.log.flush().await {
-            tracing::error!(shard = id, error = %e, "flush at shutdown failed");
+        // Sync, trim preallocated space and leave the clean-shutdown marker.
+        if let Err(e) = p.log.shutdown().await {
+            tracing::error!(shard = id, error = %e, "log shutdown failed");
         }
     }
     tracing::info!(shard = id, "shard stopped");

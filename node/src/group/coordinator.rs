@@ -22,6 +22,12 @@ use crate::shard::ShardContext;
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How often member sessions and rebalance deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Kafka's `offsets.retention.check.interval.ms`: how long an empty group without
+/// offsets is kept.
+const EMPTY_GROUP_TTL: Duration = Duration::from_secs(600);
+/// OffsetCommit v9 reports a missing group as GROUP_ID_NOT_FOUND (earlier versions as
+/// ILLEGAL_GENERATION).
+const GROUP_ID_NOT_FOUND_FROM: i16 = 9;
 /// Largest decompressed batch read back from `__consumer_offsets`.
 const MAX_OFFSETS_BATCH: usize = 64 << 20;
 
@@ -45,7 +51,15 @@ pub enum GroupRequest {
     /// (member id, instance id) per leaving member; one code per member.
     Leave { group_id: String, members: Vec<(String, Option<String>)>, reply: flume::Sender<Vec<i16>> },
     /// One code per entry.
-    Commit { group_id: String, generation: i32, member_id: String, instance_id: Option<String>, entries: Vec<CommitEntry>, reply: flume::Sender<Vec<i16>> },
+    Commit {
+        group_id: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        version: i16,
+        entries: Vec<CommitEntry>,
+        reply: flume::Sender<Vec<i16>>,
+    },
     /// `None`: every committed partition of the group.
     Fetch { group_id: String, partitions: Option<Vec<(String, i32)>>, reply: flume::Sender<Vec<(String, i32, Option<CommittedOffset>)>> },
     Describe { group_id: String, reply: flume::Sender<GroupDescription> },
@@ -93,7 +107,10 @@ impl Coordinator {
         for g in self.groups.values_mut() {
             g.tick(now, &limits);
         }
-        self.groups.retain(|_, g| !(g.state == GroupState::Empty && g.is_empty()));
+        // An empty group stays (Empty, with its protocol type) while it has committed
+        // offsets; without any it goes after EMPTY_GROUP_TTL, as Kafka's expiration does.
+        let offsets = &self.offsets;
+        self.groups.retain(|id, g| offsets.contains_key(id) || g.empty_since.is_none_or(|t| now.duration_since(t) < EMPTY_GROUP_TTL));
     }
 
     /// Replay one `__consumer_offsets` partition into the offsets map.
@@ -239,21 +256,22 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             };
             let _ = reply.send(codes);
         }
-        GroupRequest::Commit { group_id, generation, member_id, instance_id, entries, reply } => {
+        GroupRequest::Commit { group_id, generation, member_id, instance_id, version, entries, reply } => {
+            // Kafka's validateOffsetCommit for classic groups.
+            let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
             let group_code = if group_id.is_empty() {
                 Some(ErrorCode::InvalidGroupId)
             } else {
                 match coord.groups.get(&group_id) {
-                    // A commit from outside any generation ("simple" consumers): only
-                    // while the group has no members.
-                    _ if generation < 0 && member_id.is_empty() => coord.has_members(&group_id).then_some(ErrorCode::IllegalGeneration),
-                    None => Some(ErrorCode::UnknownMemberId),
-                    Some(g) => match g.members.get(&member_id) {
-                        None => Some(ErrorCode::UnknownMemberId),
-                        Some(m) if instance_id.is_some() && m.instance_id != instance_id => Some(ErrorCode::FencedInstanceId),
-                        Some(_) if generation != g.generation => Some(ErrorCode::IllegalGeneration),
-                        Some(_) if g.state == GroupState::CompletingRebalance => Some(ErrorCode::RebalanceInProgress),
-                        Some(_) => None,
+                    // A commit from outside any generation (admin tools, consumers that
+                    // assign partitions themselves): only while the group has no members.
+                    _ if simple => coord.has_members(&group_id).then_some(ErrorCode::UnknownMemberId),
+                    None if version >= GROUP_ID_NOT_FOUND_FROM => Some(ErrorCode::GroupIdNotFound),
+                    None => Some(ErrorCode::IllegalGeneration),
+                    Some(g) => match g.check_member(&member_id, instance_id.as_deref(), generation) {
+                        Err(code) => Some(code),
+                        Ok(()) if g.state == GroupState::CompletingRebalance => Some(ErrorCode::RebalanceInProgress),
+                        Ok(()) => None,
                     },
                 }
             };

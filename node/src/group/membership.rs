@@ -94,6 +94,9 @@ pub struct Group {
     /// Static members: instance id → member id.
     static_members: HashMap<String, String>,
     next_seq: u64,
+    /// Since when the group has had no members (Kafka drops such a group, unless it has
+    /// committed offsets, at its next offset-expiration pass).
+    pub empty_since: Option<Instant>,
     rebalance_deadline: Option<Instant>,
     /// A new group waits this long for more members before it completes its first join.
     initial_delay_until: Option<Instant>,
@@ -138,6 +141,7 @@ impl Group {
             pending: HashMap::new(),
             static_members: HashMap::new(),
             next_seq: 0,
+            empty_since: None,
             rebalance_deadline: None,
             initial_delay_until: None,
             sync_deadline: None,
@@ -229,14 +233,14 @@ impl Group {
             self.add_member(id, args, limits, now, reply);
             return;
         }
+        if let Err(code) = self.validate_member(&id, args.group_instance_id.as_deref()) {
+            let _ = reply.send(join_error(&id, code.code()));
+            return;
+        }
         let Some(member) = self.members.get_mut(&id) else {
             let _ = reply.send(join_error(&id, ErrorCode::UnknownMemberId.code()));
             return;
         };
-        if member.instance_id != args.group_instance_id {
-            let _ = reply.send(join_error(&id, ErrorCode::FencedInstanceId.code()));
-            return;
-        }
         let same_metadata = member.protocols == args.protocols;
         member.protocols = args.protocols;
         member.session_timeout = Duration::from_millis(args.session_timeout_ms.max(0) as u64);
@@ -460,13 +464,23 @@ impl Group {
     }
 
     /// Check a member's identity and generation for SyncGroup, Heartbeat and commits.
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ErrorCode> {
-        let Some(m) = self.members.get(member_id) else {
-            return Err(ErrorCode::UnknownMemberId);
-        };
-        if instance_id.is_some() && m.instance_id.as_deref() != instance_id {
-            return Err(ErrorCode::FencedInstanceId);
+    /// Kafka's member validation: a static member is looked up by instance id, and a
+    /// different member id behind it means this one was replaced (fenced).
+    pub fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
+        match instance_id {
+            Some(instance) => match self.static_members.get(instance) {
+                None => Err(ErrorCode::UnknownMemberId),
+                Some(current) if current != member_id => Err(ErrorCode::FencedInstanceId),
+                Some(_) => Ok(()),
+            },
+            None if self.members.contains_key(member_id) => Ok(()),
+            None => Err(ErrorCode::UnknownMemberId),
         }
+    }
+
+    /// Member validation plus the generation, for SyncGroup, Heartbeat and commits.
+    pub fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ErrorCode> {
+        self.validate_member(member_id, instance_id)?;
         if generation != self.generation {
             return Err(ErrorCode::IllegalGeneration);
         }
@@ -567,10 +581,8 @@ impl Group {
         if self.pending.remove(&id).is_some() {
             return ErrorCode::None;
         }
-        match self.members.get(&id) {
-            None => return ErrorCode::UnknownMemberId,
-            Some(m) if instance_id.is_some() && m.instance_id.as_deref() != instance_id => return ErrorCode::FencedInstanceId,
-            Some(_) => {}
+        if let Err(code) = self.validate_member(&id, instance_id) {
+            return code;
         }
         self.remove_member(&id);
         self.member_gone(now, limits);
@@ -593,6 +605,11 @@ impl Group {
     /// Expire silent members and stale member ids; finish joins whose time came.
     pub fn tick(&mut self, now: Instant, limits: &GroupLimits) {
         self.pending.retain(|_, deadline| *deadline > now);
+        if self.state == GroupState::Empty && self.is_empty() {
+            self.empty_since.get_or_insert(now);
+        } else {
+            self.empty_since = None;
+        }
         let expired: Vec<String> = self
             .members
             .values()
@@ -778,7 +795,7 @@ mod tests {
         assert_ne!(again.member_id, first.member_id);
         assert_eq!(g.state, GroupState::Stable);
         // The old id is fenced out.
-        assert_eq!(g.heartbeat(&first.member_id, Some("i1"), 1, now), ErrorCode::UnknownMemberId);
+        assert_eq!(g.heartbeat(&first.member_id, Some("i1"), 1, now), ErrorCode::FencedInstanceId);
         let (tx, rx) = flume::bounded(1);
         g.sync(&again.member_id, Some("i1"), 1, (None, None), vec![], now, tx);
         assert_eq!(rx.try_recv().unwrap().assignment, Bytes::from_static(b"X"));

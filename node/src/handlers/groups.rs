@@ -153,7 +153,7 @@ pub async fn leave_group(ctx: &Rc<ShardContext>, req: LeaveGroupRequest, version
     }
 }
 
-pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
     let entries: Vec<_> = req
         .topics
         .iter()
@@ -169,6 +169,7 @@ pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest) -> 
         generation: req.generation_id_or_member_epoch,
         member_id: req.member_id.clone(),
         instance_id: req.group_instance_id.clone(),
+        version,
         entries,
         reply,
     })

@@ -102,7 +102,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes, peer: std::
         RequestBody::SyncGroup(req) => later(header, async move { groups::sync_group(&ctx, req).await }),
         RequestBody::Heartbeat(req) => later(header, async move { groups::heartbeat(&ctx, req).await }),
         RequestBody::LeaveGroup(req) => later(header, async move { groups::leave_group(&ctx, req, version).await }),
-        RequestBody::OffsetCommit(req) => later(header, async move { groups::offset_commit(&ctx, req).await }),
+        RequestBody::OffsetCommit(req) => later(header, async move { groups::offset_commit(&ctx, req, version).await }),
         RequestBody::OffsetFetch(req) => later(header, async move { groups::offset_fetch(&ctx, req, version).await }),
         RequestBody::DescribeGroups(req) => later(header, async move { groups::describe_groups(&ctx, req).await }),
         RequestBody::ListGroups(req) => later(header, async move { groups::list_groups(&ctx, req).await }),
