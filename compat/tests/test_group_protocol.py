@@ -54,7 +54,12 @@ def test_static_member_replaced_old_id_is_fenced(bootstrap, topic_name):
         j = b.join(g, "", protocols=[("range", meta)], instance_id="i1")
         assert j["error"] == 0, j
         new = j["member_id"]
-        assert new != old and j["generation"] == gen and j["leader"] == new
+        assert new != old and j["generation"] == gen
+        # Before JoinGroup v9 (no skip_assignment), Kafka answers a replaced static
+        # leader with the OLD leader id and no member list, so that it does not run the
+        # assignor for a stable group (GroupCoordinator: "always returning the old
+        # leader id"). Compared at the end.
+        rejoin_leader = (j["leader"], j["members"])
         assert b.sync(g, gen, new, [], instance_id="i1") == {"error": 0, "assignment": asg}
         assert b.heartbeat(g, gen, new, instance_id="i1") == 0
         # The zombie.
@@ -66,14 +71,21 @@ def test_static_member_replaced_old_id_is_fenced(bootstrap, topic_name):
                                     instance_id="i1")[(topic_name, 0)],
             "leave": a.leave(g, [(old, "i1")])[1][0][2],
         }
-        assert codes == {k: FENCED_INSTANCE_ID for k in codes}, codes
-        assert a.heartbeat(g, gen, old) == UNKNOWN_MEMBER_ID
-        # The new member was not disturbed.
-        assert b.heartbeat(g, gen, new, instance_id="i1") == 0
+        got = {"zombie": codes, "zombie without instance id": a.heartbeat(g, gen, old),
+               # The new member was not disturbed.
+               "new member heartbeat": b.heartbeat(g, gen, new, instance_id="i1"),
+               "rejoin (leader, members)": rejoin_leader}
+        want = {"zombie": {k: FENCED_INSTANCE_ID for k in codes},
+                "zombie without instance id": UNKNOWN_MEMBER_ID,
+                "new member heartbeat": 0,
+                "rejoin (leader, members)": (old, [])}
         # Removal by instance id alone (admin removeMembersFromConsumerGroup).
-        assert b.leave(g, [("", "i1")]) == (0, [("", "i1", 0)])
+        got["leave by instance id"] = b.leave(g, [("", "i1")])
+        want["leave by instance id"] = (0, [("", "i1", 0)])
         d = b.describe_group(g)
-        assert (d["state"], d["members"]) == ("Empty", [])
+        got["after"] = (d["state"], d["members"])
+        want["after"] = ("Empty", [])
+        assert got == want
     finally:
         a.close()
         b.close()
