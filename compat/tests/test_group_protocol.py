@@ -7,10 +7,10 @@ import time
 import pytest
 from confluent_kafka import KafkaError
 
-from grouputil import (coordinator, FENCED_INSTANCE_ID, GROUP_ID_NOT_FOUND, ILLEGAL_GENERATION,
+from grouputil import (FENCED_INSTANCE_ID, GROUP_ID_NOT_FOUND, ILLEGAL_GENERATION,
                        MEMBER_ID_REQUIRED, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, RawClient,
                        TrackedConsumer, consumer_protocol_assignment, consumer_protocol_metadata,
-                       group_id, offset_commit, offset_fetch, poll_until)
+                       coordinator, group_id, offset_commit, offset_fetch, poll_until)
 from kafkautil import create_topic, produce
 
 pytestmark = pytest.mark.timeout(90)

@@ -9,15 +9,15 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions,
-                             KafkaError, TopicPartition)
+from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
+                             TopicPartition)
 from confluent_kafka.admin import OffsetSpec
 
 from conftest import RUNS, free_port
-from grouputil import (coordinator, GROUP_ID_NOT_FOUND, GROUP_MAX_SIZE_REACHED, GROUP_SUBSCRIBED_TO_TOPIC,
+from grouputil import (GROUP_ID_NOT_FOUND, GROUP_MAX_SIZE_REACHED, GROUP_SUBSCRIBED_TO_TOPIC,
                        ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED,
                        NON_EMPTY_GROUP, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
-                       ConfiguredBroker, RawClient, TrackedConsumer, committed,
+                       ConfiguredBroker, RawClient, TrackedConsumer, committed, coordinator,
                        consumer_protocol_assignment, consumer_protocol_metadata, drain,
                        group_id, poll_until)
 from kafkautil import COMPAT, OP_TIMEOUT, admin, create_topic, produce, run_json
@@ -286,7 +286,6 @@ def _kp_admin(bootstrap):
 
 def test_kafka_python_group_consume_and_commit(bootstrap, topic_name):
     from kafka import KafkaConsumer
-    from kafka import TopicPartition as KTP
     create_topic(bootstrap, topic_name, 3)
     want = _produce_keyed(bootstrap, topic_name, 0, 150, 3)
     g = group_id("kp")
