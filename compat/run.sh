@@ -5,6 +5,7 @@
 #
 #   compat/run.sh                      # build spate, run everything
 #   compat/run.sh -k kcat              # extra arguments go to pytest
+#   compat/run.sh compat/tests/test_kcat.py   # only these files
 #   SPATE_COMPAT_BOOTSTRAP=127.0.0.1:19092 compat/run.sh   # against a running broker
 #                                                          # (no cargo build; restart tests skip)
 #   SPATE_COMPAT_SKIP_BUILD=1 compat/run.sh                # use the existing target/release/spate
@@ -74,9 +75,14 @@ if [[ -z "${SPATE_COMPAT_BOOTSTRAP:-}" && -z "${SPATE_COMPAT_SKIP_BUILD:-}" && -
 fi
 
 # 7. The suites.
-log "pytest compat/tests"
+# Run compat/tests unless the arguments name test files or directories themselves.
+targets=("$HERE/tests")
+for a in "$@"; do
+  if [[ "$a" != -* && -e "${a%%::*}" ]]; then targets=(); break; fi
+done
+log "pytest ${targets[*]:-} $*"
 set +e
-(cd "$ROOT" && timeout 1800 python3 -m pytest "$HERE/tests" -p no:cacheprovider -q -rfEs \
+(cd "$ROOT" && timeout 1800 python3 -m pytest "${targets[@]}" -p no:cacheprovider -q -rfEs \
   -W ignore::DeprecationWarning --junitxml="$OUT/junit.xml" "$@")
 rc=$?
 set -e
