@@ -199,7 +199,7 @@ impl Config {
             return Err(format!("compressibility must be within 0..=1, got {compressibility}"));
         }
         let acks = k.acks.unwrap_or(1);
-        if !matches!(acks, -1 | 0 | 1) {
+        if !(-1..=1).contains(&acks) {
             return Err(format!("acks must be -1, 0 or 1, got {acks}"));
         }
         if let Some(r) = k.rate {

@@ -137,7 +137,8 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
     let acks0 = cfg.acks == 0;
     let (tok_tx, tok_rx) = sync_channel::<()>(cfg.max_in_flight);
     let (inf_tx, inf_rx) = channel::<InFlight>();
-    let reader: Option<JoinHandle<(Histogram<u64>, Histogram<u64>, Instant)>> = if acks0 {
+    type ReaderOut = (Histogram<u64>, Histogram<u64>, Instant);
+    let reader: Option<JoinHandle<ReaderOut>> = if acks0 {
         None
     } else {
         let rstream = stream.try_clone().map_err(|e| format!("clone socket: {e}"))?;
@@ -268,10 +269,8 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
         let req = ProduceRequest { transactional_id: None, acks: cfg.acks, timeout_ms: 30_000, topic_data };
         let frame = request_frame(&req, PRODUCE_VERSION, correlation_id);
         build_busy += build_start.elapsed();
-        if !acks0 {
-            if tok_tx.send(()).is_err() {
-                break Ok(()); // the reader ended (and reported why)
-            }
+        if !acks0 && tok_tx.send(()).is_err() {
+            break Ok(()); // the reader ended (and reported why)
         }
         let sent = Instant::now();
         let intended = if pacer.is_some() { intended } else { sent };

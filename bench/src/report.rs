@@ -129,7 +129,7 @@ fn esc(s: &str) -> String {
 
 /// A "nice" axis top: 1, 2 or 5 times a power of ten, at or above `v`.
 fn nice_top(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
@@ -140,6 +140,9 @@ fn nice_top(v: f64) -> f64 {
     }
     10.0 * p
 }
+
+/// A named, coloured line of (x, y) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 struct Panel {
     x: f64,
@@ -186,14 +189,15 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn polyline(svg: &mut String, p: &Panel, pts: &[(f64, f64)], xmax: f64, ytop: f64, color: &str) {
+fn polyline(svg: &mut String, p: &Panel, pts: &[(f64, f64)], xmax: f64, ytop: f64, color: &str, dashed: bool) {
     let mut d = String::new();
     for (x, y) in pts {
         let px = p.x + p.w * (x / xmax).clamp(0.0, 1.0);
         let py = p.y + p.h - p.h * (y / ytop).clamp(0.0, 1.0);
         let _ = write!(d, "{px:.1},{py:.1} ");
     }
-    let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, d.trim_end());
+    let dash = if dashed { r#" stroke-dasharray="6 4""# } else { "" };
+    let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#, d.trim_end());
 }
 
 /// Two panels: latency by percentile (x: p0 .. p99.999 on a "number of nines" scale)
@@ -216,7 +220,7 @@ pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
 
     // Latency percentile distribution.
     let lp = Panel { x: 80.0, y: 60.0, w: 420.0, h: 310.0 };
-    let mut curves: Vec<(&str, &str, Vec<(f64, f64)>)> = Vec::new();
+    let mut curves: Vec<Series> = Vec::new();
     if cfg.mode != Mode::Consume {
         curves.push(("produce", "#1f77b4", percentile_curve(&r.produce)));
     }
@@ -230,14 +234,14 @@ pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
         (0..=xmax as usize).map(|i| (i as f64 / xmax, labels.get(i).unwrap_or(&"").to_string())).collect();
     axes(&mut svg, &lp, "Latency by percentile", "percentile", "latency (ms)", &xticks, ytop);
     for (i, (name, color, pts)) in curves.iter().enumerate() {
-        polyline(&mut svg, &lp, pts, xmax, ytop, color);
+        polyline(&mut svg, &lp, pts, xmax, ytop, color, i > 0);
         let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#, lp.x + 10.0, lp.y + 18.0 + 16.0 * i as f64);
     }
 
     // Throughput over time.
     let tp = Panel { x: 640.0, y: 60.0, w: 420.0, h: 310.0 };
     let tmax = r.timeline.last().map(|t| t.t).unwrap_or(1.0).max(1.0).ceil();
-    let series: Vec<(&str, &str, Vec<(f64, f64)>)> = vec![
+    let series: Vec<Series> = vec![
         ("produce msg/s", "#1f77b4", r.timeline.iter().map(|t: &Tick| (t.t, t.produce_msgs_per_sec)).collect()),
         ("consume msg/s", "#2ca02c", r.timeline.iter().map(|t: &Tick| (t.t, t.consume_msgs_per_sec)).collect()),
     ];
@@ -248,7 +252,7 @@ pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
         (0..=(tmax / step) as usize).map(|i| (i as f64 * step / tmax, format!("{}", i as f64 * step))).collect();
     axes(&mut svg, &tp, "Throughput over time", "seconds", "messages per second", &xticks, ytop);
     for (i, (name, color, pts)) in series.iter().enumerate() {
-        polyline(&mut svg, &tp, pts, tmax, ytop, color);
+        polyline(&mut svg, &tp, pts, tmax, ytop, color, i > 0);
         let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#, tp.x + 10.0, tp.y + 18.0 + 16.0 * i as f64);
     }
     svg.push_str("</svg>\n");
