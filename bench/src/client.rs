@@ -11,8 +11,8 @@ use spate_net::messages::create_topics_request::CreatableTopic;
 use spate_net::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use spate_net::messages::metadata_request::MetadataRequestTopic;
 use spate_net::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, RequestHeader, ResponseHeader,
+    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
 };
 use spate_net::{encode_request_frame, response_header_version, ErrorCode, Message, Uuid};
 
@@ -24,14 +24,19 @@ const CLIENT_ID: &str = "spate-bench";
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn connect(addr: &str) -> Res<TcpStream> {
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| format!("resolve {addr}: {e}"))?.collect();
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {addr}: {e}"))?
+        .collect();
     let mut last = format!("no address for {addr}");
     for a in addrs {
         match TcpStream::connect_timeout(&a, Duration::from_secs(10)) {
             Ok(s) => {
                 s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-                s.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("timeout: {e}"))?;
-                s.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("timeout: {e}"))?;
+                s.set_read_timeout(Some(IO_TIMEOUT))
+                    .map_err(|e| format!("timeout: {e}"))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))
+                    .map_err(|e| format!("timeout: {e}"))?;
                 return Ok(s);
             }
             Err(e) => last = format!("connect {a}: {e}"),
@@ -59,7 +64,10 @@ pub fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> io::Result<usiz
             .collect();
         let mut n = stream.write_vectored(&slices)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "connection closed",
+            ));
         }
         while n > 0 && idx < chunks.len() {
             let left = chunks[idx].len() - off;
@@ -84,7 +92,10 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(stream: TcpStream) -> FrameReader {
-        FrameReader { stream, buf: BytesMut::with_capacity(256 << 10) }
+        FrameReader {
+            stream,
+            buf: BytesMut::with_capacity(256 << 10),
+        }
     }
 
     /// The next frame body (without its size prefix).
@@ -130,9 +141,15 @@ pub fn request_frame<M: Message>(body: &M, version: i16, correlation_id: i32) ->
 
 /// Decodes a response frame for a request of `api_key`/`version`, checking the
 /// correlation id.
-pub fn decode_response<R: Message>(mut frame: Bytes, request_api_key: i16, version: i16, correlation_id: i32) -> Res<R> {
+pub fn decode_response<R: Message>(
+    mut frame: Bytes,
+    request_api_key: i16,
+    version: i16,
+    correlation_id: i32,
+) -> Res<R> {
     let hv = response_header_version(request_api_key, version);
-    let header = ResponseHeader::decode(&mut frame, hv).map_err(|e| format!("response header: {e}"))?;
+    let header =
+        ResponseHeader::decode(&mut frame, hv).map_err(|e| format!("response header: {e}"))?;
     if header.correlation_id != correlation_id {
         return Err(format!(
             "response out of order: correlation id {} where {} was expected",
@@ -152,8 +169,16 @@ pub struct Conn {
 impl Conn {
     pub fn connect(addr: &str) -> Res<Conn> {
         let stream = connect(addr)?;
-        let reader = FrameReader::new(stream.try_clone().map_err(|e| format!("clone socket: {e}"))?);
-        Ok(Conn { stream, reader, next_correlation: 1 })
+        let reader = FrameReader::new(
+            stream
+                .try_clone()
+                .map_err(|e| format!("clone socket: {e}"))?,
+        );
+        Ok(Conn {
+            stream,
+            reader,
+            next_correlation: 1,
+        })
     }
 
     pub fn request<Q: Message, R: Message>(&mut self, body: &Q, version: i16) -> Res<R> {
@@ -171,7 +196,10 @@ impl Conn {
             topics: Some(
                 topics
                     .iter()
-                    .map(|t| MetadataRequestTopic { topic_id: Uuid::ZERO, name: Some(t.clone()) })
+                    .map(|t| MetadataRequestTopic {
+                        topic_id: Uuid::ZERO,
+                        name: Some(t.clone()),
+                    })
                     .collect(),
             ),
             allow_auto_topic_creation: false,
@@ -181,10 +209,16 @@ impl Conn {
         let resp: MetadataResponse = self.request(&req, 12)?;
         let mut out = Vec::with_capacity(topics.len());
         for t in topics {
-            let found = resp.topics.iter().find(|m| m.name.as_deref() == Some(t.as_str()));
+            let found = resp
+                .topics
+                .iter()
+                .find(|m| m.name.as_deref() == Some(t.as_str()));
             out.push(match found {
                 Some(m) if m.error_code == 0 => {
-                    let ready = m.partitions.iter().all(|p| p.error_code == 0 && p.leader_id >= 0);
+                    let ready = m
+                        .partitions
+                        .iter()
+                        .all(|p| p.error_code == 0 && p.leader_id >= 0);
                     Some((m.partitions.len(), ready))
                 }
                 Some(m) if m.error_code == ErrorCode::UnknownTopicOrPartition as i16 => None,
@@ -200,8 +234,12 @@ impl Conn {
     /// partition has a leader. Returns the partition count of each topic.
     pub fn ensure_topics(&mut self, topics: &[String], partitions: u32) -> Res<Vec<usize>> {
         let counts = self.partition_counts(topics)?;
-        let missing: Vec<String> =
-            topics.iter().zip(&counts).filter(|(_, c)| c.is_none()).map(|(t, _)| t.clone()).collect();
+        let missing: Vec<String> = topics
+            .iter()
+            .zip(&counts)
+            .filter(|(_, c)| c.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
         if !missing.is_empty() {
             let req = CreateTopicsRequest {
                 topics: missing
@@ -232,8 +270,14 @@ impl Conn {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let counts = self.partition_counts(topics)?;
-            if counts.iter().all(|c| matches!(c, Some((n, true)) if *n > 0)) {
-                let counts: Vec<usize> = counts.iter().map(|c| c.map(|(n, _)| n).unwrap_or(0)).collect();
+            if counts
+                .iter()
+                .all(|c| matches!(c, Some((n, true)) if *n > 0))
+            {
+                let counts: Vec<usize> = counts
+                    .iter()
+                    .map(|c| c.map(|(n, _)| n).unwrap_or(0))
+                    .collect();
                 // Metadata can name a leader before the broker serves the partition
                 // (Kafka answers NOT_LEADER_OR_FOLLOWER for a moment after creation):
                 // wait until every partition answers ListOffsets.
@@ -265,10 +309,18 @@ impl Conn {
             };
             match topics.iter_mut().find(|x| &x.name == t) {
                 Some(x) => x.partitions.push(part),
-                None => topics.push(ListOffsetsTopic { name: t.clone(), partitions: vec![part] }),
+                None => topics.push(ListOffsetsTopic {
+                    name: t.clone(),
+                    partitions: vec![part],
+                }),
             }
         }
-        let req = ListOffsetsRequest { replica_id: -1, isolation_level: 0, topics, timeout_ms: 30_000 };
+        let req = ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: 0,
+            topics,
+            timeout_ms: 30_000,
+        };
         let resp: ListOffsetsResponse = self.request(&req, 7)?;
         let mut out = Vec::with_capacity(parts.len());
         for (t, p) in parts {

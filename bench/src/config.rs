@@ -187,16 +187,21 @@ impl Config {
             .records_per_batch
             .unwrap_or_else(|| (batch_bytes / (record_size + 16)).clamp(1, 10_000));
         if records_per_batch == 0 || records_per_batch > 1_000_000 {
-            return Err(format!("records per batch must be 1..=1000000, got {records_per_batch}"));
+            return Err(format!(
+                "records per batch must be 1..=1000000, got {records_per_batch}"
+            ));
         }
         let compression = match k.compression.as_deref() {
             None => Compression::None,
-            Some(name) => Compression::from_name(name)
-                .ok_or_else(|| format!("unknown compression {name:?} (none, gzip, snappy, lz4, zstd)"))?,
+            Some(name) => Compression::from_name(name).ok_or_else(|| {
+                format!("unknown compression {name:?} (none, gzip, snappy, lz4, zstd)")
+            })?,
         };
         let compressibility = k.compressibility.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&compressibility) {
-            return Err(format!("compressibility must be within 0..=1, got {compressibility}"));
+            return Err(format!(
+                "compressibility must be within 0..=1, got {compressibility}"
+            ));
         }
         let acks = k.acks.unwrap_or(1);
         if !(-1..=1).contains(&acks) {
@@ -209,11 +214,15 @@ impl Config {
         }
         let duration = k.duration.unwrap_or(10.0);
         if !(duration > 0.0 && duration <= 86_400.0) {
-            return Err(format!("duration must be within (0, 86400] seconds, got {duration}"));
+            return Err(format!(
+                "duration must be within (0, 86400] seconds, got {duration}"
+            ));
         }
         let warmup = k.warmup.unwrap_or(0.0);
         if !(0.0..duration).contains(&warmup) {
-            return Err(format!("warmup {warmup} must be >= 0 and shorter than the duration"));
+            return Err(format!(
+                "warmup {warmup} must be >= 0 and shorter than the duration"
+            ));
         }
         let total_parts = ntopics as usize * partitions as usize;
         let connections = k.connections.unwrap_or(4).clamp(1, 1024).min(total_parts);
@@ -243,7 +252,6 @@ impl Config {
             fetch_partition_bytes: k.fetch_partition_bytes.unwrap_or(1 << 20).max(1024),
         })
     }
-
 }
 
 #[cfg(test)]
@@ -292,7 +300,10 @@ mod tests {
     #[test]
     fn flags_override_file_and_defaults_fill_the_rest() {
         let file = parse_workload("partitions = 100\nrecord_size = 100\nduration = 30").unwrap();
-        let flags = Knobs { duration: Some(3.0), ..Knobs::default() };
+        let flags = Knobs {
+            duration: Some(3.0),
+            ..Knobs::default()
+        };
         let c = Config::resolve(Mode::Produce, flags.or(file)).unwrap();
         assert_eq!(c.partitions, 100);
         assert_eq!(c.record_size, 100);
@@ -320,10 +331,14 @@ mod tests {
             if p.extension().and_then(|s| s.to_str()) == Some("toml") {
                 let text = std::fs::read_to_string(&p).unwrap();
                 let k = parse_workload(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                Config::resolve(Mode::Produce, k).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                Config::resolve(Mode::Produce, k)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 n += 1;
             }
         }
-        assert!(n >= 4, "expected the OpenMessaging-style workloads, found {n}");
+        assert!(
+            n >= 4,
+            "expected the OpenMessaging-style workloads, found {n}"
+        );
     }
 }

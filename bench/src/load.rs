@@ -34,7 +34,10 @@ const FETCH_VERSION: i16 = 12;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn wall_now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Everything a run measured.
@@ -123,11 +126,17 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
     let e2e = cfg.mode == Mode::E2e;
     let mut maker = BatchMaker::new(cfg, plan.records_per_batch, plan.seed);
     let build_ts = wall_now_us() / 1000;
-    let template = if e2e { StampTemplate::new(&mut maker)? } else { None };
+    let template = if e2e {
+        StampTemplate::new(&mut maker)?
+    } else {
+        None
+    };
     let prebuilt: Vec<Bytes> = if e2e {
         Vec::new()
     } else {
-        (0..8).map(|_| maker.build(build_ts, None)).collect::<Res<_>>()?
+        (0..8)
+            .map(|_| maker.build(build_ts, None))
+            .collect::<Res<_>>()?
     };
     let rpb = plan.records_per_batch as u64;
     let batch_value_bytes = rpb * cfg.record_size as u64;
@@ -141,7 +150,9 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
     let reader: Option<JoinHandle<ReaderOut>> = if acks0 {
         None
     } else {
-        let rstream = stream.try_clone().map_err(|e| format!("clone socket: {e}"))?;
+        let rstream = stream
+            .try_clone()
+            .map_err(|e| format!("clone socket: {e}"))?;
         let sh = sh.clone();
         Some(std::thread::spawn(move || {
             let mut fr = FrameReader::new(rstream);
@@ -158,14 +169,18 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
                 };
                 let done = Instant::now();
                 last = done;
-                let resp: ProduceResponse =
-                    match decode_response(frame, ProduceRequest::API_KEY, PRODUCE_VERSION, inf.correlation_id) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            sh.counters.error(e);
-                            break;
-                        }
-                    };
+                let resp: ProduceResponse = match decode_response(
+                    frame,
+                    ProduceRequest::API_KEY,
+                    PRODUCE_VERSION,
+                    inf.correlation_id,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        sh.counters.error(e);
+                        break;
+                    }
+                };
                 let mut ok = 0u64;
                 let mut seen = 0usize;
                 for t in &resp.responses {
@@ -185,7 +200,10 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
                     }
                 }
                 if seen != inf.batches {
-                    sh.counters.error(format!("produce response has {seen} partitions, request had {}", inf.batches));
+                    sh.counters.error(format!(
+                        "produce response has {seen} partitions, request had {}",
+                        inf.batches
+                    ));
                 }
                 let msgs = ok * rpb;
                 sh.counters.produced(msgs, ok * batch_value_bytes);
@@ -254,10 +272,16 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
                 prebuilt[(k as usize + j) % prebuilt.len()].clone()
             };
             let name = &cfg.topics[ti];
-            let part = PartitionProduceData { index: p, records: Some(Records::from(batch)) };
+            let part = PartitionProduceData {
+                index: p,
+                records: Some(Records::from(batch)),
+            };
             match topic_data.iter_mut().find(|t| &t.name == name) {
                 Some(t) => t.partition_data.push(part),
-                None => topic_data.push(TopicProduceData { name: name.clone(), partition_data: vec![part] }),
+                None => topic_data.push(TopicProduceData {
+                    name: name.clone(),
+                    partition_data: vec![part],
+                }),
             }
         }
         if let Some(e) = build_err {
@@ -266,7 +290,12 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
         cursor = (cursor + per_request) % nparts.max(1);
         let correlation_id = (k & 0x7fff_ffff) as i32;
         k += 1;
-        let req = ProduceRequest { transactional_id: None, acks: cfg.acks, timeout_ms: 30_000, topic_data };
+        let req = ProduceRequest {
+            transactional_id: None,
+            acks: cfg.acks,
+            timeout_ms: 30_000,
+            topic_data,
+        };
         let frame = request_frame(&req, PRODUCE_VERSION, correlation_id);
         build_busy += build_start.elapsed();
         if !acks0 && tok_tx.send(()).is_err() {
@@ -274,7 +303,16 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
         }
         let sent = Instant::now();
         let intended = if pacer.is_some() { intended } else { sent };
-        if !acks0 && inf_tx.send(InFlight { correlation_id, intended, sent, batches: per_request }).is_err() {
+        if !acks0
+            && inf_tx
+                .send(InFlight {
+                    correlation_id,
+                    intended,
+                    sent,
+                    batches: per_request,
+                })
+                .is_err()
+        {
             break Ok(());
         }
         if let Err(e) = write_chunks(&mut stream, &frame) {
@@ -284,7 +322,8 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
             let done = Instant::now();
             last_done = done;
             let msgs = per_request as u64 * rpb;
-            sh.counters.produced(msgs, per_request as u64 * batch_value_bytes);
+            sh.counters
+                .produced(msgs, per_request as u64 * batch_value_bytes);
             if intended >= sh.warm_end {
                 stats::record(&mut hist, latency_us(intended, done), msgs);
                 stats::record(&mut service, latency_us(sent, done), msgs);
@@ -307,7 +346,13 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
             Err(_) => return Err("producer reader thread panicked".into()),
         }
     }
-    Ok(ProducerOut { produce: hist, service, requests: k, finished: last_done, build_busy })
+    Ok(ProducerOut {
+        produce: hist,
+        service,
+        requests: k,
+        finished: last_done,
+        build_busy,
+    })
 }
 
 struct ConsumerPart {
@@ -323,9 +368,16 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
     let cfg = &sh.cfg;
     let e2e = cfg.mode == Mode::E2e;
     let mut stream = client::connect(&sh.bootstrap)?;
-    let mut fr = FrameReader::new(stream.try_clone().map_err(|e| format!("clone socket: {e}"))?);
-    let index: HashMap<(String, i32), usize> =
-        parts.iter().enumerate().map(|(i, p)| ((p.topic.clone(), p.partition), i)).collect();
+    let mut fr = FrameReader::new(
+        stream
+            .try_clone()
+            .map_err(|e| format!("clone socket: {e}"))?,
+    );
+    let index: HashMap<(String, i32), usize> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((p.topic.clone(), p.partition), i))
+        .collect();
     let mut hist = new_histogram();
     let warm_end_us = sh.wall_us(sh.warm_end);
     let hard_deadline = sh.end + if e2e { DRAIN_GRACE } else { Duration::ZERO };
@@ -359,7 +411,11 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
             };
             match topics.iter_mut().find(|t| t.topic == p.topic) {
                 Some(t) => t.partitions.push(fp),
-                None => topics.push(FetchTopic { topic: p.topic.clone(), topic_id: Uuid::ZERO, partitions: vec![fp] }),
+                None => topics.push(FetchTopic {
+                    topic: p.topic.clone(),
+                    topic_id: Uuid::ZERO,
+                    partitions: vec![fp],
+                }),
             }
         }
         let left_ms = hard_deadline.saturating_duration_since(now).as_millis() as i32;
@@ -371,11 +427,15 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
             ..FetchRequest::default()
         };
         corr = corr.wrapping_add(1) & 0x7fff_ffff;
-        write_chunks(&mut stream, &request_frame(&req, FETCH_VERSION, corr)).map_err(|e| format!("send fetch: {e}"))?;
-        let frame = fr.read_frame().map_err(|e| format!("fetch response: {e}"))?;
+        write_chunks(&mut stream, &request_frame(&req, FETCH_VERSION, corr))
+            .map_err(|e| format!("send fetch: {e}"))?;
+        let frame = fr
+            .read_frame()
+            .map_err(|e| format!("fetch response: {e}"))?;
         let received = Instant::now();
         let now_us = sh.wall_us(received);
-        let resp: FetchResponse = decode_response(frame, FetchRequest::API_KEY, FETCH_VERSION, corr)?;
+        let resp: FetchResponse =
+            decode_response(frame, FetchRequest::API_KEY, FETCH_VERSION, corr)?;
         if resp.error_code != 0 {
             return Err(format!("fetch: error code {}", resp.error_code));
         }
@@ -384,12 +444,18 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
         for t in resp.responses {
             for pd in t.partitions {
                 let Some(&i) = index.get(&(t.topic.clone(), pd.partition_index)) else {
-                    sh.counters.error(format!("fetch answered for unrequested {}-{}", t.topic, pd.partition_index));
+                    sh.counters.error(format!(
+                        "fetch answered for unrequested {}-{}",
+                        t.topic, pd.partition_index
+                    ));
                     continue;
                 };
                 let p = &mut parts[i];
                 if pd.error_code != 0 {
-                    sh.counters.error(format!("fetch {}-{}: error code {}", p.topic, p.partition, pd.error_code));
+                    sh.counters.error(format!(
+                        "fetch {}-{}: error code {}",
+                        p.topic, p.partition, pd.error_code
+                    ));
                     p.done = true;
                     continue;
                 }
@@ -399,7 +465,10 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
                         Ok(b) => b,
                         Err(BatchError::Truncated { .. }) => break, // partial batch at the end
                         Err(e) => {
-                            sh.counters.error(format!("fetch {}-{}: bad batch: {e}", p.topic, p.partition));
+                            sh.counters.error(format!(
+                                "fetch {}-{}: bad batch: {e}",
+                                p.topic, p.partition
+                            ));
                             break;
                         }
                     };
@@ -418,22 +487,34 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
                         let first = match batch.records(256 << 20) {
                             Ok(mut it) => it.next(),
                             Err(e) => {
-                                sh.counters.error(format!("fetch {}-{}: {e}", p.topic, p.partition));
+                                sh.counters
+                                    .error(format!("fetch {}-{}: {e}", p.topic, p.partition));
                                 break;
                             }
                         };
                         match first {
                             Some(Ok(r)) => {
-                                let ts = r.headers.iter().find(|h| h.key == TS_HEADER).and_then(|h| h.value.as_ref());
+                                let ts = r
+                                    .headers
+                                    .iter()
+                                    .find(|h| h.key == TS_HEADER)
+                                    .and_then(|h| h.value.as_ref());
                                 if let Some(Ok(raw)) = ts.map(|v| <[u8; 8]>::try_from(&v[..])) {
                                     let sent_us = i64::from_be_bytes(raw);
                                     if sent_us >= warm_end_us {
-                                        stats::record(&mut hist, now_us.saturating_sub(sent_us).max(0) as u64, n);
+                                        stats::record(
+                                            &mut hist,
+                                            now_us.saturating_sub(sent_us).max(0) as u64,
+                                            n,
+                                        );
                                     }
                                 }
                             }
                             Some(Err(e)) => {
-                                sh.counters.error(format!("fetch {}-{}: bad record: {e}", p.topic, p.partition));
+                                sh.counters.error(format!(
+                                    "fetch {}-{}: bad record: {e}",
+                                    p.topic, p.partition
+                                ));
                                 break;
                             }
                             None => {}
@@ -461,16 +542,25 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
     let mut parts: Vec<(usize, i32)> = Vec::new();
     for (ti, (t, &n)) in cfg.topics.iter().zip(&counts).enumerate() {
         if n != cfg.partitions as usize {
-            eprintln!("spate-bench: topic {t} has {n} partitions (asked for {}); using {n}", cfg.partitions);
+            eprintln!(
+                "spate-bench: topic {t} has {n} partitions (asked for {}); using {n}",
+                cfg.partitions
+            );
         }
         parts.extend((0..n as i32).map(|p| (ti, p)));
     }
-    let named: Vec<(String, i32)> = parts.iter().map(|&(ti, p)| (cfg.topics[ti].clone(), p)).collect();
+    let named: Vec<(String, i32)> = parts
+        .iter()
+        .map(|&(ti, p)| (cfg.topics[ti].clone(), p))
+        .collect();
     let (cons_start, cons_end) = match cfg.mode {
         Mode::Produce => (Vec::new(), Vec::new()),
         Mode::Consume => (
             ctl.list_offsets(&named, -2)?,
-            ctl.list_offsets(&named, -1)?.into_iter().map(Some).collect(),
+            ctl.list_offsets(&named, -1)?
+                .into_iter()
+                .map(Some)
+                .collect(),
         ),
         Mode::E2e => (ctl.list_offsets(&named, -1)?, vec![None; named.len()]),
     };
@@ -499,15 +589,25 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
     if cfg.mode != Mode::Consume {
         let conns = cfg.connections.min(total).max(1);
         if let Some(r) = cfg.rate {
-            rpb_used = rate::records_per_batch_at_rate(r, total, cfg.linger_ms, cfg.records_per_batch);
+            rpb_used =
+                rate::records_per_batch_at_rate(r, total, cfg.linger_ms, cfg.records_per_batch);
         }
         for c in 0..conns {
             let owned: Vec<(usize, i32)> = parts.iter().copied().skip(c).step_by(conns).collect();
-            let per_request = cfg.partitions_per_request.unwrap_or(owned.len()).clamp(1, owned.len());
-            let requests_per_sec = cfg
-                .rate
-                .map(|r| rate::requests_per_sec(r, owned.len() as f64 / total as f64, per_request * rpb_used));
-            let plan = ProducerPlan { parts: owned, per_request, records_per_batch: rpb_used, requests_per_sec, seed: c as u64 + 1 };
+            let per_request = cfg
+                .partitions_per_request
+                .unwrap_or(owned.len())
+                .clamp(1, owned.len());
+            let requests_per_sec = cfg.rate.map(|r| {
+                rate::requests_per_sec(r, owned.len() as f64 / total as f64, per_request * rpb_used)
+            });
+            let plan = ProducerPlan {
+                parts: owned,
+                per_request,
+                records_per_batch: rpb_used,
+                requests_per_sec,
+                seed: c as u64 + 1,
+            };
             sh.live_producers.fetch_add(1, Relaxed);
             let sh2 = sh.clone();
             producers.push(std::thread::spawn(move || producer(sh2, plan)));
@@ -588,7 +688,8 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
                 let _ = produce.add(&out.produce);
                 let _ = produce_service.add(&out.service);
                 requests += out.requests;
-                client_build_busy = client_build_busy.max(out.build_busy.as_secs_f64() / cfg.duration);
+                client_build_busy =
+                    client_build_busy.max(out.build_busy.as_secs_f64() / cfg.duration);
                 produce_end = produce_end.max(out.finished);
             }
             Ok(Err(e)) => sh.counters.error(e),
@@ -608,7 +709,13 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
     }
     let snap = sh.counters.snapshot();
     // A producer that never got an ack still ran for the whole duration.
-    let produce_secs = (produce_end - start).as_secs_f64().max(if snap.produced_msgs == 0 { cfg.duration } else { 0.001 });
+    let produce_secs = (produce_end - start)
+        .as_secs_f64()
+        .max(if snap.produced_msgs == 0 {
+            cfg.duration
+        } else {
+            0.001
+        });
     let consume_secs = (consume_end - start).as_secs_f64().max(0.001);
     Ok(RunResult {
         produce,

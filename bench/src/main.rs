@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use config::{Config, Knobs, Mode};
 
 #[derive(Parser)]
-#[command(name = "spate-bench", version, about = "Load generator for Kafka-compatible brokers")]
+#[command(
+    name = "spate-bench",
+    version,
+    about = "Load generator for Kafka-compatible brokers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,7 +63,8 @@ struct Common {
 fn run(mode: Mode, c: Common) -> Result<bool, String> {
     let file = match &c.workload {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?;
             config::parse_workload(&text).map_err(|e| format!("{}: {e}", p.display()))?
         }
         None => Knobs::default(),
@@ -72,9 +77,13 @@ fn run(mode: Mode, c: Common) -> Result<bool, String> {
         let text = serde_json::to_string_pretty(&json).map_err(|e| format!("json: {e}"))?;
         std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
     }
-    let svg_path = c.svg.clone().or_else(|| c.json.as_ref().map(|p| p.with_extension("svg")));
+    let svg_path = c
+        .svg
+        .clone()
+        .or_else(|| c.json.as_ref().map(|p| p.with_extension("svg")));
     if let Some(path) = svg_path {
-        std::fs::write(&path, report::to_svg(&cfg, &result)).map_err(|e| format!("write {}: {e}", path.display()))?;
+        std::fs::write(&path, report::to_svg(&cfg, &result))
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
     }
     let worked = match cfg.mode {
         Mode::Consume => true,

@@ -31,7 +31,12 @@ const TEXT: &[u8] = b"the quick brown fox jumps over the lazy dog; spate streams
 
 /// A pool of value bytes: each `record_size` stretch has `compressibility` of its bytes
 /// from a repeating English-like text and the rest random.
-pub fn payload_pool(record_size: usize, compressibility: f64, records: usize, seed: u64) -> Vec<u8> {
+pub fn payload_pool(
+    record_size: usize,
+    compressibility: f64,
+    records: usize,
+    seed: u64,
+) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(record_size * records);
     let text_len = ((record_size as f64) * compressibility).round() as usize;
@@ -83,7 +88,8 @@ impl BatchMaker {
             let i = self.cursor % self.pool_records;
             self.cursor = self.cursor.wrapping_add(1);
             let value = &self.pool[i * self.record_size..(i + 1) * self.record_size];
-            let key = (self.key_size > 0).then(|| &self.keys[i * self.key_size..(i + 1) * self.key_size]);
+            let key =
+                (self.key_size > 0).then(|| &self.keys[i * self.key_size..(i + 1) * self.key_size]);
             match &ts_bytes {
                 Some(t) => b.append(ts_ms, key, Some(value), &[(TS_HEADER, Some(&t[..]))]),
                 None => b.append(ts_ms, key, Some(value), &[]),
@@ -119,10 +125,15 @@ impl StampTemplate {
             .filter(|(_, w)| *w == &needle[..])
             .map(|(i, _)| i + needle.len())
             .collect();
-        if value_offsets.len() != maker.cfg_records || value_offsets.iter().any(|&o| o + 8 > data.len()) {
+        if value_offsets.len() != maker.cfg_records
+            || value_offsets.iter().any(|&o| o + 8 > data.len())
+        {
             return Ok(None);
         }
-        Ok(Some(StampTemplate { data, value_offsets }))
+        Ok(Some(StampTemplate {
+            data,
+            value_offsets,
+        }))
     }
 
     pub fn stamp(&self, ts_ms: i64, publish_us: i64) -> Res<Bytes> {
@@ -132,7 +143,8 @@ impl StampTemplate {
             b[o..o + 8].copy_from_slice(&us);
         }
         b[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&ts_ms.to_be_bytes());
-        spate_net::record_batch::set_max_timestamp(&mut b, ts_ms).map_err(|e| format!("stamp: {e}"))?;
+        spate_net::record_batch::set_max_timestamp(&mut b, ts_ms)
+            .map_err(|e| format!("stamp: {e}"))?;
         spate_net::record_batch::update_crc(&mut b).map_err(|e| format!("stamp: {e}"))?;
         Ok(Bytes::from(b))
     }
@@ -150,16 +162,26 @@ mod tests {
         let text = payload_pool(1000, 1.0, 4, 1);
         assert_eq!(random.len(), 4000);
         assert!(text.iter().all(|b| TEXT.contains(b)));
-        let z = |d: &[u8]| spate_net::compression::compress(spate_net::compression::Compression::Zstd, d).unwrap().len();
+        let z = |d: &[u8]| {
+            spate_net::compression::compress(spate_net::compression::Compression::Zstd, d)
+                .unwrap()
+                .len()
+        };
         assert!(z(&text) * 10 < z(&random), "{} vs {}", z(&text), z(&random));
     }
 
     #[test]
     fn stamped_template_matches_a_built_batch() {
-        let k = Knobs { record_size: Some(64), compressibility: Some(1.0), ..Knobs::default() };
+        let k = Knobs {
+            record_size: Some(64),
+            compressibility: Some(1.0),
+            ..Knobs::default()
+        };
         let cfg = Config::resolve(Mode::E2e, k).unwrap();
         let mut m = BatchMaker::new(&cfg, 5, 3);
-        let t = StampTemplate::new(&mut m).unwrap().expect("uncompressed template");
+        let t = StampTemplate::new(&mut m)
+            .unwrap()
+            .expect("uncompressed template");
         let stamped = t.stamp(1_700_000_000_123, 1_700_000_000_123_456).unwrap();
         let batch = batches(stamped).next().unwrap().unwrap();
         batch.verify_crc().unwrap();
@@ -168,14 +190,22 @@ mod tests {
         let mut n = 0;
         for r in batch.records(1 << 20).unwrap() {
             let r = r.unwrap();
-            assert_eq!(r.headers[0].value.as_deref(), Some(&1_700_000_000_123_456i64.to_be_bytes()[..]));
+            assert_eq!(
+                r.headers[0].value.as_deref(),
+                Some(&1_700_000_000_123_456i64.to_be_bytes()[..])
+            );
             n += 1;
         }
         assert_eq!(n, 5);
         // Compressed batches are built per request instead.
-        let k = Knobs { compression: Some("zstd".into()), ..Knobs::default() };
+        let k = Knobs {
+            compression: Some("zstd".into()),
+            ..Knobs::default()
+        };
         let cfg = Config::resolve(Mode::E2e, k).unwrap();
-        assert!(StampTemplate::new(&mut BatchMaker::new(&cfg, 5, 3)).unwrap().is_none());
+        assert!(StampTemplate::new(&mut BatchMaker::new(&cfg, 5, 3))
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -199,7 +229,10 @@ mod tests {
             assert_eq!(r.value.as_ref().map(|v| v.len()), Some(100));
             assert_eq!(r.key.as_ref().map(|v| v.len()), Some(8));
             assert_eq!(r.headers[0].key, TS_HEADER);
-            assert_eq!(r.headers[0].value.as_deref(), Some(&123_456_789i64.to_be_bytes()[..]));
+            assert_eq!(
+                r.headers[0].value.as_deref(),
+                Some(&123_456_789i64.to_be_bytes()[..])
+            );
         }
     }
 }

@@ -17,7 +17,10 @@ pub struct Pacer {
 impl Pacer {
     /// `per_sec` requests per second starting at `start`.
     pub fn new(start: Instant, per_sec: f64) -> Pacer {
-        Pacer { start, interval_ns: 1e9 / per_sec }
+        Pacer {
+            start,
+            interval_ns: 1e9 / per_sec,
+        }
     }
 
     /// Intended time of request `k`.
@@ -46,7 +49,12 @@ pub fn sleep_until(t: Instant) {
 
 /// Records per batch at a fixed rate: a partition receives `rate / partitions` msgs/s,
 /// and a batch closes after `linger_ms` (or when it holds `max_records`).
-pub fn records_per_batch_at_rate(rate: f64, partitions: usize, linger_ms: f64, max_records: usize) -> usize {
+pub fn records_per_batch_at_rate(
+    rate: f64,
+    partitions: usize,
+    linger_ms: f64,
+    max_records: usize,
+) -> usize {
     let per_partition = rate / partitions.max(1) as f64;
     let n = (per_partition * linger_ms / 1000.0).floor();
     (n as usize).clamp(1, max_records.max(1))
@@ -115,7 +123,9 @@ mod tests {
         let rate = 100_000.0;
         let total: f64 = [34usize, 33, 33]
             .iter()
-            .map(|&owned| requests_per_sec(rate, owned as f64 / 100.0, owned * 10) * (owned * 10) as f64)
+            .map(|&owned| {
+                requests_per_sec(rate, owned as f64 / 100.0, owned * 10) * (owned * 10) as f64
+            })
             .sum();
         assert!((total - rate).abs() < 1e-6);
         // Requests come equally often on every connection in that layout.

@@ -94,7 +94,11 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
             r.consumed_bytes as f64 / r.consume_secs / MB
         );
     }
-    let _ = writeln!(s, "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "p50", "p90", "p95", "p99", "p99.9", "p99.99", "max");
+    let _ = writeln!(
+        s,
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "p50", "p90", "p95", "p99", "p99.9", "p99.99", "max"
+    );
     let mut row = |name: &str, l: &LatencySummary| {
         let _ = writeln!(
             s,
@@ -124,7 +128,9 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A "nice" axis top: 1, 2 or 5 times a power of ten, at or above `v`.
@@ -151,21 +157,66 @@ struct Panel {
     h: f64,
 }
 
-fn axes(svg: &mut String, p: &Panel, title: &str, xlabel: &str, ylabel: &str, xticks: &[(f64, String)], ytop: f64) {
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#, p.x + p.w / 2.0, p.y - 10.0, esc(title));
-    let _ = writeln!(svg, r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#444"/>"##, p.x, p.y, p.w, p.h);
+fn axes(
+    svg: &mut String,
+    p: &Panel,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    xticks: &[(f64, String)],
+    ytop: f64,
+) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#,
+        p.x + p.w / 2.0,
+        p.y - 10.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
+        p.x, p.y, p.w, p.h
+    );
     for i in 0..=5 {
         let v = ytop * i as f64 / 5.0;
         let y = p.y + p.h - p.h * i as f64 / 5.0;
-        let _ = writeln!(svg, r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##, p.x, p.x + p.w);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#, p.x - 5.0, y + 4.0, fmt_num(v));
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##,
+            p.x,
+            p.x + p.w
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            p.x - 5.0,
+            y + 4.0,
+            fmt_num(v)
+        );
     }
     for (fx, label) in xticks {
         let x = p.x + p.w * fx;
-        let _ = writeln!(svg, r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#ddd"/>"##, p.y, p.y + p.h);
-        let _ = writeln!(svg, r#"<text x="{x}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, p.y + p.h + 15.0, esc(label));
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#ddd"/>"##,
+            p.y,
+            p.y + p.h
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{x}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+            p.y + p.h + 15.0,
+            esc(label)
+        );
     }
-    let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text>"#, p.x + p.w / 2.0, p.y + p.h + 33.0, esc(xlabel));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text>"#,
+        p.x + p.w / 2.0,
+        p.y + p.h + 33.0,
+        esc(xlabel)
+    );
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="{}" font-size="12" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>"#,
@@ -189,15 +240,31 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn polyline(svg: &mut String, p: &Panel, pts: &[(f64, f64)], xmax: f64, ytop: f64, color: &str, dashed: bool) {
+fn polyline(
+    svg: &mut String,
+    p: &Panel,
+    pts: &[(f64, f64)],
+    xmax: f64,
+    ytop: f64,
+    color: &str,
+    dashed: bool,
+) {
     let mut d = String::new();
     for (x, y) in pts {
         let px = p.x + p.w * (x / xmax).clamp(0.0, 1.0);
         let py = p.y + p.h - p.h * (y / ytop).clamp(0.0, 1.0);
         let _ = write!(d, "{px:.1},{py:.1} ");
     }
-    let dash = if dashed { r#" stroke-dasharray="6 4""# } else { "" };
-    let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#, d.trim_end());
+    let dash = if dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        svg,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
+        d.trim_end()
+    );
 }
 
 /// Two panels: latency by percentile (x: p0 .. p99.999 on a "number of nines" scale)
@@ -205,7 +272,10 @@ fn polyline(svg: &mut String, p: &Panel, pts: &[(f64, f64)], xmax: f64, ytop: f6
 pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
     let mut svg = String::new();
     let (w, h) = (1100.0, 440.0);
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"#);
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif">"#
+    );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
         "spate-bench {} — {} B records, {} partitions, {}, acks {}, {}",
@@ -214,12 +284,24 @@ pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
         r.partitions_total,
         cfg.compression.name(),
         cfg.acks,
-        cfg.rate.map(|x| format!("{x:.0} msg/s")).unwrap_or_else(|| "peak".into())
+        cfg.rate
+            .map(|x| format!("{x:.0} msg/s"))
+            .unwrap_or_else(|| "peak".into())
     );
-    let _ = writeln!(svg, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, w / 2.0, esc(&title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+        w / 2.0,
+        esc(&title)
+    );
 
     // Latency percentile distribution.
-    let lp = Panel { x: 80.0, y: 60.0, w: 420.0, h: 310.0 };
+    let lp = Panel {
+        x: 80.0,
+        y: 60.0,
+        w: 420.0,
+        h: 310.0,
+    };
     let mut curves: Vec<Series> = Vec::new();
     if cfg.mode != Mode::Consume {
         curves.push(("produce", "#1f77b4", percentile_curve(&r.produce)));
@@ -227,33 +309,103 @@ pub fn to_svg(cfg: &Config, r: &RunResult) -> String {
     if cfg.mode == Mode::E2e {
         curves.push(("end-to-end", "#d62728", percentile_curve(&r.e2e)));
     }
-    let xmax = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).fold(1.0f64, f64::max).ceil();
-    let ytop = nice_top(curves.iter().flat_map(|c| c.2.iter().map(|p| p.1)).fold(0.0f64, f64::max));
+    let xmax = curves
+        .iter()
+        .flat_map(|c| c.2.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max)
+        .ceil();
+    let ytop = nice_top(
+        curves
+            .iter()
+            .flat_map(|c| c.2.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max),
+    );
     let labels = ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999"];
-    let xticks: Vec<(f64, String)> =
-        (0..=xmax as usize).map(|i| (i as f64 / xmax, labels.get(i).unwrap_or(&"").to_string())).collect();
-    axes(&mut svg, &lp, "Latency by percentile", "percentile", "latency (ms)", &xticks, ytop);
+    let xticks: Vec<(f64, String)> = (0..=xmax as usize)
+        .map(|i| (i as f64 / xmax, labels.get(i).unwrap_or(&"").to_string()))
+        .collect();
+    axes(
+        &mut svg,
+        &lp,
+        "Latency by percentile",
+        "percentile",
+        "latency (ms)",
+        &xticks,
+        ytop,
+    );
     for (i, (name, color, pts)) in curves.iter().enumerate() {
         polyline(&mut svg, &lp, pts, xmax, ytop, color, i > 0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#, lp.x + 10.0, lp.y + 18.0 + 16.0 * i as f64);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#,
+            lp.x + 10.0,
+            lp.y + 18.0 + 16.0 * i as f64
+        );
     }
 
     // Throughput over time.
-    let tp = Panel { x: 640.0, y: 60.0, w: 420.0, h: 310.0 };
-    let tmax = r.timeline.last().map(|t| t.t).unwrap_or(1.0).max(1.0).ceil();
+    let tp = Panel {
+        x: 640.0,
+        y: 60.0,
+        w: 420.0,
+        h: 310.0,
+    };
+    let tmax = r
+        .timeline
+        .last()
+        .map(|t| t.t)
+        .unwrap_or(1.0)
+        .max(1.0)
+        .ceil();
     let series: Vec<Series> = vec![
-        ("produce msg/s", "#1f77b4", r.timeline.iter().map(|t: &Tick| (t.t, t.produce_msgs_per_sec)).collect()),
-        ("consume msg/s", "#2ca02c", r.timeline.iter().map(|t: &Tick| (t.t, t.consume_msgs_per_sec)).collect()),
+        (
+            "produce msg/s",
+            "#1f77b4",
+            r.timeline
+                .iter()
+                .map(|t: &Tick| (t.t, t.produce_msgs_per_sec))
+                .collect(),
+        ),
+        (
+            "consume msg/s",
+            "#2ca02c",
+            r.timeline
+                .iter()
+                .map(|t: &Tick| (t.t, t.consume_msgs_per_sec))
+                .collect(),
+        ),
     ];
-    let series: Vec<_> = series.into_iter().filter(|s| s.2.iter().any(|p| p.1 > 0.0)).collect();
-    let ytop = nice_top(series.iter().flat_map(|c| c.2.iter().map(|p| p.1)).fold(0.0f64, f64::max));
+    let series: Vec<_> = series
+        .into_iter()
+        .filter(|s| s.2.iter().any(|p| p.1 > 0.0))
+        .collect();
+    let ytop = nice_top(
+        series
+            .iter()
+            .flat_map(|c| c.2.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max),
+    );
     let step = (tmax / 10.0).ceil().max(1.0);
-    let xticks: Vec<(f64, String)> =
-        (0..=(tmax / step) as usize).map(|i| (i as f64 * step / tmax, format!("{}", i as f64 * step))).collect();
-    axes(&mut svg, &tp, "Throughput over time", "seconds", "messages per second", &xticks, ytop);
+    let xticks: Vec<(f64, String)> = (0..=(tmax / step) as usize)
+        .map(|i| (i as f64 * step / tmax, format!("{}", i as f64 * step)))
+        .collect();
+    axes(
+        &mut svg,
+        &tp,
+        "Throughput over time",
+        "seconds",
+        "messages per second",
+        &xticks,
+        ytop,
+    );
     for (i, (name, color, pts)) in series.iter().enumerate() {
         polyline(&mut svg, &tp, pts, tmax, ytop, color, i > 0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#, tp.x + 10.0, tp.y + 18.0 + 16.0 * i as f64);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" font-size="12" fill="{color}">{name}</text>"#,
+            tp.x + 10.0,
+            tp.y + 18.0 + 16.0 * i as f64
+        );
     }
     svg.push_str("</svg>\n");
     svg

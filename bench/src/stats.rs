@@ -171,7 +171,10 @@ mod tests {
         assert!(close(s.p99, 9900.0), "{s:?}");
         assert!(close(s.p999, 9990.0), "{s:?}");
         assert!(close(s.max, 10_000.0), "{s:?}");
-        assert_eq!(LatencySummary::of(&new_histogram()), LatencySummary::default());
+        assert_eq!(
+            LatencySummary::of(&new_histogram()),
+            LatencySummary::default()
+        );
     }
 
     #[test]
@@ -199,7 +202,11 @@ mod tests {
         for k in 0..1000u64 {
             let intended = pacer.intended(k);
             let sent = intended.max(free_at);
-            let service = if k == 100 { Duration::from_millis(200) } else { Duration::from_millis(1) };
+            let service = if k == 100 {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_millis(1)
+            };
             let done = sent + service;
             free_at = done;
             record(&mut corrected, latency_us(intended, done), 1);
@@ -212,7 +219,10 @@ mod tests {
         assert!(corrected.value_at_quantile(0.99) > 100_000);
         assert!(naive.value_at_quantile(0.99) < 2_000);
         // Both agree on the typical request.
-        assert_eq!(corrected.value_at_quantile(0.5), naive.value_at_quantile(0.5));
+        assert_eq!(
+            corrected.value_at_quantile(0.5),
+            naive.value_at_quantile(0.5)
+        );
     }
 
     #[test]
@@ -230,7 +240,11 @@ mod tests {
     #[test]
     fn tick_rates() {
         let a = Snapshot::default();
-        let b = Snapshot { produced_msgs: 1000, produced_bytes: 2 * 1024 * 1024, ..a };
+        let b = Snapshot {
+            produced_msgs: 1000,
+            produced_bytes: 2 * 1024 * 1024,
+            ..a
+        };
         let t = Tick::between(1.0, 0.5, &a, &b);
         assert_eq!(t.produce_msgs_per_sec, 2000.0);
         assert_eq!(t.produce_mb_per_sec, 4.0);
