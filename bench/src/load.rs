@@ -52,6 +52,7 @@ pub struct RunResult {
     pub produced_bytes: u64,
     pub consumed_msgs: u64,
     pub consumed_bytes: u64,
+    pub consumed_wire_bytes: u64,
     pub requests: u64,
     /// Largest share of the load time one producer writer spent building requests:
     /// near 1.0 the client, not the broker, limits the load.
@@ -441,6 +442,7 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
         }
         let mut msgs = 0u64;
         let mut bytes = 0u64;
+        let mut wire = 0u64;
         for t in resp.responses {
             for pd in t.partitions {
                 let Some(&i) = index.get(&(t.topic.clone(), pd.partition_index)) else {
@@ -481,6 +483,7 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
                     let n = (next - p.offset.max(batch.base_offset())).max(0) as u64;
                     msgs += n;
                     bytes += n * cfg.record_size as u64;
+                    wire += batch.size() as u64;
                     if e2e {
                         // spate-bench stamps every record of a batch with the same
                         // publish time, so the first record speaks for the batch.
@@ -529,7 +532,7 @@ fn consumer(sh: Arc<Shared>, mut parts: Vec<ConsumerPart>) -> Res<(Histogram<u64
         }
         if msgs > 0 {
             last_record = received;
-            sh.counters.consumed(msgs, bytes);
+            sh.counters.consumed(msgs, bytes, wire);
         }
     }
     Ok((hist, last_record))
@@ -725,6 +728,7 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
         produced_bytes: snap.produced_bytes,
         consumed_msgs: snap.consumed_msgs,
         consumed_bytes: snap.consumed_bytes,
+        consumed_wire_bytes: sh.counters.consumed_wire_bytes.load(Relaxed),
         requests,
         client_build_busy,
         errors: snap.errors,
@@ -735,4 +739,245 @@ pub fn run(cfg: &Config, bootstrap: &str, quiet: bool) -> Res<RunResult> {
         partitions_total: total,
         records_per_batch: rpb_used,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a scripted in-process broker: topic lookup, pipelined produce
+    //! requests matched by correlation id, error accounting, bounded shutdown.
+
+    use super::*;
+    use crate::config::Knobs;
+    use bytes::BytesMut;
+    use spate_net::messages::list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+    };
+    use spate_net::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use spate_net::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+    use spate_net::messages::{
+        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
+    };
+    use spate_net::{decode_request_header, encode_response_frame, response_header_version};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// Answers produce requests with a correlation id that was never sent.
+        WrongCorrelation,
+        /// Answers every produce partition with NOT_LEADER_OR_FOLLOWER.
+        ErrorCode,
+    }
+
+    fn respond<M: Message>(
+        s: &mut std::net::TcpStream,
+        corr: i32,
+        key: i16,
+        version: i16,
+        body: &M,
+    ) {
+        let frame =
+            encode_response_frame(corr, response_header_version(key, version), body, version);
+        for c in frame {
+            s.write_all(&c).unwrap();
+        }
+    }
+
+    fn serve(mut s: std::net::TcpStream, partitions: i32, fault: Fault) {
+        let mut buf = BytesMut::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let frame = loop {
+                match spate_net::frame::split_frame(&mut buf, 64 << 20) {
+                    Ok(Some(f)) => break f,
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let mut frame = frame;
+            let h = decode_request_header(&mut frame).unwrap();
+            let (key, v, corr) = (h.request_api_key, h.request_api_version, h.correlation_id);
+            match key {
+                k if k == MetadataRequest::API_KEY => {
+                    let req = MetadataRequest::decode(&mut frame, v).unwrap();
+                    let topics = req
+                        .topics
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| MetadataResponseTopic {
+                            name: t.name,
+                            partitions: (0..partitions)
+                                .map(|p| MetadataResponsePartition {
+                                    partition_index: p,
+                                    leader_id: 0,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect();
+                    respond(
+                        &mut s,
+                        corr,
+                        key,
+                        v,
+                        &MetadataResponse {
+                            topics,
+                            ..Default::default()
+                        },
+                    );
+                }
+                k if k == ListOffsetsRequest::API_KEY => {
+                    let req = ListOffsetsRequest::decode(&mut frame, v).unwrap();
+                    let topics = req
+                        .topics
+                        .into_iter()
+                        .map(|t| ListOffsetsTopicResponse {
+                            name: t.name,
+                            partitions: t
+                                .partitions
+                                .iter()
+                                .map(|p| ListOffsetsPartitionResponse {
+                                    partition_index: p.partition_index,
+                                    offset: 0,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })
+                        .collect();
+                    respond(
+                        &mut s,
+                        corr,
+                        key,
+                        v,
+                        &ListOffsetsResponse {
+                            topics,
+                            ..Default::default()
+                        },
+                    );
+                }
+                k if k == ProduceRequest::API_KEY => {
+                    let req = ProduceRequest::decode(&mut frame, v).unwrap();
+                    if req.acks == 0 {
+                        continue;
+                    }
+                    let error_code = if fault == Fault::ErrorCode { 6 } else { 0 };
+                    let responses = req
+                        .topic_data
+                        .iter()
+                        .map(|t| TopicProduceResponse {
+                            name: t.name.clone(),
+                            partition_responses: t
+                                .partition_data
+                                .iter()
+                                .map(|p| PartitionProduceResponse {
+                                    index: p.index,
+                                    error_code,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })
+                        .collect();
+                    let corr = if fault == Fault::WrongCorrelation {
+                        corr.wrapping_add(1000)
+                    } else {
+                        corr
+                    };
+                    respond(
+                        &mut s,
+                        corr,
+                        key,
+                        v,
+                        &ProduceResponse {
+                            responses,
+                            ..Default::default()
+                        },
+                    );
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn mock_broker(partitions: i32, fault: Fault) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                std::thread::spawn(move || serve(s, partitions, fault));
+            }
+        });
+        addr
+    }
+
+    fn cfg(rate: Option<f64>, acks: i16) -> Config {
+        let k = Knobs {
+            topic: Some("t".into()),
+            partitions: Some(3),
+            record_size: Some(10),
+            records_per_batch: Some(5),
+            duration: Some(0.5),
+            rate,
+            acks: Some(acks),
+            connections: Some(2),
+            max_in_flight: Some(3),
+            linger_ms: Some(5.0),
+            ..Knobs::default()
+        };
+        Config::resolve(Mode::Produce, k).unwrap()
+    }
+
+    #[test]
+    fn fixed_rate_produce_against_a_mock_broker() {
+        let addr = mock_broker(3, Fault::None);
+        let r = run(&cfg(Some(2000.0), 1), &addr, true).unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        // 2000 msg/s for 0.5 s, in whole requests.
+        assert!(
+            (900..=1100).contains(&r.produced_msgs),
+            "{}",
+            r.produced_msgs
+        );
+        assert_eq!(r.produce.len(), r.produced_msgs);
+        assert_eq!(r.partitions_total, 3);
+    }
+
+    #[test]
+    fn peak_and_acks0_produce_against_a_mock_broker() {
+        let addr = mock_broker(3, Fault::None);
+        let r = run(&cfg(None, 1), &addr, true).unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        assert!(r.produced_msgs > 0 && r.requests > 0);
+        let r = run(&cfg(Some(1000.0), 0), &addr, true).unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        assert!(r.produced_msgs > 0);
+    }
+
+    #[test]
+    fn mismatched_correlation_id_is_an_error_not_a_hang() {
+        let addr = mock_broker(3, Fault::WrongCorrelation);
+        let t0 = Instant::now();
+        let r = run(&cfg(Some(1000.0), 1), &addr, true).unwrap();
+        assert!(r.errors > 0);
+        assert!(r.first_error.unwrap_or_default().contains("correlation"));
+        assert_eq!(r.produced_msgs, 0);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn partition_error_codes_are_counted() {
+        let addr = mock_broker(3, Fault::ErrorCode);
+        let r = run(&cfg(Some(1000.0), 1), &addr, true).unwrap();
+        assert!(r.errors > 0);
+        assert_eq!(r.produced_msgs, 0);
+        assert!(r.first_error.unwrap_or_default().contains("error code 6"));
+    }
 }

@@ -42,6 +42,8 @@ pub fn to_json(cfg: &Config, bootstrap: &str, r: &RunResult) -> Value {
         "produce_requests": r.requests,
         "consumed_msgs": r.consumed_msgs,
         "consume_msgs_per_sec": r.consumed_msgs as f64 / r.consume_secs,
+        "consumed_wire_bytes": r.consumed_wire_bytes,
+        "consume_wire_mb_per_sec": r.consumed_wire_bytes as f64 / r.consume_secs / MB,
         "errors": r.errors,
         "first_error": r.first_error,
         "client_build_busy": r.client_build_busy,
@@ -87,11 +89,12 @@ pub fn summary_text(cfg: &Config, r: &RunResult) -> String {
     if cfg.mode != Mode::Produce {
         let _ = writeln!(
             s,
-            "consumed {} msgs in {:.3} s: {:.0} msg/s, {:.1} MB/s",
+            "consumed {} msgs in {:.3} s: {:.0} msg/s, {:.1} MB/s of values at --record-size, {:.1} MB/s of batches",
             r.consumed_msgs,
             r.consume_secs,
             r.consumed_msgs as f64 / r.consume_secs,
-            r.consumed_bytes as f64 / r.consume_secs / MB
+            r.consumed_bytes as f64 / r.consume_secs / MB,
+            r.consumed_wire_bytes as f64 / r.consume_secs / MB
         );
     }
     let _ = writeln!(

@@ -77,6 +77,8 @@ pub struct Counters {
     pub produced_bytes: AtomicU64,
     pub consumed_msgs: AtomicU64,
     pub consumed_bytes: AtomicU64,
+    /// Record-batch bytes fetched (what crossed the wire, batch headers included).
+    pub consumed_wire_bytes: AtomicU64,
     pub errors: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -87,9 +89,10 @@ impl Counters {
         self.produced_bytes.fetch_add(bytes, Relaxed);
     }
 
-    pub fn consumed(&self, msgs: u64, bytes: u64) {
+    pub fn consumed(&self, msgs: u64, bytes: u64, wire_bytes: u64) {
         self.consumed_msgs.fetch_add(msgs, Relaxed);
         self.consumed_bytes.fetch_add(bytes, Relaxed);
+        self.consumed_wire_bytes.fetch_add(wire_bytes, Relaxed);
     }
 
     pub fn error(&self, what: String) {
