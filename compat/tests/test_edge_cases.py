@@ -279,3 +279,44 @@ def test_describe_broker_configs(bootstrap):
             "log.segment.bytes": "1073741824", "compression.type": "producer",
             "log.cleanup.policy": "delete", "default.replication.factor": "1"}
     assert {k: cfg[k].value if k in cfg else None for k in want} == want
+
+
+def test_small_fetch_limits_across_partitions(bootstrap, topic_name):
+    """Tiny fetch.max.bytes / max.partition.fetch.bytes over 8 partitions: every fetch
+    still returns at least one batch and every partition makes progress."""
+    from confluent_kafka import Consumer
+    create_topic(bootstrap, topic_name, 8)
+    recs = [{"key": f"{i}".encode(), "value": f"small-{i}-".encode() * 5, "partition": i % 8}
+            for i in range(1600)]
+    # Small batches (4 records, ~300 bytes), so that a fetch can hold only a few.
+    produce(bootstrap, topic_name, recs, {"acks": "all", "linger.ms": 20,
+                                          "batch.num.messages": 4})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "fetch.max.bytes": 1024, "max.partition.fetch.bytes": 512,
+                  "message.max.bytes": 1000,
+                  "receive.message.max.bytes": 65536, "fetch.wait.max.ms": 50})
+    try:
+        c.assign([TopicPartition(topic_name, p, 0) for p in range(8)])
+        got = {p: [] for p in range(8)}
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < 1600 and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got[m.partition()].append((m.offset(), m.value()))
+    finally:
+        c.close()
+    for p in range(8):
+        assert got[p] == [(n, f"small-{i}-".encode() * 5)
+                          for n, i in enumerate(range(p, 1600, 8))], f"partition {p}"
+
+
+def test_fetch_min_bytes_waits_at_most_max_wait(bootstrap, topic_name):
+    """fetch.min.bytes larger than what exists: the broker answers after max wait."""
+    create_topic(bootstrap, topic_name, 1)
+    produce(bootstrap, topic_name, [{"value": b"only"}], {"acks": "all"})
+    t0 = time.monotonic()
+    got = consume(bootstrap, topic_name, 0, 1,
+                  conf={"fetch.min.bytes": 1_000_000, "fetch.wait.max.ms": 500})
+    assert [m["value"] for m in got] == [b"only"]
+    assert time.monotonic() - t0 < 10
