@@ -2,7 +2,8 @@
 # Runs Spate's whole test suite on a fresh Debian machine with Rust installed:
 #   1. unit and integration tests of every crate (cargo test --workspace),
 #   2. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
-#   3. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
+#   3. a short load-generator run against a live broker (bench/smoke.sh),
+#   4. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
 #      Node, Go and Java clients, builds the release broker and runs them).
 # Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients.
 set -euo pipefail
@@ -16,6 +17,9 @@ if [ "$fuzz_seconds" != "0" ] && [ -x net/fuzz/run.sh ]; then
   echo "== fuzzing the decoders for ${fuzz_seconds}s per target"
   net/fuzz/run.sh "$fuzz_seconds"
 fi
+
+echo "== load generator smoke run"
+bench/smoke.sh
 
 if [ "${SPATE_SKIP_COMPAT:-0}" != "1" ]; then
   echo "== real-client compatibility suites"

@@ -110,8 +110,15 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
         if ctx.is_shutting_down() {
             break;
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        // Room for the whole frame being read (its size is known once its prefix is
+        // here), so a large frame is not copied again each time the buffer grows.
+        let frame_end = match spate_net::frame::peek_frame_size(&buf, max_frame) {
+            Ok(Some(size)) => 4 + size,
+            _ => 0,
+        };
+        let want = frame_end.max(buf.len() + READ_CHUNK / 4);
+        if buf.capacity() < want {
+            buf.reserve((want - buf.len()).max(READ_CHUNK));
         }
         let BufResult(res, b) = reader.append(buf).await;
         buf = b;
