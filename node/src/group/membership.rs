@@ -13,6 +13,8 @@ use spate_net::ErrorCode;
 
 /// JoinGroup v4 introduced MEMBER_ID_REQUIRED (KIP-394).
 const MEMBER_ID_REQUIRED_FROM: i16 = 4;
+/// JoinGroup v9 introduced skip_assignment (KIP-814).
+const SKIP_ASSIGNMENT_FROM: i16 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -302,6 +304,7 @@ impl Group {
             self.add_member(new_id, args, limits, now, reply);
             return;
         };
+        tracing::info!(group = %self.id, instance = ?member.instance_id, old = old_id, new = %new_id, "static member replaced");
         if let Some(old) = member.join_waiter.take() {
             let _ = old.send(join_error(old_id, ErrorCode::FencedInstanceId.code()));
         }
@@ -309,6 +312,7 @@ impl Group {
             let _ = old.send(sync_error(ErrorCode::FencedInstanceId.code()));
         }
         let same_metadata = member.protocols == args.protocols;
+        let version = args.version;
         member.id = new_id.clone();
         member.protocols = args.protocols;
         member.client_id = args.client_id;
@@ -326,10 +330,19 @@ impl Group {
         match self.state {
             GroupState::Stable if same_metadata => {
                 self.members.insert(new_id.clone(), member);
-                // KIP-814: a rejoining static leader sees the members but keeps the
-                // current assignment (skip_assignment).
-                let mut resp = self.join_response(&new_id, is_leader);
-                resp.skip_assignment = is_leader;
+                let resp = if version >= SKIP_ASSIGNMENT_FROM {
+                    // KIP-814: a rejoining static leader sees the members but keeps the
+                    // current assignment (skip_assignment).
+                    let mut resp = self.join_response(&new_id, is_leader);
+                    resp.skip_assignment = is_leader;
+                    resp
+                } else {
+                    // Older clients are told the old leader id, so that a rejoining
+                    // leader does not take itself for the leader and reassign.
+                    let mut resp = self.join_response(&new_id, false);
+                    resp.leader = old_id.to_string();
+                    resp
+                };
                 let _ = reply.send(resp);
             }
             GroupState::PreparingRebalance => {
@@ -369,6 +382,9 @@ impl Group {
 
     /// Start (or continue) a rebalance: every member must rejoin.
     fn prepare_rebalance(&mut self, now: Instant, limits: &GroupLimits) {
+        if self.state != GroupState::PreparingRebalance {
+            tracing::debug!(group = %self.id, from = self.state.name(), "group rebalancing");
+        }
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
@@ -426,6 +442,7 @@ impl Group {
             self.leader = self.members.values().min_by_key(|m| m.seq).map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), protocol = ?self.protocol, "group rebalanced");
         let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
         self.sync_deadline = Some(now + longest);
         let leader = self.leader.clone().unwrap_or_default();
