@@ -13,7 +13,7 @@ use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
-use crate::producer_state::{last_seq, BatchMeta, ProducerStates, SequenceCheck};
+use crate::producer_state::{last_seq, BatchMeta, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS};
 use crate::topic_config::EffectiveTopicConfig;
 
 /// The leader epoch of every partition on a single node (no elections yet).
@@ -293,7 +293,7 @@ impl Partition {
             offset += i64::from(b.last_offset_delta) + 1;
             if b.producer_id >= 0 {
                 let meta = BatchMeta { first_seq: b.first_seq, last_seq: last_seq(b.first_seq, b.last_offset_delta), base_offset: base, last_offset: offset - 1 };
-                states.record(b.producer_id, b.epoch, meta);
+                states.record(b.producer_id, b.epoch, meta, now);
             }
         }
         Ok(Started::Append(Box::pin(append)))
@@ -318,17 +318,23 @@ impl Partition {
                             base_offset: batch.base_offset(),
                             last_offset: batch.last_offset(),
                         };
-                        states.record(batch.producer_id(), batch.producer_epoch(), meta);
+                        states.record(batch.producer_id(), batch.producer_epoch(), meta, batch.max_timestamp());
                     }
                     offset = offset.max(batch.last_offset() + 1);
                 }
             }
         }
+        states.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
         if states.len() > 0 {
             tracing::info!(dir = %self.log.dir().display(), producers = states.len(), "producer state rebuilt from the log");
         }
         *self.producers.borrow_mut() = states;
         Ok(())
+    }
+
+    /// Forget idempotent producers silent for `producer.id.expiration.ms`.
+    pub fn expire_producers(&self, now: i64) -> usize {
+        self.producers.borrow_mut().expire(now, PRODUCER_ID_EXPIRATION_MS)
     }
 
     /// Everything but produce.

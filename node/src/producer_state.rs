@@ -23,7 +23,12 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// When the producer last wrote (ms since the epoch), for expiry.
+    last_write_ms: i64,
 }
+
+/// Kafka's `producer.id.expiration.ms` default: a producer silent for a day is forgotten.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// What to do with an incoming batch.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,9 +79,11 @@ impl ProducerStates {
         }
     }
 
-    /// Record a written batch (after `check` said `Append`, or while replaying the log).
-    pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta) {
+    /// Record a written batch (after `check` said `Append`, or while replaying the log),
+    /// written at `write_ms`.
+    pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta, write_ms: i64) {
         let entry = self.producers.entry(pid).or_default();
+        entry.last_write_ms = entry.last_write_ms.max(write_ms);
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -89,6 +96,13 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forget producers that have not written since `now_ms - max_age_ms`; returns how many.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| e.last_write_ms >= now_ms.saturating_sub(max_age_ms));
+        before - self.producers.len()
     }
 }
 
@@ -104,9 +118,9 @@ mod tests {
     fn in_order_duplicate_and_gap() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 4), Ok(SequenceCheck::Append));
-        s.record(7, 0, meta(0, 4, 100));
+        s.record(7, 0, meta(0, 4, 100), 0);
         assert_eq!(s.check(7, 0, 5, 9), Ok(SequenceCheck::Append));
-        s.record(7, 0, meta(5, 9, 105));
+        s.record(7, 0, meta(5, 9, 105), 0);
         // A retry of the first batch is a duplicate with its original offsets.
         assert_eq!(s.check(7, 0, 0, 4), Ok(SequenceCheck::Duplicate(meta(0, 4, 100))));
         // A gap is refused.
@@ -118,11 +132,11 @@ mod tests {
     #[test]
     fn epochs() {
         let mut s = ProducerStates::default();
-        s.record(1, 2, meta(0, 0, 0));
+        s.record(1, 2, meta(0, 0, 0), 0);
         assert_eq!(s.check(1, 1, 1, 1), Err(ErrorCode::InvalidProducerEpoch.code()));
         assert_eq!(s.check(1, 3, 5, 5), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
         assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Append));
-        s.record(1, 3, meta(0, 0, 1));
+        s.record(1, 3, meta(0, 0, 1), 0);
         assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Duplicate(meta(0, 0, 1))));
     }
 
@@ -130,7 +144,7 @@ mod tests {
     fn only_five_batches_are_remembered() {
         let mut s = ProducerStates::default();
         for i in 0..6 {
-            s.record(1, 0, meta(i, i, i as i64));
+            s.record(1, 0, meta(i, i, i as i64), 0);
         }
         assert_eq!(s.check(1, 0, 0, 0), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
         assert_eq!(s.check(1, 0, 1, 1), Ok(SequenceCheck::Duplicate(meta(1, 1, 1))));
@@ -138,12 +152,22 @@ mod tests {
     }
 
     #[test]
+    fn silent_producers_expire() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(0, 0, 0), 1_000);
+        s.record(2, 0, meta(0, 0, 1), 5_000);
+        assert_eq!(s.expire(10_000, 6_000), 1);
+        assert_eq!(s.check(1, 0, 1, 1), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(s.check(2, 0, 0, 0), Ok(SequenceCheck::Duplicate(meta(0, 0, 1))));
+    }
+
+    #[test]
     fn sequences_wrap() {
         assert_eq!(last_seq(i32::MAX, 0), i32::MAX);
         assert_eq!(last_seq(i32::MAX, 1), 0);
         let mut s = ProducerStates::default();
-        s.record(1, 0, meta(0, 0, 0));
-        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2 });
+        s.record(1, 0, meta(0, 0, 0), 0);
+        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2 }, 0);
         assert_eq!(s.check(1, 0, 0, 3), Ok(SequenceCheck::Append));
     }
 }

@@ -384,6 +384,7 @@ async fn serve(start: ShardStart) {
             let partitions: Vec<(PartitionKey, Rc<Partition>)> =
                 retention_ctx.partitions.borrow().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
             for (key, p) in partitions {
+                p.expire_producers(now_ms());
                 match p.log.enforce_retention(now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(topic = %key.topic, partition = key.partition, segments = n, "retention deleted segments"),
