@@ -360,3 +360,44 @@ def test_long_poll_delivers_new_records(bootstrap, topic_name):
         assert [(m["offset"], m["value"]) for m in got] == [(1, b"later")]
     finally:
         later.join(OP_TIMEOUT)
+
+
+def test_multi_topic_produce_and_fetch(bootstrap, topic_name):
+    """One producer interleaving 5 topics x 4 partitions (multi-topic Produce requests)
+    and one consumer assigned all 20 partitions (multi-topic Fetch requests)."""
+    from confluent_kafka import Consumer
+    topics = [f"{topic_name}-{t}" for t in range(5)]
+    for t in topics:
+        create_topic(bootstrap, t, 4)
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
+                  "max.in.flight.requests.per.connection": 1, "compression.type": "lz4"})
+    errors = []
+    for i in range(2000):
+        t = topics[i % 5]
+        p.produce(t, value=f"{t}:{i}".encode(), partition=(i // 5) % 4,
+                  on_delivery=lambda e, m: e and errors.append(e))
+        p.poll(0)
+    assert p.flush(OP_TIMEOUT) == 0 and not errors, errors[:3]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "fetch.wait.max.ms": 100})
+    try:
+        c.assign([TopicPartition(t, q, 0) for t in topics for q in range(4)])
+        got = {}
+        deadline = time.monotonic() + OP_TIMEOUT
+        n = 0
+        while n < 2000 and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            got.setdefault((m.topic(), m.partition()), []).append((m.offset(), m.value()))
+            n += 1
+    finally:
+        c.close()
+    want = {}
+    for i in range(2000):
+        t = topics[i % 5]
+        lst = want.setdefault((t, (i // 5) % 4), [])
+        lst.append((len(lst), f"{t}:{i}".encode()))
+    assert got == want

@@ -121,3 +121,11 @@ def test_admin(bootstrap, topic_name, java):
     assert all(v > 0 for v in r["log_dir_sizes"].values())
     assert r["listed_after_delete"] is False
     assert r["delete_again"] == {"exception": "UnknownTopicOrPartitionException"}
+
+
+def test_topic_ids(bootstrap, topic_name, java):
+    r = run_json([*java, bootstrap, "topic-ids", topic_name])
+    assert r == {"created_id_nonzero": True, "created_partitions": 3, "same_id_by_name": True,
+                 "by_id": [topic_name, 3, False], "produced_offset": 0,
+                 "delete_by_id": None, "listed_after_delete": False,
+                 "describe_deleted_id": {"exception": "UnknownTopicIdException"}}

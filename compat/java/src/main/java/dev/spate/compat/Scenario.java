@@ -70,6 +70,7 @@ public final class Scenario {
             case "too-large": out = tooLarge(bootstrap, topic); break;
             case "admin": out = admin(bootstrap, topic); break;
             case "ride-through": out = rideThrough(bootstrap, topic, rest); break;
+            case "topic-ids": out = topicIds(bootstrap, topic); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println(Json.write(out));
@@ -363,6 +364,50 @@ public final class Scenario {
             out.put("position", c.position(tp));
         }
         out.put("seen", seen);
+        return out;
+    }
+
+    /** Topic IDs: from CreateTopics, Metadata by name and by id, DeleteTopics by id. */
+    static Map<String, Object> topicIds(String bootstrap, String topic) throws Exception {
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin a = admin(bootstrap)) {
+            var created = a.createTopics(List.of(new NewTopic(topic, 3, (short) 1)));
+            org.apache.kafka.common.Uuid id = get(created.topicId(topic));
+            out.put("created_id_nonzero", !id.equals(org.apache.kafka.common.Uuid.ZERO_UUID));
+            out.put("created_partitions", get(created.numPartitions(topic)));
+            waitPartitions(a, topic, 3);
+            TopicDescription byName = get(a.describeTopics(List.of(topic)).allTopicNames()).get(topic);
+            out.put("same_id_by_name", byName.topicId().equals(id));
+            try {
+                TopicDescription byId = get(a.describeTopics(
+                    org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(id))).allTopicIds()).get(id);
+                out.put("by_id", Arrays.asList(byId.name(), byId.partitions().size(), byId.isInternal()));
+            } catch (ExecutionException e) {
+                out.put("by_id", err(e));
+            }
+            try (KafkaProducer<byte[], byte[]> p = producer(bootstrap,
+                    Map.of(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false"))) {
+                out.put("produced_offset", get(p.send(new ProducerRecord<>(topic, 1, null, bytes("x")))).offset());
+            }
+            try {
+                get(a.deleteTopics(org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(id))).all());
+                out.put("delete_by_id", null);
+            } catch (ExecutionException e) {
+                out.put("delete_by_id", err(e));
+                get(a.deleteTopics(List.of(topic)).all());
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(TIMEOUT_S);
+            while (System.nanoTime() < deadline && get(a.listTopics().names()).contains(topic)) {
+                Thread.sleep(100);
+            }
+            out.put("listed_after_delete", get(a.listTopics().names()).contains(topic));
+            try {
+                get(a.describeTopics(org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(id))).allTopicIds());
+                out.put("describe_deleted_id", null);
+            } catch (ExecutionException e) {
+                out.put("describe_deleted_id", err(e));
+            }
+        }
         return out;
     }
 
