@@ -229,3 +229,37 @@ def test_admin_topics_partitions_records_cluster_logdirs(bootstrap, topic_name):
         assert topic_name not in a.list_topics()
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("api_version", [(1, 1), (2, 1), (2, 6), (3, 3)],
+                         ids=lambda v: "v" + ".".join(map(str, v)))
+def test_pinned_older_protocol_versions(bootstrap, topic_name, api_version):
+    """kafka-python pinned to an older broker version sends older request versions of
+    Metadata, Produce, Fetch and ListOffsets (non-flexible ones for < 2.4)."""
+    _create(bootstrap, topic_name, 1)
+    kw = {"api_version": api_version, "request_timeout_ms": TIMEOUT_MS}
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip",
+                      linger_ms=5, max_block_ms=TIMEOUT_MS,
+                      max_in_flight_requests_per_connection=1, **kw)
+    try:
+        md = [p.send(topic_name, key=f"k{i}".encode(), value=f"old-{i}".encode(),
+                     headers=[("h", b"1")]).get(timeout=OP_TIMEOUT) for i in range(20)]
+    finally:
+        p.close(timeout=OP_TIMEOUT)
+    assert [m.offset for m in md] == list(range(20))
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      fetch_max_wait_ms=100, **kw)
+    try:
+        tp = TopicPartition(topic_name, 0)
+        c.assign([tp])
+        assert c.end_offsets([tp]) == {tp: 20}
+        c.seek(tp, 5)
+        out = []
+        deadline = time.monotonic() + OP_TIMEOUT
+        while len(out) < 15 and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200).values():
+                out.extend(recs)
+    finally:
+        c.close()
+    assert [(r.offset, r.key, r.value, list(r.headers)) for r in out] == \
+        [(i, f"k{i}".encode(), f"old-{i}".encode(), [("h", b"1")]) for i in range(5, 20)]
