@@ -30,6 +30,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) 
             let image = ctx.image();
             let missing: Vec<NewTopic> = list
                 .iter()
+                .filter(|(_, id)| id.is_zero())
                 .filter_map(|(name, _)| name.as_ref())
                 .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
                 .map(|n| NewTopic { name: n.clone(), num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() })
@@ -47,19 +48,19 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) 
         Some(list) => list
             .into_iter()
             .map(|(name, id)| {
-                let found = match &name {
-                    Some(n) => image.topic(n),
-                    None => image.topic_by_id(&id.0),
-                };
+                // A topic id (v10+) wins over the name, which clients then send as null
+                // or empty.
+                let by_id = !id.is_zero();
+                let found = if by_id { image.topic_by_id(&id.0) } else { name.as_deref().and_then(|n| image.topic(n)) };
                 match found {
                     Some(t) => topic_entry(t, ctx.config.node_id),
                     None => MetadataResponseTopic {
                         error_code: match &name {
+                            _ if by_id => ErrorCode::UnknownTopicId.code(),
                             Some(n) if validate_topic_name(n).is_err() => ErrorCode::InvalidTopicException.code(),
-                            Some(_) => ErrorCode::UnknownTopicOrPartition.code(),
-                            None => ErrorCode::UnknownTopicId.code(),
+                            _ => ErrorCode::UnknownTopicOrPartition.code(),
                         },
-                        name,
+                        name: if by_id { None } else { name },
                         topic_id: id,
                         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
                         ..Default::default()
