@@ -29,6 +29,21 @@ pub struct Partition {
 
 /// Bytes read per step when rebuilding producer state at open.
 const PRODUCER_SCAN_BYTES: usize = 4 << 20;
+/// File name of the producer-state snapshot in the partition directory.
+const PRODUCER_SNAPSHOT: &str = "producer-state.snapshot";
+
+#[derive(serde::Serialize)]
+struct ProducerSnapshot<'a> {
+    /// The log end offset the state covers.
+    offset: i64,
+    states: &'a ProducerStates,
+}
+
+#[derive(serde::Deserialize)]
+struct LoadedSnapshot {
+    offset: i64,
+    states: ProducerStates,
+}
 
 /// The idempotence facts of one incoming batch.
 struct ProducerBatch {
@@ -300,10 +315,41 @@ impl Partition {
     }
 
     /// Rebuild the idempotent-producer state by reading the log from its start.
+    /// The snapshot of the idempotent-producer state, beside the segments.
+    fn snapshot_path(&self) -> PathBuf {
+        self.log.dir().join(PRODUCER_SNAPSHOT)
+    }
+
+    /// Write the producer state and the log end it covers (temp file + rename), so
+    /// that the next open replays only the log after it. Small and rare (at shutdown
+    /// and each retention pass), so plain blocking I/O.
+    pub fn snapshot_producer_states(&self) -> std::io::Result<()> {
+        let states = self.producers.borrow();
+        let path = self.snapshot_path();
+        if states.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let snapshot = ProducerSnapshot { offset: self.log.log_end_offset(), states: &states };
+        let json = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Rebuild the idempotent-producer state: from the snapshot when it is usable (its
+    /// offset within the recovered log), then the batches after it; else the whole log.
     async fn load_producer_states(&self) -> Result<(), LogError> {
-        let mut offset = self.log.log_start_offset();
         let end = self.log.written_end_offset();
-        let mut states = ProducerStates::default();
+        let snapshot: Option<LoadedSnapshot> = std::fs::read(self.snapshot_path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let (mut offset, mut states) = match snapshot {
+            Some(s) if s.offset >= self.log.log_start_offset() && s.offset <= end => (s.offset, s.states),
+            _ => (self.log.log_start_offset(), ProducerStates::default()),
+        };
+        let replay_from = offset;
         while offset < end {
             let read = self.log.read(offset, PRODUCER_SCAN_BYTES, true).await?;
             if read.batches.is_empty() {
@@ -326,7 +372,7 @@ impl Partition {
         }
         states.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
         if states.len() > 0 {
-            tracing::info!(dir = %self.log.dir().display(), producers = states.len(), "producer state rebuilt from the log");
+            tracing::info!(dir = %self.log.dir().display(), producers = states.len(), replayed_from = replay_from, "producer state loaded");
         }
         *self.producers.borrow_mut() = states;
         Ok(())

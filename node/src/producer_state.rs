@@ -5,13 +5,14 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use spate_net::ErrorCode;
 
 /// Kafka keeps the last five batches per producer (the client's max in-flight).
 const CACHED_BATCHES: usize = 5;
 
 /// One batch written by a producer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -19,7 +20,7 @@ pub struct BatchMeta {
     pub last_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
@@ -39,7 +40,7 @@ pub enum SequenceCheck {
     Duplicate(BatchMeta),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }
@@ -96,6 +97,10 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
     }
 
     /// Forget producers that have not written since `now_ms - max_age_ms`; returns how many.

@@ -385,6 +385,9 @@ async fn serve(start: ShardStart) {
                 retention_ctx.partitions.borrow().iter().map(|(k, p)| (k.clone(), p.clone())).collect();
             for (key, p) in partitions {
                 p.expire_producers(now_ms());
+                if let Err(e) = p.snapshot_producer_states() {
+                    tracing::warn!(topic = %key.topic, partition = key.partition, error = %e, "producer state snapshot failed");
+                }
                 match p.log.enforce_retention(now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(topic = %key.topic, partition = key.partition, segments = n, "retention deleted segments"),
@@ -400,6 +403,9 @@ async fn serve(start: ShardStart) {
     ctx.shutting_down.set(true);
     let partitions: Vec<Rc<Partition>> = ctx.partitions.borrow().values().cloned().collect();
     for p in partitions {
+        if let Err(e) = p.snapshot_producer_states() {
+            tracing::warn!(shard = id, error = %e, "producer state snapshot failed");
+        }
         // Sync, trim preallocated space and leave the clean-shutdown marker.
         if let Err(e) = p.log.shutdown().await {
             tracing::error!(shard = id, error = %e, "log shutdown failed");
