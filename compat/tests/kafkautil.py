@@ -1,9 +1,13 @@
 """Shared helpers: confluent-kafka admin/producer/consumer wrappers (all bounded in time),
 Kafka's murmur2 partitioner, and a runner for the non-Python client programs."""
 import json
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -11,6 +15,35 @@ from confluent_kafka.admin import AdminClient, NewTopic
 COMPAT = Path(__file__).resolve().parent.parent
 ROOT = COMPAT.parent
 OP_TIMEOUT = 30  # seconds for any single client call
+JAVA_JAR = COMPAT / "java" / "target" / "spate-compat-java.jar"
+
+
+def _stale(target, sources):
+    """Whether `target` is missing or older than any of `sources`."""
+    newest = max(p.stat().st_mtime for p in sources)
+    return not target.exists() or target.stat().st_mtime < newest
+
+
+def go_program(src, binary):
+    """Build the Go program in `src` into `binary` if it is missing or stale."""
+    if _stale(binary, [p for p in src.iterdir() if p.is_file()]):
+        if shutil.which("go") is None:
+            pytest.fail("go is not installed (compat/run.sh installs the suite's tools)")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=src, check=True, timeout=600,
+                       env={**os.environ, "GOFLAGS": "-mod=readonly"})
+    return str(binary)
+
+
+def java_jar():
+    """The compat Java programs' jar (with dependencies), rebuilt if stale."""
+    java = COMPAT / "java"
+    sources = [p for p in (java / "src").rglob("*") if p.is_file()] + [java / "pom.xml"]
+    if _stale(JAVA_JAR, sources):
+        if shutil.which("mvn") is None:
+            pytest.fail("maven is not installed (compat/run.sh installs the suite's tools)")
+        subprocess.run(["mvn", "-q", "-B", "package"], cwd=java, check=True, timeout=900)
+    return JAVA_JAR
 
 
 def admin(bootstrap):

@@ -1,26 +1,15 @@
 """franz-go (kgo + kadm) against the broker, via the compat/go program."""
-import os
-import shutil
-import subprocess
 
 import pytest
 
-from kafkautil import COMPAT, ROOT, kafka_partition, run_json
+from kafkautil import COMPAT, ROOT, go_program, kafka_partition, run_json
 
 BIN = ROOT / "target" / "compat" / "franzgo"
 
 
 @pytest.fixture(scope="module")
 def franzgo():
-    src = COMPAT / "go"
-    newest = max(p.stat().st_mtime for p in src.iterdir() if p.is_file())
-    if not BIN.exists() or BIN.stat().st_mtime < newest:
-        if shutil.which("go") is None:
-            pytest.fail("go is not installed (compat/run.sh installs the suite's tools)")
-        BIN.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-o", str(BIN), "."], cwd=src, check=True, timeout=600,
-                       env={**os.environ, "GOFLAGS": "-mod=readonly"})
-    return str(BIN)
+    return go_program(COMPAT / "go", BIN)
 
 
 def expected_produce(codec, parts, count):

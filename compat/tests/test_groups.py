@@ -20,7 +20,7 @@ from grouputil import (GROUP_ID_NOT_FOUND, GROUP_MAX_SIZE_REACHED, GROUP_SUBSCRI
                        ConfiguredBroker, RawClient, TrackedConsumer, committed, coordinator,
                        consumer_protocol_assignment, consumer_protocol_metadata, drain,
                        group_id, poll_until)
-from kafkautil import COMPAT, OP_TIMEOUT, admin, create_topic, produce, run_json
+from kafkautil import COMPAT, JAVA_JAR as JAR, OP_TIMEOUT, admin, create_topic, java_jar, produce, run_json
 
 # spate exits 0 after SIGTERM; the JVM (Kafka, when validating the suite) exits 143.
 TERM_EXIT_CODES = {int(c) for c in os.environ.get("SPATE_COMPAT_TERM_EXIT_CODES", "0").split(",")}
@@ -201,21 +201,13 @@ def _describe(bootstrap, g):
 
 # 5 ------------------------------------------------------------------------------------
 
-JAR = COMPAT / "java" / "target" / "spate-compat-java.jar"
 JAVA = ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx512m", "-cp", str(JAR),
         "dev.spate.compat.GroupScenario"]
 
 
 @pytest.fixture(scope="module")
 def java_groups():
-    src = COMPAT / "java" / "src"
-    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.is_file())
-    newest = max(newest, (COMPAT / "java" / "pom.xml").stat().st_mtime)
-    if not JAR.exists() or JAR.stat().st_mtime < newest:
-        if shutil.which("mvn") is None:
-            pytest.fail("maven is not installed (compat/run.sh installs the suite's tools)")
-        subprocess.run(["mvn", "-q", "-B", "package"], cwd=COMPAT / "java", check=True,
-                       timeout=900)
+    java_jar()
     return JAVA
 
 

@@ -1,13 +1,10 @@
 """franz-go consumer groups (kgo's default cooperative-sticky balancer, manual commits)
 and kadm's group admin (describe, offsets, lag, delete), via compat/gogroups."""
-import os
-import shutil
-import subprocess
 
 import pytest
 
 from grouputil import group_id
-from kafkautil import COMPAT, ROOT, run_json
+from kafkautil import COMPAT, ROOT, go_program, run_json
 
 BIN = ROOT / "target" / "compat" / "franzgo-groups"
 
@@ -16,15 +13,7 @@ pytestmark = pytest.mark.timeout(150)
 
 @pytest.fixture(scope="module")
 def franzgo_groups():
-    src = COMPAT / "gogroups"
-    newest = max(p.stat().st_mtime for p in src.iterdir() if p.is_file())
-    if not BIN.exists() or BIN.stat().st_mtime < newest:
-        if shutil.which("go") is None:
-            pytest.fail("go is not installed (compat/run.sh installs the suite's tools)")
-        BIN.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-o", str(BIN), "."], cwd=src, check=True, timeout=600,
-                       env={**os.environ, "GOFLAGS": "-mod=readonly"})
-    return str(BIN)
+    return go_program(COMPAT / "gogroups", BIN)
 
 
 def test_franzgo_two_members_cooperative(bootstrap, topic_name, franzgo_groups):

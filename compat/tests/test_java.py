@@ -1,25 +1,15 @@
 """Java kafka-clients (the reference client) against the broker, via compat/java."""
-import shutil
-import subprocess
 
 import pytest
 
-from kafkautil import COMPAT, kafka_partition, run_json
+from kafkautil import JAVA_JAR as JAR, java_jar, kafka_partition, run_json
 
-JAR = COMPAT / "java" / "target" / "spate-compat-java.jar"
 JVM = ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx512m", "-jar", str(JAR)]
 
 
 @pytest.fixture(scope="module")
 def java():
-    src = COMPAT / "java" / "src"
-    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.is_file())
-    newest = max(newest, (COMPAT / "java" / "pom.xml").stat().st_mtime)
-    if not JAR.exists() or JAR.stat().st_mtime < newest:
-        if shutil.which("mvn") is None:
-            pytest.fail("maven is not installed (compat/run.sh installs the suite's tools)")
-        subprocess.run(["mvn", "-q", "-B", "package"], cwd=COMPAT / "java", check=True,
-                       timeout=900)
+    java_jar()
     return JVM
 
 
