@@ -79,7 +79,7 @@ def start_spate(binary, workdir):
     # group, reading from the earliest offset, misses it and reads from disk).
     cfg = workdir / "spate.toml"
     cfg.write_text("log_retention_check_interval_ms = 5000\n"
-                   "batch_cache_bytes_per_partition = 262144\n")
+                   "batch_cache_bytes_per_shard = 4194304\n")
     log = open(workdir / "spate.log", "wb")
     proc = subprocess.Popen([str(binary), "--config", str(cfg), "--data-dir", str(data),
                              "--listen", f"127.0.0.1:{port}", "--cores", "2",

@@ -25,6 +25,7 @@ pub struct Partition {
     config: RefCell<EffectiveTopicConfig>,
     producers: RefCell<ProducerStates>,
     jitter_seed: u64,
+    storage: std::cell::Cell<StorageSettings>,
 }
 
 /// Bytes read per step when rebuilding producer state at open.
@@ -134,7 +135,7 @@ impl Partition {
             h.finish()
         };
         let log = PartitionLog::open(dir, log_config(&config, storage, jitter_seed)).await?;
-        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()), jitter_seed };
+        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()), jitter_seed, storage: std::cell::Cell::new(storage) };
         partition.load_producer_states().await?;
         Ok(partition)
     }
@@ -144,10 +145,12 @@ impl Partition {
         self.log.delete().await
     }
 
+    /// Apply changed topic configs or storage settings (a no-op when neither changed).
     pub fn reconfigure(&self, config: EffectiveTopicConfig, storage: StorageSettings) {
-        if *self.config.borrow() != config {
+        if *self.config.borrow() != config || self.storage.get() != storage {
             self.log.update_config(log_config(&config, storage, self.jitter_seed));
             *self.config.borrow_mut() = config;
+            self.storage.set(storage);
         }
     }
 

@@ -49,9 +49,13 @@ impl ShardContext {
         self.partitions.borrow().get(key).cloned()
     }
 
-    fn storage(&self) -> StorageSettings {
+    /// Storage settings for this shard's partitions under `image`: the shard's batch
+    /// cache budget is split evenly over the partitions it owns, so that the memory a
+    /// shard spends on cached batches stays bounded however many partitions it has.
+    fn storage(&self, image: &MetadataImage) -> StorageSettings {
+        let owned = image.topics.values().flat_map(|t| &t.partitions).filter(|p| self.owner_of(p.slot) == self.id).count();
         StorageSettings {
-            cache_bytes: self.config.batch_cache_bytes_per_partition,
+            cache_bytes: self.config.batch_cache_bytes_per_shard / owned.max(1),
             preallocate_bytes: self.config.segment_preallocate_bytes,
         }
     }
@@ -124,9 +128,9 @@ impl ShardContext {
                 }
             }
         }
+        let storage = self.storage(&image);
         for topic in image.topics.values() {
             let config = self.effective_config(&topic.configs);
-            let changed = old.topic(&topic.name).is_none_or(|t| t.configs != topic.configs);
             for (index, info) in topic.partitions.iter().enumerate() {
                 if self.owner_of(info.slot) != self.id {
                     continue;
@@ -134,14 +138,10 @@ impl ShardContext {
                 let key = PartitionKey { topic: topic.name.as_str().into(), partition: index as i32 };
                 let existing = self.partition(&key);
                 match existing {
-                    Some(p) => {
-                        if changed {
-                            p.reconfigure(config.clone(), self.storage());
-                        }
-                    }
+                    Some(p) => p.reconfigure(config.clone(), storage),
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
-                        match Partition::open(dir, topic.id, config.clone(), self.storage()).await {
+                        match Partition::open(dir, topic.id, config.clone(), storage).await {
                             Ok(p) => {
                                 if topic.name == OFFSETS_TOPIC {
                                     match Coordinator::load(&self.groups, &p).await {
