@@ -40,6 +40,7 @@ FAMILIES = {
     "spate_log_writes_total": ("counter", {"shard"}),
     "spate_log_bytes_written_total": ("counter", {"shard"}),
     "spate_log_fsyncs_total": ("counter", {"shard"}),
+    "spate_log_fsync_seconds_total": ("counter", {"shard"}),
     "spate_batch_cache_hits_total": ("counter", {"shard"}),
     "spate_batch_cache_misses_total": ("counter", {"shard"}),
     "spate_connections": ("gauge", {"shard"}),
@@ -454,6 +455,8 @@ def test_flush_messages_1_fsyncs_every_write(broker):
     syncs = after.total("spate_log_fsyncs_total") - before.total("spate_log_fsyncs_total")
     assert 1 <= writes <= n
     assert syncs == writes, f"{writes} writes but {syncs} fdatasyncs with flush.messages=1"
+    spent = after.total("spate_log_fsync_seconds_total") - before.total("spate_log_fsync_seconds_total")
+    assert 0 < spent < 60, f"{spent} s in {syncs} fdatasyncs"
     assert after.value("spate_topic_messages_in_total", topic=topic) == n
 
 

@@ -80,6 +80,8 @@ pub struct LogStats {
     pub bytes_written: u64,
     /// fdatasync calls.
     pub syncs: u64,
+    /// Time spent in fdatasync, in nanoseconds (with `syncs`, the mean sync latency).
+    pub sync_nanos: u64,
     /// Segment rolls.
     pub rolls: u64,
     /// Reads served from the batch cache.
@@ -719,11 +721,7 @@ impl PartitionLog {
             st.active().and_then(|s| s.file.clone())
         };
         if let Some(f) = file {
-            fio::sync_data(&f).await.map_err(io_err("fdatasync"))?;
-            let mut st = self.shared.state.borrow_mut();
-            st.stats.syncs += 1;
-            st.unsynced_messages = 0;
-            st.dirty_since = None;
+            sync_counted(&self.shared, &f, "fdatasync").await?;
         }
         Ok(())
     }
@@ -1192,16 +1190,29 @@ async fn writer_loop(shared: Rc<Shared>) {
     shared.written.notify(usize::MAX);
 }
 
-async fn timed_sync(shared: &Rc<Shared>) -> Result<()> {
-    let file = shared.state.borrow().active().and_then(|s| s.file.clone());
-    if let Some(f) = file {
-        fio::sync_data(&f).await.map_err(io_err("fdatasync (flush.ms)"))?;
-    }
+/// fdatasync `file`, then count the call and its time and mark everything synced.
+async fn sync_counted(shared: &Shared, file: &compio::fs::File, what: impl Into<String>) -> Result<()> {
+    let started = Instant::now();
+    fio::sync_data(file).await.map_err(io_err(what))?;
     let mut st = shared.state.borrow_mut();
     st.stats.syncs += 1;
+    st.stats.sync_nanos += started.elapsed().as_nanos() as u64;
     st.unsynced_messages = 0;
     st.dirty_since = None;
     Ok(())
+}
+
+async fn timed_sync(shared: &Rc<Shared>) -> Result<()> {
+    let file = shared.state.borrow().active().and_then(|s| s.file.clone());
+    match file {
+        Some(f) => sync_counted(shared, &f, "fdatasync (flush.ms)").await,
+        None => {
+            let mut st = shared.state.borrow_mut();
+            st.unsynced_messages = 0;
+            st.dirty_since = None;
+            Ok(())
+        }
+    }
 }
 
 async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
@@ -1271,11 +1282,7 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
                 && st.dirty_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms as u64)))
     };
     if need_sync && (!job.batches.is_empty() || job.seal) {
-        fio::sync_data(&file).await.map_err(io_err(format!("fdatasync {}", path.display())))?;
-        let mut st = shared.state.borrow_mut();
-        st.stats.syncs += 1;
-        st.unsynced_messages = 0;
-        st.dirty_since = None;
+        sync_counted(shared, &file, format!("fdatasync {}", path.display())).await?;
     } else if !job.batches.is_empty() {
         let mut st = shared.state.borrow_mut();
         if st.dirty_since.is_none() {

@@ -76,10 +76,13 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 9] = [
+    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 10] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
+        ("spate_log_fsync_seconds_total", "counter", "Time spent in fdatasync of segment files (divided by fsyncs: the mean fsync latency).", |s| {
+            s.partitions.iter().map(|p| p.stats.sync_nanos as f64).sum::<f64>() / 1e9
+        }),
         ("spate_batch_cache_hits_total", "counter", "Reads served from the batch cache.", |s| s.partitions.iter().map(|p| p.stats.cache_hits as f64).sum()),
         ("spate_batch_cache_misses_total", "counter", "Reads that went to disk.", |s| s.partitions.iter().map(|p| p.stats.disk_reads as f64).sum()),
         ("spate_connections", "gauge", "Open client connections.", |s| s.counters.connections_open as f64),
