@@ -374,7 +374,7 @@ impl Partition {
             }
         }
         states.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
-        if states.len() > 0 {
+        if !states.is_empty() {
             tracing::info!(dir = %self.log.dir().display(), producers = states.len(), replayed_from = replay_from, "producer state loaded");
         }
         *self.producers.borrow_mut() = states;
@@ -421,11 +421,10 @@ impl Partition {
                 }
             }
             PartitionOp::EndOffsetForEpoch { current_leader_epoch, epoch } => {
+                // The epoch never changes on a single node, so no client can be behind
+                // it (FENCED_LEADER_EPOCH comes with leader elections).
                 if current_leader_epoch > LEADER_EPOCH {
                     return PartitionReply::Error(ErrorCode::UnknownLeaderEpoch.code());
-                }
-                if current_leader_epoch >= 0 && current_leader_epoch < LEADER_EPOCH {
-                    return PartitionReply::Error(ErrorCode::FencedLeaderEpoch.code());
                 }
                 if epoch == LEADER_EPOCH {
                     PartitionReply::EpochEnd { leader_epoch: LEADER_EPOCH, end_offset: self.log.log_end_offset() }
