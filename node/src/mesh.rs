@@ -56,9 +56,10 @@ impl PartitionOp {
 #[derive(Debug)]
 pub enum PartitionReply {
     Error(i16),
-    Produced { base_offset: i64, log_append_time: i64, log_start_offset: i64 },
+    /// `bytes_in`/`records_in`: what this produce appended (0 for a duplicate retry).
+    Produced { base_offset: i64, log_append_time: i64, log_start_offset: i64, bytes_in: u64, records_in: u64 },
     /// acks=0: nothing to say.
-    ProducedNoAck,
+    ProducedNoAck { bytes_in: u64, records_in: u64 },
     Fetched { batches: Vec<Bytes>, high_watermark: i64, log_start_offset: i64 },
     FetchError { code: i16, high_watermark: i64, log_start_offset: i64 },
     Offset { offset: i64, timestamp: i64 },

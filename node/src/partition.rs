@@ -46,19 +46,21 @@ struct LoadedSnapshot {
     states: ProducerStates,
 }
 
-/// The idempotence facts of one incoming batch.
+/// What validation learns of one incoming batch: its idempotence facts and size.
 struct ProducerBatch {
     producer_id: i64,
     epoch: i16,
     first_seq: i32,
     last_offset_delta: i32,
+    records: u64,
 }
 
 type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<spate_log::AppendInfo, LogError>>>>;
 
 /// A produce after its synchronous part.
 enum Started {
-    Append(AppendFuture),
+    /// The append, and the bytes and records it adds.
+    Append(AppendFuture, u64, u64),
     Duplicate(BatchMeta),
 }
 
@@ -192,6 +194,7 @@ impl Partition {
                 epoch: batch.producer_epoch(),
                 first_seq: batch.base_sequence(),
                 last_offset_delta: batch.last_offset_delta(),
+                records: batch.record_count().max(0) as u64,
             });
         }
         if batches.is_empty() {
@@ -262,19 +265,27 @@ impl Partition {
         let started = self.start_produce(records, acks, now, log_append_time);
         let this = self.clone();
         async move {
-            let append = match started {
-                Ok(Started::Append(append)) => append,
+            let (append, bytes_in, records_in) = match started {
+                Ok(Started::Append(append, bytes, records)) => (append, bytes, records),
                 Ok(Started::Duplicate(meta)) => {
-                    return PartitionReply::Produced { base_offset: meta.base_offset, log_append_time: -1, log_start_offset: this.log.log_start_offset() }
+                    return PartitionReply::Produced {
+                        base_offset: meta.base_offset,
+                        log_append_time: -1,
+                        log_start_offset: this.log.log_start_offset(),
+                        bytes_in: 0,
+                        records_in: 0,
+                    }
                 }
                 Err(code) => return PartitionReply::Error(code),
             };
             match append.await {
-                Ok(_) if acks == 0 => PartitionReply::ProducedNoAck,
+                Ok(_) if acks == 0 => PartitionReply::ProducedNoAck { bytes_in, records_in },
                 Ok(info) => PartitionReply::Produced {
                     base_offset: info.base_offset,
                     log_append_time: if log_append_time { now } else { -1 },
                     log_start_offset: this.log.log_start_offset(),
+                    bytes_in,
+                    records_in,
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "append failed");
@@ -293,6 +304,8 @@ impl Partition {
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
         }
+        // Traffic as the producer sent it (before any recompression).
+        let (bytes_in, records_in) = (records.len() as u64, batches.iter().map(|b| b.records).sum());
         let (compression, level) = {
             let c = self.config.borrow();
             (c.compression, c.compression_level)
@@ -314,7 +327,7 @@ impl Partition {
                 states.record(b.producer_id, b.epoch, meta, now);
             }
         }
-        Ok(Started::Append(Box::pin(append)))
+        Ok(Started::Append(Box::pin(append), bytes_in, records_in))
     }
 
     /// Rebuild the idempotent-producer state by reading the log from its start.

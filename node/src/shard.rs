@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
-use crate::metrics::{record_count, ShardCounters};
+use crate::metrics::ShardCounters;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
 use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
@@ -176,15 +176,14 @@ impl ShardContext {
             let ctx = self.clone();
             match op {
                 PartitionOp::Produce { records, acks } => {
-                    let (bytes, messages) = (records.len() as u64, record_count(&records));
                     let produced = partition.produce(records, acks);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
-                        if matches!(reply, PartitionReply::Produced { .. } | PartitionReply::ProducedNoAck) {
+                        if let PartitionReply::Produced { bytes_in, records_in, .. } | PartitionReply::ProducedNoAck { bytes_in, records_in } = reply {
                             let mut m = ctx.metrics.borrow_mut();
                             let t = m.topic(&key.topic);
-                            t.bytes_in += bytes;
-                            t.messages_in += messages;
+                            t.bytes_in += bytes_in;
+                            t.messages_in += records_in;
                         }
                         reply
                     }))

@@ -66,7 +66,7 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
         for ((ti, pi), reply) in positions.into_iter().zip(replies) {
             let out = &mut responses[ti].partition_responses[pi];
             match reply {
-                PartitionReply::Produced { base_offset, log_append_time, log_start_offset } => {
+                PartitionReply::Produced { base_offset, log_append_time, log_start_offset, .. } => {
                     out.base_offset = base_offset;
                     out.log_append_time_ms = log_append_time;
                     out.log_start_offset = log_start_offset;
