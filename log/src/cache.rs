@@ -1,34 +1,58 @@
-//! Bounded cache of recently written batches.
+//! Bounded cache of recently written batches, shared by every log of a shard.
 //!
-//! Kept as its own type so that the node can later replace the per-log budget with
-//! a per-shard one. Batches are `Bytes` slices of the write buffers they went to
-//! disk in, so caching costs no copy. Eviction drops the lowest offsets first
-//! (batches enter in offset order, so that is also the oldest).
+//! One budget and one least-recently-used order span all the logs that share the
+//! cache, so a shard's cache memory stays bounded however many partitions it owns and
+//! goes where the readers are. Each log reaches it through a [`CacheHandle`] (its
+//! entries are dropped with the handle).
+//!
+//! Entries are `Bytes` slices of the buffers the batches were written from. Every
+//! entry is charged what it really keeps alive: a slice of a large write buffer pins
+//! the whole allocation, so the writer passes the buffer's share (see
+//! [`CacheHandle::insert_written`], which copies batches out instead when they would
+//! pin much more memory than their own size).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 #[derive(Debug)]
 struct Entry {
     last_offset: i64,
     bytes: Bytes,
+    /// Memory this entry keeps alive (its share of the buffer it slices).
+    charge: usize,
+    /// Position in the LRU order.
+    seq: u64,
 }
 
-/// Cache of whole batches keyed by base offset.
+/// Cache of whole batches, keyed by (log, base offset), with one LRU order.
 #[derive(Debug, Default)]
 pub struct BatchCache {
-    map: BTreeMap<i64, Entry>,
+    logs: HashMap<u64, BTreeMap<i64, Entry>>,
+    /// seq -> (log, base offset); the first entry is the least recently used.
+    lru: BTreeMap<u64, (u64, i64)>,
+    next_seq: u64,
+    next_log: u64,
     used: usize,
     budget: usize,
     hits: u64,
     misses: u64,
 }
 
+/// A cache shared by the logs of one thread.
+pub type SharedBatchCache = Rc<RefCell<BatchCache>>;
+
 impl BatchCache {
     /// An empty cache with a byte budget (0 disables it).
     pub fn new(budget: usize) -> Self {
         BatchCache { budget, ..Default::default() }
+    }
+
+    /// An empty cache to share between logs.
+    pub fn shared(budget: usize) -> SharedBatchCache {
+        Rc::new(RefCell::new(Self::new(budget)))
     }
 
     /// Change the budget, evicting as needed.
@@ -37,7 +61,12 @@ impl BatchCache {
         self.evict();
     }
 
-    /// Bytes currently cached.
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Memory currently charged to cached batches.
     pub fn used_bytes(&self) -> usize {
         self.used
     }
@@ -47,48 +76,65 @@ impl BatchCache {
         (self.hits, self.misses)
     }
 
-    /// Add a batch. Batches larger than the whole budget are not cached.
-    pub fn insert(&mut self, base_offset: i64, last_offset: i64, bytes: Bytes) {
-        if bytes.len() > self.budget {
+    fn touch(&mut self, log: u64, base: i64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.lru.insert(seq, (log, base));
+        seq
+    }
+
+    fn insert(&mut self, log: u64, base_offset: i64, last_offset: i64, bytes: Bytes, charge: usize) {
+        if charge > self.budget {
             return;
         }
-        self.used += bytes.len();
-        if let Some(old) = self.map.insert(base_offset, Entry { last_offset, bytes }) {
-            self.used -= old.bytes.len();
-        }
+        self.remove(log, base_offset);
+        let seq = self.touch(log, base_offset);
+        self.used += charge;
+        self.logs.entry(log).or_default().insert(base_offset, Entry { last_offset, bytes, charge, seq });
         self.evict();
+    }
+
+    fn remove(&mut self, log: u64, base: i64) {
+        if let Some(e) = self.logs.get_mut(&log).and_then(|m| m.remove(&base)) {
+            self.used -= e.charge;
+            self.lru.remove(&e.seq);
+        }
     }
 
     fn evict(&mut self) {
         while self.used > self.budget {
-            match self.map.pop_first() {
-                Some((_, e)) => self.used -= e.bytes.len(),
-                None => break,
+            let Some((_, (log, base))) = self.lru.pop_first() else { break };
+            if let Some(e) = self.logs.get_mut(&log).and_then(|m| m.remove(&base)) {
+                self.used -= e.charge;
+            }
+        }
+        debug_assert_eq!(self.lru.len(), self.logs.values().map(|m| m.len()).sum::<usize>());
+    }
+
+    fn retain_range(&mut self, log: u64, below: i64, offset: i64) {
+        let Some(m) = self.logs.get(&log) else { return };
+        let doomed: Vec<i64> =
+            m.iter().filter(|(b, e)| **b >= offset || e.last_offset < below).map(|(b, _)| *b).collect();
+        for b in doomed {
+            self.remove(log, b);
+        }
+    }
+
+    fn remove_log(&mut self, log: u64) {
+        if let Some(m) = self.logs.remove(&log) {
+            for e in m.into_values() {
+                self.used -= e.charge;
+                self.lru.remove(&e.seq);
             }
         }
     }
 
-    /// Drop every batch with a base offset >= `offset` or whose last offset is < `below`.
-    pub fn retain_range(&mut self, below: i64, offset: i64) {
-        let removed: Vec<i64> = self
-            .map
-            .iter()
-            .filter(|(b, e)| **b >= offset || e.last_offset < below)
-            .map(|(b, _)| *b)
-            .collect();
-        for b in removed {
-            if let Some(e) = self.map.remove(&b) {
-                self.used -= e.bytes.len();
-            }
-        }
-    }
-
-    /// Consecutive cached batches starting with the one containing `start`, all ending
-    /// below `end`, up to `max_bytes` (at least one when `min_one`). `None` when the
-    /// batch containing `start` is not cached.
-    pub fn collect(&mut self, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
-        let first = self.map.range(..=start).next_back();
-        let base = match first {
+    fn collect(&mut self, log: u64, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
+        let Some(m) = self.logs.get_mut(&log) else {
+            self.misses += 1;
+            return None;
+        };
+        let base = match m.range(..=start).next_back() {
             Some((b, e)) if e.last_offset >= start && e.last_offset < end => *b,
             _ => {
                 self.misses += 1;
@@ -98,7 +144,8 @@ impl BatchCache {
         let mut out = Vec::new();
         let mut total = 0usize;
         let mut next = base;
-        for (&b, e) in self.map.range(base..) {
+        let mut touched = Vec::new();
+        for (&b, e) in m.range(base..) {
             if b != next || e.last_offset >= end {
                 break;
             }
@@ -107,10 +154,103 @@ impl BatchCache {
             }
             total += e.bytes.len();
             out.push(e.bytes.clone());
+            touched.push((b, e.seq));
             next = e.last_offset + 1;
+        }
+        for (b, old) in touched {
+            self.lru.remove(&old);
+            let seq = self.touch(log, b);
+            if let Some(e) = self.logs.get_mut(&log).and_then(|m| m.get_mut(&b)) {
+                e.seq = seq;
+            }
         }
         self.hits += 1;
         Some(out)
+    }
+}
+
+/// One log's view of a shared cache. Dropping it drops the log's entries.
+#[derive(Debug)]
+pub struct CacheHandle {
+    cache: SharedBatchCache,
+    id: u64,
+}
+
+impl CacheHandle {
+    /// Register a new log with `cache`.
+    pub fn new(cache: SharedBatchCache) -> CacheHandle {
+        let id = {
+            let mut c = cache.borrow_mut();
+            c.next_log += 1;
+            c.next_log
+        };
+        CacheHandle { cache, id }
+    }
+
+    /// The cache behind this handle.
+    pub fn shared(&self) -> &SharedBatchCache {
+        &self.cache
+    }
+
+    /// Is caching on (a non-zero budget)?
+    pub fn enabled(&self) -> bool {
+        self.cache.borrow().budget > 0
+    }
+
+    /// Add one batch, charged `charge` bytes of memory.
+    pub fn insert(&self, base_offset: i64, last_offset: i64, bytes: Bytes, charge: usize) {
+        self.cache.borrow_mut().insert(self.id, base_offset, last_offset, bytes, charge);
+    }
+
+    /// Add the batches of one completed write: `(base, last, start, len)` ranges of
+    /// `buf`, a buffer of `capacity` bytes. When the batches fill less than half of the
+    /// buffer they are copied out into one exactly sized allocation (so a few small
+    /// batches do not keep a large write buffer alive); otherwise they are cached as
+    /// slices of it, each charged its share of the whole buffer.
+    pub fn insert_written(&self, buf: Bytes, capacity: usize, batches: &[(i64, i64, usize, usize)]) {
+        let payload: usize = batches.iter().map(|b| b.3).sum();
+        if payload == 0 {
+            return;
+        }
+        if payload * 2 < capacity {
+            let mut out = BytesMut::with_capacity(payload);
+            let mut ranges = Vec::with_capacity(batches.len());
+            for &(b, l, off, len) in batches {
+                ranges.push((b, l, out.len(), len));
+                out.extend_from_slice(&buf[off..off + len]);
+            }
+            let out = out.freeze();
+            for (b, l, off, len) in ranges {
+                self.insert(b, l, out.slice(off..off + len), len);
+            }
+            return;
+        }
+        for &(b, l, off, len) in batches {
+            // Each batch carries its share of the capacity (rounded up, never zero).
+            let charge = (len * capacity).div_ceil(payload);
+            self.insert(b, l, buf.slice(off..off + len), charge);
+        }
+    }
+
+    /// Drop every batch with a base offset >= `offset` or whose last offset is < `below`.
+    pub fn retain_range(&self, below: i64, offset: i64) {
+        self.cache.borrow_mut().retain_range(self.id, below, offset);
+    }
+
+    /// Consecutive cached batches starting with the one containing `start`, all ending
+    /// below `end`, up to `max_bytes` (at least one when `min_one`). `None` when the
+    /// batch containing `start` is not cached. Served batches become the most recently
+    /// used.
+    pub fn collect(&self, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
+        self.cache.borrow_mut().collect(self.id, start, end, max_bytes, min_one)
+    }
+}
+
+impl Drop for CacheHandle {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.cache.try_borrow_mut() {
+            c.remove_log(self.id);
+        }
     }
 }
 
@@ -118,18 +258,53 @@ impl BatchCache {
 mod tests {
     use super::*;
 
+    fn b(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
+    }
+
     #[test]
-    fn evicts_oldest_and_collects_runs() {
-        let mut c = BatchCache::new(30);
-        c.insert(0, 4, Bytes::from(vec![0u8; 10]));
-        c.insert(5, 9, Bytes::from(vec![0u8; 10]));
-        c.insert(10, 10, Bytes::from(vec![0u8; 10]));
+    fn evicts_least_recently_used_and_collects_runs() {
+        let cache = BatchCache::shared(30);
+        let c = CacheHandle::new(cache.clone());
+        c.insert(0, 4, b(10), 10);
+        c.insert(5, 9, b(10), 10);
+        c.insert(10, 10, b(10), 10);
         assert_eq!(c.collect(7, 11, 100, true).map(|v| v.len()), Some(2));
         assert_eq!(c.collect(7, 10, 100, true).map(|v| v.len()), Some(1));
         assert_eq!(c.collect(7, 11, 5, true).map(|v| v.len()), Some(1));
         assert_eq!(c.collect(7, 11, 5, false).map(|v| v.len()), Some(0));
-        c.insert(11, 11, Bytes::from(vec![0u8; 10]));
+        // 0..4 is the least recently used: it goes first.
+        c.insert(11, 11, b(10), 10);
         assert!(c.collect(2, 12, 100, true).is_none());
-        assert_eq!(c.used_bytes(), 30);
+        assert_eq!(c.collect(5, 12, 100, true).map(|v| v.len()), Some(3));
+        assert_eq!(cache.borrow().used_bytes(), 30);
+    }
+
+    #[test]
+    fn one_budget_across_logs_and_entries_leave_with_their_log() {
+        let cache = BatchCache::shared(25);
+        let a = CacheHandle::new(cache.clone());
+        let other = CacheHandle::new(cache.clone());
+        a.insert(0, 0, b(10), 10);
+        other.insert(0, 0, b(10), 10);
+        a.insert(1, 1, b(10), 10);
+        // Three entries do not fit in 25: the oldest (a's first) went.
+        assert!(a.collect(0, 5, 100, true).is_none());
+        assert!(other.collect(0, 5, 100, true).is_some());
+        drop(other);
+        assert_eq!(cache.borrow().used_bytes(), 10);
+    }
+
+    #[test]
+    fn small_writes_are_copied_out_and_large_ones_charged_their_buffer() {
+        let cache = BatchCache::shared(1 << 20);
+        let c = CacheHandle::new(cache.clone());
+        // 200 bytes of batches in a 64 KiB buffer: copied, charged 200.
+        let big = Bytes::from(vec![7u8; 65536]);
+        c.insert_written(big.clone(), 65536, &[(0, 0, 4096, 100), (1, 1, 4196, 100)]);
+        assert_eq!(cache.borrow().used_bytes(), 200);
+        // 40 KiB of batches in the same buffer: sliced, charged the whole 64 KiB.
+        c.insert_written(big, 65536, &[(2, 2, 0, 20480), (3, 3, 20480, 20480)]);
+        assert_eq!(cache.borrow().used_bytes(), 200 + 65536);
     }
 }

@@ -194,3 +194,8 @@ pub async fn remove_file(path: &Path) -> io::Result<()> {
         r => r,
     }
 }
+
+/// Rename a file or directory (through the driver).
+pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    compio::fs::rename(from, to).await
+}

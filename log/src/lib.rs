@@ -15,10 +15,11 @@ mod error;
 pub mod index;
 mod io;
 mod log;
+mod ratelimit;
 mod segment;
 
-pub use cache::BatchCache;
+pub use cache::{BatchCache, SharedBatchCache};
 pub use config::{LogConfig, SEVEN_DAYS_MS};
 pub use error::{LogError, Result};
 pub use event_listener::EventListener;
-pub use log::{system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult};
+pub use log::{system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult, WriteTicket};

@@ -50,12 +50,40 @@ pub struct Segment {
     pub created_ms: i64,
     /// Bytes appended since the last index entry.
     pub bytes_since_index: u64,
-    /// Rolled: no more appends. Sealed: the writer has synced, trimmed and written its
-    /// index files (only sealed segments may be deleted).
-    pub rolled: bool,
-    pub sealed: bool,
+    /// Where the segment is in its life (see [`Phase`]).
+    pub phase: Phase,
+    /// The appended state as of the last completed write: what a failed write rolls
+    /// the segment back to.
+    pub durable: Mark,
     /// Bytes reserved by fallocate (the file length while active).
     pub allocated: u64,
+}
+
+/// The life of a segment: `Active` (the last segment; takes appends) → `Rolled` (a
+/// newer segment took over; the writer still owes it its last write and its seal) →
+/// `Sealed` (synced, trimmed to its exact size, index files written; immutable, the
+/// only phase in which it may be deleted). A failed write returns a `Rolled` segment
+/// to `Active` (its unwritten tail is discarded and a newer empty segment removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Takes appends.
+    Active,
+    /// Closed to appends; its final write and seal are pending.
+    Rolled,
+    /// Durable, exactly sized, indexed.
+    Sealed,
+}
+
+/// The appended state of a segment at one point: taken after the batches of a write
+/// are appended, made the segment's `durable` mark when that write completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_ts: i64,
+    pub max_ts_offset: i64,
+    pub roll_ts: Option<i64>,
+    pub bytes_since_index: u64,
 }
 
 impl Segment {
@@ -74,10 +102,53 @@ impl Segment {
             roll_ts: None,
             created_ms: now_ms,
             bytes_since_index: 0,
-            rolled: false,
-            sealed: false,
+            phase: Phase::Active,
+            durable: Mark { size: 0, next_offset: base, max_ts: -1, max_ts_offset: base, roll_ts: None, bytes_since_index: 0 },
             allocated: 0,
         }
+    }
+
+    /// The appended state now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            size: self.logical_size,
+            next_offset: self.next_offset,
+            max_ts: self.max_ts,
+            max_ts_offset: self.max_ts_offset,
+            roll_ts: self.roll_ts,
+            bytes_since_index: self.bytes_since_index,
+        }
+    }
+
+    /// Forget everything appended after the durable mark (a failed write): the
+    /// segment becomes `Active` again with the state of its last completed write.
+    pub fn roll_back_to_durable(&mut self) {
+        assert_ne!(self.phase, Phase::Sealed, "a sealed segment has nothing unwritten");
+        let m = self.durable;
+        assert!(m.size <= self.logical_size && m.size == self.size, "durable mark {m:?} beyond the segment ({} appended, {} written)", self.logical_size, self.size);
+        self.logical_size = m.size;
+        self.next_offset = m.next_offset;
+        self.max_ts = m.max_ts;
+        self.max_ts_offset = m.max_ts_offset;
+        self.roll_ts = m.roll_ts;
+        self.bytes_since_index = m.bytes_since_index;
+        self.index.truncate_to_position(m.size.min(u32::MAX as u64) as u32);
+        self.time_index.truncate_to_offset(m.next_offset);
+        self.phase = Phase::Active;
+    }
+
+    /// Mark the segment loaded from disk (everything in it is durable) in `phase`.
+    pub(crate) fn loaded(&mut self, size: u64, phase: Phase) {
+        self.size = size;
+        self.logical_size = size;
+        self.allocated = size;
+        self.phase = phase;
+        self.durable = self.mark();
+    }
+
+    /// Closed to appends (rolled or sealed).
+    pub fn is_closed(&self) -> bool {
+        self.phase != Phase::Active
     }
 
     /// Account for one appended batch at `position` (bytes from segment start).
@@ -299,6 +370,9 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
         })
         .await
         .map_err(|e| LogError::io(ctx("reading", &lp), e))?;
+        if out.stop == Stop::Zero {
+            expect_zeros_to_end(&file, &lp, out.valid_end, file_len).await?;
+        }
         let ok = matches!(out.stop, Stop::End | Stop::Zero) && (out.batches > 0 || start_pos == 0);
         if ok {
             trusted = Some((oidx, tidx, out, tail_max));
@@ -327,7 +401,8 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
                 .await
                 .map_err(|e| LogError::io(ctx("reading", &lp), e))?;
             match out.stop {
-                Stop::End | Stop::Zero => {}
+                Stop::End => {}
+                Stop::Zero => expect_zeros_to_end(&file, &lp, out.valid_end, file_len).await?,
                 Stop::Torn => {
                     return Err(LogError::Corrupt {
                         path: lp,
@@ -347,13 +422,38 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
             .await
             .map_err(|e| LogError::io(ctx("truncating", &lp), e))?;
     }
-    seg.size = valid_end;
-    seg.logical_size = valid_end;
-    seg.allocated = valid_end;
     seg.file = Some(file);
-    seg.rolled = true;
-    seg.sealed = true;
+    seg.loaded(valid_end, Phase::Sealed);
     Ok((seg, direct))
+}
+
+/// A closed segment may end in zeros only where a crash came between its last write
+/// and its trim (preallocated, never-written space up to the end of the file). A
+/// zeroed batch header followed by anything else is damage to data that was durable:
+/// report it rather than truncate acknowledged batches away.
+async fn expect_zeros_to_end(file: &File, path: &Path, from: u64, file_len: u64) -> Result<()> {
+    let mut pos = align_down(from);
+    while pos < file_len {
+        let len = SCAN_CHUNK.min((file_len - pos) as usize);
+        let buf = fio::read_aligned(file, pos, len)
+            .await
+            .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+        if buf.is_empty() {
+            break;
+        }
+        let skip = from.saturating_sub(pos) as usize;
+        if let Some(i) = buf.as_slice().iter().skip(skip).position(|&b| b != 0) {
+            return Err(LogError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "zeroed batch header at position {from} followed by data at position {} in a closed segment",
+                    pos + (skip + i) as u64
+                ),
+            });
+        }
+        pos += buf.len() as u64;
+    }
+    Ok(())
 }
 
 /// Load the last segment after a clean shutdown: trust it like a closed segment
@@ -362,6 +462,8 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
 pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
     let (mut seg, direct) = match load_trusted(dir, base, interval, allow_fallback, now_ms).await {
         Ok(s) => s,
+        // Sealed at close: damage inside it is damage to synced data, not a torn write.
+        Err(e @ LogError::Corrupt { .. }) => return Err(e),
         Err(e) => {
             tracing::warn!(segment = %paths(dir, base).0.display(), error = %e, "clean-shutdown segment failed its checks; full scan");
             return load_active(dir, base, interval, allow_fallback, now_ms).await;
@@ -383,8 +485,8 @@ pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallb
             }
         }
     }
-    seg.rolled = false;
-    seg.sealed = false;
+    seg.phase = Phase::Active;
+    seg.durable = seg.mark();
     Ok((seg, direct))
 }
 
@@ -417,10 +519,8 @@ pub async fn load_active(dir: &Path, base: i64, interval: u64, allow_fallback: b
             .await
             .map_err(|e| LogError::io(format!("truncating {}", lp.display()), e))?;
     }
-    seg.size = out.valid_end;
-    seg.logical_size = out.valid_end;
-    seg.allocated = out.valid_end;
     seg.next_offset = out.next_offset.max(base);
     seg.file = Some(file);
+    seg.loaded(out.valid_end, Phase::Active);
     Ok((seg, direct))
 }

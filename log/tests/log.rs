@@ -232,8 +232,13 @@ async fn delete_removes_directory() {
     let p = dir.path().join("d");
     let log = PartitionLog::open(p.clone(), small_config()).await.unwrap();
     log.append(batch(1, 1, 1, 100)).await.unwrap();
-    log.delete().await.unwrap();
-    assert!(!p.exists());
+    // An append still waiting for the writer when the delete starts.
+    let late = log.append(batch(2, 1, 1, 100));
+    let grave = dir.path().join("d.0123-delete");
+    log.delete(&grave).await.unwrap();
+    assert!(!p.exists() && !grave.exists());
+    let _ = late.await;
+    assert!(log.append(batch(3, 1, 1, 100)).await.is_err(), "a deleted log takes no appends");
 }
 
 

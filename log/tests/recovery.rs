@@ -35,6 +35,13 @@ fn positions_in(batches: &[(i64, usize)], seg_base: i64) -> Vec<(i64, u64, usize
     out
 }
 
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    let mut bases: Vec<i64> =
+        std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok()).collect();
+    bases.sort();
+    bases
+}
+
 async fn expect_end(dir: &Path, cfg: LogConfig, end: i64) {
     let log = PartitionLog::open(dir.to_path_buf(), cfg).await.unwrap();
     assert_eq!(log.log_end_offset(), end);
@@ -243,4 +250,50 @@ async fn garbage_segments_do_not_panic() {
     std::fs::write(dir.join(format!("{:020}.index", 0)), &junk[..800]).unwrap();
     std::fs::write(dir.join(format!("{:020}.timeindex", 0)), &junk[..1200]).unwrap();
     assert!(matches!(PartitionLog::open(dir.clone(), small_config()).await, Err(LogError::Corrupt { .. })));
+}
+
+#[compio::test]
+async fn zeroed_header_inside_a_closed_segment_is_corruption() {
+    // A batch header zeroed in the middle of a sealed segment, with batches after it:
+    // that is damage to durable data, not preallocated space. Open must refuse rather
+    // than truncate the acknowledged batches after it away.
+    let t = tempdir();
+    let dir = t.path().join("zero-hole");
+    let batches = fill(&dir, 120, small_config()).await;
+    // The third-last batch of the first segment: after its last index entry, where
+    // open's tail check reads.
+    let second = segment_bases(&dir)[1];
+    let first: Vec<_> = positions_in(&batches, 0).into_iter().filter(|(b, _, _)| *b < second).collect();
+    let (_, pos, _) = first[first.len() - 3];
+    let f = seg_file(&dir, 0);
+    let mut h = OpenOptions::new().write(true).open(&f).unwrap();
+    h.seek(SeekFrom::Start(pos)).unwrap();
+    h.write_all(&[0u8; 61]).unwrap();
+    drop(h);
+    let len = std::fs::metadata(&f).unwrap().len();
+    match PartitionLog::open(dir.clone(), small_config()).await {
+        Err(LogError::Corrupt { path, reason }) => {
+            assert_eq!(path, f);
+            assert!(reason.contains("zeroed batch header"), "{reason}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("open must fail on a zeroed header inside a closed segment"),
+    }
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), len, "nothing was truncated");
+}
+
+#[compio::test]
+async fn offset_gap_between_segments_is_corruption() {
+    let t = tempdir();
+    let dir = t.path().join("gap");
+    fill(&dir, 300, small_config()).await;
+    let bases = segment_bases(&dir);
+    assert!(bases.len() >= 3, "{bases:?}");
+    // A whole middle segment goes missing.
+    std::fs::remove_file(seg_file(&dir, bases[1])).unwrap();
+    match PartitionLog::open(dir.clone(), small_config()).await {
+        Err(LogError::Corrupt { reason, .. }) => assert!(reason.contains("offset gap"), "{reason}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("open must report the missing offsets"),
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use spate_log::{LogConfig, LogError, PartitionLog};
+use spate_log::{LogConfig, LogError, PartitionLog, SharedBatchCache, WriteTicket};
 use spate_net::compression::Compression;
 use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::ErrorCode;
@@ -55,12 +55,11 @@ struct ProducerBatch {
     records: u64,
 }
 
-type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<spate_log::AppendInfo, LogError>>>>;
-
 /// A produce after its synchronous part.
 enum Started {
-    /// The append, and the bytes and records it adds.
-    Append(AppendFuture, u64, u64),
+    /// Appended: where, the write that makes it durable, and the bytes and records it adds.
+    Append(spate_log::AppendInfo, WriteTicket, u64, u64),
+    /// A retry of a batch already appended: answered with its offsets once that is written.
     Duplicate(BatchMeta),
 }
 
@@ -69,10 +68,17 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// Where a deleted partition's directory goes before it is removed, as Kafka names it:
+/// `<topic>-<partition>.<id>-delete` (the topic id is unique to this incarnation of
+/// the topic). Directories of this form are removed at startup if a crash left them.
+pub fn graveyard_dir(data_dir: &std::path::Path, topic: &str, partition: i32, topic_id: &[u8; 16]) -> PathBuf {
+    let id: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    data_dir.join(format!("{topic}-{partition}.{id}-delete"))
+}
+
 /// Broker-level storage settings every partition log gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StorageSettings {
-    pub cache_bytes: usize,
     pub preallocate_bytes: u64,
 }
 
@@ -89,7 +95,8 @@ pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings, jitter_see
         index_interval_bytes: c.index_interval_bytes.max(0) as u32,
         flush_messages: c.flush_messages,
         flush_ms: c.flush_ms,
-        cache_bytes: storage.cache_bytes,
+        // The shard's shared batch cache is used instead.
+        cache_bytes: 0,
         preallocate_bytes: if c.preallocate { c.segment_bytes.max(4096) as u64 } else { storage.preallocate_bytes },
         ..LogConfig::default()
     }
@@ -124,27 +131,33 @@ fn record_at_or_after(batch: &record_batch::RecordBatch, target: i64, min_offset
 fn error_code(e: &LogError) -> i16 {
     match e {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange.code(),
-        _ => ErrorCode::KafkaStorageError.code(),
+        // Kafka: a batch set larger than segment.bytes.
+        LogError::BatchTooLarge { .. } => ErrorCode::RecordListTooLarge.code(),
+        LogError::InvalidBatch(_) => ErrorCode::CorruptMessage.code(),
+        // Deleted or shutting down: the client refreshes its metadata.
+        LogError::Closed => ErrorCode::NotLeaderOrFollower.code(),
+        LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. } => ErrorCode::KafkaStorageError.code(),
     }
 }
 
 impl Partition {
-    pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings) -> Result<Partition, LogError> {
+    pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings, cache: SharedBatchCache) -> Result<Partition, LogError> {
         let jitter_seed = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             dir.hash(&mut h);
             h.finish()
         };
-        let log = PartitionLog::open(dir, log_config(&config, storage, jitter_seed)).await?;
+        let log = PartitionLog::open_with(dir, log_config(&config, storage, jitter_seed), spate_log::system_clock(), Some(cache)).await?;
         let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()), jitter_seed, storage: std::cell::Cell::new(storage) };
         partition.load_producer_states().await?;
         Ok(partition)
     }
 
-    /// Remove the partition's log from disk (DeleteTopics).
-    pub async fn delete(self) -> Result<(), LogError> {
-        self.log.delete().await
+    /// Remove the partition's log from disk (DeleteTopics): its directory is renamed to
+    /// `graveyard` first, then removed.
+    pub async fn delete(&self, graveyard: &std::path::Path) -> Result<(), LogError> {
+        self.log.delete(graveyard).await
     }
 
     /// Apply changed topic configs or storage settings (a no-op when neither changed).
@@ -242,11 +255,13 @@ impl Partition {
     }
 
     /// Run the idempotence checks of a request's batches. `Some(meta)` when the request
-    /// is one batch already written (a producer's retry): answer with its offsets.
+    /// is one batch already appended (a producer's retry): answer with its offsets once
+    /// that is written. Batches whose write failed are forgotten first.
     fn check_sequences(&self, batches: &[ProducerBatch]) -> Result<Option<BatchMeta>, i16> {
-        let states = self.producers.borrow();
-        let idempotent: Vec<&ProducerBatch> = batches.iter().filter(|b| b.producer_id >= 0).collect();
-        for b in &idempotent {
+        let mut states = self.producers.borrow_mut();
+        let discarded = |t: WriteTicket| self.log.is_written(t) == Some(false);
+        for b in batches.iter().filter(|b| b.producer_id >= 0) {
+            states.prune(b.producer_id, discarded);
             let last = last_seq(b.first_seq, b.last_offset_delta);
             match states.check(b.producer_id, b.epoch, b.first_seq, last)? {
                 SequenceCheck::Append => {}
@@ -258,39 +273,36 @@ impl Partition {
     }
 
     /// Start a produce: checks run and offsets are assigned now, in call order; the
-    /// returned future completes when the write (and sync, by policy) is done.
+    /// returned future completes when the write (and sync, by policy) is done. Nothing
+    /// is acknowledged before it is written, and a write that fails acknowledges
+    /// nothing (KAFKA_STORAGE_ERROR; the producer retries).
     pub fn produce(self: &Rc<Self>, records: Bytes, acks: i16) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
         let log_append_time = self.config.borrow().log_append_time;
         let started = self.start_produce(records, acks, now, log_append_time);
         let this = self.clone();
         async move {
-            let (append, bytes_in, records_in) = match started {
-                Ok(Started::Append(append, bytes, records)) => (append, bytes, records),
-                Ok(Started::Duplicate(meta)) => {
-                    return PartitionReply::Produced {
-                        base_offset: meta.base_offset,
-                        log_append_time: -1,
-                        log_start_offset: this.log.log_start_offset(),
-                        bytes_in: 0,
-                        records_in: 0,
-                    }
-                }
+            let (base_offset, ticket, bytes_in, records_in) = match started {
+                Ok(Started::Append(info, ticket, bytes, records)) => (info.base_offset, Some(ticket), bytes, records),
+                Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
                 Err(code) => return PartitionReply::Error(code),
             };
-            match append.await {
-                Ok(_) if acks == 0 => PartitionReply::ProducedNoAck { bytes_in, records_in },
-                Ok(info) => PartitionReply::Produced {
-                    base_offset: info.base_offset,
-                    log_append_time: if log_append_time { now } else { -1 },
-                    log_start_offset: this.log.log_start_offset(),
-                    bytes_in,
-                    records_in,
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "append failed");
-                    PartitionReply::Error(error_code(&e))
+            if let Some(ticket) = ticket {
+                if let Err(e) = this.log.written(ticket).await {
+                    tracing::debug!(error = %e, "produce not written");
+                    return PartitionReply::Error(error_code(&e));
                 }
+            }
+            if acks == 0 {
+                return PartitionReply::ProducedNoAck { bytes_in, records_in };
+            }
+            PartitionReply::Produced {
+                base_offset,
+                // A retry is answered as its original was (-1 when not LogAppendTime).
+                log_append_time: if log_append_time && bytes_in > 0 { now } else { -1 },
+                log_start_offset: this.log.log_start_offset(),
+                bytes_in,
+                records_in,
             }
         }
     }
@@ -300,6 +312,8 @@ impl Partition {
             // Only this broker is in the ISR.
             return Err(ErrorCode::NotEnoughReplicas.code());
         }
+        // An offline partition refuses every produce, retries of written batches too.
+        self.log.writable().map_err(|e| error_code(&e))?;
         let batches = self.validate(&records, now)?;
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
@@ -315,19 +329,20 @@ impl Partition {
             None => records,
         };
         let records = if log_append_time { Self::stamp_log_append_time(records, now)? } else { records };
-        // Offsets are assigned by `append` from the current log end, in this order.
-        let mut offset = self.log.log_end_offset();
-        let append = self.log.append(records);
+        let (info, ticket) = self.log.begin_append(records, true).map_err(|e| error_code(&e))?;
+        // Offsets were assigned from `info.base_offset` on, batch after batch.
+        let mut offset = info.base_offset;
         let mut states = self.producers.borrow_mut();
         for b in &batches {
             let base = offset;
             offset += i64::from(b.last_offset_delta) + 1;
             if b.producer_id >= 0 {
-                let meta = BatchMeta { first_seq: b.first_seq, last_seq: last_seq(b.first_seq, b.last_offset_delta), base_offset: base, last_offset: offset - 1 };
+                let meta = BatchMeta { first_seq: b.first_seq, last_seq: last_seq(b.first_seq, b.last_offset_delta), base_offset: base, last_offset: offset - 1, ticket: Some(ticket) };
                 states.record(b.producer_id, b.epoch, meta, now);
             }
         }
-        Ok(Started::Append(Box::pin(append), bytes_in, records_in))
+        assert_eq!(offset - 1, info.last_offset, "the batches' offsets add up to the append's");
+        Ok(Started::Append(info, ticket, bytes_in, records_in))
     }
 
     /// Rebuild the idempotent-producer state by reading the log from its start.
@@ -336,11 +351,11 @@ impl Partition {
         self.log.dir().join(PRODUCER_SNAPSHOT)
     }
 
-    /// Write the producer state and the log end it covers (temp file + rename), so
-    /// that the next open replays only the log after it. Small and rare (at shutdown
-    /// and each retention pass), so plain blocking I/O.
+    /// Write the producer state of the written log and the offset it covers (temp file
+    /// + rename), so that the next open replays only the log after it. Small and rare
+    /// (at shutdown and each retention pass), so plain blocking I/O.
     pub fn snapshot_producer_states(&self) -> std::io::Result<()> {
-        let states = self.producers.borrow();
+        let states = self.producers.borrow().written_only(|t| self.log.is_written(t) == Some(true));
         let path = self.snapshot_path();
         if states.is_empty() {
             return match std::fs::remove_file(&path) {
@@ -348,7 +363,7 @@ impl Partition {
                 _ => Ok(()),
             };
         }
-        let snapshot = ProducerSnapshot { offset: self.log.log_end_offset(), states: &states };
+        let snapshot = ProducerSnapshot { offset: self.log.written_end_offset(), states: &states };
         let json = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, json)?;
@@ -379,6 +394,7 @@ impl Partition {
                             last_seq: last_seq(batch.base_sequence(), batch.last_offset_delta()),
                             base_offset: batch.base_offset(),
                             last_offset: batch.last_offset(),
+                            ticket: None,
                         };
                         states.record(batch.producer_id(), batch.producer_epoch(), meta, batch.max_timestamp());
                     }

@@ -2,10 +2,17 @@
 //! last five batches it wrote (sequence range and offsets), as in Kafka. Retried
 //! batches are recognised and answered with their original offsets instead of being
 //! written again; gaps in sequences and stale epochs are refused.
+//!
+//! A batch enters the state when its offsets are assigned, with the log's ticket for
+//! its write, so that the producer's next batches (sent before this one is written)
+//! pass the sequence check. Until the write completes it is only provisional: a retry
+//! of it is answered once the original is written, and if the write fails the batch is
+//! pruned from the state (its sequence numbers are free again for the retry).
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use spate_log::WriteTicket;
 use spate_net::ErrorCode;
 
 /// Kafka keeps the last five batches per producer (the client's max in-flight).
@@ -18,6 +25,10 @@ pub struct BatchMeta {
     pub last_seq: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The write that makes this batch durable, while it may still be pending; `None`
+    /// for batches read back from the log or a snapshot.
+    #[serde(skip)]
+    pub ticket: Option<WriteTicket>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -95,6 +106,28 @@ impl ProducerStates {
         entry.batches.push_back(meta);
     }
 
+    /// Forget the batches of `pid` whose write was discarded (`discarded(ticket)`):
+    /// a failed write took them back.
+    pub fn prune(&mut self, pid: i64, discarded: impl Fn(WriteTicket) -> bool) {
+        if let Some(entry) = self.producers.get_mut(&pid) {
+            entry.batches.retain(|b| !b.ticket.is_some_and(&discarded));
+        }
+    }
+
+    /// A copy holding only the batches for which `written(ticket)` holds (what a
+    /// snapshot at the written end offset may contain).
+    pub fn written_only(&self, written: impl Fn(WriteTicket) -> bool) -> ProducerStates {
+        let producers = self
+            .producers
+            .iter()
+            .map(|(pid, e)| {
+                let batches = e.batches.iter().filter(|b| b.ticket.is_none_or(&written)).map(|b| BatchMeta { ticket: None, ..*b }).collect();
+                (*pid, ProducerEntry { epoch: e.epoch, batches, last_write_ms: e.last_write_ms })
+            })
+            .collect();
+        ProducerStates { producers }
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -116,7 +149,7 @@ mod tests {
     use super::*;
 
     fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
-        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64 }
+        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64, ticket: None }
     }
 
     #[test]
@@ -172,7 +205,7 @@ mod tests {
         assert_eq!(last_seq(i32::MAX, 1), 0);
         let mut s = ProducerStates::default();
         s.record(1, 0, meta(0, 0, 0), 0);
-        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2 }, 0);
+        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2, ticket: None }, 0);
         assert_eq!(s.check(1, 0, 0, 3), Ok(SequenceCheck::Append));
     }
 }

@@ -14,7 +14,8 @@ use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
 use crate::metrics::ShardCounters;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
-use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
+use crate::partition::{graveyard_dir, now_ms, partition_dir, Partition, StorageSettings};
+use spate_log::{BatchCache, SharedBatchCache};
 use crate::topic_config::EffectiveTopicConfig;
 
 /// What a shard holds; shared by its tasks through `Rc`.
@@ -28,6 +29,9 @@ pub struct ShardContext {
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Recently written batches of all this shard's partitions: one budget
+    /// (`batch_cache_bytes_per_shard`), one least-recently-used order.
+    pub batch_cache: SharedBatchCache,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: RefCell<Coordinator>,
     pub metrics: RefCell<ShardCounters>,
@@ -49,15 +53,9 @@ impl ShardContext {
         self.partitions.borrow().get(key).cloned()
     }
 
-    /// Storage settings for this shard's partitions under `image`: the shard's batch
-    /// cache budget is split evenly over the partitions it owns, so that the memory a
-    /// shard spends on cached batches stays bounded however many partitions it has.
-    fn storage(&self, image: &MetadataImage) -> StorageSettings {
-        let owned = image.topics.values().flat_map(|t| &t.partitions).filter(|p| self.owner_of(p.slot) == self.id).count();
-        StorageSettings {
-            cache_bytes: self.config.batch_cache_bytes_per_shard / owned.max(1),
-            preallocate_bytes: self.config.segment_preallocate_bytes,
-        }
+    /// Storage settings for this shard's partitions.
+    fn storage(&self) -> StorageSettings {
+        StorageSettings { preallocate_bytes: self.config.segment_preallocate_bytes }
     }
 
     pub fn inbound_depth(&self) -> usize {
@@ -112,23 +110,14 @@ impl ShardContext {
         for key in gone {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
-                match Rc::try_unwrap(p) {
-                    Ok(p) => {
-                        if let Err(e) = p.delete().await {
-                            tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
-                        }
-                    }
-                    // Requests in flight still hold it; the directory is removed directly.
-                    Err(_) => {
-                        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            tracing::error!(dir = %dir.display(), error = %e, "removing partition dir failed");
-                        }
-                    }
+                // Renamed first, then removed; requests still holding it get errors.
+                let graveyard = graveyard_dir(&self.config.data_dir, &key.topic, key.partition, &p.topic_id);
+                if let Err(e) = p.delete(&graveyard).await {
+                    tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
                 }
             }
         }
-        let storage = self.storage(&image);
+        let storage = self.storage();
         for topic in image.topics.values() {
             let config = self.effective_config(&topic.configs);
             for (index, info) in topic.partitions.iter().enumerate() {
@@ -141,7 +130,7 @@ impl ShardContext {
                     Some(p) => p.reconfigure(config.clone(), storage),
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
-                        match Partition::open(dir, topic.id, config.clone(), storage).await {
+                        match Partition::open(dir, topic.id, config.clone(), storage, self.batch_cache.clone()).await {
                             Ok(p) => {
                                 if topic.name == OFFSETS_TOPIC {
                                     match Coordinator::load(&self.groups, &p).await {
@@ -273,6 +262,7 @@ async fn serve(start: ShardStart) {
         image: RefCell::new(Arc::new(MetadataImage::default())),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
+        batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
         groups: RefCell::new(Coordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
         inbound: links.receivers.clone(),

@@ -62,12 +62,13 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
 
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let gauges: [(&str, &str, fn(&super::snapshot::PartitionGauges) -> f64); 5] = [
+    let gauges: [(&str, &str, fn(&super::snapshot::PartitionGauges) -> f64); 6] = [
         ("spate_partition_log_end_offset", "Next offset to be assigned.", |p| p.log_end_offset as f64),
         ("spate_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset as f64),
         ("spate_partition_high_watermark", "Offset below which records are written and readable.", |p| p.high_watermark as f64),
         ("spate_partition_size_bytes", "Bytes of the partition's segments.", |p| p.size_bytes as f64),
         ("spate_partition_segments", "Segments of the partition.", |p| p.segments as f64),
+        ("spate_partition_offline", "1 while the partition refuses writes after a failed write (full disk: retried; I/O error: until restart).", |p| f64::from(u8::from(p.offline))),
     ];
     for (name, help, get) in gauges {
         header(&mut out, name, "gauge", help);
@@ -76,7 +77,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 10] = [
+    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 11] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
@@ -85,6 +86,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }),
         ("spate_batch_cache_hits_total", "counter", "Reads served from the batch cache.", |s| s.partitions.iter().map(|p| p.stats.cache_hits as f64).sum()),
         ("spate_batch_cache_misses_total", "counter", "Reads that went to disk.", |s| s.partitions.iter().map(|p| p.stats.disk_reads as f64).sum()),
+        ("spate_batch_cache_bytes", "gauge", "Memory held by the shard's batch cache (what its batches keep alive).", |s| s.batch_cache_bytes as f64),
         ("spate_connections", "gauge", "Open client connections.", |s| s.counters.connections_open as f64),
         ("spate_connections_accepted_total", "counter", "Client connections accepted.", |s| s.counters.connections_total as f64),
         ("spate_shard_cpu_seconds_total", "counter", "CPU time (user and system) of the shard thread: its busy time.", |s| s.cpu_seconds),

@@ -18,6 +18,8 @@ pub struct PartitionGauges {
     pub size_bytes: u64,
     pub segments: usize,
     pub stats: LogStats,
+    /// The partition refuses writes (a failed write, a full disk).
+    pub offline: bool,
 }
 
 /// One committed offset: (group, topic, partition, offset).
@@ -33,6 +35,8 @@ pub struct ShardSnapshot {
     pub cpu_seconds: f64,
     /// Messages waiting in the shard's inbound channels.
     pub queue_depth: usize,
+    /// Memory held by the shard's batch cache.
+    pub batch_cache_bytes: usize,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -56,6 +60,7 @@ impl ShardSnapshot {
                 size_bytes: p.log.size_bytes(),
                 segments: p.log.segment_count(),
                 stats: p.log.stats(),
+                offline: p.log.writable().is_err(),
             })
             .collect();
         ShardSnapshot {
@@ -65,6 +70,7 @@ impl ShardSnapshot {
             committed: ctx.groups.borrow().committed_offsets(),
             cpu_seconds: thread_cpu_seconds().unwrap_or(0.0),
             queue_depth: ctx.inbound_depth(),
+            batch_cache_bytes: ctx.batch_cache.borrow().used_bytes(),
         }
     }
 }

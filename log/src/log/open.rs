@@ -1,0 +1,192 @@
+//! Opening a log: list its segments, load them (trusting sealed ones after checks,
+//! scanning the active one), and start its writer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use compio::fs::File;
+use std::rc::Rc;
+
+use event_listener::Event;
+
+use crate::buf::{align_down, ALIGN};
+use crate::cache::{BatchCache, CacheHandle, SharedBatchCache};
+use crate::config::LogConfig;
+use crate::error::{LogError, Result};
+use crate::io as fio;
+use crate::segment::{self, Segment};
+
+use super::state::{Pending, State, MIN_WRITE_BUF};
+use super::retention::remove_segment_files;
+use super::writer::writer_loop;
+use super::{io_err, system_clock, Clock, LogStats, PartitionLog, Shared, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE};
+
+fn parse_checkpoint(data: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(data).ok()?;
+    let mut lines = s.lines();
+    if lines.next()?.trim() != "0" {
+        return None;
+    }
+    lines.next()?.trim().parse().ok().filter(|v: &i64| *v >= 0)
+}
+impl PartitionLog {
+    /// Open (or create) the log in `dir` with the system clock, recovering after a crash.
+    pub async fn open(dir: PathBuf, config: LogConfig) -> Result<PartitionLog> {
+        Self::open_with_clock(dir, config, system_clock()).await
+    }
+
+    /// Like [`open`](Self::open) with an injected clock (tests, deterministic retention).
+    pub async fn open_with_clock(dir: PathBuf, config: LogConfig, clock: Clock) -> Result<PartitionLog> {
+        Self::open_with(dir, config, clock, None).await
+    }
+
+    /// Open with a clock and, optionally, a batch cache shared with other logs (one
+    /// budget for a whole shard; `config.cache_bytes` is then ignored). Without one the
+    /// log gets its own cache of `config.cache_bytes`.
+    pub async fn open_with(dir: PathBuf, config: LogConfig, clock: Clock, cache: Option<SharedBatchCache>) -> Result<PartitionLog> {
+        let now = clock();
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(".log") {
+                if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(b) = stem.parse::<i64>() {
+                        bases.push(b);
+                    }
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        let mut log_start = match std::fs::read(&cp_path) {
+            Ok(data) => parse_checkpoint(&data).ok_or_else(|| LogError::Corrupt {
+                path: cp_path.clone(),
+                reason: "unparseable log start offset checkpoint".into(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bases.first().copied().unwrap_or(0),
+            Err(e) => return Err(LogError::io(format!("reading {}", cp_path.display()), e)),
+        };
+
+        // Segments wholly below the log start (an interrupted delete_records/retention).
+        while bases.len() > 1 && bases[1] <= log_start {
+            let b = bases.remove(0);
+            remove_segment_files(&dir, b).await?;
+        }
+
+        let interval = config.index_interval_bytes as u64;
+        let fallback = config.allow_buffered_fallback;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            // Remove it before anything can be appended: a later crash must scan again.
+            fio::remove_file(&marker).await.map_err(io_err(format!("removing {}", marker.display())))?;
+            fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+        }
+        let mut segments = BTreeMap::new();
+        let mut direct = true;
+        let mut prev_end: Option<i64> = None;
+        for (i, &b) in bases.iter().enumerate() {
+            let seg = if i + 1 == bases.len() {
+                let (s, d) = if clean {
+                    segment::load_active_clean(&dir, b, interval, fallback, now).await?
+                } else {
+                    segment::load_active(&dir, b, interval, fallback, now).await?
+                };
+                direct = d;
+                s
+            } else {
+                segment::load_closed(&dir, b, interval, fallback, now).await?
+            };
+            // Segments follow each other without overlap or gap: a gap means batches
+            // that were written are gone. (Compaction, when it comes, may leave gaps
+            // inside and between cleaned segments; this check then applies to the
+            // segments it has not cleaned.)
+            if let Some(pe) = prev_end {
+                if b != pe {
+                    let what = if b < pe { "overlaps" } else { "leaves an offset gap after" };
+                    return Err(LogError::Corrupt {
+                        path: seg.path.clone(),
+                        reason: format!("segment base {b} {what} the previous segment, which ends at {pe}"),
+                    });
+                }
+            }
+            prev_end = Some(seg.next_offset);
+            segments.insert(b, seg);
+        }
+        let leo = segments.values().next_back().map(|s| s.next_offset).unwrap_or(log_start).max(log_start);
+        if let Some(first) = segments.keys().next() {
+            log_start = log_start.max(*first);
+        }
+        let mut st = State {
+            dir: dir.clone(),
+            private_cache: cache.is_none(),
+            cache: CacheHandle::new(cache.unwrap_or_else(|| BatchCache::shared(config.cache_bytes))),
+            config,
+            clock,
+            segments,
+            log_start,
+            leo,
+            written_end: leo,
+            pending: VecDeque::new(),
+            failure: None,
+            rollbacks: 0,
+            rollback_history: VecDeque::new(),
+            closing: false,
+            writer_done: false,
+            unsynced_messages: 0,
+            dirty_since: None,
+            stats: LogStats::default(),
+            direct,
+            prealloc_ok: true,
+            buf_hint: MIN_WRITE_BUF,
+            job_in_flight: false,
+        };
+        // The open write buffer for the active segment, starting with its tail page.
+        match st.segments.values().next_back() {
+            Some(seg) => {
+                let mut p = Pending::new(seg, align_down(seg.size), leo);
+                p.buf.extend_from_slice(&tail_page(seg.file.as_ref(), &seg.path, seg.size).await?);
+                st.pending.push_back(p);
+            }
+            None => {
+                let seg = Segment::new(&st.dir, leo, now);
+                st.pending.push_back(Pending::new(&seg, 0, leo));
+                st.segments.insert(leo, seg);
+            }
+        }
+        let shared = Rc::new(Shared {
+            state: RefCell::new(st),
+            written: Event::new(),
+            work: Event::new(),
+            writer: Cell::new(None),
+        });
+        let handle = compio::runtime::spawn(writer_loop(shared.clone()));
+        shared.writer.set(Some(handle));
+        Ok(PartitionLog { shared })
+    }
+}
+
+/// The written bytes of a segment's last, partly filled page: the start of the next
+/// write buffer (the next write rewrites that page whole).
+pub(super) async fn tail_page(file: Option<&File>, path: &Path, size: u64) -> Result<Vec<u8>> {
+    let pos = align_down(size);
+    let tail = (size - pos) as usize;
+    if tail == 0 {
+        return Ok(Vec::new());
+    }
+    let file = file.ok_or(LogError::Closed)?;
+    let page = fio::read_aligned(file, pos, ALIGN).await.map_err(io_err(format!("reading {}", path.display())))?;
+    if page.len() < tail {
+        return Err(LogError::Corrupt { path: path.to_path_buf(), reason: "tail page shorter than scanned data".into() });
+    }
+    Ok(page.as_slice()[..tail].to_vec())
+}
