@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Runs Spate's whole test suite on a fresh Debian machine with Rust installed:
-#   1. unit and integration tests of every crate (cargo test --workspace),
-#   2. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
-#   3. a short load-generator run against a live broker (bench/smoke.sh),
-#   4. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
+#   1. lints and formatting (cargo clippy with warnings as errors, cargo fmt --check),
+#      before anything else so that they fail fast,
+#   2. unit and integration tests of every crate (cargo test --workspace),
+#   3. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
+#   4. a short load-generator run against a live broker (bench/smoke.sh),
+#   5. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
 #      Node, Go and Java clients, builds the release broker and runs them).
 # Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+echo "== cargo clippy --workspace --all-targets"
+cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1
+
+echo "== cargo fmt --check"
+cargo fmt --all --check 2>&1
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked 2>&1
