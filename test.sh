@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Spate's whole test suite on a fresh Debian machine with Rust installed:
-#   1. lints and formatting (cargo clippy with warnings as errors, cargo fmt --check),
+#   1. formatting and lints (cargo fmt --check, cargo clippy with warnings as errors),
 #      before anything else so that they fail fast,
 #   2. unit and integration tests of every crate (cargo test --workspace),
 #   3. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
@@ -11,11 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== cargo clippy --workspace --all-targets"
-cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1
-
 echo "== cargo fmt --check"
 cargo fmt --all --check 2>&1
+
+echo "== cargo clippy --workspace --all-targets"
+cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked 2>&1
