@@ -42,36 +42,56 @@ impl TopicConfigDef {
     }
 }
 
+// Validation follows Kafka 4.4's `LogConfig` definitions (`ConfigDef` with `atLeast`,
+// `between`, ...), with Kafka's wording, so clients see the same INVALID_CONFIG messages.
+
+fn parse_long(v: &str) -> Result<i64, String> {
+    v.trim().parse::<i64>().map_err(|_| "Not a number of type LONG".to_string())
+}
+
+fn parse_int(v: &str) -> Result<i32, String> {
+    v.trim().parse::<i32>().map_err(|_| "Not a number of type INT".to_string())
+}
+
+/// Kafka's `Range.atLeast` on a LONG config.
 fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v: &str| match v.trim().parse::<i64>() {
-        Ok(n) if n >= min => Ok(()),
-        Ok(_) => Err(format!("must be at least {min}")),
-        Err(_) => Err("must be a 64-bit integer".to_string()),
+    move |v: &str| match parse_long(v)? {
+        n if n >= min => Ok(()),
+        _ => Err(format!("Value must be at least {min}")),
     }
+}
+
+/// A LONG config without a range (Kafka's `retention.bytes`: any negative is "no limit").
+fn long_any(v: &str) -> Result<(), String> {
+    parse_long(v).map(|_| ())
 }
 
 fn boolean(v: &str) -> Result<(), String> {
     match v.trim() {
         "true" | "false" => Ok(()),
-        _ => Err("must be true or false".to_string()),
+        _ => Err("Expected value to be either true or false".to_string()),
     }
 }
 
+/// Kafka's `Range.between` on an INT config.
 fn int_in(min: i32, max: i32) -> impl Fn(&str) -> Result<(), String> {
-    move |v: &str| match v.trim().parse::<i32>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(()),
-        Ok(_) => Err(format!("must be between {min} and {max}")),
-        Err(_) => Err("must be a 32-bit integer".to_string()),
+    move |v: &str| match parse_int(v)? {
+        n if n < min => Err(format!("Value must be at least {min}")),
+        n if n > max => Err(format!("Value must be no more than {max}")),
+        _ => Ok(()),
     }
 }
 
-fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v: &str| match v.trim().parse::<i32>() {
-        Ok(n) if i64::from(n) >= min => Ok(()),
-        Ok(_) => Err(format!("must be at least {min}")),
-        Err(_) => Err("must be a 32-bit integer".to_string()),
+/// Kafka's `Range.atLeast` on an INT config.
+fn int_at_least(min: i32) -> impl Fn(&str) -> Result<(), String> {
+    move |v: &str| match parse_int(v)? {
+        n if n >= min => Ok(()),
+        _ => Err(format!("Value must be at least {min}")),
     }
 }
+
+/// Kafka 4.0+ (KIP-1030): the smallest `segment.bytes` a topic may set.
+pub const MIN_SEGMENT_BYTES: i32 = 1024 * 1024;
 
 /// Every topic config the broker accepts, sorted by name.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
@@ -94,8 +114,12 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::Int,
         broker_synonym: "compression.gzip.level",
         default: |_| "-1".into(),
-        // Levels of broker-side recompression (compression.type); Kafka's ranges.
-        validate: |v| int_in(-1, 9)(v),
+        // Levels of broker-side recompression (compression.type); Kafka's ranges:
+        // gzip takes 1..9 or -1 (the codec's default), not 0.
+        validate: |v| match parse_int(v)? {
+            -1 | 1..=9 => Ok(()),
+            _ => Err("Value must be between 1 and 9 or equal to -1".into()),
+        },
     },
     TopicConfigDef {
         name: "compression.lz4.level",
@@ -111,7 +135,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: |_| "producer".into(),
         validate: |v| match v.trim() {
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
-            _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd".into()),
+            _ => Err("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer".into()),
         },
     },
     TopicConfigDef {
@@ -209,7 +233,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: |d| d.message_timestamp_type.clone(),
         validate: |v| match v.trim() {
             "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err("must be CreateTime or LogAppendTime".into()),
+            _ => Err("String must be one of: CreateTime, LogAppendTime".into()),
         },
     },
     TopicConfigDef {
@@ -218,8 +242,11 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_synonym: "log.cleaner.min.cleanable.ratio",
         default: |_| "0.5".into(),
         validate: |v| match v.trim().parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
-            _ => Err("must be a number between 0 and 1".into()),
+            Ok(r) if r < 0.0 => Err("Value must be at least 0".into()),
+            Ok(r) if r > 1.0 => Err("Value must be no more than 1".into()),
+            Ok(r) if r.is_nan() => Err("Not a number of type DOUBLE".into()),
+            Ok(_) => Ok(()),
+            Err(_) => Err("Not a number of type DOUBLE".into()),
         },
     },
     TopicConfigDef {
@@ -249,7 +276,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::Long,
         broker_synonym: "log.retention.bytes",
         default: |d| d.retention_bytes.to_string(),
-        validate: |v| long_at_least(-1)(v),
+        // Kafka has no range here: any negative value means no size limit.
+        validate: long_any,
     },
     TopicConfigDef {
         name: "retention.ms",
@@ -263,16 +291,17 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::Int,
         broker_synonym: "log.segment.bytes",
         default: |d| d.segment_bytes.to_string(),
-        // Kafka's floor is 14 bytes; one page keeps O_DIRECT segments sane.
-        validate: |v| int_at_least(4096)(v),
+        // Kafka 4.0+ refuses segments below 1 MiB (KIP-1030).
+        validate: |v| int_at_least(MIN_SEGMENT_BYTES)(v),
     },
     TopicConfigDef {
         name: "segment.index.bytes",
         kind: ConfigType::Int,
         broker_synonym: "log.index.size.max.bytes",
         default: |_| "10485760".into(),
-        // The offset index's size cap; a full index rolls the segment.
-        validate: |v| int_at_least(4096)(v),
+        // The offset index's size cap; a full index rolls the segment. Kafka's floor is 4;
+        // the log never uses less than one page (partition.rs).
+        validate: |v| int_at_least(4)(v),
     },
     TopicConfigDef {
         name: "segment.jitter.ms",
@@ -407,6 +436,8 @@ mod tests {
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "abc").is_err());
         assert!(validate("segment.bytes", "100").is_err());
+        assert!(validate("retention.bytes", "-5").is_ok(), "Kafka has no range on retention.bytes");
+        assert!(validate("retention.bytes", "x").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
@@ -421,5 +452,56 @@ mod tests {
         assert_eq!(e.retention_ms, 1000);
         assert!(e.log_append_time);
         assert_eq!(e.max_message_bytes, 1_048_588);
+    }
+
+    /// Kafka 4.4's minimums (its `LogConfig` `atLeast`/`between` validators, checked
+    /// against a real 4.4.0 broker): the value below is refused with Kafka's message, the
+    /// minimum itself is accepted.
+    #[test]
+    fn kafka_minimums() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("segment.bytes", "1048575", "1048576"),
+            ("segment.ms", "0", "1"),
+            ("segment.index.bytes", "3", "4"),
+            ("segment.jitter.ms", "-1", "0"),
+            ("index.interval.bytes", "-1", "0"),
+            ("max.message.bytes", "-1", "0"),
+            ("retention.ms", "-2", "-1"),
+            ("min.insync.replicas", "0", "1"),
+            ("flush.messages", "0", "1"),
+            ("flush.ms", "-1", "0"),
+            ("message.timestamp.after.max.ms", "-1", "0"),
+            ("message.timestamp.before.max.ms", "-1", "0"),
+            ("delete.retention.ms", "-1", "0"),
+            ("file.delete.delay.ms", "-1", "0"),
+            ("min.compaction.lag.ms", "-1", "0"),
+            ("max.compaction.lag.ms", "0", "1"),
+            ("compression.lz4.level", "0", "1"),
+            ("compression.zstd.level", "-131073", "-131072"),
+        ];
+        for (name, below, min) in cases {
+            assert_eq!(
+                validate(name, below),
+                Err(format!("Invalid value {below} for configuration {name}: Value must be at least {min}")),
+                "{name}"
+            );
+            assert_eq!(validate(name, min), Ok(()), "{name}");
+        }
+        assert_eq!(
+            validate("segment.bytes", "16384"),
+            Err("Invalid value 16384 for configuration segment.bytes: Value must be at least 1048576".into())
+        );
+        assert_eq!(
+            validate("segment.bytes", "4294967296"),
+            Err("Invalid value 4294967296 for configuration segment.bytes: Not a number of type INT".into())
+        );
+        assert_eq!(
+            validate("compression.gzip.level", "0"),
+            Err("Invalid value 0 for configuration compression.gzip.level: Value must be between 1 and 9 or equal to -1".into())
+        );
+        assert!(validate("compression.gzip.level", "-1").is_ok());
+        assert!(validate("compression.gzip.level", "9").is_ok());
+        assert!(validate("compression.lz4.level", "18").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
     }
 }
