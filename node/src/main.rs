@@ -5,6 +5,7 @@
 mod config;
 mod conn;
 mod controller;
+mod fault;
 mod group;
 mod handlers;
 mod mesh;
@@ -34,6 +35,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before any other thread starts: a panic anywhere aborts the broker.
+    fault::install_panic_hook();
     let cli = Cli::parse();
     if let Err(e) = run(&cli) {
         tracing::error!("{e:#}");

@@ -1,16 +1,18 @@
 //! The HTTP endpoint for Prometheus and orchestrators, on its own thread (off the
 //! shards): `/metrics` asks every shard for a snapshot and renders them merged;
 //! `/health` is 200 while every shard answers a ping, `/ready` while every shard also
-//! serves (not shutting down); 503 otherwise.
+//! serves (not shutting down); 503 otherwise. A probe waits at most `PROBE_TIMEOUT` in
+//! all (one deadline for every shard), so a shard whose thread is dead or stuck (its
+//! runtime does not get to the ping) turns `/health` into 503 within that time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::render::render;
 use crate::mesh::ShardMsg;
 
 /// How long a scrape waits for a shard before answering without it.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a probe waits for each shard.
+/// How long a probe waits for all shards together.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::Result<std::net::SocketAddr> {
@@ -22,7 +24,7 @@ pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::R
             let (status, body, content_type) = match path.as_str() {
                 "/metrics" => (200, scrape(&shards), "text/plain; version=0.0.4; charset=utf-8"),
                 "/health" | "/ready" => {
-                    let answers = ping(&shards);
+                    let answers = ping(&shards, PROBE_TIMEOUT);
                     let alive = answers.iter().all(Option::is_some);
                     let serving = answers.iter().all(|a| *a == Some(true));
                     match (path.as_str(), alive, serving) {
@@ -42,16 +44,18 @@ pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::R
     Ok(bound)
 }
 
-/// Each shard's answer to a ping (`None`: no answer in time).
-fn ping(shards: &[flume::Sender<ShardMsg>]) -> Vec<Option<bool>> {
+/// Each shard's answer to a ping (`None`: no answer before the deadline, or the shard's
+/// channel is closed).
+fn ping(shards: &[flume::Sender<ShardMsg>], timeout: Duration) -> Vec<Option<bool>> {
+    let deadline = Instant::now() + timeout;
     let waits: Vec<_> = shards
         .iter()
         .map(|s| {
             let (tx, rx) = flume::bounded(1);
-            s.send_timeout(ShardMsg::Ping { reply: tx }, PROBE_TIMEOUT).ok().map(|_| rx)
+            s.send_deadline(ShardMsg::Ping { reply: tx }, deadline).ok().map(|_| rx)
         })
         .collect();
-    waits.into_iter().map(|rx| rx.and_then(|rx| rx.recv_timeout(PROBE_TIMEOUT).ok())).collect()
+    waits.into_iter().map(|rx| rx.and_then(|rx| rx.recv_deadline(deadline).ok())).collect()
 }
 
 fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
@@ -64,4 +68,31 @@ fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
         .collect();
     let snapshots: Vec<_> = waits.into_iter().filter_map(|rx| rx.recv_timeout(SHARD_TIMEOUT).ok()).collect();
     render(&snapshots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live shard answers; a stuck one (its channel is never read) and a dead one (its
+    /// channel is closed) do not, and the probe still returns within its timeout.
+    #[test]
+    fn ping_is_bounded_and_reports_silent_shards() {
+        let (live, live_rx) = flume::bounded::<ShardMsg>(8);
+        let answering = std::thread::spawn(move || {
+            if let Ok(ShardMsg::Ping { reply }) = live_rx.recv() {
+                let _ = reply.send(true);
+            }
+        });
+        let (stuck, _stuck_rx) = flume::bounded::<ShardMsg>(8);
+        let (stuck_full, _full_rx) = flume::bounded::<ShardMsg>(0);
+        let (dead, dead_rx) = flume::bounded::<ShardMsg>(8);
+        drop(dead_rx);
+        let started = Instant::now();
+        let answers = ping(&[live, stuck, stuck_full, dead], Duration::from_millis(300));
+        let took = started.elapsed();
+        answering.join().unwrap();
+        assert_eq!(answers, vec![Some(true), None, None, None]);
+        assert!(took < Duration::from_millis(1500), "probe took {took:?}");
+    }
 }
