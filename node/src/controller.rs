@@ -119,8 +119,7 @@ impl Controller {
         if self.next_pid == self.pid_end {
             let record = MetadataRecord::ProducerIds { end: self.pid_end + PRODUCER_ID_BLOCK };
             if let Err(e) = self.store.append(std::slice::from_ref(&record)) {
-                tracing::error!(error = %format!("{e:#}"), "reserving producer ids failed");
-                return Err(ErrorCode::KafkaStorageError.code());
+                crate::fault::fail_stop("reserving producer ids: the metadata log cannot be written", &e);
             }
             // No shard needs producer-id blocks, so the image is not republished.
             Arc::make_mut(&mut self.image).apply(&record);
@@ -204,12 +203,9 @@ impl Controller {
             return self.attach_topics(outcomes, &next);
         }
         if let Err(e) = self.store.append(&records) {
-            tracing::error!(error = %format!("{e:#}"), "metadata write failed");
-            self.next_slot = self.slots_in_use();
-            return outcomes
-                .into_iter()
-                .map(|o| if o.error == 0 { TopicOutcome::err(&o.name, ErrorCode::KafkaStorageError, "metadata log write failed") } else { o })
-                .collect();
+            // Fail-stop: the log was cut back to its last good entry (or replay will cut
+            // it), and a controller that cannot persist metadata must not keep serving.
+            crate::fault::fail_stop("the metadata log cannot be written", &e);
         }
         tracing::info!(kind, records = records.len(), "metadata changed");
         self.image = Arc::new(next);
