@@ -5,6 +5,7 @@
 mod config;
 mod conn;
 mod controller;
+mod delete_dirs;
 mod fault;
 mod group;
 mod handlers;
@@ -104,6 +105,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "spate ready to serve"
     );
+    // Directories of partitions deleted before a crash or stop: removed off the shards.
+    if let Err(e) = delete_dirs::spawn_sweep(config.data_dir.clone()) {
+        tracing::warn!(error = %e, "starting the sweep of deleted partition directories failed");
+    }
 
     wait_for_stop_signal()?;
     tracing::info!("shutting down");
