@@ -92,6 +92,81 @@ def test_create_topic_errors(bootstrap, topic_name, case):
     assert t.topic not in md.topics or md.topics[t.topic].error is not None
 
 
+# Kafka 4.4's minimums (LogConfig's ConfigDef): (config, below the minimum, the minimum).
+CONFIG_MINIMUMS = [
+    ("segment.bytes", "16384", "1048576"),
+    ("segment.bytes", "1048575", "1048576"),
+    ("segment.ms", "0", "1"),
+    ("segment.index.bytes", "3", "4"),
+    ("index.interval.bytes", "-1", "0"),
+    ("max.message.bytes", "-1", "0"),
+    ("retention.ms", "-2", "-1"),
+    ("min.insync.replicas", "0", "1"),
+    ("flush.messages", "0", "1"),
+    ("flush.ms", "-1", "0"),
+    ("message.timestamp.after.max.ms", "-1", "0"),
+    ("message.timestamp.before.max.ms", "-1", "0"),
+]
+
+
+@pytest.mark.parametrize("name,below,minimum", CONFIG_MINIMUMS)
+def test_config_minimums_create(bootstrap, topic_name, name, below, minimum):
+    """CreateTopics refuses a value below Kafka's minimum with INVALID_CONFIG and
+    Kafka's message, and accepts the minimum itself."""
+    a = admin(bootstrap)
+    fs = a.create_topics([NewTopic(topic_name, 1, 1, config={name: below})],
+                         operation_timeout=OP_TIMEOUT, request_timeout=OP_TIMEOUT)
+    with pytest.raises(KafkaException) as ei:
+        fs[topic_name].result(OP_TIMEOUT)
+    err = ei.value.args[0]
+    assert err.code() == KafkaError.INVALID_CONFIG
+    assert err.str() == (f"Invalid value {below} for configuration {name}: "
+                         f"Value must be at least {minimum}"), err.str()
+    fs = a.create_topics([NewTopic(topic_name, 1, 1, config={name: minimum})],
+                         operation_timeout=OP_TIMEOUT, request_timeout=OP_TIMEOUT)
+    fs[topic_name].result(OP_TIMEOUT)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    deadline = time.monotonic() + OP_TIMEOUT
+    while True:   # Kafka may not know the new topic on this path for a moment
+        try:
+            cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+            break
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert cfg[name].value == minimum
+
+
+def test_config_minimums_alter(bootstrap, topic_name):
+    """AlterConfigs and IncrementalAlterConfigs refuse segment.bytes below 1 MiB
+    (Kafka 4.0+, KIP-1030) and leave the topic as it was; 1 MiB is accepted."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    create_topic(bootstrap, topic_name, 1)
+    a = admin(bootstrap)
+    want = ("Invalid value 16384 for configuration segment.bytes: "
+            "Value must be at least 1048576")
+    inc = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("segment.bytes", "16384", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as ei:
+        a.incremental_alter_configs([inc], request_timeout=OP_TIMEOUT)[inc].result(OP_TIMEOUT)
+    assert ei.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert ei.value.args[0].str() == want
+    legacy = ConfigResource(ConfigResource.Type.TOPIC, topic_name, set_config={"segment.bytes": "16384"})
+    with pytest.warns(DeprecationWarning), pytest.raises(KafkaException) as ei:
+        a.alter_configs([legacy], request_timeout=OP_TIMEOUT)[legacy].result(OP_TIMEOUT)
+    assert ei.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert ei.value.args[0].str() == want
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    assert cfg["segment.bytes"].value == "1073741824" and cfg["segment.bytes"].is_default
+    inc = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("segment.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([inc], request_timeout=OP_TIMEOUT)[inc].result(OP_TIMEOUT)
+    cfg = a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)
+    assert cfg["segment.bytes"].value == "1048576"
+
+
 def test_log_append_time(bootstrap, topic_name):
     create_topic(bootstrap, topic_name, 1, {"message.timestamp.type": "LogAppendTime"})
     before = int(time.time() * 1000)

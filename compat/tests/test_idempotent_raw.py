@@ -22,6 +22,7 @@ TERM_EXIT_CODES = {int(c) for c in os.environ.get("SPATE_COMPAT_TERM_EXIT_CODES"
 pytestmark = pytest.mark.timeout(90)
 
 NONE = 0
+INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 
@@ -79,6 +80,21 @@ class Producer:
             time.sleep(0.2)
         assert err == 0, err
         return pid, epoch
+
+    def init_producer_id_v4(self, producer_id, producer_epoch, transactional_id=None):
+        """InitProducerId v4 (flexible) with a client-supplied producer id and epoch;
+        returns (error_code, producer_id, producer_epoch)."""
+        txn = b"\x00" if transactional_id is None else (
+            bytes([len(transactional_id) + 1]) + transactional_id.encode())
+        body = txn + struct.pack(">iqh", 60000, producer_id, producer_epoch) + b"\x00"
+        deadline = time.monotonic() + 30
+        while True:
+            r = self.raw.call_flexible(22, 4, body)
+            r.i32()
+            err, pid, epoch = r.i16(), r.take(">q"), r.i16()
+            if err not in (14, 15, 16) or time.monotonic() > deadline:
+                return err, pid, epoch
+            time.sleep(0.2)
 
     def produce(self, topic, partition, batch):
         """Produce v7, acks=-1; returns (error_code, base_offset)."""
@@ -150,6 +166,34 @@ def test_sequence_checks(bootstrap, topic_name):
     got = consume(bootstrap, topic_name, 0, len(written))
     assert [m["value"] for m in got] == written
     assert [m["offset"] for m in got] == list(range(len(written)))
+
+
+def test_init_producer_id_ignores_client_producer_id(bootstrap, topic_name):
+    """Kafka 4.4 (KafkaApis.handleInitProducerIdRequest, TransactionCoordinator.
+    handleInitProducerId): without a transactional id the given producer id and epoch
+    are ignored and a fresh producer id with epoch 0 comes back, so no client can bump
+    (fence) another producer's epoch; exactly one of the two set is INVALID_REQUEST."""
+    create_topic(bootstrap, topic_name, 1)
+    victim, other = Producer(bootstrap), Producer(bootstrap)
+    try:
+        pid, epoch = victim.init_producer_id()
+        assert victim.produce(topic_name, 0, record_batch(pid, epoch, 0, _vals("v", 2))) == (NONE, 0)
+        # Another client names the victim's id and epoch: it gets a new id, epoch 0.
+        for given_epoch in (epoch, 5, 32766):
+            err, pid2, epoch2 = other.init_producer_id_v4(pid, given_epoch)
+            assert err == NONE and epoch2 == 0 and pid2 >= 0 and pid2 != pid, (err, pid2, epoch2)
+        # Both unset: a fresh id too.
+        err, pid3, epoch3 = other.init_producer_id_v4(-1, -1)
+        assert err == NONE and epoch3 == 0 and pid3 not in (pid, pid2)
+        # Only one of producer id / epoch set.
+        assert other.init_producer_id_v4(-1, 3) == (INVALID_REQUEST, -1, -1)
+        assert other.init_producer_id_v4(pid, -1) == (INVALID_REQUEST, -1, -1)
+        # The victim was not fenced: its epoch still writes, in sequence.
+        assert victim.produce(topic_name, 0, record_batch(pid, epoch, 2, _vals("w", 1))) == (NONE, 2)
+    finally:
+        victim.close()
+        other.close()
+    assert [m["value"] for m in consume(bootstrap, topic_name, 0, 3)] == [b"v-0", b"v-1", b"w-0"]
 
 
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])

@@ -99,6 +99,23 @@ def test_acks_zero_and_one(bootstrap, topic_name):
             [(i, f"a{acks}-{i}".encode()) for i in range(100)]
 
 
+def test_idempotent_producers_get_distinct_ids(bootstrap, topic_name):
+    """Two idempotent kafka-python producers (InitProducerId without transactional
+    id) each get their own producer id; both write, neither fences the other."""
+    _create(bootstrap, topic_name, 1)
+    a = _producer(bootstrap, enable_idempotence=True, acks="all")
+    b = _producer(bootstrap, enable_idempotence=True, acks="all")
+    try:
+        for i in range(5):
+            a.send(topic_name, value=f"a{i}".encode(), partition=0).get(timeout=30)
+            b.send(topic_name, value=f"b{i}".encode(), partition=0).get(timeout=30)
+    finally:
+        a.close()
+        b.close()
+    got = [m.value for m in _consume(bootstrap, topic_name, 0, 10)]
+    assert got == [f"{p}{i}".encode() for i in range(5) for p in "ab"]
+
+
 def test_record_too_large(bootstrap, topic_name):
     _create(bootstrap, topic_name, 1)
     p = _producer(bootstrap, acks=1, max_request_size=4 * 1024 * 1024, retries=0)
