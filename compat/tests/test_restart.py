@@ -256,3 +256,64 @@ def test_many_segments_survive_restart(restartable_broker):
     assert watermarks(b.bootstrap, topic, 0) == (2500, 4000)
     got = consume(b.bootstrap, topic, 0, 1500, start=2500)
     assert [m["offset"] for m in got] == list(range(2500, 4000))
+
+
+def test_metadata_log_full_disk_stops_broker_and_loses_nothing(monkeypatch):
+    """Fail-stop on a metadata log that cannot be written (docs/failures.md): with the
+    data dir on a full tmpfs, a CreateTopics whose record does not fit makes the broker
+    exit 1 with a clear message; after space is freed it restarts with every change it
+    had acknowledged, and changes made after that survive the next restart (nothing is
+    stuck behind a torn entry). Needs root to mount the tmpfs; skipped otherwise."""
+    import subprocess
+    import uuid
+
+    import pytest
+    from confluent_kafka.admin import NewTopic
+
+    from conftest import EXTERNAL, RUNS, SpateBroker, free_port
+    if EXTERNAL:
+        pytest.skip("needs a broker the suite starts itself")
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = RUNS / f"tmpfs-{uuid.uuid4().hex[:8]}"
+    mnt.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)]).returncode:
+        mnt.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    # Small footprint: no segment preallocation, one __consumer_offsets partition.
+    cfg = RUNS / f"{mnt.name}.toml"
+    cfg.write_text("offsets_topic_num_partitions = 1\nsegment_preallocate_bytes = 0\n")
+    monkeypatch.setenv("SPATE_CONFIG", str(cfg))
+    broker = SpateBroker(mnt / "data", free_port())
+    try:
+        broker.start()
+        create_topic(broker.bootstrap, "before-full", 1)
+        with open(mnt / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        a = admin(broker.bootstrap)
+        fs = a.create_topics([NewTopic("when-full", 2000, 1)], request_timeout=10)
+        with pytest.raises(Exception):
+            fs["when-full"].result(20)
+        assert broker.proc.wait(30) == 1, broker.log_tail()
+        assert "fatal fault: the metadata log cannot be written" in broker.log_tail()
+        os.remove(mnt / "filler")
+        broker.start()
+        topics = admin(broker.bootstrap).list_topics(timeout=OP_TIMEOUT).topics
+        assert "before-full" in topics and "when-full" not in topics
+        create_topic(broker.bootstrap, "after-restart", 2)
+        assert broker.stop() == 0, broker.log_tail()
+        broker.wait_port_closed()
+        broker.start()
+        topics = admin(broker.bootstrap).list_topics(timeout=OP_TIMEOUT).topics
+        assert {"before-full", "after-restart"} <= set(topics)
+    finally:
+        broker.kill()
+        broker.wait_port_closed()
+        subprocess.run(["umount", str(mnt)])
+        mnt.rmdir()
+        cfg.unlink()
