@@ -17,9 +17,6 @@ const MAX_NAME_LEN: usize = 255;
 /// `<topic>-<partition>.<32 hex digits>-delete`, with a random id so that deleting a
 /// topic again after it was re-created cannot collide. As in Kafka, the topic is cut
 /// short when the whole name would be longer than 255 bytes (topic names are ASCII).
-// Not called yet: partition deletion (rename now, remove in the background) lands
-// separately and builds its names here.
-#[allow(dead_code)]
 pub fn deleted_dir_name(topic: &str, partition: i32) -> String {
     let suffix = format!("-{partition}.{}{DELETE_DIR_SUFFIX}", random_hex_id());
     let keep = topic.len().min(MAX_NAME_LEN.saturating_sub(suffix.len()));
@@ -36,7 +33,6 @@ pub fn is_deleted_dir_name(name: &str) -> bool {
     name.ends_with(DELETE_DIR_SUFFIX)
 }
 
-#[allow(dead_code)]
 /// 16 random bytes as 32 lowercase hex digits (a UUID without its dashes, as Kafka
 /// writes it).
 fn random_hex_id() -> String {

@@ -68,14 +68,6 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-/// Where a deleted partition's directory goes before it is removed, as Kafka names it:
-/// `<topic>-<partition>.<id>-delete` (the topic id is unique to this incarnation of
-/// the topic). Directories of this form are removed at startup if a crash left them.
-pub fn graveyard_dir(data_dir: &std::path::Path, topic: &str, partition: i32, topic_id: &[u8; 16]) -> PathBuf {
-    let id: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
-    data_dir.join(format!("{topic}-{partition}.{id}-delete"))
-}
-
 /// Broker-level storage settings every partition log gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StorageSettings {

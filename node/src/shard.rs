@@ -14,7 +14,7 @@ use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
 use crate::metrics::ShardCounters;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
-use crate::partition::{graveyard_dir, now_ms, partition_dir, Partition, StorageSettings};
+use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
 use spate_log::{BatchCache, SharedBatchCache};
 use crate::topic_config::EffectiveTopicConfig;
 
@@ -111,7 +111,7 @@ impl ShardContext {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
                 // Renamed first, then removed; requests still holding it get errors.
-                let graveyard = graveyard_dir(&self.config.data_dir, &key.topic, key.partition, &p.topic_id);
+                let graveyard = self.config.data_dir.join(crate::delete_dirs::deleted_dir_name(&key.topic, key.partition));
                 if let Err(e) = p.delete(&graveyard).await {
                     tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
                 }
