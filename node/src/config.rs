@@ -56,6 +56,17 @@ pub struct BrokerConfig {
     pub cpu_list: Vec<usize>,
     /// `socket.request.max.bytes`
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: memory all request frames being read, queued or
+    /// handled may hold together, broker-wide; reading stops while it is spent.
+    pub queued_max_request_bytes: usize,
+    /// `fetch.max.bytes`: the most a Fetch response carries (with the request's own
+    /// `max_bytes`, the smaller wins; one batch may exceed it, KIP-74).
+    pub fetch_max_bytes: usize,
+    /// `connections.max.idle.ms`: close connections idle this long (0: never).
+    pub connections_max_idle_ms: u64,
+    /// `max.connections`: client connections open at once, broker-wide; more are
+    /// closed right after accept.
+    pub max_connections: usize,
     /// `auto.create.topics.enable`
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
@@ -154,6 +165,15 @@ impl BrokerConfig {
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
         }
+        if self.queued_max_request_bytes < 1024 {
+            bail!("queued_max_request_bytes must be at least 1024");
+        }
+        if self.fetch_max_bytes < 1024 {
+            bail!("fetch_max_bytes must be at least 1024");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
         if self.max_in_flight_per_connection == 0 {
             bail!("max_in_flight_per_connection must be at least 1");
         }
@@ -215,6 +235,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9092");
         assert_eq!(c.topic_defaults.retention_ms, 604_800_000);
         assert_eq!(c.topic_defaults.max_message_bytes, 1_048_588);
+        assert_eq!(c.fetch_max_bytes, 57_671_680);
+        assert_eq!(c.queued_max_request_bytes, 512 << 20);
+        assert_eq!(c.connections_max_idle_ms, 600_000);
+        assert_eq!(c.max_connections, 10_000);
     }
 
     #[test]

@@ -5,23 +5,38 @@
 //! reach their partitions in order), then run concurrently; a writer task awaits them
 //! in order. At most `max_in_flight_per_connection` may be outstanding: past that the
 //! reader stops reading, which pushes back on the client through TCP.
+//!
+//! Memory: the read buffer starts small and grows only as bytes arrive; request frames
+//! hold a share of the broker-wide `queued_max_request_bytes` from the moment their
+//! body needs room until their handler finished, and the reader waits (reads nothing)
+//! while that budget is spent. A connection with nothing in flight and nothing read
+//! for `connections_max_idle_ms` is closed.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
+use futures_util::future::Either;
 use spate_net::ApiKey;
 use std::time::Instant;
 
+use crate::budget::{ConnectionSlot, Permit, RequestMemory};
 use crate::handlers::{self, Dispatched};
 use crate::shard::ShardContext;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer of a new connection: enough for the small requests a client starts with.
+const INITIAL_BUF: usize = 4 * 1024;
+/// Read buffer growth step between frames and for frames up to this size.
+const READ_CHUNK: usize = 32 * 1024;
+/// Grow the buffer when less than this is free (and the frame needs more).
+const MIN_FREE: usize = 1024;
 /// Linux refuses more than 1024 iovecs per sendmsg; stay well below.
 const MAX_IOVECS: usize = 512;
 
@@ -36,6 +51,9 @@ struct InFlight {
     api: &'static str,
     arrived: Instant,
     response: Pending,
+    /// The request frame's share of `queued_max_request_bytes`, given back once its
+    /// handler finished.
+    permit: Option<Permit>,
 }
 
 /// The API name of a request frame, from its first two bytes.
@@ -47,7 +65,43 @@ fn api_name(frame: &Bytes) -> &'static str {
         .unwrap_or("Unknown")
 }
 
-pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
+/// Take `bytes` of request memory, waiting (and so not reading from this connection:
+/// TCP pushes back on the client) while other requests hold it.
+async fn take_memory(ctx: &ShardContext, pool: &Arc<RequestMemory>, bytes: usize) -> Option<Permit> {
+    if let Some(p) = pool.try_acquire(bytes) {
+        return Some(p);
+    }
+    ctx.metrics.borrow_mut().request_memory_waits += 1;
+    pool.acquire(bytes).await
+}
+
+/// Make room in `buf` for the next read. A frame that does not fit the buffer first
+/// takes its whole size from the request memory budget (all or nothing, so frames
+/// being read never wait on each other), then the buffer doubles towards the frame's
+/// end as bytes arrive: a size prefix alone costs no memory.
+async fn make_room(ctx: &ShardContext, pool: &Arc<RequestMemory>, buf: &mut BytesMut, frame_end: usize, permit: &mut Option<Permit>) -> Option<()> {
+    let incomplete = frame_end > buf.len();
+    let free = buf.capacity() - buf.len();
+    let needed = if incomplete { (frame_end - buf.len()).min(MIN_FREE) } else { MIN_FREE };
+    if free >= needed {
+        return Some(());
+    }
+    let target = if incomplete && frame_end > buf.len() + READ_CHUNK {
+        if permit.is_none() {
+            *permit = Some(take_memory(ctx, pool, frame_end).await?);
+        }
+        frame_end.min(buf.capacity().saturating_mul(2).max(buf.len() + READ_CHUNK))
+    } else {
+        buf.len() + READ_CHUNK
+    };
+    let mut grown = BytesMut::with_capacity(target);
+    grown.extend_from_slice(buf);
+    *buf = grown;
+    Some(())
+}
+
+pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+    let _slot = slot;
     let _ = stream.set_nodelay(true);
     tracing::debug!(shard = ctx.id, %peer, "connection opened");
     let (mut reader, mut writer) = stream.into_split();
@@ -57,80 +111,122 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr) {
         m.connections_open += 1;
         m.connections_total += 1;
     }
+    // Requests read but not yet answered, and the last time a byte was read or a
+    // response written: what the idle timeout looks at.
+    let in_flight = Rc::new(Cell::new(0usize));
+    let last_active = Rc::new(Cell::new(Instant::now()));
 
     let writer_ctx = ctx.clone();
+    let (writer_in_flight, writer_active) = (in_flight.clone(), last_active.clone());
     let writer_task = compio::runtime::spawn(async move {
-        while let Ok(InFlight { api, arrived, response }) = queue_rx.recv_async().await {
+        while let Ok(InFlight { api, arrived, response, permit }) = queue_rx.recv_async().await {
             let chunks = match response {
-                Pending::Ready(c) => c,
+                Pending::Ready(c) => Some(c),
                 Pending::Task(handle) => match handle.await {
-                    Ok(Some(c)) => c,
-                    // acks=0 produce: no response.
-                    Ok(None) => {
-                        writer_ctx.metrics.borrow_mut().request(api, arrived.elapsed());
-                        continue;
-                    }
+                    Ok(c) => c,
                     Err(_) => break,
                 },
             };
-            if write_chunks(&mut writer, chunks).await.is_err() {
-                break;
+            // The handler is done with the request frame.
+            drop(permit);
+            if let Some(chunks) = chunks {
+                if write_chunks(&mut writer, chunks).await.is_err() {
+                    break;
+                }
             }
+            // (acks=0 produce: no response.)
             writer_ctx.metrics.borrow_mut().request(api, arrived.elapsed());
+            writer_in_flight.set(writer_in_flight.get().saturating_sub(1));
+            writer_active.set(Instant::now());
         }
         let _ = writer.shutdown().await;
     });
 
     let max_frame = ctx.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let pool = ctx.request_memory.clone();
+    let idle = Duration::from_millis(ctx.config.connections_max_idle_ms);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
+    // Request memory taken for the frame being read, before its body is all here.
+    let mut frame_permit: Option<Permit> = None;
     'conn: loop {
-        loop {
-            match spate_net::frame::split_frame(&mut buf, max_frame) {
-                Ok(Some(frame)) => {
-                    let (api, arrived) = (api_name(&frame), Instant::now());
-                    let response = match handlers::dispatch(&ctx, frame, peer).await {
-                        Dispatched::Respond(chunks) => Pending::Ready(chunks),
-                        Dispatched::Later(handle) => Pending::Task(handle),
-                        Dispatched::Close(reason) => {
-                            tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
-                            break 'conn;
-                        }
-                    };
-                    if queue_tx.send_async(InFlight { api, arrived, response }).await.is_err() {
-                        break 'conn;
-                    }
-                }
-                Ok(None) => break,
+        let frame_end = loop {
+            let size = match spate_net::frame::peek_frame_size(&buf, max_frame) {
+                Ok(Some(size)) => size,
+                Ok(None) => break 0,
                 Err(e) => {
                     tracing::info!(shard = ctx.id, %peer, error = %e, "bad frame; closing connection");
                     break 'conn;
                 }
+            };
+            let frame_end = 4 + size;
+            if frame_end > pool.limit() {
+                tracing::info!(shard = ctx.id, %peer, size, queued_max_request_bytes = pool.limit(), "frame larger than the request memory budget; closing connection");
+                break 'conn;
             }
-        }
+            if buf.len() < frame_end {
+                break frame_end;
+            }
+            let permit = match frame_permit.take() {
+                Some(p) => p,
+                None => match take_memory(&ctx, &pool, frame_end).await {
+                    Some(p) => p,
+                    None => break 'conn,
+                },
+            };
+            let Ok(Some(frame)) = spate_net::frame::split_frame(&mut buf, max_frame) else {
+                break 'conn;
+            };
+            let (api, arrived) = (api_name(&frame), Instant::now());
+            let (response, permit) = match handlers::dispatch(&ctx, frame, peer).await {
+                // Answered already: the frame is gone.
+                Dispatched::Respond(chunks) => (Pending::Ready(chunks), None),
+                Dispatched::Later(handle) => (Pending::Task(handle), Some(permit)),
+                Dispatched::Close(reason) => {
+                    tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
+                    break 'conn;
+                }
+            };
+            in_flight.set(in_flight.get() + 1);
+            if queue_tx.send_async(InFlight { api, arrived, response, permit }).await.is_err() {
+                break 'conn;
+            }
+        };
         if ctx.is_shutting_down() {
             break;
         }
-        // Room for the whole frame being read (its size is known once its prefix is
-        // here), so a large frame is not copied again each time the buffer grows.
-        let frame_end = match spate_net::frame::peek_frame_size(&buf, max_frame) {
-            Ok(Some(size)) => 4 + size,
-            _ => 0,
-        };
-        let want = frame_end.max(buf.len() + READ_CHUNK / 4);
-        if buf.capacity() < want {
-            buf.reserve((want - buf.len()).max(READ_CHUNK));
+        if make_room(&ctx, &pool, &mut buf, frame_end, &mut frame_permit).await.is_none() {
+            break;
         }
-        let BufResult(res, b) = reader.append(buf).await;
+        let read = reader.append(buf);
+        futures_util::pin_mut!(read);
+        let BufResult(res, b) = loop {
+            if idle.is_zero() {
+                break read.await;
+            }
+            let since = last_active.get().elapsed();
+            let wait = if since >= idle { idle } else { idle - since };
+            match futures_util::future::select(read.as_mut(), Box::pin(compio::time::sleep(wait))).await {
+                Either::Left((r, _)) => break r,
+                Either::Right(_) => {
+                    if in_flight.get() == 0 && last_active.get().elapsed() >= idle {
+                        tracing::debug!(shard = ctx.id, %peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                        ctx.metrics.borrow_mut().connections_idle_closed += 1;
+                        break 'conn;
+                    }
+                }
+            }
+        };
         buf = b;
         match res {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(_) => last_active.set(Instant::now()),
             Err(e) => {
                 tracing::debug!(shard = ctx.id, %peer, error = %e, "read failed");
                 break;
             }
         }
     }
+    drop(frame_permit);
     // Let the responses already dispatched go out, then close.
     drop(queue_tx);
     let _ = writer_task.await;

@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listener per shard, starts the pinned shard threads, and shuts them
 //! down cleanly on SIGTERM or SIGINT.
 
+mod budget;
 mod config;
 mod conn;
 mod controller;
@@ -65,6 +66,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut store = Some(store);
     let mut threads = Vec::with_capacity(shard_count);
+    // Broker-wide limits, shared by every shard (see budget.rs).
+    let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
+    let connection_limit = budget::ConnectionLimit::new(config.max_connections);
     for (id, (links, listener)) in mesh.into_iter().zip(listeners).enumerate() {
         let start = shard::ShardStart {
             id,
@@ -75,6 +79,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             image: image.clone(),
             links,
             listener,
+            request_memory: request_memory.clone(),
+            connection_limit: connection_limit.clone(),
             store: if id == 0 { store.take() } else { None },
             ready: ready_tx.clone(),
         };

@@ -27,6 +27,8 @@ pub enum PartitionOp {
     /// Append validated-on-arrival record batches.
     Produce { records: Bytes, acks: i16 },
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
+    /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
+    /// the high watermark and log start, without touching the log's data.
     Fetch { offset: i64, max_bytes: usize, min_one: bool },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset { timestamp: i64 },
@@ -73,8 +75,9 @@ pub enum ShardMsg {
     /// Partition work; the reply holds one entry per op, in order.
     Partitions { ops: Vec<(PartitionKey, PartitionOp)>, sent: Instant, reply: flume::Sender<Vec<PartitionReply>> },
     /// Resolve when any listed partition's readable end passes the given offset, or at
-    /// the deadline; `true` when data arrived.
-    WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<bool> },
+    /// the deadline, with the positions (in `watches`) of the partitions that have data
+    /// past their offset or are gone; empty at the deadline.
+    WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<Vec<usize>> },
     /// To the shard coordinating the group (or to every shard, for listings).
     Group(crate::group::GroupRequest),
     /// Liveness probe: answers whether the shard serves (false while shutting down).
@@ -104,12 +107,12 @@ pub struct ShardLinks {
 pub fn build_mesh(n: usize) -> Vec<ShardLinks> {
     let mut senders: Vec<Vec<flume::Sender<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
     let mut receivers: Vec<Vec<flume::Receiver<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
-    for s in 0..n {
-        for d in 0..n {
+    for from in senders.iter_mut() {
+        for to in receivers.iter_mut() {
             let (tx, rx) = flume::bounded(CHANNEL_CAPACITY);
-            senders[s].push(tx);
-            // receivers[d] is filled in source order because `s` is the outer loop.
-            receivers[d].push(rx);
+            from.push(tx);
+            // Each receiver list is filled in source order because sources are the outer loop.
+            to.push(rx);
         }
     }
     senders

@@ -30,8 +30,9 @@ pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Option<usize> {
 pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>) -> Routed {
     let total = ops.len();
     let mut local = Vec::new();
-    let mut by_shard: Vec<(Vec<usize>, Vec<(PartitionKey, PartitionOp)>)> =
-        (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+    // Per shard: the positions its replies fill, and its ops.
+    type ShardOps = (Vec<usize>, Vec<(PartitionKey, PartitionOp)>);
+    let mut by_shard: Vec<ShardOps> = (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
     for (pos, (key, op)) in ops.into_iter().enumerate() {
         match owner(ctx, &key) {
             Some(shard) => {

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::{ConnectionLimit, RequestMemory};
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
@@ -35,6 +36,10 @@ pub struct ShardContext {
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: RefCell<Coordinator>,
     pub metrics: RefCell<ShardCounters>,
+    /// Broker-wide budget for request frames in memory (`queued_max_request_bytes`).
+    pub request_memory: Arc<RequestMemory>,
+    /// Broker-wide count of open client connections (`max_connections`).
+    pub connection_limit: Arc<ConnectionLimit>,
     /// The shard's inbound channels, for the queue-depth gauge.
     inbound: Vec<flume::Receiver<ShardMsg>>,
     shutting_down: Cell<bool>,
@@ -177,6 +182,16 @@ impl ShardContext {
                         reply
                     }))
                 }
+                // A zero-byte fetch only checks the offset and reports the watermarks.
+                PartitionOp::Fetch { offset, max_bytes: 0, min_one: false } => {
+                    let (start, end, hw) = (partition.log.log_start_offset(), partition.log.log_end_offset(), partition.high_watermark());
+                    let reply = if offset < start || offset > end {
+                        PartitionReply::FetchError { code: spate_net::ErrorCode::OffsetOutOfRange.code(), high_watermark: hw, log_start_offset: start }
+                    } else {
+                        PartitionReply::Fetched { batches: Vec::new(), high_watermark: hw, log_start_offset: start }
+                    };
+                    pending.push(Box::pin(async move { reply }))
+                }
                 other => pending.push(Box::pin(async move { partition.run(other).await })),
             }
         }
@@ -187,38 +202,43 @@ impl ShardContext {
         .detach();
     }
 
-    /// Resolve `true` as soon as one watched partition has data past its offset.
-    async fn wait_for_data(self: &Rc<Self>, watches: Vec<(PartitionKey, i64)>, deadline: std::time::Instant) -> bool {
+    /// Resolve as soon as watched partitions have data past their offsets, with their
+    /// positions in `watches` (gone partitions included: the fetch path reports them);
+    /// empty at the deadline. Checking is a high-watermark comparison, no read.
+    async fn wait_for_data(self: &Rc<Self>, watches: Vec<(PartitionKey, i64)>, deadline: std::time::Instant) -> Vec<usize> {
         loop {
             let mut listeners = Vec::new();
-            for (key, offset) in &watches {
+            let mut ready = Vec::new();
+            for (pos, (key, offset)) in watches.iter().enumerate() {
                 match self.partition(key) {
                     Some(p) => {
                         // Listen first, then check, so no append slips between the two.
                         let l = p.log.listen();
                         if p.high_watermark() > *offset {
-                            return true;
+                            ready.push(pos);
                         }
                         listeners.push(l);
                     }
-                    // Gone (deleted or moved): let the fetch path report it.
-                    None => return true,
+                    None => ready.push(pos),
                 }
             }
-            if listeners.is_empty() || self.is_shutting_down() {
-                return false;
+            if !ready.is_empty() || listeners.is_empty() || self.is_shutting_down() {
+                return ready;
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return false;
+                return ready;
             }
             let any = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
             if compio::time::timeout(deadline - now, any).await.is_err() {
-                return false;
+                return Vec::new();
             }
         }
     }
 }
+
+/// Shortest time between two "connection limit reached" log lines of a shard.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Everything a shard thread needs to start.
 pub struct ShardStart {
@@ -230,6 +250,8 @@ pub struct ShardStart {
     pub image: Arc<MetadataImage>,
     pub links: crate::mesh::ShardLinks,
     pub listener: std::net::TcpListener,
+    pub request_memory: Arc<RequestMemory>,
+    pub connection_limit: Arc<ConnectionLimit>,
     /// Shard 0 gets the metadata store and runs the controller.
     pub store: Option<MetadataStore>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
@@ -253,7 +275,7 @@ pub fn run(start: ShardStart) {
 }
 
 async fn serve(start: ShardStart) {
-    let ShardStart { id, shard_count, config, advertised, image, links, listener, store, ready, .. } = start;
+    let ShardStart { id, shard_count, config, advertised, image, links, listener, store, ready, request_memory, connection_limit, .. } = start;
     let ctx = Rc::new(ShardContext {
         id,
         shard_count,
@@ -265,6 +287,8 @@ async fn serve(start: ShardStart) {
         batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
         groups: RefCell::new(Coordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
+        request_memory,
+        connection_limit,
         inbound: links.receivers.clone(),
         shutting_down: Cell::new(false),
     });
@@ -338,14 +362,29 @@ async fn serve(start: ShardStart) {
 
     let accept_ctx = ctx.clone();
     compio::runtime::spawn(async move {
+        // Refusals are logged at most once per interval, with the count since the last line.
+        let mut refused_unlogged = 0u64;
+        let mut last_refusal_log: Option<std::time::Instant> = None;
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     if accept_ctx.is_shutting_down() {
                         break;
                     }
+                    let Some(slot) = accept_ctx.connection_limit.try_open() else {
+                        // Over max_connections: close at once (dropping the stream).
+                        drop(stream);
+                        accept_ctx.metrics.borrow_mut().connections_refused += 1;
+                        refused_unlogged += 1;
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                            tracing::warn!(shard = accept_ctx.id, %peer, refused = refused_unlogged, max_connections = accept_ctx.config.max_connections, "connection limit reached; closing new connections");
+                            refused_unlogged = 0;
+                            last_refusal_log = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    };
                     let ctx = accept_ctx.clone();
-                    compio::runtime::spawn(async move { crate::conn::serve(ctx, stream, peer).await }).detach();
+                    compio::runtime::spawn(async move { crate::conn::serve(ctx, stream, peer, slot).await }).detach();
                 }
                 Err(e) => {
                     tracing::warn!(shard = accept_ctx.id, error = %e, "accept failed");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use spate_net::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use spate_net::messages::{FetchRequest, FetchResponse};
+use bytes::Bytes;
 use spate_net::{ErrorCode, Records};
 
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
@@ -22,13 +23,52 @@ use crate::shard::ShardContext;
 const TOPIC_IDS_FROM: i16 = 13;
 const READ_COMMITTED: i8 = 1;
 
-/// One requested partition: where its answer goes and what to read.
+/// Below this, a fair share is not worth a read of its own: the budget goes to the
+/// first partitions in request order instead.
+const MIN_SHARE: usize = 16 * 1024;
+/// Top-up rounds after the first read (or after a long-poll wake-up).
+const MAX_ROUNDS: usize = 8;
+
+/// One requested partition: where its answer goes, what to read, what was read.
 struct Wanted {
     topic: usize,
     part: usize,
     key: PartitionKey,
-    offset: i64,
-    max_bytes: usize,
+    /// Next offset to read (after the batches already collected).
+    next: i64,
+    /// `partition_max_bytes`.
+    limit: usize,
+    /// Bytes collected so far, and the batches.
+    taken: usize,
+    batches: Vec<Bytes>,
+    high_watermark: i64,
+    log_start_offset: i64,
+    error: Option<i16>,
+    /// Not settled: the partition may still have readable data that fits.
+    wants_more: bool,
+}
+
+impl Wanted {
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.taken)
+    }
+}
+
+/// The response budget of one Fetch request, and whether its first batch may still
+/// exceed it (KIP-74: until some partition returned data).
+struct Budget {
+    left: usize,
+    min_one: bool,
+    /// Smallest share of the next round: doubled after a round that returned nothing
+    /// (every partition's next batch was larger than its share).
+    floor: usize,
+}
+
+/// The offset after a record batch (base offset plus last offset delta, plus one).
+fn next_offset_after(batch: &Bytes) -> Option<i64> {
+    let base = i64::from_be_bytes(batch.get(0..8)?.try_into().ok()?);
+    let delta = i32::from_be_bytes(batch.get(23..27)?.try_into().ok()?);
+    base.checked_add(i64::from(delta))?.checked_add(1)
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> FetchResponse {
@@ -43,7 +83,6 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
     let image = ctx.image();
     let mut responses = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
-    let max_total = req.max_bytes.max(0) as usize;
     for (ti, topic) in req.topics.iter().enumerate() {
         let resolved = if version >= TOPIC_IDS_FROM {
             image.topic_by_id(&topic.topic_id.0).map(|t| t.name.clone())
@@ -66,8 +105,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
                     topic: ti,
                     part: pi,
                     key: PartitionKey { topic: Arc::from(name.as_str()), partition: p.partition },
-                    offset: p.fetch_offset,
-                    max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_total.max(1)),
+                    next: p.fetch_offset,
+                    limit: p.partition_max_bytes.max(0) as usize,
+                    taken: 0,
+                    batches: Vec::new(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    error: None,
+                    wants_more: true,
                 }),
                 None => data.error_code = ErrorCode::UnknownTopicId.code(),
             }
@@ -76,75 +121,62 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
         responses.push(out);
     }
 
+    // Kafka's response bound: the smaller of the request's max_bytes and the broker's
+    // fetch.max.bytes; min_bytes cannot ask for more than that.
+    let max_total = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_max_bytes);
+    let min_bytes = (req.min_bytes.max(0) as usize).min(max_total);
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let min_bytes = req.min_bytes.max(0) as usize;
-    let replies = loop {
-        let ops = wanted
-            .iter()
-            .map(|w| (w.key.clone(), PartitionOp::Fetch { offset: w.offset, max_bytes: w.max_bytes, min_one: true }))
-            .collect();
-        let replies = route::run(ctx, ops).await;
-        let bytes: usize = replies
-            .iter()
-            .map(|r| match r {
-                PartitionReply::Fetched { batches, .. } => batches.iter().map(|b| b.len()).sum(),
-                _ => 0,
-            })
-            .sum();
-        let any_error = replies.iter().any(|r| route::error_of(r) != 0);
-        if bytes >= min_bytes.max(1) || any_error || wanted.is_empty() || Instant::now() >= deadline || ctx.is_shutting_down() {
-            break replies;
+    let mut budget = Budget { left: max_total, min_one: true, floor: MIN_SHARE };
+
+    read_all(ctx, &mut wanted, &mut budget).await;
+    loop {
+        let bytes: usize = wanted.iter().map(|w| w.taken).sum();
+        let any_error = wanted.iter().any(|w| w.error.is_some());
+        if bytes >= min_bytes || any_error || wanted.is_empty() || Instant::now() >= deadline || ctx.is_shutting_down() {
+            break;
         }
-        // Wait for data past what this read saw (its high watermarks), not past the
+        // Wait for data past what the reads saw (their high watermarks), not past the
         // fetch offsets: otherwise a partition with some data but less than min_bytes
         // would wake the wait at once, over and over.
-        let seen: Vec<i64> = wanted
-            .iter()
-            .zip(&replies)
-            .map(|(w, r)| match r {
-                PartitionReply::Fetched { high_watermark, .. } => (*high_watermark).max(w.offset),
-                _ => w.offset,
-            })
-            .collect();
-        if !wait_for_data(ctx, &wanted, &seen, deadline).await {
+        let seen: Vec<i64> = wanted.iter().map(|w| w.high_watermark.max(w.next)).collect();
+        let ready = wait_for_data(ctx, &wanted, &seen, deadline).await;
+        if ready.is_empty() {
             // Deadline passed with nothing new: answer with what there is.
-            break replies;
+            break;
         }
-    };
+        // Read again only where the owners saw new data, from where the last read ended.
+        for i in ready {
+            if let Some(w) = wanted.get_mut(i) {
+                w.wants_more = w.error.is_none() && (w.room() > 0 || budget.min_one);
+            }
+        }
+        read_more(ctx, &mut wanted, &mut budget).await;
+    }
 
-    // Kafka's response budget: at least one batch, then stop adding at `max_bytes`.
-    let mut budget = max_total;
-    let mut first = true;
-    for (w, reply) in wanted.iter().zip(replies) {
+    trim_to_kafka_bounds(&mut wanted, max_total);
+    for w in wanted {
         let data = &mut responses[w.topic].partitions[w.part];
-        match reply {
-            PartitionReply::Fetched { batches, high_watermark, log_start_offset } => {
-                data.high_watermark = high_watermark;
-                data.last_stable_offset = high_watermark;
-                data.log_start_offset = log_start_offset;
-                let size: usize = batches.iter().map(|b| b.len()).sum();
-                if size > 0 && (first || size <= budget) {
-                    budget = budget.saturating_sub(size);
-                    first = false;
-                    // Traffic is counted here, for what is sent, once.
-                    let mut m = ctx.metrics.borrow_mut();
-                    let t = m.topic(&w.key.topic);
-                    t.bytes_out += size as u64;
-                    t.messages_out += batches.iter().map(record_count).sum::<u64>();
-                    drop(m);
-                    data.records = Some(Records::from_chunks(batches));
-                } else {
-                    data.records = Some(Records::new());
-                }
-            }
-            PartitionReply::FetchError { code, high_watermark, log_start_offset } => {
+        data.high_watermark = w.high_watermark;
+        data.last_stable_offset = w.high_watermark;
+        data.log_start_offset = w.log_start_offset;
+        match w.error {
+            Some(code) => {
                 data.error_code = code;
-                data.high_watermark = high_watermark;
-                data.last_stable_offset = high_watermark;
-                data.log_start_offset = log_start_offset;
+                data.records = Some(Records::new());
             }
-            other => data.error_code = route::error_of(&other),
+            None if w.taken > 0 => {
+                // Traffic is counted here, for what is sent, once.
+                let mut m = ctx.metrics.borrow_mut();
+                let t = m.topic(&w.key.topic);
+                t.bytes_out += w.taken as u64;
+                t.messages_out += w.batches.iter().map(record_count).sum::<u64>();
+                drop(m);
+                data.records = Some(Records::from_chunks(w.batches));
+            }
+            None => data.records = Some(Records::new()),
         }
+    }
+    for data in responses.iter_mut().flat_map(|t| &mut t.partitions) {
         if data.records.is_none() {
             data.records = Some(Records::new());
         }
@@ -157,36 +189,184 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
     FetchResponse { responses, session_id: 0, ..Default::default() }
 }
 
-/// Ask every owner to wake us when one of its partitions has data past the fetch
-/// offset; `true` as soon as one does, `false` at the deadline.
-async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], seen: &[i64], deadline: Instant) -> bool {
-    let mut by_shard: Vec<Vec<(PartitionKey, i64)>> = vec![Vec::new(); ctx.shard_count];
-    for (w, &seen) in wanted.iter().zip(seen) {
+/// Kafka's response bounds over what was read, in request order: each partition gets
+/// at most its `partition_max_bytes` and what is left of the response budget, except
+/// that the first partition with data keeps its first batch whatever its size
+/// (KIP-74). The reads stay within budget plus that one batch; this drops what a
+/// partition read alongside an oversized first batch, as Kafka would not send it.
+fn trim_to_kafka_bounds(wanted: &mut [Wanted], max_total: usize) {
+    let mut left = max_total;
+    let mut first = true;
+    for w in wanted.iter_mut().filter(|w| w.error.is_none()) {
+        let cap = w.limit.min(left);
+        let mut kept = 0usize;
+        let mut count = 0usize;
+        for b in &w.batches {
+            if kept + b.len() <= cap || (first && count == 0) {
+                kept += b.len();
+                count += 1;
+            } else {
+                break;
+            }
+        }
+        w.batches.truncate(count);
+        w.taken = kept;
+        if kept > 0 {
+            first = false;
+        }
+        left = left.saturating_sub(kept);
+    }
+}
+
+/// The first read of a request: every partition at once, each with an equal share of
+/// the budget (capped by its `partition_max_bytes`), so that the common case (many
+/// partitions, a little data each) is one round trip to each owner. Partitions whose
+/// data did not fit their share are topped up by `read_more`.
+async fn read_all(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], budget: &mut Budget) {
+    let all: Vec<usize> = (0..wanted.len()).collect();
+    read_round(ctx, wanted, &all, budget, true).await;
+    read_more(ctx, wanted, budget).await;
+}
+
+/// Rounds of reads for the partitions that want more, until they are settled or the
+/// budget is spent. Every round's allowances add up to at most what is left, so the
+/// bytes read for one request never exceed its budget (plus one batch, KIP-74).
+///
+/// Rounds stop after `MAX_ROUNDS`: by then the response holds data (the first round
+/// with nothing collected yet gives its first partition a whole batch), and the client
+/// simply fetches again for the rest.
+async fn read_more(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], budget: &mut Budget) {
+    let mut rounds = 0;
+    loop {
+        let candidates: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].wants_more).collect();
+        if candidates.is_empty() {
+            return;
+        }
+        if (budget.left == 0 && !budget.min_one) || rounds >= MAX_ROUNDS {
+            for &i in &candidates {
+                wanted[i].wants_more = false;
+            }
+            return;
+        }
+        read_round(ctx, wanted, &candidates, budget, false).await;
+        rounds += 1;
+    }
+}
+
+/// One parallel read of `which` (in request order). Allowances: an equal share of the
+/// budget (at least `MIN_SHARE`, and doubled on each round that returned nothing),
+/// handed out in request order until the budget is spent. `all`: the first round,
+/// where every partition is asked, for its offsets and errors, even with no allowance.
+async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usize], budget: &mut Budget, all: bool) {
+    let share = (budget.left / which.len().max(1)).max(budget.floor);
+    let mut rem = budget.left;
+    let mut first = budget.min_one;
+    let mut asked = Vec::with_capacity(which.len());
+    let mut ops = Vec::with_capacity(which.len());
+    for &i in which {
+        let w = &wanted[i];
+        let allowance = w.room().min(share).min(rem);
+        let min_one = std::mem::take(&mut first);
+        if allowance == 0 && !min_one && !all {
+            continue;
+        }
+        rem -= allowance;
+        // Settled after this read if even everything it could ever get did not fit.
+        let full = allowance >= w.room().min(budget.left);
+        asked.push((i, full));
+        ops.push((w.key.clone(), PartitionOp::Fetch { offset: w.next, max_bytes: allowance, min_one }));
+    }
+    let replies = route::run(ctx, ops).await;
+    let mut returned = 0usize;
+    let mut stuck = false;
+    for ((i, full), reply) in asked.into_iter().zip(replies) {
+        let w = &mut wanted[i];
+        match reply {
+            PartitionReply::Fetched { batches, high_watermark, log_start_offset } => {
+                w.high_watermark = high_watermark;
+                w.log_start_offset = log_start_offset;
+                let size: usize = batches.iter().map(|b| b.len()).sum();
+                if let Some(next) = batches.last().and_then(next_offset_after) {
+                    w.next = w.next.max(next);
+                }
+                w.taken += size;
+                returned += size;
+                w.batches.extend(batches);
+                // Not settled only when the allowance, not the data or the partition
+                // limit, stopped the read.
+                let exhausted = w.next >= high_watermark;
+                w.wants_more = !exhausted && w.room() > 0 && !full;
+                stuck |= w.wants_more;
+            }
+            PartitionReply::FetchError { code, high_watermark, log_start_offset } => {
+                w.error = Some(code);
+                w.high_watermark = high_watermark;
+                w.log_start_offset = log_start_offset;
+                w.wants_more = false;
+            }
+            other => {
+                w.error = Some(match route::error_of(&other) {
+                    0 => ErrorCode::UnknownServerError.code(),
+                    code => code,
+                });
+                w.wants_more = false;
+            }
+        }
+    }
+    if returned > 0 {
+        budget.min_one = false;
+    } else if stuck {
+        budget.floor = share.saturating_mul(2);
+    }
+    budget.left = budget.left.saturating_sub(returned);
+}
+
+/// Ask every owner to wake us when one of its partitions has data past `seen`; the
+/// positions (in `wanted`) of the partitions the owners found new data in (or found
+/// gone), empty at the deadline. Only those are read again.
+async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], seen: &[i64], deadline: Instant) -> Vec<usize> {
+    // Per shard: positions in `wanted`, and the watches sent.
+    type Watches = (Vec<usize>, Vec<(PartitionKey, i64)>);
+    let mut by_shard: Vec<Watches> = (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+    for (pos, (w, &seen)) in wanted.iter().zip(seen).enumerate() {
+        if w.error.is_some() {
+            continue;
+        }
         if let Some(shard) = route::owner(ctx, &w.key) {
-            by_shard[shard].push((w.key.clone(), seen));
+            by_shard[shard].0.push(pos);
+            by_shard[shard].1.push((w.key.clone(), seen));
         }
     }
     let mut waits = Vec::new();
-    for (shard, watches) in by_shard.into_iter().enumerate() {
+    for (shard, (positions, watches)) in by_shard.into_iter().enumerate() {
         if watches.is_empty() {
             continue;
         }
         let (tx, rx) = flume::bounded(1);
         if ctx.senders[shard].send_async(ShardMsg::WaitForData { watches, deadline, reply: tx }).await.is_ok() {
-            waits.push(rx);
+            waits.push((positions, rx));
         }
     }
-    if waits.is_empty() {
-        return false;
-    }
-    let mut pending: Vec<_> = waits.into_iter().map(|rx| Box::pin(async move { rx.recv_async().await.unwrap_or(false) })).collect();
-    // The first owner to report data wins; owners that report "deadline" drop out.
-    while !pending.is_empty() {
-        let (arrived, _, rest) = futures_util::future::select_all(pending).await;
-        if arrived {
-            return true;
+    let mut ready = Vec::new();
+    {
+        let mut pending: Vec<_> = waits.iter().enumerate().map(|(k, (_, rx))| Box::pin(async move { (k, rx.recv_async().await.unwrap_or_default()) })).collect();
+        // The first owner to report data wins; owners that report "deadline" drop out.
+        while !pending.is_empty() {
+            let ((k, found), _, rest) = futures_util::future::select_all(pending).await;
+            if !found.is_empty() {
+                ready.extend(found.into_iter().filter_map(|j| waits[k].0.get(j).copied()));
+                break;
+            }
+            pending = rest;
         }
-        pending = rest;
     }
-    false
+    // Owners that answered meanwhile add theirs; the others are not waited for.
+    for (positions, rx) in &waits {
+        if let Ok(found) = rx.try_recv() {
+            ready.extend(found.into_iter().filter_map(|j| positions.get(j).copied()));
+        }
+    }
+    ready.sort_unstable();
+    ready.dedup();
+    ready
 }

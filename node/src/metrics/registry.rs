@@ -64,6 +64,12 @@ pub struct ShardCounters {
     pub queue_time: BTreeMap<&'static str, Histogram>,
     pub connections_open: i64,
     pub connections_total: u64,
+    /// Connections closed right after accept because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Connections closed after `connections_max_idle_ms` without activity.
+    pub connections_idle_closed: u64,
+    /// Times a connection stopped reading to wait for request memory.
+    pub request_memory_waits: u64,
 }
 
 impl ShardCounters {
@@ -102,6 +108,9 @@ impl ShardCounters {
         }
         self.connections_open += o.connections_open;
         self.connections_total += o.connections_total;
+        self.connections_refused += o.connections_refused;
+        self.connections_idle_closed += o.connections_idle_closed;
+        self.request_memory_waits += o.request_memory_waits;
     }
 }
 

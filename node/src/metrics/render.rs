@@ -11,6 +11,11 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A metric family read from one value: name, help, getter.
+type Family<T, V> = (&'static str, &'static str, fn(T) -> V);
+/// A per-shard family: name, type, help, getter.
+type ShardFamily = (&'static str, &'static str, &'static str, fn(&ShardSnapshot) -> f64);
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -34,7 +39,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     }
     let mut out = String::with_capacity(16 * 1024);
 
-    let traffic: [(&str, &str, fn(&TopicTraffic) -> u64); 4] = [
+    let traffic: [Family<&TopicTraffic, u64>; 4] = [
         ("spate_topic_bytes_in_total", "Bytes of record batches produced to the topic.", |t| t.bytes_in),
         ("spate_topic_messages_in_total", "Records produced to the topic.", |t| t.messages_in),
         ("spate_topic_bytes_out_total", "Bytes of record batches fetched from the topic.", |t| t.bytes_out),
@@ -62,7 +67,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
 
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let gauges: [(&str, &str, fn(&super::snapshot::PartitionGauges) -> f64); 6] = [
+    let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 6] = [
         ("spate_partition_log_end_offset", "Next offset to be assigned.", |p| p.log_end_offset as f64),
         ("spate_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset as f64),
         ("spate_partition_high_watermark", "Offset below which records are written and readable.", |p| p.high_watermark as f64),
@@ -77,7 +82,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [(&str, &str, &str, fn(&ShardSnapshot) -> f64); 11] = [
+    let per_shard: [ShardFamily; 14] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
@@ -89,6 +94,9 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_batch_cache_bytes", "gauge", "Memory held by the shard's batch cache (what its batches keep alive).", |s| s.batch_cache_bytes as f64),
         ("spate_connections", "gauge", "Open client connections.", |s| s.counters.connections_open as f64),
         ("spate_connections_accepted_total", "counter", "Client connections accepted.", |s| s.counters.connections_total as f64),
+        ("spate_connections_refused_total", "counter", "Connections closed right after accept because max_connections were open.", |s| s.counters.connections_refused as f64),
+        ("spate_connections_idle_closed_total", "counter", "Connections closed after connections_max_idle_ms without activity.", |s| s.counters.connections_idle_closed as f64),
+        ("spate_request_memory_waits_total", "counter", "Times a connection stopped reading until request memory (queued_max_request_bytes) was free.", |s| s.counters.request_memory_waits as f64),
         ("spate_shard_cpu_seconds_total", "counter", "CPU time (user and system) of the shard thread: its busy time.", |s| s.cpu_seconds),
         ("spate_shard_queue_depth", "gauge", "Messages waiting in the shard's inbound channels.", |s| s.queue_depth as f64),
     ];
@@ -97,6 +105,14 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         for s in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
+    }
+
+    // Broker-wide: every shard reports the same shared counter; the first one is shown.
+    if let Some(s) = shards.first() {
+        header(&mut out, "spate_queued_request_bytes", "gauge", "Memory held by request frames being read, queued or handled, broker-wide.");
+        let _ = writeln!(out, "spate_queued_request_bytes {}", s.queued_request_bytes);
+        header(&mut out, "spate_queued_request_bytes_limit", "gauge", "queued_max_request_bytes: the bound of spate_queued_request_bytes.");
+        let _ = writeln!(out, "spate_queued_request_bytes_limit {}", s.queued_request_bytes_limit);
     }
 
     // Lag: the high watermark of the partition minus the group's committed offset.

@@ -37,6 +37,9 @@ pub struct ShardSnapshot {
     pub queue_depth: usize,
     /// Memory held by the shard's batch cache.
     pub batch_cache_bytes: usize,
+    /// The broker-wide request memory in use and its limit (the same on every shard).
+    pub queued_request_bytes: usize,
+    pub queued_request_bytes_limit: usize,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -71,6 +74,8 @@ impl ShardSnapshot {
             cpu_seconds: thread_cpu_seconds().unwrap_or(0.0),
             queue_depth: ctx.inbound_depth(),
             batch_cache_bytes: ctx.batch_cache.borrow().used_bytes(),
+            queued_request_bytes: ctx.request_memory.used(),
+            queued_request_bytes_limit: ctx.request_memory.limit(),
         }
     }
 }

@@ -19,14 +19,49 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(name: &str) -> Broker {
-        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         Self::start_in(data_dir)
     }
 
     pub fn start_in(data_dir: PathBuf) -> Broker {
+        Self::start_with(data_dir, None)
+    }
+
+    /// Start with extra config keys (TOML), written to a file beside the data dir.
+    #[allow(dead_code)]
+    pub fn start_with_config(name: &str, toml: &str) -> Broker {
+        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}.toml", std::process::id()));
+        std::fs::write(&file, toml).unwrap();
+        Self::start_with(data_dir, Some(file))
+    }
+
+    /// The broker's process id (for /proc).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_with(data_dir: PathBuf, config: Option<PathBuf>) -> Broker {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            data_dir.to_str().unwrap().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--cores".into(),
+            "2".into(),
+        ];
+        if let Some(c) = config {
+            args.push("--config".into());
+            args.push(c.to_str().unwrap().to_string());
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
-            .args(["--data-dir", data_dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
+            .args(&args)
             .env("SPATE_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -37,15 +72,26 @@ impl Broker {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listen=").nth(1) {
                     if line.contains("ready to serve") {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                        let _ = tx.send(
+                            rest.split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                     }
                 }
                 eprintln!("[spate] {line}");
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = rx.recv_timeout(deadline - Instant::now()).expect("broker did not become ready");
-        Broker { addr, data_dir, child }
+        let addr = rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("broker did not become ready");
+        Broker {
+            addr,
+            data_dir,
+            child,
+        }
     }
 }
 
@@ -70,13 +116,21 @@ pub fn send(stream: &mut TcpStream, chunks: Vec<Bytes>) {
 }
 
 pub fn request<M: Message>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Vec<Bytes> {
-    let header = RequestHeader { request_api_key: api.key(), request_api_version: version, correlation_id, client_id: Some("spate-node-tests".into()) };
+    let header = RequestHeader {
+        request_api_key: api.key(),
+        request_api_version: version,
+        correlation_id,
+        client_id: Some("spate-node-tests".into()),
+    };
     spate_net::encode_request_frame(&header, body, version)
 }
 
 /// Read one response frame; returns the correlation id and the body after a v0
 /// header (`flexible`: a v1 header, whose empty tagged-field section is one byte).
-pub fn read_response_header(stream: &mut TcpStream, flexible: bool) -> std::io::Result<(i32, Bytes)> {
+pub fn read_response_header(
+    stream: &mut TcpStream,
+    flexible: bool,
+) -> std::io::Result<(i32, Bytes)> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -89,4 +143,3 @@ pub fn read_response_header(stream: &mut TcpStream, flexible: bool) -> std::io::
 pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(i32, Bytes)> {
     read_response_header(stream, false)
 }
-
