@@ -30,6 +30,10 @@ pub struct ShardContext {
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Partitions this shard owns whose log could not be opened (a corrupt segment, an
+    /// I/O error), with the reason: they answer KAFKA_STORAGE_ERROR, as Kafka answers
+    /// for a partition in an offline log directory, until a restart opens them.
+    pub offline: RefCell<HashMap<PartitionKey, ([u8; 16], String)>>,
     /// Recently written batches of all this shard's partitions: one budget
     /// (`batch_cache_bytes_per_shard`), one least-recently-used order.
     pub batch_cache: SharedBatchCache,
@@ -122,6 +126,7 @@ impl ShardContext {
                 }
             }
         }
+        self.offline.borrow_mut().retain(|k, (id, _)| image.topic(&k.topic).is_some_and(|t| t.id == *id));
         let storage = self.storage();
         for topic in image.topics.values() {
             let config = self.effective_config(&topic.configs);
@@ -133,6 +138,8 @@ impl ShardContext {
                 let existing = self.partition(&key);
                 match existing {
                     Some(p) => p.reconfigure(config.clone(), storage),
+                    // Failed to open with this topic id: stays offline until a restart.
+                    None if self.offline.borrow().contains_key(&key) => {}
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
                         match Partition::open(dir, topic.id, config.clone(), storage, self.batch_cache.clone()).await {
@@ -144,9 +151,13 @@ impl ShardContext {
                                         Err(e) => tracing::error!(partition = index, error = %e, "loading committed offsets failed"),
                                     }
                                 }
+                                self.offline.borrow_mut().remove(&key);
                                 self.partitions.borrow_mut().insert(key, Rc::new(p));
                             }
-                            Err(e) => tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed"),
+                            Err(e) => {
+                                tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
+                                self.offline.borrow_mut().insert(key, (topic.id, e.to_string()));
+                            }
                         }
                     }
                 }
@@ -163,7 +174,11 @@ impl ShardContext {
         }
         for (key, op) in ops {
             let Some(partition) = self.partition(&key) else {
-                let code = spate_net::ErrorCode::UnknownTopicOrPartition.code();
+                let code = if self.offline.borrow().contains_key(&key) {
+                    spate_net::ErrorCode::KafkaStorageError.code()
+                } else {
+                    spate_net::ErrorCode::UnknownTopicOrPartition.code()
+                };
                 pending.push(Box::pin(async move { PartitionReply::Error(code) }));
                 continue;
             };
@@ -284,6 +299,7 @@ async fn serve(start: ShardStart) {
         image: RefCell::new(Arc::new(MetadataImage::default())),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
+        offline: RefCell::new(HashMap::new()),
         batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
         groups: RefCell::new(Coordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),

@@ -50,7 +50,7 @@ pub fn record_count(records: &Bytes) -> u64 {
 impl ShardSnapshot {
     /// Taken on the shard thread itself.
     pub fn take(ctx: &ShardContext) -> ShardSnapshot {
-        let partitions = ctx
+        let mut partitions: Vec<PartitionGauges> = ctx
             .partitions
             .borrow()
             .iter()
@@ -66,6 +66,18 @@ impl ShardSnapshot {
                 offline: p.log.writable().is_err(),
             })
             .collect();
+        // Partitions whose log could not be opened: offline, nothing else known.
+        partitions.extend(ctx.offline.borrow().keys().map(|k| PartitionGauges {
+            topic: k.topic.to_string(),
+            partition: k.partition,
+            log_start_offset: 0,
+            log_end_offset: 0,
+            high_watermark: 0,
+            size_bytes: 0,
+            segments: 0,
+            stats: LogStats::default(),
+            offline: true,
+        }));
         ShardSnapshot {
             shard: ctx.id,
             counters: ctx.metrics.borrow().clone(),
