@@ -317,3 +317,46 @@ def test_metadata_log_full_disk_stops_broker_and_loses_nothing(monkeypatch):
         subprocess.run(["umount", str(mnt)])
         mnt.rmdir()
         cfg.unlink()
+
+
+def test_corrupt_closed_segment_takes_only_its_partition_offline(restartable_broker):
+    """A batch header zeroed in the middle of a closed segment is damage to acknowledged
+    data: the broker must not truncate it away (which loses the acknowledged records
+    after it), but keep the partition offline with KAFKA_STORAGE_ERROR and say why,
+    while the topic's other partitions keep serving."""
+    from confluent_kafka import KafkaError
+    broker = restartable_broker
+    topic = "corrupt-closed-segment"
+    # Kafka's minimum segment size: 3 MB of records make a few closed segments.
+    create_topic(broker.bootstrap, topic, 2, {"segment.bytes": "1048576"})
+    recs = [{"key": b"k", "value": f"{i:06d}".encode() + b"x" * 3000, "partition": i % 2} for i in range(2000)]
+    reports = produce(broker.bootstrap, topic, recs, {"acks": "all", "linger.ms": "0", "batch.size": "4096"})
+    assert all(e is None for e, *_ in reports)
+    rc = broker.stop()
+    assert rc in TERM_EXIT_CODES, broker.log_tail()
+    broker.wait_port_closed()
+    seg = broker.data_dir / f"{topic}-0" / ("0" * 20 + ".log")
+    assert seg.stat().st_size > 4 * 4096
+    # Zero the header of the last batch of the first (closed) segment: the records in it
+    # were acknowledged; a scan that took the zeros for unwritten space would cut them.
+    data = seg.read_bytes()
+    pos, starts = 0, []
+    while pos + 12 <= len(data):
+        starts.append(pos)
+        pos += 12 + int.from_bytes(data[pos + 8:pos + 12], "big")
+    victim = starts[-1]
+    with open(seg, "r+b") as f:
+        f.seek(victim)
+        f.write(bytes(61))
+    size_before = seg.stat().st_size
+    broker.start()
+    wait_topic(broker.bootstrap, topic, 2)
+    # Partition 1 serves; partition 0 answers KAFKA_STORAGE_ERROR to a produce.
+    ok = produce(broker.bootstrap, topic, [{"value": b"after", "partition": 1}], {"acks": "all"})
+    assert ok[0][0] is None and ok[0][2] == 1000
+    bad = produce(broker.bootstrap, topic, [{"value": b"after", "partition": 0}],
+                  {"acks": "all", "message.timeout.ms": "3000", "retries": "1"})
+    err = bad[0][0]
+    assert err is not None and err.code() in (KafkaError.KAFKA_STORAGE_ERROR, KafkaError._MSG_TIMED_OUT), err
+    assert seg.stat().st_size == size_before, "the damaged segment was not truncated"
+    assert "opening partition log failed" in broker.log_tail(200), broker.log_tail(200)

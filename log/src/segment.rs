@@ -321,12 +321,14 @@ fn rebuild_into(seg: &mut Segment, interval: u64) -> impl FnMut(u64, &BatchHeade
 /// Load a closed (not last) segment: sanity-check its indexes, verify the batches after
 /// the last index entry, and rebuild the indexes by a full scan if either check fails.
 /// A closed segment with a bad batch is reported as [`LogError::Corrupt`].
-pub async fn load_closed(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<Segment> {
-    Ok(load_trusted(dir, base, interval, allow_fallback, now_ms).await?.0)
+/// `next_base` is the base offset of the segment after it: its batches must end exactly
+/// there (checked before anything is repaired, so a damaged segment is left as found).
+pub async fn load_closed(dir: &Path, base: i64, next_base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<Segment> {
+    Ok(load_trusted(dir, base, Some(next_base), interval, allow_fallback, now_ms).await?.0)
 }
 
 /// [`load_closed`], also returning whether the file is open with O_DIRECT.
-async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
+async fn load_trusted(dir: &Path, base: i64, next_base: Option<i64>, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
     let (lp, ip, tp) = paths(dir, base);
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
     let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
@@ -395,6 +397,7 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
             seg.time_index = tidx;
             seg.next_offset = out.next_offset;
             valid_end = out.valid_end;
+            expect_end_offset(&lp, seg.next_offset, next_base)?;
         }
         None => {
             let out = scan(&file, 0, file_len, base, rebuild_into(&mut seg, interval))
@@ -413,6 +416,7 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
             }
             seg.finish_time_index();
             valid_end = out.valid_end;
+            expect_end_offset(&lp, seg.next_offset, next_base)?;
             write_indexes(dir, base, seg.index.bytes().to_vec(), seg.time_index.bytes().to_vec()).await?;
         }
     }
@@ -425,6 +429,19 @@ async fn load_trusted(dir: &Path, base: i64, interval: u64, allow_fallback: bool
     seg.file = Some(file);
     seg.loaded(valid_end, Phase::Sealed);
     Ok((seg, direct))
+}
+
+/// A closed segment's batches end where the next segment begins: a gap means batches
+/// that were written are gone. (Compaction, when it comes, may leave gaps between
+/// cleaned segments; this check then applies to segments it has not cleaned.)
+fn expect_end_offset(path: &Path, end: i64, next_base: Option<i64>) -> Result<()> {
+    match next_base {
+        Some(next) if next != end => {
+            let what = if next < end { "overlaps the next segment" } else { "leaves an offset gap before the next segment" };
+            Err(LogError::Corrupt { path: path.to_path_buf(), reason: format!("its batches end at offset {end}, which {what} (base {next})") })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A closed segment may end in zeros only where a crash came between its last write
@@ -460,7 +477,7 @@ async fn expect_zeros_to_end(file: &File, path: &Path, from: u64, file_len: u64)
 /// (index sanity check and tail verification), then make it appendable again.
 /// Falls back to [`load_active`]'s full scan if the checks fail.
 pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
-    let (mut seg, direct) = match load_trusted(dir, base, interval, allow_fallback, now_ms).await {
+    let (mut seg, direct) = match load_trusted(dir, base, None, interval, allow_fallback, now_ms).await {
         Ok(s) => s,
         // Sealed at close: damage inside it is damage to synced data, not a torn write.
         Err(e @ LogError::Corrupt { .. }) => return Err(e),

@@ -93,33 +93,19 @@ impl PartitionLog {
         }
         let mut segments = BTreeMap::new();
         let mut direct = true;
-        let mut prev_end: Option<i64> = None;
         for (i, &b) in bases.iter().enumerate() {
-            let seg = if i + 1 == bases.len() {
-                let (s, d) = if clean {
-                    segment::load_active_clean(&dir, b, interval, fallback, now).await?
-                } else {
-                    segment::load_active(&dir, b, interval, fallback, now).await?
-                };
-                direct = d;
-                s
-            } else {
-                segment::load_closed(&dir, b, interval, fallback, now).await?
-            };
-            // Segments follow each other without overlap or gap: a gap means batches
-            // that were written are gone. (Compaction, when it comes, may leave gaps
-            // inside and between cleaned segments; this check then applies to the
-            // segments it has not cleaned.)
-            if let Some(pe) = prev_end {
-                if b != pe {
-                    let what = if b < pe { "overlaps" } else { "leaves an offset gap after" };
-                    return Err(LogError::Corrupt {
-                        path: seg.path.clone(),
-                        reason: format!("segment base {b} {what} the previous segment, which ends at {pe}"),
-                    });
+            let seg = match bases.get(i + 1) {
+                Some(&next) => segment::load_closed(&dir, b, next, interval, fallback, now).await?,
+                None => {
+                    let (s, d) = if clean {
+                        segment::load_active_clean(&dir, b, interval, fallback, now).await?
+                    } else {
+                        segment::load_active(&dir, b, interval, fallback, now).await?
+                    };
+                    direct = d;
+                    s
                 }
-            }
-            prev_end = Some(seg.next_offset);
+            };
             segments.insert(b, seg);
         }
         let leo = segments.values().next_back().map(|s| s.next_offset).unwrap_or(log_start).max(log_start);
