@@ -30,8 +30,10 @@ pub struct LogConfig {
     /// `flush.ms`: fdatasync when the oldest unsynced write is this old.
     /// `i64::MAX` (default) means never.
     pub flush_ms: i64,
-    /// `segment.preallocate` step: segment files are grown with `fallocate` in steps of
-    /// this many bytes (rounded to 4 KiB; `0` disables preallocation). Default 64 MiB.
+    /// Largest `fallocate` step of segment files (rounded to 4 KiB; `0` disables
+    /// preallocation). Steps start at 64 KiB and grow with the segment up to this; a
+    /// value of at least `segment_bytes` allocates the whole segment at once (Kafka's
+    /// `preallocate`). Default 64 MiB.
     pub preallocate_bytes: u64,
     /// Memory budget of this log's batch cache (recently written batches served to
     /// readers without disk I/O). Default 16 MiB; `0` disables the cache.

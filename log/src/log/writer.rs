@@ -183,7 +183,8 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             let need = job.file_pos + padded;
             if let Some(seg) = st.segments.get_mut(&job.seg_base) {
                 if max_step > 0 && prealloc_ok && seg.allocated < need {
-                    let step = seg.allocated.max(MIN_PREALLOCATE).min(max_step);
+                    // A step as large as the segment is Kafka's `preallocate`: all at once.
+                    let step = if max_step >= seg_bytes { seg_bytes } else { seg.allocated.max(MIN_PREALLOCATE).min(max_step) };
                     let want = (seg.allocated + step).min(seg_bytes).max(need);
                     let from = seg.allocated;
                     match fio::fallocate(&file, from, want - from) {
