@@ -132,6 +132,19 @@ fn error_code(e: &LogError) -> i16 {
     }
 }
 
+/// A read found damaged data or failed: say where, a few times a minute per shard at
+/// most (a consumer retries the same fetch over and over).
+fn log_read_failure(e: &LogError) {
+    thread_local! {
+        static LIMIT: RefCell<spate_log::RateLimit> = RefCell::new(spate_log::RateLimit::new(5, std::time::Duration::from_secs(60)));
+    }
+    LIMIT.with(|l| {
+        if let Some(suppressed) = l.borrow_mut().admit(std::time::Instant::now()) {
+            tracing::error!(error = %e, suppressed, "reading a partition log failed; the fetch is answered KAFKA_STORAGE_ERROR");
+        }
+    });
+}
+
 impl Partition {
     pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings, cache: SharedBatchCache) -> Result<Partition, LogError> {
         let jitter_seed = {
@@ -423,11 +436,12 @@ impl Partition {
                     high_watermark: r.high_watermark,
                     log_start_offset: r.log_start_offset,
                 },
-                Err(e) => PartitionReply::FetchError {
-                    code: error_code(&e),
-                    high_watermark: self.high_watermark(),
-                    log_start_offset: self.log.log_start_offset(),
-                },
+                Err(e) => {
+                    if matches!(e, LogError::Corrupt { .. } | LogError::Io { .. }) {
+                        log_read_failure(&e);
+                    }
+                    PartitionReply::FetchError { code: error_code(&e), high_watermark: self.high_watermark(), log_start_offset: self.log.log_start_offset() }
+                }
             },
             PartitionOp::ListOffset { timestamp } => self.list_offset(timestamp).await,
             PartitionOp::DeleteRecords { offset } => {
