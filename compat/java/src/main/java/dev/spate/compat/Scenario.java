@@ -71,6 +71,7 @@ public final class Scenario {
             case "admin": out = admin(bootstrap, topic); break;
             case "ride-through": out = rideThrough(bootstrap, topic, rest); break;
             case "topic-ids": out = topicIds(bootstrap, topic); break;
+            case "acked-lines": out = ackedLines(bootstrap, topic, rest); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println(Json.write(out));
@@ -364,6 +365,54 @@ public final class Scenario {
             out.put("position", c.position(tp));
         }
         out.put("seen", seen);
+        return out;
+    }
+
+    /**
+     * acked-lines PARTITION COUNT VALUE_BYTES DELIVERY_TIMEOUT_MS: the default producer
+     * (idempotent, acks=all) sends COUNT records to an existing topic's PARTITION, value
+     * "j<i>-" padded with 'x' to VALUE_BYTES. Each outcome is printed as it arrives:
+     * "ACK partition offset i" for an acknowledged record, "ERR i Exception" for a failed
+     * one. Ends when every send completed (bounded by DELIVERY_TIMEOUT_MS).
+     */
+    static Map<String, Object> ackedLines(String bootstrap, String topic, String[] a) throws Exception {
+        int partition = Integer.parseInt(a[0]);
+        int count = Integer.parseInt(a[1]);
+        int valueBytes = Integer.parseInt(a[2]);
+        String deliveryTimeout = a[3];
+        Map<String, String> cfg = new HashMap<>();
+        cfg.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, deliveryTimeout);
+        cfg.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG,
+                Long.toString(Math.max(1000, Long.parseLong(deliveryTimeout) / 2)));
+        java.util.concurrent.atomic.AtomicInteger acked = new java.util.concurrent.atomic.AtomicInteger();
+        Map<String, Integer> errors = new TreeMap<>();
+        try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, cfg)) {
+            for (int i = 0; i < count; i++) {
+                StringBuilder v = new StringBuilder("j").append(i).append('-');
+                while (v.length() < valueBytes) {
+                    v.append('x');
+                }
+                final int id = i;
+                p.send(new ProducerRecord<>(topic, partition, null, bytes(v.toString())), (md, e) -> {
+                    synchronized (errors) {
+                        if (e == null) {
+                            acked.incrementAndGet();
+                            System.out.println("ACK " + md.partition() + " " + md.offset() + " " + id);
+                        } else {
+                            errors.merge(e.getClass().getSimpleName(), 1, Integer::sum);
+                            System.out.println("ERR " + id + " " + e.getClass().getSimpleName());
+                        }
+                        System.out.flush();
+                    }
+                });
+            }
+            p.flush();
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("acked", acked.get());
+        synchronized (errors) {
+            out.put("errors", errors);
+        }
         return out;
     }
 
