@@ -133,6 +133,12 @@ class SmallFs:
 
     def free(self):
         os.unlink(self.ballast)
+        # Commit the unlink (ext4 reuses freed blocks once the journal has committed it).
+        fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class DiskBroker(ConfiguredBroker):
@@ -208,6 +214,12 @@ class RawProducer:
 def plain_batch(values):
     """A batch without producer id (not idempotent)."""
     return record_batch(-1, -1, -1, values)
+
+
+# The probes are large (512 KiB) so that they do not fit in what a failed write of the
+# producer's ~100 KB batches may have left free.
+PLAIN_PROBE = b"plain-probe-" + b"p" * (512 << 10)
+IDEM_PROBE = b"idem-probe-" + b"i" * (512 << 10)
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,8 +378,8 @@ def test_librdkafka_idempotent_disk_full(disk):
         # 3. Produce is answered KAFKA_STORAGE_ERROR, an idempotent retry included.
         raw = RawProducer(b.bootstrap)
         try:
-            assert raw.produce(topic, 0, plain_batch([b"plain-probe"]))[0] == KAFKA_STORAGE_ERROR
-            idem = record_batch(pid, epoch, 0, [b"idem-probe"])
+            assert raw.produce(topic, 0, plain_batch([PLAIN_PROBE]))[0] == KAFKA_STORAGE_ERROR
+            idem = record_batch(pid, epoch, 0, [IDEM_PROBE])
             assert raw.produce(topic, 0, idem)[0] == KAFKA_STORAGE_ERROR
             assert raw.produce(topic, 0, idem)[0] == KAFKA_STORAGE_ERROR, \
                 "the retry of a batch that failed to be written was not answered 56"
@@ -419,10 +431,11 @@ def test_librdkafka_idempotent_disk_full(disk):
         assert [v for _, v in sorted(acks.items())] == [value("r", i) for i in range(count)], \
             f"{when}: the acknowledged offsets are not in production order"
         by_off = dict(log)
-        assert by_off[idem_offset] == b"idem-probe", when
+        assert by_off[idem_offset] == IDEM_PROBE, when
         # Nothing else in the log but (at most) the plain probe that was answered 56.
         rest = [(o, v) for o, v in log if o not in acks and o != idem_offset]
-        assert [v for _, v in rest] in ([], [b"plain-probe"]), f"{when}: unexpected {rest[:3]}"
+        assert [v for _, v in rest] in ([], [PLAIN_PROBE]), \
+            f"{when}: unexpected records {[(o, v[:12]) for o, v in rest[:3]]}"
         return log
 
     log = check("after space was freed")
