@@ -1,10 +1,11 @@
 """No acknowledged record is lost when a write fails: the broker's data dir on a small
 file system that the test fills up with a ballast file.
 
-Each test mounts its own small file system under target/compat/runs/ (tmpfs: buffered
-I/O, since tmpfs rejects O_DIRECT; or a loop-mounted ext4 image: the O_DIRECT path with
-fallocate'd segments), starts a private spate on it, fills it and then frees it again.
-The contract:
+Each test mounts its own small file system under target/compat/runs/ (tmpfs, where spate
+falls back to buffered I/O since tmpfs rejects O_DIRECT, or a loop-mounted ext4 image,
+spate's O_DIRECT path), starts a private spate on it, fills it and then frees it again.
+The three variants meet the full disk in a buffered write, in fallocate and in an
+O_DIRECT write. The contract:
 
 * every record whose delivery was acknowledged (a librdkafka delivery report without
   error, a Java callback without exception) is read back at exactly the acknowledged
@@ -25,6 +26,7 @@ import struct
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -64,6 +66,26 @@ def _run(cmd, timeout=60):
                           stdin=subprocess.DEVNULL)
 
 
+def _unmount_stale():
+    """Unmount what an earlier run left mounted because it was killed before its teardown
+    (pytest-timeout ends the process): mounts under RUNS whose owning pid is gone."""
+    try:
+        mounts = [line.split()[1] for line in open("/proc/mounts")]
+    except OSError:
+        return
+    for m in mounts:
+        mnt = Path(m)
+        if mnt.parent.parent != RUNS or not mnt.parent.name.startswith("fs-"):
+            continue
+        try:
+            owner = int((mnt.parent / "owner").read_text())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+            _run(["umount", "-l", m])
+            shutil.rmtree(mnt.parent, ignore_errors=True)
+
+
 class SmallFs:
     """A small file system mounted under RUNS, and a ballast file that fills it."""
 
@@ -80,6 +102,7 @@ class SmallFs:
         if os.geteuid() != 0:
             pytest.skip("mounting a small file system needs root")
         self.mnt.mkdir(parents=True)
+        (self.base / "owner").write_text(str(os.getpid()))
         if self.kind == "tmpfs":
             cmd = ["mount", "-t", "tmpfs", "-o", f"size={self.size_mb}m", "tmpfs", str(self.mnt)]
         else:
@@ -158,6 +181,7 @@ def disk(request):
         pytest.skip("disk-full tests need a broker the suite starts itself")
     kind, size_mb, prealloc = request.param
     RUNS.mkdir(parents=True, exist_ok=True)
+    _unmount_stale()
     fs = SmallFs(kind, size_mb)
     broker = None
     try:
