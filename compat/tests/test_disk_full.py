@@ -432,12 +432,16 @@ def test_librdkafka_idempotent_disk_full(disk):
         finally:
             raw.close()
         assert err == 0, f"still error {err} {WRITABLE_AGAIN_S}s after space was freed"
+        probe_ok = time.monotonic()
         left_over = p.flush(60)
         assert left_over == 0, f"{left_over} records undelivered 60 s after space was freed"
         later = reports[n_before:]
         assert later, "no record was pending when space was freed"
         assert later[0][3] - freed < WRITABLE_AGAIN_S, \
             f"the first pending record was delivered {later[0][3] - freed:.1f}s after the free"
+        print(f"{len(full_acks)} of {count} acknowledged while full ({left} bytes free); "
+              f"after the free: probe written after {probe_ok - freed:.1f}s, first pending "
+              f"record after {later[0][3] - freed:.1f}s, all after {later[-1][3] - freed:.1f}s")
     finally:
         p.purge()
         p.flush(1)
@@ -513,6 +517,8 @@ def test_java_default_producer_disk_full(disk):
     acked = assert_acks_kept(log, acks, "while the disk is full")
     assert_contiguous(log, "while the disk is full")
     assert acked, "nothing was acknowledged (about 1.5 MB were free)"
+    print(f"java: {len(acked)} of {count} acknowledged ({left} bytes free), failed: "
+          f"{sorted(set(e for _, e in errs))}")
     assert errs, (f"all {count} records ({count * VALUE_BYTES} bytes) were acknowledged "
                   f"with {left} bytes free; the log holds {len(log)}")
 
