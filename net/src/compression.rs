@@ -125,7 +125,10 @@ pub fn decompress(
         }
         Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), cap, "gzip"),
         Compression::Snappy => snappy_decompress(data, cap),
-        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), cap, "lz4"),
+        Compression::Lz4 => {
+            lz4_frames_complete(data)?;
+            read_bounded(lz4_flex::frame::FrameDecoder::new(data), cap, "lz4")
+        }
         Compression::Zstd => {
             let mut d =
                 zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
@@ -162,6 +165,199 @@ fn read_bounded(
             out.reserve_exact(want - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Checks that `data` is a sequence of whole LZ4 frames, each closed by its EndMark
+/// (and content checksum when the frame has one). `lz4_flex` treats input that stops
+/// at a block boundary as a clean end; Kafka's reader refuses it, and so do we. Walks
+/// the block headers only (no decompression).
+fn lz4_frames_complete(data: &[u8]) -> Result<(), CompressionError> {
+    const MAGIC: u32 = 0x184D_2204;
+    let bad = |reason: &str| corrupt("lz4", reason);
+    let u32_at = |at: usize| -> Option<u32> {
+        let b = data.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut pos = 0usize;
+    if data.is_empty() {
+        return Err(bad("empty lz4 data"));
+    }
+    while pos < data.len() {
+        if u32_at(pos) != Some(MAGIC) {
+            return Err(bad("bad lz4 frame magic"));
+        }
+        let flg = *data.get(pos + 4).ok_or_else(|| bad("truncated lz4 frame header"))?;
+        let block_checksum = flg & 0x10 != 0;
+        let content_size = flg & 0x08 != 0;
+        let content_checksum = flg & 0x04 != 0;
+        let dict_id = flg & 0x01 != 0;
+        // magic, FLG, BD, [content size], [dictionary id], header checksum
+        pos += 4 + 2 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
+        loop {
+            let word = u32_at(pos).ok_or_else(|| bad("lz4 frame without its end mark"))?;
+            pos += 4;
+            if word == 0 {
+                break;
+            }
+            let len = (word & 0x7fff_ffff) as usize;
+            pos = pos
+                .checked_add(len + if block_checksum { 4 } else { 0 })
+                .filter(|&p| p <= data.len())
+                .ok_or_else(|| bad("truncated lz4 block"))?;
+        }
+        if content_checksum {
+            pos += 4;
+        }
+        if pos > data.len() {
+            return Err(bad("truncated lz4 content checksum"));
+        }
+    }
+    Ok(())
+}
+
+/// A streaming decompressor over one batch's compressed records: reading it yields the
+/// decompressed bytes a little at a time, so a caller can walk (and count) them through a
+/// small buffer without ever holding the whole inflated batch. Built by [`stream`].
+pub enum StreamDecoder<'a> {
+    Gzip(Box<flate2::read::MultiGzDecoder<&'a [u8]>>),
+    Snappy(SnappyReader<'a>),
+    Lz4(Box<lz4_flex::frame::FrameDecoder<&'a [u8]>>),
+    Zstd(Box<zstd::stream::read::Decoder<'a, &'a [u8]>>),
+}
+
+impl Read for StreamDecoder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            StreamDecoder::Gzip(d) => d.read(buf),
+            StreamDecoder::Snappy(d) => d.read(buf),
+            StreamDecoder::Lz4(d) => d.read(buf),
+            StreamDecoder::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+/// Largest zstd window (log2) a stream decoder accepts: 2^27 = 128 MiB, zstd's own
+/// default limit and what Kafka's zstd-jni input stream allows (level 22 uses it).
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// A streaming decoder of `data` in `codec` (not [`Compression::None`]). `cap` bounds
+/// what a single step may allocate (snappy blocks, the zstd window); the caller counts
+/// the total output itself. Gzip accepts concatenated members (as `GZIPInputStream`),
+/// snappy raw or xerial-framed, lz4 the frame format, zstd one or more frames.
+pub fn stream(
+    codec: Compression,
+    data: &[u8],
+    cap: usize,
+) -> Result<StreamDecoder<'_>, CompressionError> {
+    Ok(match codec {
+        Compression::None => return Err(corrupt("none", "not a compressed codec")),
+        Compression::Gzip => {
+            StreamDecoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(data)))
+        }
+        Compression::Snappy => StreamDecoder::Snappy(SnappyReader::new(data, cap)),
+        Compression::Lz4 => {
+            lz4_frames_complete(data)?;
+            StreamDecoder::Lz4(Box::new(lz4_flex::frame::FrameDecoder::new(data)))
+        }
+        Compression::Zstd => {
+            let mut d =
+                zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", e))?;
+            let log = usize::BITS - cap.max(1).leading_zeros();
+            d.window_log_max(log.clamp(20, ZSTD_WINDOW_LOG_MAX))
+                .map_err(|e| corrupt("zstd", e))?;
+            StreamDecoder::Zstd(Box::new(d))
+        }
+    })
+}
+
+/// The [`CompressionError`] inside an I/O error from a [`StreamDecoder`], if it carries one.
+pub fn stream_error(e: &std::io::Error) -> Option<&CompressionError> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<CompressionError>())
+}
+
+/// Snappy's densest encoding (a 3-byte copy of 64 bytes) expands about 21x; a block
+/// claiming more than this many times its size is corrupt, whatever it says.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
+/// Snappy, raw or xerial-framed, one block at a time: each block is decompressed into
+/// one reused buffer (xerial blocks are 32 KiB; a raw stream is a single block, bounded
+/// by `cap` and by snappy's maximal expansion of its input).
+pub struct SnappyReader<'a> {
+    rest: &'a [u8],
+    xerial: bool,
+    block: Vec<u8>,
+    pos: usize,
+    cap: usize,
+    decoder: snap::raw::Decoder,
+}
+
+impl<'a> SnappyReader<'a> {
+    fn new(data: &'a [u8], cap: usize) -> Self {
+        let xerial = data.len() >= XERIAL_HEADER_LEN && &data[..8] == XERIAL_MAGIC;
+        SnappyReader {
+            rest: if xerial {
+                &data[XERIAL_HEADER_LEN..]
+            } else {
+                data
+            },
+            xerial,
+            block: Vec::new(),
+            pos: 0,
+            cap,
+            decoder: snap::raw::Decoder::new(),
+        }
+    }
+
+    /// Decompresses the next block into `self.block`; false at the end of the input.
+    fn next_block(&mut self) -> Result<bool, CompressionError> {
+        if self.rest.is_empty() {
+            return Ok(false);
+        }
+        let compressed = if self.xerial {
+            if self.rest.len() < 4 {
+                return Err(corrupt("snappy", "truncated xerial block length"));
+            }
+            let len = i32::from_be_bytes([self.rest[0], self.rest[1], self.rest[2], self.rest[3]]);
+            if len < 0 || len as usize > self.rest.len() - 4 {
+                return Err(corrupt("snappy", "invalid xerial block length"));
+            }
+            let (block, tail) = self.rest[4..].split_at(len as usize);
+            self.rest = tail;
+            block
+        } else {
+            std::mem::take(&mut self.rest)
+        };
+        let len = snap::raw::decompress_len(compressed).map_err(|e| corrupt("snappy", e))?;
+        if len > self.cap {
+            return Err(CompressionError::TooLarge { cap: self.cap });
+        }
+        if len > compressed.len().saturating_mul(SNAPPY_MAX_EXPANSION).saturating_add(64) {
+            return Err(corrupt("snappy", "block claims more than snappy can encode"));
+        }
+        self.block.clear();
+        self.block.resize(len, 0);
+        let n = self
+            .decoder
+            .decompress(compressed, &mut self.block)
+            .map_err(|e| corrupt("snappy", e))?;
+        self.block.truncate(n);
+        self.pos = 0;
+        Ok(true)
+    }
+}
+
+impl Read for SnappyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.block.len() {
+            if !self.next_block().map_err(std::io::Error::other)? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

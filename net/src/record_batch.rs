@@ -25,6 +25,9 @@ use crate::codec::{self, DecodeError};
 use crate::compression::{self, Compression, CompressionError};
 use crate::Encoder;
 
+mod validate;
+pub use validate::{BatchSummary, ValidationError, NO_TIMESTAMP};
+
 pub const BASE_OFFSET_OFFSET: usize = 0;
 pub const BATCH_LENGTH_OFFSET: usize = 8;
 pub const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;

@@ -178,14 +178,23 @@ impl Partition {
         self.log.written_end_offset()
     }
 
-    /// Check the batches of a produce request the way Kafka's log validator does on the
-    /// hot path (no decompression): magic, sizes, CRC, and the topic's message size cap.
-    /// Returns the idempotence facts of each batch.
+    /// Check the batches of a produce request the way Kafka's log validator does: magic,
+    /// sizes, CRC, the topic's message size cap, then every record's framing, count,
+    /// offset deltas and timestamps (`RecordBatch::validate`: compressed batches are
+    /// streamed through a small buffer, never inflated into memory, and refused past
+    /// an inflate cap). The stored bytes stay the client's. Returns the idempotence
+    /// facts of each batch.
     fn validate(&self, records: &Bytes, now: i64) -> Result<Vec<ProducerBatch>, i16> {
+        // A compressed batch may inflate to 64 times the topic's max.message.bytes,
+        // within [64 MiB, 256 MiB] (Kafka has no cap; see docs/codec.md).
+        const INFLATE_RATIO: usize = 64;
+        const MIN_INFLATE_CAP: usize = 64 << 20;
+        const MAX_INFLATE_CAP: usize = 256 << 20;
         let config = self.config.borrow();
         let max = config.max_message_bytes.max(0) as usize;
-        // message.timestamp.{after,before}.max.ms, on the batch's newest and first
-        // timestamps (LogAppendTime topics take the broker's clock instead).
+        let inflate_cap = max.saturating_mul(INFLATE_RATIO).clamp(MIN_INFLATE_CAP, MAX_INFLATE_CAP);
+        // message.timestamp.{after,before}.max.ms, on every record's timestamp (Kafka's
+        // validateTimestamp; LogAppendTime topics take the broker's clock instead).
         let latest_allowed = now.saturating_add(config.timestamp_after_max_ms);
         let earliest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
         let mut batches = Vec::new();
@@ -197,10 +206,22 @@ impl Partition {
             if batch.verify_crc().is_err() {
                 return Err(ErrorCode::CorruptMessage.code());
             }
-            if batch.record_count() < 0 || batch.last_offset_delta() < 0 || batch.is_control() {
+            if batch.is_control() {
                 return Err(ErrorCode::InvalidRecord.code());
             }
-            if !config.log_append_time && (batch.max_timestamp() > latest_allowed || (batch.base_timestamp() >= 0 && batch.base_timestamp() < earliest_allowed)) {
+            // Record count, lastOffsetDelta, sequence, codec, framing, inflate cap.
+            let summary = batch.validate(inflate_cap).map_err(|e| e.error_code().code())?;
+            // Kafka rewrites a compressed batch whose offset deltas are not 0..n-1 (and
+            // stores an uncompressed one as is); Spate never rebuilds, so it refuses both.
+            if !summary.offsets_consecutive {
+                return Err(ErrorCode::InvalidRecord.code());
+            }
+            if config.log_append_time {
+                // Producers may not set LogAppendTime themselves.
+                if batch.timestamp_type() == record_batch::TimestampType::LogAppendTime {
+                    return Err(ErrorCode::InvalidTimestamp.code());
+                }
+            } else if summary.max_timestamp > latest_allowed || summary.min_timestamp.is_some_and(|t| t < earliest_allowed) {
                 return Err(ErrorCode::InvalidTimestamp.code());
             }
             if batch.is_transactional() {
@@ -212,7 +233,7 @@ impl Partition {
                 epoch: batch.producer_epoch(),
                 first_seq: batch.base_sequence(),
                 last_offset_delta: batch.last_offset_delta(),
-                records: batch.record_count().max(0) as u64,
+                records: u64::from(summary.records),
             });
         }
         if batches.is_empty() {
