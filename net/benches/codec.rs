@@ -1,6 +1,7 @@
 //! Codec benchmarks: decoding a Produce request with 1 MiB of record batches and
 //! encoding a 1 MiB Fetch response, each with its allocation count (counting global
-//! allocator). Run: `cargo bench -p spate-net --bench codec`.
+//! allocator), and validating 1 MiB of produced batches record by record in each codec.
+//! Run: `cargo bench -p spate-net --bench codec`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -12,7 +13,7 @@ use spate_net::compression::Compression;
 use spate_net::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{FetchResponse, ProduceRequest, RequestHeader};
-use spate_net::record_batch::{batches, RecordBatchBuilder};
+use spate_net::record_batch::{batches, RecordBatch, RecordBatchBuilder};
 use spate_net::*;
 
 struct Counting;
@@ -146,6 +147,77 @@ fn validate_batches(body: &RequestBody) -> usize {
     n
 }
 
+/// 16 batches of ~64 KiB (before compression) of 1 KiB records whose values are
+/// text-like (a small alphabet from a fixed LCG, so codecs find a typical 2-4x),
+/// compressed with `codec`: a 1 MiB produce payload. Returns the batches and the
+/// record count.
+fn validation_payload(codec: Compression) -> (Vec<RecordBatch>, usize) {
+    let mut seed = 0x2545_f491_u64;
+    let mut out = Vec::new();
+    let mut records = 0;
+    for p in 0..PARTITIONS {
+        let mut b = RecordBatchBuilder::new(codec).producer(1, 0, p as i32 * 64);
+        let mut n = 0;
+        while (n + 1) * 1030 < BATCH_BYTES - 100 {
+            let value: Vec<u8> = (0..1000)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    b"abcdefghijklmnop {}:,\"0123"[(seed >> 59) as usize % 26]
+                })
+                .collect();
+            b.append(
+                1_700_000_000_000 + n as i64,
+                Some(b"key-0001"),
+                Some(&value),
+                &[],
+            );
+            n += 1;
+        }
+        records += n;
+        out.push(RecordBatch::parse(b.build().expect("batch")).expect("parse"));
+    }
+    (out, records)
+}
+
+fn validate_all(batches: &[RecordBatch]) -> u64 {
+    let mut n = 0;
+    for b in batches {
+        n += u64::from(b.validate(64 << 20).expect("valid").records);
+    }
+    n
+}
+
+fn validation_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("validate");
+    for codec in [
+        Compression::None,
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Gzip,
+        Compression::Snappy,
+    ] {
+        let (payload, records) = validation_payload(codec);
+        let wire: usize = payload.iter().map(|b| b.size()).sum();
+        let inflated: u64 = payload
+            .iter()
+            .map(|b| b.validate(64 << 20).expect("valid").inflated_bytes)
+            .sum();
+        let (_, allocs, bytes) = count_allocs(|| validate_all(&payload));
+        eprintln!(
+            "validate {}: {} batches, {records} records, {wire} bytes on the wire, {inflated} inflated: {allocs} allocations, {bytes} bytes",
+            codec.name(),
+            payload.len()
+        );
+        g.throughput(Throughput::Bytes(inflated));
+        g.bench_function(format!("validate_1MiB_{}", codec.name()), |b| {
+            b.iter(|| black_box(validate_all(black_box(&payload))))
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let frame = produce_frame();
     let resp = fetch_response();
@@ -180,5 +252,5 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(codec, benches);
+criterion_group!(codec, benches, validation_benches);
 criterion_main!(codec);
