@@ -187,7 +187,9 @@ fn lz4_frames_complete(data: &[u8]) -> Result<(), CompressionError> {
         if u32_at(pos) != Some(MAGIC) {
             return Err(bad("bad lz4 frame magic"));
         }
-        let flg = *data.get(pos + 4).ok_or_else(|| bad("truncated lz4 frame header"))?;
+        let flg = *data
+            .get(pos + 4)
+            .ok_or_else(|| bad("truncated lz4 frame header"))?;
         let block_checksum = flg & 0x10 != 0;
         let content_size = flg & 0x08 != 0;
         let content_checksum = flg & 0x04 != 0;
@@ -252,9 +254,7 @@ pub fn stream(
 ) -> Result<StreamDecoder<'_>, CompressionError> {
     Ok(match codec {
         Compression::None => return Err(corrupt("none", "not a compressed codec")),
-        Compression::Gzip => {
-            StreamDecoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(data)))
-        }
+        Compression::Gzip => StreamDecoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(data))),
         Compression::Snappy => StreamDecoder::Snappy(SnappyReader::new(data, cap)),
         Compression::Lz4 => {
             lz4_frames_complete(data)?;
@@ -273,7 +273,8 @@ pub fn stream(
 
 /// The [`CompressionError`] inside an I/O error from a [`StreamDecoder`], if it carries one.
 pub fn stream_error(e: &std::io::Error) -> Option<&CompressionError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<CompressionError>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<CompressionError>())
 }
 
 /// Snappy's densest encoding (a 3-byte copy of 64 bytes) expands about 21x; a block
@@ -332,8 +333,16 @@ impl<'a> SnappyReader<'a> {
         if len > self.cap {
             return Err(CompressionError::TooLarge { cap: self.cap });
         }
-        if len > compressed.len().saturating_mul(SNAPPY_MAX_EXPANSION).saturating_add(64) {
-            return Err(corrupt("snappy", "block claims more than snappy can encode"));
+        if len
+            > compressed
+                .len()
+                .saturating_mul(SNAPPY_MAX_EXPANSION)
+                .saturating_add(64)
+        {
+            return Err(corrupt(
+                "snappy",
+                "block claims more than snappy can encode",
+            ));
         }
         self.block.clear();
         self.block.resize(len, 0);

@@ -407,6 +407,27 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// The record's absolute offset in `batch` (baseOffset + offsetDelta), saturating
+    /// instead of overflowing on hostile values.
+    pub fn offset_in(&self, batch: &RecordBatch) -> i64 {
+        batch
+            .base_offset()
+            .saturating_add(i64::from(self.offset_delta))
+    }
+
+    /// The record's timestamp in `batch`: the batch's maxTimestamp for LogAppendTime,
+    /// else baseTimestamp + timestampDelta, saturating instead of overflowing.
+    pub fn timestamp_in(&self, batch: &RecordBatch) -> i64 {
+        match batch.timestamp_type() {
+            TimestampType::LogAppendTime => batch.max_timestamp(),
+            TimestampType::CreateTime => {
+                batch.base_timestamp().saturating_add(self.timestamp_delta)
+            }
+        }
+    }
+}
+
 /// Iterator over the records of a batch.
 pub struct RecordIter {
     data: Bytes,
@@ -722,6 +743,8 @@ mod tests {
                 .unwrap();
             assert_eq!(recs.len(), 100);
             assert_eq!(recs[5].offset_delta, 5);
+            assert_eq!(recs[5].offset_in(&batch), 105);
+            assert_eq!(recs[5].timestamp_in(&batch), 1005);
             assert_eq!(recs[5].timestamp_delta, 5);
             assert_eq!(recs[3].key, None);
             assert_eq!(recs[4].key.as_deref(), Some(&b"key"[..]));

@@ -64,7 +64,10 @@ pub enum ValidationError {
     #[error("lastOffsetDelta {last_offset_delta} does not match the record count {count}")]
     OffsetRange { last_offset_delta: i32, count: i32 },
     #[error("producer id {producer_id} with invalid base sequence {base_sequence}")]
-    InvalidSequence { producer_id: i64, base_sequence: i32 },
+    InvalidSequence {
+        producer_id: i64,
+        base_sequence: i32,
+    },
     #[error("record {index}: {reason}")]
     Record { index: u32, reason: &'static str },
     #[error("the batch holds {found} records but declares {declared}")]
@@ -215,7 +218,11 @@ impl<R: Read> Source for StreamSource<R> {
 /// int64), as Kafka's `ByteUtils`; a longer encoding or one with bits beyond 64 is
 /// invalid.
 #[inline]
-fn read_unsigned<S: Source>(src: &mut S, index: u32, max_bytes: u32) -> Result<u64, ValidationError> {
+fn read_unsigned<S: Source>(
+    src: &mut S,
+    index: u32,
+    max_bytes: u32,
+) -> Result<u64, ValidationError> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
         let b = src
@@ -284,7 +291,12 @@ impl<S: Source> Framed<'_, S> {
         Ok(v)
     }
     /// Skips a length-prefixed field of `len` bytes; -1 (null) when `nullable`.
-    fn skip_field(&mut self, len: i32, nullable: bool, what: &'static str) -> Result<(), ValidationError> {
+    fn skip_field(
+        &mut self,
+        len: i32,
+        nullable: bool,
+        what: &'static str,
+    ) -> Result<(), ValidationError> {
         if len == -1 && nullable {
             return Ok(());
         }
@@ -633,11 +645,31 @@ mod tests {
         let three = recs(3);
         let ts = 1_700_000_000_000;
         let mut cases: Vec<(&str, RecordBatch, i16)> = vec![
-            ("count larger", batch_of(&three, Compression::None, 4, 3, ts), 87),
-            ("count smaller", batch_of(&three, Compression::None, 2, 1, ts), 87),
-            ("count zero", batch_of(&[], Compression::None, 0, -1, ts), 87),
-            ("count zero lod 0", batch_of(&[], Compression::None, 0, 0, ts), 87),
-            ("count negative", batch_of(&three, Compression::None, -1, -2, ts), 87),
+            (
+                "count larger",
+                batch_of(&three, Compression::None, 4, 3, ts),
+                87,
+            ),
+            (
+                "count smaller",
+                batch_of(&three, Compression::None, 2, 1, ts),
+                87,
+            ),
+            (
+                "count zero",
+                batch_of(&[], Compression::None, 0, -1, ts),
+                87,
+            ),
+            (
+                "count zero lod 0",
+                batch_of(&[], Compression::None, 0, 0, ts),
+                87,
+            ),
+            (
+                "count negative",
+                batch_of(&three, Compression::None, -1, -2, ts),
+                87,
+            ),
             (
                 "lastOffsetDelta 1000",
                 batch_of(&three, Compression::None, 3, 1000, ts),
@@ -651,7 +683,9 @@ mod tests {
             (
                 "random bytes",
                 batch_of(
-                    &(0..200u32).map(|i| (i * 151 % 251) as u8).collect::<Vec<_>>(),
+                    &(0..200u32)
+                        .map(|i| (i * 151 % 251) as u8)
+                        .collect::<Vec<_>>(),
                     Compression::None,
                     3,
                     2,
@@ -703,17 +737,38 @@ mod tests {
             ("header key null", vec![0, 0, 0, 1, 0, 2, 1, 0]),
             ("header count too big", vec![0, 0, 0, 1, 0, 40, 0, 0]),
             ("value past record", vec![0, 0, 0, 1, 20, 0]),
-            ("long varint", vec![0, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 1, 0]),
-            ("long varlong", [vec![0], vec![0x80; 10], vec![0x01, 0, 1, 1, 0]].concat()),
-            ("offset varint > 32 bits", vec![0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 1, 0]),
+            (
+                "long varint",
+                vec![0, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 1, 0],
+            ),
+            (
+                "long varlong",
+                [vec![0], vec![0x80; 10], vec![0x01, 0, 1, 1, 0]].concat(),
+            ),
+            (
+                "offset varint > 32 bits",
+                vec![0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 1, 0],
+            ),
         ] {
-            cases.push((what, batch_of(&framed(&fields), Compression::None, 1, 0, ts), 87));
+            cases.push((
+                what,
+                batch_of(&framed(&fields), Compression::None, 1, 0, ts),
+                87,
+            ));
         }
         for c in &ALL[1..] {
             let garbage: Vec<u8> = (0..300u32).map(|i| (i * 37 % 253) as u8).collect();
             cases.push(("garbage", raw_batch(&garbage, c.id() as i16, 3, 2, ts), 87));
-            cases.push(("compressed count larger", batch_of(&three, *c, 4, 3, ts), 87));
-            cases.push(("compressed count smaller", batch_of(&three, *c, 2, 1, ts), 87));
+            cases.push((
+                "compressed count larger",
+                batch_of(&three, *c, 4, 3, ts),
+                87,
+            ));
+            cases.push((
+                "compressed count smaller",
+                batch_of(&three, *c, 2, 1, ts),
+                87,
+            ));
             let z = compression::compress(*c, &three).unwrap();
             cases.push((
                 "truncated stream",
@@ -723,7 +778,11 @@ mod tests {
             let mut long = z.clone();
             long.extend_from_slice(b"trailing garbage");
             if *c != Compression::Snappy {
-                cases.push(("garbage after stream", raw_batch(&long, c.id() as i16, 3, 2, ts), 87));
+                cases.push((
+                    "garbage after stream",
+                    raw_batch(&long, c.id() as i16, 3, 2, ts),
+                    87,
+                ));
             }
             cases.push(("empty stream", raw_batch(&[], c.id() as i16, 3, 2, ts), 87));
         }
@@ -735,23 +794,27 @@ mod tests {
         b[super::super::BASE_SEQUENCE_OFFSET..super::super::BASE_SEQUENCE_OFFSET + 4]
             .copy_from_slice(&(-1i32).to_be_bytes());
         update_crc(&mut b).unwrap();
-        cases.push(("negative sequence", RecordBatch::parse(b.freeze()).unwrap(), 87));
+        cases.push((
+            "negative sequence",
+            RecordBatch::parse(b.freeze()).unwrap(),
+            87,
+        ));
 
         for (what, batch, want) in cases {
             let got = batch.validate(CAP);
             let shown = format!("{got:?}");
-            assert_eq!(code(got), want, "{what} ({:?}): {shown}", batch.compression().ok());
+            assert_eq!(
+                code(got),
+                want,
+                "{what} ({:?}): {shown}",
+                batch.compression().ok()
+            );
         }
     }
 
     #[test]
     fn non_consecutive_offsets_are_reported() {
-        let body = [
-            rec(0, 0, None, 0),
-            rec(2, 0, None, 0),
-            rec(1, 0, None, 0),
-        ]
-        .concat();
+        let body = [rec(0, 0, None, 0), rec(2, 0, None, 0), rec(1, 0, None, 0)].concat();
         for c in ALL {
             let s = batch_of(&body, c, 3, 2, 10).validate(CAP).unwrap();
             assert!(!s.offsets_consecutive, "{c:?}");
@@ -795,7 +858,10 @@ mod tests {
             // Within the cap: valid.
             assert_eq!(bomb.validate(16 << 20).unwrap().records, 1, "{c:?}");
             let err = bomb.validate(1 << 20).unwrap_err();
-            assert!(matches!(err, ValidationError::TooLarge { .. }), "{c:?} {err}");
+            assert!(
+                matches!(err, ValidationError::TooLarge { .. }),
+                "{c:?} {err}"
+            );
             assert_eq!(err.error_code(), ErrorCode::MessageTooLarge);
             // Raw zeros as records: refused at once by the framing (record length 0).
             let zeros = batch_of(&vec![0u8; 4 << 20], *c, 3, 2, 1);
