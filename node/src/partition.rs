@@ -107,11 +107,9 @@ const MAX_INFLATED_BATCH: usize = 64 << 20;
 /// Within one batch: the first record (at or after `min_offset`) with a timestamp
 /// >= `target`. LogAppendTime batches give every record the batch's max timestamp.
 fn record_at_or_after(batch: &record_batch::RecordBatch, target: i64, min_offset: i64) -> Option<PartitionReply> {
-    let append_time = batch.timestamp_type() == record_batch::TimestampType::LogAppendTime;
     let records = batch.records(MAX_INFLATED_BATCH).ok()?;
     for record in records.flatten() {
-        let offset = batch.base_offset() + i64::from(record.offset_delta);
-        let ts = if append_time { batch.max_timestamp() } else { batch.base_timestamp() + record.timestamp_delta };
+        let (offset, ts) = (record.offset_in(batch), record.timestamp_in(batch));
         if offset >= min_offset && ts >= target {
             return Some(PartitionReply::Offset { offset, timestamp: ts });
         }
@@ -260,7 +258,7 @@ impl Partition {
             for record in batch.records(MAX_INFLATED_BATCH).map_err(corrupt)? {
                 let r = record.map_err(corrupt)?;
                 let headers: Vec<(&str, Option<&[u8]>)> = r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
-                builder.append(batch.base_timestamp() + r.timestamp_delta, r.key.as_deref(), r.value.as_deref(), &headers);
+                builder.append(batch.base_timestamp().saturating_add(r.timestamp_delta), r.key.as_deref(), r.value.as_deref(), &headers);
             }
             out.extend_from_slice(&builder.build().map_err(corrupt)?);
         }
