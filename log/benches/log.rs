@@ -23,7 +23,10 @@ struct YieldNow(bool);
 
 impl std::future::Future for YieldNow {
     type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
         if self.0 {
             return std::task::Poll::Ready(());
         }
@@ -34,13 +37,17 @@ impl std::future::Future for YieldNow {
 }
 
 fn bench_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spate-log-bench").join(name);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("spate-log-bench")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
 }
 
 fn make_batch(size: usize) -> Bytes {
-    let payload: Vec<u8> = (0..size.saturating_sub(61)).map(|i| (i * 7 + 3) as u8).collect();
+    let payload: Vec<u8> = (0..size.saturating_sub(61))
+        .map(|i| (i * 7 + 3) as u8)
+        .collect();
     Bytes::from(build_test_batch(0, 10, 1_700_000_000_000, &payload))
 }
 
@@ -63,7 +70,9 @@ fn appends(c: &mut Criterion) {
             let name = format!("{}KiB{}", size / 1024, if sync { "_fdatasync" } else { "" });
             let rt = compio::runtime::Runtime::new().unwrap();
             let dir = bench_dir(&name);
-            let log = rt.block_on(PartitionLog::open(dir.clone(), config(sync))).unwrap();
+            let log = rt
+                .block_on(PartitionLog::open(dir.clone(), config(sync)))
+                .unwrap();
             let batch = make_batch(size);
             g.throughput(Throughput::Bytes(batch.len() as u64));
             g.bench_function(BenchmarkId::from_parameter(&name), |b| {
@@ -101,7 +110,8 @@ fn appends(c: &mut Criterion) {
                 s.bytes_written >> 20,
                 spate_log::buf::fresh_allocations()
             );
-            rt.block_on(log.delete()).unwrap();
+            rt.block_on(log.delete(&log.dir().with_extension("delete")))
+                .unwrap();
         }
     }
     g.finish();
@@ -113,10 +123,19 @@ fn reads(c: &mut Criterion) {
     let total: usize = 256 << 20;
     let n = total / size;
     for &cached in &[true, false] {
-        let name = if cached { "cache_1MiB_fetches" } else { "disk_1MiB_fetches" };
+        let name = if cached {
+            "cache_1MiB_fetches"
+        } else {
+            "disk_1MiB_fetches"
+        };
         let rt = compio::runtime::Runtime::new().unwrap();
-        let cfg = LogConfig { cache_bytes: if cached { total + (16 << 20) } else { 0 }, ..config(false) };
-        let log = rt.block_on(PartitionLog::open(bench_dir(name), cfg)).unwrap();
+        let cfg = LogConfig {
+            cache_bytes: if cached { total + (16 << 20) } else { 0 },
+            ..config(false)
+        };
+        let log = rt
+            .block_on(PartitionLog::open(bench_dir(name), cfg))
+            .unwrap();
         let batch = make_batch(size);
         let batch_records = 10;
         rt.block_on(async {
@@ -146,8 +165,12 @@ fn reads(c: &mut Criterion) {
             })
         });
         let s = log.stats();
-        eprintln!("{name}: cache hits {}, disk reads {}", s.cache_hits, s.disk_reads);
-        rt.block_on(log.delete()).unwrap();
+        eprintln!(
+            "{name}: cache hits {}, disk reads {}",
+            s.cache_hits, s.disk_reads
+        );
+        rt.block_on(log.delete(&log.dir().with_extension("delete")))
+            .unwrap();
     }
     g.finish();
 }

@@ -71,7 +71,9 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, HeaderProblem> {
         return Err(HeaderProblem::Zero);
     }
     if batch_len < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-        return Err(HeaderProblem::Bad(format!("batch length {batch_len} too small")));
+        return Err(HeaderProblem::Bad(format!(
+            "batch length {batch_len} too small"
+        )));
     }
     let magic = b[MAGIC_OFFSET] as i8;
     if magic != 2 {
@@ -85,7 +87,9 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, HeaderProblem> {
     }
     let base_offset = be_i64(b, 0);
     if !(0..=i64::MAX - (1i64 << 32)).contains(&base_offset) {
-        return Err(HeaderProblem::Bad(format!("baseOffset {base_offset} out of range")));
+        return Err(HeaderProblem::Bad(format!(
+            "baseOffset {base_offset} out of range"
+        )));
     }
     Ok(BatchHeader {
         base_offset,
@@ -172,7 +176,10 @@ mod tests {
     fn parses_built_batches() {
         let b = build_test_batch(42, 3, 7, b"abc");
         let h = parse_header(&b).unwrap();
-        assert_eq!((h.base_offset, h.last_offset(), h.max_timestamp, h.total_len), (42, 44, 7, b.len()));
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.max_timestamp, h.total_len),
+            (42, 44, 7, b.len())
+        );
         assert!(crc_ok(&b, &h));
         let mut two = b.clone();
         two.extend_from_slice(&b);

@@ -61,7 +61,10 @@ impl AlignedBuf {
         let reused = POOL
             .try_with(|p| {
                 let mut p = p.borrow_mut();
-                let i = p.bufs.iter().rposition(|b| b.cap >= want && b.cap <= want.saturating_mul(2))?;
+                let i = p
+                    .bufs
+                    .iter()
+                    .rposition(|b| b.cap >= want && b.cap <= want.saturating_mul(2))?;
                 let b = p.bufs.swap_remove(i);
                 p.bytes -= b.cap;
                 Some(b)
@@ -88,7 +91,9 @@ impl AlignedBuf {
             if self.cap > POOL_MAX_BYTES {
                 return;
             }
-            while !p.bufs.is_empty() && (p.bufs.len() >= POOL_MAX_BUFS || p.bytes + self.cap > POOL_MAX_BYTES) {
+            while !p.bufs.is_empty()
+                && (p.bufs.len() >= POOL_MAX_BUFS || p.bytes + self.cap > POOL_MAX_BYTES)
+            {
                 let old = p.bufs.remove(0);
                 p.bytes -= old.cap;
             }

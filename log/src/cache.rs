@@ -47,7 +47,10 @@ pub type SharedBatchCache = Rc<RefCell<BatchCache>>;
 impl BatchCache {
     /// An empty cache with a byte budget (0 disables it).
     pub fn new(budget: usize) -> Self {
-        BatchCache { budget, ..Default::default() }
+        BatchCache {
+            budget,
+            ..Default::default()
+        }
     }
 
     /// An empty cache to share between logs.
@@ -83,14 +86,29 @@ impl BatchCache {
         seq
     }
 
-    fn insert(&mut self, log: u64, base_offset: i64, last_offset: i64, bytes: Bytes, charge: usize) {
+    fn insert(
+        &mut self,
+        log: u64,
+        base_offset: i64,
+        last_offset: i64,
+        bytes: Bytes,
+        charge: usize,
+    ) {
         if charge > self.budget {
             return;
         }
         self.remove(log, base_offset);
         let seq = self.touch(log, base_offset);
         self.used += charge;
-        self.logs.entry(log).or_default().insert(base_offset, Entry { last_offset, bytes, charge, seq });
+        self.logs.entry(log).or_default().insert(
+            base_offset,
+            Entry {
+                last_offset,
+                bytes,
+                charge,
+                seq,
+            },
+        );
         self.evict();
     }
 
@@ -103,18 +121,26 @@ impl BatchCache {
 
     fn evict(&mut self) {
         while self.used > self.budget {
-            let Some((_, (log, base))) = self.lru.pop_first() else { break };
+            let Some((_, (log, base))) = self.lru.pop_first() else {
+                break;
+            };
             if let Some(e) = self.logs.get_mut(&log).and_then(|m| m.remove(&base)) {
                 self.used -= e.charge;
             }
         }
-        debug_assert_eq!(self.lru.len(), self.logs.values().map(|m| m.len()).sum::<usize>());
+        debug_assert_eq!(
+            self.lru.len(),
+            self.logs.values().map(|m| m.len()).sum::<usize>()
+        );
     }
 
     fn retain_range(&mut self, log: u64, below: i64, offset: i64) {
         let Some(m) = self.logs.get(&log) else { return };
-        let doomed: Vec<i64> =
-            m.iter().filter(|(b, e)| **b >= offset || e.last_offset < below).map(|(b, _)| *b).collect();
+        let doomed: Vec<i64> = m
+            .iter()
+            .filter(|(b, e)| **b >= offset || e.last_offset < below)
+            .map(|(b, _)| *b)
+            .collect();
         for b in doomed {
             self.remove(log, b);
         }
@@ -129,7 +155,14 @@ impl BatchCache {
         }
     }
 
-    fn collect(&mut self, log: u64, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
+    fn collect(
+        &mut self,
+        log: u64,
+        start: i64,
+        end: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Option<Vec<Bytes>> {
         let Some(m) = self.logs.get_mut(&log) else {
             self.misses += 1;
             return None;
@@ -199,7 +232,9 @@ impl CacheHandle {
 
     /// Add one batch, charged `charge` bytes of memory.
     pub fn insert(&self, base_offset: i64, last_offset: i64, bytes: Bytes, charge: usize) {
-        self.cache.borrow_mut().insert(self.id, base_offset, last_offset, bytes, charge);
+        self.cache
+            .borrow_mut()
+            .insert(self.id, base_offset, last_offset, bytes, charge);
     }
 
     /// Add the batches of one completed write: `(base, last, start, len)` ranges of
@@ -207,7 +242,12 @@ impl CacheHandle {
     /// buffer they are copied out into one exactly sized allocation (so a few small
     /// batches do not keep a large write buffer alive); otherwise they are cached as
     /// slices of it, each charged its share of the whole buffer.
-    pub fn insert_written(&self, buf: Bytes, capacity: usize, batches: &[(i64, i64, usize, usize)]) {
+    pub fn insert_written(
+        &self,
+        buf: Bytes,
+        capacity: usize,
+        batches: &[(i64, i64, usize, usize)],
+    ) {
         let payload: usize = batches.iter().map(|b| b.3).sum();
         if payload == 0 {
             return;
@@ -241,8 +281,16 @@ impl CacheHandle {
     /// below `end`, up to `max_bytes` (at least one when `min_one`). `None` when the
     /// batch containing `start` is not cached. Served batches become the most recently
     /// used.
-    pub fn collect(&self, start: i64, end: i64, max_bytes: usize, min_one: bool) -> Option<Vec<Bytes>> {
-        self.cache.borrow_mut().collect(self.id, start, end, max_bytes, min_one)
+    pub fn collect(
+        &self,
+        start: i64,
+        end: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Option<Vec<Bytes>> {
+        self.cache
+            .borrow_mut()
+            .collect(self.id, start, end, max_bytes, min_one)
     }
 }
 

@@ -49,13 +49,19 @@ pub struct OffsetIndex {
 impl OffsetIndex {
     /// An empty in-memory index.
     pub fn new(base: i64) -> Self {
-        OffsetIndex { base, data: Data::Mem(Vec::new()) }
+        OffsetIndex {
+            base,
+            data: Data::Mem(Vec::new()),
+        }
     }
 
     /// Wrap a mapped file; checks the entry size, order and that every position is
     /// below `segment_size`. Returns a reason string when the file is not sane.
     pub fn from_map(base: i64, map: Mmap, segment_size: u64) -> Result<Self, String> {
-        let idx = OffsetIndex { base, data: Data::Map(map) };
+        let idx = OffsetIndex {
+            base,
+            data: Data::Map(map),
+        };
         idx.check(segment_size)?;
         Ok(idx)
     }
@@ -63,13 +69,18 @@ impl OffsetIndex {
     fn check(&self, segment_size: u64) -> Result<(), String> {
         let b = self.data.bytes();
         if !b.len().is_multiple_of(8) {
-            return Err(format!("offset index size {} is not a multiple of 8", b.len()));
+            return Err(format!(
+                "offset index size {} is not a multiple of 8",
+                b.len()
+            ));
         }
         let mut prev: Option<(u32, u32)> = None;
         for i in 0..self.len() {
             let (rel, pos) = self.raw(i);
             if u64::from(pos) >= segment_size.max(1) {
-                return Err(format!("entry {i} position {pos} beyond segment size {segment_size}"));
+                return Err(format!(
+                    "entry {i} position {pos} beyond segment size {segment_size}"
+                ));
             }
             if let Some((pr, pp)) = prev {
                 if rel <= pr || pos <= pp {
@@ -89,7 +100,10 @@ impl OffsetIndex {
     /// Copy a mapped index into memory so that it can grow again.
     pub fn into_mem(self) -> Self {
         let v = self.data.bytes().to_vec();
-        OffsetIndex { base: self.base, data: Data::Mem(v) }
+        OffsetIndex {
+            base: self.base,
+            data: Data::Mem(v),
+        }
     }
 
     /// True if there are no entries.
@@ -141,7 +155,9 @@ impl OffsetIndex {
 
     /// Drop every entry at or above `position` (in-memory indexes only).
     pub fn truncate_to_position(&mut self, position: u32) {
-        let keep = (0..self.len()).take_while(|&i| self.raw(i).1 < position).count();
+        let keep = (0..self.len())
+            .take_while(|&i| self.raw(i).1 < position)
+            .count();
         if let Data::Mem(v) = &mut self.data {
             v.truncate(keep * 8);
         }
@@ -163,15 +179,24 @@ pub struct TimeIndex {
 impl TimeIndex {
     /// An empty in-memory index.
     pub fn new(base: i64) -> Self {
-        TimeIndex { base, data: Data::Mem(Vec::new()) }
+        TimeIndex {
+            base,
+            data: Data::Mem(Vec::new()),
+        }
     }
 
     /// Wrap a mapped file; checks entry size and order.
     pub fn from_map(base: i64, map: Mmap) -> Result<Self, String> {
-        let idx = TimeIndex { base, data: Data::Map(map) };
+        let idx = TimeIndex {
+            base,
+            data: Data::Map(map),
+        };
         let b = idx.data.bytes();
         if !b.len().is_multiple_of(12) {
-            return Err(format!("time index size {} is not a multiple of 12", b.len()));
+            return Err(format!(
+                "time index size {} is not a multiple of 12",
+                b.len()
+            ));
         }
         for i in 1..idx.len() {
             if idx.entry(i).0 <= idx.entry(i - 1).0 || idx.entry(i).1 < idx.entry(i - 1).1 {
@@ -189,7 +214,10 @@ impl TimeIndex {
     /// Copy a mapped index into memory so that it can grow again.
     pub fn into_mem(self) -> Self {
         let v = self.data.bytes().to_vec();
-        TimeIndex { base: self.base, data: Data::Mem(v) }
+        TimeIndex {
+            base: self.base,
+            data: Data::Mem(v),
+        }
     }
 
     /// True if there are no entries.
@@ -239,7 +267,9 @@ impl TimeIndex {
 
     /// Drop every entry whose offset is >= `offset` (in-memory only).
     pub fn truncate_to_offset(&mut self, offset: i64) {
-        let keep = (0..self.len()).take_while(|&i| self.entry(i).1 < offset).count();
+        let keep = (0..self.len())
+            .take_while(|&i| self.entry(i).1 < offset)
+            .count();
         if let Data::Mem(v) = &mut self.data {
             v.truncate(keep * 12);
         }

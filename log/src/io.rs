@@ -85,7 +85,11 @@ pub async fn read_aligned(file: &File, pos: u64, len: usize) -> io::Result<Align
             return Ok(buf);
         }
         // Read into the remaining (aligned) part of the buffer.
-        let tail = ReadTail { buf, from: done, to: len };
+        let tail = ReadTail {
+            buf,
+            from: done,
+            to: len,
+        };
         let BufResult(res, tail) = file.read_at(tail, pos + done as u64).await;
         buf = tail.buf;
         match res {

@@ -21,6 +21,6 @@ mod segment;
 pub use cache::{BatchCache, SharedBatchCache};
 pub use config::{LogConfig, SEVEN_DAYS_MS};
 pub use error::{LogError, Result};
-pub use ratelimit::RateLimit;
 pub use event_listener::EventListener;
 pub use log::{system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult, WriteTicket};
+pub use ratelimit::RateLimit;

@@ -16,13 +16,22 @@ pub struct RateLimit {
 impl RateLimit {
     /// A limiter admitting `burst` events per `window`.
     pub fn new(burst: u32, window: Duration) -> RateLimit {
-        RateLimit { burst, window, window_start: None, admitted: 0, suppressed: 0 }
+        RateLimit {
+            burst,
+            window,
+            window_start: None,
+            admitted: 0,
+            suppressed: 0,
+        }
     }
 
     /// `Some(n)` when an event at `now` may be logged, `n` being how many were
     /// suppressed since the last admitted one; `None` when it must be dropped.
     pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.window_start.is_none_or(|s| now.duration_since(s) >= self.window) {
+        if self
+            .window_start
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
             self.window_start = Some(now);
             self.admitted = 0;
         }

@@ -103,7 +103,14 @@ impl Segment {
             created_ms: now_ms,
             bytes_since_index: 0,
             phase: Phase::Active,
-            durable: Mark { size: 0, next_offset: base, max_ts: -1, max_ts_offset: base, roll_ts: None, bytes_since_index: 0 },
+            durable: Mark {
+                size: 0,
+                next_offset: base,
+                max_ts: -1,
+                max_ts_offset: base,
+                roll_ts: None,
+                bytes_since_index: 0,
+            },
             allocated: 0,
         }
     }
@@ -123,16 +130,26 @@ impl Segment {
     /// Forget everything appended after the durable mark (a failed write): the
     /// segment becomes `Active` again with the state of its last completed write.
     pub fn roll_back_to_durable(&mut self) {
-        assert_ne!(self.phase, Phase::Sealed, "a sealed segment has nothing unwritten");
+        assert_ne!(
+            self.phase,
+            Phase::Sealed,
+            "a sealed segment has nothing unwritten"
+        );
         let m = self.durable;
-        assert!(m.size <= self.logical_size && m.size == self.size, "durable mark {m:?} beyond the segment ({} appended, {} written)", self.logical_size, self.size);
+        assert!(
+            m.size <= self.logical_size && m.size == self.size,
+            "durable mark {m:?} beyond the segment ({} appended, {} written)",
+            self.logical_size,
+            self.size
+        );
         self.logical_size = m.size;
         self.next_offset = m.next_offset;
         self.max_ts = m.max_ts;
         self.max_ts_offset = m.max_ts_offset;
         self.roll_ts = m.roll_ts;
         self.bytes_since_index = m.bytes_since_index;
-        self.index.truncate_to_position(m.size.min(u32::MAX as u64) as u32);
+        self.index
+            .truncate_to_position(m.size.min(u32::MAX as u64) as u32);
         self.time_index.truncate_to_offset(m.next_offset);
         self.phase = Phase::Active;
     }
@@ -163,7 +180,8 @@ impl Segment {
         if self.bytes_since_index > index_interval {
             self.index.append(h.base_offset, position as u32);
             if self.max_ts >= 0 {
-                self.time_index.maybe_append(self.max_ts, self.max_ts_offset);
+                self.time_index
+                    .maybe_append(self.max_ts, self.max_ts_offset);
             }
             self.bytes_since_index = 0;
         }
@@ -175,7 +193,8 @@ impl Segment {
     /// Final time index entry so that its last entry is the segment's max timestamp.
     pub fn finish_time_index(&mut self) {
         if self.max_ts >= 0 {
-            self.time_index.maybe_append(self.max_ts, self.max_ts_offset);
+            self.time_index
+                .maybe_append(self.max_ts, self.max_ts_offset);
         }
     }
 
@@ -228,7 +247,8 @@ pub async fn scan(
         }
         let header_end = (pos + HEADER_LEN as u64).min(file_len);
         let covered = |w: &Option<(u64, Bytes)>, end: u64| {
-            w.as_ref().is_some_and(|(wp, b)| *wp <= pos && wp + b.len() as u64 >= end)
+            w.as_ref()
+                .is_some_and(|(wp, b)| *wp <= pos && wp + b.len() as u64 >= end)
         };
         if !covered(&window, header_end) {
             let at = align_down(pos);
@@ -285,7 +305,12 @@ pub async fn scan(
         min_offset = h.last_offset() + 1;
         pos = end;
     };
-    Ok(ScanOutcome { valid_end: pos, next_offset: min_offset, stop, batches: count })
+    Ok(ScanOutcome {
+        valid_end: pos,
+        next_offset: min_offset,
+        stop,
+        batches: count,
+    })
 }
 
 fn map_file(path: &Path) -> io::Result<Option<memmap2::Mmap>> {
@@ -303,7 +328,12 @@ fn map_file(path: &Path) -> io::Result<Option<memmap2::Mmap>> {
 }
 
 /// Write a segment's two index files.
-pub async fn write_indexes(dir: &Path, base: i64, offset_idx: Vec<u8>, time_idx: Vec<u8>) -> Result<()> {
+pub async fn write_indexes(
+    dir: &Path,
+    base: i64,
+    offset_idx: Vec<u8>,
+    time_idx: Vec<u8>,
+) -> Result<()> {
     let (_, ip, tp) = paths(dir, base);
     fio::write_small_file(&ip, offset_idx)
         .await
@@ -323,18 +353,38 @@ fn rebuild_into(seg: &mut Segment, interval: u64) -> impl FnMut(u64, &BatchHeade
 /// A closed segment with a bad batch is reported as [`LogError::Corrupt`].
 /// `next_base` is the base offset of the segment after it: its batches must end exactly
 /// there (checked before anything is repaired, so a damaged segment is left as found).
-pub async fn load_closed(dir: &Path, base: i64, next_base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<Segment> {
-    Ok(load_trusted(dir, base, Some(next_base), interval, allow_fallback, now_ms).await?.0)
+pub async fn load_closed(
+    dir: &Path,
+    base: i64,
+    next_base: i64,
+    interval: u64,
+    allow_fallback: bool,
+    now_ms: i64,
+) -> Result<Segment> {
+    Ok(
+        load_trusted(dir, base, Some(next_base), interval, allow_fallback, now_ms)
+            .await?
+            .0,
+    )
 }
 
 /// [`load_closed`], also returning whether the file is open with O_DIRECT.
-async fn load_trusted(dir: &Path, base: i64, next_base: Option<i64>, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
+async fn load_trusted(
+    dir: &Path,
+    base: i64,
+    next_base: Option<i64>,
+    interval: u64,
+    allow_fallback: bool,
+    now_ms: i64,
+) -> Result<(Segment, bool)> {
     let (lp, ip, tp) = paths(dir, base);
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
     let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
         .await
         .map_err(|e| LogError::io(ctx("opening segment", &lp), e))?;
-    let file_len = fio::file_len(&file).await.map_err(|e| LogError::io(ctx("stat", &lp), e))?;
+    let file_len = fio::file_len(&file)
+        .await
+        .map_err(|e| LogError::io(ctx("stat", &lp), e))?;
     let mut seg = Segment::new(dir, base, now_ms);
     seg.created_ms = std::fs::metadata(&lp)
         .and_then(|m| m.modified())
@@ -352,7 +402,10 @@ async fn load_trusted(dir: &Path, base: i64, next_base: Option<i64>, interval: u
     // early) rebuild them from the data. Small segments have no entries and are rescanned.
     let loaded = match (oi, ti) {
         (Some(o), Some(t)) if file_len > 0 => {
-            match (OffsetIndex::from_map(base, o, file_len), TimeIndex::from_map(base, t)) {
+            match (
+                OffsetIndex::from_map(base, o, file_len),
+                TimeIndex::from_map(base, t),
+            ) {
                 (Ok(o), Ok(t)) => Some((o, t)),
                 (Err(r), _) | (_, Err(r)) => {
                     tracing::warn!(segment = %lp.display(), reason = %r, "index failed sanity check; rebuilding");
@@ -409,15 +462,29 @@ async fn load_trusted(dir: &Path, base: i64, next_base: Option<i64>, interval: u
                 Stop::Torn => {
                     return Err(LogError::Corrupt {
                         path: lp,
-                        reason: format!("closed segment ends in a partial batch at position {}", out.valid_end),
+                        reason: format!(
+                            "closed segment ends in a partial batch at position {}",
+                            out.valid_end
+                        ),
                     })
                 }
-                Stop::Corrupt(r) => return Err(LogError::Corrupt { path: lp, reason: r }),
+                Stop::Corrupt(r) => {
+                    return Err(LogError::Corrupt {
+                        path: lp,
+                        reason: r,
+                    })
+                }
             }
             seg.finish_time_index();
             valid_end = out.valid_end;
             expect_end_offset(&lp, seg.next_offset, next_base)?;
-            write_indexes(dir, base, seg.index.bytes().to_vec(), seg.time_index.bytes().to_vec()).await?;
+            write_indexes(
+                dir,
+                base,
+                seg.index.bytes().to_vec(),
+                seg.time_index.bytes().to_vec(),
+            )
+            .await?;
         }
     }
     if valid_end < file_len {
@@ -437,8 +504,15 @@ async fn load_trusted(dir: &Path, base: i64, next_base: Option<i64>, interval: u
 fn expect_end_offset(path: &Path, end: i64, next_base: Option<i64>) -> Result<()> {
     match next_base {
         Some(next) if next != end => {
-            let what = if next < end { "overlaps the next segment" } else { "leaves an offset gap before the next segment" };
-            Err(LogError::Corrupt { path: path.to_path_buf(), reason: format!("its batches end at offset {end}, which {what} (base {next})") })
+            let what = if next < end {
+                "overlaps the next segment"
+            } else {
+                "leaves an offset gap before the next segment"
+            };
+            Err(LogError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("its batches end at offset {end}, which {what} (base {next})"),
+            })
         }
         _ => Ok(()),
     }
@@ -476,8 +550,16 @@ async fn expect_zeros_to_end(file: &File, path: &Path, from: u64, file_len: u64)
 /// Load the last segment after a clean shutdown: trust it like a closed segment
 /// (index sanity check and tail verification), then make it appendable again.
 /// Falls back to [`load_active`]'s full scan if the checks fail.
-pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
-    let (mut seg, direct) = match load_trusted(dir, base, None, interval, allow_fallback, now_ms).await {
+pub async fn load_active_clean(
+    dir: &Path,
+    base: i64,
+    interval: u64,
+    allow_fallback: bool,
+    now_ms: i64,
+) -> Result<(Segment, bool)> {
+    let (mut seg, direct) = match load_trusted(dir, base, None, interval, allow_fallback, now_ms)
+        .await
+    {
         Ok(s) => s,
         // Sealed at close: damage inside it is damage to synced data, not a torn write.
         Err(e @ LogError::Corrupt { .. }) => return Err(e),
@@ -509,7 +591,13 @@ pub async fn load_active_clean(dir: &Path, base: i64, interval: u64, allow_fallb
 
 /// Load the active (last) segment: full scan, truncate at the first torn, corrupt or
 /// never-written batch, rebuild indexes in memory.
-pub async fn load_active(dir: &Path, base: i64, interval: u64, allow_fallback: bool, now_ms: i64) -> Result<(Segment, bool)> {
+pub async fn load_active(
+    dir: &Path,
+    base: i64,
+    interval: u64,
+    allow_fallback: bool,
+    now_ms: i64,
+) -> Result<(Segment, bool)> {
     let (lp, _, _) = paths(dir, base);
     let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
         .await

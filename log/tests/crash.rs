@@ -32,7 +32,9 @@ fn spec(seed: u64) -> (i32, usize) {
 #[compio::test]
 async fn crash_child() {
     let Ok(dir) = std::env::var(ENV) else { return };
-    let log = PartitionLog::open(dir.into(), crash_config()).await.unwrap();
+    let log = PartitionLog::open(dir.into(), crash_config())
+        .await
+        .unwrap();
     let out = std::io::stdout();
     let mut seed = 0u64;
     // Bounded: the parent kills us long before this ends.
@@ -93,9 +95,15 @@ async fn kill9_loses_no_acknowledged_batch() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let acks = reader.join().unwrap();
-    assert!(acks.len() > 20, "child acknowledged only {} batches", acks.len());
+    assert!(
+        acks.len() > 20,
+        "child acknowledged only {} batches",
+        acks.len()
+    );
 
-    let log = PartitionLog::open(dir.clone(), crash_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), crash_config())
+        .await
+        .unwrap();
     let (last_base, last_seed) = *acks.iter().max().unwrap();
     assert!(log.log_end_offset() > last_base + spec(last_seed).0 as i64 - 2);
     for &(base, seed) in &acks {
@@ -103,13 +111,23 @@ async fn kill9_loses_no_acknowledged_batch() {
         let want = with_base(&batch(seed, count, seed as i64, len), base);
         let r = log.read(base, 1, true).await.unwrap();
         assert_eq!(r.batches.len(), 1);
-        assert_eq!(&r.batches[0][..], &want[..], "acknowledged batch at {base} (seed {seed})");
+        assert_eq!(
+            &r.batches[0][..],
+            &want[..],
+            "acknowledged batch at {base} (seed {seed})"
+        );
     }
     // The recovered log accepts appends at its end.
     let end = log.log_end_offset();
-    assert_eq!(log.append(batch(1, 1, 1, 10)).await.unwrap().base_offset, end);
+    assert_eq!(
+        log.append(batch(1, 1, 1, 10)).await.unwrap().base_offset,
+        end
+    );
     log.close().await.unwrap();
-    eprintln!("{} acknowledged batches survived SIGKILL; log end {end}", acks.len());
+    eprintln!(
+        "{} acknowledged batches survived SIGKILL; log end {end}",
+        acks.len()
+    );
 }
 
 const ENOSPC_ENV: &str = "SPATE_LOG_FSIZE_DIR";
@@ -117,14 +135,23 @@ const ENOSPC_ENV: &str = "SPATE_LOG_FSIZE_DIR";
 /// Child side: with a 1 MiB file size limit, writes fail (EFBIG, like a full disk).
 #[compio::test]
 async fn file_limit_child() {
-    let Ok(dir) = std::env::var(ENOSPC_ENV) else { return };
+    let Ok(dir) = std::env::var(ENOSPC_ENV) else {
+        return;
+    };
     // SAFETY: plain libc calls in a dedicated child process.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
     }
-    let cfg = LogConfig { segment_bytes: 64 << 20, preallocate_bytes: 0, ..crash_config() };
+    let cfg = LogConfig {
+        segment_bytes: 64 << 20,
+        preallocate_bytes: 0,
+        ..crash_config()
+    };
     let log = PartitionLog::open(dir.into(), cfg).await.unwrap();
     let mut acked = 0u64;
     let err = loop {
@@ -148,14 +175,26 @@ fn write_failure_takes_log_offline() {
     let t = tempdir();
     let dir = t.path().join("efbig");
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "file_limit_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "file_limit_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ENOSPC_ENV, &dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = stdout.lines().find(|l| l.contains("FIRST_ERROR")).unwrap();
-    assert!(first.contains("writing") && first.contains(".log") && first.contains("File too large"), "{first}");
+    assert!(
+        first.contains("writing") && first.contains(".log") && first.contains("File too large"),
+        "{first}"
+    );
     let then = stdout.lines().find(|l| l.contains("THEN")).unwrap();
     assert!(then.contains("offline"), "{then}");
     assert!(stdout.contains("READ 1"), "{stdout}");

@@ -19,7 +19,12 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).status().ok()?.success();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .ok()?
+            .success();
         ok.then(|| Tmpfs(at.to_path_buf()))
     }
 }
@@ -40,7 +45,12 @@ async fn check(log: &PartitionLog, acked: &[(i64, u64)]) {
 }
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 256 * 1024, preallocate_bytes: 128 * 1024, cache_bytes: 0, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 256 * 1024,
+        preallocate_bytes: 128 * 1024,
+        cache_bytes: 0,
+        ..LogConfig::default()
+    }
 }
 
 #[compio::test]
@@ -84,8 +94,15 @@ async fn full_disk_acknowledges_nothing_unwritten_and_recovers_when_space_is_fre
     assert!(failures > 0, "the disk never filled");
     assert!(!acked.is_empty());
     let written = log.written_end_offset();
-    assert_eq!(log.log_end_offset(), written, "unwritten appends were discarded");
-    assert!(log.writable().is_err(), "a full log refuses appends at once");
+    assert_eq!(
+        log.log_end_offset(),
+        written,
+        "unwritten appends were discarded"
+    );
+    assert!(
+        log.writable().is_err(),
+        "a full log refuses appends at once"
+    );
     assert!(log.append(batch(99, 1, 1, 10)).await.is_err());
     check(&log, &acked).await;
 
@@ -94,7 +111,10 @@ async fn full_disk_acknowledges_nothing_unwritten_and_recovers_when_space_is_fre
     std::fs::remove_file(&ballast).unwrap();
     let started = Instant::now();
     let info = loop {
-        assert!(started.elapsed() < Duration::from_secs(10), "the log never became writable again");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the log never became writable again"
+        );
         if log.writable().is_ok() {
             if let Ok(info) = log.append(batch(seed, 3, seed as i64, 8_000)).await {
                 break info;
@@ -102,7 +122,10 @@ async fn full_disk_acknowledges_nothing_unwritten_and_recovers_when_space_is_fre
         }
         compio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(info.base_offset, written, "the discarded offsets are assigned again");
+    assert_eq!(
+        info.base_offset, written,
+        "the discarded offsets are assigned again"
+    );
     acked.push((info.base_offset, seed));
     log.close().await.unwrap();
 

@@ -29,10 +29,21 @@ async fn check_all_offsets(log: &PartitionLog, model: &Model) {
         let r = log.read(off, 10_000, true).await.unwrap();
         assert!(!r.batches.is_empty(), "no batch at {off}");
         let first = &r.batches[0];
-        assert!(base_of(first) <= off && last_of(first) >= off, "offset {off}");
-        let idx = model.iter().position(|(b, _)| *b == base_of(first)).unwrap();
+        assert!(
+            base_of(first) <= off && last_of(first) >= off,
+            "offset {off}"
+        );
+        let idx = model
+            .iter()
+            .position(|(b, _)| *b == base_of(first))
+            .unwrap();
         for (k, got) in r.batches.iter().enumerate() {
-            assert_eq!(&got[..], &model[idx + k].1[..], "batch {} at read offset {off}", idx + k);
+            assert_eq!(
+                &got[..],
+                &model[idx + k].1[..],
+                "batch {} at read offset {off}",
+                idx + k
+            );
         }
         assert!(r.batches.len() == 1 || r.size_bytes() <= 10_000);
     }
@@ -43,7 +54,9 @@ async fn round_trip_across_rolls_and_reopen() {
     let dir = tempdir();
     let path = dir.path().join("t-0");
     let mut model = Model::new();
-    let log = PartitionLog::open(path.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(path.clone(), small_config())
+        .await
+        .unwrap();
     assert!(log.is_direct_io());
     fill(&log, 300, 1, &mut model).await;
     assert!(log.segment_count() > 5, "segments: {}", log.segment_count());
@@ -54,7 +67,9 @@ async fn round_trip_across_rolls_and_reopen() {
     log.close().await.unwrap();
 
     // Reopen: everything from disk (cache empty), then keep appending.
-    let log = PartitionLog::open(path.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(path.clone(), small_config())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), end);
     check_all_offsets(&log, &model).await;
     fill(&log, 50, 1000, &mut model).await;
@@ -62,7 +77,10 @@ async fn round_trip_across_rolls_and_reopen() {
     drop(log);
 
     // Reopen after a drop without close (active segment recovered by scan).
-    let cfg = LogConfig { cache_bytes: 0, ..small_config() };
+    let cfg = LogConfig {
+        cache_bytes: 0,
+        ..small_config()
+    };
     let log = PartitionLog::open(path, cfg).await.unwrap();
     check_all_offsets(&log, &model).await;
     assert_eq!(log.stats().cache_hits, 0);
@@ -77,7 +95,9 @@ async fn round_trip_across_rolls_and_reopen() {
 #[compio::test]
 async fn read_limits_and_out_of_range() {
     let dir = tempdir();
-    let log = PartitionLog::open(dir.path().join("p"), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.path().join("p"), small_config())
+        .await
+        .unwrap();
     let big = batch(7, 3, 5, 20_000);
     log.append(big.clone()).await.unwrap();
     log.append(batch(8, 1, 6, 100)).await.unwrap();
@@ -92,11 +112,18 @@ async fn read_limits_and_out_of_range() {
     assert!(r.batches.is_empty());
     assert_eq!(r.high_watermark, 4);
     match log.read(5, 1000, true).await {
-        Err(LogError::OffsetOutOfRange { requested: 5, log_start: 0, log_end: 4 }) => {}
+        Err(LogError::OffsetOutOfRange {
+            requested: 5,
+            log_start: 0,
+            log_end: 4,
+        }) => {}
         other => panic!("unexpected {other:?}"),
     }
     // Same from disk.
-    let cfg = LogConfig { cache_bytes: 0, ..small_config() };
+    let cfg = LogConfig {
+        cache_bytes: 0,
+        ..small_config()
+    };
     log.update_config(cfg);
     let r = log.read(1, 10, true).await.unwrap();
     assert_eq!(&r.batches[0][..], &with_base(&big, 0)[..]);
@@ -108,7 +135,9 @@ async fn read_limits_and_out_of_range() {
 #[compio::test]
 async fn group_commit_and_ordered_offsets() {
     let dir = tempdir();
-    let log = PartitionLog::open(dir.path().join("g"), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.path().join("g"), small_config())
+        .await
+        .unwrap();
     log.append(batch(1, 1, 1, 10)).await.unwrap();
     let w0 = log.stats().writes;
     // Issued before any await: offsets assigned in call order, one write for all.
@@ -119,12 +148,18 @@ async fn group_commit_and_ordered_offsets() {
     for (i, r) in res.into_iter().enumerate() {
         assert_eq!(r.unwrap().base_offset, 1 + 2 * i as i64);
     }
-    assert_eq!(log.stats().writes - w0, 1, "20 appends must go down in one write");
+    assert_eq!(
+        log.stats().writes - w0,
+        1,
+        "20 appends must go down in one write"
+    );
     // While a write is in flight, more appends pile up into the next single write.
     let first = log.append(batch(100, 1, 1, 100));
     let a = compio::runtime::spawn(first);
     compio::runtime::time::sleep(std::time::Duration::from_millis(0)).await;
-    let more: Vec<_> = (0..10).map(|i| log.append(batch(200 + i, 1, 1, 100))).collect();
+    let more: Vec<_> = (0..10)
+        .map(|i| log.append(batch(200 + i, 1, 1, 100)))
+        .collect();
     a.await.unwrap().unwrap();
     for r in join_all(more).await {
         r.unwrap();
@@ -136,13 +171,19 @@ async fn group_commit_and_ordered_offsets() {
 #[compio::test]
 async fn flush_every_write_syncs() {
     let dir = tempdir();
-    let cfg = LogConfig { flush_messages: 1, ..small_config() };
+    let cfg = LogConfig {
+        flush_messages: 1,
+        ..small_config()
+    };
     let log = PartitionLog::open(dir.path().join("s"), cfg).await.unwrap();
     for i in 0..5 {
         log.append(batch(i, 1, 1, 100)).await.unwrap();
     }
     assert!(log.stats().syncs >= 5);
-    let cfg = LogConfig { flush_messages: 10, ..small_config() };
+    let cfg = LogConfig {
+        flush_messages: 10,
+        ..small_config()
+    };
     log.update_config(cfg);
     let s0 = log.stats().syncs;
     for i in 0..9 {
@@ -152,7 +193,10 @@ async fn flush_every_write_syncs() {
     log.append(batch(99, 1, 1, 100)).await.unwrap();
     assert_eq!(log.stats().syncs, s0 + 1);
     // flush.ms: a timer syncs dirty data.
-    let cfg = LogConfig { flush_ms: 20, ..small_config() };
+    let cfg = LogConfig {
+        flush_ms: 20,
+        ..small_config()
+    };
     log.update_config(cfg);
     log.append(batch(100, 1, 1, 100)).await.unwrap();
     let s1 = log.stats().syncs;
@@ -164,7 +208,11 @@ async fn flush_every_write_syncs() {
 #[compio::test]
 async fn listen_fires_on_write() {
     let dir = tempdir();
-    let log = std::rc::Rc::new(PartitionLog::open(dir.path().join("l"), small_config()).await.unwrap());
+    let log = std::rc::Rc::new(
+        PartitionLog::open(dir.path().join("l"), small_config())
+            .await
+            .unwrap(),
+    );
     let l = log.listen();
     assert_eq!(log.written_end_offset(), 0);
     let log2 = log.clone();
@@ -180,14 +228,37 @@ async fn listen_fires_on_write() {
 #[compio::test]
 async fn append_with_offsets_and_truncate() {
     let dir = tempdir();
-    let log = PartitionLog::open(dir.path().join("f"), small_config()).await.unwrap();
-    let b = Bytes::from(spate_log::batch::build_test_batch(100, 5, 1, &payload(1, 100)));
+    let log = PartitionLog::open(dir.path().join("f"), small_config())
+        .await
+        .unwrap();
+    let b = Bytes::from(spate_log::batch::build_test_batch(
+        100,
+        5,
+        1,
+        &payload(1, 100),
+    ));
     let info = log.append_with_offsets(b).await.unwrap();
-    assert_eq!((info.base_offset, info.last_offset, info.log_end_offset), (100, 104, 105));
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.log_end_offset),
+        (100, 104, 105)
+    );
     assert_eq!(log.segment_bases(), vec![100]);
-    let b = Bytes::from(spate_log::batch::build_test_batch(104, 1, 1, &payload(2, 100)));
-    assert!(matches!(log.append_with_offsets(b).await, Err(LogError::InvalidBatch(_))));
-    let b = Bytes::from(spate_log::batch::build_test_batch(110, 2, 1, &payload(3, 100)));
+    let b = Bytes::from(spate_log::batch::build_test_batch(
+        104,
+        1,
+        1,
+        &payload(2, 100),
+    ));
+    assert!(matches!(
+        log.append_with_offsets(b).await,
+        Err(LogError::InvalidBatch(_))
+    ));
+    let b = Bytes::from(spate_log::batch::build_test_batch(
+        110,
+        2,
+        1,
+        &payload(3, 100),
+    ));
     log.append_with_offsets(b).await.unwrap();
     assert_eq!(log.log_end_offset(), 112);
     // Read inside the gap returns the next batch.
@@ -200,7 +271,9 @@ async fn append_with_offsets_and_truncate() {
     let info = log.append(batch(5, 1, 1, 50)).await.unwrap();
     assert_eq!(info.base_offset, 110);
     drop(log);
-    let log = PartitionLog::open(dir.path().join("f"), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.path().join("f"), small_config())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), 111);
     let r = log.read(100, 1 << 20, true).await.unwrap();
     assert_eq!(r.batches.len(), 2);
@@ -210,14 +283,28 @@ async fn append_with_offsets_and_truncate() {
 #[compio::test]
 async fn invalid_input_is_rejected() {
     let dir = tempdir();
-    let log = PartitionLog::open(dir.path().join("x"), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.path().join("x"), small_config())
+        .await
+        .unwrap();
     let b = batch(1, 1, 1, 100);
-    assert!(matches!(log.append(b.slice(..50)).await, Err(LogError::InvalidBatch(_))));
-    assert!(matches!(log.append(b.slice(..b.len() - 1)).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(b.slice(..50)).await,
+        Err(LogError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        log.append(b.slice(..b.len() - 1)).await,
+        Err(LogError::InvalidBatch(_))
+    ));
     let mut v = b.to_vec();
     v[16] = 1;
-    assert!(matches!(log.append(Bytes::from(v)).await, Err(LogError::InvalidBatch(_))));
-    assert!(matches!(log.append(Bytes::new()).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(Bytes::from(v)).await,
+        Err(LogError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        log.append(Bytes::new()).await,
+        Err(LogError::InvalidBatch(_))
+    ));
     assert!(matches!(
         log.append(batch(1, 1, 1, 100_000)).await,
         Err(LogError::BatchTooLarge { .. })
@@ -238,15 +325,25 @@ async fn delete_removes_directory() {
     log.delete(&grave).await.unwrap();
     assert!(!p.exists() && !grave.exists());
     let _ = late.await;
-    assert!(log.append(batch(3, 1, 1, 100)).await.is_err(), "a deleted log takes no appends");
+    assert!(
+        log.append(batch(3, 1, 1, 100)).await.is_err(),
+        "a deleted log takes no appends"
+    );
 }
-
 
 #[compio::test]
 async fn tmpfs_direct_or_buffered_fallback() {
     // tmpfs rejected O_DIRECT before Linux 6.6; either way the log must work or say why.
-    let Ok(t) = tempfile::Builder::new().prefix("spate-log-").tempdir_in("/dev/shm") else { return };
-    let strict = LogConfig { allow_buffered_fallback: false, ..small_config() };
+    let Ok(t) = tempfile::Builder::new()
+        .prefix("spate-log-")
+        .tempdir_in("/dev/shm")
+    else {
+        return;
+    };
+    let strict = LogConfig {
+        allow_buffered_fallback: false,
+        ..small_config()
+    };
     match PartitionLog::open(t.path().join("strict"), strict).await {
         Ok(log) => {
             // Opening creates no file yet: the first append does.
@@ -257,20 +354,27 @@ async fn tmpfs_direct_or_buffered_fallback() {
         }
         Err(e) => assert!(e.to_string().contains("O_DIRECT"), "{e}"),
     }
-    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback()).await.unwrap();
+    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback())
+        .await
+        .unwrap();
     for i in 0..20 {
         log.append(batch(i, 1, 1, 3000)).await.unwrap();
     }
     let r = log.read(5, 1, true).await.unwrap();
     assert_eq!(base_of(&r.batches[0]), 5);
     log.close().await.unwrap();
-    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback()).await.unwrap();
+    let log = PartitionLog::open(t.path().join("lenient"), small_config_fallback())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), 20);
     log.close().await.unwrap();
 }
 
 fn small_config_fallback() -> LogConfig {
-    LogConfig { allow_buffered_fallback: true, ..small_config() }
+    LogConfig {
+        allow_buffered_fallback: true,
+        ..small_config()
+    }
 }
 
 #[compio::test]
@@ -282,8 +386,15 @@ async fn shutdown_through_rc() {
     let (a, b) = futures_util::join!(log.shutdown(), log.shutdown());
     a.unwrap();
     b.unwrap();
-    assert_eq!(f.await.unwrap().base_offset, 0, "appends made before shutdown complete");
-    assert!(matches!(log.append(batch(2, 1, 1, 100)).await, Err(LogError::Closed)));
+    assert_eq!(
+        f.await.unwrap().base_offset,
+        0,
+        "appends made before shutdown complete"
+    );
+    assert!(matches!(
+        log.append(batch(2, 1, 1, 100)).await,
+        Err(LogError::Closed)
+    ));
     assert_eq!(log.read(0, 1000, true).await.unwrap().batches.len(), 1);
     assert!(p.join("clean-shutdown").exists());
     drop(log);
@@ -296,14 +407,27 @@ async fn shutdown_through_rc() {
 async fn disk_reads_race_with_writes() {
     // Cache off: readers hit the tail page that the next write is rewriting.
     let dir = tempdir();
-    let cfg = LogConfig { cache_bytes: 0, segment_bytes: 256 * 1024, ..small_config() };
-    let log = std::rc::Rc::new(PartitionLog::open(dir.path().join("race"), cfg).await.unwrap());
+    let cfg = LogConfig {
+        cache_bytes: 0,
+        segment_bytes: 256 * 1024,
+        ..small_config()
+    };
+    let log = std::rc::Rc::new(
+        PartitionLog::open(dir.path().join("race"), cfg)
+            .await
+            .unwrap(),
+    );
     let writer = {
         let log = log.clone();
         compio::runtime::spawn(async move {
             let mut window = std::collections::VecDeque::new();
             for i in 0..3000u64 {
-                window.push_back(log.append(batch(i, 1 + (i % 3) as i32, i as i64, 100 + (i as usize * 97) % 3000)));
+                window.push_back(log.append(batch(
+                    i,
+                    1 + (i % 3) as i32,
+                    i as i64,
+                    100 + (i as usize * 97) % 3000,
+                )));
                 if window.len() >= 16 {
                     window.pop_front().unwrap().await.unwrap();
                 }

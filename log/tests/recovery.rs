@@ -36,8 +36,17 @@ fn positions_in(batches: &[(i64, usize)], seg_base: i64) -> Vec<(i64, u64, usize
 }
 
 fn segment_bases(dir: &Path) -> Vec<i64> {
-    let mut bases: Vec<i64> =
-        std::fs::read_dir(dir).unwrap().filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok()).collect();
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
     bases.sort();
     bases
 }
@@ -60,13 +69,18 @@ async fn expect_end(dir: &Path, cfg: LogConfig, end: i64) {
     let info = log.append(batch(999, 1, 5000, 100)).await.unwrap();
     assert_eq!(info.base_offset, end);
     log.close().await.unwrap();
-    let log = PartitionLog::open(dir.to_path_buf(), cfg_no_cache()).await.unwrap();
+    let log = PartitionLog::open(dir.to_path_buf(), cfg_no_cache())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), end + 1);
     log.close().await.unwrap();
 }
 
 fn cfg_no_cache() -> LogConfig {
-    LogConfig { cache_bytes: 0, ..small_config() }
+    LogConfig {
+        cache_bytes: 0,
+        ..small_config()
+    }
 }
 
 #[compio::test]
@@ -74,10 +88,18 @@ async fn torn_last_batch_is_dropped() {
     let t = tempdir();
     let dir = t.path().join("torn");
     let batches = fill(&dir, 120, small_config()).await;
-    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
+    let last_seg = *PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap()
+        .segment_bases()
+        .last()
+        .unwrap();
     let pos = positions_in(&batches, last_seg);
     let &(b, p, len) = pos.last().unwrap();
-    let f = OpenOptions::new().write(true).open(seg_file(&dir, last_seg)).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg_file(&dir, last_seg))
+        .unwrap();
     f.set_len(p + len as u64 / 2).unwrap();
     drop(f);
     expect_end(&dir, small_config(), b).await;
@@ -88,11 +110,20 @@ async fn flipped_byte_truncates_active_segment_there() {
     let t = tempdir();
     let dir = t.path().join("flip");
     let batches = fill(&dir, 120, small_config()).await;
-    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
+    let last_seg = *PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap()
+        .segment_bases()
+        .last()
+        .unwrap();
     let pos = positions_in(&batches, last_seg);
     assert!(pos.len() >= 4, "need a few batches in the last segment");
     let (b, p, len) = pos[pos.len() / 2];
-    let mut f = OpenOptions::new().write(true).read(true).open(seg_file(&dir, last_seg)).unwrap();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(seg_file(&dir, last_seg))
+        .unwrap();
     f.seek(SeekFrom::Start(p + len as u64 - 10)).unwrap();
     f.write_all(&[0xAB, 0xCD]).unwrap();
     drop(f);
@@ -105,8 +136,16 @@ async fn zero_tail_is_not_data() {
     let dir = t.path().join("zero");
     let batches = fill(&dir, 50, small_config()).await;
     let end = batches.last().map(|(b, _)| b + 2).unwrap();
-    let last_seg = *PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases().last().unwrap();
-    let f = OpenOptions::new().write(true).open(seg_file(&dir, last_seg)).unwrap();
+    let last_seg = *PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap()
+        .segment_bases()
+        .last()
+        .unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg_file(&dir, last_seg))
+        .unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len + 3 * 1024 * 1024 + 100).unwrap();
     drop(f);
@@ -118,7 +157,9 @@ async fn crash_without_close_keeps_written_batches() {
     // Drop without close: no seal, the preallocated tail stays; recovery scans it.
     let t = tempdir();
     let dir = t.path().join("drop");
-    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap();
     for i in 0..40 {
         log.append(batch(i, 1, 1, 700)).await.unwrap();
     }
@@ -159,11 +200,20 @@ async fn missing_or_bad_index_is_rebuilt() {
     assert!(!good.is_empty(), "closed segment has index entries");
     std::fs::remove_file(&idx0).unwrap();
     // Garbage in another index.
-    let bases = PartitionLog::open(dir.clone(), small_config()).await.unwrap().segment_bases();
-    assert_eq!(std::fs::read(&idx0).unwrap(), good, "rebuilt index equals the original");
+    let bases = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap()
+        .segment_bases();
+    assert_eq!(
+        std::fs::read(&idx0).unwrap(),
+        good,
+        "rebuilt index equals the original"
+    );
     let idx1 = dir.join(format!("{:020}.index", bases[1]));
     std::fs::write(&idx1, [0xFFu8; 13]).unwrap();
-    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), end);
     let r = log.read(bases[1] + 3, 100, true).await.unwrap();
     assert!(base_of(&r.batches[0]) <= bases[1] + 3 && last_of(&r.batches[0]) >= bases[1] + 3);
@@ -182,7 +232,9 @@ async fn unsealed_closed_segment_with_zero_tail_is_repaired() {
     let len = h.metadata().unwrap().len();
     h.set_len(len + 8192).unwrap();
     drop(h);
-    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), end);
     drop(log);
     assert_eq!(std::fs::metadata(&f).unwrap().len(), len);
@@ -192,19 +244,29 @@ async fn unsealed_closed_segment_with_zero_tail_is_repaired() {
 async fn clean_shutdown_marker_skips_the_scan() {
     let t = tempdir();
     let dir = t.path().join("clean");
-    let cfg = LogConfig { segment_bytes: 1 << 20, ..small_config() };
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
     let batches = fill(&dir, 100, cfg.clone()).await; // ends with close(): marker written
     assert!(dir.join("clean-shutdown").exists());
     let end = batches.last().map(|(b, _)| b + 2).unwrap();
     // Damage a batch early in the (only) segment, before its last index entry: a trusted
     // open does not look there, a scanning open truncates there.
     let (b, p, len) = positions_in(&batches, 0)[3];
-    let mut f = OpenOptions::new().write(true).read(true).open(seg_file(&dir, 0)).unwrap();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(seg_file(&dir, 0))
+        .unwrap();
     f.seek(SeekFrom::Start(p + len as u64 - 10)).unwrap();
     f.write_all(&[0xAB, 0xCD]).unwrap();
     drop(f);
     let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
-    assert!(!dir.join("clean-shutdown").exists(), "marker is consumed by open");
+    assert!(
+        !dir.join("clean-shutdown").exists(),
+        "marker is consumed by open"
+    );
     assert_eq!(log.log_end_offset(), end);
     // Appends continue and the in-memory index keeps growing.
     for i in 0..50 {
@@ -214,7 +276,11 @@ async fn clean_shutdown_marker_skips_the_scan() {
     assert_eq!(base_of(&r.batches[0]), end + 40);
     drop(log); // no marker now
     let log = PartitionLog::open(dir.clone(), cfg).await.unwrap();
-    assert_eq!(log.log_end_offset(), b, "unclean open scans and truncates at the damage");
+    assert_eq!(
+        log.log_end_offset(),
+        b,
+        "unclean open scans and truncates at the damage"
+    );
     log.close().await.unwrap();
 }
 
@@ -226,9 +292,14 @@ async fn missing_time_index_is_rebuilt_not_trusted() {
     let ti = dir.join(format!("{:020}.timeindex", 0));
     let good = std::fs::read(&ti).unwrap();
     std::fs::remove_file(&ti).unwrap();
-    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&ti).unwrap(), good);
-    assert_eq!(log.offset_for_timestamp(1005).await.unwrap(), Some((10, 1005)));
+    assert_eq!(
+        log.offset_for_timestamp(1005).await.unwrap(),
+        Some((10, 1005))
+    );
     log.close().await.unwrap();
 }
 
@@ -240,7 +311,9 @@ async fn garbage_segments_do_not_panic() {
     let junk = payload(77, 300_000);
     // Garbage as the only (active) segment: recovered to empty.
     std::fs::write(seg_file(&dir, 0), &junk).unwrap();
-    let log = PartitionLog::open(dir.clone(), small_config()).await.unwrap();
+    let log = PartitionLog::open(dir.clone(), small_config())
+        .await
+        .unwrap();
     assert_eq!(log.log_end_offset(), 0);
     log.append(batch(1, 1, 1, 100)).await.unwrap();
     log.close().await.unwrap();
@@ -249,7 +322,10 @@ async fn garbage_segments_do_not_panic() {
     std::fs::write(seg_file(&dir, 0), &junk).unwrap();
     std::fs::write(dir.join(format!("{:020}.index", 0)), &junk[..800]).unwrap();
     std::fs::write(dir.join(format!("{:020}.timeindex", 0)), &junk[..1200]).unwrap();
-    assert!(matches!(PartitionLog::open(dir.clone(), small_config()).await, Err(LogError::Corrupt { .. })));
+    assert!(matches!(
+        PartitionLog::open(dir.clone(), small_config()).await,
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 #[compio::test]
@@ -263,7 +339,10 @@ async fn zeroed_header_inside_a_closed_segment_is_corruption() {
     // The third-last batch of the first segment: after its last index entry, where
     // open's tail check reads.
     let second = segment_bases(&dir)[1];
-    let first: Vec<_> = positions_in(&batches, 0).into_iter().filter(|(b, _, _)| *b < second).collect();
+    let first: Vec<_> = positions_in(&batches, 0)
+        .into_iter()
+        .filter(|(b, _, _)| *b < second)
+        .collect();
     let (_, pos, _) = first[first.len() - 3];
     let f = seg_file(&dir, 0);
     let mut h = OpenOptions::new().write(true).open(&f).unwrap();
@@ -279,7 +358,11 @@ async fn zeroed_header_inside_a_closed_segment_is_corruption() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("open must fail on a zeroed header inside a closed segment"),
     }
-    assert_eq!(std::fs::metadata(&f).unwrap().len(), len, "nothing was truncated");
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().len(),
+        len,
+        "nothing was truncated"
+    );
 }
 
 #[compio::test]

@@ -145,10 +145,15 @@ fn captured_compression_codecs() {
 fn kafka_pairs() -> Vec<(String, Bytes, Bytes)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kafka");
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("requests")).expect("kafka fixtures").flatten() {
+    for e in std::fs::read_dir(dir.join("requests"))
+        .expect("kafka fixtures")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         let req = Bytes::from(std::fs::read(e.path()).expect("read"));
-        let Ok(resp) = std::fs::read(dir.join("responses").join(&name)) else { continue };
+        let Ok(resp) = std::fs::read(dir.join("responses").join(&name)) else {
+            continue;
+        };
         out.push((name, req, Bytes::from(resp)));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -171,21 +176,36 @@ fn real_broker_responses_decode_and_reencode_exactly() {
             continue;
         }
         checked += 1;
-        let body = RequestBody::decode(key, ver, &mut r).unwrap_or_else(|e| panic!("{name}: request: {e}"));
+        let body = RequestBody::decode(key, ver, &mut r)
+            .unwrap_or_else(|e| panic!("{name}: request: {e}"));
         assert!(r.is_empty(), "{name}: request trailing bytes");
         let mut e = Encoder::new();
         h.encode(&mut e, request_header_version(key, ver));
         body.encode(&mut e, ver);
-        assert_eq!(concat(e.finish()), req, "{name}: request re-encoding differs");
+        assert_eq!(
+            concat(e.finish()),
+            req,
+            "{name}: request re-encoding differs"
+        );
 
         let mut b = resp.clone();
         let hv = response_header_version(key, ver);
         let rh = spate_net::messages::ResponseHeader::decode(&mut b, hv).expect("response header");
         assert_eq!(rh.correlation_id, h.correlation_id, "{name}");
-        let body = ResponseBody::decode(key, ver, &mut b).unwrap_or_else(|e| panic!("{name}: response: {e}"));
+        let body = ResponseBody::decode(key, ver, &mut b)
+            .unwrap_or_else(|e| panic!("{name}: response: {e}"));
         assert!(b.is_empty(), "{name}: {} response trailing bytes", b.len());
-        let resp_frame = concat(encode_response_body_frame(rh.correlation_id, hv, &body, ver));
-        assert_eq!(resp_frame.slice(4..), resp, "{name}: response re-encoding differs");
+        let resp_frame = concat(encode_response_body_frame(
+            rh.correlation_id,
+            hv,
+            &body,
+            ver,
+        ));
+        assert_eq!(
+            resp_frame.slice(4..),
+            resp,
+            "{name}: response re-encoding differs"
+        );
         if let ResponseBody::Fetch(f) = body {
             for t in &f.responses {
                 for p in &t.partitions {
@@ -194,7 +214,11 @@ fn real_broker_responses_decode_and_reencode_exactly() {
                         let batch = batch.expect("batch");
                         batch.verify_crc().expect("crc");
                         for r in batch.records(1 << 20).expect("records") {
-                            assert!(r.expect("record").value.expect("value").starts_with(b"hello "));
+                            assert!(r
+                                .expect("record")
+                                .value
+                                .expect("value")
+                                .starts_with(b"hello "));
                             fetched_records += 1;
                         }
                     }

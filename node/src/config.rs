@@ -12,7 +12,11 @@ const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// Command-line flags. Each one also reads a `SPATE_*` environment variable.
 #[derive(Parser, Debug, Default)]
-#[command(name = "spate", version, about = "Spate: a Kafka-compatible broker node")]
+#[command(
+    name = "spate",
+    version,
+    about = "Spate: a Kafka-compatible broker node"
+)]
 pub struct Cli {
     /// TOML configuration file (keys as in the embedded default, see docs/configuration.md).
     #[arg(long, env = "SPATE_CONFIG")]
@@ -247,7 +251,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "num_partitions = 3\nlisten = \"127.0.0.1:1\"\n[topic_defaults]\nsegment_bytes = 1024\n").unwrap();
-        let cli = Cli { config: Some(file), listen: Some("127.0.0.1:2".into()), ..Cli::default() };
+        let cli = Cli {
+            config: Some(file),
+            listen: Some("127.0.0.1:2".into()),
+            ..Cli::default()
+        };
         let c = BrokerConfig::load(&cli).unwrap();
         assert_eq!(c.num_partitions, 3);
         assert_eq!(c.listen, "127.0.0.1:2");
@@ -266,7 +274,10 @@ mod tests {
                 _ => vec![key.clone()],
             };
             for k in keys {
-                assert!(doc.contains(&format!("`{k}`")), "docs/configuration.md does not describe `{k}`");
+                assert!(
+                    doc.contains(&format!("`{k}`")),
+                    "docs/configuration.md does not describe `{k}`"
+                );
             }
         }
     }

@@ -67,7 +67,11 @@ fn api_name(frame: &Bytes) -> &'static str {
 
 /// Take `bytes` of request memory, waiting (and so not reading from this connection:
 /// TCP pushes back on the client) while other requests hold it.
-async fn take_memory(ctx: &ShardContext, pool: &Arc<RequestMemory>, bytes: usize) -> Option<Permit> {
+async fn take_memory(
+    ctx: &ShardContext,
+    pool: &Arc<RequestMemory>,
+    bytes: usize,
+) -> Option<Permit> {
     if let Some(p) = pool.try_acquire(bytes) {
         return Some(p);
     }
@@ -79,10 +83,20 @@ async fn take_memory(ctx: &ShardContext, pool: &Arc<RequestMemory>, bytes: usize
 /// takes its whole size from the request memory budget (all or nothing, so frames
 /// being read never wait on each other), then the buffer doubles towards the frame's
 /// end as bytes arrive: a size prefix alone costs no memory.
-async fn make_room(ctx: &ShardContext, pool: &Arc<RequestMemory>, buf: &mut BytesMut, frame_end: usize, permit: &mut Option<Permit>) -> Option<()> {
+async fn make_room(
+    ctx: &ShardContext,
+    pool: &Arc<RequestMemory>,
+    buf: &mut BytesMut,
+    frame_end: usize,
+    permit: &mut Option<Permit>,
+) -> Option<()> {
     let incomplete = frame_end > buf.len();
     let free = buf.capacity() - buf.len();
-    let needed = if incomplete { (frame_end - buf.len()).min(MIN_FREE) } else { MIN_FREE };
+    let needed = if incomplete {
+        (frame_end - buf.len()).min(MIN_FREE)
+    } else {
+        MIN_FREE
+    };
     if free >= needed {
         return Some(());
     }
@@ -100,7 +114,12 @@ async fn make_room(ctx: &ShardContext, pool: &Arc<RequestMemory>, buf: &mut Byte
     Some(())
 }
 
-pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+pub async fn serve(
+    ctx: Rc<ShardContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) {
     let _slot = slot;
     let _ = stream.set_nodelay(true);
     tracing::debug!(shard = ctx.id, %peer, "connection opened");
@@ -119,7 +138,13 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     let writer_ctx = ctx.clone();
     let (writer_in_flight, writer_active) = (in_flight.clone(), last_active.clone());
     let writer_task = compio::runtime::spawn(async move {
-        while let Ok(InFlight { api, arrived, response, permit }) = queue_rx.recv_async().await {
+        while let Ok(InFlight {
+            api,
+            arrived,
+            response,
+            permit,
+        }) = queue_rx.recv_async().await
+        {
             let chunks = match response {
                 Pending::Ready(c) => Some(c),
                 Pending::Task(handle) => match handle.await {
@@ -135,7 +160,10 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
             }
             // (acks=0 produce: no response.)
-            writer_ctx.metrics.borrow_mut().request(api, arrived.elapsed());
+            writer_ctx
+                .metrics
+                .borrow_mut()
+                .request(api, arrived.elapsed());
             writer_in_flight.set(writer_in_flight.get().saturating_sub(1));
             writer_active.set(Instant::now());
         }
@@ -187,14 +215,26 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
             };
             in_flight.set(in_flight.get() + 1);
-            if queue_tx.send_async(InFlight { api, arrived, response, permit }).await.is_err() {
+            if queue_tx
+                .send_async(InFlight {
+                    api,
+                    arrived,
+                    response,
+                    permit,
+                })
+                .await
+                .is_err()
+            {
                 break 'conn;
             }
         };
         if ctx.is_shutting_down() {
             break;
         }
-        if make_room(&ctx, &pool, &mut buf, frame_end, &mut frame_permit).await.is_none() {
+        if make_room(&ctx, &pool, &mut buf, frame_end, &mut frame_permit)
+            .await
+            .is_none()
+        {
             break;
         }
         let read = reader.append(buf);
@@ -205,7 +245,9 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
             }
             let since = last_active.get().elapsed();
             let wait = if since >= idle { idle } else { idle - since };
-            match futures_util::future::select(read.as_mut(), Box::pin(compio::time::sleep(wait))).await {
+            match futures_util::future::select(read.as_mut(), Box::pin(compio::time::sleep(wait)))
+                .await
+            {
                 Either::Left((r, _)) => break r,
                 Either::Right(_) => {
                     if in_flight.get() == 0 && last_active.get().elapsed() >= idle {
@@ -237,7 +279,11 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
 /// Write a response chain with vectored writes, never copying the chunks together.
 async fn write_chunks(writer: &mut TcpStream, mut chunks: Vec<Bytes>) -> std::io::Result<()> {
     while !chunks.is_empty() {
-        let rest = if chunks.len() > MAX_IOVECS { chunks.split_off(MAX_IOVECS) } else { Vec::new() };
+        let rest = if chunks.len() > MAX_IOVECS {
+            chunks.split_off(MAX_IOVECS)
+        } else {
+            Vec::new()
+        };
         let BufResult(res, _) = writer.write_vectored_all(chunks).await;
         res?;
         chunks = rest;

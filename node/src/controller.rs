@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::BrokerConfig;
-use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
 use crate::mesh::ShardMsg;
+use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
 use crate::topic_config;
 
 use spate_net::ErrorCode;
@@ -46,10 +46,21 @@ pub enum ConfigChange {
 
 #[derive(Debug)]
 pub enum ControllerRequest {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
-    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
-    AlterConfigs { changes: Vec<(String, ConfigChange)>, validate_only: bool },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
 }
@@ -76,10 +87,20 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl TopicOutcome {
     fn ok(name: &str, topic: Option<Arc<TopicImage>>) -> Self {
-        TopicOutcome { name: name.to_string(), error: 0, message: None, topic }
+        TopicOutcome {
+            name: name.to_string(),
+            error: 0,
+            message: None,
+            topic,
+        }
     }
     fn err(name: &str, code: ErrorCode, message: impl Into<String>) -> Self {
-        TopicOutcome { name: name.to_string(), error: code.code(), message: Some(message.into()), topic: None }
+        TopicOutcome {
+            name: name.to_string(),
+            error: code.code(),
+            message: Some(message.into()),
+            topic: None,
+        }
     }
 }
 
@@ -102,24 +123,43 @@ impl Controller {
         image: Arc<MetadataImage>,
         shards: Vec<flume::Sender<ShardMsg>>,
     ) -> Self {
-        let next_slot = image.topics.values().map(|t| t.partitions.len() as u32).sum();
+        let next_slot = image
+            .topics
+            .values()
+            .map(|t| t.partitions.len() as u32)
+            .sum();
         // Ids reserved before a restart may have been handed out: start past them.
         let pid_end = image.producer_ids_end;
-        Controller { config, store, image, next_slot, next_pid: pid_end, pid_end, shards }
+        Controller {
+            config,
+            store,
+            image,
+            next_slot,
+            next_pid: pid_end,
+            pid_end,
+            shards,
+        }
     }
 
     pub async fn handle(&mut self, request: ControllerRequest) -> ControllerReply {
         match request {
-            ControllerRequest::AllocateProducerId => ControllerReply::ProducerId(self.allocate_producer_id()),
+            ControllerRequest::AllocateProducerId => {
+                ControllerReply::ProducerId(self.allocate_producer_id())
+            }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
     }
 
     fn allocate_producer_id(&mut self) -> Result<i64, i16> {
         if self.next_pid == self.pid_end {
-            let record = MetadataRecord::ProducerIds { end: self.pid_end + PRODUCER_ID_BLOCK };
+            let record = MetadataRecord::ProducerIds {
+                end: self.pid_end + PRODUCER_ID_BLOCK,
+            };
             if let Err(e) = self.store.append(std::slice::from_ref(&record)) {
-                crate::fault::fail_stop("reserving producer ids: the metadata log cannot be written", &e);
+                crate::fault::fail_stop(
+                    "reserving producer ids: the metadata log cannot be written",
+                    &e,
+                );
             }
             // No shard needs producer-id blocks, so the image is not republished.
             Arc::make_mut(&mut self.image).apply(&record);
@@ -138,7 +178,9 @@ impl Controller {
         let (validate_only, kind) = match &request {
             ControllerRequest::CreateTopics { validate_only, .. } => (*validate_only, "create"),
             ControllerRequest::DeleteTopics { .. } => (false, "delete"),
-            ControllerRequest::CreatePartitions { validate_only, .. } => (*validate_only, "partitions"),
+            ControllerRequest::CreatePartitions { validate_only, .. } => {
+                (*validate_only, "partitions")
+            }
             ControllerRequest::AlterConfigs { validate_only, .. } => (*validate_only, "configs"),
             ControllerRequest::AllocateProducerId => return Vec::new(),
         };
@@ -158,11 +200,23 @@ impl Controller {
             ControllerRequest::DeleteTopics { names } => {
                 for name in names {
                     if !self.config.delete_topic_enable {
-                        outcomes.push(TopicOutcome::err(&name, ErrorCode::TopicDeletionDisabled, "Topic deletion is disabled."));
+                        outcomes.push(TopicOutcome::err(
+                            &name,
+                            ErrorCode::TopicDeletionDisabled,
+                            "Topic deletion is disabled.",
+                        ));
                     } else if next.topic(&name).is_none() {
-                        outcomes.push(TopicOutcome::err(&name, ErrorCode::UnknownTopicOrPartition, "This server does not host this topic."));
+                        outcomes.push(TopicOutcome::err(
+                            &name,
+                            ErrorCode::UnknownTopicOrPartition,
+                            "This server does not host this topic.",
+                        ));
                     } else if name == crate::group::OFFSETS_TOPIC {
-                        outcomes.push(TopicOutcome::err(&name, ErrorCode::InvalidTopicException, "Internal topics cannot be deleted."));
+                        outcomes.push(TopicOutcome::err(
+                            &name,
+                            ErrorCode::InvalidTopicException,
+                            "Internal topics cannot be deleted.",
+                        ));
                     } else {
                         let record = MetadataRecord::DeleteTopic { name: name.clone() };
                         next.apply(&record);
@@ -215,10 +269,18 @@ impl Controller {
     }
 
     fn slots_in_use(&self) -> u32 {
-        self.image.topics.values().map(|t| t.partitions.len() as u32).sum()
+        self.image
+            .topics
+            .values()
+            .map(|t| t.partitions.len() as u32)
+            .sum()
     }
 
-    fn attach_topics(&self, mut outcomes: Vec<TopicOutcome>, image: &MetadataImage) -> Vec<TopicOutcome> {
+    fn attach_topics(
+        &self,
+        mut outcomes: Vec<TopicOutcome>,
+        image: &MetadataImage,
+    ) -> Vec<TopicOutcome> {
         for o in &mut outcomes {
             if o.error == 0 {
                 o.topic = image.topic(&o.name).cloned();
@@ -232,7 +294,14 @@ impl Controller {
         let mut waits = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let (tx, rx) = flume::bounded(1);
-            if shard.send_async(ShardMsg::Metadata { image: self.image.clone(), done: tx }).await.is_ok() {
+            if shard
+                .send_async(ShardMsg::Metadata {
+                    image: self.image.clone(),
+                    done: tx,
+                })
+                .await
+                .is_ok()
+            {
                 waits.push(rx);
             }
         }
@@ -242,15 +311,26 @@ impl Controller {
     }
 
     fn take_slots(&mut self, n: usize) -> Vec<u32> {
-        let slots = (0..n as u32).map(|i| self.next_slot.wrapping_add(i)).collect();
+        let slots = (0..n as u32)
+            .map(|i| self.next_slot.wrapping_add(i))
+            .collect();
         self.next_slot = self.next_slot.wrapping_add(n as u32);
         slots
     }
 
-    fn plan_create(&mut self, image: &MetadataImage, t: &NewTopic) -> Result<MetadataRecord, TopicOutcome> {
-        validate_topic_name(&t.name).map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidTopicException, m))?;
+    fn plan_create(
+        &mut self,
+        image: &MetadataImage,
+        t: &NewTopic,
+    ) -> Result<MetadataRecord, TopicOutcome> {
+        validate_topic_name(&t.name)
+            .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidTopicException, m))?;
         if image.topic(&t.name).is_some() {
-            return Err(TopicOutcome::err(&t.name, ErrorCode::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+            return Err(TopicOutcome::err(
+                &t.name,
+                ErrorCode::TopicAlreadyExists,
+                format!("Topic '{}' already exists.", t.name),
+            ));
         }
         let partitions = if !t.assignments.is_empty() {
             if t.num_partitions != -1 || t.replication_factor != -1 {
@@ -259,9 +339,19 @@ impl Controller {
             let mut idx: Vec<i32> = t.assignments.iter().map(|(p, _)| *p).collect();
             idx.sort_unstable();
             let contiguous = idx.iter().enumerate().all(|(i, p)| *p == i as i32);
-            let valid_brokers = t.assignments.iter().all(|(_, r)| r.as_slice() == [self.config.node_id]);
+            let valid_brokers = t
+                .assignments
+                .iter()
+                .all(|(_, r)| r.as_slice() == [self.config.node_id]);
             if !contiguous || !valid_brokers {
-                return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidReplicaAssignment, format!("Replica assignment must name partitions 0..n-1 with the single broker {}", self.config.node_id)));
+                return Err(TopicOutcome::err(
+                    &t.name,
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!(
+                        "Replica assignment must name partitions 0..n-1 with the single broker {}",
+                        self.config.node_id
+                    ),
+                ));
             }
             idx.len() as i32
         } else {
@@ -269,23 +359,40 @@ impl Controller {
                 return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidReplicationFactor, format!("Unable to replicate the partition {} time(s): The target replication factor of {} cannot be reached because only 1 broker(s) are registered.", t.replication_factor, t.replication_factor)));
             }
             if t.replication_factor == 0 || t.replication_factor < -1 {
-                return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidReplicationFactor, "Replication factor must be larger than 0, or -1 to use the default value."));
+                return Err(TopicOutcome::err(
+                    &t.name,
+                    ErrorCode::InvalidReplicationFactor,
+                    "Replication factor must be larger than 0, or -1 to use the default value.",
+                ));
             }
             match t.num_partitions {
                 -1 => self.config.num_partitions,
                 n if n >= 1 => n,
-                _ => return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidPartitions, "Number of partitions must be larger than 0, or -1 to use the default value.")),
+                _ => return Err(TopicOutcome::err(
+                    &t.name,
+                    ErrorCode::InvalidPartitions,
+                    "Number of partitions must be larger than 0, or -1 to use the default value.",
+                )),
             }
         };
         if partitions > MAX_PARTITIONS_PER_REQUEST {
-            return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidPartitions, format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic")));
+            return Err(TopicOutcome::err(
+                &t.name,
+                ErrorCode::InvalidPartitions,
+                format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
+            ));
         }
         let mut configs = BTreeMap::new();
         for (k, v) in &t.configs {
             let Some(v) = v else {
-                return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, format!("Null value not supported for topic configs: {k}")));
+                return Err(TopicOutcome::err(
+                    &t.name,
+                    ErrorCode::InvalidConfig,
+                    format!("Null value not supported for topic configs: {k}"),
+                ));
             };
-            topic_config::validate(k, v).map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
+            topic_config::validate(k, v)
+                .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
             configs.insert(k.clone(), v.trim().to_string());
         }
         Ok(MetadataRecord::CreateTopic {
@@ -296,22 +403,42 @@ impl Controller {
         })
     }
 
-    fn plan_partitions(&mut self, image: &MetadataImage, name: &str, count: i32) -> Result<MetadataRecord, TopicOutcome> {
+    fn plan_partitions(
+        &mut self,
+        image: &MetadataImage,
+        name: &str,
+        count: i32,
+    ) -> Result<MetadataRecord, TopicOutcome> {
         let Some(topic) = image.topic(name) else {
-            return Err(TopicOutcome::err(name, ErrorCode::UnknownTopicOrPartition, "This server does not host this topic."));
+            return Err(TopicOutcome::err(
+                name,
+                ErrorCode::UnknownTopicOrPartition,
+                "This server does not host this topic.",
+            ));
         };
         let current = topic.partitions.len() as i32;
         if name == crate::group::OFFSETS_TOPIC {
             // Group → partition mapping depends on the count.
-            return Err(TopicOutcome::err(name, ErrorCode::InvalidTopicException, "Partitions of internal topics cannot be added."));
+            return Err(TopicOutcome::err(
+                name,
+                ErrorCode::InvalidTopicException,
+                "Partitions of internal topics cannot be added.",
+            ));
         }
         if count <= current {
             return Err(TopicOutcome::err(name, ErrorCode::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {count}.")));
         }
         if count > MAX_PARTITIONS_PER_REQUEST {
-            return Err(TopicOutcome::err(name, ErrorCode::InvalidPartitions, format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic")));
+            return Err(TopicOutcome::err(
+                name,
+                ErrorCode::InvalidPartitions,
+                format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
+            ));
         }
-        Ok(MetadataRecord::AddPartitions { name: name.to_string(), slots: self.take_slots((count - current) as usize) })
+        Ok(MetadataRecord::AddPartitions {
+            name: name.to_string(),
+            slots: self.take_slots((count - current) as usize),
+        })
     }
 }
 
@@ -319,9 +446,17 @@ impl Controller {
 /// open millions of files.
 const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
 
-fn plan_configs(image: &MetadataImage, name: &str, change: ConfigChange) -> Result<MetadataRecord, TopicOutcome> {
+fn plan_configs(
+    image: &MetadataImage,
+    name: &str,
+    change: ConfigChange,
+) -> Result<MetadataRecord, TopicOutcome> {
     let Some(topic) = image.topic(name) else {
-        return Err(TopicOutcome::err(name, ErrorCode::UnknownTopicOrPartition, "This server does not host this topic."));
+        return Err(TopicOutcome::err(
+            name,
+            ErrorCode::UnknownTopicOrPartition,
+            "This server does not host this topic.",
+        ));
     };
     let invalid = |m: String| TopicOutcome::err(name, ErrorCode::InvalidConfig, m);
     let mut configs = match &change {
@@ -338,10 +473,12 @@ fn plan_configs(image: &MetadataImage, name: &str, change: ConfigChange) -> Resu
         }
         ConfigChange::Incremental(ops) => {
             for (k, op, v) in ops {
-                let def = topic_config::find(&k).ok_or_else(|| invalid(format!("Unknown topic config name: {k}")))?;
+                let def = topic_config::find(&k)
+                    .ok_or_else(|| invalid(format!("Unknown topic config name: {k}")))?;
                 match op {
                     alter_op::SET => {
-                        let v = v.ok_or_else(|| invalid(format!("Null value not supported for {k}")))?;
+                        let v =
+                            v.ok_or_else(|| invalid(format!("Null value not supported for {k}")))?;
                         topic_config::validate(&k, &v).map_err(invalid)?;
                         configs.insert(k, v.trim().to_string());
                     }
@@ -350,11 +487,25 @@ fn plan_configs(image: &MetadataImage, name: &str, change: ConfigChange) -> Resu
                     }
                     alter_op::APPEND | alter_op::SUBTRACT => {
                         if def.kind != topic_config::ConfigType::List {
-                            return Err(invalid(format!("Config value append is not allowed for config key: {k}")));
+                            return Err(invalid(format!(
+                                "Config value append is not allowed for config key: {k}"
+                            )));
                         }
-                        let current = configs.get(&k).cloned().unwrap_or_else(|| "delete".to_string());
-                        let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                        for item in v.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let current = configs
+                            .get(&k)
+                            .cloned()
+                            .unwrap_or_else(|| "delete".to_string());
+                        let mut items: Vec<String> = current
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        for item in v
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                        {
                             if op == alter_op::APPEND {
                                 if !items.iter().any(|i| i == item) {
                                     items.push(item.to_string());
@@ -367,12 +518,21 @@ fn plan_configs(image: &MetadataImage, name: &str, change: ConfigChange) -> Resu
                         topic_config::validate(&k, &joined).map_err(invalid)?;
                         configs.insert(k, joined);
                     }
-                    _ => return Err(TopicOutcome::err(name, ErrorCode::InvalidRequest, format!("Unknown config operation {op}"))),
+                    _ => {
+                        return Err(TopicOutcome::err(
+                            name,
+                            ErrorCode::InvalidRequest,
+                            format!("Unknown config operation {op}"),
+                        ))
+                    }
                 }
             }
         }
     }
-    Ok(MetadataRecord::SetTopicConfigs { name: name.to_string(), configs })
+    Ok(MetadataRecord::SetTopicConfigs {
+        name: name.to_string(),
+        configs,
+    })
 }
 
 /// Kafka's topic-name rules.
@@ -384,9 +544,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err("Topic name cannot be \".\" or \"..\"".into());
     }
     if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(format!("Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters"));
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters"
+        ));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
     }
     Ok(())
@@ -399,7 +564,10 @@ fn new_topic_id() -> [u8; 16] {
     // time and address entropy just in case.
     let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
     if n != id.len() as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(1);
         id = (t ^ (&id as *const _ as u128)).to_le_bytes();
     }
     id[6] = (id[6] & 0x0f) | 0x40;
@@ -430,13 +598,35 @@ mod tests {
     #[test]
     fn incremental_append_and_subtract() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic { name: "t".into(), id: [1; 16], slots: vec![0], configs: BTreeMap::new() });
-        let set = ConfigChange::Incremental(vec![("retention.ms".into(), alter_op::SET, Some("10".into()))]);
-        let MetadataRecord::SetTopicConfigs { configs, .. } = plan_configs(&img, "t", set).unwrap() else { panic!() };
+        img.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: [1; 16],
+            slots: vec![0],
+            configs: BTreeMap::new(),
+        });
+        let set = ConfigChange::Incremental(vec![(
+            "retention.ms".into(),
+            alter_op::SET,
+            Some("10".into()),
+        )]);
+        let MetadataRecord::SetTopicConfigs { configs, .. } = plan_configs(&img, "t", set).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(configs.get("retention.ms").map(String::as_str), Some("10"));
-        let bad = ConfigChange::Incremental(vec![("retention.ms".into(), alter_op::APPEND, Some("10".into()))]);
-        assert_eq!(plan_configs(&img, "t", bad).unwrap_err().error, ErrorCode::InvalidConfig.code());
+        let bad = ConfigChange::Incremental(vec![(
+            "retention.ms".into(),
+            alter_op::APPEND,
+            Some("10".into()),
+        )]);
+        assert_eq!(
+            plan_configs(&img, "t", bad).unwrap_err().error,
+            ErrorCode::InvalidConfig.code()
+        );
         let missing = ConfigChange::Replace(vec![]);
-        assert_eq!(plan_configs(&img, "nope", missing).unwrap_err().error, ErrorCode::UnknownTopicOrPartition.code());
+        assert_eq!(
+            plan_configs(&img, "nope", missing).unwrap_err().error,
+            ErrorCode::UnknownTopicOrPartition.code()
+        );
     }
 }

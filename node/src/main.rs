@@ -32,7 +32,8 @@ use metadata::MetadataStore;
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -48,7 +49,8 @@ fn main() {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let (store, image) = MetadataStore::open(&config.data_dir)?;
     let image = Arc::new(image);
@@ -62,7 +64,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let mesh = mesh::build_mesh(shard_count);
     // The main thread talks to shard s over s's own channel.
-    let control: Vec<flume::Sender<mesh::ShardMsg>> = mesh.iter().enumerate().map(|(s, l)| l.senders[s].clone()).collect();
+    let control: Vec<flume::Sender<mesh::ShardMsg>> = mesh
+        .iter()
+        .enumerate()
+        .map(|(s, l)| l.senders[s].clone())
+        .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut store = Some(store);
     let mut threads = Vec::with_capacity(shard_count);
@@ -136,7 +142,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// Create `__consumer_offsets` on first start (Kafka creates it on first use; creating
 /// it up front keeps FindCoordinator answers immediate).
-fn ensure_offsets_topic(config: &BrokerConfig, image: &metadata::MetadataImage, controller: &flume::Sender<mesh::ShardMsg>) -> anyhow::Result<()> {
+fn ensure_offsets_topic(
+    config: &BrokerConfig,
+    image: &metadata::MetadataImage,
+    controller: &flume::Sender<mesh::ShardMsg>,
+) -> anyhow::Result<()> {
     if image.topic(group::OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
@@ -153,10 +163,20 @@ fn ensure_offsets_topic(config: &BrokerConfig, image: &metadata::MetadataImage, 
     };
     let (tx, rx) = flume::bounded(1);
     controller
-        .send(mesh::ShardMsg::Controller { request: controller::ControllerRequest::CreateTopics { topics: vec![topic], validate_only: false }, reply: tx })
+        .send(mesh::ShardMsg::Controller {
+            request: controller::ControllerRequest::CreateTopics {
+                topics: vec![topic],
+                validate_only: false,
+            },
+            reply: tx,
+        })
         .map_err(|_| anyhow::anyhow!("controller shard is gone"))?;
     match rx.recv_timeout(std::time::Duration::from_secs(120)) {
-        Ok(controller::ControllerReply::Topics(outcomes)) if outcomes.iter().all(|o| o.error == 0) => Ok(()),
+        Ok(controller::ControllerReply::Topics(outcomes))
+            if outcomes.iter().all(|o| o.error == 0) =>
+        {
+            Ok(())
+        }
         Ok(other) => bail!("creating {}: {other:?}", group::OFFSETS_TOPIC),
         Err(e) => bail!("creating {}: {e}", group::OFFSETS_TOPIC),
     }
@@ -167,17 +187,27 @@ fn ensure_offsets_topic(config: &BrokerConfig, image: &metadata::MetadataImage, 
 fn shard_cpus(config: &BrokerConfig) -> anyhow::Result<Vec<Option<usize>>> {
     let allowed = allowed_cpus();
     if !config.cpu_list.is_empty() {
-        if let Some(bad) = config.cpu_list.iter().find(|c| !allowed.is_empty() && !allowed.contains(c)) {
+        if let Some(bad) = config
+            .cpu_list
+            .iter()
+            .find(|c| !allowed.is_empty() && !allowed.contains(c))
+        {
             bail!("CPU {bad} in cpu_list is not allowed for this process (allowed: {allowed:?})");
         }
         return Ok(config.cpu_list.iter().map(|&c| Some(c)).collect());
     }
-    let count = if config.cores == 0 { allowed.len().max(1) } else { config.cores };
+    let count = if config.cores == 0 {
+        allowed.len().max(1)
+    } else {
+        config.cores
+    };
     if allowed.is_empty() {
         return Ok(vec![None; count]);
     }
     // More shards than CPUs: wrap around (useful for tests, not for production).
-    Ok((0..count).map(|i| Some(allowed[i % allowed.len()])).collect())
+    Ok((0..count)
+        .map(|i| Some(allowed[i % allowed.len()]))
+        .collect())
 }
 
 fn allowed_cpus() -> Vec<usize> {
@@ -187,7 +217,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 
@@ -202,7 +234,9 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
-        socket.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
+        socket
+            .bind(&addr.into())
+            .with_context(|| format!("binding {addr}"))?;
         socket.listen(1024)?;
         let listener: std::net::TcpListener = socket.into();
         addr = listener.local_addr()?;
@@ -214,8 +248,12 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net
 fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
     match &config.advertised_listener {
         Some(a) => {
-            let (host, port) = a.rsplit_once(':').with_context(|| format!("advertised listener {a} is not HOST:PORT"))?;
-            let port: u16 = port.parse().with_context(|| format!("bad port in advertised listener {a}"))?;
+            let (host, port) = a
+                .rsplit_once(':')
+                .with_context(|| format!("advertised listener {a} is not HOST:PORT"))?;
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("bad port in advertised listener {a}"))?;
             Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
         }
         None => {
@@ -231,7 +269,12 @@ fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Resul
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: flock on a valid, owned descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!("data dir {} is in use by another broker", dir.display());

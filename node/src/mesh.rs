@@ -29,13 +29,20 @@ pub enum PartitionOp {
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
     /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
     /// the high watermark and log start, without touching the log's data.
-    Fetch { offset: i64, max_bytes: usize, min_one: bool },
+    Fetch {
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset { timestamp: i64 },
     /// DeleteRecords: move the log start offset up to `offset` (-1 = high watermark).
     DeleteRecords { offset: i64 },
     /// OffsetForLeaderEpoch: the end offset of `epoch`.
-    EndOffsetForEpoch { current_leader_epoch: i32, epoch: i32 },
+    EndOffsetForEpoch {
+        current_leader_epoch: i32,
+        epoch: i32,
+    },
     /// DescribeLogDirs: size and offsets.
     Describe,
 }
@@ -59,36 +66,77 @@ impl PartitionOp {
 pub enum PartitionReply {
     Error(i16),
     /// `bytes_in`/`records_in`: what this produce appended (0 for a duplicate retry).
-    Produced { base_offset: i64, log_append_time: i64, log_start_offset: i64, bytes_in: u64, records_in: u64 },
+    Produced {
+        base_offset: i64,
+        log_append_time: i64,
+        log_start_offset: i64,
+        bytes_in: u64,
+        records_in: u64,
+    },
     /// acks=0: nothing to say.
-    ProducedNoAck { bytes_in: u64, records_in: u64 },
-    Fetched { batches: Vec<Bytes>, high_watermark: i64, log_start_offset: i64 },
-    FetchError { code: i16, high_watermark: i64, log_start_offset: i64 },
-    Offset { offset: i64, timestamp: i64 },
+    ProducedNoAck {
+        bytes_in: u64,
+        records_in: u64,
+    },
+    Fetched {
+        batches: Vec<Bytes>,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    FetchError {
+        code: i16,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    Offset {
+        offset: i64,
+        timestamp: i64,
+    },
     LowWatermark(i64),
-    EpochEnd { leader_epoch: i32, end_offset: i64 },
-    Described { size_bytes: u64 },
+    EpochEnd {
+        leader_epoch: i32,
+        end_offset: i64,
+    },
+    Described {
+        size_bytes: u64,
+    },
 }
 
 /// What one shard asks of another.
 pub enum ShardMsg {
     /// Partition work; the reply holds one entry per op, in order.
-    Partitions { ops: Vec<(PartitionKey, PartitionOp)>, sent: Instant, reply: flume::Sender<Vec<PartitionReply>> },
+    Partitions {
+        ops: Vec<(PartitionKey, PartitionOp)>,
+        sent: Instant,
+        reply: flume::Sender<Vec<PartitionReply>>,
+    },
     /// Resolve when any listed partition's readable end passes the given offset, or at
     /// the deadline, with the positions (in `watches`) of the partitions that have data
     /// past their offset or are gone; empty at the deadline.
-    WaitForData { watches: Vec<(PartitionKey, i64)>, deadline: Instant, reply: flume::Sender<Vec<usize>> },
+    WaitForData {
+        watches: Vec<(PartitionKey, i64)>,
+        deadline: Instant,
+        reply: flume::Sender<Vec<usize>>,
+    },
     /// To the shard coordinating the group (or to every shard, for listings).
     Group(crate::group::GroupRequest),
     /// Liveness probe: answers whether the shard serves (false while shutting down).
     Ping { reply: flume::Sender<bool> },
     /// A metrics snapshot of the shard, for a scrape.
-    Metrics { reply: flume::Sender<crate::metrics::ShardSnapshot> },
+    Metrics {
+        reply: flume::Sender<crate::metrics::ShardSnapshot>,
+    },
     /// To the controller shard only.
-    Controller { request: ControllerRequest, reply: flume::Sender<ControllerReply> },
+    Controller {
+        request: ControllerRequest,
+        reply: flume::Sender<ControllerReply>,
+    },
     /// A new metadata image; the shard opens, updates and deletes its partitions, then
     /// acknowledges.
-    Metadata { image: Arc<MetadataImage>, done: flume::Sender<()> },
+    Metadata {
+        image: Arc<MetadataImage>,
+        done: flume::Sender<()>,
+    },
     /// Stop accepting, flush and close the logs, then acknowledge.
     Shutdown { done: flume::Sender<()> },
 }
@@ -105,8 +153,10 @@ pub struct ShardLinks {
 /// Build the full mesh for `n` shards. `links[s].senders[d]` pairs with
 /// `links[d].receivers[s]`.
 pub fn build_mesh(n: usize) -> Vec<ShardLinks> {
-    let mut senders: Vec<Vec<flume::Sender<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
-    let mut receivers: Vec<Vec<flume::Receiver<ShardMsg>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
+    let mut senders: Vec<Vec<flume::Sender<ShardMsg>>> =
+        (0..n).map(|_| Vec::with_capacity(n)).collect();
+    let mut receivers: Vec<Vec<flume::Receiver<ShardMsg>>> =
+        (0..n).map(|_| Vec::with_capacity(n)).collect();
     for from in senders.iter_mut() {
         for to in receivers.iter_mut() {
             let (tx, rx) = flume::bounded(CHANNEL_CAPACITY);
@@ -132,7 +182,9 @@ mod tests {
         for s in 0..3 {
             for d in 0..3 {
                 let (tx, _rx) = flume::bounded(1);
-                mesh[s].senders[d].send(ShardMsg::Shutdown { done: tx }).unwrap();
+                mesh[s].senders[d]
+                    .send(ShardMsg::Shutdown { done: tx })
+                    .unwrap();
                 assert_eq!(mesh[d].receivers[s].len(), 1, "{s} -> {d}");
                 mesh[d].receivers[s].recv().unwrap();
             }

@@ -13,7 +13,9 @@ use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
-use crate::producer_state::{last_seq, BatchMeta, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS};
+use crate::producer_state::{
+    last_seq, BatchMeta, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS,
+};
 use crate::topic_config::EffectiveTopicConfig;
 
 /// The leader epoch of every partition on a single node (no elections yet).
@@ -76,7 +78,11 @@ pub struct StorageSettings {
 
 /// `jitter_seed` (fixed per partition) picks how much of `segment.jitter.ms` this
 /// partition's segments roll early.
-pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings, jitter_seed: u64) -> LogConfig {
+pub fn log_config(
+    c: &EffectiveTopicConfig,
+    storage: StorageSettings,
+    jitter_seed: u64,
+) -> LogConfig {
     let jitter = (jitter_seed % (c.segment_jitter_ms.max(0) as u64).saturating_add(1)) as i64;
     LogConfig {
         segment_bytes: c.segment_bytes.max(4096) as u64,
@@ -89,7 +95,11 @@ pub fn log_config(c: &EffectiveTopicConfig, storage: StorageSettings, jitter_see
         flush_ms: c.flush_ms,
         // The shard's shared batch cache is used instead.
         cache_bytes: 0,
-        preallocate_bytes: if c.preallocate { c.segment_bytes.max(4096) as u64 } else { storage.preallocate_bytes },
+        preallocate_bytes: if c.preallocate {
+            c.segment_bytes.max(4096) as u64
+        } else {
+            storage.preallocate_bytes
+        },
         ..LogConfig::default()
     }
 }
@@ -106,12 +116,19 @@ const MAX_INFLATED_BATCH: usize = 64 << 20;
 
 /// Within one batch: the first record (at or after `min_offset`) with a timestamp
 /// >= `target`. LogAppendTime batches give every record the batch's max timestamp.
-fn record_at_or_after(batch: &record_batch::RecordBatch, target: i64, min_offset: i64) -> Option<PartitionReply> {
+fn record_at_or_after(
+    batch: &record_batch::RecordBatch,
+    target: i64,
+    min_offset: i64,
+) -> Option<PartitionReply> {
     let records = batch.records(MAX_INFLATED_BATCH).ok()?;
     for record in records.flatten() {
         let (offset, ts) = (record.offset_in(batch), record.timestamp_in(batch));
         if offset >= min_offset && ts >= target {
-            return Some(PartitionReply::Offset { offset, timestamp: ts });
+            return Some(PartitionReply::Offset {
+                offset,
+                timestamp: ts,
+            });
         }
     }
     None
@@ -126,7 +143,9 @@ fn error_code(e: &LogError) -> i16 {
         LogError::InvalidBatch(_) => ErrorCode::CorruptMessage.code(),
         // Deleted or shutting down: the client refreshes its metadata.
         LogError::Closed => ErrorCode::NotLeaderOrFollower.code(),
-        LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. } => ErrorCode::KafkaStorageError.code(),
+        LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. } => {
+            ErrorCode::KafkaStorageError.code()
+        }
     }
 }
 
@@ -144,15 +163,34 @@ fn log_read_failure(e: &LogError) {
 }
 
 impl Partition {
-    pub async fn open(dir: PathBuf, topic_id: [u8; 16], config: EffectiveTopicConfig, storage: StorageSettings, cache: SharedBatchCache) -> Result<Partition, LogError> {
+    pub async fn open(
+        dir: PathBuf,
+        topic_id: [u8; 16],
+        config: EffectiveTopicConfig,
+        storage: StorageSettings,
+        cache: SharedBatchCache,
+    ) -> Result<Partition, LogError> {
         let jitter_seed = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             dir.hash(&mut h);
             h.finish()
         };
-        let log = PartitionLog::open_with(dir, log_config(&config, storage, jitter_seed), spate_log::system_clock(), Some(cache)).await?;
-        let partition = Partition { topic_id, log, config: RefCell::new(config), producers: RefCell::new(ProducerStates::default()), jitter_seed, storage: std::cell::Cell::new(storage) };
+        let log = PartitionLog::open_with(
+            dir,
+            log_config(&config, storage, jitter_seed),
+            spate_log::system_clock(),
+            Some(cache),
+        )
+        .await?;
+        let partition = Partition {
+            topic_id,
+            log,
+            config: RefCell::new(config),
+            producers: RefCell::new(ProducerStates::default()),
+            jitter_seed,
+            storage: std::cell::Cell::new(storage),
+        };
         partition.load_producer_states().await?;
         Ok(partition)
     }
@@ -166,7 +204,8 @@ impl Partition {
     /// Apply changed topic configs or storage settings (a no-op when neither changed).
     pub fn reconfigure(&self, config: EffectiveTopicConfig, storage: StorageSettings) {
         if *self.config.borrow() != config || self.storage.get() != storage {
-            self.log.update_config(log_config(&config, storage, self.jitter_seed));
+            self.log
+                .update_config(log_config(&config, storage, self.jitter_seed));
             *self.config.borrow_mut() = config;
             self.storage.set(storage);
         }
@@ -190,7 +229,9 @@ impl Partition {
         const MAX_INFLATE_CAP: usize = 256 << 20;
         let config = self.config.borrow();
         let max = config.max_message_bytes.max(0) as usize;
-        let inflate_cap = max.saturating_mul(INFLATE_RATIO).clamp(MIN_INFLATE_CAP, MAX_INFLATE_CAP);
+        let inflate_cap = max
+            .saturating_mul(INFLATE_RATIO)
+            .clamp(MIN_INFLATE_CAP, MAX_INFLATE_CAP);
         // message.timestamp.{after,before}.max.ms, on every record's timestamp (Kafka's
         // validateTimestamp; LogAppendTime topics take the broker's clock instead).
         let latest_allowed = now.saturating_add(config.timestamp_after_max_ms);
@@ -208,7 +249,9 @@ impl Partition {
                 return Err(ErrorCode::InvalidRecord.code());
             }
             // Record count, lastOffsetDelta, sequence, codec, framing, inflate cap.
-            let summary = batch.validate(inflate_cap).map_err(|e| e.error_code().code())?;
+            let summary = batch
+                .validate(inflate_cap)
+                .map_err(|e| e.error_code().code())?;
             // Kafka rewrites a compressed batch whose offset deltas are not 0..n-1 (and
             // stores an uncompressed one as is); Spate never rebuilds, so it refuses both.
             if !summary.offsets_consecutive {
@@ -219,7 +262,9 @@ impl Partition {
                 if batch.timestamp_type() == record_batch::TimestampType::LogAppendTime {
                     return Err(ErrorCode::InvalidTimestamp.code());
                 }
-            } else if summary.max_timestamp > latest_allowed || summary.min_timestamp.is_some_and(|t| t < earliest_allowed) {
+            } else if summary.max_timestamp > latest_allowed
+                || summary.min_timestamp.is_some_and(|t| t < earliest_allowed)
+            {
                 return Err(ErrorCode::InvalidTimestamp.code());
             }
             if batch.is_transactional() {
@@ -247,18 +292,35 @@ impl Partition {
         let mut out = BytesMut::with_capacity(records.len());
         for batch in record_batch::batches(records) {
             let batch = batch.map_err(corrupt)?;
-            if batch.compression().map_err(|_| ErrorCode::UnsupportedCompressionType.code())? == target {
+            if batch
+                .compression()
+                .map_err(|_| ErrorCode::UnsupportedCompressionType.code())?
+                == target
+            {
                 out.extend_from_slice(batch.bytes());
                 continue;
             }
             let mut builder = RecordBatchBuilder::new(target)
                 .level(level)
-                .producer(batch.producer_id(), batch.producer_epoch(), batch.base_sequence())
+                .producer(
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_sequence(),
+                )
                 .partition_leader_epoch(batch.partition_leader_epoch());
             for record in batch.records(MAX_INFLATED_BATCH).map_err(corrupt)? {
                 let r = record.map_err(corrupt)?;
-                let headers: Vec<(&str, Option<&[u8]>)> = r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
-                builder.append(batch.base_timestamp().saturating_add(r.timestamp_delta), r.key.as_deref(), r.value.as_deref(), &headers);
+                let headers: Vec<(&str, Option<&[u8]>)> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_str(), h.value.as_deref()))
+                    .collect();
+                builder.append(
+                    batch.base_timestamp().saturating_add(r.timestamp_delta),
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &headers,
+                );
             }
             out.extend_from_slice(&builder.build().map_err(corrupt)?);
         }
@@ -290,7 +352,9 @@ impl Partition {
             match states.check(b.producer_id, b.epoch, b.first_seq, last)? {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate(meta) if batches.len() == 1 => return Ok(Some(meta)),
-                SequenceCheck::Duplicate(_) => return Err(ErrorCode::DuplicateSequenceNumber.code()),
+                SequenceCheck::Duplicate(_) => {
+                    return Err(ErrorCode::DuplicateSequenceNumber.code())
+                }
             }
         }
         Ok(None)
@@ -300,14 +364,20 @@ impl Partition {
     /// returned future completes when the write (and sync, by policy) is done. Nothing
     /// is acknowledged before it is written, and a write that fails acknowledges
     /// nothing (KAFKA_STORAGE_ERROR; the producer retries).
-    pub fn produce(self: &Rc<Self>, records: Bytes, acks: i16) -> impl std::future::Future<Output = PartitionReply> + 'static {
+    pub fn produce(
+        self: &Rc<Self>,
+        records: Bytes,
+        acks: i16,
+    ) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
         let log_append_time = self.config.borrow().log_append_time;
         let started = self.start_produce(records, acks, now, log_append_time);
         let this = self.clone();
         async move {
             let (base_offset, ticket, bytes_in, records_in) = match started {
-                Ok(Started::Append(info, ticket, bytes, records)) => (info.base_offset, Some(ticket), bytes, records),
+                Ok(Started::Append(info, ticket, bytes, records)) => {
+                    (info.base_offset, Some(ticket), bytes, records)
+                }
                 Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
                 Err(code) => return PartitionReply::Error(code),
             };
@@ -318,12 +388,19 @@ impl Partition {
                 }
             }
             if acks == 0 {
-                return PartitionReply::ProducedNoAck { bytes_in, records_in };
+                return PartitionReply::ProducedNoAck {
+                    bytes_in,
+                    records_in,
+                };
             }
             PartitionReply::Produced {
                 base_offset,
                 // A retry is answered as its original was (-1 when not LogAppendTime).
-                log_append_time: if log_append_time && bytes_in > 0 { now } else { -1 },
+                log_append_time: if log_append_time && bytes_in > 0 {
+                    now
+                } else {
+                    -1
+                },
                 log_start_offset: this.log.log_start_offset(),
                 bytes_in,
                 records_in,
@@ -331,7 +408,13 @@ impl Partition {
         }
     }
 
-    fn start_produce(&self, records: Bytes, acks: i16, now: i64, log_append_time: bool) -> Result<Started, i16> {
+    fn start_produce(
+        &self,
+        records: Bytes,
+        acks: i16,
+        now: i64,
+        log_append_time: bool,
+    ) -> Result<Started, i16> {
         if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
             // Only this broker is in the ISR.
             return Err(ErrorCode::NotEnoughReplicas.code());
@@ -343,7 +426,10 @@ impl Partition {
             return Ok(Started::Duplicate(dup));
         }
         // Traffic as the producer sent it (before any recompression).
-        let (bytes_in, records_in) = (records.len() as u64, batches.iter().map(|b| b.records).sum());
+        let (bytes_in, records_in) = (
+            records.len() as u64,
+            batches.iter().map(|b| b.records).sum(),
+        );
         let (compression, level) = {
             let c = self.config.borrow();
             (c.compression, c.compression_level)
@@ -352,8 +438,15 @@ impl Partition {
             Some(target) => Self::recompress(records, target, level)?,
             None => records,
         };
-        let records = if log_append_time { Self::stamp_log_append_time(records, now)? } else { records };
-        let (info, ticket) = self.log.begin_append(records, true).map_err(|e| error_code(&e))?;
+        let records = if log_append_time {
+            Self::stamp_log_append_time(records, now)?
+        } else {
+            records
+        };
+        let (info, ticket) = self
+            .log
+            .begin_append(records, true)
+            .map_err(|e| error_code(&e))?;
         // Offsets were assigned from `info.base_offset` on, batch after batch.
         let mut offset = info.base_offset;
         let mut states = self.producers.borrow_mut();
@@ -361,11 +454,21 @@ impl Partition {
             let base = offset;
             offset += i64::from(b.last_offset_delta) + 1;
             if b.producer_id >= 0 {
-                let meta = BatchMeta { first_seq: b.first_seq, last_seq: last_seq(b.first_seq, b.last_offset_delta), base_offset: base, last_offset: offset - 1, ticket: Some(ticket) };
+                let meta = BatchMeta {
+                    first_seq: b.first_seq,
+                    last_seq: last_seq(b.first_seq, b.last_offset_delta),
+                    base_offset: base,
+                    last_offset: offset - 1,
+                    ticket: Some(ticket),
+                };
                 states.record(b.producer_id, b.epoch, meta, now);
             }
         }
-        assert_eq!(offset - 1, info.last_offset, "the batches' offsets add up to the append's");
+        assert_eq!(
+            offset - 1,
+            info.last_offset,
+            "the batches' offsets add up to the append's"
+        );
         Ok(Started::Append(info, ticket, bytes_in, records_in))
     }
 
@@ -375,11 +478,14 @@ impl Partition {
         self.log.dir().join(PRODUCER_SNAPSHOT)
     }
 
-    /// Write the producer state of the written log and the offset it covers (temp file
-    /// + rename), so that the next open replays only the log after it. Small and rare
-    /// (at shutdown and each retention pass), so plain blocking I/O.
+    /// Write the producer state of the written log and the offset it covers (a temp
+    /// file renamed over the old one), so that the next open replays only the log after
+    /// it. Small and rare (at shutdown and each retention pass), so plain blocking I/O.
     pub fn snapshot_producer_states(&self) -> std::io::Result<()> {
-        let states = self.producers.borrow().written_only(|t| self.log.is_written(t) == Some(true));
+        let states = self
+            .producers
+            .borrow()
+            .written_only(|t| self.log.is_written(t) == Some(true));
         let path = self.snapshot_path();
         if states.is_empty() {
             return match std::fs::remove_file(&path) {
@@ -387,7 +493,10 @@ impl Partition {
                 _ => Ok(()),
             };
         }
-        let snapshot = ProducerSnapshot { offset: self.log.written_end_offset(), states: &states };
+        let snapshot = ProducerSnapshot {
+            offset: self.log.written_end_offset(),
+            states: &states,
+        };
         let json = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, json)?;
@@ -399,9 +508,13 @@ impl Partition {
     /// offset within the recovered log), then the batches after it; else the whole log.
     async fn load_producer_states(&self) -> Result<(), LogError> {
         let end = self.log.written_end_offset();
-        let snapshot: Option<LoadedSnapshot> = std::fs::read(self.snapshot_path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let snapshot: Option<LoadedSnapshot> = std::fs::read(self.snapshot_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let (mut offset, mut states) = match snapshot {
-            Some(s) if s.offset >= self.log.log_start_offset() && s.offset <= end => (s.offset, s.states),
+            Some(s) if s.offset >= self.log.log_start_offset() && s.offset <= end => {
+                (s.offset, s.states)
+            }
             _ => (self.log.log_start_offset(), ProducerStates::default()),
         };
         let replay_from = offset;
@@ -420,7 +533,12 @@ impl Partition {
                             last_offset: batch.last_offset(),
                             ticket: None,
                         };
-                        states.record(batch.producer_id(), batch.producer_epoch(), meta, batch.max_timestamp());
+                        states.record(
+                            batch.producer_id(),
+                            batch.producer_epoch(),
+                            meta,
+                            batch.max_timestamp(),
+                        );
                     }
                     offset = offset.max(batch.last_offset() + 1);
                 }
@@ -436,20 +554,32 @@ impl Partition {
 
     /// Forget idempotent producers silent for `producer.id.expiration.ms`.
     pub fn expire_producers(&self, now: i64) -> usize {
-        self.producers.borrow_mut().expire(now, PRODUCER_ID_EXPIRATION_MS)
+        self.producers
+            .borrow_mut()
+            .expire(now, PRODUCER_ID_EXPIRATION_MS)
     }
 
     /// Everything but produce.
     pub async fn run(&self, op: PartitionOp) -> PartitionReply {
         match op {
-            PartitionOp::Produce { .. } => PartitionReply::Error(ErrorCode::UnknownServerError.code()),
+            PartitionOp::Produce { .. } => {
+                PartitionReply::Error(ErrorCode::UnknownServerError.code())
+            }
             // Past the high watermark but not past the log end: in flight, nothing to read yet.
-            PartitionOp::Fetch { offset, .. } if offset > self.high_watermark() && offset <= self.log.log_end_offset() => PartitionReply::Fetched {
-                batches: Vec::new(),
-                high_watermark: self.high_watermark(),
-                log_start_offset: self.log.log_start_offset(),
-            },
-            PartitionOp::Fetch { offset, max_bytes, min_one } => match self.log.read(offset, max_bytes, min_one).await {
+            PartitionOp::Fetch { offset, .. }
+                if offset > self.high_watermark() && offset <= self.log.log_end_offset() =>
+            {
+                PartitionReply::Fetched {
+                    batches: Vec::new(),
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: self.log.log_start_offset(),
+                }
+            }
+            PartitionOp::Fetch {
+                offset,
+                max_bytes,
+                min_one,
+            } => match self.log.read(offset, max_bytes, min_one).await {
                 Ok(r) => PartitionReply::Fetched {
                     batches: r.batches,
                     high_watermark: r.high_watermark,
@@ -459,7 +589,11 @@ impl Partition {
                     if matches!(e, LogError::Corrupt { .. } | LogError::Io { .. }) {
                         log_read_failure(&e);
                     }
-                    PartitionReply::FetchError { code: error_code(&e), high_watermark: self.high_watermark(), log_start_offset: self.log.log_start_offset() }
+                    PartitionReply::FetchError {
+                        code: error_code(&e),
+                        high_watermark: self.high_watermark(),
+                        log_start_offset: self.log.log_start_offset(),
+                    }
                 }
             },
             PartitionOp::ListOffset { timestamp } => self.list_offset(timestamp).await,
@@ -474,20 +608,31 @@ impl Partition {
                     Err(e) => PartitionReply::Error(error_code(&e)),
                 }
             }
-            PartitionOp::EndOffsetForEpoch { current_leader_epoch, epoch } => {
+            PartitionOp::EndOffsetForEpoch {
+                current_leader_epoch,
+                epoch,
+            } => {
                 // The epoch never changes on a single node, so no client can be behind
                 // it (FENCED_LEADER_EPOCH comes with leader elections).
                 if current_leader_epoch > LEADER_EPOCH {
                     return PartitionReply::Error(ErrorCode::UnknownLeaderEpoch.code());
                 }
                 if epoch == LEADER_EPOCH {
-                    PartitionReply::EpochEnd { leader_epoch: LEADER_EPOCH, end_offset: self.log.log_end_offset() }
+                    PartitionReply::EpochEnd {
+                        leader_epoch: LEADER_EPOCH,
+                        end_offset: self.log.log_end_offset(),
+                    }
                 } else {
                     // An epoch this log never had: Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET.
-                    PartitionReply::EpochEnd { leader_epoch: -1, end_offset: -1 }
+                    PartitionReply::EpochEnd {
+                        leader_epoch: -1,
+                        end_offset: -1,
+                    }
                 }
             }
-            PartitionOp::Describe => PartitionReply::Described { size_bytes: self.log.size_bytes() },
+            PartitionOp::Describe => PartitionReply::Described {
+                size_bytes: self.log.size_bytes(),
+            },
         }
     }
 
@@ -515,27 +660,47 @@ impl Partition {
                 }
             }
         }
-        PartitionReply::Offset { offset: -1, timestamp: -1 }
+        PartitionReply::Offset {
+            offset: -1,
+            timestamp: -1,
+        }
     }
 
     async fn list_offset(&self, timestamp: i64) -> PartitionReply {
         match timestamp {
             // Latest: the high watermark (also the last stable offset on a single node).
-            -1 => PartitionReply::Offset { offset: self.high_watermark(), timestamp: -1 },
+            -1 => PartitionReply::Offset {
+                offset: self.high_watermark(),
+                timestamp: -1,
+            },
             // Earliest and earliest-local.
-            -2 | -4 => PartitionReply::Offset { offset: self.log.log_start_offset(), timestamp: -1 },
+            -2 | -4 => PartitionReply::Offset {
+                offset: self.log.log_start_offset(),
+                timestamp: -1,
+            },
             // The log finds the batch; the record inside it is found here, as Kafka does.
             -3 => match self.log.max_timestamp() {
-                Some((batch_offset, max_ts)) => self.first_record_at_or_after(batch_offset, max_ts).await,
-                None => PartitionReply::Offset { offset: -1, timestamp: -1 },
+                Some((batch_offset, max_ts)) => {
+                    self.first_record_at_or_after(batch_offset, max_ts).await
+                }
+                None => PartitionReply::Offset {
+                    offset: -1,
+                    timestamp: -1,
+                },
             },
             t if t >= 0 => match self.log.offset_for_timestamp(t).await {
                 Ok(Some((batch_offset, _))) => self.first_record_at_or_after(batch_offset, t).await,
-                Ok(None) => PartitionReply::Offset { offset: -1, timestamp: -1 },
+                Ok(None) => PartitionReply::Offset {
+                    offset: -1,
+                    timestamp: -1,
+                },
                 Err(e) => PartitionReply::Error(error_code(&e)),
             },
             // Latest-tiered and anything unknown: nothing in tiered storage.
-            _ => PartitionReply::Offset { offset: -1, timestamp: -1 },
+            _ => PartitionReply::Offset {
+                offset: -1,
+                timestamp: -1,
+            },
         }
     }
 }

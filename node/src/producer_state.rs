@@ -58,7 +58,11 @@ pub struct ProducerStates {
 
 /// The sequence after `seq`; sequences wrap from i32::MAX to 0.
 fn next_seq(seq: i32) -> i32 {
-    if seq == i32::MAX { 0 } else { seq + 1 }
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
 }
 
 /// The last sequence of a batch of `count` records starting at `first`.
@@ -72,20 +76,34 @@ impl ProducerStates {
     pub fn check(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<SequenceCheck, i16> {
         let Some(entry) = self.producers.get(&pid) else {
             // A producer we have no state for starts at sequence 0.
-            return if first == 0 { Ok(SequenceCheck::Append) } else { Err(ErrorCode::OutOfOrderSequenceNumber.code()) };
+            return if first == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(ErrorCode::OutOfOrderSequenceNumber.code())
+            };
         };
         if epoch < entry.epoch {
             return Err(ErrorCode::InvalidProducerEpoch.code());
         }
         if epoch > entry.epoch {
             // A bumped epoch restarts the sequence.
-            return if first == 0 { Ok(SequenceCheck::Append) } else { Err(ErrorCode::OutOfOrderSequenceNumber.code()) };
+            return if first == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(ErrorCode::OutOfOrderSequenceNumber.code())
+            };
         }
-        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first && b.last_seq == last)
+        {
             return Ok(SequenceCheck::Duplicate(*dup));
         }
         match entry.batches.back() {
-            Some(prev) if first != next_seq(prev.last_seq) => Err(ErrorCode::OutOfOrderSequenceNumber.code()),
+            Some(prev) if first != next_seq(prev.last_seq) => {
+                Err(ErrorCode::OutOfOrderSequenceNumber.code())
+            }
             None if first != 0 => Err(ErrorCode::OutOfOrderSequenceNumber.code()),
             _ => Ok(SequenceCheck::Append),
         }
@@ -121,8 +139,20 @@ impl ProducerStates {
             .producers
             .iter()
             .map(|(pid, e)| {
-                let batches = e.batches.iter().filter(|b| b.ticket.is_none_or(&written)).map(|b| BatchMeta { ticket: None, ..*b }).collect();
-                (*pid, ProducerEntry { epoch: e.epoch, batches, last_write_ms: e.last_write_ms })
+                let batches = e
+                    .batches
+                    .iter()
+                    .filter(|b| b.ticket.is_none_or(&written))
+                    .map(|b| BatchMeta { ticket: None, ..*b })
+                    .collect();
+                (
+                    *pid,
+                    ProducerEntry {
+                        epoch: e.epoch,
+                        batches,
+                        last_write_ms: e.last_write_ms,
+                    },
+                )
             })
             .collect();
         ProducerStates { producers }
@@ -139,7 +169,8 @@ impl ProducerStates {
     /// Forget producers that have not written since `now_ms - max_age_ms`; returns how many.
     pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| e.last_write_ms >= now_ms.saturating_sub(max_age_ms));
+        self.producers
+            .retain(|_, e| e.last_write_ms >= now_ms.saturating_sub(max_age_ms));
         before - self.producers.len()
     }
 }
@@ -149,7 +180,13 @@ mod tests {
     use super::*;
 
     fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
-        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64, ticket: None }
+        BatchMeta {
+            first_seq: first,
+            last_seq: last,
+            base_offset: base,
+            last_offset: base + (last - first) as i64,
+            ticket: None,
+        }
     }
 
     #[test]
@@ -160,22 +197,40 @@ mod tests {
         assert_eq!(s.check(7, 0, 5, 9), Ok(SequenceCheck::Append));
         s.record(7, 0, meta(5, 9, 105), 0);
         // A retry of the first batch is a duplicate with its original offsets.
-        assert_eq!(s.check(7, 0, 0, 4), Ok(SequenceCheck::Duplicate(meta(0, 4, 100))));
+        assert_eq!(
+            s.check(7, 0, 0, 4),
+            Ok(SequenceCheck::Duplicate(meta(0, 4, 100)))
+        );
         // A gap is refused.
-        assert_eq!(s.check(7, 0, 11, 12), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(
+            s.check(7, 0, 11, 12),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
         // A new producer must start at 0.
-        assert_eq!(s.check(8, 0, 3, 3), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(
+            s.check(8, 0, 3, 3),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
     }
 
     #[test]
     fn epochs() {
         let mut s = ProducerStates::default();
         s.record(1, 2, meta(0, 0, 0), 0);
-        assert_eq!(s.check(1, 1, 1, 1), Err(ErrorCode::InvalidProducerEpoch.code()));
-        assert_eq!(s.check(1, 3, 5, 5), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
+        assert_eq!(
+            s.check(1, 1, 1, 1),
+            Err(ErrorCode::InvalidProducerEpoch.code())
+        );
+        assert_eq!(
+            s.check(1, 3, 5, 5),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
         assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Append));
         s.record(1, 3, meta(0, 0, 1), 0);
-        assert_eq!(s.check(1, 3, 0, 0), Ok(SequenceCheck::Duplicate(meta(0, 0, 1))));
+        assert_eq!(
+            s.check(1, 3, 0, 0),
+            Ok(SequenceCheck::Duplicate(meta(0, 0, 1)))
+        );
     }
 
     #[test]
@@ -184,8 +239,14 @@ mod tests {
         for i in 0..6 {
             s.record(1, 0, meta(i, i, i as i64), 0);
         }
-        assert_eq!(s.check(1, 0, 0, 0), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
-        assert_eq!(s.check(1, 0, 1, 1), Ok(SequenceCheck::Duplicate(meta(1, 1, 1))));
+        assert_eq!(
+            s.check(1, 0, 0, 0),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
+        assert_eq!(
+            s.check(1, 0, 1, 1),
+            Ok(SequenceCheck::Duplicate(meta(1, 1, 1)))
+        );
         assert_eq!(s.check(1, 0, 6, 6), Ok(SequenceCheck::Append));
     }
 
@@ -195,8 +256,14 @@ mod tests {
         s.record(1, 0, meta(0, 0, 0), 1_000);
         s.record(2, 0, meta(0, 0, 1), 5_000);
         assert_eq!(s.expire(10_000, 6_000), 1);
-        assert_eq!(s.check(1, 0, 1, 1), Err(ErrorCode::OutOfOrderSequenceNumber.code()));
-        assert_eq!(s.check(2, 0, 0, 0), Ok(SequenceCheck::Duplicate(meta(0, 0, 1))));
+        assert_eq!(
+            s.check(1, 0, 1, 1),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
+        assert_eq!(
+            s.check(2, 0, 0, 0),
+            Ok(SequenceCheck::Duplicate(meta(0, 0, 1)))
+        );
     }
 
     #[test]
@@ -205,7 +272,18 @@ mod tests {
         assert_eq!(last_seq(i32::MAX, 1), 0);
         let mut s = ProducerStates::default();
         s.record(1, 0, meta(0, 0, 0), 0);
-        s.record(1, 0, BatchMeta { first_seq: i32::MAX - 1, last_seq: i32::MAX, base_offset: 1, last_offset: 2, ticket: None }, 0);
+        s.record(
+            1,
+            0,
+            BatchMeta {
+                first_seq: i32::MAX - 1,
+                last_seq: i32::MAX,
+                base_offset: 1,
+                last_offset: 2,
+                ticket: None,
+            },
+            0,
+        );
         assert_eq!(s.check(1, 0, 0, 3), Ok(SequenceCheck::Append));
     }
 }

@@ -21,7 +21,9 @@ pub struct Routed {
 pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Option<usize> {
     let image = ctx.image.borrow();
     let topic = image.topic(&key.topic)?;
-    let info = usize::try_from(key.partition).ok().and_then(|p| topic.partitions.get(p))?;
+    let info = usize::try_from(key.partition)
+        .ok()
+        .and_then(|p| topic.partitions.get(p))?;
     Some(ctx.owner_of(info.slot))
 }
 
@@ -32,14 +34,19 @@ pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>)
     let mut local = Vec::new();
     // Per shard: the positions its replies fill, and its ops.
     type ShardOps = (Vec<usize>, Vec<(PartitionKey, PartitionOp)>);
-    let mut by_shard: Vec<ShardOps> = (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+    let mut by_shard: Vec<ShardOps> = (0..ctx.shard_count)
+        .map(|_| (Vec::new(), Vec::new()))
+        .collect();
     for (pos, (key, op)) in ops.into_iter().enumerate() {
         match owner(ctx, &key) {
             Some(shard) => {
                 by_shard[shard].0.push(pos);
                 by_shard[shard].1.push((key, op));
             }
-            None => local.push((pos, PartitionReply::Error(ErrorCode::UnknownTopicOrPartition.code()))),
+            None => local.push((
+                pos,
+                PartitionReply::Error(ErrorCode::UnknownTopicOrPartition.code()),
+            )),
         }
     }
     let mut remote = Vec::new();
@@ -48,13 +55,30 @@ pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>)
             continue;
         }
         let (tx, rx) = flume::bounded(1);
-        if ctx.senders[shard].send_async(ShardMsg::Partitions { ops, sent: std::time::Instant::now(), reply: tx }).await.is_ok() {
+        if ctx.senders[shard]
+            .send_async(ShardMsg::Partitions {
+                ops,
+                sent: std::time::Instant::now(),
+                reply: tx,
+            })
+            .await
+            .is_ok()
+        {
             remote.push((positions, rx));
         } else {
-            local.extend(positions.into_iter().map(|p| (p, PartitionReply::Error(ErrorCode::UnknownServerError.code()))));
+            local.extend(positions.into_iter().map(|p| {
+                (
+                    p,
+                    PartitionReply::Error(ErrorCode::UnknownServerError.code()),
+                )
+            }));
         }
     }
-    Routed { total, local, remote }
+    Routed {
+        total,
+        local,
+        remote,
+    }
 }
 
 impl Routed {
@@ -72,7 +96,8 @@ impl Routed {
                 }
                 Err(_) => {
                     for pos in positions {
-                        slots[pos] = Some(PartitionReply::Error(ErrorCode::UnknownServerError.code()));
+                        slots[pos] =
+                            Some(PartitionReply::Error(ErrorCode::UnknownServerError.code()));
                     }
                 }
             }
@@ -85,7 +110,10 @@ impl Routed {
 }
 
 /// Send and wait in one step, for handlers with no ordering concern.
-pub async fn run(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>) -> Vec<PartitionReply> {
+pub async fn run(
+    ctx: &Rc<ShardContext>,
+    ops: Vec<(PartitionKey, PartitionOp)>,
+) -> Vec<PartitionReply> {
     send(ctx, ops).await.collect().await
 }
 

@@ -12,12 +12,12 @@ use crate::budget::{ConnectionLimit, RequestMemory};
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
-use crate::metrics::ShardCounters;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metadata::{MetadataImage, MetadataStore};
+use crate::metrics::ShardCounters;
 use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
-use spate_log::{BatchCache, SharedBatchCache};
 use crate::topic_config::EffectiveTopicConfig;
+use spate_log::{BatchCache, SharedBatchCache};
 
 /// What a shard holds; shared by its tasks through `Rc`.
 pub struct ShardContext {
@@ -64,7 +64,9 @@ impl ShardContext {
 
     /// Storage settings for this shard's partitions.
     fn storage(&self) -> StorageSettings {
-        StorageSettings { preallocate_bytes: self.config.segment_preallocate_bytes }
+        StorageSettings {
+            preallocate_bytes: self.config.segment_preallocate_bytes,
+        }
     }
 
     pub fn inbound_depth(&self) -> usize {
@@ -78,7 +80,10 @@ impl ShardContext {
     /// Ask the controller (shard 0); `None` when it is unreachable.
     pub async fn controller(&self, request: ControllerRequest) -> Option<ControllerReply> {
         let (tx, rx) = flume::bounded(1);
-        self.senders[0].send_async(ShardMsg::Controller { request, reply: tx }).await.ok()?;
+        self.senders[0]
+            .send_async(ShardMsg::Controller { request, reply: tx })
+            .await
+            .ok()?;
         rx.recv_async().await.ok()
     }
 
@@ -91,7 +96,10 @@ impl ShardContext {
         }
     }
 
-    fn effective_config(&self, configs: &std::collections::BTreeMap<String, String>) -> EffectiveTopicConfig {
+    fn effective_config(
+        &self,
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> EffectiveTopicConfig {
         EffectiveTopicConfig::resolve(&self.config.topic_defaults, configs)
     }
 
@@ -120,13 +128,21 @@ impl ShardContext {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
                 // Renamed first, then removed; requests still holding it get errors.
-                let graveyard = self.config.data_dir.join(crate::delete_dirs::deleted_dir_name(&key.topic, key.partition));
+                let graveyard = self
+                    .config
+                    .data_dir
+                    .join(crate::delete_dirs::deleted_dir_name(
+                        &key.topic,
+                        key.partition,
+                    ));
                 if let Err(e) = p.delete(&graveyard).await {
                     tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
                 }
             }
         }
-        self.offline.borrow_mut().retain(|k, (id, _)| image.topic(&k.topic).is_some_and(|t| t.id == *id));
+        self.offline
+            .borrow_mut()
+            .retain(|k, (id, _)| image.topic(&k.topic).is_some_and(|t| t.id == *id));
         let storage = self.storage();
         for topic in image.topics.values() {
             let config = self.effective_config(&topic.configs);
@@ -134,7 +150,10 @@ impl ShardContext {
                 if self.owner_of(info.slot) != self.id {
                     continue;
                 }
-                let key = PartitionKey { topic: topic.name.as_str().into(), partition: index as i32 };
+                let key = PartitionKey {
+                    topic: topic.name.as_str().into(),
+                    partition: index as i32,
+                };
                 let existing = self.partition(&key);
                 match existing {
                     Some(p) => p.reconfigure(config.clone(), storage),
@@ -142,13 +161,27 @@ impl ShardContext {
                     None if self.offline.borrow().contains_key(&key) => {}
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
-                        match Partition::open(dir, topic.id, config.clone(), storage, self.batch_cache.clone()).await {
+                        match Partition::open(
+                            dir,
+                            topic.id,
+                            config.clone(),
+                            storage,
+                            self.batch_cache.clone(),
+                        )
+                        .await
+                        {
                             Ok(p) => {
                                 if topic.name == OFFSETS_TOPIC {
                                     match Coordinator::load(&self.groups, &p).await {
-                                        Ok(n) if n > 0 => tracing::info!(partition = index, records = n, "committed offsets loaded"),
+                                        Ok(n) if n > 0 => tracing::info!(
+                                            partition = index,
+                                            records = n,
+                                            "committed offsets loaded"
+                                        ),
                                         Ok(_) => {}
-                                        Err(e) => tracing::error!(partition = index, error = %e, "loading committed offsets failed"),
+                                        Err(e) => {
+                                            tracing::error!(partition = index, error = %e, "loading committed offsets failed")
+                                        }
                                     }
                                 }
                                 self.offline.borrow_mut().remove(&key);
@@ -156,7 +189,9 @@ impl ShardContext {
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
-                                self.offline.borrow_mut().insert(key, (topic.id, e.to_string()));
+                                self.offline
+                                    .borrow_mut()
+                                    .insert(key, (topic.id, e.to_string()));
                             }
                         }
                     }
@@ -167,8 +202,14 @@ impl ShardContext {
 
     /// Run the ops of one `Partitions` message. Produce ops start here, in arrival
     /// order, so that per-partition order follows the channel's FIFO order.
-    fn serve_partition_ops(self: &Rc<Self>, ops: Vec<(PartitionKey, PartitionOp)>, sent: std::time::Instant, reply: flume::Sender<Vec<PartitionReply>>) {
-        let mut pending: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = PartitionReply>>>> = Vec::with_capacity(ops.len());
+    fn serve_partition_ops(
+        self: &Rc<Self>,
+        ops: Vec<(PartitionKey, PartitionOp)>,
+        sent: std::time::Instant,
+        reply: flume::Sender<Vec<PartitionReply>>,
+    ) {
+        let mut pending: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = PartitionReply>>>> =
+            Vec::with_capacity(ops.len());
         if let Some((_, op)) = ops.first() {
             self.metrics.borrow_mut().queued(op.kind(), sent.elapsed());
         }
@@ -188,7 +229,16 @@ impl ShardContext {
                     let produced = partition.produce(records, acks);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
-                        if let PartitionReply::Produced { bytes_in, records_in, .. } | PartitionReply::ProducedNoAck { bytes_in, records_in } = reply {
+                        if let PartitionReply::Produced {
+                            bytes_in,
+                            records_in,
+                            ..
+                        }
+                        | PartitionReply::ProducedNoAck {
+                            bytes_in,
+                            records_in,
+                        } = reply
+                        {
                             let mut m = ctx.metrics.borrow_mut();
                             let t = m.topic(&key.topic);
                             t.bytes_in += bytes_in;
@@ -198,12 +248,28 @@ impl ShardContext {
                     }))
                 }
                 // A zero-byte fetch only checks the offset and reports the watermarks.
-                PartitionOp::Fetch { offset, max_bytes: 0, min_one: false } => {
-                    let (start, end, hw) = (partition.log.log_start_offset(), partition.log.log_end_offset(), partition.high_watermark());
+                PartitionOp::Fetch {
+                    offset,
+                    max_bytes: 0,
+                    min_one: false,
+                } => {
+                    let (start, end, hw) = (
+                        partition.log.log_start_offset(),
+                        partition.log.log_end_offset(),
+                        partition.high_watermark(),
+                    );
                     let reply = if offset < start || offset > end {
-                        PartitionReply::FetchError { code: spate_net::ErrorCode::OffsetOutOfRange.code(), high_watermark: hw, log_start_offset: start }
+                        PartitionReply::FetchError {
+                            code: spate_net::ErrorCode::OffsetOutOfRange.code(),
+                            high_watermark: hw,
+                            log_start_offset: start,
+                        }
                     } else {
-                        PartitionReply::Fetched { batches: Vec::new(), high_watermark: hw, log_start_offset: start }
+                        PartitionReply::Fetched {
+                            batches: Vec::new(),
+                            high_watermark: hw,
+                            log_start_offset: start,
+                        }
                     };
                     pending.push(Box::pin(async move { reply }))
                 }
@@ -220,7 +286,11 @@ impl ShardContext {
     /// Resolve as soon as watched partitions have data past their offsets, with their
     /// positions in `watches` (gone partitions included: the fetch path reports them);
     /// empty at the deadline. Checking is a high-watermark comparison, no read.
-    async fn wait_for_data(self: &Rc<Self>, watches: Vec<(PartitionKey, i64)>, deadline: std::time::Instant) -> Vec<usize> {
+    async fn wait_for_data(
+        self: &Rc<Self>,
+        watches: Vec<(PartitionKey, i64)>,
+        deadline: std::time::Instant,
+    ) -> Vec<usize> {
         loop {
             let mut listeners = Vec::new();
             let mut ready = Vec::new();
@@ -281,7 +351,10 @@ pub fn run(start: ShardStart) {
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
-            let _ = start.ready.send(Err(anyhow::anyhow!("shard {}: starting runtime: {e}", start.id)));
+            let _ = start.ready.send(Err(anyhow::anyhow!(
+                "shard {}: starting runtime: {e}",
+                start.id
+            )));
             return;
         }
     };
@@ -290,7 +363,20 @@ pub fn run(start: ShardStart) {
 }
 
 async fn serve(start: ShardStart) {
-    let ShardStart { id, shard_count, config, advertised, image, links, listener, store, ready, request_memory, connection_limit, .. } = start;
+    let ShardStart {
+        id,
+        shard_count,
+        config,
+        advertised,
+        image,
+        links,
+        listener,
+        store,
+        ready,
+        request_memory,
+        connection_limit,
+        ..
+    } = start;
     let ctx = Rc::new(ShardContext {
         id,
         shard_count,
@@ -321,7 +407,8 @@ async fn serve(start: ShardStart) {
     // The controller lives on shard 0 and handles one request at a time.
     let controller_queue = store.map(|store| {
         let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
-        let mut controller = Controller::new(config.clone(), store, image.clone(), links.senders.clone());
+        let mut controller =
+            Controller::new(config.clone(), store, image.clone(), links.senders.clone());
         compio::runtime::spawn(async move {
             while let Ok((request, reply)) = rx.recv_async().await {
                 let outcome = controller.handle(request).await;
@@ -340,15 +427,23 @@ async fn serve(start: ShardStart) {
         compio::runtime::spawn(async move {
             while let Ok(msg) = rx.recv_async().await {
                 match msg {
-                    ShardMsg::Partitions { ops, sent, reply } => ctx.serve_partition_ops(ops, sent, reply),
+                    ShardMsg::Partitions { ops, sent, reply } => {
+                        ctx.serve_partition_ops(ops, sent, reply)
+                    }
                     ShardMsg::Ping { reply } => {
                         let _ = reply.send_async(!ctx.is_shutting_down()).await;
                     }
                     ShardMsg::Metrics { reply } => {
-                        let _ = reply.send_async(crate::metrics::ShardSnapshot::take(&ctx)).await;
+                        let _ = reply
+                            .send_async(crate::metrics::ShardSnapshot::take(&ctx))
+                            .await;
                     }
                     ShardMsg::Group(request) => crate::group::serve(&ctx, request),
-                    ShardMsg::WaitForData { watches, deadline, reply } => {
+                    ShardMsg::WaitForData {
+                        watches,
+                        deadline,
+                        reply,
+                    } => {
                         let ctx = ctx.clone();
                         compio::runtime::spawn(async move {
                             let arrived = ctx.wait_for_data(watches, deadline).await;
@@ -360,7 +455,10 @@ async fn serve(start: ShardStart) {
                         Some(q) => {
                             let _ = q.send_async((request, reply)).await;
                         }
-                        None => tracing::error!(shard = ctx.id, "controller request sent to a shard without the controller"),
+                        None => tracing::error!(
+                            shard = ctx.id,
+                            "controller request sent to a shard without the controller"
+                        ),
                     },
                     // Applied in place, in order: later messages on this channel see it.
                     ShardMsg::Metadata { image, done } => {
@@ -415,7 +513,10 @@ async fn serve(start: ShardStart) {
     compio::runtime::spawn(async move {
         loop {
             compio::time::sleep(TICK).await;
-            group_ctx.groups.borrow_mut().tick(&group_ctx, std::time::Instant::now());
+            group_ctx
+                .groups
+                .borrow_mut()
+                .tick(&group_ctx, std::time::Instant::now());
         }
     })
     .detach();
@@ -443,7 +544,9 @@ async fn serve(start: ShardStart) {
     .detach();
 
     let _ = ready.send(Ok(id));
-    let Ok(done) = shutdown_rx.recv_async().await else { return };
+    let Ok(done) = shutdown_rx.recv_async().await else {
+        return;
+    };
     ctx.shutting_down.set(true);
     let partitions: Vec<Rc<Partition>> = ctx.partitions.borrow().values().cloned().collect();
     for p in partitions {

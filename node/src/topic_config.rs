@@ -46,11 +46,15 @@ impl TopicConfigDef {
 // `between`, ...), with Kafka's wording, so clients see the same INVALID_CONFIG messages.
 
 fn parse_long(v: &str) -> Result<i64, String> {
-    v.trim().parse::<i64>().map_err(|_| "Not a number of type LONG".to_string())
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| "Not a number of type LONG".to_string())
 }
 
 fn parse_int(v: &str) -> Result<i32, String> {
-    v.trim().parse::<i32>().map_err(|_| "Not a number of type INT".to_string())
+    v.trim()
+        .parse::<i32>()
+        .map_err(|_| "Not a number of type INT".to_string())
 }
 
 /// Kafka's `Range.atLeast` on a LONG config.
@@ -135,7 +139,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: |_| "producer".into(),
         validate: |v| match v.trim() {
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
-            _ => Err("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer".into()),
+            _ => {
+                Err("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer".into())
+            }
         },
     },
     TopicConfigDef {
@@ -335,7 +341,8 @@ pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
 /// Check one override; the error text goes back to the client with INVALID_CONFIG.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     match find(name) {
-        Some(def) => (def.validate)(value).map_err(|e| format!("Invalid value {value} for configuration {name}: {e}")),
+        Some(def) => (def.validate)(value)
+            .map_err(|e| format!("Invalid value {value} for configuration {name}: {e}")),
         None => Err(format!("Unknown topic config name: {name}")),
     }
 }
@@ -394,8 +401,14 @@ impl EffectiveTopicConfig {
                 Compression::Lz4 => Some(int("compression.lz4.level", 9)),
                 _ => None,
             }),
-            timestamp_after_max_ms: long("message.timestamp.after.max.ms", defaults.timestamp_after_max_ms),
-            timestamp_before_max_ms: long("message.timestamp.before.max.ms", defaults.timestamp_before_max_ms),
+            timestamp_after_max_ms: long(
+                "message.timestamp.after.max.ms",
+                defaults.timestamp_after_max_ms,
+            ),
+            timestamp_before_max_ms: long(
+                "message.timestamp.before.max.ms",
+                defaults.timestamp_before_max_ms,
+            ),
             preallocate: get("preallocate").trim() == "true",
             segment_index_bytes: int("segment.index.bytes", 10 << 20),
             segment_jitter_ms: long("segment.jitter.ms", 0),
@@ -436,7 +449,10 @@ mod tests {
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "abc").is_err());
         assert!(validate("segment.bytes", "100").is_err());
-        assert!(validate("retention.bytes", "-5").is_ok(), "Kafka has no range on retention.bytes");
+        assert!(
+            validate("retention.bytes", "-5").is_ok(),
+            "Kafka has no range on retention.bytes"
+        );
         assert!(validate("retention.bytes", "x").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("cleanup.policy", "compact").is_err());
@@ -447,7 +463,10 @@ mod tests {
     fn overrides_win() {
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "1000".to_string());
-        o.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
         let e = EffectiveTopicConfig::resolve(&defaults(), &o);
         assert_eq!(e.retention_ms, 1000);
         assert!(e.log_append_time);
@@ -482,7 +501,9 @@ mod tests {
         for (name, below, min) in cases {
             assert_eq!(
                 validate(name, below),
-                Err(format!("Invalid value {below} for configuration {name}: Value must be at least {min}")),
+                Err(format!(
+                    "Invalid value {below} for configuration {name}: Value must be at least {min}"
+                )),
                 "{name}"
             );
             assert_eq!(validate(name, min), Ok(()), "{name}");

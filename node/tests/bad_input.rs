@@ -13,7 +13,10 @@ use std::net::TcpStream;
 use bytes::Bytes;
 use spate_net::compression::Compression;
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use spate_net::messages::{ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse};
+use spate_net::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    ProduceRequest, ProduceResponse,
+};
 use spate_net::record_batch::RecordBatchBuilder;
 use spate_net::{ApiKey, Message, Records};
 
@@ -32,12 +35,18 @@ fn assert_closed(stream: &mut TcpStream) {
 
 fn api_versions_ok(broker: &Broker) {
     let mut s = connect(broker);
-    send(&mut s, request(ApiKey::ApiVersions, 3, 77, &ApiVersionsRequest::default()));
+    send(
+        &mut s,
+        request(ApiKey::ApiVersions, 3, 77, &ApiVersionsRequest::default()),
+    );
     let (corr, mut body) = read_response(&mut s).expect("ApiVersions response");
     assert_eq!(corr, 77);
     let resp = ApiVersionsResponse::decode(&mut body, 3).unwrap();
     assert_eq!(resp.error_code, 0);
-    assert!(resp.api_keys.iter().any(|k| k.api_key == ApiKey::Produce.key()));
+    assert!(resp
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce.key()));
 }
 
 #[test]
@@ -57,22 +66,26 @@ fn broker_survives_malformed_requests() {
 
     // Garbage that parses as neither header nor body.
     let mut s = connect(&broker);
-    s.write_all(&[0, 0, 0, 6, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]).unwrap();
+    s.write_all(&[0, 0, 0, 6, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02])
+        .unwrap();
     assert_closed(&mut s);
 
     // An unknown API key.
     let mut s = connect(&broker);
-    s.write_all(&[0, 0, 0, 10, 0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+    s.write_all(&[0, 0, 0, 10, 0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .unwrap();
     assert_closed(&mut s);
 
     // A known API at a version we do not serve.
     let mut s = connect(&broker);
-    s.write_all(&[0, 0, 0, 10, 0, 0, 0, 99, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+    s.write_all(&[0, 0, 0, 10, 0, 0, 0, 99, 0, 0, 0, 1, 0xff, 0xff])
+        .unwrap();
     assert_closed(&mut s);
 
     // ApiVersions at an unknown version: UNSUPPORTED_VERSION with our ranges, as v0.
     let mut s = connect(&broker);
-    s.write_all(&[0, 0, 0, 10, 0, 18, 0, 99, 0, 0, 0, 9, 0xff, 0xff]).unwrap();
+    s.write_all(&[0, 0, 0, 10, 0, 18, 0, 99, 0, 0, 0, 9, 0xff, 0xff])
+        .unwrap();
     let (corr, mut body) = read_response(&mut s).unwrap();
     assert_eq!(corr, 9);
     let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
@@ -90,7 +103,17 @@ fn broker_survives_malformed_requests() {
 
     // A Produce request cut short.
     let mut s = connect(&broker);
-    let mut chunks: Vec<u8> = request(ApiKey::Produce, 7, 3, &ProduceRequest { acks: 1, timeout_ms: 1000, ..Default::default() }).concat();
+    let mut chunks: Vec<u8> = request(
+        ApiKey::Produce,
+        7,
+        3,
+        &ProduceRequest {
+            acks: 1,
+            timeout_ms: 1000,
+            ..Default::default()
+        },
+    )
+    .concat();
     let cut = chunks.len() - 3;
     chunks.truncate(cut);
     chunks[..4].copy_from_slice(&((cut - 4) as i32).to_be_bytes());
@@ -105,7 +128,12 @@ fn corrupt_and_misdirected_batches_get_kafka_errors() {
     let broker = Broker::start("bad-batches");
     let mut s = connect(&broker);
     let create = CreateTopicsRequest {
-        topics: vec![spate_net::messages::create_topics_request::CreatableTopic { name: "bad-batches".into(), num_partitions: 1, replication_factor: 1, ..Default::default() }],
+        topics: vec![spate_net::messages::create_topics_request::CreatableTopic {
+            name: "bad-batches".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..Default::default()
+        }],
         timeout_ms: 5000,
         ..Default::default()
     };
@@ -125,25 +153,42 @@ fn corrupt_and_misdirected_batches_get_kafka_errors() {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: topic.into(),
-            partition_data: vec![PartitionProduceData { index: partition, records: Some(Records::from(records)) }],
+            partition_data: vec![PartitionProduceData {
+                index: partition,
+                records: Some(Records::from(records)),
+            }],
         }],
         ..Default::default()
     };
     let cases: [(&str, Bytes, i32, i16); 4] = [
-        ("bad-batches", Bytes::from(corrupt), 0, 2),        // CORRUPT_MESSAGE
-        ("no-such-topic", good.clone(), 0, 3),              // UNKNOWN_TOPIC_OR_PARTITION
-        ("bad-batches", good.clone(), 7, 3),                // no partition 7
+        ("bad-batches", Bytes::from(corrupt), 0, 2), // CORRUPT_MESSAGE
+        ("no-such-topic", good.clone(), 0, 3),       // UNKNOWN_TOPIC_OR_PARTITION
+        ("bad-batches", good.clone(), 7, 3),         // no partition 7
         ("bad-batches", good.slice(..good.len() - 4), 0, 2), // truncated batch
     ];
     for (i, (topic, records, partition, code)) in cases.into_iter().enumerate() {
-        send(&mut s, request(ApiKey::Produce, 7, 10 + i as i32, &produce(topic, records, partition)));
+        send(
+            &mut s,
+            request(
+                ApiKey::Produce,
+                7,
+                10 + i as i32,
+                &produce(topic, records, partition),
+            ),
+        );
         let (corr, mut body) = read_response(&mut s).unwrap();
         assert_eq!(corr, 10 + i as i32);
         let resp = ProduceResponse::decode(&mut body, 7).unwrap();
-        assert_eq!(resp.responses[0].partition_responses[0].error_code, code, "case {i} ({topic})");
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, code,
+            "case {i} ({topic})"
+        );
     }
     // The good batch still lands at offset 0: nothing before it was written.
-    send(&mut s, request(ApiKey::Produce, 7, 99, &produce("bad-batches", good, 0)));
+    send(
+        &mut s,
+        request(ApiKey::Produce, 7, 99, &produce("bad-batches", good, 0)),
+    );
     let (_, mut body) = read_response(&mut s).unwrap();
     let resp = ProduceResponse::decode(&mut body, 7).unwrap();
     let p = &resp.responses[0].partition_responses[0];

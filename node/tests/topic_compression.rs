@@ -9,7 +9,10 @@ use spate_net::compression::Compression;
 use spate_net::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use spate_net::messages::{CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
+use spate_net::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse,
+};
 use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::{ApiKey, Message, Records};
 
@@ -24,7 +27,10 @@ fn batches_are_stored_in_the_topic_codec() {
             name: "zstd-topic".into(),
             num_partitions: 1,
             replication_factor: 1,
-            configs: vec![CreatableTopicConfig { name: "compression.type".into(), value: Some("zstd".into()) }],
+            configs: vec![CreatableTopicConfig {
+                name: "compression.type".into(),
+                value: Some("zstd".into()),
+            }],
             ..Default::default()
         }],
         timeout_ms: 5000,
@@ -32,11 +38,19 @@ fn batches_are_stored_in_the_topic_codec() {
     };
     send(&mut s, request(ApiKey::CreateTopics, 5, 1, &create));
     let (_, mut body) = read_response_header(&mut s, true).unwrap();
-    assert_eq!(CreateTopicsResponse::decode(&mut body, 5).unwrap().topics[0].error_code, 0);
+    assert_eq!(
+        CreateTopicsResponse::decode(&mut body, 5).unwrap().topics[0].error_code,
+        0
+    );
 
     // Two batches: one uncompressed, one gzip, with keys, null values and headers.
     let mut plain = RecordBatchBuilder::new(Compression::None);
-    plain.append(1_700_000_000_000, Some(b"k0"), Some(b"v0"), &[("h", Some(b"x"))]);
+    plain.append(
+        1_700_000_000_000,
+        Some(b"k0"),
+        Some(b"v0"),
+        &[("h", Some(b"x"))],
+    );
     plain.append(1_700_000_000_005, None, None, &[]);
     let mut gz = RecordBatchBuilder::new(Compression::Gzip);
     gz.append(1_700_000_000_010, Some(b"k2"), Some(&[7u8; 300]), &[]);
@@ -46,7 +60,10 @@ fn batches_are_stored_in_the_topic_codec() {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: "zstd-topic".into(),
-            partition_data: vec![PartitionProduceData { index: 0, records: Some(Records::from(Bytes::from(records))) }],
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(Records::from(Bytes::from(records))),
+            }],
         }],
         ..Default::default()
     };
@@ -62,7 +79,12 @@ fn batches_are_stored_in_the_topic_codec() {
         max_bytes: 1 << 20,
         topics: vec![FetchTopic {
             topic: "zstd-topic".into(),
-            partitions: vec![FetchPartition { partition: 0, fetch_offset: 0, partition_max_bytes: 1 << 20, ..Default::default() }],
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -70,7 +92,11 @@ fn batches_are_stored_in_the_topic_codec() {
     send(&mut s, request(ApiKey::Fetch, 11, 3, &fetch));
     let (_, mut body) = read_response(&mut s).unwrap();
     let resp = FetchResponse::decode(&mut body, 11).unwrap();
-    let data = resp.responses[0].partitions[0].records.clone().unwrap().to_contiguous();
+    let data = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap()
+        .to_contiguous();
     let batches: Vec<_> = record_batch::batches(data).map(|b| b.unwrap()).collect();
     assert_eq!(batches.len(), 2);
     let mut seen = Vec::new();
@@ -79,15 +105,33 @@ fn batches_are_stored_in_the_topic_codec() {
         b.verify_crc().unwrap();
         for r in b.records(1 << 20).unwrap() {
             let r = r.unwrap();
-            seen.push((b.base_offset() + r.offset_delta as i64, b.base_timestamp() + r.timestamp_delta, r.key, r.value.map(|v| v.len()), r.headers.len()));
+            seen.push((
+                b.base_offset() + r.offset_delta as i64,
+                b.base_timestamp() + r.timestamp_delta,
+                r.key,
+                r.value.map(|v| v.len()),
+                r.headers.len(),
+            ));
         }
     }
     assert_eq!(
         seen,
         vec![
-            (0, 1_700_000_000_000, Some(Bytes::from_static(b"k0")), Some(2), 1),
+            (
+                0,
+                1_700_000_000_000,
+                Some(Bytes::from_static(b"k0")),
+                Some(2),
+                1
+            ),
             (1, 1_700_000_000_005, None, None, 0),
-            (2, 1_700_000_000_010, Some(Bytes::from_static(b"k2")), Some(300), 0),
+            (
+                2,
+                1_700_000_000_010,
+                Some(Bytes::from_static(b"k2")),
+                Some(300),
+                0
+            ),
         ]
     );
 }

@@ -22,11 +22,18 @@ impl PartitionLog {
 
     /// Append batches keeping their own offsets (replication followers). The first base
     /// offset must be >= the log end offset and offsets must increase.
-    pub fn append_with_offsets(&self, batches: Bytes) -> impl Future<Output = Result<AppendInfo>> + 'static {
+    pub fn append_with_offsets(
+        &self,
+        batches: Bytes,
+    ) -> impl Future<Output = Result<AppendInfo>> + 'static {
         self.append_then_wait(batches, false)
     }
 
-    fn append_then_wait(&self, batches: Bytes, assign: bool) -> impl Future<Output = Result<AppendInfo>> + 'static {
+    fn append_then_wait(
+        &self,
+        batches: Bytes,
+        assign: bool,
+    ) -> impl Future<Output = Result<AppendInfo>> + 'static {
         let res = self.begin_append(batches, assign);
         let shared = self.shared.clone();
         async move {
@@ -46,7 +53,10 @@ impl PartitionLog {
         let headers = batch::split_batches(&data).map_err(LogError::InvalidBatch)?;
         let seg_bytes = st.config.segment_bytes_clamped();
         if data.len() as u64 > seg_bytes {
-            return Err(LogError::BatchTooLarge { size: data.len(), segment_bytes: seg_bytes });
+            return Err(LogError::BatchTooLarge {
+                size: data.len(),
+                segment_bytes: seg_bytes,
+            });
         }
         // Offsets.
         let mut next = st.leo;
@@ -89,7 +99,8 @@ impl PartitionLog {
         let interval = st.config.index_interval_bytes as u64;
         let hint = st.buf_hint;
         let st = &mut *st;
-        let (Some(p), Some(seg)) = (st.pending.back_mut(), st.segments.values_mut().next_back()) else {
+        let (Some(p), Some(seg)) = (st.pending.back_mut(), st.segments.values_mut().next_back())
+        else {
             return Err(LogError::Closed);
         };
         let need = p.buf.len() + data.len();
@@ -107,12 +118,20 @@ impl PartitionLog {
             let mut hh = *h;
             hh.base_offset = base;
             seg.on_batch(&hh, p.file_pos + in_buf as u64, interval);
-            p.batches.push((base, hh.last_offset(), in_buf, h.total_len));
+            p.batches
+                .push((base, hh.last_offset(), in_buf, h.total_len));
             p.messages += h.record_count.max(1) as i64;
             pos += h.total_len;
         }
-        assert_eq!(seg.next_offset, next, "the active segment ends where the appended batches end");
-        assert_eq!(p.file_pos + p.buf.len() as u64, seg.logical_size, "the write buffer ends where the segment's appended data ends");
+        assert_eq!(
+            seg.next_offset, next,
+            "the active segment ends where the appended batches end"
+        );
+        assert_eq!(
+            p.file_pos + p.buf.len() as u64,
+            seg.logical_size,
+            "the write buffer ends where the segment's appended data ends"
+        );
         p.mark = seg.mark();
         p.end_offset = next;
         st.leo = next;

@@ -178,7 +178,10 @@ impl PartitionLog {
     pub fn update_config(&self, config: LogConfig) {
         let mut st = self.shared.state.borrow_mut();
         if st.private_cache {
-            st.cache.shared().borrow_mut().set_budget(config.cache_bytes);
+            st.cache
+                .shared()
+                .borrow_mut()
+                .set_budget(config.cache_bytes);
         }
         st.config = config;
         drop(st);
@@ -197,9 +200,14 @@ impl PartitionLog {
 
     /// Base offsets of all segments.
     pub fn segment_bases(&self) -> Vec<i64> {
-        self.shared.state.borrow().segments.keys().copied().collect()
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .keys()
+            .copied()
+            .collect()
     }
-
 
     /// Whether appends are accepted now: `Err(Offline)` after a failed write (until
     /// the retry time of a full disk has come, or for good after an I/O error),
@@ -280,14 +288,19 @@ impl PartitionLog {
             (st.dir.clone(), st.failure.clone())
         };
         if let Some(f) = failure {
-            return Err(LogError::Offline { dir, reason: f.reason });
+            return Err(LogError::Offline {
+                dir,
+                reason: f.reason,
+            });
         }
         // Everything is synced, trimmed and indexed: the next open may skip the scan.
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         fio::write_small_file(&marker, Vec::new())
             .await
             .map_err(io_err(format!("writing {}", marker.display())))?;
-        fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+        fio::sync_dir(&dir)
+            .await
+            .map_err(io_err(format!("syncing {}", dir.display())))?;
         Ok(())
     }
 
@@ -297,9 +310,15 @@ impl PartitionLog {
     /// thread. Reads already holding batches keep them; later appends fail.
     pub async fn delete(&self, graveyard: &Path) -> Result<()> {
         let dir = self.dir();
-        fio::rename(&dir, graveyard).await.map_err(io_err(format!("renaming {} to {}", dir.display(), graveyard.display())))?;
+        fio::rename(&dir, graveyard).await.map_err(io_err(format!(
+            "renaming {} to {}",
+            dir.display(),
+            graveyard.display()
+        )))?;
         if let Some(parent) = graveyard.parent() {
-            fio::sync_dir(parent).await.map_err(io_err(format!("syncing {}", parent.display())))?;
+            fio::sync_dir(parent)
+                .await
+                .map_err(io_err(format!("syncing {}", parent.display())))?;
         }
         self.shared.state.borrow_mut().dir = graveyard.to_path_buf();
         self.stop_writer(false).await;

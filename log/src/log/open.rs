@@ -18,10 +18,13 @@ use crate::error::{LogError, Result};
 use crate::io as fio;
 use crate::segment::{self, Segment};
 
-use super::state::{Pending, State, MIN_WRITE_BUF};
 use super::retention::remove_segment_files;
+use super::state::{Pending, State, MIN_WRITE_BUF};
 use super::writer::writer_loop;
-use super::{io_err, system_clock, Clock, LogStats, PartitionLog, Shared, CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE};
+use super::{
+    io_err, system_clock, Clock, LogStats, PartitionLog, Shared, CHECKPOINT_FILE,
+    CLEAN_SHUTDOWN_FILE,
+};
 
 fn parse_checkpoint(data: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(data).ok()?;
@@ -38,18 +41,28 @@ impl PartitionLog {
     }
 
     /// Like [`open`](Self::open) with an injected clock (tests, deterministic retention).
-    pub async fn open_with_clock(dir: PathBuf, config: LogConfig, clock: Clock) -> Result<PartitionLog> {
+    pub async fn open_with_clock(
+        dir: PathBuf,
+        config: LogConfig,
+        clock: Clock,
+    ) -> Result<PartitionLog> {
         Self::open_with(dir, config, clock, None).await
     }
 
     /// Open with a clock and, optionally, a batch cache shared with other logs (one
     /// budget for a whole shard; `config.cache_bytes` is then ignored). Without one the
     /// log gets its own cache of `config.cache_bytes`.
-    pub async fn open_with(dir: PathBuf, config: LogConfig, clock: Clock, cache: Option<SharedBatchCache>) -> Result<PartitionLog> {
+    pub async fn open_with(
+        dir: PathBuf,
+        config: LogConfig,
+        clock: Clock,
+        cache: Option<SharedBatchCache>,
+    ) -> Result<PartitionLog> {
         let now = clock();
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let mut bases = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
         for entry in entries {
             let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
             let name = entry.file_name();
@@ -88,8 +101,12 @@ impl PartitionLog {
         let clean = marker.exists();
         if clean {
             // Remove it before anything can be appended: a later crash must scan again.
-            fio::remove_file(&marker).await.map_err(io_err(format!("removing {}", marker.display())))?;
-            fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+            fio::remove_file(&marker)
+                .await
+                .map_err(io_err(format!("removing {}", marker.display())))?;
+            fio::sync_dir(&dir)
+                .await
+                .map_err(io_err(format!("syncing {}", dir.display())))?;
         }
         let mut segments = BTreeMap::new();
         let mut direct = true;
@@ -108,14 +125,21 @@ impl PartitionLog {
             };
             segments.insert(b, seg);
         }
-        let leo = segments.values().next_back().map(|s| s.next_offset).unwrap_or(log_start).max(log_start);
+        let leo = segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset)
+            .unwrap_or(log_start)
+            .max(log_start);
         if let Some(first) = segments.keys().next() {
             log_start = log_start.max(*first);
         }
         let mut st = State {
             dir: dir.clone(),
             private_cache: cache.is_none(),
-            cache: CacheHandle::new(cache.unwrap_or_else(|| BatchCache::shared(config.cache_bytes))),
+            cache: CacheHandle::new(
+                cache.unwrap_or_else(|| BatchCache::shared(config.cache_bytes)),
+            ),
             config,
             clock,
             segments,
@@ -140,7 +164,8 @@ impl PartitionLog {
         match st.segments.values().next_back() {
             Some(seg) => {
                 let mut p = Pending::new(seg, align_down(seg.size), leo);
-                p.buf.extend_from_slice(&tail_page(seg.file.as_ref(), &seg.path, seg.size).await?);
+                p.buf
+                    .extend_from_slice(&tail_page(seg.file.as_ref(), &seg.path, seg.size).await?);
                 st.pending.push_back(p);
             }
             None => {
@@ -170,9 +195,14 @@ pub(super) async fn tail_page(file: Option<&File>, path: &Path, size: u64) -> Re
         return Ok(Vec::new());
     }
     let file = file.ok_or(LogError::Closed)?;
-    let page = fio::read_aligned(file, pos, ALIGN).await.map_err(io_err(format!("reading {}", path.display())))?;
+    let page = fio::read_aligned(file, pos, ALIGN)
+        .await
+        .map_err(io_err(format!("reading {}", path.display())))?;
     if page.len() < tail {
-        return Err(LogError::Corrupt { path: path.to_path_buf(), reason: "tail page shorter than scanned data".into() });
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "tail page shorter than scanned data".into(),
+        });
     }
     Ok(page.as_slice()[..tail].to_vec())
 }

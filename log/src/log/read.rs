@@ -16,14 +16,27 @@ impl PartitionLog {
     /// Read whole batches starting with the one that contains `start_offset`, up to
     /// `max_bytes` (at least one batch when `min_one`). Only written batches are
     /// visible. Reading at the written end returns no batches.
-    pub async fn read(&self, start_offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
+    pub async fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult> {
         let mut seg_from = {
             let mut st = self.shared.state.borrow_mut();
             let (ls, we) = (st.log_start, st.written_end);
             if start_offset < ls || start_offset > we {
-                return Err(LogError::OffsetOutOfRange { requested: start_offset, log_start: ls, log_end: we });
+                return Err(LogError::OffsetOutOfRange {
+                    requested: start_offset,
+                    log_start: ls,
+                    log_end: we,
+                });
             }
-            let mut res = ReadResult { batches: Vec::new(), log_start_offset: ls, high_watermark: we };
+            let mut res = ReadResult {
+                batches: Vec::new(),
+                log_start_offset: ls,
+                high_watermark: we,
+            };
             if start_offset == we {
                 return Ok(res);
             }
@@ -35,7 +48,11 @@ impl PartitionLog {
                 }
             }
             st.stats.disk_reads += 1;
-            st.segments.range(..=start_offset).next_back().map(|(b, _)| *b).unwrap_or(i64::MIN)
+            st.segments
+                .range(..=start_offset)
+                .next_back()
+                .map(|(b, _)| *b)
+                .unwrap_or(i64::MIN)
         };
         loop {
             // Plan under the borrow, do I/O without it.
@@ -43,7 +60,11 @@ impl PartitionLog {
                 let st = self.shared.state.borrow();
                 let (ls, we) = (st.log_start, st.written_end);
                 if start_offset < ls {
-                    return Err(LogError::OffsetOutOfRange { requested: start_offset, log_start: ls, log_end: we });
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: start_offset,
+                        log_start: ls,
+                        log_end: we,
+                    });
                 }
                 match st.segments.range(seg_from..).next() {
                     Some((&b, seg)) if seg.size > 0 && b < we => {
@@ -56,14 +77,27 @@ impl PartitionLog {
             };
             let Some((base, file, pos, limit, ls, we, path)) = plan else {
                 let st = self.shared.state.borrow();
-                return Ok(ReadResult { batches: Vec::new(), log_start_offset: st.log_start, high_watermark: st.written_end });
+                return Ok(ReadResult {
+                    batches: Vec::new(),
+                    log_start_offset: st.log_start,
+                    high_watermark: st.written_end,
+                });
             };
             let Some(file) = file else {
-                return Ok(ReadResult { batches: Vec::new(), log_start_offset: ls, high_watermark: we });
+                return Ok(ReadResult {
+                    batches: Vec::new(),
+                    log_start_offset: ls,
+                    high_watermark: we,
+                });
             };
-            let batches = read_segment(&file, &path, pos, limit, start_offset, max_bytes, min_one).await?;
+            let batches =
+                read_segment(&file, &path, pos, limit, start_offset, max_bytes, min_one).await?;
             if !batches.is_empty() {
-                return Ok(ReadResult { batches, log_start_offset: ls, high_watermark: we });
+                return Ok(ReadResult {
+                    batches,
+                    log_start_offset: ls,
+                    high_watermark: we,
+                });
             }
             seg_from = base + 1;
         }
@@ -97,7 +131,11 @@ impl PartitionLog {
                 .values()
                 .filter(|s| s.size > 0 && s.max_ts >= ts)
                 .map(|s| {
-                    let start = s.time_index.lookup(ts).map(|(_, off)| s.index.lookup(off).1).unwrap_or(0);
+                    let start = s
+                        .time_index
+                        .lookup(ts)
+                        .map(|(_, off)| s.index.lookup(off).1)
+                        .unwrap_or(0);
                     (s.file.clone(), s.path.clone(), start as u64, s.size)
                 })
                 .collect()
@@ -106,7 +144,8 @@ impl PartitionLog {
             let Some(file) = file else { continue };
             let mut pos = start;
             while pos < limit {
-                let batches = read_segment(&file, &path, pos, limit, i64::MIN, 1 << 20, true).await?;
+                let batches =
+                    read_segment(&file, &path, pos, limit, i64::MIN, 1 << 20, true).await?;
                 if batches.is_empty() {
                     break;
                 }
@@ -125,7 +164,10 @@ impl PartitionLog {
 }
 
 pub(super) fn corrupt_at(path: &Path, pos: u64, e: HeaderProblem) -> LogError {
-    LogError::Corrupt { path: path.to_path_buf(), reason: format!("bad batch header at position {pos}: {e:?}") }
+    LogError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("bad batch header at position {pos}: {e:?}"),
+    }
 }
 pub(super) async fn read_segment(
     file: &compio::fs::File,
@@ -140,7 +182,8 @@ pub(super) async fn read_segment(
     let mut total = 0usize;
     let mut win: Option<(u64, Bytes)> = None;
     let covers = |w: &Option<(u64, Bytes)>, from: u64, to: u64| {
-        w.as_ref().is_some_and(|(at, b)| *at <= from && at + b.len() as u64 >= to)
+        w.as_ref()
+            .is_some_and(|(at, b)| *at <= from && at + b.len() as u64 >= to)
     };
     while pos < limit {
         // Read ahead what is still wanted plus slack for skipping to `start`.
@@ -149,18 +192,28 @@ pub(super) async fn read_segment(
         if !covers(&win, pos, header_end) {
             let at = align_down(pos);
             let len = want.min((limit - at) as usize) + (pos - at) as usize;
-            let buf = fio::read_aligned(file, at, len).await.map_err(io_err(format!("reading {}", path.display())))?;
+            let buf = fio::read_aligned(file, at, len)
+                .await
+                .map_err(io_err(format!("reading {}", path.display())))?;
             win = Some((at, buf.freeze()));
         }
         let Some((at, w)) = win.clone() else { break };
         let off = (pos - at) as usize;
         if off >= w.len() {
-            return Err(corrupt_at(path, pos, HeaderProblem::Bad("segment shorter than its written size".into())));
+            return Err(corrupt_at(
+                path,
+                pos,
+                HeaderProblem::Bad("segment shorter than its written size".into()),
+            ));
         }
         let h = parse_header(&w[off..]).map_err(|e| corrupt_at(path, pos, e))?;
         let end = pos + h.total_len as u64;
         if end > limit {
-            return Err(corrupt_at(path, pos, HeaderProblem::Bad("batch extends beyond written data".into())));
+            return Err(corrupt_at(
+                path,
+                pos,
+                HeaderProblem::Bad("batch extends beyond written data".into()),
+            ));
         }
         if h.last_offset() < start {
             pos = end;
@@ -174,14 +227,20 @@ pub(super) async fn read_segment(
         } else {
             let at = align_down(pos);
             let len = ((end - at) as usize).max(want.min((limit - at) as usize));
-            let buf = fio::read_aligned(file, at, len).await.map_err(io_err(format!("reading {}", path.display())))?;
+            let buf = fio::read_aligned(file, at, len)
+                .await
+                .map_err(io_err(format!("reading {}", path.display())))?;
             let b = buf.freeze();
             win = Some((at, b.clone()));
             (at, b)
         };
         let off = (pos - at) as usize;
         if off + h.total_len > w.len() {
-            return Err(corrupt_at(path, pos, HeaderProblem::Bad("segment shorter than its written size".into())));
+            return Err(corrupt_at(
+                path,
+                pos,
+                HeaderProblem::Bad("segment shorter than its written size".into()),
+            ));
         }
         out.push(w.slice(off..off + h.total_len));
         total += h.total_len;

@@ -39,7 +39,18 @@ impl PartitionLog {
                 .segments
                 .values()
                 .filter(|s| s.phase == Phase::Sealed)
-                .map(|s| (s.base, s.size, if s.max_ts >= 0 { s.max_ts } else { s.created_ms }, s.next_offset))
+                .map(|s| {
+                    (
+                        s.base,
+                        s.size,
+                        if s.max_ts >= 0 {
+                            s.max_ts
+                        } else {
+                            s.created_ms
+                        },
+                        s.next_offset,
+                    )
+                })
                 .collect();
             let mut size_excess = if cfg.retention_bytes >= 0 {
                 st.total_size() as i64 - cfg.retention_bytes
@@ -58,12 +69,20 @@ impl PartitionLog {
                 doomed.push(base);
             }
             // Roll an expired active segment so it can go next time.
-            let all_closed_gone = doomed.len() == st.segments.values().filter(|s| s.is_closed()).count();
+            let all_closed_gone =
+                doomed.len() == st.segments.values().filter(|s| s.is_closed()).count();
             if all_closed_gone && cfg.retention_ms >= 0 {
                 let leo = st.leo;
                 if let Some(a) = st.active() {
-                    let ts = if a.max_ts >= 0 { a.max_ts } else { a.created_ms };
-                    if !a.is_empty() && a.size == a.logical_size && now_ms.saturating_sub(ts) > cfg.retention_ms {
+                    let ts = if a.max_ts >= 0 {
+                        a.max_ts
+                    } else {
+                        a.created_ms
+                    };
+                    if !a.is_empty()
+                        && a.size == a.logical_size
+                        && now_ms.saturating_sub(ts) > cfg.retention_ms
+                    {
                         st.roll(leo, now_ms);
                         rolled = true;
                         self.shared.work.notify(1);
@@ -91,7 +110,9 @@ impl PartitionLog {
             (st.dir.clone(), st.checkpoint_bytes())
         };
         let cp_path = dir.join(CHECKPOINT_FILE);
-        fio::replace_file(&dir, &cp_path, cp).await.map_err(io_err(format!("writing {}", cp_path.display())))?;
+        fio::replace_file(&dir, &cp_path, cp)
+            .await
+            .map_err(io_err(format!("writing {}", cp_path.display())))?;
         for &b in bases {
             remove_segment_files(&dir, b).await?;
         }
@@ -126,7 +147,9 @@ impl PartitionLog {
             (doomed, st.checkpoint_bytes(), st.dir.clone())
         };
         let cp_path = dir.join(CHECKPOINT_FILE);
-        fio::replace_file(&dir, &cp_path, cp).await.map_err(io_err(format!("writing {}", cp_path.display())))?;
+        fio::replace_file(&dir, &cp_path, cp)
+            .await
+            .map_err(io_err(format!("writing {}", cp_path.display())))?;
         if !doomed.is_empty() {
             self.remove_segments(&doomed).await?;
         }
@@ -148,23 +171,44 @@ impl PartitionLog {
             return Ok(leo);
         }
         if offset < ls {
-            return Err(LogError::OffsetOutOfRange { requested: offset, log_start: ls, log_end: leo });
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: ls,
+                log_end: leo,
+            });
         }
         // Segments wholly at/above offset go; the one containing it is cut.
         let (drop_bases, keep) = {
             let st = self.shared.state.borrow();
-            let drop: Vec<i64> = st.segments.keys().copied().filter(|&b| b >= offset && b > ls).collect();
-            let keep = st.segments.range(..offset).next_back().map(|(b, s)| (*b, s.file.clone(), s.path.clone(), s.size));
+            let drop: Vec<i64> = st
+                .segments
+                .keys()
+                .copied()
+                .filter(|&b| b >= offset && b > ls)
+                .collect();
+            let keep = st
+                .segments
+                .range(..offset)
+                .next_back()
+                .map(|(b, s)| (*b, s.file.clone(), s.path.clone(), s.size));
             (drop, keep)
         };
         // Find the cut position in the kept segment.
         let mut cut = None;
         if let Some((base, Some(file), path, size)) = keep.clone() {
-            let start = self.shared.state.borrow().segments.get(&base).map(|s| s.index.lookup(offset).1 as u64).unwrap_or(0);
+            let start = self
+                .shared
+                .state
+                .borrow()
+                .segments
+                .get(&base)
+                .map(|s| s.index.lookup(offset).1 as u64)
+                .unwrap_or(0);
             let mut pos = start;
             let mut found = None;
             while pos < size && found.is_none() {
-                let batches = read_segment(&file, &path, pos, size, i64::MIN, 1 << 20, true).await?;
+                let batches =
+                    read_segment(&file, &path, pos, size, i64::MIN, 1 << 20, true).await?;
                 if batches.is_empty() {
                     break;
                 }
@@ -177,7 +221,13 @@ impl PartitionLog {
                     pos += h.total_len as u64;
                 }
             }
-            cut = Some((base, file, path, found.map(|f| f.0).unwrap_or(size), found.map(|f| f.1)));
+            cut = Some((
+                base,
+                file,
+                path,
+                found.map(|f| f.0).unwrap_or(size),
+                found.map(|f| f.1),
+            ));
         }
         // Rebuild the kept segment's state by rescanning it up to the cut.
         let dir = self.dir();
@@ -189,7 +239,9 @@ impl PartitionLog {
         let interval = self.shared.state.borrow().config.index_interval_bytes as u64;
         let mut new_leo = offset;
         if let Some((base, file, path, cut_pos, cut_base)) = cut {
-            fio::set_len(&file, cut_pos).await.map_err(io_err(format!("truncating {}", path.display())))?;
+            fio::set_len(&file, cut_pos)
+                .await
+                .map_err(io_err(format!("truncating {}", path.display())))?;
             let mut seg = Segment::new(&dir, base, now);
             let out = segment::scan(&file, 0, cut_pos, base, |p, h| seg.on_batch(h, p, interval))
                 .await
@@ -198,7 +250,9 @@ impl PartitionLog {
             seg.file = Some(file.clone());
             seg.loaded(out.valid_end, Phase::Active);
             // The batch containing `offset` goes whole; a cut inside a gap keeps `offset`.
-            new_leo = cut_base.map_or(offset, |b| b.min(offset)).max(seg.next_offset);
+            new_leo = cut_base
+                .map_or(offset, |b| b.min(offset))
+                .max(seg.next_offset);
             let tail = tail_page(seg.file.as_ref(), &seg.path, seg.size).await?;
             let mut st = self.shared.state.borrow_mut();
             st.pending.clear();
@@ -223,7 +277,9 @@ impl PartitionLog {
 pub(super) async fn remove_segment_files(dir: &Path, base: i64) -> Result<()> {
     let (l, i, t) = segment::paths(dir, base);
     for p in [l, i, t] {
-        fio::remove_file(&p).await.map_err(io_err(format!("removing {}", p.display())))?;
+        fio::remove_file(&p)
+            .await
+            .map_err(io_err(format!("removing {}", p.display())))?;
     }
     Ok(())
 }

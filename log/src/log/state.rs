@@ -128,8 +128,15 @@ impl State {
     }
 
     pub fn offline_error(&self) -> LogError {
-        let reason = self.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_else(|| "closed".into());
-        LogError::Offline { dir: self.dir.clone(), reason }
+        let reason = self
+            .failure
+            .as_ref()
+            .map(|f| f.reason.clone())
+            .unwrap_or_else(|| "closed".into());
+        LogError::Offline {
+            dir: self.dir.clone(),
+            reason,
+        }
     }
 
     pub fn active(&self) -> Option<&Segment> {
@@ -142,8 +149,16 @@ impl State {
 
     /// Kafka's roll rule. Time: with a timestamp on the segment's first batch, the
     /// incoming batches' max timestamp minus that; otherwise wall time since creation.
-    pub fn should_roll(&self, add_bytes: usize, now: i64, incoming_max_ts: i64, last_offset: i64) -> bool {
-        let Some(seg) = self.active() else { return true };
+    pub fn should_roll(
+        &self,
+        add_bytes: usize,
+        now: i64,
+        incoming_max_ts: i64,
+        last_offset: i64,
+    ) -> bool {
+        let Some(seg) = self.active() else {
+            return true;
+        };
         if seg.is_empty() {
             return false;
         }
@@ -207,12 +222,17 @@ impl State {
     }
 
     pub fn has_job(&self) -> bool {
-        self.pending.front().is_some_and(|p| p.seal || !p.batches.is_empty())
+        self.pending
+            .front()
+            .is_some_and(|p| p.seal || !p.batches.is_empty())
     }
 
     /// The ticket of appends made now, ending at `end`.
     pub fn ticket(&self, end: i64) -> WriteTicket {
-        WriteTicket { end, rollbacks: self.rollbacks }
+        WriteTicket {
+            end,
+            rollbacks: self.rollbacks,
+        }
     }
 
     pub fn ticket_state(&self, t: WriteTicket) -> TicketState {
@@ -226,7 +246,11 @@ impl State {
             };
         }
         // The first roll-back after the appends kept what was written by then.
-        match self.rollback_history.iter().find(|(n, _)| *n == t.rollbacks + 1) {
+        match self
+            .rollback_history
+            .iter()
+            .find(|(n, _)| *n == t.rollbacks + 1)
+        {
             Some((_, written)) if t.end <= *written => TicketState::Written,
             _ => TicketState::Discarded,
         }
@@ -241,9 +265,14 @@ impl State {
     /// it back and then sets `retry_at`.
     pub fn roll_back(&mut self, e: &LogError) -> Vec<i64> {
         let retriable = is_disk_full(e);
-        self.failure = Some(WriteFailure { reason: e.to_string(), retry_at: None, retriable });
+        self.failure = Some(WriteFailure {
+            reason: e.to_string(),
+            retry_at: None,
+            retriable,
+        });
         self.rollbacks += 1;
-        self.rollback_history.push_back((self.rollbacks, self.written_end));
+        self.rollback_history
+            .push_back((self.rollbacks, self.written_end));
         if self.rollback_history.len() > ROLLBACK_HISTORY {
             self.rollback_history.pop_front();
         }
@@ -254,7 +283,9 @@ impl State {
         let mut doomed = Vec::new();
         while self.segments.len() > 1 {
             let mut rev = self.segments.values().rev();
-            let (Some(last), Some(prev)) = (rev.next(), rev.next()) else { break };
+            let (Some(last), Some(prev)) = (rev.next(), rev.next()) else {
+                break;
+            };
             if last.durable.size > 0 || prev.phase == Phase::Sealed {
                 break;
             }
@@ -270,7 +301,11 @@ impl State {
             unreachable!("a log always has an active segment");
         };
         active.roll_back_to_durable();
-        assert_eq!(active.next_offset.max(active.base), written_end, "the active segment must end at the written end after a roll-back");
+        assert_eq!(
+            active.next_offset.max(active.base),
+            written_end,
+            "the active segment must end at the written end after a roll-back"
+        );
         let pending = Pending::new(active, align_down(active.size), written_end);
         self.pending.push_back(pending);
         self.leo = written_end;

@@ -89,7 +89,9 @@ async fn recover(shared: &Rc<Shared>, e: &LogError) -> bool {
     shared.written.notify(usize::MAX);
     let (dir, file, path, size) = {
         let st = shared.state.borrow();
-        let Some(seg) = st.active() else { unreachable!("a log always has an active segment") };
+        let Some(seg) = st.active() else {
+            unreachable!("a log always has an active segment")
+        };
         (st.dir.clone(), seg.file.clone(), seg.path.clone(), seg.size)
     };
     let finish = async {
@@ -108,8 +110,13 @@ async fn recover(shared: &Rc<Shared>, e: &LogError) -> bool {
         }
     };
     let retriable = st.failure.as_ref().is_some_and(|f| f.retriable);
-    let Some(p) = st.pending.front_mut() else { unreachable!("roll_back leaves one pending write") };
-    assert!(p.batches.is_empty() && p.buf.is_empty(), "nothing may be appended while a roll-back finishes");
+    let Some(p) = st.pending.front_mut() else {
+        unreachable!("roll_back leaves one pending write")
+    };
+    assert!(
+        p.batches.is_empty() && p.buf.is_empty(),
+        "nothing may be appended while a roll-back finishes"
+    );
     p.buf.extend_from_slice(&tail);
     if let Some(f) = st.failure.as_mut() {
         if retriable {
@@ -120,7 +127,11 @@ async fn recover(shared: &Rc<Shared>, e: &LogError) -> bool {
 }
 
 /// fdatasync `file`, then count the call and its time and mark everything synced.
-pub(super) async fn sync_counted(shared: &Shared, file: &compio::fs::File, what: impl Into<String>) -> Result<()> {
+pub(super) async fn sync_counted(
+    shared: &Shared,
+    file: &compio::fs::File,
+    what: impl Into<String>,
+) -> Result<()> {
     let started = Instant::now();
     fio::sync_data(file).await.map_err(io_err(what))?;
     let mut st = shared.state.borrow_mut();
@@ -160,7 +171,9 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             let (f, direct) = fio::open_data_file(&path, true, true, fallback)
                 .await
                 .map_err(io_err(format!("creating segment {}", path.display())))?;
-            fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+            fio::sync_dir(&dir)
+                .await
+                .map_err(io_err(format!("syncing {}", dir.display())))?;
             let mut st = shared.state.borrow_mut();
             st.direct = direct;
             if let Some(seg) = st.segments.get_mut(&job.seg_base) {
@@ -184,19 +197,29 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             if let Some(seg) = st.segments.get_mut(&job.seg_base) {
                 if max_step > 0 && prealloc_ok && seg.allocated < need {
                     // A step as large as the segment is Kafka's `preallocate`: all at once.
-                    let step = if max_step >= seg_bytes { seg_bytes } else { seg.allocated.max(MIN_PREALLOCATE).min(max_step) };
+                    let step = if max_step >= seg_bytes {
+                        seg_bytes
+                    } else {
+                        seg.allocated.max(MIN_PREALLOCATE).min(max_step)
+                    };
                     let want = (seg.allocated + step).min(seg_bytes).max(need);
                     let from = seg.allocated;
                     match fio::fallocate(&file, from, want - from) {
                         Ok(true) => seg.allocated = want,
                         Ok(false) => st.prealloc_ok = false,
-                        Err(e) => return Err(LogError::io(format!("fallocate {}", path.display()), e)),
+                        Err(e) => {
+                            return Err(LogError::io(format!("fallocate {}", path.display()), e))
+                        }
                     }
                 }
             }
         }
         let (res, w) = fio::write_all(&file, PaddedWrite::new(buf), job.file_pos).await;
-        res.map_err(io_err(format!("writing {} at {}", path.display(), job.file_pos)))?;
+        res.map_err(io_err(format!(
+            "writing {} at {}",
+            path.display(),
+            job.file_pos
+        )))?;
         buf = w.buf;
         let mut st = shared.state.borrow_mut();
         st.stats.writes += 1;
@@ -210,7 +233,9 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             || st.unsynced_messages >= cfg.flush_messages
             || cfg.flush_ms <= 0
             || (cfg.flush_ms != i64::MAX
-                && st.dirty_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms as u64)))
+                && st
+                    .dirty_since
+                    .is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms as u64)))
     };
     if need_sync && (!job.batches.is_empty() || job.seal) {
         sync_counted(shared, &file, format!("fdatasync {}", path.display())).await?;
@@ -221,7 +246,9 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
         }
     }
     if job.seal {
-        fio::set_len(&file, end_pos).await.map_err(io_err(format!("trimming {}", path.display())))?;
+        fio::set_len(&file, end_pos)
+            .await
+            .map_err(io_err(format!("trimming {}", path.display())))?;
         let (oi, ti) = {
             let st = shared.state.borrow();
             match st.segments.get(&job.seg_base) {
@@ -230,12 +257,17 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             }
         };
         segment::write_indexes(&dir, job.seg_base, oi, ti).await?;
-        fio::sync_dir(&dir).await.map_err(io_err(format!("syncing {}", dir.display())))?;
+        fio::sync_dir(&dir)
+            .await
+            .map_err(io_err(format!("syncing {}", dir.display())))?;
     }
     // Publish.
     let mut st = shared.state.borrow_mut();
     if let Some(seg) = st.segments.get_mut(&job.seg_base) {
-        assert_eq!(job.mark.size, end_pos, "a write ends where its segment mark says");
+        assert_eq!(
+            job.mark.size, end_pos,
+            "a write ends where its segment mark says"
+        );
         assert!(end_pos >= seg.size, "writes of a segment go forward");
         seg.size = end_pos;
         seg.durable = job.mark;
@@ -246,11 +278,15 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
         }
     }
     if !job.batches.is_empty() {
-        assert!(job.end_offset >= st.written_end, "the written end only moves forward");
+        assert!(
+            job.end_offset >= st.written_end,
+            "the written end only moves forward"
+        );
         st.written_end = job.end_offset;
         if st.cache.enabled() {
             let capacity = buf.capacity();
-            st.cache.insert_written(buf.freeze(), capacity, &job.batches);
+            st.cache
+                .insert_written(buf.freeze(), capacity, &job.batches);
         } else {
             buf.recycle();
         }

@@ -11,7 +11,10 @@ use spate_log::{Clock, LogConfig};
 pub fn tempdir() -> tempfile::TempDir {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new().prefix("spate-log-").tempdir_in(base).unwrap()
+    tempfile::Builder::new()
+        .prefix("spate-log-")
+        .tempdir_in(base)
+        .unwrap()
 }
 
 /// Deterministic payload for a batch identified by `seed`.

@@ -36,7 +36,11 @@ pub type CommitEntry = (String, i32, i64, i32, Option<String>);
 
 /// A group request, sent to the shard that coordinates the group.
 pub enum GroupRequest {
-    Join { group_id: String, args: JoinArgs, reply: JoinReply },
+    Join {
+        group_id: String,
+        args: JoinArgs,
+        reply: JoinReply,
+    },
     Sync {
         group_id: String,
         member_id: String,
@@ -47,9 +51,19 @@ pub enum GroupRequest {
         assignments: Vec<(String, Bytes)>,
         reply: SyncReply,
     },
-    Heartbeat { group_id: String, member_id: String, instance_id: Option<String>, generation: i32, reply: flume::Sender<i16> },
+    Heartbeat {
+        group_id: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+        reply: flume::Sender<i16>,
+    },
     /// (member id, instance id) per leaving member; one code per member.
-    Leave { group_id: String, members: Vec<(String, Option<String>)>, reply: flume::Sender<Vec<i16>> },
+    Leave {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+        reply: flume::Sender<Vec<i16>>,
+    },
     /// One code per entry.
     Commit {
         group_id: String,
@@ -61,12 +75,28 @@ pub enum GroupRequest {
         reply: flume::Sender<Vec<i16>>,
     },
     /// `None`: every committed partition of the group.
-    Fetch { group_id: String, partitions: Option<Vec<(String, i32)>>, reply: flume::Sender<Vec<(String, i32, Option<CommittedOffset>)>> },
-    Describe { group_id: String, reply: flume::Sender<GroupDescription> },
-    List { reply: flume::Sender<Vec<GroupListing>> },
-    Delete { group_id: String, reply: flume::Sender<i16> },
+    Fetch {
+        group_id: String,
+        partitions: Option<Vec<(String, i32)>>,
+        reply: flume::Sender<Vec<(String, i32, Option<CommittedOffset>)>>,
+    },
+    Describe {
+        group_id: String,
+        reply: flume::Sender<GroupDescription>,
+    },
+    List {
+        reply: flume::Sender<Vec<GroupListing>>,
+    },
+    Delete {
+        group_id: String,
+        reply: flume::Sender<i16>,
+    },
     /// Ok: one code per partition; Err: a group-level code.
-    DeleteOffsets { group_id: String, partitions: Vec<(String, i32)>, reply: flume::Sender<Result<Vec<i16>, i16>> },
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+        reply: flume::Sender<Result<Vec<i16>, i16>>,
+    },
 }
 
 pub struct GroupDescription {
@@ -84,11 +114,14 @@ pub struct GroupListing {
     pub state: &'static str,
 }
 
+/// (topic, partition) → committed offset, with the sequence number of its commit.
+type GroupOffsets = HashMap<(String, i32), (u64, CommittedOffset)>;
+
 #[derive(Default)]
 pub struct Coordinator {
     groups: HashMap<String, Group>,
-    /// group → (topic, partition) → offset, with the sequence number of its commit.
-    offsets: HashMap<String, HashMap<(String, i32), (u64, CommittedOffset)>>,
+    /// group → its committed offsets.
+    offsets: HashMap<String, GroupOffsets>,
     commit_seq: u64,
 }
 
@@ -97,7 +130,9 @@ impl Coordinator {
         GroupLimits {
             min_session_timeout_ms: ctx.config.group_min_session_timeout_ms,
             max_session_timeout_ms: ctx.config.group_max_session_timeout_ms,
-            initial_rebalance_delay: Duration::from_millis(ctx.config.group_initial_rebalance_delay_ms),
+            initial_rebalance_delay: Duration::from_millis(
+                ctx.config.group_initial_rebalance_delay_ms,
+            ),
             max_size: ctx.config.group_max_size,
         }
     }
@@ -110,11 +145,18 @@ impl Coordinator {
         // An empty group stays (Empty, with its protocol type) while it has committed
         // offsets; without any it goes after EMPTY_GROUP_TTL, as Kafka's expiration does.
         let offsets = &self.offsets;
-        self.groups.retain(|id, g| offsets.contains_key(id) || g.empty_since.is_none_or(|t| now.duration_since(t) < EMPTY_GROUP_TTL));
+        self.groups.retain(|id, g| {
+            offsets.contains_key(id)
+                || g.empty_since
+                    .is_none_or(|t| now.duration_since(t) < EMPTY_GROUP_TTL)
+        });
     }
 
     /// Replay one `__consumer_offsets` partition into the offsets map.
-    pub async fn load(this: &std::cell::RefCell<Coordinator>, partition: &Partition) -> Result<usize, spate_log::LogError> {
+    pub async fn load(
+        this: &std::cell::RefCell<Coordinator>,
+        partition: &Partition,
+    ) -> Result<usize, spate_log::LogError> {
         let mut offset = partition.log.log_start_offset();
         let end = partition.high_watermark();
         let mut applied = 0;
@@ -126,10 +168,14 @@ impl Coordinator {
             for chunk in read.batches {
                 for batch in record_batch::batches(chunk).flatten() {
                     offset = offset.max(batch.last_offset() + 1);
-                    let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else { continue };
+                    let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else {
+                        continue;
+                    };
                     let mut me = this.borrow_mut();
                     for record in records.flatten() {
-                        let Some(key) = record.key.and_then(offsets_log::decode_key) else { continue };
+                        let Some(key) = record.key.and_then(offsets_log::decode_key) else {
+                            continue;
+                        };
                         let value = record.value.and_then(offsets_log::decode_value);
                         me.apply(key, value);
                         applied += 1;
@@ -184,13 +230,26 @@ impl Coordinator {
                     members: g
                         .members
                         .values()
-                        .map(|m| (m.id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), m.metadata(&protocol), m.assignment.clone()))
+                        .map(|m| {
+                            (
+                                m.id.clone(),
+                                m.instance_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.clone(),
+                                m.metadata(&protocol),
+                                m.assignment.clone(),
+                            )
+                        })
                         .collect(),
                 }
             }
             None => GroupDescription {
                 group_id: group_id.to_string(),
-                state: if self.offsets.contains_key(group_id) { "Empty" } else { "Dead" },
+                state: if self.offsets.contains_key(group_id) {
+                    "Empty"
+                } else {
+                    "Dead"
+                },
                 protocol_type: String::new(),
                 protocol: String::new(),
                 members: Vec::new(),
@@ -202,11 +261,19 @@ impl Coordinator {
         let mut out: Vec<GroupListing> = self
             .groups
             .values()
-            .map(|g| GroupListing { group_id: g.id.clone(), protocol_type: g.protocol_type.clone().unwrap_or_default(), state: g.state.name() })
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+            })
             .collect();
         for id in self.offsets.keys() {
             if !self.groups.contains_key(id) {
-                out.push(GroupListing { group_id: id.clone(), protocol_type: String::new(), state: "Empty" });
+                out.push(GroupListing {
+                    group_id: id.clone(),
+                    protocol_type: String::new(),
+                    state: "Empty",
+                });
             }
         }
         out
@@ -216,12 +283,18 @@ impl Coordinator {
     pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
         self.offsets
             .iter()
-            .flat_map(|(g, parts)| parts.iter().map(move |((t, p), (_, c))| (g.clone(), t.clone(), *p, c.offset)))
+            .flat_map(|(g, parts)| {
+                parts
+                    .iter()
+                    .map(move |((t, p), (_, c))| (g.clone(), t.clone(), *p, c.offset))
+            })
             .collect()
     }
 
     fn has_members(&self, group_id: &str) -> bool {
-        self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
     }
 }
 
@@ -231,32 +304,79 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
     let limits = Coordinator::limits(ctx);
     let mut coord = ctx.groups.borrow_mut();
     match request {
-        GroupRequest::Join { group_id, args, reply } => {
-            coord.groups.entry(group_id.clone()).or_insert_with(|| Group::new(&group_id)).join(args, &limits, now, reply);
+        GroupRequest::Join {
+            group_id,
+            args,
+            reply,
+        } => {
+            coord
+                .groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id))
+                .join(args, &limits, now, reply);
         }
-        GroupRequest::Sync { group_id, member_id, instance_id, generation, protocol_type, protocol_name, assignments, reply } => {
-            match coord.groups.get_mut(&group_id) {
-                Some(g) => g.sync(&member_id, instance_id.as_deref(), generation, (protocol_type.as_deref(), protocol_name.as_deref()), assignments, now, reply),
-                None => {
-                    let _ = reply.send(spate_net::messages::SyncGroupResponse { error_code: ErrorCode::UnknownMemberId.code(), ..Default::default() });
-                }
+        GroupRequest::Sync {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol_name,
+            assignments,
+            reply,
+        } => match coord.groups.get_mut(&group_id) {
+            Some(g) => g.sync(
+                &member_id,
+                instance_id.as_deref(),
+                generation,
+                (protocol_type.as_deref(), protocol_name.as_deref()),
+                assignments,
+                now,
+                reply,
+            ),
+            None => {
+                let _ = reply.send(spate_net::messages::SyncGroupResponse {
+                    error_code: ErrorCode::UnknownMemberId.code(),
+                    ..Default::default()
+                });
             }
-        }
-        GroupRequest::Heartbeat { group_id, member_id, instance_id, generation, reply } => {
+        },
+        GroupRequest::Heartbeat {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+            reply,
+        } => {
             let code = match coord.groups.get_mut(&group_id) {
                 Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
                 None => ErrorCode::UnknownMemberId,
             };
             let _ = reply.send(code.code());
         }
-        GroupRequest::Leave { group_id, members, reply } => {
+        GroupRequest::Leave {
+            group_id,
+            members,
+            reply,
+        } => {
             let codes = match coord.groups.get_mut(&group_id) {
-                Some(g) => members.iter().map(|(id, instance)| g.leave(id, instance.as_deref(), now, &limits).code()).collect(),
+                Some(g) => members
+                    .iter()
+                    .map(|(id, instance)| g.leave(id, instance.as_deref(), now, &limits).code())
+                    .collect(),
                 None => vec![ErrorCode::UnknownMemberId.code(); members.len()],
             };
             let _ = reply.send(codes);
         }
-        GroupRequest::Commit { group_id, generation, member_id, instance_id, version, entries, reply } => {
+        GroupRequest::Commit {
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+            version,
+            entries,
+            reply,
+        } => {
             // Kafka's validateOffsetCommit for classic groups.
             let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
             let group_code = if group_id.is_empty() {
@@ -265,12 +385,17 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 match coord.groups.get(&group_id) {
                     // A commit from outside any generation (admin tools, consumers that
                     // assign partitions themselves): only while the group has no members.
-                    _ if simple => coord.has_members(&group_id).then_some(ErrorCode::UnknownMemberId),
+                    _ if simple => coord
+                        .has_members(&group_id)
+                        .then_some(ErrorCode::UnknownMemberId),
                     None if version >= GROUP_ID_NOT_FOUND_FROM => Some(ErrorCode::GroupIdNotFound),
                     None => Some(ErrorCode::IllegalGeneration),
-                    Some(g) => match g.check_member(&member_id, instance_id.as_deref(), generation) {
+                    Some(g) => match g.check_member(&member_id, instance_id.as_deref(), generation)
+                    {
                         Err(code) => Some(code),
-                        Ok(()) if g.state == GroupState::CompletingRebalance => Some(ErrorCode::RebalanceInProgress),
+                        Ok(()) if g.state == GroupState::CompletingRebalance => {
+                            Some(ErrorCode::RebalanceInProgress)
+                        }
                         Ok(()) => None,
                     },
                 }
@@ -283,19 +408,29 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 None => commit(ctx, group_id, entries, reply),
             }
         }
-        GroupRequest::Fetch { group_id, partitions, reply } => {
+        GroupRequest::Fetch {
+            group_id,
+            partitions,
+            reply,
+        } => {
             let committed = coord.offsets.get(&group_id);
             let out = match partitions {
                 Some(list) => list
                     .into_iter()
                     .map(|(t, p)| {
-                        let v = committed.and_then(|c| c.get(&(t.clone(), p))).map(|(_, v)| v.clone());
+                        let v = committed
+                            .and_then(|c| c.get(&(t.clone(), p)))
+                            .map(|(_, v)| v.clone());
                         (t, p, v)
                     })
                     .collect(),
                 None => {
                     let mut all: Vec<_> = committed
-                        .map(|c| c.iter().map(|((t, p), (_, v))| (t.clone(), *p, Some(v.clone()))).collect())
+                        .map(|c| {
+                            c.iter()
+                                .map(|((t, p), (_, v))| (t.clone(), *p, Some(v.clone())))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
                     all
@@ -315,7 +450,11 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 return;
             }
             let Some(committed) = coord.offsets.get(&group_id) else {
-                let code = if coord.groups.remove(&group_id).is_some() { ErrorCode::None } else { ErrorCode::GroupIdNotFound };
+                let code = if coord.groups.remove(&group_id).is_some() {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::GroupIdNotFound
+                };
                 let _ = reply.send(code.code());
                 return;
             };
@@ -325,21 +464,42 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             let (tx, rx) = flume::bounded(1);
             write_tombstones(ctx, group_id, keys, tx);
             compio::runtime::spawn(async move {
-                let code = rx.recv_async().await.unwrap_or(ErrorCode::UnknownServerError.code());
+                let code = rx
+                    .recv_async()
+                    .await
+                    .unwrap_or(ErrorCode::UnknownServerError.code());
                 let _ = reply.send_async(code).await;
             })
             .detach();
         }
-        GroupRequest::DeleteOffsets { group_id, partitions, reply } => {
+        GroupRequest::DeleteOffsets {
+            group_id,
+            partitions,
+            reply,
+        } => {
             let Some(committed) = coord.offsets.get(&group_id) else {
-                let code = if coord.groups.contains_key(&group_id) { ErrorCode::None } else { ErrorCode::GroupIdNotFound };
-                let _ = reply.send(if code == ErrorCode::None { Ok(vec![0; partitions.len()]) } else { Err(code.code()) });
+                let code = if coord.groups.contains_key(&group_id) {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::GroupIdNotFound
+                };
+                let _ = reply.send(if code == ErrorCode::None {
+                    Ok(vec![0; partitions.len()])
+                } else {
+                    Err(code.code())
+                });
                 return;
             };
             let group = coord.groups.get(&group_id);
             let codes: Vec<i16> = partitions
                 .iter()
-                .map(|(t, _)| if group.is_some_and(|g| g.subscribes_to(t)) { ErrorCode::GroupSubscribedToTopic.code() } else { 0 })
+                .map(|(t, _)| {
+                    if group.is_some_and(|g| g.subscribes_to(t)) {
+                        ErrorCode::GroupSubscribedToTopic.code()
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let deletable: Vec<(String, i32)> = partitions
                 .iter()
@@ -351,7 +511,10 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             let (tx, rx) = flume::bounded(1);
             write_tombstones(ctx, group_id, deletable, tx);
             compio::runtime::spawn(async move {
-                let code = rx.recv_async().await.unwrap_or(ErrorCode::UnknownServerError.code());
+                let code = rx
+                    .recv_async()
+                    .await
+                    .unwrap_or(ErrorCode::UnknownServerError.code());
                 let result = if code == 0 { Ok(codes) } else { Err(code) };
                 let _ = reply.send_async(result).await;
             })
@@ -363,12 +526,18 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
 /// The `__consumer_offsets` partition holding `group_id`'s records, if this shard has it.
 fn offsets_partition(ctx: &ShardContext, group_id: &str) -> Option<Rc<Partition>> {
     let count = ctx.image().topic(OFFSETS_TOPIC)?.partitions.len() as i32;
-    let key = PartitionKey { topic: Arc::from(OFFSETS_TOPIC), partition: offsets_log::partition_for(group_id, count) };
+    let key = PartitionKey {
+        topic: Arc::from(OFFSETS_TOPIC),
+        partition: offsets_log::partition_for(group_id, count),
+    };
     ctx.partition(&key)
 }
 
 /// Append records to the group's offsets partition; resolves to an error code.
-async fn append_records(partition: Option<Rc<Partition>>, records: Vec<(Bytes, Option<Bytes>)>) -> i16 {
+async fn append_records(
+    partition: Option<Rc<Partition>>,
+    records: Vec<(Bytes, Option<Bytes>)>,
+) -> i16 {
     let Some(partition) = partition else {
         return ErrorCode::NotCoordinator.code();
     };
@@ -390,22 +559,38 @@ async fn append_records(partition: Option<Rc<Partition>>, records: Vec<(Bytes, O
     }
 }
 
-fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, reply: flume::Sender<Vec<i16>>) {
+fn commit(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    entries: Vec<CommitEntry>,
+    reply: flume::Sender<Vec<i16>>,
+) {
     let image = ctx.image();
     let max_metadata = ctx.config.offset_metadata_max_bytes;
     let now = now_ms();
     let mut codes = Vec::with_capacity(entries.len());
     let mut writes = Vec::new();
     for (topic, partition, offset, leader_epoch, metadata) in entries {
-        let exists = image.topic(&topic).is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
+        let exists = image
+            .topic(&topic)
+            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
         let metadata = metadata.unwrap_or_default();
         let code = if !exists {
             ErrorCode::UnknownTopicOrPartition.code()
         } else if metadata.len() > max_metadata {
             ErrorCode::OffsetMetadataTooLarge.code()
         } else {
-            let key = OffsetKey { group: group_id.clone(), topic, partition };
-            let value = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp: now };
+            let key = OffsetKey {
+                group: group_id.clone(),
+                topic,
+                partition,
+            };
+            let value = CommittedOffset {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
             writes.push((key, value));
             0
         };
@@ -413,7 +598,15 @@ fn commit(ctx: &Rc<ShardContext>, group_id: String, entries: Vec<CommitEntry>, r
     }
     // Sequence numbers taken now, in arrival order, decide which commit wins later.
     let seq = ctx.groups.borrow_mut().next_seq();
-    let records = writes.iter().map(|(k, v)| (offsets_log::encode_key(k), Some(offsets_log::encode_value(v)))).collect();
+    let records = writes
+        .iter()
+        .map(|(k, v)| {
+            (
+                offsets_log::encode_key(k),
+                Some(offsets_log::encode_value(v)),
+            )
+        })
+        .collect();
     let append = append_records(offsets_partition(ctx, &group_id), records);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
@@ -441,7 +634,16 @@ pub fn forget_topics(ctx: &Rc<ShardContext>, topics: &[String]) {
         .borrow()
         .offsets
         .iter()
-        .map(|(g, parts)| (g.clone(), parts.keys().filter(|(t, _)| topics.contains(t)).cloned().collect::<Vec<_>>()))
+        .map(|(g, parts)| {
+            (
+                g.clone(),
+                parts
+                    .keys()
+                    .filter(|(t, _)| topics.contains(t))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        })
         .filter(|(_, keys)| !keys.is_empty())
         .collect();
     for (group, keys) in doomed {
@@ -451,10 +653,25 @@ pub fn forget_topics(ctx: &Rc<ShardContext>, topics: &[String]) {
 }
 
 /// Delete committed offsets durably, then from memory; reports one code.
-fn write_tombstones(ctx: &Rc<ShardContext>, group_id: String, keys: Vec<(String, i32)>, done: flume::Sender<i16>) {
+fn write_tombstones(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    keys: Vec<(String, i32)>,
+    done: flume::Sender<i16>,
+) {
     let seq = ctx.groups.borrow_mut().next_seq();
-    let keys: Vec<OffsetKey> = keys.into_iter().map(|(topic, partition)| OffsetKey { group: group_id.clone(), topic, partition }).collect();
-    let records = keys.iter().map(|k| (offsets_log::encode_key(k), None)).collect();
+    let keys: Vec<OffsetKey> = keys
+        .into_iter()
+        .map(|(topic, partition)| OffsetKey {
+            group: group_id.clone(),
+            topic,
+            partition,
+        })
+        .collect();
+    let records = keys
+        .iter()
+        .map(|k| (offsets_log::encode_key(k), None))
+        .collect();
     let append = append_records(offsets_partition(ctx, &group_id), records);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {

@@ -79,7 +79,11 @@ pub struct Member {
 impl Member {
     /// The member's metadata for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
-        self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -110,11 +114,19 @@ pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 pub const INVALID_SESSION_TIMEOUT: i16 = 26;
 
 fn join_error(member_id: &str, code: i16) -> JoinGroupResponse {
-    JoinGroupResponse { error_code: code, generation_id: -1, member_id: member_id.to_string(), ..Default::default() }
+    JoinGroupResponse {
+        error_code: code,
+        generation_id: -1,
+        member_id: member_id.to_string(),
+        ..Default::default()
+    }
 }
 
 fn sync_error(code: i16) -> SyncGroupResponse {
-    SyncGroupResponse { error_code: code, ..Default::default() }
+    SyncGroupResponse {
+        error_code: code,
+        ..Default::default()
+    }
 }
 
 /// A fresh member id: the client id and a random suffix, as Kafka makes them.
@@ -123,11 +135,21 @@ fn new_member_id(client_id: &str) -> String {
     // SAFETY: getrandom fills the buffer it is given.
     let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
     if n != r.len() as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         r = t.to_le_bytes();
     }
     let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{client_id}-{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{client_id}-{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 impl Group {
@@ -156,7 +178,12 @@ impl Group {
 
     /// Protocols every member (and the candidate list, if given) supports.
     fn common_protocols(&self, candidate: Option<&[(String, Bytes)]>) -> HashSet<String> {
-        let mut sets = self.members.values().map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect::<HashSet<_>>());
+        let mut sets = self.members.values().map(|m| {
+            m.protocols
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<HashSet<_>>()
+        });
         let mut common = match candidate {
             Some(c) => c.iter().map(|(n, _)| n.clone()).collect::<HashSet<_>>(),
             None => match sets.next() {
@@ -179,18 +206,24 @@ impl Group {
                 *votes.entry(name.clone()).or_default() += 1;
             }
         }
-        votes.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(n, _)| n)
+        votes
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(n, _)| n)
     }
 
     pub fn join(&mut self, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
-        if args.session_timeout_ms < limits.min_session_timeout_ms || args.session_timeout_ms > limits.max_session_timeout_ms {
+        if args.session_timeout_ms < limits.min_session_timeout_ms
+            || args.session_timeout_ms > limits.max_session_timeout_ms
+        {
             let _ = reply.send(join_error(&args.member_id, INVALID_SESSION_TIMEOUT));
             return;
         }
         if args.protocols.is_empty()
             || args.protocol_type.is_empty()
             || (!self.members.is_empty()
-                && (self.protocol_type.as_deref() != Some(args.protocol_type.as_str()) || self.common_protocols(Some(&args.protocols)).is_empty()))
+                && (self.protocol_type.as_deref() != Some(args.protocol_type.as_str())
+                    || self.common_protocols(Some(&args.protocols)).is_empty()))
         {
             let _ = reply.send(join_error(&args.member_id, INCONSISTENT_GROUP_PROTOCOL));
             return;
@@ -202,7 +235,13 @@ impl Group {
         }
     }
 
-    fn join_new_member(&mut self, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
+    fn join_new_member(
+        &mut self,
+        args: JoinArgs,
+        limits: &GroupLimits,
+        now: Instant,
+        reply: JoinReply,
+    ) {
         let new_id = new_member_id(&args.client_id);
         if let Some(instance) = args.group_instance_id.clone() {
             if let Some(old_id) = self.static_members.get(&instance).cloned() {
@@ -214,7 +253,10 @@ impl Group {
                 let _ = reply.send(join_error("", ErrorCode::GroupMaxSizeReached.code()));
                 return;
             }
-            self.pending.insert(new_id.clone(), now + Duration::from_millis(args.session_timeout_ms.max(0) as u64));
+            self.pending.insert(
+                new_id.clone(),
+                now + Duration::from_millis(args.session_timeout_ms.max(0) as u64),
+            );
             let _ = reply.send(join_error(&new_id, ErrorCode::MemberIdRequired.code()));
             return;
         }
@@ -225,7 +267,13 @@ impl Group {
         self.add_member(new_id, args, limits, now, reply);
     }
 
-    fn join_known_member(&mut self, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
+    fn join_known_member(
+        &mut self,
+        args: JoinArgs,
+        limits: &GroupLimits,
+        now: Instant,
+        reply: JoinReply,
+    ) {
         let id = args.member_id.clone();
         if self.pending.remove(&id).is_some() {
             if self.members.len() >= limits.max_size {
@@ -258,7 +306,9 @@ impl Group {
                 }
                 self.try_complete_join(now);
             }
-            GroupState::CompletingRebalance | GroupState::Stable if same_metadata && !(is_leader && self.state == GroupState::Stable) => {
+            GroupState::CompletingRebalance | GroupState::Stable
+                if same_metadata && !(is_leader && self.state == GroupState::Stable) =>
+            {
                 // A repeated join with nothing new: the current generation stands.
                 let resp = self.join_response(&id, is_leader);
                 let _ = reply.send(resp);
@@ -270,7 +320,14 @@ impl Group {
         }
     }
 
-    fn add_member(&mut self, id: String, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
+    fn add_member(
+        &mut self,
+        id: String,
+        args: JoinArgs,
+        limits: &GroupLimits,
+        now: Instant,
+        reply: JoinReply,
+    ) {
         if self.members.is_empty() {
             self.protocol_type = Some(args.protocol_type.clone());
         }
@@ -298,9 +355,18 @@ impl Group {
 
     /// KIP-345: a static member rejoining with a new member id takes the old one's
     /// place; with unchanged metadata in a stable group there is no rebalance.
-    fn replace_static_member(&mut self, old_id: &str, new_id: String, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        new_id: String,
+        args: JoinArgs,
+        limits: &GroupLimits,
+        now: Instant,
+        reply: JoinReply,
+    ) {
         let Some(mut member) = self.members.remove(old_id) else {
-            self.static_members.remove(args.group_instance_id.as_deref().unwrap_or_default());
+            self.static_members
+                .remove(args.group_instance_id.as_deref().unwrap_or_default());
             self.add_member(new_id, args, limits, now, reply);
             return;
         };
@@ -371,7 +437,11 @@ impl Group {
                 let mut ms: Vec<&Member> = self.members.values().collect();
                 ms.sort_by_key(|m| m.seq);
                 ms.into_iter()
-                    .map(|m| JoinGroupResponseMember { member_id: m.id.clone(), group_instance_id: m.instance_id.clone(), metadata: m.metadata(&protocol) })
+                    .map(|m| JoinGroupResponseMember {
+                        member_id: m.id.clone(),
+                        group_instance_id: m.instance_id.clone(),
+                        metadata: m.metadata(&protocol),
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -392,19 +462,28 @@ impl Group {
                 }
             }
         }
-        let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
         match self.state {
             GroupState::PreparingRebalance => {
                 // A new member during the initial delay pushes it out, within the timeout.
-                if let (Some(until), Some(deadline)) = (self.initial_delay_until, self.rebalance_deadline) {
+                if let (Some(until), Some(deadline)) =
+                    (self.initial_delay_until, self.rebalance_deadline)
+                {
                     if until > now {
-                        self.initial_delay_until = Some((now + limits.initial_rebalance_delay).min(deadline));
+                        self.initial_delay_until =
+                            Some((now + limits.initial_rebalance_delay).min(deadline));
                     }
                 }
             }
             previous => {
                 self.rebalance_deadline = Some(now + longest);
-                self.initial_delay_until = (previous == GroupState::Empty).then(|| now + limits.initial_rebalance_delay.min(longest));
+                self.initial_delay_until = (previous == GroupState::Empty)
+                    .then(|| now + limits.initial_rebalance_delay.min(longest));
                 self.state = GroupState::PreparingRebalance;
             }
         }
@@ -417,13 +496,19 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        let all_joined = self.pending.is_empty() && self.members.values().all(|m| m.join_waiter.is_some());
+        let all_joined =
+            self.pending.is_empty() && self.members.values().all(|m| m.join_waiter.is_some());
         let delay_over = self.initial_delay_until.is_none_or(|t| now >= t);
         let timed_out = self.rebalance_deadline.is_some_and(|t| now >= t);
         if !((all_joined && delay_over) || timed_out) {
             return;
         }
-        let gone: Vec<String> = self.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.id.clone()).collect();
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.id.clone())
+            .collect();
         for id in gone {
             self.remove_member(&id);
         }
@@ -438,18 +523,35 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
-            self.leader = self.members.values().min_by_key(|m| m.seq).map(|m| m.id.clone());
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self
+                .members
+                .values()
+                .min_by_key(|m| m.seq)
+                .map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
         tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), protocol = ?self.protocol, "group rebalanced");
-        let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
         self.sync_deadline = Some(now + longest);
         let leader = self.leader.clone().unwrap_or_default();
         let replies: Vec<(JoinReply, JoinGroupResponse)> = self
             .members
             .values()
-            .filter_map(|m| m.join_waiter.clone().map(|w| (w, self.join_response(&m.id, m.id == leader))))
+            .filter_map(|m| {
+                m.join_waiter
+                    .clone()
+                    .map(|w| (w, self.join_response(&m.id, m.id == leader)))
+            })
             .collect();
         for m in self.members.values_mut() {
             m.join_waiter = None;
@@ -483,7 +585,11 @@ impl Group {
     /// Check a member's identity and generation for SyncGroup, Heartbeat and commits.
     /// Kafka's member validation: a static member is looked up by instance id, and a
     /// different member id behind it means this one was replaced (fenced).
-    pub fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
+    pub fn validate_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ErrorCode> {
         match instance_id {
             Some(instance) => match self.static_members.get(instance) {
                 None => Err(ErrorCode::UnknownMemberId),
@@ -496,7 +602,12 @@ impl Group {
     }
 
     /// Member validation plus the generation, for SyncGroup, Heartbeat and commits.
-    pub fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ErrorCode> {
+    pub fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
         self.validate_member(member_id, instance_id)?;
         if generation != self.generation {
             return Err(ErrorCode::IllegalGeneration);
@@ -504,6 +615,9 @@ impl Group {
         Ok(())
     }
 
+    // The SyncGroup request's fields, one by one; a struct for them would only be built
+    // to be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub fn sync(
         &mut self,
         member_id: &str,
@@ -519,7 +633,9 @@ impl Group {
             return;
         }
         let (ptype, pname) = protocol;
-        if ptype.is_some_and(|t| Some(t) != self.protocol_type.as_deref()) || pname.is_some_and(|n| Some(n) != self.protocol.as_deref()) {
+        if ptype.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
+            || pname.is_some_and(|n| Some(n) != self.protocol.as_deref())
+        {
             let _ = reply.send(sync_error(INCONSISTENT_GROUP_PROTOCOL));
             return;
         }
@@ -559,7 +675,11 @@ impl Group {
                 }
             }
             GroupState::Stable => {
-                let assignment = self.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
+                let assignment = self
+                    .members
+                    .get(member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
                 let _ = reply.send(SyncGroupResponse {
                     protocol_type: self.protocol_type.clone(),
                     protocol_name: self.protocol.clone(),
@@ -570,7 +690,13 @@ impl Group {
         }
     }
 
-    pub fn heartbeat(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now: Instant) -> ErrorCode {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> ErrorCode {
         if self.state == GroupState::Empty {
             return ErrorCode::UnknownMemberId;
         }
@@ -587,7 +713,13 @@ impl Group {
     }
 
     /// LeaveGroup for one member, named by id or (static members) by instance id.
-    pub fn leave(&mut self, member_id: &str, instance_id: Option<&str>, now: Instant, limits: &GroupLimits) -> ErrorCode {
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+        limits: &GroupLimits,
+    ) -> ErrorCode {
         let id = match (member_id.is_empty(), instance_id) {
             (true, Some(instance)) => match self.static_members.get(instance) {
                 Some(id) => id.clone(),
@@ -630,7 +762,11 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && m.last_heartbeat + m.session_timeout < now)
+            .filter(|m| {
+                m.join_waiter.is_none()
+                    && m.sync_waiter.is_none()
+                    && m.last_heartbeat + m.session_timeout < now
+            })
             .map(|m| m.id.clone())
             .collect();
         if !expired.is_empty() {
@@ -640,9 +776,16 @@ impl Group {
             }
             self.member_gone(now, limits);
         }
-        if self.state == GroupState::CompletingRebalance && self.sync_deadline.is_some_and(|t| now >= t) {
+        if self.state == GroupState::CompletingRebalance
+            && self.sync_deadline.is_some_and(|t| now >= t)
+        {
             // The leader never sent the assignment: members that did not sync are out.
-            let silent: Vec<String> = self.members.values().filter(|m| m.sync_waiter.is_none()).map(|m| m.id.clone()).collect();
+            let silent: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| m.sync_waiter.is_none())
+                .map(|m| m.id.clone())
+                .collect();
             for id in &silent {
                 self.remove_member(id);
             }
@@ -658,7 +801,11 @@ impl Group {
             return false;
         }
         let protocol = self.protocol.clone().unwrap_or_default();
-        self.members.values().any(|m| subscription_topics(m.metadata(&protocol)).iter().any(|t| t == topic))
+        self.members.values().any(|m| {
+            subscription_topics(m.metadata(&protocol))
+                .iter()
+                .any(|t| t == topic)
+        })
     }
 }
 
@@ -735,17 +882,31 @@ mod tests {
         let (a, rx_a) = join_two_step(&mut g, now);
         // One member, nobody else pending: the join completes at once.
         let ja = rx_a.try_recv().unwrap();
-        assert_eq!((ja.error_code, ja.generation_id, ja.leader.as_str()), (0, 1, a.as_str()));
+        assert_eq!(
+            (ja.error_code, ja.generation_id, ja.leader.as_str()),
+            (0, 1, a.as_str())
+        );
         assert_eq!(ja.members.len(), 1);
         let (tx, rx) = flume::bounded(1);
-        g.sync(&a, None, 1, (Some("consumer"), Some("range")), vec![(a.clone(), Bytes::from_static(b"A"))], now, tx);
+        g.sync(
+            &a,
+            None,
+            1,
+            (Some("consumer"), Some("range")),
+            vec![(a.clone(), Bytes::from_static(b"A"))],
+            now,
+            tx,
+        );
         assert_eq!(rx.try_recv().unwrap().assignment, Bytes::from_static(b"A"));
         assert_eq!(g.state, GroupState::Stable);
 
         // A second member joins: the first learns of the rebalance from its heartbeat.
         let (b, rx_b) = join_two_step(&mut g, now);
         assert!(rx_b.try_recv().is_err());
-        assert_eq!(g.heartbeat(&a, None, 1, now), ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            g.heartbeat(&a, None, 1, now),
+            ErrorCode::RebalanceInProgress
+        );
         let rx_a = join(&mut g, args(&a, None, 5), now);
         let (ja, jb) = (rx_a.try_recv().unwrap(), rx_b.try_recv().unwrap());
         assert_eq!((ja.generation_id, jb.generation_id), (2, 2));
@@ -756,7 +917,18 @@ mod tests {
         g.sync(&b, None, 2, (None, None), vec![], now, tb);
         assert!(rb.try_recv().is_err(), "followers wait for the leader");
         let (ta, ra) = flume::bounded(1);
-        g.sync(&a, None, 2, (None, None), vec![(a.clone(), Bytes::from_static(b"A2")), (b.clone(), Bytes::from_static(b"B2"))], now, ta);
+        g.sync(
+            &a,
+            None,
+            2,
+            (None, None),
+            vec![
+                (a.clone(), Bytes::from_static(b"A2")),
+                (b.clone(), Bytes::from_static(b"B2")),
+            ],
+            now,
+            ta,
+        );
         assert_eq!(ra.try_recv().unwrap().assignment, Bytes::from_static(b"A2"));
         assert_eq!(rb.try_recv().unwrap().assignment, Bytes::from_static(b"B2"));
 
@@ -772,16 +944,31 @@ mod tests {
     fn errors_for_strangers_and_bad_input() {
         let now = Instant::now();
         let mut g = Group::new("g");
-        assert_eq!(join(&mut g, args("nobody", None, 5), now).try_recv().unwrap().error_code, ErrorCode::UnknownMemberId.code());
+        assert_eq!(
+            join(&mut g, args("nobody", None, 5), now)
+                .try_recv()
+                .unwrap()
+                .error_code,
+            ErrorCode::UnknownMemberId.code()
+        );
         let mut bad = args("", None, 5);
         bad.session_timeout_ms = 1;
-        assert_eq!(join(&mut g, bad, now).try_recv().unwrap().error_code, INVALID_SESSION_TIMEOUT);
+        assert_eq!(
+            join(&mut g, bad, now).try_recv().unwrap().error_code,
+            INVALID_SESSION_TIMEOUT
+        );
         let (a, rx) = join_two_step(&mut g, now);
         rx.try_recv().unwrap();
         let mut other = args("", None, 5);
         other.protocol_type = "connect".into();
-        assert_eq!(join(&mut g, other, now).try_recv().unwrap().error_code, INCONSISTENT_GROUP_PROTOCOL);
-        assert_eq!(g.heartbeat("nobody", None, 1, now), ErrorCode::UnknownMemberId);
+        assert_eq!(
+            join(&mut g, other, now).try_recv().unwrap().error_code,
+            INCONSISTENT_GROUP_PROTOCOL
+        );
+        assert_eq!(
+            g.heartbeat("nobody", None, 1, now),
+            ErrorCode::UnknownMemberId
+        );
         assert_eq!(g.heartbeat(&a, None, 7, now), ErrorCode::IllegalGeneration);
     }
 
@@ -800,21 +987,44 @@ mod tests {
     fn static_member_rejoins_without_rebalance() {
         let now = Instant::now();
         let mut g = Group::new("g");
-        let first = join(&mut g, args("", Some("i1"), 5), now).try_recv().unwrap();
+        let first = join(&mut g, args("", Some("i1"), 5), now)
+            .try_recv()
+            .unwrap();
         assert_eq!(first.error_code, 0);
         let (tx, rx) = flume::bounded(1);
-        g.sync(&first.member_id, Some("i1"), 1, (None, None), vec![(first.member_id.clone(), Bytes::from_static(b"X"))], now, tx);
+        g.sync(
+            &first.member_id,
+            Some("i1"),
+            1,
+            (None, None),
+            vec![(first.member_id.clone(), Bytes::from_static(b"X"))],
+            now,
+            tx,
+        );
         rx.try_recv().unwrap();
         // Restarted with no member id: same instance, new id, same generation.
-        let again = join(&mut g, args("", Some("i1"), 5), now).try_recv().unwrap();
+        let again = join(&mut g, args("", Some("i1"), 5), now)
+            .try_recv()
+            .unwrap();
         assert_eq!(again.error_code, 0);
         assert_eq!(again.generation_id, 1);
         assert_ne!(again.member_id, first.member_id);
         assert_eq!(g.state, GroupState::Stable);
         // The old id is fenced out.
-        assert_eq!(g.heartbeat(&first.member_id, Some("i1"), 1, now), ErrorCode::FencedInstanceId);
+        assert_eq!(
+            g.heartbeat(&first.member_id, Some("i1"), 1, now),
+            ErrorCode::FencedInstanceId
+        );
         let (tx, rx) = flume::bounded(1);
-        g.sync(&again.member_id, Some("i1"), 1, (None, None), vec![], now, tx);
+        g.sync(
+            &again.member_id,
+            Some("i1"),
+            1,
+            (None, None),
+            vec![],
+            now,
+            tx,
+        );
         assert_eq!(rx.try_recv().unwrap().assignment, Bytes::from_static(b"X"));
     }
 
@@ -835,7 +1045,12 @@ mod tests {
     fn subscriptions_are_read() {
         let mut meta = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
         meta.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(subscription_topics(Bytes::from(meta)), vec!["a".to_string(), "bc".to_string()]);
-        assert!(subscription_topics(Bytes::from_static(&[0, 1, 0x7f, 0xff, 0xff, 0xff])).is_empty());
+        assert_eq!(
+            subscription_topics(Bytes::from(meta)),
+            vec!["a".to_string(), "bc".to_string()]
+        );
+        assert!(
+            subscription_topics(Bytes::from_static(&[0, 1, 0x7f, 0xff, 0xff, 0xff])).is_empty()
+        );
     }
 }

@@ -75,7 +75,11 @@ pub fn decode_key(mut buf: Bytes) -> Option<OffsetKey> {
             if buf.remaining() < 4 {
                 return None;
             }
-            Some(OffsetKey { group, topic, partition: buf.get_i32() })
+            Some(OffsetKey {
+                group,
+                topic,
+                partition: buf.get_i32(),
+            })
         }
         GROUP_METADATA_KEY_VERSION => None,
         _ => None,
@@ -105,13 +109,20 @@ pub fn decode_value(mut buf: Bytes) -> Option<CommittedOffset> {
         return None;
     }
     let commit_timestamp = buf.get_i64();
-    Some(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp })
+    Some(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+    })
 }
 
 /// Kafka's group → `__consumer_offsets` partition mapping: the Java `String.hashCode`
 /// of the group id (over UTF-16 code units), sign bit cleared, modulo the partitions.
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let hash = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     (hash & 0x7fff_ffff) % partitions.max(1)
 }
 
@@ -121,9 +132,18 @@ mod tests {
 
     #[test]
     fn key_and_value_round_trip() {
-        let key = OffsetKey { group: "g".into(), topic: "orders".into(), partition: 7 };
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "orders".into(),
+            partition: 7,
+        };
         assert_eq!(decode_key(encode_key(&key)), Some(key));
-        let v = CommittedOffset { offset: 42, leader_epoch: 0, metadata: "m".into(), commit_timestamp: 1_700_000_000_000 };
+        let v = CommittedOffset {
+            offset: 42,
+            leader_epoch: 0,
+            metadata: "m".into(),
+            commit_timestamp: 1_700_000_000_000,
+        };
         assert_eq!(decode_value(encode_value(&v)), Some(v));
         assert_eq!(decode_key(Bytes::from_static(&[0, 2, 0, 1, b'g'])), None);
         assert_eq!(decode_value(Bytes::from_static(&[0, 3, 1])), None);

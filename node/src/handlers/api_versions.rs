@@ -41,7 +41,11 @@ fn api_keys() -> Vec<ApiVersion> {
         .iter()
         .map(|k| {
             let (min, max) = k.valid_versions();
-            ApiVersion { api_key: k.key(), min_version: min, max_version: max }
+            ApiVersion {
+                api_key: k.key(),
+                min_version: min,
+                max_version: max,
+            }
         })
         .collect();
     keys.sort_by_key(|k| k.api_key);
@@ -49,7 +53,10 @@ fn api_keys() -> Vec<ApiVersion> {
 }
 
 pub fn handle() -> ApiVersionsResponse {
-    ApiVersionsResponse { api_keys: api_keys(), ..Default::default() }
+    ApiVersionsResponse {
+        api_keys: api_keys(),
+        ..Default::default()
+    }
 }
 
 /// An ApiVersions request of a version newer than ours gets UNSUPPORTED_VERSION and
@@ -70,7 +77,12 @@ pub fn answer_unknown_version(frame: &Bytes) -> Option<Vec<Bytes>> {
         api_keys: api_keys(),
         ..Default::default()
     };
-    Some(spate_net::encode_response_frame(correlation_id, 0, &body, 0))
+    Some(spate_net::encode_response_frame(
+        correlation_id,
+        0,
+        &body,
+        0,
+    ))
 }
 
 #[cfg(test)]
@@ -81,14 +93,35 @@ mod tests {
     #[test]
     fn readme_table_matches_served_apis() {
         let readme = include_str!("../../../README.md");
-        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| ") && l.matches(" | ").count() >= 2).collect();
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.matches(" | ").count() >= 2)
+            .collect();
         for key in SERVED_APIS {
             let (min, max) = key.valid_versions();
-            let range = if min == max { min.to_string() } else { format!("{min}-{max}") };
+            let range = if min == max {
+                min.to_string()
+            } else {
+                format!("{min}-{max}")
+            };
             let row = format!("| {} | {} | {range}", key.name(), key.key());
-            assert!(rows.iter().any(|r| r.starts_with(&row)), "README.md lacks the row `{row}`");
+            assert!(
+                rows.iter().any(|r| r.starts_with(&row)),
+                "README.md lacks the row `{row}`"
+            );
         }
-        let listed = rows.iter().filter(|r| ApiKey::ALL.iter().any(|k| r.starts_with(&format!("| {} | {} |", k.name(), k.key())))).count();
-        assert_eq!(listed, SERVED_APIS.len(), "README.md lists APIs that are not served");
+        let listed = rows
+            .iter()
+            .filter(|r| {
+                ApiKey::ALL
+                    .iter()
+                    .any(|k| r.starts_with(&format!("| {} | {} |", k.name(), k.key())))
+            })
+            .count();
+        assert_eq!(
+            listed,
+            SERVED_APIS.len(),
+            "README.md lists APIs that are not served"
+        );
     }
 }

@@ -5,8 +5,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use spate_net::messages::describe_cluster_response::DescribeClusterBroker;
-use spate_net::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
-use spate_net::messages::{DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse};
+use spate_net::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use spate_net::messages::{
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
+};
 use spate_net::ErrorCode;
 
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
@@ -17,13 +22,21 @@ use crate::shard::ShardContext;
 /// DescribeCluster v1 `EndpointType`: 1 brokers, 2 controllers.
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub fn describe_cluster(ctx: &ShardContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    ctx: &ShardContext,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let (host, port) = ctx.advertised.clone();
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
         cluster_id: ctx.config.cluster_id.clone(),
         controller_id: ctx.config.node_id,
-        brokers: vec![DescribeClusterBroker { broker_id: ctx.config.node_id, host, port, rack: None }],
+        brokers: vec![DescribeClusterBroker {
+            broker_id: ctx.config.node_id,
+            host,
+            port,
+            rack: None,
+        }],
         cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
         ..Default::default()
     };
@@ -36,7 +49,10 @@ pub fn describe_cluster(ctx: &ShardContext, req: DescribeClusterRequest) -> Desc
     resp
 }
 
-pub async fn describe_log_dirs(ctx: &Rc<ShardContext>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn describe_log_dirs(
+    ctx: &Rc<ShardContext>,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
     let image = ctx.image();
     // The partitions to report: all, or the requested ones that exist.
     let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -49,7 +65,11 @@ pub async fn describe_log_dirs(ctx: &Rc<ShardContext>, req: DescribeLogDirsReque
         Some(list) => {
             for t in list {
                 if let Some(topic) = image.topic(&t.topic) {
-                    let parts = t.partitions.iter().copied().filter(|p| *p >= 0 && (*p as usize) < topic.partitions.len());
+                    let parts = t
+                        .partitions
+                        .iter()
+                        .copied()
+                        .filter(|p| *p >= 0 && (*p as usize) < topic.partitions.len());
                     wanted.entry(t.topic.clone()).or_default().extend(parts);
                 }
             }
@@ -59,7 +79,15 @@ pub async fn describe_log_dirs(ctx: &Rc<ShardContext>, req: DescribeLogDirsReque
         .iter()
         .flat_map(|(name, parts)| {
             let topic: Arc<str> = Arc::from(name.as_str());
-            parts.iter().map(move |p| (PartitionKey { topic: topic.clone(), partition: *p }, PartitionOp::Describe))
+            parts.iter().map(move |p| {
+                (
+                    PartitionKey {
+                        topic: topic.clone(),
+                        partition: *p,
+                    },
+                    PartitionOp::Describe,
+                )
+            })
         })
         .collect();
     let mut replies = route::run(ctx, ops).await.into_iter();
@@ -70,21 +98,30 @@ pub async fn describe_log_dirs(ctx: &Rc<ShardContext>, req: DescribeLogDirsReque
             partitions: parts
                 .into_iter()
                 .filter_map(|p| match replies.next() {
-                    Some(PartitionReply::Described { size_bytes, .. }) => Some(DescribeLogDirsPartition {
-                        partition_index: p,
-                        partition_size: size_bytes as i64,
-                        offset_lag: 0,
-                        is_future_key: false,
-                    }),
+                    Some(PartitionReply::Described { size_bytes, .. }) => {
+                        Some(DescribeLogDirsPartition {
+                            partition_index: p,
+                            partition_size: size_bytes as i64,
+                            offset_lag: 0,
+                            is_future_key: false,
+                        })
+                    }
                     _ => None,
                 })
                 .collect(),
         })
         .collect();
-    let dir = std::fs::canonicalize(&ctx.config.data_dir).unwrap_or_else(|_| ctx.config.data_dir.clone());
+    let dir =
+        std::fs::canonicalize(&ctx.config.data_dir).unwrap_or_else(|_| ctx.config.data_dir.clone());
     let (total_bytes, usable_bytes) = disk_space(&dir).unwrap_or((-1, -1));
     DescribeLogDirsResponse {
-        results: vec![DescribeLogDirsResult { error_code: 0, log_dir: dir.display().to_string(), topics, total_bytes, usable_bytes }],
+        results: vec![DescribeLogDirsResult {
+            error_code: 0,
+            log_dir: dir.display().to_string(),
+            topics,
+            total_bytes,
+            usable_bytes,
+        }],
         ..Default::default()
     }
 }

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use spate_net::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use spate_net::messages::{FetchRequest, FetchResponse};
-use bytes::Bytes;
 use spate_net::{ErrorCode, Records};
 
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
@@ -104,7 +104,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
                 Some(name) => wanted.push(Wanted {
                     topic: ti,
                     part: pi,
-                    key: PartitionKey { topic: Arc::from(name.as_str()), partition: p.partition },
+                    key: PartitionKey {
+                        topic: Arc::from(name.as_str()),
+                        partition: p.partition,
+                    },
                     next: p.fetch_offset,
                     limit: p.partition_max_bytes.max(0) as usize,
                     taken: 0,
@@ -126,19 +129,31 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
     let max_total = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_max_bytes);
     let min_bytes = (req.min_bytes.max(0) as usize).min(max_total);
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let mut budget = Budget { left: max_total, min_one: true, floor: MIN_SHARE };
+    let mut budget = Budget {
+        left: max_total,
+        min_one: true,
+        floor: MIN_SHARE,
+    };
 
     read_all(ctx, &mut wanted, &mut budget).await;
     loop {
         let bytes: usize = wanted.iter().map(|w| w.taken).sum();
         let any_error = wanted.iter().any(|w| w.error.is_some());
-        if bytes >= min_bytes || any_error || wanted.is_empty() || Instant::now() >= deadline || ctx.is_shutting_down() {
+        if bytes >= min_bytes
+            || any_error
+            || wanted.is_empty()
+            || Instant::now() >= deadline
+            || ctx.is_shutting_down()
+        {
             break;
         }
         // Wait for data past what the reads saw (their high watermarks), not past the
         // fetch offsets: otherwise a partition with some data but less than min_bytes
         // would wake the wait at once, over and over.
-        let seen: Vec<i64> = wanted.iter().map(|w| w.high_watermark.max(w.next)).collect();
+        let seen: Vec<i64> = wanted
+            .iter()
+            .map(|w| w.high_watermark.max(w.next))
+            .collect();
         let ready = wait_for_data(ctx, &wanted, &seen, deadline).await;
         if ready.is_empty() {
             // Deadline passed with nothing new: answer with what there is.
@@ -182,11 +197,19 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
         }
     }
     let mut metrics = ctx.metrics.borrow_mut();
-    for p in responses.iter().flat_map(|t| &t.partitions).filter(|p| p.error_code != 0) {
+    for p in responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.error_code != 0)
+    {
         metrics.error("Fetch", p.error_code);
     }
     drop(metrics);
-    FetchResponse { responses, session_id: 0, ..Default::default() }
+    FetchResponse {
+        responses,
+        session_id: 0,
+        ..Default::default()
+    }
 }
 
 /// Kafka's response bounds over what was read, in request order: each partition gets
@@ -238,7 +261,9 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], budget: &mut Bu
 async fn read_more(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], budget: &mut Budget) {
     let mut rounds = 0;
     loop {
-        let candidates: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].wants_more).collect();
+        let candidates: Vec<usize> = (0..wanted.len())
+            .filter(|&i| wanted[i].wants_more)
+            .collect();
         if candidates.is_empty() {
             return;
         }
@@ -257,7 +282,13 @@ async fn read_more(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], budget: &mut B
 /// budget (at least `MIN_SHARE`, and doubled on each round that returned nothing),
 /// handed out in request order until the budget is spent. `all`: the first round,
 /// where every partition is asked, for its offsets and errors, even with no allowance.
-async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usize], budget: &mut Budget, all: bool) {
+async fn read_round(
+    ctx: &Rc<ShardContext>,
+    wanted: &mut [Wanted],
+    which: &[usize],
+    budget: &mut Budget,
+    all: bool,
+) {
     let share = (budget.left / which.len().max(1)).max(budget.floor);
     let mut rem = budget.left;
     let mut first = budget.min_one;
@@ -274,7 +305,14 @@ async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usiz
         // Settled after this read if even everything it could ever get did not fit.
         let full = allowance >= w.room().min(budget.left);
         asked.push((i, full));
-        ops.push((w.key.clone(), PartitionOp::Fetch { offset: w.next, max_bytes: allowance, min_one }));
+        ops.push((
+            w.key.clone(),
+            PartitionOp::Fetch {
+                offset: w.next,
+                max_bytes: allowance,
+                min_one,
+            },
+        ));
     }
     let replies = route::run(ctx, ops).await;
     let mut returned = 0usize;
@@ -282,7 +320,11 @@ async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usiz
     for ((i, full), reply) in asked.into_iter().zip(replies) {
         let w = &mut wanted[i];
         match reply {
-            PartitionReply::Fetched { batches, high_watermark, log_start_offset } => {
+            PartitionReply::Fetched {
+                batches,
+                high_watermark,
+                log_start_offset,
+            } => {
                 w.high_watermark = high_watermark;
                 w.log_start_offset = log_start_offset;
                 let size: usize = batches.iter().map(|b| b.len()).sum();
@@ -298,7 +340,11 @@ async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usiz
                 w.wants_more = !exhausted && w.room() > 0 && !full;
                 stuck |= w.wants_more;
             }
-            PartitionReply::FetchError { code, high_watermark, log_start_offset } => {
+            PartitionReply::FetchError {
+                code,
+                high_watermark,
+                log_start_offset,
+            } => {
                 w.error = Some(code);
                 w.high_watermark = high_watermark;
                 w.log_start_offset = log_start_offset;
@@ -324,10 +370,17 @@ async fn read_round(ctx: &Rc<ShardContext>, wanted: &mut [Wanted], which: &[usiz
 /// Ask every owner to wake us when one of its partitions has data past `seen`; the
 /// positions (in `wanted`) of the partitions the owners found new data in (or found
 /// gone), empty at the deadline. Only those are read again.
-async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], seen: &[i64], deadline: Instant) -> Vec<usize> {
+async fn wait_for_data(
+    ctx: &Rc<ShardContext>,
+    wanted: &[Wanted],
+    seen: &[i64],
+    deadline: Instant,
+) -> Vec<usize> {
     // Per shard: positions in `wanted`, and the watches sent.
     type Watches = (Vec<usize>, Vec<(PartitionKey, i64)>);
-    let mut by_shard: Vec<Watches> = (0..ctx.shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+    let mut by_shard: Vec<Watches> = (0..ctx.shard_count)
+        .map(|_| (Vec::new(), Vec::new()))
+        .collect();
     for (pos, (w, &seen)) in wanted.iter().zip(seen).enumerate() {
         if w.error.is_some() {
             continue;
@@ -343,13 +396,27 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], seen: &[i64], 
             continue;
         }
         let (tx, rx) = flume::bounded(1);
-        if ctx.senders[shard].send_async(ShardMsg::WaitForData { watches, deadline, reply: tx }).await.is_ok() {
+        if ctx.senders[shard]
+            .send_async(ShardMsg::WaitForData {
+                watches,
+                deadline,
+                reply: tx,
+            })
+            .await
+            .is_ok()
+        {
             waits.push((positions, rx));
         }
     }
     let mut ready = Vec::new();
     {
-        let mut pending: Vec<_> = waits.iter().enumerate().map(|(k, (_, rx))| Box::pin(async move { (k, rx.recv_async().await.unwrap_or_default()) })).collect();
+        let mut pending: Vec<_> = waits
+            .iter()
+            .enumerate()
+            .map(|(k, (_, rx))| {
+                Box::pin(async move { (k, rx.recv_async().await.unwrap_or_default()) })
+            })
+            .collect();
         // The first owner to report data wins; owners that report "deadline" drop out.
         while !pending.is_empty() {
             let ((k, found), _, rest) = futures_util::future::select_all(pending).await;

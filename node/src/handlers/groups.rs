@@ -5,21 +5,28 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use spate_net::messages::delete_groups_response::DeletableGroupResult;
 use spate_net::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use spate_net::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
 use spate_net::messages::leave_group_response::MemberResponse;
 use spate_net::messages::list_groups_response::ListedGroup;
-use spate_net::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use spate_net::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use spate_net::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+use spate_net::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use spate_net::messages::delete_groups_response::DeletableGroupResult;
+use spate_net::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use spate_net::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
 use spate_net::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use spate_net::ErrorCode;
 
@@ -40,43 +47,91 @@ fn coordinator_shard(ctx: &ShardContext, group_id: &str) -> Option<usize> {
     let image = ctx.image();
     let topic = image.topic(OFFSETS_TOPIC)?;
     let p = partition_for(group_id, topic.partitions.len() as i32);
-    topic.partitions.get(p as usize).map(|info| ctx.owner_of(info.slot))
+    topic
+        .partitions
+        .get(p as usize)
+        .map(|info| ctx.owner_of(info.slot))
 }
 
 /// Send a request to the group's coordinator and wait for its answer.
-async fn ask<T>(ctx: &ShardContext, group_id: &str, make: impl FnOnce(flume::Sender<T>) -> GroupRequest) -> Option<T> {
+async fn ask<T>(
+    ctx: &ShardContext,
+    group_id: &str,
+    make: impl FnOnce(flume::Sender<T>) -> GroupRequest,
+) -> Option<T> {
     let shard = coordinator_shard(ctx, group_id)?;
     let (tx, rx) = flume::bounded(1);
-    ctx.senders[shard].send_async(ShardMsg::Group(make(tx))).await.ok()?;
+    ctx.senders[shard]
+        .send_async(ShardMsg::Group(make(tx)))
+        .await
+        .ok()?;
     rx.recv_async().await.ok()
 }
 
 const NOT_AVAILABLE: i16 = ErrorCode::CoordinatorNotAvailable as i16;
 
-pub fn find_coordinator(ctx: &ShardContext, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    ctx: &ShardContext,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let (host, port) = ctx.advertised.clone();
     let node = ctx.config.node_id;
     let entry = |key: String| {
         let (error_code, error_message) = if req.key_type != KEY_TYPE_GROUP {
-            (NOT_AVAILABLE, Some("Spate does not run a transaction coordinator".to_string()))
+            (
+                NOT_AVAILABLE,
+                Some("Spate does not run a transaction coordinator".to_string()),
+            )
         } else if coordinator_shard(ctx, &key).is_none() {
-            (NOT_AVAILABLE, Some("The coordinator is not available.".to_string()))
+            (
+                NOT_AVAILABLE,
+                Some("The coordinator is not available.".to_string()),
+            )
         } else {
             (0, None)
         };
-        CoordinatorEntry { key, node_id: node, host: host.clone(), port, error_code, error_message }
+        CoordinatorEntry {
+            key,
+            node_id: node,
+            host: host.clone(),
+            port,
+            error_code,
+            error_message,
+        }
     };
     if version >= BATCHED_KEYS_FROM {
-        FindCoordinatorResponse { coordinators: req.coordinator_keys.iter().cloned().map(entry).collect(), ..Default::default() }
+        FindCoordinatorResponse {
+            coordinators: req.coordinator_keys.iter().cloned().map(entry).collect(),
+            ..Default::default()
+        }
     } else {
         let e = entry(req.key.clone());
-        FindCoordinatorResponse { error_code: e.error_code, error_message: e.error_message, node_id: e.node_id, host: e.host, port: e.port, ..Default::default() }
+        FindCoordinatorResponse {
+            error_code: e.error_code,
+            error_message: e.error_message,
+            node_id: e.node_id,
+            host: e.host,
+            port: e.port,
+            ..Default::default()
+        }
     }
 }
 
-pub async fn join_group(ctx: &Rc<ShardContext>, req: JoinGroupRequest, version: i16, client_id: String, peer: SocketAddr) -> JoinGroupResponse {
+pub async fn join_group(
+    ctx: &Rc<ShardContext>,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+    peer: SocketAddr,
+) -> JoinGroupResponse {
     if req.group_id.is_empty() {
-        return JoinGroupResponse { error_code: ErrorCode::InvalidGroupId.code(), generation_id: -1, member_id: req.member_id, ..Default::default() };
+        return JoinGroupResponse {
+            error_code: ErrorCode::InvalidGroupId.code(),
+            generation_id: -1,
+            member_id: req.member_id,
+            ..Default::default()
+        };
     }
     let member_id = req.member_id.clone();
     let args = JoinArgs {
@@ -86,15 +141,34 @@ pub async fn join_group(ctx: &Rc<ShardContext>, req: JoinGroupRequest, version: 
         client_host: format!("/{}", peer.ip()),
         session_timeout_ms: req.session_timeout_ms,
         // Version 0 has no rebalance timeout: Kafka uses the session timeout.
-        rebalance_timeout_ms: if version == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms },
+        rebalance_timeout_ms: if version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        },
         protocol_type: req.protocol_type,
-        protocols: req.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name, p.metadata))
+            .collect(),
         version,
     };
     let group_id = req.group_id;
-    match ask(ctx, &group_id.clone(), |reply| GroupRequest::Join { group_id, args, reply }).await {
+    match ask(ctx, &group_id.clone(), |reply| GroupRequest::Join {
+        group_id,
+        args,
+        reply,
+    })
+    .await
+    {
         Some(resp) => resp,
-        None => JoinGroupResponse { error_code: NOT_AVAILABLE, generation_id: -1, member_id, ..Default::default() },
+        None => JoinGroupResponse {
+            error_code: NOT_AVAILABLE,
+            generation_id: -1,
+            member_id,
+            ..Default::default()
+        },
     }
 }
 
@@ -107,11 +181,18 @@ pub async fn sync_group(ctx: &Rc<ShardContext>, req: SyncGroupRequest) -> SyncGr
         generation: req.generation_id,
         protocol_type: req.protocol_type,
         protocol_name: req.protocol_name,
-        assignments: req.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect(),
+        assignments: req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id, a.assignment))
+            .collect(),
         reply,
     })
     .await;
-    reply.unwrap_or(SyncGroupResponse { error_code: NOT_AVAILABLE, ..Default::default() })
+    reply.unwrap_or(SyncGroupResponse {
+        error_code: NOT_AVAILABLE,
+        ..Default::default()
+    })
 }
 
 pub async fn heartbeat(ctx: &Rc<ShardContext>, req: HeartbeatRequest) -> HeartbeatResponse {
@@ -124,43 +205,80 @@ pub async fn heartbeat(ctx: &Rc<ShardContext>, req: HeartbeatRequest) -> Heartbe
         reply,
     })
     .await;
-    HeartbeatResponse { error_code: code.unwrap_or(NOT_AVAILABLE), ..Default::default() }
+    HeartbeatResponse {
+        error_code: code.unwrap_or(NOT_AVAILABLE),
+        ..Default::default()
+    }
 }
 
-pub async fn leave_group(ctx: &Rc<ShardContext>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn leave_group(
+    ctx: &Rc<ShardContext>,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= BATCHED_MEMBERS_FROM {
-        req.members.iter().map(|m| (m.member_id.clone(), m.group_instance_id.clone())).collect()
+        req.members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+            .collect()
     } else {
         vec![(req.member_id.clone(), None)]
     };
     let group_id = req.group_id.clone();
     let asked = members.clone();
-    let codes = ask(ctx, &group_id, |reply| GroupRequest::Leave { group_id: req.group_id, members: asked, reply }).await;
+    let codes = ask(ctx, &group_id, |reply| GroupRequest::Leave {
+        group_id: req.group_id,
+        members: asked,
+        reply,
+    })
+    .await;
     let Some(codes) = codes else {
-        return LeaveGroupResponse { error_code: NOT_AVAILABLE, ..Default::default() };
+        return LeaveGroupResponse {
+            error_code: NOT_AVAILABLE,
+            ..Default::default()
+        };
     };
     if version >= BATCHED_MEMBERS_FROM {
         LeaveGroupResponse {
             members: members
                 .into_iter()
                 .zip(codes)
-                .map(|((member_id, group_instance_id), error_code)| MemberResponse { member_id, group_instance_id, error_code })
+                .map(
+                    |((member_id, group_instance_id), error_code)| MemberResponse {
+                        member_id,
+                        group_instance_id,
+                        error_code,
+                    },
+                )
                 .collect(),
             ..Default::default()
         }
     } else {
-        LeaveGroupResponse { error_code: codes.first().copied().unwrap_or(0), ..Default::default() }
+        LeaveGroupResponse {
+            error_code: codes.first().copied().unwrap_or(0),
+            ..Default::default()
+        }
     }
 }
 
-pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    ctx: &Rc<ShardContext>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
     let entries: Vec<_> = req
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (t.name.clone(), p.partition_index, p.committed_offset, p.committed_leader_epoch, p.committed_metadata.clone()))
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.clone(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.clone(),
+                )
+            })
         })
         .collect();
     let group_id = req.group_id.clone();
@@ -184,7 +302,10 @@ pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest, ver
                 partitions: t
                     .partitions
                     .iter()
-                    .map(|p| OffsetCommitResponsePartition { partition_index: p.partition_index, error_code: codes.next().unwrap_or(NOT_AVAILABLE) })
+                    .map(|p| OffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: codes.next().unwrap_or(NOT_AVAILABLE),
+                    })
                     .collect(),
             })
             .collect(),
@@ -195,10 +316,24 @@ pub async fn offset_commit(ctx: &Rc<ShardContext>, req: OffsetCommitRequest, ver
 /// One group's committed offsets as (topic, [(partition, offset, epoch, metadata, error)]).
 type FetchedTopics = Vec<(String, Vec<(i32, i64, i32, String, i16)>)>;
 
-async fn fetch_group(ctx: &ShardContext, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<FetchedTopics, i16> {
-    let partitions = topics.as_ref().map(|ts| ts.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect());
+async fn fetch_group(
+    ctx: &ShardContext,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<FetchedTopics, i16> {
+    let partitions = topics.as_ref().map(|ts| {
+        ts.iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+            .collect()
+    });
     let gid = group_id.to_string();
-    let fetched = ask(ctx, group_id, |reply| GroupRequest::Fetch { group_id: gid, partitions, reply }).await.ok_or(NOT_AVAILABLE)?;
+    let fetched = ask(ctx, group_id, |reply| GroupRequest::Fetch {
+        group_id: gid,
+        partitions,
+        reply,
+    })
+    .await
+    .ok_or(NOT_AVAILABLE)?;
     let mut out: FetchedTopics = Vec::new();
     for (topic, partition, committed) in fetched {
         let row = match committed {
@@ -213,11 +348,19 @@ async fn fetch_group(ctx: &ShardContext, group_id: &str, topics: Option<Vec<(Str
     Ok(out)
 }
 
-pub async fn offset_fetch(ctx: &Rc<ShardContext>, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub async fn offset_fetch(
+    ctx: &Rc<ShardContext>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     if version >= BATCHED_GROUPS_FROM {
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in req.groups {
-            let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
             let (topics, error_code) = match fetch_group(ctx, &g.group_id, topics).await {
                 Ok(t) => (t, 0),
                 Err(code) => (Vec::new(), code),
@@ -230,22 +373,37 @@ pub async fn offset_fetch(ctx: &Rc<ShardContext>, req: OffsetFetchRequest, versi
                         name,
                         partitions: rows
                             .into_iter()
-                            .map(|(partition_index, committed_offset, committed_leader_epoch, metadata, error_code)| OffsetFetchResponsePartitions {
-                                partition_index,
-                                committed_offset,
-                                committed_leader_epoch,
-                                metadata: Some(metadata),
-                                error_code,
-                            })
+                            .map(
+                                |(
+                                    partition_index,
+                                    committed_offset,
+                                    committed_leader_epoch,
+                                    metadata,
+                                    error_code,
+                                )| OffsetFetchResponsePartitions {
+                                    partition_index,
+                                    committed_offset,
+                                    committed_leader_epoch,
+                                    metadata: Some(metadata),
+                                    error_code,
+                                },
+                            )
                             .collect(),
                     })
                     .collect(),
                 error_code,
             });
         }
-        return OffsetFetchResponse { groups, ..Default::default() };
+        return OffsetFetchResponse {
+            groups,
+            ..Default::default()
+        };
     }
-    let topics = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
     match fetch_group(ctx, &req.group_id, topics).await {
         Ok(topics) => OffsetFetchResponse {
             topics: topics
@@ -254,27 +412,46 @@ pub async fn offset_fetch(ctx: &Rc<ShardContext>, req: OffsetFetchRequest, versi
                     name,
                     partitions: rows
                         .into_iter()
-                        .map(|(partition_index, committed_offset, committed_leader_epoch, metadata, error_code)| OffsetFetchResponsePartition {
-                            partition_index,
-                            committed_offset,
-                            committed_leader_epoch,
-                            metadata: Some(metadata),
-                            error_code,
-                        })
+                        .map(
+                            |(
+                                partition_index,
+                                committed_offset,
+                                committed_leader_epoch,
+                                metadata,
+                                error_code,
+                            )| OffsetFetchResponsePartition {
+                                partition_index,
+                                committed_offset,
+                                committed_leader_epoch,
+                                metadata: Some(metadata),
+                                error_code,
+                            },
+                        )
                         .collect(),
                 })
                 .collect(),
             ..Default::default()
         },
-        Err(code) => OffsetFetchResponse { error_code: code, ..Default::default() },
+        Err(code) => OffsetFetchResponse {
+            error_code: code,
+            ..Default::default()
+        },
     }
 }
 
-pub async fn describe_groups(ctx: &Rc<ShardContext>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn describe_groups(
+    ctx: &Rc<ShardContext>,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let gid = group_id.clone();
-        let described = match ask(ctx, &group_id, |reply| GroupRequest::Describe { group_id: gid, reply }).await {
+        let described = match ask(ctx, &group_id, |reply| GroupRequest::Describe {
+            group_id: gid,
+            reply,
+        })
+        .await
+        {
             Some(d) => DescribedGroup {
                 error_code: 0,
                 group_id: d.group_id,
@@ -284,34 +461,63 @@ pub async fn describe_groups(ctx: &Rc<ShardContext>, req: DescribeGroupsRequest)
                 members: d
                     .members
                     .into_iter()
-                    .map(|(member_id, group_instance_id, client_id, client_host, member_metadata, member_assignment)| DescribedGroupMember {
-                        member_id,
-                        group_instance_id,
-                        client_id,
-                        client_host,
-                        member_metadata,
-                        member_assignment,
-                    })
+                    .map(
+                        |(
+                            member_id,
+                            group_instance_id,
+                            client_id,
+                            client_host,
+                            member_metadata,
+                            member_assignment,
+                        )| DescribedGroupMember {
+                            member_id,
+                            group_instance_id,
+                            client_id,
+                            client_host,
+                            member_metadata,
+                            member_assignment,
+                        },
+                    )
                     .collect(),
                 authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
             },
-            None => DescribedGroup { error_code: NOT_AVAILABLE, group_id, authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN, ..Default::default() },
+            None => DescribedGroup {
+                error_code: NOT_AVAILABLE,
+                group_id,
+                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                ..Default::default()
+            },
         };
         groups.push(described);
     }
-    DescribeGroupsResponse { groups, ..Default::default() }
+    DescribeGroupsResponse {
+        groups,
+        ..Default::default()
+    }
 }
 
 pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> ListGroupsResponse {
     let mut waits = Vec::with_capacity(ctx.shard_count);
     for sender in &ctx.senders {
         let (tx, rx) = flume::bounded(1);
-        if sender.send_async(ShardMsg::Group(GroupRequest::List { reply: tx })).await.is_ok() {
+        if sender
+            .send_async(ShardMsg::Group(GroupRequest::List { reply: tx }))
+            .await
+            .is_ok()
+        {
             waits.push(rx);
         }
     }
-    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let states: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let mut groups = Vec::new();
     for rx in waits {
         for g in rx.recv_async().await.unwrap_or_default() {
@@ -321,38 +527,81 @@ pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> List
             if !types.is_empty() && !types.iter().any(|t| t == "classic") {
                 continue;
             }
-            groups.push(ListedGroup { group_id: g.group_id, protocol_type: g.protocol_type, group_state: g.state.to_string(), group_type: "classic".into() });
+            groups.push(ListedGroup {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                group_state: g.state.to_string(),
+                group_type: "classic".into(),
+            });
         }
     }
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-    ListGroupsResponse { groups, ..Default::default() }
+    ListGroupsResponse {
+        groups,
+        ..Default::default()
+    }
 }
 
-pub async fn delete_groups(ctx: &Rc<ShardContext>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    ctx: &Rc<ShardContext>,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
         let gid = group_id.clone();
-        let code = ask(ctx, &group_id, |reply| GroupRequest::Delete { group_id: gid, reply }).await.unwrap_or(NOT_AVAILABLE);
-        results.push(DeletableGroupResult { group_id, error_code: code });
+        let code = ask(ctx, &group_id, |reply| GroupRequest::Delete {
+            group_id: gid,
+            reply,
+        })
+        .await
+        .unwrap_or(NOT_AVAILABLE);
+        results.push(DeletableGroupResult {
+            group_id,
+            error_code: code,
+        });
     }
-    DeleteGroupsResponse { results, ..Default::default() }
+    DeleteGroupsResponse {
+        results,
+        ..Default::default()
+    }
 }
 
-pub async fn offset_delete(ctx: &Rc<ShardContext>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(
+    ctx: &Rc<ShardContext>,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let image = ctx.image();
-    let known = |t: &str, p: i32| image.topic(t).is_some_and(|x| p >= 0 && (p as usize) < x.partitions.len());
+    let known = |t: &str, p: i32| {
+        image
+            .topic(t)
+            .is_some_and(|x| p >= 0 && (p as usize) < x.partitions.len())
+    };
     let partitions: Vec<(String, i32)> = req
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().filter(|p| known(&t.name, p.partition_index)).map(move |p| (t.name.clone(), p.partition_index)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| known(&t.name, p.partition_index))
+                .map(move |p| (t.name.clone(), p.partition_index))
+        })
         .collect();
     let gid = req.group_id.clone();
-    let result = ask(ctx, &req.group_id, |reply| GroupRequest::DeleteOffsets { group_id: gid, partitions, reply })
-        .await
-        .unwrap_or(Err(NOT_AVAILABLE));
+    let result = ask(ctx, &req.group_id, |reply| GroupRequest::DeleteOffsets {
+        group_id: gid,
+        partitions,
+        reply,
+    })
+    .await
+    .unwrap_or(Err(NOT_AVAILABLE));
     let codes = match result {
         Ok(codes) => codes,
-        Err(code) => return OffsetDeleteResponse { error_code: code, ..Default::default() },
+        Err(code) => {
+            return OffsetDeleteResponse {
+                error_code: code,
+                ..Default::default()
+            }
+        }
     };
     let mut codes = codes.into_iter();
     OffsetDeleteResponse {
@@ -366,7 +615,11 @@ pub async fn offset_delete(ctx: &Rc<ShardContext>, req: OffsetDeleteRequest) -> 
                     .iter()
                     .map(|p| OffsetDeleteResponsePartition {
                         partition_index: p.partition_index,
-                        error_code: if known(&t.name, p.partition_index) { codes.next().unwrap_or(0) } else { ErrorCode::UnknownTopicOrPartition.code() },
+                        error_code: if known(&t.name, p.partition_index) {
+                            codes.next().unwrap_or(0)
+                        } else {
+                            ErrorCode::UnknownTopicOrPartition.code()
+                        },
                     })
                     .collect(),
             })

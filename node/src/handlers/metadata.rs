@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use spate_net::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use spate_net::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use spate_net::messages::{MetadataRequest, MetadataResponse};
 use spate_net::{ErrorCode, Uuid};
 
@@ -17,11 +19,17 @@ pub const AUTHORIZED_OPERATIONS_UNKNOWN: i32 = i32::MIN;
 /// Versions before 4 have no flag and always allow auto-creation.
 const AUTO_CREATE_FLAG_FROM: i16 = 4;
 
-pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let client_allows = version < AUTO_CREATE_FLAG_FROM || req.allow_auto_topic_creation;
     // Version 0 has no null list: an empty list means every topic.
     let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
-        Some(t) if !(version == 0 && t.is_empty()) => Some(t.into_iter().map(|t| (t.name, t.topic_id)).collect()),
+        Some(t) if !(version == 0 && t.is_empty()) => {
+            Some(t.into_iter().map(|t| (t.name, t.topic_id)).collect())
+        }
         _ => None,
     };
 
@@ -33,31 +41,52 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) 
                 .filter(|(_, id)| id.is_zero())
                 .filter_map(|(name, _)| name.as_ref())
                 .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
-                .map(|n| NewTopic { name: n.clone(), num_partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() })
+                .map(|n| NewTopic {
+                    name: n.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: Vec::new(),
+                })
                 .collect();
             if !missing.is_empty() {
                 // Errors (e.g. a concurrent create) show up below as the topic's state.
-                let _ = ctx.change_topics(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
+                let _ = ctx
+                    .change_topics(ControllerRequest::CreateTopics {
+                        topics: missing,
+                        validate_only: false,
+                    })
+                    .await;
             }
         }
     }
 
     let image = ctx.image();
     let topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(t, ctx.config.node_id)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_entry(t, ctx.config.node_id))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|(name, id)| {
                 // A topic id (v10+) wins over the name, which clients then send as null
                 // or empty.
                 let by_id = !id.is_zero();
-                let found = if by_id { image.topic_by_id(&id.0) } else { name.as_deref().and_then(|n| image.topic(n)) };
+                let found = if by_id {
+                    image.topic_by_id(&id.0)
+                } else {
+                    name.as_deref().and_then(|n| image.topic(n))
+                };
                 match found {
                     Some(t) => topic_entry(t, ctx.config.node_id),
                     None => MetadataResponseTopic {
                         error_code: match &name {
                             _ if by_id => ErrorCode::UnknownTopicId.code(),
-                            Some(n) if validate_topic_name(n).is_err() => ErrorCode::InvalidTopicException.code(),
+                            Some(n) if validate_topic_name(n).is_err() => {
+                                ErrorCode::InvalidTopicException.code()
+                            }
                             _ => ErrorCode::UnknownTopicOrPartition.code(),
                         },
                         name: if by_id { None } else { name },
@@ -71,7 +100,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: MetadataRequest, version: i16) 
     };
     let (host, port) = ctx.advertised.clone();
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker { node_id: ctx.config.node_id, host, port, rack: None }],
+        brokers: vec![MetadataResponseBroker {
+            node_id: ctx.config.node_id,
+            host,
+            port,
+            rack: None,
+        }],
         cluster_id: Some(ctx.config.cluster_id.clone()),
         controller_id: ctx.config.node_id,
         topics,

@@ -53,7 +53,11 @@ where
 }
 
 /// Decode one request frame and start its handling.
-pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes, peer: std::net::SocketAddr) -> Dispatched {
+pub async fn dispatch(
+    ctx: &Rc<ShardContext>,
+    mut frame_body: Bytes,
+    peer: std::net::SocketAddr,
+) -> Dispatched {
     if let Some(answer) = api_versions::answer_unknown_version(&frame_body) {
         return Dispatched::Respond(answer);
     }
@@ -81,34 +85,103 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, mut frame_body: Bytes, peer: std::
     match body {
         RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
         RequestBody::Produce(req) => produce::dispatch(ctx, header, req).await,
-        RequestBody::Fetch(req) => later(header.clone(), async move { fetch::handle(&ctx, req, header.request_api_version).await }),
-        RequestBody::Metadata(req) => later(header.clone(), async move { metadata::handle(&ctx, req, header.request_api_version).await }),
-        RequestBody::ListOffsets(req) => later(header.clone(), async move { offsets::list_offsets(&ctx, req, header.request_api_version).await }),
-        RequestBody::OffsetForLeaderEpoch(req) => later(header, async move { offsets::offset_for_leader_epoch(&ctx, req).await }),
-        RequestBody::DeleteRecords(req) => later(header, async move { offsets::delete_records(&ctx, req).await }),
-        RequestBody::CreateTopics(req) => later(header, async move { topics::create_topics(&ctx, req).await }),
-        RequestBody::DeleteTopics(req) => later(header.clone(), async move { topics::delete_topics(&ctx, req, header.request_api_version).await }),
-        RequestBody::CreatePartitions(req) => later(header, async move { topics::create_partitions(&ctx, req).await }),
-        RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(&header, &configs::describe(&ctx, req, version))),
-        RequestBody::AlterConfigs(req) => later(header, async move { configs::alter(&ctx, req).await }),
-        RequestBody::IncrementalAlterConfigs(req) => later(header, async move { configs::incremental_alter(&ctx, req).await }),
-        RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req))),
-        RequestBody::InitProducerId(req) => later(header, async move { producer::init_producer_id(&ctx, req).await }),
-        RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(&header, &groups::find_coordinator(&ctx, req, version))),
+        RequestBody::Fetch(req) => later(header.clone(), async move {
+            fetch::handle(&ctx, req, header.request_api_version).await
+        }),
+        RequestBody::Metadata(req) => later(header.clone(), async move {
+            metadata::handle(&ctx, req, header.request_api_version).await
+        }),
+        RequestBody::ListOffsets(req) => later(header.clone(), async move {
+            offsets::list_offsets(&ctx, req, header.request_api_version).await
+        }),
+        RequestBody::OffsetForLeaderEpoch(req) => later(header, async move {
+            offsets::offset_for_leader_epoch(&ctx, req).await
+        }),
+        RequestBody::DeleteRecords(req) => {
+            later(
+                header,
+                async move { offsets::delete_records(&ctx, req).await },
+            )
+        }
+        RequestBody::CreateTopics(req) => {
+            later(
+                header,
+                async move { topics::create_topics(&ctx, req).await },
+            )
+        }
+        RequestBody::DeleteTopics(req) => later(header.clone(), async move {
+            topics::delete_topics(&ctx, req, header.request_api_version).await
+        }),
+        RequestBody::CreatePartitions(req) => {
+            later(
+                header,
+                async move { topics::create_partitions(&ctx, req).await },
+            )
+        }
+        RequestBody::DescribeConfigs(req) => {
+            Dispatched::Respond(frame(&header, &configs::describe(&ctx, req, version)))
+        }
+        RequestBody::AlterConfigs(req) => {
+            later(header, async move { configs::alter(&ctx, req).await })
+        }
+        RequestBody::IncrementalAlterConfigs(req) => later(header, async move {
+            configs::incremental_alter(&ctx, req).await
+        }),
+        RequestBody::DescribeCluster(req) => {
+            Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req)))
+        }
+        RequestBody::InitProducerId(req) => later(header, async move {
+            producer::init_producer_id(&ctx, req).await
+        }),
+        RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
+            &header,
+            &groups::find_coordinator(&ctx, req, version),
+        )),
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            later(header, async move { groups::join_group(&ctx, req, version, client_id, peer).await })
+            later(header, async move {
+                groups::join_group(&ctx, req, version, client_id, peer).await
+            })
         }
-        RequestBody::SyncGroup(req) => later(header, async move { groups::sync_group(&ctx, req).await }),
-        RequestBody::Heartbeat(req) => later(header, async move { groups::heartbeat(&ctx, req).await }),
-        RequestBody::LeaveGroup(req) => later(header, async move { groups::leave_group(&ctx, req, version).await }),
-        RequestBody::OffsetCommit(req) => later(header, async move { groups::offset_commit(&ctx, req, version).await }),
-        RequestBody::OffsetFetch(req) => later(header, async move { groups::offset_fetch(&ctx, req, version).await }),
-        RequestBody::DescribeGroups(req) => later(header, async move { groups::describe_groups(&ctx, req).await }),
-        RequestBody::ListGroups(req) => later(header, async move { groups::list_groups(&ctx, req).await }),
-        RequestBody::DeleteGroups(req) => later(header, async move { groups::delete_groups(&ctx, req).await }),
-        RequestBody::OffsetDelete(req) => later(header, async move { groups::offset_delete(&ctx, req).await }),
-        RequestBody::DescribeLogDirs(req) => later(header, async move { cluster::describe_log_dirs(&ctx, req).await }),
+        RequestBody::SyncGroup(req) => {
+            later(header, async move { groups::sync_group(&ctx, req).await })
+        }
+        RequestBody::Heartbeat(req) => {
+            later(header, async move { groups::heartbeat(&ctx, req).await })
+        }
+        RequestBody::LeaveGroup(req) => later(header, async move {
+            groups::leave_group(&ctx, req, version).await
+        }),
+        RequestBody::OffsetCommit(req) => later(header, async move {
+            groups::offset_commit(&ctx, req, version).await
+        }),
+        RequestBody::OffsetFetch(req) => later(header, async move {
+            groups::offset_fetch(&ctx, req, version).await
+        }),
+        RequestBody::DescribeGroups(req) => {
+            later(
+                header,
+                async move { groups::describe_groups(&ctx, req).await },
+            )
+        }
+        RequestBody::ListGroups(req) => {
+            later(header, async move { groups::list_groups(&ctx, req).await })
+        }
+        RequestBody::DeleteGroups(req) => {
+            later(
+                header,
+                async move { groups::delete_groups(&ctx, req).await },
+            )
+        }
+        RequestBody::OffsetDelete(req) => {
+            later(
+                header,
+                async move { groups::offset_delete(&ctx, req).await },
+            )
+        }
+        RequestBody::DescribeLogDirs(req) => later(header, async move {
+            cluster::describe_log_dirs(&ctx, req).await
+        }),
         _ => Dispatched::Close("unsupported API key"),
     }
 }

@@ -4,12 +4,18 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use spate_net::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use spate_net::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use spate_net::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use spate_net::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use spate_net::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use spate_net::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use spate_net::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use spate_net::ErrorCode;
 
@@ -19,14 +25,26 @@ use crate::route;
 use crate::shard::ShardContext;
 
 fn key(topic: &str, partition: i32) -> PartitionKey {
-    PartitionKey { topic: Arc::from(topic), partition }
+    PartitionKey {
+        topic: Arc::from(topic),
+        partition,
+    }
 }
 
-pub async fn list_offsets(ctx: &Rc<ShardContext>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub async fn list_offsets(
+    ctx: &Rc<ShardContext>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut ops = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            ops.push((key(&t.name, p.partition_index), PartitionOp::ListOffset { timestamp: p.timestamp }));
+            ops.push((
+                key(&t.name, p.partition_index),
+                PartitionOp::ListOffset {
+                    timestamp: p.timestamp,
+                },
+            ));
         }
     }
     let mut replies = route::run(ctx, ops).await.into_iter();
@@ -39,7 +57,10 @@ pub async fn list_offsets(ctx: &Rc<ShardContext>, req: ListOffsetsRequest, versi
                 .partitions
                 .iter()
                 .map(|p| {
-                    let mut out = ListOffsetsPartitionResponse { partition_index: p.partition_index, ..Default::default() };
+                    let mut out = ListOffsetsPartitionResponse {
+                        partition_index: p.partition_index,
+                        ..Default::default()
+                    };
                     if p.current_leader_epoch > LEADER_EPOCH {
                         out.error_code = ErrorCode::UnknownLeaderEpoch.code();
                         replies.next();
@@ -63,16 +84,25 @@ pub async fn list_offsets(ctx: &Rc<ShardContext>, req: ListOffsetsRequest, versi
                 .collect(),
         })
         .collect();
-    ListOffsetsResponse { topics, ..Default::default() }
+    ListOffsetsResponse {
+        topics,
+        ..Default::default()
+    }
 }
 
-pub async fn offset_for_leader_epoch(ctx: &Rc<ShardContext>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn offset_for_leader_epoch(
+    ctx: &Rc<ShardContext>,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let mut ops = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
             ops.push((
                 key(&t.topic, p.partition),
-                PartitionOp::EndOffsetForEpoch { current_leader_epoch: p.current_leader_epoch, epoch: p.leader_epoch },
+                PartitionOp::EndOffsetForEpoch {
+                    current_leader_epoch: p.current_leader_epoch,
+                    epoch: p.leader_epoch,
+                },
             ));
         }
     }
@@ -86,9 +116,15 @@ pub async fn offset_for_leader_epoch(ctx: &Rc<ShardContext>, req: OffsetForLeade
                 .partitions
                 .iter()
                 .map(|p| {
-                    let mut out = EpochEndOffset { partition: p.partition, ..Default::default() };
+                    let mut out = EpochEndOffset {
+                        partition: p.partition,
+                        ..Default::default()
+                    };
                     match replies.next() {
-                        Some(PartitionReply::EpochEnd { leader_epoch, end_offset }) => {
+                        Some(PartitionReply::EpochEnd {
+                            leader_epoch,
+                            end_offset,
+                        }) => {
                             out.leader_epoch = leader_epoch;
                             out.end_offset = end_offset;
                         }
@@ -100,14 +136,23 @@ pub async fn offset_for_leader_epoch(ctx: &Rc<ShardContext>, req: OffsetForLeade
                 .collect(),
         })
         .collect();
-    OffsetForLeaderEpochResponse { topics, ..Default::default() }
+    OffsetForLeaderEpochResponse {
+        topics,
+        ..Default::default()
+    }
 }
 
-pub async fn delete_records(ctx: &Rc<ShardContext>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    ctx: &Rc<ShardContext>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut ops = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            ops.push((key(&t.name, p.partition_index), PartitionOp::DeleteRecords { offset: p.offset }));
+            ops.push((
+                key(&t.name, p.partition_index),
+                PartitionOp::DeleteRecords { offset: p.offset },
+            ));
         }
     }
     let mut replies = route::run(ctx, ops).await.into_iter();
@@ -120,7 +165,11 @@ pub async fn delete_records(ctx: &Rc<ShardContext>, req: DeleteRecordsRequest) -
                 .partitions
                 .iter()
                 .map(|p| {
-                    let mut out = DeleteRecordsPartitionResult { partition_index: p.partition_index, low_watermark: -1, error_code: 0 };
+                    let mut out = DeleteRecordsPartitionResult {
+                        partition_index: p.partition_index,
+                        low_watermark: -1,
+                        error_code: 0,
+                    };
                     match replies.next() {
                         Some(PartitionReply::LowWatermark(lw)) => out.low_watermark = lw,
                         Some(other) => out.error_code = route::error_of(&other),
@@ -131,5 +180,8 @@ pub async fn delete_records(ctx: &Rc<ShardContext>, req: DeleteRecordsRequest) -
                 .collect(),
         })
         .collect();
-    DeleteRecordsResponse { topics, ..Default::default() }
+    DeleteRecordsResponse {
+        topics,
+        ..Default::default()
+    }
 }

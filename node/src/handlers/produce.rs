@@ -12,7 +12,11 @@ use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::route;
 use crate::shard::ShardContext;
 
-pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: ProduceRequest) -> Dispatched {
+pub async fn dispatch(
+    ctx: Rc<ShardContext>,
+    header: RequestHeader,
+    req: ProduceRequest,
+) -> Dispatched {
     let acks = req.acks;
     let acks_valid = matches!(acks, -1..=1);
     // (topic index, partition index) of every op, and the partitions answered locally.
@@ -33,8 +37,20 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
             };
             match (code, &part.records) {
                 (None, Some(records)) => {
-                    let key = PartitionKey { topic: name.clone(), partition: part.index };
-                    ops.push(((ti, pi), (key, PartitionOp::Produce { records: records.to_contiguous(), acks })));
+                    let key = PartitionKey {
+                        topic: name.clone(),
+                        partition: part.index,
+                    };
+                    ops.push((
+                        (ti, pi),
+                        (
+                            key,
+                            PartitionOp::Produce {
+                                records: records.to_contiguous(),
+                                acks,
+                            },
+                        ),
+                    ));
                 }
                 (code, _) => early.push((ti, pi, code.unwrap_or(ErrorCode::CorruptMessage.code()))),
             }
@@ -55,7 +71,10 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
                 partition_responses: t
                     .partition_data
                     .iter()
-                    .map(|p| PartitionProduceResponse { index: p.index, ..Default::default() })
+                    .map(|p| PartitionProduceResponse {
+                        index: p.index,
+                        ..Default::default()
+                    })
                     .collect(),
             })
             .collect();
@@ -66,21 +85,38 @@ pub async fn dispatch(ctx: Rc<ShardContext>, header: RequestHeader, req: Produce
         for ((ti, pi), reply) in positions.into_iter().zip(replies) {
             let out = &mut responses[ti].partition_responses[pi];
             match reply {
-                PartitionReply::Produced { base_offset, log_append_time, log_start_offset, .. } => {
+                PartitionReply::Produced {
+                    base_offset,
+                    log_append_time,
+                    log_start_offset,
+                    ..
+                } => {
                     out.base_offset = base_offset;
                     out.log_append_time_ms = log_append_time;
                     out.log_start_offset = log_start_offset;
                 }
-                other => out.error_code = match route::error_of(&other) {
-                    0 => ErrorCode::UnknownServerError.code(),
-                    code => code,
-                },
+                other => {
+                    out.error_code = match route::error_of(&other) {
+                        0 => ErrorCode::UnknownServerError.code(),
+                        code => code,
+                    }
+                }
             }
         }
-        for p in responses.iter().flat_map(|t| &t.partition_responses).filter(|p| p.error_code != 0) {
+        for p in responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .filter(|p| p.error_code != 0)
+        {
             metrics.error("Produce", p.error_code);
         }
         drop(metrics);
-        Some(frame(&header, &ProduceResponse { responses, ..Default::default() }))
+        Some(frame(
+            &header,
+            &ProduceResponse {
+                responses,
+                ..Default::default()
+            },
+        ))
     }))
 }

@@ -23,25 +23,45 @@ use crate::shard::ShardContext;
 const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 
-pub async fn init_producer_id(ctx: &Rc<ShardContext>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    ctx: &Rc<ShardContext>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     if let Err(code) = check_request(&req) {
         return failure(code);
     }
     match ctx.controller(ControllerRequest::AllocateProducerId).await {
-        Some(ControllerReply::ProducerId(Ok(pid))) => InitProducerIdResponse { producer_id: pid, producer_epoch: 0, ..Default::default() },
-        Some(ControllerReply::ProducerId(Err(code))) => InitProducerIdResponse { error_code: code, producer_id: -1, producer_epoch: -1, ..Default::default() },
+        Some(ControllerReply::ProducerId(Ok(pid))) => InitProducerIdResponse {
+            producer_id: pid,
+            producer_epoch: 0,
+            ..Default::default()
+        },
+        Some(ControllerReply::ProducerId(Err(code))) => InitProducerIdResponse {
+            error_code: code,
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        },
         _ => failure(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
 fn failure(code: ErrorCode) -> InitProducerIdResponse {
-    InitProducerIdResponse { error_code: code.code(), producer_id: -1, producer_epoch: -1, ..Default::default() }
+    InitProducerIdResponse {
+        error_code: code.code(),
+        producer_id: -1,
+        producer_epoch: -1,
+        ..Default::default()
+    }
 }
 
 /// The request checks that come before a producer id is handed out. `Ok` means: answer
 /// with a fresh producer id (the given id and epoch, if any, play no part).
 fn check_request(req: &InitProducerIdRequest) -> Result<(), ErrorCode> {
-    match (req.producer_id == NO_PRODUCER_ID, req.producer_epoch == NO_PRODUCER_EPOCH) {
+    match (
+        req.producer_id == NO_PRODUCER_ID,
+        req.producer_epoch == NO_PRODUCER_EPOCH,
+    ) {
         (true, true) | (false, false) => {}
         _ => return Err(ErrorCode::InvalidRequest),
     }
@@ -57,7 +77,12 @@ mod tests {
     use super::*;
 
     fn req(txn: Option<&str>, producer_id: i64, producer_epoch: i16) -> InitProducerIdRequest {
-        InitProducerIdRequest { transactional_id: txn.map(String::from), transaction_timeout_ms: 60_000, producer_id, producer_epoch }
+        InitProducerIdRequest {
+            transactional_id: txn.map(String::from),
+            transaction_timeout_ms: 60_000,
+            producer_id,
+            producer_epoch,
+        }
     }
 
     #[test]
@@ -67,10 +92,22 @@ mod tests {
         assert_eq!(check_request(&req(None, 5, 3)), Ok(()));
         assert_eq!(check_request(&req(None, 5, i16::MAX - 1)), Ok(()));
         // Exactly one of them set.
-        assert_eq!(check_request(&req(None, -1, 3)), Err(ErrorCode::InvalidRequest));
-        assert_eq!(check_request(&req(None, 5, -1)), Err(ErrorCode::InvalidRequest));
+        assert_eq!(
+            check_request(&req(None, -1, 3)),
+            Err(ErrorCode::InvalidRequest)
+        );
+        assert_eq!(
+            check_request(&req(None, 5, -1)),
+            Err(ErrorCode::InvalidRequest)
+        );
         // Transactional ids (none are served yet), empty or not.
-        assert_eq!(check_request(&req(Some(""), -1, -1)), Err(ErrorCode::InvalidRequest));
-        assert_eq!(check_request(&req(Some("tx"), -1, -1)), Err(ErrorCode::InvalidRequest));
+        assert_eq!(
+            check_request(&req(Some(""), -1, -1)),
+            Err(ErrorCode::InvalidRequest)
+        );
+        assert_eq!(
+            check_request(&req(Some("tx"), -1, -1)),
+            Err(ErrorCode::InvalidRequest)
+        );
     }
 }

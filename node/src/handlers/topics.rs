@@ -7,8 +7,8 @@ use spate_net::messages::create_partitions_response::CreatePartitionsTopicResult
 use spate_net::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use spate_net::messages::delete_topics_response::DeletableTopicResult;
 use spate_net::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use spate_net::{ErrorCode, Uuid};
 
@@ -20,12 +20,25 @@ use crate::shard::ShardContext;
 const DELETE_BY_ID_FROM: i16 = 6;
 
 fn controller_unavailable(name: &str) -> TopicOutcome {
-    TopicOutcome { name: name.to_string(), error: ErrorCode::UnknownServerError.code(), message: Some("controller unavailable".into()), topic: None }
+    TopicOutcome {
+        name: name.to_string(),
+        error: ErrorCode::UnknownServerError.code(),
+        message: Some("controller unavailable".into()),
+        topic: None,
+    }
 }
 
-pub async fn create_topics(ctx: &Rc<ShardContext>, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    ctx: &Rc<ShardContext>,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
-    let duplicates: std::collections::HashSet<String> = req.topics.iter().filter(|t| !seen.insert(t.name.clone())).map(|t| t.name.clone()).collect();
+    let duplicates: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.clone()))
+        .map(|t| t.name.clone())
+        .collect();
     let topics: Vec<NewTopic> = req
         .topics
         .iter()
@@ -34,17 +47,28 @@ pub async fn create_topics(ctx: &Rc<ShardContext>, req: CreateTopicsRequest) -> 
             name: t.name.clone(),
             num_partitions: t.num_partitions,
             replication_factor: t.replication_factor,
-            assignments: t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.clone())).collect(),
-            configs: t.configs.iter().map(|c| (c.name.clone(), c.value.clone())).collect(),
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| (a.partition_index, a.broker_ids.clone()))
+                .collect(),
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.clone(), c.value.clone()))
+                .collect(),
         })
         .collect();
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let outcomes = if topics.is_empty() {
         Vec::new()
     } else {
-        ctx.change_topics(ControllerRequest::CreateTopics { topics, validate_only: req.validate_only })
-            .await
-            .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
+        ctx.change_topics(ControllerRequest::CreateTopics {
+            topics,
+            validate_only: req.validate_only,
+        })
+        .await
+        .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     };
     let mut results: Vec<CreatableTopicResult> = outcomes
         .into_iter()
@@ -65,13 +89,23 @@ pub async fn create_topics(ctx: &Rc<ShardContext>, req: CreateTopicsRequest) -> 
                 r.configs = Some(
                     topic_entries(ctx, &t)
                         .into_iter()
-                        .map(|e| CreatableTopicConfigs { name: e.name, value: Some(e.value), read_only: e.read_only, config_source: e.source, is_sensitive: false })
+                        .map(|e| CreatableTopicConfigs {
+                            name: e.name,
+                            value: Some(e.value),
+                            read_only: e.read_only,
+                            config_source: e.source,
+                            is_sensitive: false,
+                        })
                         .collect(),
                 );
             } else if o.error == 0 && req.validate_only {
                 // validate_only: report what would have been created.
                 if let Some(t) = req.topics.iter().find(|t| t.name == o.name) {
-                    r.num_partitions = if t.num_partitions == -1 { ctx.config.num_partitions } else { t.num_partitions };
+                    r.num_partitions = if t.num_partitions == -1 {
+                        ctx.config.num_partitions
+                    } else {
+                        t.num_partitions
+                    };
                     r.replication_factor = 1;
                 }
             }
@@ -82,45 +116,77 @@ pub async fn create_topics(ctx: &Rc<ShardContext>, req: CreateTopicsRequest) -> 
         results.push(CreatableTopicResult {
             name: name.clone(),
             error_code: ErrorCode::InvalidRequest.code(),
-            error_message: Some(format!("Create topics request from client contains a duplicate topic: {name}")),
+            error_message: Some(format!(
+                "Create topics request from client contains a duplicate topic: {name}"
+            )),
             num_partitions: -1,
             replication_factor: -1,
             configs: None,
             ..Default::default()
         });
     }
-    CreateTopicsResponse { topics: results, ..Default::default() }
+    CreateTopicsResponse {
+        topics: results,
+        ..Default::default()
+    }
 }
 
-pub async fn delete_topics(ctx: &Rc<ShardContext>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &Rc<ShardContext>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let image = ctx.image();
     // (name if resolved, requested id, error if unresolvable)
     let requested: Vec<(Option<String>, Uuid)> = if version >= DELETE_BY_ID_FROM {
         req.topics
             .iter()
             .map(|t| match &t.name {
-                Some(n) => (Some(n.clone()), image.topic(n).map(|t| Uuid(t.id)).unwrap_or_default()),
-                None => (image.topic_by_id(&t.topic_id.0).map(|t| t.name.clone()), t.topic_id),
+                Some(n) => (
+                    Some(n.clone()),
+                    image.topic(n).map(|t| Uuid(t.id)).unwrap_or_default(),
+                ),
+                None => (
+                    image.topic_by_id(&t.topic_id.0).map(|t| t.name.clone()),
+                    t.topic_id,
+                ),
             })
             .collect()
     } else {
-        req.topic_names.iter().map(|n| (Some(n.clone()), image.topic(n).map(|t| Uuid(t.id)).unwrap_or_default())).collect()
+        req.topic_names
+            .iter()
+            .map(|n| {
+                (
+                    Some(n.clone()),
+                    image.topic(n).map(|t| Uuid(t.id)).unwrap_or_default(),
+                )
+            })
+            .collect()
     };
     let names: Vec<String> = requested.iter().filter_map(|(n, _)| n.clone()).collect();
     let mut outcomes = if names.is_empty() {
         Vec::new()
     } else {
-        ctx.change_topics(ControllerRequest::DeleteTopics { names: names.clone() })
-            .await
-            .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
+        ctx.change_topics(ControllerRequest::DeleteTopics {
+            names: names.clone(),
+        })
+        .await
+        .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     }
     .into_iter();
     let responses = requested
         .into_iter()
         .map(|(name, id)| match name {
             Some(name) => {
-                let o = outcomes.next().unwrap_or_else(|| controller_unavailable(&name));
-                DeletableTopicResult { name: Some(name), topic_id: id, error_code: o.error, error_message: o.message }
+                let o = outcomes
+                    .next()
+                    .unwrap_or_else(|| controller_unavailable(&name));
+                DeletableTopicResult {
+                    name: Some(name),
+                    topic_id: id,
+                    error_code: o.error,
+                    error_message: o.message,
+                }
             }
             None => DeletableTopicResult {
                 name: None,
@@ -130,10 +196,16 @@ pub async fn delete_topics(ctx: &Rc<ShardContext>, req: DeleteTopicsRequest, ver
             },
         })
         .collect();
-    DeleteTopicsResponse { responses, ..Default::default() }
+    DeleteTopicsResponse {
+        responses,
+        ..Default::default()
+    }
 }
 
-pub async fn create_partitions(ctx: &Rc<ShardContext>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    ctx: &Rc<ShardContext>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let image = ctx.image();
     let node = ctx.config.node_id;
     let mut early: Vec<Option<(i16, String)>> = Vec::with_capacity(req.topics.len());
@@ -141,11 +213,17 @@ pub async fn create_partitions(ctx: &Rc<ShardContext>, req: CreatePartitionsRequ
     for t in &req.topics {
         let current = image.topic(&t.name).map(|x| x.partitions.len() as i32);
         let bad_assignment = match (&t.assignments, current) {
-            (Some(a), Some(cur)) => a.len() as i32 != t.count - cur || a.iter().any(|r| r.broker_ids.as_slice() != [node]),
+            (Some(a), Some(cur)) => {
+                a.len() as i32 != t.count - cur
+                    || a.iter().any(|r| r.broker_ids.as_slice() != [node])
+            }
             _ => false,
         };
         if bad_assignment {
-            early.push(Some((ErrorCode::InvalidReplicaAssignment.code(), format!("Assignments must name the single broker {node} for each new partition"))));
+            early.push(Some((
+                ErrorCode::InvalidReplicaAssignment.code(),
+                format!("Assignments must name the single broker {node} for each new partition"),
+            )));
         } else {
             early.push(None);
             asks.push((t.name.clone(), t.count));
@@ -155,9 +233,12 @@ pub async fn create_partitions(ctx: &Rc<ShardContext>, req: CreatePartitionsRequ
     let mut outcomes = if asks.is_empty() {
         Vec::new()
     } else {
-        ctx.change_topics(ControllerRequest::CreatePartitions { topics: asks, validate_only: req.validate_only })
-            .await
-            .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
+        ctx.change_topics(ControllerRequest::CreatePartitions {
+            topics: asks,
+            validate_only: req.validate_only,
+        })
+        .await
+        .unwrap_or_else(|| names.iter().map(|n| controller_unavailable(n)).collect())
     }
     .into_iter();
     let results = req
@@ -167,10 +248,20 @@ pub async fn create_partitions(ctx: &Rc<ShardContext>, req: CreatePartitionsRequ
         .map(|(t, early)| {
             let (error_code, error_message) = match early {
                 Some((code, msg)) => (code, Some(msg)),
-                None => outcomes.next().map(|o| (o.error, o.message)).unwrap_or((ErrorCode::UnknownServerError.code(), None)),
+                None => outcomes
+                    .next()
+                    .map(|o| (o.error, o.message))
+                    .unwrap_or((ErrorCode::UnknownServerError.code(), None)),
             };
-            CreatePartitionsTopicResult { name: t.name.clone(), error_code, error_message }
+            CreatePartitionsTopicResult {
+                name: t.name.clone(),
+                error_code,
+                error_message,
+            }
         })
         .collect();
-    CreatePartitionsResponse { results, ..Default::default() }
+    CreatePartitionsResponse {
+        results,
+        ..Default::default()
+    }
 }

@@ -38,7 +38,9 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&Arc<TopicImage>> {
-        self.topic_names_by_id.get(id).and_then(|n| self.topics.get(n))
+        self.topic_names_by_id
+            .get(id)
+            .and_then(|n| self.topics.get(n))
     }
 
     /// Apply one record. Records are validated before they are written, so a record
@@ -46,7 +48,12 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) {
         self.version += 1;
         match record {
-            MetadataRecord::CreateTopic { name, id, slots, configs } => {
+            MetadataRecord::CreateTopic {
+                name,
+                id,
+                slots,
+                configs,
+            } => {
                 if self.topics.contains_key(name) {
                     tracing::warn!(topic = %name, "metadata: create of an existing topic skipped");
                     return;
@@ -54,7 +61,13 @@ impl MetadataImage {
                 let topic = TopicImage {
                     name: name.clone(),
                     id: *id,
-                    partitions: slots.iter().map(|&slot| PartitionInfo { slot, leader_epoch: 0 }).collect(),
+                    partitions: slots
+                        .iter()
+                        .map(|&slot| PartitionInfo {
+                            slot,
+                            leader_epoch: 0,
+                        })
+                        .collect(),
                     configs: configs.clone(),
                 };
                 self.topic_names_by_id.insert(*id, name.clone());
@@ -63,15 +76,24 @@ impl MetadataImage {
             MetadataRecord::AddPartitions { name, slots } => match self.topics.get_mut(name) {
                 Some(t) => {
                     let t = Arc::make_mut(t);
-                    t.partitions.extend(slots.iter().map(|&slot| PartitionInfo { slot, leader_epoch: 0 }));
+                    t.partitions.extend(slots.iter().map(|&slot| PartitionInfo {
+                        slot,
+                        leader_epoch: 0,
+                    }));
                 }
-                None => tracing::warn!(topic = %name, "metadata: partitions for a missing topic skipped"),
+                None => {
+                    tracing::warn!(topic = %name, "metadata: partitions for a missing topic skipped")
+                }
             },
             MetadataRecord::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
                 Some(t) => Arc::make_mut(t).configs = configs.clone(),
-                None => tracing::warn!(topic = %name, "metadata: configs for a missing topic skipped"),
+                None => {
+                    tracing::warn!(topic = %name, "metadata: configs for a missing topic skipped")
+                }
             },
-            MetadataRecord::ProducerIds { end } => self.producer_ids_end = self.producer_ids_end.max(*end),
+            MetadataRecord::ProducerIds { end } => {
+                self.producer_ids_end = self.producer_ids_end.max(*end)
+            }
             MetadataRecord::DeleteTopic { name } => {
                 if let Some(t) = self.topics.remove(name) {
                     self.topic_names_by_id.remove(&t.id);
@@ -88,11 +110,22 @@ mod tests {
     #[test]
     fn create_extend_configure_delete() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic { name: "t".into(), id: [1; 16], slots: vec![0, 1], configs: BTreeMap::new() });
-        img.apply(&MetadataRecord::AddPartitions { name: "t".into(), slots: vec![2] });
+        img.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: [1; 16],
+            slots: vec![0, 1],
+            configs: BTreeMap::new(),
+        });
+        img.apply(&MetadataRecord::AddPartitions {
+            name: "t".into(),
+            slots: vec![2],
+        });
         let mut c = BTreeMap::new();
         c.insert("retention.ms".to_string(), "5".to_string());
-        img.apply(&MetadataRecord::SetTopicConfigs { name: "t".into(), configs: c.clone() });
+        img.apply(&MetadataRecord::SetTopicConfigs {
+            name: "t".into(),
+            configs: c.clone(),
+        });
         let t = img.topic_by_id(&[1; 16]).unwrap();
         assert_eq!(t.partitions.len(), 3);
         assert_eq!(t.configs, c);

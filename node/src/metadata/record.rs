@@ -15,10 +15,20 @@ pub enum MetadataRecord {
         configs: BTreeMap<String, String>,
     },
     /// Partitions appended to an existing topic.
-    AddPartitions { name: String, slots: Vec<u32> },
+    AddPartitions {
+        name: String,
+        slots: Vec<u32>,
+    },
     /// The topic's config overrides, replaced as a whole.
-    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
-    DeleteTopic { name: String },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
     /// Producer ids below `end` have been handed out (allocated in blocks).
-    ProducerIds { end: i64 },
+    ProducerIds {
+        end: i64,
+    },
 }

@@ -90,7 +90,8 @@ impl MetadataStore {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
         let (records, valid_len) = decode_entries(&bytes);
         if valid_len < bytes.len() {
             tracing::warn!(
@@ -99,14 +100,22 @@ impl MetadataStore {
                 file_len = bytes.len(),
                 "metadata log has a torn or corrupt tail; truncating"
             );
-            file.set_len(valid_len as u64).context("truncating metadata log")?;
+            file.set_len(valid_len as u64)
+                .context("truncating metadata log")?;
             file.sync_all().context("syncing metadata log")?;
         }
         let mut image = MetadataImage::default();
         for r in &records {
             image.apply(r);
         }
-        Ok((MetadataStore { path, file: Box::new(file), len: valid_len as u64 }, image))
+        Ok((
+            MetadataStore {
+                path,
+                file: Box::new(file),
+                len: valid_len as u64,
+            },
+            image,
+        ))
     }
 
     /// Append records durably (written and fdatasync'ed) before they are applied. On
@@ -125,11 +134,14 @@ impl MetadataStore {
             }
             Err(source) => {
                 let rollback = self.file.truncate(self.len).err();
-                Err(AppendError { path: self.path.display().to_string(), source, rollback })
+                Err(AppendError {
+                    path: self.path.display().to_string(),
+                    source,
+                    rollback,
+                })
             }
         }
     }
-
 }
 
 fn encode_entry(record: &MetadataRecord, out: &mut Vec<u8>) {
@@ -146,8 +158,14 @@ fn decode_entries(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
     let mut records = Vec::new();
     let mut pos = 0;
     while bytes.len() - pos >= 8 {
-        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
-        let crc = u32::from_be_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
+        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+            as usize;
+        let crc = u32::from_be_bytes([
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ]);
         if len > MAX_ENTRY || bytes.len() - pos - 8 < len {
             break;
         }
@@ -182,9 +200,19 @@ mod tests {
             let (mut store, img) = MetadataStore::open(&dir).unwrap();
             assert!(img.topics.is_empty());
             store
-                .append(&[MetadataRecord::CreateTopic { name: "a".into(), id: [7; 16], slots: vec![0], configs: BTreeMap::new() }])
+                .append(&[MetadataRecord::CreateTopic {
+                    name: "a".into(),
+                    id: [7; 16],
+                    slots: vec![0],
+                    configs: BTreeMap::new(),
+                }])
                 .unwrap();
-            store.append(&[MetadataRecord::AddPartitions { name: "a".into(), slots: vec![1, 2] }]).unwrap();
+            store
+                .append(&[MetadataRecord::AddPartitions {
+                    name: "a".into(),
+                    slots: vec![1, 2],
+                }])
+                .unwrap();
         }
         // A torn third entry: a length with too few bytes behind it.
         let path = dir.join("__cluster_metadata/metadata.log");
@@ -241,13 +269,28 @@ mod tests {
         }
     }
 
-    fn faulty(path: &Path, write_budget: Option<usize>, fail_sync: bool, fail_truncate: bool) -> Box<dyn LogFile> {
+    fn faulty(
+        path: &Path,
+        write_budget: Option<usize>,
+        fail_sync: bool,
+        fail_truncate: bool,
+    ) -> Box<dyn LogFile> {
         let inner = OpenOptions::new().append(true).open(path).unwrap();
-        Box::new(Faulty { inner, write_budget, fail_sync, fail_truncate })
+        Box::new(Faulty {
+            inner,
+            write_budget,
+            fail_sync,
+            fail_truncate,
+        })
     }
 
     fn topic(name: &str) -> MetadataRecord {
-        MetadataRecord::CreateTopic { name: name.into(), id: [name.len() as u8; 16], slots: vec![0], configs: BTreeMap::new() }
+        MetadataRecord::CreateTopic {
+            name: name.into(),
+            id: [name.len() as u8; 16],
+            slots: vec![0],
+            configs: BTreeMap::new(),
+        }
     }
 
     /// A write that fails mid-entry leaves the file holding exactly the good entries,

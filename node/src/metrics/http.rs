@@ -15,32 +15,55 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a probe waits for all shards together.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn serve_http(addr: &str, shards: Vec<flume::Sender<ShardMsg>>) -> anyhow::Result<std::net::SocketAddr> {
-    let server = tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("binding the HTTP endpoint {addr}: {e}"))?;
-    let bound = server.server_addr().to_ip().ok_or_else(|| anyhow::anyhow!("HTTP endpoint {addr} is not an IP socket"))?;
-    std::thread::Builder::new().name("spate-http".into()).spawn(move || {
-        for request in server.incoming_requests() {
-            let path = request.url().split('?').next().unwrap_or_default().to_string();
-            let (status, body, content_type) = match path.as_str() {
-                "/metrics" => (200, scrape(&shards), "text/plain; version=0.0.4; charset=utf-8"),
-                "/health" | "/ready" => {
-                    let answers = ping(&shards, PROBE_TIMEOUT);
-                    let alive = answers.iter().all(Option::is_some);
-                    let serving = answers.iter().all(|a| *a == Some(true));
-                    match (path.as_str(), alive, serving) {
-                        ("/health", true, _) => (200, "ok\n".to_string(), "text/plain"),
-                        ("/ready", _, true) => (200, "ready\n".to_string(), "text/plain"),
-                        ("/health", false, _) => (503, "a shard does not answer\n".to_string(), "text/plain"),
-                        _ => (503, "not serving\n".to_string(), "text/plain"),
+pub fn serve_http(
+    addr: &str,
+    shards: Vec<flume::Sender<ShardMsg>>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("binding the HTTP endpoint {addr}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| anyhow::anyhow!("HTTP endpoint {addr} is not an IP socket"))?;
+    std::thread::Builder::new()
+        .name("spate-http".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let path = request
+                    .url()
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let (status, body, content_type) = match path.as_str() {
+                    "/metrics" => (
+                        200,
+                        scrape(&shards),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    ),
+                    "/health" | "/ready" => {
+                        let answers = ping(&shards, PROBE_TIMEOUT);
+                        let alive = answers.iter().all(Option::is_some);
+                        let serving = answers.iter().all(|a| *a == Some(true));
+                        match (path.as_str(), alive, serving) {
+                            ("/health", true, _) => (200, "ok\n".to_string(), "text/plain"),
+                            ("/ready", _, true) => (200, "ready\n".to_string(), "text/plain"),
+                            ("/health", false, _) => {
+                                (503, "a shard does not answer\n".to_string(), "text/plain")
+                            }
+                            _ => (503, "not serving\n".to_string(), "text/plain"),
+                        }
                     }
-                }
-                _ => (404, "not found\n".to_string(), "text/plain"),
-            };
-            let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
-            let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
-            let _ = request.respond(response);
-        }
-    })?;
+                    _ => (404, "not found\n".to_string(), "text/plain"),
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+                    .expect("static header is valid");
+                let response = tiny_http::Response::from_string(body)
+                    .with_status_code(status)
+                    .with_header(header);
+                let _ = request.respond(response);
+            }
+        })?;
     Ok(bound)
 }
 
@@ -52,10 +75,15 @@ fn ping(shards: &[flume::Sender<ShardMsg>], timeout: Duration) -> Vec<Option<boo
         .iter()
         .map(|s| {
             let (tx, rx) = flume::bounded(1);
-            s.send_deadline(ShardMsg::Ping { reply: tx }, deadline).ok().map(|_| rx)
+            s.send_deadline(ShardMsg::Ping { reply: tx }, deadline)
+                .ok()
+                .map(|_| rx)
         })
         .collect();
-    waits.into_iter().map(|rx| rx.and_then(|rx| rx.recv_deadline(deadline).ok())).collect()
+    waits
+        .into_iter()
+        .map(|rx| rx.and_then(|rx| rx.recv_deadline(deadline).ok()))
+        .collect()
 }
 
 fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
@@ -63,10 +91,15 @@ fn scrape(shards: &[flume::Sender<ShardMsg>]) -> String {
         .iter()
         .filter_map(|s| {
             let (tx, rx) = flume::bounded(1);
-            s.send_timeout(ShardMsg::Metrics { reply: tx }, SHARD_TIMEOUT).ok().map(|_| rx)
+            s.send_timeout(ShardMsg::Metrics { reply: tx }, SHARD_TIMEOUT)
+                .ok()
+                .map(|_| rx)
         })
         .collect();
-    let snapshots: Vec<_> = waits.into_iter().filter_map(|rx| rx.recv_timeout(SHARD_TIMEOUT).ok()).collect();
+    let snapshots: Vec<_> = waits
+        .into_iter()
+        .filter_map(|rx| rx.recv_timeout(SHARD_TIMEOUT).ok())
+        .collect();
     render(&snapshots)
 }
 

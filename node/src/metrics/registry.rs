@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Histogram bucket upper bounds, in seconds.
-pub const BUCKETS: [f64; 16] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// A Prometheus-style histogram: cumulative counts are computed when rendered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,7 +22,10 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
-        let slot = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let slot = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.counts[slot] += 1;
         self.sum += secs;
         self.count += 1;
@@ -78,13 +84,16 @@ impl ShardCounters {
     }
 
     pub fn error(&mut self, api: &'static str, code: i16) {
-        let name = spate_net::ErrorCode::from_code(code).map(|e| e.name()).unwrap_or("UNKNOWN");
+        let name = spate_net::ErrorCode::from_code(code)
+            .map(|e| e.name())
+            .unwrap_or("UNKNOWN");
         *self.errors.entry((api, name)).or_default() += 1;
     }
 
     pub fn topic(&mut self, topic: &str) -> &mut TopicTraffic {
         if !self.topics.contains_key(topic) {
-            self.topics.insert(topic.to_string(), TopicTraffic::default());
+            self.topics
+                .insert(topic.to_string(), TopicTraffic::default());
         }
         self.topics.get_mut(topic).expect("inserted above")
     }

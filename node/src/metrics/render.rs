@@ -8,13 +8,20 @@ use super::snapshot::ShardSnapshot;
 
 /// Escape a label value (backslash, quote, newline).
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A metric family read from one value: name, help, getter.
 type Family<T, V> = (&'static str, &'static str, fn(T) -> V);
 /// A per-shard family: name, type, help, getter.
-type ShardFamily = (&'static str, &'static str, &'static str, fn(&ShardSnapshot) -> f64);
+type ShardFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardSnapshot) -> f64,
+);
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -40,10 +47,26 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
 
     let traffic: [Family<&TopicTraffic, u64>; 4] = [
-        ("spate_topic_bytes_in_total", "Bytes of record batches produced to the topic.", |t| t.bytes_in),
-        ("spate_topic_messages_in_total", "Records produced to the topic.", |t| t.messages_in),
-        ("spate_topic_bytes_out_total", "Bytes of record batches fetched from the topic.", |t| t.bytes_out),
-        ("spate_topic_messages_out_total", "Records fetched from the topic.", |t| t.messages_out),
+        (
+            "spate_topic_bytes_in_total",
+            "Bytes of record batches produced to the topic.",
+            |t| t.bytes_in,
+        ),
+        (
+            "spate_topic_messages_in_total",
+            "Records produced to the topic.",
+            |t| t.messages_in,
+        ),
+        (
+            "spate_topic_bytes_out_total",
+            "Bytes of record batches fetched from the topic.",
+            |t| t.bytes_out,
+        ),
+        (
+            "spate_topic_messages_out_total",
+            "Records fetched from the topic.",
+            |t| t.messages_out,
+        ),
     ];
     for (name, help, get) in traffic {
         header(&mut out, name, "counter", help);
@@ -52,17 +75,45 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    header(&mut out, "spate_request_latency_seconds", "histogram", "Time from a request's arrival to its response being written, by API.");
+    header(
+        &mut out,
+        "spate_request_latency_seconds",
+        "histogram",
+        "Time from a request's arrival to its response being written, by API.",
+    );
     for (api, h) in &total.requests {
-        histogram(&mut out, "spate_request_latency_seconds", &format!("request=\"{api}\""), h);
+        histogram(
+            &mut out,
+            "spate_request_latency_seconds",
+            &format!("request=\"{api}\""),
+            h,
+        );
     }
-    header(&mut out, "spate_request_errors_total", "counter", "Per-partition error codes returned, by API and error.");
+    header(
+        &mut out,
+        "spate_request_errors_total",
+        "counter",
+        "Per-partition error codes returned, by API and error.",
+    );
     for ((api, err), n) in &total.errors {
-        let _ = writeln!(out, "spate_request_errors_total{{request=\"{api}\",error=\"{err}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "spate_request_errors_total{{request=\"{api}\",error=\"{err}\"}} {n}"
+        );
     }
-    header(&mut out, "spate_request_queue_time_seconds", "histogram", "Time partition work waited for its owner shard, by request type.");
+    header(
+        &mut out,
+        "spate_request_queue_time_seconds",
+        "histogram",
+        "Time partition work waited for its owner shard, by request type.",
+    );
     for (op, h) in &total.queue_time {
-        histogram(&mut out, "spate_request_queue_time_seconds", &format!("request=\"{op}\""), h);
+        histogram(
+            &mut out,
+            "spate_request_queue_time_seconds",
+            &format!("request=\"{op}\""),
+            h,
+        );
     }
 
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
@@ -78,7 +129,13 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     for (name, help, get) in gauges {
         header(&mut out, name, "gauge", help);
         for p in &partitions {
-            let _ = writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {}", esc(&p.topic), p.partition, get(p));
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                esc(&p.topic),
+                p.partition,
+                get(p)
+            );
         }
     }
 
@@ -109,24 +166,57 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
 
     // Broker-wide: every shard reports the same shared counter; the first one is shown.
     if let Some(s) = shards.first() {
-        header(&mut out, "spate_queued_request_bytes", "gauge", "Memory held by request frames being read, queued or handled, broker-wide.");
+        header(
+            &mut out,
+            "spate_queued_request_bytes",
+            "gauge",
+            "Memory held by request frames being read, queued or handled, broker-wide.",
+        );
         let _ = writeln!(out, "spate_queued_request_bytes {}", s.queued_request_bytes);
-        header(&mut out, "spate_queued_request_bytes_limit", "gauge", "queued_max_request_bytes: the bound of spate_queued_request_bytes.");
-        let _ = writeln!(out, "spate_queued_request_bytes_limit {}", s.queued_request_bytes_limit);
+        header(
+            &mut out,
+            "spate_queued_request_bytes_limit",
+            "gauge",
+            "queued_max_request_bytes: the bound of spate_queued_request_bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "spate_queued_request_bytes_limit {}",
+            s.queued_request_bytes_limit
+        );
     }
 
     // Lag: the high watermark of the partition minus the group's committed offset.
-    let hw: HashMap<(&str, i32), i64> = partitions.iter().map(|p| ((p.topic.as_str(), p.partition), p.high_watermark)).collect();
+    let hw: HashMap<(&str, i32), i64> = partitions
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+        .collect();
     let mut committed: Vec<_> = shards.iter().flat_map(|s| s.committed.iter()).collect();
     committed.sort();
-    header(&mut out, "spate_consumer_group_committed_offset", "gauge", "Offset committed by the group.");
+    header(
+        &mut out,
+        "spate_consumer_group_committed_offset",
+        "gauge",
+        "Offset committed by the group.",
+    );
     for (g, t, p, o) in &committed {
         let _ = writeln!(out, "spate_consumer_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {o}", esc(g), esc(t));
     }
-    header(&mut out, "spate_consumer_group_lag", "gauge", "Records between the group's committed offset and the partition's high watermark.");
+    header(
+        &mut out,
+        "spate_consumer_group_lag",
+        "gauge",
+        "Records between the group's committed offset and the partition's high watermark.",
+    );
     for (g, t, p, o) in &committed {
         if let Some(h) = hw.get(&(t.as_str(), *p)) {
-            let _ = writeln!(out, "spate_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {}", esc(g), esc(t), (h - o).max(0));
+            let _ = writeln!(
+                out,
+                "spate_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {}",
+                esc(g),
+                esc(t),
+                (h - o).max(0)
+            );
         }
     }
     out

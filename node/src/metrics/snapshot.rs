@@ -44,7 +44,10 @@ pub struct ShardSnapshot {
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
 pub fn record_count(records: &Bytes) -> u64 {
-    record_batch::batches(records.clone()).flatten().map(|b| b.record_count().max(0) as u64).sum()
+    record_batch::batches(records.clone())
+        .flatten()
+        .map(|b| b.record_count().max(0) as u64)
+        .sum()
 }
 
 impl ShardSnapshot {
