@@ -464,3 +464,37 @@ async fn disk_reads_race_with_writes() {
     writer.await.unwrap();
     assert!(reads > 100, "only {reads} reads");
 }
+
+#[compio::test]
+async fn preallocation_grows_with_the_segment() {
+    use std::os::unix::fs::MetadataExt;
+    // One small batch reserves one small step, not a whole preallocation step (10,000
+    // partitions with a record each must not reserve 10,000 x 16 MiB).
+    let t = tempdir();
+    let dir = t.path().join("prealloc");
+    let cfg = LogConfig {
+        preallocate_bytes: 16 << 20,
+        segment_bytes: 1 << 30,
+        ..small_config()
+    };
+    let log = PartitionLog::open(dir.clone(), cfg).await.unwrap();
+    log.append(batch(1, 1, 1, 100)).await.unwrap();
+    let seg = dir.join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len <= 64 * 1024, "first step reserved {len} bytes");
+    // Later steps double with the segment, up to the configured step.
+    for i in 0..40 {
+        log.append(batch(i, 4, 1, 16 * 1024)).await.unwrap();
+    }
+    let m = std::fs::metadata(&seg).unwrap();
+    let written = log.size_bytes();
+    assert!(
+        m.len() >= written && m.len() <= 2 * written + 64 * 1024,
+        "{} reserved for {written} written",
+        m.len()
+    );
+    assert!(m.blocks() * 512 <= 2 * m.len() + 64 * 1024);
+    log.close().await.unwrap();
+    // Sealed at close: trimmed to its exact size.
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
+}
