@@ -213,7 +213,13 @@ impl PartitionLog {
     /// the retry time of a full disk has come, or for good after an I/O error),
     /// `Err(Closed)` once closing.
     pub fn writable(&self) -> Result<()> {
-        self.shared.state.borrow_mut().check_writable()
+        self.shared.state.borrow().check_writable()
+    }
+
+    /// A write failed and none has succeeded since (a full disk still full, or an I/O
+    /// error): the partition is offline for writes, or only retrying.
+    pub fn is_offline(&self) -> bool {
+        self.shared.state.borrow().failure.is_some()
     }
 
     /// Whether the appends behind `ticket` are written already (durable per the flush

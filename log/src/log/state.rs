@@ -110,21 +110,19 @@ impl State {
         (self.clock)()
     }
 
-    /// May appends be made? A log whose disk was full becomes writable again once its
-    /// retry time has come (the next write tells whether there is room now).
-    pub fn check_writable(&mut self) -> Result<()> {
+    /// May appends be made? After a failed write, not until the retry time of a full
+    /// disk has come (the next write then tells whether there is room now; the failure
+    /// stays recorded until a write succeeds), and never after another error.
+    pub fn check_writable(&self) -> Result<()> {
         if self.closing {
             return Err(LogError::Closed);
         }
-        if let Some(f) = &self.failure {
-            if f.retry_at.is_some_and(|t| Instant::now() >= t) {
-                tracing::info!(dir = %self.dir.display(), "retrying writes after a full disk");
-                self.failure = None;
-            } else {
-                return Err(self.offline_error());
+        match &self.failure {
+            Some(f) if !f.retry_at.is_some_and(|t| Instant::now() >= t) => {
+                Err(self.offline_error())
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub fn offline_error(&self) -> LogError {

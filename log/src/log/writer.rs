@@ -277,6 +277,11 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
             seg.allocated = end_pos;
         }
     }
+    if st.failure.is_some() {
+        // A retry after a full disk got through.
+        tracing::info!(dir = %st.dir.display(), "writes resumed after a full disk");
+        st.failure = None;
+    }
     if !job.batches.is_empty() {
         assert!(
             job.end_offset >= st.written_end,

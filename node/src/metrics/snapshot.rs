@@ -66,7 +66,7 @@ impl ShardSnapshot {
                 size_bytes: p.log.size_bytes(),
                 segments: p.log.segment_count(),
                 stats: p.log.stats(),
-                offline: p.log.writable().is_err(),
+                offline: p.log.is_offline(),
             })
             .collect();
         // Partitions whose log could not be opened: offline, nothing else known.
