@@ -103,6 +103,7 @@ async fn full_disk_acknowledges_nothing_unwritten_and_recovers_when_space_is_fre
         log.writable().is_err(),
         "a full log refuses appends at once"
     );
+    assert!(log.is_offline());
     assert!(log.append(batch(99, 1, 1, 10)).await.is_err());
     check(&log, &acked).await;
 
@@ -126,6 +127,7 @@ async fn full_disk_acknowledges_nothing_unwritten_and_recovers_when_space_is_fre
         info.base_offset, written,
         "the discarded offsets are assigned again"
     );
+    assert!(!log.is_offline(), "a successful write ends the failure");
     acked.push((info.base_offset, seed));
     log.close().await.unwrap();
 

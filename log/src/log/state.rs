@@ -118,9 +118,7 @@ impl State {
             return Err(LogError::Closed);
         }
         match &self.failure {
-            Some(f) if !f.retry_at.is_some_and(|t| Instant::now() >= t) => {
-                Err(self.offline_error())
-            }
+            Some(f) if f.retry_at.is_none_or(|t| Instant::now() < t) => Err(self.offline_error()),
             _ => Ok(()),
         }
     }
