@@ -345,9 +345,8 @@ impl Partition {
     /// that is written. Batches whose write failed are forgotten first.
     fn check_sequences(&self, batches: &[ProducerBatch]) -> Result<Option<BatchMeta>, i16> {
         let mut states = self.producers.borrow_mut();
-        let discarded = |t: WriteTicket| self.log.is_written(t) == Some(false);
         for b in batches.iter().filter(|b| b.producer_id >= 0) {
-            states.prune(b.producer_id, discarded);
+            states.settle(Some(b.producer_id), |t| self.log.is_written(t));
             let last = last_seq(b.first_seq, b.last_offset_delta);
             match states.check(b.producer_id, b.epoch, b.first_seq, last)? {
                 SequenceCheck::Append => {}
@@ -552,11 +551,12 @@ impl Partition {
         Ok(())
     }
 
-    /// Forget idempotent producers silent for `producer.id.expiration.ms`.
+    /// Settle provisional producer batches with their writes' outcome, and forget
+    /// idempotent producers silent for `producer.id.expiration.ms`.
     pub fn expire_producers(&self, now: i64) -> usize {
-        self.producers
-            .borrow_mut()
-            .expire(now, PRODUCER_ID_EXPIRATION_MS)
+        let mut states = self.producers.borrow_mut();
+        states.settle(None, |t| self.log.is_written(t));
+        states.expire(now, PRODUCER_ID_EXPIRATION_MS)
     }
 
     /// Everything but produce.

@@ -124,11 +124,29 @@ impl ProducerStates {
         entry.batches.push_back(meta);
     }
 
-    /// Forget the batches of `pid` whose write was discarded (`discarded(ticket)`):
-    /// a failed write took them back.
-    pub fn prune(&mut self, pid: i64, discarded: impl Fn(WriteTicket) -> bool) {
-        if let Some(entry) = self.producers.get_mut(&pid) {
-            entry.batches.retain(|b| !b.ticket.is_some_and(&discarded));
+    /// Settle the provisional batches of `pid` (of every producer with `None`) with
+    /// `outcome(ticket)`: `Some(true)` written (the batch becomes plain state),
+    /// `Some(false)` discarded by a failed write (it is forgotten: its sequence numbers
+    /// are free again), `None` still waiting. Settling early keeps the log's memory of
+    /// roll-backs, which answers `outcome`, short.
+    pub fn settle(&mut self, pid: Option<i64>, outcome: impl Fn(WriteTicket) -> Option<bool>) {
+        let settle_one = |entry: &mut ProducerEntry| {
+            entry.batches.retain_mut(|b| match b.ticket.map(&outcome) {
+                Some(Some(true)) => {
+                    b.ticket = None;
+                    true
+                }
+                Some(Some(false)) => false,
+                _ => true,
+            });
+        };
+        match pid {
+            Some(pid) => self
+                .producers
+                .get_mut(&pid)
+                .into_iter()
+                .for_each(settle_one),
+            None => self.producers.values_mut().for_each(settle_one),
         }
     }
 

@@ -62,8 +62,13 @@ pub(super) struct WriteFailure {
 /// How long a log whose disk was full waits before it accepts appends again.
 pub(super) const FULL_DISK_RETRY: Duration = Duration::from_secs(2);
 
-/// Rolled-back writes remembered so that late waiters learn the outcome of theirs.
-const ROLLBACK_HISTORY: usize = 64;
+/// Roll-backs remembered so that holders of older tickets learn their outcome: at most
+/// one roll-back per `FULL_DISK_RETRY` while a disk stays full, so this covers well
+/// over half an hour, and the broker settles the tickets it keeps (idempotent-producer
+/// state) every retention pass. A ticket older than this is reported discarded, which
+/// is safe for waiters (nothing unwritten is acknowledged) but must not be used for
+/// batches the caller still needs to recognise as written.
+const ROLLBACK_HISTORY: usize = 1024;
 
 /// What became of the appends behind a [`WriteTicket`].
 #[derive(Debug, Clone, PartialEq, Eq)]
