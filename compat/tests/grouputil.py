@@ -245,6 +245,23 @@ class RawClient:
     def call(self, api_key, version, body):
         return self.receive(self.send(api_key, version, body))
 
+    def init_producer_id(self):
+        """InitProducerId v1 without transactional id: (producer id, epoch), retrying
+        while the broker answers COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE /
+        NOT_COORDINATOR."""
+        deadline = time.monotonic() + 30
+        while True:
+            r = self.call(22, 1, _nstr(None) + struct.pack(">i", 60000))
+            r.i32()
+            err = r.i16()
+            pid = r.take(">q")
+            epoch = r.i16()
+            if err not in (14, 15, 16) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert err == 0, f"InitProducerId: error {err}"
+        return pid, epoch
+
     def call_flexible(self, api_key, version, body):
         """Request header v2 (tagged fields) / response header v1."""
         self.corr += 1
@@ -353,6 +370,12 @@ def coordinator(bootstrap, group, timeout=15.0):
         else:
             assert fc["error"] in RETRIABLE_COORDINATOR_ERRORS and time.monotonic() < deadline, fc
         time.sleep(0.1)
+
+
+def varint(n, bits=32):
+    """Zigzag varint of a signed value of `bits` bits (record fields; `bits=64` for
+    varlongs)."""
+    return _uvarint(((n << 1) ^ (n >> (bits - 1))) & ((1 << bits) - 1))
 
 
 def _uvarint(n):

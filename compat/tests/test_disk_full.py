@@ -210,18 +210,7 @@ class RawProducer:
         self.raw.close()
 
     def init_producer_id(self):
-        deadline = time.monotonic() + 30
-        while True:
-            r = self.raw.call(22, 1, _nstr(None) + struct.pack(">i", 60000))
-            r.i32()
-            err = r.i16()
-            pid = r.take(">q")
-            epoch = r.i16()
-            if err not in (14, 15, 16) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert err == 0, f"InitProducerId: error {err}"
-        return pid, epoch
+        return self.raw.init_producer_id()
 
     def produce(self, topic, partition, batch):
         """(error_code, base_offset)."""

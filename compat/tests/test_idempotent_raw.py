@@ -13,7 +13,7 @@ import uuid
 import crc32c
 import pytest
 
-from grouputil import RawClient, _bytes, _nstr, _str
+from grouputil import RawClient, _bytes, _nstr, _str, varint
 from kafkautil import OP_TIMEOUT, consume, create_topic, watermarks
 
 # spate exits 0 after SIGTERM; the JVM (Kafka, when validating the suite) exits 143.
@@ -28,15 +28,7 @@ INVALID_PRODUCER_EPOCH = 47
 
 
 def _varint(n):
-    n = (n << 1) ^ (n >> 63)   # zigzag
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
+    return varint(n, 64)
 
 
 def _record(offset_delta, value):
@@ -66,20 +58,7 @@ class Producer:
         self.raw.close()
 
     def init_producer_id(self):
-        """InitProducerId v1 without transactional id."""
-        deadline = time.monotonic() + 30
-        while True:
-            r = self.raw.call(22, 1, _nstr(None) + struct.pack(">i", 60000))
-            r.i32()
-            err = r.i16()
-            pid = r.take(">q")
-            epoch = r.i16()
-            # Retriable: COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE / NOT_COORDINATOR.
-            if err not in (14, 15, 16) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert err == 0, err
-        return pid, epoch
+        return self.raw.init_producer_id()
 
     def init_producer_id_v4(self, producer_id, producer_epoch, transactional_id=None):
         """InitProducerId v4 (flexible) with a client-supplied producer id and epoch;

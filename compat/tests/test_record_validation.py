@@ -21,7 +21,7 @@ import pytest
 import snappy
 import zstandard
 
-from grouputil import RawClient, _bytes, _nstr, _str
+from grouputil import RawClient, _bytes, _nstr, _str, varint
 from kafkautil import OP_TIMEOUT, consume, create_topic, watermarks
 
 pytestmark = pytest.mark.timeout(240)
@@ -37,22 +37,6 @@ UNSUPPORTED_COMPRESSION_TYPE = 76
 INVALID_RECORD = 87
 
 GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4
-
-
-def _zz(n, bits):
-    return (n << 1) ^ (n >> (bits - 1))
-
-
-def varint(n, bits=32):
-    n = _zz(n, bits) & ((1 << bits) - 1)
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
 
 
 def varlong(n):

@@ -18,6 +18,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, by attribute id.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
     /// The codec for an attribute id (0-4).
     pub fn from_id(id: u8) -> Result<Compression, CompressionError> {
         Ok(match id {
@@ -437,13 +446,7 @@ pub fn snappy_raw_compress(data: &[u8]) -> Result<Vec<u8>, CompressionError> {
 mod tests {
     use super::*;
 
-    const ALL: [Compression; 5] = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
+    const ALL: [Compression; 5] = Compression::ALL;
 
     fn sample() -> Vec<u8> {
         (0..200_000u32)

@@ -464,13 +464,7 @@ mod tests {
     use crate::Encoder;
     use bytes::{Bytes, BytesMut};
 
-    const ALL: [Compression; 5] = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
+    const ALL: [Compression; 5] = Compression::ALL;
     const CAP: usize = 64 << 20;
 
     fn builder(c: Compression, n: usize) -> RecordBatchBuilder {
