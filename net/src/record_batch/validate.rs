@@ -111,6 +111,25 @@ trait Source {
     fn skip(&mut self, n: usize) -> Result<bool, ValidationError>;
     /// Bytes consumed so far.
     fn consumed(&self) -> u64;
+    /// The raw (not zigzag-decoded) bits of a varint of at most `max_bytes` bytes;
+    /// `Ok(None)` when the records end inside it.
+    #[inline]
+    fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let Some(b) = self.byte()? else {
+                return Ok(None);
+            };
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(Some(value));
+            }
+        }
+        Err(ValidationError::Record {
+            index,
+            reason: "varint too long",
+        })
+    }
 }
 
 struct SliceSource<'a> {
@@ -137,6 +156,35 @@ impl Source for SliceSource<'_> {
     #[inline]
     fn consumed(&self) -> u64 {
         self.pos as u64
+    }
+    #[inline]
+    fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
+        let rest = &self.data[self.pos..];
+        // Most record fields (attributes, small deltas and lengths) are one byte.
+        match rest.first() {
+            None => return Ok(None),
+            Some(&b) if b & 0x80 == 0 => {
+                self.pos += 1;
+                return Ok(Some(u64::from(b)));
+            }
+            Some(_) => {}
+        }
+        let mut value: u64 = 0;
+        for (i, &b) in rest.iter().take(max_bytes as usize).enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.pos += i + 1;
+                return Ok(Some(value));
+            }
+        }
+        if rest.len() < max_bytes as usize {
+            self.pos = self.data.len();
+            return Ok(None);
+        }
+        Err(ValidationError::Record {
+            index,
+            reason: "varint too long",
+        })
     }
 }
 
@@ -223,20 +271,8 @@ fn read_unsigned<S: Source>(
     index: u32,
     max_bytes: u32,
 ) -> Result<u64, ValidationError> {
-    let mut value: u64 = 0;
-    for i in 0..max_bytes {
-        let b = src
-            .byte()?
-            .ok_or(ValidationError::Record { index, reason: EOF })?;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(ValidationError::Record {
-        index,
-        reason: "varint too long",
-    })
+    src.raw_varint(max_bytes, index)?
+        .ok_or(ValidationError::Record { index, reason: EOF })
 }
 
 #[inline]
@@ -269,26 +305,25 @@ impl<S: Source> Framed<'_, S> {
             reason,
         }
     }
-    fn check_within(&self) -> Result<(), ValidationError> {
-        if self.src.consumed() > self.end {
-            return Err(self.err("record fields run past its length"));
-        }
-        Ok(())
-    }
+    // Fields are read without checking the record's end after each one: a record whose
+    // fields run past its length fails the final `consumed == end` check (and lengths
+    // are checked against what is left before anything is skipped).
+    #[inline]
     fn byte(&mut self) -> Result<u8, ValidationError> {
-        let b = self.src.byte()?.ok_or_else(|| self.err(EOF))?;
-        self.check_within()?;
-        Ok(b)
+        self.src.byte()?.ok_or_else(|| self.err(EOF))
     }
+    #[inline]
     fn varint(&mut self) -> Result<i32, ValidationError> {
-        let v = varint(self.src, self.index)?;
-        self.check_within()?;
-        Ok(v)
+        varint(self.src, self.index)
     }
+    #[inline]
     fn varlong(&mut self) -> Result<i64, ValidationError> {
-        let v = varlong(self.src, self.index)?;
-        self.check_within()?;
-        Ok(v)
+        varlong(self.src, self.index)
+    }
+    /// Bytes of the record not read yet (0 once its fields ran past its length).
+    #[inline]
+    fn left(&self) -> u64 {
+        self.end.saturating_sub(self.src.consumed())
     }
     /// Skips a length-prefixed field of `len` bytes; -1 (null) when `nullable`.
     fn skip_field(
@@ -303,8 +338,7 @@ impl<S: Source> Framed<'_, S> {
         if len < 0 {
             return Err(self.err(what));
         }
-        let n = len as u64;
-        if n > self.end - self.src.consumed() {
+        if len as u64 > self.left() {
             return Err(self.err("record fields run past its length"));
         }
         if !self.src.skip(len as usize)? {
@@ -363,7 +397,7 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
             return Err(r.err("negative header count"));
         }
         // Each header takes at least two bytes (its two lengths).
-        if headers as u64 > (r.end - r.src.consumed()) / 2 {
+        if headers as u64 > r.left() / 2 {
             return Err(r.err("header count larger than the record"));
         }
         for _ in 0..headers {
@@ -372,8 +406,10 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
             let vlen = r.varint()?;
             r.skip_field(vlen, true, "invalid header value length")?;
         }
-        if r.src.consumed() != r.end {
-            return Err(r.err("record length does not match its fields"));
+        match r.src.consumed() {
+            c if c > r.end => return Err(r.err("record fields run past its length")),
+            c if c < r.end => return Err(r.err("record length does not match its fields")),
+            _ => {}
         }
         consecutive &= i64::from(offset_delta) == i64::from(index);
         // Checked even when LogAppendTime replaces it, so that no stored batch has a
