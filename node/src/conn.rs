@@ -81,8 +81,9 @@ async fn take_memory(
 
 /// Make room in `buf` for the next read. A frame that does not fit the buffer first
 /// takes its whole size from the request memory budget (all or nothing, so frames
-/// being read never wait on each other), then the buffer doubles towards the frame's
-/// end as bytes arrive: a size prefix alone costs no memory.
+/// being read never wait on each other) once more than a read chunk of it is here,
+/// then gets room for all of it: a size prefix alone costs no memory, and a large
+/// frame is allocated once.
 async fn make_room(
     ctx: &ShardContext,
     pool: &Arc<RequestMemory>,
@@ -104,7 +105,9 @@ async fn make_room(
         if permit.is_none() {
             *permit = Some(take_memory(ctx, pool, frame_end).await?);
         }
-        frame_end.min(buf.capacity().saturating_mul(2).max(buf.len() + READ_CHUNK))
+        // The whole frame is accounted for now: room for all of it at once, so a large
+        // request is not copied again at every doubling.
+        frame_end
     } else {
         buf.len() + READ_CHUNK
     };
