@@ -113,23 +113,7 @@ trait Source {
     fn consumed(&self) -> u64;
     /// The raw (not zigzag-decoded) bits of a varint of at most `max_bytes` bytes;
     /// `Ok(None)` when the records end inside it.
-    #[inline]
-    fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
-        let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let Some(b) = self.byte()? else {
-                return Ok(None);
-            };
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(Some(value));
-            }
-        }
-        Err(ValidationError::Record {
-            index,
-            reason: "varint too long",
-        })
-    }
+    fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError>;
 }
 
 struct SliceSource<'a> {
@@ -159,33 +143,62 @@ impl Source for SliceSource<'_> {
     }
     #[inline]
     fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
-        let rest = &self.data[self.pos..];
-        // Most record fields (attributes, small deltas and lengths) are one byte.
-        match rest.first() {
-            None => return Ok(None),
-            Some(&b) if b & 0x80 == 0 => {
-                self.pos += 1;
-                return Ok(Some(u64::from(b)));
-            }
-            Some(_) => {}
-        }
-        let mut value: u64 = 0;
-        for (i, &b) in rest.iter().take(max_bytes as usize).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                self.pos += i + 1;
-                return Ok(Some(value));
-            }
-        }
-        if rest.len() < max_bytes as usize {
-            self.pos = self.data.len();
-            return Ok(None);
-        }
-        Err(ValidationError::Record {
-            index,
-            reason: "varint too long",
-        })
+        let (value, used) = varint_in(&self.data[self.pos..], max_bytes, index)?;
+        self.pos += used;
+        Ok(value)
     }
+}
+
+/// The raw bits of a varint of at most `max_bytes` bytes, read byte by byte.
+fn varint_bytewise<S: Source + ?Sized>(
+    src: &mut S,
+    max_bytes: u32,
+    index: u32,
+) -> Result<Option<u64>, ValidationError> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let Some(b) = src.byte()? else {
+            return Ok(None);
+        };
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    Err(ValidationError::Record {
+        index,
+        reason: "varint too long",
+    })
+}
+
+/// Decodes the raw bits of a varint of at most `max_bytes` bytes at the start of
+/// `rest`: `(Some(value), bytes used)`, or `(None, rest.len())` when `rest` ends inside
+/// it. Most record fields (attributes, small deltas and lengths) take one byte.
+#[inline]
+fn varint_in(
+    rest: &[u8],
+    max_bytes: u32,
+    index: u32,
+) -> Result<(Option<u64>, usize), ValidationError> {
+    match rest.first() {
+        None => return Ok((None, 0)),
+        Some(&b) if b & 0x80 == 0 => return Ok((Some(u64::from(b)), 1)),
+        Some(_) => {}
+    }
+    let mut value: u64 = 0;
+    for (i, &b) in rest.iter().take(max_bytes as usize).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((Some(value), i + 1));
+        }
+    }
+    if rest.len() < max_bytes as usize {
+        return Ok((None, rest.len()));
+    }
+    Err(ValidationError::Record {
+        index,
+        reason: "varint too long",
+    })
 }
 
 struct StreamSource<R> {
@@ -259,6 +272,21 @@ impl<R: Read> Source for StreamSource<R> {
     }
     fn consumed(&self) -> u64 {
         self.consumed
+    }
+    #[inline]
+    fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        match varint_in(&self.buf[self.start..self.end], max_bytes, index)? {
+            (Some(v), used) => {
+                self.start += used;
+                self.consumed += used as u64;
+                Ok(Some(v))
+            }
+            // Split across two reads of the stream: byte by byte.
+            (None, _) => varint_bytewise(self, max_bytes, index),
+        }
     }
 }
 
