@@ -559,20 +559,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 
 /// A random, non-zero topic id (version-4 UUID layout).
 fn new_topic_id() -> [u8; 16] {
-    let mut id = [0u8; 16];
-    // getrandom(2) never fails for 16 bytes once the pool is initialised; fall back to
-    // time and address entropy just in case.
-    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
-    if n != id.len() as isize {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(1);
-        id = (t ^ (&id as *const _ as u128)).to_le_bytes();
-    }
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
+    crate::random_id::uuid_v4()
 }
 
 #[cfg(test)]

@@ -33,22 +33,12 @@ pub fn is_deleted_dir_name(name: &str) -> bool {
     name.ends_with(DELETE_DIR_SUFFIX)
 }
 
-/// 16 random bytes as 32 lowercase hex digits (a UUID without its dashes, as Kafka
-/// writes it).
+/// A random UUID as 32 lowercase hex digits (without its dashes, as Kafka writes it).
 fn random_hex_id() -> String {
-    let mut id = [0u8; 16];
-    // SAFETY: getrandom writes at most id.len() bytes into the buffer.
-    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
-    if n != id.len() as isize {
-        // getrandom(2) does not fail for 16 bytes once the pool is seeded; if it ever
-        // does, time and address bits still make the name unique enough for a rename.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(1);
-        id = (t ^ (&id as *const _ as u128) ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
-    }
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random_id::uuid_v4()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The deleted-partition directories directly under `data_dir` (real directories only,

@@ -15,6 +15,7 @@ mod metadata;
 mod metrics;
 mod partition;
 mod producer_state;
+mod random_id;
 mod route;
 mod shard;
 mod topic_config;
