@@ -549,7 +549,8 @@ async fn expect_zeros_to_end(file: &File, path: &Path, from: u64, file_len: u64)
 
 /// Load the last segment after a clean shutdown: trust it like a closed segment
 /// (index sanity check and tail verification), then make it appendable again.
-/// Falls back to [`load_active`]'s full scan if the checks fail.
+/// Falls back to [`load_active`]'s full scan if that fails, except on corruption: the
+/// segment was sealed at close, so damage in it is damage to synced data.
 pub async fn load_active_clean(
     dir: &Path,
     base: i64,
