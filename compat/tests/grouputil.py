@@ -245,6 +245,17 @@ class RawClient:
     def call(self, api_key, version, body):
         return self.receive(self.send(api_key, version, body))
 
+    def produce(self, topic, partition, records, timeout_ms=int(OP_TIMEOUT * 1000)):
+        """Produce v7, acks=-1, one partition's records: (error_code, base_offset)."""
+        body = (_nstr(None) + struct.pack(">hi", -1, timeout_ms) + struct.pack(">i", 1)
+                + _str(topic) + struct.pack(">i", 1) + struct.pack(">i", partition) + _bytes(records))
+        r = self.call(0, 7, body)
+        topics = r.array(lambda x: (x.str(), x.array(lambda y: (
+            y.i32(), y.i16(), y.take(">q"), y.take(">q"), y.take(">q")))))
+        (_, parts), = topics
+        (_, err, base, _, _), = parts
+        return err, base
+
     def init_producer_id(self):
         """InitProducerId v1 without transactional id: (producer id, epoch), retrying
         while the broker answers COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE /

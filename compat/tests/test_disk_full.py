@@ -22,7 +22,6 @@ O_DIRECT write. The contract:
 Needs root (mount); skipped otherwise, and against an external broker."""
 import os
 import shutil
-import struct
 import subprocess
 import time
 import uuid
@@ -32,7 +31,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import EXTERNAL, RUNS, free_port
-from grouputil import ConfiguredBroker, RawClient, _bytes, _nstr, _str
+from grouputil import ConfiguredBroker, RawClient
 from kafkautil import admin, create_topic, java_jar, produce, wait_topic, watermarks
 from test_idempotent_raw import record_batch
 
@@ -214,14 +213,7 @@ class RawProducer:
 
     def produce(self, topic, partition, batch):
         """(error_code, base_offset)."""
-        body = (_nstr(None) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1)
-                + _str(topic) + struct.pack(">i", 1) + struct.pack(">i", partition) + _bytes(batch))
-        r = self.raw.call(0, 7, body)
-        topics = r.array(lambda x: (x.str(), x.array(lambda y: (
-            y.i32(), y.i16(), y.take(">q"), y.take(">q"), y.take(">q")))))
-        (_, parts), = topics
-        (_, err, base, _, _), = parts
-        return err, base
+        return self.raw.produce(topic, partition, batch, timeout_ms=10000)
 
 
 def plain_batch(values):

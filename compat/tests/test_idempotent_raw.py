@@ -13,8 +13,8 @@ import uuid
 import crc32c
 import pytest
 
-from grouputil import RawClient, _bytes, _nstr, _str, varint
-from kafkautil import OP_TIMEOUT, consume, create_topic, watermarks
+from grouputil import RawClient, varint
+from kafkautil import consume, create_topic, watermarks
 
 # spate exits 0 after SIGTERM; the JVM (Kafka, when validating the suite) exits 143.
 TERM_EXIT_CODES = {int(c) for c in os.environ.get("SPATE_COMPAT_TERM_EXIT_CODES", "0").split(",")}
@@ -77,14 +77,7 @@ class Producer:
 
     def produce(self, topic, partition, batch):
         """Produce v7, acks=-1; returns (error_code, base_offset)."""
-        body = (_nstr(None) + struct.pack(">hi", -1, int(OP_TIMEOUT * 1000)) + struct.pack(">i", 1)
-                + _str(topic) + struct.pack(">i", 1) + struct.pack(">i", partition) + _bytes(batch))
-        r = self.raw.call(0, 7, body)
-        topics = r.array(lambda x: (x.str(), x.array(lambda y: (
-            y.i32(), y.i16(), y.take(">q"), y.take(">q"), y.take(">q")))))
-        (_, parts), = topics
-        (_, err, base, _, _), = parts
-        return err, base
+        return self.raw.produce(topic, partition, batch)
 
 
 def _vals(tag, n):

@@ -21,7 +21,7 @@ import pytest
 import snappy
 import zstandard
 
-from grouputil import RawClient, _bytes, _nstr, _str, varint
+from grouputil import RawClient, varint
 from kafkautil import OP_TIMEOUT, consume, create_topic, watermarks
 
 pytestmark = pytest.mark.timeout(240)
@@ -175,19 +175,12 @@ class RawProducer:
     def produce(self, topic, data, partition=0):
         """Produce v7, acks=-1: (error_code, base_offset); 'closed' if the broker closed
         the connection instead of answering."""
-        body = (_nstr(None) + struct.pack(">hi", -1, int(OP_TIMEOUT * 1000)) + struct.pack(">i", 1)
-                + _str(topic) + struct.pack(">i", 1) + struct.pack(">i", partition) + _bytes(data))
         try:
-            r = self.raw.call(0, 7, body)
+            return self.raw.produce(topic, partition, data)
         except (ConnectionError, OSError):
             self.raw.close()
             self.raw = RawClient.to(self.bootstrap)
             return "closed", -1
-        topics = r.array(lambda x: (x.str(), x.array(lambda y: (
-            y.i32(), y.i16(), y.take(">q"), y.take(">q"), y.take(">q")))))
-        (_, parts), = topics
-        (_, err, base, _, _), = parts
-        return err, base
 
 
 def _high_watermark(bootstrap, topic):

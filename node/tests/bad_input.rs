@@ -12,15 +12,13 @@ use std::net::TcpStream;
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
-use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    ProduceRequest, ProduceResponse,
+    ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
 };
 use spate_net::record_batch::RecordBatchBuilder;
-use spate_net::{ApiKey, Message, Records};
+use spate_net::{ApiKey, Message};
 
-use common::{connect, read_response, read_response_header, request, send, Broker};
+use common::{connect, create_topic, produce_request, read_response, request, send, Broker};
 
 /// The connection was closed by the broker (EOF rather than a response).
 fn assert_closed(stream: &mut TcpStream) {
@@ -127,20 +125,7 @@ fn broker_survives_malformed_requests() {
 fn corrupt_and_misdirected_batches_get_kafka_errors() {
     let broker = Broker::start("bad-batches");
     let mut s = connect(&broker);
-    let create = CreateTopicsRequest {
-        topics: vec![spate_net::messages::create_topics_request::CreatableTopic {
-            name: "bad-batches".into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            ..Default::default()
-        }],
-        timeout_ms: 5000,
-        ..Default::default()
-    };
-    send(&mut s, request(ApiKey::CreateTopics, 5, 1, &create));
-    let (_, mut body) = read_response_header(&mut s, true).unwrap();
-    let created = CreateTopicsResponse::decode(&mut body, 5).unwrap();
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topic(&mut s, "bad-batches", 1, &[]);
 
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(1_700_000_000_000, Some(b"k"), Some(b"v"), &[]);
@@ -148,18 +133,8 @@ fn corrupt_and_misdirected_batches_get_kafka_errors() {
     let mut corrupt = good.to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x55;
-    let produce = |topic: &str, records: Bytes, partition: i32| ProduceRequest {
-        acks: 1,
-        timeout_ms: 5000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![PartitionProduceData {
-                index: partition,
-                records: Some(Records::from(records)),
-            }],
-        }],
-        ..Default::default()
-    };
+    let produce =
+        |topic: &str, records: Bytes, partition: i32| produce_request(topic, partition, records);
     let cases: [(&str, Bytes, i32, i16); 4] = [
         ("bad-batches", Bytes::from(corrupt), 0, 2), // CORRUPT_MESSAGE
         ("no-such-topic", good.clone(), 0, 3),       // UNKNOWN_TOPIC_OR_PARTITION

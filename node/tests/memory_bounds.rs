@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
-use spate_net::messages::create_topics_request::CreatableTopic;
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest,
+    ProduceResponse,
 };
 use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::{ApiKey, Message, Records};
 
-use common::{connect, read_response, read_response_header, request, send, Broker};
+use common::{connect, create_topic, produce_request, read_response, request, send, Broker};
 
 const FETCH_VERSION: i16 = 11;
 
@@ -62,25 +61,6 @@ fn vm_bytes(broker: &Broker, field: &str) -> u64 {
         * 1024
 }
 
-fn create_topic(s: &mut TcpStream, name: &str, partitions: i32) {
-    let create = CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: name.into(),
-            num_partitions: partitions,
-            replication_factor: 1,
-            ..Default::default()
-        }],
-        timeout_ms: 5000,
-        ..Default::default()
-    };
-    send(s, request(ApiKey::CreateTopics, 5, 1, &create));
-    let (_, mut body) = read_response_header(s, true).unwrap();
-    assert_eq!(
-        CreateTopicsResponse::decode(&mut body, 5).unwrap().topics[0].error_code,
-        0
-    );
-}
-
 fn batch(records: usize, value_len: usize) -> Bytes {
     let mut b = RecordBatchBuilder::new(Compression::None);
     for i in 0..records {
@@ -95,18 +75,7 @@ fn batch(records: usize, value_len: usize) -> Bytes {
 }
 
 fn produce(s: &mut TcpStream, topic: &str, partition: i32, records: Bytes) -> i64 {
-    let req = ProduceRequest {
-        acks: 1,
-        timeout_ms: 5000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![PartitionProduceData {
-                index: partition,
-                records: Some(Records::from(records)),
-            }],
-        }],
-        ..Default::default()
-    };
+    let req = produce_request(topic, partition, records);
     send(s, request(ApiKey::Produce, 7, 9, &req));
     let (_, mut body) = read_response(s).unwrap();
     let p =
@@ -232,7 +201,7 @@ fn request_memory_budget_pushes_back_and_refuses_oversized_frames() {
     let broker =
         Broker::start_with_config("membound-budget", "queued_max_request_bytes = 4194304\n");
     let mut setup = connect(&broker);
-    create_topic(&mut setup, "budget", 1);
+    create_topic(&mut setup, "budget", 1, &[]);
 
     // A holds 3 MiB of the 4 MiB budget: a declared 3 MiB frame with its body started.
     let mut a = connect(&broker);
@@ -297,7 +266,7 @@ fn request_memory_budget_pushes_back_and_refuses_oversized_frames() {
 fn idle_connections_are_closed() {
     let broker = Broker::start_with_config("membound-idle", "connections_max_idle_ms = 600\n");
     let mut setup = connect(&broker);
-    create_topic(&mut setup, "idle", 1);
+    create_topic(&mut setup, "idle", 1, &[]);
     drop(setup);
 
     let started = Instant::now();
@@ -373,7 +342,7 @@ fn fetch_responses_stay_within_fetch_max_bytes() {
     let broker =
         Broker::start_with_config("membound-fetch", &format!("fetch_max_bytes = {LIMIT}\n"));
     let mut s = connect(&broker);
-    create_topic(&mut s, "bounded", 3);
+    create_topic(&mut s, "bounded", 3, &[]);
     // 40 batches of ~8 KiB (4 records each) in each partition: 320 KiB, 5x the limit.
     for p in 0..3 {
         for _ in 0..40 {
@@ -426,7 +395,7 @@ fn fetch_responses_stay_within_fetch_max_bytes() {
     assert_eq!(seen, (0..160).collect::<Vec<_>>());
 
     // Many partitions with a little data each: all of them in one response.
-    create_topic(&mut s, "spread", 8);
+    create_topic(&mut s, "spread", 8, &[]);
     for p in 0..8 {
         produce(&mut s, "spread", p, batch(1, 100));
     }
@@ -439,7 +408,7 @@ fn fetch_responses_stay_within_fetch_max_bytes() {
     );
 
     // A batch larger than the whole limit still comes back whole, alone (KIP-74).
-    create_topic(&mut s, "big", 2);
+    create_topic(&mut s, "big", 2, &[]);
     produce(&mut s, "big", 0, batch(1, 100_000));
     produce(&mut s, "big", 0, batch(1, 10));
     produce(&mut s, "big", 1, batch(1, 10));

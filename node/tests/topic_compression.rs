@@ -6,42 +6,18 @@ mod common;
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
-use spate_net::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
-use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use spate_net::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ProduceRequest,
-    ProduceResponse,
-};
+use spate_net::messages::{FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
 use spate_net::record_batch::{self, RecordBatchBuilder};
-use spate_net::{ApiKey, Message, Records};
+use spate_net::{ApiKey, Message};
 
-use common::{connect, read_response, read_response_header, request, send, Broker};
+use common::{connect, create_topic, produce_request, read_response, request, send, Broker};
 
 #[test]
 fn batches_are_stored_in_the_topic_codec() {
     let broker = Broker::start("compression");
     let mut s = connect(&broker);
-    let create = CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: "zstd-topic".into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            configs: vec![CreatableTopicConfig {
-                name: "compression.type".into(),
-                value: Some("zstd".into()),
-            }],
-            ..Default::default()
-        }],
-        timeout_ms: 5000,
-        ..Default::default()
-    };
-    send(&mut s, request(ApiKey::CreateTopics, 5, 1, &create));
-    let (_, mut body) = read_response_header(&mut s, true).unwrap();
-    assert_eq!(
-        CreateTopicsResponse::decode(&mut body, 5).unwrap().topics[0].error_code,
-        0
-    );
+    create_topic(&mut s, "zstd-topic", 1, &[("compression.type", "zstd")]);
 
     // Two batches: one uncompressed, one gzip, with keys, null values and headers.
     let mut plain = RecordBatchBuilder::new(Compression::None);
@@ -57,15 +33,7 @@ fn batches_are_stored_in_the_topic_codec() {
     let records = [plain.build().unwrap(), gz.build().unwrap()].concat();
     let produce = ProduceRequest {
         acks: -1,
-        timeout_ms: 5000,
-        topic_data: vec![TopicProduceData {
-            name: "zstd-topic".into(),
-            partition_data: vec![PartitionProduceData {
-                index: 0,
-                records: Some(Records::from(Bytes::from(records))),
-            }],
-        }],
-        ..Default::default()
+        ..produce_request("zstd-topic", 0, Bytes::from(records))
     };
     send(&mut s, request(ApiKey::Produce, 8, 2, &produce));
     let (_, mut body) = read_response(&mut s).unwrap();

@@ -143,3 +143,51 @@ pub fn read_response_header(
 pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(i32, Bytes)> {
     read_response_header(stream, false)
 }
+
+/// CreateTopics v5 for one topic with `configs`; asserts it was created.
+pub fn create_topic(stream: &mut TcpStream, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use spate_net::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use spate_net::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    let create = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| CreatableTopicConfig {
+                    name: (*k).into(),
+                    value: Some((*v).into()),
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    send(stream, request(ApiKey::CreateTopics, 5, 1, &create));
+    let (_, mut body) = read_response_header(stream, true).unwrap();
+    let created = CreateTopicsResponse::decode(&mut body, 5).unwrap();
+    assert_eq!(created.topics[0].error_code, 0, "creating {name}");
+}
+
+/// A Produce request (acks=1) of one partition's records.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> spate_net::messages::ProduceRequest {
+    use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    spate_net::messages::ProduceRequest {
+        acks: 1,
+        timeout_ms: 5000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: partition,
+                records: Some(spate_net::Records::from(records)),
+            }],
+        }],
+        ..Default::default()
+    }
+}
