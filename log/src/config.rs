@@ -35,8 +35,9 @@ pub struct LogConfig {
     /// value of at least `segment_bytes` allocates the whole segment at once (Kafka's
     /// `preallocate`). Default 64 MiB.
     pub preallocate_bytes: u64,
-    /// Memory budget of this log's batch cache (recently written batches served to
-    /// readers without disk I/O). Default 16 MiB; `0` disables the cache.
+    /// Memory budget of this log's own batch cache (recently written batches served to
+    /// readers without disk I/O), used when the log is opened without a shared cache
+    /// (`PartitionLog::open_with`); ignored otherwise. Default 16 MiB; `0` disables it.
     pub cache_bytes: usize,
     /// When the file system rejects `O_DIRECT` (tmpfs, some FUSE/overlay setups), fall
     /// back to buffered I/O (with a warning) instead of failing `open`. Default true.

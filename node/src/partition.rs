@@ -93,7 +93,7 @@ pub fn log_config(
         index_interval_bytes: c.index_interval_bytes.max(0) as u32,
         flush_messages: c.flush_messages,
         flush_ms: c.flush_ms,
-        // The shard's shared batch cache is used instead.
+        // Ignored: partitions use their shard's shared batch cache.
         cache_bytes: 0,
         preallocate_bytes: if c.preallocate {
             c.segment_bytes.max(4096) as u64
