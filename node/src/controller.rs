@@ -393,7 +393,7 @@ impl Controller {
             };
             topic_config::validate(k, v)
                 .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
-            configs.insert(k.clone(), v.trim().to_string());
+            configs.insert(k.clone(), topic_config::normalize(k, v));
         }
         Ok(MetadataRecord::CreateTopic {
             name: t.name.clone(),
@@ -468,7 +468,7 @@ fn plan_configs(
             for (k, v) in entries {
                 let v = v.ok_or_else(|| invalid(format!("Null value not supported for {k}")))?;
                 topic_config::validate(&k, &v).map_err(invalid)?;
-                configs.insert(k, v.trim().to_string());
+                configs.insert(k.clone(), topic_config::normalize(&k, &v));
             }
         }
         ConfigChange::Incremental(ops) => {
@@ -480,7 +480,7 @@ fn plan_configs(
                         let v =
                             v.ok_or_else(|| invalid(format!("Null value not supported for {k}")))?;
                         topic_config::validate(&k, &v).map_err(invalid)?;
-                        configs.insert(k, v.trim().to_string());
+                        configs.insert(k.clone(), topic_config::normalize(&k, &v));
                     }
                     alter_op::DELETE => {
                         configs.remove(&k);

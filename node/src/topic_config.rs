@@ -104,13 +104,11 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::List,
         broker_synonym: "log.cleanup.policy",
         default: |_| "delete".into(),
-        // Compaction is not built yet; accepting "compact" would silently keep everything.
-        validate: |v| match v.trim() {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => {
-                Err("cleanup.policy=compact is not supported yet".into())
-            }
-            _ => Err("must be delete".into()),
+        // A list of `compact` and `delete` (either order, duplicates folded); empty means
+        // neither (Kafka 4: data is kept forever).
+        validate: |v| match v.split(',').map(str::trim).find(|p| !p.is_empty() && *p != "compact" && *p != "delete") {
+            Some(_) => Err("String must be one of: compact, delete".into()),
+            None => Ok(()),
         },
     },
     TopicConfigDef {
@@ -156,7 +154,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.delete.retention.ms",
         default: |_| "86400000".into(),
-        // Compaction settings: kept and described; they act once compaction exists.
+        // How long a tombstone stays readable once the cleaner has seen it (KIP-534).
         validate: |v| long_at_least(0)(v),
     },
     TopicConfigDef {
@@ -347,6 +345,23 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The stored form of a value: list configs trimmed item by item, duplicates folded,
+/// joined with `,` (as Kafka describes them); other values trimmed.
+pub fn normalize(name: &str, value: &str) -> String {
+    match find(name) {
+        Some(def) if def.kind == ConfigType::List => {
+            let mut items: Vec<&str> = Vec::new();
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            items.join(",")
+        }
+        _ => value.trim().to_string(),
+    }
+}
+
 /// A topic's effective settings: its overrides over the broker defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffectiveTopicConfig {
@@ -369,6 +384,14 @@ pub struct EffectiveTopicConfig {
     pub preallocate: bool,
     pub segment_index_bytes: i32,
     pub segment_jitter_ms: i64,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the last record per key.
+    pub compact: bool,
+    /// `cleanup.policy` contains `delete`: retention by time and size applies.
+    pub delete: bool,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
 }
 
 impl EffectiveTopicConfig {
@@ -383,6 +406,8 @@ impl EffectiveTopicConfig {
         let long = |name: &str, fallback: i64| get(name).trim().parse::<i64>().unwrap_or(fallback);
         let int = |name: &str, fallback: i32| get(name).trim().parse::<i32>().unwrap_or(fallback);
         let compression = Compression::from_name(get("compression.type").trim());
+        let policy = get("cleanup.policy");
+        let has_policy = |p: &str| policy.split(',').any(|i| i.trim() == p);
         EffectiveTopicConfig {
             retention_ms: long("retention.ms", defaults.retention_ms),
             retention_bytes: long("retention.bytes", defaults.retention_bytes),
@@ -412,6 +437,15 @@ impl EffectiveTopicConfig {
             preallocate: get("preallocate").trim() == "true",
             segment_index_bytes: int("segment.index.bytes", 10 << 20),
             segment_jitter_ms: long("segment.jitter.ms", 0),
+            compact: has_policy("compact"),
+            delete: has_policy("delete"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms", 0),
+            max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX),
+            delete_retention_ms: long("delete.retention.ms", 86_400_000),
         }
     }
 }
@@ -455,7 +489,15 @@ mod tests {
         );
         assert!(validate("retention.bytes", "x").is_err());
         assert!(validate("no.such.config", "1").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        for ok in ["compact", "delete", "compact,delete", "delete, compact", "", "compact,compact"] {
+            assert!(validate("cleanup.policy", ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            validate("cleanup.policy", "none"),
+            Err("Invalid value none for configuration cleanup.policy: String must be one of: compact, delete".into())
+        );
+        assert_eq!(normalize("cleanup.policy", " compact , delete,compact"), "compact,delete");
+        assert_eq!(normalize("retention.ms", " 5 "), "5");
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }
 
