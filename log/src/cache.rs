@@ -146,6 +146,14 @@ impl BatchCache {
         }
     }
 
+    fn remove_range(&mut self, log: u64, from: i64, to: i64) {
+        let Some(m) = self.logs.get(&log) else { return };
+        let doomed: Vec<i64> = m.range(from..to).map(|(b, _)| *b).collect();
+        for b in doomed {
+            self.remove(log, b);
+        }
+    }
+
     fn remove_log(&mut self, log: u64) {
         if let Some(m) = self.logs.remove(&log) {
             for e in m.into_values() {
@@ -275,6 +283,11 @@ impl CacheHandle {
     /// Drop every batch with a base offset >= `offset` or whose last offset is < `below`.
     pub fn retain_range(&self, below: i64, offset: i64) {
         self.cache.borrow_mut().retain_range(self.id, below, offset);
+    }
+
+    /// Drop every batch with a base offset in `[from, to)` (a range compaction rewrote).
+    pub fn remove_range(&self, from: i64, to: i64) {
+        self.cache.borrow_mut().remove_range(self.id, from, to);
     }
 
     /// Consecutive cached batches starting with the one containing `start`, all ending

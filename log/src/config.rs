@@ -16,6 +16,10 @@ pub struct LogConfig {
     /// `retention.bytes`: delete the oldest closed segments while the log is larger
     /// than this. Default `-1` (unlimited).
     pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete`: `retention.ms` and `retention.bytes` apply.
+    /// Without it (compact only, or an empty policy) nothing is deleted by age or size.
+    /// Default true.
+    pub retention_enabled: bool,
     /// `index.interval.bytes`: bytes of batches between two sparse index entries.
     /// Default 4096.
     pub index_interval_bytes: u32,
@@ -54,6 +58,7 @@ impl Default for LogConfig {
             segment_ms: SEVEN_DAYS_MS,
             retention_ms: SEVEN_DAYS_MS,
             retention_bytes: -1,
+            retention_enabled: true,
             index_interval_bytes: 4096,
             max_index_bytes: 10 * 1024 * 1024,
             flush_messages: i64::MAX,

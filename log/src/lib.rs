@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod buf;
 pub mod cache;
+pub mod clean;
 mod config;
 mod error;
 pub mod index;

@@ -19,12 +19,30 @@ pub fn file_stem(base: i64) -> String {
 
 /// Paths of a segment's three files.
 pub fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+    paths_with_suffix(dir, base, "")
+}
+
+/// Paths of a segment's three files with `suffix` appended to each name (the cleaner's
+/// `.cleaned` files, see `clean::swap`).
+pub fn paths_with_suffix(dir: &Path, base: i64, suffix: &str) -> (PathBuf, PathBuf, PathBuf) {
     let stem = file_stem(base);
     (
-        dir.join(format!("{stem}.log")),
-        dir.join(format!("{stem}.index")),
-        dir.join(format!("{stem}.timeindex")),
+        dir.join(format!("{stem}.log{suffix}")),
+        dir.join(format!("{stem}.index{suffix}")),
+        dir.join(format!("{stem}.timeindex{suffix}")),
     )
+}
+
+/// Where a closed segment's batches must end, checked when it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCheck {
+    /// The last segment: nothing to check.
+    None,
+    /// Exactly at the next segment's base: a gap means written batches are gone.
+    Exact(i64),
+    /// At or below the next segment's base: a cleaned segment, whose last batches may
+    /// have been compacted away.
+    AtMost(i64),
 }
 
 /// In-memory state of one segment.
@@ -335,10 +353,19 @@ pub async fn write_indexes(
     time_idx: Vec<u8>,
 ) -> Result<()> {
     let (_, ip, tp) = paths(dir, base);
-    fio::write_small_file(&ip, offset_idx)
+    write_index_files(&ip, &tp, offset_idx, time_idx).await
+}
+
+async fn write_index_files(
+    ip: &Path,
+    tp: &Path,
+    offset_idx: Vec<u8>,
+    time_idx: Vec<u8>,
+) -> Result<()> {
+    fio::write_small_file(ip, offset_idx)
         .await
         .map_err(|e| LogError::io(format!("writing {}", ip.display()), e))?;
-    fio::write_small_file(&tp, time_idx)
+    fio::write_small_file(tp, time_idx)
         .await
         .map_err(|e| LogError::io(format!("writing {}", tp.display()), e))?;
     Ok(())
@@ -351,18 +378,38 @@ fn rebuild_into(seg: &mut Segment, interval: u64) -> impl FnMut(u64, &BatchHeade
 /// Load a closed (not last) segment: sanity-check its indexes, verify the batches after
 /// the last index entry, and rebuild the indexes by a full scan if either check fails.
 /// A closed segment with a bad batch is reported as [`LogError::Corrupt`].
-/// `next_base` is the base offset of the segment after it: its batches must end exactly
-/// there (checked before anything is repaired, so a damaged segment is left as found).
+/// `end` says where its batches must end relative to the next segment's base (checked
+/// before anything is repaired, so a damaged segment is left as found).
 pub async fn load_closed(
     dir: &Path,
     base: i64,
-    next_base: i64,
+    end: EndCheck,
+    interval: u64,
+    allow_fallback: bool,
+    now_ms: i64,
+) -> Result<Segment> {
+    let files = paths(dir, base);
+    Ok(
+        load_trusted(dir, &files, base, end, interval, allow_fallback, now_ms)
+            .await?
+            .0,
+    )
+}
+
+/// Load a sealed segment from `files` (data, offset index, time index), e.g. the
+/// cleaner's `.cleaned` files before they are swapped in. The segment's `path` is
+/// `files.0`; after a rename the caller updates it (open files follow the rename).
+pub async fn load_sealed_files(
+    dir: &Path,
+    files: &(PathBuf, PathBuf, PathBuf),
+    base: i64,
+    end: EndCheck,
     interval: u64,
     allow_fallback: bool,
     now_ms: i64,
 ) -> Result<Segment> {
     Ok(
-        load_trusted(dir, base, Some(next_base), interval, allow_fallback, now_ms)
+        load_trusted(dir, files, base, end, interval, allow_fallback, now_ms)
             .await?
             .0,
     )
@@ -371,13 +418,14 @@ pub async fn load_closed(
 /// [`load_closed`], also returning whether the file is open with O_DIRECT.
 async fn load_trusted(
     dir: &Path,
+    files: &(PathBuf, PathBuf, PathBuf),
     base: i64,
-    next_base: Option<i64>,
+    end: EndCheck,
     interval: u64,
     allow_fallback: bool,
     now_ms: i64,
 ) -> Result<(Segment, bool)> {
-    let (lp, ip, tp) = paths(dir, base);
+    let (lp, ip, tp) = files.clone();
     let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
     let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
         .await
@@ -386,6 +434,7 @@ async fn load_trusted(
         .await
         .map_err(|e| LogError::io(ctx("stat", &lp), e))?;
     let mut seg = Segment::new(dir, base, now_ms);
+    seg.path = lp.clone();
     seg.created_ms = std::fs::metadata(&lp)
         .and_then(|m| m.modified())
         .ok()
@@ -450,7 +499,7 @@ async fn load_trusted(
             seg.time_index = tidx;
             seg.next_offset = out.next_offset;
             valid_end = out.valid_end;
-            expect_end_offset(&lp, seg.next_offset, next_base)?;
+            expect_end_offset(&lp, seg.next_offset, end)?;
         }
         None => {
             let out = scan(&file, 0, file_len, base, rebuild_into(&mut seg, interval))
@@ -477,10 +526,10 @@ async fn load_trusted(
             }
             seg.finish_time_index();
             valid_end = out.valid_end;
-            expect_end_offset(&lp, seg.next_offset, next_base)?;
-            write_indexes(
-                dir,
-                base,
+            expect_end_offset(&lp, seg.next_offset, end)?;
+            write_index_files(
+                &ip,
+                &tp,
                 seg.index.bytes().to_vec(),
                 seg.time_index.bytes().to_vec(),
             )
@@ -499,11 +548,17 @@ async fn load_trusted(
 }
 
 /// A closed segment's batches end where the next segment begins: a gap means batches
-/// that were written are gone. (Compaction, when it comes, may leave gaps between
-/// cleaned segments; this check then applies to segments it has not cleaned.)
-fn expect_end_offset(path: &Path, end: i64, next_base: Option<i64>) -> Result<()> {
-    match next_base {
-        Some(next) if next != end => {
+/// that were written are gone. A cleaned segment may end earlier (its last batches
+/// were compacted away), never later.
+fn expect_end_offset(path: &Path, end: i64, check: EndCheck) -> Result<()> {
+    let bad = match check {
+        EndCheck::None => None,
+        EndCheck::Exact(next) if next != end => Some(next),
+        EndCheck::AtMost(next) if end > next => Some(next),
+        _ => None,
+    };
+    match bad {
+        Some(next) => {
             let what = if next < end {
                 "overlaps the next segment"
             } else {
@@ -558,8 +613,17 @@ pub async fn load_active_clean(
     allow_fallback: bool,
     now_ms: i64,
 ) -> Result<(Segment, bool)> {
-    let (mut seg, direct) = match load_trusted(dir, base, None, interval, allow_fallback, now_ms)
-        .await
+    let files = paths(dir, base);
+    let (mut seg, direct) = match load_trusted(
+        dir,
+        &files,
+        base,
+        EndCheck::None,
+        interval,
+        allow_fallback,
+        now_ms,
+    )
+    .await
     {
         Ok(s) => s,
         // Sealed at close: damage inside it is damage to synced data, not a torn write.

@@ -7,6 +7,7 @@
 //! truncation). This module holds the handle, its accessors and its lifecycle.
 
 mod append;
+mod compact;
 mod open;
 mod read;
 mod retention;
@@ -109,11 +110,46 @@ pub struct WriteTicket {
 
 struct Shared {
     state: RefCell<State>,
+    /// Held while the set of segments changes across awaits.
+    structure: StructureLock,
     /// Fired on every completed write (and on failure / writer exit).
     written: Event,
     /// Wakes the writer task.
     work: Event,
     writer: Cell<Option<compio::runtime::JoinHandle<()>>>,
+}
+
+/// Serialises the changes to which segments make up the log (retention, DeleteRecords,
+/// truncation, compaction swaps, deletion): each decides, then awaits I/O, then changes
+/// the segment map, and none may act on segments another is replacing.
+#[derive(Default)]
+struct StructureLock {
+    held: Cell<bool>,
+    released: Event,
+}
+
+impl StructureLock {
+    async fn lock(&self) -> StructureGuard<'_> {
+        loop {
+            if !self.held.get() {
+                self.held.set(true);
+                return StructureGuard(self);
+            }
+            let l = self.released.listen();
+            if self.held.get() {
+                l.await;
+            }
+        }
+    }
+}
+
+struct StructureGuard<'a>(&'a StructureLock);
+
+impl Drop for StructureGuard<'_> {
+    fn drop(&mut self) {
+        self.0.held.set(false);
+        self.0.released.notify(1);
+    }
 }
 
 /// One partition's log. Single-threaded (`!Send`): lives on one compio runtime thread.
@@ -315,6 +351,7 @@ impl PartitionLog {
     /// crash), then stop the writer, then remove the renamed directory off the shard
     /// thread. Reads already holding batches keep them; later appends fail.
     pub async fn delete(&self, graveyard: &Path) -> Result<()> {
+        let _guard = self.shared.structure.lock().await;
         let dir = self.dir();
         fio::rename(&dir, graveyard).await.map_err(io_err(format!(
             "renaming {} to {}",

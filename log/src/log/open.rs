@@ -13,10 +13,11 @@ use event_listener::Event;
 
 use crate::buf::{align_down, ALIGN};
 use crate::cache::{BatchCache, CacheHandle, SharedBatchCache};
+use crate::clean::swap;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::io as fio;
-use crate::segment::{self, Segment};
+use crate::segment::{self, EndCheck, Segment};
 
 use super::retention::remove_segment_files;
 use super::state::{Pending, State, MIN_WRITE_BUF};
@@ -60,6 +61,9 @@ impl PartitionLog {
     ) -> Result<PartitionLog> {
         let now = clock();
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        // Finish interrupted segment swaps before anything looks at the segments.
+        swap::recover(&dir).await?;
+        let cleaner = swap::read_checkpoint(&dir)?;
         let mut bases = Vec::new();
         let entries =
             std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?;
@@ -112,7 +116,15 @@ impl PartitionLog {
         let mut direct = true;
         for (i, &b) in bases.iter().enumerate() {
             let seg = match bases.get(i + 1) {
-                Some(&next) => segment::load_closed(&dir, b, next, interval, fallback, now).await?,
+                Some(&next) => {
+                    // A cleaned segment may end before the next one begins.
+                    let end = if b < cleaner.clean_end {
+                        EndCheck::AtMost(next)
+                    } else {
+                        EndCheck::Exact(next)
+                    };
+                    segment::load_closed(&dir, b, end, interval, fallback, now).await?
+                }
                 None => {
                     let (s, d) = if clean {
                         segment::load_active_clean(&dir, b, interval, fallback, now).await?
@@ -144,6 +156,8 @@ impl PartitionLog {
             clock,
             segments,
             log_start,
+            clean_end: cleaner.clean_end,
+            delete_horizon_ms: cleaner.delete_horizon_ms,
             leo,
             written_end: leo,
             pending: VecDeque::new(),
@@ -176,6 +190,7 @@ impl PartitionLog {
         }
         let shared = Rc::new(Shared {
             state: RefCell::new(st),
+            structure: Default::default(),
             written: Event::new(),
             work: Event::new(),
             writer: Cell::new(None),

@@ -66,8 +66,9 @@ impl PartitionLog {
                         log_end: we,
                     });
                 }
-                match st.segments.range(seg_from..).next() {
-                    Some((&b, seg)) if seg.size > 0 && b < we => {
+                // Cleaned segments may be empty (compaction removed all they held).
+                match st.segments.range(seg_from..).find(|(_, s)| s.size > 0) {
+                    Some((&b, seg)) if b < we => {
                         let file = seg.file.clone();
                         let (_, pos) = seg.index.lookup(start_offset);
                         Some((b, file, pos as u64, seg.size, ls, we, seg.path.clone()))

@@ -30,10 +30,14 @@ impl PartitionLog {
     }
 
     async fn retention_pass(&self, now_ms: i64) -> Result<(usize, bool)> {
+        let _guard = self.shared.structure.lock().await;
         let mut rolled = false;
         let doomed: Vec<i64> = {
             let mut st = self.shared.state.borrow_mut();
             let cfg = st.config.clone();
+            if !cfg.retention_enabled {
+                return Ok((0, false));
+            }
             let mut doomed = Vec::new();
             let closed: Vec<(i64, u64, i64, i64)> = st
                 .segments
@@ -123,6 +127,7 @@ impl PartitionLog {
     /// written end), persist it, and delete closed segments wholly below it. Returns the
     /// new log start offset.
     pub async fn delete_records(&self, before_offset: i64) -> Result<i64> {
+        let _guard = self.shared.structure.lock().await;
         let (doomed, cp, dir) = {
             let mut st = self.shared.state.borrow_mut();
             if before_offset > st.written_end || before_offset < 0 {
@@ -162,6 +167,7 @@ impl PartitionLog {
     /// the caller must not append while it runs.
     /// Returns the new log end offset.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        let _guard = self.shared.structure.lock().await;
         wait_idle(&self.shared).await?;
         let (ls, leo) = {
             let st = self.shared.state.borrow();

@@ -84,6 +84,10 @@ pub(super) struct State {
     pub clock: Clock,
     pub segments: BTreeMap<i64, Segment>,
     pub log_start: i64,
+    /// The cleaner checkpoint: offsets below were compacted by an earlier clean.
+    pub clean_end: i64,
+    /// Largest delete horizon the cleaner stamped on tombstones (`-1`: none).
+    pub delete_horizon_ms: i64,
     /// Next offset to assign.
     pub leo: i64,
     /// Everything below is written (and synced when the policy asked for it).
