@@ -25,7 +25,9 @@ use crate::codec::{self, DecodeError};
 use crate::compression::{self, Compression, CompressionError};
 use crate::Encoder;
 
+mod retain;
 mod validate;
+pub use retain::{empty_batch, retain_records, RecordView};
 pub use validate::{BatchSummary, ValidationError, NO_TIMESTAMP};
 
 pub const BASE_OFFSET_OFFSET: usize = 0;
@@ -66,6 +68,8 @@ pub enum BatchError {
     Compression(#[from] CompressionError),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error("a batch of {0} bytes is beyond the largest batch length")]
+    TooLarge(usize),
 }
 
 impl From<DecodeError> for BatchError {
@@ -205,6 +209,12 @@ impl RecordBatch {
     pub fn has_delete_horizon(&self) -> bool {
         self.attributes() & DELETE_HORIZON_BIT != 0
     }
+    /// The KIP-534 delete horizon: the base timestamp of a batch whose delete-horizon
+    /// attribute is set (the log cleaner sets it on batches holding tombstones or
+    /// transaction markers; they may be removed once the horizon has passed).
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        self.has_delete_horizon().then(|| self.base_timestamp())
+    }
     pub fn last_offset_delta(&self) -> i32 {
         be_i32(&self.data, LAST_OFFSET_DELTA_OFFSET)
     }
@@ -265,15 +275,21 @@ impl RecordBatch {
 
     /// Iterates over the records, decompressing first if needed (bounded by
     /// `max_uncompressed`). Keys, values and header values are slices of the
-    /// (decompressed) data.
+    /// (decompressed) data. The walk follows `recordCount`, whatever the gaps between
+    /// offset deltas (a cleaned batch has some), and a batch with no records (the log
+    /// cleaner keeps one as the last batch of a producer) is not decompressed.
     pub fn records(&self, max_uncompressed: usize) -> Result<RecordIter, BatchError> {
-        let data = self.records_data(max_uncompressed)?;
         let count = self.record_count();
         if count < 0 {
             return Err(BatchError::InvalidRecord(format!(
                 "negative record count {count}"
             )));
         }
+        let data = if count == 0 {
+            Bytes::new()
+        } else {
+            self.records_data(max_uncompressed)?
+        };
         Ok(RecordIter {
             data,
             remaining: count as usize,
@@ -458,7 +474,17 @@ fn read_varbytes(buf: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
     Ok(Some(codec::take(buf, len as usize)?))
 }
 
-fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
+/// A record split after its fixed fields: `tail` is the rest (key, value and headers)
+/// as stored.
+struct RecordParts {
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    tail: Bytes,
+}
+
+/// Takes one length-prefixed record off the front of `buf` and reads its fixed fields.
+fn split_record(buf: &mut Bytes) -> Result<RecordParts, BatchError> {
     let len = codec::read_varint(buf)?;
     if len < 0 || len as usize > buf.len() {
         return Err(BatchError::InvalidRecord(format!(
@@ -466,24 +492,59 @@ fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
             buf.len()
         )));
     }
-    let mut r = buf.split_to(len as usize);
-    let attributes = codec::read_i8(&mut r)?;
-    let timestamp_delta = codec::read_varlong(&mut r)?;
-    let offset_delta = codec::read_varint(&mut r)?;
-    let key = read_varbytes(&mut r)?;
-    let value = read_varbytes(&mut r)?;
-    let count = codec::read_varint(&mut r)?;
-    // Each header takes at least 2 bytes (two varint lengths).
+    let mut tail = buf.split_to(len as usize);
+    let attributes = codec::read_i8(&mut tail)?;
+    let timestamp_delta = codec::read_varlong(&mut tail)?;
+    let offset_delta = codec::read_varint(&mut tail)?;
+    Ok(RecordParts {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        tail,
+    })
+}
+
+/// Reads a record's header count and checks it against what is left (each header takes
+/// at least 2 bytes: two varint lengths).
+fn read_header_count(r: &mut Bytes) -> Result<usize, BatchError> {
+    let count = codec::read_varint(r)?;
     if count < 0 || count as usize > r.len() / 2 {
         return Err(BatchError::InvalidRecord(format!("header count {count}")));
     }
-    let mut headers = Vec::with_capacity(count as usize);
+    Ok(count as usize)
+}
+
+fn read_header_key(r: &mut Bytes) -> Result<Bytes, BatchError> {
+    let klen = codec::read_varint(r)?;
+    if klen < 0 {
+        return Err(BatchError::InvalidRecord("null header key".into()));
+    }
+    Ok(codec::take(r, klen as usize)?)
+}
+
+fn ensure_record_end(r: &Bytes) -> Result<(), BatchError> {
+    if !r.is_empty() {
+        return Err(BatchError::InvalidRecord(format!(
+            "{} trailing bytes in record",
+            r.len()
+        )));
+    }
+    Ok(())
+}
+
+fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
+    let RecordParts {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        tail: mut r,
+    } = split_record(buf)?;
+    let key = read_varbytes(&mut r)?;
+    let value = read_varbytes(&mut r)?;
+    let count = read_header_count(&mut r)?;
+    let mut headers = Vec::with_capacity(count);
     for _ in 0..count {
-        let klen = codec::read_varint(&mut r)?;
-        if klen < 0 {
-            return Err(BatchError::InvalidRecord("null header key".into()));
-        }
-        let k = codec::take(&mut r, klen as usize)?;
+        let k = read_header_key(&mut r)?;
         let key = std::str::from_utf8(&k)
             .map_err(|_| BatchError::InvalidRecord("header key is not UTF-8".into()))?
             .to_owned();
@@ -492,12 +553,7 @@ fn read_record(buf: &mut Bytes) -> Result<Record, BatchError> {
             value: read_varbytes(&mut r)?,
         });
     }
-    if !r.is_empty() {
-        return Err(BatchError::InvalidRecord(format!(
-            "{} trailing bytes in record",
-            r.len()
-        )));
-    }
+    ensure_record_end(&r)?;
     Ok(Record {
         attributes,
         timestamp_delta,
@@ -644,34 +700,79 @@ impl RecordBatchBuilder {
             Compression::None => raw.to_vec(),
             c => compression::compress_with_level(c, &raw, self.level)?,
         };
-        let mut attrs = self.compression.id() as i16;
+        let mut attributes = self.compression.id() as i16;
         if self.log_append_time {
-            attrs |= TIMESTAMP_TYPE_BIT;
+            attributes |= TIMESTAMP_TYPE_BIT;
         }
         if self.transactional {
-            attrs |= TRANSACTIONAL_BIT;
+            attributes |= TRANSACTIONAL_BIT;
         }
         if self.control {
-            attrs |= CONTROL_BIT;
+            attributes |= CONTROL_BIT;
         }
-        let mut out = BytesMut::with_capacity(HEADER_LEN + records.len());
-        out.extend_from_slice(&self.base_offset.to_be_bytes());
-        out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
-        out.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
-        out.extend_from_slice(&[2]);
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(&attrs.to_be_bytes());
-        out.extend_from_slice(&(self.records.len() as i32 - 1).max(0).to_be_bytes());
-        out.extend_from_slice(&base_ts.to_be_bytes());
-        out.extend_from_slice(&max_ts.to_be_bytes());
-        out.extend_from_slice(&self.producer_id.to_be_bytes());
-        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        out.extend_from_slice(&(self.records.len() as i32).to_be_bytes());
-        out.extend_from_slice(&records);
-        update_crc(&mut out)?;
-        Ok(out.freeze())
+        let count = self.records.len() as i32;
+        encode_batch(
+            &HeaderFields {
+                base_offset: self.base_offset,
+                partition_leader_epoch: self.partition_leader_epoch,
+                attributes,
+                last_offset_delta: (count - 1).max(0),
+                base_timestamp: base_ts,
+                max_timestamp: max_ts,
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                base_sequence: self.base_sequence,
+                record_count: count,
+            },
+            &records,
+        )
     }
+}
+
+/// The header fields a batch writer chooses (magic is 2; batchLength and the CRC follow
+/// from the records).
+struct HeaderFields {
+    base_offset: i64,
+    partition_leader_epoch: i32,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    record_count: i32,
+}
+
+/// A whole batch: the header from `fields`, then `records` (already compressed as the
+/// attributes say), with batchLength and the CRC filled in.
+fn encode_batch(fields: &HeaderFields, records: &[u8]) -> Result<Bytes, BatchError> {
+    let size = HEADER_LEN + records.len();
+    let batch_length =
+        i32::try_from(size - LOG_OVERHEAD).map_err(|_| BatchError::TooLarge(size))?;
+    Ok(assemble_batch(fields, batch_length, records))
+}
+
+/// [`encode_batch`] once `batch_length` (= 49 + the records' size) is known to fit.
+fn assemble_batch(fields: &HeaderFields, batch_length: i32, records: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(LOG_OVERHEAD + batch_length.max(0) as usize);
+    out.extend_from_slice(&fields.base_offset.to_be_bytes());
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&fields.partition_leader_epoch.to_be_bytes());
+    out.extend_from_slice(&[2]);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&fields.attributes.to_be_bytes());
+    out.extend_from_slice(&fields.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&fields.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&fields.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&fields.producer_id.to_be_bytes());
+    out.extend_from_slice(&fields.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&fields.base_sequence.to_be_bytes());
+    out.extend_from_slice(&fields.record_count.to_be_bytes());
+    out.extend_from_slice(records);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
 }
 
 fn put_varbytes(e: &mut Encoder, v: Option<&Bytes>) {
