@@ -97,8 +97,31 @@ pub struct BrokerConfig {
     pub group_max_size: usize,
     /// How often retention is enforced (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
+    /// The log cleaner (Kafka's `log.cleaner.*` broker settings).
+    pub log_cleaner: LogCleanerConfig,
     /// Broker-wide defaults for topic configs (Kafka's `log.*` broker settings).
     pub topic_defaults: TopicDefaults,
+}
+
+/// The log cleaner, which compacts topics with `cleanup.policy=compact`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogCleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.threads`: cleaner threads (not pinned, lower CPU priority).
+    pub threads: usize,
+    /// `log.cleaner.dedupe.buffer.size`: memory of the key maps of all threads together.
+    pub dedupe_buffer_size: usize,
+    /// `log.cleaner.io.buffer.size`: bytes read at a time.
+    pub io_buffer_size: usize,
+    /// `log.cleaner.io.buffer.load.factor`: how full a key map may get.
+    pub io_buffer_load_factor: f64,
+    /// `log.cleaner.io.max.bytes.per.second`: bytes all threads read and write per
+    /// second, together.
+    pub io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: how often shards look for partitions to clean.
+    pub backoff_ms: u64,
 }
 
 /// Broker-level defaults behind the topic configs of the same meaning.
@@ -116,6 +139,16 @@ pub struct TopicDefaults {
     pub message_timestamp_type: String,
     pub timestamp_after_max_ms: i64,
     pub timestamp_before_max_ms: i64,
+    /// `log.cleanup.policy`.
+    pub cleanup_policy: String,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `log.cleaner.delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl BrokerConfig {
@@ -180,6 +213,26 @@ impl BrokerConfig {
         }
         if self.max_in_flight_per_connection == 0 {
             bail!("max_in_flight_per_connection must be at least 1");
+        }
+        let c = &self.log_cleaner;
+        if c.threads == 0 {
+            bail!("log_cleaner.threads must be at least 1");
+        }
+        // Kafka's minimum: each thread's map needs room for keys.
+        if c.dedupe_buffer_size < c.threads * 1024 * 1024 {
+            bail!("log_cleaner.dedupe_buffer_size must be at least 1 MiB per cleaner thread");
+        }
+        if !(0.1..=0.9).contains(&c.io_buffer_load_factor) {
+            bail!("log_cleaner.io_buffer_load_factor must be between 0.1 and 0.9");
+        }
+        if c.io_max_bytes_per_second <= 0.0 {
+            bail!("log_cleaner.io_max_bytes_per_second must be positive");
+        }
+        let d = &self.topic_defaults;
+        crate::topic_config::validate("cleanup.policy", &d.cleanup_policy)
+            .map_err(|e| anyhow::anyhow!("topic_defaults.cleanup_policy: {e}"))?;
+        if !(0.0..=1.0).contains(&d.min_cleanable_dirty_ratio) {
+            bail!("topic_defaults.min_cleanable_dirty_ratio must be between 0 and 1");
         }
         self.listen_addr()?;
         Ok(())

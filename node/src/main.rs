@@ -3,6 +3,7 @@
 //! down cleanly on SIGTERM or SIGINT.
 
 mod budget;
+mod cleaner;
 mod config;
 mod conn;
 mod controller;
@@ -76,6 +77,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Broker-wide limits, shared by every shard (see budget.rs).
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
     let connection_limit = budget::ConnectionLimit::new(config.max_connections);
+    let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
     for (id, (links, listener)) in mesh.into_iter().zip(listeners).enumerate() {
         let start = shard::ShardStart {
             id,
@@ -88,6 +90,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             listener,
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
+            cleaner: cleaner.clone(),
             store: if id == 0 { store.take() } else { None },
             ready: ready_tx.clone(),
         };
@@ -125,6 +128,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     wait_for_stop_signal()?;
     tracing::info!("shutting down");
+    // A clean in progress is abandoned; its files are removed at the next start.
+    cleaner.stop();
     let mut acks = Vec::new();
     for tx in &control {
         let (done_tx, done_rx) = flume::bounded(1);
@@ -142,35 +147,67 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// Create `__consumer_offsets` on first start (Kafka creates it on first use; creating
-/// it up front keeps FindCoordinator answers immediate).
+/// it up front keeps FindCoordinator answers immediate). One created before compaction
+/// existed (kept forever with `retention.ms=-1`) becomes compacted, as Kafka's is.
 fn ensure_offsets_topic(
     config: &BrokerConfig,
     image: &metadata::MetadataImage,
     controller: &flume::Sender<mesh::ShardMsg>,
 ) -> anyhow::Result<()> {
-    if image.topic(group::OFFSETS_TOPIC).is_some() {
-        return Ok(());
+    if let Some(t) = image.topic(group::OFFSETS_TOPIC) {
+        if t.configs.get("cleanup.policy").map(String::as_str) == Some("compact") {
+            return Ok(());
+        }
+        tracing::info!("making {} compacted", group::OFFSETS_TOPIC);
+        let change = controller::ConfigChange::Incremental(vec![
+            (
+                "cleanup.policy".to_string(),
+                controller::alter_op::SET,
+                Some("compact".to_string()),
+            ),
+            (
+                "retention.ms".to_string(),
+                controller::alter_op::DELETE,
+                None,
+            ),
+        ]);
+        return ask_controller(
+            controller,
+            controller::ControllerRequest::AlterConfigs {
+                changes: vec![(group::OFFSETS_TOPIC.to_string(), change)],
+                validate_only: false,
+            },
+        );
     }
     let topic = controller::NewTopic {
         name: group::OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_topic_num_partitions,
         replication_factor: -1,
         assignments: Vec::new(),
-        // No compaction yet: committed offsets are kept until their group is deleted.
+        // As Kafka's: compacted (the latest commit per group and partition stays),
+        // 100 MiB segments (`offsets.topic.segment.bytes`).
         configs: vec![
-            ("retention.ms".to_string(), Some("-1".to_string())),
+            ("cleanup.policy".to_string(), Some("compact".to_string())),
             ("segment.bytes".to_string(), Some("104857600".to_string())),
         ],
     };
+    ask_controller(
+        controller,
+        controller::ControllerRequest::CreateTopics {
+            topics: vec![topic],
+            validate_only: false,
+        },
+    )
+}
+
+/// Send one request about `__consumer_offsets` to the controller and wait for success.
+fn ask_controller(
+    controller: &flume::Sender<mesh::ShardMsg>,
+    request: controller::ControllerRequest,
+) -> anyhow::Result<()> {
     let (tx, rx) = flume::bounded(1);
     controller
-        .send(mesh::ShardMsg::Controller {
-            request: controller::ControllerRequest::CreateTopics {
-                topics: vec![topic],
-                validate_only: false,
-            },
-            reply: tx,
-        })
+        .send(mesh::ShardMsg::Controller { request, reply: tx })
         .map_err(|_| anyhow::anyhow!("controller shard is gone"))?;
     match rx.recv_timeout(std::time::Duration::from_secs(120)) {
         Ok(controller::ControllerReply::Topics(outcomes))
@@ -178,8 +215,8 @@ fn ensure_offsets_topic(
         {
             Ok(())
         }
-        Ok(other) => bail!("creating {}: {other:?}", group::OFFSETS_TOPIC),
-        Err(e) => bail!("creating {}: {e}", group::OFFSETS_TOPIC),
+        Ok(other) => bail!("setting up {}: {other:?}", group::OFFSETS_TOPIC),
+        Err(e) => bail!("setting up {}: {e}", group::OFFSETS_TOPIC),
     }
 }
 

@@ -84,12 +84,20 @@ pub fn log_config(
     jitter_seed: u64,
 ) -> LogConfig {
     let jitter = (jitter_seed % (c.segment_jitter_ms.max(0) as u64).saturating_add(1)) as i64;
+    // A compacted topic rolls by max.compaction.lag.ms too, so that no record stays
+    // in the uncleanable active segment longer than that (Kafka's maxSegmentMs).
+    let segment_ms = if c.compact {
+        c.segment_ms.min(c.max_compaction_lag_ms)
+    } else {
+        c.segment_ms
+    };
     LogConfig {
         segment_bytes: c.segment_bytes.max(4096) as u64,
-        segment_ms: (c.segment_ms - jitter).max(1),
+        segment_ms: (segment_ms - jitter).max(1),
         max_index_bytes: c.segment_index_bytes.max(4096) as u32,
         retention_ms: c.retention_ms,
         retention_bytes: c.retention_bytes,
+        retention_enabled: c.delete,
         index_interval_bytes: c.index_interval_bytes.max(0) as u32,
         flush_messages: c.flush_messages,
         flush_ms: c.flush_ms,
@@ -209,6 +217,17 @@ impl Partition {
             *self.config.borrow_mut() = config;
             self.storage.set(storage);
         }
+    }
+
+    /// The topic's effective config.
+    pub fn topic_config(&self) -> EffectiveTopicConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Producer id → last offset of its last batch, for the producers still tracked
+    /// (the cleaner keeps those batches).
+    pub fn producer_last_offsets(&self) -> std::collections::HashMap<i64, i64> {
+        self.producers.borrow().last_offsets()
     }
 
     pub fn high_watermark(&self) -> i64 {

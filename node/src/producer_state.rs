@@ -180,6 +180,14 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// Producer id → last offset of its newest batch.
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(pid, e)| e.batches.back().map(|b| (*pid, b.last_offset)))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }

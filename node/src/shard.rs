@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::{ConnectionLimit, RequestMemory};
+use crate::cleaner::schedule::ShardCleaning;
+use crate::cleaner::Cleaner;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
@@ -37,6 +39,8 @@ pub struct ShardContext {
     /// Recently written batches of all this shard's partitions: one budget
     /// (`batch_cache_bytes_per_shard`), one least-recently-used order.
     pub batch_cache: SharedBatchCache,
+    /// Compaction of this shard's compacted partitions (their checks and swaps).
+    pub cleaning: ShardCleaning,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: RefCell<Coordinator>,
     pub metrics: RefCell<ShardCounters>,
@@ -337,6 +341,8 @@ pub struct ShardStart {
     pub listener: std::net::TcpListener,
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
+    /// The broker's cleaner threads.
+    pub cleaner: Cleaner,
     /// Shard 0 gets the metadata store and runs the controller.
     pub store: Option<MetadataStore>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
@@ -375,6 +381,7 @@ async fn serve(start: ShardStart) {
         ready,
         request_memory,
         connection_limit,
+        cleaner,
         ..
     } = start;
     let ctx = Rc::new(ShardContext {
@@ -387,6 +394,7 @@ async fn serve(start: ShardStart) {
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(HashMap::new()),
         batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
+        cleaning: ShardCleaning::new(cleaner),
         groups: RefCell::new(Coordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
@@ -520,6 +528,8 @@ async fn serve(start: ShardStart) {
         }
     })
     .detach();
+
+    crate::cleaner::schedule::spawn(&ctx);
 
     let retention_ctx = ctx.clone();
     compio::runtime::spawn(async move {

@@ -103,10 +103,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "cleanup.policy",
         kind: ConfigType::List,
         broker_synonym: "log.cleanup.policy",
-        default: |_| "delete".into(),
+        default: |d| d.cleanup_policy.clone(),
         // A list of `compact` and `delete` (either order, duplicates folded); empty means
         // neither (Kafka 4: data is kept forever).
-        validate: |v| match v.split(',').map(str::trim).find(|p| !p.is_empty() && *p != "compact" && *p != "delete") {
+        validate: |v| match v
+            .split(',')
+            .map(str::trim)
+            .find(|p| !p.is_empty() && *p != "compact" && *p != "delete")
+        {
             Some(_) => Err("String must be one of: compact, delete".into()),
             None => Ok(()),
         },
@@ -153,7 +157,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "delete.retention.ms",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.delete.retention.ms",
-        default: |_| "86400000".into(),
+        default: |d| d.delete_retention_ms.to_string(),
         // How long a tombstone stays readable once the cleaner has seen it (KIP-534).
         validate: |v| long_at_least(0)(v),
     },
@@ -204,7 +208,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "max.compaction.lag.ms",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.max.compaction.lag.ms",
-        default: |_| i64::MAX.to_string(),
+        default: |d| d.max_compaction_lag_ms.to_string(),
         validate: |v| long_at_least(1)(v),
     },
     TopicConfigDef {
@@ -244,7 +248,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "min.cleanable.dirty.ratio",
         kind: ConfigType::Double,
         broker_synonym: "log.cleaner.min.cleanable.ratio",
-        default: |_| "0.5".into(),
+        default: |d| d.min_cleanable_dirty_ratio.to_string(),
         validate: |v| match v.trim().parse::<f64>() {
             Ok(r) if r < 0.0 => Err("Value must be at least 0".into()),
             Ok(r) if r > 1.0 => Err("Value must be no more than 1".into()),
@@ -257,7 +261,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "min.compaction.lag.ms",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.min.compaction.lag.ms",
-        default: |_| "0".into(),
+        default: |d| d.min_compaction_lag_ms.to_string(),
         validate: |v| long_at_least(0)(v),
     },
     TopicConfigDef {
@@ -467,6 +471,11 @@ mod tests {
             message_timestamp_type: "CreateTime".into(),
             timestamp_after_max_ms: 3_600_000,
             timestamp_before_max_ms: i64::MAX,
+            cleanup_policy: "delete".into(),
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 
@@ -489,14 +498,24 @@ mod tests {
         );
         assert!(validate("retention.bytes", "x").is_err());
         assert!(validate("no.such.config", "1").is_err());
-        for ok in ["compact", "delete", "compact,delete", "delete, compact", "", "compact,compact"] {
+        for ok in [
+            "compact",
+            "delete",
+            "compact,delete",
+            "delete, compact",
+            "",
+            "compact,compact",
+        ] {
             assert!(validate("cleanup.policy", ok).is_ok(), "{ok}");
         }
         assert_eq!(
             validate("cleanup.policy", "none"),
             Err("Invalid value none for configuration cleanup.policy: String must be one of: compact, delete".into())
         );
-        assert_eq!(normalize("cleanup.policy", " compact , delete,compact"), "compact,delete");
+        assert_eq!(
+            normalize("cleanup.policy", " compact , delete,compact"),
+            "compact,delete"
+        );
         assert_eq!(normalize("retention.ms", " 5 "), "5");
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }

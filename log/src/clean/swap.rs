@@ -35,7 +35,8 @@ pub(crate) struct Manifest {
     pub replaced: Vec<i64>,
     /// The cleaner checkpoint once the swap is done.
     pub clean_end: i64,
-    /// Largest delete horizon the cleaned segment carries (`-1`: none).
+    /// The log's delete horizon once the swap is done: the largest one carried by this
+    /// and the earlier cleaned segments of the same clean (`-1`: none).
     pub delete_horizon_ms: i64,
 }
 
@@ -163,9 +164,11 @@ pub(crate) async fn roll_forward(dir: &Path, m: &Manifest) -> Result<CleanerChec
         }
     }
     let old = read_checkpoint(dir)?;
+    // A clean rewrites the log from its first segment, so its horizon replaces the
+    // last clean's; the checkpoint offset only moves forward.
     let cp = CleanerCheckpoint {
         clean_end: old.clean_end.max(m.clean_end),
-        delete_horizon_ms: old.delete_horizon_ms.max(m.delete_horizon_ms),
+        delete_horizon_ms: m.delete_horizon_ms,
     };
     if cp != old {
         write_checkpoint(dir, cp).await?;
@@ -190,6 +193,25 @@ pub(crate) async fn discard_cleaned(dir: &Path, base: i64) -> Result<()> {
         fio::remove_file(&p)
             .await
             .map_err(io_err(format!("removing {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// Remove every `.cleaned` file in `dir` (the output of a clean that failed).
+pub(crate) async fn discard_all_cleaned(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(CLEANED_SUFFIX))
+        {
+            let path = entry.path();
+            fio::remove_file(&path)
+                .await
+                .map_err(io_err(format!("removing {}", path.display())))?;
+        }
     }
     Ok(())
 }

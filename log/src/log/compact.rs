@@ -84,7 +84,8 @@ impl PartitionLog {
         Ok(ts)
     }
 
-    /// Swap cleaned segments in, group by group, each one crash-safe. A group whose
+    /// Swap cleaned segments in, group by group, each one crash-safe. The groups are
+    /// one clean's, oldest first, starting at the log's first segment. A group whose
     /// replaced segments changed since the clean began (retention or DeleteRecords
     /// removed one, the log was truncated or deleted) is not swapped: its files and
     /// those of the groups after it are removed. Returns how many groups were swapped.
@@ -100,6 +101,7 @@ impl PartitionLog {
             )
         };
         let mut swapped = 0;
+        let mut horizon = -1i64;
         let mut groups = groups.into_iter();
         while let Some(g) = groups.next() {
             if !self.group_still_current(&g) {
@@ -145,10 +147,11 @@ impl PartitionLog {
                     return Err(e);
                 }
             };
+            horizon = horizon.max(g.delete_horizon_ms);
             let manifest = Manifest {
                 replaced: g.replaced.iter().map(|s| s.base).collect(),
                 clean_end: g.clean_end,
-                delete_horizon_ms: g.delete_horizon_ms,
+                delete_horizon_ms: horizon,
             };
             swap::commit(&dir, &manifest).await?;
             let cp = swap::roll_forward(&dir, &manifest).await?;
@@ -165,6 +168,13 @@ impl PartitionLog {
             swapped += 1;
         }
         Ok(swapped)
+    }
+
+    /// Remove what a failed clean left behind (its `.cleaned` files).
+    pub async fn discard_cleaner_output(&self) -> Result<()> {
+        let _guard = self.shared.structure.lock().await;
+        let dir = self.dir();
+        swap::discard_all_cleaned(&dir).await
     }
 
     /// Are the segments `g` replaces still in the log, sealed and unchanged, and is the

@@ -119,6 +119,46 @@ fn broker_entries(ctx: &ShardContext) -> Vec<ConfigEntry> {
             ConfigType::Int,
         ),
         entry(
+            "log.cleaner.backoff.ms",
+            c.log_cleaner.backoff_ms.to_string(),
+            ConfigType::Long,
+        ),
+        entry(
+            "log.cleaner.dedupe.buffer.size",
+            c.log_cleaner.dedupe_buffer_size.to_string(),
+            ConfigType::Long,
+        ),
+        entry(
+            "log.cleaner.enable",
+            c.log_cleaner.enable.to_string(),
+            ConfigType::Boolean,
+        ),
+        entry(
+            "log.cleaner.io.buffer.load.factor",
+            c.log_cleaner.io_buffer_load_factor.to_string(),
+            ConfigType::Double,
+        ),
+        entry(
+            "log.cleaner.io.buffer.size",
+            c.log_cleaner.io_buffer_size.to_string(),
+            ConfigType::Int,
+        ),
+        entry(
+            "log.cleaner.io.max.bytes.per.second",
+            // Kafka's form of its default, Double.MAX_VALUE.
+            if c.log_cleaner.io_max_bytes_per_second >= f64::MAX {
+                "1.7976931348623157E308".to_string()
+            } else {
+                c.log_cleaner.io_max_bytes_per_second.to_string()
+            },
+            ConfigType::Double,
+        ),
+        entry(
+            "log.cleaner.threads",
+            c.log_cleaner.threads.to_string(),
+            ConfigType::Int,
+        ),
+        entry(
             "log.dirs",
             c.data_dir.display().to_string(),
             ConfigType::String,

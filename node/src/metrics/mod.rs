@@ -9,4 +9,4 @@ mod snapshot;
 
 pub use http::serve_http;
 pub use registry::ShardCounters;
-pub use snapshot::{record_count, ShardSnapshot};
+pub use snapshot::{record_count, CleanerTotals, ShardSnapshot};

@@ -139,6 +139,29 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
+    let compacted: Vec<_> = partitions
+        .iter()
+        .filter_map(|p| p.cleaner.map(|c| (p, c)))
+        .collect();
+    let cleaner_gauges: [Family<&crate::cleaner::schedule::CleanGauges, f64>; 4] = [
+        ("spate_cleaner_dirty_ratio", "Dirty bytes over cleanable bytes of a compacted partition (cleaned when above min.cleanable.dirty.ratio).", |c| c.dirty_ratio),
+        ("spate_cleaner_compaction_lag_seconds", "Age of the oldest record not yet compacted (0: nothing dirty); compare with max.compaction.lag.ms.", |c| c.compaction_lag_ms as f64 / 1000.0),
+        ("spate_cleaner_uncleanable", "1 when the partition's last clean failed; it is not cleaned again until restart.", |c| f64::from(u8::from(c.uncleanable))),
+        ("spate_cleaner_last_clean_timestamp_seconds", "When the partition's last clean finished (0: not since start).", |c| c.last_clean_ms as f64 / 1000.0),
+    ];
+    for (name, help, get) in cleaner_gauges {
+        header(&mut out, name, "gauge", help);
+        for (p, c) in &compacted {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                esc(&p.topic),
+                p.partition,
+                get(c)
+            );
+        }
+    }
+
     let per_shard: [ShardFamily; 14] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
@@ -184,6 +207,70 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             "spate_queued_request_bytes_limit {}",
             s.queued_request_bytes_limit
         );
+    }
+
+    if let Some(s) = shards.first() {
+        let c = &s.cleaner;
+        let totals: [(&str, &str, &str, f64); 9] = [
+            (
+                "spate_cleaner_runs_total",
+                "counter",
+                "Cleans finished by the log cleaner.",
+                c.runs as f64,
+            ),
+            (
+                "spate_cleaner_failures_total",
+                "counter",
+                "Cleans that failed (the partition becomes uncleanable until restart).",
+                c.failures as f64,
+            ),
+            (
+                "spate_cleaner_bytes_read_total",
+                "counter",
+                "Bytes of segments the cleaner read.",
+                c.bytes_read as f64,
+            ),
+            (
+                "spate_cleaner_bytes_written_total",
+                "counter",
+                "Bytes of cleaned segments the cleaner wrote.",
+                c.bytes_written as f64,
+            ),
+            (
+                "spate_cleaner_records_removed_total",
+                "counter",
+                "Records compaction removed (superseded, expired tombstones, no key).",
+                c.records_removed as f64,
+            ),
+            (
+                "spate_cleaner_busy_seconds_total",
+                "counter",
+                "Wall time the cleaner threads spent cleaning.",
+                c.busy_seconds,
+            ),
+            (
+                "spate_cleaner_last_run_end_timestamp_seconds",
+                "gauge",
+                "When the last clean finished (0: none since start).",
+                c.last_run_end_ms as f64 / 1000.0,
+            ),
+            (
+                "spate_cleaner_last_run_seconds",
+                "gauge",
+                "How long the last clean took.",
+                c.last_run_seconds,
+            ),
+            (
+                "spate_cleaner_buffer_utilization_ratio",
+                "gauge",
+                "How full the last clean's key map got (1: the dedupe buffer limited it).",
+                c.last_map_utilization,
+            ),
+        ];
+        for (name, kind, help, v) in totals {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
     }
 
     // Lag: the high watermark of the partition minus the group's committed offset.

@@ -5,6 +5,7 @@ use spate_log::LogStats;
 use spate_net::record_batch;
 
 use super::registry::ShardCounters;
+use crate::cleaner::schedule::CleanGauges;
 use crate::shard::ShardContext;
 
 /// Gauges of one partition, read on its owner shard.
@@ -20,6 +21,22 @@ pub struct PartitionGauges {
     pub stats: LogStats,
     /// The partition refuses writes (a failed write, a full disk).
     pub offline: bool,
+    /// Compaction state, for partitions of compacted topics.
+    pub cleaner: Option<CleanGauges>,
+}
+
+/// Broker-wide cleaner counters as of the scrape (see `cleaner::CleanerStats`).
+#[derive(Debug, Clone, Default)]
+pub struct CleanerTotals {
+    pub runs: u64,
+    pub failures: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    pub busy_seconds: f64,
+    pub last_run_end_ms: u64,
+    pub last_run_seconds: f64,
+    pub last_map_utilization: f64,
 }
 
 /// One committed offset: (group, topic, partition, offset).
@@ -40,6 +57,8 @@ pub struct ShardSnapshot {
     /// The broker-wide request memory in use and its limit (the same on every shard).
     pub queued_request_bytes: usize,
     pub queued_request_bytes_limit: usize,
+    /// The broker-wide cleaner counters (the same on every shard).
+    pub cleaner: CleanerTotals,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -53,6 +72,7 @@ pub fn record_count(records: &Bytes) -> u64 {
 impl ShardSnapshot {
     /// Taken on the shard thread itself.
     pub fn take(ctx: &ShardContext) -> ShardSnapshot {
+        let cleaning = ctx.cleaning.gauges();
         let mut partitions: Vec<PartitionGauges> = ctx
             .partitions
             .borrow()
@@ -67,6 +87,7 @@ impl ShardSnapshot {
                 segments: p.log.segment_count(),
                 stats: p.log.stats(),
                 offline: p.log.is_offline(),
+                cleaner: cleaning.get(k).copied(),
             })
             .collect();
         // Partitions whose log could not be opened: offline, nothing else known.
@@ -80,6 +101,7 @@ impl ShardSnapshot {
             segments: 0,
             stats: LogStats::default(),
             offline: true,
+            cleaner: None,
         }));
         ShardSnapshot {
             shard: ctx.id,
@@ -91,6 +113,7 @@ impl ShardSnapshot {
             batch_cache_bytes: ctx.batch_cache.borrow().used_bytes(),
             queued_request_bytes: ctx.request_memory.used(),
             queued_request_bytes_limit: ctx.request_memory.limit(),
+            cleaner: ctx.cleaning.cleaner().totals(),
         }
     }
 }

@@ -1,0 +1,248 @@
+"""Log compaction through real clients (confluent-kafka / librdkafka): the latest record
+per key survives at its original offset, tombstones go after delete.retention.ms, the
+policy is described and altered as Kafka does, and a broker killed mid-clean loses
+nothing acknowledged and never shows a mix of old and new segments."""
+import random
+import shutil
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+from conftest import EXTERNAL, RUNS, free_port
+from grouputil import ConfiguredBroker
+from kafkautil import OP_TIMEOUT, admin, create_topic, produce, watermarks
+
+# Cleaner settings that make compaction visible within seconds. Against real Kafka
+# (SPATE_BIN=compat/reference/kafka-as-spate.sh) these are ignored and Kafka's 15 s
+# log.cleaner.backoff.ms applies: the deadlines below allow for it.
+CLEANER_TOML = """
+[log_cleaner]
+backoff_ms = 200
+"""
+DEADLINE = 90
+
+COMPACT = {
+    "cleanup.policy": "compact",
+    "segment.ms": "100",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "2000",
+}
+
+
+def _broker(extra=""):
+    RUNS.mkdir(parents=True, exist_ok=True)
+    data = RUNS / f"spate-compact-{uuid.uuid4().hex[:10]}"
+    cfg = RUNS / (data.name + ".toml")
+    cfg.write_text(CLEANER_TOML + extra)
+    return ConfiguredBroker(data, free_port(), {"SPATE_CONFIG": str(cfg)}), cfg
+
+
+@pytest.fixture
+def compacting_broker():
+    if EXTERNAL:
+        pytest.skip("needs a broker started with a short cleaner backoff")
+    broker, cfg = _broker()
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(broker.data_dir, ignore_errors=True)
+    cfg.unlink(missing_ok=True)
+
+
+def read_all(bootstrap, topic, partition=0):
+    """Every record from the log start to the high watermark: (offset, key, value)."""
+    low, _ = watermarks(bootstrap, topic, partition)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "auto.offset.reset": "error",
+                  "fetch.wait.max.ms": 100, "enable.partition.eof": True})
+    out = []
+    try:
+        c.assign([TopicPartition(topic, partition, low)])
+        deadline = time.monotonic() + OP_TIMEOUT
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise AssertionError(m.error())
+            out.append((m.offset(), m.key(), m.value()))
+        raise AssertionError(f"did not reach the end of {topic}")
+    finally:
+        c.close()
+
+
+def cleaner_output(part_dir):
+    """The files of a clean in progress (see log/src/clean/swap.rs)."""
+    return sorted(p.name for p in part_dir.iterdir() if p.suffix in (".cleaned", ".swap"))
+
+
+def wait_for(what, check, deadline=DEADLINE, every=0.5):
+    """Poll `check` until it returns something true."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"no {what} within {deadline}s")
+
+
+def produce_rounds(bootstrap, topic, keys, rounds, tombstone, noise=0):
+    """`rounds` updates of every key, pausing so that segments roll (segment.ms=100);
+    in the last round the keys `tombstone` picks are deleted; each value carries
+    `noise` incompressible bytes. Returns every (offset, key, value) written, in offset
+    order."""
+    rng = random.Random(f"{topic}-{keys}-{rounds}")
+    written = []
+    for r in range(rounds):
+        recs = []
+        for k in range(keys):
+            key = f"key-{k:04d}".encode()
+            last = r == rounds - 1
+            value = None if last and tombstone(k) else \
+                f"value-{r}-{k}-{'x' * (k % 40)}".encode() + rng.randbytes(noise)
+            recs.append({"key": key, "value": value, "partition": 0})
+        reports = produce(bootstrap, topic, recs, {"acks": "all", "compression.type": "lz4"})
+        assert all(e is None for e, *_ in reports)
+        written += [(o, k, v) for _, _, o, k, v in reports]
+        time.sleep(0.25)
+    return sorted(written)
+
+
+def latest_per_key(written):
+    latest = {}
+    for o, k, v in sorted(written):
+        latest[k] = (o, k, v)
+    return sorted(latest.values())
+
+
+def test_latest_value_per_key_at_its_offset_then_tombstones_go(compacting_broker):
+    bs = compacting_broker.bootstrap
+    topic = f"compact-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1, COMPACT)
+    written = produce_rounds(bs, topic, keys=300, rounds=6, tombstone=lambda k: k % 5 == 0)
+    # A record of another key, later, rolls the last round into a sealed segment.
+    time.sleep(0.3)
+    sentinel = produce(bs, topic, [{"key": b"sentinel", "value": b"end", "partition": 0}])
+    written.append((sentinel[0][2], b"sentinel", b"end"))
+    want = latest_per_key(written)
+    low, high = watermarks(bs, topic, 0)
+    assert (low, high) == (0, len(written))
+
+    # Compaction keeps exactly the latest record of every key, tombstones included for now,
+    # each at the offset it was written at.
+    wait_for("compaction to the latest record per key",
+             lambda: read_all(bs, topic) == want)
+    assert watermarks(bs, topic, 0) == (0, len(written)), "compaction moves no watermark"
+
+    # After delete.retention.ms the tombstones are removed too.
+    alive = [r for r in want if r[2] is not None]
+    assert len(alive) == len(want) - 60
+    wait_for("removal of tombstones after delete.retention.ms",
+             lambda: read_all(bs, topic) == alive)
+    # A consumer starting at a compacted-away offset gets the next record.
+    c = Consumer({"bootstrap.servers": bs, "group.id": "compat-unused",
+                  "enable.auto.commit": False, "auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(topic, 0, 1)])
+        m = None
+        deadline = time.monotonic() + OP_TIMEOUT
+        while m is None and time.monotonic() < deadline:
+            m = c.poll(0.5)
+        assert m is not None and not m.error()
+        assert (m.offset(), m.key(), m.value()) == next(r for r in alive if r[0] >= 1)
+    finally:
+        c.close()
+
+
+def test_cleanup_policy_is_described_and_altered_as_kafka_does(bootstrap):
+    a = admin(bootstrap)
+    topic = f"policy-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1, {"cleanup.policy": "compact, delete"})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+
+    def policy():
+        return a.describe_configs([res], request_timeout=OP_TIMEOUT)[res].result(OP_TIMEOUT)[
+            "cleanup.policy"].value
+
+    assert policy() == "compact,delete"
+    res_set = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res_set])[res_set].result(OP_TIMEOUT)
+    assert policy() == "compact"
+    res_sub = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "delete",
+                    incremental_operation=AlterConfigOpType.APPEND)])
+    a.incremental_alter_configs([res_sub])[res_sub].result(OP_TIMEOUT)
+    assert policy() == "compact,delete"
+    bad = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "forever",
+                    incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(Exception) as e:
+        a.incremental_alter_configs([bad])[bad].result(OP_TIMEOUT)
+    assert "String must be one of: compact, delete" in str(e.value)
+    offsets = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets")
+    cfg = a.describe_configs([offsets], request_timeout=OP_TIMEOUT)[offsets].result(OP_TIMEOUT)
+    assert cfg["cleanup.policy"].value == "compact"
+
+
+def test_kill9_mid_clean_loses_nothing_acknowledged():
+    """Kill the broker while it cleans (throttled to 500 kB/s over megabytes), five times: every
+    restart recovers a log holding the last acknowledged value of every key, each record
+    exactly as written at its offset, in offset order (old segments or new, never a mix)."""
+    if EXTERNAL:
+        pytest.skip("kills the broker")
+    broker, cfg = _broker("io_max_bytes_per_second = 500000\n")
+    broker.start()
+    try:
+        bs = broker.bootstrap
+        topic = f"compact-kill-{uuid.uuid4().hex[:8]}"
+        create_topic(bs, topic, 1, {**COMPACT, "delete.retention.ms": "86400000"})
+        rng = random.Random(7)
+        by_offset = {}
+        mid_clean = 0
+        for rnd in range(5):
+            written = produce_rounds(bs, topic, keys=300, rounds=3, tombstone=lambda k: False,
+                                     noise=1500)
+            by_offset.update({o: (k, v) for o, k, v in written})
+            # Wait for the clean to write its output, then kill -9 inside it (even rounds)
+            # or right after it swapped its segments in (odd rounds).
+            part_dir = broker.data_dir / f"{topic}-0"
+            wait_for("clean writing its output", lambda: cleaner_output(part_dir), 60, 0.01)
+            if rnd % 2 == 0:
+                time.sleep(rng.random() * 0.3)
+            else:
+                wait_for("end of the clean", lambda: not cleaner_output(part_dir), 60, 0.01)
+            broker.kill()
+            broker.wait_port_closed()
+            leftovers = cleaner_output(part_dir)
+            mid_clean += bool(leftovers)
+            broker.start()
+            got = read_all(bs, topic)
+            offsets = [o for o, _, _ in got]
+            assert offsets == sorted(set(offsets)), f"round {rnd}: offsets out of order"
+            for o, k, v in got:
+                assert by_offset.get(o) == (k, v), f"round {rnd}: offset {o} holds {k}={v!r}"
+            latest = {k: (o, v) for o, (k, v) in sorted(by_offset.items())}
+            seen = {k: (o, v) for o, k, v in got}
+            for k, (o, v) in latest.items():
+                assert seen.get(k) == (o, v), \
+                    f"round {rnd} (leftovers at kill: {leftovers}): key {k} lost its latest value"
+        assert watermarks(bs, topic, 0)[1] == max(by_offset) + 1
+        # Kills inside a clean found its files (then removed or rolled forward at start).
+        assert mid_clean >= 2, "no kill landed while a clean was in progress"
+        # And after all that, compaction completes: the latest record of every key.
+        time.sleep(0.3)
+        end = produce(bs, topic, [{"key": b"sentinel", "value": b"end", "partition": 0}])
+        by_offset[end[0][2]] = (b"sentinel", b"end")
+        want = latest_per_key((o, k, v) for o, (k, v) in by_offset.items())
+        wait_for("compaction after the crashes", lambda: read_all(bs, topic) == want)
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.data_dir, ignore_errors=True)
+        cfg.unlink(missing_ok=True)
