@@ -97,3 +97,161 @@ pub fn filter_batch(batch: &Bytes, rules: &Rules) -> Result<(Filtered, FilterSta
     })?;
     Ok((Filtered::Rewritten(rebuilt), stats))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spate_net::compression::Compression;
+    use spate_net::record_batch::RecordBatchBuilder;
+
+    /// A batch at `base` of (key, value) records, timestamps 1000 + i.
+    fn batch(base: i64, records: &[(Option<&str>, Option<&str>)], pid: i64) -> Bytes {
+        let mut b = RecordBatchBuilder::new(Compression::Lz4)
+            .base_offset(base)
+            .producer(pid, 0, if pid >= 0 { 0 } else { -1 });
+        for (i, (k, v)) in records.iter().enumerate() {
+            b.append(
+                1000 + i as i64,
+                k.map(str::as_bytes),
+                v.map(str::as_bytes),
+                &[],
+            );
+        }
+        b.build().unwrap()
+    }
+
+    fn records(b: &Bytes) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+        let rb = RecordBatch::parse(b.clone()).unwrap();
+        rb.records(1 << 20)
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r.offset_in(&rb),
+                    r.key.map(|k| k.to_vec()),
+                    r.value.map(|v| v.to_vec()),
+                )
+            })
+            .collect()
+    }
+
+    fn rules<'a>(map: &'a OffsetMap, last: &'a HashMap<i64, i64>, now: i64) -> Rules<'a> {
+        Rules {
+            map,
+            now_ms: now,
+            delete_retention_ms: 500,
+            producer_last_offsets: last,
+        }
+    }
+
+    #[test]
+    fn superseded_and_keyless_records_go_offsets_stay() {
+        let mut map = OffsetMap::new(1 << 20, 0.9, 10);
+        map.put(b"a", 12);
+        map.put(b"b", 11);
+        let none = HashMap::new();
+        let b = batch(
+            10,
+            &[
+                (Some("a"), Some("1")),
+                (Some("b"), Some("2")),
+                (None, Some("3")),
+            ],
+            -1,
+        );
+        let (f, stats) = filter_batch(&b, &rules(&map, &none, 0)).unwrap();
+        let Filtered::Rewritten(out) = f else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            records(&out),
+            vec![(11, Some(b"b".to_vec()), Some(b"2".to_vec()))]
+        );
+        let rb = RecordBatch::parse(out).unwrap();
+        assert_eq!((rb.base_offset(), rb.last_offset()), (10, 12));
+        assert_eq!((stats.records_read, stats.records_kept), (3, 1));
+
+        // Records after the map's offset for their key stay; a batch kept whole is unchanged.
+        let later = batch(20, &[(Some("a"), Some("4"))], -1);
+        assert_eq!(
+            filter_batch(&later, &rules(&map, &none, 0)).unwrap().0,
+            Filtered::Unchanged
+        );
+        let gone = batch(0, &[(Some("a"), Some("0"))], -1);
+        assert_eq!(
+            filter_batch(&gone, &rules(&map, &none, 0)).unwrap().0,
+            Filtered::Dropped
+        );
+    }
+
+    #[test]
+    fn tombstones_get_a_horizon_then_go_after_it() {
+        let map = OffsetMap::new(1 << 20, 0.9, 10);
+        let none = HashMap::new();
+        let b = batch(0, &[(Some("a"), None), (Some("b"), Some("x"))], -1);
+        let (f, stats) = filter_batch(&b, &rules(&map, &none, 10_000)).unwrap();
+        let Filtered::Rewritten(stamped) = f else {
+            panic!("{f:?}")
+        };
+        assert_eq!(stats.delete_horizon_ms, Some(10_500));
+        let rb = RecordBatch::parse(stamped.clone()).unwrap();
+        assert_eq!(rb.delete_horizon_ms(), Some(10_500));
+        assert_eq!(
+            records(&stamped).len(),
+            2,
+            "the tombstone stays until its horizon"
+        );
+        // Before the horizon: unchanged (already stamped). After it: the tombstone goes.
+        let (f, _) = filter_batch(&stamped, &rules(&map, &none, 10_499)).unwrap();
+        assert_eq!(f, Filtered::Unchanged);
+        let (f, stats) = filter_batch(&stamped, &rules(&map, &none, 10_500)).unwrap();
+        let Filtered::Rewritten(out) = f else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            records(&out),
+            vec![(1, Some(b"b".to_vec()), Some(b"x".to_vec()))]
+        );
+        assert_eq!(stats.delete_horizon_ms, None);
+    }
+
+    #[test]
+    fn the_last_batch_of_a_producer_stays_empty() {
+        let mut map = OffsetMap::new(1 << 20, 0.9, 10);
+        map.put(b"a", 99);
+        let b = batch(5, &[(Some("a"), Some("1")), (Some("a"), Some("2"))], 42);
+        let last = HashMap::from([(42, 6)]);
+        let (f, _) = filter_batch(&b, &rules(&map, &last, 0)).unwrap();
+        let Filtered::Rewritten(out) = f else {
+            panic!("{f:?}")
+        };
+        let rb = RecordBatch::parse(out).unwrap();
+        assert_eq!(rb.record_count(), 0);
+        assert_eq!(
+            (rb.base_offset(), rb.last_offset(), rb.producer_id()),
+            (5, 6, 42)
+        );
+        // Not its last batch any more: dropped.
+        let moved_on = HashMap::from([(42, 60)]);
+        assert_eq!(
+            filter_batch(&b, &rules(&map, &moved_on, 0)).unwrap().0,
+            Filtered::Dropped
+        );
+    }
+
+    #[test]
+    fn control_batches_are_kept() {
+        let map = OffsetMap::new(1 << 20, 0.9, 10);
+        let none = HashMap::new();
+        let mut b = RecordBatchBuilder::new(Compression::None)
+            .control(true)
+            .transactional(true)
+            .producer(7, 0, -1);
+        b.append(1, Some(&[0, 0, 0, 0]), Some(&[0, 0, 0, 0, 0, 0]), &[]);
+        let b = b.build().unwrap();
+        assert_eq!(
+            filter_batch(&b, &rules(&map, &none, 0)).unwrap().0,
+            Filtered::Unchanged
+        );
+    }
+}
