@@ -87,7 +87,7 @@ impl ShardSnapshot {
                 segments: p.log.segment_count(),
                 stats: p.log.stats(),
                 offline: p.log.is_offline(),
-                cleaner: cleaning.get(k).copied(),
+                cleaner: clean_gauges(p, cleaning.get(k)),
             })
             .collect();
         // Partitions whose log could not be opened: offline, nothing else known.
@@ -116,6 +116,22 @@ impl ShardSnapshot {
             cleaner: ctx.cleaning.cleaner().totals(),
         }
     }
+}
+
+/// A compacted partition's cleaner gauges: the dirty ratio as of now, the rest as the
+/// shard's last cleaner check saw it.
+fn clean_gauges(p: &crate::partition::Partition, last: Option<&CleanGauges>) -> Option<CleanGauges> {
+    let cfg = p.topic_config();
+    if !cfg.compact {
+        return None;
+    }
+    let view = p
+        .log
+        .cleanable(crate::partition::now_ms(), cfg.min_compaction_lag_ms);
+    Some(CleanGauges {
+        dirty_ratio: view.dirty_ratio(),
+        ..last.copied().unwrap_or_default()
+    })
 }
 
 /// user + system time of the calling thread, from /proc/thread-self/stat.
