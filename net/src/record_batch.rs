@@ -28,7 +28,9 @@ use crate::Encoder;
 mod retain;
 mod validate;
 pub use retain::{empty_batch, retain_records, RecordView};
-pub use validate::{BatchSummary, ValidationError, NO_TIMESTAMP};
+pub use validate::{
+    BatchSummary, RecordRules, ValidationError, MAX_LISTED_MISSING_KEYS, NO_TIMESTAMP,
+};
 
 pub const BASE_OFFSET_OFFSET: usize = 0;
 pub const BATCH_LENGTH_OFFSET: usize = 8;

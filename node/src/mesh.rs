@@ -65,6 +65,15 @@ impl PartitionOp {
 #[derive(Debug)]
 pub enum PartitionReply {
     Error(i16),
+    /// Produce refused because records have no key and the topic is compacted: Kafka's
+    /// INVALID_RECORD with one record error per record.
+    MissingKeys {
+        /// Records without a key.
+        count: u32,
+        /// Their indices in their batch (the first `MAX_LISTED_MISSING_KEYS`).
+        records: Vec<u32>,
+        log_start_offset: i64,
+    },
     /// `bytes_in`/`records_in`: what this produce appended (0 for a duplicate retry).
     Produced {
         base_offset: i64,

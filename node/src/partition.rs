@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use spate_log::{LogConfig, LogError, PartitionLog, SharedBatchCache, WriteTicket};
 use spate_net::compression::Compression;
-use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::record_batch::{self, RecordBatchBuilder, RecordRules, ValidationError};
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
@@ -55,6 +55,20 @@ struct ProducerBatch {
     first_seq: i32,
     last_offset_delta: i32,
     records: u64,
+}
+
+/// Why a produce is refused.
+enum Refusal {
+    /// Answered with the error code alone.
+    Code(i16),
+    /// Records without a key in a compacted topic (answered with record errors).
+    MissingKeys { count: u32, records: Vec<u32> },
+}
+
+impl From<i16> for Refusal {
+    fn from(code: i16) -> Self {
+        Refusal::Code(code)
+    }
 }
 
 /// A produce after its synchronous part.
@@ -236,11 +250,11 @@ impl Partition {
 
     /// Check the batches of a produce request the way Kafka's log validator does: magic,
     /// sizes, CRC, the topic's message size cap, then every record's framing, count,
-    /// offset deltas and timestamps (`RecordBatch::validate`: compressed batches are
-    /// streamed through a small buffer, never inflated into memory, and refused past
-    /// an inflate cap). The stored bytes stay the client's. Returns the idempotence
-    /// facts of each batch.
-    fn validate(&self, records: &Bytes, now: i64) -> Result<Vec<ProducerBatch>, i16> {
+    /// offset deltas, timestamps and, in a compacted topic, key
+    /// (`RecordBatch::validate_with`: compressed batches are streamed through a small
+    /// buffer, never inflated into memory, and refused past an inflate cap). The stored
+    /// bytes stay the client's. Returns the idempotence facts of each batch.
+    fn validate(&self, records: &Bytes, now: i64) -> Result<Vec<ProducerBatch>, Refusal> {
         // A compressed batch may inflate to 64 times the topic's max.message.bytes,
         // within [64 MiB, 256 MiB] (Kafka has no cap; see docs/codec.md).
         const INFLATE_RATIO: usize = 64;
@@ -255,40 +269,49 @@ impl Partition {
         // validateTimestamp; LogAppendTime topics take the broker's clock instead).
         let latest_allowed = now.saturating_add(config.timestamp_after_max_ms);
         let earliest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
+        let rules = RecordRules {
+            require_keys: config.compact,
+        };
         let mut batches = Vec::new();
         for batch in record_batch::batches(records.clone()) {
             let batch = batch.map_err(|_| ErrorCode::CorruptMessage.code())?;
             if batch.size() > max {
-                return Err(ErrorCode::MessageTooLarge.code());
+                return Err(ErrorCode::MessageTooLarge.code().into());
             }
             if batch.verify_crc().is_err() {
-                return Err(ErrorCode::CorruptMessage.code());
+                return Err(ErrorCode::CorruptMessage.code().into());
             }
             if batch.is_control() {
-                return Err(ErrorCode::InvalidRecord.code());
+                return Err(ErrorCode::InvalidRecord.code().into());
             }
-            // Record count, lastOffsetDelta, sequence, codec, framing, inflate cap.
+            // Record count, lastOffsetDelta, sequence, codec, framing, inflate cap, and
+            // in a compacted topic every record's key.
             let summary = batch
-                .validate(inflate_cap)
-                .map_err(|e| e.error_code().code())?;
+                .validate_with(inflate_cap, rules)
+                .map_err(|e| match e {
+                    ValidationError::MissingKeys { count, records } => {
+                        Refusal::MissingKeys { count, records }
+                    }
+                    e => Refusal::Code(e.error_code().code()),
+                })?;
             // Kafka rewrites a compressed batch whose offset deltas are not 0..n-1 (and
             // stores an uncompressed one as is); Spate never rebuilds, so it refuses both.
             if !summary.offsets_consecutive {
-                return Err(ErrorCode::InvalidRecord.code());
+                return Err(ErrorCode::InvalidRecord.code().into());
             }
             if config.log_append_time {
                 // Producers may not set LogAppendTime themselves.
                 if batch.timestamp_type() == record_batch::TimestampType::LogAppendTime {
-                    return Err(ErrorCode::InvalidTimestamp.code());
+                    return Err(ErrorCode::InvalidTimestamp.code().into());
                 }
             } else if summary.max_timestamp > latest_allowed
                 || summary.min_timestamp.is_some_and(|t| t < earliest_allowed)
             {
-                return Err(ErrorCode::InvalidTimestamp.code());
+                return Err(ErrorCode::InvalidTimestamp.code().into());
             }
             if batch.is_transactional() {
                 // No transaction coordinator: no transaction can be open.
-                return Err(ErrorCode::InvalidTxnState.code());
+                return Err(ErrorCode::InvalidTxnState.code().into());
             }
             batches.push(ProducerBatch {
                 producer_id: batch.producer_id(),
@@ -299,7 +322,7 @@ impl Partition {
             });
         }
         if batches.is_empty() {
-            return Err(ErrorCode::CorruptMessage.code());
+            return Err(ErrorCode::CorruptMessage.code().into());
         }
         Ok(batches)
     }
@@ -397,7 +420,14 @@ impl Partition {
                     (info.base_offset, Some(ticket), bytes, records)
                 }
                 Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
-                Err(code) => return PartitionReply::Error(code),
+                Err(Refusal::Code(code)) => return PartitionReply::Error(code),
+                Err(Refusal::MissingKeys { count, records }) => {
+                    return PartitionReply::MissingKeys {
+                        count,
+                        records,
+                        log_start_offset: this.log.log_start_offset(),
+                    }
+                }
             };
             if let Some(ticket) = ticket {
                 if let Err(e) = this.log.written(ticket).await {
@@ -432,10 +462,10 @@ impl Partition {
         acks: i16,
         now: i64,
         log_append_time: bool,
-    ) -> Result<Started, i16> {
+    ) -> Result<Started, Refusal> {
         if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
             // Only this broker is in the ISR.
-            return Err(ErrorCode::NotEnoughReplicas.code());
+            return Err(ErrorCode::NotEnoughReplicas.code().into());
         }
         // An offline partition refuses every produce, retries of written batches too.
         self.log.writable().map_err(|e| error_code(&e))?;

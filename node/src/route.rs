@@ -122,6 +122,7 @@ pub fn error_of(reply: &PartitionReply) -> i16 {
     match reply {
         PartitionReply::Error(code) => *code,
         PartitionReply::FetchError { code, .. } => *code,
+        PartitionReply::MissingKeys { .. } => ErrorCode::InvalidRecord.code(),
         _ => 0,
     }
 }

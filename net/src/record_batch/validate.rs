@@ -19,7 +19,10 @@
 //!   header count and headers (key length >= 0, value length >= -1), consuming exactly
 //!   the declared length; exactly `recordCount` records and nothing after the last one;
 //! * every record's `baseTimestamp + timestampDelta` is representable (no i64
-//!   overflow; checked in LogAppendTime batches too, where the sum is not used).
+//!   overflow; checked in LogAppendTime batches too, where the sum is not used);
+//! * with [`RecordRules::require_keys`] (a compacted topic), every record has a key
+//!   (Kafka's `LogValidator.validateKey`). A record without one does not stop the walk:
+//!   a framing error further on still wins, as in Kafka, and the refusal lists them all.
 //!
 //! What is reported rather than refused (the caller decides): the record timestamps'
 //! range and whether the offset deltas are consecutive (0, 1, ..., n-1).
@@ -35,6 +38,17 @@ pub const NO_TIMESTAMP: i64 = -1;
 
 /// Bytes of decompressed data read per step of a compressed walk (on the stack).
 const STREAM_BUF: usize = 8 * 1024;
+
+/// Records without a key listed in a [`ValidationError::MissingKeys`] at most (they are
+/// all counted): a bound on what one batch makes the broker hold and answer.
+pub const MAX_LISTED_MISSING_KEYS: usize = 1000;
+
+/// Rules of the topic a batch is produced to, checked on every record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordRules {
+    /// Every record must have a key (`cleanup.policy` contains `compact`).
+    pub require_keys: bool,
+}
 
 /// What validation learnt of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +94,9 @@ pub enum ValidationError {
     Decompress { codec: &'static str, reason: String },
     #[error("the records inflate beyond {cap} bytes")]
     TooLarge { cap: u64 },
+    /// Kafka answers with one record error per record listed (their index in the batch).
+    #[error("{count} records without a key (a compacted topic requires one)")]
+    MissingKeys { count: u32, records: Vec<u32> },
 }
 
 impl ValidationError {
@@ -95,7 +112,8 @@ impl ValidationError {
             | ValidationError::Record { .. }
             | ValidationError::MissingRecords { .. }
             | ValidationError::TrailingBytes { .. }
-            | ValidationError::Decompress { .. } => ErrorCode::InvalidRecord,
+            | ValidationError::Decompress { .. }
+            | ValidationError::MissingKeys { .. } => ErrorCode::InvalidRecord,
         }
     }
 }
@@ -382,12 +400,15 @@ struct WalkParams {
     base_timestamp: i64,
     /// `Some(maxTimestamp)` for a LogAppendTime batch: every record has it.
     log_append_time: Option<i64>,
+    require_keys: bool,
 }
 
 fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, ValidationError> {
     let mut max_ts = NO_TIMESTAMP;
     let mut min_ts: Option<i64> = None;
     let mut consecutive = true;
+    let mut missing_keys: u32 = 0;
+    let mut listed_missing_keys = Vec::new();
     let count = p.count.max(0) as u32;
     for index in 0..count {
         let len = match read_unsigned(src, index, 5) {
@@ -417,6 +438,12 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
         let ts_delta = r.varlong()?;
         let offset_delta = r.varint()?;
         let key_len = r.varint()?;
+        if p.require_keys && key_len < 0 {
+            missing_keys += 1;
+            if listed_missing_keys.len() < MAX_LISTED_MISSING_KEYS {
+                listed_missing_keys.push(index);
+            }
+        }
         r.skip_field(key_len, true, "invalid key length")?;
         let value_len = r.varint()?;
         r.skip_field(value_len, true, "invalid value length")?;
@@ -458,6 +485,12 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
     if src.byte()?.is_some() {
         return Err(ValidationError::TrailingBytes { count: p.count });
     }
+    if missing_keys > 0 {
+        return Err(ValidationError::MissingKeys {
+            count: missing_keys,
+            records: listed_missing_keys,
+        });
+    }
     Ok(BatchSummary {
         records: count,
         max_timestamp: max_ts,
@@ -473,6 +506,16 @@ impl RecordBatch {
     /// compressed batch may inflate to at most `max_inflated` bytes; it is streamed,
     /// never inflated into memory. Does not check the CRC.
     pub fn validate(&self, max_inflated: usize) -> Result<BatchSummary, ValidationError> {
+        self.validate_with(max_inflated, RecordRules::default())
+    }
+
+    /// [`RecordBatch::validate`], applying the topic's `rules` to every record in the
+    /// same walk.
+    pub fn validate_with(
+        &self,
+        max_inflated: usize,
+        rules: RecordRules,
+    ) -> Result<BatchSummary, ValidationError> {
         let id = (self.attributes() & super::COMPRESSION_MASK) as u8;
         let codec = Compression::from_id(id).map_err(|_| ValidationError::UnknownCodec(id))?;
         let count = self.record_count();
@@ -497,6 +540,7 @@ impl RecordBatch {
             base_timestamp: self.base_timestamp(),
             log_append_time: (self.timestamp_type() == TimestampType::LogAppendTime)
                 .then(|| self.max_timestamp()),
+            require_keys: rules.require_keys,
         };
         let body = &self.bytes()[HEADER_LEN..];
         if codec == Compression::None {
@@ -867,6 +911,68 @@ mod tests {
                 "{what} ({:?}): {shown}",
                 batch.compression().ok()
             );
+        }
+    }
+
+    /// `n` records, the ones at `keyless` without a key, others with `key`.
+    fn keyed(c: Compression, n: usize, keyless: &[usize], key: &[u8]) -> RecordBatch {
+        let mut b = RecordBatchBuilder::new(c);
+        for i in 0..n {
+            let key = (!keyless.contains(&i)).then_some(key);
+            b.append(1_700_000_000_000, key, Some(b"v"), &[]);
+        }
+        RecordBatch::parse(b.build().unwrap()).unwrap()
+    }
+
+    const KEYS: RecordRules = RecordRules { require_keys: true };
+
+    #[test]
+    fn compacted_topics_refuse_records_without_a_key() {
+        for c in ALL {
+            let b = keyed(c, 6, &[1, 3, 4], b"k");
+            assert_eq!(b.validate(CAP).unwrap().records, 6, "{c:?}");
+            match b.validate_with(CAP, KEYS) {
+                Err(ValidationError::MissingKeys { count, records }) => {
+                    assert_eq!((count, records), (3, vec![1, 3, 4]), "{c:?}")
+                }
+                other => panic!("{c:?}: {other:?}"),
+            }
+            assert_eq!(code(b.validate_with(CAP, KEYS)), 87);
+            // Keys everywhere, or empty keys (a key all the same): accepted.
+            assert_eq!(
+                keyed(c, 6, &[], b"k")
+                    .validate_with(CAP, KEYS)
+                    .unwrap()
+                    .records,
+                6
+            );
+            assert_eq!(
+                keyed(c, 6, &[], b"")
+                    .validate_with(CAP, KEYS)
+                    .unwrap()
+                    .records,
+                6
+            );
+        }
+        // A framing error after a keyless record wins, as in Kafka (its iterator throws).
+        let body = [rec(0, 0, Some(b"v"), 0), rec(1, 0, Some(b"v"), 1)].concat();
+        let err = batch_of(&body, Compression::None, 2, 1, 0).validate_with(CAP, KEYS);
+        assert!(
+            matches!(err, Err(ValidationError::Record { index: 1, .. })),
+            "{err:?}"
+        );
+        // Every keyless record is counted, the first MAX_LISTED_MISSING_KEYS listed.
+        let n = MAX_LISTED_MISSING_KEYS + 500;
+        let all: Vec<usize> = (0..n).collect();
+        match keyed(Compression::Zstd, n, &all, b"k").validate_with(CAP, KEYS) {
+            Err(ValidationError::MissingKeys { count, records }) => {
+                assert_eq!(count as usize, n);
+                assert_eq!(
+                    records,
+                    (0..MAX_LISTED_MISSING_KEYS as u32).collect::<Vec<_>>()
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 

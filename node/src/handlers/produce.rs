@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use spate_net::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use spate_net::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use spate_net::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use spate_net::ErrorCode;
 
@@ -95,6 +97,15 @@ pub async fn dispatch(
                     out.log_append_time_ms = log_append_time;
                     out.log_start_offset = log_start_offset;
                 }
+                PartitionReply::MissingKeys {
+                    count,
+                    records,
+                    log_start_offset,
+                } => {
+                    let topic = &req.topic_data[ti].name;
+                    missing_keys(out, topic, count, &records);
+                    out.log_start_offset = log_start_offset;
+                }
                 other => {
                     out.error_code = match route::error_of(&other) {
                         0 => ErrorCode::UnknownServerError.code(),
@@ -119,4 +130,33 @@ pub async fn dispatch(
             },
         ))
     }))
+}
+
+/// Kafka's answer to records without a key in a compacted topic (LogValidator's
+/// RecordValidationException): INVALID_RECORD, one record error per record (Produce v8+),
+/// and a message quoting the first three.
+fn missing_keys(out: &mut PartitionProduceResponse, topic: &str, count: u32, records: &[u32]) {
+    let reason = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{}",
+        out.index
+    );
+    let shown: Vec<String> = records
+        .iter()
+        .take(3)
+        .map(|i| format!("RecordError(batchIndex={i}, message='{reason}')"))
+        .collect();
+    out.error_code = ErrorCode::InvalidRecord.code();
+    out.base_offset = -1;
+    out.error_message = Some(format!(
+        "One or more records have been rejected due to {count} record errors in total, and \
+         only showing the first three errors at most: [{}]",
+        shown.join(", ")
+    ));
+    out.record_errors = records
+        .iter()
+        .map(|&i| BatchIndexAndErrorMessage {
+            batch_index: i as i32,
+            batch_index_error_message: Some(reason.clone()),
+        })
+        .collect();
 }
