@@ -120,7 +120,10 @@ mod tests {
         b.build().unwrap()
     }
 
-    fn records(b: &Bytes) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    /// (offset, key, value) of one record.
+    type Kept = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+    fn records(b: &Bytes) -> Vec<Kept> {
         let rb = RecordBatch::parse(b.clone()).unwrap();
         rb.records(1 << 20)
             .unwrap()

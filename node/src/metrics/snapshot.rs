@@ -120,7 +120,10 @@ impl ShardSnapshot {
 
 /// A compacted partition's cleaner gauges: the dirty ratio as of now, the rest as the
 /// shard's last cleaner check saw it.
-fn clean_gauges(p: &crate::partition::Partition, last: Option<&CleanGauges>) -> Option<CleanGauges> {
+fn clean_gauges(
+    p: &crate::partition::Partition,
+    last: Option<&CleanGauges>,
+) -> Option<CleanGauges> {
     let cfg = p.topic_config();
     if !cfg.compact {
         return None;
