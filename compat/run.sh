@@ -68,6 +68,23 @@ if [[ ! -f "$JAR" ]] || [[ -n "$(find "$HERE/java/src" "$HERE/java/pom.xml" -typ
   (cd "$HERE/java" && timeout 900 mvn -q -B package)
 fi
 
+# 5b. Kafka Streams (4.4.0, with the compat Streams app) and Kafka Connect / MirrorMaker 2
+# (4.3.1): jars and their runtime dependencies under compat/frameworks/target and
+# compat/frameworks/connect/target (test_streams.py, test_connect.py, test_mirrormaker.py).
+# The stamps are what compat/tests/frameworkutil.py checks as well; target/lib is emptied
+# first so that no jar of an older version stays on the classpath.
+FW="$HERE/frameworks"
+FW_STAMP="$FW/target/lib/.built"
+if [[ ! -f "$FW_STAMP" ]] || [[ -n "$(find "$FW/src" "$FW/pom.xml" -type f -newer "$FW_STAMP" -print -quit)" ]]; then
+  log "mvn package (Kafka Streams app)"
+  (cd "$FW" && rm -rf target/lib && timeout 900 mvn -q -B package && touch "$FW_STAMP")
+fi
+CONNECT_STAMP="$FW/connect/target/lib/.built"
+if [[ ! -f "$CONNECT_STAMP" || "$FW/connect/pom.xml" -nt "$CONNECT_STAMP" ]]; then
+  log "mvn package (Kafka Connect and MirrorMaker 2)"
+  (cd "$FW/connect" && rm -rf target/lib && timeout 900 mvn -q -B package && touch "$CONNECT_STAMP")
+fi
+
 # 6. The broker.
 if [[ -z "${SPATE_COMPAT_BOOTSTRAP:-}" && -z "${SPATE_COMPAT_SKIP_BUILD:-}" && -z "${SPATE_BIN:-}" ]]; then
   log "cargo build --release -p spate-node"

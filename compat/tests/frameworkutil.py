@@ -30,12 +30,14 @@ JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto",
 
 
 def _maven(project: Path, stamp: Path, sources):
-    """`mvn package` in `project` unless `stamp` is newer than every source."""
+    """`mvn package` in `project` unless `stamp` is newer than every source (as compat/run.sh
+    does; target/lib is emptied first so that no jar of an older version stays there)."""
     newest = max(p.stat().st_mtime for p in sources)
     if stamp.exists() and stamp.stat().st_mtime >= newest:
         return
     if shutil.which("mvn") is None:
         pytest.fail("maven is not installed (compat/run.sh installs the suite's tools)")
+    shutil.rmtree(project / "target" / "lib", ignore_errors=True)
     subprocess.run(["mvn", "-q", "-B", "package"], cwd=project, check=True, timeout=900)
     stamp.touch()
 
