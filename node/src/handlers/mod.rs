@@ -1,5 +1,6 @@
 //! Request handlers, one module per API family, and the dispatch that picks one.
 
+mod acls;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -178,6 +179,13 @@ pub async fn dispatch(
                 header,
                 async move { groups::offset_delete(&ctx, req).await },
             )
+        }
+        RequestBody::DescribeAcls(_) => Dispatched::Respond(frame(&header, &acls::describe_acls())),
+        RequestBody::CreateAcls(req) => {
+            Dispatched::Respond(frame(&header, &acls::create_acls(&req)))
+        }
+        RequestBody::DeleteAcls(req) => {
+            Dispatched::Respond(frame(&header, &acls::delete_acls(&req)))
         }
         RequestBody::DescribeLogDirs(req) => later(header, async move {
             cluster::describe_log_dirs(&ctx, req).await
