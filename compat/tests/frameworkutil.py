@@ -25,7 +25,7 @@ CONNECT = FRAMEWORKS / "connect"
 KEEP = bool(os.environ.get("SPATE_COMPAT_KEEP"))
 
 # Quick JVM start-up on a small, shared machine.
-JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto",
+JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
             "-Djava.awt.headless=true"]
 
 
