@@ -216,10 +216,15 @@ pub fn decode_value(mut buf: Bytes) -> Option<TxnRecord> {
     Some(r)
 }
 
-/// Kafka's transactional id → `__transaction_state` partition mapping (the same as
-/// groups use for `__consumer_offsets`).
+/// Kafka's transactional id → `__transaction_state` partition mapping:
+/// `Utils.abs(transactionalId.hashCode) % partitions` (Java `String.hashCode` over UTF-16
+/// code units; `Utils.abs` maps `Integer.MIN_VALUE` to 0).
 pub fn partition_for(transactional_id: &str, partitions: i32) -> i32 {
-    crate::group::offsets_log::partition_for(transactional_id, partitions)
+    let hash = transactional_id
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions.max(1)
 }
 
 #[cfg(test)]
@@ -257,6 +262,14 @@ mod tests {
             }
         }
         assert_eq!(decode_value(Bytes::from_static(&[0, 9])), None);
+    }
+
+    #[test]
+    fn partition_matches_kafka() {
+        // Kafka 4.4 stores group "my-group" (hashCode -1906497762) in partition 12 of 50;
+        // transactional ids use the same mapping.
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(partition_for("", 50), 0);
     }
 
     #[test]
