@@ -278,12 +278,10 @@ impl TxnMetadata {
     /// The transit was written: it is the state now.
     pub fn complete(&mut self, t: Transit) {
         assert_eq!(self.pending, Some(t.status), "completing an unprepared transit");
+        if t.producer_id != self.producer_id {
+            self.last_producer_id = self.producer_id;
+        }
         self.producer_id = t.producer_id;
-        self.last_producer_id = if t.producer_id != self.producer_id {
-            self.producer_id
-        } else {
-            self.last_producer_id
-        };
         self.producer_epoch = t.producer_epoch;
         self.last_producer_epoch = t.last_producer_epoch;
         self.timeout_ms = t.timeout_ms;
@@ -334,10 +332,8 @@ mod tests {
     #[test]
     fn kip_360_epochs() {
         let mut m = TxnMetadata::new(7, 1000, 0);
-        m.complete(m.clone().prepare_increment_epoch(1000, None, 0).map(|t| {
-            m.pending = Some(t.status);
-            t
-        }).unwrap());
+        let t = m.prepare_increment_epoch(1000, None, 0).unwrap();
+        m.complete(t);
         // Current epoch 0: naming it bumps to 1 and remembers 0.
         let t = m.prepare_increment_epoch(1000, Some(0), 1).unwrap();
         assert_eq!((t.producer_epoch, t.last_producer_epoch), (1, 0));
