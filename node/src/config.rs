@@ -86,6 +86,8 @@ pub struct BrokerConfig {
     pub segment_preallocate_bytes: u64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub transaction_state_num_partitions: i32,
     /// `offset.metadata.max.bytes`: longest metadata string of a committed offset.
     pub offset_metadata_max_bytes: usize,
     /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
@@ -198,6 +200,9 @@ impl BrokerConfig {
         }
         if self.offsets_topic_num_partitions < 1 {
             bail!("offsets_topic_num_partitions must be at least 1");
+        }
+        if self.transaction_state_num_partitions < 1 {
+            bail!("transaction_state_num_partitions must be at least 1");
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");

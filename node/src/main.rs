@@ -20,6 +20,7 @@ mod random_id;
 mod route;
 mod shard;
 mod topic_config;
+mod txn;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -109,6 +110,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     ensure_offsets_topic(&config, &image, &control[0])?;
+    ensure_transaction_state_topic(&config, &image, &control[0])?;
     if let Some(addr) = &config.http_listen {
         let bound = metrics::serve_http(addr, control.clone())?;
         tracing::info!(http = %bound, "metrics at /metrics, probes at /health and /ready");
@@ -200,7 +202,36 @@ fn ensure_offsets_topic(
     )
 }
 
-/// Send one request about `__consumer_offsets` to the controller and wait for success.
+/// Create `__transaction_state` on first start (compacted, 100 MiB segments, as Kafka's
+/// `transaction.state.log.*` defaults).
+fn ensure_transaction_state_topic(
+    config: &BrokerConfig,
+    image: &metadata::MetadataImage,
+    controller: &flume::Sender<mesh::ShardMsg>,
+) -> anyhow::Result<()> {
+    if image.topic(txn::TXN_STATE_TOPIC).is_some() {
+        return Ok(());
+    }
+    let topic = controller::NewTopic {
+        name: txn::TXN_STATE_TOPIC.to_string(),
+        num_partitions: config.transaction_state_num_partitions,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".to_string(), Some("compact".to_string())),
+            ("segment.bytes".to_string(), Some("104857600".to_string())),
+        ],
+    };
+    ask_controller(
+        controller,
+        controller::ControllerRequest::CreateTopics {
+            topics: vec![topic],
+            validate_only: false,
+        },
+    )
+}
+
+/// Send one request about an internal topic to the controller and wait for success.
 fn ask_controller(
     controller: &flume::Sender<mesh::ShardMsg>,
     request: controller::ControllerRequest,

@@ -33,6 +33,8 @@ pub enum PartitionOp {
         offset: i64,
         max_bytes: usize,
         min_one: bool,
+        /// `isolation_level=read_committed`: nothing at or past the last stable offset.
+        read_committed: bool,
     },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset { timestamp: i64 },
@@ -45,6 +47,12 @@ pub enum PartitionOp {
     },
     /// DescribeLogDirs: size and offsets.
     Describe,
+    /// End a producer's transaction here with a commit or abort marker.
+    WriteTxnMarker {
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    },
 }
 
 impl PartitionOp {
@@ -57,6 +65,7 @@ impl PartitionOp {
             PartitionOp::DeleteRecords { .. } => "DeleteRecords",
             PartitionOp::EndOffsetForEpoch { .. } => "OffsetForLeaderEpoch",
             PartitionOp::Describe => "DescribeLogDirs",
+            PartitionOp::WriteTxnMarker { .. } => "WriteTxnMarkers",
         }
     }
 }
@@ -91,6 +100,10 @@ pub enum PartitionReply {
         batches: Vec<Bytes>,
         high_watermark: i64,
         log_start_offset: i64,
+        last_stable_offset: i64,
+        /// read_committed: aborted transactions overlapping the batches, as
+        /// (producer id, first offset).
+        aborted: Vec<(i64, i64)>,
     },
     FetchError {
         code: i16,
@@ -109,6 +122,7 @@ pub enum PartitionReply {
     Described {
         size_bytes: u64,
     },
+    MarkerWritten,
 }
 
 /// What one shard asks of another.
@@ -129,6 +143,8 @@ pub enum ShardMsg {
     },
     /// To the shard coordinating the group (or to every shard, for listings).
     Group(crate::group::GroupRequest),
+    /// To the shard coordinating the transactional id.
+    Txn(crate::txn::TxnRequest),
     /// Liveness probe: answers whether the shard serves (false while shutting down).
     Ping { reply: flume::Sender<bool> },
     /// A metrics snapshot of the shard, for a scrape.

@@ -26,6 +26,9 @@ pub struct Partition {
     pub log: PartitionLog,
     config: RefCell<EffectiveTopicConfig>,
     producers: RefCell<ProducerStates>,
+    /// Aborted transactions whose data may still be in the log, oldest first (what
+    /// read_committed fetches must skip).
+    aborted: RefCell<Vec<AbortedTxn>>,
     jitter_seed: u64,
     storage: std::cell::Cell<StorageSettings>,
 }
@@ -40,16 +43,60 @@ struct ProducerSnapshot<'a> {
     /// The log end offset the state covers.
     offset: i64,
     states: &'a ProducerStates,
+    aborted: &'a [AbortedTxn],
 }
 
 #[derive(serde::Deserialize)]
 struct LoadedSnapshot {
     offset: i64,
     states: ProducerStates,
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
+}
+
+/// An aborted transaction on this partition: its producer, its first offset and the
+/// offset of its abort marker (Kafka's `AbortedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// The control record of a transaction marker: key (version 0, type: 0 abort, 1 commit)
+/// and value (version 0, coordinator epoch).
+fn marker_batch(producer_id: i64, epoch: i16, commit: bool, now: i64) -> Result<Bytes, i16> {
+    let key = [0, 0, 0, u8::from(commit)];
+    let value = [0, 0, 0, 0, 0, 0];
+    let mut b = RecordBatchBuilder::new(Compression::None)
+        .control(true)
+        .transactional(true)
+        .producer(producer_id, epoch, -1);
+    b.append(now, Some(&key), Some(&value), &[]);
+    b.build().map_err(|_| ErrorCode::UnknownServerError.code())
+}
+
+/// Base offset of a stored batch.
+fn batch_base(b: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(b.get(0..8)?.try_into().ok()?))
+}
+
+/// The offset after a stored batch.
+fn batch_end(b: &[u8]) -> Option<i64> {
+    let delta = i32::from_be_bytes(b.get(23..27)?.try_into().ok()?);
+    Some(batch_base(b)? + i64::from(delta) + 1)
+}
+
+/// Whether a control batch is a commit marker (`None`: not a marker Spate knows).
+fn marker_is_commit(batch: &record_batch::RecordBatch) -> Option<bool> {
+    let record = batch.records(1 << 16).ok()?.next()?.ok()?;
+    let key = record.key?;
+    (key.len() >= 4 && key[0..2] == [0, 0]).then(|| key[3] == 1)
 }
 
 /// What validation learns of one incoming batch: its idempotence facts and size.
 struct ProducerBatch {
+    transactional: bool,
     producer_id: i64,
     epoch: i16,
     first_seq: i32,
@@ -210,6 +257,7 @@ impl Partition {
             log,
             config: RefCell::new(config),
             producers: RefCell::new(ProducerStates::default()),
+            aborted: RefCell::new(Vec::new()),
             jitter_seed,
             storage: std::cell::Cell::new(storage),
         };
@@ -309,11 +357,11 @@ impl Partition {
             {
                 return Err(ErrorCode::InvalidTimestamp.code().into());
             }
-            if batch.is_transactional() {
-                // No transaction coordinator: no transaction can be open.
-                return Err(ErrorCode::InvalidTxnState.code().into());
+            if batch.is_transactional() && batch.producer_id() < 0 {
+                return Err(ErrorCode::InvalidRecord.code().into());
             }
             batches.push(ProducerBatch {
+                transactional: batch.is_transactional(),
                 producer_id: batch.producer_id(),
                 epoch: batch.producer_epoch(),
                 first_seq: batch.base_sequence(),
@@ -510,6 +558,9 @@ impl Partition {
                     ticket: Some(ticket),
                 };
                 states.record(b.producer_id, b.epoch, meta, now);
+                if b.transactional {
+                    states.begin_txn(b.producer_id, base);
+                }
             }
         }
         assert_eq!(
@@ -541,9 +592,14 @@ impl Partition {
                 _ => Ok(()),
             };
         }
+        // Aborted transactions wholly below the log start are of no use to readers.
+        let start = self.log.log_start_offset();
+        self.aborted.borrow_mut().retain(|a| a.last_offset >= start);
+        let aborted = self.aborted.borrow();
         let snapshot = ProducerSnapshot {
             offset: self.log.written_end_offset(),
             states: &states,
+            aborted: &aborted,
         };
         let json = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
@@ -559,11 +615,15 @@ impl Partition {
         let snapshot: Option<LoadedSnapshot> = std::fs::read(self.snapshot_path())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let (mut offset, mut states) = match snapshot {
+        let (mut offset, mut states, mut aborted) = match snapshot {
             Some(s) if s.offset >= self.log.log_start_offset() && s.offset <= end => {
-                (s.offset, s.states)
+                (s.offset, s.states, s.aborted)
             }
-            _ => (self.log.log_start_offset(), ProducerStates::default()),
+            _ => (
+                self.log.log_start_offset(),
+                ProducerStates::default(),
+                Vec::new(),
+            ),
         };
         let replay_from = offset;
         while offset < end {
@@ -573,7 +633,23 @@ impl Partition {
             }
             for chunk in read.batches {
                 for batch in record_batch::batches(chunk).flatten() {
-                    if batch.producer_id() >= 0 {
+                    let pid = batch.producer_id();
+                    if batch.is_control() {
+                        if let (Some(commit), Some(first)) =
+                            (marker_is_commit(&batch), states.end_txn(pid))
+                        {
+                            if !commit {
+                                aborted.push(AbortedTxn {
+                                    producer_id: pid,
+                                    first_offset: first,
+                                    last_offset: batch.base_offset(),
+                                });
+                            }
+                        }
+                    } else if batch.is_transactional() && pid >= 0 {
+                        states.begin_txn(pid, batch.base_offset());
+                    }
+                    if pid >= 0 && !batch.is_control() {
                         let meta = BatchMeta {
                             first_seq: batch.base_sequence(),
                             last_seq: last_seq(batch.base_sequence(), batch.last_offset_delta()),
@@ -597,7 +673,66 @@ impl Partition {
             tracing::info!(dir = %self.log.dir().display(), producers = states.len(), replayed_from = replay_from, "producer state loaded");
         }
         *self.producers.borrow_mut() = states;
+        *self.aborted.borrow_mut() = aborted;
         Ok(())
+    }
+
+    /// Offset below which every transaction is decided (Kafka's last stable offset).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers
+            .borrow()
+            .first_unstable_offset()
+            .map_or(hw, |f| f.min(hw))
+    }
+
+    /// Aborted transactions overlapping `[from, to)`: (producer id, first offset), for a
+    /// read_committed fetch.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.aborted
+            .borrow()
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// Write a transaction marker for `producer_id` (WriteTxnMarkers, or the local
+    /// coordinator): a control batch that ends the producer's transaction here.
+    pub async fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool) -> PartitionReply {
+        if let Err(e) = self.log.writable() {
+            return PartitionReply::Error(error_code(&e));
+        }
+        if self
+            .producers
+            .borrow()
+            .epoch_of(producer_id)
+            .is_some_and(|e| epoch < e)
+        {
+            return PartitionReply::Error(ErrorCode::InvalidProducerEpoch.code());
+        }
+        let batch = match marker_batch(producer_id, epoch, commit, now_ms()) {
+            Ok(b) => b,
+            Err(code) => return PartitionReply::Error(code),
+        };
+        let (info, ticket) = match self.log.begin_append(batch, true) {
+            Ok(x) => x,
+            Err(e) => return PartitionReply::Error(error_code(&e)),
+        };
+        if let Err(e) = self.log.written(ticket).await {
+            return PartitionReply::Error(error_code(&e));
+        }
+        // Written: the transaction is decided here.
+        if let Some(first) = self.producers.borrow_mut().end_txn(producer_id) {
+            if !commit {
+                self.aborted.borrow_mut().push(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: info.base_offset,
+                });
+            }
+        }
+        PartitionReply::MarkerWritten
     }
 
     /// Settle provisional producer batches with their writes' outcome, and forget
@@ -622,18 +757,35 @@ impl Partition {
                     batches: Vec::new(),
                     high_watermark: self.high_watermark(),
                     log_start_offset: self.log.log_start_offset(),
+                    last_stable_offset: self.last_stable_offset(),
+                    aborted: Vec::new(),
                 }
             }
             PartitionOp::Fetch {
                 offset,
                 max_bytes,
                 min_one,
+                read_committed,
             } => match self.log.read(offset, max_bytes, min_one).await {
-                Ok(r) => PartitionReply::Fetched {
-                    batches: r.batches,
-                    high_watermark: r.high_watermark,
-                    log_start_offset: r.log_start_offset,
-                },
+                Ok(r) => {
+                    let lso = self.last_stable_offset();
+                    let mut batches = r.batches;
+                    let mut aborted = Vec::new();
+                    if read_committed {
+                        // Whole batches below the last stable offset only.
+                        batches.retain(|b| batch_base(b).is_some_and(|base| base < lso));
+                        if let Some(end) = batches.last().and_then(|b| batch_end(b)) {
+                            aborted = self.aborted_between(offset, end);
+                        }
+                    }
+                    PartitionReply::Fetched {
+                        batches,
+                        high_watermark: r.high_watermark,
+                        log_start_offset: r.log_start_offset,
+                        last_stable_offset: lso,
+                        aborted,
+                    }
+                }
                 Err(e) => {
                     if matches!(e, LogError::Corrupt { .. } | LogError::Io { .. }) {
                         log_read_failure(&e);
@@ -679,6 +831,11 @@ impl Partition {
                     }
                 }
             }
+            PartitionOp::WriteTxnMarker {
+                producer_id,
+                producer_epoch,
+                commit,
+            } => self.write_marker(producer_id, producer_epoch, commit).await,
             PartitionOp::Describe => PartitionReply::Described {
                 size_bytes: self.log.size_bytes(),
             },

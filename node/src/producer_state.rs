@@ -37,6 +37,9 @@ struct ProducerEntry {
     batches: VecDeque<BatchMeta>,
     /// When the producer last wrote (ms since the epoch), for expiry.
     last_write_ms: i64,
+    /// First offset of the producer's ongoing transaction on this partition.
+    #[serde(default)]
+    txn_first_offset: Option<i64>,
 }
 
 /// Kafka's `producer.id.expiration.ms` default: a producer silent for a day is forgotten.
@@ -169,6 +172,7 @@ impl ProducerStates {
                         epoch: e.epoch,
                         batches,
                         last_write_ms: e.last_write_ms,
+                        txn_first_offset: e.txn_first_offset,
                     },
                 )
             })
@@ -178,6 +182,40 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// A transactional batch of `pid` at `offset`: it starts the producer's transaction
+    /// here unless one is ongoing.
+    pub fn begin_txn(&mut self, pid: i64, offset: i64) {
+        let entry = self.producers.entry(pid).or_default();
+        entry.txn_first_offset.get_or_insert(offset);
+    }
+
+    /// A marker ended `pid`'s transaction: its first offset, if one was ongoing.
+    pub fn end_txn(&mut self, pid: i64) -> Option<i64> {
+        self.producers.get_mut(&pid)?.txn_first_offset.take()
+    }
+
+    /// The epoch `pid` writes with, if known.
+    pub fn epoch_of(&self, pid: i64) -> Option<i16> {
+        self.producers.get(&pid).map(|e| e.epoch)
+    }
+
+    /// The smallest first offset of the ongoing transactions: nothing from there on is
+    /// stable yet (Kafka's first unstable offset).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.txn_first_offset)
+            .min()
+    }
+
+    /// Producers with an ongoing transaction: (producer id, epoch, first offset).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers
+            .iter()
+            .filter_map(|(pid, e)| e.txn_first_offset.map(|f| (*pid, e.epoch, f)))
+            .collect()
     }
 
     /// Producer id → last offset of its newest batch.
@@ -195,8 +233,11 @@ impl ProducerStates {
     /// Forget producers that have not written since `now_ms - max_age_ms`; returns how many.
     pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| e.last_write_ms >= now_ms.saturating_sub(max_age_ms));
+        // A producer inside a transaction stays until its marker (or the coordinator's
+        // abort of it) comes.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || e.last_write_ms >= now_ms.saturating_sub(max_age_ms)
+        });
         before - self.producers.len()
     }
 }

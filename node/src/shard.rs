@@ -43,6 +43,8 @@ pub struct ShardContext {
     pub cleaning: ShardCleaning,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: RefCell<Coordinator>,
+    /// Transactional ids whose `__transaction_state` partition this shard owns.
+    pub txns: RefCell<crate::txn::TxnCoordinator>,
     pub metrics: RefCell<ShardCounters>,
     /// Broker-wide budget for request frames in memory (`queued_max_request_bytes`).
     pub request_memory: Arc<RequestMemory>,
@@ -189,7 +191,23 @@ impl ShardContext {
                                     }
                                 }
                                 self.offline.borrow_mut().remove(&key);
-                                self.partitions.borrow_mut().insert(key, Rc::new(p));
+                                let p = Rc::new(p);
+                                self.partitions.borrow_mut().insert(key, p.clone());
+                                if topic.name == crate::txn::TXN_STATE_TOPIC {
+                                    match crate::txn::TxnCoordinator::load(self, index as i32, &p)
+                                        .await
+                                    {
+                                        Ok(n) if n > 0 => tracing::info!(
+                                            partition = index,
+                                            records = n,
+                                            "transaction state loaded"
+                                        ),
+                                        Ok(_) => {}
+                                        Err(e) => {
+                                            tracing::error!(partition = index, error = %e, "loading transaction state failed")
+                                        }
+                                    }
+                                }
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
@@ -256,6 +274,7 @@ impl ShardContext {
                     offset,
                     max_bytes: 0,
                     min_one: false,
+                    ..
                 } => {
                     let (start, end, hw) = (
                         partition.log.log_start_offset(),
@@ -273,6 +292,8 @@ impl ShardContext {
                             batches: Vec::new(),
                             high_watermark: hw,
                             log_start_offset: start,
+                            last_stable_offset: partition.last_stable_offset(),
+                            aborted: Vec::new(),
                         }
                     };
                     pending.push(Box::pin(async move { reply }))
@@ -396,6 +417,7 @@ async fn serve(start: ShardStart) {
         batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
         cleaning: ShardCleaning::new(cleaner),
         groups: RefCell::new(Coordinator::default()),
+        txns: RefCell::new(crate::txn::TxnCoordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
         connection_limit,
@@ -447,6 +469,7 @@ async fn serve(start: ShardStart) {
                             .await;
                     }
                     ShardMsg::Group(request) => crate::group::serve(&ctx, request),
+                    ShardMsg::Txn(request) => crate::txn::serve(&ctx, request),
                     ShardMsg::WaitForData {
                         watches,
                         deadline,

@@ -43,6 +43,10 @@ struct Wanted {
     batches: Vec<Bytes>,
     high_watermark: i64,
     log_start_offset: i64,
+    last_stable_offset: i64,
+    /// read_committed: aborted transactions in what was read (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
+    read_committed: bool,
     error: Option<i16>,
     /// Not settled: the partition may still have readable data that fits.
     wants_more: bool,
@@ -114,6 +118,9 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
                     batches: Vec::new(),
                     high_watermark: -1,
                     log_start_offset: -1,
+                    last_stable_offset: -1,
+                    aborted: Vec::new(),
+                    read_committed: req.isolation_level == READ_COMMITTED,
                     error: None,
                     wants_more: true,
                 }),
@@ -172,7 +179,20 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
     for w in wanted {
         let data = &mut responses[w.topic].partitions[w.part];
         data.high_watermark = w.high_watermark;
-        data.last_stable_offset = w.high_watermark;
+        data.last_stable_offset = if w.last_stable_offset >= 0 {
+            w.last_stable_offset
+        } else {
+            w.high_watermark
+        };
+        if let Some(list) = data.aborted_transactions.as_mut() {
+            list.extend(w.aborted.iter().map(|&(producer_id, first_offset)| {
+                spate_net::messages::fetch_response::AbortedTransaction {
+                    producer_id,
+                    first_offset,
+                    ..Default::default()
+                }
+            }));
+        }
         data.log_start_offset = w.log_start_offset;
         match w.error {
             Some(code) => {
@@ -311,6 +331,7 @@ async fn read_round(
                 offset: w.next,
                 max_bytes: allowance,
                 min_one,
+                read_committed: w.read_committed,
             },
         ));
     }
@@ -324,9 +345,17 @@ async fn read_round(
                 batches,
                 high_watermark,
                 log_start_offset,
+                last_stable_offset,
+                aborted,
             } => {
                 w.high_watermark = high_watermark;
                 w.log_start_offset = log_start_offset;
+                w.last_stable_offset = last_stable_offset;
+                for a in aborted {
+                    if !w.aborted.contains(&a) {
+                        w.aborted.push(a);
+                    }
+                }
                 let size: usize = batches.iter().map(|b| b.len()).sum();
                 if let Some(next) = batches.last().and_then(next_offset_after) {
                     w.next = w.next.max(next);
@@ -336,7 +365,12 @@ async fn read_round(
                 w.batches.extend(batches);
                 // Not settled only when the allowance, not the data or the partition
                 // limit, stopped the read.
-                let exhausted = w.next >= high_watermark;
+                let readable_end = if w.read_committed {
+                    last_stable_offset
+                } else {
+                    high_watermark
+                };
+                let exhausted = w.next >= readable_end;
                 w.wants_more = !exhausted && w.room() > 0 && !full;
                 stuck |= w.wants_more;
             }

@@ -37,6 +37,7 @@ use crate::shard::ShardContext;
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 /// FindCoordinator v4 batches keys; LeaveGroup v3 batches members; OffsetFetch v8 groups.
 const BATCHED_KEYS_FROM: i16 = 4;
 const BATCHED_MEMBERS_FROM: i16 = 3;
@@ -78,19 +79,25 @@ pub fn find_coordinator(
     let (host, port) = ctx.advertised.clone();
     let node = ctx.config.node_id;
     let entry = |key: String| {
-        let (error_code, error_message) = if req.key_type != KEY_TYPE_GROUP {
-            (
-                NOT_AVAILABLE,
-                Some("Spate does not run a transaction coordinator".to_string()),
-            )
-        } else if coordinator_shard(ctx, &key).is_none() {
-            (
-                NOT_AVAILABLE,
-                Some("The coordinator is not available.".to_string()),
-            )
-        } else {
-            (0, None)
+        let shard = match req.key_type {
+            KEY_TYPE_GROUP => coordinator_shard(ctx, &key),
+            KEY_TYPE_TRANSACTION => crate::txn::coordinator::coordinator_shard(ctx, &key),
+            _ => None,
         };
+        let (error_code, error_message) =
+            if !matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION) {
+                (
+                    ErrorCode::InvalidRequest.code(),
+                    Some(format!("Unknown coordinator type {}", req.key_type)),
+                )
+            } else if shard.is_none() {
+                (
+                    NOT_AVAILABLE,
+                    Some("The coordinator is not available.".to_string()),
+                )
+            } else {
+                (0, None)
+            };
         CoordinatorEntry {
             key,
             node_id: node,

@@ -11,6 +11,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod topics;
+mod txn;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -132,8 +133,21 @@ pub async fn dispatch(
             Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req)))
         }
         RequestBody::InitProducerId(req) => later(header, async move {
-            producer::init_producer_id(&ctx, req).await
+            producer::init_producer_id(&ctx, req, version).await
         }),
+        RequestBody::AddPartitionsToTxn(req) => later(header, async move {
+            txn::add_partitions(&ctx, req, version).await
+        }),
+        RequestBody::AddOffsetsToTxn(req) => {
+            later(
+                header,
+                async move { txn::add_offsets(&ctx, req, version).await },
+            )
+        }
+        RequestBody::EndTxn(req) => later(
+            header,
+            async move { txn::end_txn(&ctx, req, version).await },
+        ),
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
             &groups::find_coordinator(&ctx, req, version),

@@ -8,8 +8,8 @@
 //!   which producer owns a transactional id, may bump an existing id's epoch; bumping on a
 //!   client's word would let any client fence another's producer. (Idempotent clients bump
 //!   their epoch locally, KIP-360, and ask for a new id only when the epoch runs out.)
-//! * transactional ids need a transaction coordinator, which this broker does not run
-//!   yet: INVALID_REQUEST (also Kafka's answer for an empty transactional id).
+//! * with a transactional id the request goes to the id's transaction coordinator
+//!   (`handlers/txn.rs`); an empty one is INVALID_REQUEST, as in Kafka.
 
 use std::rc::Rc;
 
@@ -26,9 +26,23 @@ const NO_PRODUCER_EPOCH: i16 = -1;
 pub async fn init_producer_id(
     ctx: &Rc<ShardContext>,
     req: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
     if let Err(code) = check_request(&req) {
         return failure(code);
+    }
+    if let Some(id) = &req.transactional_id {
+        let expected =
+            (req.producer_id != NO_PRODUCER_ID).then_some((req.producer_id, req.producer_epoch));
+        let (error_code, producer_id, producer_epoch) =
+            super::txn::init_producer_id(ctx, id, req.transaction_timeout_ms, expected, version)
+                .await;
+        return InitProducerIdResponse {
+            error_code,
+            producer_id,
+            producer_epoch,
+            ..Default::default()
+        };
     }
     match ctx.controller(ControllerRequest::AllocateProducerId).await {
         Some(ControllerReply::ProducerId(Ok(pid))) => InitProducerIdResponse {
@@ -65,8 +79,7 @@ fn check_request(req: &InitProducerIdRequest) -> Result<(), ErrorCode> {
         (true, true) | (false, false) => {}
         _ => return Err(ErrorCode::InvalidRequest),
     }
-    if req.transactional_id.is_some() {
-        // Transactions need a transaction coordinator, which this broker does not run.
+    if req.transactional_id.as_deref() == Some("") {
         return Err(ErrorCode::InvalidRequest);
     }
     Ok(())

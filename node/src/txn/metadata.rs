@@ -170,7 +170,11 @@ impl TxnMetadata {
         expected_epoch: Option<i16>,
         now_ms: i64,
     ) -> Result<Transit, ErrorCode> {
-        assert!(!self.epoch_exhausted(), "epochs of {} exhausted", self.producer_id);
+        assert!(
+            !self.epoch_exhausted(),
+            "epochs of {} exhausted",
+            self.producer_id
+        );
         let bumped = self.producer_epoch + 1;
         let (epoch, last) = match expected_epoch {
             None => (bumped, -1),
@@ -277,7 +281,11 @@ impl TxnMetadata {
 
     /// The transit was written: it is the state now.
     pub fn complete(&mut self, t: Transit) {
-        assert_eq!(self.pending, Some(t.status), "completing an unprepared transit");
+        assert_eq!(
+            self.pending,
+            Some(t.status),
+            "completing an unprepared transit"
+        );
         if t.producer_id != self.producer_id {
             self.last_producer_id = self.producer_id;
         }
@@ -326,7 +334,10 @@ mod tests {
         m.complete(t);
         assert_eq!((m.status, m.producer_epoch), (TxnStatus::CompleteCommit, 0));
         let r = m.base(m.status).record();
-        assert_eq!(TxnMetadata::from_record(&r).status, TxnStatus::CompleteCommit);
+        assert_eq!(
+            TxnMetadata::from_record(&r).status,
+            TxnStatus::CompleteCommit
+        );
     }
 
     #[test]
@@ -343,7 +354,10 @@ mod tests {
         assert_eq!(t.producer_epoch, 1);
         m.complete(t);
         // Anything else is fenced.
-        assert_eq!(m.prepare_increment_epoch(1000, Some(5), 3), Err(ErrorCode::ProducerFenced));
+        assert_eq!(
+            m.prepare_increment_epoch(1000, Some(5), 3),
+            Err(ErrorCode::ProducerFenced)
+        );
     }
 
     #[test]

@@ -243,7 +243,10 @@ mod tests {
             partitions: if status == TxnStatus::Empty {
                 Vec::new()
             } else {
-                vec![("orders".into(), vec![0, 3]), ("__consumer_offsets".into(), vec![12])]
+                vec![
+                    ("orders".into(), vec![0, 3]),
+                    ("__consumer_offsets".into(), vec![12]),
+                ]
             },
             last_update_ms: 1_700_000_000_123,
             start_ms: 1_700_000_000_000,
@@ -256,7 +259,11 @@ mod tests {
         assert_eq!(decode_key(encode_key("app-1")), Some("app-1".into()));
         assert_eq!(decode_key(Bytes::from_static(&[0, 1, 0, 1, b'x'])), None);
         for tv in [0, 2] {
-            for s in [TxnStatus::Empty, TxnStatus::Ongoing, TxnStatus::CompleteCommit] {
+            for s in [
+                TxnStatus::Empty,
+                TxnStatus::Ongoing,
+                TxnStatus::CompleteCommit,
+            ] {
                 let r = record(tv, s);
                 assert_eq!(decode_value(encode_value(&r)), Some(r), "tv {tv} {s:?}");
             }

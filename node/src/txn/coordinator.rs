@@ -1,0 +1,556 @@
+//! The transaction coordinator of one shard: the transactional ids whose
+//! `__transaction_state` partition this shard owns (see docs/adr/0003-transactions.md).
+//! Each id's state machine is in `metadata.rs`; this module runs the requests against it,
+//! writes every transition to the partition before it takes effect, and drives a
+//! transaction's end: Prepare record, markers to every partition, Complete record.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use spate_net::compression::Compression;
+use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::ErrorCode;
+
+use super::metadata::{Transit, TxnMetadata, TxnPartition};
+use super::state_log::{self, TxnStatus};
+use crate::controller::{ControllerReply, ControllerRequest};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::partition::{now_ms, Partition};
+use crate::shard::ShardContext;
+
+pub const TXN_STATE_TOPIC: &str = "__transaction_state";
+/// Kafka's `transaction.max.timeout.ms`.
+pub const MAX_TIMEOUT_MS: i32 = 900_000;
+/// Largest decompressed batch read back from `__transaction_state`.
+const MAX_STATE_BATCH: usize = 64 << 20;
+/// Back-off between attempts to write a marker to a partition that refused it.
+const MARKER_RETRY: Duration = Duration::from_millis(200);
+
+/// A request for the coordinator of a transactional id.
+pub enum TxnRequest {
+    InitProducerId {
+        transactional_id: String,
+        timeout_ms: i32,
+        /// KIP-360: the producer id and epoch the client had, if any.
+        expected: Option<(i64, i16)>,
+        /// (error, producer id, epoch).
+        reply: flume::Sender<(i16, i64, i16)>,
+    },
+    AddPartitions {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TxnPartition>,
+        /// KIP-890: only check that they are in the transaction.
+        verify_only: bool,
+        reply: flume::Sender<i16>,
+    },
+    EndTxn {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        reply: flume::Sender<i16>,
+    },
+}
+
+/// The transactional ids one shard coordinates.
+#[derive(Default)]
+pub struct TxnCoordinator {
+    txns: HashMap<String, TxnMetadata>,
+    /// `__transaction_state` partitions of this shard whose state is loaded.
+    loaded: HashSet<i32>,
+}
+
+impl TxnCoordinator {
+    /// Replay one `__transaction_state` partition; transactions found half-ended
+    /// (Prepare* without Complete*) have their markers written again.
+    pub async fn load(
+        ctx: &Rc<ShardContext>,
+        index: i32,
+        partition: &Partition,
+    ) -> Result<usize, spate_log::LogError> {
+        let mut offset = partition.log.log_start_offset();
+        let end = partition.high_watermark();
+        let mut applied = 0;
+        while offset < end {
+            let read = partition.log.read(offset, 4 << 20, true).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in read.batches {
+                for batch in record_batch::batches(chunk).flatten() {
+                    offset = offset.max(batch.last_offset() + 1);
+                    let Ok(records) = batch.records(MAX_STATE_BATCH) else {
+                        continue;
+                    };
+                    let mut coord = ctx.txns.borrow_mut();
+                    for record in records.flatten() {
+                        let Some(id) = record.key.and_then(state_log::decode_key) else {
+                            continue;
+                        };
+                        match record.value.and_then(state_log::decode_value) {
+                            Some(r) => {
+                                coord.txns.insert(id, TxnMetadata::from_record(&r));
+                            }
+                            None => {
+                                coord.txns.remove(&id);
+                            }
+                        }
+                        applied += 1;
+                    }
+                }
+            }
+        }
+        let unfinished: Vec<String> = {
+            let mut coord = ctx.txns.borrow_mut();
+            coord.loaded.insert(index);
+            coord
+                .txns
+                .iter()
+                .filter(|(id, m)| {
+                    matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+                        && partition_of(ctx, id) == Some(index)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in unfinished {
+            let ctx2 = ctx.clone();
+            compio::runtime::spawn(async move { finish_transaction(&ctx2, id).await }).detach();
+        }
+        Ok(applied)
+    }
+
+    /// Is the id's partition loaded on this shard?
+    fn owns(&self, ctx: &ShardContext, transactional_id: &str) -> Result<(), ErrorCode> {
+        match partition_of(ctx, transactional_id) {
+            Some(p) if self.loaded.contains(&p) => Ok(()),
+            Some(_) => Err(ErrorCode::CoordinatorLoadInProgress),
+            None => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    }
+}
+
+/// The `__transaction_state` partition of a transactional id.
+pub fn partition_of(ctx: &ShardContext, transactional_id: &str) -> Option<i32> {
+    let image = ctx.image();
+    let topic = image.topic(TXN_STATE_TOPIC)?;
+    Some(state_log::partition_for(
+        transactional_id,
+        topic.partitions.len() as i32,
+    ))
+}
+
+/// The shard coordinating a transactional id.
+pub fn coordinator_shard(ctx: &ShardContext, transactional_id: &str) -> Option<usize> {
+    let image = ctx.image();
+    let topic = image.topic(TXN_STATE_TOPIC)?;
+    let p = state_log::partition_for(transactional_id, topic.partitions.len() as i32);
+    topic
+        .partitions
+        .get(p as usize)
+        .map(|info| ctx.owner_of(info.slot))
+}
+
+/// Serve one request on the coordinating shard.
+pub fn serve(ctx: &Rc<ShardContext>, request: TxnRequest) {
+    let ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        match request {
+            TxnRequest::InitProducerId {
+                transactional_id,
+                timeout_ms,
+                expected,
+                reply,
+            } => {
+                let out = init_producer_id(&ctx, &transactional_id, timeout_ms, expected).await;
+                let _ = reply.send(match out {
+                    Ok((pid, epoch)) => (0, pid, epoch),
+                    Err(code) => (code.code(), -1, -1),
+                });
+            }
+            TxnRequest::AddPartitions {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                verify_only,
+                reply,
+            } => {
+                let code = add_partitions(
+                    &ctx,
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    verify_only,
+                )
+                .await;
+                let _ = reply.send(code.map_or_else(|c| c.code(), |()| 0));
+            }
+            TxnRequest::EndTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                reply,
+            } => {
+                let code =
+                    end_txn(&ctx, &transactional_id, producer_id, producer_epoch, commit).await;
+                let _ = reply.send(code.map_or_else(|c| c.code(), |()| 0));
+            }
+        }
+    })
+    .detach();
+}
+
+async fn allocate_producer_id(ctx: &ShardContext) -> Result<i64, ErrorCode> {
+    match ctx.controller(ControllerRequest::AllocateProducerId).await {
+        Some(ControllerReply::ProducerId(Ok(pid))) => Ok(pid),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// Write a prepared transit of `id` to its partition; on success it takes effect.
+async fn write(ctx: &Rc<ShardContext>, id: &str, t: Transit) -> Result<(), ErrorCode> {
+    let written = append_state(ctx, id, state_log::encode_value(&t.record())).await;
+    let mut coord = ctx.txns.borrow_mut();
+    let Some(m) = coord.txns.get_mut(id) else {
+        return Err(ErrorCode::NotCoordinator);
+    };
+    match written {
+        Ok(()) => {
+            m.complete(t);
+            Ok(())
+        }
+        Err(code) => {
+            m.abandon();
+            Err(code)
+        }
+    }
+}
+
+async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), ErrorCode> {
+    let partition = partition_of(ctx, id)
+        .and_then(|p| {
+            ctx.partition(&PartitionKey {
+                topic: TXN_STATE_TOPIC.into(),
+                partition: p,
+            })
+        })
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(
+        now_ms(),
+        Some(&state_log::encode_key(id)),
+        Some(&value),
+        &[],
+    );
+    let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
+    match partition.produce(batch, -1).await {
+        PartitionReply::Produced { .. } => Ok(()),
+        // Kafka maps a failed append to the transaction log to a retriable error.
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+async fn init_producer_id(
+    ctx: &Rc<ShardContext>,
+    id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> Result<(i64, i16), ErrorCode> {
+    if id.is_empty() {
+        return Err(ErrorCode::InvalidRequest);
+    }
+    if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+        return Err(ErrorCode::InvalidTransactionTimeout);
+    }
+    ctx.txns.borrow().owns(ctx, id)?;
+    if !ctx.txns.borrow().txns.contains_key(id) {
+        let pid = allocate_producer_id(ctx).await?;
+        ctx.txns
+            .borrow_mut()
+            .txns
+            .entry(id.to_string())
+            .or_insert_with(|| TxnMetadata::new(pid, timeout_ms, now_ms()));
+    }
+    let now = now_ms();
+    enum Next {
+        Write(Transit),
+        Rotate,
+        Fence(i16),
+    }
+    let next = {
+        let mut coord = ctx.txns.borrow_mut();
+        let Some(m) = coord.txns.get_mut(id) else {
+            return Err(ErrorCode::NotCoordinator);
+        };
+        if m.pending.is_some() {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        // KIP-360: a producer that names an id must be the id's owner (or its
+        // predecessor retrying after an exhausted epoch).
+        if let Some((pid, epoch)) = expected {
+            let valid = m.producer_epoch == -1
+                || pid == m.producer_id
+                || (pid == m.last_producer_id && epoch >= i16::MAX - 1);
+            if !valid {
+                return Err(ErrorCode::ProducerFenced);
+            }
+        }
+        match m.status {
+            TxnStatus::PrepareAbort | TxnStatus::PrepareCommit => {
+                return Err(ErrorCode::ConcurrentTransactions)
+            }
+            TxnStatus::Empty | TxnStatus::CompleteAbort | TxnStatus::CompleteCommit => {
+                if m.epoch_exhausted() && expected.is_none_or(|(_, e)| e == m.producer_epoch) {
+                    Next::Rotate
+                } else {
+                    Next::Write(m.prepare_increment_epoch(
+                        timeout_ms,
+                        expected.map(|(_, e)| e),
+                        now,
+                    )?)
+                }
+            }
+            TxnStatus::Ongoing => Next::Fence(m.prepare_fence().producer_epoch),
+            TxnStatus::Dead | TxnStatus::PrepareEpochFence => {
+                unreachable!("{id}: {:?} is never a resting state", m.status)
+            }
+        }
+    };
+    let t = match next {
+        Next::Write(t) => t,
+        Next::Rotate => {
+            let pid = allocate_producer_id(ctx).await?;
+            let mut coord = ctx.txns.borrow_mut();
+            let m = coord.txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
+            if m.pending.is_some() {
+                return Err(ErrorCode::ConcurrentTransactions);
+            }
+            m.prepare_rotation(pid, timeout_ms, now, expected.is_some())
+        }
+        Next::Fence(epoch) => {
+            // Abort the ongoing transaction under the bumped epoch; the client retries
+            // (CONCURRENT_TRANSACTIONS) until it is done, then gets the next epoch.
+            let (pid, ctx2, id2) = {
+                let coord = ctx.txns.borrow();
+                (
+                    coord.txns.get(id).map(|m| m.producer_id).unwrap_or(-1),
+                    ctx.clone(),
+                    id.to_string(),
+                )
+            };
+            end(&ctx2, &id2, pid, epoch, false, Some(epoch)).await?;
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+    };
+    let (pid, epoch) = (t.producer_id, t.producer_epoch);
+    write(ctx, id, t).await?;
+    Ok((pid, epoch))
+}
+
+async fn add_partitions(
+    ctx: &Rc<ShardContext>,
+    id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<TxnPartition>,
+    verify_only: bool,
+) -> Result<(), ErrorCode> {
+    if id.is_empty() {
+        return Err(ErrorCode::InvalidRequest);
+    }
+    ctx.txns.borrow().owns(ctx, id)?;
+    let t = {
+        let mut coord = ctx.txns.borrow_mut();
+        let Some(m) = coord.txns.get_mut(id) else {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        };
+        if m.producer_id != producer_id {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        }
+        if m.producer_epoch != producer_epoch {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        if verify_only {
+            // KIP-890: a partition may take transactional data only when it is part of
+            // the ongoing transaction.
+            let known = m.status == TxnStatus::Ongoing
+                && partitions.iter().all(|p| m.partitions.contains(p));
+            return if known {
+                Ok(())
+            } else {
+                Err(ErrorCode::InvalidTxnState)
+            };
+        }
+        if m.pending.is_some()
+            || matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+        {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        if m.status == TxnStatus::Ongoing && partitions.iter().all(|p| m.partitions.contains(p)) {
+            return Ok(());
+        }
+        m.prepare_add_partitions(partitions, now_ms())
+    };
+    write(ctx, id, t).await
+}
+
+async fn end_txn(
+    ctx: &Rc<ShardContext>,
+    id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Result<(), ErrorCode> {
+    if id.is_empty() {
+        return Err(ErrorCode::InvalidRequest);
+    }
+    ctx.txns.borrow().owns(ctx, id)?;
+    end(ctx, id, producer_id, producer_epoch, commit, None).await
+}
+
+/// EndTxn (from a client, or an abort the coordinator starts: a fence, a timeout):
+/// write the Prepare record, answer, then write the markers and the Complete record.
+async fn end(
+    ctx: &Rc<ShardContext>,
+    id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    fence_epoch: Option<i16>,
+) -> Result<(), ErrorCode> {
+    let t = {
+        let mut coord = ctx.txns.borrow_mut();
+        let Some(m) = coord.txns.get_mut(id) else {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        };
+        if m.producer_id != producer_id {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        }
+        let from_client = fence_epoch.is_none();
+        if (from_client && producer_epoch != m.producer_epoch) || producer_epoch < m.producer_epoch
+        {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        if m.pending.is_some() && m.pending != Some(TxnStatus::PrepareEpochFence) {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        use TxnStatus::*;
+        match (m.status, commit) {
+            (Ongoing, _) => m.prepare_end(commit, fence_epoch, now_ms()),
+            (CompleteCommit, true) | (CompleteAbort, false) => return Ok(()),
+            (PrepareCommit, true) | (PrepareAbort, false) => {
+                return Err(ErrorCode::ConcurrentTransactions)
+            }
+            _ => return Err(ErrorCode::InvalidTxnState),
+        }
+    };
+    write(ctx, id, t).await?;
+    let ctx2 = ctx.clone();
+    let id2 = id.to_string();
+    compio::runtime::spawn(async move { finish_transaction(&ctx2, id2).await }).detach();
+    Ok(())
+}
+
+/// Write the markers of a prepared transaction to all its partitions, retrying each
+/// until it is written (or the partition no longer exists), then the Complete record.
+async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
+    let (pid, epoch, commit, partitions) = {
+        let coord = ctx.txns.borrow();
+        let Some(m) = coord.txns.get(&id) else { return };
+        (
+            m.producer_id,
+            m.producer_epoch,
+            m.status == TxnStatus::PrepareCommit,
+            m.partitions.iter().cloned().collect::<Vec<_>>(),
+        )
+    };
+    let mut left = partitions;
+    while !left.is_empty() {
+        let mut failed = Vec::new();
+        for p in left {
+            if !write_marker(ctx, &p, pid, epoch, commit).await {
+                failed.push(p);
+            }
+        }
+        left = failed;
+        if !left.is_empty() {
+            if ctx.is_shutting_down() {
+                return;
+            }
+            compio::time::sleep(MARKER_RETRY).await;
+        }
+    }
+    loop {
+        let t = {
+            let mut coord = ctx.txns.borrow_mut();
+            let Some(m) = coord.txns.get_mut(&id) else {
+                return;
+            };
+            if m.pending.is_some() {
+                None
+            } else {
+                Some(m.prepare_complete(now_ms()))
+            }
+        };
+        if let Some(t) = t {
+            if write(ctx, &id, t).await.is_ok() {
+                return;
+            }
+        }
+        if ctx.is_shutting_down() {
+            return;
+        }
+        compio::time::sleep(MARKER_RETRY).await;
+    }
+}
+
+/// Ask the owner of one partition to write a marker; true once it is written (or the
+/// partition is gone, as Kafka drops markers for deleted partitions).
+async fn write_marker(
+    ctx: &ShardContext,
+    (topic, partition): &TxnPartition,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> bool {
+    let image = ctx.image();
+    let Some(info) = image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(*partition as usize))
+    else {
+        return true;
+    };
+    let owner = ctx.owner_of(info.slot);
+    let (tx, rx) = flume::bounded(1);
+    let key = PartitionKey {
+        topic: topic.as_str().into(),
+        partition: *partition,
+    };
+    let op = PartitionOp::WriteTxnMarker {
+        producer_id,
+        producer_epoch,
+        commit,
+    };
+    let sent = ctx.senders[owner]
+        .send_async(ShardMsg::Partitions {
+            ops: vec![(key, op)],
+            sent: std::time::Instant::now(),
+            reply: tx,
+        })
+        .await;
+    if sent.is_err() {
+        return false;
+    }
+    match rx.recv_async().await.ok().and_then(|mut r| r.pop()) {
+        Some(PartitionReply::MarkerWritten) => true,
+        Some(PartitionReply::Error(code)) => code == ErrorCode::UnknownTopicOrPartition.code(),
+        _ => false,
+    }
+}

@@ -1,0 +1,10 @@
+//! Transactions (Kafka's exactly-once delivery): the transaction coordinator, its
+//! records in `__transaction_state`, and the state machine of a transactional id. The
+//! partition side (markers, the last stable offset, read_committed) is in
+//! `partition.rs` and `producer_state.rs`. Design: docs/adr/0003-transactions.md.
+
+pub mod coordinator;
+mod metadata;
+mod state_log;
+
+pub use coordinator::{serve, TxnCoordinator, TxnRequest, TXN_STATE_TOPIC};
