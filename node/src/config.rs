@@ -88,6 +88,9 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_num_partitions: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
+    /// transactions past their timeout are looked for (and aborted).
+    pub transaction_abort_timed_out_check_interval_ms: u64,
     /// `offset.metadata.max.bytes`: longest metadata string of a committed offset.
     pub offset_metadata_max_bytes: usize,
     /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.

@@ -37,7 +37,11 @@ pub enum PartitionOp {
         read_committed: bool,
     },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
-    ListOffset { timestamp: i64 },
+    ListOffset {
+        timestamp: i64,
+        /// `isolation_level=read_committed`: latest is the last stable offset.
+        read_committed: bool,
+    },
     /// DeleteRecords: move the log start offset up to `offset` (-1 = high watermark).
     DeleteRecords { offset: i64 },
     /// OffsetForLeaderEpoch: the end offset of `epoch`.

@@ -697,6 +697,26 @@ impl Partition {
             .collect()
     }
 
+    /// Append a transactional batch the broker itself made (a group coordinator's
+    /// TxnOffsetCommit records): no client checks, no sequence; it joins the producer's
+    /// transaction here. Resolves once written.
+    pub async fn append_transactional(&self, producer_id: i64, batch: Bytes) -> PartitionReply {
+        if let Err(e) = self.log.writable() {
+            return PartitionReply::Error(error_code(&e));
+        }
+        let (info, ticket) = match self.log.begin_append(batch, true) {
+            Ok(x) => x,
+            Err(e) => return PartitionReply::Error(error_code(&e)),
+        };
+        self.producers
+            .borrow_mut()
+            .begin_txn(producer_id, info.base_offset);
+        match self.log.written(ticket).await {
+            Ok(()) => PartitionReply::MarkerWritten,
+            Err(e) => PartitionReply::Error(error_code(&e)),
+        }
+    }
+
     /// Write a transaction marker for `producer_id` (WriteTxnMarkers, or the local
     /// coordinator): a control batch that ends the producer's transaction here.
     pub async fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool) -> PartitionReply {
@@ -797,7 +817,10 @@ impl Partition {
                     }
                 }
             },
-            PartitionOp::ListOffset { timestamp } => self.list_offset(timestamp).await,
+            PartitionOp::ListOffset {
+                timestamp,
+                read_committed,
+            } => self.list_offset(timestamp, read_committed).await,
             PartitionOp::DeleteRecords { offset } => {
                 let hw = self.high_watermark();
                 let target = if offset == -1 { hw } else { offset };
@@ -872,11 +895,15 @@ impl Partition {
         }
     }
 
-    async fn list_offset(&self, timestamp: i64) -> PartitionReply {
+    async fn list_offset(&self, timestamp: i64, read_committed: bool) -> PartitionReply {
         match timestamp {
-            // Latest: the high watermark (also the last stable offset on a single node).
+            // Latest: the high watermark, or the last stable offset for read_committed.
             -1 => PartitionReply::Offset {
-                offset: self.high_watermark(),
+                offset: if read_committed {
+                    self.last_stable_offset()
+                } else {
+                    self.high_watermark()
+                },
                 timestamp: -1,
             },
             // Earliest and earliest-local.

@@ -298,6 +298,23 @@ impl ShardContext {
                     };
                     pending.push(Box::pin(async move { reply }))
                 }
+                // A marker in `__consumer_offsets` decides the transaction's offsets too.
+                PartitionOp::WriteTxnMarker {
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                } if &*key.topic == OFFSETS_TOPIC => {
+                    let ctx = self.clone();
+                    pending.push(Box::pin(async move {
+                        let reply = partition
+                            .write_marker(producer_id, producer_epoch, commit)
+                            .await;
+                        if matches!(reply, PartitionReply::MarkerWritten) {
+                            ctx.groups.borrow_mut().end_txn(producer_id, commit);
+                        }
+                        reply
+                    }))
+                }
                 other => pending.push(Box::pin(async move { partition.run(other).await })),
             }
         }
@@ -553,6 +570,24 @@ async fn serve(start: ShardStart) {
     .detach();
 
     crate::cleaner::schedule::spawn(&ctx);
+
+    let txn_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let every = Duration::from_millis(
+            txn_ctx
+                .config
+                .transaction_abort_timed_out_check_interval_ms
+                .max(10),
+        );
+        loop {
+            compio::time::sleep(every).await;
+            if txn_ctx.is_shutting_down() {
+                return;
+            }
+            crate::txn::abort_timed_out(&txn_ctx).await;
+        }
+    })
+    .detach();
 
     let retention_ctx = ctx.clone();
     compio::runtime::spawn(async move {

@@ -64,6 +64,18 @@ pub enum GroupRequest {
         members: Vec<(String, Option<String>)>,
         reply: flume::Sender<Vec<i16>>,
     },
+    /// TxnOffsetCommit: offsets that take effect when the producer's transaction
+    /// commits. One code per entry.
+    TxnCommit {
+        group_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        entries: Vec<CommitEntry>,
+        reply: flume::Sender<Vec<i16>>,
+    },
     /// One code per entry.
     Commit {
         group_id: String,
@@ -123,6 +135,9 @@ pub struct Coordinator {
     /// group → its committed offsets.
     offsets: HashMap<String, GroupOffsets>,
     commit_seq: u64,
+    /// producer id → offsets its ongoing transaction committed (TxnOffsetCommit), in
+    /// log order: applied when its commit marker is written, dropped on abort.
+    pending_txn: HashMap<i64, Vec<(OffsetKey, CommittedOffset)>>,
 }
 
 impl Coordinator {
@@ -172,18 +187,50 @@ impl Coordinator {
                         continue;
                     };
                     let mut me = this.borrow_mut();
+                    if batch.is_control() {
+                        // A transaction marker: its offsets count only if committed.
+                        let commit = records
+                            .flatten()
+                            .next()
+                            .and_then(|r| r.key)
+                            .is_some_and(|k| k.len() >= 4 && k[3] == 1);
+                        me.end_txn(batch.producer_id(), commit);
+                        continue;
+                    }
                     for record in records.flatten() {
                         let Some(key) = record.key.and_then(offsets_log::decode_key) else {
                             continue;
                         };
                         let value = record.value.and_then(offsets_log::decode_value);
-                        me.apply(key, value);
+                        if batch.is_transactional() {
+                            if let Some(v) = value {
+                                me.pending_txn
+                                    .entry(batch.producer_id())
+                                    .or_default()
+                                    .push((key, v));
+                            }
+                        } else {
+                            me.apply(key, value);
+                        }
                         applied += 1;
                     }
                 }
             }
         }
         Ok(applied)
+    }
+
+    /// A transaction marker for `producer_id` was written to this shard's offsets
+    /// partition: its pending offsets take effect (commit) or are dropped (abort).
+    pub fn end_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(entries) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for (k, v) in entries {
+                self.apply(k, Some(v));
+            }
+        }
     }
 
     /// The sequence number of a new commit; later numbers win (see `apply_at`).
@@ -367,6 +414,37 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 None => vec![ErrorCode::UnknownMemberId.code(); members.len()],
             };
             let _ = reply.send(codes);
+        }
+        GroupRequest::TxnCommit {
+            group_id,
+            producer_id,
+            producer_epoch,
+            generation,
+            member_id,
+            instance_id,
+            entries,
+            reply,
+        } => {
+            // Kafka's validateTxnOffsetCommit: members are checked only when the request
+            // names one (KIP-447); an unknown group is fine.
+            let named = generation >= 0 || !member_id.is_empty() || instance_id.is_some();
+            let group_code = if group_id.is_empty() {
+                Some(ErrorCode::InvalidGroupId)
+            } else {
+                match coord.groups.get(&group_id) {
+                    Some(g) if named => g
+                        .check_member(&member_id, instance_id.as_deref(), generation)
+                        .err(),
+                    _ => None,
+                }
+            };
+            drop(coord);
+            match group_code {
+                Some(code) => {
+                    let _ = reply.send(vec![code.code(); entries.len()]);
+                }
+                None => txn_commit(ctx, group_id, producer_id, producer_epoch, entries, reply),
+            }
         }
         GroupRequest::Commit {
             group_id,
@@ -616,6 +694,91 @@ fn commit(
             for (k, v) in writes {
                 coord.apply_at(k, Some(v), seq);
             }
+        } else {
+            for c in codes.iter_mut().filter(|c| **c == 0) {
+                *c = code;
+            }
+        }
+        let _ = reply.send_async(codes).await;
+    })
+    .detach();
+}
+
+/// TxnOffsetCommit: write the offsets to the group's partition in a transactional batch
+/// of the producer; they wait there for the transaction's marker.
+fn txn_commit(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    entries: Vec<CommitEntry>,
+    reply: flume::Sender<Vec<i16>>,
+) {
+    let image = ctx.image();
+    let max_metadata = ctx.config.offset_metadata_max_bytes;
+    let now = now_ms();
+    let mut codes = Vec::with_capacity(entries.len());
+    let mut writes = Vec::new();
+    for (topic, partition, offset, leader_epoch, metadata) in entries {
+        let exists = image
+            .topic(&topic)
+            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
+        let metadata = metadata.unwrap_or_default();
+        codes.push(if !exists {
+            ErrorCode::UnknownTopicOrPartition.code()
+        } else if metadata.len() > max_metadata {
+            ErrorCode::OffsetMetadataTooLarge.code()
+        } else {
+            writes.push((
+                OffsetKey {
+                    group: group_id.clone(),
+                    topic,
+                    partition,
+                },
+                CommittedOffset {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                },
+            ));
+            0
+        });
+    }
+    let partition = offsets_partition(ctx, &group_id);
+    let ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let code = match (partition, writes.is_empty()) {
+            (_, true) => 0,
+            (None, _) => ErrorCode::NotCoordinator.code(),
+            (Some(p), false) => {
+                let mut b = RecordBatchBuilder::new(Compression::None)
+                    .transactional(true)
+                    .producer(producer_id, producer_epoch, -1);
+                for (k, v) in &writes {
+                    b.append(
+                        now,
+                        Some(&offsets_log::encode_key(k)),
+                        Some(&offsets_log::encode_value(v)),
+                        &[],
+                    );
+                }
+                match b.build() {
+                    Ok(batch) => match p.append_transactional(producer_id, batch).await {
+                        PartitionReply::MarkerWritten => 0,
+                        other => crate::route::error_of(&other).max(1),
+                    },
+                    Err(_) => ErrorCode::UnknownServerError.code(),
+                }
+            }
+        };
+        if code == 0 {
+            ctx.groups
+                .borrow_mut()
+                .pending_txn
+                .entry(producer_id)
+                .or_default()
+                .extend(writes);
         } else {
             for c in codes.iter_mut().filter(|c| **c == 0) {
                 *c = code;

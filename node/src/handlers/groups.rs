@@ -20,6 +20,9 @@ use spate_net::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use spate_net::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use spate_net::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
@@ -28,6 +31,7 @@ use spate_net::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
+use spate_net::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use spate_net::ErrorCode;
 
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
@@ -627,6 +631,72 @@ pub async fn offset_delete(
                         } else {
                             ErrorCode::UnknownTopicOrPartition.code()
                         },
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// TxnOffsetCommit: offsets a transactional producer commits for a group; they become
+/// visible to the group when the transaction commits.
+pub async fn txn_offset_commit(
+    ctx: &Rc<ShardContext>,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let entries: Vec<_> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.clone(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.clone(),
+                )
+            })
+        })
+        .collect();
+    let codes = ask(ctx, &req.group_id, |reply| GroupRequest::TxnCommit {
+        group_id: req.group_id.clone(),
+        producer_id: req.producer_id,
+        producer_epoch: req.producer_epoch,
+        generation: req.generation_id,
+        member_id: req.member_id.clone(),
+        instance_id: req.group_instance_id.clone(),
+        entries,
+        reply,
+    })
+    .await;
+    // Before v3 (KIP-447) clients do not know the member errors they may get now.
+    let convert = |code: i16| {
+        if version < 3
+            && (code == ErrorCode::UnknownMemberId.code()
+                || code == ErrorCode::IllegalGeneration.code()
+                || code == ErrorCode::FencedInstanceId.code())
+        {
+            ErrorCode::UnknownServerError.code()
+        } else {
+            code
+        }
+    };
+    let mut codes = codes.unwrap_or_default().into_iter();
+    TxnOffsetCommitResponse {
+        topics: req
+            .topics
+            .iter()
+            .map(|t| TxnOffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| TxnOffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: convert(codes.next().unwrap_or(NOT_AVAILABLE)),
                     })
                     .collect(),
             })

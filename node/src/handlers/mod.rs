@@ -144,6 +144,9 @@ pub async fn dispatch(
                 async move { txn::add_offsets(&ctx, req, version).await },
             )
         }
+        RequestBody::TxnOffsetCommit(req) => later(header, async move {
+            groups::txn_offset_commit(&ctx, req, version).await
+        }),
         RequestBody::EndTxn(req) => later(
             header,
             async move { txn::end_txn(&ctx, req, version).await },

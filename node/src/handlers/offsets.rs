@@ -43,6 +43,7 @@ pub async fn list_offsets(
                 key(&t.name, p.partition_index),
                 PartitionOp::ListOffset {
                     timestamp: p.timestamp,
+                    read_committed: req.isolation_level == 1,
                 },
             ));
         }

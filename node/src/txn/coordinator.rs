@@ -458,6 +458,45 @@ async fn end(
     Ok(())
 }
 
+/// Abort the ongoing transactions older than their timeout (Kafka's
+/// `abortTimedOutTransactions`): the producer's epoch is bumped, which fences it, and the
+/// transaction is aborted under the new epoch.
+pub async fn abort_timed_out(ctx: &Rc<ShardContext>) {
+    let now = now_ms();
+    let expired: Vec<(String, i64, i16)> = {
+        let mut coord = ctx.txns.borrow_mut();
+        let ids: Vec<String> = coord
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                m.status == TxnStatus::Ongoing
+                    && m.pending.is_none()
+                    && m.start_ms >= 0
+                    && now.saturating_sub(m.start_ms) > i64::from(m.timeout_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let m = coord.txns.get_mut(&id)?;
+                let fence = m.prepare_fence();
+                Some((id, m.producer_id, fence.producer_epoch))
+            })
+            .collect()
+    };
+    for (id, pid, epoch) in expired {
+        tracing::info!(transactional_id = %id, producer_id = pid, "aborting a transaction past its timeout");
+        if let Err(e) = end(ctx, &id, pid, epoch, false, Some(epoch)).await {
+            tracing::warn!(transactional_id = %id, error = ?e, "aborting a timed-out transaction failed");
+            if let Some(m) = ctx.txns.borrow_mut().txns.get_mut(&id) {
+                if m.pending == Some(TxnStatus::PrepareEpochFence) {
+                    m.abandon();
+                }
+            }
+        }
+    }
+}
+
 /// Write the markers of a prepared transaction to all its partitions, retrying each
 /// until it is written (or the partition no longer exists), then the Complete record.
 async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {

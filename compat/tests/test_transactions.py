@@ -1,0 +1,214 @@
+"""Transactions through librdkafka (confluent-kafka): commit and abort seen through
+read_committed and read_uncommitted consumers with exact offsets (markers take one),
+consume-transform-produce with offsets sent to the transaction, zombie fencing, the
+coordinator aborting a transaction past its timeout, and a kill -9 of the broker with a
+transaction open."""
+import shutil
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from conftest import EXTERNAL, RUNS, free_port
+from grouputil import ConfiguredBroker
+from kafkautil import OP_TIMEOUT, create_topic, watermarks
+
+
+def tx_producer(bootstrap, txn_id, **conf):
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id,
+                  "linger.ms": 5, **conf})
+    p.init_transactions(OP_TIMEOUT)
+    return p
+
+
+def read(bootstrap, topic, isolation, partition=0):
+    """Every record from the start to the end, as (offset, value)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex[:6]}",
+                  "isolation.level": isolation, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    out = []
+    try:
+        c.assign([TopicPartition(topic, partition, 0)])
+        deadline = time.monotonic() + OP_TIMEOUT
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise KafkaException(m.error())
+            out.append((m.offset(), m.value()))
+        raise AssertionError(f"did not reach the end of {topic}")
+    finally:
+        c.close()
+
+
+def test_commit_and_abort_as_read_committed_and_uncommitted_see_them(bootstrap):
+    topic = f"tx-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    p = tx_producer(bootstrap, f"tid-{uuid.uuid4().hex[:8]}")
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic, key=b"k", value=f"c{i}".encode(), partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(topic, key=b"k", value=f"a{i}".encode(), partition=0)
+    p.flush()
+    p.abort_transaction(OP_TIMEOUT)
+    p.begin_transaction()
+    p.produce(topic, key=b"k", value=b"last", partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    # Offsets 5, 9 and 11 hold the markers.
+    committed = [(i, f"c{i}".encode()) for i in range(5)] + [(10, b"last")]
+    aborted = [(6 + i, f"a{i}".encode()) for i in range(3)]
+    assert read(bootstrap, topic, "read_committed") == committed
+    assert read(bootstrap, topic, "read_uncommitted") == sorted(committed + aborted)
+    assert watermarks(bootstrap, topic, 0) == (0, 12)
+
+
+def test_open_transaction_is_invisible_to_read_committed_until_it_commits(bootstrap):
+    topic = f"tx-open-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    plain = Producer({"bootstrap.servers": bootstrap})
+    plain.produce(topic, value=b"before", partition=0)
+    plain.flush(OP_TIMEOUT)
+    p = tx_producer(bootstrap, f"tid-{uuid.uuid4().hex[:8]}")
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn", partition=0)
+    p.flush()
+    plain.produce(topic, value=b"after", partition=0)
+    plain.flush(OP_TIMEOUT)
+    # The last stable offset stops at the open transaction: later records wait too.
+    assert read(bootstrap, topic, "read_committed") == [(0, b"before")]
+    p.commit_transaction(OP_TIMEOUT)
+    assert read(bootstrap, topic, "read_committed") == [(0, b"before"), (1, b"in-txn"),
+                                                        (2, b"after")]
+
+
+def test_consume_transform_produce_commits_offsets_with_the_output(bootstrap):
+    src, dst = f"ctp-in-{uuid.uuid4().hex[:6]}", f"ctp-out-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, src, 1)
+    create_topic(bootstrap, dst, 1)
+    feed = Producer({"bootstrap.servers": bootstrap})
+    for i in range(30):
+        feed.produce(src, value=f"{i}".encode(), partition=0)
+    feed.flush(OP_TIMEOUT)
+    group = f"ctp-{uuid.uuid4().hex[:6]}"
+
+    def run_round(count, commit):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition(src, 0)])
+        p = tx_producer(bootstrap, f"ctp-{group}")
+        p.begin_transaction()
+        got = []
+        deadline = time.monotonic() + OP_TIMEOUT
+        while len(got) < count and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m)
+                p.produce(dst, value=b"x" + m.value(), partition=0)
+        assert len(got) == count
+        p.send_offsets_to_transaction([TopicPartition(src, 0, got[-1].offset() + 1)],
+                                      c.consumer_group_metadata(), OP_TIMEOUT)
+        if commit:
+            p.commit_transaction(OP_TIMEOUT)
+        else:
+            p.abort_transaction(OP_TIMEOUT)
+        c.close()
+
+    run_round(10, True)
+    run_round(10, False)   # output and offsets both discarded
+    run_round(10, True)    # the same 10 again
+    run_round(10, True)
+    values = [v for _, v in read(bootstrap, dst, "read_committed")]
+    assert values == [b"x%d" % i for i in range(30)]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    (tp,) = c.committed([TopicPartition(src, 0)], timeout=OP_TIMEOUT)
+    c.close()
+    assert tp.offset == 30
+
+
+def test_a_new_producer_with_the_same_id_fences_the_old_one(bootstrap):
+    topic = f"tx-fence-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    txn_id = f"tid-{uuid.uuid4().hex[:8]}"
+    zombie = tx_producer(bootstrap, txn_id)
+    zombie.begin_transaction()
+    zombie.produce(topic, value=b"zombie", partition=0)
+    zombie.flush()
+    # The new instance's InitProducerId aborts the zombie's transaction and fences it.
+    fresh = tx_producer(bootstrap, txn_id)
+    fresh.begin_transaction()
+    fresh.produce(topic, value=b"fresh", partition=0)
+    fresh.commit_transaction(OP_TIMEOUT)
+    with pytest.raises(KafkaException) as e:
+        zombie.commit_transaction(OP_TIMEOUT)
+    assert e.value.args[0].fatal() or e.value.args[0].txn_requires_abort(), e.value
+    assert [v for _, v in read(bootstrap, topic, "read_committed")] == [b"fresh"]
+
+
+@pytest.fixture
+def txn_broker():
+    if EXTERNAL:
+        pytest.skip("needs a broker the suite starts itself")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    data = RUNS / f"spate-txn-{uuid.uuid4().hex[:10]}"
+    cfg = RUNS / (data.name + ".toml")
+    cfg.write_text("transaction_abort_timed_out_check_interval_ms = 200\n")
+    broker = ConfiguredBroker(data, free_port(), {"SPATE_CONFIG": str(cfg)})
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(broker.data_dir, ignore_errors=True)
+    cfg.unlink(missing_ok=True)
+
+
+def test_the_coordinator_aborts_a_transaction_past_its_timeout(txn_broker):
+    bs = txn_broker.bootstrap
+    topic = f"tx-timeout-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1)
+    p = tx_producer(bs, f"tid-{uuid.uuid4().hex[:8]}", **{"transaction.timeout.ms": 1500})
+    p.begin_transaction()
+    p.produce(topic, value=b"late", partition=0)
+    p.flush()
+    # Aborted by the coordinator: a marker follows, the record never becomes visible.
+    deadline = time.monotonic() + 30
+    while watermarks(bs, topic, 0)[1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert watermarks(bs, topic, 0) == (0, 2)
+    assert read(bs, topic, "read_committed") == []
+    assert read(bs, topic, "read_uncommitted") == [(0, b"late")]
+    with pytest.raises(KafkaException):
+        p.commit_transaction(OP_TIMEOUT)
+
+
+def test_kill9_with_transactions_committed_and_open(txn_broker):
+    bs = txn_broker.bootstrap
+    topic = f"tx-kill-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1)
+    txn_id = f"tid-{uuid.uuid4().hex[:8]}"
+    p = tx_producer(bs, txn_id)
+    p.begin_transaction()
+    for i in range(4):
+        p.produce(topic, value=f"c{i}".encode(), partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    p.begin_transaction()
+    p.produce(topic, value=b"open", partition=0)
+    p.flush()
+    txn_broker.kill()
+    txn_broker.wait_port_closed()
+    txn_broker.start()
+    # The committed transaction survives; the open one is aborted when the producer's
+    # id is initialised again (or by its timeout), and never shows.
+    again = tx_producer(bs, txn_id)
+    again.begin_transaction()
+    again.produce(topic, value=b"after", partition=0)
+    again.commit_transaction(OP_TIMEOUT)
+    got = read(bs, topic, "read_committed")
+    assert [v for _, v in got] == [b"c0", b"c1", b"c2", b"c3", b"after"]
+    assert [o for o, _ in got][:4] == [0, 1, 2, 3]
