@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from conftest import EXTERNAL, RUNS, free_port
 from grouputil import ConfiguredBroker
 from kafkautil import OP_TIMEOUT, create_topic, watermarks
+from test_kafka_cli import kafka_libs  # noqa: F401 (fixture)
 
 
 def tx_producer(bootstrap, txn_id, **conf):
@@ -212,3 +213,33 @@ def test_kill9_with_transactions_committed_and_open(txn_broker):
     got = read(bs, topic, "read_committed")
     assert [v for _, v in got] == [b"c0", b"c1", b"c2", b"c3", b"after"]
     assert [o for o, _ in got][:4] == [0, 1, 2, 3]
+
+
+def test_kafka_transactions_tool(bootstrap, kafka_libs):
+    """kafka-transactions.sh list, describe, describe-producers and find-hanging."""
+    from test_kafka_cli import tool
+    topic = f"tx-tool-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, 1)
+    txn_id = f"tool-{uuid.uuid4().hex[:8]}"
+    p = tx_producer(bootstrap, txn_id, **{"transaction.timeout.ms": 60000})
+    p.begin_transaction()
+    p.produce(topic, value=b"open", partition=0)
+    p.flush()
+    b = ["--bootstrap-server", bootstrap]
+    listing = tool(kafka_libs, "TransactionsCommand", *b, "list")
+    line = next(l for l in listing.splitlines() if txn_id in l)
+    assert "Ongoing" in line, listing
+    described = tool(kafka_libs, "TransactionsCommand", *b, "describe",
+                     "--transactional-id", txn_id)
+    assert "Ongoing" in described and f"{topic}-0" in described, described
+    producers = tool(kafka_libs, "TransactionsCommand", *b, "describe-producers",
+                     "--topic", topic, "--partition", "0")
+    # One producer, whose open transaction starts at offset 0 (the last column).
+    rows = [l.split() for l in producers.splitlines()[1:] if l.strip()]
+    assert len(rows) == 1 and rows[0][-1] == "0", producers
+    hanging = tool(kafka_libs, "TransactionsCommand", *b, "find-hanging", "--broker-id", "0")
+    assert txn_id not in hanging, hanging   # open well within its timeout: not hanging
+    p.commit_transaction(OP_TIMEOUT)
+    listing = tool(kafka_libs, "TransactionsCommand", *b, "list")
+    line = next(l for l in listing.splitlines() if txn_id in l)
+    assert "CompleteCommit" in line, listing

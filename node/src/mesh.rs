@@ -51,6 +51,8 @@ pub enum PartitionOp {
     },
     /// DescribeLogDirs: size and offsets.
     Describe,
+    /// DescribeProducers: the partition's producers.
+    DescribeProducers,
     /// End a producer's transaction here with a commit or abort marker.
     WriteTxnMarker {
         producer_id: i64,
@@ -70,6 +72,7 @@ impl PartitionOp {
             PartitionOp::EndOffsetForEpoch { .. } => "OffsetForLeaderEpoch",
             PartitionOp::Describe => "DescribeLogDirs",
             PartitionOp::WriteTxnMarker { .. } => "WriteTxnMarkers",
+            PartitionOp::DescribeProducers => "DescribeProducers",
         }
     }
 }
@@ -127,6 +130,8 @@ pub enum PartitionReply {
         size_bytes: u64,
     },
     MarkerWritten,
+    /// (producer id, epoch, last sequence, last write time, ongoing transaction start).
+    Producers(Vec<(i64, i16, i32, i64, i64)>),
 }
 
 /// What one shard asks of another.

@@ -859,6 +859,9 @@ impl Partition {
                 producer_epoch,
                 commit,
             } => self.write_marker(producer_id, producer_epoch, commit).await,
+            PartitionOp::DescribeProducers => {
+                PartitionReply::Producers(self.producers.borrow().describe())
+            }
             PartitionOp::Describe => PartitionReply::Described {
                 size_bytes: self.log.size_bytes(),
             },

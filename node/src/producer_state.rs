@@ -210,11 +210,20 @@ impl ProducerStates {
             .min()
     }
 
-    /// Producers with an ongoing transaction: (producer id, epoch, first offset).
-    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
+    /// Every producer (DescribeProducers): id, epoch, last sequence (-1: none), last
+    /// write time, first offset of its ongoing transaction (-1: none).
+    pub fn describe(&self) -> Vec<(i64, i16, i32, i64, i64)> {
         self.producers
             .iter()
-            .filter_map(|(pid, e)| e.txn_first_offset.map(|f| (*pid, e.epoch, f)))
+            .map(|(pid, e)| {
+                (
+                    *pid,
+                    e.epoch,
+                    e.batches.back().map_or(-1, |b| b.last_seq),
+                    e.last_write_ms,
+                    e.txn_first_offset.unwrap_or(-1),
+                )
+            })
             .collect()
     }
 

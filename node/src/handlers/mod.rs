@@ -144,6 +144,21 @@ pub async fn dispatch(
                 async move { txn::add_offsets(&ctx, req, version).await },
             )
         }
+        RequestBody::DescribeTransactions(req) => later(header, async move {
+            txn::describe_transactions(&ctx, req).await
+        }),
+        RequestBody::ListTransactions(req) => {
+            later(
+                header,
+                async move { txn::list_transactions(&ctx, req).await },
+            )
+        }
+        RequestBody::DescribeProducers(req) => {
+            later(
+                header,
+                async move { txn::describe_producers(&ctx, req).await },
+            )
+        }
         RequestBody::TxnOffsetCommit(req) => later(header, async move {
             groups::txn_offset_commit(&ctx, req, version).await
         }),

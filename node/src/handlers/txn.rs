@@ -7,13 +7,18 @@ use spate_net::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use spate_net::messages::{
+    describe_producers_response, describe_transactions_response, list_transactions_response,
+};
+use spate_net::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    ListTransactionsRequest, ListTransactionsResponse,
 };
 use spate_net::ErrorCode;
 
 use crate::group::{partition_for, OFFSETS_TOPIC};
-use crate::mesh::ShardMsg;
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::shard::ShardContext;
 use crate::txn::coordinator::{coordinator_shard, TxnRequest};
 
@@ -238,4 +243,185 @@ pub async fn init_producer_id(
         pid,
         epoch,
     )
+}
+
+pub async fn describe_transactions(
+    ctx: &ShardContext,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let mut states = Vec::with_capacity(req.transactional_ids.len());
+    for id in req.transactional_ids {
+        let answer = if id.is_empty() {
+            Err(ErrorCode::InvalidRequest.code())
+        } else {
+            ask(ctx, &id, |reply| TxnRequest::Describe {
+                transactional_id: id.clone(),
+                reply,
+            })
+            .await
+            .unwrap_or(Err(NOT_AVAILABLE))
+        };
+        states.push(match answer {
+            Ok(d) => {
+                let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
+                for (t, p) in d.partitions {
+                    match topics.iter_mut().find(|x| x.topic == t) {
+                        Some(x) => x.partitions.push(p),
+                        None => topics.push(describe_transactions_response::TopicData {
+                            topic: t,
+                            partitions: vec![p],
+                            ..Default::default()
+                        }),
+                    }
+                }
+                describe_transactions_response::TransactionState {
+                    transactional_id: id,
+                    transaction_state: d.state.to_string(),
+                    transaction_timeout_ms: d.timeout_ms,
+                    transaction_start_time_ms: d.start_ms,
+                    producer_id: d.producer_id,
+                    producer_epoch: d.producer_epoch,
+                    topics,
+                    ..Default::default()
+                }
+            }
+            Err(code) => describe_transactions_response::TransactionState {
+                error_code: code,
+                transactional_id: id,
+                transaction_start_time_ms: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                ..Default::default()
+            },
+        });
+    }
+    DescribeTransactionsResponse {
+        transaction_states: states,
+        ..Default::default()
+    }
+}
+
+/// Kafka's transaction state names (ListTransactions filters must be among them).
+const STATE_NAMES: [&str; 8] = [
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+    "Dead",
+    "PrepareEpochFence",
+];
+
+pub async fn list_transactions(
+    ctx: &ShardContext,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    let unknown: Vec<String> = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATE_NAMES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = crate::partition::now_ms();
+    let mut out = Vec::new();
+    // Every shard coordinates some partitions of __transaction_state.
+    for sender in &ctx.senders {
+        let (tx, rx) = flume::bounded(1);
+        if sender
+            .send_async(ShardMsg::Txn(TxnRequest::List { reply: tx }))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        for d in rx.recv_async().await.unwrap_or_default() {
+            let state_ok =
+                req.state_filters.is_empty() || req.state_filters.iter().any(|s| s == d.state);
+            let pid_ok = req.producer_id_filters.is_empty()
+                || req.producer_id_filters.contains(&d.producer_id);
+            // KIP-994: only transactions running longer than the filter (-1: all).
+            let duration_ok = req.duration_filter < 0
+                || (d.start_ms >= 0 && now - d.start_ms > req.duration_filter);
+            if state_ok && pid_ok && duration_ok {
+                out.push(list_transactions_response::TransactionState {
+                    transactional_id: d.transactional_id,
+                    producer_id: d.producer_id,
+                    transaction_state: d.state.to_string(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    ListTransactionsResponse {
+        unknown_state_filters: unknown,
+        transaction_states: out,
+        ..Default::default()
+    }
+}
+
+pub async fn describe_producers(
+    ctx: &std::rc::Rc<ShardContext>,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut ops = Vec::new();
+    for t in &req.topics {
+        for &p in &t.partition_indexes {
+            ops.push((
+                PartitionKey {
+                    topic: t.name.as_str().into(),
+                    partition: p,
+                },
+                PartitionOp::DescribeProducers,
+            ));
+        }
+    }
+    let mut replies = crate::route::run(ctx, ops).await.into_iter();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| describe_producers_response::TopicResponse {
+            name: t.name.clone(),
+            partitions: t
+                .partition_indexes
+                .iter()
+                .map(|&p| match replies.next() {
+                    Some(PartitionReply::Producers(list)) => {
+                        describe_producers_response::PartitionResponse {
+                            partition_index: p,
+                            active_producers: list
+                                .into_iter()
+                                .map(|(pid, epoch, seq, ts, txn_start)| {
+                                    describe_producers_response::ProducerState {
+                                        producer_id: pid,
+                                        producer_epoch: i32::from(epoch),
+                                        last_sequence: seq,
+                                        last_timestamp: ts,
+                                        coordinator_epoch: -1,
+                                        current_txn_start_offset: txn_start,
+                                        ..Default::default()
+                                    }
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }
+                    }
+                    other => describe_producers_response::PartitionResponse {
+                        partition_index: p,
+                        error_code: other
+                            .map(|r| crate::route::error_of(&r))
+                            .filter(|c| *c != 0)
+                            .unwrap_or(ErrorCode::UnknownServerError.code()),
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    DescribeProducersResponse {
+        topics,
+        ..Default::default()
+    }
 }

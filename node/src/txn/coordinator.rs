@@ -54,6 +54,41 @@ pub enum TxnRequest {
         commit: bool,
         reply: flume::Sender<i16>,
     },
+    /// DescribeTransactions of one id.
+    Describe {
+        transactional_id: String,
+        reply: flume::Sender<Result<TxnDescription, i16>>,
+    },
+    /// ListTransactions: every id this shard coordinates.
+    List {
+        reply: flume::Sender<Vec<TxnDescription>>,
+    },
+}
+
+/// What DescribeTransactions and ListTransactions report of an id.
+#[derive(Debug, Clone)]
+pub struct TxnDescription {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub state: &'static str,
+    pub timeout_ms: i32,
+    pub start_ms: i64,
+    pub partitions: Vec<TxnPartition>,
+}
+
+impl TxnDescription {
+    fn of(id: &str, m: &TxnMetadata) -> TxnDescription {
+        TxnDescription {
+            transactional_id: id.to_string(),
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            state: m.status.name(),
+            timeout_ms: m.timeout_ms,
+            start_ms: m.start_ms,
+            partitions: m.partitions.iter().cloned().collect(),
+        }
+    }
 }
 
 /// The transactional ids one shard coordinates.
@@ -201,6 +236,32 @@ pub fn serve(ctx: &Rc<ShardContext>, request: TxnRequest) {
                 let code =
                     end_txn(&ctx, &transactional_id, producer_id, producer_epoch, commit).await;
                 let _ = reply.send(code.map_or_else(|c| c.code(), |()| 0));
+            }
+            TxnRequest::Describe {
+                transactional_id,
+                reply,
+            } => {
+                let coord = ctx.txns.borrow();
+                let out = match coord.owns(&ctx, &transactional_id) {
+                    Err(code) => Err(code.code()),
+                    Ok(()) => match coord.txns.get(&transactional_id) {
+                        Some(m) if m.status != TxnStatus::Dead => {
+                            Ok(TxnDescription::of(&transactional_id, m))
+                        }
+                        _ => Err(ErrorCode::TransactionalIdNotFound.code()),
+                    },
+                };
+                let _ = reply.send(out);
+            }
+            TxnRequest::List { reply } => {
+                let coord = ctx.txns.borrow();
+                let all = coord
+                    .txns
+                    .iter()
+                    .filter(|(_, m)| m.status != TxnStatus::Dead)
+                    .map(|(id, m)| TxnDescription::of(id, m))
+                    .collect();
+                let _ = reply.send(all);
             }
         }
     })
