@@ -76,6 +76,9 @@ pub struct ShardCounters {
     pub connections_idle_closed: u64,
     /// Times a connection stopped reading to wait for request memory.
     pub request_memory_waits: u64,
+    /// Transactions this shard coordinated to the end.
+    pub transactions_committed: u64,
+    pub transactions_aborted: u64,
 }
 
 impl ShardCounters {
@@ -120,6 +123,8 @@ impl ShardCounters {
         self.connections_refused += o.connections_refused;
         self.connections_idle_closed += o.connections_idle_closed;
         self.request_memory_waits += o.request_memory_waits;
+        self.transactions_committed += o.transactions_committed;
+        self.transactions_aborted += o.transactions_aborted;
     }
 }
 

@@ -118,10 +118,11 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
 
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 6] = [
+    let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 7] = [
         ("spate_partition_log_end_offset", "Next offset to be assigned.", |p| p.log_end_offset as f64),
         ("spate_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset as f64),
         ("spate_partition_high_watermark", "Offset below which records are written and readable.", |p| p.high_watermark as f64),
+        ("spate_partition_last_stable_offset", "Offset below which every transaction is decided (what read_committed consumers may read); the high watermark when none is open.", |p| p.last_stable_offset as f64),
         ("spate_partition_size_bytes", "Bytes of the partition's segments.", |p| p.size_bytes as f64),
         ("spate_partition_segments", "Segments of the partition.", |p| p.segments as f64),
         ("spate_partition_offline", "1 while the partition refuses writes after a failed write (full disk: retried; I/O error: until restart).", |p| f64::from(u8::from(p.offline))),
@@ -162,7 +163,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 14] = [
+    let per_shard: [ShardFamily; 17] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
@@ -179,6 +180,9 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_request_memory_waits_total", "counter", "Times a connection stopped reading until request memory (queued_max_request_bytes) was free.", |s| s.counters.request_memory_waits as f64),
         ("spate_shard_cpu_seconds_total", "counter", "CPU time (user and system) of the shard thread: its busy time.", |s| s.cpu_seconds),
         ("spate_shard_queue_depth", "gauge", "Messages waiting in the shard's inbound channels.", |s| s.queue_depth as f64),
+        ("spate_transactions_ongoing", "gauge", "Transactions the shard coordinates that are open or ending (markers being written).", |s| s.transactions_ongoing as f64),
+        ("spate_transactions_committed_total", "counter", "Transactions the shard coordinated to a commit.", |s| s.counters.transactions_committed as f64),
+        ("spate_transactions_aborted_total", "counter", "Transactions the shard coordinated to an abort (by the client, a fencing producer or the timeout).", |s| s.counters.transactions_aborted as f64),
     ];
     for (name, kind, help, get) in per_shard {
         header(&mut out, name, kind, help);

@@ -23,6 +23,7 @@ pub struct PartitionGauges {
     pub offline: bool,
     /// Compaction state, for partitions of compacted topics.
     pub cleaner: Option<CleanGauges>,
+    pub last_stable_offset: i64,
 }
 
 /// Broker-wide cleaner counters as of the scrape (see `cleaner::CleanerStats`).
@@ -59,6 +60,8 @@ pub struct ShardSnapshot {
     pub queued_request_bytes_limit: usize,
     /// The broker-wide cleaner counters (the same on every shard).
     pub cleaner: CleanerTotals,
+    /// Transactions this shard coordinates that are open or ending.
+    pub transactions_ongoing: usize,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -88,6 +91,7 @@ impl ShardSnapshot {
                 stats: p.log.stats(),
                 offline: p.log.is_offline(),
                 cleaner: clean_gauges(p, cleaning.get(k)),
+                last_stable_offset: p.last_stable_offset(),
             })
             .collect();
         // Partitions whose log could not be opened: offline, nothing else known.
@@ -102,6 +106,7 @@ impl ShardSnapshot {
             stats: LogStats::default(),
             offline: true,
             cleaner: None,
+            last_stable_offset: 0,
         }));
         ShardSnapshot {
             shard: ctx.id,
@@ -114,6 +119,7 @@ impl ShardSnapshot {
             queued_request_bytes: ctx.request_memory.used(),
             queued_request_bytes_limit: ctx.request_memory.limit(),
             cleaner: ctx.cleaning.cleaner().totals(),
+            transactions_ongoing: ctx.txns.borrow().ongoing(),
         }
     }
 }

@@ -159,6 +159,19 @@ impl TxnCoordinator {
         Ok(applied)
     }
 
+    /// Transactions open or ending.
+    pub fn ongoing(&self) -> usize {
+        self.txns
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.status,
+                    TxnStatus::Ongoing | TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
+                )
+            })
+            .count()
+    }
+
     /// Is the id's partition loaded on this shard?
     fn owns(&self, ctx: &ShardContext, transactional_id: &str) -> Result<(), ErrorCode> {
         match partition_of(ctx, transactional_id) {
@@ -600,7 +613,14 @@ async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
             }
         };
         if let Some(t) = t {
+            let committed = t.status == TxnStatus::CompleteCommit;
             if write(ctx, &id, t).await.is_ok() {
+                let mut m = ctx.metrics.borrow_mut();
+                if committed {
+                    m.transactions_committed += 1;
+                } else {
+                    m.transactions_aborted += 1;
+                }
                 return;
             }
         }
