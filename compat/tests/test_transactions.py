@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from conftest import EXTERNAL, RUNS, free_port
 from grouputil import ConfiguredBroker
-from kafkautil import OP_TIMEOUT, create_topic, watermarks
+from kafkautil import JAVA_JAR, OP_TIMEOUT, create_topic, java_jar, run_json, watermarks
 from test_kafka_cli import kafka_libs  # noqa: F401 (fixture)
 
 
@@ -243,3 +243,17 @@ def test_kafka_transactions_tool(bootstrap, kafka_libs):
     listing = tool(kafka_libs, "TransactionsCommand", *b, "list")
     line = next(l for l in listing.splitlines() if txn_id in l)
     assert "CompleteCommit" in line, listing
+
+
+def test_java_transactional_producer_and_read_committed_consumer(bootstrap):
+    """Java kafka-clients: commit, abort, commit, then a second producer with the same
+    transactional id fences the first (whose open transaction is aborted)."""
+    java_jar()
+    topic, txn_id = f"tx-java-{uuid.uuid4().hex[:8]}", f"java-{uuid.uuid4().hex[:8]}"
+    res = run_json(["java", "-XX:TieredStopAtLevel=1", "-Xmx512m", "-cp", str(JAVA_JAR),
+                    "dev.spate.compat.Transactions", bootstrap, topic, txn_id], timeout=120)
+    assert res["fenced"] == "ProducerFencedException", res
+    # Markers at 5, 9, 11; the zombie's record at 12 is aborted by the fence (marker 13).
+    assert res["read_committed"] == [f"{i}:c{i}" for i in range(5)] + ["10:last", "14:second"]
+    assert res["read_uncommitted"] == [f"{i}:c{i}" for i in range(5)] + \
+        [f"{6 + i}:a{i}" for i in range(3)] + ["10:last", "12:zombie", "14:second"]
