@@ -189,7 +189,6 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
                 spate_net::messages::fetch_response::AbortedTransaction {
                     producer_id,
                     first_offset,
-                    ..Default::default()
                 }
             }));
         }

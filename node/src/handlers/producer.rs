@@ -113,14 +113,12 @@ mod tests {
             check_request(&req(None, 5, -1)),
             Err(ErrorCode::InvalidRequest)
         );
-        // Transactional ids (none are served yet), empty or not.
+        // An empty transactional id is refused; others go to their coordinator.
         assert_eq!(
             check_request(&req(Some(""), -1, -1)),
             Err(ErrorCode::InvalidRequest)
         );
-        assert_eq!(
-            check_request(&req(Some("tx"), -1, -1)),
-            Err(ErrorCode::InvalidRequest)
-        );
+        assert_eq!(check_request(&req(Some("tx"), -1, -1)), Ok(()));
+        assert_eq!(check_request(&req(Some("tx"), 5, 3)), Ok(()));
     }
 }

@@ -102,11 +102,9 @@ pub async fn add_partitions(
                                 None if exists => ErrorCode::OperationNotAttempted.code(),
                                 None => ErrorCode::UnknownTopicOrPartition.code(),
                             },
-                            ..Default::default()
                         }
                     })
                     .collect(),
-                ..Default::default()
             })
             .collect::<Vec<_>>()
     };
@@ -166,7 +164,6 @@ pub async fn add_partitions(
         out.push(AddPartitionsToTxnResult {
             transactional_id: t.transactional_id.clone(),
             topic_results: results(&t.topics, code),
-            ..Default::default()
         });
     }
     AddPartitionsToTxnResponse {
@@ -270,7 +267,6 @@ pub async fn describe_transactions(
                         None => topics.push(describe_transactions_response::TopicData {
                             topic: t,
                             partitions: vec![p],
-                            ..Default::default()
                         }),
                     }
                 }
@@ -348,7 +344,6 @@ pub async fn list_transactions(
                     transactional_id: d.transactional_id,
                     producer_id: d.producer_id,
                     transaction_state: d.state.to_string(),
-                    ..Default::default()
                 });
             }
         }
@@ -400,7 +395,6 @@ pub async fn describe_producers(
                                         last_timestamp: ts,
                                         coordinator_epoch: -1,
                                         current_txn_start_offset: txn_start,
-                                        ..Default::default()
                                     }
                                 })
                                 .collect(),
@@ -417,7 +411,6 @@ pub async fn describe_producers(
                     },
                 })
                 .collect(),
-            ..Default::default()
         })
         .collect();
     DescribeProducersResponse {
