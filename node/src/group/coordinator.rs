@@ -31,6 +31,10 @@ const GROUP_ID_NOT_FOUND_FROM: i16 = 9;
 /// Largest decompressed batch read back from `__consumer_offsets`.
 const MAX_OFFSETS_BATCH: usize = 64 << 20;
 
+/// One partition's committed offset as OffsetFetch reports it: (topic, partition, offset
+/// or an error code).
+pub type FetchedOffset = (String, i32, Result<Option<CommittedOffset>, i16>);
+
 /// One partition's commit: topic, partition, offset, leader epoch, metadata.
 pub type CommitEntry = (String, i32, i64, i32, Option<String>);
 
@@ -86,11 +90,14 @@ pub enum GroupRequest {
         entries: Vec<CommitEntry>,
         reply: flume::Sender<Vec<i16>>,
     },
-    /// `None`: every committed partition of the group.
+    /// `None`: every committed partition of the group. With `require_stable`
+    /// (KIP-447), a partition with offsets pending in an open transaction answers
+    /// `Err(UNSTABLE_OFFSET_COMMIT)`.
     Fetch {
         group_id: String,
         partitions: Option<Vec<(String, i32)>>,
-        reply: flume::Sender<Vec<(String, i32, Option<CommittedOffset>)>>,
+        require_stable: bool,
+        reply: flume::Sender<Vec<FetchedOffset>>,
     },
     Describe {
         group_id: String,
@@ -489,9 +496,23 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
         GroupRequest::Fetch {
             group_id,
             partitions,
+            require_stable,
             reply,
         } => {
             let committed = coord.offsets.get(&group_id);
+            let pending = |t: &str, p: i32| {
+                require_stable
+                    && coord.pending_txn.values().flatten().any(|(k, _)| {
+                        k.group == group_id && k.topic == t && k.partition == p
+                    })
+            };
+            let answer = |t: &str, p: i32, v: Option<CommittedOffset>| {
+                if pending(t, p) {
+                    Err(ErrorCode::UnstableOffsetCommit.code())
+                } else {
+                    Ok(v)
+                }
+            };
             let out = match partitions {
                 Some(list) => list
                     .into_iter()
@@ -499,14 +520,17 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                         let v = committed
                             .and_then(|c| c.get(&(t.clone(), p)))
                             .map(|(_, v)| v.clone());
-                        (t, p, v)
+                        let a = answer(&t, p, v);
+                        (t, p, a)
                     })
                     .collect(),
                 None => {
                     let mut all: Vec<_> = committed
                         .map(|c| {
                             c.iter()
-                                .map(|((t, p), (_, v))| (t.clone(), *p, Some(v.clone())))
+                                .map(|((t, p), (_, v))| {
+                                    (t.clone(), *p, answer(t, *p, Some(v.clone())))
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();

@@ -331,6 +331,7 @@ async fn fetch_group(
     ctx: &ShardContext,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<FetchedTopics, i16> {
     let partitions = topics.as_ref().map(|ts| {
         ts.iter()
@@ -341,6 +342,7 @@ async fn fetch_group(
     let fetched = ask(ctx, group_id, |reply| GroupRequest::Fetch {
         group_id: gid,
         partitions,
+        require_stable,
         reply,
     })
     .await
@@ -348,8 +350,9 @@ async fn fetch_group(
     let mut out: FetchedTopics = Vec::new();
     for (topic, partition, committed) in fetched {
         let row = match committed {
-            Some(c) => (partition, c.offset, c.leader_epoch, c.metadata, 0),
-            None => (partition, -1, -1, String::new(), 0),
+            Ok(Some(c)) => (partition, c.offset, c.leader_epoch, c.metadata, 0),
+            Ok(None) => (partition, -1, -1, String::new(), 0),
+            Err(code) => (partition, -1, -1, String::new(), code),
         };
         match out.last_mut() {
             Some((t, rows)) if *t == topic => rows.push(row),
@@ -372,7 +375,7 @@ pub async fn offset_fetch(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
-            let (topics, error_code) = match fetch_group(ctx, &g.group_id, topics).await {
+            let (topics, error_code) = match fetch_group(ctx, &g.group_id, topics, req.require_stable).await {
                 Ok(t) => (t, 0),
                 Err(code) => (Vec::new(), code),
             };
@@ -415,7 +418,7 @@ pub async fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match fetch_group(ctx, &req.group_id, topics).await {
+    match fetch_group(ctx, &req.group_id, topics, req.require_stable).await {
         Ok(topics) => OffsetFetchResponse {
             topics: topics
                 .into_iter()
