@@ -178,12 +178,13 @@ class Rest:
 class TopicReader:
     """Reads every partition of a topic from offset 0 (no group) and keeps what it got."""
 
-    def __init__(self, bootstrap, topic, partitions):
+    def __init__(self, bootstrap, topic, partitions, isolation="read_uncommitted"):
         self.topic = topic
         self.records = []  # (partition, offset, key, value)
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
                            "enable.auto.commit": False, "auto.offset.reset": "error",
-                           "fetch.wait.max.ms": 100, "enable.partition.eof": False})
+                           "fetch.wait.max.ms": 100, "enable.partition.eof": False,
+                           "isolation.level": isolation})
         self.c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
 
     def poll(self, seconds):

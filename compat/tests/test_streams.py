@@ -147,3 +147,53 @@ def test_streams_ktable_and_windows_restore_after_state_wipe(bootstrap, topic_na
             app.kill()
     if not KEEP:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_streams_exactly_once_v2_across_kill9(bootstrap, topic_name, streams_cp):
+    """processing.guarantee=exactly_once_v2: the app is killed with kill -9 while it
+    processes, restarted, and the outputs read with read_committed hold every update
+    exactly once (the killed instance's open transaction is aborted, its input
+    reprocessed from the offsets committed in the last committed transaction)."""
+    work = run_dir("streams-eos")
+    state_dir = work / "state"
+    app_id = f"{topic_name}-eos"
+    source, counts_topic, windows_topic = (f"{topic_name}-{s}" for s in ("in", "counts", "windows"))
+    for t in (source, counts_topic, windows_topic):
+        create_topic(bootstrap, t, partitions=PARTITIONS)
+    base = (int(time.time() * 1000) // WINDOW_MS - 8) * WINDOW_MS
+    first = make_input(0, 120, base, [0, 1, 2])
+    second = make_input(120, 400, base, [1, 2, 3])
+    args = [bootstrap, app_id, state_dir, source, counts_topic, windows_topic, WINDOW_MS,
+            "exactly_once_v2"]
+    apps = []
+
+    def start_app():
+        app = JavaProcess(f"app{len(apps) + 1}", streams_cp, MAIN, args, work)
+        apps.append(app)
+        return app.start()
+
+    counts = TopicReader(bootstrap, counts_topic, PARTITIONS, "read_committed")
+    windows = TopicReader(bootstrap, windows_topic, PARTITIONS, "read_committed")
+    try:
+        for r in produce(bootstrap, source, first, conf=JAVA_PARTITIONER):
+            assert r[0] is None, r
+        app = start_app()
+        assert by_key(counts.wait_count(len(first), 120, [app])) == expected_updates(first)[0]
+        # More input, and kill -9 while it is being processed (some of it committed).
+        for r in produce(bootstrap, source, second, conf=JAVA_PARTITIONER):
+            assert r[0] is None, r
+        wait_until(lambda: counts.poll(0.1) or len(counts.records) > len(first), 60,
+                   "processing of the second input", [app])
+        app.kill()
+        app = start_app()
+        want_counts, want_windows = expected_updates(first + second)
+        total = len(first) + len(second)
+        assert by_key(counts.wait_count(total, 120, [app])) == want_counts
+        assert by_key(windows.wait_count(total, 60, [app])) == want_windows
+    finally:
+        counts.close()
+        windows.close()
+        for app in apps:
+            app.kill()
+    if not KEEP:
+        shutil.rmtree(work, ignore_errors=True)

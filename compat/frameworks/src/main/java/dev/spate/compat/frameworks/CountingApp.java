@@ -54,8 +54,8 @@ public final class CountingApp {
     }
 
     public static void main(String[] args) throws InterruptedException {
-        if (args.length != 7) {
-            System.err.println("usage: CountingApp BOOTSTRAP APPLICATION_ID STATE_DIR INPUT COUNTS WINDOWS WINDOW_MS");
+        if (args.length != 7 && args.length != 8) {
+            System.err.println("usage: CountingApp BOOTSTRAP APPLICATION_ID STATE_DIR INPUT COUNTS WINDOWS WINDOW_MS [GUARANTEE]");
             System.exit(2);
         }
         String bootstrap = args[0];
@@ -65,12 +65,13 @@ public final class CountingApp {
         String countsTopic = args[4];
         String windowsTopic = args[5];
         long windowMs = Long.parseLong(args[6]);
+        String guarantee = args.length == 8 ? args[7] : StreamsConfig.AT_LEAST_ONCE;
 
         Properties props = new Properties();
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
-        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
