@@ -160,7 +160,8 @@ def txn_broker():
     RUNS.mkdir(parents=True, exist_ok=True)
     data = RUNS / f"spate-txn-{uuid.uuid4().hex[:10]}"
     cfg = RUNS / (data.name + ".toml")
-    cfg.write_text("transaction_abort_timed_out_check_interval_ms = 200\n")
+    cfg.write_text("transaction_abort_timed_out_check_interval_ms = 200\n"
+                   "transactional_id_expiration_ms = 3000\n")
     broker = ConfiguredBroker(data, free_port(), {"SPATE_CONFIG": str(cfg)})
     broker.start()
     yield broker
@@ -257,3 +258,29 @@ def test_java_transactional_producer_and_read_committed_consumer(bootstrap):
     assert res["read_committed"] == [f"{i}:c{i}" for i in range(5)] + ["10:last", "14:second"]
     assert res["read_uncommitted"] == [f"{i}:c{i}" for i in range(5)] + \
         [f"{6 + i}:a{i}" for i in range(3)] + ["10:last", "12:zombie", "14:second"]
+
+
+def test_idle_transactional_ids_expire(txn_broker, kafka_libs):
+    """An id without a transaction for transactional_id_expiration_ms is forgotten
+    (kafka-transactions.sh no longer lists it); using it again starts afresh."""
+    from test_kafka_cli import tool
+    bs = txn_broker.bootstrap
+    topic = f"tx-expire-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1)
+    txn_id = f"idle-{uuid.uuid4().hex[:8]}"
+    p = tx_producer(bs, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value=b"v", partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    p.flush()
+    b = ["--bootstrap-server", bs]
+    assert txn_id in tool(kafka_libs, "TransactionsCommand", *b, "list")
+    deadline = time.monotonic() + 30
+    while txn_id in tool(kafka_libs, "TransactionsCommand", *b, "list"):
+        assert time.monotonic() < deadline, "the idle transactional id was not expired"
+        time.sleep(1)
+    again = tx_producer(bs, txn_id)
+    again.begin_transaction()
+    again.produce(topic, value=b"w", partition=0)
+    again.commit_transaction(OP_TIMEOUT)
+    assert [v for _, v in read(bs, topic, "read_committed")] == [b"v", b"w"]

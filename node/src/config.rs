@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
     /// transactions past their timeout are looked for (and aborted).
     pub transaction_abort_timed_out_check_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id idle this long (no
+    /// transaction, no InitProducerId) is forgotten.
+    pub transactional_id_expiration_ms: i64,
     /// `offset.metadata.max.bytes`: longest metadata string of a committed offset.
     pub offset_metadata_max_bytes: usize,
     /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.

@@ -585,6 +585,8 @@ async fn serve(start: ShardStart) {
                 return;
             }
             crate::txn::abort_timed_out(&txn_ctx).await;
+            crate::txn::expire_idle_ids(&txn_ctx, txn_ctx.config.transactional_id_expiration_ms)
+                .await;
         }
     })
     .detach();

@@ -502,9 +502,11 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             let committed = coord.offsets.get(&group_id);
             let pending = |t: &str, p: i32| {
                 require_stable
-                    && coord.pending_txn.values().flatten().any(|(k, _)| {
-                        k.group == group_id && k.topic == t && k.partition == p
-                    })
+                    && coord
+                        .pending_txn
+                        .values()
+                        .flatten()
+                        .any(|(k, _)| k.group == group_id && k.topic == t && k.partition == p)
             };
             let answer = |t: &str, p: i32, v: Option<CommittedOffset>| {
                 if pending(t, p) {

@@ -375,10 +375,11 @@ pub async fn offset_fetch(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
-            let (topics, error_code) = match fetch_group(ctx, &g.group_id, topics, req.require_stable).await {
-                Ok(t) => (t, 0),
-                Err(code) => (Vec::new(), code),
-            };
+            let (topics, error_code) =
+                match fetch_group(ctx, &g.group_id, topics, req.require_stable).await {
+                    Ok(t) => (t, 0),
+                    Err(code) => (Vec::new(), code),
+                };
             groups.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
                 topics: topics

@@ -571,6 +571,70 @@ pub async fn abort_timed_out(ctx: &Rc<ShardContext>) {
     }
 }
 
+/// Forget transactional ids idle for `transactional.id.expiration.ms` (Kafka's
+/// `removeExpiredTransactionalIds`): a tombstone goes to the log, then the id is dropped,
+/// so the coordinator's memory does not grow with every id ever used.
+pub async fn expire_idle_ids(ctx: &Rc<ShardContext>, max_idle_ms: i64) {
+    let now = now_ms();
+    let idle: Vec<String> = ctx
+        .txns
+        .borrow()
+        .txns
+        .iter()
+        .filter(|(_, m)| {
+            m.pending.is_none()
+                && matches!(
+                    m.status,
+                    TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+                )
+                && now.saturating_sub(m.last_update_ms) > max_idle_ms
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in idle {
+        // Dead: no request may start a transition while the tombstone is written.
+        let last_update = {
+            let mut coord = ctx.txns.borrow_mut();
+            let Some(m) = coord.txns.get_mut(&id) else {
+                continue;
+            };
+            if m.pending.is_some() {
+                continue;
+            }
+            m.pending = Some(TxnStatus::Dead);
+            m.last_update_ms
+        };
+        let written = append_tombstone(ctx, &id).await;
+        let mut coord = ctx.txns.borrow_mut();
+        match coord.txns.get_mut(&id) {
+            Some(m) if written.is_ok() && m.last_update_ms == last_update => {
+                coord.txns.remove(&id);
+                tracing::debug!(transactional_id = %id, "expired an idle transactional id");
+            }
+            Some(m) => m.abandon(),
+            None => {}
+        }
+    }
+}
+
+async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode> {
+    let partition = partition_of(ctx, id)
+        .and_then(|p| {
+            ctx.partition(&PartitionKey {
+                topic: TXN_STATE_TOPIC.into(),
+                partition: p,
+            })
+        })
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
+    let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
+    match partition.produce(batch, -1).await {
+        PartitionReply::Produced { .. } => Ok(()),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
 /// Write the markers of a prepared transaction to all its partitions, retrying each
 /// until it is written (or the partition no longer exists), then the Complete record.
 async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {

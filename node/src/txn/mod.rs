@@ -7,4 +7,6 @@ pub mod coordinator;
 mod metadata;
 mod state_log;
 
-pub use coordinator::{abort_timed_out, serve, TxnCoordinator, TxnRequest, TXN_STATE_TOPIC};
+pub use coordinator::{
+    abort_timed_out, expire_idle_ids, serve, TxnCoordinator, TxnRequest, TXN_STATE_TOPIC,
+};
