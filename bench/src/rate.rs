@@ -104,7 +104,10 @@ mod tests {
         assert!(Instant::now() >= t);
         let before = Instant::now();
         sleep_until(before - Duration::from_secs(1));
-        assert!(before.elapsed() < Duration::from_secs(1), "slept for a past time");
+        assert!(
+            before.elapsed() < Duration::from_secs(1),
+            "slept for a past time"
+        );
     }
 
     #[test]

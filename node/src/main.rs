@@ -181,18 +181,8 @@ fn ensure_offsets_topic(
             },
         );
     }
-    let topic = controller::NewTopic {
-        name: group::OFFSETS_TOPIC.to_string(),
-        num_partitions: config.offsets_topic_num_partitions,
-        replication_factor: -1,
-        assignments: Vec::new(),
-        // As Kafka's: compacted (the latest commit per group and partition stays),
-        // 100 MiB segments (`offsets.topic.segment.bytes`).
-        configs: vec![
-            ("cleanup.policy".to_string(), Some("compact".to_string())),
-            ("segment.bytes".to_string(), Some("104857600".to_string())),
-        ],
-    };
+    // As Kafka's: compacted (the latest commit per group and partition stays).
+    let topic = internal_topic(group::OFFSETS_TOPIC, config.offsets_topic_num_partitions);
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -212,16 +202,10 @@ fn ensure_transaction_state_topic(
     if image.topic(txn::TXN_STATE_TOPIC).is_some() {
         return Ok(());
     }
-    let topic = controller::NewTopic {
-        name: txn::TXN_STATE_TOPIC.to_string(),
-        num_partitions: config.transaction_state_num_partitions,
-        replication_factor: -1,
-        assignments: Vec::new(),
-        configs: vec![
-            ("cleanup.policy".to_string(), Some("compact".to_string())),
-            ("segment.bytes".to_string(), Some("104857600".to_string())),
-        ],
-    };
+    let topic = internal_topic(
+        txn::TXN_STATE_TOPIC,
+        config.transaction_state_num_partitions,
+    );
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -229,6 +213,21 @@ fn ensure_transaction_state_topic(
             validate_only: false,
         },
     )
+}
+
+/// An internal topic as Kafka creates its own: compacted, 100 MiB segments
+/// (`offsets.topic.segment.bytes`, `transaction.state.log.segment.bytes`).
+fn internal_topic(name: &str, partitions: i32) -> controller::NewTopic {
+    controller::NewTopic {
+        name: name.to_string(),
+        num_partitions: partitions,
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".to_string(), Some("compact".to_string())),
+            ("segment.bytes".to_string(), Some("104857600".to_string())),
+        ],
+    }
 }
 
 /// Send one request about an internal topic to the controller and wait for success.

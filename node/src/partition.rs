@@ -677,6 +677,29 @@ impl Partition {
         Ok(())
     }
 
+    /// Every batch from the log start to the high watermark, in order: how coordinators
+    /// rebuild their state from their partition.
+    pub async fn replay(
+        &self,
+        mut on_batch: impl FnMut(record_batch::RecordBatch),
+    ) -> Result<(), LogError> {
+        let mut offset = self.log.log_start_offset();
+        let end = self.high_watermark();
+        while offset < end {
+            let read = self.log.read(offset, PRODUCER_SCAN_BYTES, true).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for chunk in read.batches {
+                for batch in record_batch::batches(chunk).flatten() {
+                    offset = offset.max(batch.last_offset() + 1);
+                    on_batch(batch);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Offset below which every transaction is decided (Kafka's last stable offset).
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
-use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::record_batch::RecordBatchBuilder;
 use spate_net::ErrorCode;
 
 use super::membership::{Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply};
@@ -179,51 +179,42 @@ impl Coordinator {
         this: &std::cell::RefCell<Coordinator>,
         partition: &Partition,
     ) -> Result<usize, spate_log::LogError> {
-        let mut offset = partition.log.log_start_offset();
-        let end = partition.high_watermark();
         let mut applied = 0;
-        while offset < end {
-            let read = partition.log.read(offset, 4 << 20, true).await?;
-            if read.batches.is_empty() {
-                break;
-            }
-            for chunk in read.batches {
-                for batch in record_batch::batches(chunk).flatten() {
-                    offset = offset.max(batch.last_offset() + 1);
-                    let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else {
+        partition
+            .replay(|batch| {
+                let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else {
+                    return;
+                };
+                let mut me = this.borrow_mut();
+                if batch.is_control() {
+                    // A transaction marker: its offsets count only if committed.
+                    let commit = records
+                        .flatten()
+                        .next()
+                        .and_then(|r| r.key)
+                        .is_some_and(|k| k.len() >= 4 && k[3] == 1);
+                    me.end_txn(batch.producer_id(), commit);
+                    return;
+                }
+                for record in records.flatten() {
+                    let Some(key) = record.key.and_then(offsets_log::decode_key) else {
                         continue;
                     };
-                    let mut me = this.borrow_mut();
-                    if batch.is_control() {
-                        // A transaction marker: its offsets count only if committed.
-                        let commit = records
-                            .flatten()
-                            .next()
-                            .and_then(|r| r.key)
-                            .is_some_and(|k| k.len() >= 4 && k[3] == 1);
-                        me.end_txn(batch.producer_id(), commit);
-                        continue;
-                    }
-                    for record in records.flatten() {
-                        let Some(key) = record.key.and_then(offsets_log::decode_key) else {
-                            continue;
-                        };
-                        let value = record.value.and_then(offsets_log::decode_value);
-                        if batch.is_transactional() {
-                            if let Some(v) = value {
-                                me.pending_txn
-                                    .entry(batch.producer_id())
-                                    .or_default()
-                                    .push((key, v));
-                            }
-                        } else {
-                            me.apply(key, value);
+                    let value = record.value.and_then(offsets_log::decode_value);
+                    if batch.is_transactional() {
+                        if let Some(v) = value {
+                            me.pending_txn
+                                .entry(batch.producer_id())
+                                .or_default()
+                                .push((key, v));
                         }
-                        applied += 1;
+                    } else {
+                        me.apply(key, value);
                     }
+                    applied += 1;
                 }
-            }
-        }
+            })
+            .await?;
         Ok(applied)
     }
 
@@ -663,15 +654,16 @@ async fn append_records(
     }
 }
 
-fn commit(
-    ctx: &Rc<ShardContext>,
-    group_id: String,
+/// One code per entry (0: to be written) and the records of the entries that pass:
+/// the partition must exist, the metadata must fit `offset.metadata.max.bytes`.
+fn check_entries(
+    ctx: &ShardContext,
+    group_id: &str,
     entries: Vec<CommitEntry>,
-    reply: flume::Sender<Vec<i16>>,
-) {
+    now: i64,
+) -> (Vec<i16>, Vec<(OffsetKey, CommittedOffset)>) {
     let image = ctx.image();
     let max_metadata = ctx.config.offset_metadata_max_bytes;
-    let now = now_ms();
     let mut codes = Vec::with_capacity(entries.len());
     let mut writes = Vec::new();
     for (topic, partition, offset, leader_epoch, metadata) in entries {
@@ -679,27 +671,37 @@ fn commit(
             .topic(&topic)
             .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
         let metadata = metadata.unwrap_or_default();
-        let code = if !exists {
+        codes.push(if !exists {
             ErrorCode::UnknownTopicOrPartition.code()
         } else if metadata.len() > max_metadata {
             ErrorCode::OffsetMetadataTooLarge.code()
         } else {
-            let key = OffsetKey {
-                group: group_id.clone(),
-                topic,
-                partition,
-            };
-            let value = CommittedOffset {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp: now,
-            };
-            writes.push((key, value));
+            writes.push((
+                OffsetKey {
+                    group: group_id.to_string(),
+                    topic,
+                    partition,
+                },
+                CommittedOffset {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                },
+            ));
             0
-        };
-        codes.push(code);
+        });
     }
+    (codes, writes)
+}
+
+fn commit(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    entries: Vec<CommitEntry>,
+    reply: flume::Sender<Vec<i16>>,
+) {
+    let (mut codes, writes) = check_entries(ctx, &group_id, entries, now_ms());
     // Sequence numbers taken now, in arrival order, decide which commit wins later.
     let seq = ctx.groups.borrow_mut().next_seq();
     let records = writes
@@ -740,37 +742,8 @@ fn txn_commit(
     entries: Vec<CommitEntry>,
     reply: flume::Sender<Vec<i16>>,
 ) {
-    let image = ctx.image();
-    let max_metadata = ctx.config.offset_metadata_max_bytes;
     let now = now_ms();
-    let mut codes = Vec::with_capacity(entries.len());
-    let mut writes = Vec::new();
-    for (topic, partition, offset, leader_epoch, metadata) in entries {
-        let exists = image
-            .topic(&topic)
-            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
-        let metadata = metadata.unwrap_or_default();
-        codes.push(if !exists {
-            ErrorCode::UnknownTopicOrPartition.code()
-        } else if metadata.len() > max_metadata {
-            ErrorCode::OffsetMetadataTooLarge.code()
-        } else {
-            writes.push((
-                OffsetKey {
-                    group: group_id.clone(),
-                    topic,
-                    partition,
-                },
-                CommittedOffset {
-                    offset,
-                    leader_epoch,
-                    metadata,
-                    commit_timestamp: now,
-                },
-            ));
-            0
-        });
-    }
+    let (mut codes, writes) = check_entries(ctx, &group_id, entries, now);
     let partition = offsets_partition(ctx, &group_id);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {

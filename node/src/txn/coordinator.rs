@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
-use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::record_batch::RecordBatchBuilder;
 use spate_net::ErrorCode;
 
 use super::metadata::{Transit, TxnMetadata, TxnPartition};
@@ -107,38 +107,29 @@ impl TxnCoordinator {
         index: i32,
         partition: &Partition,
     ) -> Result<usize, spate_log::LogError> {
-        let mut offset = partition.log.log_start_offset();
-        let end = partition.high_watermark();
         let mut applied = 0;
-        while offset < end {
-            let read = partition.log.read(offset, 4 << 20, true).await?;
-            if read.batches.is_empty() {
-                break;
-            }
-            for chunk in read.batches {
-                for batch in record_batch::batches(chunk).flatten() {
-                    offset = offset.max(batch.last_offset() + 1);
-                    let Ok(records) = batch.records(MAX_STATE_BATCH) else {
+        partition
+            .replay(|batch| {
+                let Ok(records) = batch.records(MAX_STATE_BATCH) else {
+                    return;
+                };
+                let mut coord = ctx.txns.borrow_mut();
+                for record in records.flatten() {
+                    let Some(id) = record.key.and_then(state_log::decode_key) else {
                         continue;
                     };
-                    let mut coord = ctx.txns.borrow_mut();
-                    for record in records.flatten() {
-                        let Some(id) = record.key.and_then(state_log::decode_key) else {
-                            continue;
-                        };
-                        match record.value.and_then(state_log::decode_value) {
-                            Some(r) => {
-                                coord.txns.insert(id, TxnMetadata::from_record(&r));
-                            }
-                            None => {
-                                coord.txns.remove(&id);
-                            }
+                    match record.value.and_then(state_log::decode_value) {
+                        Some(r) => {
+                            coord.txns.insert(id, TxnMetadata::from_record(&r));
                         }
-                        applied += 1;
+                        None => {
+                            coord.txns.remove(&id);
+                        }
                     }
+                    applied += 1;
                 }
-            }
-        }
+            })
+            .await?;
         let unfinished: Vec<String> = {
             let mut coord = ctx.txns.borrow_mut();
             coord.loaded.insert(index);
