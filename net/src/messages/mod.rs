@@ -122,8 +122,8 @@ pub mod leader_and_isr_response;
 pub mod leader_change_message;
 pub mod leave_group_request;
 pub mod leave_group_response;
-pub mod list_client_metrics_resources_request;
-pub mod list_client_metrics_resources_response;
+pub mod list_config_resources_request;
+pub mod list_config_resources_response;
 pub mod list_groups_request;
 pub mod list_groups_response;
 pub mod list_offsets_request;
@@ -309,8 +309,8 @@ pub use leader_and_isr_response::LeaderAndIsrResponse;
 pub use leader_change_message::LeaderChangeMessage;
 pub use leave_group_request::LeaveGroupRequest;
 pub use leave_group_response::LeaveGroupResponse;
-pub use list_client_metrics_resources_request::ListClientMetricsResourcesRequest;
-pub use list_client_metrics_resources_response::ListClientMetricsResourcesResponse;
+pub use list_config_resources_request::ListConfigResourcesRequest;
+pub use list_config_resources_response::ListConfigResourcesResponse;
 pub use list_groups_request::ListGroupsRequest;
 pub use list_groups_response::ListGroupsResponse;
 pub use list_offsets_request::ListOffsetsRequest;
@@ -457,7 +457,7 @@ pub enum ApiKey {
     GetTelemetrySubscriptions = 71,
     PushTelemetry = 72,
     AssignReplicasToDirs = 73,
-    ListClientMetricsResources = 74,
+    ListConfigResources = 74,
     DescribeTopicPartitions = 75,
     ShareGroupHeartbeat = 76,
     ShareGroupDescribe = 77,
@@ -549,7 +549,7 @@ impl ApiKey {
         ApiKey::GetTelemetrySubscriptions,
         ApiKey::PushTelemetry,
         ApiKey::AssignReplicasToDirs,
-        ApiKey::ListClientMetricsResources,
+        ApiKey::ListConfigResources,
         ApiKey::DescribeTopicPartitions,
         ApiKey::ShareGroupHeartbeat,
         ApiKey::ShareGroupDescribe,
@@ -645,7 +645,7 @@ impl ApiKey {
             ApiKey::GetTelemetrySubscriptions => "GetTelemetrySubscriptions",
             ApiKey::PushTelemetry => "PushTelemetry",
             ApiKey::AssignReplicasToDirs => "AssignReplicasToDirs",
-            ApiKey::ListClientMetricsResources => "ListClientMetricsResources",
+            ApiKey::ListConfigResources => "ListConfigResources",
             ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
             ApiKey::ShareGroupHeartbeat => "ShareGroupHeartbeat",
             ApiKey::ShareGroupDescribe => "ShareGroupDescribe",
@@ -739,7 +739,7 @@ impl ApiKey {
             ApiKey::GetTelemetrySubscriptions => GetTelemetrySubscriptionsRequest::VERSIONS,
             ApiKey::PushTelemetry => PushTelemetryRequest::VERSIONS,
             ApiKey::AssignReplicasToDirs => AssignReplicasToDirsRequest::VERSIONS,
-            ApiKey::ListClientMetricsResources => ListClientMetricsResourcesRequest::VERSIONS,
+            ApiKey::ListConfigResources => ListConfigResourcesRequest::VERSIONS,
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
             ApiKey::ShareGroupHeartbeat => ShareGroupHeartbeatRequest::VERSIONS,
             ApiKey::ShareGroupDescribe => ShareGroupDescribeRequest::VERSIONS,
@@ -833,7 +833,7 @@ impl ApiKey {
             ApiKey::GetTelemetrySubscriptions => Some(0),
             ApiKey::PushTelemetry => Some(0),
             ApiKey::AssignReplicasToDirs => Some(0),
-            ApiKey::ListClientMetricsResources => Some(0),
+            ApiKey::ListConfigResources => Some(0),
             ApiKey::DescribeTopicPartitions => Some(0),
             ApiKey::ShareGroupHeartbeat => Some(0),
             ApiKey::ShareGroupDescribe => Some(0),
@@ -927,7 +927,7 @@ impl ApiKey {
             ApiKey::GetTelemetrySubscriptions => Some(0),
             ApiKey::PushTelemetry => Some(0),
             ApiKey::AssignReplicasToDirs => Some(0),
-            ApiKey::ListClientMetricsResources => Some(0),
+            ApiKey::ListConfigResources => Some(0),
             ApiKey::DescribeTopicPartitions => Some(0),
             ApiKey::ShareGroupHeartbeat => Some(0),
             ApiKey::ShareGroupDescribe => Some(0),
@@ -1024,7 +1024,7 @@ impl TryFrom<i16> for ApiKey {
             71 => Ok(ApiKey::GetTelemetrySubscriptions),
             72 => Ok(ApiKey::PushTelemetry),
             73 => Ok(ApiKey::AssignReplicasToDirs),
-            74 => Ok(ApiKey::ListClientMetricsResources),
+            74 => Ok(ApiKey::ListConfigResources),
             75 => Ok(ApiKey::DescribeTopicPartitions),
             76 => Ok(ApiKey::ShareGroupHeartbeat),
             77 => Ok(ApiKey::ShareGroupDescribe),
@@ -1120,7 +1120,7 @@ pub enum RequestBody {
     GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest),
     PushTelemetry(PushTelemetryRequest),
     AssignReplicasToDirs(AssignReplicasToDirsRequest),
-    ListClientMetricsResources(ListClientMetricsResourcesRequest),
+    ListConfigResources(ListConfigResourcesRequest),
     DescribeTopicPartitions(DescribeTopicPartitionsRequest),
     ShareGroupHeartbeat(ShareGroupHeartbeatRequest),
     ShareGroupDescribe(ShareGroupDescribeRequest),
@@ -1214,7 +1214,7 @@ impl RequestBody {
             ApiKey::GetTelemetrySubscriptions => RequestBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::decode(buf, version)?),
             ApiKey::PushTelemetry => RequestBody::PushTelemetry(PushTelemetryRequest::decode(buf, version)?),
             ApiKey::AssignReplicasToDirs => RequestBody::AssignReplicasToDirs(AssignReplicasToDirsRequest::decode(buf, version)?),
-            ApiKey::ListClientMetricsResources => RequestBody::ListClientMetricsResources(ListClientMetricsResourcesRequest::decode(buf, version)?),
+            ApiKey::ListConfigResources => RequestBody::ListConfigResources(ListConfigResourcesRequest::decode(buf, version)?),
             ApiKey::DescribeTopicPartitions => RequestBody::DescribeTopicPartitions(DescribeTopicPartitionsRequest::decode(buf, version)?),
             ApiKey::ShareGroupHeartbeat => RequestBody::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::decode(buf, version)?),
             ApiKey::ShareGroupDescribe => RequestBody::ShareGroupDescribe(ShareGroupDescribeRequest::decode(buf, version)?),
@@ -1307,7 +1307,7 @@ impl RequestBody {
             RequestBody::GetTelemetrySubscriptions(m) => m.encode(out, version),
             RequestBody::PushTelemetry(m) => m.encode(out, version),
             RequestBody::AssignReplicasToDirs(m) => m.encode(out, version),
-            RequestBody::ListClientMetricsResources(m) => m.encode(out, version),
+            RequestBody::ListConfigResources(m) => m.encode(out, version),
             RequestBody::DescribeTopicPartitions(m) => m.encode(out, version),
             RequestBody::ShareGroupHeartbeat(m) => m.encode(out, version),
             RequestBody::ShareGroupDescribe(m) => m.encode(out, version),
@@ -1401,7 +1401,7 @@ impl RequestBody {
             ApiKey::GetTelemetrySubscriptions => RequestBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default()),
             ApiKey::PushTelemetry => RequestBody::PushTelemetry(PushTelemetryRequest::default()),
             ApiKey::AssignReplicasToDirs => RequestBody::AssignReplicasToDirs(AssignReplicasToDirsRequest::default()),
-            ApiKey::ListClientMetricsResources => RequestBody::ListClientMetricsResources(ListClientMetricsResourcesRequest::default()),
+            ApiKey::ListConfigResources => RequestBody::ListConfigResources(ListConfigResourcesRequest::default()),
             ApiKey::DescribeTopicPartitions => RequestBody::DescribeTopicPartitions(DescribeTopicPartitionsRequest::default()),
             ApiKey::ShareGroupHeartbeat => RequestBody::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::default()),
             ApiKey::ShareGroupDescribe => RequestBody::ShareGroupDescribe(ShareGroupDescribeRequest::default()),
@@ -1495,7 +1495,7 @@ impl RequestBody {
             ApiKey::GetTelemetrySubscriptions => RequestBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::sample(version)),
             ApiKey::PushTelemetry => RequestBody::PushTelemetry(PushTelemetryRequest::sample(version)),
             ApiKey::AssignReplicasToDirs => RequestBody::AssignReplicasToDirs(AssignReplicasToDirsRequest::sample(version)),
-            ApiKey::ListClientMetricsResources => RequestBody::ListClientMetricsResources(ListClientMetricsResourcesRequest::sample(version)),
+            ApiKey::ListConfigResources => RequestBody::ListConfigResources(ListConfigResourcesRequest::sample(version)),
             ApiKey::DescribeTopicPartitions => RequestBody::DescribeTopicPartitions(DescribeTopicPartitionsRequest::sample(version)),
             ApiKey::ShareGroupHeartbeat => RequestBody::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::sample(version)),
             ApiKey::ShareGroupDescribe => RequestBody::ShareGroupDescribe(ShareGroupDescribeRequest::sample(version)),
@@ -1588,7 +1588,7 @@ impl RequestBody {
             RequestBody::GetTelemetrySubscriptions(_) => ApiKey::GetTelemetrySubscriptions,
             RequestBody::PushTelemetry(_) => ApiKey::PushTelemetry,
             RequestBody::AssignReplicasToDirs(_) => ApiKey::AssignReplicasToDirs,
-            RequestBody::ListClientMetricsResources(_) => ApiKey::ListClientMetricsResources,
+            RequestBody::ListConfigResources(_) => ApiKey::ListConfigResources,
             RequestBody::DescribeTopicPartitions(_) => ApiKey::DescribeTopicPartitions,
             RequestBody::ShareGroupHeartbeat(_) => ApiKey::ShareGroupHeartbeat,
             RequestBody::ShareGroupDescribe(_) => ApiKey::ShareGroupDescribe,
@@ -1683,7 +1683,7 @@ pub enum ResponseBody {
     GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse),
     PushTelemetry(PushTelemetryResponse),
     AssignReplicasToDirs(AssignReplicasToDirsResponse),
-    ListClientMetricsResources(ListClientMetricsResourcesResponse),
+    ListConfigResources(ListConfigResourcesResponse),
     DescribeTopicPartitions(DescribeTopicPartitionsResponse),
     ShareGroupHeartbeat(ShareGroupHeartbeatResponse),
     ShareGroupDescribe(ShareGroupDescribeResponse),
@@ -1777,7 +1777,7 @@ impl ResponseBody {
             ApiKey::GetTelemetrySubscriptions => ResponseBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::decode(buf, version)?),
             ApiKey::PushTelemetry => ResponseBody::PushTelemetry(PushTelemetryResponse::decode(buf, version)?),
             ApiKey::AssignReplicasToDirs => ResponseBody::AssignReplicasToDirs(AssignReplicasToDirsResponse::decode(buf, version)?),
-            ApiKey::ListClientMetricsResources => ResponseBody::ListClientMetricsResources(ListClientMetricsResourcesResponse::decode(buf, version)?),
+            ApiKey::ListConfigResources => ResponseBody::ListConfigResources(ListConfigResourcesResponse::decode(buf, version)?),
             ApiKey::DescribeTopicPartitions => ResponseBody::DescribeTopicPartitions(DescribeTopicPartitionsResponse::decode(buf, version)?),
             ApiKey::ShareGroupHeartbeat => ResponseBody::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::decode(buf, version)?),
             ApiKey::ShareGroupDescribe => ResponseBody::ShareGroupDescribe(ShareGroupDescribeResponse::decode(buf, version)?),
@@ -1870,7 +1870,7 @@ impl ResponseBody {
             ResponseBody::GetTelemetrySubscriptions(m) => m.encode(out, version),
             ResponseBody::PushTelemetry(m) => m.encode(out, version),
             ResponseBody::AssignReplicasToDirs(m) => m.encode(out, version),
-            ResponseBody::ListClientMetricsResources(m) => m.encode(out, version),
+            ResponseBody::ListConfigResources(m) => m.encode(out, version),
             ResponseBody::DescribeTopicPartitions(m) => m.encode(out, version),
             ResponseBody::ShareGroupHeartbeat(m) => m.encode(out, version),
             ResponseBody::ShareGroupDescribe(m) => m.encode(out, version),
@@ -1964,7 +1964,7 @@ impl ResponseBody {
             ApiKey::GetTelemetrySubscriptions => ResponseBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::default()),
             ApiKey::PushTelemetry => ResponseBody::PushTelemetry(PushTelemetryResponse::default()),
             ApiKey::AssignReplicasToDirs => ResponseBody::AssignReplicasToDirs(AssignReplicasToDirsResponse::default()),
-            ApiKey::ListClientMetricsResources => ResponseBody::ListClientMetricsResources(ListClientMetricsResourcesResponse::default()),
+            ApiKey::ListConfigResources => ResponseBody::ListConfigResources(ListConfigResourcesResponse::default()),
             ApiKey::DescribeTopicPartitions => ResponseBody::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default()),
             ApiKey::ShareGroupHeartbeat => ResponseBody::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::default()),
             ApiKey::ShareGroupDescribe => ResponseBody::ShareGroupDescribe(ShareGroupDescribeResponse::default()),
@@ -2058,7 +2058,7 @@ impl ResponseBody {
             ApiKey::GetTelemetrySubscriptions => ResponseBody::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::sample(version)),
             ApiKey::PushTelemetry => ResponseBody::PushTelemetry(PushTelemetryResponse::sample(version)),
             ApiKey::AssignReplicasToDirs => ResponseBody::AssignReplicasToDirs(AssignReplicasToDirsResponse::sample(version)),
-            ApiKey::ListClientMetricsResources => ResponseBody::ListClientMetricsResources(ListClientMetricsResourcesResponse::sample(version)),
+            ApiKey::ListConfigResources => ResponseBody::ListConfigResources(ListConfigResourcesResponse::sample(version)),
             ApiKey::DescribeTopicPartitions => ResponseBody::DescribeTopicPartitions(DescribeTopicPartitionsResponse::sample(version)),
             ApiKey::ShareGroupHeartbeat => ResponseBody::ShareGroupHeartbeat(ShareGroupHeartbeatResponse::sample(version)),
             ApiKey::ShareGroupDescribe => ResponseBody::ShareGroupDescribe(ShareGroupDescribeResponse::sample(version)),
@@ -2151,7 +2151,7 @@ impl ResponseBody {
             ResponseBody::GetTelemetrySubscriptions(_) => ApiKey::GetTelemetrySubscriptions,
             ResponseBody::PushTelemetry(_) => ApiKey::PushTelemetry,
             ResponseBody::AssignReplicasToDirs(_) => ApiKey::AssignReplicasToDirs,
-            ResponseBody::ListClientMetricsResources(_) => ApiKey::ListClientMetricsResources,
+            ResponseBody::ListConfigResources(_) => ApiKey::ListConfigResources,
             ResponseBody::DescribeTopicPartitions(_) => ApiKey::DescribeTopicPartitions,
             ResponseBody::ShareGroupHeartbeat(_) => ApiKey::ShareGroupHeartbeat,
             ResponseBody::ShareGroupDescribe(_) => ApiKey::ShareGroupDescribe,
@@ -2760,13 +2760,13 @@ mod roundtrip {
     }
 
     #[test]
-    fn list_client_metrics_resources_request() {
-        rt(ListClientMetricsResourcesRequest::sample);
+    fn list_config_resources_request() {
+        rt(ListConfigResourcesRequest::sample);
     }
 
     #[test]
-    fn list_client_metrics_resources_response() {
-        rt(ListClientMetricsResourcesResponse::sample);
+    fn list_config_resources_response() {
+        rt(ListConfigResourcesResponse::sample);
     }
 
     #[test]

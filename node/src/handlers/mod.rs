@@ -1,11 +1,15 @@
 //! Request handlers, one module per API family, and the dispatch that picks one.
 
 mod acls;
+#[cfg(test)]
+mod api_table;
 mod api_versions;
 mod cluster;
 mod configs;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
+mod list_config_resources;
 mod metadata;
 mod offsets;
 mod produce;
@@ -219,6 +223,14 @@ pub async fn dispatch(
         RequestBody::DeleteAcls(req) => {
             Dispatched::Respond(frame(&header, &acls::delete_acls(&req)))
         }
+        RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
+            &header,
+            &describe_topic_partitions::handle(&ctx, req),
+        )),
+        RequestBody::ListConfigResources(req) => Dispatched::Respond(frame(
+            &header,
+            &list_config_resources::handle(&ctx, req, version),
+        )),
         RequestBody::DescribeLogDirs(req) => later(header, async move {
             cluster::describe_log_dirs(&ctx, req).await
         }),

@@ -7,19 +7,25 @@ use crate::codec as c;
 use crate::{DecodeError, Encoder, Message, Records, Uuid};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListClientMetricsResourcesRequest {
+pub struct ListConfigResourcesRequest {
+    pub resource_types: Vec<i8>,
 }
 
-impl Default for ListClientMetricsResourcesRequest {
+impl Default for ListConfigResourcesRequest {
     fn default() -> Self {
-        Self {}
+        Self {
+            resource_types: Vec::new(),
+        }
     }
 }
 
-impl ListClientMetricsResourcesRequest {
+impl ListConfigResourcesRequest {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
         let mut this = Self::default();
+        if version >= 1 {
+            this.resource_types = c::read_array(buf, flexible, 1, |buf| c::read_i8(buf))?;
+        }
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -28,6 +34,12 @@ impl ListClientMetricsResourcesRequest {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = true;
+        if version >= 1 {
+            out.put_array_len(self.resource_types.len(), flexible);
+            for e in self.resource_types.iter() {
+                out.put_i8(*e);
+            }
+        }
         if flexible {
             out.put_uvarint(0);
         }
@@ -36,14 +48,17 @@ impl ListClientMetricsResourcesRequest {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
+        if version >= 1 {
+            this.resource_types = vec![3];
+        }
         this
     }
 }
 
-impl Message for ListClientMetricsResourcesRequest {
-    const NAME: &'static str = "ListClientMetricsResourcesRequest";
+impl Message for ListConfigResourcesRequest {
+    const NAME: &'static str = "ListConfigResourcesRequest";
     const API_KEY: i16 = 74;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {

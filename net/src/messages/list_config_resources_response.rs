@@ -7,29 +7,29 @@ use crate::codec as c;
 use crate::{DecodeError, Encoder, Message, Records, Uuid};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListClientMetricsResourcesResponse {
+pub struct ListConfigResourcesResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
-    pub client_metrics_resources: Vec<ClientMetricsResource>,
+    pub config_resources: Vec<ConfigResource>,
 }
 
-impl Default for ListClientMetricsResourcesResponse {
+impl Default for ListConfigResourcesResponse {
     fn default() -> Self {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            client_metrics_resources: Vec::new(),
+            config_resources: Vec::new(),
         }
     }
 }
 
-impl ListClientMetricsResourcesResponse {
+impl ListConfigResourcesResponse {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
         let mut this = Self::default();
         this.throttle_time_ms = c::read_i32(buf)?;
         this.error_code = c::read_i16(buf)?;
-        this.client_metrics_resources = c::read_array(buf, flexible, 1, |buf| ClientMetricsResource::read(buf, version))?;
+        this.config_resources = c::read_array(buf, flexible, 1, |buf| ConfigResource::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -40,8 +40,8 @@ impl ListClientMetricsResourcesResponse {
         let flexible = true;
         out.put_i32(self.throttle_time_ms);
         out.put_i16(self.error_code);
-        out.put_array_len(self.client_metrics_resources.len(), flexible);
-        for e in self.client_metrics_resources.iter() {
+        out.put_array_len(self.config_resources.len(), flexible);
+        for e in self.config_resources.iter() {
             e.write(out, version);
         }
         if flexible {
@@ -54,15 +54,15 @@ impl ListClientMetricsResourcesResponse {
         let mut this = Self::default();
         this.throttle_time_ms = 2;
         this.error_code = 3;
-        this.client_metrics_resources = vec![ClientMetricsResource::sample(version)];
+        this.config_resources = vec![ConfigResource::sample(version)];
         this
     }
 }
 
-impl Message for ListClientMetricsResourcesResponse {
-    const NAME: &'static str = "ListClientMetricsResourcesResponse";
+impl Message for ListConfigResourcesResponse {
+    const NAME: &'static str = "ListConfigResourcesResponse";
     const API_KEY: i16 = 74;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -78,23 +78,28 @@ impl Message for ListClientMetricsResourcesResponse {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClientMetricsResource {
-    pub name: String,
+pub struct ConfigResource {
+    pub resource_name: String,
+    pub resource_type: i8,
 }
 
-impl Default for ClientMetricsResource {
+impl Default for ConfigResource {
     fn default() -> Self {
         Self {
-            name: String::new(),
+            resource_name: String::new(),
+            resource_type: 16,
         }
     }
 }
 
-impl ClientMetricsResource {
+impl ConfigResource {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
         let mut this = Self::default();
-        this.name = c::read_string(buf, flexible)?;
+        this.resource_name = c::read_string(buf, flexible)?;
+        if version >= 1 {
+            this.resource_type = c::read_i8(buf)?;
+        }
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -103,7 +108,10 @@ impl ClientMetricsResource {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = true;
-        out.put_string(&self.name, flexible);
+        out.put_string(&self.resource_name, flexible);
+        if version >= 1 {
+            out.put_i8(self.resource_type);
+        }
         if flexible {
             out.put_uvarint(0);
         }
@@ -112,7 +120,10 @@ impl ClientMetricsResource {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        this.name = String::from("s1");
+        this.resource_name = String::from("s1");
+        if version >= 1 {
+            this.resource_type = 3;
+        }
         this
     }
 }

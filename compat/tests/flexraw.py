@@ -1,0 +1,174 @@
+"""A raw client for flexible (KIP-482) request versions: request header v2, response
+header v1, compact strings and arrays, tagged fields. Used where no client library
+exposes a request's exact fields (DescribeTopicPartitions cursors, ListConfigResources)."""
+import socket
+import struct
+import uuid
+
+
+def uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def cstr(s):
+    """COMPACT_NULLABLE_STRING."""
+    if s is None:
+        return uvarint(0)
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def carray(items):
+    """COMPACT_ARRAY of already encoded items."""
+    return uvarint(len(items) + 1) + b"".join(items)
+
+
+TAGS = uvarint(0)
+
+
+class FlexReader:
+    def __init__(self, data):
+        self.d = data
+        self.o = 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.d, self.o)
+        self.o += struct.calcsize(fmt)
+        return v[0]
+
+    def i8(self):
+        return self.take(">b")
+
+    def i16(self):
+        return self.take(">h")
+
+    def i32(self):
+        return self.take(">i")
+
+    def bool(self):
+        return self.take(">?")
+
+    def uvarint(self):
+        shift = n = 0
+        while True:
+            b = self.d[self.o]
+            self.o += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def str(self):
+        n = self.uvarint()
+        if n == 0:
+            return None
+        s = self.d[self.o:self.o + n - 1].decode()
+        self.o += n - 1
+        return s
+
+    def uuid(self):
+        v = uuid.UUID(bytes=self.d[self.o:self.o + 16])
+        self.o += 16
+        return v
+
+    def array(self, item):
+        n = self.uvarint()
+        if n == 0:
+            return None
+        return [item(self) for _ in range(n - 1)]
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.o += self.uvarint()
+
+    def struct(self, read):
+        """A nullable struct: -1 marker byte for null, else 1 and the fields."""
+        if self.i8() < 0:
+            return None
+        return read(self)
+
+
+class FlexClient:
+    def __init__(self, bootstrap, timeout=30):
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.corr = 0
+
+    def close(self):
+        self.sock.close()
+
+    def _recv(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            buf += chunk
+        return buf
+
+    def call(self, api_key, version, body):
+        """Send one request; returns a reader positioned after the response header."""
+        self.corr += 1
+        hdr = struct.pack(">hhi", api_key, version, self.corr) + struct.pack(">h", 6) + b"flexpy" + TAGS
+        frame = hdr + body
+        self.sock.sendall(struct.pack(">i", len(frame)) + frame)
+        data = self._recv(struct.unpack(">i", self._recv(4))[0])
+        r = FlexReader(data)
+        assert r.i32() == self.corr
+        r.tags()
+        return r
+
+
+def describe_topic_partitions(client, topics, limit=2000, cursor=None):
+    """DescribeTopicPartitions v0: (topics, next cursor); each topic is a dict."""
+    body = carray([cstr(t) + TAGS for t in topics]) + struct.pack(">i", limit)
+    body += b"\xff" if cursor is None else b"\x01" + cstr(cursor[0]) + struct.pack(">i", cursor[1]) + TAGS
+    r = client.call(75, 0, body + TAGS)
+    r.i32()
+
+    def partition(x):
+        p = {"error": x.i16(), "index": x.i32(), "leader": x.i32(), "epoch": x.i32(),
+             "replicas": x.array(lambda y: y.i32()), "isr": x.array(lambda y: y.i32()),
+             "elr": x.array(lambda y: y.i32()), "last_known_elr": x.array(lambda y: y.i32()),
+             "offline": x.array(lambda y: y.i32())}
+        x.tags()
+        return p
+
+    def topic(x):
+        t = {"error": x.i16(), "name": x.str(), "id": x.uuid(), "internal": x.bool(),
+             "partitions": x.array(partition), "authorized_operations": x.i32()}
+        x.tags()
+        return t
+
+    topics_out = r.array(topic)
+
+    def cur(x):
+        c = (x.str(), x.i32())
+        x.tags()
+        return c
+
+    return topics_out, r.struct(cur)
+
+
+def list_config_resources(client, version, types=()):
+    """ListConfigResources: (error code, [(type, name)]) in the broker's order."""
+    body = (carray([struct.pack(">b", t) for t in types]) if version >= 1 else b"") + TAGS
+    r = client.call(74, version, body)
+    r.i32()
+    error = r.i16()
+
+    def res(x):
+        name = x.str()
+        kind = x.i8() if version >= 1 else 16
+        x.tags()
+        return (kind, name)
+
+    return error, r.array(res)

@@ -1,0 +1,161 @@
+//! The API compatibility table, `docs/api.md`: every API key of the vendored message
+//! definitions with the versions Spate serves (from the ApiVersions table) or why it is
+//! not served. A test renders it and fails when the committed file differs;
+//! `SPATE_REGEN=1` rewrites it.
+
+use spate_net::ApiKey;
+
+use super::SERVED_APIS;
+
+/// What a served API leaves out, if anything.
+fn served_note(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::FindCoordinator => "group keys; transaction keys answer COORDINATOR_NOT_AVAILABLE (15)",
+        ApiKey::InitProducerId => "idempotent producers; a transactional id answers INVALID_REQUEST (42)",
+        ApiKey::DescribeConfigs => "topics and brokers; other resource types answer INVALID_REQUEST (42)",
+        ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
+            "topics; brokers answer INVALID_REQUEST (42): their configs are static"
+        }
+        ApiKey::DescribeLogDirs => "one log directory (the data dir)",
+        ApiKey::ListConfigResources => {
+            "topics, the broker and its loggers; there are no group or client-metrics configs to list"
+        }
+        _ => "",
+    }
+}
+
+const TRANSACTIONS: &str = "transactions are not implemented yet";
+const SECURITY: &str = "no authentication or authorization (PLAINTEXT only)";
+const CONTROLLER: &str =
+    "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
+const REPLICATION: &str = "a single node has no replicas to move or elect (comes with replication)";
+const SHARE: &str = "share groups (KIP-932) are not implemented";
+const SHARE_STATE: &str = "share-group state API between brokers (KIP-932), not served to clients";
+
+/// Why an API is not served.
+fn unserved_reason(key: ApiKey) -> &'static str {
+    use ApiKey::*;
+    match key {
+        LeaderAndIsr
+        | StopReplica
+        | UpdateMetadata
+        | ControlledShutdown
+        | WriteTxnMarkers
+        | Vote
+        | BeginQuorumEpoch
+        | EndQuorumEpoch
+        | AlterPartition
+        | Envelope
+        | FetchSnapshot
+        | BrokerRegistration
+        | BrokerHeartbeat
+        | UnregisterBroker
+        | AllocateProducerIds
+        | ControllerRegistration
+        | AssignReplicasToDirs
+        | AddRaftVoter
+        | RemoveRaftVoter
+        | UpdateRaftVoter => CONTROLLER,
+        AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | TxnOffsetCommit | DescribeTransactions
+        | ListTransactions => TRANSACTIONS,
+        DescribeProducers => "producer state is not exposed yet (comes with transactions)",
+        SaslHandshake
+        | SaslAuthenticate
+        | DescribeAcls
+        | CreateAcls
+        | DeleteAcls
+        | CreateDelegationToken
+        | RenewDelegationToken
+        | ExpireDelegationToken
+        | DescribeDelegationToken
+        | DescribeUserScramCredentials
+        | AlterUserScramCredentials => SECURITY,
+        AlterReplicaLogDirs => "one log directory per broker (JBOD is not implemented yet)",
+        ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
+        DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
+        DescribeQuorum | UpdateFeatures => {
+            "no KRaft quorum or feature levels (a single node with a local metadata log)"
+        }
+        ConsumerGroupHeartbeat | ConsumerGroupDescribe => {
+            "the KIP-848 consumer group protocol is not implemented (the classic protocol is)"
+        }
+        GetTelemetrySubscriptions | PushTelemetry => {
+            "client telemetry (KIP-714) is not implemented"
+        }
+        ShareGroupHeartbeat | ShareGroupDescribe | ShareFetch | ShareAcknowledge => SHARE,
+        InitializeShareGroupState
+        | ReadShareGroupState
+        | WriteShareGroupState
+        | DeleteShareGroupState
+        | ReadShareGroupStateSummary => SHARE_STATE,
+        _ => "",
+    }
+}
+
+pub fn render() -> String {
+    let mut out = String::from(
+        "# Kafka API compatibility\n\n\
+         Generated from the code by `cargo test -p spate-node api_table` (`SPATE_REGEN=1` rewrites\n\
+         it): every API key of Kafka's message definitions vendored in `net/kafka-protocol/`, with\n\
+         the versions Spate advertises in ApiVersions and serves, or why it does not serve it.\n\n\
+         An API that is not served is not advertised, and a request for it closes the\n\
+         connection, as Kafka closes it for an API its listener does not serve; clients check\n\
+         ApiVersions first and report the API as unsupported (the Java client throws\n\
+         `UnsupportedVersionException`). The same happens for a served API at a version\n\
+         outside its range, and for API keys newer than the vendored definitions (88 and up,\n\
+         e.g. the KIP-1071 streams groups). ApiVersions itself at a newer version is answered\n\
+         with UNSUPPORTED_VERSION (35) and the served ranges.\n\n\
+         | API | key | Spate | notes |\n|---|---|---|---|\n",
+    );
+    for key in ApiKey::ALL {
+        let (versions, note) = if SERVED_APIS.contains(key) {
+            let (min, max) = key.valid_versions();
+            let range = if min == max {
+                min.to_string()
+            } else {
+                format!("{min}-{max}")
+            };
+            (range, served_note(*key))
+        } else {
+            ("not served".to_string(), unserved_reason(*key))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {versions} | {note} |\n",
+            key.name(),
+            key.key()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unserved_api_has_a_reason() {
+        for key in ApiKey::ALL {
+            if !SERVED_APIS.contains(key) {
+                assert!(
+                    !unserved_reason(*key).is_empty(),
+                    "{} needs a reason",
+                    key.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn api_table_doc_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md");
+        let table = render();
+        if std::env::var_os("SPATE_REGEN").is_some() {
+            std::fs::write(path, &table).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == table,
+            "docs/api.md is not current: run `SPATE_REGEN=1 cargo test -p spate-node api_table`"
+        );
+    }
+}

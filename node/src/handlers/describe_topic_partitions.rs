@@ -1,0 +1,307 @@
+//! DescribeTopicPartitions (KIP-966): topics and their partitions in name order, paged by
+//! a cursor and a partition limit, as Kafka's `DescribeTopicPartitionsRequestHandler`
+//! and its metadata cache answer it (what `kafka-topics.sh --describe` calls first).
+
+use spate_net::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use spate_net::messages::{DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
+use spate_net::{ErrorCode, Uuid};
+
+use crate::controller::validate_topic_name;
+use crate::metadata::{MetadataImage, TopicImage};
+use crate::partition::LEADER_EPOCH;
+use crate::shard::ShardContext;
+
+/// Kafka's `max.request.partition.size.limit` default: the most partitions one response
+/// carries whatever the request asks.
+const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
+
+/// What Kafka reports without an authorizer: every operation a topic supports (READ,
+/// WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS as a bit field).
+/// Spate has no authorization, so every operation is allowed.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// Kafka's internal topic names (`Topic.isInternal`).
+fn is_internal(name: &str) -> bool {
+    matches!(
+        name,
+        crate::group::OFFSETS_TOPIC | "__transaction_state" | "__share_group_state"
+    )
+}
+
+pub fn handle(
+    ctx: &ShardContext,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    match describe(&ctx.image(), ctx.config.node_id, &req) {
+        Ok(response) => response,
+        // Kafka's error response: every requested topic with the error, nothing else.
+        Err(code) => DescribeTopicPartitionsResponse {
+            topics: req
+                .topics
+                .into_iter()
+                .map(|t| DescribeTopicPartitionsResponseTopic {
+                    error_code: code.code(),
+                    name: Some(t.name),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+    }
+}
+
+fn describe(
+    image: &MetadataImage,
+    node: i32,
+    req: &DescribeTopicPartitionsRequest,
+) -> Result<DescribeTopicPartitionsResponse, ErrorCode> {
+    let all = req.topics.is_empty();
+    let cursor_topic = req.cursor.as_ref().map_or("", |c| c.topic_name.as_str());
+    let mut names: Vec<&str> = if all {
+        image.topics.keys().map(String::as_str).collect()
+    } else {
+        req.topics.iter().map(|t| t.name.as_str()).collect()
+    };
+    names.retain(|n| *n >= cursor_topic);
+    names.sort_unstable();
+    names.dedup();
+    if let Some(c) = &req.cursor {
+        // The cursor's topic must be one of the requested ones, its partition valid.
+        if (!all && !names.contains(&c.topic_name.as_str())) || c.partition_index < 0 {
+            return Err(ErrorCode::InvalidRequest);
+        }
+    }
+    let mut remaining = req
+        .response_partition_limit
+        .clamp(1, MAX_PARTITIONS_PER_RESPONSE) as usize;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if remaining == 0 {
+            // Every partition of the previous topics fit: the next page starts here.
+            next_cursor = Some(Cursor {
+                topic_name: name.to_string(),
+                partition_index: 0,
+            });
+            break;
+        }
+        let Some(topic) = image.topic(name) else {
+            if !all {
+                topics.push(missing_topic(name));
+            }
+            continue;
+        };
+        let start = match &req.cursor {
+            Some(c) if c.topic_name == name => c.partition_index as usize,
+            _ => 0,
+        };
+        let count = topic.partitions.len();
+        let end = count.min(start.saturating_add(remaining));
+        topics.push(topic_entry(topic, node, start..end));
+        if end < count {
+            next_cursor = Some(Cursor {
+                topic_name: name.to_string(),
+                partition_index: end as i32,
+            });
+            break;
+        }
+        remaining -= end.saturating_sub(start);
+    }
+    Ok(DescribeTopicPartitionsResponse {
+        topics,
+        next_cursor,
+        ..Default::default()
+    })
+}
+
+fn missing_topic(name: &str) -> DescribeTopicPartitionsResponseTopic {
+    let error = if validate_topic_name(name).is_err() {
+        ErrorCode::InvalidTopicException
+    } else {
+        ErrorCode::UnknownTopicOrPartition
+    };
+    DescribeTopicPartitionsResponseTopic {
+        error_code: error.code(),
+        name: Some(name.to_string()),
+        is_internal: is_internal(name),
+        topic_authorized_operations: TOPIC_OPERATIONS,
+        ..Default::default()
+    }
+}
+
+fn topic_entry(
+    t: &TopicImage,
+    node: i32,
+    range: std::ops::Range<usize>,
+) -> DescribeTopicPartitionsResponseTopic {
+    DescribeTopicPartitionsResponseTopic {
+        error_code: 0,
+        name: Some(t.name.clone()),
+        topic_id: Uuid(t.id),
+        is_internal: is_internal(&t.name),
+        partitions: range
+            .map(|p| DescribeTopicPartitionsResponsePartition {
+                error_code: 0,
+                partition_index: p as i32,
+                leader_id: node,
+                leader_epoch: LEADER_EPOCH,
+                replica_nodes: vec![node],
+                isr_nodes: vec![node],
+                eligible_leader_replicas: Some(Vec::new()),
+                last_known_elr: Some(Vec::new()),
+                offline_replicas: Vec::new(),
+            })
+            .collect(),
+        topic_authorized_operations: TOPIC_OPERATIONS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use spate_net::messages::describe_topic_partitions_request::{self as rq, TopicRequest};
+
+    use super::*;
+    use crate::metadata::MetadataRecord;
+
+    fn image() -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for (name, n) in [("a", 3), ("b", 2), ("c", 1)] {
+            img.apply(&MetadataRecord::CreateTopic {
+                name: name.into(),
+                id: [name.as_bytes()[0]; 16],
+                slots: (0..n).collect(),
+                configs: BTreeMap::new(),
+            });
+        }
+        img
+    }
+
+    fn req(
+        topics: &[&str],
+        limit: i32,
+        cursor: Option<(&str, i32)>,
+    ) -> DescribeTopicPartitionsRequest {
+        DescribeTopicPartitionsRequest {
+            topics: topics
+                .iter()
+                .map(|t| TopicRequest {
+                    name: t.to_string(),
+                })
+                .collect(),
+            response_partition_limit: limit,
+            cursor: cursor.map(|(t, p)| rq::Cursor {
+                topic_name: t.into(),
+                partition_index: p,
+            }),
+        }
+    }
+
+    /// (topic, error, partition indexes) per topic, and the next cursor.
+    type Page = (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>);
+
+    fn pages(r: &DescribeTopicPartitionsResponse) -> Page {
+        (
+            r.topics
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone().unwrap_or_default(),
+                        t.error_code,
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    )
+                })
+                .collect(),
+            r.next_cursor
+                .as_ref()
+                .map(|c| (c.topic_name.clone(), c.partition_index)),
+        )
+    }
+
+    #[test]
+    fn pages_through_all_topics() {
+        let img = image();
+        let r = describe(&img, 0, &req(&[], 2, None)).unwrap();
+        assert_eq!(
+            pages(&r),
+            (vec![("a".into(), 0, vec![0, 1])], Some(("a".into(), 2)))
+        );
+        let r = describe(&img, 0, &req(&[], 2, Some(("a", 2)))).unwrap();
+        // A topic that fills the page exactly moves the cursor to the next topic's start.
+        assert_eq!(
+            pages(&r),
+            (
+                vec![("a".into(), 0, vec![2]), ("b".into(), 0, vec![0])],
+                Some(("b".into(), 1))
+            )
+        );
+        let r = describe(&img, 0, &req(&[], 3, Some(("b", 1)))).unwrap();
+        assert_eq!(
+            pages(&r),
+            (
+                vec![("b".into(), 0, vec![1]), ("c".into(), 0, vec![0])],
+                None
+            )
+        );
+        let r = describe(&img, 0, &req(&[], 5, None)).unwrap();
+        assert_eq!(
+            pages(&r),
+            (
+                vec![("a".into(), 0, vec![0, 1, 2]), ("b".into(), 0, vec![0, 1])],
+                Some(("c".into(), 0))
+            )
+        );
+    }
+
+    #[test]
+    fn named_topics_sorted_with_errors() {
+        let img = image();
+        let r = describe(&img, 0, &req(&["c", "nope", "bad name", "a"], 0, None)).unwrap();
+        // A limit below 1 means 1.
+        assert_eq!(
+            pages(&r),
+            (vec![("a".into(), 0, vec![0])], Some(("a".into(), 1)))
+        );
+        let r = describe(&img, 0, &req(&["c", "nope", "bad name"], 10, None)).unwrap();
+        assert_eq!(
+            pages(&r).0,
+            vec![
+                (
+                    "bad name".into(),
+                    ErrorCode::InvalidTopicException.code(),
+                    vec![]
+                ),
+                ("c".into(), 0, vec![0]),
+                (
+                    "nope".into(),
+                    ErrorCode::UnknownTopicOrPartition.code(),
+                    vec![]
+                ),
+            ]
+        );
+        // A cursor past the topic's partitions gives the topic without partitions.
+        let r = describe(&img, 0, &req(&["c"], 10, Some(("c", 7)))).unwrap();
+        assert_eq!(pages(&r), (vec![("c".into(), 0, vec![])], None));
+    }
+
+    #[test]
+    fn bad_cursors_are_invalid_requests() {
+        let img = image();
+        assert_eq!(
+            describe(&img, 0, &req(&["a"], 10, Some(("b", 0)))).unwrap_err(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            describe(&img, 0, &req(&["a"], 10, Some(("a", -1)))).unwrap_err(),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            describe(&img, 0, &req(&[], 10, Some(("a", -1)))).unwrap_err(),
+            ErrorCode::InvalidRequest
+        );
+    }
+}
