@@ -160,6 +160,15 @@ pub struct TopicDefaults {
 }
 
 impl BrokerConfig {
+    /// The embedded default alone: what every setting is when nothing overrides it.
+    /// `load` parses the same text first, so a broker that started has a valid one.
+    pub fn embedded_default() -> &'static BrokerConfig {
+        static EMBEDDED: std::sync::OnceLock<BrokerConfig> = std::sync::OnceLock::new();
+        EMBEDDED.get_or_init(|| {
+            toml::from_str(DEFAULT_CONFIG).expect("the embedded default config is valid")
+        })
+    }
+
     /// Build the configuration from the embedded default, the file, env and flags.
     pub fn load(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         let mut table: toml::Table =

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::broker_config;
 use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
 use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
@@ -58,6 +59,11 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     AlterConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
+    /// Dynamic configs of a broker (its id) or of the cluster default ("").
+    AlterBrokerConfigs {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     },
@@ -182,6 +188,9 @@ impl Controller {
                 (*validate_only, "partitions")
             }
             ControllerRequest::AlterConfigs { validate_only, .. } => (*validate_only, "configs"),
+            ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
+                (*validate_only, "broker configs")
+            }
             ControllerRequest::AllocateProducerId => return Vec::new(),
         };
         match request {
@@ -246,6 +255,21 @@ impl Controller {
                             outcomes.push(TopicOutcome::ok(&name, None));
                         }
                         Err(o) => outcomes.push(o),
+                    }
+                }
+            }
+            ControllerRequest::AlterBrokerConfigs { changes, .. } => {
+                for (resource, change) in changes {
+                    match broker_config::alter::plan(&next, self.config.node_id, &resource, change)
+                    {
+                        Ok(record) => {
+                            next.apply(&record);
+                            records.push(record);
+                            outcomes.push(TopicOutcome::ok(&resource, None));
+                        }
+                        Err((code, message)) => {
+                            outcomes.push(TopicOutcome::err(&resource, code, message))
+                        }
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listener per shard, starts the pinned shard threads, and shuts them
 //! down cleanly on SIGTERM or SIGINT.
 
+mod broker_config;
 mod budget;
 mod cleaner;
 mod config;

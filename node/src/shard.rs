@@ -15,7 +15,7 @@ use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
-use crate::metadata::{MetadataImage, MetadataStore};
+use crate::metadata::{MetadataImage, MetadataStore, TopicImage};
 use crate::metrics::ShardCounters;
 use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
 use crate::topic_config::EffectiveTopicConfig;
@@ -102,11 +102,15 @@ impl ShardContext {
         }
     }
 
-    fn effective_config(
-        &self,
-        configs: &std::collections::BTreeMap<String, String>,
-    ) -> EffectiveTopicConfig {
-        EffectiveTopicConfig::resolve(&self.config.topic_defaults, configs)
+    /// A topic's settings: its overrides, else the dynamic broker defaults, else the
+    /// static ones.
+    fn effective_config(&self, image: &MetadataImage, topic: &TopicImage) -> EffectiveTopicConfig {
+        let configs = crate::broker_config::describe::with_dynamic_defaults(
+            &topic.configs,
+            &image.broker_configs,
+            self.config.node_id,
+        );
+        EffectiveTopicConfig::resolve(&self.config.topic_defaults, &configs)
     }
 
     /// Bring the owned partitions in line with `image`: open new ones, reconfigure
@@ -151,7 +155,7 @@ impl ShardContext {
             .retain(|k, (id, _)| image.topic(&k.topic).is_some_and(|t| t.id == *id));
         let storage = self.storage();
         for topic in image.topics.values() {
-            let config = self.effective_config(&topic.configs);
+            let config = self.effective_config(&image, topic);
             for (index, info) in topic.partitions.iter().enumerate() {
                 if self.owner_of(info.slot) != self.id {
                     continue;

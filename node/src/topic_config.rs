@@ -11,6 +11,8 @@ use crate::config::TopicDefaults;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i8)]
 pub enum ConfigType {
+    /// A config the broker does not know (kept for plugins, as Kafka keeps it).
+    Unknown = 0,
     Boolean = 1,
     String = 2,
     Int = 3,
@@ -22,6 +24,8 @@ pub enum ConfigType {
 /// Kafka's `ConfigSource` values.
 pub mod source {
     pub const TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
     pub const STATIC_BROKER_CONFIG: i8 = 4;
     pub const DEFAULT_CONFIG: i8 = 5;
 }
@@ -39,6 +43,11 @@ pub struct TopicConfigDef {
 impl TopicConfigDef {
     pub fn default_value(&self, d: &TopicDefaults) -> String {
         (self.default)(d)
+    }
+
+    /// Check a value of this config (or of its broker synonym); the reason in Kafka's words.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        (self.validate)(value)
     }
 }
 

@@ -12,9 +12,11 @@ fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group keys; transaction keys answer COORDINATOR_NOT_AVAILABLE (15)",
         ApiKey::InitProducerId => "idempotent producers; a transactional id answers INVALID_REQUEST (42)",
-        ApiKey::DescribeConfigs => "topics and brokers; other resource types answer INVALID_REQUEST (42)",
+        ApiKey::DescribeConfigs => {
+            "topics, the broker and the cluster default; other resource types answer INVALID_REQUEST (42)"
+        }
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
-            "topics; brokers answer INVALID_REQUEST (42): their configs are static"
+            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::DescribeLogDirs => "one log directory (the data dir)",
         ApiKey::ListConfigResources => {

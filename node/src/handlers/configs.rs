@@ -1,5 +1,5 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs. Topic configs are
-//! changed through the controller; broker configs are static (read-only).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs of topics and brokers (a
+//! broker id, or "" for the cluster default). Changes go through the controller.
 
 use std::rc::Rc;
 
@@ -12,193 +12,34 @@ use spate_net::messages::{
 };
 use spate_net::ErrorCode;
 
+use crate::broker_config::defs::Facts;
+use crate::broker_config::describe::{ConfigEntry, Sources};
+use crate::config::BrokerConfig;
 use crate::controller::{ConfigChange, ControllerRequest};
-use crate::metadata::TopicImage;
+use crate::metadata::{MetadataImage, TopicImage};
 use crate::shard::ShardContext;
-use crate::topic_config::{self, source, ConfigType};
+use crate::topic_config::source;
 
 /// Kafka's `ConfigResource.Type` codes.
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-/// One config as DescribeConfigs and CreateTopics report it.
-pub struct ConfigEntry {
-    pub name: String,
-    pub value: String,
-    pub source: i8,
-    pub read_only: bool,
-    pub kind: ConfigType,
-    /// (name, value, source), most specific first.
-    pub synonyms: Vec<(String, String, i8)>,
+/// What config entries are computed from on this shard.
+fn sources<'a>(ctx: &'a ShardContext, image: &'a MetadataImage) -> Sources<'a> {
+    Sources {
+        facts: Facts {
+            config: &ctx.config,
+            advertised: &ctx.advertised,
+        },
+        embedded: BrokerConfig::embedded_default(),
+        dynamic: &image.broker_configs,
+    }
 }
 
 /// Every topic config with its effective value and where that value comes from.
 pub fn topic_entries(ctx: &ShardContext, topic: &TopicImage) -> Vec<ConfigEntry> {
-    topic_config::TOPIC_CONFIGS
-        .iter()
-        .map(|def| {
-            let default = def.default_value(&ctx.config.topic_defaults);
-            let default_syn = (
-                def.broker_synonym.to_string(),
-                default.clone(),
-                source::DEFAULT_CONFIG,
-            );
-            match topic.configs.get(def.name) {
-                Some(v) => ConfigEntry {
-                    name: def.name.to_string(),
-                    value: v.clone(),
-                    source: source::TOPIC_CONFIG,
-                    read_only: false,
-                    kind: def.kind,
-                    synonyms: vec![
-                        (def.name.to_string(), v.clone(), source::TOPIC_CONFIG),
-                        default_syn,
-                    ],
-                },
-                None => ConfigEntry {
-                    name: def.name.to_string(),
-                    value: default,
-                    source: source::DEFAULT_CONFIG,
-                    read_only: false,
-                    kind: def.kind,
-                    synonyms: vec![default_syn],
-                },
-            }
-        })
-        .collect()
-}
-
-/// The broker's static settings under Kafka's names.
-fn broker_entries(ctx: &ShardContext) -> Vec<ConfigEntry> {
-    let c = &ctx.config;
-    let d = &c.topic_defaults;
-    let entry = |name: &str, value: String, kind: ConfigType| ConfigEntry {
-        name: name.to_string(),
-        value: value.clone(),
-        source: source::STATIC_BROKER_CONFIG,
-        read_only: true,
-        kind,
-        synonyms: vec![(name.to_string(), value, source::STATIC_BROKER_CONFIG)],
-    };
-    // The broker-level twin of every topic config, then the broker's own settings.
-    let mut entries: Vec<ConfigEntry> = topic_config::TOPIC_CONFIGS
-        .iter()
-        .map(|def| entry(def.broker_synonym, def.default_value(d), def.kind))
-        .collect();
-    entries.extend([
-        entry(
-            "auto.create.topics.enable",
-            c.auto_create_topics_enable.to_string(),
-            ConfigType::Boolean,
-        ),
-        entry("broker.id", c.node_id.to_string(), ConfigType::Int),
-        entry("default.replication.factor", "1".into(), ConfigType::Int),
-        entry(
-            "delete.topic.enable",
-            c.delete_topic_enable.to_string(),
-            ConfigType::Boolean,
-        ),
-        entry(
-            "group.initial.rebalance.delay.ms",
-            c.group_initial_rebalance_delay_ms.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "group.max.session.timeout.ms",
-            c.group_max_session_timeout_ms.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "group.max.size",
-            c.group_max_size.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "group.min.session.timeout.ms",
-            c.group_min_session_timeout_ms.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "log.cleaner.backoff.ms",
-            c.log_cleaner.backoff_ms.to_string(),
-            ConfigType::Long,
-        ),
-        entry(
-            "log.cleaner.dedupe.buffer.size",
-            c.log_cleaner.dedupe_buffer_size.to_string(),
-            ConfigType::Long,
-        ),
-        entry(
-            "log.cleaner.enable",
-            c.log_cleaner.enable.to_string(),
-            ConfigType::Boolean,
-        ),
-        entry(
-            "log.cleaner.io.buffer.load.factor",
-            c.log_cleaner.io_buffer_load_factor.to_string(),
-            ConfigType::Double,
-        ),
-        entry(
-            "log.cleaner.io.buffer.size",
-            c.log_cleaner.io_buffer_size.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "log.cleaner.io.max.bytes.per.second",
-            // Kafka's form of its default, Double.MAX_VALUE.
-            if c.log_cleaner.io_max_bytes_per_second >= f64::MAX {
-                "1.7976931348623157E308".to_string()
-            } else {
-                c.log_cleaner.io_max_bytes_per_second.to_string()
-            },
-            ConfigType::Double,
-        ),
-        entry(
-            "log.cleaner.threads",
-            c.log_cleaner.threads.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "log.dirs",
-            c.data_dir.display().to_string(),
-            ConfigType::String,
-        ),
-        entry(
-            "log.retention.check.interval.ms",
-            c.log_retention_check_interval_ms.to_string(),
-            ConfigType::Long,
-        ),
-        // Kafka describes the hours form too; it is the ms setting, rounded down.
-        entry(
-            "log.retention.hours",
-            (d.retention_ms / 3_600_000).to_string(),
-            ConfigType::Int,
-        ),
-        entry("node.id", c.node_id.to_string(), ConfigType::Int),
-        entry(
-            "num.partitions",
-            c.num_partitions.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "offset.metadata.max.bytes",
-            c.offset_metadata_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "offsets.topic.num.partitions",
-            c.offsets_topic_num_partitions.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "socket.request.max.bytes",
-            c.socket_request_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
-    ]);
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries.dedup_by(|a, b| a.name == b.name);
-    entries
+    let image = ctx.image();
+    sources(ctx, &image).topic_entries(topic)
 }
 
 pub fn describe(
@@ -216,9 +57,10 @@ pub fn describe(
                 resource_name: r.resource_name.clone(),
                 ..Default::default()
             };
+            let sources = sources(ctx, &image);
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match image.topic(&r.resource_name) {
-                    Some(t) => topic_entries(ctx, t),
+                    Some(t) => sources.topic_entries(t),
                     None => {
                         result.error_code = ErrorCode::UnknownTopicOrPartition.code();
                         result.error_message =
@@ -226,17 +68,15 @@ pub fn describe(
                         return result;
                     }
                 },
-                RESOURCE_BROKER
-                    if r.resource_name.is_empty()
-                        || r.resource_name == ctx.config.node_id.to_string() =>
-                {
-                    broker_entries(ctx)
+                RESOURCE_BROKER if r.resource_name.is_empty() => sources.cluster_default_entries(),
+                RESOURCE_BROKER if r.resource_name == ctx.config.node_id.to_string() => {
+                    sources.broker_entries()
                 }
                 RESOURCE_BROKER => {
                     result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(format!(
-                        "Unexpected broker id, expected {}",
-                        ctx.config.node_id
+                        "Unexpected broker id, expected {}, but received {}",
+                        ctx.config.node_id, r.resource_name
                     ));
                     return result;
                 }
@@ -256,16 +96,16 @@ pub fn describe(
                 .map(|e| DescribeConfigsResourceResult {
                     is_default: version == 0 && e.source == source::DEFAULT_CONFIG,
                     name: e.name,
-                    value: Some(e.value),
+                    value: e.value,
                     read_only: e.read_only,
                     config_source: e.source,
-                    is_sensitive: false,
+                    is_sensitive: e.sensitive,
                     synonyms: if req.include_synonyms {
                         e.synonyms
                             .into_iter()
                             .map(|(name, value, source)| DescribeConfigsSynonym {
                                 name,
-                                value: Some(value),
+                                value,
                                 source,
                             })
                             .collect()
@@ -273,7 +113,11 @@ pub fn describe(
                         Vec::new()
                     },
                     config_type: e.kind as i8,
-                    documentation: None,
+                    documentation: if req.include_documentation {
+                        e.doc.map(str::to_string)
+                    } else {
+                        None
+                    },
                 })
                 .collect();
             result
@@ -285,40 +129,62 @@ pub fn describe(
     }
 }
 
-/// Send the topic changes to the controller; non-topic resources are answered here.
-/// Returns (error code, message) per resource, in request order.
-async fn apply(
+/// Send the changes of one resource type to the controller: (error, message) per
+/// resource, in order.
+async fn change(
     ctx: &Rc<ShardContext>,
-    resources: Vec<(i8, String, Option<ConfigChange>)>,
+    changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
+    broker: bool,
 ) -> Vec<(i16, Option<String>)> {
-    let changes: Vec<(String, ConfigChange)> = resources
-        .iter()
-        .filter(|(t, _, _)| *t == RESOURCE_TOPIC)
-        .filter_map(|(_, name, change)| change.clone().map(|c| (name.clone(), c)))
-        .collect();
-    let mut outcomes = if changes.is_empty() {
-        Vec::new()
-    } else {
-        ctx.change_topics(ControllerRequest::AlterConfigs {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let request = if broker {
+        ControllerRequest::AlterBrokerConfigs {
             changes,
             validate_only,
-        })
+        }
+    } else {
+        ControllerRequest::AlterConfigs {
+            changes,
+            validate_only,
+        }
+    };
+    ctx.change_topics(request)
         .await
         .unwrap_or_default()
-    }
-    .into_iter();
+        .into_iter()
+        .map(|o| (o.error, o.message))
+        .collect()
+}
+
+/// Send the topic and broker changes to the controller; other resources are answered
+/// here. Returns (error code, message) per resource, in request order.
+async fn apply(
+    ctx: &Rc<ShardContext>,
+    resources: Vec<(i8, String, ConfigChange)>,
+    validate_only: bool,
+) -> Vec<(i16, Option<String>)> {
+    let of_type = |kind: i8| -> Vec<(String, ConfigChange)> {
+        resources
+            .iter()
+            .filter(|(t, _, _)| *t == kind)
+            .map(|(_, name, c)| (name.clone(), c.clone()))
+            .collect()
+    };
+    let mut topics = change(ctx, of_type(RESOURCE_TOPIC), validate_only, false)
+        .await
+        .into_iter();
+    let mut brokers = change(ctx, of_type(RESOURCE_BROKER), validate_only, true)
+        .await
+        .into_iter();
+    let lost = || (ErrorCode::UnknownServerError.code(), None);
     resources
         .into_iter()
         .map(|(kind, _, _)| match kind {
-            RESOURCE_TOPIC => match outcomes.next() {
-                Some(o) => (o.error, o.message),
-                None => (ErrorCode::UnknownServerError.code(), None),
-            },
-            RESOURCE_BROKER => (
-                ErrorCode::InvalidRequest.code(),
-                Some("Broker configs are static in Spate; edit the config file and restart".into()),
-            ),
+            RESOURCE_TOPIC => topics.next().unwrap_or_else(lost),
+            RESOURCE_BROKER => brokers.next().unwrap_or_else(lost),
             other => (
                 ErrorCode::InvalidRequest.code(),
                 Some(format!("Unsupported resource type {other}")),
@@ -328,7 +194,7 @@ async fn apply(
 }
 
 pub async fn alter(ctx: &Rc<ShardContext>, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let resources: Vec<(i8, String, Option<ConfigChange>)> = req
+    let resources: Vec<(i8, String, ConfigChange)> = req
         .resources
         .iter()
         .map(|r| {
@@ -338,7 +204,7 @@ pub async fn alter(ctx: &Rc<ShardContext>, req: AlterConfigsRequest) -> AlterCon
                     .map(|c| (c.name.clone(), c.value.clone()))
                     .collect(),
             );
-            (r.resource_type, r.resource_name.clone(), Some(change))
+            (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
     let results = apply(ctx, resources, req.validate_only).await;
@@ -364,7 +230,7 @@ pub async fn incremental_alter(
     ctx: &Rc<ShardContext>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let resources: Vec<(i8, String, Option<ConfigChange>)> = req
+    let resources: Vec<(i8, String, ConfigChange)> = req
         .resources
         .iter()
         .map(|r| {
@@ -374,7 +240,7 @@ pub async fn incremental_alter(
                     .map(|c| (c.name.clone(), c.config_operation, c.value.clone()))
                     .collect(),
             );
-            (r.resource_type, r.resource_name.clone(), Some(change))
+            (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
     let results = apply(ctx, resources, req.validate_only).await;

@@ -91,10 +91,10 @@ pub async fn create_topics(
                         .into_iter()
                         .map(|e| CreatableTopicConfigs {
                             name: e.name,
-                            value: Some(e.value),
+                            value: e.value,
                             read_only: e.read_only,
                             config_source: e.source,
-                            is_sensitive: false,
+                            is_sensitive: e.sensitive,
                         })
                         .collect(),
                 );

@@ -30,6 +30,8 @@ pub struct MetadataImage {
     pub topic_names_by_id: HashMap<[u8; 16], String>,
     /// Every producer id below this has been handed out.
     pub producer_ids_end: i64,
+    /// Dynamic broker configs by resource: a broker id, or "" for the cluster default.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -91,6 +93,14 @@ impl MetadataImage {
                     tracing::warn!(topic = %name, "metadata: configs for a missing topic skipped")
                 }
             },
+            MetadataRecord::SetBrokerConfigs { resource, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                } else {
+                    self.broker_configs
+                        .insert(resource.clone(), configs.clone());
+                }
+            }
             MetadataRecord::ProducerIds { end } => {
                 self.producer_ids_end = self.producer_ids_end.max(*end)
             }
@@ -133,5 +143,15 @@ mod tests {
         assert!(img.topic("t").is_none());
         assert!(img.topic_by_id(&[1; 16]).is_none());
         assert_eq!(img.version, 4);
+        img.apply(&MetadataRecord::SetBrokerConfigs {
+            resource: String::new(),
+            configs: c.clone(),
+        });
+        assert_eq!(img.broker_configs.get(""), Some(&c));
+        img.apply(&MetadataRecord::SetBrokerConfigs {
+            resource: String::new(),
+            configs: BTreeMap::new(),
+        });
+        assert!(img.broker_configs.is_empty());
     }
 }

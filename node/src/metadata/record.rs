@@ -27,6 +27,12 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
+    /// The dynamic configs of a broker (`resource` is its id) or of the cluster default
+    /// (`resource` is empty), replaced as a whole.
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
     /// Producer ids below `end` have been handed out (allocated in blocks).
     ProducerIds {
         end: i64,

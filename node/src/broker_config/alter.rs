@@ -1,0 +1,260 @@
+//! Changes of dynamic broker configs (IncrementalAlterConfigs and AlterConfigs on a
+//! broker or the cluster default), checked as Kafka checks them: configs Spate cannot
+//! change at runtime are refused with INVALID_REQUEST, bad values with INVALID_REQUEST
+//! and Kafka's message, APPEND/SUBTRACT on a non-list with INVALID_CONFIG; unknown names
+//! are kept, as Kafka keeps them for plugins.
+
+use std::collections::BTreeMap;
+
+use spate_net::ErrorCode;
+
+use super::defs;
+use crate::config::BrokerConfig;
+use crate::controller::{alter_op, ConfigChange};
+use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::topic_config::ConfigType;
+
+/// A refused change: the error code and Kafka's message.
+pub type Refusal = (ErrorCode, String);
+
+/// The record that applies `change` to the dynamic configs of `resource` (a broker id or
+/// "" for the cluster default).
+pub fn plan(
+    image: &MetadataImage,
+    node_id: i32,
+    resource: &str,
+    change: ConfigChange,
+) -> Result<MetadataRecord, Refusal> {
+    if !resource.is_empty() && resource != node_id.to_string() {
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!("Unexpected broker id, expected {node_id}, but received {resource}"),
+        ));
+    }
+    let current = image
+        .broker_configs
+        .get(resource)
+        .cloned()
+        .unwrap_or_default();
+    let configs = match change {
+        ConfigChange::Replace(entries) => {
+            let mut configs = BTreeMap::new();
+            check_dynamic(entries.iter().map(|(k, _)| k.as_str()))?;
+            for (k, v) in entries {
+                match v {
+                    Some(v) => {
+                        configs.insert(k.clone(), checked(&k, &v)?);
+                    }
+                    None => {
+                        configs.remove(&k);
+                    }
+                }
+            }
+            configs
+        }
+        ConfigChange::Incremental(ops) => {
+            check_dynamic(ops.iter().map(|(k, _, _)| k.as_str()))?;
+            let mut configs = current;
+            for (k, op, v) in ops {
+                match op {
+                    alter_op::SET => match v {
+                        Some(v) => {
+                            configs.insert(k.clone(), checked(&k, &v)?);
+                        }
+                        None => {
+                            configs.remove(&k);
+                        }
+                    },
+                    alter_op::DELETE => {
+                        configs.remove(&k);
+                    }
+                    alter_op::APPEND | alter_op::SUBTRACT => {
+                        let joined = list_op(&configs, &k, op, v.as_deref())?;
+                        configs.insert(k.clone(), checked(&k, &joined)?);
+                    }
+                    other => {
+                        return Err((
+                            ErrorCode::InvalidRequest,
+                            format!("Unknown config operation {other}"),
+                        ))
+                    }
+                }
+            }
+            configs
+        }
+    };
+    Ok(MetadataRecord::SetBrokerConfigs {
+        resource: resource.to_string(),
+        configs,
+    })
+}
+
+/// Known configs that Spate cannot change at runtime, all named in one refusal.
+fn check_dynamic<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal> {
+    let mut fixed: Vec<&str> = names
+        .filter(|n| defs::find(n).is_some_and(|d| !d.dynamic()))
+        .collect();
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    fixed.dedup();
+    Err((
+        ErrorCode::InvalidRequest,
+        format!(
+            "Cannot update these configs dynamically: [{}]",
+            fixed.join(", ")
+        ),
+    ))
+}
+
+/// The value as stored: checked with the topic config's rules under the broker name;
+/// lists trimmed and folded as Kafka describes them. Unknown names are kept as given.
+fn checked(name: &str, value: &str) -> Result<String, Refusal> {
+    let Some(twin) = defs::find(name).and_then(|d| d.topic_twin()) else {
+        return Ok(value.to_string());
+    };
+    twin.check(value).map_err(|e| {
+        (
+            ErrorCode::InvalidRequest,
+            format!("Invalid value {value} for configuration {name}: {e}"),
+        )
+    })?;
+    Ok(match twin.kind {
+        ConfigType::List => {
+            let mut items: Vec<&str> = Vec::new();
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            items.join(",")
+        }
+        _ => value.trim().to_string(),
+    })
+}
+
+/// APPEND or SUBTRACT on a list config: from its dynamic value at this resource, else
+/// its default (as Kafka's `ConfigAdminManager` does).
+fn list_op(
+    configs: &BTreeMap<String, String>,
+    name: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<String, Refusal> {
+    let twin = defs::find(name).and_then(|d| d.topic_twin());
+    let Some(twin) = twin.filter(|t| t.kind == ConfigType::List) else {
+        let verb = if op == alter_op::APPEND {
+            "append"
+        } else {
+            "subtract"
+        };
+        return Err((
+            ErrorCode::InvalidConfig,
+            format!("Config value {verb} is not allowed for config key: {name}"),
+        ));
+    };
+    let base = configs
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| twin.default_value(&BrokerConfig::embedded_default().topic_defaults));
+    let mut items: Vec<String> = base
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if op == alter_op::APPEND {
+            if !items.iter().any(|i| i == item) {
+                items.push(item.to_string());
+            }
+        } else {
+            items.retain(|i| i != item);
+        }
+    }
+    Ok(items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc(ops: &[(&str, i8, Option<&str>)]) -> ConfigChange {
+        ConfigChange::Incremental(
+            ops.iter()
+                .map(|(k, o, v)| (k.to_string(), *o, v.map(str::to_string)))
+                .collect(),
+        )
+    }
+
+    fn configs(r: Result<MetadataRecord, Refusal>) -> BTreeMap<String, String> {
+        match r {
+            Ok(MetadataRecord::SetBrokerConfigs { configs, .. }) => configs,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kafkas_answers() {
+        let img = MetadataImage::default();
+        let c = configs(plan(
+            &img,
+            0,
+            "",
+            inc(&[
+                ("log.retention.ms", alter_op::SET, Some("1000")),
+                ("custom.key", alter_op::SET, Some("x")),
+                ("log.cleanup.policy", alter_op::APPEND, Some("compact")),
+            ]),
+        ));
+        assert_eq!(c.get("log.retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(c.get("custom.key").map(String::as_str), Some("x"));
+        assert_eq!(
+            c.get("log.cleanup.policy").map(String::as_str),
+            Some("delete,compact")
+        );
+        assert_eq!(
+            plan(
+                &img,
+                0,
+                "0",
+                inc(&[
+                    ("num.partitions", alter_op::SET, Some("3")),
+                    ("log.retention.hours", alter_op::SET, Some("1"))
+                ])
+            )
+            .unwrap_err(),
+            (
+                ErrorCode::InvalidRequest,
+                "Cannot update these configs dynamically: [num.partitions, log.retention.hours]"
+                    .into()
+            )
+        );
+        assert_eq!(
+            plan(&img, 0, "0", inc(&[("log.segment.bytes", alter_op::SET, Some("100"))])).unwrap_err(),
+            (ErrorCode::InvalidRequest, "Invalid value 100 for configuration log.segment.bytes: Value must be at least 1048576".into())
+        );
+        assert_eq!(
+            plan(
+                &img,
+                0,
+                "0",
+                inc(&[("log.retention.ms", alter_op::APPEND, Some("5"))])
+            )
+            .unwrap_err(),
+            (
+                ErrorCode::InvalidConfig,
+                "Config value append is not allowed for config key: log.retention.ms".into()
+            )
+        );
+        assert_eq!(
+            plan(&img, 0, "1", inc(&[])).unwrap_err().0,
+            ErrorCode::InvalidRequest
+        );
+        assert!(configs(plan(&img, 0, "0", ConfigChange::Replace(vec![]))).is_empty());
+    }
+}

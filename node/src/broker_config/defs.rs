@@ -1,0 +1,228 @@
+//! The broker configs Spate describes, under Kafka's names: those of Kafka 4.4's broker
+//! configs that apply to Spate (docs/configuration.md lists the ones left out and why).
+
+use crate::config::BrokerConfig;
+use crate::topic_config::{self, ConfigType, TopicConfigDef};
+
+/// Where a broker config's value comes from.
+pub enum Value {
+    /// Always given to a broker (addresses, ids, directories): a static config.
+    Always(fn(&Facts) -> String),
+    /// A setting of the config file: a static config when it differs from the embedded
+    /// default, the default otherwise.
+    Setting(fn(&BrokerConfig) -> String),
+    /// A fixed value Spate behaves by (`None`: Kafka's null, the setting is unused).
+    Fixed(Option<&'static str>),
+    /// The default of a topic config (its broker synonym): the topic config's default
+    /// from `[topic_defaults]`, changeable at runtime. With a `fallback`, Kafka describes
+    /// it as null unless it is set: its default is another config's (an hours form),
+    /// which then follows it as a synonym.
+    TopicDefault {
+        fallback: Option<(&'static str, &'static str)>,
+    },
+}
+
+/// What the value functions read.
+pub struct Facts<'a> {
+    pub config: &'a BrokerConfig,
+    /// The address clients are given.
+    pub advertised: &'a (String, i32),
+}
+
+pub struct BrokerConfigDef {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    pub value: Value,
+    pub doc: &'static str,
+}
+
+impl BrokerConfigDef {
+    /// The topic config whose default this is, for `Value::TopicDefault`.
+    pub fn topic_twin(&self) -> Option<&'static TopicConfigDef> {
+        match self.value {
+            Value::TopicDefault { .. } => topic_config::TOPIC_CONFIGS
+                .iter()
+                .find(|d| d.broker_synonym == self.name),
+            _ => None,
+        }
+    }
+
+    /// Whether Spate applies a change of it at runtime (IncrementalAlterConfigs and
+    /// AlterConfigs on a broker or the cluster default).
+    pub fn dynamic(&self) -> bool {
+        matches!(self.value, Value::TopicDefault { .. })
+    }
+}
+
+const fn def(
+    name: &'static str,
+    kind: ConfigType,
+    value: Value,
+    doc: &'static str,
+) -> BrokerConfigDef {
+    BrokerConfigDef {
+        name,
+        kind,
+        value,
+        doc,
+    }
+}
+
+const fn topic_default(name: &'static str, kind: ConfigType, doc: &'static str) -> BrokerConfigDef {
+    def(name, kind, Value::TopicDefault { fallback: None }, doc)
+}
+
+use ConfigType::{Boolean, Double, Int, List, Long, String as Str};
+
+/// Every broker config Spate describes, sorted by name.
+pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    def("advertised.listeners", List, Value::Always(|f| format!("PLAINTEXT://{}:{}", f.advertised.0, f.advertised.1)),
+        "The listener clients are told to connect to (advertised_listener, or the listen address)."),
+    def("auto.create.topics.enable", Boolean, Value::Setting(|c| c.auto_create_topics_enable.to_string()),
+        "Whether a Metadata request for a missing topic creates it, when the client allows it."),
+    def("broker.id", Int, Value::Always(|f| f.config.node_id.to_string()),
+        "This broker's id; the same as node.id."),
+    topic_default("compression.gzip.level", Int,
+        "Default gzip level for topics whose compression.type makes the broker recompress."),
+    topic_default("compression.lz4.level", Int,
+        "Default lz4 level for topics without their own; accepted, the lz4 encoder has one level."),
+    topic_default("compression.type", Str,
+        "Default compression.type of topics: producer keeps batches as produced, a codec recompresses them."),
+    topic_default("compression.zstd.level", Int,
+        "Default zstd level for topics whose compression.type makes the broker recompress."),
+    def("connections.max.idle.ms", Long, Value::Setting(|c| c.connections_max_idle_ms.to_string()),
+        "A connection with nothing in flight that was silent this long is closed (0: never)."),
+    def("default.replication.factor", Int, Value::Fixed(Some("1")),
+        "Replication factor of topics created without one: a single node keeps one replica."),
+    def("delete.topic.enable", Boolean, Value::Setting(|c| c.delete_topic_enable.to_string()),
+        "Whether DeleteTopics may delete topics."),
+    def("fetch.max.bytes", Int, Value::Setting(|c| c.fetch_max_bytes.to_string()),
+        "The most a Fetch response carries, whatever the request's max_bytes (one oversized first batch excepted)."),
+    def("group.initial.rebalance.delay.ms", Int, Value::Setting(|c| c.group_initial_rebalance_delay_ms.to_string()),
+        "How long a new consumer group waits for more members before its first assignment."),
+    def("group.max.session.timeout.ms", Int, Value::Setting(|c| c.group_max_session_timeout_ms.to_string()),
+        "The largest session timeout a group member may ask for."),
+    def("group.max.size", Int, Value::Setting(|c| c.group_max_size.to_string()),
+        "The most members a consumer group may have; more are refused with GROUP_MAX_SIZE_REACHED."),
+    def("group.min.session.timeout.ms", Int, Value::Setting(|c| c.group_min_session_timeout_ms.to_string()),
+        "The smallest session timeout a group member may ask for."),
+    def("listeners", List, Value::Always(|f| format!("PLAINTEXT://{}", f.config.listen)),
+        "The address the broker accepts client connections on (listen)."),
+    def("log.cleaner.backoff.ms", Long, Value::Setting(|c| c.log_cleaner.backoff_ms.to_string()),
+        "How often each shard checks its compacted partitions for cleaning."),
+    def("log.cleaner.dedupe.buffer.size", Long, Value::Setting(|c| c.log_cleaner.dedupe_buffer_size.to_string()),
+        "Memory of the cleaner threads' key maps, all threads together."),
+    topic_default("log.cleaner.delete.retention.ms", Long,
+        "Default delete.retention.ms of topics: how long tombstones stay readable after the clean that kept them."),
+    def("log.cleaner.enable", Boolean, Value::Setting(|c| c.log_cleaner.enable.to_string()),
+        "Whether the log cleaner compacts topics whose cleanup.policy contains compact."),
+    def("log.cleaner.io.buffer.load.factor", Double, Value::Setting(|c| c.log_cleaner.io_buffer_load_factor.to_string()),
+        "How full a cleaner key map may get."),
+    def("log.cleaner.io.buffer.size", Int, Value::Setting(|c| c.log_cleaner.io_buffer_size.to_string()),
+        "Bytes the cleaner reads at a time."),
+    def("log.cleaner.io.max.bytes.per.second", Double, Value::Setting(|c| java_double(c.log_cleaner.io_max_bytes_per_second)),
+        "Bytes all cleaner threads together read and write per second."),
+    topic_default("log.cleaner.max.compaction.lag.ms", Long,
+        "Default max.compaction.lag.ms of topics: the longest a record may stay uncompacted."),
+    topic_default("log.cleaner.min.cleanable.ratio", Double,
+        "Default min.cleanable.dirty.ratio of topics: the dirty share of a log that triggers a clean."),
+    topic_default("log.cleaner.min.compaction.lag.ms", Long,
+        "Default min.compaction.lag.ms of topics: the youngest a record may be to be compacted."),
+    def("log.cleaner.threads", Int, Value::Setting(|c| c.log_cleaner.threads.to_string()),
+        "Cleaner threads; each cleans one partition at a time."),
+    topic_default("log.cleanup.policy", List,
+        "Default cleanup.policy of topics: delete, compact, both or neither."),
+    def("log.dirs", List, Value::Always(|f| f.config.data_dir.display().to_string()),
+        "The directory holding the partition logs and the metadata log (data_dir)."),
+    topic_default("log.flush.interval.messages", Long,
+        "Default flush.messages of topics: fdatasync after this many messages."),
+    def("log.flush.interval.ms", Long, Value::TopicDefault { fallback: Some(("log.flush.scheduler.interval.ms", "9223372036854775807")) },
+        "Default flush.ms of topics: fdatasync when the oldest unsynced write is this old; null: never."),
+    topic_default("log.index.interval.bytes", Int,
+        "Default index.interval.bytes of topics: bytes between sparse index entries."),
+    topic_default("log.index.size.max.bytes", Int,
+        "Default segment.index.bytes of topics: the size cap of a segment's offset index."),
+    topic_default("log.message.timestamp.after.max.ms", Long,
+        "Default message.timestamp.after.max.ms of topics: how far ahead of the broker clock a timestamp may be."),
+    topic_default("log.message.timestamp.before.max.ms", Long,
+        "Default message.timestamp.before.max.ms of topics: how far behind the broker clock a timestamp may be."),
+    topic_default("log.message.timestamp.type", Str,
+        "Default message.timestamp.type of topics: CreateTime or LogAppendTime."),
+    topic_default("log.preallocate", Boolean,
+        "Default preallocate of topics: allocate a new segment file at its full size."),
+    topic_default("log.retention.bytes", Long,
+        "Default retention.bytes of topics: the size above which the oldest segments are deleted (-1: no limit)."),
+    def("log.retention.check.interval.ms", Long, Value::Setting(|c| c.log_retention_check_interval_ms.to_string()),
+        "How often retention runs."),
+    def("log.retention.hours", Int, Value::Fixed(Some("168")),
+        "Hours form of log.retention.ms, used when neither it nor log.retention.minutes is set."),
+    def("log.retention.minutes", Int, Value::Fixed(None),
+        "Minutes form of log.retention.ms; unused."),
+    def("log.retention.ms", Long, Value::TopicDefault { fallback: Some(("log.retention.hours", "168")) },
+        "Default retention.ms of topics: segments whose newest record is older are deleted (-1: kept forever); null: log.retention.hours."),
+    def("log.roll.hours", Int, Value::Fixed(Some("168")),
+        "Hours form of log.roll.ms, used when it is not set."),
+    def("log.roll.jitter.hours", Int, Value::Fixed(Some("0")),
+        "Hours form of log.roll.jitter.ms, used when it is not set."),
+    def("log.roll.jitter.ms", Long, Value::TopicDefault { fallback: Some(("log.roll.jitter.hours", "0")) },
+        "Default segment.jitter.ms of topics: up to this much is taken off segment.ms per partition; null: log.roll.jitter.hours."),
+    def("log.roll.ms", Long, Value::TopicDefault { fallback: Some(("log.roll.hours", "168")) },
+        "Default segment.ms of topics: the active segment rolls at this age; null: log.roll.hours."),
+    topic_default("log.segment.bytes", Int,
+        "Default segment.bytes of topics: the active segment rolls at this size."),
+    topic_default("log.segment.delete.delay.ms", Long,
+        "Default file.delete.delay.ms of topics; accepted, Spate deletes expired segments at once."),
+    def("max.connections", Int, Value::Setting(|c| c.max_connections.to_string()),
+        "Client connections open at once, broker-wide; a connection over the cap is closed after accept."),
+    def("max.request.partition.size.limit", Int, Value::Fixed(Some("2000")),
+        "The most partitions one DescribeTopicPartitions response carries."),
+    topic_default("message.max.bytes", Int,
+        "Default max.message.bytes of topics: the largest record batch accepted."),
+    topic_default("min.insync.replicas", Int,
+        "Default min.insync.replicas of topics: acks=all produce needs at least this many in-sync replicas."),
+    def("node.id", Int, Value::Always(|f| f.config.node_id.to_string()),
+        "This broker's id."),
+    def("num.partitions", Int, Value::Setting(|c| c.num_partitions.to_string()),
+        "Partitions of auto-created topics and of topics created with -1."),
+    def("offset.metadata.max.bytes", Int, Value::Setting(|c| c.offset_metadata_max_bytes.to_string()),
+        "The longest metadata string of a committed offset."),
+    def("offsets.topic.num.partitions", Int, Value::Setting(|c| c.offsets_topic_num_partitions.to_string()),
+        "Partitions of __consumer_offsets, fixed when it is created."),
+    def("queued.max.request.bytes", Long, Value::Setting(|c| c.queued_max_request_bytes.to_string()),
+        "Memory all request frames being read, queued or handled may hold together, broker-wide."),
+    def("socket.request.max.bytes", Int, Value::Setting(|c| c.socket_request_max_bytes.to_string()),
+        "The largest request frame; a larger one closes the connection."),
+    topic_default("unclean.leader.election.enable", Boolean,
+        "Default unclean.leader.election.enable of topics; accepted, a single node has one replica per partition."),
+];
+
+/// Java's rendering of a double, for the values Kafka shows as `Double.toString`.
+fn java_double(v: f64) -> String {
+    if v >= f64::MAX {
+        "1.7976931348623157E308".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn find(name: &str) -> Option<&'static BrokerConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_unique_and_topic_defaults_have_twins() {
+        for w in BROKER_CONFIGS.windows(2) {
+            assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+        }
+        for d in BROKER_CONFIGS {
+            assert_eq!(d.dynamic(), d.topic_twin().is_some(), "{}", d.name);
+            if let Some(t) = d.topic_twin() {
+                assert_eq!(t.kind, d.kind, "{}", d.name);
+            }
+        }
+    }
+}
