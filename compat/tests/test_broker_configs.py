@@ -150,6 +150,14 @@ def test_dynamic_broker_configs(restartable_broker, kafka_libs, jar):
             "Value must be at least 1048576",
         ("", "SET", "log.retention.ms", "abc"):
             "InvalidRequestException: Invalid value abc for configuration log.retention.ms: Not a number of type LONG",
+        ("", "SET", "log.roll.ms", "0"):
+            "InvalidRequestException: requirement failed: log.roll.ms must be greater than or equal to 1",
+        ("0", "SET", "log.cleaner.min.cleanable.ratio", "2"):
+            "InvalidRequestException: Invalid value 2.0 for configuration log.cleaner.min.cleanable.ratio: "
+            "Value must be no more than 1",
+        ("", "SET", "compression.type", "foo"):
+            "InvalidRequestException: Invalid value foo for configuration compression.type: "
+            "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
         ("0", "APPEND", "log.retention.ms", "5"):
             "InvalidConfigurationException: Config value append is not allowed for config key: log.retention.ms",
     }
@@ -184,3 +192,23 @@ def test_dynamic_broker_configs(restartable_broker, kafka_libs, jar):
     assert (broker["message.max.bytes"]["value"], broker["message.max.bytes"]["source"]) == ("1048588", D)
     assert (broker["log.segment.bytes"]["value"], broker["log.segment.bytes"]["source"]) == ("1073741824", D)
     assert produce_one(b, topic, 5000) == 0
+
+    # kafka-python's legacy AlterConfigs (it re-sends the resource's other dynamic
+    # configs, as AlterConfigs replaces the whole set) and incremental one.
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource
+    a = KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=int(OP_TIMEOUT * 1000))
+    try:
+        r = a.alter_configs([ConfigResource("BROKER", "0", configs={"log.roll.ms": "7200000"})], incremental=False)
+        assert r == {"broker": {"0": "OK"}}
+        r = a.alter_configs([ConfigResource("BROKER", "0", configs={"log.segment.bytes": "3145728"})], incremental=False)
+        assert r == {"broker": {"0": "OK"}}
+        r = a.alter_configs([ConfigResource("BROKER", "0", configs={"message.max.bytes": "3000"})], incremental=True)
+        assert r == {"broker": {"0": "OK"}}
+        broker = admin(b, "broker-configs", "0")["configs"]
+        assert {k: v["value"] for k, v in broker.items() if v["source"] == "DYNAMIC_BROKER_CONFIG"} == {
+            "log.roll.ms": "7200000", "log.segment.bytes": "3145728", "message.max.bytes": "3000"}
+        assert broker["log.roll.ms"]["synonyms"] == [["log.roll.ms", "7200000", "DYNAMIC_BROKER_CONFIG"],
+                                                    ["log.roll.hours", "168", "DEFAULT_CONFIG"]]
+    finally:
+        a.close()

@@ -113,12 +113,12 @@ fn checked(name: &str, value: &str) -> Result<String, Refusal> {
     let Some(twin) = defs::find(name).and_then(|d| d.topic_twin()) else {
         return Ok(value.to_string());
     };
-    twin.check(value).map_err(|e| {
-        (
-            ErrorCode::InvalidRequest,
-            format!("Invalid value {value} for configuration {name}: {e}"),
-        )
-    })?;
+    broker_check(name, value)
+        .unwrap_or_else(|| {
+            twin.check(value)
+                .map_err(|e| invalid(name, value, twin.kind, e))
+        })
+        .map_err(|m| (ErrorCode::InvalidRequest, m))?;
     Ok(match twin.kind {
         ConfigType::List => {
             let mut items: Vec<&str> = Vec::new();
@@ -130,6 +130,40 @@ fn checked(name: &str, value: &str) -> Result<String, Refusal> {
             items.join(",")
         }
         _ => value.trim().to_string(),
+    })
+}
+
+/// Kafka's message for a value its `ConfigDef` refuses; a DOUBLE is shown parsed, as
+/// Java prints it (`2` becomes `2.0`).
+fn invalid(name: &str, value: &str, kind: ConfigType, reason: String) -> String {
+    let shown = match value.trim().parse::<f64>() {
+        Ok(v) if kind == ConfigType::Double && v.fract() == 0.0 && v.abs() < 1e7 => {
+            format!("{v:.1}")
+        }
+        _ => value.to_string(),
+    };
+    format!("Invalid value {shown} for configuration {name}: {reason}")
+}
+
+/// Where Kafka's broker config is checked differently from its topic config: no range
+/// on `log.retention.ms` and `log.flush.interval.ms` (any negative means never), and
+/// the `require` checks of `log.roll.ms` and `log.roll.jitter.ms`. `None`: the topic
+/// config's rules apply.
+fn broker_check(name: &str, value: &str) -> Option<Result<(), String>> {
+    let minimum = match name {
+        "log.retention.ms" | "log.flush.interval.ms" => i64::MIN,
+        "log.roll.ms" => 1,
+        "log.roll.jitter.ms" => 0,
+        _ => return None,
+    };
+    Some(match value.trim().parse::<i64>() {
+        Err(_) => Err(format!(
+            "Invalid value {value} for configuration {name}: Not a number of type LONG"
+        )),
+        Ok(n) if n < minimum => Err(format!(
+            "requirement failed: {name} must be greater than or equal to {minimum}"
+        )),
+        Ok(_) => Ok(()),
     })
 }
 
