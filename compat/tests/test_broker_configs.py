@@ -87,6 +87,26 @@ def test_kafka_python_describes_broker(bootstrap):
         a.close()
 
 
+def test_topic_config_synonyms_like_kafka(bootstrap, topic_name, jar):
+    """A topic's configs list the broker layers of their synonyms as Kafka 4.4 does: a
+    default whose broker config is null unless set (segment.ms: log.roll.ms) has none."""
+    create_topic(bootstrap, topic_name, config={"retention.ms": "3600000"})
+    configs = admin(bootstrap, "topic-configs", topic_name)["configs"]
+    want = {
+        "retention.ms": ("3600000", "DYNAMIC_TOPIC_CONFIG", [["retention.ms", "3600000", "DYNAMIC_TOPIC_CONFIG"]]),
+        "segment.ms": ("604800000", D, []),
+        "flush.ms": ("9223372036854775807", D, []),
+        "segment.jitter.ms": ("0", D, []),
+        "follower.replication.throttled.replicas": ("", D, []),
+        "segment.bytes": ("1073741824", D, [["log.segment.bytes", "1073741824", D]]),
+        "cleanup.policy": ("delete", D, [["log.cleanup.policy", "delete", D]]),
+        "max.message.bytes": ("1048588", D, [["message.max.bytes", "1048588", D]]),
+        "delete.retention.ms": ("86400000", D, [["log.cleaner.delete.retention.ms", "86400000", D]]),
+    }
+    assert {k: (configs[k]["value"], configs[k]["source"], configs[k]["synonyms"]) for k in want} == want
+    assert all(c["documented"] and not c["read_only"] for c in configs.values())
+
+
 def configs_tool(libs, bootstrap, *args):
     return tool(libs, "ConfigCommand", "--bootstrap-server", bootstrap, "--entity-type", "brokers", *args)
 

@@ -34,6 +34,8 @@ pub mod source {
 pub struct TopicConfigDef {
     pub name: &'static str,
     pub kind: ConfigType,
+    /// What it does, for DescribeConfigs' documentation (v3+).
+    pub doc: &'static str,
     /// The broker setting whose value is this config's default (shown as a synonym).
     pub broker_synonym: &'static str,
     default: fn(&TopicDefaults) -> String,
@@ -110,6 +112,7 @@ pub const MIN_SEGMENT_BYTES: i32 = 1024 * 1024;
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "cleanup.policy",
+        doc: "What happens to old segments: delete (retention by time and size), compact (the latest record of each key is kept), both, or neither (empty).",
         kind: ConfigType::List,
         broker_synonym: "log.cleanup.policy",
         default: |d| d.cleanup_policy.clone(),
@@ -126,6 +129,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "compression.gzip.level",
+        doc: "The gzip level used when compression.type makes the broker recompress batches with gzip.",
         kind: ConfigType::Int,
         broker_synonym: "compression.gzip.level",
         default: |_| "-1".into(),
@@ -138,6 +142,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "compression.lz4.level",
+        doc: "The lz4 level used when compression.type is lz4; accepted, the lz4 encoder has one level.",
         kind: ConfigType::Int,
         broker_synonym: "compression.lz4.level",
         default: |_| "9".into(),
@@ -145,6 +150,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "compression.type",
+        doc: "The codec batches are stored with: producer keeps them as produced, a codec recompresses other batches.",
         kind: ConfigType::String,
         broker_synonym: "compression.type",
         default: |_| "producer".into(),
@@ -157,6 +163,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "compression.zstd.level",
+        doc: "The zstd level used when compression.type makes the broker recompress batches with zstd.",
         kind: ConfigType::Int,
         broker_synonym: "compression.zstd.level",
         default: |_| "3".into(),
@@ -164,6 +171,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "delete.retention.ms",
+        doc: "How long a tombstone stays readable after the clean that first kept it, for compacted topics.",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.delete.retention.ms",
         default: |d| d.delete_retention_ms.to_string(),
@@ -172,6 +180,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "file.delete.delay.ms",
+        doc: "Accepted; expired segments are deleted at once.",
         kind: ConfigType::Long,
         broker_synonym: "log.segment.delete.delay.ms",
         default: |_| "60000".into(),
@@ -179,6 +188,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "flush.messages",
+        doc: "fdatasync after this many messages have been written since the last sync.",
         kind: ConfigType::Long,
         broker_synonym: "log.flush.interval.messages",
         default: |d| d.flush_messages.to_string(),
@@ -186,6 +196,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "flush.ms",
+        doc: "fdatasync when the oldest write not yet synced is this old.",
         kind: ConfigType::Long,
         broker_synonym: "log.flush.interval.ms",
         default: |d| d.flush_ms.to_string(),
@@ -193,6 +204,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "follower.replication.throttled.replicas",
+        doc: "Accepted; a single node has no followers to throttle.",
         kind: ConfigType::List,
         broker_synonym: "follower.replication.throttled.replicas",
         default: |_| String::new(),
@@ -201,6 +213,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "index.interval.bytes",
+        doc: "Bytes of records between two entries of the sparse offset and time indexes.",
         kind: ConfigType::Int,
         broker_synonym: "log.index.interval.bytes",
         default: |d| d.index_interval_bytes.to_string(),
@@ -208,6 +221,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "leader.replication.throttled.replicas",
+        doc: "Accepted; a single node has no followers to throttle.",
         kind: ConfigType::List,
         broker_synonym: "leader.replication.throttled.replicas",
         default: |_| String::new(),
@@ -215,6 +229,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "max.compaction.lag.ms",
+        doc: "The longest a record may stay uncompacted: older dirty records trigger a clean whatever the dirty ratio.",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.max.compaction.lag.ms",
         default: |d| d.max_compaction_lag_ms.to_string(),
@@ -222,6 +237,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "max.message.bytes",
+        doc: "The largest record batch accepted, after compression.",
         kind: ConfigType::Int,
         broker_synonym: "message.max.bytes",
         default: |d| d.max_message_bytes.to_string(),
@@ -229,6 +245,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "message.timestamp.after.max.ms",
+        doc: "Batches whose newest timestamp is further ahead of the broker clock are refused (CreateTime topics).",
         kind: ConfigType::Long,
         broker_synonym: "log.message.timestamp.after.max.ms",
         default: |d| d.timestamp_after_max_ms.to_string(),
@@ -237,6 +254,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "message.timestamp.before.max.ms",
+        doc: "Batches whose first timestamp is further behind the broker clock are refused (CreateTime topics).",
         kind: ConfigType::Long,
         broker_synonym: "log.message.timestamp.before.max.ms",
         default: |d| d.timestamp_before_max_ms.to_string(),
@@ -245,6 +263,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "message.timestamp.type",
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker clock.",
         kind: ConfigType::String,
         broker_synonym: "log.message.timestamp.type",
         default: |d| d.message_timestamp_type.clone(),
@@ -255,6 +274,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "min.cleanable.dirty.ratio",
+        doc: "A compacted partition is cleaned when its uncleaned bytes exceed this share of its sealed bytes.",
         kind: ConfigType::Double,
         broker_synonym: "log.cleaner.min.cleanable.ratio",
         default: |d| d.min_cleanable_dirty_ratio.to_string(),
@@ -268,6 +288,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "min.compaction.lag.ms",
+        doc: "Records younger than this are not compacted yet.",
         kind: ConfigType::Long,
         broker_synonym: "log.cleaner.min.compaction.lag.ms",
         default: |d| d.min_compaction_lag_ms.to_string(),
@@ -275,6 +296,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "min.insync.replicas",
+        doc: "acks=all produce needs at least this many in-sync replicas (one on a single node).",
         kind: ConfigType::Int,
         broker_synonym: "min.insync.replicas",
         default: |_| "1".into(),
@@ -282,6 +304,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "preallocate",
+        doc: "Allocate a new segment file at its full segment.bytes at once.",
         kind: ConfigType::Boolean,
         broker_synonym: "log.preallocate",
         default: |_| "false".into(),
@@ -290,6 +313,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "retention.bytes",
+        doc: "Delete the oldest segments while the partition is larger than this (-1: no limit).",
         kind: ConfigType::Long,
         broker_synonym: "log.retention.bytes",
         default: |d| d.retention_bytes.to_string(),
@@ -298,6 +322,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "retention.ms",
+        doc: "Delete segments whose newest record is older than this (-1: keep forever).",
         kind: ConfigType::Long,
         broker_synonym: "log.retention.ms",
         default: |d| d.retention_ms.to_string(),
@@ -305,6 +330,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "segment.bytes",
+        doc: "Roll the active segment at this size.",
         kind: ConfigType::Int,
         broker_synonym: "log.segment.bytes",
         default: |d| d.segment_bytes.to_string(),
@@ -313,6 +339,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "segment.index.bytes",
+        doc: "The size cap of a segment's offset index; a full index rolls the segment.",
         kind: ConfigType::Int,
         broker_synonym: "log.index.size.max.bytes",
         default: |_| "10485760".into(),
@@ -322,6 +349,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "segment.jitter.ms",
+        doc: "Up to this much, fixed per partition, is taken off segment.ms so that partitions do not roll together.",
         kind: ConfigType::Long,
         broker_synonym: "log.roll.jitter.ms",
         default: |_| "0".into(),
@@ -330,6 +358,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "segment.ms",
+        doc: "Roll the active segment at this age.",
         kind: ConfigType::Long,
         broker_synonym: "log.roll.ms",
         default: |d| d.segment_ms.to_string(),
@@ -337,6 +366,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "unclean.leader.election.enable",
+        doc: "Accepted; a single node has one replica per partition.",
         kind: ConfigType::Boolean,
         broker_synonym: "unclean.leader.election.enable",
         default: |_| "false".into(),

@@ -204,7 +204,7 @@ impl Sources<'_> {
                     sensitive: false,
                     kind: def.kind,
                     synonyms,
-                    doc: None,
+                    doc: Some(def.doc),
                 }
             })
             .collect()

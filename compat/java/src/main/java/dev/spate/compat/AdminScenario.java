@@ -35,6 +35,7 @@ import org.apache.kafka.common.config.ConfigResource;
  * <li>{@code broker-configs NAME} describes broker NAME ("" for the cluster default) with
  *     synonyms and documentation: every entry with its value, source, read-only and
  *     sensitive flags, type, synonyms and whether it has documentation.</li>
+ * <li>{@code topic-configs NAME} the same for topic NAME.</li>
  * <li>{@code alter-broker NAME OP KEY [VALUE]} runs one IncrementalAlterConfigs op
  *     (SET/DELETE/APPEND/SUBTRACT) on broker NAME and reports the error, if any.</li>
  * <li>{@code describe-topics LIMIT TOPIC...} describes the topics with that partition limit
@@ -58,7 +59,8 @@ public final class AdminScenario {
         Map<String, Object> out;
         try (Admin a = Admin.create(p)) {
             switch (args[1]) {
-                case "broker-configs": out = brokerConfigs(a, rest[0]); break;
+                case "broker-configs": out = configs(a, ConfigResource.Type.BROKER, rest[0]); break;
+                case "topic-configs": out = configs(a, ConfigResource.Type.TOPIC, rest[0]); break;
                 case "alter-broker": out = alterBroker(a, rest); break;
                 case "describe-topics": out = describeTopics(a, rest); break;
                 case "list-config-resources": out = listConfigResources(a, rest); break;
@@ -76,8 +78,8 @@ public final class AdminScenario {
         return e.getCause().getClass().getSimpleName() + ": " + e.getCause().getMessage();
     }
 
-    private static Map<String, Object> brokerConfigs(Admin a, String name) throws Exception {
-        ConfigResource res = new ConfigResource(ConfigResource.Type.BROKER, name);
+    private static Map<String, Object> configs(Admin a, ConfigResource.Type type, String name) throws Exception {
+        ConfigResource res = new ConfigResource(type, name);
         Config config = get(a.describeConfigs(List.of(res),
             new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true)).all()).get(res);
         Map<String, Object> configs = new TreeMap<>();
