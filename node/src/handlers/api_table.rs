@@ -20,7 +20,7 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::DescribeLogDirs => "one log directory (the data dir)",
         ApiKey::ListConfigResources => {
-            "topics, the broker and its loggers; there are no group or client-metrics configs to list"
+            "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
         }
         _ => "",
     }
