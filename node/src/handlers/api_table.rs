@@ -10,8 +10,13 @@ use super::SERVED_APIS;
 /// What a served API leaves out, if anything.
 fn served_note(key: ApiKey) -> &'static str {
     match key {
-        ApiKey::FindCoordinator => "group keys; transaction keys answer COORDINATOR_NOT_AVAILABLE (15)",
-        ApiKey::InitProducerId => "idempotent producers; a transactional id answers INVALID_REQUEST (42)",
+        ApiKey::FindCoordinator => "group and transaction keys",
+        ApiKey::EndTxn => {
+            "transaction version 1: no epoch bump per transaction (KIP-890's version 2 is not implemented)"
+        }
+        ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
+            "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
+        }
         ApiKey::DescribeConfigs => {
             "topics, the broker and the cluster default; other resource types answer INVALID_REQUEST (42)"
         }
@@ -26,7 +31,6 @@ fn served_note(key: ApiKey) -> &'static str {
     }
 }
 
-const TRANSACTIONS: &str = "transactions are not implemented yet";
 const SECURITY: &str = "no authentication or authorization (PLAINTEXT only)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
@@ -42,7 +46,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | StopReplica
         | UpdateMetadata
         | ControlledShutdown
-        | WriteTxnMarkers
         | Vote
         | BeginQuorumEpoch
         | EndQuorumEpoch
@@ -58,14 +61,11 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | AddRaftVoter
         | RemoveRaftVoter
         | UpdateRaftVoter => CONTROLLER,
-        AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | TxnOffsetCommit | DescribeTransactions
-        | ListTransactions => TRANSACTIONS,
-        DescribeProducers => "producer state is not exposed yet (comes with transactions)",
+        WriteTxnMarkers => {
+            "inter-broker: a single node's transaction coordinator writes its markers itself"
+        }
         SaslHandshake
         | SaslAuthenticate
-        | DescribeAcls
-        | CreateAcls
-        | DeleteAcls
         | CreateDelegationToken
         | RenewDelegationToken
         | ExpireDelegationToken
