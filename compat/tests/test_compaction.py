@@ -268,3 +268,55 @@ def test_kill9_mid_clean_loses_nothing_acknowledged():
         broker.stop()
         shutil.rmtree(broker.data_dir, ignore_errors=True)
         cfg.unlink(missing_ok=True)
+
+
+def test_aborted_transactions_never_supersede_committed_records(compacting_broker):
+    """Kafka's cleaner discards aborted transactional records and never lets them
+    replace a committed value: after compaction a read_committed consumer still sees the
+    committed value of a key that an aborted transaction overwrote."""
+    from confluent_kafka import Producer
+    bs = compacting_broker.bootstrap
+    topic = f"compact-tx-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1, COMPACT)
+    p = Producer({"bootstrap.servers": bs, "transactional.id": f"ctx-{uuid.uuid4().hex[:6]}"})
+    p.init_transactions(OP_TIMEOUT)
+    p.begin_transaction()
+    p.produce(topic, key=b"a", value=b"a1", partition=0)
+    p.produce(topic, key=b"b", value=b"b1", partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    time.sleep(0.3)
+    p.begin_transaction()
+    p.produce(topic, key=b"a", value=b"a2-aborted", partition=0)
+    p.flush()
+    p.abort_transaction(OP_TIMEOUT)
+    time.sleep(0.3)
+    p.begin_transaction()
+    p.produce(topic, key=b"b", value=b"b2", partition=0)
+    p.commit_transaction(OP_TIMEOUT)
+    time.sleep(0.3)
+    produce(bs, topic, [{"key": b"sentinel", "value": b"end", "partition": 0}])
+
+    def committed_view():
+        c = Consumer({"bootstrap.servers": bs, "group.id": "compat-unused",
+                      "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                      "enable.partition.eof": True})
+        c.assign([TopicPartition(topic, 0, 0)])
+        out = []
+        deadline = time.monotonic() + OP_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                m = c.poll(0.3)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        return out
+                    raise AssertionError(m.error())
+                out.append((m.key(), m.value()))
+        finally:
+            c.close()
+        return out
+
+    want = [(b"a", b"a1"), (b"b", b"b2"), (b"sentinel", b"end")]
+    # b1 is superseded by b2 and goes; a1 stays (a2 was aborted).
+    wait_for("compaction with an aborted transaction", lambda: committed_view() == want)

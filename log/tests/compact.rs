@@ -23,7 +23,7 @@ async fn fill(log: &PartitionLog, n: u64) {
 
 /// Rewrites the sealed segments on another thread, keeping the batches `keep` accepts.
 fn clean(log: &PartitionLog, group_bytes: u64, keep: fn(i64) -> bool) -> Vec<CleanedGroup> {
-    let view = log.cleanable(i64::MAX, 0);
+    let view = log.cleanable(i64::MAX, 0, i64::MAX);
     let dir = view.dir.clone();
     let groups = group_segments(&view.segments, group_bytes);
     std::thread::spawn(move || {
@@ -97,7 +97,7 @@ async fn cleaned_segments_keep_offsets_leave_gaps_and_survive_reopen() {
     let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
     fill(&log, 200).await;
     log.flush().await.unwrap();
-    let before = log.cleanable(i64::MAX, 0);
+    let before = log.cleanable(i64::MAX, 0, i64::MAX);
     assert!(before.segments.len() >= 4, "{:?}", before.segments.len());
     assert_eq!(before.first_dirty, 0);
     let uncleanable = before.first_uncleanable;
@@ -114,7 +114,7 @@ async fn cleaned_segments_keep_offsets_leave_gaps_and_survive_reopen() {
     // A fetch at an offset that was compacted away gets the next batch.
     let r = log.read(1, 1, true).await.unwrap();
     assert_eq!(base_of(&r.batches[0]), 3);
-    let after = log.cleanable(i64::MAX, 0);
+    let after = log.cleanable(i64::MAX, 0, i64::MAX);
     assert_eq!(after.first_dirty, uncleanable);
     assert_eq!(after.dirty_bytes(), 0);
 
@@ -123,7 +123,10 @@ async fn cleaned_segments_keep_offsets_leave_gaps_and_survive_reopen() {
     let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
     let got: Vec<i64> = read_all(&log).await.iter().map(|(o, _)| *o).collect();
     assert_eq!(got, want);
-    assert_eq!(log.cleanable(i64::MAX, 0).first_dirty, uncleanable);
+    assert_eq!(
+        log.cleanable(i64::MAX, 0, i64::MAX).first_dirty,
+        uncleanable
+    );
     drop(log);
     let log = PartitionLog::open(dir, cfg).await.unwrap();
     let got: Vec<i64> = read_all(&log).await.iter().map(|(o, _)| *o).collect();
@@ -140,7 +143,7 @@ async fn a_group_cleaned_to_nothing_is_an_empty_segment_readers_skip() {
         .unwrap();
     fill(&log, 120).await;
     log.flush().await.unwrap();
-    let uncleanable = log.cleanable(i64::MAX, 0).first_uncleanable;
+    let uncleanable = log.cleanable(i64::MAX, 0, i64::MAX).first_uncleanable;
     fn none_below_40(o: i64) -> bool {
         o >= 40
     }
@@ -182,7 +185,7 @@ async fn a_clean_that_never_committed_leaves_the_old_log() {
         .unwrap();
     assert!(cleaner_files(&dir).is_empty());
     assert_eq!(read_all(&log).await, all);
-    assert_eq!(log.cleanable(i64::MAX, 0).first_dirty, 0);
+    assert_eq!(log.cleanable(i64::MAX, 0, i64::MAX).first_dirty, 0);
 }
 
 #[compio::test]
@@ -197,7 +200,7 @@ async fn a_committed_swap_is_finished_at_open_whatever_step_it_stopped_at() {
             .unwrap();
         fill(&log, 150).await;
         log.flush().await.unwrap();
-        let uncleanable = log.cleanable(i64::MAX, 0).first_uncleanable;
+        let uncleanable = log.cleanable(i64::MAX, 0, i64::MAX).first_uncleanable;
         let groups = clean(&log, 1 << 30, third);
         assert_eq!(groups.len(), 1);
         let g = &groups[0];
@@ -230,7 +233,10 @@ async fn a_committed_swap_is_finished_at_open_whatever_step_it_stopped_at() {
         assert!(cleaner_files(&dir).is_empty(), "step {renamed}");
         let got: Vec<i64> = read_all(&log).await.iter().map(|(o, _)| *o).collect();
         assert_eq!(got, expected(150, uncleanable, third), "step {renamed}");
-        assert_eq!(log.cleanable(i64::MAX, 0).first_dirty, uncleanable);
+        assert_eq!(
+            log.cleanable(i64::MAX, 0, i64::MAX).first_dirty,
+            uncleanable
+        );
     }
 }
 

@@ -709,6 +709,11 @@ impl Partition {
             .map_or(hw, |f| f.min(hw))
     }
 
+    /// Every aborted transaction whose data may still be in the log.
+    pub fn aborted_txns(&self) -> Vec<AbortedTxn> {
+        self.aborted.borrow().clone()
+    }
+
     /// Aborted transactions overlapping `[from, to)`: (producer id, first offset), for a
     /// read_committed fetch.
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {

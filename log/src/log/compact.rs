@@ -14,8 +14,14 @@ use super::{io_err, PartitionLog};
 impl PartitionLog {
     /// The sealed segments a cleaner may rewrite now. `min_compaction_lag_ms` keeps
     /// segments holding records younger than that out of reach (Kafka's rule: by each
-    /// segment's largest timestamp).
-    pub fn cleanable(&self, now_ms: i64, min_compaction_lag_ms: i64) -> CleanableView {
+    /// segment's largest timestamp), and `first_unstable` those holding offsets of
+    /// transactions not decided yet (the caller's last stable offset).
+    pub fn cleanable(
+        &self,
+        now_ms: i64,
+        min_compaction_lag_ms: i64,
+        first_unstable: i64,
+    ) -> CleanableView {
         let st = self.shared.state.borrow();
         let mut segments = Vec::new();
         let mut first_uncleanable = st.leo;
@@ -31,7 +37,8 @@ impl PartitionLog {
             }
             let young = min_compaction_lag_ms > 0
                 && seg.max_ts > now_ms.saturating_sub(min_compaction_lag_ms);
-            if young && next.base > st.clean_end {
+            let unstable = next.base > first_unstable;
+            if (young && next.base > st.clean_end) || unstable {
                 first_uncleanable = seg.base;
                 break;
             }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use spate_net::record_batch::{self, BatchError, RecordBatch};
 
 use super::offset_map::OffsetMap;
+use crate::partition::AbortedTxn;
 
 /// Largest decompressed batch the cleaner inflates (as the produce path's cap).
 pub const MAX_INFLATED_BATCH: usize = 256 << 20;
@@ -27,6 +28,18 @@ pub struct Rules<'a> {
     pub delete_retention_ms: i64,
     /// Producer id → last offset of its last batch, for producers still tracked.
     pub producer_last_offsets: &'a HashMap<i64, i64>,
+    /// The partition's aborted transactions.
+    pub aborted: &'a [AbortedTxn],
+}
+
+/// Whether a transactional batch belongs to an aborted transaction.
+pub fn is_aborted(batch: &RecordBatch, aborted: &[AbortedTxn]) -> bool {
+    batch.is_transactional()
+        && aborted.iter().any(|a| {
+            a.producer_id == batch.producer_id()
+                && a.first_offset <= batch.base_offset()
+                && batch.base_offset() <= a.last_offset
+        })
 }
 
 /// What becomes of one batch.
@@ -57,12 +70,15 @@ pub fn filter_batch(batch: &Bytes, rules: &Rules) -> Result<(Filtered, FilterSta
         return Ok((Filtered::Unchanged, stats));
     }
     let horizon = rb.delete_horizon_ms();
+    // Aborted transactional data goes whole (Kafka's cleaner discards it too).
+    let aborted = is_aborted(&rb, rules.aborted);
     let mut keep = Vec::with_capacity(rb.record_count().max(0) as usize);
     let mut tombstones_kept = false;
     for record in rb.records(MAX_INFLATED_BATCH)? {
         let record = record?;
         let offset = record.offset_in(&rb);
         let kept = match &record.key {
+            _ if aborted => false,
             // Compacted topics refuse null keys; older ones go (Kafka counts them invalid).
             None => false,
             Some(key) => {
@@ -144,6 +160,7 @@ mod tests {
             now_ms: now,
             delete_retention_ms: 500,
             producer_last_offsets: last,
+            aborted: &[],
         }
     }
 
@@ -239,6 +256,31 @@ mod tests {
         assert_eq!(
             filter_batch(&b, &rules(&map, &moved_on, 0)).unwrap().0,
             Filtered::Dropped
+        );
+    }
+
+    #[test]
+    fn aborted_transactional_data_goes_whole() {
+        let map = OffsetMap::new(1 << 20, 0.9, 10);
+        let none = HashMap::new();
+        let mut b = RecordBatchBuilder::new(Compression::None)
+            .base_offset(4)
+            .transactional(true)
+            .producer(9, 0, 0);
+        b.append(1, Some(b"a"), Some(b"x"), &[]);
+        let b = b.build().unwrap();
+        let aborted = [AbortedTxn {
+            producer_id: 9,
+            first_offset: 2,
+            last_offset: 7,
+        }];
+        let mut r = rules(&map, &none, 0);
+        r.aborted = &aborted;
+        assert_eq!(filter_batch(&b, &r).unwrap().0, Filtered::Dropped);
+        // Committed (not in the list): kept.
+        assert_eq!(
+            filter_batch(&b, &rules(&map, &none, 0)).unwrap().0,
+            Filtered::Unchanged
         );
     }
 

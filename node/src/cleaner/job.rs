@@ -15,6 +15,7 @@ use super::filter::{filter_batch, Filtered, Rules, MAX_INFLATED_BATCH};
 use super::offset_map::OffsetMap;
 use super::throttle::Throttle;
 use crate::mesh::PartitionKey;
+use crate::partition::AbortedTxn;
 
 /// A partition's clean, as its owner shard hands it to the cleaner threads.
 pub struct CleanJob {
@@ -26,6 +27,9 @@ pub struct CleanJob {
     pub index_interval_bytes: u32,
     pub delete_retention_ms: i64,
     pub producer_last_offsets: HashMap<i64, i64>,
+    /// The partition's aborted transactions: their records are removed, and never
+    /// supersede anything.
+    pub aborted: Vec<AbortedTxn>,
     pub now_ms: i64,
     /// Cleaner threads take the dirtiest job first.
     pub dirty_ratio: f64,
@@ -93,6 +97,7 @@ pub fn run(job: &CleanJob, limits: &Limits, throttle: &Throttle) -> io::Result<C
         now_ms: job.now_ms,
         delete_retention_ms: job.delete_retention_ms,
         producer_last_offsets: &job.producer_last_offsets,
+        aborted: &job.aborted,
     };
     let rewrite: Vec<_> = view
         .segments
@@ -160,7 +165,8 @@ fn build_map(
                 continue;
             }
             let rb = RecordBatch::parse(batch).map_err(invalid)?;
-            if rb.is_control() {
+            // Markers and aborted transactional data supersede nothing.
+            if rb.is_control() || super::filter::is_aborted(&rb, &job.aborted) {
                 covered = h.last_offset() + 1;
                 continue;
             }

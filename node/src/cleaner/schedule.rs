@@ -116,7 +116,9 @@ async fn consider(ctx: &ShardContext, key: &PartitionKey, p: &Rc<Partition>) {
         return;
     }
     let now = now_ms();
-    let view = p.log.cleanable(now, cfg.min_compaction_lag_ms);
+    let view = p
+        .log
+        .cleanable(now, cfg.min_compaction_lag_ms, p.last_stable_offset());
     let dirty = view.dirty_bytes() > 0;
     let first_dirty_ts = match view.first_dirty_segment() {
         Some(s) if dirty => p.log.first_batch_timestamp(s.base).await.ok().flatten(),
@@ -150,6 +152,7 @@ async fn consider(ctx: &ShardContext, key: &PartitionKey, p: &Rc<Partition>) {
         index_interval_bytes: cfg.index_interval_bytes.max(0) as u32,
         delete_retention_ms: cfg.delete_retention_ms,
         producer_last_offsets: p.producer_last_offsets(),
+        aborted: p.aborted_txns(),
         now_ms: now,
         dirty_ratio: ratio,
         reply: cleaning.outcomes.0.clone(),

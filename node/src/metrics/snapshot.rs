@@ -134,9 +134,11 @@ fn clean_gauges(
     if !cfg.compact {
         return None;
     }
-    let view = p
-        .log
-        .cleanable(crate::partition::now_ms(), cfg.min_compaction_lag_ms);
+    let view = p.log.cleanable(
+        crate::partition::now_ms(),
+        cfg.min_compaction_lag_ms,
+        p.last_stable_offset(),
+    );
     Some(CleanGauges {
         dirty_ratio: view.dirty_ratio(),
         ..last.copied().unwrap_or_default()
