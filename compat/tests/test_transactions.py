@@ -284,3 +284,69 @@ def test_idle_transactional_ids_expire(txn_broker, kafka_libs):
     again.produce(topic, value=b"w", partition=0)
     again.commit_transaction(OP_TIMEOUT)
     assert [v for _, v in read(bs, topic, "read_committed")] == [b"v", b"w"]
+
+
+def test_kill9_during_commit_is_all_or_nothing(txn_broker):
+    """kill -9 of the broker while a transaction over 24 partitions commits, a few times:
+    after the restart (and the producer's id initialised again, which finishes or aborts
+    what was left), read_committed sees all of the transaction or none of it."""
+    import threading
+    bs = txn_broker.bootstrap
+    parts = 24
+    topic = f"tx-kill-commit-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, parts)
+    outcomes = []
+    # From before the commit reaches the broker to after it is answered.
+    for rnd, delay in enumerate((0.0, 0.002, 0.006, 0.02)):
+        txn_id = f"kc-{rnd}-{uuid.uuid4().hex[:6]}"
+        p = tx_producer(bs, txn_id)
+        p.begin_transaction()
+        for part in range(parts):
+            p.produce(topic, value=f"r{rnd}-p{part}".encode(), partition=part)
+        p.flush()
+        t = threading.Thread(target=lambda: _try_commit(p), daemon=True)
+        t.start()
+        time.sleep(delay)
+        txn_broker.kill()
+        txn_broker.wait_port_closed()
+        txn_broker.start()
+        # A new instance of the id: finishes a decided commit, aborts an undecided one.
+        tx_producer(bs, txn_id)
+        values = read_all_partitions(bs, topic, parts)
+        seen = [values.count(f"r{rnd}-p{part}".encode()) for part in range(parts)]
+        assert set(seen) in ({0}, {1}), f"round {rnd}: half-visible commit {seen}"
+        outcomes.append(seen[0])
+    # Both ways may happen; what must not is a mix, checked above.
+    assert len(outcomes) == 4
+
+
+def read_all_partitions(bootstrap, topic, parts):
+    """Every value read_committed sees in all partitions of `topic`."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex[:6]}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    out, ended = [], set()
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(parts)])
+        deadline = time.monotonic() + OP_TIMEOUT
+        while len(ended) < parts and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(m.partition())
+                    continue
+                raise KafkaException(m.error())
+            out.append(m.value())
+        assert len(ended) == parts, f"did not reach the end of {topic}"
+        return out
+    finally:
+        c.close()
+
+
+def _try_commit(p):
+    try:
+        p.commit_transaction(10)
+    except KafkaException:
+        pass
