@@ -438,6 +438,8 @@ func main() {
 		o = scenarioTooLarge(ctx, bootstrap, topic, args)
 	case "admin":
 		o = scenarioAdmin(ctx, bootstrap, topic, args)
+	case "txn-session":
+		o = scenarioTxnSession(ctx, bootstrap, topic, args)
 	default:
 		fail("unknown scenario %s", scenario)
 	}

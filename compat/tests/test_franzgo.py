@@ -116,3 +116,12 @@ def test_admin(bootstrap, topic_name, franzgo):
     assert sizes["0"] < sizes["1"] < sizes["2"] < sizes["3"]
     assert r["delete"] is None
     assert r["delete_again"] == {"code": 3, "name": "UNKNOWN_TOPIC_OR_PARTITION"}
+
+
+def test_group_transact_session(bootstrap, topic_name, franzgo):
+    """franz-go's GroupTransactSession: consume-transform-produce with the group's offsets
+    in each transaction; every other transaction is aborted, and its input read again."""
+    res = run_json([franzgo, bootstrap, "txn-session", topic_name, "50"], timeout=120)
+    assert res["values"] == [f"x{i}" for i in range(50)], res
+    assert res["committed"] == 50
+    assert res["rounds"] >= 4, res   # some aborted rounds happened and were redone
