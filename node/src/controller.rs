@@ -519,26 +519,11 @@ fn plan_configs(
                             .get(&k)
                             .cloned()
                             .unwrap_or_else(|| "delete".to_string());
-                        let mut items: Vec<String> = current
-                            .split(',')
-                            .map(|s| s.trim().to_string())
-                            .filter(|s| !s.is_empty())
-                            .collect();
-                        for item in v
-                            .unwrap_or_default()
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                        {
-                            if op == alter_op::APPEND {
-                                if !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != item);
-                            }
-                        }
-                        let joined = items.join(",");
+                        let joined = topic_config::apply_list_op(
+                            &current,
+                            op == alter_op::APPEND,
+                            v.as_deref(),
+                        );
                         topic_config::validate(&k, &joined).map_err(invalid)?;
                         configs.insert(k, joined);
                     }

@@ -405,6 +405,31 @@ pub fn normalize(name: &str, value: &str) -> String {
     }
 }
 
+/// IncrementalAlterConfigs' APPEND (`append`) or SUBTRACT on a list config: the items of
+/// `value` added to (once) or removed from `current`, joined by `,`.
+pub fn apply_list_op(current: &str, append: bool, value: Option<&str>) -> String {
+    let mut items: Vec<&str> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if append {
+            if !items.contains(&item) {
+                items.push(item);
+            }
+        } else {
+            items.retain(|i| *i != item);
+        }
+    }
+    items.join(",")
+}
+
 /// A topic's effective settings: its overrides over the broker defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffectiveTopicConfig {
@@ -556,6 +581,14 @@ mod tests {
             "compact,delete"
         );
         assert_eq!(normalize("retention.ms", " 5 "), "5");
+        assert_eq!(
+            apply_list_op("delete", true, Some("compact, delete")),
+            "delete,compact"
+        );
+        assert_eq!(
+            apply_list_op("compact,delete", false, Some("compact")),
+            "delete"
+        );
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }
 

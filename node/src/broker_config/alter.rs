@@ -12,7 +12,7 @@ use super::defs;
 use crate::config::BrokerConfig;
 use crate::controller::{alter_op, ConfigChange};
 use crate::metadata::{MetadataImage, MetadataRecord};
-use crate::topic_config::ConfigType;
+use crate::topic_config::{self, ConfigType};
 
 /// A refused change: the error code and Kafka's message.
 pub type Refusal = (ErrorCode, String);
@@ -191,26 +191,11 @@ fn list_op(
         .get(name)
         .cloned()
         .unwrap_or_else(|| twin.default_value(&BrokerConfig::embedded_default().topic_defaults));
-    let mut items: Vec<String> = base
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for item in value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if op == alter_op::APPEND {
-            if !items.iter().any(|i| i == item) {
-                items.push(item.to_string());
-            }
-        } else {
-            items.retain(|i| i != item);
-        }
-    }
-    Ok(items.join(","))
+    Ok(topic_config::apply_list_op(
+        &base,
+        op == alter_op::APPEND,
+        value.as_deref(),
+    ))
 }
 
 #[cfg(test)]
