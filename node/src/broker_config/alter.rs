@@ -194,7 +194,7 @@ fn list_op(
     Ok(topic_config::apply_list_op(
         &base,
         op == alter_op::APPEND,
-        value.as_deref(),
+        value,
     ))
 }
 
