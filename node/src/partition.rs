@@ -635,9 +635,10 @@ impl Partition {
                 for batch in record_batch::batches(chunk).flatten() {
                     let pid = batch.producer_id();
                     if batch.is_control() {
-                        if let (Some(commit), Some(first)) =
-                            (marker_is_commit(&batch), states.end_txn(pid))
-                        {
+                        if let (Some(commit), Some(first)) = (
+                            marker_is_commit(&batch),
+                            states.end_txn(pid, batch.producer_epoch()),
+                        ) {
                             if !commit {
                                 aborted.push(AbortedTxn {
                                     producer_id: pid,
@@ -771,7 +772,7 @@ impl Partition {
             return PartitionReply::Error(error_code(&e));
         }
         // Written: the transaction is decided here.
-        if let Some(first) = self.producers.borrow_mut().end_txn(producer_id) {
+        if let Some(first) = self.producers.borrow_mut().end_txn(producer_id, epoch) {
             if !commit {
                 self.aborted.borrow_mut().push(AbortedTxn {
                     producer_id,

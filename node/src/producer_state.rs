@@ -191,9 +191,17 @@ impl ProducerStates {
         entry.txn_first_offset.get_or_insert(offset);
     }
 
-    /// A marker ended `pid`'s transaction: its first offset, if one was ongoing.
-    pub fn end_txn(&mut self, pid: i64) -> Option<i64> {
-        self.producers.get_mut(&pid)?.txn_first_offset.take()
+    /// A marker written at `epoch` ended `pid`'s transaction: its first offset, if one
+    /// was ongoing. A marker of a newer epoch (the coordinator fenced the producer) moves
+    /// the producer to it, so that the fenced instance's later writes are refused with
+    /// INVALID_PRODUCER_EPOCH instead of opening a transaction no marker would end.
+    pub fn end_txn(&mut self, pid: i64, epoch: i16) -> Option<i64> {
+        let entry = self.producers.entry(pid).or_default();
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.txn_first_offset.take()
     }
 
     /// The epoch `pid` writes with, if known.
@@ -254,6 +262,30 @@ impl ProducerStates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fencing_marker_refuses_the_old_epoch() {
+        let mut s = ProducerStates::default();
+        let meta = BatchMeta {
+            first_seq: 0,
+            last_seq: 0,
+            base_offset: 10,
+            last_offset: 10,
+            ticket: None,
+        };
+        s.record(7, 0, meta, 1);
+        s.begin_txn(7, 10);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        // The coordinator aborted with the bumped epoch 1.
+        assert_eq!(s.end_txn(7, 1), Some(10));
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(
+            s.check(7, 0, 1, 1),
+            Err(ErrorCode::InvalidProducerEpoch.code())
+        );
+        // The new instance (epoch 1) starts at sequence 0.
+        assert_eq!(s.check(7, 1, 0, 0), Ok(SequenceCheck::Append));
+    }
 
     fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
         BatchMeta {
