@@ -592,9 +592,14 @@ impl Partition {
                 _ => Ok(()),
             };
         }
-        // Aborted transactions wholly below the log start are of no use to readers.
-        let start = self.log.log_start_offset();
-        self.aborted.borrow_mut().retain(|a| a.last_offset >= start);
+        // Aborted transactions wholly below the log start are of no use to readers, nor
+        // are those the cleaner has compacted past: it removed their records (it knew of
+        // every transaction decided below the stable offset it cleaned up to).
+        let mut floor = self.log.log_start_offset();
+        if self.config.borrow().compact {
+            floor = floor.max(self.log.cleaned_up_to());
+        }
+        self.aborted.borrow_mut().retain(|a| a.last_offset >= floor);
         let aborted = self.aborted.borrow();
         let snapshot = ProducerSnapshot {
             offset: self.log.written_end_offset(),

@@ -173,6 +173,11 @@ impl PartitionLog {
         self.shared.state.borrow().log_start
     }
 
+    /// The cleaner checkpoint: offsets below it were compacted (0 if never).
+    pub fn cleaned_up_to(&self) -> i64 {
+        self.shared.state.borrow().clean_end
+    }
+
     /// Next offset to be assigned.
     pub fn log_end_offset(&self) -> i64 {
         self.shared.state.borrow().leo
