@@ -5,24 +5,7 @@ import socket
 import struct
 import uuid
 
-
-def uvarint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def cstr(s):
-    """COMPACT_NULLABLE_STRING."""
-    if s is None:
-        return uvarint(0)
-    b = s.encode()
-    return uvarint(len(b) + 1) + b
+from grouputil import cstr, uvarint
 
 
 def carray(items):

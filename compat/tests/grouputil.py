@@ -386,10 +386,10 @@ def coordinator(bootstrap, group, timeout=15.0):
 def varint(n, bits=32):
     """Zigzag varint of a signed value of `bits` bits (record fields; `bits=64` for
     varlongs)."""
-    return _uvarint(((n << 1) ^ (n >> (bits - 1))) & ((1 << bits) - 1))
+    return uvarint(((n << 1) ^ (n >> (bits - 1))) & ((1 << bits) - 1))
 
 
-def _uvarint(n):
+def uvarint(n):
     out = b""
     while True:
         b = n & 0x7F
@@ -400,12 +400,12 @@ def _uvarint(n):
             return out + bytes([b])
 
 
-def _cstr(s):
+def cstr(s):
     """Compact (nullable) string of the flexible versions."""
     if s is None:
-        return _uvarint(0)
+        return uvarint(0)
     b = s.encode()
-    return _uvarint(len(b) + 1) + b
+    return uvarint(len(b) + 1) + b
 
 
 def _read_uvarint(r):
@@ -451,12 +451,12 @@ def offset_commit(raw, group, generation, member_id, commits, instance_id=None, 
         res = r.array(lambda x: (x.str(), x.array(lambda y: (y.i32(), y.i16()))))
     else:
         assert version == 9
-        body = (_cstr(group) + struct.pack(">i", generation) + _cstr(member_id) + _cstr(instance_id)
-                + _uvarint(len(by_topic) + 1))
+        body = (cstr(group) + struct.pack(">i", generation) + cstr(member_id) + cstr(instance_id)
+                + uvarint(len(by_topic) + 1))
         for t, parts in by_topic.items():
-            body += _cstr(t) + _uvarint(len(parts) + 1)
+            body += cstr(t) + uvarint(len(parts) + 1)
             for p, o, md in parts:
-                body += struct.pack(">iqi", p, o, -1) + _cstr(md) + b"\x00"
+                body += struct.pack(">iqi", p, o, -1) + cstr(md) + b"\x00"
             body += b"\x00"
         body += b"\x00"
         r = raw.call_flexible(8, 9, body)
