@@ -281,6 +281,7 @@ fn producer(sh: Arc<Shared>, plan: ProducerPlan) -> Res<ProducerOut> {
                 Some(t) => t.partition_data.push(part),
                 None => topic_data.push(TopicProduceData {
                     name: name.clone(),
+                    topic_id: Default::default(),
                     partition_data: vec![part],
                 }),
             }
@@ -874,6 +875,7 @@ mod tests {
                         .iter()
                         .map(|t| TopicProduceResponse {
                             name: t.name.clone(),
+                            topic_id: Default::default(),
                             partition_responses: t
                                 .partition_data
                                 .iter()

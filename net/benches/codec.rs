@@ -80,6 +80,7 @@ fn produce_frame() -> Bytes {
         timeout_ms: 30_000,
         topic_data: vec![TopicProduceData {
             name: "bench".into(),
+            topic_id: Default::default(),
             partition_data: (0..PARTITIONS as i32)
                 .map(|i| PartitionProduceData {
                     index: i,

@@ -153,6 +153,7 @@ fn serve(mut s: TcpStream, port: u16, out: &std::path::Path, prefix: &str) -> st
                         .iter()
                         .map(|t| TopicProduceResponse {
                             name: t.name.clone(),
+                            topic_id: Default::default(),
                             partition_responses: t
                                 .partition_data
                                 .iter()

@@ -436,6 +436,7 @@ mod unit {
             timeout_ms: 1000,
             topic_data: vec![TopicProduceData {
                 name: "t".into(),
+                topic_id: Default::default(),
                 partition_data: vec![PartitionProduceData {
                     index: 0,
                     records: Some(Records::from(batch.clone())),

@@ -25,7 +25,12 @@ pub struct PartitionKey {
 #[derive(Debug)]
 pub enum PartitionOp {
     /// Append validated-on-arrival record batches.
-    Produce { records: Bytes, acks: i16 },
+    Produce {
+        records: Bytes,
+        acks: i16,
+        /// KIP-890 verification of transactional batches.
+        txn: TxnCheck,
+    },
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
     /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
     /// the high watermark and log start, without touching the log's data.
@@ -58,7 +63,21 @@ pub enum PartitionOp {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        /// Transaction version 2: the marker carries the epoch after the transaction's.
+        bumped: bool,
     },
+}
+
+/// How the owner treats a transactional batch whose transaction is not ongoing on the
+/// partition yet (KIP-890).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCheck {
+    /// Answer [`PartitionReply::VerifyTxn`]: the coordinator must confirm it first.
+    Verify,
+    /// The coordinator confirmed it: append if the guard made for it still holds.
+    Verified(u64),
+    /// No transactional id came with the request: Kafka appends without verifying.
+    Skip,
 }
 
 impl PartitionOp {
@@ -81,6 +100,13 @@ impl PartitionOp {
 #[derive(Debug)]
 pub enum PartitionReply {
     Error(i16),
+    /// Produce of a transactional batch whose transaction is not ongoing here: ask the
+    /// coordinator about `producer_id` at `producer_epoch`, then send it again with the guard.
+    VerifyTxn {
+        producer_id: i64,
+        producer_epoch: i16,
+        guard: u64,
+    },
     /// Produce refused because records have no key and the topic is compacted: Kafka's
     /// INVALID_RECORD with one record error per record.
     MissingKeys {

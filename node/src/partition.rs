@@ -12,9 +12,9 @@ use spate_net::compression::Compression;
 use spate_net::record_batch::{self, RecordBatchBuilder, RecordRules, ValidationError};
 use spate_net::ErrorCode;
 
-use crate::mesh::{PartitionOp, PartitionReply};
+use crate::mesh::{PartitionOp, PartitionReply, TxnCheck};
 use crate::producer_state::{
-    last_seq, BatchMeta, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS,
+    last_seq, BatchMeta, ProducerStates, SequenceCheck, TxnVerification, PRODUCER_ID_EXPIRATION_MS,
 };
 use crate::topic_config::EffectiveTopicConfig;
 
@@ -110,6 +110,12 @@ enum Refusal {
     Code(i16),
     /// Records without a key in a compacted topic (answered with record errors).
     MissingKeys { count: u32, records: Vec<u32> },
+    /// A transactional batch the coordinator must vouch for first (KIP-890).
+    VerifyTxn {
+        producer_id: i64,
+        producer_epoch: i16,
+        guard: u64,
+    },
 }
 
 impl From<i16> for Refusal {
@@ -449,6 +455,39 @@ impl Partition {
         Ok(None)
     }
 
+    /// KIP-890: transactional batches append only inside a transaction the coordinator
+    /// knows covers this partition (see `ProducerStates::verify_txn`).
+    fn verify_transactional(
+        &self,
+        batches: &[ProducerBatch],
+        txn: TxnCheck,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let guard = match txn {
+            TxnCheck::Skip => return Ok(()),
+            TxnCheck::Verify => None,
+            TxnCheck::Verified(g) => Some(g),
+        };
+        let mut states = self.producers.borrow_mut();
+        for b in batches
+            .iter()
+            .filter(|b| b.transactional && b.producer_id >= 0)
+        {
+            match states.verify_txn(b.producer_id, b.epoch, guard, now) {
+                TxnVerification::Append => {}
+                TxnVerification::Ask(guard) => {
+                    return Err(Refusal::VerifyTxn {
+                        producer_id: b.producer_id,
+                        producer_epoch: b.epoch,
+                        guard,
+                    })
+                }
+                TxnVerification::Refuse(code) => return Err(code.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Start a produce: checks run and offsets are assigned now, in call order; the
     /// returned future completes when the write (and sync, by policy) is done. Nothing
     /// is acknowledged before it is written, and a write that fails acknowledges
@@ -457,10 +496,11 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
         acks: i16,
+        txn: TxnCheck,
     ) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
         let log_append_time = self.config.borrow().log_append_time;
-        let started = self.start_produce(records, acks, now, log_append_time);
+        let started = self.start_produce(records, acks, txn, now, log_append_time);
         let this = self.clone();
         async move {
             let (base_offset, ticket, bytes_in, records_in) = match started {
@@ -469,6 +509,17 @@ impl Partition {
                 }
                 Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
                 Err(Refusal::Code(code)) => return PartitionReply::Error(code),
+                Err(Refusal::VerifyTxn {
+                    producer_id,
+                    producer_epoch,
+                    guard,
+                }) => {
+                    return PartitionReply::VerifyTxn {
+                        producer_id,
+                        producer_epoch,
+                        guard,
+                    }
+                }
                 Err(Refusal::MissingKeys { count, records }) => {
                     return PartitionReply::MissingKeys {
                         count,
@@ -508,6 +559,7 @@ impl Partition {
         &self,
         records: Bytes,
         acks: i16,
+        txn: TxnCheck,
         now: i64,
         log_append_time: bool,
     ) -> Result<Started, Refusal> {
@@ -521,6 +573,7 @@ impl Partition {
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
         }
+        self.verify_transactional(&batches, txn, now)?;
         // Traffic as the producer sent it (before any recompression).
         let (bytes_in, records_in) = (
             records.len() as u64,
@@ -753,7 +806,13 @@ impl Partition {
 
     /// Write a transaction marker for `producer_id` (WriteTxnMarkers, or the local
     /// coordinator): a control batch that ends the producer's transaction here.
-    pub async fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool) -> PartitionReply {
+    pub async fn write_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        bumped: bool,
+    ) -> PartitionReply {
         if let Err(e) = self.log.writable() {
             return PartitionReply::Error(error_code(&e));
         }
@@ -773,6 +832,10 @@ impl Partition {
             Ok(x) => x,
             Err(e) => return PartitionReply::Error(error_code(&e)),
         };
+        // From here on, a batch of the transaction the marker ends would land after it.
+        self.producers
+            .borrow_mut()
+            .withdraw_verification(producer_id, epoch, bumped);
         if let Err(e) = self.log.written(ticket).await {
             return PartitionReply::Error(error_code(&e));
         }
@@ -892,7 +955,11 @@ impl Partition {
                 producer_id,
                 producer_epoch,
                 commit,
-            } => self.write_marker(producer_id, producer_epoch, commit).await,
+                bumped,
+            } => {
+                self.write_marker(producer_id, producer_epoch, commit, bumped)
+                    .await
+            }
             PartitionOp::DescribeProducers => {
                 PartitionReply::Producers(self.producers.borrow().describe())
             }

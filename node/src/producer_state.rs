@@ -57,6 +57,42 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// KIP-890: transactional producers whose first batch here waits for the
+    /// coordinator to confirm (or, under transaction version 2, make) this partition part
+    /// of their transaction. In memory only: a restart makes the producer verify again.
+    #[serde(skip)]
+    verifying: HashMap<i64, Verification>,
+    #[serde(skip)]
+    next_guard: u64,
+}
+
+/// A verification in progress: the guard the producer's batch must come back with, and
+/// the epoch of that batch.
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    guard: u64,
+    epoch: i16,
+    since_ms: i64,
+}
+
+/// A verification older than this is dropped by [`ProducerStates::expire`]: its batch
+/// would have timed out at the client long before (Kafka's `request.timeout.ms` is 30 s).
+const VERIFICATION_MAX_AGE_MS: i64 = 120_000;
+
+/// At most this many verifications in progress per partition (each is one producer
+/// between its first transactional batch here and the coordinator's answer).
+const MAX_VERIFYING: usize = 10_000;
+
+/// The outcome of [`ProducerStates::verify_txn`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// The producer's transaction is already ongoing here, or the batch brings a valid
+    /// guard: append.
+    Append,
+    /// Ask the coordinator, then send the batch again with this guard.
+    Ask(u64),
+    /// Refuse the batch with this error.
+    Refuse(i16),
 }
 
 /// The sequence after `seq`; sequences wrap from i32::MAX to 0.
@@ -177,7 +213,10 @@ impl ProducerStates {
                 )
             })
             .collect();
-        ProducerStates { producers }
+        ProducerStates {
+            producers,
+            ..Default::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -187,8 +226,55 @@ impl ProducerStates {
     /// A transactional batch of `pid` at `offset`: it starts the producer's transaction
     /// here unless one is ongoing.
     pub fn begin_txn(&mut self, pid: i64, offset: i64) {
+        self.verifying.remove(&pid);
         let entry = self.producers.entry(pid).or_default();
         entry.txn_first_offset.get_or_insert(offset);
+    }
+
+    /// KIP-890's defence against hanging transactions: may a transactional batch of
+    /// `pid` at `epoch` be appended? Yes when its transaction is ongoing here. Otherwise the
+    /// coordinator must first confirm the partition is in the transaction; the guard made
+    /// now is withdrawn by any marker that could end that transaction, so a batch whose
+    /// transaction ended meanwhile is refused instead of opening one no marker would end.
+    /// `guard` is the one the batch comes back with after the coordinator's answer.
+    pub fn verify_txn(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        guard: Option<u64>,
+        now_ms: i64,
+    ) -> TxnVerification {
+        let ongoing = self
+            .producers
+            .get(&pid)
+            .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch);
+        if ongoing {
+            return TxnVerification::Append;
+        }
+        let pending = self.verifying.get(&pid).copied();
+        match (guard, pending) {
+            (Some(g), Some(v)) if v.guard == g && v.epoch == epoch => TxnVerification::Append,
+            (Some(_), _) => TxnVerification::Refuse(ErrorCode::InvalidTxnState.code()),
+            (None, Some(v)) if v.epoch == epoch => TxnVerification::Ask(v.guard),
+            (None, _) => {
+                if self.verifying.len() >= MAX_VERIFYING && !self.verifying.contains_key(&pid) {
+                    // Retriable for every client version (Kafka's choice for verification
+                    // it cannot do now).
+                    return TxnVerification::Refuse(ErrorCode::NotEnoughReplicas.code());
+                }
+                self.next_guard += 1;
+                let guard = self.next_guard;
+                self.verifying.insert(
+                    pid,
+                    Verification {
+                        guard,
+                        epoch,
+                        since_ms: now_ms,
+                    },
+                );
+                TxnVerification::Ask(guard)
+            }
+        }
     }
 
     /// A marker written at `epoch` ended `pid`'s transaction: its first offset, if one
@@ -202,6 +288,20 @@ impl ProducerStates {
             entry.batches.clear();
         }
         entry.txn_first_offset.take()
+    }
+
+    /// A marker of `pid` at `epoch` takes its place in the log: it withdraws the guard of
+    /// a verification whose transaction it may end. `bumped`: the marker is of transaction
+    /// version 2, whose markers carry the epoch after the transaction's, so it ends the
+    /// transactions written below `epoch` (a version 1 marker: at `epoch` or below). A
+    /// version 2 producer's next transaction, written at the marker's epoch, keeps its
+    /// guard when its first batch overtakes the previous transaction's marker.
+    pub fn withdraw_verification(&mut self, pid: i64, epoch: i16, bumped: bool) {
+        if let Some(v) = self.verifying.get(&pid) {
+            if v.epoch < epoch || (!bumped && v.epoch == epoch) {
+                self.verifying.remove(&pid);
+            }
+        }
     }
 
     /// The epoch `pid` writes with, if known.
@@ -255,6 +355,9 @@ impl ProducerStates {
         self.producers.retain(|_, e| {
             e.txn_first_offset.is_some() || e.last_write_ms >= now_ms.saturating_sub(max_age_ms)
         });
+        // A verification whose batch never came back (the client gave up).
+        self.verifying
+            .retain(|_, v| v.since_ms >= now_ms.saturating_sub(VERIFICATION_MAX_AGE_MS));
         before - self.producers.len()
     }
 }
@@ -262,6 +365,66 @@ impl ProducerStates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transactional_write_outside_a_known_transaction_needs_the_coordinator() {
+        let mut s = ProducerStates::default();
+        let TxnVerification::Ask(guard) = s.verify_txn(7, 0, None, 0) else {
+            panic!("a first transactional write must be verified")
+        };
+        // A retry before the answer waits on the same verification.
+        assert_eq!(s.verify_txn(7, 0, None, 1), TxnVerification::Ask(guard));
+        // Back with the guard: append, and the transaction is ongoing from then on.
+        assert_eq!(s.verify_txn(7, 0, Some(guard), 2), TxnVerification::Append);
+        s.begin_txn(7, 10);
+        assert_eq!(s.verify_txn(7, 0, None, 3), TxnVerification::Append);
+        // A forged or stale guard is refused.
+        assert_eq!(s.end_txn(7, 0), Some(10));
+        assert_eq!(
+            s.verify_txn(7, 0, Some(guard), 4),
+            TxnVerification::Refuse(ErrorCode::InvalidTxnState.code())
+        );
+    }
+
+    #[test]
+    fn a_marker_withdraws_the_verifications_of_the_transactions_it_ends() {
+        let mut s = ProducerStates::default();
+        // Version 1: the marker carries the transaction's own epoch.
+        let TxnVerification::Ask(g) = s.verify_txn(7, 3, None, 0) else {
+            panic!()
+        };
+        s.withdraw_verification(7, 3, false);
+        assert_eq!(
+            s.verify_txn(7, 3, Some(g), 1),
+            TxnVerification::Refuse(ErrorCode::InvalidTxnState.code())
+        );
+        // Version 2: the previous transaction's marker carries the epoch the next
+        // transaction writes with; the next one's verification survives it.
+        let TxnVerification::Ask(g) = s.verify_txn(8, 4, None, 0) else {
+            panic!()
+        };
+        s.withdraw_verification(8, 4, true);
+        assert_eq!(s.verify_txn(8, 4, Some(g), 1), TxnVerification::Append);
+        // ...but not the marker that ends it.
+        s.withdraw_verification(8, 5, true);
+        assert_eq!(
+            s.verify_txn(8, 4, Some(g), 2),
+            TxnVerification::Refuse(ErrorCode::InvalidTxnState.code())
+        );
+    }
+
+    #[test]
+    fn abandoned_verifications_expire() {
+        let mut s = ProducerStates::default();
+        let TxnVerification::Ask(g) = s.verify_txn(7, 0, None, 0) else {
+            panic!()
+        };
+        s.expire(VERIFICATION_MAX_AGE_MS + 1, PRODUCER_ID_EXPIRATION_MS);
+        assert_eq!(
+            s.verify_txn(7, 0, Some(g), VERIFICATION_MAX_AGE_MS + 2),
+            TxnVerification::Refuse(ErrorCode::InvalidTxnState.code())
+        );
+    }
 
     #[test]
     fn a_fencing_marker_refuses_the_old_epoch() {

@@ -251,8 +251,8 @@ impl ShardContext {
             };
             let ctx = self.clone();
             match op {
-                PartitionOp::Produce { records, acks } => {
-                    let produced = partition.produce(records, acks);
+                PartitionOp::Produce { records, acks, txn } => {
+                    let produced = partition.produce(records, acks, txn);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
                         if let PartitionReply::Produced {
@@ -307,11 +307,12 @@ impl ShardContext {
                     producer_id,
                     producer_epoch,
                     commit,
+                    bumped,
                 } if &*key.topic == OFFSETS_TOPIC => {
                     let ctx = self.clone();
                     pending.push(Box::pin(async move {
                         let reply = partition
-                            .write_marker(producer_id, producer_epoch, commit)
+                            .write_marker(producer_id, producer_epoch, commit, bumped)
                             .await;
                         if matches!(reply, PartitionReply::MarkerWritten) {
                             ctx.groups.borrow_mut().end_txn(producer_id, commit);

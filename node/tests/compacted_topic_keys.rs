@@ -146,6 +146,7 @@ fn compacted_topics_refuse_records_without_a_key() {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: "compacted".into(),
+            topic_id: Default::default(),
             partition_data: [(0, None), (1, Some(&b"k"[..]))]
                 .map(|(index, key)| PartitionProduceData {
                     index,

@@ -217,6 +217,7 @@ fn request_memory_budget_pushes_back_and_refuses_oversized_frames() {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: "budget".into(),
+            topic_id: Default::default(),
             partition_data: vec![PartitionProduceData {
                 index: 0,
                 records: Some(Records::from(Bytes::from(vec![0u8; 2 << 20]))),

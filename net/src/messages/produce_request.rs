@@ -29,9 +29,7 @@ impl ProduceRequest {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         let mut this = Self::default();
-        if version >= 3 {
-            this.transactional_id = c::read_nullable_string(buf, flexible)?;
-        }
+        this.transactional_id = c::read_nullable_string(buf, flexible)?;
         this.acks = c::read_i16(buf)?;
         this.timeout_ms = c::read_i32(buf)?;
         this.topic_data = c::read_array(buf, flexible, 1, |buf| TopicProduceData::read(buf, version))?;
@@ -43,14 +41,12 @@ impl ProduceRequest {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = version >= 9;
-        if version >= 3 {
-            match &self.transactional_id {
-                Some(v) => {
-                    out.put_string(v, flexible);
-                }
-                None => {
-                    out.put_nullable_string(None, flexible);
-                }
+        match &self.transactional_id {
+            Some(v) => {
+                out.put_string(v, flexible);
+            }
+            None => {
+                out.put_nullable_string(None, flexible);
             }
         }
         out.put_i16(self.acks);
@@ -67,9 +63,7 @@ impl ProduceRequest {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        if version >= 3 {
-            this.transactional_id = Some(String::from("s1"));
-        }
+        this.transactional_id = Some(String::from("s1"));
         this.acks = 3;
         this.timeout_ms = 4;
         this.topic_data = vec![TopicProduceData::sample(version)];
@@ -80,7 +74,7 @@ impl ProduceRequest {
 impl Message for ProduceRequest {
     const NAME: &'static str = "ProduceRequest";
     const API_KEY: i16 = 0;
-    const VERSIONS: (i16, i16) = (0, 11);
+    const VERSIONS: (i16, i16) = (3, 13);
     const FLEXIBLE_MIN: Option<i16> = Some(9);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -150,6 +144,7 @@ impl PartitionProduceData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicProduceData {
     pub name: String,
+    pub topic_id: Uuid,
     pub partition_data: Vec<PartitionProduceData>,
 }
 
@@ -157,6 +152,7 @@ impl Default for TopicProduceData {
     fn default() -> Self {
         Self {
             name: String::new(),
+            topic_id: Uuid::ZERO,
             partition_data: Vec::new(),
         }
     }
@@ -166,7 +162,12 @@ impl TopicProduceData {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         let mut this = Self::default();
-        this.name = c::read_string(buf, flexible)?;
+        if version <= 12 {
+            this.name = c::read_string(buf, flexible)?;
+        }
+        if version >= 13 {
+            this.topic_id = c::read_uuid(buf)?;
+        }
         this.partition_data = c::read_array(buf, flexible, 1, |buf| PartitionProduceData::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -176,7 +177,12 @@ impl TopicProduceData {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = version >= 9;
-        out.put_string(&self.name, flexible);
+        if version <= 12 {
+            out.put_string(&self.name, flexible);
+        }
+        if version >= 13 {
+            out.put_uuid(&self.topic_id);
+        }
         out.put_array_len(self.partition_data.len(), flexible);
         for e in self.partition_data.iter() {
             e.write(out, version);
@@ -189,7 +195,12 @@ impl TopicProduceData {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        this.name = String::from("s1");
+        if version <= 12 {
+            this.name = String::from("s1");
+        }
+        if version >= 13 {
+            this.topic_id = Uuid([3; 16]);
+        }
         this.partition_data = vec![PartitionProduceData::sample(version)];
         this
     }

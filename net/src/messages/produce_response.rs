@@ -28,9 +28,7 @@ impl ProduceResponse {
         let flexible = version >= 9;
         let mut this = Self::default();
         this.responses = c::read_array(buf, flexible, 1, |buf| TopicProduceResponse::read(buf, version))?;
-        if version >= 1 {
-            this.throttle_time_ms = c::read_i32(buf)?;
-        }
+        this.throttle_time_ms = c::read_i32(buf)?;
         if flexible {
             c::read_tagged_fields(buf, |tag, buf| {
                 match tag {
@@ -51,9 +49,7 @@ impl ProduceResponse {
         for e in self.responses.iter() {
             e.write(out, version);
         }
-        if version >= 1 {
-            out.put_i32(self.throttle_time_ms);
-        }
+        out.put_i32(self.throttle_time_ms);
         if flexible {
             let mut tagged = 0u32;
             let write_node_endpoints = version >= 10 && self.node_endpoints != Vec::new();
@@ -77,9 +73,7 @@ impl ProduceResponse {
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
         this.responses = vec![TopicProduceResponse::sample(version)];
-        if version >= 1 {
-            this.throttle_time_ms = 3;
-        }
+        this.throttle_time_ms = 3;
         if version >= 10 {
             this.node_endpoints = vec![NodeEndpoint::sample(version)];
         }
@@ -90,7 +84,7 @@ impl ProduceResponse {
 impl Message for ProduceResponse {
     const NAME: &'static str = "ProduceResponse";
     const API_KEY: i16 = 0;
-    const VERSIONS: (i16, i16) = (0, 11);
+    const VERSIONS: (i16, i16) = (3, 13);
     const FLEXIBLE_MIN: Option<i16> = Some(9);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -260,9 +254,7 @@ impl PartitionProduceResponse {
         this.index = c::read_i32(buf)?;
         this.error_code = c::read_i16(buf)?;
         this.base_offset = c::read_i64(buf)?;
-        if version >= 2 {
-            this.log_append_time_ms = c::read_i64(buf)?;
-        }
+        this.log_append_time_ms = c::read_i64(buf)?;
         if version >= 5 {
             this.log_start_offset = c::read_i64(buf)?;
         }
@@ -291,9 +283,7 @@ impl PartitionProduceResponse {
         out.put_i32(self.index);
         out.put_i16(self.error_code);
         out.put_i64(self.base_offset);
-        if version >= 2 {
-            out.put_i64(self.log_append_time_ms);
-        }
+        out.put_i64(self.log_append_time_ms);
         if version >= 5 {
             out.put_i64(self.log_start_offset);
         }
@@ -335,9 +325,7 @@ impl PartitionProduceResponse {
         this.index = 2;
         this.error_code = 3;
         this.base_offset = 4;
-        if version >= 2 {
-            this.log_append_time_ms = 5;
-        }
+        this.log_append_time_ms = 5;
         if version >= 5 {
             this.log_start_offset = 6;
         }
@@ -357,6 +345,7 @@ impl PartitionProduceResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicProduceResponse {
     pub name: String,
+    pub topic_id: Uuid,
     pub partition_responses: Vec<PartitionProduceResponse>,
 }
 
@@ -364,6 +353,7 @@ impl Default for TopicProduceResponse {
     fn default() -> Self {
         Self {
             name: String::new(),
+            topic_id: Uuid::ZERO,
             partition_responses: Vec::new(),
         }
     }
@@ -373,7 +363,12 @@ impl TopicProduceResponse {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         let mut this = Self::default();
-        this.name = c::read_string(buf, flexible)?;
+        if version <= 12 {
+            this.name = c::read_string(buf, flexible)?;
+        }
+        if version >= 13 {
+            this.topic_id = c::read_uuid(buf)?;
+        }
         this.partition_responses = c::read_array(buf, flexible, 1, |buf| PartitionProduceResponse::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -383,7 +378,12 @@ impl TopicProduceResponse {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = version >= 9;
-        out.put_string(&self.name, flexible);
+        if version <= 12 {
+            out.put_string(&self.name, flexible);
+        }
+        if version >= 13 {
+            out.put_uuid(&self.topic_id);
+        }
         out.put_array_len(self.partition_responses.len(), flexible);
         for e in self.partition_responses.iter() {
             e.write(out, version);
@@ -396,7 +396,12 @@ impl TopicProduceResponse {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        this.name = String::from("s1");
+        if version <= 12 {
+            this.name = String::from("s1");
+        }
+        if version >= 13 {
+            this.topic_id = Uuid([3; 16]);
+        }
         this.partition_responses = vec![PartitionProduceResponse::sample(version)];
         this
     }

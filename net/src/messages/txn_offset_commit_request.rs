@@ -12,7 +12,7 @@ pub struct TxnOffsetCommitRequest {
     pub group_id: String,
     pub producer_id: i64,
     pub producer_epoch: i16,
-    pub generation_id: i32,
+    pub generation_id_or_member_epoch: i32,
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub topics: Vec<TxnOffsetCommitRequestTopic>,
@@ -25,7 +25,7 @@ impl Default for TxnOffsetCommitRequest {
             group_id: String::new(),
             producer_id: 0,
             producer_epoch: 0,
-            generation_id: -1,
+            generation_id_or_member_epoch: -1,
             member_id: String::new(),
             group_instance_id: None,
             topics: Vec::new(),
@@ -42,7 +42,7 @@ impl TxnOffsetCommitRequest {
         this.producer_id = c::read_i64(buf)?;
         this.producer_epoch = c::read_i16(buf)?;
         if version >= 3 {
-            this.generation_id = c::read_i32(buf)?;
+            this.generation_id_or_member_epoch = c::read_i32(buf)?;
         }
         if version >= 3 {
             this.member_id = c::read_string(buf, flexible)?;
@@ -64,7 +64,7 @@ impl TxnOffsetCommitRequest {
         out.put_i64(self.producer_id);
         out.put_i16(self.producer_epoch);
         if version >= 3 {
-            out.put_i32(self.generation_id);
+            out.put_i32(self.generation_id_or_member_epoch);
         }
         if version >= 3 {
             out.put_string(&self.member_id, flexible);
@@ -96,7 +96,7 @@ impl TxnOffsetCommitRequest {
         this.producer_id = 4;
         this.producer_epoch = 5;
         if version >= 3 {
-            this.generation_id = 6;
+            this.generation_id_or_member_epoch = 6;
         }
         if version >= 3 {
             this.member_id = String::from("s6");
@@ -112,7 +112,7 @@ impl TxnOffsetCommitRequest {
 impl Message for TxnOffsetCommitRequest {
     const NAME: &'static str = "TxnOffsetCommitRequest";
     const API_KEY: i16 = 28;
-    const VERSIONS: (i16, i16) = (0, 4);
+    const VERSIONS: (i16, i16) = (0, 6);
     const FLEXIBLE_MIN: Option<i16> = Some(3);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -198,6 +198,7 @@ impl TxnOffsetCommitRequestPartition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnOffsetCommitRequestTopic {
     pub name: String,
+    pub topic_id: Uuid,
     pub partitions: Vec<TxnOffsetCommitRequestPartition>,
 }
 
@@ -205,6 +206,7 @@ impl Default for TxnOffsetCommitRequestTopic {
     fn default() -> Self {
         Self {
             name: String::new(),
+            topic_id: Uuid::ZERO,
             partitions: Vec::new(),
         }
     }
@@ -214,7 +216,12 @@ impl TxnOffsetCommitRequestTopic {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         let mut this = Self::default();
-        this.name = c::read_string(buf, flexible)?;
+        if version <= 5 {
+            this.name = c::read_string(buf, flexible)?;
+        }
+        if version >= 6 {
+            this.topic_id = c::read_uuid(buf)?;
+        }
         this.partitions = c::read_array(buf, flexible, 1, |buf| TxnOffsetCommitRequestPartition::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -224,7 +231,12 @@ impl TxnOffsetCommitRequestTopic {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = version >= 3;
-        out.put_string(&self.name, flexible);
+        if version <= 5 {
+            out.put_string(&self.name, flexible);
+        }
+        if version >= 6 {
+            out.put_uuid(&self.topic_id);
+        }
         out.put_array_len(self.partitions.len(), flexible);
         for e in self.partitions.iter() {
             e.write(out, version);
@@ -237,7 +249,12 @@ impl TxnOffsetCommitRequestTopic {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        this.name = String::from("s1");
+        if version <= 5 {
+            this.name = String::from("s1");
+        }
+        if version >= 6 {
+            this.topic_id = Uuid([3; 16]);
+        }
         this.partitions = vec![TxnOffsetCommitRequestPartition::sample(version)];
         this
     }

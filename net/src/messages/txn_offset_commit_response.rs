@@ -57,7 +57,7 @@ impl TxnOffsetCommitResponse {
 impl Message for TxnOffsetCommitResponse {
     const NAME: &'static str = "TxnOffsetCommitResponse";
     const API_KEY: i16 = 28;
-    const VERSIONS: (i16, i16) = (0, 4);
+    const VERSIONS: (i16, i16) = (0, 6);
     const FLEXIBLE_MIN: Option<i16> = Some(3);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -120,6 +120,7 @@ impl TxnOffsetCommitResponsePartition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnOffsetCommitResponseTopic {
     pub name: String,
+    pub topic_id: Uuid,
     pub partitions: Vec<TxnOffsetCommitResponsePartition>,
 }
 
@@ -127,6 +128,7 @@ impl Default for TxnOffsetCommitResponseTopic {
     fn default() -> Self {
         Self {
             name: String::new(),
+            topic_id: Uuid::ZERO,
             partitions: Vec::new(),
         }
     }
@@ -136,7 +138,12 @@ impl TxnOffsetCommitResponseTopic {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         let mut this = Self::default();
-        this.name = c::read_string(buf, flexible)?;
+        if version <= 5 {
+            this.name = c::read_string(buf, flexible)?;
+        }
+        if version >= 6 {
+            this.topic_id = c::read_uuid(buf)?;
+        }
         this.partitions = c::read_array(buf, flexible, 1, |buf| TxnOffsetCommitResponsePartition::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -146,7 +153,12 @@ impl TxnOffsetCommitResponseTopic {
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = version >= 3;
-        out.put_string(&self.name, flexible);
+        if version <= 5 {
+            out.put_string(&self.name, flexible);
+        }
+        if version >= 6 {
+            out.put_uuid(&self.topic_id);
+        }
         out.put_array_len(self.partitions.len(), flexible);
         for e in self.partitions.iter() {
             e.write(out, version);
@@ -159,7 +171,12 @@ impl TxnOffsetCommitResponseTopic {
     #[cfg(test)]
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
-        this.name = String::from("s1");
+        if version <= 5 {
+            this.name = String::from("s1");
+        }
+        if version >= 6 {
+            this.topic_id = Uuid([3; 16]);
+        }
         this.partitions = vec![TxnOffsetCommitResponsePartition::sample(version)];
         this
     }

@@ -21,7 +21,7 @@ impl Default for WriteTxnMarkersRequest {
 
 impl WriteTxnMarkersRequest {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.markers = c::read_array(buf, flexible, 1, |buf| WritableTxnMarker::read(buf, version))?;
         if flexible {
@@ -31,7 +31,7 @@ impl WriteTxnMarkersRequest {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_array_len(self.markers.len(), flexible);
         for e in self.markers.iter() {
             e.write(out, version);
@@ -52,7 +52,7 @@ impl WriteTxnMarkersRequest {
 impl Message for WriteTxnMarkersRequest {
     const NAME: &'static str = "WriteTxnMarkersRequest";
     const API_KEY: i16 = 27;
-    const VERSIONS: (i16, i16) = (0, 1);
+    const VERSIONS: (i16, i16) = (1, 2);
     const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -84,7 +84,7 @@ impl Default for WritableTxnMarkerTopic {
 
 impl WritableTxnMarkerTopic {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.name = c::read_string(buf, flexible)?;
         this.partition_indexes = c::read_array(buf, flexible, 4, |buf| c::read_i32(buf))?;
@@ -95,7 +95,7 @@ impl WritableTxnMarkerTopic {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_string(&self.name, flexible);
         out.put_array_len(self.partition_indexes.len(), flexible);
         for e in self.partition_indexes.iter() {
@@ -122,6 +122,7 @@ pub struct WritableTxnMarker {
     pub transaction_result: bool,
     pub topics: Vec<WritableTxnMarkerTopic>,
     pub coordinator_epoch: i32,
+    pub transaction_version: i8,
 }
 
 impl Default for WritableTxnMarker {
@@ -132,19 +133,23 @@ impl Default for WritableTxnMarker {
             transaction_result: false,
             topics: Vec::new(),
             coordinator_epoch: 0,
+            transaction_version: 0,
         }
     }
 }
 
 impl WritableTxnMarker {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.producer_id = c::read_i64(buf)?;
         this.producer_epoch = c::read_i16(buf)?;
         this.transaction_result = c::read_bool(buf)?;
         this.topics = c::read_array(buf, flexible, 1, |buf| WritableTxnMarkerTopic::read(buf, version))?;
         this.coordinator_epoch = c::read_i32(buf)?;
+        if version >= 2 {
+            this.transaction_version = c::read_i8(buf)?;
+        }
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -152,7 +157,7 @@ impl WritableTxnMarker {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_i64(self.producer_id);
         out.put_i16(self.producer_epoch);
         out.put_bool(self.transaction_result);
@@ -161,6 +166,9 @@ impl WritableTxnMarker {
             e.write(out, version);
         }
         out.put_i32(self.coordinator_epoch);
+        if version >= 2 {
+            out.put_i8(self.transaction_version);
+        }
         if flexible {
             out.put_uvarint(0);
         }
@@ -174,6 +182,9 @@ impl WritableTxnMarker {
         this.transaction_result = true;
         this.topics = vec![WritableTxnMarkerTopic::sample(version)];
         this.coordinator_epoch = 6;
+        if version >= 2 {
+            this.transaction_version = 7;
+        }
         this
     }
 }

@@ -21,7 +21,7 @@ impl Default for WriteTxnMarkersResponse {
 
 impl WriteTxnMarkersResponse {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.markers = c::read_array(buf, flexible, 1, |buf| WritableTxnMarkerResult::read(buf, version))?;
         if flexible {
@@ -31,7 +31,7 @@ impl WriteTxnMarkersResponse {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_array_len(self.markers.len(), flexible);
         for e in self.markers.iter() {
             e.write(out, version);
@@ -52,7 +52,7 @@ impl WriteTxnMarkersResponse {
 impl Message for WriteTxnMarkersResponse {
     const NAME: &'static str = "WriteTxnMarkersResponse";
     const API_KEY: i16 = 27;
-    const VERSIONS: (i16, i16) = (0, 1);
+    const VERSIONS: (i16, i16) = (1, 2);
     const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -84,7 +84,7 @@ impl Default for WritableTxnMarkerPartitionResult {
 
 impl WritableTxnMarkerPartitionResult {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.partition_index = c::read_i32(buf)?;
         this.error_code = c::read_i16(buf)?;
@@ -95,7 +95,7 @@ impl WritableTxnMarkerPartitionResult {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_i32(self.partition_index);
         out.put_i16(self.error_code);
         if flexible {
@@ -129,7 +129,7 @@ impl Default for WritableTxnMarkerTopicResult {
 
 impl WritableTxnMarkerTopicResult {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.name = c::read_string(buf, flexible)?;
         this.partitions = c::read_array(buf, flexible, 1, |buf| WritableTxnMarkerPartitionResult::read(buf, version))?;
@@ -140,7 +140,7 @@ impl WritableTxnMarkerTopicResult {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_string(&self.name, flexible);
         out.put_array_len(self.partitions.len(), flexible);
         for e in self.partitions.iter() {
@@ -177,7 +177,7 @@ impl Default for WritableTxnMarkerResult {
 
 impl WritableTxnMarkerResult {
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let flexible = version >= 1;
+        let flexible = true;
         let mut this = Self::default();
         this.producer_id = c::read_i64(buf)?;
         this.topics = c::read_array(buf, flexible, 1, |buf| WritableTxnMarkerTopicResult::read(buf, version))?;
@@ -188,7 +188,7 @@ impl WritableTxnMarkerResult {
     }
 
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
-        let flexible = version >= 1;
+        let flexible = true;
         out.put_i64(self.producer_id);
         out.put_array_len(self.topics.len(), flexible);
         for e in self.topics.iter() {

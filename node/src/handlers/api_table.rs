@@ -11,8 +11,12 @@ use super::SERVED_APIS;
 fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group and transaction keys",
-        ApiKey::EndTxn => {
-            "transaction version 1: no epoch bump per transaction (KIP-890's version 2 is not implemented)"
+        ApiKey::EndTxn => "transaction versions 1 and 2 (v5+: KIP-890's epoch bump per transaction)",
+        ApiKey::Produce => {
+            "v12+: transaction version 2 (the partition joins the transaction on its first write)"
+        }
+        ApiKey::WriteTxnMarkers => {
+            "no coordinator epoch check (a single node's own coordinator writes its markers directly)"
         }
         ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
             "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
@@ -61,9 +65,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | AddRaftVoter
         | RemoveRaftVoter
         | UpdateRaftVoter => CONTROLLER,
-        WriteTxnMarkers => {
-            "inter-broker: a single node's transaction coordinator writes its markers itself"
-        }
         SaslHandshake
         | SaslAuthenticate
         | CreateDelegationToken

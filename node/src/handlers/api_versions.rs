@@ -1,7 +1,9 @@
 //! ApiVersions: every served API with its full version range from the definitions.
 
 use bytes::Bytes;
-use spate_net::messages::api_versions_response::ApiVersion;
+use spate_net::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use spate_net::messages::ApiVersionsResponse;
 use spate_net::{ApiKey, ErrorCode};
 
@@ -29,6 +31,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
+    ApiKey::WriteTxnMarkers,
     ApiKey::TxnOffsetCommit,
     ApiKey::DescribeProducers,
     ApiKey::DescribeTransactions,
@@ -64,9 +67,28 @@ fn api_keys() -> Vec<ApiVersion> {
     keys
 }
 
+/// Kafka's `transaction.version` feature: level 2 is KIP-890's transaction protocol
+/// (EndTxn bumps the epoch; partition leaders add partitions to transactions). Clients
+/// use it when it is finalized, as on a Kafka 4 cluster.
+const TRANSACTION_VERSION: &str = "transaction.version";
+const TRANSACTION_VERSION_LEVEL: i16 = 2;
+/// Features never change on a Spate node, so their epoch does not either.
+const FEATURES_EPOCH: i64 = 1;
+
 pub fn handle() -> ApiVersionsResponse {
     ApiVersionsResponse {
         api_keys: api_keys(),
+        supported_features: vec![SupportedFeatureKey {
+            name: TRANSACTION_VERSION.into(),
+            min_version: 0,
+            max_version: TRANSACTION_VERSION_LEVEL,
+        }],
+        finalized_features_epoch: FEATURES_EPOCH,
+        finalized_features: vec![FinalizedFeatureKey {
+            name: TRANSACTION_VERSION.into(),
+            min_version_level: TRANSACTION_VERSION_LEVEL,
+            max_version_level: TRANSACTION_VERSION_LEVEL,
+        }],
         ..Default::default()
     }
 }

@@ -650,13 +650,29 @@ pub async fn txn_offset_commit(
     req: TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
+    // v6+ names topics by id; an unknown id fails its partitions alone.
+    let names: Vec<Option<String>> = {
+        let image = ctx.image();
+        req.topics
+            .iter()
+            .map(|t| {
+                if version >= TXN_COMMIT_TOPIC_IDS_FROM {
+                    image.topic_by_id(&t.topic_id.0).map(|x| x.name.clone())
+                } else {
+                    Some(t.name.clone())
+                }
+            })
+            .collect()
+    };
     let entries: Vec<_> = req
         .topics
         .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
+        .zip(&names)
+        .filter_map(|(t, name)| Some((t, name.clone()?)))
+        .flat_map(|(t, name)| {
+            t.partitions.iter().map(move |p| {
                 (
-                    t.name.clone(),
+                    name.clone(),
                     p.partition_index,
                     p.committed_offset,
                     p.committed_leader_epoch,
@@ -665,17 +681,23 @@ pub async fn txn_offset_commit(
             })
         })
         .collect();
-    let codes = ask(ctx, &req.group_id, |reply| GroupRequest::TxnCommit {
-        group_id: req.group_id.clone(),
-        producer_id: req.producer_id,
-        producer_epoch: req.producer_epoch,
-        generation: req.generation_id,
-        member_id: req.member_id.clone(),
-        instance_id: req.group_instance_id.clone(),
-        entries,
-        reply,
-    })
-    .await;
+    let verified = verify_offsets_partition(ctx, &req, version).await;
+    let codes = match verified {
+        0 => {
+            ask(ctx, &req.group_id, |reply| GroupRequest::TxnCommit {
+                group_id: req.group_id.clone(),
+                producer_id: req.producer_id,
+                producer_epoch: req.producer_epoch,
+                generation: req.generation_id_or_member_epoch,
+                member_id: req.member_id.clone(),
+                instance_id: req.group_instance_id.clone(),
+                entries,
+                reply,
+            })
+            .await
+        }
+        code => Some(vec![code; entries.len()]),
+    };
     // Before v3 (KIP-447) clients do not know the member errors they may get now.
     let convert = |code: i16| {
         if version < 3
@@ -693,18 +715,69 @@ pub async fn txn_offset_commit(
         topics: req
             .topics
             .iter()
-            .map(|t| TxnOffsetCommitResponseTopic {
+            .zip(&names)
+            .map(|(t, name)| TxnOffsetCommitResponseTopic {
                 name: t.name.clone(),
+                topic_id: t.topic_id,
                 partitions: t
                     .partitions
                     .iter()
                     .map(|p| TxnOffsetCommitResponsePartition {
                         partition_index: p.partition_index,
-                        error_code: convert(codes.next().unwrap_or(NOT_AVAILABLE)),
+                        error_code: match name {
+                            None => ErrorCode::UnknownTopicId.code(),
+                            Some(_) => convert(codes.next().unwrap_or(NOT_AVAILABLE)),
+                        },
                     })
                     .collect(),
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// TxnOffsetCommit from this version on names topics by id.
+const TXN_COMMIT_TOPIC_IDS_FROM: i16 = 6;
+/// TxnOffsetCommit from this version on is transaction version 2: the group's offsets
+/// partition joins the transaction here, without AddOffsetsToTxn (KIP-890 part 2).
+const TXN_COMMIT_TV2_FROM: i16 = 5;
+
+/// KIP-890 for transactional offsets: the group's `__consumer_offsets` partition must be
+/// in the producer's transaction (version 1: verified; version 2: added). Coordinator
+/// errors come back as the group coordinator reports them (Kafka's
+/// GroupCoordinatorService): retriable ones as COORDINATOR_NOT_AVAILABLE.
+async fn verify_offsets_partition(
+    ctx: &Rc<ShardContext>,
+    req: &TxnOffsetCommitRequest,
+    version: i16,
+) -> i16 {
+    let partitions = match ctx.image().topic(OFFSETS_TOPIC) {
+        Some(t) => partition_for(&req.group_id, t.partitions.len() as i32),
+        None => return NOT_AVAILABLE,
+    };
+    let code = super::txn::verify_or_add(
+        ctx,
+        &req.transactional_id,
+        req.producer_id,
+        req.producer_epoch,
+        vec![(OFFSETS_TOPIC.to_string(), partitions)],
+        version >= TXN_COMMIT_TV2_FROM,
+    )
+    .await;
+    let retriable = [
+        ErrorCode::ConcurrentTransactions,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::NotCoordinator,
+        ErrorCode::NetworkException,
+    ];
+    match code {
+        0 => 0,
+        c if c == ErrorCode::ProducerFenced.code() => ErrorCode::InvalidProducerEpoch.code(),
+        // Before v4 clients do not know TRANSACTION_ABORTABLE.
+        c if c == ErrorCode::TransactionAbortable.code() && version < 4 => {
+            ErrorCode::InvalidTxnState.code()
+        }
+        c if retriable.iter().any(|e| e.code() == c) => NOT_AVAILABLE,
+        c => c,
     }
 }

@@ -166,6 +166,12 @@ pub async fn dispatch(
         RequestBody::TxnOffsetCommit(req) => later(header, async move {
             groups::txn_offset_commit(&ctx, req, version).await
         }),
+        RequestBody::WriteTxnMarkers(req) => {
+            later(
+                header,
+                async move { txn::write_txn_markers(&ctx, req).await },
+            )
+        }
         RequestBody::EndTxn(req) => later(
             header,
             async move { txn::end_txn(&ctx, req, version).await },

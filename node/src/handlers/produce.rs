@@ -1,8 +1,12 @@
 //! Produce: route each partition's batches to its owner (in request order), then wait
-//! for the appends and answer; acks=0 gets no answer.
+//! for the appends and answer; acks=0 gets no answer. A transactional producer's first
+//! write to a partition goes to its transaction coordinator first (KIP-890) and is then
+//! sent again.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use spate_net::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -10,58 +14,94 @@ use spate_net::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use spate_net::ErrorCode;
 
 use super::{frame, Dispatched};
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, TxnCheck};
 use crate::route;
 use crate::shard::ShardContext;
+
+/// Produce from this version on names topics by id (KIP-516).
+const TOPIC_IDS_FROM: i16 = 13;
+/// Produce from this version on is transaction version 2: the partition leader adds the
+/// partition to the transaction itself (KIP-890 part 2).
+const TV2_FROM: i16 = 12;
+
+/// One partition's append, kept so it can be sent again after verification.
+struct Append {
+    /// (topic index, partition index) in the request.
+    position: (usize, usize),
+    key: PartitionKey,
+    records: Bytes,
+}
 
 pub async fn dispatch(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     req: ProduceRequest,
 ) -> Dispatched {
+    let version = header.request_api_version;
     let acks = req.acks;
     let acks_valid = matches!(acks, -1..=1);
-    // (topic index, partition index) of every op, and the partitions answered locally.
-    let mut ops = Vec::new();
+    let txn = if req.transactional_id.is_some() {
+        TxnCheck::Verify
+    } else {
+        TxnCheck::Skip
+    };
+    let image = ctx.image();
+    let mut appends = Vec::new();
+    // Partitions answered without an append: (topic index, partition index, error).
     let mut early: Vec<(usize, usize, i16)> = Vec::new();
     for (ti, topic) in req.topic_data.iter().enumerate() {
-        let name: std::sync::Arc<str> = topic.name.as_str().into();
+        let name: Option<Arc<str>> = if version >= TOPIC_IDS_FROM {
+            image
+                .topic_by_id(&topic.topic_id.0)
+                .map(|t| t.name.as_str().into())
+        } else {
+            Some(topic.name.as_str().into())
+        };
         for (pi, part) in topic.partition_data.iter().enumerate() {
-            let code = if !acks_valid {
+            let refused = if !acks_valid {
                 Some(ErrorCode::InvalidRequiredAcks.code())
-            } else if topic.name == crate::group::OFFSETS_TOPIC {
+            } else if name.is_none() {
+                Some(ErrorCode::UnknownTopicId.code())
+            } else if name.as_deref() == Some(crate::group::OFFSETS_TOPIC) {
                 // Kafka: "Cannot append to internal topic".
                 Some(ErrorCode::InvalidTopicException.code())
-            } else if part.records.is_none() {
-                Some(ErrorCode::CorruptMessage.code())
             } else {
                 None
             };
-            match (code, &part.records) {
-                (None, Some(records)) => {
-                    let key = PartitionKey {
+            match (refused, &part.records, &name) {
+                (None, Some(records), Some(name)) => appends.push(Append {
+                    position: (ti, pi),
+                    key: PartitionKey {
                         topic: name.clone(),
                         partition: part.index,
-                    };
-                    ops.push((
-                        (ti, pi),
-                        (
-                            key,
-                            PartitionOp::Produce {
-                                records: records.to_contiguous(),
-                                acks,
-                            },
-                        ),
-                    ));
+                    },
+                    records: records.to_contiguous(),
+                }),
+                (code, _, _) => {
+                    early.push((ti, pi, code.unwrap_or(ErrorCode::CorruptMessage.code())))
                 }
-                (code, _) => early.push((ti, pi, code.unwrap_or(ErrorCode::CorruptMessage.code()))),
             }
         }
     }
-    let (positions, ops): (Vec<(usize, usize)>, Vec<_>) = ops.into_iter().unzip();
+    drop(image);
+    let ops = appends
+        .iter()
+        .map(|a| {
+            let op = PartitionOp::Produce {
+                records: a.records.clone(),
+                acks,
+                txn,
+            };
+            (a.key.clone(), op)
+        })
+        .collect();
     let routed = route::send(&ctx, ops).await;
     Dispatched::Later(compio::runtime::spawn(async move {
-        let replies = routed.collect().await;
+        let mut replies = routed.collect().await;
+        let mut messages = Vec::new();
+        if let Some(id) = req.transactional_id.as_deref() {
+            messages = verify_transactional(&ctx, id, version, acks, &appends, &mut replies).await;
+        }
         if acks == 0 {
             return None;
         }
@@ -70,6 +110,7 @@ pub async fn dispatch(
             .iter()
             .map(|t| TopicProduceResponse {
                 name: t.name.clone(),
+                topic_id: t.topic_id,
                 partition_responses: t
                     .partition_data
                     .iter()
@@ -81,10 +122,13 @@ pub async fn dispatch(
             })
             .collect();
         for (ti, pi, code) in early {
-            responses[ti].partition_responses[pi].error_code = code;
+            let out = &mut responses[ti].partition_responses[pi];
+            out.error_code = code;
+            out.base_offset = -1;
         }
         let mut metrics = ctx.metrics.borrow_mut();
-        for ((ti, pi), reply) in positions.into_iter().zip(replies) {
+        for (i, (append, reply)) in appends.iter().zip(replies).enumerate() {
+            let (ti, pi) = append.position;
             let out = &mut responses[ti].partition_responses[pi];
             match reply {
                 PartitionReply::Produced {
@@ -102,14 +146,17 @@ pub async fn dispatch(
                     records,
                     log_start_offset,
                 } => {
-                    let topic = &req.topic_data[ti].name;
-                    missing_keys(out, topic, count, &records);
+                    missing_keys(out, &append.key.topic, count, &records);
                     out.log_start_offset = log_start_offset;
                 }
                 other => {
+                    out.base_offset = -1;
                     out.error_code = match route::error_of(&other) {
                         0 => ErrorCode::UnknownServerError.code(),
                         code => code,
+                    };
+                    if let Some((_, m)) = messages.iter().find(|(j, _)| *j == i) {
+                        out.error_message = Some(m.clone());
                     }
                 }
             }
@@ -130,6 +177,132 @@ pub async fn dispatch(
             },
         ))
     }))
+}
+
+/// The partitions whose owners asked for KIP-890 verification: ask the coordinator
+/// once for all of them, then send their appends again with the guards they were given
+/// (or answer them with the coordinator's error, as Kafka translates it for producers).
+/// Returns the error messages to attach, by position in `appends`.
+async fn verify_transactional(
+    ctx: &Rc<ShardContext>,
+    transactional_id: &str,
+    version: i16,
+    acks: i16,
+    appends: &[Append],
+    replies: &mut [PartitionReply],
+) -> Vec<(usize, String)> {
+    let asked: Vec<(usize, i64, i16, u64)> = replies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match *r {
+            PartitionReply::VerifyTxn {
+                producer_id,
+                producer_epoch,
+                guard,
+            } => Some((i, producer_id, producer_epoch, guard)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(_, producer_id, producer_epoch, _)) = asked.first() else {
+        return Vec::new();
+    };
+    // Kafka refuses a request whose transactional batches name several producers.
+    if asked
+        .iter()
+        .any(|&(_, pid, epoch, _)| (pid, epoch) != (producer_id, producer_epoch))
+    {
+        for &(i, ..) in &asked {
+            replies[i] = PartitionReply::Error(ErrorCode::InvalidProducerIdMapping.code());
+        }
+        return Vec::new();
+    }
+    let partitions = asked
+        .iter()
+        .map(|&(i, ..)| {
+            let key = &appends[i].key;
+            (key.topic.to_string(), key.partition)
+        })
+        .collect();
+    let code = super::txn::verify_or_add(
+        ctx,
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        partitions,
+        version >= TV2_FROM,
+    )
+    .await;
+    if code != 0 {
+        let (code, message) = producer_error(code, version);
+        return asked
+            .iter()
+            .map(|&(i, ..)| {
+                replies[i] = PartitionReply::Error(code);
+                (i, message.clone())
+            })
+            .collect();
+    }
+    let ops = asked
+        .iter()
+        .map(|&(i, _, _, guard)| {
+            let a = &appends[i];
+            let op = PartitionOp::Produce {
+                records: a.records.clone(),
+                acks,
+                txn: TxnCheck::Verified(guard),
+            };
+            (a.key.clone(), op)
+        })
+        .collect();
+    let again = route::run(ctx, ops).await;
+    for (&(i, ..), reply) in asked.iter().zip(again) {
+        replies[i] = reply;
+    }
+    Vec::new()
+}
+
+/// Produce from this version on may answer TRANSACTION_ABORTABLE.
+const TRANSACTION_ABORTABLE_FROM: i16 = 11;
+
+/// A coordinator's verification error as a producer sees it (Kafka's ReplicaManager):
+/// retriable coordinator trouble becomes NOT_ENOUGH_REPLICAS, which every client
+/// retries without a metadata refresh; a fenced producer gets INVALID_PRODUCER_EPOCH;
+/// a partition outside the transaction is TRANSACTION_ABORTABLE, or
+/// INVALID_TXN_STATE for clients that predate it.
+fn producer_error(code: i16, version: i16) -> (i16, String) {
+    use ErrorCode::{
+        ConcurrentTransactions, CoordinatorLoadInProgress, CoordinatorNotAvailable,
+        InvalidProducerEpoch, InvalidTxnState, NetworkException, NotCoordinator, NotEnoughReplicas,
+        ProducerFenced, TransactionAbortable,
+    };
+    let retriable = [
+        ConcurrentTransactions,
+        NetworkException,
+        CoordinatorLoadInProgress,
+        CoordinatorNotAvailable,
+        NotCoordinator,
+    ];
+    if let Some(e) = retriable.iter().find(|e| e.code() == code) {
+        return (
+            NotEnoughReplicas.code(),
+            format!(
+                "Unable to verify the partition has been added to the transaction. \
+                 Underlying error: {e:?}"
+            ),
+        );
+    }
+    let code = if code == TransactionAbortable.code() && version < TRANSACTION_ABORTABLE_FROM {
+        InvalidTxnState.code()
+    } else {
+        code
+    };
+    if code == ProducerFenced.code() {
+        return (InvalidProducerEpoch.code(), String::new());
+    }
+    if code == InvalidTxnState.code() {
+        return (code, "Partition was not added to the transaction".into());
+    }
+    (code, String::new())
 }
 
 /// Kafka's answer to records without a key in a compacted topic (LogValidator's

@@ -8,12 +8,14 @@ use spate_net::messages::add_partitions_to_txn_response::{
 };
 use spate_net::messages::{
     describe_producers_response, describe_transactions_response, list_transactions_response,
+    write_txn_markers_response,
 };
 use spate_net::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
-    ListTransactionsRequest, ListTransactionsResponse,
+    ListTransactionsRequest, ListTransactionsResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 use spate_net::ErrorCode;
 
@@ -68,10 +70,51 @@ async fn add(
         producer_epoch,
         partitions,
         verify_only,
+        tv2: false,
         reply,
     })
     .await
     .unwrap_or(NOT_AVAILABLE)
+}
+
+/// Longest a partition's write waits for the coordinator to finish the producer's
+/// previous transaction before answering with a retriable error (Kafka's
+/// `add.partitions.to.txn.retry.backoff.max.ms`).
+const VERIFY_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
+const VERIFY_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// KIP-890, for a partition leader about to append a producer's first transactional
+/// write to `partitions`: transaction version 1 (`tv2` false) checks that the producer
+/// added them to its ongoing transaction; version 2 adds them itself, starting the
+/// transaction if needed. A transaction still ending (CONCURRENT_TRANSACTIONS) is waited
+/// for, briefly: a version 2 producer starts its next one as soon as EndTxn answers.
+pub async fn verify_or_add(
+    ctx: &ShardContext,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<(String, i32)>,
+    tv2: bool,
+) -> i16 {
+    let deadline = std::time::Instant::now() + VERIFY_PATIENCE;
+    loop {
+        let code = ask(ctx, transactional_id, |reply| TxnRequest::AddPartitions {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            partitions: partitions.clone(),
+            verify_only: !tv2,
+            tv2,
+            reply,
+        })
+        .await
+        .unwrap_or(NOT_AVAILABLE);
+        if code != ErrorCode::ConcurrentTransactions.code() || std::time::Instant::now() >= deadline
+        {
+            return code;
+        }
+        compio::time::sleep(VERIFY_RETRY).await;
+    }
 }
 
 pub async fn add_partitions(
@@ -201,20 +244,26 @@ pub async fn add_offsets(
     }
 }
 
+/// EndTxn from this version on is transaction version 2 (KIP-890): the coordinator
+/// bumps the epoch and answers the producer id and epoch to continue with.
+const END_TXN_TV2_FROM: i16 = 5;
+
 pub async fn end_txn(ctx: &ShardContext, req: EndTxnRequest, version: i16) -> EndTxnResponse {
-    let code = ask(ctx, &req.transactional_id, |reply| TxnRequest::EndTxn {
-        transactional_id: req.transactional_id.clone(),
-        producer_id: req.producer_id,
-        producer_epoch: req.producer_epoch,
-        commit: req.committed,
-        reply,
-    })
-    .await
-    .unwrap_or(NOT_AVAILABLE);
+    let (code, producer_id, producer_epoch) =
+        ask(ctx, &req.transactional_id, |reply| TxnRequest::EndTxn {
+            transactional_id: req.transactional_id.clone(),
+            producer_id: req.producer_id,
+            producer_epoch: req.producer_epoch,
+            commit: req.committed,
+            tv2: version >= END_TXN_TV2_FROM,
+            reply,
+        })
+        .await
+        .unwrap_or((NOT_AVAILABLE, -1, -1));
     EndTxnResponse {
         error_code: fenced_for(code, version, PRODUCER_FENCED_FROM_END),
-        producer_id: -1,
-        producer_epoch: -1,
+        producer_id,
+        producer_epoch,
         ..Default::default()
     }
 }
@@ -417,4 +466,67 @@ pub async fn describe_producers(
         topics,
         ..Default::default()
     }
+}
+
+/// WriteTxnMarkers (what a transaction coordinator sends partition leaders): write each
+/// marker to its partitions. This node's own coordinator writes its markers directly;
+/// the API serves coordinators elsewhere and Kafka's tools.
+pub async fn write_txn_markers(
+    ctx: &std::rc::Rc<ShardContext>,
+    req: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    let mut ops = Vec::new();
+    for m in &req.markers {
+        for t in &m.topics {
+            for &p in &t.partition_indexes {
+                ops.push((
+                    PartitionKey {
+                        topic: t.name.as_str().into(),
+                        partition: p,
+                    },
+                    PartitionOp::WriteTxnMarker {
+                        producer_id: m.producer_id,
+                        producer_epoch: m.producer_epoch,
+                        commit: m.transaction_result,
+                        bumped: m.transaction_version >= 2,
+                    },
+                ));
+            }
+        }
+    }
+    let mut replies = crate::route::run(ctx, ops).await.into_iter();
+    let markers = req
+        .markers
+        .iter()
+        .map(|m| write_txn_markers_response::WritableTxnMarkerResult {
+            producer_id: m.producer_id,
+            topics: m
+                .topics
+                .iter()
+                .map(
+                    |t| write_txn_markers_response::WritableTxnMarkerTopicResult {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                write_txn_markers_response::WritableTxnMarkerPartitionResult {
+                                    partition_index: p,
+                                    error_code: match replies.next() {
+                                        Some(PartitionReply::MarkerWritten) => 0,
+                                        Some(other) => match crate::route::error_of(&other) {
+                                            0 => ErrorCode::UnknownServerError.code(),
+                                            code => code,
+                                        },
+                                        None => ErrorCode::UnknownServerError.code(),
+                                    },
+                                }
+                            })
+                            .collect(),
+                    },
+                )
+                .collect(),
+        })
+        .collect();
+    WriteTxnMarkersResponse { markers }
 }

@@ -16,7 +16,7 @@ use spate_net::ErrorCode;
 use super::metadata::{Transit, TxnMetadata, TxnPartition};
 use super::state_log::{self, TxnStatus};
 use crate::controller::{ControllerReply, ControllerRequest};
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, TxnCheck};
 use crate::partition::{now_ms, Partition};
 use crate::shard::ShardContext;
 
@@ -45,6 +45,8 @@ pub enum TxnRequest {
         partitions: Vec<TxnPartition>,
         /// KIP-890: only check that they are in the transaction.
         verify_only: bool,
+        /// A partition leader adding partitions for a transaction version 2 producer.
+        tv2: bool,
         reply: flume::Sender<i16>,
     },
     EndTxn {
@@ -52,7 +54,10 @@ pub enum TxnRequest {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-        reply: flume::Sender<i16>,
+        /// EndTxn v5+: transaction version 2, the epoch is bumped.
+        tv2: bool,
+        /// (error, producer id, epoch the client continues with).
+        reply: flume::Sender<(i16, i64, i16)>,
     },
     /// DescribeTransactions of one id.
     Describe {
@@ -217,6 +222,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: TxnRequest) {
                 producer_epoch,
                 partitions,
                 verify_only,
+                tv2,
                 reply,
             } => {
                 let code = add_partitions(
@@ -226,6 +232,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: TxnRequest) {
                     producer_epoch,
                     partitions,
                     verify_only,
+                    tv2,
                 )
                 .await;
                 let _ = reply.send(code.map_or_else(|c| c.code(), |()| 0));
@@ -235,11 +242,22 @@ pub fn serve(ctx: &Rc<ShardContext>, request: TxnRequest) {
                 producer_id,
                 producer_epoch,
                 commit,
+                tv2,
                 reply,
             } => {
-                let code =
-                    end_txn(&ctx, &transactional_id, producer_id, producer_epoch, commit).await;
-                let _ = reply.send(code.map_or_else(|c| c.code(), |()| 0));
+                let out = end_txn(
+                    &ctx,
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    tv2,
+                )
+                .await;
+                let _ = reply.send(match out {
+                    Ok((pid, epoch)) => (0, pid, epoch),
+                    Err(code) => (code.code(), -1, -1),
+                });
             }
             TxnRequest::Describe {
                 transactional_id,
@@ -315,7 +333,7 @@ async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), 
         &[],
     );
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1).await {
+    match partition.produce(batch, -1, TxnCheck::Skip).await {
         PartitionReply::Produced { .. } => Ok(()),
         // Kafka maps a failed append to the transaction log to a retriable error.
         _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -410,7 +428,7 @@ async fn init_producer_id(
                     id.to_string(),
                 )
             };
-            end(&ctx2, &id2, pid, epoch, false, Some(epoch)).await?;
+            end(&ctx2, &id2, pid, epoch, false, Some(epoch), None).await?;
             return Err(ErrorCode::ConcurrentTransactions);
         }
     };
@@ -426,6 +444,7 @@ async fn add_partitions(
     producer_epoch: i16,
     partitions: Vec<TxnPartition>,
     verify_only: bool,
+    tv2: bool,
 ) -> Result<(), ErrorCode> {
     if id.is_empty() {
         return Err(ErrorCode::InvalidRequest);
@@ -444,13 +463,14 @@ async fn add_partitions(
         }
         if verify_only {
             // KIP-890: a partition may take transactional data only when it is part of
-            // the ongoing transaction.
-            let known = m.status == TxnStatus::Ongoing
-                && partitions.iter().all(|p| m.partitions.contains(p));
-            return if known {
+            // the transaction (partitions are forgotten when it completes).
+            if matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort) {
+                return Err(ErrorCode::ConcurrentTransactions);
+            }
+            return if partitions.iter().all(|p| m.partitions.contains(p)) {
                 Ok(())
             } else {
-                Err(ErrorCode::InvalidTxnState)
+                Err(ErrorCode::TransactionAbortable)
             };
         }
         if m.pending.is_some()
@@ -461,7 +481,7 @@ async fn add_partitions(
         if m.status == TxnStatus::Ongoing && partitions.iter().all(|p| m.partitions.contains(p)) {
             return Ok(());
         }
-        m.prepare_add_partitions(partitions, now_ms())
+        m.prepare_add_partitions(partitions, tv2, now_ms())
     };
     write(ctx, id, t).await
 }
@@ -472,12 +492,104 @@ async fn end_txn(
     producer_id: i64,
     producer_epoch: i16,
     commit: bool,
-) -> Result<(), ErrorCode> {
+    tv2: bool,
+) -> Result<(i64, i16), ErrorCode> {
     if id.is_empty() {
         return Err(ErrorCode::InvalidRequest);
     }
     ctx.txns.borrow().owns(ctx, id)?;
-    end(ctx, id, producer_id, producer_epoch, commit, None).await
+    // Version 2 with the epochs used up: the producer id the client moves to.
+    let exhausted = tv2
+        && ctx
+            .txns
+            .borrow()
+            .txns
+            .get(id)
+            .is_some_and(|m| m.epoch_exhausted() && m.pending.is_none());
+    let next_producer_id = if exhausted {
+        allocate_producer_id(ctx).await?
+    } else {
+        -1
+    };
+    end(
+        ctx,
+        id,
+        producer_id,
+        producer_epoch,
+        commit,
+        None,
+        tv2.then_some(next_producer_id),
+    )
+    .await
+}
+
+/// What an EndTxn finds: the transition to write, or the answer without one.
+enum EndStep {
+    Write(Transit),
+    Answer((i64, i16)),
+}
+
+/// Check an EndTxn against the id's state (Kafka's `endTransaction`) and prepare its
+/// transition. `bump`: a version 2 EndTxn (with the next producer id when the epochs are
+/// used up, else -1). Answers (producer id, epoch) the client continues with.
+fn end_step(
+    m: &mut TxnMetadata,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    fence_epoch: Option<i16>,
+    bump: Option<i64>,
+) -> Result<EndStep, ErrorCode> {
+    use TxnStatus::*;
+    let fencing = m.pending == Some(PrepareEpochFence);
+    // Version 2 answers a retry of the EndTxn that bumped the epoch, so the epochs to
+    // compare differ by one (or, after a move to a new producer id, the old id's last).
+    let on_v2 = m.tv2 && !fencing;
+    let retry_after_bump = on_v2 && i32::from(m.producer_epoch) == i32::from(producer_epoch) + 1;
+    let retry_after_new_id = on_v2
+        && m.last_producer_id == producer_id
+        && producer_epoch == i16::MAX - 1
+        && m.producer_epoch == 0;
+    if m.producer_id != producer_id && !retry_after_new_id {
+        return Err(ErrorCode::InvalidProducerIdMapping);
+    }
+    let same_epoch = producer_epoch == m.producer_epoch;
+    let valid_epoch = if on_v2 {
+        match m.status {
+            Ongoing | Empty | Dead | PrepareEpochFence => same_epoch,
+            PrepareCommit | PrepareAbort => retry_after_bump,
+            // Or a version 2 abort of a transaction whose writes never reached a partition.
+            CompleteCommit | CompleteAbort => {
+                retry_after_bump || retry_after_new_id || (same_epoch && !commit && bump.is_some())
+            }
+        }
+    } else {
+        (fence_epoch.is_some() || same_epoch) && producer_epoch >= m.producer_epoch
+    };
+    if !valid_epoch {
+        return Err(ErrorCode::ProducerFenced);
+    }
+    if m.pending.is_some() && !fencing {
+        return Err(ErrorCode::ConcurrentTransactions);
+    }
+    let now = now_ms();
+    match (m.status, commit) {
+        (Ongoing, _) => Ok(EndStep::Write(m.prepare_end(
+            commit,
+            fence_epoch,
+            bump,
+            now,
+        ))),
+        (Empty | CompleteCommit | CompleteAbort, false) if same_epoch && bump.is_some() => {
+            // Nothing to mark: the Prepare/Complete pair only moves the producer on.
+            Ok(EndStep::Write(m.prepare_end(false, None, bump, now)))
+        }
+        (CompleteCommit, true) | (CompleteAbort, false) => {
+            Ok(EndStep::Answer((m.producer_id, m.producer_epoch)))
+        }
+        (PrepareCommit, true) | (PrepareAbort, false) => Err(ErrorCode::ConcurrentTransactions),
+        _ => Err(ErrorCode::InvalidTxnState),
+    }
 }
 
 /// EndTxn (from a client, or an abort the coordinator starts: a fence, a timeout):
@@ -489,38 +601,31 @@ async fn end(
     producer_epoch: i16,
     commit: bool,
     fence_epoch: Option<i16>,
-) -> Result<(), ErrorCode> {
-    let t = {
+    bump: Option<i64>,
+) -> Result<(i64, i16), ErrorCode> {
+    let step = {
         let mut coord = ctx.txns.borrow_mut();
         let Some(m) = coord.txns.get_mut(id) else {
             return Err(ErrorCode::InvalidProducerIdMapping);
         };
-        if m.producer_id != producer_id {
-            return Err(ErrorCode::InvalidProducerIdMapping);
-        }
-        let from_client = fence_epoch.is_none();
-        if (from_client && producer_epoch != m.producer_epoch) || producer_epoch < m.producer_epoch
-        {
-            return Err(ErrorCode::ProducerFenced);
-        }
-        if m.pending.is_some() && m.pending != Some(TxnStatus::PrepareEpochFence) {
-            return Err(ErrorCode::ConcurrentTransactions);
-        }
-        use TxnStatus::*;
-        match (m.status, commit) {
-            (Ongoing, _) => m.prepare_end(commit, fence_epoch, now_ms()),
-            (CompleteCommit, true) | (CompleteAbort, false) => return Ok(()),
-            (PrepareCommit, true) | (PrepareAbort, false) => {
-                return Err(ErrorCode::ConcurrentTransactions)
-            }
-            _ => return Err(ErrorCode::InvalidTxnState),
-        }
+        end_step(m, producer_id, producer_epoch, commit, fence_epoch, bump)?
+    };
+    let t = match step {
+        EndStep::Answer(continues) => return Ok(continues),
+        EndStep::Write(t) => t,
     };
     write(ctx, id, t).await?;
+    let continues = ctx
+        .txns
+        .borrow()
+        .txns
+        .get(id)
+        .map(TxnMetadata::continues_with)
+        .ok_or(ErrorCode::NotCoordinator)?;
     let ctx2 = ctx.clone();
     let id2 = id.to_string();
     compio::runtime::spawn(async move { finish_transaction(&ctx2, id2).await }).detach();
-    Ok(())
+    Ok(continues)
 }
 
 /// Abort the ongoing transactions older than their timeout (Kafka's
@@ -551,7 +656,7 @@ pub async fn abort_timed_out(ctx: &Rc<ShardContext>) {
     };
     for (id, pid, epoch) in expired {
         tracing::info!(transactional_id = %id, producer_id = pid, "aborting a transaction past its timeout");
-        if let Err(e) = end(ctx, &id, pid, epoch, false, Some(epoch)).await {
+        if let Err(e) = end(ctx, &id, pid, epoch, false, Some(epoch), None).await {
             tracing::warn!(transactional_id = %id, error = ?e, "aborting a timed-out transaction failed");
             if let Some(m) = ctx.txns.borrow_mut().txns.get_mut(&id) {
                 if m.pending == Some(TxnStatus::PrepareEpochFence) {
@@ -620,7 +725,7 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1).await {
+    match partition.produce(batch, -1, TxnCheck::Skip).await {
         PartitionReply::Produced { .. } => Ok(()),
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
@@ -629,13 +734,14 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
 /// Write the markers of a prepared transaction to all its partitions, retrying each
 /// until it is written (or the partition no longer exists), then the Complete record.
 async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
-    let (pid, epoch, commit, partitions) = {
+    let (pid, epoch, commit, bumped, partitions) = {
         let coord = ctx.txns.borrow();
         let Some(m) = coord.txns.get(&id) else { return };
         (
             m.producer_id,
             m.producer_epoch,
             m.status == TxnStatus::PrepareCommit,
+            m.tv2,
             m.partitions.iter().cloned().collect::<Vec<_>>(),
         )
     };
@@ -643,7 +749,7 @@ async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
     while !left.is_empty() {
         let mut failed = Vec::new();
         for p in left {
-            if !write_marker(ctx, &p, pid, epoch, commit).await {
+            if !write_marker(ctx, &p, pid, epoch, commit, bumped).await {
                 failed.push(p);
             }
         }
@@ -694,6 +800,7 @@ async fn write_marker(
     producer_id: i64,
     producer_epoch: i16,
     commit: bool,
+    bumped: bool,
 ) -> bool {
     let image = ctx.image();
     let Some(info) = image
@@ -712,6 +819,7 @@ async fn write_marker(
         producer_id,
         producer_epoch,
         commit,
+        bumped,
     };
     let sent = ctx.senders[owner]
         .send_async(ShardMsg::Partitions {

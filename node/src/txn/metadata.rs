@@ -1,5 +1,7 @@
-//! The state machine of one transactional id (Kafka's `TransactionMetadata`, classic
-//! protocol: transaction version 1). Every change is prepared as a [`Transit`] (the
+//! The state machine of one transactional id (Kafka's `TransactionMetadata`), for the
+//! classic protocol (transaction version 1) and KIP-890's version 2, where every EndTxn
+//! bumps the producer epoch so that a late write of the ended transaction is fenced.
+//! Every change is prepared as a [`Transit`] (the
 //! record to write to `__transaction_state`); the id is *pending* until the write is
 //! done, and requests that arrive meanwhile get CONCURRENT_TRANSACTIONS. The transit is
 //! applied only once written ([`TxnMetadata::complete`]) and forgotten if the write
@@ -32,6 +34,11 @@ pub struct TxnMetadata {
     /// When the ongoing transaction started (-1: none).
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The transaction is on transaction version 2 (its EndTxn bumps the epoch).
+    pub tv2: bool,
+    /// Version 2, epochs exhausted: the producer id the ending transaction hands over to
+    /// once complete (-1: none).
+    pub next_producer_id: i64,
     /// The status a written-but-not-yet-applied transit moves to.
     pub pending: Option<TxnStatus>,
 }
@@ -48,6 +55,8 @@ pub struct Transit {
     pub partitions: BTreeSet<TxnPartition>,
     pub start_ms: i64,
     pub last_update_ms: i64,
+    pub tv2: bool,
+    pub next_producer_id: i64,
 }
 
 impl Transit {
@@ -63,7 +72,7 @@ impl Transit {
         TxnRecord {
             producer_id: self.producer_id,
             previous_producer_id: self.last_producer_id,
-            next_producer_id: -1,
+            next_producer_id: self.next_producer_id,
             producer_epoch: self.producer_epoch,
             next_producer_epoch: -1,
             timeout_ms: self.timeout_ms,
@@ -71,7 +80,7 @@ impl Transit {
             partitions: topics,
             last_update_ms: self.last_update_ms,
             start_ms: self.start_ms,
-            client_transaction_version: 0,
+            client_transaction_version: if self.tv2 { 2 } else { 0 },
         }
     }
 }
@@ -83,7 +92,12 @@ fn may_follow(to: TxnStatus, from: TxnStatus) -> bool {
         Empty => matches!(from, Empty | CompleteCommit | CompleteAbort),
         Ongoing => matches!(from, Ongoing | Empty | CompleteCommit | CompleteAbort),
         PrepareCommit => from == Ongoing,
-        PrepareAbort => matches!(from, Ongoing | PrepareEpochFence),
+        // From a resting state: a version 2 producer aborting a transaction none of
+        // whose partitions the coordinator heard of (it only bumps the epoch).
+        PrepareAbort => matches!(
+            from,
+            Ongoing | PrepareEpochFence | Empty | CompleteCommit | CompleteAbort
+        ),
         CompleteCommit => from == PrepareCommit,
         CompleteAbort => from == PrepareAbort,
         Dead => matches!(from, Empty | CompleteCommit | CompleteAbort),
@@ -104,6 +118,8 @@ impl TxnMetadata {
             partitions: BTreeSet::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            tv2: false,
+            next_producer_id: -1,
             pending: None,
         }
     }
@@ -124,6 +140,8 @@ impl TxnMetadata {
                 .collect(),
             start_ms: r.start_ms,
             last_update_ms: r.last_update_ms,
+            tv2: r.client_transaction_version >= 2,
+            next_producer_id: r.next_producer_id,
             pending: None,
         }
     }
@@ -143,6 +161,8 @@ impl TxnMetadata {
             partitions: self.partitions.clone(),
             start_ms: self.start_ms,
             last_update_ms: self.last_update_ms,
+            tv2: self.tv2,
+            next_producer_id: self.next_producer_id,
         }
     }
 
@@ -231,16 +251,21 @@ impl TxnMetadata {
         t
     }
 
-    /// AddPartitionsToTxn / AddOffsetsToTxn.
+    /// AddPartitionsToTxn / AddOffsetsToTxn, or (`tv2`) a partition leader adding a
+    /// partition on a version 2 producer's first write to it.
     pub fn prepare_add_partitions(
         &mut self,
         added: impl IntoIterator<Item = TxnPartition>,
+        tv2: bool,
         now_ms: i64,
     ) -> Transit {
         use TxnStatus::*;
         let mut t = self.base(Ongoing);
         if matches!(self.status, Empty | CompleteCommit | CompleteAbort) {
             t.start_ms = now_ms;
+            t.tv2 = tv2;
+        } else {
+            t.tv2 |= tv2;
         }
         t.partitions.extend(added);
         t.last_update_ms = now_ms;
@@ -249,7 +274,15 @@ impl TxnMetadata {
 
     /// EndTxn: PrepareCommit or PrepareAbort. `fence_epoch` is the bumped epoch of an
     /// InitProducerId that interrupted the transaction (the pending fence is replaced).
-    pub fn prepare_end(&mut self, commit: bool, fence_epoch: Option<i16>, now_ms: i64) -> Transit {
+    /// `bump`: a version 2 EndTxn, which moves the producer to the next epoch, or, when
+    /// the epochs are used up, to `next_producer_id` once the transaction is complete.
+    pub fn prepare_end(
+        &mut self,
+        commit: bool,
+        fence_epoch: Option<i16>,
+        bump: Option<i64>,
+        now_ms: i64,
+    ) -> Transit {
         if let Some(epoch) = fence_epoch {
             assert_eq!(self.pending, Some(TxnStatus::PrepareEpochFence));
             self.pending = None;
@@ -263,7 +296,33 @@ impl TxnMetadata {
         };
         let mut t = self.base(status);
         t.last_update_ms = now_ms;
+        if let Some(next_producer_id) = bump {
+            assert!(
+                self.producer_epoch < i16::MAX,
+                "epoch of {} overflows",
+                self.producer_id
+            );
+            assert_eq!(
+                next_producer_id >= 0,
+                self.epoch_exhausted(),
+                "a new producer id exactly when the epochs are used up"
+            );
+            t.tv2 = true;
+            t.producer_epoch = self.producer_epoch + 1;
+            t.last_producer_epoch = self.producer_epoch;
+            t.next_producer_id = next_producer_id;
+        }
         self.prepare(t)
+    }
+
+    /// The producer id and epoch a version 2 client continues with after this
+    /// transaction (EndTxn's answer).
+    pub fn continues_with(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
+        }
     }
 
     /// After every marker is written: CompleteCommit or CompleteAbort.
@@ -276,6 +335,14 @@ impl TxnMetadata {
         let mut t = self.base(status);
         t.partitions.clear();
         t.last_update_ms = now_ms;
+        if self.next_producer_id >= 0 {
+            // Version 2 with the epochs used up: the markers are written, so the producer
+            // moves to its new id now.
+            t.producer_id = self.next_producer_id;
+            t.producer_epoch = 0;
+            t.last_producer_epoch = self.producer_epoch;
+            t.next_producer_id = -1;
+        }
         self.prepare(t)
     }
 
@@ -297,6 +364,8 @@ impl TxnMetadata {
         self.partitions = t.partitions;
         self.start_ms = t.start_ms;
         self.last_update_ms = t.last_update_ms;
+        self.tv2 = t.tv2;
+        self.next_producer_id = t.next_producer_id;
         self.pending = None;
     }
 
@@ -320,13 +389,13 @@ mod tests {
         let t = m.prepare_increment_epoch(60_000, None, 2).unwrap();
         assert_eq!((t.producer_epoch, t.status), (0, TxnStatus::Empty));
         m.complete(t);
-        let t = m.prepare_add_partitions(parts(&[("a", 0), ("a", 1)]), 3);
+        let t = m.prepare_add_partitions(parts(&[("a", 0), ("a", 1)]), false, 3);
         assert_eq!(t.start_ms, 3);
         m.complete(t);
-        let t = m.prepare_add_partitions(parts(&[("b", 0)]), 4);
+        let t = m.prepare_add_partitions(parts(&[("b", 0)]), false, 4);
         assert_eq!((t.start_ms, t.partitions.len()), (3, 3));
         m.complete(t);
-        let t = m.prepare_end(true, None, 5);
+        let t = m.prepare_end(true, None, None, 5);
         assert_eq!(t.status, TxnStatus::PrepareCommit);
         m.complete(t);
         let t = m.prepare_complete(6);
@@ -375,11 +444,11 @@ mod tests {
         let mut m = TxnMetadata::new(7, 1000, 0);
         let t = m.prepare_increment_epoch(1000, None, 0).unwrap();
         m.complete(t);
-        let t = m.prepare_add_partitions(parts(&[("a", 0)]), 1);
+        let t = m.prepare_add_partitions(parts(&[("a", 0)]), false, 1);
         m.complete(t);
         let fence = m.prepare_fence();
         assert_eq!(fence.producer_epoch, 1);
-        let t = m.prepare_end(false, Some(fence.producer_epoch), 2);
+        let t = m.prepare_end(false, Some(fence.producer_epoch), None, 2);
         assert_eq!((t.status, t.producer_epoch), (TxnStatus::PrepareAbort, 1));
         m.complete(t);
         let t = m.prepare_complete(3);
@@ -391,6 +460,58 @@ mod tests {
     #[should_panic(expected = "cannot follow")]
     fn forbidden_transitions_are_bugs() {
         let mut m = TxnMetadata::new(7, 1000, 0);
-        m.prepare_end(true, None, 1);
+        m.prepare_end(true, None, None, 1);
+    }
+
+    #[test]
+    fn version_2_bumps_the_epoch_at_every_end() {
+        let mut m = TxnMetadata::new(7, 1000, 0);
+        let t = m.prepare_increment_epoch(1000, None, 0).unwrap();
+        m.complete(t);
+        for epoch in 0..3 {
+            let t = m.prepare_add_partitions(parts(&[("a", 0)]), true, 1);
+            m.complete(t);
+            assert!(m.tv2);
+            let t = m.prepare_end(epoch % 2 == 0, None, Some(-1), 2);
+            assert_eq!(
+                (t.producer_epoch, t.last_producer_epoch),
+                (epoch + 1, epoch)
+            );
+            m.complete(t);
+            assert_eq!(m.continues_with(), (7, epoch + 1));
+            let t = m.prepare_complete(3);
+            m.complete(t);
+            assert_eq!((m.producer_id, m.producer_epoch), (7, epoch + 1));
+        }
+        let r = m.base(m.status).record();
+        assert_eq!(r.client_transaction_version, 2);
+        assert!(TxnMetadata::from_record(&r).tv2);
+    }
+
+    #[test]
+    fn version_2_moves_to_a_new_producer_id_when_the_epochs_run_out() {
+        let mut m = TxnMetadata::new(7, 1000, 0);
+        m.producer_epoch = EPOCH_EXHAUSTED;
+        let t = m.prepare_add_partitions(parts(&[("a", 0)]), true, 1);
+        m.complete(t);
+        let t = m.prepare_end(true, None, Some(8), 2);
+        assert_eq!(
+            (t.producer_id, t.producer_epoch, t.next_producer_id),
+            (7, i16::MAX, 8)
+        );
+        m.complete(t);
+        // Markers go out as producer 7 at the last epoch; the client continues as 8.
+        assert_eq!(m.continues_with(), (8, 0));
+        let t = m.prepare_complete(3);
+        m.complete(t);
+        assert_eq!(
+            (
+                m.producer_id,
+                m.producer_epoch,
+                m.last_producer_id,
+                m.next_producer_id
+            ),
+            (8, 0, 7, -1)
+        );
     }
 }

@@ -183,6 +183,7 @@ pub fn produce_request(
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: topic.into(),
+            topic_id: Default::default(),
             partition_data: vec![PartitionProduceData {
                 index: partition,
                 records: Some(spate_net::Records::from(records)),
