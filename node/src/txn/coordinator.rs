@@ -557,7 +557,9 @@ fn end_step(
     let valid_epoch = if on_v2 {
         match m.status {
             Ongoing | Empty | Dead | PrepareEpochFence => same_epoch,
-            PrepareCommit | PrepareAbort => retry_after_bump,
+            // At the bumped epoch: the client's next EndTxn while this one's markers
+            // are still being written (answered CONCURRENT_TRANSACTIONS below).
+            PrepareCommit | PrepareAbort => retry_after_bump || same_epoch,
             // Or a version 2 abort of a transaction whose writes never reached a partition.
             CompleteCommit | CompleteAbort => {
                 retry_after_bump || retry_after_new_id || (same_epoch && !commit && bump.is_some())
@@ -569,7 +571,8 @@ fn end_step(
     if !valid_epoch {
         return Err(ErrorCode::ProducerFenced);
     }
-    if m.pending.is_some() && !fencing {
+    let ending = matches!(m.status, PrepareCommit | PrepareAbort);
+    if (m.pending.is_some() && !fencing) || (on_v2 && same_epoch && ending) {
         return Err(ErrorCode::ConcurrentTransactions);
     }
     let now = now_ms();
@@ -835,5 +838,98 @@ async fn write_marker(
         Some(PartitionReply::MarkerWritten) => true,
         Some(PartitionReply::Error(code)) => code == ErrorCode::UnknownTopicOrPartition.code(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id on transaction version 2 with an ongoing transaction at epoch 3.
+    fn ongoing_v2() -> TxnMetadata {
+        let mut m = TxnMetadata::new(9, 60_000, 0);
+        m.producer_epoch = 3;
+        let t = m.prepare_add_partitions([("t".to_string(), 0)], true, 1);
+        m.complete(t);
+        m
+    }
+
+    fn write(step: Result<EndStep, ErrorCode>) -> Transit {
+        match step {
+            Ok(EndStep::Write(t)) => t,
+            Ok(EndStep::Answer(a)) => panic!("answered {a:?} without a transition"),
+            Err(e) => panic!("refused: {e:?}"),
+        }
+    }
+
+    fn refused(step: Result<EndStep, ErrorCode>) -> ErrorCode {
+        match step {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn version_2_end_bumps_and_recognises_its_retries() {
+        let mut m = ongoing_v2();
+        let t = write(end_step(&mut m, 9, 3, true, None, Some(-1)));
+        assert_eq!((t.status, t.producer_epoch), (TxnStatus::PrepareCommit, 4));
+        m.complete(t);
+        // While the markers are written: the retry (old epoch) and the client's next
+        // EndTxn (new epoch) both wait.
+        assert_eq!(
+            refused(end_step(&mut m, 9, 3, true, None, Some(-1))),
+            ErrorCode::ConcurrentTransactions
+        );
+        assert_eq!(
+            refused(end_step(&mut m, 9, 4, false, None, Some(-1))),
+            ErrorCode::ConcurrentTransactions
+        );
+        let t = m.prepare_complete(2);
+        m.complete(t);
+        // A retry once complete gets the same answer.
+        assert!(matches!(
+            end_step(&mut m, 9, 3, true, None, Some(-1)),
+            Ok(EndStep::Answer((9, 4)))
+        ));
+        // An abort at the new epoch with nothing added bumps again, without markers.
+        let t = write(end_step(&mut m, 9, 4, false, None, Some(-1)));
+        assert_eq!((t.status, t.producer_epoch), (TxnStatus::PrepareAbort, 5));
+        assert!(t.partitions.is_empty());
+        m.abandon();
+        // A commit of nothing is not a thing, and an epoch from further back is fenced.
+        assert_eq!(
+            refused(end_step(&mut m, 9, 4, true, None, Some(-1))),
+            ErrorCode::ProducerFenced
+        );
+        assert_eq!(
+            refused(end_step(&mut m, 9, 2, false, None, Some(-1))),
+            ErrorCode::ProducerFenced
+        );
+        assert_eq!(
+            refused(end_step(&mut m, 8, 4, false, None, Some(-1))),
+            ErrorCode::InvalidProducerIdMapping
+        );
+    }
+
+    #[test]
+    fn version_1_end_keeps_the_epoch_and_demands_it() {
+        let mut m = ongoing_v2();
+        m.tv2 = false;
+        assert_eq!(
+            refused(end_step(&mut m, 9, 2, true, None, None)),
+            ErrorCode::ProducerFenced
+        );
+        let t = write(end_step(&mut m, 9, 3, true, None, None));
+        assert_eq!((t.status, t.producer_epoch), (TxnStatus::PrepareCommit, 3));
+        m.complete(t);
+        assert_eq!(
+            refused(end_step(&mut m, 9, 3, true, None, None)),
+            ErrorCode::ConcurrentTransactions
+        );
+        assert_eq!(
+            refused(end_step(&mut m, 9, 3, false, None, None)),
+            ErrorCode::InvalidTxnState
+        );
     }
 }
