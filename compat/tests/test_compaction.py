@@ -320,3 +320,67 @@ def test_aborted_transactions_never_supersede_committed_records(compacting_broke
     want = [(b"a", b"a1"), (b"b", b"b2"), (b"sentinel", b"end")]
     # b1 is superseded by b2 and goes; a1 stays (a2 was aborted).
     wait_for("compaction with an aborted transaction", lambda: committed_view() == want)
+
+
+def batches_of(bootstrap, topic, partition=0):
+    """Every batch of the partition as (base offset, is control), read with raw Fetch v4
+    requests (clients never show markers)."""
+    import struct
+    from grouputil import RawClient, _str
+    raw = RawClient.to(bootstrap)
+    out, offset = [], 0
+    try:
+        while True:
+            body = (struct.pack(">iiiib", -1, 0, 0, 1 << 20, 0) + struct.pack(">i", 1) + _str(topic)
+                    + struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 1 << 20))
+            r = raw.call(1, 4, body)
+            r.i32()
+            r.i32()  # one topic
+            r.str()
+            r.i32()  # one partition
+            r.i32()
+            assert r.i16() == 0
+            hw = r.take(">q")
+            r.take(">q")
+            r.array(lambda x: (x.take(">q"), x.take(">q")))
+            data = r.bytes() or b""
+            pos, last_end = 0, offset
+            while pos + 12 <= len(data):
+                base, length = struct.unpack_from(">qi", data, pos)
+                if pos + 12 + length > len(data):
+                    break
+                attributes, last_delta = struct.unpack_from(">hi", data, pos + 21)
+                out.append((base, bool(attributes & 0x20)))
+                last_end = base + last_delta + 1
+                pos += 12 + length
+            if last_end >= hw or last_end == offset:
+                return out
+            offset = last_end
+    finally:
+        raw.close()
+
+
+def test_markers_go_once_their_transactions_data_is_gone(compacting_broker):
+    """Kafka's cleaner keeps a transaction marker while any batch of its transaction is
+    in the log, then removes it after delete.retention.ms; the records and the other
+    markers keep their offsets."""
+    from confluent_kafka import Producer
+    bs = compacting_broker.bootstrap
+    topic = f"compact-markers-{uuid.uuid4().hex[:8]}"
+    create_topic(bs, topic, 1, COMPACT)
+    p = Producer({"bootstrap.servers": bs, "transactional.id": f"cm-{uuid.uuid4().hex[:6]}"})
+    p.init_transactions(OP_TIMEOUT)
+    for value in (b"v1", b"v2"):
+        p.begin_transaction()
+        p.produce(topic, key=b"k", value=value, partition=0)
+        p.commit_transaction(OP_TIMEOUT)
+        time.sleep(0.3)
+    produce(bs, topic, [{"key": b"sentinel", "value": b"end", "partition": 0}])
+    # Written: k=v1 @0, its marker @1, k=v2 @2, its marker @3, sentinel @4 (the cleaner
+    # may already be at work). v1 is superseded; with its data gone its marker gets a horizon (2 s) and then goes.
+    try:
+        wait_for("the first transaction's marker removed",
+                 lambda: batches_of(bs, topic) == [(2, False), (3, True), (4, False)], deadline=30)
+    except AssertionError:
+        raise AssertionError(f"batches (base offset, control): {batches_of(bs, topic)}")
+    assert [(o, k, v) for o, k, v in read_all(bs, topic)] == [(2, b"k", b"v2"), (4, b"sentinel", b"end")]

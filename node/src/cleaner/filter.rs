@@ -7,10 +7,15 @@
 //! `delete.retention.ms`) on its batch; a later clean removes it once that time has
 //! come. A batch left without records is dropped, unless it is the last batch of a
 //! producer id still tracked, which stays as an empty batch so that the producer's
-//! sequence state can be rebuilt from the log (as Kafka keeps it). Control batches
-//! (transaction markers) are kept as they are.
+//! sequence state can be rebuilt from the log (as Kafka keeps it).
+//!
+//! A transaction marker stays while any batch of its transaction is still in the log
+//! (the clean reads the log in offset order and notes which producers' transactions it
+//! has seen data of). Once none is, the marker gets a delete horizon like a tombstone,
+//! and goes with the first clean after it: readers that were past it by then saw it;
+//! later ones have nothing for it to decide.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use spate_net::record_batch::{self, BatchError, RecordBatch};
@@ -30,6 +35,13 @@ pub struct Rules<'a> {
     pub producer_last_offsets: &'a HashMap<i64, i64>,
     /// The partition's aborted transactions.
     pub aborted: &'a [AbortedTxn],
+}
+
+/// What one clean has read so far of transactions: producers whose data it has seen
+/// since their last marker.
+#[derive(Debug, Default)]
+pub struct TxnTracker {
+    with_data: HashSet<i64>,
 }
 
 /// Whether a transactional batch belongs to an aborted transaction.
@@ -62,21 +74,37 @@ pub struct FilterStats {
     pub delete_horizon_ms: Option<i64>,
 }
 
-/// Apply the rules to one whole batch.
-pub fn filter_batch(batch: &Bytes, rules: &Rules) -> Result<(Filtered, FilterStats), BatchError> {
+/// Apply the rules to one whole batch; batches come in offset order, with one
+/// `txns` for the whole clean.
+pub fn filter_batch(
+    batch: &Bytes,
+    rules: &Rules,
+    txns: &mut TxnTracker,
+) -> Result<(Filtered, FilterStats), BatchError> {
     let rb = RecordBatch::parse(batch.clone())?;
-    let mut stats = FilterStats::default();
     if rb.is_control() {
-        return Ok((Filtered::Unchanged, stats));
+        return filter_marker(&rb, rules, txns);
     }
+    let out = filter_data(&rb, rules)?;
+    if rb.is_transactional() && rb.producer_id() >= 0 && out.0 != Filtered::Dropped {
+        // Data that stays holds its marker (aborted data too: the marker tells readers
+        // to skip it). Data this clean drops does not: both go out together.
+        txns.with_data.insert(rb.producer_id());
+    }
+    Ok(out)
+}
+
+/// A data batch: which records stay.
+fn filter_data(rb: &RecordBatch, rules: &Rules) -> Result<(Filtered, FilterStats), BatchError> {
+    let mut stats = FilterStats::default();
     let horizon = rb.delete_horizon_ms();
     // Aborted transactional data goes whole (Kafka's cleaner discards it too).
-    let aborted = is_aborted(&rb, rules.aborted);
+    let aborted = is_aborted(rb, rules.aborted);
     let mut keep = Vec::with_capacity(rb.record_count().max(0) as usize);
     let mut tombstones_kept = false;
     for record in rb.records(MAX_INFLATED_BATCH)? {
         let record = record?;
-        let offset = record.offset_in(&rb);
+        let offset = record.offset_in(rb);
         let kept = match &record.key {
             _ if aborted => false,
             // Compacted topics refuse null keys; older ones go (Kafka counts them invalid).
@@ -108,10 +136,38 @@ pub fn filter_batch(batch: &Bytes, rules: &Rules) -> Result<(Filtered, FilterSta
         }
     }
     let mut verdicts = keep.iter();
-    let rebuilt = record_batch::retain_records(&rb, MAX_INFLATED_BATCH, new_horizon, |_| {
+    let rebuilt = record_batch::retain_records(rb, MAX_INFLATED_BATCH, new_horizon, |_| {
         verdicts.next().copied().unwrap_or(false)
     })?;
     Ok((Filtered::Rewritten(rebuilt), stats))
+}
+
+/// A transaction marker: kept while data of its transaction is; then stamped with a
+/// delete horizon; removed once the horizon has passed.
+fn filter_marker(
+    rb: &RecordBatch,
+    rules: &Rules,
+    txns: &mut TxnTracker,
+) -> Result<(Filtered, FilterStats), BatchError> {
+    let mut stats = FilterStats::default();
+    if txns.with_data.remove(&rb.producer_id()) {
+        return Ok((Filtered::Unchanged, stats));
+    }
+    match rb.delete_horizon_ms() {
+        Some(h) if rules.now_ms >= h => Ok((Filtered::Dropped, stats)),
+        Some(h) => {
+            // Reported like a tombstone's, so that a clean comes when it has passed.
+            stats.delete_horizon_ms = Some(h);
+            Ok((Filtered::Unchanged, stats))
+        }
+        None => {
+            let horizon = rules.now_ms.saturating_add(rules.delete_retention_ms);
+            stats.delete_horizon_ms = Some(horizon);
+            let stamped =
+                record_batch::retain_records(rb, MAX_INFLATED_BATCH, Some(horizon), |_| true)?;
+            Ok((Filtered::Rewritten(stamped), stats))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +235,8 @@ mod tests {
             ],
             -1,
         );
-        let (f, stats) = filter_batch(&b, &rules(&map, &none, 0)).unwrap();
+        let (f, stats) =
+            filter_batch(&b, &rules(&map, &none, 0), &mut TxnTracker::default()).unwrap();
         let Filtered::Rewritten(out) = f else {
             panic!("{f:?}")
         };
@@ -194,12 +251,16 @@ mod tests {
         // Records after the map's offset for their key stay; a batch kept whole is unchanged.
         let later = batch(20, &[(Some("a"), Some("4"))], -1);
         assert_eq!(
-            filter_batch(&later, &rules(&map, &none, 0)).unwrap().0,
+            filter_batch(&later, &rules(&map, &none, 0), &mut TxnTracker::default())
+                .unwrap()
+                .0,
             Filtered::Unchanged
         );
         let gone = batch(0, &[(Some("a"), Some("0"))], -1);
         assert_eq!(
-            filter_batch(&gone, &rules(&map, &none, 0)).unwrap().0,
+            filter_batch(&gone, &rules(&map, &none, 0), &mut TxnTracker::default())
+                .unwrap()
+                .0,
             Filtered::Dropped
         );
     }
@@ -209,7 +270,8 @@ mod tests {
         let map = OffsetMap::new(1 << 20, 0.9, 10);
         let none = HashMap::new();
         let b = batch(0, &[(Some("a"), None), (Some("b"), Some("x"))], -1);
-        let (f, stats) = filter_batch(&b, &rules(&map, &none, 10_000)).unwrap();
+        let (f, stats) =
+            filter_batch(&b, &rules(&map, &none, 10_000), &mut TxnTracker::default()).unwrap();
         let Filtered::Rewritten(stamped) = f else {
             panic!("{f:?}")
         };
@@ -222,9 +284,19 @@ mod tests {
             "the tombstone stays until its horizon"
         );
         // Before the horizon: unchanged (already stamped). After it: the tombstone goes.
-        let (f, _) = filter_batch(&stamped, &rules(&map, &none, 10_499)).unwrap();
+        let (f, _) = filter_batch(
+            &stamped,
+            &rules(&map, &none, 10_499),
+            &mut TxnTracker::default(),
+        )
+        .unwrap();
         assert_eq!(f, Filtered::Unchanged);
-        let (f, stats) = filter_batch(&stamped, &rules(&map, &none, 10_500)).unwrap();
+        let (f, stats) = filter_batch(
+            &stamped,
+            &rules(&map, &none, 10_500),
+            &mut TxnTracker::default(),
+        )
+        .unwrap();
         let Filtered::Rewritten(out) = f else {
             panic!("{f:?}")
         };
@@ -241,7 +313,7 @@ mod tests {
         map.put(b"a", 99);
         let b = batch(5, &[(Some("a"), Some("1")), (Some("a"), Some("2"))], 42);
         let last = HashMap::from([(42, 6)]);
-        let (f, _) = filter_batch(&b, &rules(&map, &last, 0)).unwrap();
+        let (f, _) = filter_batch(&b, &rules(&map, &last, 0), &mut TxnTracker::default()).unwrap();
         let Filtered::Rewritten(out) = f else {
             panic!("{f:?}")
         };
@@ -254,7 +326,9 @@ mod tests {
         // Not its last batch any more: dropped.
         let moved_on = HashMap::from([(42, 60)]);
         assert_eq!(
-            filter_batch(&b, &rules(&map, &moved_on, 0)).unwrap().0,
+            filter_batch(&b, &rules(&map, &moved_on, 0), &mut TxnTracker::default())
+                .unwrap()
+                .0,
             Filtered::Dropped
         );
     }
@@ -276,27 +350,96 @@ mod tests {
         }];
         let mut r = rules(&map, &none, 0);
         r.aborted = &aborted;
-        assert_eq!(filter_batch(&b, &r).unwrap().0, Filtered::Dropped);
+        assert_eq!(
+            filter_batch(&b, &r, &mut TxnTracker::default()).unwrap().0,
+            Filtered::Dropped
+        );
         // Committed (not in the list): kept.
         assert_eq!(
-            filter_batch(&b, &rules(&map, &none, 0)).unwrap().0,
+            filter_batch(&b, &rules(&map, &none, 0), &mut TxnTracker::default())
+                .unwrap()
+                .0,
             Filtered::Unchanged
         );
     }
 
-    #[test]
-    fn control_batches_are_kept() {
-        let map = OffsetMap::new(1 << 20, 0.9, 10);
-        let none = HashMap::new();
+    fn marker(base: i64, pid: i64) -> Bytes {
         let mut b = RecordBatchBuilder::new(Compression::None)
+            .base_offset(base)
             .control(true)
             .transactional(true)
-            .producer(7, 0, -1);
-        b.append(1, Some(&[0, 0, 0, 0]), Some(&[0, 0, 0, 0, 0, 0]), &[]);
-        let b = b.build().unwrap();
+            .producer(pid, 0, -1);
+        b.append(1, Some(&[0, 0, 0, 1]), Some(&[0, 0, 0, 0, 0, 0]), &[]);
+        b.build().unwrap()
+    }
+
+    fn txn_data(base: i64, pid: i64, key: &str) -> Bytes {
+        let mut b = RecordBatchBuilder::new(Compression::None)
+            .base_offset(base)
+            .transactional(true)
+            .producer(pid, 0, 0);
+        b.append(1, Some(key.as_bytes()), Some(b"v"), &[]);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn markers_stay_with_their_data_then_go_after_a_horizon() {
+        let mut map = OffsetMap::new(1 << 20, 0.9, 10);
+        let none = HashMap::new();
+        let r = rules(&map, &none, 1000);
+        // Data of producer 7's transaction precedes its marker: both stay.
+        let mut txns = TxnTracker::default();
+        let data = txn_data(0, 7, "a");
         assert_eq!(
-            filter_batch(&b, &rules(&map, &none, 0)).unwrap().0,
+            filter_batch(&data, &r, &mut txns).unwrap().0,
             Filtered::Unchanged
+        );
+        let m = marker(1, 7);
+        assert_eq!(
+            filter_batch(&m, &r, &mut txns).unwrap().0,
+            Filtered::Unchanged
+        );
+        // A later clean finds the data superseded (gone): the marker gets a horizon...
+        map.put(b"a", 5);
+        let r = rules(&map, &none, 1000);
+        let mut txns = TxnTracker::default();
+        assert_eq!(
+            filter_batch(&data, &r, &mut txns).unwrap().0,
+            Filtered::Dropped
+        );
+        let mut txns = TxnTracker::default();
+        let (f, _) = filter_batch(&m, &r, &mut txns).unwrap();
+        let Filtered::Rewritten(stamped) = f else {
+            panic!("{f:?}")
+        };
+        let rb = RecordBatch::parse(stamped.clone()).unwrap();
+        assert!(rb.is_control() && rb.is_transactional());
+        assert_eq!(
+            (rb.base_offset(), rb.producer_id(), rb.delete_horizon_ms()),
+            (1, 7, Some(1500))
+        );
+        assert_eq!(records(&stamped).len(), 1);
+        // ...and goes once it has passed.
+        let before = rules(&map, &none, 1499);
+        assert_eq!(
+            filter_batch(&stamped, &before, &mut TxnTracker::default())
+                .unwrap()
+                .0,
+            Filtered::Unchanged
+        );
+        let after = rules(&map, &none, 1500);
+        assert_eq!(
+            filter_batch(&stamped, &after, &mut TxnTracker::default())
+                .unwrap()
+                .0,
+            Filtered::Dropped
+        );
+        // Another producer's data does not hold producer 7's marker.
+        let mut txns = TxnTracker::default();
+        filter_batch(&txn_data(0, 8, "b"), &after, &mut txns).unwrap();
+        assert_eq!(
+            filter_batch(&stamped, &after, &mut txns).unwrap().0,
+            Filtered::Dropped
         );
     }
 }

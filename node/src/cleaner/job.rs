@@ -11,7 +11,7 @@ use spate_log::clean::{
 };
 use spate_net::record_batch::RecordBatch;
 
-use super::filter::{filter_batch, Filtered, Rules, MAX_INFLATED_BATCH};
+use super::filter::{filter_batch, Filtered, Rules, TxnTracker, MAX_INFLATED_BATCH};
 use super::offset_map::OffsetMap;
 use super::throttle::Throttle;
 use crate::mesh::PartitionKey;
@@ -105,6 +105,8 @@ pub fn run(job: &CleanJob, limits: &Limits, throttle: &Throttle) -> io::Result<C
         .filter(|s| s.base < clean_end)
         .cloned()
         .collect();
+    // The rewrite reads the log from its start, in offset order.
+    let mut txns = TxnTracker::default();
     for group in group_segments(&rewrite, job.segment_bytes) {
         let base = group[0].base;
         let mut out = CleanedSegmentWriter::create(&view.dir, base, job.index_interval_bytes)?;
@@ -113,7 +115,7 @@ pub fn run(job: &CleanJob, limits: &Limits, throttle: &Throttle) -> io::Result<C
             let mut batches = SegmentBatches::open(&seg.path, seg.size, limits.io_buffer_bytes)?;
             let mut read = 0;
             while let Some((_, batch)) = batches.next_batch()? {
-                let (filtered, stats) = filter_batch(&batch, &rules).map_err(invalid)?;
+                let (filtered, stats) = filter_batch(&batch, &rules, &mut txns).map_err(invalid)?;
                 report.records_read += stats.records_read;
                 report.records_kept += stats.records_kept;
                 horizon = horizon.max(stats.delete_horizon_ms.unwrap_or(-1));
