@@ -265,6 +265,11 @@ impl compio::buf::IoBuf for PaddedWrite {
 }
 
 impl PaddedWrite {
+    /// The bytes to write (the padded length).
+    pub fn as_bytes(&self) -> &[u8] {
+        compio::buf::IoBuf::as_init(self)
+    }
+
     /// Pad `buf` to a page boundary and wrap it for writing.
     pub fn new(mut buf: AlignedBuf) -> PaddedWrite {
         let len = buf.pad_to_page();

@@ -39,6 +39,14 @@ pub struct LogConfig {
     /// value of at least `segment_bytes` allocates the whole segment at once (Kafka's
     /// `preallocate`). Default 64 MiB.
     pub preallocate_bytes: u64,
+    /// Largest zero-fill step of the active segment (rounded to 4 KiB; `0` disables
+    /// zero filling). On O_DIRECT logs a background write puts zeros into the space
+    /// ahead of the data, in steps that grow with the segment up to this, so that data
+    /// writes overwrite written blocks: a write into preallocated (unwritten) space
+    /// must have its extents converted when it completes, which ext4 and XFS do in a
+    /// kernel worker that can delay the write's completion by hundreds of
+    /// milliseconds. Default 4 MiB.
+    pub zero_ahead_bytes: u64,
     /// Memory budget of this log's own batch cache (recently written batches served to
     /// readers without disk I/O), used when the log is opened without a shared cache
     /// (`PartitionLog::open_with`); ignored otherwise. Default 16 MiB; `0` disables it.
@@ -64,6 +72,7 @@ impl Default for LogConfig {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             preallocate_bytes: 64 << 20,
+            zero_ahead_bytes: 4 << 20,
             cache_bytes: 16 << 20,
             allow_buffered_fallback: true,
         }

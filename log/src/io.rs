@@ -134,10 +134,98 @@ impl compio::buf::IoBufMut for ReadTail {
 }
 
 /// Write the whole padded buffer at `pos`.
-pub async fn write_all(file: &File, data: PaddedWrite, pos: u64) -> (io::Result<()>, PaddedWrite) {
+///
+/// On an `O_DIRECT` file the write is a plain synchronous `pwrite` on a thread of the
+/// runtime's blocking pool (started from, and so pinned like, the shard thread), not
+/// an io_uring op. Why: an asynchronous direct write on ext4 or XFS completes through
+/// the file system's completion worker (`dio/<dev>` kworker), queued on the CPU that
+/// took the device interrupt, even for plain overwrites; when that CPU is busy (another
+/// shard, the client, any load) the completion waits for the scheduler, and with
+/// unwritten extents it also waits for their conversion. Produce acknowledgements were
+/// seen waiting 0.3-3 s on an idle broker core that way (issue 19, in
+/// docs/benchmarks.md). A synchronous direct write is completed by the thread that
+/// waits for it, woken straight from the interrupt, so the broker's own threads finish
+/// it. Buffered (fallback) files keep the io_uring op.
+pub async fn write_all(
+    file: &File,
+    data: PaddedWrite,
+    pos: u64,
+    direct: bool,
+) -> (io::Result<()>, PaddedWrite) {
+    if direct {
+        let fd = file.as_raw_fd();
+        // The caller keeps `file` open until this returns, so the descriptor stays
+        // valid while the pool thread uses it.
+        let res = compio::runtime::spawn_blocking(move || {
+            let r = pwrite_all(fd, data.as_bytes(), pos);
+            (r, data)
+        })
+        .await;
+        return match res {
+            Ok(r) => r,
+            Err(_) => std::panic::resume_unwind(Box::new("blocking write panicked")),
+        };
+    }
     let mut f = file;
     let BufResult(res, data) = f.write_all_at(data, pos).await;
     (res, data)
+}
+
+/// `pwrite` all of `buf` at `pos`, going on after short writes and EINTR.
+fn pwrite_all(fd: std::os::fd::RawFd, mut buf: &[u8], mut pos: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice for its length; `fd` is open.
+        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), pos as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwrite wrote nothing",
+            ));
+        }
+        buf = &buf[n as usize..];
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Largest single write of [`write_zeros`].
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// A page-aligned run of zeros that O_DIRECT writes can take by reference.
+#[repr(C, align(4096))]
+struct Zeros([u8; ZERO_CHUNK]);
+static ZEROS: Zeros = Zeros([0; ZERO_CHUNK]);
+
+/// Write zeros over `[pos, pos + len)` (both 4 KiB aligned), in writes of at most 1 MiB.
+/// Used to turn preallocated (unwritten) extents into written ones ahead of the data,
+/// so that data writes are plain overwrites (see `log::writer::maybe_fill`).
+pub async fn write_zeros(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    debug_assert!(
+        pos.is_multiple_of(4096) && len.is_multiple_of(4096),
+        "aligned zero fill"
+    );
+    let fd = file.as_raw_fd();
+    // Synchronous direct writes on a pool thread, as `write_all` (and for the same
+    // reason); the caller keeps `file` open until this returns.
+    compio::runtime::spawn_blocking(move || {
+        let mut at = pos;
+        let end = pos + len;
+        while at < end {
+            let n = ((end - at) as usize).min(ZERO_CHUNK);
+            pwrite_all(fd, &ZEROS.0[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|_| Err(io::Error::other("zero fill thread panicked")))
 }
 
 /// fdatasync.

@@ -75,6 +75,9 @@ pub struct Segment {
     pub durable: Mark,
     /// Bytes reserved by fallocate (the file length while active).
     pub allocated: u64,
+    /// End of the space zero-filled ahead of the data (a hint: data may have been
+    /// written past it since).
+    pub filled_to: u64,
 }
 
 /// The life of a segment: `Active` (the last segment; takes appends) → `Rolled` (a
@@ -130,6 +133,7 @@ impl Segment {
                 bytes_since_index: 0,
             },
             allocated: 0,
+            filled_to: 0,
         }
     }
 

@@ -88,6 +88,13 @@ pub struct LogStats {
     pub writes: u64,
     /// Bytes written to disk, including page padding and rewritten tail pages.
     pub bytes_written: u64,
+    /// Time from submitting a data write to its completion, in nanoseconds (with
+    /// `writes`, the mean write latency; syncs not included).
+    pub write_nanos: u64,
+    /// Zero fills of segment space ahead of the data (see `LogConfig::zero_ahead_bytes`).
+    pub zero_fills: u64,
+    /// Bytes of zeros written by them.
+    pub bytes_zero_filled: u64,
     /// fdatasync calls.
     pub syncs: u64,
     /// Time spent in fdatasync, in nanoseconds (with `syncs`, the mean sync latency).
@@ -116,6 +123,8 @@ struct Shared {
     written: Event,
     /// Wakes the writer task.
     work: Event,
+    /// Fired when a zero fill ends.
+    fill_done: Event,
     writer: Cell<Option<compio::runtime::JoinHandle<()>>>,
 }
 

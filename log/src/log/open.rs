@@ -173,6 +173,8 @@ impl PartitionLog {
             prealloc_ok: true,
             buf_hint: MIN_WRITE_BUF,
             job_in_flight: false,
+            fill: None,
+            fill_paused_until: None,
         };
         // The open write buffer for the active segment, starting with its tail page.
         match st.segments.values().next_back() {
@@ -193,6 +195,7 @@ impl PartitionLog {
             structure: Default::default(),
             written: Event::new(),
             work: Event::new(),
+            fill_done: Event::new(),
             writer: Cell::new(None),
         });
         let handle = compio::runtime::spawn(writer_loop(shared.clone()));

@@ -112,6 +112,11 @@ pub(super) struct State {
     pub buf_hint: usize,
     /// The writer task holds a job (taken out of `pending`).
     pub job_in_flight: bool,
+    /// The zero fill in flight, if any: (segment base, from, to). Data writes into
+    /// that range wait for it (see `writer::maybe_fill`).
+    pub fill: Option<(i64, u64, u64)>,
+    /// After a failed zero fill, no other before this time.
+    pub fill_paused_until: Option<Instant>,
 }
 
 impl State {

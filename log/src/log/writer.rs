@@ -19,6 +19,119 @@ use super::{io_err, Shared};
 /// up to `preallocate_bytes`, so a partition that holds little reserves little.
 const MIN_PREALLOCATE: u64 = 64 * 1024;
 
+/// First zero-fill step of a segment; later steps grow with the segment's size up to
+/// `zero_ahead_bytes`.
+const MIN_ZERO_AHEAD: u64 = 64 * 1024;
+
+/// How long zero filling pauses after a failed fill (a full disk, say).
+const FILL_PAUSE: Duration = Duration::from_secs(10);
+
+/// The next zero fill of a segment, if one is due: `Some((from, to))`.
+///
+/// `end` is the aligned end of the appended data, `filled_to` the end of the last fill,
+/// `step` the fill size, `cap` the segment's largest size. A fill is due when less
+/// than one step of filled space is left ahead of the data. It continues the last
+/// fill when the data has not passed it; otherwise (a new segment, or data written
+/// faster than the fills) it starts half a step past the data, so that the writes of
+/// the next moments do not run into a fill still in flight (they would wait for it).
+pub(super) fn next_fill(end: u64, filled_to: u64, step: u64, cap: u64) -> Option<(u64, u64)> {
+    if step == 0 || filled_to >= end.saturating_add(step) {
+        return None;
+    }
+    let from = if filled_to >= end {
+        filled_to
+    } else {
+        align_up((end + step / 2) as usize) as u64
+    };
+    let to = from.saturating_add(step).min(cap);
+    (from < to).then_some((from, to))
+}
+
+/// Start a zero fill of the active segment's space ahead of its data, when one is due
+/// and none is in flight.
+///
+/// Why: preallocated space is made of unwritten extents. An O_DIRECT write into them
+/// cannot complete until the file system converted them to written ones, which ext4
+/// and XFS do in a kernel worker after the device finished (and io_uring hands such
+/// writes to its io-wq workers first, as they may block). That worker runs on whatever
+/// CPU took the completion interrupt, behind whatever runs there, and may itself wait
+/// for metadata I/O: produce acknowledgements waited hundreds of milliseconds on an
+/// idle broker. Overwrites of written blocks need none of that and complete straight
+/// from the device's interrupt, so the space ahead of the data is filled with zeros in
+/// the background, off the acknowledgement path. Zeros are what preallocated space
+/// reads as anyway, so recovery treats them the same (not data).
+///
+/// Safety of the data: a fill starts past the end of everything appended so far, and
+/// a data write that would touch the range of a fill in flight waits for it
+/// (`wait_for_fill`), so a fill never lands on data.
+pub(super) fn maybe_fill(shared: &Rc<Shared>) {
+    let mut st = shared.state.borrow_mut();
+    if st.fill.is_some() || !st.direct || st.failure.is_some() || st.closing {
+        return;
+    }
+    if st.fill_paused_until.is_some_and(|t| Instant::now() < t) {
+        return;
+    }
+    let max_step = align_up(st.config.zero_ahead_bytes as usize) as u64;
+    let cap = align_up(st.config.segment_bytes_clamped() as usize) as u64;
+    let Some(seg) = st.active() else { return };
+    if seg.phase != Phase::Active || max_step == 0 {
+        return;
+    }
+    let Some(file) = seg.file.clone() else { return };
+    let end = align_up(seg.logical_size as usize) as u64;
+    let step = end.clamp(MIN_ZERO_AHEAD.min(max_step), max_step);
+    let Some((from, to)) = next_fill(end, seg.filled_to, step, cap) else {
+        return;
+    };
+    let base = seg.base;
+    st.fill = Some((base, from, to));
+    drop(st);
+    let shared = shared.clone();
+    compio::runtime::spawn(async move {
+        let res = fio::write_zeros(&file, from, to - from).await;
+        let mut st = shared.state.borrow_mut();
+        st.fill = None;
+        match res {
+            Ok(()) => {
+                st.stats.zero_fills += 1;
+                st.stats.bytes_zero_filled += to - from;
+                if let Some(seg) = st.segments.get_mut(&base) {
+                    seg.filled_to = seg.filled_to.max(to);
+                    if seg.phase == Phase::Active {
+                        // The file is at least this long now; no fallocate needed below.
+                        seg.allocated = seg.allocated.max(to);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %st.dir.display(), error = %e, "zero-filling segment space failed; writes go on into unfilled space");
+                st.fill_paused_until = Some(Instant::now() + FILL_PAUSE);
+            }
+        }
+        drop(st);
+        shared.fill_done.notify(usize::MAX);
+    })
+    .detach();
+}
+
+/// Wait until no zero fill in flight overlaps `[from, to)` of segment `base` (with
+/// `whole`, any fill of that segment: before a seal trims the file).
+async fn wait_for_fill(shared: &Shared, base: i64, from: u64, to: u64, whole: bool) {
+    loop {
+        let l = shared.fill_done.listen();
+        let busy = shared
+            .state
+            .borrow()
+            .fill
+            .is_some_and(|(b, f, t)| b == base && (whole || (f < to && from < t)));
+        if !busy {
+            return;
+        }
+        l.await;
+    }
+}
+
 pub(super) async fn writer_loop(shared: Rc<Shared>) {
     loop {
         let job = shared.state.borrow_mut().take_job();
@@ -27,7 +140,10 @@ pub(super) async fn writer_loop(shared: Rc<Shared>) {
             let res = run_job(&shared, job).await;
             shared.state.borrow_mut().job_in_flight = false;
             let go_on = match res {
-                Ok(()) => true,
+                Ok(()) => {
+                    maybe_fill(&shared);
+                    true
+                }
                 Err(e) => recover(&shared, &e).await,
             };
             shared.written.notify(usize::MAX);
@@ -185,6 +301,10 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
     let data_len = job.buf.len();
     let end_pos = job.file_pos + data_len as u64;
     let mut buf = job.buf;
+    let padded_end = job.file_pos + align_up(data_len) as u64;
+    if !job.batches.is_empty() || job.seal {
+        wait_for_fill(shared, job.seg_base, job.file_pos, padded_end, job.seal).await;
+    }
     if !job.batches.is_empty() {
         let padded = align_up(data_len) as u64;
         // Preallocate in steps that grow with the segment (blocking fallocate, see io.rs).
@@ -214,7 +334,10 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
                 }
             }
         }
-        let (res, w) = fio::write_all(&file, PaddedWrite::new(buf), job.file_pos).await;
+        let started = Instant::now();
+        let direct = shared.state.borrow().direct;
+        let (res, w) = fio::write_all(&file, PaddedWrite::new(buf), job.file_pos, direct).await;
+        let took = started.elapsed().as_nanos() as u64;
         res.map_err(io_err(format!(
             "writing {} at {}",
             path.display(),
@@ -223,6 +346,7 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
         buf = w.buf;
         let mut st = shared.state.borrow_mut();
         st.stats.writes += 1;
+        st.stats.write_nanos += took;
         st.stats.bytes_written += padded;
     }
     let need_sync = {
@@ -297,4 +421,61 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_fill;
+
+    const K: u64 = 1024;
+
+    #[test]
+    fn a_new_segment_fills_past_the_data() {
+        // Nothing filled yet: start half a step past the data, one step long.
+        assert_eq!(
+            next_fill(4 * K, 0, 64 * K, 1 << 30),
+            Some((36 * K, 100 * K))
+        );
+    }
+
+    #[test]
+    fn fills_continue_where_the_last_ended() {
+        // Less than a step of filled space left ahead: continue contiguously.
+        assert_eq!(
+            next_fill(64 * K, 100 * K, 64 * K, 1 << 30),
+            Some((100 * K, 164 * K))
+        );
+        // A step or more left: nothing to do.
+        assert_eq!(next_fill(36 * K, 100 * K, 64 * K, 1 << 30), None);
+    }
+
+    #[test]
+    fn data_past_the_fills_restarts_ahead_of_it() {
+        assert_eq!(
+            next_fill(300 * K, 100 * K, 256 * K, 1 << 30),
+            Some((428 * K, 684 * K))
+        );
+    }
+
+    #[test]
+    fn fills_stop_at_the_segment_size_and_when_disabled() {
+        assert_eq!(
+            next_fill(960 * K, 980 * K, 64 * K, 1024 * K),
+            Some((980 * K, 1024 * K))
+        );
+        assert_eq!(next_fill(1000 * K, 1024 * K, 64 * K, 1024 * K), None);
+        assert_eq!(next_fill(4 * K, 0, 0, 1 << 30), None);
+    }
+
+    #[test]
+    fn a_fill_never_starts_below_the_data() {
+        for end in (0..64).map(|i| i * 12 * K) {
+            for filled in (0..64).map(|i| i * 16 * K) {
+                if let Some((from, to)) = next_fill(end, filled, 128 * K, 1 << 30) {
+                    assert!(from >= end && to > from, "{end} {filled}: {from}..{to}");
+                    assert_eq!(from % 4096, 0);
+                }
+            }
+        }
+    }
 }

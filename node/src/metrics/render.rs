@@ -163,9 +163,12 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 17] = [
+    let per_shard: [ShardFamily; 20] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
+        ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
+        ("spate_log_zero_fills_total", "counter", "Background zero fills of segment space ahead of the data.", |s| s.partitions.iter().map(|p| p.stats.zero_fills as f64).sum()),
+        ("spate_log_zero_filled_bytes_total", "counter", "Bytes of zeros written ahead of the data (see docs/log.md, zero fill).", |s| s.partitions.iter().map(|p| p.stats.bytes_zero_filled as f64).sum()),
         ("spate_log_fsyncs_total", "counter", "fdatasync calls on segment files.", |s| s.partitions.iter().map(|p| p.stats.syncs as f64).sum()),
         ("spate_log_fsync_seconds_total", "counter", "Time spent in fdatasync of segment files (divided by fsyncs: the mean fsync latency).", |s| {
             s.partitions.iter().map(|p| p.stats.sync_nanos as f64).sum::<f64>() / 1e9
