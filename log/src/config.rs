@@ -45,7 +45,7 @@ pub struct LogConfig {
     /// writes overwrite written blocks: a write into preallocated (unwritten) space
     /// must have its extents converted when it completes, which ext4 and XFS do in a
     /// kernel worker that can delay the write's completion by hundreds of
-    /// milliseconds. Default 4 MiB.
+    /// milliseconds. Default 0 (off): it writes every segment byte twice.
     pub zero_ahead_bytes: u64,
     /// Memory budget of this log's own batch cache (recently written batches served to
     /// readers without disk I/O), used when the log is opened without a shared cache
@@ -72,7 +72,7 @@ impl Default for LogConfig {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             preallocate_bytes: 64 << 20,
-            zero_ahead_bytes: 4 << 20,
+            zero_ahead_bytes: 0,
             cache_bytes: 16 << 20,
             allow_buffered_fallback: true,
         }

@@ -498,3 +498,35 @@ async fn preallocation_grows_with_the_segment() {
     // Sealed at close: trimmed to its exact size.
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
 }
+
+/// With the zero fill on, fills run ahead of the data in the background while appends
+/// (some concurrent) go on: every batch reads back byte for byte, before and after a
+/// reopen, and fills did happen.
+#[compio::test]
+async fn zero_fill_ahead_never_touches_data() {
+    let dir = tempdir();
+    let path = dir.path().join("t-0");
+    let cfg = LogConfig {
+        zero_ahead_bytes: 128 * 1024,
+        ..small_config()
+    };
+    let mut model = Model::new();
+    let log = PartitionLog::open(path.clone(), cfg.clone()).await.unwrap();
+    fill(&log, 200, 7, &mut model).await;
+    // Appends in flight together, racing the fills.
+    let batches: Vec<Bytes> = (0..40)
+        .map(|i| batch(5_000 + i, 2, 9_000 + i as i64, 700))
+        .collect();
+    let infos = join_all(batches.iter().map(|b| log.append(b.clone()))).await;
+    for (b, info) in batches.iter().zip(infos) {
+        let info = info.unwrap();
+        model.push((info.base_offset, with_base(b, info.base_offset)));
+    }
+    assert!(log.stats().zero_fills > 0, "no fill ran");
+    check_all_offsets(&log, &model).await;
+    log.close().await.unwrap();
+    let log = PartitionLog::open(path, cfg).await.unwrap();
+    check_all_offsets(&log, &model).await;
+    fill(&log, 50, 3_000, &mut model).await;
+    check_all_offsets(&log, &model).await;
+}

@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub batch_cache_bytes_per_shard: usize,
     /// Segment files grow by `fallocate` in steps of this many bytes (0: no preallocation).
     pub segment_preallocate_bytes: u64,
+    /// Largest step of the background zero fill ahead of the active segment's data
+    /// (0: off; see docs/log.md, "Zero fill").
+    pub segment_zero_ahead_bytes: u64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.

@@ -141,6 +141,7 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StorageSettings {
     pub preallocate_bytes: u64,
+    pub zero_ahead_bytes: u64,
 }
 
 /// `jitter_seed` (fixed per partition) picks how much of `segment.jitter.ms` this
@@ -175,6 +176,7 @@ pub fn log_config(
         } else {
             storage.preallocate_bytes
         },
+        zero_ahead_bytes: storage.zero_ahead_bytes,
         ..LogConfig::default()
     }
 }

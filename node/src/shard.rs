@@ -72,6 +72,7 @@ impl ShardContext {
     fn storage(&self) -> StorageSettings {
         StorageSettings {
             preallocate_bytes: self.config.segment_preallocate_bytes,
+            zero_ahead_bytes: self.config.segment_zero_ahead_bytes,
         }
     }
 
