@@ -70,12 +70,14 @@ pub enum PartitionOp {
 
 /// How the owner treats a transactional batch whose transaction is not ongoing on the
 /// partition yet (KIP-890).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnCheck {
-    /// Answer [`PartitionReply::VerifyTxn`]: the coordinator must confirm it first.
-    Verify,
-    /// The coordinator confirmed it: append if the guard made for it still holds.
-    Verified(u64),
+    /// Ask the coordinator of `transactional_id` first: version 1 (`tv2` false)
+    /// verifies that the partition is in the transaction, version 2 adds it.
+    Verify {
+        transactional_id: Arc<str>,
+        tv2: bool,
+    },
     /// No transactional id came with the request: Kafka appends without verifying.
     Skip,
 }
@@ -100,13 +102,6 @@ impl PartitionOp {
 #[derive(Debug)]
 pub enum PartitionReply {
     Error(i16),
-    /// Produce of a transactional batch whose transaction is not ongoing here: ask the
-    /// coordinator about `producer_id` at `producer_epoch`, then send it again with the guard.
-    VerifyTxn {
-        producer_id: i64,
-        producer_epoch: i16,
-        guard: u64,
-    },
     /// Produce refused because records have no key and the topic is compacted: Kafka's
     /// INVALID_RECORD with one record error per record.
     MissingKeys {

@@ -12,11 +12,12 @@ use spate_net::compression::Compression;
 use spate_net::record_batch::{self, RecordBatchBuilder, RecordRules, ValidationError};
 use spate_net::ErrorCode;
 
-use crate::mesh::{PartitionOp, PartitionReply, TxnCheck};
+use crate::mesh::{PartitionOp, PartitionReply};
 use crate::producer_state::{
     last_seq, BatchMeta, ProducerStates, SequenceCheck, TxnVerification, PRODUCER_ID_EXPIRATION_MS,
 };
 use crate::topic_config::EffectiveTopicConfig;
+use crate::txn::gate::{Ticket, TxnGates};
 
 /// The leader epoch of every partition on a single node (no elections yet).
 pub const LEADER_EPOCH: i32 = 0;
@@ -31,6 +32,8 @@ pub struct Partition {
     aborted: RefCell<Vec<AbortedTxn>>,
     jitter_seed: u64,
     storage: std::cell::Cell<StorageSettings>,
+    /// Transactional batches waiting for the coordinator, per producer (KIP-890).
+    gates: RefCell<TxnGates>,
 }
 
 /// Bytes read per step when rebuilding producer state at open.
@@ -110,13 +113,29 @@ enum Refusal {
     Code(i16),
     /// Records without a key in a compacted topic (answered with record errors).
     MissingKeys { count: u32, records: Vec<u32> },
-    /// A transactional batch the coordinator must vouch for first (KIP-890).
-    VerifyTxn {
-        producer_id: i64,
-        producer_epoch: i16,
-        guard: u64,
+    /// A transactional batch that waits at its producer's gate (KIP-890): `ask` is the
+    /// (producer id, epoch) to ask the coordinator about when this batch opened the gate.
+    Wait {
+        ticket: Ticket,
+        ask: Option<(i64, i16)>,
     },
 }
+
+/// How `start_produce` treats transactional batches (KIP-890).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnMode {
+    /// No transactional id came with the request: Kafka appends without verifying.
+    Skip,
+    /// Append inside a transaction known here; otherwise wait for the coordinator.
+    Check,
+    /// The batch's turn at its gate after the coordinator approved, with the guard.
+    Turn(u64),
+}
+
+/// Asks the transaction coordinator whether (or makes it so that) this partition is
+/// in the producer's transaction: (producer id, epoch) → the coordinator's error code.
+pub type TxnVerifier =
+    Box<dyn FnOnce(i64, i16) -> std::pin::Pin<Box<dyn std::future::Future<Output = i16>>>>;
 
 impl From<i16> for Refusal {
     fn from(code: i16) -> Self {
@@ -268,6 +287,7 @@ impl Partition {
             aborted: RefCell::new(Vec::new()),
             jitter_seed,
             storage: std::cell::Cell::new(storage),
+            gates: RefCell::default(),
         };
         partition.load_producer_states().await?;
         Ok(partition)
@@ -462,13 +482,13 @@ impl Partition {
     fn verify_transactional(
         &self,
         batches: &[ProducerBatch],
-        txn: TxnCheck,
+        mode: TxnMode,
         now: i64,
     ) -> Result<(), Refusal> {
-        let guard = match txn {
-            TxnCheck::Skip => return Ok(()),
-            TxnCheck::Verify => None,
-            TxnCheck::Verified(g) => Some(g),
+        let guard = match mode {
+            TxnMode::Skip => return Ok(()),
+            TxnMode::Check => None,
+            TxnMode::Turn(g) => Some(g),
         };
         let mut states = self.producers.borrow_mut();
         for b in batches
@@ -478,11 +498,11 @@ impl Partition {
             match states.verify_txn(b.producer_id, b.epoch, guard, now) {
                 TxnVerification::Append => {}
                 TxnVerification::Ask(guard) => {
-                    return Err(Refusal::VerifyTxn {
-                        producer_id: b.producer_id,
-                        producer_epoch: b.epoch,
-                        guard,
-                    })
+                    let ticket = self.gates.borrow_mut().open(b.producer_id, guard);
+                    return Err(Refusal::Wait {
+                        ticket,
+                        ask: Some((b.producer_id, b.epoch)),
+                    });
                 }
                 TxnVerification::Refuse(code) => return Err(code.into()),
             }
@@ -498,62 +518,99 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
         acks: i16,
-        txn: TxnCheck,
+        verifier: Option<TxnVerifier>,
     ) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
         let log_append_time = self.config.borrow().log_append_time;
-        let started = self.start_produce(records, acks, txn, now, log_append_time);
+        let mode = if verifier.is_some() {
+            TxnMode::Check
+        } else {
+            TxnMode::Skip
+        };
+        let started = self.start_produce(records.clone(), acks, mode, now, log_append_time);
         let this = self.clone();
         async move {
-            let (base_offset, ticket, bytes_in, records_in) = match started {
-                Ok(Started::Append(info, ticket, bytes, records)) => {
-                    (info.base_offset, Some(ticket), bytes, records)
-                }
-                Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
-                Err(Refusal::Code(code)) => return PartitionReply::Error(code),
-                Err(Refusal::VerifyTxn {
-                    producer_id,
-                    producer_epoch,
-                    guard,
-                }) => {
-                    return PartitionReply::VerifyTxn {
-                        producer_id,
-                        producer_epoch,
-                        guard,
-                    }
-                }
-                Err(Refusal::MissingKeys { count, records }) => {
-                    return PartitionReply::MissingKeys {
-                        count,
-                        records,
-                        log_start_offset: this.log.log_start_offset(),
-                    }
-                }
+            let Err(Refusal::Wait { ticket, ask }) = started else {
+                return this
+                    .finish_produce(started, acks, now, log_append_time)
+                    .await;
             };
-            if let Some(ticket) = ticket {
-                if let Err(e) = this.log.written(ticket).await {
-                    tracing::debug!(error = %e, "produce not written");
-                    return PartitionReply::Error(error_code(&e));
+            // KIP-890: the coordinator first (ticket 0 asks), then this batch's turn.
+            if let Some((pid, epoch)) = ask {
+                let verify = verifier.expect("only a verifying produce opens a gate");
+                let answer = verify(pid, epoch).await;
+                this.gates.borrow_mut().resolve(pid, answer);
+            }
+            let (answer, guard) = this.wait_turn(ticket).await;
+            let now = now_ms();
+            let started = if answer == 0 {
+                this.start_produce(records, acks, TxnMode::Turn(guard), now, log_append_time)
+            } else {
+                Err(Refusal::Code(answer))
+            };
+            this.gates.borrow_mut().pass(ticket);
+            this.finish_produce(started, acks, now, log_append_time)
+                .await
+        }
+    }
+
+    /// Wait until `ticket` may go through its producer's gate.
+    async fn wait_turn(&self, ticket: Ticket) -> (i16, u64) {
+        loop {
+            let listener = self.gates.borrow().listen();
+            if let Some(turn) = self.gates.borrow().turn(ticket) {
+                return turn;
+            }
+            listener.await;
+        }
+    }
+
+    /// The rest of a produce once started: wait for the write, then answer.
+    async fn finish_produce(
+        &self,
+        started: Result<Started, Refusal>,
+        acks: i16,
+        now: i64,
+        log_append_time: bool,
+    ) -> PartitionReply {
+        let (base_offset, ticket, bytes_in, records_in) = match started {
+            Ok(Started::Append(info, ticket, bytes, records)) => {
+                (info.base_offset, Some(ticket), bytes, records)
+            }
+            Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
+            Err(Refusal::Code(code)) => return PartitionReply::Error(code),
+            Err(Refusal::Wait { .. }) => unreachable!("a batch waits at most once"),
+            Err(Refusal::MissingKeys { count, records }) => {
+                return PartitionReply::MissingKeys {
+                    count,
+                    records,
+                    log_start_offset: self.log.log_start_offset(),
                 }
             }
-            if acks == 0 {
-                return PartitionReply::ProducedNoAck {
-                    bytes_in,
-                    records_in,
-                };
+        };
+        if let Some(ticket) = ticket {
+            if let Err(e) = self.log.written(ticket).await {
+                tracing::debug!(error = %e, "produce not written");
+                return PartitionReply::Error(error_code(&e));
             }
-            PartitionReply::Produced {
-                base_offset,
-                // A retry is answered as its original was (-1 when not LogAppendTime).
-                log_append_time: if log_append_time && bytes_in > 0 {
-                    now
-                } else {
-                    -1
-                },
-                log_start_offset: this.log.log_start_offset(),
+        }
+        if acks == 0 {
+            return PartitionReply::ProducedNoAck {
                 bytes_in,
                 records_in,
-            }
+            };
+        }
+        PartitionReply::Produced {
+            base_offset,
+            // A retry is answered as its original was (-1 when not LogAppendTime).
+            log_append_time: if log_append_time && bytes_in > 0 {
+                now
+            } else {
+                -1
+            },
+            log_start_offset: self.log.log_start_offset(),
+            bytes_in,
+            records_in,
         }
     }
 
@@ -561,7 +618,7 @@ impl Partition {
         &self,
         records: Bytes,
         acks: i16,
-        txn: TxnCheck,
+        mode: TxnMode,
         now: i64,
         log_append_time: bool,
     ) -> Result<Started, Refusal> {
@@ -572,10 +629,20 @@ impl Partition {
         // An offline partition refuses every produce, retries of written batches too.
         self.log.writable().map_err(|e| error_code(&e))?;
         let batches = self.validate(&records, now)?;
+        if mode == TxnMode::Check {
+            // Behind a batch of the same producer waiting for the coordinator: in order.
+            let pid = batches
+                .iter()
+                .find(|b| b.transactional && b.producer_id >= 0)
+                .map(|b| b.producer_id);
+            if let Some(ticket) = pid.and_then(|pid| self.gates.borrow_mut().queue(pid)) {
+                return Err(Refusal::Wait { ticket, ask: None });
+            }
+        }
         if let Some(dup) = self.check_sequences(&batches)? {
             return Ok(Started::Duplicate(dup));
         }
-        self.verify_transactional(&batches, txn, now)?;
+        self.verify_transactional(&batches, mode, now)?;
         // Traffic as the producer sent it (before any recompression).
         let (bytes_in, records_in) = (
             records.len() as u64,

@@ -14,10 +14,10 @@ use crate::cleaner::Cleaner;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, TxnCheck};
 use crate::metadata::{MetadataImage, MetadataStore, TopicImage};
 use crate::metrics::ShardCounters;
-use crate::partition::{now_ms, partition_dir, Partition, StorageSettings};
+use crate::partition::{now_ms, partition_dir, Partition, StorageSettings, TxnVerifier};
 use crate::topic_config::EffectiveTopicConfig;
 use spate_log::{BatchCache, SharedBatchCache};
 
@@ -253,7 +253,8 @@ impl ShardContext {
             let ctx = self.clone();
             match op {
                 PartitionOp::Produce { records, acks, txn } => {
-                    let produced = partition.produce(records, acks, txn);
+                    let verifier = self.txn_verifier(&key, txn);
+                    let produced = partition.produce(records, acks, verifier);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
                         if let PartitionReply::Produced {
@@ -329,6 +330,32 @@ impl ShardContext {
             let _ = reply.send_async(replies).await;
         })
         .detach();
+    }
+
+    /// The coordinator question a transactional produce to `key` may need (KIP-890).
+    fn txn_verifier(self: &Rc<Self>, key: &PartitionKey, txn: TxnCheck) -> Option<TxnVerifier> {
+        let TxnCheck::Verify {
+            transactional_id,
+            tv2,
+        } = txn
+        else {
+            return None;
+        };
+        let ctx = self.clone();
+        let partition = (key.topic.to_string(), key.partition);
+        Some(Box::new(move |producer_id, producer_epoch| {
+            Box::pin(async move {
+                crate::txn::client::verify_or_add(
+                    &ctx,
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    vec![partition],
+                    tv2,
+                )
+                .await
+            })
+        }))
     }
 
     /// Resolve as soon as watched partitions have data past their offsets, with their

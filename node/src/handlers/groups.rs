@@ -755,7 +755,7 @@ async fn verify_offsets_partition(
         Some(t) => partition_for(&req.group_id, t.partitions.len() as i32),
         None => return NOT_AVAILABLE,
     };
-    let code = super::txn::verify_or_add(
+    let code = crate::txn::client::verify_or_add(
         ctx,
         &req.transactional_id,
         req.producer_id,

@@ -1,12 +1,11 @@
 //! Produce: route each partition's batches to its owner (in request order), then wait
 //! for the appends and answer; acks=0 gets no answer. A transactional producer's first
-//! write to a partition goes to its transaction coordinator first (KIP-890) and is then
-//! sent again.
+//! write to a partition waits at the owner for its transaction coordinator (KIP-890,
+//! `txn::gate`); the coordinator's refusals are answered as Kafka words them.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use spate_net::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -24,12 +23,11 @@ const TOPIC_IDS_FROM: i16 = 13;
 /// partition to the transaction itself (KIP-890 part 2).
 const TV2_FROM: i16 = 12;
 
-/// One partition's append, kept so it can be sent again after verification.
+/// One partition's append.
 struct Append {
     /// (topic index, partition index) in the request.
     position: (usize, usize),
     key: PartitionKey,
-    records: Bytes,
 }
 
 pub async fn dispatch(
@@ -40,13 +38,16 @@ pub async fn dispatch(
     let version = header.request_api_version;
     let acks = req.acks;
     let acks_valid = matches!(acks, -1..=1);
-    let txn = if req.transactional_id.is_some() {
-        TxnCheck::Verify
-    } else {
-        TxnCheck::Skip
+    let txn = match &req.transactional_id {
+        Some(id) => TxnCheck::Verify {
+            transactional_id: id.as_str().into(),
+            tv2: version >= TV2_FROM,
+        },
+        None => TxnCheck::Skip,
     };
     let image = ctx.image();
     let mut appends = Vec::new();
+    let mut ops = Vec::new();
     // Partitions answered without an append: (topic index, partition index, error).
     let mut early: Vec<(usize, usize, i16)> = Vec::new();
     for (ti, topic) in req.topic_data.iter().enumerate() {
@@ -69,14 +70,22 @@ pub async fn dispatch(
                 None
             };
             match (refused, &part.records, &name) {
-                (None, Some(records), Some(name)) => appends.push(Append {
-                    position: (ti, pi),
-                    key: PartitionKey {
+                (None, Some(records), Some(name)) => {
+                    let key = PartitionKey {
                         topic: name.clone(),
                         partition: part.index,
-                    },
-                    records: records.to_contiguous(),
-                }),
+                    };
+                    let op = PartitionOp::Produce {
+                        records: records.to_contiguous(),
+                        acks,
+                        txn: txn.clone(),
+                    };
+                    appends.push(Append {
+                        position: (ti, pi),
+                        key: key.clone(),
+                    });
+                    ops.push((key, op));
+                }
                 (code, _, _) => {
                     early.push((ti, pi, code.unwrap_or(ErrorCode::CorruptMessage.code())))
                 }
@@ -84,24 +93,9 @@ pub async fn dispatch(
         }
     }
     drop(image);
-    let ops = appends
-        .iter()
-        .map(|a| {
-            let op = PartitionOp::Produce {
-                records: a.records.clone(),
-                acks,
-                txn,
-            };
-            (a.key.clone(), op)
-        })
-        .collect();
     let routed = route::send(&ctx, ops).await;
     Dispatched::Later(compio::runtime::spawn(async move {
-        let mut replies = routed.collect().await;
-        let mut messages = Vec::new();
-        if let Some(id) = req.transactional_id.as_deref() {
-            messages = verify_transactional(&ctx, id, version, acks, &appends, &mut replies).await;
-        }
+        let replies = routed.collect().await;
         if acks == 0 {
             return None;
         }
@@ -127,7 +121,8 @@ pub async fn dispatch(
             out.base_offset = -1;
         }
         let mut metrics = ctx.metrics.borrow_mut();
-        for (i, (append, reply)) in appends.iter().zip(replies).enumerate() {
+        let transactional = req.transactional_id.is_some();
+        for (append, reply) in appends.iter().zip(replies) {
             let (ti, pi) = append.position;
             let out = &mut responses[ti].partition_responses[pi];
             match reply {
@@ -151,12 +146,16 @@ pub async fn dispatch(
                 }
                 other => {
                     out.base_offset = -1;
-                    out.error_code = match route::error_of(&other) {
+                    let code = match route::error_of(&other) {
                         0 => ErrorCode::UnknownServerError.code(),
                         code => code,
                     };
-                    if let Some((_, m)) = messages.iter().find(|(j, _)| *j == i) {
-                        out.error_message = Some(m.clone());
+                    if transactional {
+                        let (code, message) = producer_error(code, version);
+                        out.error_code = code;
+                        out.error_message = (!message.is_empty()).then_some(message);
+                    } else {
+                        out.error_code = code;
                     }
                 }
             }
@@ -179,92 +178,11 @@ pub async fn dispatch(
     }))
 }
 
-/// The partitions whose owners asked for KIP-890 verification: ask the coordinator
-/// once for all of them, then send their appends again with the guards they were given
-/// (or answer them with the coordinator's error, as Kafka translates it for producers).
-/// Returns the error messages to attach, by position in `appends`.
-async fn verify_transactional(
-    ctx: &Rc<ShardContext>,
-    transactional_id: &str,
-    version: i16,
-    acks: i16,
-    appends: &[Append],
-    replies: &mut [PartitionReply],
-) -> Vec<(usize, String)> {
-    let asked: Vec<(usize, i64, i16, u64)> = replies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| match *r {
-            PartitionReply::VerifyTxn {
-                producer_id,
-                producer_epoch,
-                guard,
-            } => Some((i, producer_id, producer_epoch, guard)),
-            _ => None,
-        })
-        .collect();
-    let Some(&(_, producer_id, producer_epoch, _)) = asked.first() else {
-        return Vec::new();
-    };
-    // Kafka refuses a request whose transactional batches name several producers.
-    if asked
-        .iter()
-        .any(|&(_, pid, epoch, _)| (pid, epoch) != (producer_id, producer_epoch))
-    {
-        for &(i, ..) in &asked {
-            replies[i] = PartitionReply::Error(ErrorCode::InvalidProducerIdMapping.code());
-        }
-        return Vec::new();
-    }
-    let partitions = asked
-        .iter()
-        .map(|&(i, ..)| {
-            let key = &appends[i].key;
-            (key.topic.to_string(), key.partition)
-        })
-        .collect();
-    let code = super::txn::verify_or_add(
-        ctx,
-        transactional_id,
-        producer_id,
-        producer_epoch,
-        partitions,
-        version >= TV2_FROM,
-    )
-    .await;
-    if code != 0 {
-        let (code, message) = producer_error(code, version);
-        return asked
-            .iter()
-            .map(|&(i, ..)| {
-                replies[i] = PartitionReply::Error(code);
-                (i, message.clone())
-            })
-            .collect();
-    }
-    let ops = asked
-        .iter()
-        .map(|&(i, _, _, guard)| {
-            let a = &appends[i];
-            let op = PartitionOp::Produce {
-                records: a.records.clone(),
-                acks,
-                txn: TxnCheck::Verified(guard),
-            };
-            (a.key.clone(), op)
-        })
-        .collect();
-    let again = route::run(ctx, ops).await;
-    for (&(i, ..), reply) in asked.iter().zip(again) {
-        replies[i] = reply;
-    }
-    Vec::new()
-}
-
 /// Produce from this version on may answer TRANSACTION_ABORTABLE.
 const TRANSACTION_ABORTABLE_FROM: i16 = 11;
 
-/// A coordinator's verification error as a producer sees it (Kafka's ReplicaManager):
+/// A coordinator's verification error as a producer sees it (Kafka's ReplicaManager;
+/// a partition's own errors are none of these and pass unchanged):
 /// retriable coordinator trouble becomes NOT_ENOUGH_REPLICAS, which every client
 /// retries without a metadata refresh; a fenced producer gets INVALID_PRODUCER_EPOCH;
 /// a partition outside the transaction is TRANSACTION_ABORTABLE, or

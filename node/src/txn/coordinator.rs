@@ -16,7 +16,7 @@ use spate_net::ErrorCode;
 use super::metadata::{Transit, TxnMetadata, TxnPartition};
 use super::state_log::{self, TxnStatus};
 use crate::controller::{ControllerReply, ControllerRequest};
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, TxnCheck};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::partition::{now_ms, Partition};
 use crate::shard::ShardContext;
 
@@ -333,7 +333,7 @@ async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), 
         &[],
     );
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, TxnCheck::Skip).await {
+    match partition.produce(batch, -1, None).await {
         PartitionReply::Produced { .. } => Ok(()),
         // Kafka maps a failed append to the transaction log to a retriable error.
         _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -728,7 +728,7 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, TxnCheck::Skip).await {
+    match partition.produce(batch, -1, None).await {
         PartitionReply::Produced { .. } => Ok(()),
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     }

@@ -3,7 +3,9 @@
 //! partition side (markers, the last stable offset, read_committed) is in
 //! `partition.rs` and `producer_state.rs`. Design: docs/adr/0003-transactions.md.
 
+pub mod client;
 pub mod coordinator;
+pub mod gate;
 mod metadata;
 mod state_log;
 
