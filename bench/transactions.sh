@@ -141,6 +141,6 @@ done
 echo
 echo "| run | msg/s | MB/s | p50 / p95 / p99 / p99.9 ms | broker CPU µs/msg |"
 echo "|---|---:|---:|---:|---:|"
-grep -v warmup "$WORK/rows.tsv" | sort -t- -k1,1r -k3 | while IFS=$'\t' read -r name rate mb p50 p95 p99 p999 cpu; do
+grep -v warmup "$WORK/rows.tsv" | sort -t- -k3,3 -k4,4 -k1,1r -k2,2n | while IFS=$'\t' read -r name rate mb p50 p95 p99 p999 cpu; do
   echo "| $name | $rate | $mb | $p50 / $p95 / $p99 / $p999 | $cpu |"
 done
