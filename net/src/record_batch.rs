@@ -29,7 +29,8 @@ mod retain;
 mod validate;
 pub use retain::{empty_batch, retain_records, RecordView};
 pub use validate::{
-    BatchSummary, RecordRules, ValidationError, MAX_LISTED_MISSING_KEYS, NO_TIMESTAMP,
+    BatchSummary, RecordCheck, RecordRules, ValidationError, CHECK_PREFIX, MAX_LISTED_MISSING_KEYS,
+    NO_TIMESTAMP,
 };
 
 pub const BASE_OFFSET_OFFSET: usize = 0;

@@ -39,6 +39,9 @@ pub struct Cli {
     /// HTTP endpoint for /metrics, /health and /ready, HOST:PORT.
     #[arg(long, env = "SPATE_HTTP")]
     pub http: Option<String>,
+    /// Serve the Confluent-compatible schema registry REST API on HOST:PORT.
+    #[arg(long, env = "SPATE_SCHEMA_REGISTRY")]
+    pub schema_registry: Option<String>,
 }
 
 /// The resolved broker configuration.
@@ -54,6 +57,9 @@ pub struct BrokerConfig {
     /// HTTP endpoint for Prometheus metrics and probes; none by default.
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// The schema registry's REST endpoint (docs/schema-registry.md); none by default.
+    #[serde(default)]
+    pub schema_registry: Option<String>,
     /// 0 = every allowed CPU.
     pub cores: usize,
     #[serde(default)]
@@ -201,6 +207,9 @@ impl BrokerConfig {
         }
         if let Some(h) = &cli.http {
             config.http_listen = Some(h.clone());
+        }
+        if let Some(r) = &cli.schema_registry {
+            config.schema_registry = Some(r.clone());
         }
         if let Some(list) = &cli.cpu_list {
             config.cpu_list = parse_cpu_list(list)?;

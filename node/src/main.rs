@@ -19,6 +19,7 @@ mod partition;
 mod producer_state;
 mod random_id;
 mod route;
+mod schema_registry;
 mod shard;
 mod topic_config;
 mod txn;
@@ -80,6 +81,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
     let connection_limit = budget::ConnectionLimit::new(config.max_connections);
     let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
+    // The registry's ids as the shards' schema validation reads them.
+    let schemas = Arc::new(schema_registry::SchemaIndex::default());
     for (id, (links, listener)) in mesh.into_iter().zip(listeners).enumerate() {
         let start = shard::ShardStart {
             id,
@@ -93,6 +96,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
             cleaner: cleaner.clone(),
+            schemas: schemas.clone(),
             store: if id == 0 { store.take() } else { None },
             ready: ready_tx.clone(),
         };
@@ -112,8 +116,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     ensure_offsets_topic(&config, &image, &control[0])?;
     ensure_transaction_state_topic(&config, &image, &control[0])?;
+    let registry = match &config.schema_registry {
+        Some(addr) => {
+            ensure_schemas_topic(&image, &control[0])?;
+            let registry = schema_registry::Registry::load(control[0].clone(), schemas.clone())?;
+            let bound = schema_registry::serve(addr, registry.clone())?;
+            tracing::info!(schema_registry = %bound, "schema registry serving");
+            Some(registry)
+        }
+        None => None,
+    };
     if let Some(addr) = &config.http_listen {
-        let bound = metrics::serve_http(addr, control.clone())?;
+        let extra: metrics::ExtraMetrics = {
+            let schemas = schemas.clone();
+            Arc::new(move || schema_registry::render_metrics(&schemas, registry.as_deref()))
+        };
+        let bound = metrics::serve_http(addr, control.clone(), extra)?;
         tracing::info!(http = %bound, "metrics at /metrics, probes at /health and /ready");
     }
     tracing::info!(
@@ -207,6 +225,29 @@ fn ensure_transaction_state_topic(
         txn::TXN_STATE_TOPIC,
         config.transaction_state_num_partitions,
     );
+    ask_controller(
+        controller,
+        controller::ControllerRequest::CreateTopics {
+            topics: vec![topic],
+            validate_only: false,
+        },
+    )
+}
+
+/// Create `_schemas` (one partition, compacted, as Confluent's registry creates it) when
+/// the schema registry is on.
+fn ensure_schemas_topic(
+    image: &metadata::MetadataImage,
+    controller: &flume::Sender<mesh::ShardMsg>,
+) -> anyhow::Result<()> {
+    if image.topic(schema_registry::SCHEMAS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut topic = internal_topic(schema_registry::SCHEMAS_TOPIC, 1);
+    topic.configs.push((
+        "max.message.bytes".to_string(),
+        Some(schema_registry::SCHEMAS_MAX_MESSAGE_BYTES.to_string()),
+    ));
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {

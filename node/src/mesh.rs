@@ -24,12 +24,14 @@ pub struct PartitionKey {
 /// Work for one partition, done by its owner shard.
 #[derive(Debug)]
 pub enum PartitionOp {
-    /// Append validated-on-arrival record batches.
+    /// Append validated-on-arrival record batches; `check` is the topic's schema
+    /// validation, when it has one.
     Produce {
         records: Bytes,
         acks: i16,
         /// KIP-890 verification of transactional batches.
         txn: TxnCheck,
+        check: Option<Arc<crate::schema_registry::SchemaCheck>>,
     },
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
     /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
@@ -119,6 +121,13 @@ pub enum PartitionReply {
         bytes_in: u64,
         records_in: u64,
     },
+    /// Produce refused because records failed the topic's schema validation:
+    /// INVALID_RECORD with one record error per record listed.
+    Refused {
+        count: u32,
+        records: Vec<u32>,
+        log_start_offset: i64,
+    },
     /// acks=0: nothing to say.
     ProducedNoAck {
         bytes_in: u64,
@@ -180,6 +189,12 @@ pub enum ShardMsg {
     /// A metrics snapshot of the shard, for a scrape.
     Metrics {
         reply: flume::Sender<crate::metrics::ShardSnapshot>,
+    },
+    /// Partition work from outside the shards (the schema registry): the receiving
+    /// shard routes `ops` to their owners and answers with the replies, in order.
+    Forward {
+        ops: Vec<(PartitionKey, PartitionOp)>,
+        reply: flume::Sender<Vec<PartitionReply>>,
     },
     /// To the controller shard only.
     Controller {

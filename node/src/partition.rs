@@ -5,11 +5,14 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use spate_log::{LogConfig, LogError, PartitionLog, SharedBatchCache, WriteTicket};
 use spate_net::compression::Compression;
-use spate_net::record_batch::{self, RecordBatchBuilder, RecordRules, ValidationError};
+use spate_net::record_batch::{
+    self, RecordBatchBuilder, RecordCheck, RecordRules, ValidationError,
+};
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionOp, PartitionReply};
@@ -113,6 +116,8 @@ enum Refusal {
     Code(i16),
     /// Records without a key in a compacted topic (answered with record errors).
     MissingKeys { count: u32, records: Vec<u32> },
+    /// Records the topic's record check (schema validation) refused.
+    Refused { count: u32, records: Vec<u32> },
     /// A transactional batch that waits at its producer's gate (KIP-890): `ask` is the
     /// (producer id, epoch) to ask the coordinator about when this batch opened the gate.
     Wait {
@@ -330,7 +335,12 @@ impl Partition {
     /// (`RecordBatch::validate_with`: compressed batches are streamed through a small
     /// buffer, never inflated into memory, and refused past an inflate cap). The stored
     /// bytes stay the client's. Returns the idempotence facts of each batch.
-    fn validate(&self, records: &Bytes, now: i64) -> Result<Vec<ProducerBatch>, Refusal> {
+    fn validate(
+        &self,
+        records: &Bytes,
+        now: i64,
+        check: Option<&dyn RecordCheck>,
+    ) -> Result<Vec<ProducerBatch>, Refusal> {
         // A compressed batch may inflate to 64 times the topic's max.message.bytes,
         // within [64 MiB, 256 MiB] (Kafka has no cap; see docs/codec.md).
         const INFLATE_RATIO: usize = 64;
@@ -362,14 +372,18 @@ impl Partition {
             }
             // Record count, lastOffsetDelta, sequence, codec, framing, inflate cap, and
             // in a compacted topic every record's key.
-            let summary = batch
-                .validate_with(inflate_cap, rules)
-                .map_err(|e| match e {
-                    ValidationError::MissingKeys { count, records } => {
-                        Refusal::MissingKeys { count, records }
-                    }
-                    e => Refusal::Code(e.error_code().code()),
-                })?;
+            let summary =
+                batch
+                    .validate_checked(inflate_cap, rules, check)
+                    .map_err(|e| match e {
+                        ValidationError::MissingKeys { count, records } => {
+                            Refusal::MissingKeys { count, records }
+                        }
+                        ValidationError::Refused { count, records } => {
+                            Refusal::Refused { count, records }
+                        }
+                        e => Refusal::Code(e.error_code().code()),
+                    })?;
             // Kafka rewrites a compressed batch whose offset deltas are not 0..n-1 (and
             // stores an uncompressed one as is); Spate never rebuilds, so it refuses both.
             if !summary.offsets_consecutive {
@@ -519,6 +533,7 @@ impl Partition {
         records: Bytes,
         acks: i16,
         verifier: Option<TxnVerifier>,
+        check: Option<Arc<dyn RecordCheck>>,
     ) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
         let log_append_time = self.config.borrow().log_append_time;
@@ -527,7 +542,14 @@ impl Partition {
         } else {
             TxnMode::Skip
         };
-        let started = self.start_produce(records.clone(), acks, mode, now, log_append_time);
+        let started = self.start_produce(
+            records.clone(),
+            acks,
+            mode,
+            now,
+            log_append_time,
+            check.as_deref(),
+        );
         let this = self.clone();
         async move {
             let Err(Refusal::Wait { ticket, ask }) = started else {
@@ -544,7 +566,14 @@ impl Partition {
             let (answer, guard) = this.wait_turn(ticket).await;
             let now = now_ms();
             let started = if answer == 0 {
-                this.start_produce(records, acks, TxnMode::Turn(guard), now, log_append_time)
+                this.start_produce(
+                    records,
+                    acks,
+                    TxnMode::Turn(guard),
+                    now,
+                    log_append_time,
+                    check.as_deref(),
+                )
             } else {
                 Err(Refusal::Code(answer))
             };
@@ -587,6 +616,13 @@ impl Partition {
                     log_start_offset: self.log.log_start_offset(),
                 }
             }
+            Err(Refusal::Refused { count, records }) => {
+                return PartitionReply::Refused {
+                    count,
+                    records,
+                    log_start_offset: self.log.log_start_offset(),
+                }
+            }
         };
         if let Some(ticket) = ticket {
             if let Err(e) = self.log.written(ticket).await {
@@ -621,6 +657,7 @@ impl Partition {
         mode: TxnMode,
         now: i64,
         log_append_time: bool,
+        check: Option<&dyn RecordCheck>,
     ) -> Result<Started, Refusal> {
         if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
             // Only this broker is in the ISR.
@@ -628,7 +665,7 @@ impl Partition {
         }
         // An offline partition refuses every produce, retries of written batches too.
         self.log.writable().map_err(|e| error_code(&e))?;
-        let batches = self.validate(&records, now)?;
+        let batches = self.validate(&records, now, check)?;
         if mode == TxnMode::Check {
             // Behind a batch of the same producer waiting for the coordinator: in order.
             let pid = batches

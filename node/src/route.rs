@@ -122,7 +122,9 @@ pub fn error_of(reply: &PartitionReply) -> i16 {
     match reply {
         PartitionReply::Error(code) => *code,
         PartitionReply::FetchError { code, .. } => *code,
-        PartitionReply::MissingKeys { .. } => ErrorCode::InvalidRecord.code(),
+        PartitionReply::MissingKeys { .. } | PartitionReply::Refused { .. } => {
+            ErrorCode::InvalidRecord.code()
+        }
         _ => 0,
     }
 }

@@ -50,6 +50,8 @@ pub struct ShardContext {
     pub request_memory: Arc<RequestMemory>,
     /// Broker-wide count of open client connections (`max_connections`).
     pub connection_limit: Arc<ConnectionLimit>,
+    /// The schema registry's ids, for broker-side schema validation.
+    pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The shard's inbound channels, for the queue-depth gauge.
     inbound: Vec<flume::Receiver<ShardMsg>>,
     shutting_down: Cell<bool>,
@@ -252,9 +254,15 @@ impl ShardContext {
             };
             let ctx = self.clone();
             match op {
-                PartitionOp::Produce { records, acks, txn } => {
+                PartitionOp::Produce {
+                    records,
+                    acks,
+                    txn,
+                    check,
+                } => {
                     let verifier = self.txn_verifier(&key, txn);
-                    let produced = partition.produce(records, acks, verifier);
+                    let check = check.map(|c| c as Arc<dyn spate_net::record_batch::RecordCheck>);
+                    let produced = partition.produce(records, acks, verifier, check);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
                         if let PartitionReply::Produced {
@@ -414,6 +422,8 @@ pub struct ShardStart {
     pub connection_limit: Arc<ConnectionLimit>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
+    /// The schema registry's ids, for broker-side schema validation.
+    pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// Shard 0 gets the metadata store and runs the controller.
     pub store: Option<MetadataStore>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
@@ -453,6 +463,7 @@ async fn serve(start: ShardStart) {
         request_memory,
         connection_limit,
         cleaner,
+        schemas,
         ..
     } = start;
     let ctx = Rc::new(ShardContext {
@@ -471,6 +482,7 @@ async fn serve(start: ShardStart) {
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
         connection_limit,
+        schemas,
         inbound: links.receivers.clone(),
         shutting_down: Cell::new(false),
     });
@@ -529,6 +541,14 @@ async fn serve(start: ShardStart) {
                         compio::runtime::spawn(async move {
                             let arrived = ctx.wait_for_data(watches, deadline).await;
                             let _ = reply.send_async(arrived).await;
+                        })
+                        .detach();
+                    }
+                    ShardMsg::Forward { ops, reply } => {
+                        let ctx = ctx.clone();
+                        compio::runtime::spawn(async move {
+                            let replies = crate::route::send(&ctx, ops).await.collect().await;
+                            let _ = reply.send_async(replies).await;
                         })
                         .detach();
                     }

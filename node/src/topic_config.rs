@@ -108,6 +108,17 @@ fn int_at_least(min: i32) -> impl Fn(&str) -> Result<(), String> {
 /// Kafka 4.0+ (KIP-1030): the smallest `segment.bytes` a topic may set.
 pub const MIN_SEGMENT_BYTES: i32 = 1024 * 1024;
 
+/// Confluent's default subject name strategy.
+const SUBJECT_STRATEGY_DEFAULT: &str = "io.confluent.kafka.serializers.subject.TopicNameStrategy";
+
+/// A subject name strategy, by Confluent's class name or its last part.
+fn subject_strategy(v: &str) -> Result<(), String> {
+    match crate::schema_registry::Strategy::parse(v) {
+        Some(_) => Ok(()),
+        None => Err("Must be TopicNameStrategy, RecordNameStrategy or TopicRecordNameStrategy (optionally with Confluent's package name)".into()),
+    }
+}
+
 /// Every topic config the broker accepts, sorted by name.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
@@ -168,6 +179,38 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_synonym: "compression.zstd.level",
         default: |_| "3".into(),
         validate: |v| int_in(-131072, 22)(v),
+    },
+    TopicConfigDef {
+        name: "confluent.key.schema.validation",
+        doc: "Broker-side schema validation of record keys: each key must start with magic byte 0 and the id of a schema registered under the key subject (docs/schema-registry.md).",
+        kind: ConfigType::Boolean,
+        broker_synonym: "confluent.key.schema.validation",
+        default: |_| "false".into(),
+        validate: boolean,
+    },
+    TopicConfigDef {
+        name: "confluent.key.subject.name.strategy",
+        doc: "How the key subject is named for schema validation: TopicNameStrategy (<topic>-key), RecordNameStrategy or TopicRecordNameStrategy.",
+        kind: ConfigType::String,
+        broker_synonym: "confluent.key.subject.name.strategy",
+        default: |_| SUBJECT_STRATEGY_DEFAULT.into(),
+        validate: subject_strategy,
+    },
+    TopicConfigDef {
+        name: "confluent.value.schema.validation",
+        doc: "Broker-side schema validation of record values: each value must start with magic byte 0 and the id of a schema registered under the value subject (docs/schema-registry.md).",
+        kind: ConfigType::Boolean,
+        broker_synonym: "confluent.value.schema.validation",
+        default: |_| "false".into(),
+        validate: boolean,
+    },
+    TopicConfigDef {
+        name: "confluent.value.subject.name.strategy",
+        doc: "How the value subject is named for schema validation: TopicNameStrategy (<topic>-value), RecordNameStrategy or TopicRecordNameStrategy.",
+        kind: ConfigType::String,
+        broker_synonym: "confluent.value.subject.name.strategy",
+        default: |_| SUBJECT_STRATEGY_DEFAULT.into(),
+        validate: subject_strategy,
     },
     TopicConfigDef {
         name: "delete.retention.ms",

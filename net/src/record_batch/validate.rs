@@ -43,6 +43,21 @@ const STREAM_BUF: usize = 8 * 1024;
 /// all counted): a bound on what one batch makes the broker hold and answer.
 pub const MAX_LISTED_MISSING_KEYS: usize = 1000;
 
+/// A check of the topic's on every record, by the first bytes of its key and/or value
+/// (the broker's schema validation: a magic byte and a schema id). Records it refuses
+/// do not stop the walk (a framing error further on still wins); they are all counted
+/// and the first [`MAX_LISTED_MISSING_KEYS`] listed in [`ValidationError::Refused`].
+pub trait RecordCheck {
+    /// Which fields it looks at: (keys, values).
+    fn fields(&self) -> (bool, bool);
+    /// Whether a record's key (`is_key`) or value is accepted: `len` is the field's
+    /// length (-1: null), `prefix` its first bytes (at most [`CHECK_PREFIX`]).
+    fn accepts(&self, is_key: bool, len: i32, prefix: &[u8]) -> bool;
+}
+
+/// Bytes of a key or value a [`RecordCheck`] sees.
+pub const CHECK_PREFIX: usize = 5;
+
 /// Rules of the topic a batch is produced to, checked on every record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordRules {
@@ -97,6 +112,9 @@ pub enum ValidationError {
     /// Kafka answers with one record error per record listed (their index in the batch).
     #[error("{count} records without a key (a compacted topic requires one)")]
     MissingKeys { count: u32, records: Vec<u32> },
+    /// Records the topic's [`RecordCheck`] refused (their indices in the batch).
+    #[error("{count} records refused by the topic's record check")]
+    Refused { count: u32, records: Vec<u32> },
 }
 
 impl ValidationError {
@@ -113,7 +131,8 @@ impl ValidationError {
             | ValidationError::MissingRecords { .. }
             | ValidationError::TrailingBytes { .. }
             | ValidationError::Decompress { .. }
-            | ValidationError::MissingKeys { .. } => ErrorCode::InvalidRecord,
+            | ValidationError::MissingKeys { .. }
+            | ValidationError::Refused { .. } => ErrorCode::InvalidRecord,
         }
     }
 }
@@ -371,6 +390,35 @@ impl<S: Source> Framed<'_, S> {
     fn left(&self) -> u64 {
         self.end.saturating_sub(self.src.consumed())
     }
+    /// Reads the first bytes of a length-prefixed field into `prefix` (as many as fit)
+    /// and skips the rest, with the checks of [`Framed::skip_field`]; returns how many
+    /// bytes `prefix` got.
+    fn prefix_field(
+        &mut self,
+        len: i32,
+        nullable: bool,
+        what: &'static str,
+        prefix: &mut [u8; CHECK_PREFIX],
+    ) -> Result<usize, ValidationError> {
+        if len == -1 && nullable {
+            return Ok(0);
+        }
+        if len < 0 {
+            return Err(self.err(what));
+        }
+        if len as u64 > self.left() {
+            return Err(self.err("record fields run past its length"));
+        }
+        let n = (len as usize).min(CHECK_PREFIX);
+        for slot in prefix.iter_mut().take(n) {
+            *slot = self.byte()?;
+        }
+        if !self.src.skip(len as usize - n)? {
+            return Err(self.err(EOF));
+        }
+        Ok(n)
+    }
+
     /// Skips a length-prefixed field of `len` bytes; -1 (null) when `nullable`.
     fn skip_field(
         &mut self,
@@ -395,15 +443,20 @@ impl<S: Source> Framed<'_, S> {
 }
 
 /// Header facts a record walk needs.
-struct WalkParams {
+struct WalkParams<'c> {
     count: i32,
     base_timestamp: i64,
     /// `Some(maxTimestamp)` for a LogAppendTime batch: every record has it.
     log_append_time: Option<i64>,
     require_keys: bool,
+    check: Option<&'c dyn RecordCheck>,
 }
 
 fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, ValidationError> {
+    let (check_keys, check_values) = p.check.map_or((false, false), |c| c.fields());
+    let mut refused: u32 = 0;
+    let mut listed_refused = Vec::new();
+    let mut prefix = [0u8; CHECK_PREFIX];
     let mut max_ts = NO_TIMESTAMP;
     let mut min_ts: Option<i64> = None;
     let mut consecutive = true;
@@ -444,9 +497,28 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
                 listed_missing_keys.push(index);
             }
         }
-        r.skip_field(key_len, true, "invalid key length")?;
+        let mut accepted = true;
+        match p.check {
+            Some(check) if check_keys => {
+                let n = r.prefix_field(key_len, true, "invalid key length", &mut prefix)?;
+                accepted &= check.accepts(true, key_len, &prefix[..n]);
+            }
+            _ => r.skip_field(key_len, true, "invalid key length")?,
+        }
         let value_len = r.varint()?;
-        r.skip_field(value_len, true, "invalid value length")?;
+        match p.check {
+            Some(check) if check_values => {
+                let n = r.prefix_field(value_len, true, "invalid value length", &mut prefix)?;
+                accepted &= check.accepts(false, value_len, &prefix[..n]);
+            }
+            _ => r.skip_field(value_len, true, "invalid value length")?,
+        }
+        if !accepted {
+            refused += 1;
+            if listed_refused.len() < MAX_LISTED_MISSING_KEYS {
+                listed_refused.push(index);
+            }
+        }
         let headers = r.varint()?;
         if headers < 0 {
             return Err(r.err("negative header count"));
@@ -491,6 +563,12 @@ fn walk<S: Source>(src: &mut S, p: &WalkParams) -> Result<BatchSummary, Validati
             records: listed_missing_keys,
         });
     }
+    if refused > 0 {
+        return Err(ValidationError::Refused {
+            count: refused,
+            records: listed_refused,
+        });
+    }
     Ok(BatchSummary {
         records: count,
         max_timestamp: max_ts,
@@ -515,6 +593,17 @@ impl RecordBatch {
         &self,
         max_inflated: usize,
         rules: RecordRules,
+    ) -> Result<BatchSummary, ValidationError> {
+        self.validate_checked(max_inflated, rules, None)
+    }
+
+    /// [`RecordBatch::validate_with`], also running `check` on every record's key
+    /// and/or value in the same walk.
+    pub fn validate_checked(
+        &self,
+        max_inflated: usize,
+        rules: RecordRules,
+        check: Option<&dyn RecordCheck>,
     ) -> Result<BatchSummary, ValidationError> {
         let id = (self.attributes() & super::COMPRESSION_MASK) as u8;
         let codec = Compression::from_id(id).map_err(|_| ValidationError::UnknownCodec(id))?;
@@ -541,6 +630,7 @@ impl RecordBatch {
             log_append_time: (self.timestamp_type() == TimestampType::LogAppendTime)
                 .then(|| self.max_timestamp()),
             require_keys: rules.require_keys,
+            check,
         };
         let body = &self.bytes()[HEADER_LEN..];
         if codec == Compression::None {

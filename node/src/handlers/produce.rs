@@ -15,6 +15,7 @@ use spate_net::ErrorCode;
 use super::{frame, Dispatched};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, TxnCheck};
 use crate::route;
+use crate::schema_registry::SchemaCheck;
 use crate::shard::ShardContext;
 
 /// Produce from this version on names topics by id (KIP-516).
@@ -50,14 +51,34 @@ pub async fn dispatch(
     let mut ops = Vec::new();
     // Partitions answered without an append: (topic index, partition index, error).
     let mut early: Vec<(usize, usize, i16)> = Vec::new();
-    for (ti, topic) in req.topic_data.iter().enumerate() {
-        let name: Option<Arc<str>> = if version >= TOPIC_IDS_FROM {
+    // Topic names (v13+: looked up by id).
+    let names: Vec<Option<Arc<str>>> = req
+        .topic_data
+        .iter()
+        .map(|topic| {
+            if version >= TOPIC_IDS_FROM {
+                image
+                    .topic_by_id(&topic.topic_id.0)
+                    .map(|t| t.name.as_str().into())
+            } else {
+                Some(topic.name.as_str().into())
+            }
+        })
+        .collect();
+    // Broker-side schema validation, per topic (docs/schema-registry.md): a topic
+    // without overrides costs one map lookup.
+    let checks: Vec<Option<Arc<SchemaCheck>>> = names
+        .iter()
+        .map(|name| {
+            let name = name.as_deref()?;
             image
-                .topic_by_id(&topic.topic_id.0)
-                .map(|t| t.name.as_str().into())
-        } else {
-            Some(topic.name.as_str().into())
-        };
+                .topic(name)
+                .filter(|t| !t.configs.is_empty())
+                .and_then(|t| ctx.schemas.check_for(name, &t.configs))
+        })
+        .collect();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        let name = names[ti].clone();
         for (pi, part) in topic.partition_data.iter().enumerate() {
             let refused = if !acks_valid {
                 Some(ErrorCode::InvalidRequiredAcks.code())
@@ -79,6 +100,7 @@ pub async fn dispatch(
                         records: records.to_contiguous(),
                         acks,
                         txn: txn.clone(),
+                        check: checks[ti].clone(),
                     };
                     appends.push(Append {
                         position: (ti, pi),
@@ -142,6 +164,19 @@ pub async fn dispatch(
                     log_start_offset,
                 } => {
                     missing_keys(out, &append.key.topic, count, &records);
+                    out.log_start_offset = log_start_offset;
+                }
+                PartitionReply::Refused {
+                    count,
+                    records,
+                    log_start_offset,
+                } => {
+                    ctx.schemas.count_refusal(count);
+                    let reason = checks[ti]
+                        .as_ref()
+                        .map(|c| c.describe())
+                        .unwrap_or_else(|| "Schema validation failed".to_string());
+                    record_errors(out, &reason, count, &records);
                     out.log_start_offset = log_start_offset;
                 }
                 other => {
@@ -231,6 +266,12 @@ fn missing_keys(out: &mut PartitionProduceResponse, topic: &str, count: u32, rec
         "Compacted topic cannot accept message without key in topic partition {topic}-{}",
         out.index
     );
+    record_errors(out, &reason, count, records);
+}
+
+/// INVALID_RECORD with one record error per record listed, and a message quoting the
+/// first three (Kafka's RecordValidationException answer).
+fn record_errors(out: &mut PartitionProduceResponse, reason: &str, count: u32, records: &[u32]) {
     let shown: Vec<String> = records
         .iter()
         .take(3)
@@ -247,7 +288,7 @@ fn missing_keys(out: &mut PartitionProduceResponse, topic: &str, count: u32, rec
         .iter()
         .map(|&i| BatchIndexAndErrorMessage {
             batch_index: i as i32,
-            batch_index_error_message: Some(reason.clone()),
+            batch_index_error_message: Some(reason.to_string()),
         })
         .collect();
 }

@@ -15,9 +15,13 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a probe waits for all shards together.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Metrics rendered outside the shards (the schema registry's), appended to a scrape.
+pub type ExtraMetrics = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 pub fn serve_http(
     addr: &str,
     shards: Vec<flume::Sender<ShardMsg>>,
+    extra: ExtraMetrics,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| anyhow::anyhow!("binding the HTTP endpoint {addr}: {e}"))?;
@@ -38,7 +42,7 @@ pub fn serve_http(
                 let (status, body, content_type) = match path.as_str() {
                     "/metrics" => (
                         200,
-                        scrape(&shards),
+                        scrape(&shards) + &extra(),
                         "text/plain; version=0.0.4; charset=utf-8",
                     ),
                     "/health" | "/ready" => {

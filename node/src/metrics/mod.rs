@@ -7,6 +7,6 @@ mod registry;
 mod render;
 mod snapshot;
 
-pub use http::serve_http;
+pub use http::{serve_http, ExtraMetrics};
 pub use registry::ShardCounters;
 pub use snapshot::{record_count, CleanerTotals, ShardSnapshot};

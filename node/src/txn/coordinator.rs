@@ -333,7 +333,7 @@ async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), 
         &[],
     );
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, None).await {
+    match partition.produce(batch, -1, None, None).await {
         PartitionReply::Produced { .. } => Ok(()),
         // Kafka maps a failed append to the transaction log to a retriable error.
         _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -728,7 +728,7 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, None).await {
+    match partition.produce(batch, -1, None, None).await {
         PartitionReply::Produced { .. } => Ok(()),
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
