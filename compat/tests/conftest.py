@@ -42,9 +42,11 @@ def port_accepts(port, timeout=0.5):
 class SpateBroker:
     """One spate process on a fixed port and data dir; can be stopped and restarted."""
 
-    def __init__(self, data_dir: Path, port: int):
+    def __init__(self, data_dir: Path, port: int, extra_args=()):
         self.data_dir = data_dir
         self.port = port
+        # More flags for every start (e.g. the schema registry's endpoint).
+        self.extra_args = list(extra_args)
         self.proc = None
         self.log_path = data_dir.parent / (data_dir.name + ".log")
         self.starts = 0
@@ -64,7 +66,7 @@ class SpateBroker:
         log.flush()
         self.proc = subprocess.Popen(
             [str(SPATE_BIN), "--data-dir", str(self.data_dir),
-             "--listen", self.bootstrap, "--cores", SPATE_CORES],
+             "--listen", self.bootstrap, "--cores", SPATE_CORES, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
         log.close()
         deadline = time.monotonic() + timeout
@@ -108,9 +110,9 @@ class SpateBroker:
             return "(no log)"
 
 
-def _new_broker():
+def _new_broker(extra_args=()):
     RUNS.mkdir(parents=True, exist_ok=True)
-    return SpateBroker(RUNS / f"spate-{uuid.uuid4().hex[:10]}", free_port())
+    return SpateBroker(RUNS / f"spate-{uuid.uuid4().hex[:10]}", free_port(), extra_args)
 
 
 @pytest.fixture(scope="session")

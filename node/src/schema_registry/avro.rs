@@ -71,11 +71,9 @@ pub fn record_name(parsed: &AvroSchema) -> Option<String> {
 
 fn collect_names(s: &Schema, names: &mut HashMap<String, Schema>) {
     match s {
-        Schema::Record(r) => {
-            if names.insert(r.name.fullname(None), s.clone()).is_none() {
-                for f in &r.fields {
-                    collect_names(&f.schema, names);
-                }
+        Schema::Record(r) if names.insert(r.name.fullname(None), s.clone()).is_none() => {
+            for f in &r.fields {
+                collect_names(&f.schema, names);
             }
         }
         Schema::Enum(e) => {
@@ -313,7 +311,7 @@ impl Check<'_> {
                     let found = wr
                         .fields
                         .iter()
-                        .find(|wf| wf.name == rf.name || rf.aliases.iter().any(|a| *a == wf.name));
+                        .find(|wf| wf.name == rf.name || rf.aliases.contains(&wf.name));
                     let field_path = format!("{path}/fields/{}", rf.name);
                     match found {
                         Some(wf) => self.pair(&rf.schema, &wf.schema, &field_path),

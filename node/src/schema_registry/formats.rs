@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::state::{SchemaType, StoredSchema};
 
 pub enum Parsed {
-    Avro(AvroSchema),
+    Avro(Box<AvroSchema>),
     Json,
     Protobuf,
 }
@@ -35,7 +35,7 @@ pub fn prepare(
                 avro::stored_form(text)
             }
             .map_err(ApiError::invalid_schema)?;
-            Ok((stored, Parsed::Avro(parsed)))
+            Ok((stored, Parsed::Avro(Box::new(parsed))))
         }
         SchemaType::Json => {
             let value: serde_json::Value = serde_json::from_str(text)

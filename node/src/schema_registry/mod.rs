@@ -65,6 +65,7 @@ pub struct SchemaIndex {
 
 /// `confluent.{key,value}.subject.name.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // Confluent's class names
 pub enum Strategy {
     /// `<topic>-key` / `<topic>-value` (the default).
     TopicName,

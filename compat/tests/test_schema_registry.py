@@ -1,0 +1,542 @@
+"""The schema registry built into spate (--schema-registry), driven by confluent-kafka's
+SchemaRegistryClient and its Avro, JSON Schema and Protobuf serializers, plus raw HTTP for
+exact error codes. Outcomes follow Confluent's documentation (compatibility types table,
+API reference error codes).
+
+Runs only against a spate the suite starts itself (a private broker with the registry on).
+"""
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.schema_registry import (Schema, SchemaReference, SchemaRegistryClient,
+                                             SchemaRegistryError)
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import EXTERNAL, _new_broker, free_port, port_accepts
+from kafkautil import OP_TIMEOUT, admin, consume, create_topic
+
+pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs a spate the suite starts")
+
+CT = "application/vnd.schemaregistry.v1+json"
+
+
+class RegistryBroker:
+    """A private spate with the schema registry (and /metrics) on loopback ports."""
+
+    def __init__(self):
+        self.sr_port = free_port()
+        self.http_port = free_port()
+        self.broker = _new_broker(["--schema-registry", f"127.0.0.1:{self.sr_port}",
+                                   "--http", f"127.0.0.1:{self.http_port}"])
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.sr_port}"
+
+    @property
+    def bootstrap(self):
+        return self.broker.bootstrap
+
+    def start(self):
+        self.broker.start()
+        deadline = time.monotonic() + 30
+        while not port_accepts(self.sr_port):
+            assert time.monotonic() < deadline, "registry did not listen:\n" + self.broker.log_tail()
+            assert self.broker.proc.poll() is None, self.broker.log_tail()
+            time.sleep(0.05)
+
+    def client(self):
+        return SchemaRegistryClient({"url": self.url})
+
+
+@pytest.fixture(scope="module")
+def sr():
+    b = RegistryBroker()
+    b.start()
+    yield b
+    b.broker.stop()
+
+
+def http(sr, method, path, body=None, content_type=CT):
+    """(status, content type, parsed body) of one raw request."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(sr.url + path, data=data, method=method,
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return r.status, r.headers.get("Content-Type"), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, e.headers.get("Content-Type"), json.loads(raw) if raw else None
+
+
+def record(name, fields, namespace="compat"):
+    return json.dumps({"type": "record", "name": name, "namespace": namespace, "fields": fields})
+
+
+def subject():
+    return f"s-{uuid.uuid4().hex[:8]}"
+
+
+USER_V1 = record("User", [{"name": "id", "type": "long"}, {"name": "name", "type": "string"}])
+
+
+# ---- serializers through spate --------------------------------------------------------------
+
+def test_avro_serializer_round_trip(sr, topic_name):
+    client = sr.client()
+    create_topic(sr.bootstrap, topic_name, 1)
+    ser = AvroSerializer(client, USER_V1)
+    ctx = SerializationContext(topic_name, MessageField.VALUE)
+    users = [{"id": i, "name": f"user-{i}"} for i in range(20)]
+    p = Producer({"bootstrap.servers": sr.bootstrap})
+    for u in users:
+        p.produce(topic_name, value=ser(u, ctx))
+    assert p.flush(OP_TIMEOUT) == 0
+    got = consume(sr.bootstrap, topic_name, 0, len(users))
+    de = AvroDeserializer(client)
+    assert [de(m["value"], ctx) for m in got] == users
+    # The serializer registered under TopicNameStrategy's subject; wire format 0 + id.
+    latest = client.get_latest_version(f"{topic_name}-value")
+    assert latest.version == 1
+    assert got[0]["value"][0] == 0
+    assert int.from_bytes(got[0]["value"][1:5], "big") == latest.schema_id
+    assert json.loads(latest.schema.schema_str) == json.loads(USER_V1)
+
+
+def test_json_schema_serializer_round_trip(sr, topic_name):
+    client = sr.client()
+    create_topic(sr.bootstrap, topic_name, 1)
+    schema = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "title": "Point",
+                         "type": "object", "properties": {"x": {"type": "integer"},
+                                                          "y": {"type": "integer"}},
+                         "required": ["x", "y"]})
+    ser = JSONSerializer(schema, client)
+    ctx = SerializationContext(topic_name, MessageField.VALUE)
+    points = [{"x": i, "y": -i} for i in range(5)]
+    p = Producer({"bootstrap.servers": sr.bootstrap})
+    for pt in points:
+        p.produce(topic_name, value=ser(pt, ctx))
+    assert p.flush(OP_TIMEOUT) == 0
+    got = consume(sr.bootstrap, topic_name, 0, len(points))
+    de = JSONDeserializer(None, schema_registry_client=client)
+    assert [de(m["value"], ctx) for m in got] == points
+    reg = client.get_latest_version(f"{topic_name}-value")
+    assert reg.schema.schema_type == "JSON"
+
+
+def _reading_class():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    fdp = descriptor_pb2.FileDescriptorProto(name="compat_sr_reading.proto", package="compatsr",
+                                             syntax="proto3")
+    m = fdp.message_type.add(name="Reading")
+    F = descriptor_pb2.FieldDescriptorProto
+    m.field.add(name="sensor", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    m.field.add(name="value", number=2, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("compatsr.Reading"))
+
+
+def test_protobuf_serializer_round_trip(sr, topic_name):
+    client = sr.client()
+    create_topic(sr.bootstrap, topic_name, 1)
+    Reading = _reading_class()
+    ser = ProtobufSerializer(Reading, client, {"use.deprecated.format": False})
+    ctx = SerializationContext(topic_name, MessageField.VALUE)
+    readings = [Reading(sensor=f"s{i}", value=i / 2) for i in range(5)]
+    p = Producer({"bootstrap.servers": sr.bootstrap})
+    for r in readings:
+        p.produce(topic_name, value=ser(r, ctx))
+    assert p.flush(OP_TIMEOUT) == 0
+    got = consume(sr.bootstrap, topic_name, 0, len(readings))
+    de = ProtobufDeserializer(Reading, {"use.deprecated.format": False})
+    assert [de(m["value"], ctx) for m in got] == readings
+    reg = client.get_latest_version(f"{topic_name}-value")
+    assert reg.schema.schema_type == "PROTOBUF"
+    # Looking the same schema up again finds the same id.
+    assert client.lookup_schema(f"{topic_name}-value", reg.schema).schema_id == reg.schema_id
+
+
+# ---- compatibility: Confluent's documented rules ---------------------------------------------
+
+F_ID = {"name": "id", "type": "long"}
+F_ID_INT = {"name": "id", "type": "int"}
+F_ID_STR = {"name": "id", "type": "string"}
+F_OPT = {"name": "email", "type": ["null", "string"], "default": None}
+F_REQ = {"name": "email", "type": "string"}
+F_DEF = {"name": "email", "type": "string", "default": ""}
+ENUM2 = {"name": "color", "type": {"type": "enum", "name": "Color", "symbols": ["RED", "GREEN"]}}
+ENUM3 = {"name": "color", "type": {"type": "enum", "name": "Color",
+                                   "symbols": ["RED", "GREEN", "BLUE"]}}
+
+EVOLUTIONS = {
+    # name: (old fields, new fields, {level: accepted})
+    "add optional field": ([F_ID], [F_ID, F_OPT],
+                           {"BACKWARD": True, "FORWARD": True, "FULL": True, "NONE": True}),
+    "add required field": ([F_ID], [F_ID, F_REQ],
+                           {"BACKWARD": False, "FORWARD": True, "FULL": False, "NONE": True}),
+    "delete field with default": ([F_ID, F_DEF], [F_ID],
+                                  {"BACKWARD": True, "FORWARD": True, "FULL": True, "NONE": True}),
+    "delete required field": ([F_ID, F_REQ], [F_ID],
+                              {"BACKWARD": True, "FORWARD": False, "FULL": False, "NONE": True}),
+    "widen int to long": ([F_ID_INT], [F_ID],
+                          {"BACKWARD": True, "FORWARD": False, "FULL": False, "NONE": True}),
+    "narrow long to int": ([F_ID], [F_ID_INT],
+                           {"BACKWARD": False, "FORWARD": True, "FULL": False, "NONE": True}),
+    "change long to string": ([F_ID], [F_ID_STR],
+                              {"BACKWARD": False, "FORWARD": False, "FULL": False, "NONE": True}),
+    "add enum symbol": ([F_ID, ENUM2], [F_ID, ENUM3],
+                        {"BACKWARD": True, "FORWARD": False, "FULL": False, "NONE": True}),
+}
+
+CASES = [(name, level, ok) for name, (_, _, levels) in EVOLUTIONS.items()
+         for level, ok in levels.items()]
+
+
+@pytest.mark.parametrize("name,level,accepted", CASES, ids=[f"{n}-{lv}" for n, lv, _ in CASES])
+def test_evolution_table(sr, name, level, accepted):
+    old, new, _ = EVOLUTIONS[name]
+    client = sr.client()
+    s = subject()
+    assert client.set_compatibility(s, level) == {"compatibility": level}
+    first = client.register_schema(s, Schema(record("Rec", old), "AVRO"))
+    candidate = Schema(record("Rec", new), "AVRO")
+    assert client.test_compatibility(s, candidate) is accepted
+    if accepted:
+        second = client.register_schema(s, candidate)
+        assert second != first
+        assert client.get_versions(s) == [1, 2]
+    else:
+        with pytest.raises(SchemaRegistryError) as e:
+            client.register_schema(s, candidate)
+        assert (e.value.http_status_code, e.value.error_code) == (409, 409)
+        assert client.get_versions(s) == [1]
+
+
+V_A = [{"name": "a", "type": "int"}]
+V_AB_DEF = [{"name": "a", "type": "int"}, {"name": "b", "type": "string", "default": "x"}]
+V_AB_REQ = [{"name": "a", "type": "int"}, {"name": "b", "type": "string"}]
+
+TRANSITIVE = [
+    # (level, three versions in order, third accepted)
+    ("BACKWARD", [V_A, V_AB_DEF, V_AB_REQ], True),
+    ("BACKWARD_TRANSITIVE", [V_A, V_AB_DEF, V_AB_REQ], False),
+    ("FORWARD", [V_AB_REQ, V_AB_DEF, V_A], True),
+    ("FORWARD_TRANSITIVE", [V_AB_REQ, V_AB_DEF, V_A], False),
+    ("FULL", [V_A, V_AB_DEF, V_AB_REQ], True),
+    ("FULL_TRANSITIVE", [V_A, V_AB_DEF, V_AB_REQ], False),
+]
+
+
+@pytest.mark.parametrize("level,versions,accepted", TRANSITIVE, ids=[t[0] for t in TRANSITIVE])
+def test_transitive_levels(sr, level, versions, accepted):
+    client = sr.client()
+    s = subject()
+    client.set_compatibility(s, level)
+    # The first two are compatible with each other under every level here.
+    client.register_schema(s, Schema(record("T", versions[0]), "AVRO"))
+    client.register_schema(s, Schema(record("T", versions[1]), "AVRO"))
+    third = Schema(record("T", versions[2]), "AVRO")
+    if accepted:
+        client.register_schema(s, third)
+        assert client.get_versions(s) == [1, 2, 3]
+    else:
+        with pytest.raises(SchemaRegistryError) as e:
+            client.register_schema(s, third)
+        assert e.value.error_code == 409
+        # The check against the latest version alone passes; against all it fails.
+        assert client.test_compatibility(s, third, version=2) is True
+        assert client.test_compatibility_all_versions(s, third) is False
+
+
+def test_dedup_global_ids_and_lookup(sr):
+    client = sr.client()
+    a, b = subject(), subject()
+    # A schema no other test registers.
+    mine = record(f"D{uuid.uuid4().hex[:8]}", [F_ID, F_OPT])
+    id_a = client.register_schema(a, Schema(mine, "AVRO"))
+    # The same schema, reformatted, under another subject: the same global id.
+    reformatted = json.dumps(json.loads(mine), indent=2, sort_keys=False)
+    id_b = client.register_schema(b, Schema(reformatted, "AVRO"))
+    assert id_a == id_b
+    # Registering it again creates no version.
+    assert client.register_schema(a, Schema(mine, "AVRO")) == id_a
+    assert client.get_versions(a) == [1]
+    found = client.lookup_schema(b, Schema(reformatted, "AVRO"))
+    assert (found.schema_id, found.version, found.subject) == (id_a, 1, b)
+    assert sorted(client.get_subjects_by_schema_id(id_a)) == sorted([a, b])
+    status, _, body = http(sr, "GET", f"/schemas/ids/{id_a}/versions")
+    assert status == 200 and sorted(body, key=lambda v: v["subject"]) == \
+        sorted([{"subject": a, "version": 1}, {"subject": b, "version": 1}],
+               key=lambda v: v["subject"])
+    assert "AVRO" in client.get_schema_types()
+    # normalize=true turns equivalent spellings into one stored form.
+    c = subject()
+    long_form = record("N", [{"name": "x", "type": {"type": "string"}}])
+    short_form = record("N", [{"name": "x", "type": "string"}])
+    id1 = client.register_schema(c, Schema(long_form, "AVRO"), normalize_schemas=True)
+    id2 = client.register_schema(c, Schema(short_form, "AVRO"), normalize_schemas=True)
+    assert id1 == id2 and client.get_versions(c) == [1]
+
+
+def test_references(sr):
+    client = sr.client()
+    addr_s, user_s = subject(), subject()
+    addr = record("Address", [{"name": "city", "type": "string"}])
+    client.register_schema(addr_s, Schema(addr, "AVRO"))
+    user = record("Person", [{"name": "home", "type": "compat.Address"}])
+    # Without the reference the named type is unknown: invalid schema.
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(user_s, Schema(user, "AVRO"))
+    assert (e.value.http_status_code, e.value.error_code) == (422, 42201)
+    refs = [SchemaReference("compat.Address", addr_s, 1)]
+    uid = client.register_schema(user_s, Schema(user, "AVRO", refs))
+    got = client.get_schema(uid)
+    assert [(r.name, r.subject, r.version) for r in got.references] == \
+        [("compat.Address", addr_s, 1)]
+    assert client.get_referenced_by(addr_s, 1) == [uid]
+    # A referenced version cannot be deleted.
+    with pytest.raises(SchemaRegistryError) as e:
+        client.delete_version(addr_s, 1)
+    assert e.value.error_code == 42206
+
+
+# ---- errors, deletes, config and mode ---------------------------------------------------------
+
+def test_error_codes(sr):
+    client = sr.client()
+    missing = subject()
+
+    def code(f):
+        with pytest.raises(SchemaRegistryError) as e:
+            f()
+        return e.value.http_status_code, e.value.error_code
+
+    assert code(lambda: client.get_latest_version(missing)) == (404, 40401)
+    assert code(lambda: client.get_versions(missing)) == (404, 40401)
+    s = subject()
+    client.register_schema(s, Schema(USER_V1, "AVRO"))
+    assert code(lambda: client.get_version(s, 7)) == (404, 40402)
+    assert code(lambda: client.get_schema(987654321)) == (404, 40403)
+    assert code(lambda: client.lookup_schema(s, Schema('"string"', "AVRO"))) == (404, 40403)
+    assert code(lambda: client.register_schema(s, Schema('{"type": "nope"}', "AVRO"))) == \
+        (422, 42201)
+    status, ctype, body = http(sr, "GET", f"/subjects/{s}/versions/abc")
+    assert (status, body["error_code"]) == (422, 42202) and ctype == CT
+    status, _, body = http(sr, "PUT", "/config", {"compatibility": "SIDEWAYS"})
+    assert (status, body["error_code"]) == (422, 42203)
+    status, _, body = http(sr, "PUT", "/mode", {"mode": "SIDEWAYS"})
+    assert (status, body["error_code"]) == (422, 42204)
+    status, _, body = http(sr, "GET", f"/config/{s}")
+    assert (status, body["error_code"]) == (404, 40408)
+    status, _, body = http(sr, "GET", f"/mode/{s}")
+    assert (status, body["error_code"]) == (404, 40409)
+    status, _, body = http(sr, "POST", f"/subjects/{s}/versions", b"{not json")
+    assert status == 422 and body["error_code"] == 422
+    status, _, body = http(sr, "GET", "/no/such/path")
+    assert (status, body["error_code"]) == (404, 404)
+    status, _, body = http(sr, "POST", "/subjects/x/versions", b"x" * (5 << 20))
+    assert status == 413
+    # A good answer carries Confluent's content type.
+    status, ctype, body = http(sr, "GET", f"/subjects/{s}/versions/latest")
+    assert (status, ctype, body["subject"], body["version"]) == (200, CT, s, 1)
+    assert "schemaType" not in body  # AVRO is implied, as in Confluent's answers
+
+
+def test_soft_and_hard_deletes(sr):
+    client = sr.client()
+    s = subject()
+    client.set_compatibility(s, "NONE")
+    id1 = client.register_schema(s, Schema(USER_V1, "AVRO"))
+    client.register_schema(s, Schema('"string"', "AVRO"))
+    client.register_schema(s, Schema('"long"', "AVRO"))
+
+    def code(f):
+        with pytest.raises(SchemaRegistryError) as e:
+            f()
+        return e.value.error_code
+
+    assert code(lambda: client.delete_version(s, 1, permanent=True)) == 40407
+    assert client.delete_version(s, 1) == 1
+    assert code(lambda: client.delete_version(s, 1)) == 40406
+    assert client.get_versions(s) == [2, 3]
+    status, _, body = http(sr, "GET", f"/subjects/{s}/versions?deleted=true")
+    assert body == [1, 2, 3]
+    assert code(lambda: client.get_version(s, 1)) == 40402
+    status, _, body = http(sr, "GET", f"/subjects/{s}/versions/1?deleted=true")
+    assert status == 200 and body["id"] == id1
+    # The schema stays readable by id while a soft-deleted version holds it.
+    assert client.get_schema(id1).schema_str
+    assert client.delete_version(s, 1, permanent=True) == 1
+    assert code(lambda: client.delete_subject(s, permanent=True)) == 40405
+    assert client.delete_subject(s) == [2, 3]
+    assert code(lambda: client.delete_subject(s)) == 40404
+    assert s not in client.get_subjects()
+    status, _, body = http(sr, "GET", "/subjects?deleted=true")
+    assert s in body
+    assert client.delete_subject(s, permanent=True) == [2, 3]
+    assert code(lambda: client.delete_subject(s)) == 40401
+    status, _, body = http(sr, "GET", "/subjects?deleted=true")
+    assert s not in body
+
+
+def test_config_and_mode(sr):
+    client = sr.client()
+    assert client.get_compatibility() == "BACKWARD"
+    s = subject()
+    client.register_schema(s, Schema(USER_V1, "AVRO"))
+    status, _, body = http(sr, "GET", f"/config/{s}?defaultToGlobal=true")
+    assert body == {"compatibilityLevel": "BACKWARD"}
+    client.set_compatibility(s, "FULL")
+    assert client.get_compatibility(s) == "FULL"
+    status, _, body = http(sr, "DELETE", f"/config/{s}")
+    assert body == {"compatibilityLevel": "FULL"}
+    status, _, body = http(sr, "GET", f"/config/{s}")
+    assert body["error_code"] == 40408
+    # Read-only subject refuses registrations and deletes.
+    assert client.update_mode(s, "READONLY") == "READONLY"
+    assert client.get_mode(s) == "READONLY"
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(s, Schema(record("User", [F_ID, F_OPT]), "AVRO"))
+    assert e.value.error_code == 42205
+    with pytest.raises(SchemaRegistryError) as e:
+        client.delete_subject(s)
+    assert e.value.error_code == 42205
+    assert client.delete_mode(s) == "READONLY"
+    assert client.get_global_mode() == "READWRITE"
+    # IMPORT needs an empty registry unless forced.
+    status, _, body = http(sr, "PUT", "/mode", {"mode": "IMPORT"})
+    assert (status, body["error_code"]) == (422, 42205)
+
+
+# ---- persistence -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+def test_registry_survives_restart(how):
+    if EXTERNAL:
+        pytest.skip("needs a spate the suite starts")
+    b = RegistryBroker()
+    b.start()
+    try:
+        client = b.client()
+        ids = {}
+        for n in range(5):
+            ids[n] = client.register_schema(f"p-{n}", Schema(record(f"P{n}", [F_ID]), "AVRO"))
+        client.register_schema("p-0", Schema(record("P0", [F_ID, F_OPT]), "AVRO"))
+        client.set_compatibility("p-1", "NONE")
+        client.update_mode("p-2", "READONLY")
+        client.delete_subject("p-3")
+        client.delete_subject("p-4")
+        client.delete_subject("p-4", permanent=True)
+        if how == "kill":
+            b.broker.kill()
+        else:
+            assert b.broker.stop() == 0
+        b.broker.wait_port_closed()
+        b.start()
+        client = b.client()
+        assert sorted(client.get_subjects()) == ["p-0", "p-1", "p-2"]
+        assert client.get_versions("p-0") == [1, 2]
+        for n in range(3):
+            assert client.get_version(f"p-{n}", 1).schema_id == ids[n]
+        assert client.get_compatibility("p-1") == "NONE"
+        assert client.get_mode("p-2") == "READONLY"
+        status, _, body = http(b, "GET", "/subjects?deleted=true")
+        assert "p-3" in body and "p-4" not in body
+        # New ids continue after the largest ever handed out.
+        new = client.register_schema("p-5", Schema(record("P5", [F_ID]), "AVRO"))
+        assert new == max(ids.values()) + 2
+    finally:
+        b.broker.stop()
+
+
+# ---- broker-side validation ------------------------------------------------------------------
+
+def _produce_one(bootstrap, topic, value, key=None):
+    reports = []
+    p = Producer({"bootstrap.servers": bootstrap, "message.send.max.retries": 0,
+                  "message.timeout.ms": 20000})
+    p.produce(topic, value=value, key=key, on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(OP_TIMEOUT) == 0
+    return reports[0]
+
+
+def _metric(sr, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{sr.http_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_broker_side_validation(sr, topic_name):
+    client = sr.client()
+    create_topic(sr.bootstrap, topic_name, 1, {"confluent.value.schema.validation": "true"})
+    ctx = SerializationContext(topic_name, MessageField.VALUE)
+    ser = AvroSerializer(client, USER_V1)
+    good = ser({"id": 1, "name": "a"}, ctx)
+    refused_before = _metric(sr, "spate_schema_registry_validation_refused_records_total")
+    # No magic byte / schema id: refused, and nothing stored.
+    err = _produce_one(sr.bootstrap, topic_name, b"plain bytes, no schema")
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD, err
+    # Magic byte with an id that does not exist.
+    err = _produce_one(sr.bootstrap, topic_name, b"\x00\x00\x0f\x42\x3f" + good[5:])
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD
+    # An id registered, but under another subject only.
+    other_id = client.register_schema(subject(), Schema(record("Other", [F_ID]), "AVRO"))
+    err = _produce_one(sr.bootstrap, topic_name, b"\x00" + other_id.to_bytes(4, "big") + b"\x02")
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD
+    # Registered under <topic>-value: accepted.
+    assert _produce_one(sr.bootstrap, topic_name, good) is None
+    # A null value (tombstone) carries no schema and passes.
+    assert _produce_one(sr.bootstrap, topic_name, None, key=b"k") is None
+    got = consume(sr.bootstrap, topic_name, 0, 2)
+    assert [m["value"] for m in got] == [good, None]
+    assert AvroDeserializer(client)(got[0]["value"], ctx) == {"id": 1, "name": "a"}
+    assert _metric(sr, "spate_schema_registry_validation_refused_records_total") == \
+        refused_before + 3
+    # Turning validation off lets anything in again.
+    a = admin(sr.bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("confluent.value.schema.validation", "false",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res])[res].result(OP_TIMEOUT)
+    assert _produce_one(sr.bootstrap, topic_name, b"anything") is None
+
+
+def test_key_validation_and_batches(sr, topic_name):
+    """Key validation, and a batch with one bad record is refused whole."""
+    client = sr.client()
+    create_topic(sr.bootstrap, topic_name, 1, {"confluent.key.schema.validation": "true"})
+    kid = client.register_schema(f"{topic_name}-key", Schema('"string"', "AVRO"))
+    good_key = b"\x00" + kid.to_bytes(4, "big") + b"\x02a"
+    reports = []
+    p = Producer({"bootstrap.servers": sr.bootstrap, "linger.ms": 200,
+                  "message.send.max.retries": 0, "compression.type": "lz4"})
+    for k in [good_key, good_key, b"raw-key", good_key]:
+        p.produce(topic_name, key=k, value=b"v", on_delivery=lambda e, m: reports.append(e))
+    assert p.flush(OP_TIMEOUT) == 0
+    assert len(reports) == 4
+    assert all(e is not None and e.code() == KafkaError.INVALID_RECORD for e in reports)
+    assert _produce_one(sr.bootstrap, topic_name, b"v", key=good_key) is None
+    got = consume(sr.bootstrap, topic_name, 0, 1)
+    assert got[0]["key"] == good_key
+
+
+def test_metrics(sr):
+    assert _metric(sr, "spate_schema_registry_schemas") >= 1
+    assert _metric(sr, "spate_schema_registry_subjects") >= 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{sr.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'spate_schema_registry_requests_total{status="200"}' in text
