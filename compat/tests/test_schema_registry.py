@@ -260,6 +260,52 @@ def test_transitive_levels(sr, level, versions, accepted):
         assert client.test_compatibility_all_versions(s, third) is False
 
 
+def _obj(props, closed=False, required=()):
+    s = {"type": "object", "properties": props}
+    if closed:
+        s["additionalProperties"] = False
+    if required:
+        s["required"] = list(required)
+    return json.dumps(s)
+
+
+P_A = {"a": {"type": "string"}}
+P_AB = {"a": {"type": "string"}, "b": {"type": "integer"}}
+
+JSON_EVOLUTIONS = [
+    # (name, old, new, level, accepted), after Confluent's JSON Schema rules
+    ("add property, closed model", _obj(P_A, True), _obj(P_AB, True), "BACKWARD", True),
+    ("add property, open model", _obj(P_A), _obj(P_AB), "BACKWARD", False),
+    ("remove property, open model", _obj(P_AB), _obj(P_A), "BACKWARD", True),
+    ("remove property, closed model", _obj(P_AB, True), _obj(P_A, True), "BACKWARD", False),
+    ("add required property", _obj(P_A, True), _obj(P_AB, True, ["b"]), "BACKWARD", False),
+    ("integer to number", _obj({"a": {"type": "integer"}}), _obj({"a": {"type": "number"}}),
+     "BACKWARD", True),
+    ("number to integer", _obj({"a": {"type": "number"}}), _obj({"a": {"type": "integer"}}),
+     "BACKWARD", False),
+    ("number to integer, forward", _obj({"a": {"type": "number"}}),
+     _obj({"a": {"type": "integer"}}), "FORWARD", True),
+    ("add property, open model, none", _obj(P_A), _obj(P_AB), "NONE", True),
+]
+
+
+@pytest.mark.parametrize("name,old,new,level,accepted", JSON_EVOLUTIONS,
+                         ids=[e[0] for e in JSON_EVOLUTIONS])
+def test_json_schema_evolution(sr, name, old, new, level, accepted):
+    client = sr.client()
+    s = subject()
+    client.set_compatibility(s, level)
+    client.register_schema(s, Schema(old, "JSON"))
+    assert client.test_compatibility(s, Schema(new, "JSON")) is accepted
+    if accepted:
+        client.register_schema(s, Schema(new, "JSON"))
+        assert client.get_versions(s) == [1, 2]
+    else:
+        with pytest.raises(SchemaRegistryError) as e:
+            client.register_schema(s, Schema(new, "JSON"))
+        assert e.value.error_code == 409
+
+
 def test_dedup_global_ids_and_lookup(sr):
     client = sr.client()
     a, b = subject(), subject()

@@ -1066,6 +1066,70 @@ mod tests {
         }
     }
 
+    /// Accepts values starting with `0x00` (5 bytes at least) and null values; keys too
+    /// when asked.
+    struct MagicZero {
+        keys: bool,
+    }
+
+    impl RecordCheck for MagicZero {
+        fn fields(&self) -> (bool, bool) {
+            (self.keys, true)
+        }
+        fn accepts(&self, _is_key: bool, len: i32, prefix: &[u8]) -> bool {
+            len < 0 || (prefix.len() == CHECK_PREFIX && prefix[0] == 0)
+        }
+    }
+
+    #[test]
+    fn record_checks_see_prefixes_in_every_codec() {
+        for c in ALL {
+            let mut b = RecordBatchBuilder::new(c);
+            let long = [&[0u8, 0, 0, 0, 7][..], &[b'x'; 3000][..]].concat();
+            b.append(1, Some(b"\x00\x00\x00\x00\x01k"), Some(&long), &[]);
+            b.append(2, None, None, &[]);
+            b.append(3, None, Some(b"\x00abc"), &[]); // too short
+            b.append(4, None, Some(b"\x01\x00\x00\x00\x07"), &[]); // bad magic
+            b.append(5, Some(b"raw"), Some(&long), &[]); // bad key
+            let batch = crate::record_batch::batches(b.build().unwrap())
+                .next()
+                .unwrap()
+                .unwrap();
+            let values = MagicZero { keys: false };
+            match batch.validate_checked(CAP, RecordRules::default(), Some(&values)) {
+                Err(ValidationError::Refused { count, records }) => {
+                    assert_eq!((count, records), (2, vec![2, 3]), "{c:?}")
+                }
+                other => panic!("{c:?}: {other:?}"),
+            }
+            let both = MagicZero { keys: true };
+            match batch.validate_checked(CAP, RecordRules::default(), Some(&both)) {
+                Err(ValidationError::Refused { count, records }) => {
+                    // Record 1 has a null key (accepted); 2 and 3 have null keys too.
+                    assert_eq!((count, records), (3, vec![2, 3, 4]), "{c:?}")
+                }
+                other => panic!("{c:?}: {other:?}"),
+            }
+            assert_eq!(
+                code(batch.validate_checked(CAP, RecordRules::default(), Some(&both))),
+                87
+            );
+            // Without a check the batch is fine.
+            assert_eq!(batch.validate(CAP).unwrap().records, 5);
+        }
+        // Framing errors still win over refusals.
+        let body = [rec(0, 0, Some(b"v"), 0), rec(1, 0, Some(b"v"), 1)].concat();
+        let err = batch_of(&body, Compression::None, 2, 1, 0).validate_checked(
+            CAP,
+            RecordRules::default(),
+            Some(&MagicZero { keys: false }),
+        );
+        assert!(
+            matches!(err, Err(ValidationError::Record { index: 1, .. })),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn non_consecutive_offsets_are_reported() {
         let body = [rec(0, 0, None, 0), rec(2, 0, None, 0), rec(1, 0, None, 0)].concat();

@@ -3,19 +3,20 @@
 //! * AVRO: parsed by `apache-avro` (references resolved); compatibility by Avro's
 //!   resolution rules (`avro.rs`).
 //! * JSON (JSON Schema): must be a JSON object or boolean; stored compact with sorted
-//!   keys. Compatibility is not analysed: two JSON schemas are compatible only when
-//!   their stored forms are equal (a subject that evolves JSON schemas needs level NONE).
+//!   keys. Compatibility: `json_schema.rs` (a conservative analysis; schemas whose
+//!   references differ are compatible only when their texts are equal).
 //! * PROTOBUF: a `.proto` text, or a base64 `FileDescriptorProto` (what confluent-kafka's
 //!   Python serializer sends); checked for shape (balanced braces and a definition, or
 //!   a well-formed protobuf encoding), not compiled. Compatibility as for JSON.
 
 use super::avro::{self, AvroSchema};
 use super::error::ApiError;
+use super::json_schema;
 use super::state::{SchemaType, StoredSchema};
 
 pub enum Parsed {
     Avro(Box<AvroSchema>),
-    Json,
+    Json(serde_json::Value),
     Protobuf,
 }
 
@@ -47,7 +48,7 @@ pub fn prepare(
             }
             let stored = serde_json::to_string(&value)
                 .map_err(|e| ApiError::invalid_schema(format!("Invalid schema: {e}")))?;
-            Ok((stored, Parsed::Json))
+            Ok((stored, Parsed::Json(value)))
         }
         SchemaType::Protobuf => {
             check_protobuf(text).map_err(ApiError::invalid_schema)?;
@@ -77,6 +78,9 @@ pub fn incompatibilities(
 ) -> Vec<String> {
     match (reader.1, writer.1) {
         (Parsed::Avro(r), Parsed::Avro(w)) => avro::incompatibilities(r, w),
+        (Parsed::Json(r), Parsed::Json(w)) if reader.0.references == writer.0.references => {
+            json_schema::incompatibilities(r, w)
+        }
         _ if reader.0.schema == writer.0.schema && reader.0.references == writer.0.references => {
             Vec::new()
         }

@@ -12,6 +12,7 @@ mod avro;
 mod error;
 mod formats;
 mod http;
+mod json_schema;
 mod records;
 mod state;
 

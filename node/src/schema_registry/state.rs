@@ -691,7 +691,7 @@ impl State {
         request: &SchemaRequest,
         normalize: Option<bool>,
     ) -> Result<Vec<String>, ApiError> {
-        let normalize = normalize.unwrap_or_else(|| self.normalize_default(subject));
+        let normalize = normalize.unwrap_or(false) || self.normalize_default(subject);
         let level = self.compatibility(subject);
         let (new, parsed) = self.prepare(request, normalize)?;
         let previous = match version {
@@ -720,7 +720,7 @@ impl State {
         check_subject(subject)?;
         let mode = self.effective_mode(subject);
         self.check_writable(subject)?;
-        let normalize = normalize.unwrap_or_else(|| self.normalize_default(subject));
+        let normalize = normalize.unwrap_or(false) || self.normalize_default(subject);
         let (new, parsed) = self.prepare(request, normalize)?;
         let import = mode == "IMPORT";
         if let Some((version, id)) = self.find_under(subject, &new, false) {
@@ -840,7 +840,7 @@ impl State {
         {
             return Err(ApiError::subject_not_found(subject));
         }
-        let normalize = normalize.unwrap_or_else(|| self.normalize_default(subject));
+        let normalize = normalize.unwrap_or(false) || self.normalize_default(subject);
         let (new, _) = self.prepare(request, normalize)?;
         let (version, _) = self
             .find_under(subject, &new, deleted)
