@@ -306,6 +306,69 @@ def test_json_schema_evolution(sr, name, old, new, level, accepted):
         assert e.value.error_code == 409
 
 
+PROTO_V1 = """syntax = "proto3";
+package compat.evo;
+message Order {
+  int64 id = 1;
+  string note = 2;
+  repeated int32 qty = 3;
+  oneof pay { string card = 4; string iban = 5; }
+  message Line { string sku = 1; }
+  Line line = 6;
+}
+"""
+
+PROTO_EVOLUTIONS = [
+    # (name, from, to, accepted at BACKWARD), after Confluent's Protobuf rules
+    ("add field", "int64 id = 1;", "int64 id = 1; string extra = 9;", True),
+    ("remove field", "string note = 2;", "", True),
+    ("rename field", "string note = 2;", "string remark = 2;", True),
+    ("int64 to uint32", "int64 id = 1;", "uint32 id = 1;", True),
+    ("string to bytes", "string note = 2;", "bytes note = 2;", True),
+    ("int64 to string", "int64 id = 1;", "string id = 1;", False),
+    ("int64 to sint64", "int64 id = 1;", "sint64 id = 1;", False),
+    ("repeated to single number", "repeated int32 qty = 3;", "int32 qty = 3;", False),
+    ("oneof member removed", "string iban = 5;", "", False),
+    ("nested message removed", "message Line { string sku = 1; }\n  Line line = 6;",
+     "", False),
+    ("nested field type changed", "string sku = 1;", "int32 sku = 1;", False),
+    ("package changed", "package compat.evo;", "package compat.evo2;", False),
+]
+
+
+@pytest.mark.parametrize("name,old,new,accepted", PROTO_EVOLUTIONS,
+                         ids=[e[0] for e in PROTO_EVOLUTIONS])
+def test_protobuf_evolution(sr, name, old, new, accepted):
+    client = sr.client()
+    s = subject()
+    changed = PROTO_V1.replace(old, new)
+    assert changed != PROTO_V1
+    client.register_schema(s, Schema(PROTO_V1, "PROTOBUF"))
+    assert client.test_compatibility(s, Schema(changed, "PROTOBUF")) is accepted
+    if accepted:
+        client.register_schema(s, Schema(changed, "PROTOBUF"))
+        assert client.get_versions(s) == [1, 2]
+    else:
+        with pytest.raises(SchemaRegistryError) as e:
+            client.register_schema(s, Schema(changed, "PROTOBUF"))
+        assert e.value.error_code == 409
+
+
+def test_protobuf_descriptor_against_text(sr, topic_name):
+    """The Python serializer registers a base64 FileDescriptorProto; a later text schema
+    is checked against it field by field."""
+    client = sr.client()
+    Reading = _reading_class()
+    ser = ProtobufSerializer(Reading, client, {"use.deprecated.format": False})
+    ser(Reading(sensor="a", value=1.0), SerializationContext(topic_name, MessageField.VALUE))
+    s = f"{topic_name}-value"
+    base = 'syntax = "proto3"; package compatsr; message Reading { string sensor = 1; %s }'
+    assert client.test_compatibility(s, Schema(base % "double value = 2;", "PROTOBUF")) is True
+    assert client.test_compatibility(
+        s, Schema(base % "double value = 2; int32 unit = 3;", "PROTOBUF")) is True
+    assert client.test_compatibility(s, Schema(base % "string value = 2;", "PROTOBUF")) is False
+
+
 def test_dedup_global_ids_and_lookup(sr):
     client = sr.client()
     a, b = subject(), subject()

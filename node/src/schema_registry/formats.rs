@@ -7,17 +7,20 @@
 //!   references differ are compatible only when their texts are equal).
 //! * PROTOBUF: a `.proto` text, or a base64 `FileDescriptorProto` (what confluent-kafka's
 //!   Python serializer sends); checked for shape (balanced braces and a definition, or
-//!   a well-formed protobuf encoding), not compiled. Compatibility as for JSON.
+//!   a well-formed protobuf encoding), not compiled. Compatibility: `protobuf.rs` (a
+//!   schema it cannot read is compatible only with an identical one).
 
 use super::avro::{self, AvroSchema};
 use super::error::ApiError;
 use super::json_schema;
+use super::protobuf;
 use super::state::{SchemaType, StoredSchema};
 
 pub enum Parsed {
     Avro(Box<AvroSchema>),
     Json(serde_json::Value),
-    Protobuf,
+    /// The file's model and its references' (`None`: not analysable).
+    Protobuf(Option<Box<(protobuf::ProtoFile, Vec<protobuf::ProtoFile>)>>),
 }
 
 /// Parse a schema given by a client: its stored text and parsed form.
@@ -52,12 +55,19 @@ pub fn prepare(
         }
         SchemaType::Protobuf => {
             check_protobuf(text).map_err(ApiError::invalid_schema)?;
+            let model = proto_model(text).and_then(|file| {
+                let refs = references
+                    .iter()
+                    .map(|r| proto_model(r))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Box::new((file, refs)))
+            });
             let stored = if normalize {
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             } else {
                 text.trim().to_string()
             };
-            Ok((stored, Parsed::Protobuf))
+            Ok((stored, Parsed::Protobuf(model)))
         }
     }
 }
@@ -81,6 +91,9 @@ pub fn incompatibilities(
         (Parsed::Json(r), Parsed::Json(w)) if reader.0.references == writer.0.references => {
             json_schema::incompatibilities(r, w)
         }
+        (Parsed::Protobuf(Some(r)), Parsed::Protobuf(Some(w))) => {
+            protobuf::incompatibilities(&r.0, &r.1, &w.0, &w.1)
+        }
         _ if reader.0.schema == writer.0.schema && reader.0.references == writer.0.references => {
             Vec::new()
         }
@@ -90,6 +103,15 @@ pub fn incompatibilities(
             reader.0.schema_type.name()
         )],
     }
+}
+
+/// The model of a `.proto` text or base64 descriptor, when it can be read.
+fn proto_model(text: &str) -> Option<protobuf::ProtoFile> {
+    let t = text.trim();
+    if let Some(bytes) = base64_decode(t).filter(|_| !t.contains(['{', ' ', ';'])) {
+        return protobuf::parse_descriptor(&bytes).ok();
+    }
+    protobuf::parse_text(t).ok()
 }
 
 /// A `.proto` text or a base64 `FileDescriptorProto`, by shape.

@@ -13,6 +13,7 @@ mod error;
 mod formats;
 mod http;
 mod json_schema;
+mod protobuf;
 mod records;
 mod state;
 
