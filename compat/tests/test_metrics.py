@@ -71,6 +71,8 @@ FAMILIES = {
     "spate_cleaner_last_run_end_timestamp_seconds": ("gauge", set()),
     "spate_cleaner_last_run_seconds": ("gauge", set()),
     "spate_cleaner_buffer_utilization_ratio": ("gauge", set()),
+    "spate_schema_registry_validation_refused_produces_total": ("counter", set()),
+    "spate_schema_registry_validation_refused_records_total": ("counter", set()),
     "spate_consumer_group_committed_offset": ("gauge", {"group", "topic", "partition"}),
     "spate_consumer_group_lag": ("gauge", {"group", "topic", "partition"}),
 }
