@@ -151,6 +151,16 @@ trait Source {
     /// The raw (not zigzag-decoded) bits of a varint of at most `max_bytes` bytes;
     /// `Ok(None)` when the records end inside it.
     fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError>;
+    /// Fills `out` with the next bytes; false if the records end first.
+    fn read_exact(&mut self, out: &mut [u8]) -> Result<bool, ValidationError> {
+        for slot in out.iter_mut() {
+            match self.byte()? {
+                Some(b) => *slot = b,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
 }
 
 struct SliceSource<'a> {
@@ -183,6 +193,20 @@ impl Source for SliceSource<'_> {
         let (value, used) = varint_in(&self.data[self.pos..], max_bytes, index)?;
         self.pos += used;
         Ok(value)
+    }
+    #[inline]
+    fn read_exact(&mut self, out: &mut [u8]) -> Result<bool, ValidationError> {
+        match self.data.get(self.pos..self.pos + out.len()) {
+            Some(src) => {
+                out.copy_from_slice(src);
+                self.pos += out.len();
+                Ok(true)
+            }
+            None => {
+                self.pos = self.data.len();
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -311,6 +335,21 @@ impl<R: Read> Source for StreamSource<R> {
         self.consumed
     }
     #[inline]
+    fn read_exact(&mut self, out: &mut [u8]) -> Result<bool, ValidationError> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if !self.fill()? {
+                return Ok(false);
+            }
+            let k = (out.len() - filled).min(self.end - self.start);
+            out[filled..filled + k].copy_from_slice(&self.buf[self.start..self.start + k]);
+            self.start += k;
+            self.consumed += k as u64;
+            filled += k;
+        }
+        Ok(true)
+    }
+    #[inline]
     fn raw_varint(&mut self, max_bytes: u32, index: u32) -> Result<Option<u64>, ValidationError> {
         if !self.fill()? {
             return Ok(None);
@@ -410,10 +449,7 @@ impl<S: Source> Framed<'_, S> {
             return Err(self.err("record fields run past its length"));
         }
         let n = (len as usize).min(CHECK_PREFIX);
-        for slot in prefix.iter_mut().take(n) {
-            *slot = self.byte()?;
-        }
-        if !self.src.skip(len as usize - n)? {
+        if !self.src.read_exact(&mut prefix[..n])? || !self.src.skip(len as usize - n)? {
             return Err(self.err(EOF));
         }
         Ok(n)

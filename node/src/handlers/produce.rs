@@ -67,16 +67,23 @@ pub async fn dispatch(
         .collect();
     // Broker-side schema validation, per topic (docs/schema-registry.md): a topic
     // without overrides costs one map lookup.
-    let checks: Vec<Option<Arc<SchemaCheck>>> = names
-        .iter()
-        .map(|name| {
-            let name = name.as_deref()?;
-            image
-                .topic(name)
-                .filter(|t| !t.configs.is_empty())
-                .and_then(|t| ctx.schemas.check_for(name, &t.configs))
-        })
-        .collect();
+    // `checks` stays empty (no allocation) unless a topic has validation on.
+    let mut checks: Vec<Option<Arc<SchemaCheck>>> = Vec::new();
+    for (ti, name) in names.iter().enumerate() {
+        let Some(name) = name.as_deref() else {
+            continue;
+        };
+        let check = image
+            .topic(name)
+            .filter(|t| !t.configs.is_empty())
+            .and_then(|t| ctx.schemas.check_for(name, &t.configs));
+        if let Some(check) = check {
+            if checks.is_empty() {
+                checks.resize(req.topic_data.len(), None);
+            }
+            checks[ti] = Some(check);
+        }
+    }
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = names[ti].clone();
         for (pi, part) in topic.partition_data.iter().enumerate() {
@@ -100,7 +107,7 @@ pub async fn dispatch(
                         records: records.to_contiguous(),
                         acks,
                         txn: txn.clone(),
-                        check: checks[ti].clone(),
+                        check: checks.get(ti).cloned().flatten(),
                     };
                     appends.push(Append {
                         position: (ti, pi),
@@ -172,8 +179,9 @@ pub async fn dispatch(
                     log_start_offset,
                 } => {
                     ctx.schemas.count_refusal(count);
-                    let reason = checks[ti]
-                        .as_ref()
+                    let reason = checks
+                        .get(ti)
+                        .and_then(Option::as_ref)
                         .map(|c| c.describe())
                         .unwrap_or_else(|| "Schema validation failed".to_string());
                     record_errors(out, &reason, count, &records);
