@@ -529,6 +529,32 @@ def test_config_and_mode(sr):
     assert (status, body["error_code"]) == (422, 42205)
 
 
+def test_import_mode(sr):
+    """IMPORT keeps ids and versions given by the client (e.g. copying a registry)."""
+    s = subject()
+    status, _, body = http(sr, "PUT", f"/mode/{s}", {"mode": "IMPORT"})
+    assert (status, body) == (200, {"mode": "IMPORT"})
+    schema = record(f"I{uuid.uuid4().hex[:8]}", [F_ID])
+    status, _, body = http(sr, "POST", f"/subjects/{s}/versions",
+                           {"schema": schema, "id": 777000, "version": 5})
+    assert (status, body) == (200, {"id": 777000, "version": 5})
+    status, _, body = http(sr, "GET", f"/subjects/{s}/versions/5")
+    assert body["id"] == 777000
+    # Another schema under an id already taken: 42207.
+    status, _, body = http(sr, "POST", f"/subjects/{s}/versions",
+                           {"schema": '"string"', "id": 777000, "version": 6})
+    assert (status, body["error_code"]) == (422, 42207)
+    # Outside IMPORT, a client may not choose the id.
+    status, _, body = http(sr, "PUT", f"/mode/{s}", {"mode": "READWRITE"})
+    status, _, body = http(sr, "POST", f"/subjects/{s}/versions",
+                           {"schema": '"bytes"', "id": 888000})
+    assert (status, body["error_code"]) == (422, 42205)
+    # New ids continue past the imported one.
+    client = sr.client()
+    assert client.register_schema(subject(), Schema(record(
+        f"J{uuid.uuid4().hex[:8]}", [F_ID]), "AVRO")) > 777000
+
+
 # ---- persistence -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["sigterm", "kill"])
