@@ -41,6 +41,7 @@ for line in open(sys.argv[1]):
     line = line.split("#")[0].strip()
     if line:
         name, want = line.split("==")
+        name = name.split("[")[0]  # extras, e.g. confluent-kafka[avro]
         assert version(name) == want, name
 PY
 then
