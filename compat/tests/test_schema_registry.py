@@ -369,6 +369,35 @@ def test_protobuf_descriptor_against_text(sr, topic_name):
     assert client.test_compatibility(s, Schema(base % "string value = 2;", "PROTOBUF")) is False
 
 
+def test_concurrent_registrations_get_unique_ids(sr):
+    """One writer: parallel registrations of distinct schemas get distinct ids, and the
+    same schema registered in parallel under many subjects gets one id."""
+    import threading
+    tag = uuid.uuid4().hex[:8]
+    results, errors = {}, []
+    shared = record(f"Shared{tag}", [F_ID])
+
+    def work(n):
+        try:
+            c = sr.client()
+            own = c.register_schema(f"cc-{tag}-{n}", Schema(record(f"C{tag}x{n}", [F_ID]), "AVRO"))
+            same = c.register_schema(f"cs-{tag}-{n}", Schema(shared, "AVRO"))
+            results[n] = (own, same)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    own_ids = [r[0] for r in results.values()]
+    assert len(set(own_ids)) == 16
+    assert len({r[1] for r in results.values()}) == 1
+    assert not set(own_ids) & {r[1] for r in results.values()}
+
+
 def test_dedup_global_ids_and_lookup(sr):
     client = sr.client()
     a, b = subject(), subject()
@@ -641,6 +670,15 @@ def test_broker_side_validation(sr, topic_name):
     assert AvroDeserializer(client)(got[0]["value"], ctx) == {"id": 1, "name": "a"}
     assert _metric(sr, "spate_schema_registry_validation_refused_records_total") == \
         refused_before + 3
+    # A soft-deleted subject's ids no longer validate; registering again revives the id.
+    client.delete_subject(f"{topic_name}-value")
+    err = _produce_one(sr.bootstrap, topic_name, good)
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD
+    # (Raw HTTP: the client's cache would answer without asking the registry.)
+    status, _, body = http(sr, "POST", f"/subjects/{topic_name}-value/versions",
+                           {"schema": USER_V1})
+    assert (status, body) == (200, {"id": int.from_bytes(good[1:5], "big"), "version": 2})
+    assert _produce_one(sr.bootstrap, topic_name, good) is None
     # Turning validation off lets anything in again.
     a = admin(sr.bootstrap)
     res = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
