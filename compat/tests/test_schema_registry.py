@@ -625,6 +625,59 @@ def test_registry_survives_restart(how):
         b.broker.stop()
 
 
+def test_schemas_topic_is_confluents_format():
+    """What Spate writes to _schemas is Confluent's record format, and records in that
+    format written by someone else (a Confluent registry, a restore) are read: at the
+    next change, and at start."""
+    if EXTERNAL:
+        pytest.skip("needs a spate the suite starts")
+    b = RegistryBroker()
+    b.start()
+    try:
+        client = b.client()
+        sid = client.register_schema("own-value", Schema(USER_V1, "AVRO"))
+        recs = consume(b.bootstrap, "_schemas", 0, 1)
+        assert json.loads(recs[0]["key"]) == \
+            {"keytype": "SCHEMA", "subject": "own-value", "version": 1, "magic": 1}
+        value = json.loads(recs[0]["value"])
+        assert {k: value[k] for k in ("subject", "version", "id", "deleted")} == \
+            {"subject": "own-value", "version": 1, "id": sid, "deleted": False}
+        assert json.loads(value["schema"]) == json.loads(USER_V1)
+        assert recs[0]["key"].startswith(b'{"keytype":"SCHEMA"')
+        # Records as Confluent's registry writes them, produced from outside.
+        ext = record("Ext", [F_ID])
+        foreign = [
+            ({"keytype": "NOOP", "magic": 0}, {}),
+            ({"keytype": "SCHEMA", "subject": "ext-value", "version": 1, "magic": 1},
+             {"subject": "ext-value", "version": 1, "id": 4242, "md5": "00ff",
+              "schema": ext, "deleted": False}),
+            ({"keytype": "CONFIG", "subject": "ext-value", "magic": 0},
+             {"subject": "ext-value", "compatibilityLevel": "FULL"}),
+            ({"keytype": "CONTEXT", "tenant": "default", "context": ".", "magic": 0},
+             {"tenant": "default", "context": "."}),
+        ]
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for k, v in foreign:
+            p.produce("_schemas", key=json.dumps(k).encode(), value=json.dumps(v).encode())
+        assert p.flush(OP_TIMEOUT) == 0
+        # The next change reads them first; ids continue past the largest read.
+        nid = client.register_schema("own2-value", Schema(record("Own2", [F_ID]), "AVRO"))
+        assert nid == 4243
+        assert client.get_version("ext-value", 1).schema_id == 4242
+        assert client.get_compatibility("ext-value") == "FULL"
+        # The foreign spelling of a schema dedups with a client's registration of it.
+        assert client.register_schema("ext2-value", Schema(ext, "AVRO")) == 4242
+        b.broker.stop()
+        b.broker.wait_port_closed()
+        b.start()
+        client = b.client()
+        assert sorted(client.get_subjects()) == \
+            ["ext-value", "ext2-value", "own-value", "own2-value"]
+        assert client.get_schema(4242).schema_str == ext
+    finally:
+        b.broker.stop()
+
+
 # ---- broker-side validation ------------------------------------------------------------------
 
 def _produce_one(bootstrap, topic, value, key=None):

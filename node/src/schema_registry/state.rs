@@ -146,6 +146,21 @@ pub struct State {
     schema_bytes: usize,
 }
 
+/// The text a schema read from the log is deduplicated by: the stored form Spate would
+/// give it (records written by another registry may be spelled otherwise).
+fn content_text(schema_type: SchemaType, text: &Arc<str>) -> Arc<str> {
+    let canonical = match schema_type {
+        SchemaType::Avro | SchemaType::Json => serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok()),
+        SchemaType::Protobuf => Some(text.trim().to_string()),
+    };
+    match canonical {
+        Some(c) if *c != **text => c.into(),
+        _ => text.clone(),
+    }
+}
+
 /// A subject name Confluent would accept.
 pub fn check_subject(subject: &str) -> Result<(), ApiError> {
     if subject.is_empty()
@@ -240,8 +255,14 @@ impl State {
                 record_name,
             });
             self.schema_bytes += text.len();
-            self.by_content
-                .insert((schema_type, text, v.references.clone()), v.id);
+            self.by_content.insert(
+                (
+                    schema_type,
+                    content_text(schema_type, &text),
+                    v.references.clone(),
+                ),
+                v.id,
+            );
             self.schemas.insert(v.id, stored);
         }
         let versions = self.subjects.entry(v.subject.clone()).or_default();
@@ -286,8 +307,15 @@ impl State {
             self.users.remove(&id);
             if let Some(s) = self.schemas.remove(&id) {
                 self.schema_bytes -= s.schema.len();
-                self.by_content
-                    .remove(&(s.schema_type, s.schema.clone(), s.references.clone()));
+                let key = (
+                    s.schema_type,
+                    content_text(s.schema_type, &s.schema),
+                    s.references.clone(),
+                );
+                // Only if it still names this id (another id may hold the same text).
+                if self.by_content.get(&key) == Some(&id) {
+                    self.by_content.remove(&key);
+                }
             }
         }
     }
@@ -1309,6 +1337,48 @@ mod tests {
             commit(&mut s, |s| s.plan_delete_version("addr", Some(1), true)),
             1
         );
+    }
+
+    #[test]
+    fn records_of_other_registries_dedup_and_set_the_next_id() {
+        let mut s = State::default();
+        let spaced = V1.replace(',', ", ");
+        s.apply(
+            Key::Schema {
+                subject: "x".into(),
+                version: 3,
+            },
+            Some(Value::Schema(SchemaValue {
+                subject: "x".into(),
+                version: 3,
+                id: 40,
+                schema_type: None,
+                references: vec![],
+                schema: spaced.clone(),
+                deleted: false,
+            })),
+        );
+        // Served as written; deduplicated by Spate's stored form.
+        assert_eq!(&*s.schema_by_id(40).unwrap().schema, spaced.as_str());
+        assert_eq!(commit(&mut s, |s| s.plan_register("y", &avro(V1), None)), (40, 1));
+        assert_eq!(commit(&mut s, |s| s.plan_register("x", &avro(V2), None)), (41, 4));
+        // A record whose key and value disagree is ignored.
+        s.apply(
+            Key::Schema {
+                subject: "z".into(),
+                version: 1,
+            },
+            Some(Value::Schema(SchemaValue {
+                subject: "other".into(),
+                version: 1,
+                id: 99,
+                schema_type: None,
+                references: vec![],
+                schema: "\"int\"".into(),
+                deleted: false,
+            })),
+        );
+        assert!(s.schema_by_id(99).is_none());
     }
 
     #[test]
