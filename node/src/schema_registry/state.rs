@@ -633,9 +633,11 @@ impl State {
 
     /// A live version of `subject` with this exact schema.
     fn find_under(&self, subject: &str, s: &StoredSchema, deleted: bool) -> Option<(i32, i32)> {
-        let id = *self
-            .by_content
-            .get(&(s.schema_type, s.schema.clone(), s.references.clone()))?;
+        let id = *self.by_content.get(&(
+            s.schema_type,
+            content_text(s.schema_type, &s.schema),
+            s.references.clone(),
+        ))?;
         self.subjects
             .get(subject)?
             .iter()
@@ -758,7 +760,11 @@ impl State {
         }
         let existing_id = self
             .by_content
-            .get(&(new.schema_type, new.schema.clone(), new.references.clone()))
+            .get(&(
+                new.schema_type,
+                content_text(new.schema_type, &new.schema),
+                new.references.clone(),
+            ))
             .copied();
         let id = match (request.id, import) {
             (Some(want), true) => {
@@ -1204,6 +1210,19 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.code, 42201);
+        // normalize=true folds equivalent spellings into one stored form.
+        let long =
+            r#"{"type":"record","name":"N","fields":[{"name":"x","type":{"type":"string"}}]}"#;
+        let short = r#"{"type":"record","name":"N","fields":[{"name":"x","type":"string"}]}"#;
+        let (id, v) = commit(&mut s, |s| s.plan_register("n", &avro(long), Some(true)));
+        let again = s.plan_register("n", &avro(short), Some(true)).unwrap();
+        assert!(again.records.is_empty());
+        assert_eq!(again.answer, (id, v));
+        // Without it the long spelling is another schema (a compatible one).
+        assert_eq!(
+            commit(&mut s, |s| s.plan_register("n", &avro(long), None)).1,
+            2
+        );
     }
 
     #[test]
@@ -1360,8 +1379,14 @@ mod tests {
         );
         // Served as written; deduplicated by Spate's stored form.
         assert_eq!(&*s.schema_by_id(40).unwrap().schema, spaced.as_str());
-        assert_eq!(commit(&mut s, |s| s.plan_register("y", &avro(V1), None)), (40, 1));
-        assert_eq!(commit(&mut s, |s| s.plan_register("x", &avro(V2), None)), (41, 4));
+        assert_eq!(
+            commit(&mut s, |s| s.plan_register("y", &avro(V1), None)),
+            (40, 1)
+        );
+        assert_eq!(
+            commit(&mut s, |s| s.plan_register("x", &avro(V2), None)),
+            (41, 4)
+        );
         // A record whose key and value disagree is ignored.
         s.apply(
             Key::Schema {
