@@ -678,6 +678,31 @@ def test_schemas_topic_is_confluents_format():
         b.broker.stop()
 
 
+@pytest.mark.parametrize("config,partitions,why", [
+    ({"cleanup.policy": "delete"}, 1, "is not compacted"),
+    ({"cleanup.policy": "compact"}, 2, "has 2 partitions"),
+])
+def test_bad_schemas_topic_stops_the_start(config, partitions, why):
+    """As Confluent's registry: an existing _schemas that is not compacted, or has more
+    than one partition, is refused at start with a clear error."""
+    if EXTERNAL:
+        pytest.skip("needs a spate the suite starts")
+    import subprocess
+    from conftest import SPATE_BIN
+    b = _new_broker()
+    b.start()
+    try:
+        create_topic(b.bootstrap, "_schemas", partitions, config)
+    finally:
+        assert b.stop() == 0
+    b.wait_port_closed()
+    r = subprocess.run([str(SPATE_BIN), "--data-dir", str(b.data_dir), "--listen", b.bootstrap,
+                        "--cores", "1", "--schema-registry", f"127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"_schemas {why}" in r.stderr, r.stderr[-2000:]
+
+
 # ---- broker-side validation ------------------------------------------------------------------
 
 def _produce_one(bootstrap, topic, value, key=None):

@@ -240,7 +240,28 @@ fn ensure_schemas_topic(
     image: &metadata::MetadataImage,
     controller: &flume::Sender<mesh::ShardMsg>,
 ) -> anyhow::Result<()> {
-    if image.topic(schema_registry::SCHEMAS_TOPIC).is_some() {
+    if let Some(t) = image.topic(schema_registry::SCHEMAS_TOPIC) {
+        // As Confluent's registry: one partition, or the single writer's order is lost.
+        if t.partitions.len() != 1 {
+            bail!(
+                "the schema registry's topic {} has {} partitions; it needs exactly 1",
+                schema_registry::SCHEMAS_TOPIC,
+                t.partitions.len()
+            );
+        }
+        let compacted = t
+            .configs
+            .get("cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|i| i.trim() == "compact"));
+        // As Confluent's registry, refuse to start rather than let retention delete schemas.
+        if !compacted {
+            bail!(
+                "the schema registry's topic {0} is not compacted: set cleanup.policy=compact on it \
+                 (kafka-configs.sh --alter --entity-type topics --entity-name {0} \
+                 --add-config cleanup.policy=compact), or retention would delete schemas",
+                schema_registry::SCHEMAS_TOPIC
+            );
+        }
         return Ok(());
     }
     let mut topic = internal_topic(schema_registry::SCHEMAS_TOPIC, 1);
