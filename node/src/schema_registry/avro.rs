@@ -108,6 +108,8 @@ pub fn incompatibilities(reader: &AvroSchema, writer: &AvroSchema) -> Vec<String
         writer_names: &writer.names,
         in_progress: HashSet::new(),
         out: Vec::new(),
+        depth: 0,
+        path: String::new(),
     };
     check.pair(&reader.schema, &writer.schema, "");
     check.out
@@ -115,6 +117,8 @@ pub fn incompatibilities(reader: &AvroSchema, writer: &AvroSchema) -> Vec<String
 
 /// Bound on the messages one check collects.
 const MAX_MESSAGES: usize = 50;
+/// Deepest nesting of types compared (named types can chain without nesting in JSON).
+const MAX_DEPTH: usize = 256;
 
 struct Check<'a> {
     reader_names: &'a HashMap<String, Schema>,
@@ -122,6 +126,9 @@ struct Check<'a> {
     /// Named pairs being compared (recursive types are assumed compatible within).
     in_progress: HashSet<(String, String)>,
     out: Vec<String>,
+    depth: usize,
+    /// Where in the schemas the comparison is (built up and cut back as it descends).
+    path: String,
 }
 
 /// A schema with its references resolved and logical types replaced by their underlying
@@ -192,40 +199,74 @@ fn names_match(
     })
 }
 
+/// A cheap first look: can `reader` (resolved) possibly read `writer` (resolved, not a
+/// union)? False only when the kinds or names already rule it out.
+fn may_read(reader: &Schema, writer: &Schema) -> bool {
+    match (reader, writer) {
+        (Schema::Record(r), Schema::Record(w)) => {
+            names_match(&r.name, r.aliases.as_deref(), &w.name)
+        }
+        (Schema::Enum(r), Schema::Enum(w)) => names_match(&r.name, r.aliases.as_deref(), &w.name),
+        (Schema::Fixed(r), Schema::Fixed(w)) => names_match(&r.name, r.aliases.as_deref(), &w.name),
+        (Schema::Record(_) | Schema::Enum(_) | Schema::Fixed(_), _)
+        | (_, Schema::Record(_) | Schema::Enum(_) | Schema::Fixed(_)) => false,
+        _ => true,
+    }
+}
+
 impl Check<'_> {
-    fn fail(&mut self, path: &str, message: String) {
+    /// Note an incompatibility at the current path (plus `more`).
+    fn fail(&mut self, more: &str, message: String) {
         if self.out.len() < MAX_MESSAGES {
-            let at = if path.is_empty() { "/" } else { path };
+            let at = format!("{}{more}", self.path);
+            let at = if at.is_empty() { "/" } else { at.as_str() };
             self.out.push(format!("{message}, at {at}"));
         }
     }
 
-    /// Can a reader of `reader` read what `writer` wrote? Failures go to `self.out`.
-    fn pair(&mut self, reader: &Schema, writer: &Schema, path: &str) {
+    /// Can a reader of `reader` read what `writer` wrote, at the current path plus
+    /// `step`? Failures go to `self.out`.
+    fn pair(&mut self, reader: &Schema, writer: &Schema, step: &str) {
+        if self.depth >= MAX_DEPTH {
+            self.fail(step, "types nest too deeply to check".to_string());
+            return;
+        }
+        let len = self.path.len();
+        self.path.push_str(step);
+        self.depth += 1;
+        self.pair_at_depth(reader, writer);
+        self.depth -= 1;
+        self.path.truncate(len);
+    }
+
+    fn pair_at_depth(&mut self, reader: &Schema, writer: &Schema) {
         let r = base(reader, self.reader_names);
         let w = base(writer, self.writer_names);
         let (r, w) = (r.as_ref(), w.as_ref());
         if let Schema::Union(wu) = w {
             for (i, branch) in wu.variants().iter().enumerate() {
-                self.pair(r, branch, &format!("{path}/{i}"));
+                self.pair(r, branch, &format!("/{i}"));
             }
             return;
         }
         match (r, w) {
             (Schema::Union(ru), _) => {
+                // Each branch is tried with the messages set aside; a pair leaves
+                // `in_progress` as it found it, so it is lent, not copied.
+                let saved = std::mem::take(&mut self.out);
                 let readable = ru.variants().iter().any(|branch| {
-                    let mut probe = Check {
-                        reader_names: self.reader_names,
-                        writer_names: self.writer_names,
-                        in_progress: self.in_progress.clone(),
-                        out: Vec::new(),
-                    };
-                    probe.pair(branch, w, path);
-                    probe.out.is_empty()
+                    let b = base(branch, self.reader_names);
+                    if !may_read(&b, w) {
+                        return false;
+                    }
+                    self.out.clear();
+                    self.pair(branch, w, "");
+                    self.out.is_empty()
                 });
+                self.out = saved;
                 if !readable {
                     self.fail(
-                        path,
+                        "",
                         format!("reader union lacking writer type: {}", type_name(w)),
                     );
                 }
@@ -238,16 +279,12 @@ impl Check<'_> {
             | (Schema::Double, Schema::Double | Schema::Float | Schema::Long | Schema::Int)
             | (Schema::Bytes, Schema::Bytes | Schema::String)
             | (Schema::String, Schema::String | Schema::Bytes) => {}
-            (Schema::Array(ra), Schema::Array(wa)) => {
-                self.pair(&ra.items, &wa.items, &format!("{path}/items"))
-            }
-            (Schema::Map(rm), Schema::Map(wm)) => {
-                self.pair(&rm.types, &wm.types, &format!("{path}/values"))
-            }
+            (Schema::Array(ra), Schema::Array(wa)) => self.pair(&ra.items, &wa.items, "/items"),
+            (Schema::Map(rm), Schema::Map(wm)) => self.pair(&rm.types, &wm.types, "/values"),
             (Schema::Fixed(rf), Schema::Fixed(wf)) => {
                 if !names_match(&rf.name, rf.aliases.as_deref(), &wf.name) {
                     self.fail(
-                        path,
+                        "",
                         format!(
                             "name mismatch: expected {}, found {}",
                             wf.name.fullname(None),
@@ -256,7 +293,7 @@ impl Check<'_> {
                     );
                 } else if rf.size != wf.size {
                     self.fail(
-                        &format!("{path}/size"),
+                        "/size",
                         format!(
                             "fixed size mismatch: expected {}, found {}",
                             wf.size, rf.size
@@ -267,7 +304,7 @@ impl Check<'_> {
             (Schema::Enum(re), Schema::Enum(we)) => {
                 if !names_match(&re.name, re.aliases.as_deref(), &we.name) {
                     self.fail(
-                        path,
+                        "",
                         format!(
                             "name mismatch: expected {}, found {}",
                             we.name.fullname(None),
@@ -285,7 +322,7 @@ impl Check<'_> {
                         .collect();
                     if !missing.is_empty() {
                         self.fail(
-                            &format!("{path}/symbols"),
+                            "/symbols",
                             format!("reader enum lacks writer symbols: [{}]", missing.join(", ")),
                         );
                     }
@@ -294,7 +331,7 @@ impl Check<'_> {
             (Schema::Record(rr), Schema::Record(wr)) => {
                 if !names_match(&rr.name, rr.aliases.as_deref(), &wr.name) {
                     self.fail(
-                        path,
+                        "",
                         format!(
                             "name mismatch: expected {}, found {}",
                             wr.name.fullname(None),
@@ -312,7 +349,7 @@ impl Check<'_> {
                         .fields
                         .iter()
                         .find(|wf| wf.name == rf.name || rf.aliases.contains(&wf.name));
-                    let field_path = format!("{path}/fields/{}", rf.name);
+                    let field_path = format!("/fields/{}", rf.name);
                     match found {
                         Some(wf) => self.pair(&rf.schema, &wf.schema, &field_path),
                         None if rf.default.is_some() => {}
@@ -328,7 +365,7 @@ impl Check<'_> {
                 self.in_progress.remove(&key);
             }
             (r, w) => self.fail(
-                path,
+                "",
                 format!(
                     "type mismatch: reader type {} cannot read writer type {}",
                     type_name(r),
@@ -444,6 +481,33 @@ mod tests {
         let parsed = parse(user, &[addr.to_string()]).unwrap();
         assert!(incompatibilities(&parsed, &parsed).is_empty());
         assert!(parse(user, &[]).is_err());
+    }
+
+    #[test]
+    fn long_chains_of_named_types_are_bounded() {
+        // A union of 2000 records, each holding the one before: no stack overflow.
+        let mut types = vec![r#"{"type":"record","name":"T0","fields":[]}"#.to_string()];
+        for i in 1..2000 {
+            types.push(format!(
+                r#"{{"type":"record","name":"T{i}","fields":[{{"name":"f","type":"T{}"}}]}}"#,
+                i - 1
+            ));
+        }
+        types.reverse();
+        let text = format!("[{}]", types.join(","));
+        // apache-avro wants definitions first; reversed order puts T1999 first, so build
+        // it in definition order instead.
+        types.reverse();
+        let text_ok = format!("[{}]", types.join(","));
+        let parsed = parse(&text_ok, &[]).or_else(|_| parse(&text, &[])).unwrap();
+        // Past the depth bound the deepest pairs count as incompatible; the answer is
+        // bounded too.
+        let why = incompatibilities(&parsed, &parsed);
+        assert!(
+            !why.is_empty() && why.len() <= MAX_MESSAGES,
+            "{}",
+            why.len()
+        );
     }
 
     #[test]

@@ -71,7 +71,11 @@ const SCALARS: &[&str] = &[
 /// Parse `.proto` text into the model.
 pub fn parse_text(text: &str) -> Result<ProtoFile, String> {
     let tokens = tokenize(text)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let mut file = ProtoFile::default();
     while let Some(t) = p.next() {
         match t.as_str() {
@@ -141,7 +145,12 @@ fn tokenize(text: &str) -> Result<Vec<String>, String> {
 struct Parser {
     tokens: Vec<String>,
     pos: usize,
+    /// Messages open around the current position.
+    depth: usize,
 }
+
+/// Deepest nesting of messages read, and of messages compared.
+const MAX_DEPTH: usize = 128;
 
 impl Parser {
     fn next(&mut self) -> Option<String> {
@@ -282,6 +291,16 @@ impl Parser {
     }
 
     fn message(&mut self) -> Result<Message, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err("messages nest too deeply".into());
+        }
+        self.depth += 1;
+        let m = self.message_body();
+        self.depth -= 1;
+        m
+    }
+
+    fn message_body(&mut self) -> Result<Message, String> {
         let mut m = Message {
             name: self.ident()?,
             ..Default::default()
@@ -427,7 +446,7 @@ fn scalar_of(t: u64) -> Option<&'static str> {
 }
 
 fn descriptor_message(b: &[u8], depth: usize) -> Result<Message, String> {
-    if depth > 64 {
+    if depth > MAX_DEPTH {
         return Err("messages nest too deeply".into());
     }
     let mut m = Message::default();
@@ -649,6 +668,11 @@ struct Diff<'a> {
     /// Message pairs being compared (recursive types are assumed compatible within).
     in_progress: HashSet<(String, String)>,
     out: Vec<String>,
+    depth: usize,
+    /// Incompatibilities found (all of them; `out` keeps the first few).
+    failures: usize,
+    /// Message pairs compared to the end, and whether they were compatible.
+    done: HashMap<(String, String), bool>,
 }
 
 /// Why a reader of `reader` cannot read `writer`'s data, by Confluent's rules (empty:
@@ -666,6 +690,9 @@ pub fn incompatibilities(
         reader: Types::collect(&r_files),
         in_progress: HashSet::new(),
         out: Vec::new(),
+        depth: 0,
+        failures: 0,
+        done: HashMap::new(),
     };
     if writer.package != reader.package {
         d.fail(
@@ -688,6 +715,7 @@ pub fn incompatibilities(
 
 impl Diff<'_> {
     fn fail(&mut self, path: &str, message: String) {
+        self.failures += 1;
         if self.out.len() < MAX_MESSAGES {
             self.out.push(format!("{message}, at {path}"));
         }
@@ -713,6 +741,37 @@ impl Diff<'_> {
     }
 
     fn message(&mut self, w: &Message, r: &Message, w_full: &str, r_full: &str, path: &str) {
+        let key = (w_full.to_string(), r_full.to_string());
+        // Compared before: its incompatibilities are reported already; a caller only
+        // needs to see that there were some.
+        if let Some(&compatible) = self.done.get(&key) {
+            if !compatible {
+                self.fail(
+                    path,
+                    format!("message {r_full} is incompatible (see above)"),
+                );
+            }
+            return;
+        }
+        if self.depth >= MAX_DEPTH {
+            self.fail(path, "messages nest too deeply to compare".into());
+            return;
+        }
+        let before = self.failures;
+        self.depth += 1;
+        self.message_at_depth(w, r, w_full, r_full, path);
+        self.depth -= 1;
+        self.done.insert(key, self.failures == before);
+    }
+
+    fn message_at_depth(
+        &mut self,
+        w: &Message,
+        r: &Message,
+        w_full: &str,
+        r_full: &str,
+        path: &str,
+    ) {
         let key = (w_full.to_string(), r_full.to_string());
         if !self.in_progress.insert(key.clone()) {
             return;
@@ -862,9 +921,9 @@ impl Diff<'_> {
                 ) else {
                     return;
                 };
-                let before = self.out.len();
+                let before = self.failures;
                 self.message(wm, rm, &wd, &rd, &format!("{path}:{wl}"));
-                if self.out.len() > before {
+                if self.failures > before {
                     self.fail(path, format!("field type {wl} changed incompatibly"));
                 }
             }
@@ -980,6 +1039,25 @@ mod tests {
         let p2r = "syntax = \"proto2\"; message A { optional int32 a = 1; required int32 b = 2; }";
         assert!(!compatible(p2r, p2));
         assert!(!compatible(p2, p2r));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_or_bounded() {
+        let deep = "message A { ".repeat(100_000) + &"}".repeat(100_000);
+        assert!(parse_text(&deep).is_err());
+        // A long chain of messages each holding the next: compared without overflow.
+        let mut chain = String::from("syntax = \"proto3\";\n");
+        for i in 0..5000 {
+            chain.push_str(&format!("message M{i} {{ M{} next = 1; }}\n", i + 1));
+        }
+        chain.push_str("message M5000 { int32 x = 1; }\n");
+        let f = text(&chain);
+        let changed = chain.replace(
+            "message M5000 { int32 x = 1; }",
+            "message M5000 { string x = 1; }",
+        );
+        let why = incompatibilities(&text(&changed), &[], &f, &[]);
+        assert!(!why.is_empty() && why.len() <= MAX_MESSAGES);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Confluent's registry does. Applying is idempotent per key, so reading a record twice
 //! does no harm.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::avro;
@@ -525,18 +525,33 @@ impl State {
     // ---- schemas: parsing and resolution ---------------------------------------
 
     /// The texts of the schemas `references` name (and theirs, first), in dependency
-    /// order, without repeats.
+    /// order, without repeats. Each (subject, version) is visited once, so shared
+    /// references cost nothing more.
     fn resolve_references(
         &self,
         references: &[Reference],
         depth: usize,
     ) -> Result<Vec<String>, ApiError> {
+        let mut seen = HashSet::new();
+        let mut texts = HashSet::new();
+        let mut out = Vec::new();
+        self.resolve_into(references, depth, &mut seen, &mut texts, &mut out)?;
+        Ok(out)
+    }
+
+    fn resolve_into(
+        &self,
+        references: &[Reference],
+        depth: usize,
+        seen: &mut HashSet<(String, i32)>,
+        texts: &mut HashSet<Arc<str>>,
+        out: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
         if depth > MAX_REFERENCE_DEPTH {
             return Err(ApiError::invalid_schema(
-                "Invalid schema: references nest too deeply (or form a cycle)",
+                "Invalid schema: references nest too deeply",
             ));
         }
-        let mut out: Vec<String> = Vec::new();
         for r in references {
             let v = self
                 .version(&r.subject, (r.version != -1).then_some(r.version), true)
@@ -546,17 +561,15 @@ impl State {
                         r.name, r.subject, r.version
                     ))
                 })?;
-            for dep in self.resolve_references(&v.schema.references, depth + 1)? {
-                if !out.contains(&dep) {
-                    out.push(dep);
-                }
+            if !seen.insert((v.subject.clone(), v.version)) {
+                continue;
             }
-            let text = v.schema.schema.to_string();
-            if !out.contains(&text) {
-                out.push(text);
+            self.resolve_into(&v.schema.references, depth + 1, seen, texts, out)?;
+            if texts.insert(v.schema.schema.clone()) {
+                out.push(v.schema.schema.to_string());
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Parse and check a schema; returns its stored text and parsed form.
@@ -1404,6 +1417,64 @@ mod tests {
             })),
         );
         assert!(s.schema_by_id(99).is_none());
+    }
+
+    #[test]
+    fn shared_references_resolve_once_and_depth_is_bounded() {
+        let mut s = State::default();
+        let json = |refs: Vec<Reference>| SchemaRequest {
+            schema: r#"{"type":"object"}"#.into(),
+            schema_type: Some("JSON".into()),
+            references: refs,
+            ..Default::default()
+        };
+        commit(&mut s, |s| s.plan_register("s0", &json(vec![]), None));
+        // Each level references the one below twice: 2^30 paths, 30 visits.
+        for k in 1..=30 {
+            let below = format!("s{}", k - 1);
+            let refs = vec![
+                Reference {
+                    name: "a".into(),
+                    subject: below.clone(),
+                    version: 1,
+                },
+                Reference {
+                    name: "b".into(),
+                    subject: below,
+                    version: 1,
+                },
+            ];
+            commit(&mut s, |s| {
+                s.plan_register(&format!("s{k}"), &json(refs), None)
+            });
+        }
+        assert_eq!(
+            s.resolve_references(&s.version("s30", None, false).unwrap().schema.references, 0)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Past MAX_REFERENCE_DEPTH levels a chain is refused.
+        for k in 31..=MAX_REFERENCE_DEPTH + 2 {
+            let refs = vec![Reference {
+                name: "a".into(),
+                subject: format!("s{}", k - 1),
+                version: 1,
+            }];
+            let r = s.plan_register(&format!("s{k}"), &json(refs), None);
+            match r {
+                Ok(plan) => {
+                    for (key, value) in plan.records {
+                        s.apply(key, value);
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(e.code, 42201);
+                    return;
+                }
+            }
+        }
+        panic!("a chain deeper than MAX_REFERENCE_DEPTH was accepted");
     }
 
     #[test]
