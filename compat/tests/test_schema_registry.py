@@ -492,6 +492,33 @@ def test_error_codes(sr):
     assert "schemaType" not in body  # AVRO is implied, as in Confluent's answers
 
 
+def test_hostile_schemas_get_answers(sr):
+    """Deeply nested or huge schemas are answered (2xx or Confluent's 4xx), and the
+    broker stays up."""
+    s = subject()
+    deep_avro = '"string"'
+    for _ in range(120):
+        deep_avro = '{"type": "array", "items": %s}' % deep_avro
+    deep_json = "{}"
+    for _ in range(126):
+        deep_json = '{"type": "object", "properties": {"a": %s}}' % deep_json
+    deep_proto = "message A { " * 300 + "}" * 300
+    for schema, kind in [(deep_avro, "AVRO"), ('[' * 10000 + ']' * 10000, "AVRO"),
+                         (deep_json, "JSON"), (deep_proto, "PROTOBUF")]:
+        for path in (f"/subjects/{s}-{kind}/versions", f"/subjects/{s}-{kind}",
+                     f"/compatibility/subjects/{s}-{kind}/versions"):
+            status, _, body = http(sr, "POST", path, {"schema": schema, "schemaType": kind})
+            assert status < 500, (kind, path, status, body)
+            if status >= 400:
+                assert isinstance(body.get("error_code"), int), body
+    # Registering the deep ones twice exercises the compatibility checks on them.
+    for schema, kind in [(deep_avro, "AVRO"), (deep_json, "JSON"), (deep_proto, "PROTOBUF")]:
+        status, _, _ = http(sr, "POST", f"/subjects/{s}-{kind}/versions",
+                            {"schema": schema + " ", "schemaType": kind})
+        assert status < 500
+    assert http(sr, "GET", "/subjects")[0] == 200
+
+
 def test_soft_and_hard_deletes(sr):
     client = sr.client()
     s = subject()

@@ -18,6 +18,9 @@ use super::Registry;
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Threads answering requests.
 const WORKERS: usize = 4;
+/// Their stacks: room for the recursion of parsing and checking a schema nested as
+/// deeply as the parsers allow (JSON: 128 levels).
+const WORKER_STACK: usize = 8 << 20;
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// Serve the registry on `addr` until the process exits; returns the bound address.
@@ -34,6 +37,7 @@ pub fn serve(addr: &str, registry: Arc<Registry>) -> anyhow::Result<std::net::So
         let registry = registry.clone();
         std::thread::Builder::new()
             .name(format!("spate-sr-{n}"))
+            .stack_size(WORKER_STACK)
             .spawn(move || {
                 while let Ok(request) = server.recv() {
                     respond(&registry, request);
