@@ -65,33 +65,13 @@ start_spate() {  # start_spate DIR PORT
   echo "spate did not start" >&2; return 1
 }
 
-start_kafka() {  # start_kafka DIR PORT
-  local dir="$1" port="$2" cport; cport="$(free_port)"
-  mkdir -p "$dir/data"
-  cat > "$dir/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=0
-controller.quorum.voters=0@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-PROPS
-  local cp="$LIBS/*"
-  timeout 120 java -cp "$cp" kafka.tools.StorageTool format \
-    -t "$(timeout 60 java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
-    -c "$dir/server.properties" > "$dir/format.log" 2>&1
-  "${PIN_BROKER[@]}" java -Xms1G -Xmx1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Djava.awt.headless=true -cp "$cp" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 < /dev/null &
+start_kafka() {  # start_kafka DIR PORT: Kafka in KRaft combined mode, with the JVM flags
+  # of its own kafka-server-start.sh (compat/reference/kafka-as-spate.sh writes the config).
+  KAFKA_JVM_OPTS="-Xms1G -Xmx1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true" \
+    "${PIN_BROKER[@]}" "$ROOT/compat/reference/kafka-as-spate.sh" --data-dir "$1/data" --listen "127.0.0.1:$2" \
+    > "$1/broker.log" 2>&1 < /dev/null &
   BROKER_PID=$!
-  for _ in $(seq 1 240); do port_open "$port" && { sleep 2; return 0; }; sleep 0.5; done
+  for _ in $(seq 1 240); do port_open "$2" && { sleep 2; return 0; }; sleep 0.5; done
   echo "kafka did not start" >&2; return 1
 }
 

@@ -43,4 +43,6 @@ share.coordinator.state.topic.min.isr=1
 PROPS
   java -cp "$LIBS/*" kafka.tools.StorageTool format -t "$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" -c "$PROPS" >/dev/null 2>&1
 fi
-exec java -Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$LIBS/*" kafka.Kafka "$PROPS"
+# KAFKA_JVM_OPTS replaces the test-suite JVM flags (benchmarks pass Kafka's own).
+# shellcheck disable=SC2086
+exec java ${KAFKA_JVM_OPTS:--Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1} -cp "$LIBS/*" kafka.Kafka "$PROPS"
