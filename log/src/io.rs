@@ -153,11 +153,15 @@ pub async fn write_all(
     direct: bool,
 ) -> (io::Result<()>, PaddedWrite) {
     if direct {
-        let fd = file.as_raw_fd();
-        // The caller keeps `file` open until this returns, so the descriptor stays
-        // valid while the pool thread uses it.
+        // The pool thread gets its own descriptor: if this future is dropped while the
+        // write runs, the file may close, and its number could be reused by another
+        // file before the write happens.
+        let fd = match own_fd(file) {
+            Ok(fd) => fd,
+            Err(e) => return (Err(e), data),
+        };
         let res = compio::runtime::spawn_blocking(move || {
-            let r = pwrite_all(fd, data.as_bytes(), pos);
+            let r = pwrite_all(fd.as_raw_fd(), data.as_bytes(), pos);
             (r, data)
         })
         .await;
@@ -169,6 +173,12 @@ pub async fn write_all(
     let mut f = file;
     let BufResult(res, data) = f.write_all_at(data, pos).await;
     (res, data)
+}
+
+/// A descriptor of `file` of its own (`dup`), closed when dropped.
+fn own_fd(file: &File) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    file.as_fd().try_clone_to_owned()
 }
 
 /// `pwrite` all of `buf` at `pos`, going on after short writes and EINTR.
@@ -211,15 +221,15 @@ pub async fn write_zeros(file: &File, pos: u64, len: u64) -> io::Result<()> {
         pos.is_multiple_of(4096) && len.is_multiple_of(4096),
         "aligned zero fill"
     );
-    let fd = file.as_raw_fd();
     // Synchronous direct writes on a pool thread, as `write_all` (and for the same
-    // reason); the caller keeps `file` open until this returns.
+    // reasons, with its own descriptor).
+    let fd = own_fd(file)?;
     compio::runtime::spawn_blocking(move || {
         let mut at = pos;
         let end = pos + len;
         while at < end {
             let n = ((end - at) as usize).min(ZERO_CHUNK);
-            pwrite_all(fd, &ZEROS.0[..n], at)?;
+            pwrite_all(fd.as_raw_fd(), &ZEROS.0[..n], at)?;
             at += n as u64;
         }
         Ok(())
