@@ -764,12 +764,6 @@ async fn verify_offsets_partition(
         version >= TXN_COMMIT_TV2_FROM,
     )
     .await;
-    let retriable = [
-        ErrorCode::ConcurrentTransactions,
-        ErrorCode::CoordinatorLoadInProgress,
-        ErrorCode::NotCoordinator,
-        ErrorCode::NetworkException,
-    ];
     match code {
         0 => 0,
         c if c == ErrorCode::ProducerFenced.code() => ErrorCode::InvalidProducerEpoch.code(),
@@ -777,7 +771,12 @@ async fn verify_offsets_partition(
         c if c == ErrorCode::TransactionAbortable.code() && version < 4 => {
             ErrorCode::InvalidTxnState.code()
         }
-        c if retriable.iter().any(|e| e.code() == c) => NOT_AVAILABLE,
+        c if crate::txn::client::RETRIABLE_VERIFICATION_ERRORS
+            .iter()
+            .any(|e| e.code() == c) =>
+        {
+            NOT_AVAILABLE
+        }
         c => c,
     }
 }

@@ -231,19 +231,15 @@ const TRANSACTION_ABORTABLE_FROM: i16 = 11;
 /// a partition outside the transaction is TRANSACTION_ABORTABLE, or
 /// INVALID_TXN_STATE for clients that predate it.
 fn producer_error(code: i16, version: i16) -> (i16, String) {
+    use crate::txn::client::RETRIABLE_VERIFICATION_ERRORS;
     use ErrorCode::{
-        ConcurrentTransactions, CoordinatorLoadInProgress, CoordinatorNotAvailable,
-        InvalidProducerEpoch, InvalidTxnState, NetworkException, NotCoordinator, NotEnoughReplicas,
-        ProducerFenced, TransactionAbortable,
+        InvalidProducerEpoch, InvalidTxnState, NotEnoughReplicas, ProducerFenced,
+        TransactionAbortable,
     };
-    let retriable = [
-        ConcurrentTransactions,
-        NetworkException,
-        CoordinatorLoadInProgress,
-        CoordinatorNotAvailable,
-        NotCoordinator,
-    ];
-    if let Some(e) = retriable.iter().find(|e| e.code() == code) {
+    if let Some(e) = RETRIABLE_VERIFICATION_ERRORS
+        .iter()
+        .find(|e| e.code() == code)
+    {
         return (
             NotEnoughReplicas.code(),
             format!(

@@ -24,6 +24,17 @@ pub async fn ask<T>(
     rx.recv_async().await.ok()
 }
 
+/// The coordinator's answers to [`verify_or_add`] that only mean "not now": each caller
+/// turns them into the retriable error its clients know (Kafka's ReplicaManager and
+/// GroupCoordinatorService do the same).
+pub const RETRIABLE_VERIFICATION_ERRORS: [ErrorCode; 5] = [
+    ErrorCode::ConcurrentTransactions,
+    ErrorCode::NetworkException,
+    ErrorCode::CoordinatorLoadInProgress,
+    ErrorCode::CoordinatorNotAvailable,
+    ErrorCode::NotCoordinator,
+];
+
 /// Longest a partition's write waits for the coordinator to finish the producer's
 /// previous transaction before answering with a retriable error (Kafka's
 /// `add.partitions.to.txn.retry.backoff.max.ms`).
