@@ -39,6 +39,8 @@ pub struct BatchCache {
     budget: usize,
     hits: u64,
     misses: u64,
+    /// Bytes of read-ahead buffers held (see [`CacheHandle::reserve_read_ahead`]).
+    read_ahead_held: usize,
 }
 
 /// A cache shared by the logs of one thread.
@@ -72,6 +74,11 @@ impl BatchCache {
     /// Memory currently charged to cached batches.
     pub fn used_bytes(&self) -> usize {
         self.used
+    }
+
+    /// Bytes of read-ahead buffers held (reading or read and not yet consumed).
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.read_ahead_held
     }
 
     /// (hits, misses) of `collect`.
@@ -120,7 +127,7 @@ impl BatchCache {
     }
 
     fn evict(&mut self) {
-        while self.used > self.budget {
+        while self.used + self.read_ahead_held > self.budget {
             let Some((_, (log, base))) = self.lru.pop_first() else {
                 break;
             };
@@ -210,11 +217,34 @@ impl BatchCache {
     }
 }
 
+/// Memory of one read-ahead buffer, counted in its cache's budget while this lives.
+#[derive(Debug)]
+pub struct ReadAheadReservation {
+    cache: SharedBatchCache,
+    bytes: usize,
+}
+
+impl Drop for ReadAheadReservation {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.cache.try_borrow_mut() {
+            c.read_ahead_held = c.read_ahead_held.saturating_sub(self.bytes);
+        }
+    }
+}
+
+/// Read-ahead buffers of all the logs sharing a cache may hold at most this part of
+/// its budget (1/2): the rest stays for written batches.
+const READ_AHEAD_SHARE: usize = 2;
+
 /// One log's view of a shared cache. Dropping it drops the log's entries.
 #[derive(Debug)]
 pub struct CacheHandle {
     cache: SharedBatchCache,
     id: u64,
+    /// Bumped whenever entries of this log are dropped for a change of the log
+    /// (truncation, retention, compaction): data read before such a change must not
+    /// be cached after it (see [`CacheHandle::generation`]).
+    generation: std::cell::Cell<u64>,
 }
 
 impl CacheHandle {
@@ -225,7 +255,11 @@ impl CacheHandle {
             c.next_log += 1;
             c.next_log
         };
-        CacheHandle { cache, id }
+        CacheHandle {
+            cache,
+            id,
+            generation: std::cell::Cell::new(0),
+        }
     }
 
     /// The cache behind this handle.
@@ -280,13 +314,48 @@ impl CacheHandle {
         }
     }
 
+    /// Changes with every `retain_range` and `remove_range`: a reader that read from
+    /// disk under one generation may cache what it read only if it is still current.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Reserve `bytes` for a read-ahead buffer: they count against the cache budget
+    /// (cached batches are evicted to make room) until the reservation is dropped. The
+    /// read-ahead buffers of all logs sharing the cache hold at most half its budget;
+    /// `None` when that is spent or the cache is off (skip the read-ahead).
+    pub fn reserve_read_ahead(&self, bytes: usize) -> Option<ReadAheadReservation> {
+        let mut c = self.cache.borrow_mut();
+        if c.budget == 0 || c.read_ahead_held + bytes > c.budget / READ_AHEAD_SHARE {
+            return None;
+        }
+        c.read_ahead_held += bytes;
+        c.evict();
+        Some(ReadAheadReservation {
+            cache: self.cache.clone(),
+            bytes,
+        })
+    }
+
+    /// Is the batch containing `offset` cached? (Does not count as a use.)
+    pub fn contains(&self, offset: i64) -> bool {
+        let c = self.cache.borrow();
+        c.logs.get(&self.id).is_some_and(|m| {
+            m.range(..=offset)
+                .next_back()
+                .is_some_and(|(_, e)| e.last_offset >= offset)
+        })
+    }
+
     /// Drop every batch with a base offset >= `offset` or whose last offset is < `below`.
     pub fn retain_range(&self, below: i64, offset: i64) {
+        self.generation.set(self.generation.get() + 1);
         self.cache.borrow_mut().retain_range(self.id, below, offset);
     }
 
     /// Drop every batch with a base offset in `[from, to)` (a range compaction rewrote).
     pub fn remove_range(&self, from: i64, to: i64) {
+        self.generation.set(self.generation.get() + 1);
         self.cache.borrow_mut().remove_range(self.id, from, to);
     }
 
@@ -354,6 +423,28 @@ mod tests {
         assert!(other.collect(0, 5, 100, true).is_some());
         drop(other);
         assert_eq!(cache.borrow().used_bytes(), 10);
+    }
+
+    #[test]
+    fn read_ahead_memory_is_bounded_and_counts_against_the_budget() {
+        let cache = BatchCache::shared(100);
+        let c = CacheHandle::new(cache.clone());
+        c.insert(0, 0, b(40), 40);
+        c.insert(1, 1, b(40), 40);
+        let r1 = c.reserve_read_ahead(30).unwrap();
+        // 30 held: 80 + 30 > 100, so the oldest batch went.
+        assert!(c.collect(0, 5, 100, true).is_none());
+        assert_eq!(cache.borrow().read_ahead_bytes(), 30);
+        // At most half the budget for read-ahead.
+        assert!(c.reserve_read_ahead(30).is_none());
+        let r2 = c.reserve_read_ahead(20).unwrap();
+        drop(r1);
+        drop(r2);
+        assert_eq!(cache.borrow().read_ahead_bytes(), 0);
+        let gen = c.generation();
+        c.retain_range(i64::MIN, 1);
+        assert_ne!(c.generation(), gen);
+        assert!(!c.contains(1));
     }
 
     #[test]

@@ -51,6 +51,15 @@ pub struct LogConfig {
     /// readers without disk I/O), used when the log is opened without a shared cache
     /// (`PartitionLog::open_with`); ignored otherwise. Default 16 MiB; `0` disables it.
     pub cache_bytes: usize,
+    /// Read-ahead of a partition read sequentially from disk: after a read that missed
+    /// the batch cache, the log reads the next this-many bytes of the segment in the
+    /// background and puts the batches into the cache, and reads on again when a reader
+    /// has consumed half of that, so that disk reads overlap with sending and with the
+    /// consumer's own work (what the page cache's read-ahead does for buffered files).
+    /// Memory: the batches count against the cache budget; the reads in flight of all
+    /// the logs sharing a cache hold at most a quarter of its budget. Rounded to 4 KiB;
+    /// `0` disables it. Default 4 MiB.
+    pub read_ahead_bytes: usize,
     /// When the file system rejects `O_DIRECT` (tmpfs, some FUSE/overlay setups), fall
     /// back to buffered I/O (with a warning) instead of failing `open`. Default true.
     pub allow_buffered_fallback: bool,
@@ -74,6 +83,7 @@ impl Default for LogConfig {
             preallocate_bytes: 64 << 20,
             zero_ahead_bytes: 0,
             cache_bytes: 16 << 20,
+            read_ahead_bytes: 4 << 20,
             allow_buffered_fallback: true,
         }
     }

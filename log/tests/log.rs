@@ -530,3 +530,84 @@ async fn zero_fill_ahead_never_touches_data() {
     fill(&log, 50, 3_000, &mut model).await;
     check_all_offsets(&log, &model).await;
 }
+
+/// Read sequentially from `from` to the written end in reads of `max` bytes, checking
+/// every batch against the model. Returns the number of reads.
+async fn read_through(log: &PartitionLog, from: i64, max: usize, model: &Model) -> usize {
+    let mut off = from;
+    let mut reads = 0;
+    while off < log.written_end_offset() {
+        let r = log.read(off, max, true).await.unwrap();
+        reads += 1;
+        assert!(!r.batches.is_empty(), "no batch at {off}");
+        let idx = model
+            .iter()
+            .position(|(b, _)| *b == base_of(&r.batches[0]))
+            .unwrap();
+        for (k, got) in r.batches.iter().enumerate() {
+            assert_eq!(
+                &got[..],
+                &model[idx + k].1[..],
+                "batch {} read at {off}",
+                idx + k
+            );
+        }
+        off = last_of(r.batches.last().unwrap()) + 1;
+    }
+    reads
+}
+
+#[compio::test]
+async fn read_ahead_serves_a_sequential_reader_and_drops_what_the_log_changed() {
+    let dir = tempdir();
+    let path = dir.path().join("ra-0");
+    let cfg = LogConfig {
+        read_ahead_bytes: 16 * 1024,
+        ..small_config()
+    };
+    let mut model = Model::new();
+    let log = PartitionLog::open(path.clone(), cfg.clone()).await.unwrap();
+    fill(&log, 300, 1, &mut model).await;
+    log.close().await.unwrap();
+
+    // Reopened: the cache is empty, everything comes from disk.
+    let log = PartitionLog::open(path.clone(), cfg.clone()).await.unwrap();
+    assert!(log.segment_count() > 5);
+    let reads = read_through(&log, 0, 6000, &model).await as u64;
+    let s = log.stats();
+    assert!(s.read_aheads > 0, "{s:?}");
+    assert!(s.read_ahead_hits > 0, "{s:?}");
+    // Most reads were served from read-ahead windows, not by reads of their own.
+    assert!(s.disk_reads * 2 < reads, "{reads} reads: {s:?}");
+
+    // Start a stream in the middle, then truncate below where its windows reach and
+    // write other batches there: readers must see the new ones.
+    let mid = model[150].0;
+    let r = log.read(model[147].0, 1, true).await.unwrap();
+    assert_eq!(r.batches.len(), 1);
+    assert_eq!(base_of(&r.batches[0]), model[147].0);
+    // Let the read-ahead finish (it covers the batches from 148 on).
+    for _ in 0..1000 {
+        if log.stats().read_aheads > s.read_aheads {
+            break;
+        }
+        compio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(log.stats().read_aheads > s.read_aheads);
+    log.truncate_to(mid).await.unwrap();
+    model.truncate(150);
+    fill(&log, 40, 5000, &mut model).await;
+    read_through(&log, model[148].0, 1 << 20, &model).await;
+    read_through(&log, model[140].0, 6000, &model).await;
+    log.close().await.unwrap();
+
+    // Read-ahead off: the same reads, all from disk.
+    let off_cfg = LogConfig {
+        read_ahead_bytes: 0,
+        ..cfg
+    };
+    let log = PartitionLog::open(path, off_cfg).await.unwrap();
+    read_through(&log, 0, 6000, &model).await;
+    assert_eq!(log.stats().read_aheads, 0);
+    log.close().await.unwrap();
+}

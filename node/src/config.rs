@@ -93,6 +93,9 @@ pub struct BrokerConfig {
     /// Largest step of the background zero fill ahead of the active segment's data
     /// (0: off; see docs/log.md, "Zero fill").
     pub segment_zero_ahead_bytes: u64,
+    /// Read-ahead step of a partition read sequentially from disk (0: off; see
+    /// docs/log.md, "Reads").
+    pub read_ahead_bytes: usize,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.

@@ -166,6 +166,7 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
 pub struct StorageSettings {
     pub preallocate_bytes: u64,
     pub zero_ahead_bytes: u64,
+    pub read_ahead_bytes: usize,
 }
 
 /// `jitter_seed` (fixed per partition) picks how much of `segment.jitter.ms` this
@@ -201,6 +202,7 @@ pub fn log_config(
             storage.preallocate_bytes
         },
         zero_ahead_bytes: storage.zero_ahead_bytes,
+        read_ahead_bytes: storage.read_ahead_bytes,
         ..LogConfig::default()
     }
 }

@@ -75,6 +75,7 @@ impl ShardContext {
         StorageSettings {
             preallocate_bytes: self.config.segment_preallocate_bytes,
             zero_ahead_bytes: self.config.segment_zero_ahead_bytes,
+            read_ahead_bytes: self.config.read_ahead_bytes,
         }
     }
 

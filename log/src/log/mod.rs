@@ -105,6 +105,12 @@ pub struct LogStats {
     pub cache_hits: u64,
     /// Reads that went to disk.
     pub disk_reads: u64,
+    /// Reads served from read-ahead windows (see `read`).
+    pub read_ahead_hits: u64,
+    /// Read-aheads done (background reads of a partition read sequentially from disk).
+    pub read_aheads: u64,
+    /// Bytes of batches they read.
+    pub bytes_read_ahead: u64,
 }
 
 /// Names the appends of one `begin_append` call: they are durable once the written
@@ -125,6 +131,8 @@ struct Shared {
     work: Event,
     /// Fired when a zero fill ends.
     fill_done: Event,
+    /// Fired when a read-ahead ends.
+    read_ahead_done: Event,
     writer: Cell<Option<compio::runtime::JoinHandle<()>>>,
 }
 

@@ -175,6 +175,7 @@ impl PartitionLog {
             job_in_flight: false,
             fill: None,
             fill_paused_until: None,
+            read_ahead: Default::default(),
         };
         // The open write buffer for the active segment, starting with its tail page.
         match st.segments.values().next_back() {
@@ -196,6 +197,7 @@ impl PartitionLog {
             written: Event::new(),
             work: Event::new(),
             fill_done: Event::new(),
+            read_ahead_done: Event::new(),
             writer: Cell::new(None),
         });
         let handle = compio::runtime::spawn(writer_loop(shared.clone()));

@@ -1,16 +1,119 @@
 //! Reading: whole batches from the batch cache or with aligned reads of a segment,
 //! and the timestamp lookups of ListOffsets.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
 use crate::batch::{parse_header, HeaderProblem, HEADER_LEN};
-use crate::buf::align_down;
+use crate::buf::{align_down, align_up};
+use crate::cache::ReadAheadReservation;
 use crate::error::{LogError, Result};
 use crate::io as fio;
+use crate::segment::Phase;
 
-use super::{io_err, PartitionLog, ReadResult};
+use super::{io_err, PartitionLog, ReadResult, Shared};
+
+/// Read-ahead of one log, like the page cache's for a file read sequentially. It
+/// follows one stream: the last reader that had to go to disk. After that read, the
+/// next `read_ahead_bytes` of the segment are read in the background into a window;
+/// readers that miss the batch cache are served from the windows; when a reader
+/// reaches the newest window, the next read-ahead starts where it ends. So each log
+/// holds at most two windows (the one being consumed and the one being read), and a
+/// window goes as soon as readers are past it: read-ahead data does not push recently
+/// written batches out of the cache. Window memory counts against the cache budget
+/// (see `CacheHandle::reserve_read_ahead`, which also caps all windows of a shard).
+///
+/// It goes on into the following segments while they are sealed and stops at the data
+/// still being written or already cached (readers find those batches in the cache), at
+/// a batch larger than a read-ahead, on an error, and whenever the log changes under
+/// it (the cache generation moved: truncation, retention, compaction).
+#[derive(Debug, Default)]
+pub(crate) struct ReadAhead {
+    /// Where the next read-ahead starts: segment base, file position of a batch start,
+    /// and that batch's base offset.
+    next: Option<(i64, u64, i64)>,
+    /// First offset of the read-ahead in flight.
+    in_flight: Option<i64>,
+    /// Bumped when a disk read restarts the stream somewhere else: a read-ahead started
+    /// before then does not move `next`.
+    epoch: u64,
+    /// Read and not yet consumed, in offset order.
+    windows: VecDeque<Window>,
+}
+
+/// Batches read ahead: `(base offset, last offset, start, len)` of each, in `buf`.
+#[derive(Debug)]
+struct Window {
+    buf: Bytes,
+    batches: Vec<(i64, i64, usize, usize)>,
+    /// The cache generation it was read under.
+    generation: u64,
+    _memory: ReadAheadReservation,
+}
+
+impl Window {
+    fn first(&self) -> i64 {
+        self.batches[0].0
+    }
+    fn end(&self) -> i64 {
+        self.batches[self.batches.len() - 1].1 + 1
+    }
+}
+
+impl ReadAhead {
+    /// Batches from the windows, starting with the one containing `start`, as the
+    /// batch cache's `collect` would give them. Drops windows readers are past (and all
+    /// of them if the log changed since they were read).
+    fn serve(
+        &mut self,
+        generation: u64,
+        start: i64,
+        end: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Option<Vec<Bytes>> {
+        if self.windows.iter().any(|w| w.generation != generation) {
+            self.windows.clear();
+            self.next = None;
+            return None;
+        }
+        while self.windows.front().is_some_and(|w| w.end() <= start) {
+            self.windows.pop_front();
+        }
+        let w = self.windows.front()?;
+        if w.first() > start {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let mut next = start;
+        'windows: for w in &self.windows {
+            let from = w.batches.partition_point(|b| b.1 < next);
+            for &(base, last, off, len) in &w.batches[from..] {
+                if (base > next && !out.is_empty()) || last >= end {
+                    break 'windows;
+                }
+                if total + len > max_bytes && !(out.is_empty() && min_one) {
+                    break 'windows;
+                }
+                total += len;
+                out.push(w.buf.slice(off..off + len));
+                next = last + 1;
+            }
+        }
+        Some(out)
+    }
+
+    /// Should a read that got up to `start` start the next read-ahead?
+    fn due(&self, start: i64) -> bool {
+        self.next.is_some()
+            && self.in_flight.is_none()
+            && self.windows.back().is_none_or(|w| start >= w.first())
+    }
+}
 
 impl PartitionLog {
     /// Read whole batches starting with the one that contains `start_offset`, up to
@@ -22,37 +125,73 @@ impl PartitionLog {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult> {
-        let mut seg_from = {
-            let mut st = self.shared.state.borrow_mut();
-            let (ls, we) = (st.log_start, st.written_end);
-            if start_offset < ls || start_offset > we {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: start_offset,
-                    log_start: ls,
-                    log_end: we,
-                });
-            }
-            let mut res = ReadResult {
-                batches: Vec::new(),
-                log_start_offset: ls,
-                high_watermark: we,
-            };
-            if start_offset == we {
-                return Ok(res);
-            }
-            if let Some(b) = st.cache.collect(start_offset, we, max_bytes, min_one) {
-                if !b.is_empty() || !min_one {
-                    st.stats.cache_hits += 1;
-                    res.batches = b;
+        let mut waited = false;
+        let mut seg_from = loop {
+            let listener = {
+                let mut st = self.shared.state.borrow_mut();
+                let (ls, we) = (st.log_start, st.written_end);
+                if start_offset < ls || start_offset > we {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: start_offset,
+                        log_start: ls,
+                        log_end: we,
+                    });
+                }
+                let mut res = ReadResult {
+                    batches: Vec::new(),
+                    log_start_offset: ls,
+                    high_watermark: we,
+                };
+                if start_offset == we {
                     return Ok(res);
                 }
-            }
-            st.stats.disk_reads += 1;
-            st.segments
-                .range(..=start_offset)
-                .next_back()
-                .map(|(b, _)| *b)
-                .unwrap_or(i64::MIN)
+                if let Some(b) = st.cache.collect(start_offset, we, max_bytes, min_one) {
+                    if !b.is_empty() || !min_one {
+                        st.stats.cache_hits += 1;
+                        res.batches = b;
+                        let more = st.read_ahead.due(start_offset);
+                        drop(st);
+                        if more {
+                            start_read_ahead(&self.shared);
+                        }
+                        return Ok(res);
+                    }
+                }
+                let generation = st.cache.generation();
+                if let Some(b) =
+                    st.read_ahead
+                        .serve(generation, start_offset, we, max_bytes, min_one)
+                {
+                    if !b.is_empty() || !min_one {
+                        st.stats.read_ahead_hits += 1;
+                        res.batches = b;
+                        let more = st.read_ahead.due(start_offset);
+                        drop(st);
+                        if more {
+                            start_read_ahead(&self.shared);
+                        }
+                        return Ok(res);
+                    }
+                }
+                // A read-ahead in flight from at or before here may bring these batches:
+                // wait for it (once) rather than read the same bytes twice.
+                match st.read_ahead.in_flight {
+                    Some(from) if !waited && from <= start_offset => {
+                        self.shared.read_ahead_done.listen()
+                    }
+                    _ => {
+                        st.stats.disk_reads += 1;
+                        break st
+                            .segments
+                            .range(..=start_offset)
+                            .next_back()
+                            .map(|(b, _)| *b)
+                            .unwrap_or(i64::MIN);
+                    }
+                }
+            };
+            waited = true;
+            listener.await;
         };
         loop {
             // Plan under the borrow, do I/O without it.
@@ -91,9 +230,23 @@ impl PartitionLog {
                     high_watermark: we,
                 });
             };
-            let batches =
+            let (batches, end_pos) =
                 read_segment(&file, &path, pos, limit, start_offset, max_bytes, min_one).await?;
-            if !batches.is_empty() {
+            if let Some(last) = batches.last() {
+                let next = parse_header(last)
+                    .map_err(|e| corrupt_at(&path, end_pos, e))?
+                    .last_offset()
+                    + 1;
+                let mut st = self.shared.state.borrow_mut();
+                if st.config.read_ahead_bytes > 0 {
+                    // This reader is the stream to follow now.
+                    let ra = &mut st.read_ahead;
+                    ra.epoch += 1;
+                    ra.next = Some((base, end_pos, next));
+                    ra.windows.clear();
+                    drop(st);
+                    start_read_ahead(&self.shared);
+                }
                 return Ok(ReadResult {
                     batches,
                     log_start_offset: ls,
@@ -145,7 +298,7 @@ impl PartitionLog {
             let Some(file) = file else { continue };
             let mut pos = start;
             while pos < limit {
-                let batches =
+                let (batches, _) =
                     read_segment(&file, &path, pos, limit, i64::MIN, 1 << 20, true).await?;
                 if batches.is_empty() {
                     break;
@@ -178,7 +331,7 @@ pub(super) async fn read_segment(
     start: i64,
     max_bytes: usize,
     min_one: bool,
-) -> Result<Vec<Bytes>> {
+) -> Result<(Vec<Bytes>, u64)> {
     let mut out: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     let mut win: Option<(u64, Bytes)> = None;
@@ -247,5 +400,115 @@ pub(super) async fn read_segment(
         total += h.total_len;
         pos = end;
     }
-    Ok(out)
+    Ok((out, pos))
+}
+
+/// Start the next read-ahead of the log, if it has one to do and none is in flight
+/// (see [`ReadAhead`]). The read runs as a task of its own; its window is kept if the
+/// log did not change meanwhile.
+pub(super) fn start_read_ahead(shared: &Rc<Shared>) {
+    let mut st = shared.state.borrow_mut();
+    let step = align_up(st.config.read_ahead_bytes);
+    if step == 0 || st.read_ahead.in_flight.is_some() || st.closing {
+        return;
+    }
+    let Some((mut base, mut pos, mut offset)) = st.read_ahead.next else {
+        return;
+    };
+    // Past a segment's written data: on to the next one only if this one is sealed
+    // (a segment still written to is the writer's, and its batches are cached).
+    loop {
+        match st.segments.get(&base) {
+            Some(seg) if pos < seg.size => break,
+            Some(seg) if seg.phase == Phase::Sealed => match st.segments.range(base + 1..).next() {
+                Some((&b, _)) => (base, pos, offset) = (b, 0, b),
+                None => {
+                    st.read_ahead.next = None;
+                    return;
+                }
+            },
+            _ => {
+                st.read_ahead.next = None;
+                return;
+            }
+        }
+    }
+    // Already cached (the recently written data is): readers find it there, and a
+    // later miss starts the stream again.
+    if st.cache.contains(offset) {
+        st.read_ahead.next = None;
+        return;
+    }
+    let seg = &st.segments[&base];
+    let Some(file) = seg.file.clone() else {
+        st.read_ahead.next = None;
+        return;
+    };
+    let limit = seg.size;
+    let at = align_down(pos);
+    let len = step.min(align_up((limit - at) as usize));
+    // Over the shard's allowance: skip; the next read of this log tries again.
+    let Some(memory) = st.cache.reserve_read_ahead(len) else {
+        return;
+    };
+    let generation = st.cache.generation();
+    let epoch = st.read_ahead.epoch;
+    st.read_ahead.next = Some((base, pos, offset));
+    st.read_ahead.in_flight = Some(offset);
+    drop(st);
+    let shared = shared.clone();
+    compio::runtime::spawn(async move {
+        let res = fio::read_aligned(&file, at, len).await;
+        let mut st = shared.state.borrow_mut();
+        st.read_ahead.in_flight = None;
+        let current = st.read_ahead.epoch == epoch;
+        let mut window = None;
+        if let Ok(buf) = res {
+            let fresh = st.cache.generation() == generation && !st.closing;
+            let buf = buf.freeze();
+            let end = ((limit - at) as usize).min(buf.len());
+            let mut p = (pos - at) as usize;
+            let mut batches = Vec::new();
+            while fresh && current && p + HEADER_LEN <= end {
+                let Ok(h) = parse_header(&buf[p..]) else {
+                    break;
+                };
+                if p + h.total_len > end {
+                    break;
+                }
+                batches.push((h.base_offset, h.last_offset(), p, h.total_len));
+                p += h.total_len;
+            }
+            if !batches.is_empty() {
+                window = Some((
+                    at + p as u64,
+                    Window {
+                        buf,
+                        batches,
+                        generation,
+                        _memory: memory,
+                    },
+                ));
+            }
+        }
+        if current {
+            match window {
+                Some((end_pos, w)) => {
+                    st.stats.read_aheads += 1;
+                    st.stats.bytes_read_ahead += w.batches.iter().map(|b| b.3 as u64).sum::<u64>();
+                    st.read_ahead.next = Some((base, end_pos, w.end()));
+                    st.read_ahead.windows.push_back(w);
+                }
+                None => st.read_ahead.next = None,
+            }
+        }
+        // A newer stream started while this one was in flight: it goes next.
+        let restart = !current && st.read_ahead.next.is_some();
+        drop(st);
+        shared.read_ahead_done.notify(usize::MAX);
+        if restart {
+            start_read_ahead(&shared);
+        }
+    })
+    .detach();
 }

@@ -213,7 +213,7 @@ impl PartitionLog {
             let mut pos = start;
             let mut found = None;
             while pos < size && found.is_none() {
-                let batches =
+                let (batches, _) =
                     read_segment(&file, &path, pos, size, i64::MIN, 1 << 20, true).await?;
                 if batches.is_empty() {
                     break;

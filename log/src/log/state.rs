@@ -117,6 +117,8 @@ pub(super) struct State {
     pub fill: Option<(i64, u64, u64)>,
     /// After a failed zero fill, no other before this time.
     pub fill_paused_until: Option<Instant>,
+    /// Where the sequential reader's read-ahead stands (see `read`).
+    pub read_ahead: super::read::ReadAhead,
 }
 
 impl State {

@@ -163,7 +163,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 20] = [
+    let per_shard: [ShardFamily; 23] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
@@ -175,6 +175,9 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }),
         ("spate_batch_cache_hits_total", "counter", "Reads served from the batch cache.", |s| s.partitions.iter().map(|p| p.stats.cache_hits as f64).sum()),
         ("spate_batch_cache_misses_total", "counter", "Reads that went to disk.", |s| s.partitions.iter().map(|p| p.stats.disk_reads as f64).sum()),
+        ("spate_read_aheads_total", "counter", "Background read-aheads of partitions read sequentially from disk (docs/log.md, reads).", |s| s.partitions.iter().map(|p| p.stats.read_aheads as f64).sum()),
+        ("spate_read_ahead_bytes_total", "counter", "Bytes of batches the read-aheads read.", |s| s.partitions.iter().map(|p| p.stats.bytes_read_ahead as f64).sum()),
+        ("spate_read_ahead_hits_total", "counter", "Reads served from read-ahead windows (neither the batch cache nor a disk read).", |s| s.partitions.iter().map(|p| p.stats.read_ahead_hits as f64).sum()),
         ("spate_batch_cache_bytes", "gauge", "Memory held by the shard's batch cache (what its batches keep alive).", |s| s.batch_cache_bytes as f64),
         ("spate_connections", "gauge", "Open client connections.", |s| s.counters.connections_open as f64),
         ("spate_connections_accepted_total", "counter", "Client connections accepted.", |s| s.counters.connections_total as f64),
