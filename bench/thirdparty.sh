@@ -8,7 +8,12 @@
 #   * Kafka's org.apache.kafka.tools.ProducerPerformance (what
 #     kafka-producer-perf-test.sh runs) at a fixed rate;
 #   * Kafka's org.apache.kafka.tools.EndToEndLatency (one message at a time, produce
-#     to consume).
+#     to consume);
+#   * consume throughput: a topic pre-filled by rdkafka_performance -P (CONSUME_BYTES of
+#     SIZE-byte records, as fast as it goes, acks=1), then read from the start by
+#     librdkafka (rdkafka_performance -G, a group consumer) or by Kafka's
+#     org.apache.kafka.tools.ConsumerPerformance (what kafka-consumer-perf-test.sh
+#     runs); the broker CPU is counted over the consume only.
 # Kafka's jars come from Maven Central as compat/reference-kafka.sh gets them
 # (compat/reference/pom.xml, cache target/compat/kafka-libs).
 #
@@ -26,7 +31,11 @@
 #   PARTITIONS [16]
 #   BROKER_CPUS [0]     taskset CPU list of the broker; CLIENT_CPUS [1] of the client
 #   SPATE_CORES [1]     spate --cores
-#   TOOLS ["rdkafka java e2e"]  which generators to run
+#   TOOLS ["rdkafka java e2e"]  which generators to run; the consume runs are
+#                       "rdkafka-consume" and "java-consume"
+#   CONSUME_BYTES [1000000000]  bytes of records pre-filled for a consume run (more than
+#                       Spate's default 256 MiB batch cache per shard: most reads go to disk)
+#   SPATE_CONFIG        optional TOML file passed to spate --config (A/B of settings)
 #   OUT [target/thirdparty-bench]
 #   NO_BUILD=1          skip cargo build of spate
 set -euo pipefail
@@ -45,6 +54,8 @@ BROKER_CPUS="${BROKER_CPUS-0}"
 CLIENT_CPUS="${CLIENT_CPUS-1}"
 SPATE_CORES="${SPATE_CORES:-1}"
 TOOLS="${TOOLS:-rdkafka java e2e}"
+CONSUME_BYTES="${CONSUME_BYTES:-1000000000}"
+SPATE_CONFIG="${SPATE_CONFIG:-}"
 WORK="${OUT:-$ROOT/target/thirdparty-bench}"
 LIBS="$ROOT/target/compat/kafka-libs"
 RDK_DIR="$ROOT/target/thirdparty"
@@ -68,7 +79,7 @@ if [[ ! -f "$LIBS/.complete" ]]; then
   touch "$LIBS/.complete"
 fi
 RDKP="$RDK_DIR/librdkafka/examples/rdkafka_performance"
-if [[ " $TOOLS " == *" rdkafka "* && ! -x "$RDKP" ]]; then
+if [[ ! -x "$RDKP" ]]; then
   log "building rdkafka_performance from the rdkafka-sys crate's vendored librdkafka"
   mkdir -p "$RDK_DIR/rdk-fetch/src"
   cat > "$RDK_DIR/rdk-fetch/Cargo.toml" <<TOML
@@ -112,7 +123,7 @@ trap stop_broker EXIT
 start_spate() {
   mkdir -p "$WORK/data"
   "${BROKER_PIN[@]}" "$SPATE" --data-dir "$WORK/data" --listen "127.0.0.1:$SPATE_PORT" \
-    --cores "$SPATE_CORES" > "$WORK/spate.log" 2>&1 &
+    --cores "$SPATE_CORES" ${SPATE_CONFIG:+--config "$SPATE_CONFIG"} > "$WORK/spate.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 100); do
     grep -q "spate ready to serve" "$WORK/spate.log" 2>/dev/null && return 0
@@ -174,8 +185,13 @@ run() {
   boot="127.0.0.1:$port"
   local topic="t-$wl" out="$WORK/$broker-$wl-$RUN.out"
   create_topic "$boot" "$topic"
-  local tool="${wl%%-*}" rate="${wl##*-}" count
+  local tool="${wl%-*}" rate="${wl##*-}" count
   count=$((rate * SECONDS_PER_RUN))
+  if [[ "$tool" == *-consume ]]; then
+    count=$((CONSUME_BYTES / SIZE))
+    pin "$CLIENT_CPUS" timeout 600 "$RDKP" -P -t "$topic" -b "$boot" -s "$SIZE" -a 1 -c "$count" \
+      -X linger.ms=5 -q > "$out.fill" 2>&1 || true
+  fi
   local t0; t0="$(cpu_ticks)"
   case "$tool" in
     rdkafka)
@@ -187,6 +203,15 @@ run() {
         org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$count" \
         --record-size "$SIZE" --throughput "$rate" \
         --producer-props "bootstrap.servers=$boot" "acks=$ACKS" linger.ms=5 > "$out" 2>&1 || true
+      ;;
+    rdkafka-consume)
+      pin "$CLIENT_CPUS" timeout 600 "$RDKP" -G "g-$RUN" -t "$topic" -b "$boot" -c "$count" -q \
+        > "$out" 2>&1 || true
+      ;;
+    java-consume)
+      pin "$CLIENT_CPUS" timeout 600 java -Xmx1G -cp "$LIBS/*" \
+        org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$boot" --topic "$topic" \
+        --num-records "$count" --group "g-$RUN" --timeout 60000 > "$out" 2>&1 || true
       ;;
     e2e)
       count="$E2E_COUNT"
@@ -212,6 +237,18 @@ if tool == "rdkafka":
     m = re.findall(r"delivered .* in (\d+)ms: (\d+) msgs/s", text)
     if m:
         rate = float(m[-1][1])
+elif tool == "rdkafka-consume":
+    # "N messages (B bytes) consumed in Tms: R msgs/s (M MB/s)", from the first message on
+    m = re.search(r"(\d+) messages \((\d+) bytes\) consumed in (\d+)ms: (\d+) msgs/s", text)
+    if m:
+        rate = float(m.group(4))
+elif tool == "java-consume":
+    # CSV: start, end, MB, MB/s, msgs, msgs/s, rebalance ms, fetch ms, fetch MB/s, fetch msgs/s;
+    # the fetch.* columns leave out the group join.
+    for line in text.splitlines():
+        f = [x.strip() for x in line.split(",")]
+        if len(f) >= 10 and re.match(r"^[\d.]+$", f[9]):
+            rate = float(f[9])
 elif tool == "java":
     m = re.search(r"records sent, ([\d.]+) records/sec .*?([\d.]+) ms 50th, ([\d.]+) ms 95th, ([\d.]+) ms 99th, ([\d.]+) ms 99.9th", text)
     if m:
@@ -224,7 +261,7 @@ else:
     if m and float(m.group(1)) > 0:
         rate = 1000.0 / float(m.group(1))
 us_per_msg = cpu * 1e6 / count if count else float("nan")
-print("\t".join([broker, wl] + ["%.2f" % x for x in p] + ["%.0f" % rate, "%.2f" % us_per_msg]))
+print("\t".join([broker, wl] + ["%.2f" % x for x in p] + ["%.0f" % rate, "%.3f" % us_per_msg]))
 PY
   tail -n 1 "$RESULTS" >&2
   stop_broker
@@ -234,6 +271,7 @@ WORKLOADS=()
 for t in $TOOLS; do
   case "$t" in
     rdkafka|java) for r in $RATES; do WORKLOADS+=("$t-$r"); done ;;
+    rdkafka-consume|java-consume) WORKLOADS+=("$t-0") ;;
     e2e) [[ "$E2E_COUNT" != 0 ]] && WORKLOADS+=("e2e-1") ;;
   esac
 done
@@ -247,22 +285,35 @@ for wl in "${WORKLOADS[@]}"; do
   done
 done
 
-python3 - "$RESULTS" "$SIZE" "$ACKS" "$PAIRS" <<'PY'
+python3 - "$RESULTS" "$SIZE" "$ACKS" "$PAIRS" "$PARTITIONS" <<'PY'
 import csv, math, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-size, acks, pairs = sys.argv[2:]
+size, acks, pairs, partitions = sys.argv[2:]
 def num(r, k):
     try: return float(r[k])
     except ValueError: return math.nan
 def med(xs):
     xs = [x for x in xs if not math.isnan(x)]
     return statistics.median(xs) if xs else math.nan
-def span(xs):
+def span(xs, fmt="%.1f"):
     xs = [x for x in xs if not math.isnan(x)]
-    return "%.1f-%.1f" % (min(xs), max(xs)) if xs else "-"
-names = {"rdkafka": "rdkafka_performance -P -l", "java": "ProducerPerformance", "e2e": "EndToEndLatency"}
+    return (fmt + "-" + fmt) % (min(xs), max(xs)) if xs else "-"
+names = {"rdkafka": "rdkafka_performance -P -l", "java": "ProducerPerformance", "e2e": "EndToEndLatency",
+         "rdkafka-consume": "rdkafka_performance -G (consume)", "java-consume": "ConsumerPerformance"}
 for wl in dict.fromkeys(r["workload"] for r in rows):
-    tool, rate = wl.split("-")
+    tool, rate = wl.rsplit("-", 1)
+    if tool.endswith("-consume"):
+        print("\n#### %s of a pre-filled topic, %s B records, %s partitions (median of %s runs each, min-max in brackets)\n" % (names[tool], size, partitions, pairs))
+        print("| broker | msgs/s | MB/s | broker CPU us/msg |")
+        print("|---|---|---|---|")
+        for b in ("spate", "kafka"):
+            rs = [r for r in rows if r["workload"] == wl and r["broker"] == b]
+            col = lambda k: [num(r, k) for r in rs]
+            mps = med(col("msgs_per_s"))
+            print("| %s | %.0f (%s) | %.1f | %.3f (%s) |" % (
+                b, mps, span(col("msgs_per_s"), "%.0f"), mps * int(size) / 1e6,
+                med(col("broker_cpu_us_per_msg")), span(col("broker_cpu_us_per_msg"), "%.3f")))
+        continue
     title = names[tool] + ("" if tool == "e2e" else " at %s msg/s" % rate)
     print("\n#### %s, %s B, acks=%s (median of %s runs each, min-max in brackets)\n" % (title, size, acks, pairs))
     print("| broker | p50 ms | p95 ms | p99 ms | p99.9 ms | msgs/s | broker CPU us/msg |")
