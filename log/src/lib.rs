@@ -23,5 +23,8 @@ pub use cache::{BatchCache, SharedBatchCache};
 pub use config::{LogConfig, SEVEN_DAYS_MS};
 pub use error::{LogError, Result};
 pub use event_listener::EventListener;
-pub use log::{system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult, WriteTicket};
+pub use log::{
+    latency_bucket, system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult,
+    WriteTicket, LATENCY_BUCKETS,
+};
 pub use ratelimit::RateLimit;

@@ -158,8 +158,15 @@ pub async fn serve(
             // The handler is done with the request frame.
             drop(permit);
             if let Some(chunks) = chunks {
+                let started = (api == "Produce").then(Instant::now);
                 if write_chunks(&mut writer, chunks).await.is_err() {
                     break;
+                }
+                if let Some(t) = started {
+                    writer_ctx
+                        .metrics
+                        .borrow_mut()
+                        .produce_stage("response_write", t.elapsed());
                 }
             }
             // (acks=0 produce: no response.)
@@ -208,7 +215,7 @@ pub async fn serve(
                 break 'conn;
             };
             let (api, arrived) = (api_name(&frame), Instant::now());
-            let (response, permit) = match handlers::dispatch(&ctx, frame, peer).await {
+            let (response, permit) = match handlers::dispatch(&ctx, frame, peer, arrived).await {
                 // Answered already: the frame is gone.
                 Dispatched::Respond(chunks) => (Pending::Ready(chunks), None),
                 Dispatched::Later(handle) => (Pending::Task(handle), Some(permit)),

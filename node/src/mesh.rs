@@ -170,6 +170,8 @@ pub enum ShardMsg {
     Partitions {
         ops: Vec<(PartitionKey, PartitionOp)>,
         sent: Instant,
+        /// When the request these ops come from was read off its connection.
+        arrived: Instant,
         reply: flume::Sender<Vec<PartitionReply>>,
     },
     /// Resolve when any listed partition's readable end passes the given offset, or at

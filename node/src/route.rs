@@ -30,6 +30,16 @@ pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Option<usize> {
 /// Send each op to its owner, one message per shard, in order. Awaiting the sends here
 /// (not in a spawned task) keeps per-connection order on every shard-pair channel.
 pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>) -> Routed {
+    send_from(ctx, ops, std::time::Instant::now()).await
+}
+
+/// [`send`] for a request read off its connection at `arrived` (the owner measures the
+/// produce stage from there to its pickup).
+pub async fn send_from(
+    ctx: &Rc<ShardContext>,
+    ops: Vec<(PartitionKey, PartitionOp)>,
+    arrived: std::time::Instant,
+) -> Routed {
     let total = ops.len();
     let mut local = Vec::new();
     // Per shard: the positions its replies fill, and its ops.
@@ -59,6 +69,7 @@ pub async fn send(ctx: &Rc<ShardContext>, ops: Vec<(PartitionKey, PartitionOp)>)
             .send_async(ShardMsg::Partitions {
                 ops,
                 sent: std::time::Instant::now(),
+                arrived,
                 reply: tx,
             })
             .await

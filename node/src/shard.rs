@@ -236,12 +236,23 @@ impl ShardContext {
         self: &Rc<Self>,
         ops: Vec<(PartitionKey, PartitionOp)>,
         sent: std::time::Instant,
+        arrived: std::time::Instant,
         reply: flume::Sender<Vec<PartitionReply>>,
     ) {
         let mut pending: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = PartitionReply>>>> =
             Vec::with_capacity(ops.len());
+        // One clock read for the pickup stages; the produce ops' acknowledgements are
+        // timed from here.
+        let picked_up = std::time::Instant::now();
         if let Some((_, op)) = ops.first() {
-            self.metrics.borrow_mut().queued(op.kind(), sent.elapsed());
+            let mut m = self.metrics.borrow_mut();
+            m.queued(op.kind(), picked_up.saturating_duration_since(sent));
+            if matches!(op, PartitionOp::Produce { .. }) {
+                m.produce_stage(
+                    "read_to_pickup",
+                    picked_up.saturating_duration_since(arrived),
+                );
+            }
         }
         for (key, op) in ops {
             let Some(partition) = self.partition(&key) else {
@@ -266,6 +277,9 @@ impl ShardContext {
                     let produced = partition.produce(records, acks, verifier, check);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
+                        ctx.metrics
+                            .borrow_mut()
+                            .produce_stage("append_to_ack", picked_up.elapsed());
                         if let PartitionReply::Produced {
                             bytes_in,
                             records_in,
@@ -520,9 +534,12 @@ async fn serve(start: ShardStart) {
         compio::runtime::spawn(async move {
             while let Ok(msg) = rx.recv_async().await {
                 match msg {
-                    ShardMsg::Partitions { ops, sent, reply } => {
-                        ctx.serve_partition_ops(ops, sent, reply)
-                    }
+                    ShardMsg::Partitions {
+                        ops,
+                        sent,
+                        arrived,
+                        reply,
+                    } => ctx.serve_partition_ops(ops, sent, arrived, reply),
                     ShardMsg::Ping { reply } => {
                         let _ = reply.send_async(!ctx.is_shutting_down()).await;
                     }

@@ -75,6 +75,22 @@ impl ReadResult {
     }
 }
 
+/// Upper bounds (seconds) of the latency buckets in [`LogStats`] (the broker's
+/// Prometheus histograms use the same).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The bucket of [`LATENCY_BUCKETS`] a duration in nanoseconds falls in.
+pub fn latency_bucket(nanos: u64) -> usize {
+    let secs = nanos as f64 / 1e9;
+    LATENCY_BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
 /// Counters of one log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -91,6 +107,9 @@ pub struct LogStats {
     /// Time from submitting a data write to its completion, in nanoseconds (with
     /// `writes`, the mean write latency; syncs not included).
     pub write_nanos: u64,
+    /// Data writes by duration (submission to completion): counts per bucket of
+    /// [`LATENCY_BUCKETS`], the last one above them all (not cumulative).
+    pub write_buckets: [u64; LATENCY_BUCKETS.len() + 1],
     /// Zero fills of segment space ahead of the data (see `LogConfig::zero_ahead_bytes`).
     pub zero_fills: u64,
     /// Bytes of zeros written by them.

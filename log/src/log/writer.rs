@@ -347,6 +347,7 @@ async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
         let mut st = shared.state.borrow_mut();
         st.stats.writes += 1;
         st.stats.write_nanos += took;
+        st.stats.write_buckets[super::latency_bucket(took)] += 1;
         st.stats.bytes_written += padded;
     }
     let need_sync = {

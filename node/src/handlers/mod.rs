@@ -63,6 +63,7 @@ pub async fn dispatch(
     ctx: &Rc<ShardContext>,
     mut frame_body: Bytes,
     peer: std::net::SocketAddr,
+    arrived: std::time::Instant,
 ) -> Dispatched {
     if let Some(answer) = api_versions::answer_unknown_version(&frame_body) {
         return Dispatched::Respond(answer);
@@ -90,7 +91,7 @@ pub async fn dispatch(
     let ctx = ctx.clone();
     match body {
         RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
-        RequestBody::Produce(req) => produce::dispatch(ctx, header, req).await,
+        RequestBody::Produce(req) => produce::dispatch(ctx, header, req, arrived).await,
         RequestBody::Fetch(req) => later(header.clone(), async move {
             fetch::handle(&ctx, req, header.request_api_version).await
         }),

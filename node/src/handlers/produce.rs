@@ -35,6 +35,7 @@ pub async fn dispatch(
     ctx: Rc<ShardContext>,
     header: RequestHeader,
     req: ProduceRequest,
+    arrived: std::time::Instant,
 ) -> Dispatched {
     let version = header.request_api_version;
     let acks = req.acks;
@@ -122,7 +123,7 @@ pub async fn dispatch(
         }
     }
     drop(image);
-    let routed = route::send(&ctx, ops).await;
+    let routed = route::send_from(&ctx, ops, arrived).await;
     Dispatched::Later(compio::runtime::spawn(async move {
         let replies = routed.collect().await;
         if acks == 0 {

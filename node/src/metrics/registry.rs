@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Histogram bucket upper bounds, in seconds.
-pub const BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+/// Histogram bucket upper bounds, in seconds (the log's, so that its write-latency
+/// buckets render as a histogram too).
+pub const BUCKETS: [f64; 16] = spate_log::LATENCY_BUCKETS;
 
 /// A Prometheus-style histogram: cumulative counts are computed when rendered.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +18,15 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// A histogram from per-bucket counts (not cumulative) and the sum in seconds.
+    pub fn from_buckets(counts: &[u64; BUCKETS.len() + 1], sum: f64) -> Histogram {
+        Histogram {
+            counts: *counts,
+            sum,
+            count: counts.iter().sum(),
+        }
+    }
+
     pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
         let slot = BUCKETS
@@ -68,6 +75,8 @@ pub struct ShardCounters {
     pub topics: BTreeMap<String, TopicTraffic>,
     /// Time partition work waited in the owner's channel, by operation.
     pub queue_time: BTreeMap<&'static str, Histogram>,
+    /// Stages of a produce request, by stage (see `docs/metrics.md`).
+    pub produce_stages: BTreeMap<&'static str, Histogram>,
     pub connections_open: i64,
     pub connections_total: u64,
     /// Connections closed right after accept because `max_connections` were open.
@@ -105,6 +114,11 @@ impl ShardCounters {
         self.queue_time.entry(op).or_default().observe(waited);
     }
 
+    /// One produce request spent `took` in `stage`.
+    pub fn produce_stage(&mut self, stage: &'static str, took: Duration) {
+        self.produce_stages.entry(stage).or_default().observe(took);
+    }
+
     pub fn merge(&mut self, o: &ShardCounters) {
         for (k, h) in &o.requests {
             self.requests.entry(k).or_default().merge(h);
@@ -117,6 +131,9 @@ impl ShardCounters {
         }
         for (k, h) in &o.queue_time {
             self.queue_time.entry(k).or_default().merge(h);
+        }
+        for (k, h) in &o.produce_stages {
+            self.produce_stages.entry(k).or_default().merge(h);
         }
         self.connections_open += o.connections_open;
         self.connections_total += o.connections_total;
@@ -145,6 +162,19 @@ mod tests {
         g.merge(&h);
         assert_eq!(g.count, 6);
         assert!((g.sum - 2.0 * h.sum).abs() < 1e-9);
+    }
+
+    #[test]
+    fn log_write_buckets_render_as_the_same_histogram() {
+        let mut counts = [0u64; BUCKETS.len() + 1];
+        counts[spate_log::latency_bucket(50_000)] += 1;
+        counts[spate_log::latency_bucket(3_000_000)] += 1;
+        let h = Histogram::from_buckets(&counts, 0.00305);
+        let mut o = Histogram::default();
+        o.observe(Duration::from_micros(50));
+        o.observe(Duration::from_millis(3));
+        assert_eq!(h.counts, o.counts);
+        assert_eq!(h.count, 2);
     }
 
     #[test]

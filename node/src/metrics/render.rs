@@ -116,6 +116,31 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         );
     }
 
+    header(
+        &mut out,
+        "spate_produce_stage_seconds",
+        "histogram",
+        "Stages of produce requests: read_to_pickup, append_to_ack, data_write, response_write (docs/metrics.md).",
+    );
+    let mut stages = total.produce_stages.clone();
+    for p in shards.iter().flat_map(|s| s.partitions.iter()) {
+        stages
+            .entry("data_write")
+            .or_default()
+            .merge(&Histogram::from_buckets(
+                &p.stats.write_buckets,
+                p.stats.write_nanos as f64 / 1e9,
+            ));
+    }
+    for (stage, h) in &stages {
+        histogram(
+            &mut out,
+            "spate_produce_stage_seconds",
+            &format!("stage=\"{stage}\""),
+            h,
+        );
+    }
+
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 7] = [

@@ -828,6 +828,7 @@ async fn write_marker(
         .send_async(ShardMsg::Partitions {
             ops: vec![(key, op)],
             sent: std::time::Instant::now(),
+            arrived: std::time::Instant::now(),
             reply: tx,
         })
         .await;
