@@ -16,6 +16,9 @@ pub struct Host {
     pub nics: Vec<Nic>,
     pub disks: Vec<Disk>,
     pub kernel: Kernel,
+    /// The broker's data directory, when the report was asked about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<crate::datadir::DataDir>,
 }
 
 impl Host {
@@ -28,6 +31,7 @@ impl Host {
             disks: crate::storage::read(roots),
             kernel,
             topology,
+            data_dir: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! `planner`, `output`.
 
 pub mod cpulist;
+pub mod datadir;
 pub mod findings;
 pub mod host;
 pub mod kernel;

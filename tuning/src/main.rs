@@ -28,6 +28,10 @@ enum Command {
         /// Also check the shard CPUs the broker runs with, e.g. "0-7" (its --cpu-list).
         #[arg(long, value_name = "LIST")]
         cpu_list: Option<String>,
+        /// Also check the broker's data directory: its file system, mount options and
+        /// the disk's interrupts.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Shard placement as a config snippet (`cpu_list`) for `spate --config`.
     Plan {
@@ -107,9 +111,12 @@ fn main() -> ExitCode {
             roots,
             format,
             cpu_list,
+            data_dir,
         } => {
-            let host = Host::read(&roots.roots());
+            let roots = roots.roots();
+            let mut host = Host::read(&roots);
             let mut findings = spate_tune::check(&host);
+            let mut shard_cpus = None;
             if let Some(list) = cpu_list {
                 let cpus = spate_tune::cpulist::parse(&list);
                 if cpus.is_empty() {
@@ -117,8 +124,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 findings.extend(spate_tune::shardcheck::check(&host, &cpus));
-                findings.sort_by_key(|f| f.severity);
+                shard_cpus = Some(cpus);
             }
+            if let Some(dir) = data_dir {
+                let dd = spate_tune::datadir::read(&roots, &dir);
+                findings.extend(spate_tune::datadir::check(
+                    &dd,
+                    shard_cpus.as_deref(),
+                    &host.topology.online,
+                ));
+                host.data_dir = Some(dd);
+            }
+            findings.sort_by_key(|f| f.severity);
             match format {
                 ReportFormat::Text => emit(&output::report_text(&host, &findings)),
                 ReportFormat::Json => emit(&(output::report_json(&host, &findings) + "\n")),

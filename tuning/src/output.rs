@@ -107,6 +107,39 @@ pub fn report_text(host: &Host, findings: &[Finding]) -> String {
             or_unknown(&d.logical_block_size)
         );
     }
+    if let Some(dd) = &host.data_dir {
+        match &dd.mount {
+            Some(m) => {
+                let _ = writeln!(
+                    s,
+                    "  data_dir        {}: {} on {} at {} ({}; {})",
+                    dd.path.display(),
+                    m.fstype,
+                    m.source,
+                    m.mount_point,
+                    m.mount_options.join(","),
+                    m.super_options.join(",")
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  data_dir        {}: mount unknown", dd.path.display());
+            }
+        }
+        if let Some(j) = dd.ext4_journal {
+            let _ = writeln!(s, "  ext4 journal    {}", if j { "yes" } else { "no" });
+        }
+        let _ = writeln!(
+            s,
+            "  data disk       {}, {} IRQs, taken on CPUs {}",
+            or_unknown(&dd.disk),
+            dd.irqs.len(),
+            if dd.irq_cpus.is_empty() {
+                "unknown".into()
+            } else {
+                cpulist::format(&dd.irq_cpus)
+            }
+        );
+    }
     let k = &host.kernel;
     let _ = writeln!(
         s,
