@@ -254,12 +254,7 @@ pub fn read(roots: &Roots, path: &Path) -> DataDir {
         if let Some(bd) = &dd.block_device {
             if let Some(opts) = roots.read_proc(&format!("fs/ext4/{bd}/options")) {
                 dd.ext4_options = opts.lines().map(|l| l.trim().to_string()).collect();
-                let prefix = format!("{bd}-");
-                dd.ext4_journal = Some(
-                    list_dir(&roots.proc("fs/jbd2"))
-                        .iter()
-                        .any(|n| n.starts_with(&prefix)),
-                );
+                dd.ext4_journal = ext4_journal(roots, bd);
             }
         }
     }
@@ -290,6 +285,23 @@ pub fn read(roots: &Roots, path: &Path) -> DataDir {
         dd.irq_cpus.dedup();
     }
     dd
+}
+
+/// Has the ext4 file system on block device `bd` a journal? Yes when jbd2 lists it
+/// (`/proc/fs/jbd2/BD-*`); otherwise `/sys/fs/ext4/BD/journal_task` says "<none>" for
+/// a file system without one; unknown when neither can be read.
+fn ext4_journal(roots: &Roots, bd: &str) -> Option<bool> {
+    let prefix = format!("{bd}-");
+    if list_dir(&roots.proc("fs/jbd2"))
+        .iter()
+        .any(|n| n.starts_with(&prefix))
+    {
+        return Some(true);
+    }
+    match roots.read_sys(&format!("fs/ext4/{bd}/journal_task")) {
+        Some(t) => Some(t != "<none>"),
+        None => roots.proc("fs/jbd2").is_dir().then_some(false),
+    }
 }
 
 /// Findings about the data directory. `shards`: the shard CPUs (`--cpu-list`), or
@@ -515,6 +527,27 @@ bogus line
         assert_eq!(got, [("datadir-disk-irqs", Severity::Info)]);
         let got = ids(check(&dd("tmpfs", "rw", None, &[]), None, &[0]));
         assert_eq!(got, [("datadir-memory-fs", Severity::Warning)]);
+    }
+
+    #[test]
+    fn ext4_journal_from_jbd2_or_journal_task() {
+        let root = std::env::temp_dir().join(format!("spate-tune-j-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let roots = Roots::recorded(&root, &root);
+        assert_eq!(ext4_journal(&roots, "vda"), None);
+        std::fs::create_dir_all(root.join("proc/fs/jbd2")).unwrap();
+        assert_eq!(ext4_journal(&roots, "vda"), Some(false));
+        std::fs::create_dir_all(root.join("sys/fs/ext4/vda")).unwrap();
+        std::fs::write(root.join("sys/fs/ext4/vda/journal_task"), "<none>\n").unwrap();
+        assert_eq!(ext4_journal(&roots, "vda"), Some(false));
+        std::fs::write(root.join("sys/fs/ext4/vda/journal_task"), "412\n").unwrap();
+        assert_eq!(ext4_journal(&roots, "vda"), Some(true));
+        std::fs::remove_file(root.join("sys/fs/ext4/vda/journal_task")).unwrap();
+        std::fs::create_dir_all(root.join("proc/fs/jbd2/vda-8")).unwrap();
+        assert_eq!(ext4_journal(&roots, "vda"), Some(true));
+        // Another device's journal says nothing about this one.
+        assert_eq!(ext4_journal(&roots, "vdb"), Some(false));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
