@@ -74,12 +74,36 @@ class SpateBroker:
             if self.proc.poll() is not None:
                 pytest.fail(f"spate exited with {self.proc.returncode} during start-up:\n"
                             + self.log_tail())
-            if port_accepts(self.port):
+            if port_accepts(self.port) and self.logged_ready():
                 return
             time.sleep(0.05)
+        # Leave a stack of every thread in the log when a broker hangs in start-up.
+        self.dump_threads()
         self.kill()
-        pytest.fail(f"spate did not accept on {self.bootstrap} within {timeout}s:\n"
+        pytest.fail(f"spate did not get ready on {self.bootstrap} within {timeout}s:\n"
                     + self.log_tail())
+
+    def logged_ready(self):
+        """Has this start logged "spate ready to serve" (internal topics created)? The
+        port accepts before that. Brokers other than spate (the Kafka reference) are
+        taken as ready once they accept."""
+        if SPATE_BIN.name != "spate":
+            return True
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return "spate ready to serve" in text.rsplit("=== start #", 1)[-1]
+
+    def dump_threads(self):
+        if self.proc is None or self.proc.poll() is not None or shutil.which("gdb") is None:
+            return
+        with open(self.log_path, "ab") as log:
+            log.write(b"\n=== threads of a broker that did not get ready ===\n")
+            log.flush()
+            subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           timeout=60, check=False)
 
     def stop(self, timeout=20.0):
         """SIGTERM and wait; returns the exit code (None if it had to be SIGKILLed)."""

@@ -46,6 +46,10 @@ fn main() {
     // Before any other thread starts: a panic anywhere aborts the broker.
     fault::install_panic_hook();
     let cli = Cli::parse();
+    if let Err(e) = block_stop_signals() {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(&cli) {
         tracing::error!("{e:#}");
         std::process::exit(1);
@@ -413,12 +417,46 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// SIGTERM and SIGINT, the signals that stop the broker.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset fill a plain struct we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Block the stop signals in this thread and so in every thread started after it: a
+/// stop signal that arrives during start-up stays pending (instead of killing the
+/// process mid-way) and is taken by [`wait_for_stop_signal`] once the broker is ready.
+fn block_stop_signals() -> anyhow::Result<()> {
+    let set = stop_signals();
+    // SAFETY: valid set; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        bail!(
+            "blocking SIGTERM/SIGINT: {}",
+            std::io::Error::from_raw_os_error(r)
+        );
+    }
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT (blocked since start-up, see [`block_stop_signals`]).
 fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let rt = compio::runtime::Runtime::new().context("signal runtime")?;
-    rt.block_on(async {
-        let term = std::pin::pin!(compio::signal::unix::signal(libc::SIGTERM));
-        let int = std::pin::pin!(compio::signal::unix::signal(libc::SIGINT));
-        let _ = futures_util::future::select(term, int).await;
-    });
+    let set = stop_signals();
+    let mut sig = 0;
+    // SAFETY: valid set and out pointer; the signals are blocked in every thread.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 {
+        bail!(
+            "waiting for a stop signal: {}",
+            std::io::Error::from_raw_os_error(r)
+        );
+    }
+    tracing::info!(signal = sig, "stop signal received");
     Ok(())
 }
