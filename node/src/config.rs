@@ -24,6 +24,10 @@ pub struct Cli {
     /// Directory holding partition logs and the metadata log.
     #[arg(long, env = "SPATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Several directories for partition logs (Kafka's `log.dirs`), comma-separated; the
+    /// metadata log goes in the first. Wins over `--data-dir`.
+    #[arg(long, env = "SPATE_LOG_DIRS", value_delimiter = ',')]
+    pub log_dirs: Option<Vec<PathBuf>>,
     /// Address the Kafka listener binds, HOST:PORT.
     #[arg(long, env = "SPATE_LISTEN")]
     pub listen: Option<String>,
@@ -50,7 +54,13 @@ pub struct Cli {
 pub struct BrokerConfig {
     pub node_id: i32,
     pub cluster_id: String,
+    /// The first log directory: it holds the metadata log and the broker's lock, and
+    /// partition logs like the others.
     pub data_dir: PathBuf,
+    /// Kafka's `log.dirs`: every directory partition logs are spread over (JBOD), the
+    /// first being `data_dir`. Empty in the file: `data_dir` alone.
+    #[serde(default)]
+    pub log_dirs: Vec<PathBuf>,
     pub listen: String,
     #[serde(default)]
     pub advertised_listener: Option<String>,
@@ -197,6 +207,15 @@ impl BrokerConfig {
             .context("invalid configuration")?;
         if let Some(d) = &cli.data_dir {
             config.data_dir = d.clone();
+            config.log_dirs.clear();
+        }
+        if let Some(dirs) = &cli.log_dirs {
+            config.log_dirs = dirs.clone();
+        }
+        // `log_dirs` wins over `data_dir` (as Kafka's `log.dirs` over `log.dir`).
+        match config.log_dirs.first() {
+            Some(first) => config.data_dir = first.clone(),
+            None => config.log_dirs = vec![config.data_dir.clone()],
         }
         if let Some(l) = &cli.listen {
             config.listen = l.clone();
@@ -222,6 +241,21 @@ impl BrokerConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for (i, a) in self.log_dirs.iter().enumerate() {
+            if a.as_os_str().is_empty() {
+                bail!("log_dirs: an empty directory name");
+            }
+            if let Some(b) = self.log_dirs[i + 1..]
+                .iter()
+                .find(|b| a.starts_with(b) || b.starts_with(a))
+            {
+                bail!(
+                    "log_dirs: {} and {} are the same directory or one holds the other",
+                    a.display(),
+                    b.display()
+                );
+            }
+        }
         if self.num_partitions < 1 {
             bail!("num_partitions must be at least 1");
         }
@@ -349,6 +383,53 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:2");
         assert_eq!(c.topic_defaults.segment_bytes, 1024);
         assert_eq!(c.topic_defaults.retention_ms, 604_800_000);
+    }
+
+    #[test]
+    fn log_dirs_win_over_data_dir() {
+        let dir = std::env::temp_dir().join(format!("spate-cfg-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "data_dir = \"/d\"\nlog_dirs = [\"/a\", \"/b\"]\n").unwrap();
+        let with = |cli: Cli| {
+            BrokerConfig::load(&Cli {
+                config: Some(file.clone()),
+                ..cli
+            })
+        };
+        // The file's log_dirs win over its data_dir; the first holds the metadata.
+        let c = with(Cli::default()).unwrap();
+        assert_eq!(c.log_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(c.data_dir, PathBuf::from("/a"));
+        // A --data-dir flag wins over the file: one directory.
+        let c = with(Cli {
+            data_dir: Some("/x".into()),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(c.log_dirs, vec![PathBuf::from("/x")]);
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        // --log-dirs wins over everything.
+        let c = with(Cli {
+            data_dir: Some("/x".into()),
+            log_dirs: Some(vec!["/y".into(), "/z".into()]),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(c.log_dirs, vec![PathBuf::from("/y"), PathBuf::from("/z")]);
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+        // Nothing set: data_dir alone.
+        let c = BrokerConfig::load(&Cli::default()).unwrap();
+        assert_eq!(c.log_dirs, vec![c.data_dir.clone()]);
+        // The same directory twice, or one inside another, is refused.
+        for bad in [vec!["/a", "/a"], vec!["/a", "/a/b"], vec!["/a/b", "/a"]] {
+            let cli = Cli {
+                log_dirs: Some(bad.iter().map(PathBuf::from).collect()),
+                ..Cli::default()
+            };
+            assert!(BrokerConfig::load(&cli).is_err(), "{bad:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// docs/configuration.md must describe every key of the embedded default.

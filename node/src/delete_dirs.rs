@@ -83,12 +83,13 @@ pub fn sweep(data_dir: &Path) -> usize {
     removed
 }
 
-/// Run [`sweep`] on a background thread, so a large leftover directory does not delay
-/// start-up (nothing opens these directories: partitions live in `<topic>-<partition>`).
-pub fn spawn_sweep(data_dir: PathBuf) -> std::io::Result<std::thread::JoinHandle<usize>> {
+/// Run [`sweep`] over every log dir on a background thread, so a large leftover
+/// directory does not delay start-up (nothing opens these directories: partitions live
+/// in `<topic>-<partition>`).
+pub fn spawn_sweep(log_dirs: Vec<PathBuf>) -> std::io::Result<std::thread::JoinHandle<usize>> {
     std::thread::Builder::new()
         .name("spate-delete-sweep".into())
-        .spawn(move || sweep(&data_dir))
+        .spawn(move || log_dirs.iter().map(|d| sweep(d)).sum())
 }
 
 #[cfg(test)]
@@ -145,7 +146,7 @@ mod tests {
         std::fs::create_dir_all(&target).unwrap();
         std::os::unix::fs::symlink(&target, dir.join("link-0.0123-delete")).unwrap();
 
-        assert_eq!(spawn_sweep(dir.clone()).unwrap().join().unwrap(), 2);
+        assert_eq!(spawn_sweep(vec![dir.clone()]).unwrap().join().unwrap(), 2);
         assert!(!gone.exists() && !gone2.exists());
         assert!(live.is_dir() && file.is_file() && target.is_dir());
         assert!(dir.join("__cluster_metadata").is_dir());

@@ -12,6 +12,7 @@ mod delete_dirs;
 mod fault;
 mod group;
 mod handlers;
+mod log_dirs;
 mod mesh;
 mod metadata;
 mod metrics;
@@ -25,7 +26,6 @@ mod topic_config;
 mod txn;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -58,9 +58,8 @@ fn main() {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let _lock = lock_data_dir(&config.data_dir)?;
+    // Creates and locks every log dir; the first (data_dir) holds the metadata log.
+    let log_dirs = Arc::new(log_dirs::LogDirs::open(&config.log_dirs)?);
     let (store, image) = MetadataStore::open(&config.data_dir)?;
     let image = Arc::new(image);
 
@@ -101,6 +100,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             connection_limit: connection_limit.clone(),
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
+            log_dirs: log_dirs.clone(),
             store: if id == 0 { store.take() } else { None },
             ready: ready_tx.clone(),
         };
@@ -143,11 +143,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         advertised = %format!("{}:{}", advertised.0, advertised.1),
         shards = shard_count,
         topics = image.topics.len(),
-        data_dir = %config.data_dir.display(),
+        log_dirs = %config.log_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),
         "spate ready to serve"
     );
     // Directories of partitions deleted before a crash or stop: removed off the shards.
-    if let Err(e) = delete_dirs::spawn_sweep(config.data_dir.clone()) {
+    let healthy: Vec<_> = log_dirs
+        .list()
+        .into_iter()
+        .filter(|d| d.failure.is_none())
+        .map(|d| d.path)
+        .collect();
+    if let Err(e) = delete_dirs::spawn_sweep(healthy) {
         tracing::warn!(error = %e, "starting the sweep of deleted partition directories failed");
     }
 
@@ -398,23 +404,6 @@ fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Resul
             Ok((bound.ip().to_string(), i32::from(bound.port())))
         }
     }
-}
-
-/// An exclusive lock on the data dir, held for the life of the process.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a valid, owned descriptor.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("data dir {} is in use by another broker", dir.display());
-    }
-    Ok(file)
 }
 
 /// SIGTERM and SIGINT, the signals that stop the broker.

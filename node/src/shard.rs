@@ -14,6 +14,7 @@ use crate::cleaner::Cleaner;
 use crate::config::BrokerConfig;
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
+use crate::log_dirs::{LogDirs, Placement};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, TxnCheck};
 use crate::metadata::{MetadataImage, MetadataStore, TopicImage};
 use crate::metrics::ShardCounters;
@@ -52,6 +53,14 @@ pub struct ShardContext {
     pub connection_limit: Arc<ConnectionLimit>,
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
+    /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
+    pub log_dirs: Arc<LogDirs>,
+    /// The metadata the broker started with: partitions in it existed before the start
+    /// (see `LogDirs::place`).
+    image_at_start: Arc<MetadataImage>,
+    /// `LogDirs::failures` when this shard last took the partitions of failed log dirs
+    /// offline.
+    dir_failures_seen: Cell<u64>,
     /// The shard's inbound channels, for the queue-depth gauge.
     inbound: Vec<flume::Receiver<ShardMsg>>,
     shutting_down: Cell<bool>,
@@ -141,18 +150,21 @@ impl ShardContext {
         for key in gone {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
-                // Renamed first, then removed; requests still holding it get errors.
-                let graveyard = self
-                    .config
-                    .data_dir
-                    .join(crate::delete_dirs::deleted_dir_name(
-                        &key.topic,
-                        key.partition,
-                    ));
+                // Renamed first (in its own log dir), then removed; requests still
+                // holding it get errors.
+                let dir = p.log.dir();
+                let graveyard =
+                    dir.parent()
+                        .unwrap_or(&dir)
+                        .join(crate::delete_dirs::deleted_dir_name(
+                            &key.topic,
+                            key.partition,
+                        ));
                 if let Err(e) = p.delete(&graveyard).await {
                     tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
                 }
             }
+            self.log_dirs.forget(&key.topic, key.partition);
         }
         self.offline
             .borrow_mut()
@@ -174,7 +186,20 @@ impl ShardContext {
                     // Failed to open with this topic id: stays offline until a restart.
                     None if self.offline.borrow().contains_key(&key) => {}
                     None => {
-                        let dir = partition_dir(&self.config.data_dir, &topic.name, index as i32);
+                        let existed = self
+                            .image_at_start
+                            .topic(&topic.name)
+                            .is_some_and(|t| t.id == topic.id && index < t.partitions.len());
+                        let dir = match self.log_dirs.place(&topic.name, index as i32, !existed) {
+                            Placement::At { path, .. } => {
+                                partition_dir(&path, &topic.name, index as i32)
+                            }
+                            Placement::Offline(why) => {
+                                tracing::error!(topic = %topic.name, partition = index, reason = %why, "partition offline");
+                                self.offline.borrow_mut().insert(key, (topic.id, why));
+                                continue;
+                            }
+                        };
                         match Partition::open(
                             dir,
                             topic.id,
@@ -227,6 +252,47 @@ impl ShardContext {
                     }
                 }
             }
+        }
+    }
+
+    /// Fail the log dir of a partition whose writes failed for good, and take every
+    /// partition of a failed log dir offline (`log_dirs.rs`). Cheap when nothing failed:
+    /// one pass over this shard's partitions, reading a flag each.
+    async fn check_log_dirs(&self) {
+        let failing: Vec<(PartitionKey, String)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter_map(|(k, p)| p.log.failed_for_good().map(|why| (k.clone(), why)))
+            .collect();
+        for (key, why) in failing {
+            if let Some(index) = self.log_dirs.dir_of(&key.topic, key.partition) {
+                self.log_dirs.fail(index, &why);
+            }
+        }
+        let failures = self.log_dirs.failures();
+        if failures == self.dir_failures_seen.get() {
+            return;
+        }
+        self.dir_failures_seen.set(failures);
+        let gone: Vec<(PartitionKey, String)> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter_map(|k| {
+                let index = self.log_dirs.dir_of(&k.topic, k.partition)?;
+                Some((k.clone(), self.log_dirs.failure(index)?))
+            })
+            .collect();
+        for (key, why) in gone {
+            let Some(p) = self.partitions.borrow_mut().remove(&key) else {
+                continue;
+            };
+            tracing::error!(topic = %key.topic, partition = key.partition, reason = %why, "partition offline");
+            self.offline.borrow_mut().insert(key, (p.topic_id, why));
+            // Stops the writer; a failing disk makes the final sync fail, which is
+            // expected here and already logged for the directory.
+            let _ = p.log.shutdown().await;
         }
     }
 
@@ -423,6 +489,9 @@ impl ShardContext {
 /// Shortest time between two "connection limit reached" log lines of a shard.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often a shard looks for failed log dirs.
+const LOG_DIR_CHECK: Duration = Duration::from_secs(1);
+
 /// Everything a shard thread needs to start.
 pub struct ShardStart {
     pub id: usize,
@@ -439,6 +508,7 @@ pub struct ShardStart {
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
+    pub log_dirs: Arc<LogDirs>,
     /// Shard 0 gets the metadata store and runs the controller.
     pub store: Option<MetadataStore>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
@@ -479,6 +549,7 @@ async fn serve(start: ShardStart) {
         connection_limit,
         cleaner,
         schemas,
+        log_dirs,
         ..
     } = start;
     let ctx = Rc::new(ShardContext {
@@ -498,6 +569,9 @@ async fn serve(start: ShardStart) {
         request_memory,
         connection_limit,
         schemas,
+        log_dirs,
+        image_at_start: image.clone(),
+        dir_failures_seen: Cell::new(0),
         inbound: links.receivers.clone(),
         shutting_down: Cell::new(false),
     });
@@ -658,6 +732,18 @@ async fn serve(start: ShardStart) {
             crate::txn::abort_timed_out(&txn_ctx).await;
             crate::txn::expire_idle_ids(&txn_ctx, txn_ctx.config.transactional_id_expiration_ms)
                 .await;
+        }
+    })
+    .detach();
+
+    let dirs_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(LOG_DIR_CHECK).await;
+            if dirs_ctx.is_shutting_down() {
+                return;
+            }
+            dirs_ctx.check_log_dirs().await;
         }
     })
     .detach();

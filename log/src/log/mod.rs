@@ -299,6 +299,16 @@ impl PartitionLog {
         self.shared.state.borrow().failure.is_some()
     }
 
+    /// Why the log is offline for writes until a restart (a write failed with an I/O
+    /// error other than a full disk), if it is.
+    pub fn failed_for_good(&self) -> Option<String> {
+        let st = self.shared.state.borrow();
+        st.failure
+            .as_ref()
+            .filter(|f| !f.retriable)
+            .map(|f| f.reason.clone())
+    }
+
     /// Whether the appends behind `ticket` are written already (durable per the flush
     /// policy): `Some(true)`, `Some(false)` when they were discarded by a failed write,
     /// `None` while they wait for the writer.

@@ -27,7 +27,7 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
             "topics, the broker and the cluster default (the dynamic broker configs of configuration.md); other resource types answer INVALID_REQUEST (42)"
         }
-        ApiKey::DescribeLogDirs => "one log directory (the data dir)",
+        ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
             "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
         }
@@ -73,7 +73,7 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | DescribeDelegationToken
         | DescribeUserScramCredentials
         | AlterUserScramCredentials => SECURITY,
-        AlterReplicaLogDirs => "one log directory per broker (JBOD is not implemented yet)",
+        AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
         DescribeQuorum | UpdateFeatures => {

@@ -91,37 +91,59 @@ pub async fn describe_log_dirs(
         })
         .collect();
     let mut replies = route::run(ctx, ops).await.into_iter();
-    let topics = wanted
+    // Each described partition under the log dir that holds it.
+    let dirs = ctx.log_dirs.list();
+    let mut by_dir: Vec<BTreeMap<String, Vec<DescribeLogDirsPartition>>> =
+        vec![BTreeMap::new(); dirs.len()];
+    for (name, parts) in wanted {
+        for p in parts {
+            let Some(PartitionReply::Described { size_bytes, .. }) = replies.next() else {
+                continue;
+            };
+            let Some(index) = ctx.log_dirs.dir_of(&name, p) else {
+                continue;
+            };
+            by_dir[index]
+                .entry(name.clone())
+                .or_default()
+                .push(DescribeLogDirsPartition {
+                    partition_index: p,
+                    partition_size: size_bytes as i64,
+                    offset_lag: 0,
+                    is_future_key: false,
+                });
+        }
+    }
+    let results = dirs
         .into_iter()
-        .map(|(name, parts)| DescribeLogDirsTopic {
-            name,
-            partitions: parts
-                .into_iter()
-                .filter_map(|p| match replies.next() {
-                    Some(PartitionReply::Described { size_bytes, .. }) => {
-                        Some(DescribeLogDirsPartition {
-                            partition_index: p,
-                            partition_size: size_bytes as i64,
-                            offset_lag: 0,
-                            is_future_key: false,
-                        })
-                    }
-                    _ => None,
-                })
-                .collect(),
+        .zip(by_dir)
+        .map(|(dir, topics)| {
+            let path = std::fs::canonicalize(&dir.path).unwrap_or(dir.path);
+            if dir.failure.is_some() {
+                // As Kafka reports an offline log dir: the error, nothing else.
+                return DescribeLogDirsResult {
+                    error_code: ErrorCode::KafkaStorageError.code(),
+                    log_dir: path.display().to_string(),
+                    topics: Vec::new(),
+                    total_bytes: -1,
+                    usable_bytes: -1,
+                };
+            }
+            let (total_bytes, usable_bytes) = disk_space(&path).unwrap_or((-1, -1));
+            DescribeLogDirsResult {
+                error_code: 0,
+                log_dir: path.display().to_string(),
+                topics: topics
+                    .into_iter()
+                    .map(|(name, partitions)| DescribeLogDirsTopic { name, partitions })
+                    .collect(),
+                total_bytes,
+                usable_bytes,
+            }
         })
         .collect();
-    let dir =
-        std::fs::canonicalize(&ctx.config.data_dir).unwrap_or_else(|_| ctx.config.data_dir.clone());
-    let (total_bytes, usable_bytes) = disk_space(&dir).unwrap_or((-1, -1));
     DescribeLogDirsResponse {
-        results: vec![DescribeLogDirsResult {
-            error_code: 0,
-            log_dir: dir.display().to_string(),
-            topics,
-            total_bytes,
-            usable_bytes,
-        }],
+        results,
         ..Default::default()
     }
 }

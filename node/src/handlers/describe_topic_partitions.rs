@@ -35,7 +35,7 @@ pub fn handle(
     ctx: &ShardContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    match describe(&ctx.image(), ctx.config.node_id, &req) {
+    match describe(&ctx.image(), ctx.config.node_id, &ctx.log_dirs, &req) {
         Ok(response) => response,
         // Kafka's error response: every requested topic with the error, nothing else.
         Err(code) => DescribeTopicPartitionsResponse {
@@ -56,6 +56,7 @@ pub fn handle(
 fn describe(
     image: &MetadataImage,
     node: i32,
+    log_dirs: &crate::log_dirs::LogDirs,
     req: &DescribeTopicPartitionsRequest,
 ) -> Result<DescribeTopicPartitionsResponse, ErrorCode> {
     let all = req.topics.is_empty();
@@ -100,7 +101,7 @@ fn describe(
         };
         let count = topic.partitions.len();
         let end = count.min(start.saturating_add(remaining));
-        topics.push(topic_entry(topic, node, start..end));
+        topics.push(topic_entry(topic, node, start..end, log_dirs));
         if end < count {
             next_cursor = Some(Cursor {
                 topic_name: name.to_string(),
@@ -136,6 +137,7 @@ fn topic_entry(
     t: &TopicImage,
     node: i32,
     range: std::ops::Range<usize>,
+    log_dirs: &crate::log_dirs::LogDirs,
 ) -> DescribeTopicPartitionsResponseTopic {
     DescribeTopicPartitionsResponseTopic {
         error_code: 0,
@@ -143,16 +145,20 @@ fn topic_entry(
         topic_id: Uuid(t.id),
         is_internal: is_internal(&t.name),
         partitions: range
-            .map(|p| DescribeTopicPartitionsResponsePartition {
-                error_code: 0,
-                partition_index: p as i32,
-                leader_id: node,
-                leader_epoch: LEADER_EPOCH,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                eligible_leader_replicas: Some(Vec::new()),
-                last_known_elr: Some(Vec::new()),
-                offline_replicas: Vec::new(),
+            .map(|p| {
+                let (error_code, leader_id, offline_replicas) =
+                    super::metadata::leadership(log_dirs, &t.name, p as i32, node);
+                DescribeTopicPartitionsResponsePartition {
+                    error_code,
+                    partition_index: p as i32,
+                    leader_id,
+                    leader_epoch: LEADER_EPOCH,
+                    replica_nodes: vec![node],
+                    isr_nodes: vec![node],
+                    eligible_leader_replicas: Some(Vec::new()),
+                    last_known_elr: Some(Vec::new()),
+                    offline_replicas,
+                }
             })
             .collect(),
         topic_authorized_operations: TOPIC_OPERATIONS,
@@ -161,6 +167,7 @@ fn topic_entry(
 
 #[cfg(test)]
 mod tests {
+    use crate::log_dirs::LogDirs;
     use std::collections::BTreeMap;
 
     use spate_net::messages::describe_topic_partitions_request::{self as rq, TopicRequest};
@@ -225,12 +232,18 @@ mod tests {
     #[test]
     fn pages_through_all_topics() {
         let img = image();
-        let r = describe(&img, 0, &req(&[], 2, None)).unwrap();
+        let r = describe(&img, 0, &LogDirs::healthy_for_tests(), &req(&[], 2, None)).unwrap();
         assert_eq!(
             pages(&r),
             (vec![("a".into(), 0, vec![0, 1])], Some(("a".into(), 2)))
         );
-        let r = describe(&img, 0, &req(&[], 2, Some(("a", 2)))).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&[], 2, Some(("a", 2))),
+        )
+        .unwrap();
         // A topic that fills the page exactly moves the cursor to the next topic's start.
         assert_eq!(
             pages(&r),
@@ -239,7 +252,13 @@ mod tests {
                 Some(("b".into(), 1))
             )
         );
-        let r = describe(&img, 0, &req(&[], 3, Some(("b", 1)))).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&[], 3, Some(("b", 1))),
+        )
+        .unwrap();
         assert_eq!(
             pages(&r),
             (
@@ -247,7 +266,7 @@ mod tests {
                 None
             )
         );
-        let r = describe(&img, 0, &req(&[], 5, None)).unwrap();
+        let r = describe(&img, 0, &LogDirs::healthy_for_tests(), &req(&[], 5, None)).unwrap();
         assert_eq!(
             pages(&r),
             (
@@ -260,13 +279,25 @@ mod tests {
     #[test]
     fn named_topics_sorted_with_errors() {
         let img = image();
-        let r = describe(&img, 0, &req(&["c", "nope", "bad name", "a"], 0, None)).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&["c", "nope", "bad name", "a"], 0, None),
+        )
+        .unwrap();
         // A limit below 1 means 1.
         assert_eq!(
             pages(&r),
             (vec![("a".into(), 0, vec![0])], Some(("a".into(), 1)))
         );
-        let r = describe(&img, 0, &req(&["c", "nope", "bad name"], 10, None)).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&["c", "nope", "bad name"], 10, None),
+        )
+        .unwrap();
         assert_eq!(
             pages(&r).0,
             vec![
@@ -284,7 +315,13 @@ mod tests {
             ]
         );
         // A cursor past the topic's partitions gives the topic without partitions.
-        let r = describe(&img, 0, &req(&["c"], 10, Some(("c", 7)))).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&["c"], 10, Some(("c", 7))),
+        )
+        .unwrap();
         assert_eq!(pages(&r), (vec![("c".into(), 0, vec![])], None));
     }
 
@@ -292,15 +329,33 @@ mod tests {
     fn bad_cursors_are_invalid_requests() {
         let img = image();
         assert_eq!(
-            describe(&img, 0, &req(&["a"], 10, Some(("b", 0)))).unwrap_err(),
+            describe(
+                &img,
+                0,
+                &LogDirs::healthy_for_tests(),
+                &req(&["a"], 10, Some(("b", 0)))
+            )
+            .unwrap_err(),
             ErrorCode::InvalidRequest
         );
         assert_eq!(
-            describe(&img, 0, &req(&["a"], 10, Some(("a", -1)))).unwrap_err(),
+            describe(
+                &img,
+                0,
+                &LogDirs::healthy_for_tests(),
+                &req(&["a"], 10, Some(("a", -1)))
+            )
+            .unwrap_err(),
             ErrorCode::InvalidRequest
         );
         assert_eq!(
-            describe(&img, 0, &req(&[], 10, Some(("a", -1)))).unwrap_err(),
+            describe(
+                &img,
+                0,
+                &LogDirs::healthy_for_tests(),
+                &req(&[], 10, Some(("a", -1)))
+            )
+            .unwrap_err(),
             ErrorCode::InvalidRequest
         );
     }

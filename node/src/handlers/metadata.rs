@@ -10,6 +10,7 @@ use spate_net::messages::{MetadataRequest, MetadataResponse};
 use spate_net::{ErrorCode, Uuid};
 
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
+use crate::log_dirs::LogDirs;
 use crate::metadata::TopicImage;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::ShardContext;
@@ -66,7 +67,7 @@ pub async fn handle(
         None => image
             .topics
             .values()
-            .map(|t| topic_entry(t, ctx.config.node_id))
+            .map(|t| topic_entry(t, ctx.config.node_id, &ctx.log_dirs))
             .collect(),
         Some(list) => list
             .into_iter()
@@ -80,7 +81,7 @@ pub async fn handle(
                     name.as_deref().and_then(|n| image.topic(n))
                 };
                 match found {
-                    Some(t) => topic_entry(t, ctx.config.node_id),
+                    Some(t) => topic_entry(t, ctx.config.node_id, &ctx.log_dirs),
                     None => MetadataResponseTopic {
                         error_code: match &name {
                             _ if by_id => ErrorCode::UnknownTopicId.code(),
@@ -114,21 +115,41 @@ pub async fn handle(
     }
 }
 
-fn topic_entry(t: &TopicImage, node: i32) -> MetadataResponseTopic {
+/// How a partition's leadership is reported: (error code, leader, offline replicas).
+/// A partition whose log dir is offline has no leader, as Kafka reports a partition
+/// whose only replica is offline.
+pub fn leadership(
+    log_dirs: &LogDirs,
+    topic: &str,
+    partition: i32,
+    node: i32,
+) -> (i16, i32, Vec<i32>) {
+    if log_dirs.is_offline(topic, partition) {
+        (ErrorCode::LeaderNotAvailable.code(), -1, vec![node])
+    } else {
+        (0, node, Vec::new())
+    }
+}
+
+fn topic_entry(t: &TopicImage, node: i32, log_dirs: &LogDirs) -> MetadataResponseTopic {
     MetadataResponseTopic {
         error_code: 0,
         name: Some(t.name.clone()),
         topic_id: Uuid(t.id),
         is_internal: t.name == crate::group::OFFSETS_TOPIC,
         partitions: (0..t.partitions.len() as i32)
-            .map(|p| MetadataResponsePartition {
-                error_code: 0,
-                partition_index: p,
-                leader_id: node,
-                leader_epoch: LEADER_EPOCH,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                offline_replicas: Vec::new(),
+            .map(|p| {
+                let (error_code, leader_id, offline_replicas) =
+                    leadership(log_dirs, &t.name, p, node);
+                MetadataResponsePartition {
+                    error_code,
+                    partition_index: p,
+                    leader_id,
+                    leader_epoch: LEADER_EPOCH,
+                    replica_nodes: vec![node],
+                    isr_nodes: vec![node],
+                    offline_replicas,
+                }
             })
             .collect(),
         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
