@@ -30,6 +30,9 @@ pub enum DecodeError {
     /// The API key is not known.
     #[error("unknown api key {0}")]
     UnknownApiKey(i16),
+    /// The metadata record type is not known.
+    #[error("unknown metadata record type {0}")]
+    UnknownRecordType(i16),
     /// The version is outside the message's valid range.
     #[error("unsupported version {version} for {message}")]
     UnsupportedVersion { message: &'static str, version: i16 },

@@ -3,6 +3,8 @@
 //! * [`frame`]: size-prefixed frame splitting with a maximum frame size.
 //! * [`messages`]: every request, response and header at every version, generated from
 //!   Kafka's JSON message definitions (see `codegen/` and `docs/codec.md`).
+//! * [`metadata_records`]: every KRaft metadata record at every version, generated from
+//!   Kafka's record schemas, and [`metadata_frame`]: their framing in the metadata log.
 //! * [`Encoder`] / [`Records`]: zero-copy output as a chain of `Bytes`.
 //! * [`record_batch`]: RecordBatch v2 view, CRC, in-place rewrites, builder.
 //! * [`compression`]: gzip, snappy, lz4, zstd with bounded decompression.
@@ -16,6 +18,10 @@ mod header;
 #[rustfmt::skip]
 #[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]
 pub mod messages;
+pub mod metadata_frame;
+#[rustfmt::skip]
+#[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]
+pub mod metadata_records;
 pub mod record_batch;
 mod records;
 #[cfg(test)]
