@@ -1,0 +1,28 @@
+//! Spate's controller quorum: the metadata log, as in Kafka's KRaft, replicated by
+//! Raft (openraft) between 1, 3 or 5 controllers. See
+//! `docs/adr/0005-controller-quorum.md`.
+//!
+//! * [`Quorum`]: one controller on its own thread; `propose` records, `subscribe` to
+//!   what is committed, `status` for DescribeQuorum and metrics.
+//! * [`MetadataStateMachine`]: the application's metadata state that the quorum
+//!   applies committed records to and snapshots.
+//! * Storage: the Raft log and vote ([`log_store`]) and snapshots ([`snapshot`]) in a
+//!   directory; transport: length-prefixed frames over TCP ([`rpc`], [`network`]).
+//!
+//! Records are Kafka's KRaft metadata records, framed as Kafka frames them
+//! ([`spate_net::metadata_frame::ApiMessageAndVersion`]).
+
+pub mod config;
+mod files;
+pub mod log_store;
+pub mod network;
+pub mod quorum;
+pub mod rpc;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use config::{parse_voters, ConfigError, QuorumConfig};
+pub use quorum::{ProposeError, Proposed, Quorum, QuorumStatus, Role, StartError};
+pub use state_machine::{Committed, MetadataStateMachine};
+pub use types::{MetadataBatch, NodeId};

@@ -1,0 +1,246 @@
+//! TCP transport between controllers: openraft's client side ([`Network`],
+//! [`Connection`]) and the server that hands incoming RPCs to the local Raft node.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::rpc::{read_frame, write_frame, Envelope, Request, Response};
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Limits shared by both sides of the transport.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    /// Incoming connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// An incoming connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Creates one [`Connection`] per target; openraft asks for them as it needs them.
+pub struct Network {
+    pub limits: Limits,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            target,
+            addr: node.addr.clone(),
+            stream: None,
+            limits: self.limits,
+        }
+    }
+}
+
+/// A client to one other controller: one TCP connection, opened on first use and again
+/// after any failure.
+pub struct Connection {
+    target: NodeId,
+    addr: String,
+    stream: Option<TcpStream>,
+    limits: Limits,
+}
+
+/// Why an RPC got no answer.
+enum CallError {
+    /// Could not connect: openraft backs off before retrying.
+    Connect(io::Error),
+    /// Failed or timed out after connecting.
+    Io(io::Error),
+}
+
+impl Connection {
+    /// Sends one request and waits for its response, within `ttl` in all.
+    async fn call(&mut self, request: Request, ttl: Duration) -> Result<Response, CallError> {
+        let result = tokio::time::timeout(ttl, self.round_trip(request)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no response from controller {} within {ttl:?}", self.target),
+            ))),
+        };
+        if result.is_err() {
+            // The stream may hold half a frame: start afresh next time.
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn round_trip(&mut self, request: Request) -> Result<Response, CallError> {
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(CallError::Connect)?;
+                s.set_nodelay(true).map_err(CallError::Connect)?;
+                self.stream.insert(s)
+            }
+        };
+        let envelope = Envelope {
+            to: self.target,
+            request,
+        };
+        let max = self.limits.max_frame_bytes;
+        write_frame(stream, &envelope, max)
+            .await
+            .map_err(CallError::Io)?;
+        match read_frame(stream, max).await.map_err(CallError::Io)? {
+            Some(Response::WrongNode { this }) => Err(CallError::Io(io::Error::other(format!(
+                "{} is controller {this}, not {}",
+                self.addr, self.target
+            )))),
+            Some(r) => Ok(r),
+            None => Err(CallError::Io(io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Connect(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Io(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let e = io::Error::other(format!("controller {} answered another RPC", self.target));
+        RPCError::Network(NetworkError::new(&e))
+    }
+
+    // The error type is openraft's, fixed by the `RaftNetwork` trait.
+    #[allow(clippy::result_large_err)]
+    fn remote<T, E: std::error::Error>(
+        &self,
+        r: Result<T, E>,
+    ) -> Result<T, RPCError<NodeId, BasicNode, E>> {
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self
+            .call(Request::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Response::AppendEntries(r)) => self.remote(r),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(Request::InstallSnapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(Response::InstallSnapshot(r)) => self.remote(r),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(Request::Vote(rpc), option.hard_ttl()).await {
+            Ok(Response::Vote(r)) => self.remote(r),
+            Ok(_) => Err(self.unexpected()),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+}
+
+/// Accepts controller connections and serves their RPCs until the runtime stops.
+pub async fn serve(listener: TcpListener, raft: Raft, node_id: NodeId, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "controller listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many controller connections; closing one");
+            continue;
+        };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve_connection(stream, &raft, node_id, limits).await {
+                tracing::debug!(%peer, error = %e, "controller connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: &Raft,
+    node_id: NodeId,
+    limits: Limits,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let max = limits.max_frame_bytes;
+    loop {
+        let next = tokio::time::timeout(
+            limits.idle_timeout,
+            read_frame::<_, Envelope>(&mut stream, max),
+        );
+        let envelope = match next.await {
+            Ok(Ok(Some(e))) => e,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()), // idle
+        };
+        let response = if envelope.to != node_id {
+            Response::WrongNode { this: node_id }
+        } else {
+            match envelope.request {
+                Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
+                Request::Vote(r) => Response::Vote(raft.vote(r).await),
+                Request::InstallSnapshot(r) => {
+                    Response::InstallSnapshot(raft.install_snapshot(r).await)
+                }
+            }
+        };
+        let write = write_frame(&mut stream, &response, max);
+        tokio::time::timeout(limits.idle_timeout, write)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    }
+}
