@@ -93,6 +93,8 @@ pub struct QuorumStatus {
     pub last_applied: Option<u64>,
     /// The last index covered by the newest snapshot.
     pub snapshot_index: Option<u64>,
+    /// The last index removed from the log (in a snapshot): the log starts after it.
+    pub purged_index: Option<u64>,
     pub voters: BTreeSet<NodeId>,
     /// On the leader: the last index each voter is known to hold.
     pub replicated: BTreeMap<NodeId, Option<u64>>,
@@ -293,6 +295,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
             commit_index,
             last_applied: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
             replicated,
         })
