@@ -40,6 +40,8 @@ pub struct QuorumConfig {
     pub segment_bytes: u64,
     /// Incoming controller connections served at once.
     pub max_connections: usize,
+    /// The largest snapshot accepted from a leader (it is received in memory).
+    pub max_snapshot_bytes: u64,
 }
 
 /// A configuration that cannot work.
@@ -65,6 +67,7 @@ impl QuorumConfig {
             subscriber_queue: 4096,
             segment_bytes: 64 << 20,
             max_connections: 64,
+            max_snapshot_bytes: 1 << 30,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// An incoming connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// Snapshot chunks reaching past this offset are refused.
+    pub max_snapshot_bytes: u64,
 }
 
 /// Creates one [`Connection`] per target; openraft asks for them as it needs them.
@@ -201,8 +203,14 @@ pub async fn serve(listener: TcpListener, raft: Raft, node_id: NodeId, limits: L
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve_connection(stream, &raft, node_id, limits).await {
-                tracing::debug!(%peer, error = %e, "controller connection closed");
+            match serve_connection(stream, &raft, node_id, limits).await {
+                Ok(()) => {}
+                // A peer that breaks the protocol or the limits is worth an operator's
+                // attention; resets and timeouts are routine.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    tracing::warn!(%peer, error = %e, "controller connection refused")
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "controller connection closed"),
             }
         });
     }
@@ -234,6 +242,17 @@ async fn serve_connection(
                 Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
                 Request::Vote(r) => Response::Vote(raft.vote(r).await),
                 Request::InstallSnapshot(r) => {
+                    // openraft collects the chunks in memory: bound the total.
+                    let end = r.offset.saturating_add(r.data.len() as u64);
+                    if end > limits.max_snapshot_bytes {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "snapshot chunk ends at byte {end}, over the {}-byte limit",
+                                limits.max_snapshot_bytes
+                            ),
+                        ));
+                    }
                     Response::InstallSnapshot(raft.install_snapshot(r).await)
                 }
             }

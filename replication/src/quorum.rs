@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use tokio::sync::{oneshot, Semaphore};
@@ -46,6 +46,9 @@ pub enum ProposeError {
     /// A record whose encoding does not decode (a value the definitions cannot carry).
     #[error("record {index} of the proposal does not round-trip: {reason}")]
     Invalid { index: usize, reason: String },
+    /// The leader could not confirm its leadership with a quorum of voters.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
     /// The controller is stopping or stopped; the proposal may or may not commit.
     #[error("the controller stopped: {0}")]
     Stopped(String),
@@ -246,6 +249,30 @@ impl<M: MetadataStateMachine> Quorum<M> {
         }
     }
 
+    /// Waits until this controller is confirmed leader by a quorum and its state
+    /// includes every record committed before the call; returns the index it is
+    /// applied up to. The active controller calls this before validating a request
+    /// against its state (after a leader change the state may still lag the log).
+    pub async fn read_barrier(&self) -> Result<Option<u64>, ProposeError> {
+        let raft = self.raft.clone();
+        let read = self
+            .runtime
+            .spawn(async move { raft.ensure_linearizable().await });
+        match read.await {
+            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ProposeError::NoQuorum(e.to_string()))
+            }
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
     /// Follows the committed records: the first event is the current state
     /// ([`Committed::Snapshot`]), then every committed batch in log order. A subscriber
     /// that leaves `subscriber_queue` events unread is dropped (its channel closes) and
@@ -430,6 +457,7 @@ async fn start_raft<M: MetadataStateMachine>(
         max_frame_bytes: config.max_frame_bytes,
         max_connections: config.max_connections,
         idle_timeout: config.election_timeout_max * 30,
+        max_snapshot_bytes: config.max_snapshot_bytes,
     };
     let addr = config.listen_addr()?.to_string();
     let listen_error = |source| StartError::Listen {

@@ -292,3 +292,100 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use spate_net::metadata_records::{MetadataRecord, NoOpRecord};
+
+    use super::*;
+
+    /// Counts applied records.
+    #[derive(Default)]
+    struct Count(usize);
+
+    impl MetadataStateMachine for Count {
+        fn apply(&mut self, _index: u64, records: &[ApiMessageAndVersion]) {
+            self.0 += records.len();
+        }
+        fn snapshot_records(&self) -> Vec<ApiMessageAndVersion> {
+            let noop = ApiMessageAndVersion::latest(MetadataRecord::NoOp(NoOpRecord {}));
+            vec![noop; self.0]
+        }
+        fn restore(&mut self, records: &[ApiMessageAndVersion]) {
+            self.0 = records.len();
+        }
+    }
+
+    fn entry(index: u64) -> Entry {
+        let noop = ApiMessageAndVersion::latest(MetadataRecord::NoOp(NoOpRecord {}));
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(MetadataBatch {
+                records: vec![noop.to_bytes()],
+            }),
+        }
+    }
+
+    #[test]
+    fn subscribers_get_the_state_then_batches_and_laggards_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut sm, shared) = StateMachineStore::open(dir.path(), Count::default()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(sm.apply(vec![entry(1)])).expect("apply");
+        let keeps_up = subscribe(&shared, 8);
+        let lags = subscribe(&shared, 2);
+        rt.block_on(sm.apply(vec![entry(2), entry(3)]))
+            .expect("apply");
+
+        let events: Vec<Committed> = keeps_up.try_iter().collect();
+        assert_eq!(events.len(), 3);
+        assert!(
+            matches!(&events[0], Committed::Snapshot { index: Some(1), records } if records.len() == 1)
+        );
+        assert!(matches!(
+            &events[1],
+            Committed::Batch {
+                index: 2,
+                term: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &events[2],
+            Committed::Batch {
+                index: 3,
+                term: 1,
+                ..
+            }
+        ));
+
+        // The second queue held two events (the state and batch 2); batch 3 found it
+        // full, so that subscriber was dropped: it drains and then sees the end.
+        assert_eq!(lags.try_iter().count(), 2);
+        assert!(matches!(
+            lags.try_recv(),
+            Err(flume::TryRecvError::Disconnected)
+        ));
+        assert_eq!(lock(&shared).subscribers.len(), 1);
+    }
+
+    #[test]
+    fn an_undecodable_committed_record_is_a_storage_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut sm, _shared) =
+            StateMachineStore::open(dir.path(), Count::default()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let bad = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), 1),
+            payload: EntryPayload::Normal(MetadataBatch {
+                records: vec![Bytes::from_static(&[9, 9, 9])],
+            }),
+        };
+        assert!(rt.block_on(sm.apply(vec![bad])).is_err());
+    }
+}

@@ -326,6 +326,22 @@ fn leader_failover_loses_no_committed_record() {
         assert_ne!(second, first);
         let took = stopped_at.elapsed();
         assert!(took < Duration::from_secs(5), "new leader after {took:?}");
+        // Once the new leader's state is up to date, it holds everything committed
+        // under the old one, in order.
+        let applied = within("barrier", cluster.q(second).read_barrier())
+            .await
+            .expect("read barrier");
+        assert!(applied > Some(p1[9].index), "{applied:?}");
+        assert_eq!(cluster.nodes[second].topics.names(), before);
+        let follower = cluster
+            .running()
+            .into_iter()
+            .find(|&i| i != second)
+            .expect("follower");
+        assert!(matches!(
+            cluster.q(follower).read_barrier().await,
+            Err(ProposeError::NotLeader { leader: Some((id, _)) }) if id == second as u64 + 1
+        ));
 
         let after = names_range("b", 10);
         let p2 = cluster.propose(second, &after).await;
