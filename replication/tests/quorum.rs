@@ -207,6 +207,29 @@ impl Drop for Cluster {
     }
 }
 
+/// Half an entry: a length of 200 and a checksum, then only two bytes.
+const TORN: &[u8] = &[200, 0, 0, 0, 1, 2, 3, 4, 5, 6];
+
+/// Appends [`TORN`] to the newest log segment under a controller directory; returns
+/// the segment and where the torn entry starts.
+fn tear_log_tail(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    use std::io::Write;
+    let log = dir.join("log");
+    let newest = std::fs::read_dir(&log)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a segment");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .expect("open segment");
+    let at = f.metadata().expect("stat").len() as usize;
+    f.write_all(TORN).expect("tear");
+    (newest, at)
+}
+
 fn names_range(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -354,9 +377,18 @@ fn leader_failover_loses_no_committed_record() {
             cluster.wait_applied(i, &all).await;
         }
 
-        // The old leader comes back from its directory and catches up.
+        // The old leader comes back from its directory and catches up, even with a
+        // torn write at the end of its log (as a crash in the middle of an append
+        // leaves): the torn entry is cut at start-up.
+        let (segment, torn_at) = tear_log_tail(&cluster.nodes[first].config.dir);
         cluster.restart(first);
         cluster.wait_applied(first, &all).await;
+        let bytes = std::fs::read(&segment).expect("segment");
+        assert_ne!(
+            bytes.get(torn_at..torn_at + TORN.len()),
+            Some(TORN),
+            "torn entry kept"
+        );
         let s = cluster.q(first).status().await.expect("status");
         assert_eq!(s.last_applied, Some(p2[9].index));
     });
@@ -534,5 +566,33 @@ fn a_single_voter_quorum_works_and_restarts() {
         let mut all = first.clone();
         all.push("after".into());
         cluster.wait_applied(0, &all).await;
+    });
+}
+
+#[test]
+fn five_voters_commit_with_two_down() {
+    let mut cluster = Cluster::start(5, |_| {});
+    run(async {
+        let leader = cluster.leader().await;
+        let first = names_range("f", 3);
+        cluster.propose(leader, &first).await;
+        // Two followers stop: three of five still form a quorum.
+        let followers: Vec<usize> = (0..5).filter(|&i| i != leader).take(2).collect();
+        for &i in &followers {
+            cluster.stop(i);
+        }
+        let second = names_range("g", 3);
+        let p = cluster.propose(leader, &second).await;
+        assert_consecutive(&p);
+        let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        for i in cluster.running() {
+            cluster.wait_applied(i, &all).await;
+        }
+        for &i in &followers {
+            cluster.restart(i);
+        }
+        for i in 0..5 {
+            cluster.wait_applied(i, &all).await;
+        }
     });
 }
