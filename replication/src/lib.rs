@@ -6,19 +6,19 @@
 //!   what is committed, `status` for DescribeQuorum and metrics.
 //! * [`MetadataStateMachine`]: the application's metadata state that the quorum
 //!   applies committed records to and snapshots.
-//! * Storage: the Raft log and vote ([`log_store`]) and snapshots ([`snapshot`]) in a
-//!   directory; transport: length-prefixed frames over TCP ([`rpc`], [`network`]).
+//! * Storage: the Raft log and vote (`log_store`) and snapshots (`snapshot`) in a
+//!   directory; transport: length-prefixed frames over TCP (`rpc`, `network`).
 //!
 //! Records are Kafka's KRaft metadata records, framed as Kafka frames them
 //! ([`spate_net::metadata_frame::ApiMessageAndVersion`]).
 
 pub mod config;
 mod files;
-pub mod log_store;
-pub mod network;
+mod log_store;
+mod network;
 pub mod quorum;
-pub mod rpc;
-pub mod snapshot;
+mod rpc;
+mod snapshot;
 pub mod state_machine;
 pub mod types;
 
