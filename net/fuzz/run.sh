@@ -26,7 +26,7 @@ if ! "${FUZZ[@]}" build; then
     exit 1
 fi
 
-TARGETS=(decode_request decode_response record_batch)
+TARGETS=(decode_request decode_response record_batch metadata_record)
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus/$t"
     # Seed the corpus with the committed seeds and, for requests, the captured frames.
