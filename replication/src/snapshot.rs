@@ -114,25 +114,20 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Opens the snapshot directory; returns the newest snapshot's bytes, if any.
-    pub fn open(dir: &Path) -> io::Result<(SnapshotStore, Option<Vec<u8>>)> {
+    /// Opens the snapshot directory; returns the newest snapshot, decoded, if any.
+    pub fn open(dir: &Path) -> io::Result<(SnapshotStore, Option<Decoded>)> {
         files::create_dir(dir)?;
         let path = dir.join("snapshot");
-        let (bytes, meta) = match std::fs::read(&path) {
-            Ok(b) => {
-                let meta = decode(&b)?.meta;
-                (Some(b), Some(meta))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
+        let newest = match std::fs::read(&path) {
+            Ok(b) => Some(decode(&b)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok((
-            SnapshotStore {
-                path,
-                newest: Mutex::new(meta),
-            },
-            bytes,
-        ))
+        let store = SnapshotStore {
+            path,
+            newest: Mutex::new(newest.as_ref().map(|d| d.meta.clone())),
+        };
+        Ok((store, newest))
     }
 
     /// Stores a snapshot durably unless a newer one is already stored; returns whether
@@ -150,14 +145,13 @@ impl SnapshotStore {
         Ok(true)
     }
 
-    /// The newest snapshot's bytes, if any.
-    pub fn read(&self) -> io::Result<Option<Vec<u8>>> {
-        let _newest = self.newest.lock().expect("snapshot lock poisoned");
-        match std::fs::read(&self.path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The newest snapshot's metadata and bytes, if any.
+    pub fn read(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        let newest = self.newest.lock().expect("snapshot lock poisoned");
+        let Some(meta) = newest.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some((meta.clone(), std::fs::read(&self.path)?)))
     }
 }
 
@@ -217,8 +211,10 @@ mod tests {
         older.last_log_id = Some(LogId::new(CommittedLeaderId::new(3, 1), 41));
         let older_bytes = encode(&older, &[]).expect("encode");
         assert!(!store.store(&older, &older_bytes).expect("store"));
+        assert_eq!(store.read().expect("read"), Some((meta.clone(), bytes)));
         drop(store);
         let (_store, stored) = SnapshotStore::open(dir.path()).expect("open");
-        assert_eq!(stored, Some(bytes));
+        let stored = stored.expect("a snapshot");
+        assert_eq!((stored.meta, stored.records), (meta, records));
     }
 }

@@ -124,8 +124,7 @@ impl<M: MetadataStateMachine> StateMachineStore<M> {
         let (snapshots, newest) = SnapshotStore::open(dir)?;
         let mut last_applied = None;
         let mut membership = StoredMembership::default();
-        if let Some(bytes) = newest {
-            let d = snapshot::decode(&bytes)?;
+        if let Some(d) = newest {
             app.restore(&d.records);
             last_applied = d.meta.last_log_id;
             membership = d.meta.last_membership;
@@ -246,10 +245,9 @@ impl<M: MetadataStateMachine> RaftStateMachine<TypeConfig> for StateMachineStore
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(bytes) = self.snapshots.read().map_err(state_machine_error)? else {
+        let Some((meta, bytes)) = self.snapshots.read().map_err(state_machine_error)? else {
             return Ok(None);
         };
-        let meta = snapshot::decode(&bytes).map_err(state_machine_error)?.meta;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
