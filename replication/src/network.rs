@@ -73,10 +73,17 @@ impl Connection {
         let result = tokio::time::timeout(ttl, self.round_trip(request)).await;
         let result = match result {
             Ok(r) => r,
-            Err(_) => Err(CallError::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no response from controller {} within {ttl:?}", self.target),
-            ))),
+            Err(_) => {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no response from controller {} within {ttl:?}", self.target),
+                );
+                // Still connecting (a peer that drops SYNs): unreachable, back off.
+                Err(match self.stream {
+                    None => CallError::Connect(e),
+                    Some(_) => CallError::Io(e),
+                })
+            }
         };
         if result.is_err() {
             // The stream may hold half a frame: start afresh next time.
