@@ -23,6 +23,6 @@ pub mod state_machine;
 pub mod types;
 
 pub use config::{parse_voters, ConfigError, QuorumConfig};
-pub use quorum::{ProposeError, Proposed, Quorum, QuorumStatus, Role, StartError};
+pub use quorum::{Proposed, Quorum, QuorumError, QuorumStatus, Role, StartError};
 pub use state_machine::{Committed, MetadataStateMachine};
 pub use types::{MetadataBatch, NodeId};

@@ -32,9 +32,9 @@ pub struct Proposed {
     pub term: u64,
 }
 
-/// Why a proposal was not committed.
+/// Why a call to the quorum failed (a proposal, a read barrier, a status query).
 #[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
+pub enum QuorumError {
     /// This controller is not the leader. `leader` is the current one if known (id and
     /// `host:port`): send the proposal there.
     #[error("not the active controller (leader: {leader:?})")]
@@ -183,13 +183,10 @@ impl<M: MetadataStateMachine> Quorum<M> {
 
     /// Appends `records` to the metadata log as one entry and waits until it is
     /// committed and applied here. Only the leader accepts proposals; others answer
-    /// [`ProposeError::NotLeader`] with the leader to send them to.
-    pub async fn propose(
-        &self,
-        records: &[ApiMessageAndVersion],
-    ) -> Result<Proposed, ProposeError> {
+    /// [`QuorumError::NotLeader`] with the leader to send them to.
+    pub async fn propose(&self, records: &[ApiMessageAndVersion]) -> Result<Proposed, QuorumError> {
         if records.is_empty() {
-            return Err(ProposeError::Empty);
+            return Err(QuorumError::Empty);
         }
         let mut framed = Vec::with_capacity(records.len());
         for (index, r) in records.iter().enumerate() {
@@ -198,13 +195,13 @@ impl<M: MetadataStateMachine> Quorum<M> {
             match ApiMessageAndVersion::decode(bytes.clone()) {
                 Ok(back) if back == *r => framed.push(bytes),
                 Ok(_) => {
-                    return Err(ProposeError::Invalid {
+                    return Err(QuorumError::Invalid {
                         index,
                         reason: "decodes to a different record".into(),
                     })
                 }
                 Err(e) => {
-                    return Err(ProposeError::Invalid {
+                    return Err(QuorumError::Invalid {
                         index,
                         reason: e.to_string(),
                     })
@@ -214,7 +211,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
         let batch = MetadataBatch { records: framed };
         let size = batch.size();
         if size > self.max_batch_bytes {
-            return Err(ProposeError::TooLarge {
+            return Err(QuorumError::TooLarge {
                 size,
                 max: self.max_batch_bytes,
             });
@@ -222,8 +219,8 @@ impl<M: MetadataStateMachine> Quorum<M> {
         self.propose_batch(batch).await
     }
 
-    async fn propose_batch(&self, batch: MetadataBatch) -> Result<Proposed, ProposeError> {
-        let stopped = |e: &dyn std::fmt::Display| ProposeError::Stopped(e.to_string());
+    async fn propose_batch(&self, batch: MetadataBatch) -> Result<Proposed, QuorumError> {
+        let stopped = |e: &dyn std::fmt::Display| QuorumError::Stopped(e.to_string());
         let permit = self
             .proposals
             .clone()
@@ -241,7 +238,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
                 term: r.log_id.leader_id.term,
             }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
+                Err(QuorumError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                 })
             }
@@ -253,7 +250,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
     /// includes every record committed before the call; returns the index it is
     /// applied up to. The active controller calls this before validating a request
     /// against its state (after a leader change the state may still lag the log).
-    pub async fn read_barrier(&self) -> Result<Option<u64>, ProposeError> {
+    pub async fn read_barrier(&self) -> Result<Option<u64>, QuorumError> {
         let raft = self.raft.clone();
         let read = self
             .runtime
@@ -261,15 +258,15 @@ impl<M: MetadataStateMachine> Quorum<M> {
         match read.await {
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
+                Err(QuorumError::NotLeader {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                 })
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(ProposeError::NoQuorum(e.to_string()))
+                Err(QuorumError::NoQuorum(e.to_string()))
             }
-            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
-            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+            Ok(Err(e)) => Err(QuorumError::Stopped(e.to_string())),
+            Err(e) => Err(QuorumError::Stopped(e.to_string())),
         }
     }
 
@@ -289,7 +286,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
     }
 
     /// The quorum's state as this controller sees it.
-    pub async fn status(&self) -> Result<QuorumStatus, ProposeError> {
+    pub async fn status(&self) -> Result<QuorumStatus, QuorumError> {
         let raft = self.raft.clone();
         let commit = self.runtime.spawn(async move {
             raft.with_raft_state(|st| st.committed.map(|l| l.index))
@@ -297,8 +294,8 @@ impl<M: MetadataStateMachine> Quorum<M> {
         });
         let commit_index = match commit.await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(ProposeError::Stopped(e.to_string())),
-            Err(e) => return Err(ProposeError::Stopped(e.to_string())),
+            Ok(Err(e)) => return Err(QuorumError::Stopped(e.to_string())),
+            Err(e) => return Err(QuorumError::Stopped(e.to_string())),
         };
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
@@ -330,9 +327,9 @@ impl<M: MetadataStateMachine> Quorum<M> {
 
     /// Builds a snapshot now (normally the snapshot policy decides) and waits until it
     /// covers everything applied at the time of the call.
-    pub async fn snapshot(&self) -> Result<(), ProposeError> {
+    pub async fn snapshot(&self) -> Result<(), QuorumError> {
         let raft = self.raft.clone();
-        let stopped = |e: &dyn std::fmt::Display| ProposeError::Stopped(e.to_string());
+        let stopped = |e: &dyn std::fmt::Display| QuorumError::Stopped(e.to_string());
         let done = self.runtime.spawn(async move {
             let applied = raft.metrics().borrow().last_applied;
             raft.trigger().snapshot().await?;

@@ -13,7 +13,7 @@ use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::{MetadataRecord, NoOpRecord, TopicRecord};
 use spate_net::Uuid;
 use spate_replication::{
-    Committed, MetadataStateMachine, ProposeError, Proposed, Quorum, QuorumConfig, Role,
+    Committed, MetadataStateMachine, Proposed, Quorum, QuorumConfig, QuorumError, Role,
 };
 
 /// Generous bound for anything that should take well under a second.
@@ -310,7 +310,7 @@ fn three_voters_elect_commit_and_apply_in_the_same_order() {
         // Followers refuse proposals and name the leader.
         let follower = (leader + 1) % 3;
         match cluster.q(follower).propose(&[topic("x")]).await {
-            Err(ProposeError::NotLeader {
+            Err(QuorumError::NotLeader {
                 leader: Some((id, addr)),
             }) => {
                 assert_eq!(id, leader as u64 + 1);
@@ -363,7 +363,7 @@ fn leader_failover_loses_no_committed_record() {
             .expect("follower");
         assert!(matches!(
             cluster.q(follower).read_barrier().await,
-            Err(ProposeError::NotLeader { leader: Some((id, _)) }) if id == second as u64 + 1
+            Err(QuorumError::NotLeader { leader: Some((id, _)) }) if id == second as u64 + 1
         ));
 
         let after = names_range("b", 10);
@@ -543,14 +543,14 @@ fn a_single_voter_quorum_works_and_restarts() {
 
         assert!(matches!(
             cluster.q(0).propose(&[]).await,
-            Err(ProposeError::Empty)
+            Err(QuorumError::Empty)
         ));
         let big: Vec<ApiMessageAndVersion> = (0..200_000)
             .map(|_| ApiMessageAndVersion::latest(MetadataRecord::NoOp(NoOpRecord {})))
             .collect();
         assert!(matches!(
             cluster.q(0).propose(&big).await,
-            Err(ProposeError::TooLarge { .. })
+            Err(QuorumError::TooLarge { .. })
         ));
 
         cluster.stop(0);
