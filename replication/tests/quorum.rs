@@ -596,3 +596,51 @@ fn five_voters_commit_with_two_down() {
         }
     });
 }
+
+#[test]
+fn concurrent_proposals_from_many_threads_all_commit_once() {
+    let cluster = Cluster::start(3, |c| c.max_inflight_proposals = 4);
+    let leader = {
+        let mut leader = None;
+        run(async { leader = Some(cluster.leader().await) });
+        leader.expect("leader")
+    };
+    // Four threads, each with its own runtime (as shards have), each with 25
+    // proposals in flight at once: far more than the 4 the controller admits.
+    let results: Vec<(u64, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let q = cluster.q(leader);
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    run(async {
+                        let names = names_range(&format!("c{t}-"), 25);
+                        let records: Vec<[ApiMessageAndVersion; 1]> =
+                            names.iter().map(|n| [topic(n)]).collect();
+                        let proposals = records.iter().map(|r| q.propose(r));
+                        let done =
+                            within("proposals", futures_util::future::join_all(proposals)).await;
+                        for (n, p) in names.iter().zip(done) {
+                            out.push((p.expect("proposal").index, n.clone()));
+                        }
+                    });
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut by_index = results.clone();
+    by_index.sort();
+    by_index.dedup_by_key(|(i, _)| *i);
+    assert_eq!(by_index.len(), 100, "indexes must be distinct");
+    let in_log_order: Vec<String> = by_index.into_iter().map(|(_, n)| n).collect();
+    run(async {
+        for i in 0..3 {
+            cluster.wait_applied(i, &in_log_order).await;
+        }
+    });
+}
