@@ -2,9 +2,9 @@
 //!
 //! * AVRO: parsed by `apache-avro` (references resolved); compatibility by Avro's
 //!   resolution rules (`avro.rs`).
-//! * JSON (JSON Schema): must be a JSON object or boolean; stored compact with sorted
-//!   keys. Compatibility: `json_schema.rs` (a conservative analysis; schemas whose
-//!   references differ are compatible only when their texts are equal).
+//! * JSON (JSON Schema): must be a JSON object or boolean whose `$ref`s all resolve
+//!   (within the document or to its references); stored compact with sorted keys.
+//!   Compatibility: `json_schema/`, by Confluent's JSON Schema diff rules.
 //! * PROTOBUF: a `.proto` text, or a base64 `FileDescriptorProto` (what confluent-kafka's
 //!   Python serializer sends); checked for shape (balanced braces and a definition, or
 //!   a well-formed protobuf encoding), not compiled. Compatibility: `protobuf.rs` (a
@@ -18,21 +18,33 @@ use super::state::{SchemaType, StoredSchema};
 
 pub enum Parsed {
     Avro(Box<AvroSchema>),
-    Json(serde_json::Value),
+    Json(Box<json_schema::Document>),
     /// The file's model and its references' (`None`: not analysable).
     Protobuf(Option<Box<(protobuf::ProtoFile, Vec<protobuf::ProtoFile>)>>),
 }
 
-/// Parse a schema given by a client: its stored text and parsed form.
+/// The distinct texts of resolved references (name, text), in order.
+pub fn texts(references: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(references.len());
+    for (_, text) in references {
+        if !out.contains(text) {
+            out.push(text.clone());
+        }
+    }
+    out
+}
+
+/// Parse a schema given by a client: its stored text and parsed form. `references`:
+/// the schemas its references name (transitively), with their reference names.
 pub fn prepare(
     schema_type: SchemaType,
     text: &str,
-    references: &[String],
+    references: &[(String, String)],
     normalize: bool,
 ) -> Result<(String, Parsed), ApiError> {
     match schema_type {
         SchemaType::Avro => {
-            let parsed = avro::parse(text, references).map_err(ApiError::invalid_schema)?;
+            let parsed = avro::parse(text, &texts(references)).map_err(ApiError::invalid_schema)?;
             let stored = if normalize {
                 avro::normalized_form(&parsed)
             } else {
@@ -51,14 +63,16 @@ pub fn prepare(
             }
             let stored = serde_json::to_string(&value)
                 .map_err(|e| ApiError::invalid_schema(format!("Invalid schema: {e}")))?;
-            Ok((stored, Parsed::Json(value)))
+            let doc = json_schema::Document::new(value, references)
+                .map_err(|e| ApiError::invalid_schema(format!("Invalid schema: {e}")))?;
+            Ok((stored, Parsed::Json(Box::new(doc))))
         }
         SchemaType::Protobuf => {
             check_protobuf(text).map_err(ApiError::invalid_schema)?;
             let model = proto_model(text).and_then(|file| {
                 let refs = references
                     .iter()
-                    .map(|r| proto_model(r))
+                    .map(|(_, r)| proto_model(r))
                     .collect::<Option<Vec<_>>>()?;
                 Some(Box::new((file, refs)))
             });
@@ -72,11 +86,11 @@ pub fn prepare(
     }
 }
 
-/// Parse a stored schema (its references' texts given).
+/// Parse a stored schema (its resolved references given).
 pub fn parse(
     schema_type: SchemaType,
     text: &str,
-    references: &[String],
+    references: &[(String, String)],
 ) -> Result<Parsed, ApiError> {
     prepare(schema_type, text, references, false).map(|(_, p)| p)
 }
@@ -88,9 +102,7 @@ pub fn incompatibilities(
 ) -> Vec<String> {
     match (reader.1, writer.1) {
         (Parsed::Avro(r), Parsed::Avro(w)) => avro::incompatibilities(r, w),
-        (Parsed::Json(r), Parsed::Json(w)) if reader.0.references == writer.0.references => {
-            json_schema::incompatibilities(r, w)
-        }
+        (Parsed::Json(r), Parsed::Json(w)) => json_schema::incompatibilities(r, w),
         (Parsed::Protobuf(Some(r)), Parsed::Protobuf(Some(w))) => {
             protobuf::incompatibilities(&r.0, &r.1, &w.0, &w.1)
         }

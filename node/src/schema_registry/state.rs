@@ -244,7 +244,7 @@ impl State {
                 SchemaType::Avro => self
                     .resolve_references(&v.references, 0)
                     .ok()
-                    .and_then(|refs| avro::parse(&text, &refs).ok())
+                    .and_then(|refs| avro::parse(&text, &formats::texts(&refs)).ok())
                     .and_then(|p| avro::record_name(&p)),
                 _ => None,
             };
@@ -524,18 +524,19 @@ impl State {
 
     // ---- schemas: parsing and resolution ---------------------------------------
 
-    /// The texts of the schemas `references` name (and theirs, first), in dependency
-    /// order, without repeats. Each (subject, version) is visited once, so shared
-    /// references cost nothing more.
+    /// The schemas `references` name (and theirs, first), in dependency order, each
+    /// with the name it is referenced by (a schema referenced under two names comes
+    /// twice). Each (subject, version) is visited once, so shared references cost
+    /// nothing more.
     fn resolve_references(
         &self,
         references: &[Reference],
         depth: usize,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<(String, String)>, ApiError> {
         let mut seen = HashSet::new();
-        let mut texts = HashSet::new();
+        let mut named = HashSet::new();
         let mut out = Vec::new();
-        self.resolve_into(references, depth, &mut seen, &mut texts, &mut out)?;
+        self.resolve_into(references, depth, &mut seen, &mut named, &mut out)?;
         Ok(out)
     }
 
@@ -544,8 +545,8 @@ impl State {
         references: &[Reference],
         depth: usize,
         seen: &mut HashSet<(String, i32)>,
-        texts: &mut HashSet<Arc<str>>,
-        out: &mut Vec<String>,
+        named: &mut HashSet<(String, Arc<str>)>,
+        out: &mut Vec<(String, String)>,
     ) -> Result<(), ApiError> {
         if depth > MAX_REFERENCE_DEPTH {
             return Err(ApiError::invalid_schema(
@@ -561,12 +562,11 @@ impl State {
                         r.name, r.subject, r.version
                     ))
                 })?;
-            if !seen.insert((v.subject.clone(), v.version)) {
-                continue;
+            if seen.insert((v.subject.clone(), v.version)) {
+                self.resolve_into(&v.schema.references, depth + 1, seen, named, out)?;
             }
-            self.resolve_into(&v.schema.references, depth + 1, seen, texts, out)?;
-            if texts.insert(v.schema.schema.clone()) {
-                out.push(v.schema.schema.to_string());
+            if named.insert((r.name.clone(), v.schema.schema.clone())) {
+                out.push((r.name.clone(), v.schema.schema.to_string()));
             }
         }
         Ok(())
@@ -1448,12 +1448,12 @@ mod tests {
                 s.plan_register(&format!("s{k}"), &json(refs), None)
             });
         }
-        assert_eq!(
-            s.resolve_references(&s.version("s30", None, false).unwrap().schema.references, 0)
-                .unwrap()
-                .len(),
-            1
-        );
+        let resolved = s
+            .resolve_references(&s.version("s30", None, false).unwrap().schema.references, 0)
+            .unwrap();
+        // One schema, under the two names it is referenced by.
+        assert_eq!(formats::texts(&resolved).len(), 1);
+        assert_eq!(resolved.len(), 2);
         // Past MAX_REFERENCE_DEPTH levels a chain is refused.
         for k in 31..=MAX_REFERENCE_DEPTH + 2 {
             let refs = vec![Reference {
