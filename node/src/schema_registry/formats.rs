@@ -7,8 +7,10 @@
 //!   Compatibility: `json_schema/`, by Confluent's JSON Schema diff rules.
 //! * PROTOBUF: a `.proto` text, or a base64 `FileDescriptorProto` (what confluent-kafka's
 //!   Python serializer sends); checked for shape (balanced braces and a definition, or
-//!   a well-formed protobuf encoding), not compiled. Compatibility: `protobuf.rs` (a
-//!   schema it cannot read is compatible only with an identical one).
+//!   a well-formed protobuf encoding), then, when Spate's parser reads it, compiled
+//!   (`protobuf/compile.rs`: names resolve, numbers and names are unique and allowed).
+//!   Compatibility: `protobuf/` (a schema it cannot read is compatible only with an
+//!   identical one).
 
 use super::avro::{self, AvroSchema};
 use super::error::ApiError;
@@ -76,6 +78,16 @@ pub fn prepare(
                     .collect::<Option<Vec<_>>>()?;
                 Some(Box::new((file, refs)))
             });
+            // A schema Spate can read must compile; one it cannot is only shape-checked.
+            if let Some(m) = &model {
+                let named: Vec<(&str, &protobuf::ProtoFile)> = references
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .zip(m.1.iter())
+                    .collect();
+                protobuf::check(&m.0, &named)
+                    .map_err(|e| ApiError::invalid_schema(format!("Invalid schema: {e}")))?;
+            }
             let stored = if normalize {
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             } else {
