@@ -94,6 +94,10 @@ impl Differ<'_, '_> {
 
     fn tuples(&mut self, out: &mut Vec<Issue>, o: At, u: At, a: &ArrayNode, b: &ArrayNode) {
         let longest = a.tuple.len().max(b.tuple.len());
+        if !self.charge(longest) {
+            note(out, "", ANALYSIS_LIMIT_REACHED);
+            return;
+        }
         for i in 0..longest {
             let mut here = Vec::new();
             match (a.tuple.get(i), b.tuple.get(i)) {

@@ -18,8 +18,9 @@ use super::graph::{Criterion, Entry, Graph, Node, NodeId, NumberNode, StringNode
 use super::kind::Kind;
 use super::matching;
 
-/// Most node pairs compared in one check (all passes together).
-const MAX_STEPS: usize = 100_000;
+/// Most work in one check (all passes together), in node pairs compared plus the
+/// properties, items, branches and enum values walked.
+const MAX_STEPS: usize = 1_000_000;
 /// Deepest nesting of comparisons (recursive schemas can nest deeper than the
 /// graphs' own depth when their cycles are out of step).
 const MAX_DEPTH: usize = 128;
@@ -173,6 +174,16 @@ impl<'g, 'a> Differ<'g, 'a> {
         out
     }
 
+    /// Count `work` against the budget; false (and the result marked inexact) once
+    /// it is spent.
+    pub fn charge(&mut self, work: usize) -> bool {
+        self.steps = self.steps.saturating_add(work);
+        if self.steps > MAX_STEPS {
+            self.limited = true;
+        }
+        !self.limited
+    }
+
     pub fn compare(&mut self, original: At, update: At) -> Vec<Issue> {
         let pair = (original, update);
         if let Some(known) = self.memo.get(&pair) {
@@ -185,13 +196,12 @@ impl<'g, 'a> Differ<'g, 'a> {
             self.optimistic = true;
             return Vec::new();
         }
-        if self.limited || self.steps >= MAX_STEPS || self.depth >= MAX_DEPTH {
+        if !self.charge(1) || self.depth >= MAX_DEPTH {
             self.limited = true;
             let mut out = Vec::new();
             note(&mut out, "", Kind::ANALYSIS_LIMIT_REACHED);
             return out;
         }
-        self.steps += 1;
         self.depth += 1;
         self.stack.insert(pair);
         let out = self.compare_types(original, update);
@@ -254,7 +264,13 @@ impl<'g, 'a> Differ<'g, 'a> {
             (Node::Const(a), Node::Const(b)) if a != b => {
                 note(&mut out, "/const", Kind::ENUM_ARRAY_CHANGED);
             }
-            (Node::Enum(a), Node::Enum(b)) => enums(&mut out, a, b),
+            (Node::Enum(a), Node::Enum(b)) => {
+                if self.charge(a.len() + b.len()) {
+                    enums(&mut out, a, b);
+                } else {
+                    note(&mut out, "", Kind::ANALYSIS_LIMIT_REACHED);
+                }
+            }
             (Node::Combined(ac, a), Node::Combined(bc, b)) => {
                 self.combined(&mut out, o, u, (*ac, a), (*bc, b));
             }
@@ -298,8 +314,12 @@ impl<'g, 'a> Differ<'g, 'a> {
             }
             note(out, "", Kind::COMBINED_TYPE_EXTENDED);
         }
-        let os = self.distinct(o, os);
-        let us = self.distinct(u, us);
+        if !self.charge(os.len().saturating_mul(us.len())) {
+            note(out, "", Kind::ANALYSIS_LIMIT_REACHED);
+            return;
+        }
+        let os = distinct(self.graphs[o.side], os);
+        let us = distinct(self.graphs[u.side], us);
         if os.len() < us.len() {
             let kind = if uc == Criterion::All {
                 Kind::PRODUCT_TYPE_EXTENDED
@@ -337,21 +357,6 @@ impl<'g, 'a> Differ<'g, 'a> {
         }
     }
 
-    /// Branches with repeats (the same node, or equal JSON) left out.
-    fn distinct(&self, at: At, subs: &[NodeId]) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = Vec::with_capacity(subs.len());
-        for &s in subs {
-            let raw = self.entry(Self::same_side(at, s)).raw;
-            let repeat = out.iter().any(|&t| {
-                t == s || (raw.is_some() && raw == self.entry(Self::same_side(at, t)).raw)
-            });
-            if !repeat {
-                out.push(s);
-            }
-        }
-        out
-    }
-
     /// Whether `pattern` (a `patternProperties` key) finds a match in `name`. A pattern
     /// Rust's regex engine cannot compile (lookaround, backreferences, too large)
     /// matches nothing.
@@ -364,6 +369,20 @@ impl<'g, 'a> Differ<'g, 'a> {
         });
         re.as_ref().is_some_and(|re| re.is_match(name))
     }
+}
+
+/// Branches with repeats (the same node, or equal JSON) left out.
+fn distinct(graph: &Graph<'_>, subs: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = HashSet::new();
+    let mut texts = HashSet::new();
+    subs.iter()
+        .copied()
+        .filter(|&s| ids.insert(s))
+        .filter(|&s| match graph.nodes[s].raw {
+            Some(raw) => texts.insert(raw.to_string()),
+            None => true,
+        })
+        .collect()
 }
 
 fn strings(out: &mut Vec<Issue>, o: &StringNode, u: &StringNode) {
@@ -483,8 +502,10 @@ fn numbers(out: &mut Vec<Issue>, o: &NumberNode, u: &NumberNode) {
 }
 
 fn enums(out: &mut Vec<Issue>, o: &[&Value], u: &[&Value]) {
-    let covers = |a: &[&Value], b: &[&Value]| b.iter().all(|v| a.contains(v));
-    let (up, down) = (covers(u, o), covers(o, u));
+    // Compared as sets, by their JSON text (linear, however many values).
+    let set = |v: &[&Value]| v.iter().map(|x| x.to_string()).collect::<HashSet<_>>();
+    let (o, u) = (set(o), set(u));
+    let (up, down) = (u.is_superset(&o), o.is_superset(&u));
     let kind = match (up, down) {
         (true, true) => return,
         (true, false) => Kind::ENUM_ARRAY_EXTENDED,

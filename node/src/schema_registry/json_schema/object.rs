@@ -96,6 +96,10 @@ impl Differ<'_, '_> {
 
     fn properties(&mut self, out: &mut Vec<Issue>, o: At, u: At, a: &ObjectNode, b: &ObjectNode) {
         let names: BTreeSet<&String> = a.properties.keys().chain(b.properties.keys()).collect();
+        if !self.charge(names.len()) {
+            note(out, "", ANALYSIS_LIMIT_REACHED);
+            return;
+        }
         for name in names {
             let path = format!("/properties/{name}");
             let mut here = Vec::new();

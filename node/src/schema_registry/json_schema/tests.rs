@@ -511,6 +511,17 @@ fn hostile_comparisons_are_bounded() {
     let (old, new) = (doc(wide("string")), doc(wide("integer")));
     let why = incompatibilities(&new, &old);
     assert!(!why.is_empty());
+    // Large enums compare as sets, in linear time.
+    let values = |n: usize| json!({"enum": (0..n).collect::<Vec<_>>()});
+    assert_eq!(verdicts(values(50_000), values(50_001)), BACKWARD);
+    // Wide unions of distinct branches: the work is bounded, the answer incompatible.
+    let consts =
+        |n: usize| json!({"anyOf": (0..n).map(|i| json!({"const": i})).collect::<Vec<_>>()});
+    let why = incompatibilities(&doc(consts(20_001)), &doc(consts(20_000)));
+    assert!(
+        why.iter().any(|w| w.contains("ANALYSIS_LIMIT_REACHED")),
+        "{why:?}"
+    );
     // Mutually recursive definitions converge.
     let rec = |t: &str| {
         json!({
