@@ -269,6 +269,33 @@ def _obj(props, closed=False, required=()):
     return json.dumps(s)
 
 
+S_STR, S_INT, S_NUM, S_BOOL = ({"type": t} for t in ("string", "integer", "number", "boolean"))
+
+
+def _with_def(definition):
+    return {"definitions": {"v": definition}, "type": "object",
+            "properties": {"v": {"$ref": "#/definitions/v"}}}
+
+
+def _tree(leaf):
+    return {"$defs": {"node": {"type": "object", "properties": {
+        "value": {"type": leaf},
+        "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node"}
+
+
+def _patterned(props):
+    return {"type": "object", "properties": {"a": S_STR, **props},
+            "patternProperties": {"^x_": S_STR}, "additionalProperties": False}
+
+
+def _tuple(items, open_):
+    s = {"type": "array", "items": items}
+    if not open_:
+        s["additionalItems"] = False
+    return s
+
+
 P_A = {"a": {"type": "string"}}
 P_AB = {"a": {"type": "string"}, "b": {"type": "integer"}}
 
@@ -286,6 +313,52 @@ JSON_EVOLUTIONS = [
     ("number to integer, forward", _obj({"a": {"type": "number"}}),
      _obj({"a": {"type": "integer"}}), "FORWARD", True),
     ("add property, open model, none", _obj(P_A), _obj(P_AB), "NONE", True),
+] + [
+    # Combinators, references, patterns, tuples and dependencies, by Confluent's
+    # json.diff rules (SUM_TYPE_EXTENDED, PRODUCT_TYPE_NARROWED, NOT_TYPE_NARROWED, ...).
+    (name, json.dumps(old), json.dumps(new), level, accepted)
+    for name, old, new, level, accepted in [
+        ("oneOf branch added", {"oneOf": [S_STR, S_INT]}, {"oneOf": [S_STR, S_INT, S_BOOL]},
+         "BACKWARD", True),
+        ("oneOf branch added, forward", {"oneOf": [S_STR, S_INT]},
+         {"oneOf": [S_STR, S_INT, S_BOOL]}, "FORWARD", False),
+        ("anyOf branch removed", {"anyOf": [S_STR, S_INT]}, {"anyOf": [S_STR]}, "BACKWARD",
+         False),
+        ("anyOf branch widened", {"anyOf": [S_STR, S_INT]}, {"anyOf": [S_INT, S_NUM]},
+         "FULL", False),
+        ("oneOf to anyOf", {"oneOf": [S_STR, S_INT]}, {"anyOf": [S_STR, S_INT]}, "BACKWARD", True),
+        ("anyOf to oneOf", {"anyOf": [S_STR, S_INT]}, {"oneOf": [S_STR, S_INT]}, "BACKWARD",
+         False),
+        ("allOf part removed", {"allOf": [S_STR, {"maxLength": 9}]}, {"allOf": [S_STR]},
+         "BACKWARD", True),
+        ("allOf part added", {"allOf": [S_STR]}, {"allOf": [S_STR, {"maxLength": 9}]},
+         "BACKWARD", False),
+        ("made nullable", S_STR, {"type": ["string", "null"]}, "BACKWARD", True),
+        ("made nullable, full", S_STR, {"type": ["string", "null"]}, "FULL", False),
+        ("not narrowed", {"not": {"type": ["string", "null"]}}, {"not": S_STR}, "BACKWARD", True),
+        ("not extended", {"not": S_STR}, {"not": {"type": ["string", "null"]}}, "BACKWARD",
+         False),
+        ("$ref target widened", _with_def(S_INT), _with_def(S_NUM), "BACKWARD", True),
+        ("$ref target changed", _with_def(S_INT), _with_def(S_STR), "BACKWARD", False),
+        ("recursive $ref widened", _tree("integer"), _tree("number"), "BACKWARD", True),
+        ("recursive $ref narrowed", _tree("number"), _tree("integer"), "BACKWARD", False),
+        ("property covered by patternProperties", _patterned({}),
+         _patterned({"x_b": S_STR}), "BACKWARD", True),
+        ("property not covered by patternProperties", _patterned({}),
+         _patterned({"x_b": S_INT}), "BACKWARD", False),
+        ("tuple item added, closed", _tuple([S_STR], False), _tuple([S_STR, S_INT], False),
+         "BACKWARD", True),
+        ("tuple item added, open", _tuple([S_STR], True), _tuple([S_STR, S_INT], True),
+         "BACKWARD", False),
+        ("tuple item removed, open", _tuple([S_STR, S_INT], True), _tuple([S_STR], True),
+         "BACKWARD", True),
+        ("dependency added", {"type": "object"}, {"type": "object", "dependencies": {"a": ["b"]}},
+         "BACKWARD", False),
+        ("dependency narrowed", {"type": "object", "dependencies": {"a": ["b", "c"]}},
+         {"type": "object", "dependencies": {"a": ["b"]}}, "BACKWARD", True),
+        ("if/then changed (not compared)", {"if": {"required": ["a"]}, "then": {"required": ["b"]}},
+         {"if": {"required": ["a"]}, "then": {"required": ["c"]}}, "FULL", True),
+    ]
 ]
 
 
@@ -304,6 +377,30 @@ def test_json_schema_evolution(sr, name, old, new, level, accepted):
         with pytest.raises(SchemaRegistryError) as e:
             client.register_schema(s, Schema(new, "JSON"))
         assert e.value.error_code == 409
+
+
+def test_json_schema_references_and_invalid_refs(sr):
+    """A $ref to another subject's schema resolves through the registered reference
+    (by its name), and is compared through it; a $ref that resolves nowhere is an
+    invalid schema (42201), as in Confluent."""
+    client = sr.client()
+    addr_s, user_s = subject(), subject()
+    v1 = client.register_schema(addr_s, Schema(json.dumps(S_INT), "JSON"))
+    client.set_compatibility(addr_s, "NONE")
+    client.register_schema(addr_s, Schema(json.dumps(S_STR), "JSON"))
+    user = json.dumps({"type": "object", "properties": {"zip": {"$ref": "addr.json"}}})
+    uid = client.register_schema(
+        user_s, Schema(user, "JSON", [SchemaReference("addr.json", addr_s, 1)]))
+    assert uid != v1
+    # The same text pointing at version 2 (a string instead of an integer).
+    moved = Schema(user, "JSON", [SchemaReference("addr.json", addr_s, 2)])
+    assert client.test_compatibility(user_s, moved) is False
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(subject(), Schema(user, "JSON"))
+    assert (e.value.http_status_code, e.value.error_code) == (422, 42201)
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(subject(), Schema('{"$ref": "#/definitions/none"}', "JSON"))
+    assert (e.value.http_status_code, e.value.error_code) == (422, 42201)
 
 
 PROTO_V1 = """syntax = "proto3";
@@ -333,6 +430,14 @@ PROTO_EVOLUTIONS = [
      "", False),
     ("nested field type changed", "string sku = 1;", "int32 sku = 1;", False),
     ("package changed", "package compat.evo;", "package compat.evo2;", False),
+    ("int64 to bool (varint group)", "int64 id = 1;", "bool id = 1;", True),
+    ("message type renamed", "message Line { string sku = 1; }\n  Line line = 6;",
+     "message Row { string sku = 1; }\n  Row line = 6;", False),
+    ("same type, qualified name", "Line line = 6;", ".compat.evo.Order.Line line = 6;", True),
+    ("field moved out of oneof", "oneof pay { string card = 4; string iban = 5; }",
+     "string card = 4; oneof pay { string iban = 5; }", True),
+    ("fields moved into a oneof", "int64 id = 1;\n  string note = 2;",
+     "oneof both { int64 id = 1; string note = 2; }", False),
 ]
 
 
@@ -352,6 +457,58 @@ def test_protobuf_evolution(sr, name, old, new, accepted):
         with pytest.raises(SchemaRegistryError) as e:
             client.register_schema(s, Schema(changed, "PROTOBUF"))
         assert e.value.error_code == 409
+
+
+PROTO_INVALID = [
+    # (name, schema): what protoc refuses, Confluent answers 42201 "Invalid schema".
+    ("unknown type", "message A { Missing m = 1; }"),
+    ("unknown nested type", "message A { message B {} A.C c = 1; }"),
+    ("duplicate field number", "message A { int32 x = 1; string y = 1; }"),
+    ("duplicate field name", "message A { int32 x = 1; string x = 2; }"),
+    ("field number 0", "message A { int32 x = 0; }"),
+    ("field number too large", "message A { int32 x = 536870912; }"),
+    ("field number in 19000-19999", "message A { int32 x = 19001; }"),
+    ("reserved number", "message A { reserved 3 to 5; int32 x = 4; }"),
+    ("reserved name", 'message A { reserved "x"; int32 x = 1; }'),
+    ("duplicate enum value", "enum E { A = 0; A = 1; }"),
+    ("enum alias without allow_alias", "enum E { A = 0; B = 0; }"),
+    ("proto3 enum not starting at 0", "enum E { A = 1; }"),
+    ("enum values clash in one scope", "enum E { X = 0; } enum F { X = 0; }"),
+    ("required in proto3", "message A { required int32 x = 1; }"),
+    ("float map key", "message A { map<float, string> m = 1; }"),
+    ("import without reference", 'import "other.proto"; message A { int32 x = 1; }'),
+]
+
+
+@pytest.mark.parametrize("name,body", PROTO_INVALID, ids=[c[0] for c in PROTO_INVALID])
+def test_protobuf_schemas_must_compile(sr, name, body):
+    client = sr.client()
+    schema = 'syntax = "proto3";\npackage compat.bad;\n' + body
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(subject(), Schema(schema, "PROTOBUF"))
+    assert (e.value.http_status_code, e.value.error_code) == (422, 42201), name
+    assert "Invalid schema" in e.value.error_message
+
+
+def test_protobuf_references_and_well_known_types(sr):
+    """Types of a referenced file resolve through its import; a well-known import needs
+    no reference; the referenced message is compared through the reference."""
+    client = sr.client()
+    money_s, order_s = subject(), subject()
+    money = 'syntax = "proto3";\npackage compat.shared;\nmessage Money { int64 units = 1; }\n'
+    client.register_schema(money_s, Schema(money, "PROTOBUF"))
+    client.set_compatibility(money_s, "NONE")
+    client.register_schema(money_s, Schema(money.replace("int64", "string"), "PROTOBUF"))
+    order = ('syntax = "proto3";\npackage compat.shop;\nimport "shared/money.proto";\n'
+             'import "google/protobuf/timestamp.proto";\n'
+             'message Order { compat.shared.Money total = 1; google.protobuf.Timestamp at = 2; }\n')
+    client.register_schema(
+        order_s, Schema(order, "PROTOBUF", [SchemaReference("shared/money.proto", money_s, 1)]))
+    with pytest.raises(SchemaRegistryError) as e:
+        client.register_schema(subject(), Schema(order, "PROTOBUF"))
+    assert e.value.error_code == 42201
+    moved = Schema(order, "PROTOBUF", [SchemaReference("shared/money.proto", money_s, 2)])
+    assert client.test_compatibility(order_s, moved) is False
 
 
 def test_protobuf_descriptor_against_text(sr, topic_name):
