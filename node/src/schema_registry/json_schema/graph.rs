@@ -7,10 +7,12 @@
 //!   appear (`properties`, `items`, `minLength`, `minimum`, ...) gives a node;
 //! * `enum`, `const`, `allOf`/`anyOf`/`oneOf`, `not` and `if`/`then`/`else` each give
 //!   a node too, and a schema with several is the (synthetic) `allOf` of them;
-//! * `$ref` stands for the schema it points at (its siblings are ignored, as in draft
-//!   7): a JSON pointer or anchor within the document, or another document (a
-//!   registered reference, by its name or its `$id`). Recursive references make the
-//!   graph cyclic; a `$ref` chain that never reaches a schema is refused.
+//! * `$ref` stands for the schema it points at: a JSON pointer or anchor within the
+//!   document, or another document (a registered reference, by its name or its `$id`).
+//!   Its siblings are ignored up to draft 7; from 2019-09 on (by the document's
+//!   `$schema`) they apply too, the `$ref` becoming one more part of the synthetic
+//!   `allOf`, as Confluent's loader does for those drafts. Recursive references make
+//!   the graph cyclic; a `$ref` chain that never reaches a schema is refused.
 //!
 //! Building is bounded (nesting, node count), so a hostile schema gets an error, not a
 //! stack overflow.
@@ -164,7 +166,30 @@ struct Doc<'a> {
     anchors: HashMap<&'a str, String>,
     /// Other `$id`s within the document to their pointers.
     ids: HashMap<&'a str, String>,
+    /// 2019-09 or later: keywords next to `$ref` apply.
+    ref_siblings: bool,
 }
+
+/// Keywords that do not constrain a document (with `$ref`, they leave it an alias).
+const NOT_CONSTRAINTS: &[&str] = &[
+    "$ref",
+    "$schema",
+    "$id",
+    "id",
+    "$anchor",
+    "$dynamicAnchor",
+    "$defs",
+    "definitions",
+    "$comment",
+    "$vocabulary",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+];
 
 /// Keywords whose values are data, not schemas (not searched for `$id`s).
 const DATA_KEYWORDS: &[&str] = &["enum", "const", "default", "examples"];
@@ -175,6 +200,11 @@ impl<'a> Doc<'a> {
             value: source.value,
             name: source.name,
             base: id_of(source.value),
+            ref_siblings: source
+                .value
+                .get("$schema")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains("2019-09") || s.contains("2020-12")),
             anchors: HashMap::new(),
             ids: HashMap::new(),
         };
@@ -325,7 +355,7 @@ impl<'a> Builder<'a> {
             .value
             .pointer(&ptr)
             .ok_or_else(|| format!("nothing at '#{ptr}'"))?;
-        if value.get("$ref").and_then(Value::as_str).is_some() {
+        if self.is_alias(doc, value) {
             let (target_doc, target_ptr) = self.chase(doc, ptr.clone())?;
             let id = self.node_at(target_doc, target_ptr)?;
             self.at.insert((doc, ptr), id);
@@ -347,19 +377,33 @@ impl<'a> Builder<'a> {
         Ok(id)
     }
 
-    /// The schema a `$ref` at (`doc`, `ptr`) stands for: its target, or the target's
-    /// target while that is a `$ref` too.
+    /// Whether `value` (in document `doc`) only stands for what its `$ref` points at.
+    fn is_alias(&self, doc: usize, value: &Value) -> bool {
+        let constrained =
+            |m: &Map<String, Value>| m.keys().any(|k| !NOT_CONSTRAINTS.contains(&k.as_str()));
+        value.get("$ref").and_then(Value::as_str).is_some()
+            && !(self.docs[doc].ref_siblings && value.as_object().is_some_and(constrained))
+    }
+
+    /// Where the `$ref` at (`doc`, `ptr`) leads: its target, or the target's target
+    /// while that is only a `$ref` too.
     fn chase(&self, mut doc: usize, mut ptr: String) -> Result<(usize, String), String> {
         let mut seen = HashSet::new();
         loop {
-            let value = self.docs[doc].value.pointer(&ptr);
-            let Some(r) = value.and_then(|v| v.get("$ref")).and_then(Value::as_str) else {
-                return Ok((doc, ptr));
-            };
+            let r = self.docs[doc]
+                .value
+                .pointer(&ptr)
+                .and_then(|v| v.get("$ref"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("no $ref at '#{ptr}'"))?;
             if !seen.insert((doc, ptr.clone())) || seen.len() > MAX_BUILD_DEPTH {
                 return Err(format!("the $ref '{r}' never reaches a schema"));
             }
             (doc, ptr) = self.resolve(doc, r)?;
+            match self.docs[doc].value.pointer(&ptr) {
+                Some(v) if self.is_alias(doc, v) => {}
+                _ => return Ok((doc, ptr)),
+            }
         }
     }
 
@@ -432,6 +476,12 @@ impl<'a> Builder<'a> {
             _ => return Err(format!("'#{ptr}' is not a schema")),
         };
         let mut parts = Vec::new();
+        // A `$ref` with constraining siblings (2019-09 on): one more part.
+        let mut referred = None;
+        if m.get("$ref").and_then(Value::as_str).is_some() {
+            let (target_doc, target_ptr) = self.chase(doc, ptr.to_string())?;
+            referred = Some(self.node_at(target_doc, target_ptr)?);
+        }
         if let Some(e) = m.get("enum") {
             let values = e
                 .as_array()
@@ -503,13 +553,14 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        match parts.len() {
-            0 => Ok(Node::Empty),
-            1 => Ok(parts.remove(0)),
+        match (parts.len(), referred) {
+            (0, None) => Ok(Node::Empty),
+            (1, None) => Ok(parts.remove(0)),
             _ => {
-                let ids = parts
+                let ids = referred
                     .into_iter()
-                    .map(|n| self.part(n))
+                    .map(Ok)
+                    .chain(parts.into_iter().map(|n| self.part(n)))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Node::Combined(Criterion::All, ids))
             }

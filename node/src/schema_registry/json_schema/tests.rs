@@ -535,3 +535,46 @@ fn hostile_comparisons_are_bounded() {
     assert_eq!(verdicts(rec("integer"), rec("number")), BACKWARD);
     assert_eq!(verdicts(rec("integer"), rec("integer")), BOTH);
 }
+
+#[test]
+fn ref_siblings_apply_from_2019_09() {
+    let with = |schema: Option<&str>, t: &str| {
+        let mut v = json!({
+            "$defs": {"base": {"type": "object", "properties": {"a": {"type": "string"}}}},
+            "$ref": "#/$defs/base",
+            "properties": {"b": {"type": t}}
+        });
+        if let Some(s) = schema {
+            v["$schema"] = json!(s);
+        }
+        v
+    };
+    // Draft 7 (or no $schema): the siblings of $ref are ignored.
+    assert_eq!(verdicts(with(None, "integer"), with(None, "string")), BOTH);
+    // 2020-12: they apply, next to the referenced schema.
+    let d = Some("https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(verdicts(with(d, "integer"), with(d, "string")), NEITHER);
+    assert_eq!(verdicts(with(d, "integer"), with(d, "number")), BACKWARD);
+}
+
+#[test]
+fn recursive_unions_stay_cheap() {
+    // A tree whose every node is one of many shapes, each pointing back at the tree.
+    let tree = |shapes: usize, leaf: &str| {
+        let variants: Vec<Value> = (0..shapes)
+            .map(|i| {
+                json!({"type": "object", "required": [format!("k{i}")], "properties": {
+                    format!("k{i}"): {"type": leaf},
+                    "left": {"$ref": "#/definitions/tree"},
+                    "right": {"$ref": "#/definitions/tree"}
+                }})
+            })
+            .collect();
+        json!({"definitions": {"tree": {"oneOf": variants}}, "$ref": "#/definitions/tree"})
+    };
+    let start = std::time::Instant::now();
+    assert_eq!(verdicts(tree(12, "integer"), tree(12, "integer")), BOTH);
+    assert_eq!(verdicts(tree(12, "integer"), tree(12, "number")), BACKWARD);
+    assert_eq!(verdicts(tree(12, "integer"), tree(13, "integer")), BACKWARD);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}
