@@ -266,6 +266,19 @@ mod tests {
     fn json_and_protobuf_shapes() {
         assert!(prepare(SchemaType::Json, r#"{"type":"object"}"#, &[], false).is_ok());
         assert!(prepare(SchemaType::Json, "true", &[], false).is_ok());
+        // A $ref must resolve: locally, or to a reference by its name.
+        let e = prepare(
+            SchemaType::Json,
+            r##"{"$ref":"#/definitions/x"}"##,
+            &[],
+            false,
+        );
+        assert_eq!(e.err().unwrap().code, 42201);
+        let refs = [("x.json".to_string(), r#"{"type":"string"}"#.to_string())];
+        assert!(prepare(SchemaType::Json, r#"{"$ref":"x.json"}"#, &refs, false).is_ok());
+        // A Protobuf schema that does not compile.
+        let e = prepare(SchemaType::Protobuf, "message M { N n = 1; }", &[], false);
+        assert_eq!(e.err().unwrap().code, 42201);
         assert_eq!(
             prepare(SchemaType::Json, "[1]", &[], false)
                 .err()

@@ -499,8 +499,7 @@ impl<'a> Builder<'a> {
             if let Some(v) = m.get(k) {
                 let subs = v
                     .as_array()
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| format!("'{k}' at '#{ptr}' is not a non-empty array"))?;
+                    .ok_or_else(|| format!("'{k}' at '#{ptr}' is not an array"))?;
                 let base = child_ptr(ptr, k);
                 let ids = (0..subs.len())
                     .map(|i| self.node_at(doc, child_ptr(&base, &i.to_string())))
