@@ -6,7 +6,8 @@
 //!   well-known files Confluent bundles (`google/protobuf/*`, `google/type/*`,
 //!   `confluent/*`), whose types are taken on trust;
 //! * every message or enum type a field names resolves, by protobuf's scoping (nested
-//!   scopes, then the package and its parents), among this file and its references;
+//!   scopes, then the package and its parents), among this file and the files it
+//!   imports (and those they import `public`, transitively);
 //!   map keys are integral or string scalars;
 //! * in a message: field numbers within 1 to 2^29-1, outside 19000-19999 (reserved for
 //!   protobuf itself), not reserved, not in an extension range, and used once; field
@@ -50,7 +51,7 @@ pub fn check(file: &ProtoFile, references: &[(&str, &ProtoFile)]) -> Result<(), 
         }
     }
     let files: Vec<&ProtoFile> = std::iter::once(file)
-        .chain(references.iter().map(|(_, f)| *f))
+        .chain(visible(file, references))
         .collect();
     let c = Checker {
         types: Types::collect(&files),
@@ -66,6 +67,24 @@ pub fn check(file: &ProtoFile, references: &[(&str, &ProtoFile)]) -> Result<(), 
         c.enumeration(e, &join(scope, &e.name))?;
     }
     Ok(())
+}
+
+/// The referenced files whose types `file` sees: those it imports, and those they
+/// import `public`, transitively.
+fn visible<'a>(file: &ProtoFile, references: &[(&str, &'a ProtoFile)]) -> Vec<&'a ProtoFile> {
+    let mut names: Vec<&str> = file.imports.iter().map(String::as_str).collect();
+    let mut out: Vec<&'a ProtoFile> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(name) = names.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        for (_, f) in references.iter().filter(|(n, _)| *n == name) {
+            out.push(f);
+            names.extend(f.public_imports.iter().map(String::as_str));
+        }
+    }
+    out
 }
 
 struct Checker<'a> {

@@ -203,10 +203,12 @@ fn descriptor_enum(b: &[u8]) -> Result<Enum, String> {
 /// Read a serialized `FileDescriptorProto` into the model.
 pub fn parse_descriptor(b: &[u8]) -> Result<ProtoFile, String> {
     let mut file = ProtoFile::default();
+    let mut public = Vec::new();
     for (num, v) in wire_fields(b)? {
         match (num, &v) {
             (2, _) => file.package = string(&v),
             (3, _) => file.imports.push(string(&v)),
+            (10, Wire::Varint(i)) => public.push(*i),
             (4, Wire::Bytes(m)) => file.messages.push(descriptor_message(m, 0)?),
             (5, Wire::Bytes(e)) => file.enums.push(descriptor_enum(e)?),
             (12, _) => {
@@ -217,6 +219,13 @@ pub fn parse_descriptor(b: &[u8]) -> Result<ProtoFile, String> {
                 }
             }
             _ => {}
+        }
+    }
+    // public_dependency: indexes into the dependency list.
+    for i in public {
+        let name = usize::try_from(i).ok().and_then(|i| file.imports.get(i));
+        if let Some(name) = name {
+            file.public_imports.push(name.clone());
         }
     }
     fold_map_entries_file(&mut file);

@@ -105,6 +105,9 @@ pub struct ProtoFile {
     package: String,
     /// The files imported, by the names references give them.
     imports: Vec<String>,
+    /// Those of `imports` imported `public` (their types are visible to the
+    /// importer's importers too).
+    public_imports: Vec<String>,
     messages: Vec<Message>,
     enums: Vec<Enum>,
 }

@@ -273,6 +273,23 @@ fn references_resolve_through_imports() {
     );
     assert_eq!(check(&root, &[("shared/money.proto", &dep)]), Ok(()));
     assert!(check(&root, &[]).is_err());
+    // A type of a file imported only by an imported file is not visible, unless that
+    // import is public.
+    let middle = |public: &str| {
+        text(&format!(
+            "syntax = \"proto3\"; package mid; import {public} \"shared/money.proto\"; message X {{ int32 x = 1; }}"
+        ))
+    };
+    let top = text(
+        "syntax = \"proto3\"; package top; import \"mid.proto\";
+         message T { shared.Money m = 1; }",
+    );
+    let (private, public) = (middle(""), middle("public"));
+    let refs = |mid| [("shared/money.proto", &dep), ("mid.proto", mid)];
+    assert!(check(&top, &refs(&private))
+        .unwrap_err()
+        .contains("not defined"));
+    assert_eq!(check(&top, &refs(&public)), Ok(()));
     // The referenced message's fields are compared through the reference.
     let dep2 = text("syntax = \"proto3\"; package shared; message Money { string units = 1; }");
     let deps = std::slice::from_ref(&dep);

@@ -32,10 +32,15 @@ pub fn parse_text(text: &str) -> Result<ProtoFile, String> {
                 p.skip_statement()?;
             }
             "import" => {
+                let public = p.peek() == Some("public");
                 if matches!(p.peek(), Some("public" | "weak")) {
                     p.next();
                 }
-                file.imports.push(p.string()?);
+                let name = p.string()?;
+                if public {
+                    file.public_imports.push(name.clone());
+                }
+                file.imports.push(name);
                 p.expect(";")?;
             }
             "option" => p.skip_statement()?,
