@@ -5,6 +5,7 @@ the Apache Kafka jars that compat/reference/pom.xml pulls from Maven Central."""
 import json
 import re
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -122,3 +123,47 @@ def test_broker_api_versions(bootstrap, kafka_libs):
     assert "EndTxn(26): 0 to 5" in out, out
     # Anything the broker does not serve is listed as unsupported.
     assert re.search(r"ElectLeaders\(43\): UNSUPPORTED", out), out
+
+
+def test_broker_loggers_described_and_changed_at_runtime(bootstrap, session_broker, kafka_libs):
+    """kafka-configs.sh --entity-type broker-loggers: every logger with its level,
+    levels changed and reset at runtime, Kafka's errors for unknown loggers, bad levels
+    and the root logger's removal. (Loggers are the broker's own names: log4j classes on
+    Kafka, `tracing` targets on Spate; the test picks one that exists.)"""
+    b = ["--bootstrap-server", bootstrap, "--entity-type", "broker-loggers", "--entity-name", "0"]
+
+    def levels():
+        out = tool(kafka_libs, "ConfigCommand", *b, "--describe")
+        found = dict(re.findall(r"^\s+(\S+)=(\w+) sensitive=false", out, re.M))
+        assert "root" in found, out
+        return found
+
+    before = levels()
+    root = before["root"]
+    logger = "spate::conn" if "spate::conn" in before else next(n for n in sorted(before) if n != "root")
+    quieter = "DEBUG" if root != "DEBUG" else "TRACE"
+    tool(kafka_libs, "ConfigCommand", *b, "--alter", "--add-config", f"{logger}={quieter}")
+    assert levels()[logger] == quieter
+    if session_broker is not None and logger == "spate::conn":
+        # The new level is in effect: connections are logged at DEBUG now.
+        deadline = time.monotonic() + 10
+        while b"connection opened" not in session_broker.log_path.read_bytes() and time.monotonic() < deadline:
+            tool(kafka_libs, "ConfigCommand", *b, "--describe")
+        assert b"connection opened" in session_broker.log_path.read_bytes()
+    tool(kafka_libs, "ConfigCommand", *b, "--alter", "--delete-config", logger)
+    assert levels()[logger] == root
+
+    failed = subprocess.run(
+        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*", TOOLS + "ConfigCommand", *b,
+         "--alter", "--add-config", "no.such.logger.x=DEBUG"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert failed.returncode != 0 and "Logger no.such.logger.x does not exist" in failed.stdout + failed.stderr, failed
+    failed = subprocess.run(
+        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*", TOOLS + "ConfigCommand", *b,
+         "--alter", "--add-config", f"{logger}=LOUD"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert failed.returncode != 0 and "not a supported log level" in failed.stdout + failed.stderr, failed
+    failed = subprocess.run(
+        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*", TOOLS + "ConfigCommand", *b,
+         "--alter", "--delete-config", "root"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert failed.returncode != 0 and "Removing the log level of the root logger is not allowed" in \
+        failed.stdout + failed.stderr, failed
+    assert levels() == before

@@ -13,6 +13,7 @@ mod fault;
 mod group;
 mod handlers;
 mod log_dirs;
+mod log_levels;
 mod mesh;
 mod metadata;
 mod metrics;
@@ -35,14 +36,7 @@ use config::{BrokerConfig, Cli};
 use metadata::MetadataStore;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    log_levels::init();
     // Before any other thread starts: a panic anywhere aborts the broker.
     fault::install_panic_hook();
     let cli = Cli::parse();

@@ -24,6 +24,22 @@ pub struct ConfigEntry {
     pub doc: Option<&'static str>,
 }
 
+impl ConfigEntry {
+    /// A logger and its level, as Kafka describes a BROKER_LOGGER entry.
+    pub fn broker_logger(name: String, level: String) -> ConfigEntry {
+        ConfigEntry {
+            name,
+            value: Some(level),
+            source: crate::topic_config::source::DYNAMIC_BROKER_LOGGER_CONFIG,
+            read_only: false,
+            sensitive: false,
+            kind: ConfigType::Unknown,
+            synonyms: Vec::new(),
+            doc: None,
+        }
+    }
+}
+
 /// What the entries are computed from.
 pub struct Sources<'a> {
     pub facts: Facts<'a>,

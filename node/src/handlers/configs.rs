@@ -23,6 +23,7 @@ use crate::topic_config::source;
 /// Kafka's `ConfigResource.Type` codes.
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// What config entries are computed from on this shard.
 fn sources<'a>(ctx: &'a ShardContext, image: &'a MetadataImage) -> Sources<'a> {
@@ -80,6 +81,17 @@ pub fn describe(
                     ));
                     return result;
                 }
+                RESOURCE_BROKER_LOGGER => match logger_resource(ctx, &r.resource_name) {
+                    Ok(()) => crate::log_levels::loggers()
+                        .into_iter()
+                        .map(|(name, level)| ConfigEntry::broker_logger(name, level))
+                        .collect(),
+                    Err((code, message)) => {
+                        result.error_code = code.code();
+                        result.error_message = Some(message);
+                        return result;
+                    }
+                },
                 other => {
                     result.error_code = ErrorCode::InvalidRequest.code();
                     result.error_message = Some(format!("Unsupported resource type {other}"));
@@ -159,6 +171,53 @@ async fn change(
         .collect()
 }
 
+/// Is `name` this broker's id, as a BROKER_LOGGER resource must be?
+fn logger_resource(ctx: &ShardContext, name: &str) -> Result<(), (ErrorCode, String)> {
+    match name.parse::<i32>() {
+        Ok(id) if id == ctx.config.node_id => Ok(()),
+        Ok(id) => Err((
+            ErrorCode::InvalidRequest,
+            format!(
+                "Unexpected node id. Expected {}, but received {id}",
+                ctx.config.node_id
+            ),
+        )),
+        Err(_) => Err((
+            ErrorCode::InvalidRequest,
+            format!("Node id must be an integer, but it is: {name}"),
+        )),
+    }
+}
+
+/// Log levels change on this broker only and are not persisted, as in Kafka.
+fn alter_loggers(
+    ctx: &ShardContext,
+    name: &str,
+    change: &ConfigChange,
+    validate_only: bool,
+) -> Result<(), (ErrorCode, String)> {
+    let ConfigChange::Incremental(ops) = change else {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "AlterConfigs is deprecated and does not support the resource type BROKER_LOGGER"
+                .into(),
+        ));
+    };
+    logger_resource(ctx, name)?;
+    let nulls: Vec<&str> = ops
+        .iter()
+        .filter(|(_, op, v)| *op != crate::controller::alter_op::DELETE && v.is_none())
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!("Null value not supported for : {}", nulls.join(", ")),
+        ));
+    }
+    crate::log_levels::alter(ops, validate_only)
+}
+
 /// Send the topic and broker changes to the controller; other resources are answered
 /// here. Returns (error code, message) per resource, in request order.
 async fn apply(
@@ -182,9 +241,13 @@ async fn apply(
     let lost = || (ErrorCode::UnknownServerError.code(), None);
     resources
         .into_iter()
-        .map(|(kind, _, _)| match kind {
+        .map(|(kind, name, change)| match kind {
             RESOURCE_TOPIC => topics.next().unwrap_or_else(lost),
             RESOURCE_BROKER => brokers.next().unwrap_or_else(lost),
+            RESOURCE_BROKER_LOGGER => match alter_loggers(ctx, &name, &change, validate_only) {
+                Ok(()) => (0, None),
+                Err((code, message)) => (code.code(), Some(message)),
+            },
             other => (
                 ErrorCode::InvalidRequest.code(),
                 Some(format!("Unsupported resource type {other}")),
