@@ -3,6 +3,9 @@ the cluster default (Java Admin with synonyms and documentation, kafka-python,
 kafka-configs.sh), dynamic broker configs set, applied to topics without a restart,
 deleted and kept across a restart, and Kafka's refusals."""
 import re
+import socket
+import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -232,3 +235,76 @@ def test_dynamic_broker_configs(restartable_broker, kafka_libs, jar):
                                                     ["log.roll.hours", "168", "DEFAULT_CONFIG"]]
     finally:
         a.close()
+
+
+def _cleaner_threads(pid):
+    tasks = Path(f"/proc/{pid}/task")
+    return sum(1 for t in tasks.iterdir() if (t / "comm").read_text().startswith("spate-cleaner"))
+
+
+def _wait(check, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def test_dynamic_cleaner_and_connection_settings(restartable_broker, kafka_libs, jar):
+    """log.cleaner.* and max.connections changed at runtime, as Kafka reconfigures its
+    cleaner and connection quotas: the cleaner's thread count follows the config (its
+    threads are counted in /proc), a connection over the new max.connections is closed,
+    the settings survive a restart and go back when deleted; Kafka's refusal when the key
+    maps would get less than 1 MiB per thread."""
+    b = restartable_broker.bootstrap
+    pid = restartable_broker.proc.pid
+    assert _cleaner_threads(pid) == 1
+    configs_tool(kafka_libs, b, "--entity-default", "--alter", "--add-config",
+                 "log.cleaner.threads=3,log.cleaner.io.max.bytes.per.second=1048576.0,log.cleaner.backoff.ms=1000")
+    assert _wait(lambda: _cleaner_threads(pid) == 3), _cleaner_threads(pid)
+    broker = admin(b, "broker-configs", "0")["configs"]
+    assert (broker["log.cleaner.threads"]["value"], broker["log.cleaner.threads"]["source"],
+            broker["log.cleaner.threads"]["read_only"]) == ("3", "DYNAMIC_DEFAULT_BROKER_CONFIG", False)
+    assert broker["log.cleaner.io.max.bytes.per.second"]["value"] == "1048576.0"
+    # This broker's own value wins over the cluster default.
+    configs_tool(kafka_libs, b, "--entity-name", "0", "--alter", "--add-config", "log.cleaner.threads=2")
+    assert _wait(lambda: _cleaner_threads(pid) == 2), _cleaner_threads(pid)
+    # 128 MiB of key maps cannot serve 200 threads (Kafka: at least 1 MiB each).
+    refused = admin(b, "alter-broker", "0", "SET", "log.cleaner.threads", "200")
+    assert refused["error"].startswith("InvalidRequestException:"), refused
+    assert _cleaner_threads(pid) == 2
+    assert admin(b, "alter-broker", "0", "SET", "log.cleaner.threads", "x") == {
+        "error": "InvalidRequestException: Invalid value x for configuration log.cleaner.threads: "
+                 "Not a number of type INT"}
+
+    # max.connections=2: two connections are taken, the third is closed at once.
+    configs_tool(kafka_libs, b, "--entity-name", "0", "--alter", "--add-config", "max.connections=2")
+    host, port = b.split(":")
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    time.sleep(0.5)
+    third = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        assert third.recv(1) == b"", "a connection over max.connections must be closed"
+    except ConnectionResetError:
+        pass
+    finally:
+        third.close()
+    for s in held:
+        s.close()
+    time.sleep(0.5)
+
+    # Kept across a restart.
+    restartable_broker.stop()
+    restartable_broker.wait_port_closed()
+    restartable_broker.start()
+    pid = restartable_broker.proc.pid
+    assert _wait(lambda: _cleaner_threads(pid) == 2), _cleaner_threads(pid)
+    configs_tool(kafka_libs, b, "--entity-name", "0", "--alter", "--delete-config", "max.connections,log.cleaner.threads")
+    assert _wait(lambda: _cleaner_threads(pid) == 3), _cleaner_threads(pid)
+    configs_tool(kafka_libs, b, "--entity-default", "--alter", "--delete-config",
+                 "log.cleaner.threads,log.cleaner.io.max.bytes.per.second,log.cleaner.backoff.ms")
+    assert _wait(lambda: _cleaner_threads(pid) == 1), _cleaner_threads(pid)
+    broker = admin(b, "broker-configs", "0")["configs"]
+    assert (broker["log.cleaner.threads"]["value"], broker["log.cleaner.threads"]["source"]) == ("1", D)
+    assert (broker["max.connections"]["value"], broker["max.connections"]["source"]) == ("10000", D)

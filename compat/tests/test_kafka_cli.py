@@ -140,11 +140,11 @@ def test_broker_loggers_described_and_changed_at_runtime(bootstrap, session_brok
 
     before = levels()
     root = before["root"]
-    logger = "spate::conn" if "spate::conn" in before else next(n for n in sorted(before) if n != "root")
+    logger = "spate.conn" if "spate.conn" in before else next(n for n in sorted(before) if n != "root")
     quieter = "DEBUG" if root != "DEBUG" else "TRACE"
     tool(kafka_libs, "ConfigCommand", *b, "--alter", "--add-config", f"{logger}={quieter}")
     assert levels()[logger] == quieter
-    if session_broker is not None and logger == "spate::conn":
+    if session_broker is not None and logger == "spate.conn":
         # The new level is in effect: connections are logged at DEBUG now.
         deadline = time.monotonic() + 10
         while b"connection opened" not in session_broker.log_path.read_bytes() and time.monotonic() < deadline:
@@ -156,7 +156,8 @@ def test_broker_loggers_described_and_changed_at_runtime(bootstrap, session_brok
     failed = subprocess.run(
         ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*", TOOLS + "ConfigCommand", *b,
          "--alter", "--add-config", "no.such.logger.x=DEBUG"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
-    assert failed.returncode != 0 and "Logger no.such.logger.x does not exist" in failed.stdout + failed.stderr, failed
+    # kafka-configs.sh checks the name against the described loggers first.
+    assert failed.returncode != 0 and "Invalid broker logger(s): no.such.logger.x" in failed.stderr, failed
     failed = subprocess.run(
         ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*", TOOLS + "ConfigCommand", *b,
          "--alter", "--add-config", f"{logger}=LOUD"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)

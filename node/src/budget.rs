@@ -97,7 +97,9 @@ impl Drop for Permit {
 
 /// Open client connections across all shards.
 pub struct ConnectionLimit {
-    limit: usize,
+    /// `max_connections` (a dynamic broker config: lowering it closes nothing, new
+    /// connections wait for the count to drop below it).
+    limit: AtomicUsize,
     open: AtomicUsize,
 }
 
@@ -109,16 +111,25 @@ pub struct ConnectionSlot {
 impl ConnectionLimit {
     pub fn new(limit: usize) -> Arc<ConnectionLimit> {
         Arc::new(ConnectionLimit {
-            limit,
+            limit: AtomicUsize::new(limit),
             open: AtomicUsize::new(0),
         })
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// A slot for a new connection, or `None` when `max_connections` are open.
     pub fn try_open(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let mut open = self.open.load(Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
         loop {
-            if open >= self.limit {
+            if open >= limit {
                 return None;
             }
             match self.open.compare_exchange_weak(

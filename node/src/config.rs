@@ -154,6 +154,26 @@ pub struct LogCleanerConfig {
     pub backoff_ms: u64,
 }
 
+impl LogCleanerConfig {
+    /// The settings' own rules, checked at start and for dynamic changes.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.threads == 0 {
+            bail!("log_cleaner.threads must be at least 1");
+        }
+        // Kafka's minimum: each thread's map needs room for keys.
+        if self.dedupe_buffer_size < self.threads * 1024 * 1024 {
+            bail!("log_cleaner.dedupe_buffer_size must be at least 1 MiB per cleaner thread");
+        }
+        if !(0.1..=0.9).contains(&self.io_buffer_load_factor) {
+            bail!("log_cleaner.io_buffer_load_factor must be between 0.1 and 0.9");
+        }
+        if self.io_max_bytes_per_second <= 0.0 {
+            bail!("log_cleaner.io_max_bytes_per_second must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// Broker-level defaults behind the topic configs of the same meaning.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,20 +303,7 @@ impl BrokerConfig {
         if self.max_in_flight_per_connection == 0 {
             bail!("max_in_flight_per_connection must be at least 1");
         }
-        let c = &self.log_cleaner;
-        if c.threads == 0 {
-            bail!("log_cleaner.threads must be at least 1");
-        }
-        // Kafka's minimum: each thread's map needs room for keys.
-        if c.dedupe_buffer_size < c.threads * 1024 * 1024 {
-            bail!("log_cleaner.dedupe_buffer_size must be at least 1 MiB per cleaner thread");
-        }
-        if !(0.1..=0.9).contains(&c.io_buffer_load_factor) {
-            bail!("log_cleaner.io_buffer_load_factor must be between 0.1 and 0.9");
-        }
-        if c.io_max_bytes_per_second <= 0.0 {
-            bail!("log_cleaner.io_max_bytes_per_second must be positive");
-        }
+        self.log_cleaner.validate()?;
         let d = &self.topic_defaults;
         crate::topic_config::validate("cleanup.policy", &d.cleanup_policy)
             .map_err(|e| anyhow::anyhow!("topic_defaults.cleanup_policy: {e}"))?;

@@ -260,8 +260,7 @@ impl Controller {
             }
             ControllerRequest::AlterBrokerConfigs { changes, .. } => {
                 for (resource, change) in changes {
-                    match broker_config::alter::plan(&next, self.config.node_id, &resource, change)
-                    {
+                    match broker_config::alter::plan(&next, &self.config, &resource, change) {
                         Ok(record) => {
                             next.apply(&record);
                             records.push(record);

@@ -1,11 +1,13 @@
 //! Log levels changed at runtime: Kafka's `BROKER_LOGGER` config resource
 //! (`kafka-configs.sh --entity-type broker-loggers`), on top of the `tracing` filter.
 //!
-//! A logger is a `tracing` target (`spate::shard`, `spate_log`, ...), `root` the default
-//! level. Levels start from `SPATE_LOG` (an `EnvFilter` spec, default `info`); a SET adds
-//! or replaces `target=level`, a DELETE removes it so the logger follows its nearest
-//! ancestor (`::`-separated) or the root again, as log4j's hierarchy does in Kafka. As in
-//! Kafka, changes are not persisted: a restart starts from `SPATE_LOG` again.
+//! A logger is a `tracing` target written with dots, as log4j names loggers and as
+//! Kafka's tools accept config keys (`spate.shard` is the target `spate::shard`; `root`
+//! is the default level). Levels start from `SPATE_LOG` (an `EnvFilter` spec, default
+//! `info`); a SET adds or replaces `target=level`, a DELETE removes it so the logger
+//! follows its nearest ancestor (`spate.shard` → `spate`) or the root again, as log4j's
+//! hierarchy does in Kafka. As in Kafka, changes are not persisted: a restart starts
+//! from `SPATE_LOG` again.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -28,29 +30,29 @@ const VALID_LEVELS: [&str; 6] = ["DEBUG", "ERROR", "FATAL", "INFO", "TRACE", "WA
 const KNOWN_LOGGERS: &[&str] = &[
     "openraft",
     "spate",
-    "spate::broker_config",
-    "spate::budget",
-    "spate::cleaner",
-    "spate::config",
-    "spate::conn",
-    "spate::controller",
-    "spate::delete_dirs",
-    "spate::fault",
-    "spate::group",
-    "spate::handlers",
-    "spate::log_dirs",
-    "spate::log_levels",
-    "spate::mesh",
-    "spate::metadata",
-    "spate::metrics",
-    "spate::partition",
-    "spate::producer_state",
-    "spate::random_id",
-    "spate::route",
-    "spate::schema_registry",
-    "spate::shard",
-    "spate::topic_config",
-    "spate::txn",
+    "spate.broker_config",
+    "spate.budget",
+    "spate.cleaner",
+    "spate.config",
+    "spate.conn",
+    "spate.controller",
+    "spate.delete_dirs",
+    "spate.fault",
+    "spate.group",
+    "spate.handlers",
+    "spate.log_dirs",
+    "spate.log_levels",
+    "spate.mesh",
+    "spate.metadata",
+    "spate.metrics",
+    "spate.partition",
+    "spate.producer_state",
+    "spate.random_id",
+    "spate.route",
+    "spate.schema_registry",
+    "spate.shard",
+    "spate.topic_config",
+    "spate.txn",
     "spate_log",
     "spate_net",
     "spate_replication",
@@ -79,7 +81,7 @@ impl Levels {
                 Some((target, level)) if is_plain_target(target) && is_level(level) => {
                     levels
                         .set
-                        .insert(target.to_string(), level.to_ascii_uppercase());
+                        .insert(target.replace("::", "."), level.to_ascii_uppercase());
                 }
                 _ => levels.other.push(d.to_string()),
             }
@@ -96,7 +98,7 @@ impl Levels {
         parts.extend(
             self.set
                 .iter()
-                .map(|(t, l)| format!("{t}={}", filter_level(l))),
+                .map(|(t, l)| format!("{}={}", t.replace('.', "::"), filter_level(l))),
         );
         parts.join(",")
     }
@@ -108,7 +110,7 @@ impl Levels {
             if let Some(level) = self.set.get(name) {
                 return level.clone();
             }
-            match name.rsplit_once("::") {
+            match name.rsplit_once('.') {
                 Some((parent, _)) => name = parent,
                 None => return self.root.clone().unwrap_or_else(|| "OFF".into()),
             }
@@ -194,6 +196,82 @@ fn exists(levels: &Levels, logger: &str) -> bool {
     logger == ROOT_LOGGER || KNOWN_LOGGERS.contains(&logger) || levels.set.contains_key(logger)
 }
 
+/// Kafka's checks of BROKER_LOGGER operations (`RuntimeLoggerManager`).
+fn check(levels: &Levels, ops: &[(String, i8, Option<String>)]) -> Result<(), (ErrorCode, String)> {
+    for (name, op, value) in ops {
+        match *op {
+            alter_op::SET => {
+                if !exists(levels, name) {
+                    return Err((
+                        ErrorCode::InvalidConfig,
+                        format!("Logger {name} does not exist!"),
+                    ));
+                }
+                let valid = value.as_deref().is_some_and(|v| VALID_LEVELS.contains(&v));
+                if !valid {
+                    return Err((ErrorCode::InvalidConfig, format!(
+                        "Cannot set the log level of {name} to {} as it is not a supported log level. Valid log levels are {}",
+                        value.as_deref().unwrap_or("null"),
+                        VALID_LEVELS.join(", ")
+                    )));
+                }
+            }
+            alter_op::DELETE => {
+                if !exists(levels, name) {
+                    return Err((
+                        ErrorCode::InvalidConfig,
+                        format!("Logger {name} does not exist!"),
+                    ));
+                }
+                if name == ROOT_LOGGER {
+                    return Err((
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "Removing the log level of the {ROOT_LOGGER} logger is not allowed"
+                        ),
+                    ));
+                }
+            }
+            alter_op::APPEND => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "APPEND operation is not allowed for the BROKER_LOGGER resource".into(),
+                ))
+            }
+            alter_op::SUBTRACT => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "SUBTRACT operation is not allowed for the BROKER_LOGGER resource".into(),
+                ))
+            }
+            other => return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "Unknown operation type {other} is not allowed for the BROKER_LOGGER resource"
+                ),
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// Apply checked operations.
+fn apply(levels: &mut Levels, ops: &[(String, i8, Option<String>)]) {
+    for (name, op, value) in ops {
+        match (*op, value) {
+            (alter_op::SET, Some(level)) if name == ROOT_LOGGER => {
+                levels.root = Some(level.clone())
+            }
+            (alter_op::SET, Some(level)) => {
+                levels.set.insert(name.clone(), level.clone());
+            }
+            _ => {
+                levels.set.remove(name);
+            }
+        }
+    }
+}
+
 /// Check and (unless `validate_only`) apply IncrementalAlterConfigs operations on the
 /// loggers, all or none, with Kafka's errors.
 pub fn alter(
@@ -201,74 +279,11 @@ pub fn alter(
     validate_only: bool,
 ) -> Result<(), (ErrorCode, String)> {
     let outcome = with_levels(|levels| {
-        for (name, op, value) in ops {
-            match *op {
-                alter_op::SET => {
-                    if !exists(levels, name) {
-                        return Err((
-                            ErrorCode::InvalidConfig,
-                            format!("Logger {name} does not exist!"),
-                        ));
-                    }
-                    let valid = value.as_deref().is_some_and(|v| VALID_LEVELS.contains(&v));
-                    if !valid {
-                        return Err((ErrorCode::InvalidConfig, format!(
-                            "Cannot set the log level of {name} to {} as it is not a supported log level. Valid log levels are {}",
-                            value.as_deref().unwrap_or("null"),
-                            VALID_LEVELS.join(", ")
-                        )));
-                    }
-                }
-                alter_op::DELETE => {
-                    if !exists(levels, name) {
-                        return Err((
-                            ErrorCode::InvalidConfig,
-                            format!("Logger {name} does not exist!"),
-                        ));
-                    }
-                    if name == ROOT_LOGGER {
-                        return Err((
-                            ErrorCode::InvalidRequest,
-                            format!("Removing the log level of the {ROOT_LOGGER} logger is not allowed"),
-                        ));
-                    }
-                }
-                alter_op::APPEND => {
-                    return Err((
-                        ErrorCode::InvalidRequest,
-                        "APPEND operation is not allowed for the BROKER_LOGGER resource".into(),
-                    ))
-                }
-                alter_op::SUBTRACT => {
-                    return Err((
-                        ErrorCode::InvalidRequest,
-                        "SUBTRACT operation is not allowed for the BROKER_LOGGER resource".into(),
-                    ))
-                }
-                other => {
-                    return Err((
-                        ErrorCode::InvalidRequest,
-                        format!("Unknown operation type {other} is not allowed for the BROKER_LOGGER resource"),
-                    ))
-                }
-            }
-        }
+        check(levels, ops)?;
         if validate_only {
             return Ok(None);
         }
-        for (name, op, value) in ops {
-            match (*op, value) {
-                (alter_op::SET, Some(level)) if name == ROOT_LOGGER => {
-                    levels.root = Some(level.clone())
-                }
-                (alter_op::SET, Some(level)) => {
-                    levels.set.insert(name.clone(), level.clone());
-                }
-                _ => {
-                    levels.set.remove(name);
-                }
-            }
-        }
+        apply(levels, ops);
         Ok(Some(levels.spec()))
     });
     match outcome {
@@ -309,17 +324,64 @@ mod tests {
     fn parse_and_resolve() {
         let l = Levels::parse("info,spate::shard=debug,spate_log[span]=trace");
         assert_eq!(l.root.as_deref(), Some("INFO"));
-        assert_eq!(l.resolve("spate::shard"), "DEBUG");
-        assert_eq!(l.resolve("spate::shard::x"), "DEBUG");
-        assert_eq!(l.resolve("spate::conn"), "INFO");
+        assert_eq!(l.resolve("spate.shard"), "DEBUG");
+        assert_eq!(l.resolve("spate.shard.x"), "DEBUG");
+        assert_eq!(l.resolve("spate.conn"), "INFO");
         assert_eq!(l.other, vec!["spate_log[span]=trace".to_string()]);
         assert_eq!(l.spec(), "spate_log[span]=trace,INFO,spate::shard=DEBUG");
         let only_targets = Levels::parse("spate=debug");
         assert_eq!(only_targets.resolve("spate_net"), "OFF");
-        assert_eq!(only_targets.resolve("spate::conn"), "DEBUG");
+        assert_eq!(only_targets.resolve("spate.conn"), "DEBUG");
         let mut fatal = Levels::parse("warn");
         fatal.set.insert("spate".into(), "FATAL".into());
         assert_eq!(fatal.spec(), "WARN,spate=error");
+    }
+
+    fn op(name: &str, op: i8, value: Option<&str>) -> (String, i8, Option<String>) {
+        (name.to_string(), op, value.map(str::to_string))
+    }
+
+    #[test]
+    fn kafkas_checks_and_changes() {
+        let mut l = Levels::parse("info");
+        let refused = |l: &Levels, ops: &[(String, i8, Option<String>)]| check(l, ops).unwrap_err();
+        assert_eq!(
+            refused(&l, &[op("no.such", alter_op::SET, Some("DEBUG"))]),
+            (
+                ErrorCode::InvalidConfig,
+                "Logger no.such does not exist!".into()
+            )
+        );
+        assert_eq!(
+            refused(&l, &[op("spate.shard", alter_op::SET, Some("LOUD"))]).0,
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            refused(&l, &[op("root", alter_op::DELETE, None)]),
+            (
+                ErrorCode::InvalidRequest,
+                "Removing the log level of the root logger is not allowed".into()
+            )
+        );
+        assert_eq!(
+            refused(&l, &[op("spate", alter_op::APPEND, Some("DEBUG"))]).0,
+            ErrorCode::InvalidRequest
+        );
+        // All or nothing: one bad operation refuses the others.
+        let ops = [
+            op("spate.shard", alter_op::SET, Some("DEBUG")),
+            op("nope", alter_op::SET, Some("DEBUG")),
+        ];
+        assert!(check(&l, &ops).is_err());
+        let ops = [
+            op("spate.shard", alter_op::SET, Some("DEBUG")),
+            op("root", alter_op::SET, Some("WARN")),
+        ];
+        check(&l, &ops).unwrap();
+        apply(&mut l, &ops);
+        assert_eq!(l.spec(), "WARN,spate::shard=DEBUG");
+        apply(&mut l, &[op("spate.shard", alter_op::DELETE, None)]);
+        assert_eq!(l.resolve("spate.shard"), "WARN");
     }
 
     /// Every module of the broker is a known logger.
@@ -328,7 +390,7 @@ mod tests {
         let main = include_str!("main.rs");
         for line in main.lines() {
             if let Some(m) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) {
-                let logger = format!("spate::{m}");
+                let logger = format!("spate.{m}");
                 assert!(
                     KNOWN_LOGGERS.contains(&logger.as_str()),
                     "{logger} is missing from KNOWN_LOGGERS"

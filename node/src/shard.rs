@@ -130,6 +130,9 @@ impl ShardContext {
     /// changed ones, delete the logs of deleted topics.
     async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         let old = self.image.replace(image.clone());
+        if self.id == 0 && old.broker_configs != image.broker_configs {
+            self.apply_dynamic_settings(&image);
+        }
         let deleted: Vec<String> = old
             .topics
             .values()
@@ -253,6 +256,20 @@ impl ShardContext {
                 }
             }
         }
+    }
+
+    /// Apply the dynamic broker configs that change broker-wide settings (the cleaner's,
+    /// `max.connections`); shard 0 does it for the whole broker.
+    fn apply_dynamic_settings(&self, image: &MetadataImage) {
+        let live = crate::broker_config::live::effective(
+            &self.config,
+            &image.broker_configs,
+            self.config.node_id,
+        );
+        if let Err(e) = self.cleaning.cleaner().reconfigure(&live.log_cleaner) {
+            tracing::error!(error = %e, "reconfiguring the log cleaner failed");
+        }
+        self.connection_limit.set_limit(live.max_connections);
     }
 
     /// Fail the log dir of a partition whose writes failed for good, and take every
@@ -684,7 +701,7 @@ async fn serve(start: ShardStart) {
                         accept_ctx.metrics.borrow_mut().connections_refused += 1;
                         refused_unlogged += 1;
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
-                            tracing::warn!(shard = accept_ctx.id, %peer, refused = refused_unlogged, max_connections = accept_ctx.config.max_connections, "connection limit reached; closing new connections");
+                            tracing::warn!(shard = accept_ctx.id, %peer, refused = refused_unlogged, max_connections = accept_ctx.connection_limit.limit(), "connection limit reached; closing new connections");
                             refused_unlogged = 0;
                             last_refusal_log = Some(std::time::Instant::now());
                         }

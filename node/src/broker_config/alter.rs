@@ -21,10 +21,11 @@ pub type Refusal = (ErrorCode, String);
 /// "" for the cluster default).
 pub fn plan(
     image: &MetadataImage,
-    node_id: i32,
+    base: &BrokerConfig,
     resource: &str,
     change: ConfigChange,
 ) -> Result<MetadataRecord, Refusal> {
+    let node_id = base.node_id;
     if !resource.is_empty() && resource != node_id.to_string() {
         return Err((
             ErrorCode::InvalidRequest,
@@ -83,6 +84,14 @@ pub fn plan(
             configs
         }
     };
+    // The settings must hold together once applied (e.g. 1 MiB of key map per cleaner
+    // thread), as Kafka's reconfiguration checks them.
+    let mut dynamic = image.broker_configs.clone();
+    dynamic.insert(resource.to_string(), configs.clone());
+    super::live::effective(base, &dynamic, node_id)
+        .log_cleaner
+        .validate()
+        .map_err(|e| (ErrorCode::InvalidRequest, e.to_string()))?;
     Ok(MetadataRecord::SetBrokerConfigs {
         resource: resource.to_string(),
         configs,
@@ -110,6 +119,14 @@ fn check_dynamic<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal
 /// The value as stored: checked with the topic config's rules under the broker name;
 /// lists trimmed and folded as Kafka describes them. Unknown names are kept as given.
 fn checked(name: &str, value: &str) -> Result<String, Refusal> {
+    if let Some(def) = defs::find(name) {
+        if let defs::Value::Dynamic { write, .. } = def.value {
+            let mut scratch = BrokerConfig::embedded_default().clone();
+            write(&mut scratch, value)
+                .map_err(|e| (ErrorCode::InvalidRequest, invalid(name, value, def.kind, e)))?;
+            return Ok(value.trim().to_string());
+        }
+    }
     let Some(twin) = defs::find(name).and_then(|d| d.topic_twin()) else {
         return Ok(value.to_string());
     };
@@ -222,7 +239,7 @@ mod tests {
         let img = MetadataImage::default();
         let c = configs(plan(
             &img,
-            0,
+            BrokerConfig::embedded_default(),
             "",
             inc(&[
                 ("log.retention.ms", alter_op::SET, Some("1000")),
@@ -239,7 +256,7 @@ mod tests {
         assert_eq!(
             plan(
                 &img,
-                0,
+                BrokerConfig::embedded_default(),
                 "0",
                 inc(&[
                     ("num.partitions", alter_op::SET, Some("3")),
@@ -254,13 +271,13 @@ mod tests {
             )
         );
         assert_eq!(
-            plan(&img, 0, "0", inc(&[("log.segment.bytes", alter_op::SET, Some("100"))])).unwrap_err(),
+            plan(&img, BrokerConfig::embedded_default(), "0", inc(&[("log.segment.bytes", alter_op::SET, Some("100"))])).unwrap_err(),
             (ErrorCode::InvalidRequest, "Invalid value 100 for configuration log.segment.bytes: Value must be at least 1048576".into())
         );
         assert_eq!(
             plan(
                 &img,
-                0,
+                BrokerConfig::embedded_default(),
                 "0",
                 inc(&[("log.retention.ms", alter_op::APPEND, Some("5"))])
             )
@@ -271,9 +288,17 @@ mod tests {
             )
         );
         assert_eq!(
-            plan(&img, 0, "1", inc(&[])).unwrap_err().0,
+            plan(&img, BrokerConfig::embedded_default(), "1", inc(&[]))
+                .unwrap_err()
+                .0,
             ErrorCode::InvalidRequest
         );
-        assert!(configs(plan(&img, 0, "0", ConfigChange::Replace(vec![]))).is_empty());
+        assert!(configs(plan(
+            &img,
+            BrokerConfig::embedded_default(),
+            "0",
+            ConfigChange::Replace(vec![])
+        ))
+        .is_empty());
     }
 }

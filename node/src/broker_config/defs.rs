@@ -13,6 +13,12 @@ pub enum Value {
     Setting(fn(&BrokerConfig) -> String),
     /// A fixed value Spate behaves by (`None`: Kafka's null, the setting is unused).
     Fixed(Option<&'static str>),
+    /// A setting of the config file that dynamic broker configs may change at runtime:
+    /// `read` gives the value, `write` checks a new one and sets it (see `live`).
+    Dynamic {
+        read: fn(&BrokerConfig) -> String,
+        write: fn(&mut BrokerConfig, &str) -> Result<(), String>,
+    },
     /// The default of a topic config (its broker synonym): the topic config's default
     /// from `[topic_defaults]`, changeable at runtime. With a `fallback`, Kafka describes
     /// it as null unless it is set: its default is another config's (an hours form),
@@ -50,7 +56,10 @@ impl BrokerConfigDef {
     /// Whether Spate applies a change of it at runtime (IncrementalAlterConfigs and
     /// AlterConfigs on a broker or the cluster default).
     pub fn dynamic(&self) -> bool {
-        matches!(self.value, Value::TopicDefault { .. })
+        matches!(
+            self.value,
+            Value::TopicDefault { .. } | Value::Dynamic { .. }
+        )
     }
 }
 
@@ -108,19 +117,19 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "The smallest session timeout a group member may ask for."),
     def("listeners", List, Value::Always(|f| format!("PLAINTEXT://{}", f.config.listen)),
         "The address the broker accepts client connections on (listen)."),
-    def("log.cleaner.backoff.ms", Long, Value::Setting(|c| c.log_cleaner.backoff_ms.to_string()),
+    def("log.cleaner.backoff.ms", Long, Value::Dynamic { read: |c| c.log_cleaner.backoff_ms.to_string(), write: |c, v| { c.log_cleaner.backoff_ms = parse_at_least(v, 0, "LONG")?; Ok(()) } },
         "How often each shard checks its compacted partitions for cleaning."),
-    def("log.cleaner.dedupe.buffer.size", Long, Value::Setting(|c| c.log_cleaner.dedupe_buffer_size.to_string()),
+    def("log.cleaner.dedupe.buffer.size", Long, Value::Dynamic { read: |c| c.log_cleaner.dedupe_buffer_size.to_string(), write: |c, v| { c.log_cleaner.dedupe_buffer_size = parse_at_least(v, 0, "LONG")?; Ok(()) } },
         "Memory of the cleaner threads' key maps, all threads together."),
     topic_default("log.cleaner.delete.retention.ms", Long,
         "Default delete.retention.ms of topics: how long tombstones stay readable after the clean that kept them."),
     def("log.cleaner.enable", Boolean, Value::Setting(|c| c.log_cleaner.enable.to_string()),
         "Whether the log cleaner compacts topics whose cleanup.policy contains compact."),
-    def("log.cleaner.io.buffer.load.factor", Double, Value::Setting(|c| c.log_cleaner.io_buffer_load_factor.to_string()),
+    def("log.cleaner.io.buffer.load.factor", Double, Value::Dynamic { read: |c| c.log_cleaner.io_buffer_load_factor.to_string(), write: |c, v| { c.log_cleaner.io_buffer_load_factor = parse_double(v)?; Ok(()) } },
         "How full a cleaner key map may get."),
-    def("log.cleaner.io.buffer.size", Int, Value::Setting(|c| c.log_cleaner.io_buffer_size.to_string()),
+    def("log.cleaner.io.buffer.size", Int, Value::Dynamic { read: |c| c.log_cleaner.io_buffer_size.to_string(), write: |c, v| { c.log_cleaner.io_buffer_size = parse_at_least(v, 0, "INT")?; Ok(()) } },
         "Bytes the cleaner reads at a time."),
-    def("log.cleaner.io.max.bytes.per.second", Double, Value::Setting(|c| java_double(c.log_cleaner.io_max_bytes_per_second)),
+    def("log.cleaner.io.max.bytes.per.second", Double, Value::Dynamic { read: |c| java_double(c.log_cleaner.io_max_bytes_per_second), write: |c, v| { c.log_cleaner.io_max_bytes_per_second = parse_double(v)?; Ok(()) } },
         "Bytes all cleaner threads together read and write per second."),
     topic_default("log.cleaner.max.compaction.lag.ms", Long,
         "Default max.compaction.lag.ms of topics: the longest a record may stay uncompacted."),
@@ -128,7 +137,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Default min.cleanable.dirty.ratio of topics: the dirty share of a log that triggers a clean."),
     topic_default("log.cleaner.min.compaction.lag.ms", Long,
         "Default min.compaction.lag.ms of topics: the youngest a record may be to be compacted."),
-    def("log.cleaner.threads", Int, Value::Setting(|c| c.log_cleaner.threads.to_string()),
+    def("log.cleaner.threads", Int, Value::Dynamic { read: |c| c.log_cleaner.threads.to_string(), write: |c, v| { c.log_cleaner.threads = parse_at_least(v, 0, "INT")?; Ok(()) } },
         "Cleaner threads; each cleans one partition at a time."),
     topic_default("log.cleanup.policy", List,
         "Default cleanup.policy of topics: delete, compact, both or neither."),
@@ -172,7 +181,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Default segment.bytes of topics: the active segment rolls at this size."),
     topic_default("log.segment.delete.delay.ms", Long,
         "Default file.delete.delay.ms of topics; accepted, Spate deletes expired segments at once."),
-    def("max.connections", Int, Value::Setting(|c| c.max_connections.to_string()),
+    def("max.connections", Int, Value::Dynamic { read: |c| c.max_connections.to_string(), write: |c, v| { c.max_connections = parse_at_least(v, 0, "INT")?; Ok(()) } },
         "Client connections open at once, broker-wide; a connection over the cap is closed after accept."),
     def("max.request.partition.size.limit", Int, Value::Fixed(Some("2000")),
         "The most partitions one DescribeTopicPartitions response carries."),
@@ -197,6 +206,31 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
 ];
 
 /// Java's rendering of a double, for the values Kafka shows as `Double.toString`.
+/// A whole number of at least `min` (Kafka's `atLeast` validator; `kind` as Kafka
+/// names the type in its message).
+fn parse_at_least<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    v: &str,
+    min: T,
+    kind: &str,
+) -> Result<T, String> {
+    let n: T = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("Not a number of type {kind}"))?;
+    if n < min {
+        return Err(format!("Value must be at least {min}"));
+    }
+    Ok(n)
+}
+
+fn parse_double(v: &str) -> Result<f64, String> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|d| !d.is_nan())
+        .ok_or_else(|| "Not a number of type DOUBLE".to_string())
+}
+
 fn java_double(v: f64) -> String {
     if v >= f64::MAX {
         "1.7976931348623157E308".to_string()
@@ -219,7 +253,12 @@ mod tests {
             assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
         }
         for d in BROKER_CONFIGS {
-            assert_eq!(d.dynamic(), d.topic_twin().is_some(), "{}", d.name);
+            assert_eq!(
+                matches!(d.value, Value::TopicDefault { .. }),
+                d.topic_twin().is_some(),
+                "{}",
+                d.name
+            );
             if let Some(t) = d.topic_twin() {
                 assert_eq!(t.kind, d.kind, "{}", d.name);
             }

@@ -79,7 +79,9 @@ impl Sources<'_> {
                 out.push((name, Some(f(&self.facts)), source::STATIC_BROKER_CONFIG));
                 return out;
             }
-            Value::Setting(f) => (f(self.facts.config), f(self.embedded), None),
+            Value::Setting(f) | Value::Dynamic { read: f, .. } => {
+                (f(self.facts.config), f(self.embedded), None)
+            }
             Value::Fixed(v) => {
                 if let Some(v) = v {
                     out.push((name, Some(v.to_string()), source::DEFAULT_CONFIG));

@@ -55,6 +55,7 @@ pub struct CleanReport {
 }
 
 /// Sizes the cleaner works with (Kafka's `log.cleaner.*`).
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Memory of one thread's offset map.
     pub map_bytes: usize,

@@ -46,14 +46,30 @@ struct CleanerStats {
 struct Queue {
     jobs: Vec<CleanJob>,
     stopping: bool,
+    /// Cleaner threads running, and how many there should be (`log.cleaner.threads`,
+    /// changeable at runtime: threads beyond it leave after their current job).
+    threads: usize,
+    wanted: usize,
+    /// Threads started so far (for their names).
+    started: usize,
+    limits: Limits,
 }
 
 struct Inner {
     queue: Mutex<Queue>,
     wake: Condvar,
     throttle: Throttle,
-    limits: Limits,
+    /// `log.cleaner.backoff.ms`.
+    backoff_ms: AtomicU64,
     stats: CleanerStats,
+}
+
+fn limits_of(config: &LogCleanerConfig) -> Limits {
+    Limits {
+        map_bytes: config.dedupe_buffer_size / config.threads.max(1),
+        load_factor: config.io_buffer_load_factor,
+        io_buffer_bytes: config.io_buffer_size.max(64 * 1024),
+    }
 }
 
 /// The cleaner threads and their queue. Cheap to clone.
@@ -66,33 +82,59 @@ pub struct Cleaner {
 impl Cleaner {
     /// Start `config.threads` cleaner threads (none when the cleaner is disabled).
     pub fn start(config: &LogCleanerConfig) -> anyhow::Result<Cleaner> {
-        let threads = config.threads.max(1);
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue {
                 jobs: Vec::new(),
                 stopping: false,
+                threads: 0,
+                wanted: 0,
+                started: 0,
+                limits: limits_of(config),
             }),
             wake: Condvar::new(),
             throttle: Throttle::new(config.io_max_bytes_per_second),
-            limits: Limits {
-                map_bytes: config.dedupe_buffer_size / threads,
-                load_factor: config.io_buffer_load_factor,
-                io_buffer_bytes: config.io_buffer_size.max(64 * 1024),
-            },
+            backoff_ms: AtomicU64::new(config.backoff_ms),
             stats: CleanerStats::default(),
         });
-        if config.enable {
-            for i in 0..threads {
-                let inner = inner.clone();
-                std::thread::Builder::new()
-                    .name(format!("spate-cleaner-{i}"))
-                    .spawn(move || work(&inner))?;
-            }
-        }
-        Ok(Cleaner {
+        let cleaner = Cleaner {
             inner,
             enabled: config.enable,
-        })
+        };
+        cleaner.reconfigure(config)?;
+        Ok(cleaner)
+    }
+
+    /// Apply changed `log.cleaner.*` settings (dynamic broker configs): the rate at once,
+    /// map and buffer sizes from the next job on, threads started or told to leave after
+    /// their current job. `enable` is not dynamic (as in Kafka).
+    pub fn reconfigure(&self, config: &LogCleanerConfig) -> anyhow::Result<()> {
+        self.inner.throttle.set_rate(config.io_max_bytes_per_second);
+        self.inner
+            .backoff_ms
+            .store(config.backoff_ms, Ordering::Relaxed);
+        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.limits = limits_of(config);
+        if !self.enabled || q.stopping {
+            return Ok(());
+        }
+        q.wanted = config.threads.max(1);
+        while q.threads < q.wanted {
+            let inner = self.inner.clone();
+            std::thread::Builder::new()
+                .name(format!("spate-cleaner-{}", q.started))
+                .spawn(move || work(&inner))?;
+            q.threads += 1;
+            q.started += 1;
+        }
+        drop(q);
+        // Idle threads beyond the new count wake up to leave.
+        self.inner.wake.notify_all();
+        Ok(())
+    }
+
+    /// How often shards look for partitions to clean (`log.cleaner.backoff.ms`).
+    pub fn backoff(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.inner.backoff_ms.load(Ordering::Relaxed))
     }
 
     /// Is compaction on (`log.cleaner.enable`)?
@@ -142,22 +184,26 @@ impl Cleaner {
 fn work(inner: &Inner) {
     lower_priority();
     loop {
-        let job = {
+        let (job, limits) = {
             let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if q.stopping {
+                    return;
+                }
+                if q.threads > q.wanted {
+                    q.threads -= 1;
                     return;
                 }
                 if !q.jobs.is_empty() {
                     let dirtiest = (0..q.jobs.len())
                         .max_by(|&a, &b| q.jobs[a].dirty_ratio.total_cmp(&q.jobs[b].dirty_ratio))
                         .unwrap_or(0);
-                    break q.jobs.swap_remove(dirtiest);
+                    break (q.jobs.swap_remove(dirtiest), q.limits);
                 }
                 q = inner.wake.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let result = job::run(&job, &inner.limits, &inner.throttle);
+        let result = job::run(&job, &limits, &inner.throttle);
         let s = &inner.stats;
         match &result {
             Ok(r) => {

@@ -73,8 +73,13 @@ pub fn spawn(ctx: &Rc<ShardContext>) {
     }
     let check_ctx = ctx.clone();
     compio::runtime::spawn(async move {
-        let every = Duration::from_millis(check_ctx.config.log_cleaner.backoff_ms.max(10));
         loop {
+            // Read each time: `log.cleaner.backoff.ms` is a dynamic broker config.
+            let every = check_ctx
+                .cleaning
+                .cleaner
+                .backoff()
+                .max(Duration::from_millis(10));
             compio::time::sleep(every).await;
             if check_ctx.is_shutting_down() {
                 return;

@@ -1,6 +1,7 @@
 //! Kafka's `log.cleaner.io.max.bytes.per.second`: one rate for the bytes all cleaner
 //! threads read and write together. A thread over its share sleeps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,31 +11,38 @@ fn burst(rate: f64) -> f64 {
 }
 
 pub struct Throttle {
-    bytes_per_second: f64,
+    /// The rate's `f64` bits (changed at runtime by a dynamic broker config).
+    bytes_per_second: AtomicU64,
     /// Bytes that may still pass without waiting (negative: owed), as of `at`.
     state: Mutex<(f64, Instant)>,
 }
 
 impl Throttle {
-    /// `bytes_per_second` above about 1e300 (Kafka's default is `Double.MAX_VALUE`) or
-    /// not finite means no limit.
+    /// `bytes_per_second` above about 1e300 or not finite means no limit.
     pub fn new(bytes_per_second: f64) -> Throttle {
         Throttle {
-            bytes_per_second,
+            bytes_per_second: AtomicU64::new(bytes_per_second.to_bits()),
             state: Mutex::new((burst(bytes_per_second), Instant::now())),
         }
     }
 
-    fn unlimited(&self) -> bool {
-        !self.bytes_per_second.is_finite() || self.bytes_per_second > 1e300
+    /// A new rate, from the next charge on.
+    pub fn set_rate(&self, bytes_per_second: f64) {
+        self.bytes_per_second
+            .store(bytes_per_second.to_bits(), Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.bytes_per_second.load(Ordering::Relaxed))
     }
 
     /// How long the caller must wait after doing `bytes` of I/O at `now`.
     fn charge(&self, bytes: u64, now: Instant) -> Duration {
-        if self.unlimited() || self.bytes_per_second <= 0.0 {
+        let rate = self.rate();
+        // Above about 1e300 (Kafka's default is `Double.MAX_VALUE`) or not finite: no limit.
+        if !rate.is_finite() || rate > 1e300 || rate <= 0.0 {
             return Duration::ZERO;
         }
-        let rate = self.bytes_per_second;
         let burst = burst(rate);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
@@ -77,5 +85,17 @@ mod tests {
         // A second later the debt is paid.
         let wait = t.charge(0, now + Duration::from_secs(1));
         assert_eq!(wait, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_the_next_charge() {
+        let t = Throttle::new(1_000_000.0);
+        let now = Instant::now();
+        assert_eq!(t.charge(100_000, now), Duration::ZERO);
+        t.set_rate(2_000_000.0);
+        let wait = t.charge(1_000_000, now);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 0.01, "{wait:?}");
+        t.set_rate(f64::MAX);
+        assert_eq!(t.charge(u64::MAX / 2, now), Duration::ZERO);
     }
 }
