@@ -1344,15 +1344,27 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
         w.line("");
     }
     // Round-trip tests over every message and version.
+    roundtrip_tests(
+        &mut w,
+        messages
+            .iter()
+            .map(|m| (m.module.as_str(), m.name.as_str())),
+    );
+    Ok(w.out)
+}
+
+/// A test module with one round trip over every version of each `(module, type)`,
+/// closing the generated file.
+fn roundtrip_tests<'a>(w: &mut W, items: impl Iterator<Item = (&'a str, &'a str)>) {
     w.line("#[cfg(test)]");
     w.line("mod roundtrip {");
     w.line("use super::*;");
     w.line("use crate::tests::roundtrip_all_versions as rt;");
     w.line("");
-    for m in messages {
+    for (module, name) in items {
         w.line("#[test]");
-        w.line(&format!("fn {}() {{", m.module));
-        w.line(&format!("rt({}::sample);", m.name));
+        w.line(&format!("fn {module}() {{"));
+        w.line(&format!("rt({name}::sample);"));
         w.line("}");
         w.line("");
     }
@@ -1360,7 +1372,6 @@ fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
     while w.out.ends_with("\n\n") {
         w.out.pop();
     }
-    Ok(w.out)
 }
 
 /// The enum variant of a metadata record: its name without the `Record` suffix.
@@ -1519,22 +1530,10 @@ fn gen_metadata_mod(records: &[MessageDef]) -> Result<String, String> {
         w.line("}");
         w.line("");
     }
-    w.line("#[cfg(test)]");
-    w.line("mod roundtrip {");
-    w.line("use super::*;");
-    w.line("use crate::tests::roundtrip_all_versions as rt;");
-    w.line("");
-    for r in records {
-        w.line("#[test]");
-        w.line(&format!("fn {}() {{", r.module));
-        w.line(&format!("rt({}::sample);", r.name));
-        w.line("}");
-        w.line("");
-    }
-    w.line("}");
-    while w.out.ends_with("\n\n") {
-        w.out.pop();
-    }
+    roundtrip_tests(
+        &mut w,
+        records.iter().map(|r| (r.module.as_str(), r.name.as_str())),
+    );
     Ok(w.out)
 }
 

@@ -244,12 +244,14 @@ fn check(levels: &Levels, ops: &[(String, i8, Option<String>)]) -> Result<(), (E
                     "SUBTRACT operation is not allowed for the BROKER_LOGGER resource".into(),
                 ))
             }
-            other => return Err((
-                ErrorCode::InvalidRequest,
-                format!(
+            other => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!(
                     "Unknown operation type {other} is not allowed for the BROKER_LOGGER resource"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(())
