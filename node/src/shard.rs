@@ -142,6 +142,20 @@ impl ShardContext {
         if !deleted.is_empty() {
             crate::group::forget_topics(self, &deleted);
         }
+        // Deleted topics' partitions leave their log dirs, offline ones included (their
+        // placement must not hold a re-created topic of the same name); each owner forgets
+        // its own.
+        for t in old
+            .topics
+            .values()
+            .filter(|t| image.topic(&t.name).is_none_or(|n| n.id != t.id))
+        {
+            for (index, info) in t.partitions.iter().enumerate() {
+                if self.owner_of(info.slot) == self.id {
+                    self.log_dirs.forget(&t.name, index as i32);
+                }
+            }
+        }
         // Deleted topics (or a topic re-created under the same name: a new id).
         let gone: Vec<PartitionKey> = self
             .partitions
@@ -167,7 +181,6 @@ impl ShardContext {
                     tracing::error!(topic = %key.topic, partition = key.partition, error = %e, "deleting partition log failed");
                 }
             }
-            self.log_dirs.forget(&key.topic, key.partition);
         }
         self.offline
             .borrow_mut()
