@@ -95,8 +95,8 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     /// Largest number of requests a connection may have in flight before reading stops.
     pub max_in_flight_per_connection: usize,
-    /// Memory each shard spends on recently written batches kept for reads, split
-    /// evenly over the shard's partitions.
+    /// Memory each shard spends on recently written batches kept for reads: one budget
+    /// and one least-recently-used order over all the shard's partitions.
     pub batch_cache_bytes_per_shard: usize,
     /// Segment files grow by `fallocate` in steps of this many bytes (0: no preallocation).
     pub segment_preallocate_bytes: u64,
