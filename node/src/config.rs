@@ -1,7 +1,6 @@
 //! Broker configuration: an embedded default TOML, an optional TOML file, `SPATE_*`
 //! environment variables and command-line flags, in rising order of precedence.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -64,6 +63,18 @@ pub struct BrokerConfig {
     pub listen: String,
     #[serde(default)]
     pub advertised_listener: Option<String>,
+    /// Kafka's `listeners`, `advertised.listeners` and `listener.security.protocol.map`
+    /// (docs/security.md); without `listeners`, one PLAINTEXT listener on `listen`.
+    #[serde(default)]
+    pub listeners: Option<String>,
+    #[serde(default)]
+    pub advertised_listeners: Option<String>,
+    #[serde(default)]
+    pub listener_security_protocol_map: Option<String>,
+    /// TLS of the SSL and SASL_SSL listeners.
+    pub ssl: crate::security::config::SslConfig,
+    /// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: crate::security::config::SaslConfig,
     /// HTTP endpoint for Prometheus metrics and probes; none by default.
     #[serde(default)]
     pub http_listen: Option<String>,
@@ -238,7 +249,11 @@ impl BrokerConfig {
             None => config.log_dirs = vec![config.data_dir.clone()],
         }
         if let Some(l) = &cli.listen {
+            // The flag means one PLAINTEXT listener, whatever the file lists.
             config.listen = l.clone();
+            config.listeners = None;
+            config.advertised_listeners = None;
+            config.listener_security_protocol_map = None;
         }
         if let Some(a) = &cli.advertised_listener {
             config.advertised_listener = Some(a.clone());
@@ -310,17 +325,20 @@ impl BrokerConfig {
         if !(0.0..=1.0).contains(&d.min_cleanable_dirty_ratio) {
             bail!("topic_defaults.min_cleanable_dirty_ratio must be between 0 and 1");
         }
-        self.listen_addr()?;
+        self.listener_specs()?;
+        self.sasl.validate()?;
         Ok(())
     }
 
-    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        use std::net::ToSocketAddrs;
-        self.listen
-            .to_socket_addrs()
-            .with_context(|| format!("resolving listen address {}", self.listen))?
-            .next()
-            .with_context(|| format!("listen address {} resolves to nothing", self.listen))
+    /// The listeners to bind (security/listeners.rs).
+    pub fn listener_specs(&self) -> anyhow::Result<Vec<crate::security::listeners::ListenerSpec>> {
+        crate::security::listeners::resolve(&crate::security::listeners::ListenerSettings {
+            listen: &self.listen,
+            advertised_listener: self.advertised_listener.as_deref(),
+            listeners: self.listeners.as_deref(),
+            advertised_listeners: self.advertised_listeners.as_deref(),
+            protocol_map: self.listener_security_protocol_map.as_deref(),
+        })
     }
 }
 

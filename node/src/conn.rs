@@ -11,6 +11,11 @@
 //! body needs room until their handler finished, and the reader waits (reads nothing)
 //! while that budget is spent. A connection with nothing in flight and nothing read
 //! for `connections_max_idle_ms` is closed.
+//!
+//! Security: on TLS listeners the handshake runs first and the loop then reads and
+//! writes through TLS (`transport`, `security::tls_io`); SASL is enforced by the
+//! dispatch (`security::sasl`), and until a client authenticated its frames are held
+//! to `security::UNAUTHENTICATED_MAX_FRAME`.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -20,7 +25,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
 use futures_util::future::Either;
@@ -29,7 +33,9 @@ use std::time::Instant;
 
 use crate::budget::{ConnectionSlot, Permit, RequestMemory};
 use crate::handlers::{self, Dispatched};
+use crate::security::{tls_io, Listener, Session};
 use crate::shard::ShardContext;
+use crate::transport::{ChunkWrite, FrameRead};
 
 /// Read buffer of a new connection: enough for the small requests a client starts with.
 const INITIAL_BUF: usize = 4 * 1024;
@@ -37,8 +43,8 @@ const INITIAL_BUF: usize = 4 * 1024;
 const READ_CHUNK: usize = 32 * 1024;
 /// Grow the buffer when less than this is free (and the frame needs more).
 const MIN_FREE: usize = 1024;
-/// Linux refuses more than 1024 iovecs per sendmsg; stay well below.
-const MAX_IOVECS: usize = 512;
+/// Longest a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response on its way: ready now, or computed by a task.
 enum Pending {
@@ -122,11 +128,51 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     slot: ConnectionSlot,
+    listener: Arc<Listener>,
 ) {
     let _slot = slot;
     let _ = stream.set_nodelay(true);
-    tracing::debug!(shard = ctx.id, %peer, "connection opened");
-    let (mut reader, mut writer) = stream.into_split();
+    tracing::debug!(shard = ctx.id, %peer, listener = %listener.name, "connection opened");
+    let session = Rc::new(Session::new(peer, listener.clone()));
+    let Some(tls) = &listener.tls else {
+        let (reader, writer) = stream.into_split();
+        return run(ctx, session, reader, writer).await;
+    };
+    let accepted = match compio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        tls_io::accept(stream, tls.current()),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::debug!(shard = ctx.id, %peer, listener = %listener.name, error = %e, "TLS handshake failed");
+            ctx.metrics.borrow_mut().tls_handshake_failures += 1;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(shard = ctx.id, %peer, listener = %listener.name, "TLS handshake timed out");
+            ctx.metrics.borrow_mut().tls_handshake_failures += 1;
+            return;
+        }
+    };
+    let leaf = accepted.peer_certificates.as_ref().and_then(|c| c.first());
+    if let Err(e) = session.take_certificate(leaf.map(|c| c.as_ref())) {
+        tracing::info!(shard = ctx.id, %peer, listener = %listener.name, error = %format!("{e:#}"), "client certificate refused");
+        return;
+    }
+    tracing::debug!(shard = ctx.id, %peer, principal = %session.principal(), "TLS established");
+    run(ctx, session, accepted.reader, accepted.writer).await
+}
+
+/// Serve requests read from `reader`, writing responses to `writer`.
+async fn run<R: FrameRead, W: ChunkWrite + 'static>(
+    ctx: Rc<ShardContext>,
+    session: Rc<Session>,
+    mut reader: R,
+    mut writer: W,
+) {
+    let peer = session.peer;
     let (queue_tx, queue_rx) = flume::bounded::<InFlight>(ctx.config.max_in_flight_per_connection);
     {
         let mut m = ctx.metrics.borrow_mut();
@@ -159,7 +205,7 @@ pub async fn serve(
             drop(permit);
             if let Some(chunks) = chunks {
                 let started = (api == "Produce").then(Instant::now);
-                if write_chunks(&mut writer, chunks).await.is_err() {
+                if writer.write_chunks(chunks).await.is_err() {
                     break;
                 }
                 if let Some(t) = started {
@@ -180,7 +226,7 @@ pub async fn serve(
         let _ = writer.shutdown().await;
     });
 
-    let max_frame = ctx.config.socket_request_max_bytes;
+    let configured_max_frame = ctx.config.socket_request_max_bytes;
     let pool = ctx.request_memory.clone();
     let idle = Duration::from_millis(ctx.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
@@ -188,6 +234,8 @@ pub async fn serve(
     let mut frame_permit: Option<Permit> = None;
     'conn: loop {
         let frame_end = loop {
+            // Lower until the client authenticated (SASL).
+            let max_frame = session.max_frame(configured_max_frame);
             let size = match spate_net::frame::peek_frame_size(&buf, max_frame) {
                 Ok(Some(size)) => size,
                 Ok(None) => break 0,
@@ -215,9 +263,15 @@ pub async fn serve(
                 break 'conn;
             };
             let (api, arrived) = (api_name(&frame), Instant::now());
-            let (response, permit) = match handlers::dispatch(&ctx, frame, peer, arrived).await {
+            let mut close_after = None;
+            let (response, permit) = match handlers::dispatch(&ctx, &session, frame, arrived).await
+            {
                 // Answered already: the frame is gone.
                 Dispatched::Respond(chunks) => (Pending::Ready(chunks), None),
+                Dispatched::RespondAndClose(chunks, reason) => {
+                    close_after = Some(reason);
+                    (Pending::Ready(chunks), None)
+                }
                 Dispatched::Later(handle) => (Pending::Task(handle), Some(permit)),
                 Dispatched::Close(reason) => {
                     tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
@@ -237,6 +291,10 @@ pub async fn serve(
             {
                 break 'conn;
             }
+            if let Some(reason) = close_after {
+                tracing::info!(shard = ctx.id, %peer, reason, "closing connection");
+                break 'conn;
+            }
         };
         if ctx.is_shutting_down() {
             break;
@@ -247,7 +305,7 @@ pub async fn serve(
         {
             break;
         }
-        let read = reader.append(buf);
+        let read = reader.read_into(buf);
         futures_util::pin_mut!(read);
         let BufResult(res, b) = loop {
             if idle.is_zero() {
@@ -284,19 +342,4 @@ pub async fn serve(
     let _ = writer_task.await;
     ctx.metrics.borrow_mut().connections_open -= 1;
     tracing::debug!(shard = ctx.id, %peer, "connection closed");
-}
-
-/// Write a response chain with vectored writes, never copying the chunks together.
-async fn write_chunks(writer: &mut TcpStream, mut chunks: Vec<Bytes>) -> std::io::Result<()> {
-    while !chunks.is_empty() {
-        let rest = if chunks.len() > MAX_IOVECS {
-            chunks.split_off(MAX_IOVECS)
-        } else {
-            Vec::new()
-        };
-        let BufResult(res, _) = writer.write_vectored_all(chunks).await;
-        res?;
-        chunks = rest;
-    }
-    Ok(())
 }

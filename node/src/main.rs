@@ -22,8 +22,10 @@ mod producer_state;
 mod random_id;
 mod route;
 mod schema_registry;
+mod security;
 mod shard;
 mod topic_config;
+mod transport;
 mod txn;
 
 use std::net::SocketAddr;
@@ -59,10 +61,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let cpus = shard_cpus(&config)?;
     let shard_count = cpus.len();
-    let listen = config.listen_addr()?;
-    let listeners = bind_listeners(listen, shard_count)?;
-    let bound = listeners[0].local_addr().context("listener address")?;
-    let advertised = advertised_address(&config, bound)?;
+    // Every shard accepts on every listener: sockets[s] holds shard s's, one per listener.
+    let specs = config.listener_specs()?;
+    let mut sockets: Vec<Vec<std::net::TcpListener>> =
+        (0..shard_count).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let per_shard = bind_listeners(spec.bind, shard_count)?;
+        bound.push(per_shard[0].local_addr().context("listener address")?);
+        for (s, l) in per_shard.into_iter().enumerate() {
+            sockets[s].push(l);
+        }
+    }
+    let listeners = security::build_listeners(&config, &specs, &bound)?;
 
     let mesh = mesh::build_mesh(shard_count);
     // The main thread talks to shard s over s's own channel.
@@ -80,16 +91,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
     // The registry's ids as the shards' schema validation reads them.
     let schemas = Arc::new(schema_registry::SchemaIndex::default());
-    for (id, (links, listener)) in mesh.into_iter().zip(listeners).enumerate() {
+    for (id, (links, sockets)) in mesh.into_iter().zip(sockets).enumerate() {
         let start = shard::ShardStart {
             id,
             cpu: cpus[id],
             shard_count,
             config: config.clone(),
-            advertised: advertised.clone(),
             image: image.clone(),
             links,
-            listener,
+            listeners: listeners.iter().cloned().zip(sockets).collect(),
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
             cleaner: cleaner.clone(),
@@ -133,8 +143,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tracing::info!(http = %bound, "metrics at /metrics, probes at /health and /ready");
     }
     tracing::info!(
-        listen = %bound,
-        advertised = %format!("{}:{}", advertised.0, advertised.1),
+        // The first listener's bound address (tests read it from this line).
+        listen = %bound[0],
+        listeners = %listeners.iter().map(|l| format!("{}://{}", l.name, l.bind)).collect::<Vec<_>>().join(","),
+        protocols = %listeners.iter().map(|l| format!("{}:{}", l.name, l.protocol.name())).collect::<Vec<_>>().join(","),
+        advertised = %security::advertised_listeners(&listeners),
         shards = shard_count,
         topics = image.topics.len(),
         log_dirs = %config.log_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","),
@@ -378,26 +391,6 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net
         out.push(listener);
     }
     Ok(out)
-}
-
-fn advertised_address(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
-    match &config.advertised_listener {
-        Some(a) => {
-            let (host, port) = a
-                .rsplit_once(':')
-                .with_context(|| format!("advertised listener {a} is not HOST:PORT"))?;
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("bad port in advertised listener {a}"))?;
-            Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
-        }
-        None => {
-            if bound.ip().is_unspecified() {
-                bail!("listening on {bound}: set advertised_listener so clients know where to connect");
-            }
-            Ok((bound.ip().to_string(), i32::from(bound.port())))
-        }
-    }
 }
 
 /// SIGTERM and SIGINT, the signals that stop the broker.

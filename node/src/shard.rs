@@ -27,8 +27,9 @@ pub struct ShardContext {
     pub id: usize,
     pub shard_count: usize,
     pub config: Arc<BrokerConfig>,
-    /// Host and port given to clients.
-    pub advertised: (String, i32),
+    /// Kafka's `advertised.listeners` of this broker, for DescribeConfigs (a client is
+    /// given its own listener's address: `security::Session`).
+    pub advertised_listeners: String,
     pub image: RefCell<Arc<MetadataImage>>,
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
@@ -528,10 +529,10 @@ pub struct ShardStart {
     pub cpu: Option<usize>,
     pub shard_count: usize,
     pub config: Arc<BrokerConfig>,
-    pub advertised: (String, i32),
     pub image: Arc<MetadataImage>,
     pub links: crate::mesh::ShardLinks,
-    pub listener: std::net::TcpListener,
+    /// Every listener, with this shard's socket for it (SO_REUSEPORT).
+    pub listeners: Vec<(Arc<crate::security::Listener>, std::net::TcpListener)>,
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
     /// The broker's cleaner threads.
@@ -569,10 +570,9 @@ async fn serve(start: ShardStart) {
         id,
         shard_count,
         config,
-        advertised,
         image,
         links,
-        listener,
+        listeners,
         store,
         ready,
         request_memory,
@@ -586,7 +586,9 @@ async fn serve(start: ShardStart) {
         id,
         shard_count,
         config: config.clone(),
-        advertised,
+        advertised_listeners: crate::security::advertised_listeners(
+            &listeners.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        ),
         image: RefCell::new(Arc::new(MetadataImage::default())),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
@@ -607,13 +609,19 @@ async fn serve(start: ShardStart) {
     });
     ctx.apply_image(image.clone()).await;
 
-    let listener = match compio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(anyhow::anyhow!("shard {id}: listener: {e}")));
-            return;
+    let mut sockets = Vec::with_capacity(listeners.len());
+    for (listener, socket) in listeners {
+        match compio::net::TcpListener::from_std(socket) {
+            Ok(s) => sockets.push((listener, s)),
+            Err(e) => {
+                let _ = ready.send(Err(anyhow::anyhow!(
+                    "shard {id}: listener {}: {e}",
+                    listener.name
+                )));
+                return;
+            }
         }
-    };
+    }
 
     // The controller lives on shard 0 and handles one request at a time.
     let controller_queue = store.map(|store| {
@@ -697,40 +705,9 @@ async fn serve(start: ShardStart) {
         .detach();
     }
 
-    let accept_ctx = ctx.clone();
-    compio::runtime::spawn(async move {
-        // Refusals are logged at most once per interval, with the count since the last line.
-        let mut refused_unlogged = 0u64;
-        let mut last_refusal_log: Option<std::time::Instant> = None;
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    if accept_ctx.is_shutting_down() {
-                        break;
-                    }
-                    let Some(slot) = accept_ctx.connection_limit.try_open() else {
-                        // Over max_connections: close at once (dropping the stream).
-                        drop(stream);
-                        accept_ctx.metrics.borrow_mut().connections_refused += 1;
-                        refused_unlogged += 1;
-                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
-                            tracing::warn!(shard = accept_ctx.id, %peer, refused = refused_unlogged, max_connections = accept_ctx.connection_limit.limit(), "connection limit reached; closing new connections");
-                            refused_unlogged = 0;
-                            last_refusal_log = Some(std::time::Instant::now());
-                        }
-                        continue;
-                    };
-                    let ctx = accept_ctx.clone();
-                    compio::runtime::spawn(async move { crate::conn::serve(ctx, stream, peer, slot).await }).detach();
-                }
-                Err(e) => {
-                    tracing::warn!(shard = accept_ctx.id, error = %e, "accept failed");
-                    compio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .detach();
+    for (listener, socket) in sockets {
+        compio::runtime::spawn(accept_loop(ctx.clone(), listener, socket)).detach();
+    }
 
     let group_ctx = ctx.clone();
     compio::runtime::spawn(async move {
@@ -817,4 +794,45 @@ async fn serve(start: ShardStart) {
     }
     tracing::info!(shard = id, "shard stopped");
     let _ = done.send_async(()).await;
+}
+
+/// Accept connections on one listener for as long as the shard runs.
+async fn accept_loop(
+    ctx: Rc<ShardContext>,
+    listener: Arc<crate::security::Listener>,
+    socket: compio::net::TcpListener,
+) {
+    // Refusals are logged at most once per interval, with the count since the last line.
+    let mut refused_unlogged = 0u64;
+    let mut last_refusal_log: Option<std::time::Instant> = None;
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                if ctx.is_shutting_down() {
+                    break;
+                }
+                let Some(slot) = ctx.connection_limit.try_open() else {
+                    // Over max_connections: close at once (dropping the stream).
+                    drop(stream);
+                    ctx.metrics.borrow_mut().connections_refused += 1;
+                    refused_unlogged += 1;
+                    if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                        tracing::warn!(shard = ctx.id, %peer, refused = refused_unlogged, max_connections = ctx.connection_limit.limit(), "connection limit reached; closing new connections");
+                        refused_unlogged = 0;
+                        last_refusal_log = Some(std::time::Instant::now());
+                    }
+                    continue;
+                };
+                let (ctx, listener) = (ctx.clone(), listener.clone());
+                compio::runtime::spawn(async move {
+                    crate::conn::serve(ctx, stream, peer, slot, listener).await
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = ctx.id, listener = %listener.name, error = %e, "accept failed");
+                compio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

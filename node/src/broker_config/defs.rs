@@ -31,8 +31,8 @@ pub enum Value {
 /// What the value functions read.
 pub struct Facts<'a> {
     pub config: &'a BrokerConfig,
-    /// The address clients are given.
-    pub advertised: &'a (String, i32),
+    /// Kafka's `advertised.listeners`: every listener with the address clients are given.
+    pub advertised_listeners: &'a str,
 }
 
 pub struct BrokerConfigDef {
@@ -85,8 +85,8 @@ use ConfigType::{Boolean, Double, Int, List, Long, String as Str};
 
 /// Every broker config Spate describes, sorted by name.
 pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
-    def("advertised.listeners", List, Value::Always(|f| format!("PLAINTEXT://{}:{}", f.advertised.0, f.advertised.1)),
-        "The listener clients are told to connect to (advertised_listener, or the listen address)."),
+    def("advertised.listeners", List, Value::Always(|f| f.advertised_listeners.to_string()),
+        "The listeners clients are told to connect to (advertised_listeners, else the bound addresses)."),
     def("auto.create.topics.enable", Boolean, Value::Setting(|c| c.auto_create_topics_enable.to_string()),
         "Whether a Metadata request for a missing topic creates it, when the client allows it."),
     def("broker.id", Int, Value::Always(|f| f.config.node_id.to_string()),

@@ -274,7 +274,6 @@ mod tests {
         let mut c = config();
         c.num_partitions = 3;
         c.topic_defaults.retention_ms = 3_600_000;
-        let advertised = ("h".to_string(), 9092);
         let mut dynamic = BTreeMap::new();
         dynamic.insert(
             String::new(),
@@ -290,7 +289,7 @@ mod tests {
         let s = Sources {
             facts: Facts {
                 config: &c,
-                advertised: &advertised,
+                advertised_listeners: "PLAINTEXT://h:9092",
             },
             embedded: &embedded,
             dynamic: &dynamic,

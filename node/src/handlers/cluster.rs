@@ -25,8 +25,9 @@ const ENDPOINT_BROKERS: i8 = 1;
 pub fn describe_cluster(
     ctx: &ShardContext,
     req: DescribeClusterRequest,
+    advertised: &(String, i32),
 ) -> DescribeClusterResponse {
-    let (host, port) = ctx.advertised.clone();
+    let (host, port) = advertised.clone();
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
         cluster_id: ctx.config.cluster_id.clone(),

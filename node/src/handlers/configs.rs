@@ -30,7 +30,7 @@ fn sources<'a>(ctx: &'a ShardContext, image: &'a MetadataImage) -> Sources<'a> {
     Sources {
         facts: Facts {
             config: &ctx.config,
-            advertised: &ctx.advertised,
+            advertised_listeners: &ctx.advertised_listeners,
         },
         embedded: BrokerConfig::embedded_default(),
         dynamic: &image.broker_configs,

@@ -79,8 +79,9 @@ pub fn find_coordinator(
     ctx: &ShardContext,
     req: FindCoordinatorRequest,
     version: i16,
+    advertised: &(String, i32),
 ) -> FindCoordinatorResponse {
-    let (host, port) = ctx.advertised.clone();
+    let (host, port) = advertised.clone();
     let node = ctx.config.node_id;
     let entry = |key: String| {
         let shard = match req.key_type {

@@ -24,6 +24,8 @@ pub async fn handle(
     ctx: &Rc<ShardContext>,
     req: MetadataRequest,
     version: i16,
+    // The listener the client connected on: Kafka answers with its addresses.
+    advertised: (String, i32),
 ) -> MetadataResponse {
     let client_allows = version < AUTO_CREATE_FLAG_FROM || req.allow_auto_topic_creation;
     // Version 0 has no null list: an empty list means every topic.
@@ -99,7 +101,7 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = ctx.advertised.clone();
+    let (host, port) = advertised;
     MetadataResponse {
         brokers: vec![MetadataResponseBroker {
             node_id: ctx.config.node_id,

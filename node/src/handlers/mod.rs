@@ -25,6 +25,7 @@ use compio::runtime::JoinHandle;
 use spate_net::messages::RequestHeader;
 use spate_net::{ApiKey, Message, RequestBody};
 
+use crate::security::{sasl, Session};
 use crate::shard::ShardContext;
 
 pub use api_versions::SERVED_APIS;
@@ -37,6 +38,8 @@ pub enum Dispatched {
     Later(JoinHandle<Option<Vec<Bytes>>>),
     /// Close the connection (what Kafka does for malformed or unsupported requests).
     Close(&'static str),
+    /// Send the response frame, then close (a failed SASL authentication).
+    RespondAndClose(Vec<Bytes>, &'static str),
 }
 
 /// Encode `body` as the response to `header`.
@@ -61,10 +64,17 @@ where
 /// Decode one request frame and start its handling.
 pub async fn dispatch(
     ctx: &Rc<ShardContext>,
+    session: &Session,
     mut frame_body: Bytes,
-    peer: std::net::SocketAddr,
     arrived: std::time::Instant,
 ) -> Dispatched {
+    let peer = session.peer;
+    // KIP-43: a SASL listener serves nothing else before authentication.
+    if !session.authenticated() {
+        if let Some(d) = sasl::before_authentication(session, frame_body.clone()) {
+            return d;
+        }
+    }
     if let Some(answer) = api_versions::answer_unknown_version(&frame_body) {
         return Dispatched::Respond(answer);
     }
@@ -95,9 +105,12 @@ pub async fn dispatch(
         RequestBody::Fetch(req) => later(header.clone(), async move {
             fetch::handle(&ctx, req, header.request_api_version).await
         }),
-        RequestBody::Metadata(req) => later(header.clone(), async move {
-            metadata::handle(&ctx, req, header.request_api_version).await
-        }),
+        RequestBody::Metadata(req) => {
+            let advertised = session.listener.advertised.clone();
+            later(header.clone(), async move {
+                metadata::handle(&ctx, req, header.request_api_version, advertised).await
+            })
+        }
         RequestBody::ListOffsets(req) => later(header.clone(), async move {
             offsets::list_offsets(&ctx, req, header.request_api_version).await
         }),
@@ -135,7 +148,11 @@ pub async fn dispatch(
             configs::incremental_alter(&ctx, req).await
         }),
         RequestBody::DescribeCluster(req) => {
-            Dispatched::Respond(frame(&header, &cluster::describe_cluster(&ctx, req)))
+            let advertised = &session.listener.advertised;
+            Dispatched::Respond(frame(
+                &header,
+                &cluster::describe_cluster(&ctx, req, advertised),
+            ))
         }
         RequestBody::InitProducerId(req) => later(header, async move {
             producer::init_producer_id(&ctx, req, version).await
@@ -179,7 +196,7 @@ pub async fn dispatch(
         ),
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
-            &groups::find_coordinator(&ctx, req, version),
+            &groups::find_coordinator(&ctx, req, version, &session.listener.advertised),
         )),
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
@@ -241,6 +258,10 @@ pub async fn dispatch(
         RequestBody::DescribeLogDirs(req) => later(header, async move {
             cluster::describe_log_dirs(&ctx, req).await
         }),
+        // Authenticated already, or a listener without SASL.
+        RequestBody::SaslHandshake(_) | RequestBody::SaslAuthenticate(_) => {
+            Dispatched::Respond(sasl::after_authentication(&header, key))
+        }
         _ => Dispatched::Close("unsupported API key"),
     }
 }

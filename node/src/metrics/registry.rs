@@ -83,6 +83,9 @@ pub struct ShardCounters {
     pub connections_refused: u64,
     /// Connections closed after `connections_max_idle_ms` without activity.
     pub connections_idle_closed: u64,
+    /// TLS handshakes that failed or timed out (a plaintext client on a TLS port, a
+    /// refused client certificate, ...).
+    pub tls_handshake_failures: u64,
     /// Times a connection stopped reading to wait for request memory.
     pub request_memory_waits: u64,
     /// Transactions this shard coordinated to the end.
@@ -139,6 +142,7 @@ impl ShardCounters {
         self.connections_total += o.connections_total;
         self.connections_refused += o.connections_refused;
         self.connections_idle_closed += o.connections_idle_closed;
+        self.tls_handshake_failures += o.tls_handshake_failures;
         self.request_memory_waits += o.request_memory_waits;
         self.transactions_committed += o.transactions_committed;
         self.transactions_aborted += o.transactions_aborted;

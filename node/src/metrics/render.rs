@@ -188,7 +188,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 23] = [
+    let per_shard: [ShardFamily; 24] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
@@ -208,6 +208,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_connections_accepted_total", "counter", "Client connections accepted.", |s| s.counters.connections_total as f64),
         ("spate_connections_refused_total", "counter", "Connections closed right after accept because max_connections were open.", |s| s.counters.connections_refused as f64),
         ("spate_connections_idle_closed_total", "counter", "Connections closed after connections_max_idle_ms without activity.", |s| s.counters.connections_idle_closed as f64),
+        ("spate_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", |s| s.counters.tls_handshake_failures as f64),
         ("spate_request_memory_waits_total", "counter", "Times a connection stopped reading until request memory (queued_max_request_bytes) was free.", |s| s.counters.request_memory_waits as f64),
         ("spate_shard_cpu_seconds_total", "counter", "CPU time (user and system) of the shard thread: its busy time.", |s| s.cpu_seconds),
         ("spate_shard_queue_depth", "gauge", "Messages waiting in the shard's inbound channels.", |s| s.queue_depth as f64),

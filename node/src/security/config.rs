@@ -1,0 +1,70 @@
+//! The `[ssl]` and `[sasl]` tables of the broker's TOML (docs/security.md).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::Deserialize;
+
+/// Kafka's `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// TLS of the SSL and SASL_SSL listeners. PEM files only (Kafka's `ssl.keystore.type=PEM`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslConfig {
+    /// The broker's certificate chain, leaf first (`ssl.keystore.location`).
+    #[serde(default)]
+    pub keystore_location: Option<PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1, unencrypted); default: the key in
+    /// `keystore_location`, as in Kafka's PEM keystores.
+    #[serde(default)]
+    pub key_location: Option<PathBuf>,
+    /// CA certificates client certificates are checked against (`ssl.truststore.location`).
+    #[serde(default)]
+    pub truststore_location: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// `ssl.principal.mapping.rules`.
+    pub principal_mapping_rules: String,
+    /// How often the files are checked for changes (0: never; a restart reloads them).
+    pub reload_interval_ms: u64,
+}
+
+/// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `sasl.enabled.mechanisms`.
+    pub enabled_mechanisms: Vec<String>,
+    #[serde(default)]
+    pub plain: PlainConfig,
+}
+
+/// SASL/PLAIN's users: `[sasl.plain.users]`, user name = password (as Kafka's
+/// `user_NAME="password"` JAAS options).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainConfig {
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+}
+
+/// The mechanisms this broker can run.
+pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN"];
+
+impl SaslConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for m in &self.enabled_mechanisms {
+            if !SUPPORTED_MECHANISMS.contains(&m.as_str()) {
+                bail!("sasl.enabled_mechanisms: {m} is not supported (supported: {SUPPORTED_MECHANISMS:?})");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Listeners, TLS and SASL (issue 16): what a connection speaks below the Kafka
+//! protocol and who it is. docs/security.md describes it for operators.
+
+pub mod config;
+pub mod listeners;
+pub mod principal;
+pub mod sasl;
+pub mod tls;
+pub mod tls_io;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::BrokerConfig;
+use listeners::{ListenerSpec, SecurityProtocol};
+pub use principal::Principal;
+use principal::PrincipalMapper;
+use tls::TlsContext;
+
+/// Largest request a client may send before it authenticated (Kafka's
+/// `sasl.server.max.receive.size`): SASL tokens are small, and an unauthenticated
+/// client must not make the broker hold `socket_request_max_bytes`.
+pub const UNAUTHENTICATED_MAX_FRAME: usize = 512 * 1024;
+
+/// One listener, ready to accept on: its settings and what its connections share.
+pub struct Listener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    /// What clients connected here are told (Metadata, FindCoordinator, ...).
+    pub advertised: (String, i32),
+    pub tls: Option<Arc<TlsContext>>,
+    pub mapper: Option<Arc<PrincipalMapper>>,
+    pub sasl: Option<Arc<config::SaslConfig>>,
+}
+
+/// Build the listeners of `config`. `bound` gives each listener's bound address (its
+/// port, when 0 was asked for), in the order of [`listener_specs`].
+pub fn build_listeners(
+    config: &BrokerConfig,
+    specs: &[ListenerSpec],
+    bound: &[SocketAddr],
+) -> anyhow::Result<Vec<Arc<Listener>>> {
+    let mut tls: Option<Arc<TlsContext>> = None;
+    let mut mapper: Option<Arc<PrincipalMapper>> = None;
+    let mut out = Vec::new();
+    for (spec, bound) in specs.iter().zip(bound) {
+        let advertised = match &spec.advertised {
+            Some(a) => a.clone(),
+            None => {
+                if bound.ip().is_unspecified() {
+                    anyhow::bail!("listener {} binds {bound}: set advertised_listeners (or advertised_listener) so clients know where to connect", spec.name);
+                }
+                (bound.ip().to_string(), i32::from(bound.port()))
+            }
+        };
+        let listener_tls = if spec.protocol.uses_tls() {
+            if tls.is_none() {
+                let ctx =
+                    Arc::new(TlsContext::new(&config.ssl).context("TLS configuration (ssl)")?);
+                tls::spawn_reloader(ctx.clone())?;
+                tls = Some(ctx);
+                mapper = Some(Arc::new(
+                    PrincipalMapper::parse(&config.ssl.principal_mapping_rules)
+                        .context("ssl.principal_mapping_rules")?,
+                ));
+            }
+            tls.clone()
+        } else {
+            None
+        };
+        let sasl = if spec.protocol.uses_sasl() {
+            config.sasl.validate()?;
+            if config.sasl.enabled_mechanisms.is_empty() {
+                anyhow::bail!(
+                    "listener {} is {} but sasl.enabled_mechanisms is empty",
+                    spec.name,
+                    spec.protocol.name()
+                );
+            }
+            Some(Arc::new(config.sasl.clone()))
+        } else {
+            None
+        };
+        out.push(Arc::new(Listener {
+            name: spec.name.clone(),
+            protocol: spec.protocol,
+            bind: *bound,
+            advertised,
+            mapper: listener_tls.as_ref().and(mapper.clone()),
+            tls: listener_tls,
+            sasl,
+        }));
+    }
+    Ok(out)
+}
+
+/// The listeners as `advertised.listeners` lists them.
+pub fn advertised_listeners(listeners: &[Arc<Listener>]) -> String {
+    listeners
+        .iter()
+        .map(|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where a connection stands with SASL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslStage {
+    /// Not a SASL listener, or authenticated: every request is served.
+    Done,
+    /// Only ApiVersions and SaslHandshake are accepted.
+    Handshake,
+    /// SaslHandshake v1 done: the next request is SaslAuthenticate.
+    Authenticate,
+    /// SaslHandshake v0 done: the next frame is a bare SASL token (KIP-43's old form).
+    RawToken,
+}
+
+/// A connection's security state, owned by its shard.
+pub struct Session {
+    pub peer: SocketAddr,
+    pub listener: Arc<Listener>,
+    principal: RefCell<Principal>,
+    stage: Cell<SaslStage>,
+    /// The SASL mechanism chosen in the handshake.
+    mechanism: RefCell<Option<String>>,
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr, listener: Arc<Listener>) -> Session {
+        let stage = if listener.sasl.is_some() {
+            SaslStage::Handshake
+        } else {
+            SaslStage::Done
+        };
+        Session {
+            peer,
+            listener,
+            principal: RefCell::new(Principal::anonymous()),
+            stage: Cell::new(stage),
+            mechanism: RefCell::new(None),
+        }
+    }
+
+    pub fn principal(&self) -> Principal {
+        self.principal.borrow().clone()
+    }
+
+    pub fn set_principal(&self, p: Principal) {
+        *self.principal.borrow_mut() = p;
+    }
+
+    pub fn stage(&self) -> SaslStage {
+        self.stage.get()
+    }
+
+    pub fn authenticated(&self) -> bool {
+        self.stage.get() == SaslStage::Done
+    }
+
+    /// The largest request frame this connection may send now.
+    pub fn max_frame(&self, configured: usize) -> usize {
+        if self.authenticated() {
+            configured
+        } else {
+            configured.min(UNAUTHENTICATED_MAX_FRAME)
+        }
+    }
+
+    /// After the TLS handshake: the principal from the client certificate, if any.
+    /// `Err` when mapping rules exist and none applies (Kafka closes the connection).
+    pub fn take_certificate(&self, leaf: Option<&[u8]>) -> anyhow::Result<()> {
+        let (Some(der), Some(mapper)) = (leaf, &self.listener.mapper) else {
+            return Ok(());
+        };
+        let dn = principal::subject_dn(der)?;
+        let name = mapper
+            .name(&dn)
+            .with_context(|| format!("no ssl.principal_mapping_rules entry applies to {dn}"))?;
+        // On SASL_SSL the SASL user replaces it once authenticated, as in Kafka.
+        self.set_principal(Principal::user(&name));
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The TLS server configuration of the SSL and SASL_SSL listeners, built from PEM files
+//! with rustls, and reloaded when the files change.
+//!
+//! Every shard accepts on every listener, so the current configuration is shared
+//! broker-wide behind an `RwLock` that is read once per accepted connection (never per
+//! request) and written only by the reload thread. A connection keeps the
+//! configuration it was accepted with; new connections see new certificates.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use super::config::{ClientAuth, SslConfig};
+
+/// The files one configuration was built from, and their contents (to see changes;
+/// they are small, and comparing contents is immune to coarse modification times).
+#[derive(PartialEq, Eq)]
+struct Sources(Vec<(PathBuf, Vec<u8>)>);
+
+impl Sources {
+    fn read(ssl: &SslConfig) -> anyhow::Result<Sources> {
+        let paths = [
+            ssl.keystore_location.as_ref(),
+            ssl.key_location.as_ref(),
+            ssl.truststore_location.as_ref(),
+        ];
+        let mut files = Vec::new();
+        for p in paths.into_iter().flatten() {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            files.push((p.clone(), bytes));
+        }
+        Ok(Sources(files))
+    }
+
+    fn get(&self, path: &Path) -> &[u8] {
+        self.0
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// The TLS configuration new connections get; see the module comment.
+pub struct TlsContext {
+    ssl: SslConfig,
+    current: RwLock<(Arc<ServerConfig>, Sources)>,
+}
+
+impl TlsContext {
+    pub fn new(ssl: &SslConfig) -> anyhow::Result<TlsContext> {
+        let sources = Sources::read(ssl)?;
+        let config = build(ssl, &sources)?;
+        Ok(TlsContext {
+            ssl: ssl.clone(),
+            current: RwLock::new((config, sources)),
+        })
+    }
+
+    /// The configuration for a connection accepted now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock only means the reload thread panicked mid-swap, which cannot
+        // leave the pair half-written: keep serving what is there.
+        match self.current.read() {
+            Ok(c) => c.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+
+    /// Rebuild from the files if they changed. A change that does not make a valid
+    /// configuration (a certificate written before its key, say) is logged and the old
+    /// configuration kept; the next check tries again.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let sources = Sources::read(&self.ssl)?;
+        let unchanged = match self.current.read() {
+            Ok(c) => c.1 == sources,
+            Err(p) => p.into_inner().1 == sources,
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let config = build(&self.ssl, &sources)?;
+        let mut slot = match self.current.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        *slot = (config, sources);
+        Ok(true)
+    }
+}
+
+/// Check the files every `reload_interval_ms` on a thread of its own (off the shards:
+/// file reads and certificate parsing are blocking work).
+pub fn spawn_reloader(tls: Arc<TlsContext>) -> anyhow::Result<()> {
+    let every = tls.ssl.reload_interval_ms;
+    if every == 0 {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("spate-tls-reload".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(every));
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!("TLS certificates reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "TLS certificate files changed but do not load; keeping the previous ones")
+                }
+            }
+        })
+        .context("starting the TLS reload thread")?;
+    Ok(())
+}
+
+fn build(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Arc<ServerConfig>> {
+    let Some(keystore) = &ssl.keystore_location else {
+        bail!("an SSL or SASL_SSL listener needs ssl.keystore_location");
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(files.get(keystore))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("certificates in {}", keystore.display()))?;
+    if chain.is_empty() {
+        bail!("no certificate in {}", keystore.display());
+    }
+    let key_path = ssl.key_location.as_ref().unwrap_or(keystore);
+    let key = PrivateKeyDer::from_pem_slice(files.get(key_path))
+        .with_context(|| format!("private key in {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .context("TLS protocol versions")?;
+    let builder = match ssl.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        mode => {
+            let Some(ca) = &ssl.truststore_location else {
+                bail!("ssl.client_auth = {mode:?} needs ssl.truststore_location");
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(files.get(ca)) {
+                let cert = cert.with_context(|| format!("certificates in {}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("CA certificate in {}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if mode == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder
+                .with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not make a TLS identity")?;
+    // Kafka clients resume nothing; tickets cost a write per handshake for no use.
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
