@@ -42,9 +42,12 @@ def port_accepts(port, timeout=0.5):
 class SpateBroker:
     """One spate process on a fixed port and data dir; can be stopped and restarted."""
 
-    def __init__(self, data_dir: Path, port: int, extra_args=()):
+    def __init__(self, data_dir: Path, port: int, extra_args=(), listen_flag=True):
         self.data_dir = data_dir
         self.port = port
+        # False: the listeners come from a config file in extra_args (test_security.py),
+        # and `port` is one of them.
+        self.listen_flag = listen_flag
         # More flags for every start (e.g. the schema registry's endpoint).
         self.extra_args = list(extra_args)
         self.proc = None
@@ -66,7 +69,8 @@ class SpateBroker:
         log.flush()
         self.proc = subprocess.Popen(
             [str(SPATE_BIN), "--data-dir", str(self.data_dir),
-             "--listen", self.bootstrap, "--cores", SPATE_CORES, *self.extra_args],
+             *(["--listen", self.bootstrap] if self.listen_flag else []),
+             "--cores", SPATE_CORES, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
         log.close()
         deadline = time.monotonic() + timeout

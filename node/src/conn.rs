@@ -140,7 +140,7 @@ pub async fn serve(
     };
     let accepted = match compio::time::timeout(
         TLS_HANDSHAKE_TIMEOUT,
-        tls_io::accept(stream, tls.current()),
+        tls_io::accept(stream, tls.current(listener.sasl.is_some())),
     )
     .await
     {

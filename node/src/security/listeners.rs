@@ -94,6 +94,14 @@ pub fn resolve(s: &ListenerSettings<'_>) -> anyhow::Result<Vec<ListenerSpec>> {
             bail!("listeners: {name} appears twice");
         }
         let bind = resolve_addr(&addr).with_context(|| format!("listener {name}"))?;
+        // SO_REUSEPORT would let two listeners share a port, each getting some of its
+        // connections: refuse it, as Kafka does.
+        if bind.port() != 0 && specs.iter().any(|l| l.bind.port() == bind.port()) {
+            bail!(
+                "listeners: each listener needs a port of its own ({name} shares {})",
+                bind.port()
+            );
+        }
         specs.push(ListenerSpec {
             name,
             protocol,

@@ -35,18 +35,19 @@ impl fmt::Display for Principal {
 }
 
 /// The subject of a DER certificate as Java's `X500Principal.getName()` writes it
-/// (RFC 2253: last RDN first, `,` between them, `+` inside multi-valued ones), which
-/// is what Kafka's mapping rules are written against.
+/// (RFC 2253: last RDN first, `,` between them, `+` inside multi-valued ones, in
+/// their encoded order), which
+/// is what Kafka's mapping rules are written against. One difference: attributes
+/// without an RFC 2253 keyword (emailAddress, ...) are written `OID=value` where Java
+/// writes `OID=#` and the value's DER in hex.
 pub fn subject_dn(der: &[u8]) -> anyhow::Result<String> {
     let (_, cert) = X509Certificate::from_der(der).context("parsing the client certificate")?;
     let mut rdns = Vec::new();
     for rdn in cert.subject().iter() {
         let mut parts = Vec::new();
         for atv in rdn.iter() {
-            let oid = atv.attr_type();
-            let key = x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
-                .map(str::to_string)
-                .unwrap_or_else(|_| oid.to_id_string());
+            let oid = atv.attr_type().to_id_string();
+            let key = rfc2253_keyword(&oid).unwrap_or(&oid);
             let value = atv
                 .as_str()
                 .with_context(|| format!("certificate subject attribute {key} is not a string"))?;
@@ -56,6 +57,22 @@ pub fn subject_dn(der: &[u8]) -> anyhow::Result<String> {
     }
     rdns.reverse();
     Ok(rdns.join(","))
+}
+
+/// The attribute keywords of RFC 2253 (the ones Java writes by name).
+fn rfc2253_keyword(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => return None,
+    })
 }
 
 /// RFC 2253 escaping of an attribute value.
@@ -199,6 +216,7 @@ fn java_replacement(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     #[test]
     fn default_keeps_the_distinguished_name() {
@@ -222,6 +240,17 @@ mod tests {
         assert_eq!(only.name("O=nobody"), None);
         assert!(PrincipalMapper::parse("RULE:^CN=(.*)$").is_err());
         assert!(PrincipalMapper::parse("WHATEVER").is_err());
+    }
+
+    #[test]
+    fn subject_as_java_writes_it() {
+        let pem = include_bytes!("testdata/client.pem");
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap();
+        assert_eq!(
+            subject_dn(&der).unwrap(),
+            "1.2.840.113549.1.9.1=a@b.c,CN=client\\, with comma,OU=Unit+UID=u7,O=Spate Test,C=NL"
+        );
+        assert!(subject_dn(b"not a certificate").is_err());
     }
 
     #[test]

@@ -223,6 +223,162 @@ pub fn after_authentication(header: &RequestHeader, key: ApiKey) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::listeners::SecurityProtocol;
+    use crate::security::Listener;
+    use spate_net::messages::{
+        ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    };
+    use spate_net::Message;
+    use std::sync::Arc;
+
+    fn session() -> Session {
+        let listener = Arc::new(Listener {
+            name: "SASL_PLAINTEXT".to_string(),
+            protocol: SecurityProtocol::SaslPlaintext,
+            bind: "127.0.0.1:9092".parse().unwrap(),
+            advertised: ("h".to_string(), 9092),
+            tls: None,
+            mapper: None,
+            sasl: Some(Arc::new(config())),
+        });
+        Session::new("127.0.0.1:5555".parse().unwrap(), listener)
+    }
+
+    /// A request frame without its size prefix, as the dispatch gets it.
+    fn request<M: Message>(key: ApiKey, version: i16, body: &M) -> Bytes {
+        let header = RequestHeader {
+            request_api_key: key.key(),
+            request_api_version: version,
+            correlation_id: 3,
+            client_id: Some("test".to_string()),
+        };
+        let chunks = spate_net::encode_request_frame(&header, body, version);
+        let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        Bytes::from(all).slice(4..)
+    }
+
+    /// The body of a response frame (size prefix, correlation id and, for flexible
+    /// headers, an empty tag buffer skipped).
+    fn response<M: Message>(chunks: &[Bytes], version: i16, flexible: bool) -> M {
+        let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut body = Bytes::from(all).slice(if flexible { 9 } else { 8 }..);
+        M::decode(&mut body, version).unwrap()
+    }
+
+    fn handshake_request(mechanism: &str, version: i16) -> Bytes {
+        let body = SaslHandshakeRequest {
+            mechanism: mechanism.to_string(),
+        };
+        request(ApiKey::SaslHandshake, version, &body)
+    }
+
+    fn authenticate_request(token: &'static [u8]) -> Bytes {
+        let body = SaslAuthenticateRequest {
+            auth_bytes: Bytes::from_static(token),
+        };
+        request(ApiKey::SaslAuthenticate, 2, &body)
+    }
+
+    #[test]
+    fn only_api_versions_and_sasl_before_authentication() {
+        let s = session();
+        let versions = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert!(before_authentication(&s, versions.clone()).is_none());
+        let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
+        assert!(matches!(
+            before_authentication(&s, metadata),
+            Some(Dispatched::Close(_))
+        ));
+        // A SaslAuthenticate before the handshake closes too.
+        let auth = authenticate_request(b"\0alice\0secret");
+        assert!(matches!(
+            before_authentication(&s, auth),
+            Some(Dispatched::Close(_))
+        ));
+        assert_eq!(s.stage(), SaslStage::Handshake);
+    }
+
+    #[test]
+    fn unsupported_mechanism_lists_the_enabled_ones() {
+        let s = session();
+        let Some(Dispatched::RespondAndClose(chunks, _)) =
+            before_authentication(&s, handshake_request("SCRAM-SHA-512", 1))
+        else {
+            panic!("expected an answer and a close");
+        };
+        let r: SaslHandshakeResponse = response(&chunks, 1, false);
+        assert_eq!(r.error_code, ErrorCode::UnsupportedSaslMechanism.code());
+        assert_eq!(r.mechanisms, vec!["PLAIN".to_string()]);
+    }
+
+    #[test]
+    fn handshake_then_authenticate() {
+        let s = session();
+        let Some(Dispatched::Respond(chunks)) =
+            before_authentication(&s, handshake_request("PLAIN", 1))
+        else {
+            panic!("expected an answer");
+        };
+        let r: SaslHandshakeResponse = response(&chunks, 1, false);
+        assert_eq!((r.error_code, r.mechanisms), (0, vec!["PLAIN".to_string()]));
+        assert_eq!(s.stage(), SaslStage::Authenticate);
+        // ApiVersions is over once the handshake is done.
+        let versions = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        assert!(matches!(
+            before_authentication(&s, versions),
+            Some(Dispatched::Close(_))
+        ));
+    }
+
+    #[test]
+    fn good_and_bad_passwords() {
+        let s = session();
+        before_authentication(&s, handshake_request("PLAIN", 1));
+        let Some(Dispatched::RespondAndClose(chunks, _)) =
+            before_authentication(&s, authenticate_request(b"\0alice\0wrong"))
+        else {
+            panic!("expected an answer and a close");
+        };
+        let r: SaslAuthenticateResponse = response(&chunks, 2, true);
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Authentication failed: Invalid username or password")
+        );
+        assert_eq!(s.principal(), Principal::anonymous());
+
+        let s = session();
+        before_authentication(&s, handshake_request("PLAIN", 1));
+        let Some(Dispatched::Respond(chunks)) =
+            before_authentication(&s, authenticate_request(b"\0alice\0secret"))
+        else {
+            panic!("expected an answer");
+        };
+        let r: SaslAuthenticateResponse = response(&chunks, 2, true);
+        assert_eq!((r.error_code, r.session_lifetime_ms), (0, 0));
+        assert!(s.authenticated());
+        assert_eq!(s.principal().to_string(), "User:alice");
+        let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
+        assert!(before_authentication(&s, metadata).is_none());
+    }
+
+    #[test]
+    fn v0_handshake_takes_a_bare_token() {
+        let s = session();
+        before_authentication(&s, handshake_request("PLAIN", 0));
+        assert_eq!(s.stage(), SaslStage::RawToken);
+        let Some(Dispatched::Respond(chunks)) =
+            before_authentication(&s, Bytes::from_static(b"\0alice\0secret"))
+        else {
+            panic!("expected an answer");
+        };
+        assert_eq!(chunks.concat(), [0, 0, 0, 0]);
+        assert!(s.authenticated());
+        let s = session();
+        before_authentication(&s, handshake_request("PLAIN", 0));
+        let bad = before_authentication(&s, Bytes::from_static(b"\0alice\0nope"));
+        assert!(matches!(bad, Some(Dispatched::Close(_))));
+    }
 
     fn config() -> SaslConfig {
         SaslConfig {

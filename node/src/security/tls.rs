@@ -5,6 +5,10 @@
 //! broker-wide behind an `RwLock` that is read once per accepted connection (never per
 //! request) and written only by the reload thread. A connection keeps the
 //! configuration it was accepted with; new connections see new certificates.
+//!
+//! SASL_SSL listeners never ask for a client certificate: as in Kafka, where
+//! `ssl.client.auth` applies to them only when set for that listener, SASL identifies
+//! their clients.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -47,29 +51,44 @@ impl Sources {
     }
 }
 
+/// The configurations built from one version of the files.
+struct Built {
+    /// For SSL listeners: with `client_auth`.
+    ssl: Arc<ServerConfig>,
+    /// For SASL_SSL listeners: without client certificates.
+    sasl_ssl: Arc<ServerConfig>,
+    sources: Sources,
+}
+
 /// The TLS configuration new connections get; see the module comment.
 pub struct TlsContext {
     ssl: SslConfig,
-    current: RwLock<(Arc<ServerConfig>, Sources)>,
+    current: RwLock<Built>,
 }
 
 impl TlsContext {
     pub fn new(ssl: &SslConfig) -> anyhow::Result<TlsContext> {
         let sources = Sources::read(ssl)?;
-        let config = build(ssl, &sources)?;
+        let built = Built::new(ssl, sources)?;
         Ok(TlsContext {
             ssl: ssl.clone(),
-            current: RwLock::new((config, sources)),
+            current: RwLock::new(built),
         })
     }
 
-    /// The configuration for a connection accepted now.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    /// The configuration for a connection accepted now on an SSL listener (`sasl`
+    /// false) or a SASL_SSL one.
+    pub fn current(&self, sasl: bool) -> Arc<ServerConfig> {
         // A poisoned lock only means the reload thread panicked mid-swap, which cannot
-        // leave the pair half-written: keep serving what is there.
-        match self.current.read() {
-            Ok(c) => c.0.clone(),
-            Err(poisoned) => poisoned.into_inner().0.clone(),
+        // leave the value half-written: keep serving what is there.
+        let built = match self.current.read() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if sasl {
+            built.sasl_ssl.clone()
+        } else {
+            built.ssl.clone()
         }
     }
 
@@ -79,18 +98,18 @@ impl TlsContext {
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
         let sources = Sources::read(&self.ssl)?;
         let unchanged = match self.current.read() {
-            Ok(c) => c.1 == sources,
-            Err(p) => p.into_inner().1 == sources,
+            Ok(c) => c.sources == sources,
+            Err(p) => p.into_inner().sources == sources,
         };
         if unchanged {
             return Ok(false);
         }
-        let config = build(&self.ssl, &sources)?;
+        let built = Built::new(&self.ssl, sources)?;
         let mut slot = match self.current.write() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        *slot = (config, sources);
+        *slot = built;
         Ok(true)
     }
 }
@@ -118,7 +137,21 @@ pub fn spawn_reloader(tls: Arc<TlsContext>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Arc<ServerConfig>> {
+impl Built {
+    fn new(ssl: &SslConfig, sources: Sources) -> anyhow::Result<Built> {
+        Ok(Built {
+            ssl: build(ssl, ssl.client_auth, &sources)?,
+            sasl_ssl: build(ssl, ClientAuth::None, &sources)?,
+            sources,
+        })
+    }
+}
+
+fn build(
+    ssl: &SslConfig,
+    client_auth: ClientAuth,
+    files: &Sources,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let Some(keystore) = &ssl.keystore_location else {
         bail!("an SSL or SASL_SSL listener needs ssl.keystore_location");
     };
@@ -135,7 +168,7 @@ fn build(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Arc<ServerConfig>> 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .context("TLS protocol versions")?;
-    let builder = match ssl.client_auth {
+    let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         mode => {
             let Some(ca) = &ssl.truststore_location else {

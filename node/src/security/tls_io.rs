@@ -5,7 +5,7 @@
 //! so block responses. Instead the rustls state sits in an `Rc<RefCell<_>>` shared by a
 //! reader half and a writer half, each owning its own handle of the socket, and the
 //! state is borrowed only between awaits (shards are single-threaded). See
-//! docs/adr/0007-tls-on-compio.md.
+//! docs/adr/0006-tls-on-compio.md.
 //!
 //! Copies: the reader decrypts records in rustls's buffer and copies the plaintext
 //! once, into the request buffer; the writer hands the response chunks to rustls as a
@@ -248,5 +248,118 @@ impl ChunkWrite for TlsWriter {
         self.conn.borrow_mut().send_close_notify();
         flush(&self.conn, &mut self.tcp, &mut self.out).await?;
         AsyncWrite::shutdown(&mut self.tcp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+
+    const SERVER_PEM: &[u8] = include_bytes!("testdata/server.pem");
+    const SERVER_KEY: &[u8] = include_bytes!("testdata/server.key");
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn server_config() -> Arc<ServerConfig> {
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(SERVER_PEM)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap();
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A blocking rustls client on its own thread: sends `payload`, reads `expect` bytes.
+    fn client(port: u16, payload: Vec<u8>, expect: usize) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(SERVER_PEM) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(&payload).unwrap();
+            let mut back = vec![0; expect];
+            tls.read_exact(&mut back).unwrap();
+            back
+        })
+    }
+
+    /// What the client writes comes out of the reader unchanged, and a response chain
+    /// (small chunks, an empty one, one larger than rustls's send buffer) arrives whole
+    /// and in order.
+    #[test]
+    fn round_trip() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let request: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            let chunks = vec![
+                Bytes::from_static(b"head"),
+                Bytes::new(),
+                Bytes::from((0..300_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()),
+                Bytes::from_static(b"tail"),
+            ];
+            let expected: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let client = client(port, request.clone(), expected.len());
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut accepted = accept(tcp, server_config()).await.unwrap();
+            assert!(accepted.peer_certificates.is_none());
+            let mut got = Vec::new();
+            let mut buf = BytesMut::with_capacity(8 * 1024);
+            while got.len() < request.len() {
+                let BufResult(n, b) = accepted.reader.read_into(buf).await;
+                buf = b;
+                assert!(n.unwrap() > 0, "closed early");
+                got.extend_from_slice(&buf);
+                buf.clear();
+            }
+            assert_eq!(got, request);
+            accepted.writer.write_chunks(chunks).await.unwrap();
+            assert_eq!(client.join().unwrap(), expected);
+            // The client is gone: the reader sees the end.
+            let BufResult(n, _) = accepted.reader.read_into(buf).await;
+            assert_eq!(n.unwrap(), 0);
+        });
+    }
+
+    /// A client that does not speak TLS fails the handshake (a Kafka request sent in
+    /// plaintext to the TLS port) and gets an alert, not a hang.
+    #[test]
+    fn plaintext_client_fails_the_handshake() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let client = std::thread::spawn(move || {
+                let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                // An ApiVersions v0 request frame.
+                tcp.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+                    .unwrap();
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                answer
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            assert!(accept(tcp, server_config()).await.is_err());
+            // A TLS alert record (content type 21), or nothing.
+            let answer = client.join().unwrap();
+            assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+        });
     }
 }

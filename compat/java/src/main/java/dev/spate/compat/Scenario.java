@@ -81,8 +81,23 @@ public final class Scenario {
 
     // ---- clients -------------------------------------------------------------------
 
-    static Admin admin(String bootstrap) {
+    /** Client settings from the file named by SPATE_COMPAT_CLIENT_PROPERTIES (security:
+     *  security.protocol, ssl.*, sasl.*), for every client of a run; none when unset. */
+    static Properties clientProperties() {
         Properties p = new Properties();
+        String file = System.getenv("SPATE_COMPAT_CLIENT_PROPERTIES");
+        if (file != null && !file.isEmpty()) {
+            try (java.io.FileInputStream in = new java.io.FileInputStream(file)) {
+                p.load(in);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }
+        return p;
+    }
+
+    static Admin admin(String bootstrap) {
+        Properties p = clientProperties();
         p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
         p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
@@ -91,7 +106,7 @@ public final class Scenario {
     }
 
     static KafkaProducer<byte[], byte[]> producer(String bootstrap, Map<String, String> extra) {
-        Properties p = new Properties();
+        Properties p = clientProperties();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
@@ -108,7 +123,7 @@ public final class Scenario {
     }
 
     static KafkaConsumer<byte[], byte[]> consumer(String bootstrap) {
-        Properties p = new Properties();
+        Properties p = clientProperties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
