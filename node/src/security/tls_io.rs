@@ -7,12 +7,14 @@
 //! state is borrowed only between awaits (shards are single-threaded). See
 //! docs/adr/0006-tls-on-compio.md.
 //!
-//! Copies: the reader decrypts records in rustls's buffer and copies the plaintext
-//! once, into the request buffer; the writer hands the response chunks to rustls as a
-//! vectored write (encrypted into records without gluing them together first) and
-//! copies the records once into its socket buffer. Memory is bounded by rustls's
-//! limits (one record being read; 64 KiB of records waiting to be sent) and by the
-//! fixed read buffer below.
+//! Copies: rustls's buffered API takes the ciphertext into its own buffer, decrypts it
+//! there and queues the plaintext, which the reader copies into the request buffer;
+//! the writer hands the response chunks to rustls as a vectored write (encrypted into
+//! records without gluing them together first) and copies the records once into its
+//! socket buffer. rustls's unbuffered API would save the extra copies (ADR 0006).
+//!
+//! Memory is bounded by rustls's limits (one record being read; 64 KiB of records
+//! waiting to be sent) and by the fixed read buffer below.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
