@@ -81,6 +81,9 @@ pub fn resolve(s: &ListenerSettings<'_>) -> anyhow::Result<Vec<ListenerSpec>> {
             advertised,
         }]);
     };
+    if s.advertised_listener.is_some() {
+        bail!("advertised_listener goes with listen; with listeners, set advertised_listeners");
+    }
     let map = protocol_map(s.protocol_map.unwrap_or(""))?;
     let mut specs: Vec<ListenerSpec> = Vec::new();
     for (name, addr) in entries(listeners)? {

@@ -282,6 +282,10 @@ mod tests {
     #[test]
     fn only_api_versions_and_sasl_before_authentication() {
         let s = session();
+        assert_eq!(
+            s.max_frame(100 << 20),
+            crate::security::UNAUTHENTICATED_MAX_FRAME
+        );
         let versions = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
         assert!(before_authentication(&s, versions.clone()).is_none());
         let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
@@ -358,6 +362,8 @@ mod tests {
         assert_eq!((r.error_code, r.session_lifetime_ms), (0, 0));
         assert!(s.authenticated());
         assert_eq!(s.principal().to_string(), "User:alice");
+        // The frame limit for unauthenticated clients is lifted.
+        assert_eq!(s.max_frame(100 << 20), 100 << 20);
         let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
         assert!(before_authentication(&s, metadata).is_none());
     }
