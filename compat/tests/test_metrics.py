@@ -59,6 +59,7 @@ FAMILIES = {
     "spate_connections": ("gauge", {"shard"}),
     "spate_connections_accepted_total": ("counter", {"shard"}),
     "spate_connections_refused_total": ("counter", {"shard"}),
+    "spate_tls_handshake_failures_total": ("counter", {"shard"}),
     "spate_connections_idle_closed_total": ("counter", {"shard"}),
     "spate_request_memory_waits_total": ("counter", {"shard"}),
     "spate_queued_request_bytes": ("gauge", set()),
