@@ -1155,22 +1155,29 @@ fn api_name(msg_name: &str) -> &str {
         .unwrap_or(msg_name)
 }
 
-fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
+/// The start of a generated `mod.rs`: header, imports, and a `pub mod` and `pub use`
+/// of every definition.
+fn module_preamble(header: &str, defs: &[MessageDef]) -> W {
     let mut w = W::new();
-    w.out.push_str(HEADER);
+    w.out.push_str(header);
     w.line("");
     w.line("use bytes::Bytes;");
     w.line("");
     w.line("use crate::{DecodeError, Encoder, Message};");
     w.line("");
-    for m in messages {
-        w.line(&format!("pub mod {};", m.module));
+    for d in defs {
+        w.line(&format!("pub mod {};", d.module));
     }
     w.line("");
-    for m in messages {
-        w.line(&format!("pub use {}::{};", m.module, m.name));
+    for d in defs {
+        w.line(&format!("pub use {}::{};", d.module, d.name));
     }
     w.line("");
+    w
+}
+
+fn gen_mod(messages: &[MessageDef]) -> Result<String, String> {
+    let mut w = module_preamble(HEADER, messages);
     // API table: api key -> (name, request, response)
     let mut apis: BTreeMap<i16, (String, Option<&MessageDef>, Option<&MessageDef>)> =
         BTreeMap::new();
@@ -1380,21 +1387,7 @@ fn record_variant(name: &str) -> &str {
 }
 
 fn gen_metadata_mod(records: &[MessageDef]) -> Result<String, String> {
-    let mut w = W::new();
-    w.out.push_str(METADATA_HEADER);
-    w.line("");
-    w.line("use bytes::Bytes;");
-    w.line("");
-    w.line("use crate::{DecodeError, Encoder, Message};");
-    w.line("");
-    for r in records {
-        w.line(&format!("pub mod {};", r.module));
-    }
-    w.line("");
-    for r in records {
-        w.line(&format!("pub use {}::{};", r.module, r.name));
-    }
-    w.line("");
+    let mut w = module_preamble(METADATA_HEADER, records);
     let mut by_key: Vec<(i16, &MessageDef)> = Vec::new();
     for r in records {
         by_key.push((r.api_key.ok_or("record without apiKey")?, r));
