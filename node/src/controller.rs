@@ -1,18 +1,30 @@
-//! The controller: the one place that changes topic metadata. It runs on shard 0,
-//! handles one request at a time, writes the resulting records durably to the metadata
-//! log, then hands the new image to every shard and waits until all have applied it
-//! (opened, reconfigured or deleted their partitions) before it answers.
+//! The controller: the one place that changes metadata. It runs on shard 0 and
+//! handles one request at a time: it validates the request against the image (after a
+//! read barrier, so the image holds everything committed), plans KRaft records, proposes
+//! them to the controller quorum, and answers once every shard applied the committed
+//! change (opened, reconfigured or deleted its partitions; `metadata/publish.rs`).
+//!
+//! A proposal the quorum refuses because this node does not lead it (or cannot reach a
+//! majority) is answered NOT_CONTROLLER, which clients retry. A quorum that stopped
+//! (its log cannot be written) stops the broker: whether the change was written is
+//! unknown, and a controller that cannot persist metadata must not keep serving.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
+
+use spate_net::metadata_frame::ApiMessageAndVersion;
+use spate_net::ErrorCode;
+use spate_replication::{Committed, QuorumError};
 
 use crate::broker_config;
 use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
-use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
+use crate::metadata::boot::propose_all;
+use crate::metadata::publish::{self, Published};
+use crate::metadata::records::{self, resource_type};
+use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
 use crate::topic_config;
-
-use spate_net::ErrorCode;
 
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -110,66 +122,140 @@ impl TopicOutcome {
     }
 }
 
+/// What shard 0 needs to run the controller and follow the metadata log.
+pub struct ControllerStart {
+    pub quorum: Arc<MetadataQuorum>,
+    /// The subscription the start-up image was built from; the follower continues it.
+    pub committed: flume::Receiver<Committed>,
+    pub image: Arc<MetadataImage>,
+}
+
+/// Requests to the controller, each with the channel for its answer.
+pub type ControllerQueue = flume::Sender<(ControllerRequest, flume::Sender<ControllerReply>)>;
+
+/// Starts, on the calling shard, the follower of the metadata log (which hands every
+/// committed change to `shards`) and the controller; returns the controller's queue.
+pub fn spawn(
+    start: ControllerStart,
+    config: Arc<BrokerConfig>,
+    shards: Vec<flume::Sender<ShardMsg>>,
+) -> ControllerQueue {
+    let published = Published::new(start.image);
+    compio::runtime::spawn(publish::follow(
+        start.quorum.clone(),
+        start.committed,
+        published.clone(),
+        shards,
+    ))
+    .detach();
+    let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
+    let mut controller = Controller::new(config, start.quorum, published);
+    compio::runtime::spawn(async move {
+        while let Ok((request, reply)) = rx.recv_async().await {
+            let outcome = controller.handle(request).await;
+            let _ = reply.send_async(outcome).await;
+        }
+    })
+    .detach();
+    tx
+}
+
 pub struct Controller {
     config: Arc<BrokerConfig>,
-    store: MetadataStore,
-    image: Arc<MetadataImage>,
-    /// Next placement slot; partitions are spread round-robin over shards.
-    next_slot: u32,
+    quorum: Arc<MetadataQuorum>,
+    /// The image every shard applied.
+    published: Rc<Published>,
     /// The producer ids reserved and not yet handed out: `next_pid..pid_end`.
     next_pid: i64,
     pid_end: i64,
-    shards: Vec<flume::Sender<ShardMsg>>,
+}
+
+/// Why a change was not made: answered to the client, or the broker stops.
+fn refusal(e: QuorumError) -> (ErrorCode, String) {
+    match e {
+        QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_) => {
+            (ErrorCode::NotController, e.to_string())
+        }
+        QuorumError::Stopped(_) => crate::fault::fail_stop(
+            "the metadata log cannot be written (the controller quorum stopped)",
+            &e,
+        ),
+        QuorumError::Empty | QuorumError::TooLarge { .. } | QuorumError::Invalid { .. } => {
+            (ErrorCode::InvalidRequest, e.to_string())
+        }
+    }
 }
 
 impl Controller {
     pub fn new(
         config: Arc<BrokerConfig>,
-        store: MetadataStore,
-        image: Arc<MetadataImage>,
-        shards: Vec<flume::Sender<ShardMsg>>,
+        quorum: Arc<MetadataQuorum>,
+        published: Rc<Published>,
     ) -> Self {
-        let next_slot = image
-            .topics
-            .values()
-            .map(|t| t.partitions.len() as u32)
-            .sum();
         // Ids reserved before a restart may have been handed out: start past them.
-        let pid_end = image.producer_ids_end;
+        let pid_end = published.image().producer_ids_end;
         Controller {
             config,
-            store,
-            image,
-            next_slot,
+            quorum,
+            published,
             next_pid: pid_end,
             pid_end,
-            shards,
+        }
+    }
+
+    /// The image with everything committed so far applied on every shard: a read
+    /// barrier (this controller still leads, its state is current), then the broker's
+    /// image catching up to it.
+    async fn current(&self) -> Result<Arc<MetadataImage>, QuorumError> {
+        match self.quorum.read_barrier().await? {
+            Some(index) => Ok(self.published.wait_for(index).await),
+            None => Ok(self.published.image()),
+        }
+    }
+
+    /// Proposes `records` (with the bootstrap records of a new log first) and waits
+    /// until every shard applied them; returns the image then.
+    async fn commit(
+        &self,
+        base: &MetadataImage,
+        records: Vec<ApiMessageAndVersion>,
+    ) -> Result<Arc<MetadataImage>, QuorumError> {
+        let mut proposal = records::bootstrap(base);
+        proposal.extend(records);
+        match propose_all(&self.quorum, proposal).await? {
+            Some(index) => Ok(self.published.wait_for(index).await),
+            None => Ok(self.published.image()),
         }
     }
 
     pub async fn handle(&mut self, request: ControllerRequest) -> ControllerReply {
         match request {
             ControllerRequest::AllocateProducerId => {
-                ControllerReply::ProducerId(self.allocate_producer_id())
+                ControllerReply::ProducerId(self.allocate_producer_id().await)
             }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
     }
 
-    fn allocate_producer_id(&mut self) -> Result<i64, i16> {
+    /// A producer id from the reserved block; a new block is reserved in the metadata
+    /// log when it runs out. Without the quorum, COORDINATOR_LOAD_IN_PROGRESS (what
+    /// Kafka answers while no block is available; producers retry it).
+    async fn allocate_producer_id(&mut self) -> Result<i64, i16> {
         if self.next_pid == self.pid_end {
-            let record = MetadataRecord::ProducerIds {
-                end: self.pid_end + PRODUCER_ID_BLOCK,
+            let unavailable = |e: QuorumError| {
+                let (_, message) = refusal(e);
+                tracing::warn!(error = %message, "no producer-id block");
+                ErrorCode::CoordinatorLoadInProgress.code()
             };
-            if let Err(e) = self.store.append(std::slice::from_ref(&record)) {
-                crate::fault::fail_stop(
-                    "reserving producer ids: the metadata log cannot be written",
-                    &e,
-                );
-            }
-            // No shard needs producer-id blocks, so the image is not republished.
-            Arc::make_mut(&mut self.image).apply(&record);
-            self.pid_end += PRODUCER_ID_BLOCK;
+            let image = self.current().await.map_err(unavailable)?;
+            let start = image.producer_ids_end.max(self.pid_end);
+            let end = start + PRODUCER_ID_BLOCK;
+            let record = records::producer_ids(self.config.node_id, end);
+            self.commit(&image, vec![record])
+                .await
+                .map_err(unavailable)?;
+            self.next_pid = start;
+            self.pid_end = end;
         }
         let pid = self.next_pid;
         self.next_pid += 1;
@@ -177,9 +263,14 @@ impl Controller {
     }
 
     async fn change_topics(&mut self, request: ControllerRequest) -> Vec<TopicOutcome> {
+        let names = request_names(&request);
+        let image = match self.current().await {
+            Ok(image) => image,
+            Err(e) => return refuse_all(names, e),
+        };
         let mut records = Vec::new();
         // A scratch image so that later items of one request see the earlier ones.
-        let mut next = (*self.image).clone();
+        let mut next = (*image).clone();
         let mut outcomes = Vec::new();
         let (validate_only, kind) = match &request {
             ControllerRequest::CreateTopics { validate_only, .. } => (*validate_only, "create"),
@@ -197,9 +288,9 @@ impl Controller {
             ControllerRequest::CreateTopics { topics, .. } => {
                 for t in topics {
                     match self.plan_create(&next, &t) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&t.name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -226,9 +317,9 @@ impl Controller {
                             ErrorCode::InvalidTopicException,
                             "Internal topics cannot be deleted.",
                         ));
-                    } else {
-                        let record = MetadataRecord::DeleteTopic { name: name.clone() };
-                        next.apply(&record);
+                    } else if let Some(id) = next.topic(&name).map(|t| t.id) {
+                        let record = records::remove_topic(id);
+                        next.replay(&record.record);
                         records.push(record);
                         outcomes.push(TopicOutcome::ok(&name, None));
                     }
@@ -237,9 +328,9 @@ impl Controller {
             ControllerRequest::CreatePartitions { topics, .. } => {
                 for (name, count) in topics {
                     match self.plan_partitions(&next, &name, count) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -249,9 +340,9 @@ impl Controller {
             ControllerRequest::AlterConfigs { changes, .. } => {
                 for (name, change) in changes {
                     match plan_configs(&next, &name, change) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -261,9 +352,16 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { changes, .. } => {
                 for (resource, change) in changes {
                     match broker_config::alter::plan(&next, &self.config, &resource, change) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(configs) => {
+                            let old = next.broker_configs.get(&resource).cloned();
+                            let planned = records::config_diff(
+                                resource_type::BROKER,
+                                &resource,
+                                &old.unwrap_or_default(),
+                                &configs,
+                            );
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&resource, None));
                         }
                         Err((code, message)) => {
@@ -275,28 +373,23 @@ impl Controller {
             ControllerRequest::AllocateProducerId => {}
         }
         if validate_only || records.is_empty() {
-            // Slots taken for a plan that is not applied go back.
-            self.next_slot = self.slots_in_use();
             return self.attach_topics(outcomes, &next);
         }
-        if let Err(e) = self.store.append(&records) {
-            // Fail-stop: the log was cut back to its last good entry (or replay will cut
-            // it), and a controller that cannot persist metadata must not keep serving.
-            crate::fault::fail_stop("the metadata log cannot be written", &e);
+        let count = records.len();
+        match self.commit(&image, records).await {
+            Ok(committed) => {
+                tracing::info!(kind, records = count, offset = ?committed.offset, "metadata changed");
+                self.attach_topics(outcomes, &committed)
+            }
+            // Items refused during planning keep their own errors.
+            Err(e) => {
+                let (code, message) = refusal(e);
+                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
+                    *o = TopicOutcome::err(&o.name, code, message.clone());
+                }
+                outcomes
+            }
         }
-        tracing::info!(kind, records = records.len(), "metadata changed");
-        self.image = Arc::new(next);
-        self.publish().await;
-        let image = self.image.clone();
-        self.attach_topics(outcomes, &image)
-    }
-
-    fn slots_in_use(&self) -> u32 {
-        self.image
-            .topics
-            .values()
-            .map(|t| t.partitions.len() as u32)
-            .sum()
     }
 
     fn attach_topics(
@@ -312,40 +405,11 @@ impl Controller {
         outcomes
     }
 
-    /// Send the current image to every shard and wait for all acknowledgements.
-    async fn publish(&self) {
-        let mut waits = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (tx, rx) = flume::bounded(1);
-            if shard
-                .send_async(ShardMsg::Metadata {
-                    image: self.image.clone(),
-                    done: tx,
-                })
-                .await
-                .is_ok()
-            {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.recv_async().await;
-        }
-    }
-
-    fn take_slots(&mut self, n: usize) -> Vec<u32> {
-        let slots = (0..n as u32)
-            .map(|i| self.next_slot.wrapping_add(i))
-            .collect();
-        self.next_slot = self.next_slot.wrapping_add(n as u32);
-        slots
-    }
-
     fn plan_create(
-        &mut self,
+        &self,
         image: &MetadataImage,
         t: &NewTopic,
-    ) -> Result<MetadataRecord, TopicOutcome> {
+    ) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
         validate_topic_name(&t.name)
             .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidTopicException, m))?;
         if image.topic(&t.name).is_some() {
@@ -418,20 +482,21 @@ impl Controller {
                 .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
             configs.insert(k.clone(), topic_config::normalize(k, v));
         }
-        Ok(MetadataRecord::CreateTopic {
-            name: t.name.clone(),
-            id: new_topic_id(),
-            slots: self.take_slots(partitions as usize),
-            configs,
-        })
+        Ok(records::create_topic(
+            &t.name,
+            new_topic_id(),
+            partitions,
+            self.config.node_id,
+            &configs,
+        ))
     }
 
     fn plan_partitions(
-        &mut self,
+        &self,
         image: &MetadataImage,
         name: &str,
         count: i32,
-    ) -> Result<MetadataRecord, TopicOutcome> {
+    ) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
         let Some(topic) = image.topic(name) else {
             return Err(TopicOutcome::err(
                 name,
@@ -458,11 +523,40 @@ impl Controller {
                 format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
             ));
         }
-        Ok(MetadataRecord::AddPartitions {
-            name: name.to_string(),
-            slots: self.take_slots((count - current) as usize),
-        })
+        Ok(records::add_partitions(
+            topic.id,
+            current,
+            count,
+            self.config.node_id,
+        ))
     }
+}
+
+/// The names (topics or config resources) a request is about, in request order.
+fn request_names(request: &ControllerRequest) -> Vec<String> {
+    match request {
+        ControllerRequest::CreateTopics { topics, .. } => {
+            topics.iter().map(|t| t.name.clone()).collect()
+        }
+        ControllerRequest::DeleteTopics { names } => names.clone(),
+        ControllerRequest::CreatePartitions { topics, .. } => {
+            topics.iter().map(|(n, _)| n.clone()).collect()
+        }
+        ControllerRequest::AlterConfigs { changes, .. }
+        | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
+            changes.iter().map(|(n, _)| n.clone()).collect()
+        }
+        ControllerRequest::AllocateProducerId => Vec::new(),
+    }
+}
+
+/// Every item of a request refused for the same reason (no current image to plan on).
+fn refuse_all(names: Vec<String>, e: QuorumError) -> Vec<TopicOutcome> {
+    let (code, message) = refusal(e);
+    names
+        .iter()
+        .map(|n| TopicOutcome::err(n, code, message.clone()))
+        .collect()
 }
 
 /// Upper bound on partitions one topic may have, so a request cannot make the broker
@@ -473,7 +567,7 @@ fn plan_configs(
     image: &MetadataImage,
     name: &str,
     change: ConfigChange,
-) -> Result<MetadataRecord, TopicOutcome> {
+) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
     let Some(topic) = image.topic(name) else {
         return Err(TopicOutcome::err(
             name,
@@ -537,10 +631,12 @@ fn plan_configs(
             }
         }
     }
-    Ok(MetadataRecord::SetTopicConfigs {
-        name: name.to_string(),
-        configs,
-    })
+    Ok(records::config_diff(
+        resource_type::TOPIC,
+        name,
+        &topic.configs,
+        &configs,
+    ))
 }
 
 /// Kafka's topic-name rules.
@@ -593,21 +689,14 @@ mod tests {
     #[test]
     fn incremental_append_and_subtract() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic {
-            name: "t".into(),
-            id: [1; 16],
-            slots: vec![0],
-            configs: BTreeMap::new(),
-        });
+        img.replay_all(&records::create_topic("t", [1; 16], 1, 0, &BTreeMap::new()));
         let set = ConfigChange::Incremental(vec![(
             "retention.ms".into(),
             alter_op::SET,
             Some("10".into()),
         )]);
-        let MetadataRecord::SetTopicConfigs { configs, .. } = plan_configs(&img, "t", set).unwrap()
-        else {
-            panic!()
-        };
+        img.replay_all(&plan_configs(&img, "t", set).unwrap());
+        let configs = &img.topic("t").unwrap().configs;
         assert_eq!(configs.get("retention.ms").map(String::as_str), Some("10"));
         let bad = ConfigChange::Incremental(vec![(
             "retention.ms".into(),

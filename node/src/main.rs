@@ -33,7 +33,6 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use config::{BrokerConfig, Cli};
-use metadata::MetadataStore;
 
 fn main() {
     log_levels::init();
@@ -54,8 +53,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
     // Creates and locks every log dir; the first (data_dir) holds the metadata log.
     let log_dirs = Arc::new(log_dirs::LogDirs::open(&config.log_dirs)?);
-    let (store, image) = MetadataStore::open(&config.data_dir)?;
-    let image = Arc::new(image);
+    // The controller quorum, and the metadata as committed when it is caught up.
+    let booted = metadata::boot::start(&config)?;
+    let image = Arc::new(booted.image);
+    let mut controller = Some(controller::ControllerStart {
+        quorum: booted.quorum,
+        committed: booted.committed,
+        image: image.clone(),
+    });
 
     let cpus = shard_cpus(&config)?;
     let shard_count = cpus.len();
@@ -72,7 +77,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .map(|(s, l)| l.senders[s].clone())
         .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut store = Some(store);
     let mut threads = Vec::with_capacity(shard_count);
     // Broker-wide limits, shared by every shard (see budget.rs).
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
@@ -95,7 +99,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),
-            store: if id == 0 { store.take() } else { None },
+            controller: if id == 0 { controller.take() } else { None },
             ready: ready_tx.clone(),
         };
         let handle = std::thread::Builder::new()

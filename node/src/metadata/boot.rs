@@ -1,0 +1,141 @@
+//! Start-up of the broker's metadata: the controller quorum that holds the metadata
+//! log, the one-time migration of a data dir written before it, and the image the
+//! broker starts serving with.
+//!
+//! Without cluster settings the quorum has one voter, this node, listening on an
+//! ephemeral loopback port, with its log and snapshots in
+//! `<data_dir>/__cluster_metadata/` (beside the old `metadata.log`, which the migration
+//! renames).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use spate_net::metadata_frame::ApiMessageAndVersion;
+use spate_replication::{Committed, Quorum, QuorumConfig, QuorumError};
+
+use super::publish::apply_event;
+use super::{migrate, records, MetadataImage};
+use crate::config::BrokerConfig;
+
+/// The quorum of controllers, driving the metadata image.
+pub type MetadataQuorum = Quorum<MetadataImage>;
+
+/// How long start-up waits for the quorum to have a leader and for this node to catch
+/// up with what is committed.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often start-up looks at the quorum while it waits.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A started quorum, a subscription to what it commits, and the image that
+/// subscription has built so far.
+pub struct Booted {
+    pub quorum: Arc<MetadataQuorum>,
+    pub committed: flume::Receiver<Committed>,
+    pub image: MetadataImage,
+}
+
+/// Where the metadata lives: the quorum's log and snapshots, and the old log.
+pub fn metadata_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("__cluster_metadata")
+}
+
+/// Starts the quorum, migrates an old metadata log, and returns once this node's image
+/// holds everything committed.
+pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
+    let dir = metadata_dir(&config.data_dir);
+    let quorum = Arc::new(start_quorum(config, &dir)?);
+    // Start-up runs before the shards exist: a runtime of its own to await the quorum.
+    let runtime = compio::runtime::Runtime::new().context("start-up runtime")?;
+    runtime.block_on(boot(quorum, config.node_id, &dir))
+}
+
+fn start_quorum(config: &BrokerConfig, dir: &Path) -> anyhow::Result<MetadataQuorum> {
+    let node_id = u64::try_from(config.node_id)
+        .with_context(|| format!("node_id {} must not be negative", config.node_id))?;
+    // The single voter on loopback: nothing else connects to it.
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the controller listener")?;
+    let addr = listener
+        .local_addr()
+        .context("controller listener address")?
+        .to_string();
+    let voters = BTreeMap::from([(node_id, addr)]);
+    let quorum = Quorum::start_with_listener(
+        QuorumConfig::new(node_id, voters, dir),
+        listener,
+        MetadataImage::default(),
+    )
+    .context("starting the controller quorum")?;
+    Ok(quorum)
+}
+
+/// Waits for the quorum, subscribes, migrates an old log if there is one, and catches
+/// the image up with everything committed.
+pub async fn boot(quorum: Arc<MetadataQuorum>, node: i32, dir: &Path) -> anyhow::Result<Booted> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut target = caught_up(&quorum, deadline).await?;
+    let committed = quorum.subscribe();
+    let mut image = MetadataImage::default();
+    let first = recv_until(&committed, deadline).await?;
+    apply_event(&mut image, first);
+    if let Some(index) = migrate::run(&quorum, &image, dir, node).await? {
+        target = target.max(Some(index));
+    }
+    while image.offset < target {
+        let event = recv_until(&committed, deadline).await?;
+        apply_event(&mut image, event);
+    }
+    Ok(Booted {
+        quorum,
+        committed,
+        image,
+    })
+}
+
+/// Waits until the quorum has a leader and this controller applied everything committed
+/// (a read barrier on the leader); returns that index.
+async fn caught_up(quorum: &MetadataQuorum, deadline: Instant) -> anyhow::Result<Option<u64>> {
+    loop {
+        match quorum.read_barrier().await {
+            Ok(index) => return Ok(index),
+            Err(QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_)) => {}
+            Err(e) => bail!("waiting for the controller quorum: {e}"),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the controller quorum has no leader after {}s",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        compio::time::sleep(POLL).await;
+    }
+}
+
+async fn recv_until(
+    committed: &flume::Receiver<Committed>,
+    deadline: Instant,
+) -> anyhow::Result<Committed> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match compio::time::timeout(left, committed.recv_async()).await {
+        Ok(Ok(event)) => Ok(event),
+        Ok(Err(_)) => bail!("the metadata subscription closed during start-up"),
+        Err(_) => bail!("the metadata log did not catch up during start-up"),
+    }
+}
+
+/// Proposes `records` in as many batches as they need (`records::split_batches`), in
+/// order; returns the index of the last (`None` when there was nothing to propose).
+pub async fn propose_all(
+    quorum: &MetadataQuorum,
+    records: Vec<ApiMessageAndVersion>,
+) -> Result<Option<u64>, QuorumError> {
+    let mut last = None;
+    for batch in records::split_batches(records, records::BATCH_BUDGET) {
+        last = Some(quorum.propose(&batch).await?.index);
+    }
+    Ok(last)
+}
