@@ -4,6 +4,8 @@
 //!
 //! * [`Quorum`]: one controller on its own thread; `propose` records, `subscribe` to
 //!   what is committed, `status` for DescribeQuorum and metrics.
+//! * [`observe`]: follow what is committed from outside the quorum (a broker that is
+//!   not a controller), over a voter's controller listener.
 //! * [`MetadataStateMachine`]: the application's metadata state that the quorum
 //!   applies committed records to and snapshots.
 //! * Storage: the Raft log and vote (`log_store`) and snapshots (`snapshot`) in a
@@ -16,6 +18,7 @@ pub mod config;
 mod files;
 mod log_store;
 mod network;
+pub mod observer;
 pub mod quorum;
 mod rpc;
 mod snapshot;
@@ -23,6 +26,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use config::{parse_voters, ConfigError, QuorumConfig};
+pub use observer::{observe, ObserverConfig};
 pub use quorum::{Proposed, Quorum, QuorumError, QuorumStatus, Role, StartError};
 pub use state_machine::{Committed, MetadataStateMachine};
 pub use types::{MetadataBatch, NodeId};

@@ -472,11 +472,17 @@ async fn start_raft<M: MetadataStateMachine>(
     )
     .await
     .map_err(|e| StartError::Thread(e.to_string()))?;
+    let subscribe: network::Subscribe = {
+        let shared = shared.clone();
+        let queue = config.subscriber_queue;
+        Arc::new(move || state_machine::subscribe(&shared, queue))
+    };
     tokio::spawn(network::serve(
         listener,
         raft.clone(),
         config.node_id,
         limits,
+        subscribe,
     ));
     // Every voter bootstraps the same membership (the static voter list, as KRaft's
     // `controller.quorum.voters`): the initial entries are identical, so whichever

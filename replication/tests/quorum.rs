@@ -646,3 +646,59 @@ fn concurrent_proposals_from_many_threads_all_commit_once() {
         }
     });
 }
+
+/// Collects the topic names an observer's events describe, applying snapshots and
+/// batches as a broker would, until they are `expected`; checks indexes only grow.
+fn observe_until(
+    rx: &flume::Receiver<Committed>,
+    expected: &[String],
+    state: &mut Vec<String>,
+    last: &mut Option<u64>,
+) {
+    let start = Instant::now();
+    while state != expected {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(Committed::Snapshot { index, records }) => {
+                assert!(
+                    last.is_none() || index > *last,
+                    "snapshot {index:?} after {last:?}"
+                );
+                *last = index;
+                *state = names(&records);
+            }
+            Ok(Committed::Batch { index, records, .. }) => {
+                assert!(Some(index) > *last, "batch {index} after {last:?}");
+                *last = Some(index);
+                state.extend(names(&records));
+            }
+            Err(e) => panic!("observer: {e}; have {state:?}, want {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_observer_follows_the_quorum_across_a_voter_stopping() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let voters = cluster.nodes[0].config.voters.clone();
+    let rx = spate_replication::observe(spate_replication::ObserverConfig::new(voters))
+        .expect("observer");
+    let (mut state, mut last) = (Vec::new(), None);
+    run(async {
+        let leader = cluster.leader().await;
+        let first = names_range("a", 5);
+        cluster.propose(leader, &first).await;
+        observe_until(&rx, &first, &mut state, &mut last);
+    });
+    // The observer connects to voters in id order: the first one serves it. Stopping it
+    // makes the observer move on to another voter and continue where it was.
+    cluster.stop(0);
+    run(async {
+        let leader = cluster.leader().await;
+        let mut all = names_range("a", 5);
+        let more = names_range("b", 5);
+        cluster.propose(leader, &more).await;
+        all.extend(more);
+        observe_until(&rx, &all, &mut state, &mut last);
+    });
+}
