@@ -57,7 +57,7 @@ pub enum ConfigChange {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -124,7 +124,9 @@ impl TopicOutcome {
 
 /// What shard 0 needs to run the controller and follow the metadata log.
 pub struct ControllerStart {
-    pub quorum: Arc<MetadataQuorum>,
+    /// This node's voter; `None` on a broker that is not a controller, whose controller
+    /// answers NOT_CONTROLLER to changes (forwarding them is a later phase).
+    pub quorum: Option<Arc<MetadataQuorum>>,
     /// The subscription the start-up image was built from; the follower continues it.
     pub committed: flume::Receiver<Committed>,
     pub image: Arc<MetadataImage>,
@@ -162,7 +164,7 @@ pub fn spawn(
 
 pub struct Controller {
     config: Arc<BrokerConfig>,
-    quorum: Arc<MetadataQuorum>,
+    quorum: Option<Arc<MetadataQuorum>>,
     /// The image every shard applied.
     published: Rc<Published>,
     /// The producer ids reserved and not yet handed out: `next_pid..pid_end`.
@@ -189,7 +191,7 @@ fn refusal(e: QuorumError) -> (ErrorCode, String) {
 impl Controller {
     pub fn new(
         config: Arc<BrokerConfig>,
-        quorum: Arc<MetadataQuorum>,
+        quorum: Option<Arc<MetadataQuorum>>,
         published: Rc<Published>,
     ) -> Self {
         // Ids reserved before a restart may have been handed out: start past them.
@@ -203,11 +205,18 @@ impl Controller {
         }
     }
 
+    /// This node's voter, which proposals go to.
+    fn quorum(&self) -> Result<&MetadataQuorum, QuorumError> {
+        self.quorum
+            .as_deref()
+            .ok_or(QuorumError::NotLeader { leader: None })
+    }
+
     /// The image with everything committed so far applied on every shard: a read
     /// barrier (this controller still leads, its state is current), then the broker's
     /// image catching up to it.
     async fn current(&self) -> Result<Arc<MetadataImage>, QuorumError> {
-        match self.quorum.read_barrier().await? {
+        match self.quorum()?.read_barrier().await? {
             Some(index) => Ok(self.published.wait_for(index).await),
             None => Ok(self.published.image()),
         }
@@ -222,7 +231,7 @@ impl Controller {
     ) -> Result<Arc<MetadataImage>, QuorumError> {
         let mut proposal = records::bootstrap(base);
         proposal.extend(records);
-        match propose_all(&self.quorum, proposal).await? {
+        match propose_all(self.quorum()?, proposal).await? {
             Some(index) => Ok(self.published.wait_for(index).await),
             None => Ok(self.published.image()),
         }
@@ -264,8 +273,14 @@ impl Controller {
 
     async fn change_topics(&mut self, request: ControllerRequest) -> Vec<TopicOutcome> {
         let names = request_names(&request);
-        let image = match self.current().await {
-            Ok(image) => image,
+        // Not the active controller: the request is still checked against this node's
+        // image (so that, e.g., creating a topic that exists is TOPIC_ALREADY_EXISTS
+        // everywhere), and only a change to write is refused.
+        let (image, not_controller) = match self.current().await {
+            Ok(image) => (image, None),
+            Err(e @ (QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_))) => {
+                (self.published.image(), Some(e))
+            }
             Err(e) => return refuse_all(names, e),
         };
         let mut records = Vec::new();
@@ -376,7 +391,11 @@ impl Controller {
             return self.attach_topics(outcomes, &next);
         }
         let count = records.len();
-        match self.commit(&image, records).await {
+        let committed = match not_controller {
+            Some(e) => Err(e),
+            None => self.commit(&image, records).await,
+        };
+        match committed {
             Ok(committed) => {
                 tracing::info!(kind, records = count, offset = ?committed.offset, "metadata changed");
                 self.attach_topics(outcomes, &committed)

@@ -2,10 +2,12 @@
 //! log, the one-time migration of a data dir written before it, and the image the
 //! broker starts serving with.
 //!
-//! Without cluster settings the quorum has one voter, this node, listening on an
-//! ephemeral loopback port, with its log and snapshots in
-//! `<data_dir>/__cluster_metadata/` (beside the old `metadata.log`, which the migration
-//! renames).
+//! A controller (`process_roles` has `controller`) runs a voter of the quorum, with its
+//! log and snapshots in `<data_dir>/__cluster_metadata/` (beside the old `metadata.log`,
+//! which the migration renames). Without `controller_quorum_voters` it is the only
+//! voter, on `controller_listen` or an ephemeral loopback port. A broker that is not a
+//! controller follows the quorum as an observer over a voter's controller listener
+//! (`spate_replication::observe`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use spate_net::metadata_frame::ApiMessageAndVersion;
-use spate_replication::{Committed, Quorum, QuorumConfig, QuorumError};
+use spate_replication::{Committed, ObserverConfig, Quorum, QuorumConfig, QuorumError};
 
 use super::publish::apply_event;
 use super::{migrate, records, MetadataImage};
@@ -33,7 +35,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// A started quorum, a subscription to what it commits, and the image that
 /// subscription has built so far.
 pub struct Booted {
-    pub quorum: Arc<MetadataQuorum>,
+    /// This node's voter of the quorum; `None` on a broker that is not a controller.
+    pub quorum: Option<Arc<MetadataQuorum>>,
     pub committed: flume::Receiver<Committed>,
     pub image: MetadataImage,
 }
@@ -43,27 +46,60 @@ pub fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("__cluster_metadata")
 }
 
-/// Starts the quorum, migrates an old metadata log, and returns once this node's image
-/// holds everything committed.
+/// Starts this node's voter (migrating an old metadata log) or its observer, and
+/// returns once the image holds everything committed (an observer: the state of the
+/// first voter it reached).
 pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
     let dir = metadata_dir(&config.data_dir);
-    let quorum = Arc::new(start_quorum(config, &dir)?);
     // Start-up runs before the shards exist: a runtime of its own to await the quorum.
     let runtime = compio::runtime::Runtime::new().context("start-up runtime")?;
-    runtime.block_on(boot(quorum, config.node_id, &dir))
+    if config.is_controller() {
+        let quorum = Arc::new(start_quorum(config, &dir)?);
+        return runtime.block_on(boot(quorum, config.node_id, &dir));
+    }
+    let voters = config
+        .voters()?
+        .context("a broker that is not a controller needs controller_quorum_voters")?;
+    let committed = spate_replication::observe(ObserverConfig::new(voters))
+        .context("starting the metadata observer")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let first = runtime
+        .block_on(recv_until(&committed, deadline))
+        .context("following the controller quorum")?;
+    let mut image = MetadataImage::default();
+    apply_event(&mut image, first);
+    Ok(Booted {
+        quorum: None,
+        committed,
+        image,
+    })
 }
 
 fn start_quorum(config: &BrokerConfig, dir: &Path) -> anyhow::Result<MetadataQuorum> {
+    // Checked by the config: a controller's id is not negative and is a voter.
     let node_id = u64::try_from(config.node_id)
         .with_context(|| format!("node_id {} must not be negative", config.node_id))?;
-    // The single voter on loopback: nothing else connects to it.
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("binding the controller listener")?;
-    let addr = listener
-        .local_addr()
-        .context("controller listener address")?
-        .to_string();
-    let voters = BTreeMap::from([(node_id, addr)]);
+    let configured = config.voters()?;
+    let bind = match (&config.controller_listen, &configured) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(voters)) => voters
+            .get(&node_id)
+            .cloned()
+            .with_context(|| format!("node {node_id} is not in controller_quorum_voters"))?,
+        // The only voter: nothing else connects to it.
+        (None, None) => "127.0.0.1:0".to_string(),
+    };
+    let listener = std::net::TcpListener::bind(&bind)
+        .with_context(|| format!("binding the controller listener on {bind}"))?;
+    let voters = match configured {
+        Some(voters) => voters,
+        None => {
+            let addr = listener
+                .local_addr()
+                .context("controller listener address")?;
+            BTreeMap::from([(node_id, addr.to_string())])
+        }
+    };
     let quorum = Quorum::start_with_listener(
         QuorumConfig::new(node_id, voters, dir),
         listener,
@@ -90,19 +126,26 @@ pub async fn boot(quorum: Arc<MetadataQuorum>, node: i32, dir: &Path) -> anyhow:
         apply_event(&mut image, event);
     }
     Ok(Booted {
-        quorum,
+        quorum: Some(quorum),
         committed,
         image,
     })
 }
 
 /// Waits until the quorum has a leader and this controller applied everything committed
-/// (a read barrier on the leader); returns that index.
+/// (on the leader a read barrier; on a follower, what it has learnt is committed);
+/// returns that index.
 async fn caught_up(quorum: &MetadataQuorum, deadline: Instant) -> anyhow::Result<Option<u64>> {
     loop {
         match quorum.read_barrier().await {
             Ok(index) => return Ok(index),
-            Err(QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_)) => {}
+            Err(QuorumError::NotLeader { leader: Some(_) }) => {
+                let s = quorum.status().await?;
+                if s.commit_index.is_some() && s.last_applied >= s.commit_index {
+                    return Ok(s.commit_index);
+                }
+            }
+            Err(QuorumError::NotLeader { leader: None } | QuorumError::NoQuorum(_)) => {}
             Err(e) => bail!("waiting for the controller quorum: {e}"),
         }
         if Instant::now() >= deadline {

@@ -74,7 +74,7 @@ mod tests {
         let quorum = start(dir);
         let rt = compio::runtime::Runtime::new().unwrap();
         let booted = rt.block_on(boot(quorum, 0, dir)).unwrap();
-        (booted.quorum, booted.image)
+        (booted.quorum.unwrap(), booted.image)
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -72,9 +72,9 @@ pub fn apply_event(image: &mut MetadataImage, event: Committed) -> bool {
 }
 
 /// Follows the quorum for the broker's life, starting from `published`'s image and the
-/// subscription that produced it.
+/// subscription that produced it: this node's voter's (`quorum`), or an observer's.
 pub async fn follow(
-    quorum: Arc<MetadataQuorum>,
+    quorum: Option<Arc<MetadataQuorum>>,
     mut committed: flume::Receiver<Committed>,
     published: Rc<Published>,
     shards: Vec<flume::Sender<ShardMsg>>,
@@ -82,6 +82,10 @@ pub async fn follow(
     let mut image = (*published.image()).clone();
     loop {
         let Ok(first) = committed.recv_async().await else {
+            let Some(quorum) = &quorum else {
+                // The observer thread feeds the channel for the process's life.
+                crate::fault::fail_stop("following the metadata log", &"the observer stopped");
+            };
             // Dropped for falling behind: start again from the current state.
             tracing::warn!("metadata subscription dropped; resubscribing");
             committed = quorum.subscribe();

@@ -1,0 +1,142 @@
+//! A cluster on loopback: three nodes that are brokers and controllers (the default
+//! roles) with a static voter list, and a broker that is not a controller and follows
+//! the quorum as an observer. Every node starts (the followers too), a change made
+//! through the active controller reaches every node, and the others answer
+//! NOT_CONTROLLER (forwarding to the active controller is a later phase).
+
+// Only some of the shared helpers are used here.
+#[allow(dead_code)]
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use spate_net::messages::create_topics_request::CreatableTopic;
+use spate_net::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+};
+use spate_net::{ApiKey, ErrorCode, Message};
+
+use common::{connect, read_response, read_response_header, request, send, Broker};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Small internal topics: every node opens them.
+const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n";
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// CreateTopics v5 for one topic; the error code.
+fn create(s: &mut TcpStream, name: &str) -> i16 {
+    let body = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: 2,
+            replication_factor: -1,
+            ..Default::default()
+        }],
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    send(s, request(ApiKey::CreateTopics, 5, 1, &body));
+    let (_, mut body) = read_response_header(s, true).expect("CreateTopics response");
+    CreateTopicsResponse::decode(&mut body, 5)
+        .expect("decode")
+        .topics[0]
+        .error_code
+}
+
+/// The topic names a node's Metadata (v1) lists.
+fn topics(s: &mut TcpStream) -> Vec<String> {
+    send(
+        s,
+        request(
+            ApiKey::Metadata,
+            1,
+            2,
+            // Null: every topic.
+            &MetadataRequest {
+                topics: None,
+                ..Default::default()
+            },
+        ),
+    );
+    let (_, mut body) = read_response(s).expect("Metadata response");
+    let mut names: Vec<String> = MetadataResponse::decode(&mut body, 1)
+        .expect("decode")
+        .topics
+        .into_iter()
+        .filter_map(|t| t.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn three_controllers_and_an_observer_share_the_metadata() {
+    let ports = free_ports(3);
+    let voters: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
+        .collect();
+    let voters = voters.join(",");
+    // The controllers start together: none is ready before a majority elected a leader.
+    let controllers: Vec<Broker> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|id| {
+                let toml =
+                    format!("{SMALL}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                scope.spawn(move || Broker::start_with_config(&format!("cluster-c{id}"), &toml))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|h| h.join().expect("controller started"))
+            .collect()
+    });
+    let observer = Broker::start_with_config(
+        "cluster-b7",
+        &format!(
+            "{SMALL}node_id = 7\nprocess_roles = [\"broker\"]\ncontroller_quorum_voters = \"{voters}\"\n"
+        ),
+    );
+
+    // Exactly one node's controller is active: it creates the topic; the others refuse.
+    let mut conns: Vec<TcpStream> = controllers.iter().map(connect).collect();
+    let codes: Vec<i16> = conns.iter_mut().map(|s| create(s, "shared")).collect();
+    let created = codes.iter().filter(|&&c| c == 0).count();
+    let refused = codes
+        .iter()
+        .filter(|&&c| c == ErrorCode::NotController.code())
+        .count();
+    assert_eq!((created, refused), (1, 2), "{codes:?}");
+    let mut o = connect(&observer);
+    assert_eq!(
+        create(&mut o, "from-observer"),
+        ErrorCode::NotController.code()
+    );
+
+    // Every node, the observer included, serves the same topics.
+    conns.push(o);
+    let wanted = ["__consumer_offsets", "__transaction_state", "shared"];
+    let start = Instant::now();
+    for (i, s) in conns.iter_mut().enumerate() {
+        loop {
+            let got = topics(s);
+            if got == wanted {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "node {i} lists {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
