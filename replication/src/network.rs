@@ -17,12 +17,16 @@ use openraft::BasicNode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::app_rpc::{AppHandler, AppReply};
 use crate::rpc::{read_frame, write_frame, Envelope, Request, Response, WireCommitted};
 use crate::state_machine::Committed;
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// Starts a subscription to what this controller commits (for observers).
 pub type Subscribe = Arc<dyn Fn() -> flume::Receiver<Committed> + Send + Sync>;
+
+/// The application's handler of calls, once the node installed it.
+pub type AppSlot = Arc<std::sync::OnceLock<AppHandler>>;
 
 /// An observed subscription with nothing to send for this long gets an `Idle` frame, so
 /// the observer can tell a quiet controller from a dead connection.
@@ -205,6 +209,7 @@ pub async fn serve(
     node_id: NodeId,
     limits: Limits,
     subscribe: Subscribe,
+    app: AppSlot,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -223,9 +228,10 @@ pub async fn serve(
         };
         let raft = raft.clone();
         let subscribe = subscribe.clone();
+        let app = app.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match serve_connection(stream, &raft, node_id, limits, &subscribe).await {
+            match serve_connection(stream, &raft, node_id, limits, &subscribe, &app).await {
                 Ok(()) => {}
                 // A peer that breaks the protocol or the limits is worth an operator's
                 // attention; resets and timeouts are routine.
@@ -244,6 +250,7 @@ async fn serve_connection(
     node_id: NodeId,
     limits: Limits,
     subscribe: &Subscribe,
+    app: &AppSlot,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let max = limits.max_frame_bytes;
@@ -279,6 +286,10 @@ async fn serve_connection(
                     Response::InstallSnapshot(raft.install_snapshot(r).await)
                 }
                 Request::Observe => return stream_committed(stream, subscribe(), limits).await,
+                Request::App(body) => Response::App(match app.get() {
+                    Some(handler) => handler(body).await,
+                    None => AppReply::Failed("this controller serves no application calls".into()),
+                }),
             }
         };
         let write = write_frame(&mut stream, &response, max);

@@ -36,6 +36,8 @@ pub enum Request {
     /// connection then carries only [`Response::Committed`] and [`Response::Idle`]
     /// frames from the controller.
     Observe,
+    /// An application call for the active controller (`app_rpc.rs`).
+    App(Bytes),
 }
 
 /// A [`crate::Committed`] event on the wire, its records framed.
@@ -67,6 +69,7 @@ pub enum Response {
     Committed(WireCommitted),
     /// Nothing committed lately: the controller is alive.
     Idle,
+    App(crate::app_rpc::AppReply),
 }
 
 /// Writes one frame.

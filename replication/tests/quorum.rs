@@ -241,13 +241,13 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 /// Runs a test body on a runtime of the test's own (not a controller's), as the node's
-/// shards will call the quorum from their own runtime.
-fn run(body: impl Future<Output = ()>) {
+/// shards will call the quorum from their own runtime; returns the body's value.
+fn run<T>(body: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime")
-        .block_on(body);
+        .block_on(body)
 }
 
 /// Indexes follow each other: one leader appended them in order.
@@ -700,5 +700,50 @@ fn an_observer_follows_the_quorum_across_a_voter_stopping() {
         cluster.propose(leader, &more).await;
         all.extend(more);
         observe_until(&rx, &all, &mut state, &mut last);
+    });
+}
+
+#[test]
+fn application_calls_reach_the_active_controller_across_a_failover() {
+    let mut cluster = Cluster::start(3, |_| {});
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let id = i as u64 + 1;
+        let handler: spate_replication::AppHandler = Arc::new(move |body: bytes::Bytes| {
+            Box::pin(async move {
+                let mut answer = format!("{id}:").into_bytes();
+                answer.extend_from_slice(&body);
+                spate_replication::AppReply::Ok(answer.into())
+            })
+        });
+        assert!(node
+            .quorum
+            .as_ref()
+            .expect("running")
+            .serve_app(handler.clone()));
+        // Installed once.
+        assert!(!node.quorum.as_ref().expect("running").serve_app(handler));
+    }
+    let voters = cluster.nodes[0].config.voters.clone();
+    let client = spate_replication::AppClient::start(voters, 1 << 20, DEADLINE).expect("client");
+    let call = |client: &spate_replication::AppClient| {
+        let client = client.clone();
+        async move {
+            let answer = within("app call", client.call(bytes::Bytes::from_static(b"hi")))
+                .await
+                .expect("answered");
+            String::from_utf8(answer.to_vec()).expect("utf-8")
+        }
+    };
+    let leader = run(async {
+        let leader = cluster.leader().await;
+        // Only the leader's handler answers, whichever voter the client tried first.
+        assert_eq!(call(&client).await, format!("{}:hi", leader + 1));
+        leader
+    });
+    cluster.stop(leader);
+    run(async {
+        let next = cluster.leader().await;
+        assert_ne!(next, leader);
+        assert_eq!(call(&client).await, format!("{}:hi", next + 1));
     });
 }
