@@ -88,6 +88,13 @@ pub struct BrokerConfig {
     /// `controller_quorum_voters`.
     #[serde(default)]
     pub controller_listen: Option<String>,
+    /// Kafka's `broker.rack`, registered with the controller; none by default.
+    #[serde(default)]
+    pub broker_rack: Option<String>,
+    /// How often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker without a heartbeat for this long is fenced: left out of Metadata.
+    pub broker_session_timeout_ms: u64,
     /// The first log directory: it holds the metadata log and the broker's lock, and
     /// partition logs like the others.
     pub data_dir: PathBuf,
@@ -358,6 +365,11 @@ impl BrokerConfig {
         }
         if self.controller_listen.is_some() && !self.is_controller() {
             bail!("controller_listen is set but process_roles has no controller");
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms
+        {
+            bail!("broker_heartbeat_interval_ms must be positive and at most half of broker_session_timeout_ms");
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ use crate::broker_config;
 use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
 use crate::metadata::boot::propose_all;
+use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::records::{self, resource_type};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
@@ -81,6 +82,10 @@ pub enum ControllerRequest {
     },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
+    /// A broker's registration or heartbeat (on the active controller).
+    Broker(BrokerCall),
+    /// Fence the brokers whose session expired (a periodic tick).
+    FenceExpired,
 }
 
 /// The outcome for one topic (or config resource) of a request, in request order.
@@ -98,6 +103,9 @@ pub enum ControllerReply {
     Topics(Vec<TopicOutcome>),
     /// A producer id, or the error code.
     ProducerId(Result<i64, i16>),
+    Broker(BrokerAnswer),
+    /// The tick was handled.
+    Done,
 }
 
 /// Producer ids are reserved in the metadata log this many at a time.
@@ -124,6 +132,10 @@ impl TopicOutcome {
 
 /// What shard 0 needs to run the controller and follow the metadata log.
 pub struct ControllerStart {
+    /// The broker's client of the active controller (registration and heartbeats).
+    pub client: spate_replication::AppClient,
+    /// Host and port given to clients, registered with the controller.
+    pub advertised: (String, i32),
     /// This node's voter; `None` on a broker that is not a controller, whose controller
     /// answers NOT_CONTROLLER to changes (forwarding them is a later phase).
     pub quorum: Option<Arc<MetadataQuorum>>,
@@ -151,6 +163,17 @@ pub fn spawn(
     ))
     .detach();
     let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
+    if let Some(quorum) = &start.quorum {
+        quorum.serve_app(broker_calls(tx.clone()));
+        compio::runtime::spawn(fence_ticks(tx.clone(), config.clone())).detach();
+    }
+    compio::runtime::spawn(crate::registration::run(
+        start.client,
+        config.clone(),
+        start.advertised,
+        published.clone(),
+    ))
+    .detach();
     let mut controller = Controller::new(config, start.quorum, published);
     compio::runtime::spawn(async move {
         while let Ok((request, reply)) = rx.recv_async().await {
@@ -162,8 +185,64 @@ pub fn spawn(
     tx
 }
 
+/// The handler of brokers' calls to this controller (installed on its voter): each call
+/// goes through the controller's queue like any other request.
+fn broker_calls(queue: ControllerQueue) -> spate_replication::AppHandler {
+    use spate_replication::AppReply;
+    Arc::new(move |body: bytes::Bytes| {
+        let queue = queue.clone();
+        Box::pin(async move {
+            let Ok(call) = serde_json::from_slice::<BrokerCall>(&body) else {
+                return AppReply::Failed("not a broker call".into());
+            };
+            let (tx, rx) = flume::bounded(1);
+            if queue
+                .send_async((ControllerRequest::Broker(call), tx))
+                .await
+                .is_err()
+            {
+                return AppReply::Failed("the controller stopped".into());
+            }
+            match rx.recv_async().await {
+                Ok(ControllerReply::Broker(BrokerAnswer::NotController)) => {
+                    AppReply::NotLeader { leader: None }
+                }
+                // Our own serde type: encoding cannot fail.
+                Ok(ControllerReply::Broker(answer)) => AppReply::Ok(
+                    serde_json::to_vec(&answer)
+                        .expect("broker answers always encode")
+                        .into(),
+                ),
+                _ => AppReply::Failed("the controller stopped".into()),
+            }
+        })
+    })
+}
+
+/// Asks the controller to fence expired sessions, four times per session timeout.
+async fn fence_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
+    let every = std::time::Duration::from_millis((config.broker_session_timeout_ms / 4).max(10));
+    loop {
+        compio::time::sleep(every).await;
+        let (tx, rx) = flume::bounded(1);
+        if queue
+            .send_async((ControllerRequest::FenceExpired, tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = rx.recv_async().await;
+    }
+}
+
 pub struct Controller {
     config: Arc<BrokerConfig>,
+    /// Broker sessions, kept while this controller is active in one term.
+    sessions: Sessions,
+    /// The term `sessions` belong to: a new term (this controller became active again)
+    /// starts every session afresh, as Kafka's new active controller does.
+    sessions_term: u64,
     quorum: Option<Arc<MetadataQuorum>>,
     /// The image every shard applied.
     published: Rc<Published>,
@@ -198,6 +277,8 @@ impl Controller {
         let pid_end = published.image().producer_ids_end;
         Controller {
             config,
+            sessions: Sessions::default(),
+            sessions_term: 0,
             quorum,
             published,
             next_pid: pid_end,
@@ -242,7 +323,96 @@ impl Controller {
             ControllerRequest::AllocateProducerId => {
                 ControllerReply::ProducerId(self.allocate_producer_id().await)
             }
+            ControllerRequest::Broker(call) => {
+                ControllerReply::Broker(self.broker_call(call).await)
+            }
+            ControllerRequest::FenceExpired => {
+                self.fence_expired().await;
+                ControllerReply::Done
+            }
             other => ControllerReply::Topics(self.change_topics(other).await),
+        }
+    }
+
+    /// The broker sessions of the current term (reset when the term changed).
+    fn sessions(&mut self) -> &mut Sessions {
+        let term = self.quorum.as_ref().map_or(0, |q| q.leader().1);
+        if term != self.sessions_term {
+            self.sessions = Sessions::default();
+            self.sessions_term = term;
+        }
+        &mut self.sessions
+    }
+
+    async fn broker_call(&mut self, call: BrokerCall) -> BrokerAnswer {
+        let image = match self.current().await {
+            Ok(image) => image,
+            Err(e) => return broker_refusal(e),
+        };
+        let now = std::time::Instant::now();
+        match call {
+            BrokerCall::Register { broker_id, .. } => {
+                match self.sessions().register(&image, &call, now) {
+                    Err(why) => BrokerAnswer::Refused(why),
+                    Ok(Ok(epoch)) => BrokerAnswer::Registered { epoch },
+                    Ok(Err((epoch, record))) => match self.commit(&image, vec![record]).await {
+                        Ok(committed) => {
+                            let at = committed.offset.unwrap_or(0);
+                            self.sessions().registered(broker_id, at);
+                            tracing::info!(broker = broker_id, epoch, "broker registered");
+                            BrokerAnswer::Registered { epoch }
+                        }
+                        Err(e) => broker_refusal(e),
+                    },
+                }
+            }
+            BrokerCall::Heartbeat {
+                broker_id,
+                epoch,
+                offset,
+            } => {
+                let (answer, unfence) = self
+                    .sessions()
+                    .heartbeat(&image, broker_id, epoch, offset, now);
+                if let Some(record) = unfence {
+                    if let Err(e) = self.commit(&image, vec![record]).await {
+                        return broker_refusal(e);
+                    }
+                    tracing::info!(broker = broker_id, epoch, "broker unfenced");
+                }
+                answer
+            }
+        }
+    }
+
+    /// Fences the brokers whose session expired; only the active controller does.
+    async fn fence_expired(&mut self) {
+        let leading = self
+            .quorum
+            .as_ref()
+            .is_some_and(|q| q.leader().0 == u64::try_from(self.config.node_id).ok());
+        if !leading {
+            return;
+        }
+        let Ok(image) = self.current().await else {
+            return;
+        };
+        let timeout = std::time::Duration::from_millis(self.config.broker_session_timeout_ms);
+        let fence = self
+            .sessions()
+            .expired(&image, timeout, std::time::Instant::now());
+        if fence.is_empty() {
+            return;
+        }
+        let count = fence.len();
+        match self.commit(&image, fence).await {
+            Ok(_) => tracing::warn!(brokers = count, "fenced brokers whose session expired"),
+            // Not fatal (refusal stops the broker only for a stopped quorum): the next
+            // tick tries again.
+            Err(e) => {
+                let (_, why) = refusal(e);
+                tracing::warn!(error = %why, "fencing expired brokers failed");
+            }
         }
     }
 
@@ -297,7 +467,9 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
                 (*validate_only, "broker configs")
             }
-            ControllerRequest::AllocateProducerId => return Vec::new(),
+            ControllerRequest::AllocateProducerId
+            | ControllerRequest::Broker(_)
+            | ControllerRequest::FenceExpired => return Vec::new(),
         };
         match request {
             ControllerRequest::CreateTopics { topics, .. } => {
@@ -385,7 +557,9 @@ impl Controller {
                     }
                 }
             }
-            ControllerRequest::AllocateProducerId => {}
+            ControllerRequest::AllocateProducerId
+            | ControllerRequest::Broker(_)
+            | ControllerRequest::FenceExpired => {}
         }
         if validate_only || records.is_empty() {
             return self.attach_topics(outcomes, &next);
@@ -551,6 +725,15 @@ impl Controller {
     }
 }
 
+/// A broker call that could not be served: NOT_CONTROLLER sends the broker's client to
+/// another voter.
+fn broker_refusal(e: QuorumError) -> BrokerAnswer {
+    match e {
+        QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_) => BrokerAnswer::NotController,
+        other => BrokerAnswer::Refused(refusal(other).1),
+    }
+}
+
 /// The names (topics or config resources) a request is about, in request order.
 fn request_names(request: &ControllerRequest) -> Vec<String> {
     match request {
@@ -565,7 +748,9 @@ fn request_names(request: &ControllerRequest) -> Vec<String> {
         | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
-        ControllerRequest::AllocateProducerId => Vec::new(),
+        ControllerRequest::AllocateProducerId
+        | ControllerRequest::Broker(_)
+        | ControllerRequest::FenceExpired => Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ mod metrics;
 mod partition;
 mod producer_state;
 mod random_id;
+mod registration;
 mod route;
 mod schema_registry;
 mod shard;
@@ -59,18 +60,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return run_controller_only(booted);
     }
     let image = Arc::new(booted.image);
-    let mut controller = Some(controller::ControllerStart {
-        quorum: booted.quorum,
-        committed: booted.committed,
-        image: image.clone(),
-    });
-
     let cpus = shard_cpus(&config)?;
     let shard_count = cpus.len();
     let listen = config.listen_addr()?;
     let listeners = bind_listeners(listen, shard_count)?;
     let bound = listeners[0].local_addr().context("listener address")?;
     let advertised = advertised_address(&config, bound)?;
+    let client = spate_replication::AppClient::start(
+        booted.voters.clone(),
+        64 << 20,
+        std::time::Duration::from_millis(config.broker_session_timeout_ms),
+    )
+    .context("starting the controller client")?;
+    let mut controller = Some(controller::ControllerStart {
+        client,
+        advertised: advertised.clone(),
+        quorum: booted.quorum,
+        committed: booted.committed,
+        image: image.clone(),
+    });
 
     let mesh = mesh::build_mesh(shard_count);
     // The main thread talks to shard s over s's own channel.

@@ -111,7 +111,7 @@ impl ShardContext {
     pub async fn change_topics(&self, request: ControllerRequest) -> Option<Vec<TopicOutcome>> {
         match self.controller(request).await? {
             ControllerReply::Topics(outcomes) => Some(outcomes),
-            ControllerReply::ProducerId(_) => None,
+            _ => None,
         }
     }
 

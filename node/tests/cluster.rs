@@ -2,7 +2,9 @@
 //! roles) with a static voter list, and a broker that is not a controller and follows
 //! the quorum as an observer. Every node starts (the followers too), a change made
 //! through the active controller reaches every node, and the others answer
-//! NOT_CONTROLLER (forwarding to the active controller is a later phase).
+//! NOT_CONTROLLER (forwarding to the active controller is a later phase). Every broker
+//! registers and is listed in every node's Metadata; a broker killed is fenced once its
+//! session expires and drops out of the others' Metadata.
 
 // Only some of the shared helpers are used here.
 #[allow(dead_code)]
@@ -21,8 +23,9 @@ use common::{connect, read_response, read_response_header, request, send, Broker
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Small internal topics: every node opens them.
-const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n";
+/// Small internal topics (every node opens them) and short broker sessions.
+const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n\
+                     broker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 1000\n";
 
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
@@ -54,8 +57,8 @@ fn create(s: &mut TcpStream, name: &str) -> i16 {
         .error_code
 }
 
-/// The topic names a node's Metadata (v1) lists.
-fn topics(s: &mut TcpStream) -> Vec<String> {
+/// The topic names and broker ids a node's Metadata (v1) lists, sorted.
+fn metadata(s: &mut TcpStream) -> (Vec<String>, Vec<i32>) {
     send(
         s,
         request(
@@ -70,14 +73,30 @@ fn topics(s: &mut TcpStream) -> Vec<String> {
         ),
     );
     let (_, mut body) = read_response(s).expect("Metadata response");
-    let mut names: Vec<String> = MetadataResponse::decode(&mut body, 1)
-        .expect("decode")
-        .topics
-        .into_iter()
-        .filter_map(|t| t.name)
-        .collect();
+    let response = MetadataResponse::decode(&mut body, 1).expect("decode");
+    let mut names: Vec<String> = response.topics.into_iter().filter_map(|t| t.name).collect();
     names.sort();
-    names
+    let mut brokers: Vec<i32> = response.brokers.iter().map(|b| b.node_id).collect();
+    brokers.sort();
+    (names, brokers)
+}
+
+/// Polls every connection's Metadata until it lists `topics` and `brokers`.
+fn wait_for(conns: &mut [TcpStream], topics: &[&str], brokers: &[i32]) {
+    let start = Instant::now();
+    for (i, s) in conns.iter_mut().enumerate() {
+        loop {
+            let (t, b) = metadata(s);
+            if t == topics && b == brokers {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node {i} lists topics {t:?}, brokers {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 #[test]
@@ -125,18 +144,14 @@ fn three_controllers_and_an_observer_share_the_metadata() {
         ErrorCode::NotController.code()
     );
 
-    // Every node, the observer included, serves the same topics.
+    // Every node, the observer included, serves the same topics and lists every
+    // registered broker.
     conns.push(o);
     let wanted = ["__consumer_offsets", "__transaction_state", "shared"];
-    let start = Instant::now();
-    for (i, s) in conns.iter_mut().enumerate() {
-        loop {
-            let got = topics(s);
-            if got == wanted {
-                break;
-            }
-            assert!(start.elapsed() < DEADLINE, "node {i} lists {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    wait_for(&mut conns, &wanted, &[0, 1, 2, 7]);
+
+    // The broker-only node is killed: fenced after its session, gone from Metadata.
+    drop(observer);
+    conns.pop();
+    wait_for(&mut conns, &wanted, &[0, 1, 2]);
 }

@@ -99,14 +99,8 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = ctx.advertised.clone();
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: ctx.config.node_id,
-            host,
-            port,
-            rack: None,
-        }],
+        brokers: brokers(ctx, &image),
         cluster_id: Some(ctx.config.cluster_id.clone()),
         controller_id: ctx.config.node_id,
         topics,
@@ -154,4 +148,33 @@ fn topic_entry(t: &TopicImage, node: i32, log_dirs: &LogDirs) -> MetadataRespons
             .collect(),
         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
     }
+}
+
+/// This broker (always, even before its registration is unfenced: it answers for
+/// itself), then every other registered broker that is not fenced.
+fn brokers(
+    ctx: &ShardContext,
+    image: &crate::metadata::MetadataImage,
+) -> Vec<MetadataResponseBroker> {
+    let (host, port) = ctx.advertised.clone();
+    let me = MetadataResponseBroker {
+        node_id: ctx.config.node_id,
+        host,
+        port,
+        rack: ctx.config.broker_rack.clone(),
+    };
+    let others = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && b.id != ctx.config.node_id)
+        .filter_map(|b| {
+            let (_, host, port, _) = b.endpoints.first()?;
+            Some(MetadataResponseBroker {
+                node_id: b.id,
+                host: host.clone(),
+                port: i32::from(*port),
+                rack: b.rack.clone(),
+            })
+        });
+    std::iter::once(me).chain(others).collect()
 }

@@ -37,6 +37,8 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct Booted {
     /// This node's voter of the quorum; `None` on a broker that is not a controller.
     pub quorum: Option<Arc<MetadataQuorum>>,
+    /// The quorum's voters (the ephemeral address of a lone default voter included).
+    pub voters: BTreeMap<u64, String>,
     pub committed: flume::Receiver<Committed>,
     pub image: MetadataImage,
 }
@@ -54,13 +56,13 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
     // Start-up runs before the shards exist: a runtime of its own to await the quorum.
     let runtime = compio::runtime::Runtime::new().context("start-up runtime")?;
     if config.is_controller() {
-        let quorum = Arc::new(start_quorum(config, &dir)?);
-        return runtime.block_on(boot(quorum, config.node_id, &dir));
+        let (quorum, voters) = start_quorum(config, &dir)?;
+        return runtime.block_on(boot(Arc::new(quorum), voters, config.node_id, &dir));
     }
     let voters = config
         .voters()?
         .context("a broker that is not a controller needs controller_quorum_voters")?;
-    let committed = spate_replication::observe(ObserverConfig::new(voters))
+    let committed = spate_replication::observe(ObserverConfig::new(voters.clone()))
         .context("starting the metadata observer")?;
     let deadline = Instant::now() + START_TIMEOUT;
     let first = runtime
@@ -70,12 +72,17 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
     apply_event(&mut image, first);
     Ok(Booted {
         quorum: None,
+        voters,
         committed,
         image,
     })
 }
 
-fn start_quorum(config: &BrokerConfig, dir: &Path) -> anyhow::Result<MetadataQuorum> {
+/// Starts this node's voter; returns it and the voters.
+fn start_quorum(
+    config: &BrokerConfig,
+    dir: &Path,
+) -> anyhow::Result<(MetadataQuorum, BTreeMap<u64, String>)> {
     // Checked by the config: a controller's id is not negative and is a voter.
     let node_id = u64::try_from(config.node_id)
         .with_context(|| format!("node_id {} must not be negative", config.node_id))?;
@@ -101,17 +108,22 @@ fn start_quorum(config: &BrokerConfig, dir: &Path) -> anyhow::Result<MetadataQuo
         }
     };
     let quorum = Quorum::start_with_listener(
-        QuorumConfig::new(node_id, voters, dir),
+        QuorumConfig::new(node_id, voters.clone(), dir),
         listener,
         MetadataImage::default(),
     )
     .context("starting the controller quorum")?;
-    Ok(quorum)
+    Ok((quorum, voters))
 }
 
 /// Waits for the quorum, subscribes, migrates an old log if there is one, and catches
 /// the image up with everything committed.
-pub async fn boot(quorum: Arc<MetadataQuorum>, node: i32, dir: &Path) -> anyhow::Result<Booted> {
+pub async fn boot(
+    quorum: Arc<MetadataQuorum>,
+    voters: BTreeMap<u64, String>,
+    node: i32,
+    dir: &Path,
+) -> anyhow::Result<Booted> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut target = caught_up(&quorum, deadline).await?;
     let committed = quorum.subscribe();
@@ -127,6 +139,7 @@ pub async fn boot(quorum: Arc<MetadataQuorum>, node: i32, dir: &Path) -> anyhow:
     }
     Ok(Booted {
         quorum: Some(quorum),
+        voters,
         committed,
         image,
     })

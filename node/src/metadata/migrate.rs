@@ -63,17 +63,20 @@ mod tests {
     use crate::metadata::boot::{boot, metadata_dir};
     use crate::metadata::image::slot_of;
 
-    fn start(dir: &Path) -> Arc<MetadataQuorum> {
+    fn start(dir: &Path) -> (Arc<MetadataQuorum>, BTreeMap<u64, String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let config = QuorumConfig::new(0, BTreeMap::from([(0, addr)]), dir);
-        Arc::new(Quorum::start_with_listener(config, listener, MetadataImage::default()).unwrap())
+        let voters = BTreeMap::from([(0, addr)]);
+        let config = QuorumConfig::new(0, voters.clone(), dir);
+        let quorum =
+            Quorum::start_with_listener(config, listener, MetadataImage::default()).unwrap();
+        (Arc::new(quorum), voters)
     }
 
     fn boot_image(dir: &Path) -> (Arc<MetadataQuorum>, MetadataImage) {
-        let quorum = start(dir);
+        let (quorum, voters) = start(dir);
         let rt = compio::runtime::Runtime::new().unwrap();
-        let booted = rt.block_on(boot(quorum, 0, dir)).unwrap();
+        let booted = rt.block_on(boot(quorum, voters, 0, dir)).unwrap();
         (booted.quorum.unwrap(), booted.image)
     }
 

@@ -6,6 +6,7 @@
 //! every broker follows what is committed and applies it to its image.
 
 pub mod boot;
+pub mod brokers;
 mod image;
 mod legacy;
 mod migrate;
