@@ -27,6 +27,34 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n\
                      broker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 1000\n";
 
+/// Starts three controllers together (none is ready before a majority elected a
+/// leader); `name` tells their data dirs apart.
+fn start_controllers(name: &str, voters: &str) -> Vec<Broker> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|id| {
+                let toml =
+                    format!("{SMALL}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                scope.spawn(move || Broker::start_with_config(&format!("{name}-c{id}"), &toml))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|h| h.join().expect("controller started"))
+            .collect()
+    })
+}
+
+fn voter_list() -> String {
+    let ports = free_ports(3);
+    let voters: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
+        .collect();
+    voters.join(",")
+}
+
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
@@ -101,27 +129,8 @@ fn wait_for(conns: &mut [TcpStream], topics: &[&str], brokers: &[i32]) {
 
 #[test]
 fn three_controllers_and_an_observer_share_the_metadata() {
-    let ports = free_ports(3);
-    let voters: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
-        .collect();
-    let voters = voters.join(",");
-    // The controllers start together: none is ready before a majority elected a leader.
-    let controllers: Vec<Broker> = std::thread::scope(|scope| {
-        let starting: Vec<_> = (0..3)
-            .map(|id| {
-                let toml =
-                    format!("{SMALL}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
-                scope.spawn(move || Broker::start_with_config(&format!("cluster-c{id}"), &toml))
-            })
-            .collect();
-        starting
-            .into_iter()
-            .map(|h| h.join().expect("controller started"))
-            .collect()
-    });
+    let voters = voter_list();
+    let controllers = start_controllers("cluster", &voters);
     let observer = Broker::start_with_config(
         "cluster-b7",
         &format!(
@@ -153,5 +162,66 @@ fn three_controllers_and_an_observer_share_the_metadata() {
     // The broker-only node is killed: fenced after its session, gone from Metadata.
     drop(observer);
     conns.pop();
+    wait_for(&mut conns, &wanted, &[0, 1, 2]);
+}
+
+/// Creates `name` through whichever node's controller is active, retrying
+/// NOT_CONTROLLER (a new controller being elected) until `DEADLINE`; returns the index
+/// of the node that created it.
+fn create_on_active(nodes: &[Broker], skip: Option<usize>, name: &str) -> usize {
+    let start = Instant::now();
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            let Ok(mut s) = TcpStream::connect(&node.addr) else {
+                continue;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            match create(&mut s, name) {
+                0 => return i,
+                c if c == ErrorCode::NotController.code() => {}
+                c => panic!("creating {name} on node {i}: error {c}"),
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no active controller created {name}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// kill -9 of the active controller, again and again, while topics are created: a new
+/// controller takes over within seconds, and no acknowledged topic is lost.
+#[test]
+fn killing_the_active_controller_loses_no_acknowledged_change() {
+    let voters = voter_list();
+    let mut nodes = start_controllers("failover", &voters);
+    let mut acknowledged = vec![
+        "__consumer_offsets".to_string(),
+        "__transaction_state".into(),
+    ];
+    for round in 0..3 {
+        let before = format!("before-{round}");
+        let active = create_on_active(&nodes, None, &before);
+        acknowledged.push(before);
+        nodes[active].kill();
+        let killed_at = Instant::now();
+        let after = format!("after-{round}");
+        create_on_active(&nodes, Some(active), &after);
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "a new controller took {:?}",
+            killed_at.elapsed()
+        );
+        acknowledged.push(after);
+        nodes[active].kill_and_restart();
+    }
+    acknowledged.sort();
+    let wanted: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
+    let mut conns: Vec<TcpStream> = nodes.iter().map(connect).collect();
     wait_for(&mut conns, &wanted, &[0, 1, 2]);
 }
