@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use spate_net::messages::create_topics_request::CreatableTopic;
 use spate_net::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    MetadataRequest, MetadataResponse,
 };
 use spate_net::{ApiKey, ErrorCode, Message};
 
@@ -109,6 +110,20 @@ fn metadata(s: &mut TcpStream) -> (Vec<String>, Vec<i32>) {
     (names, brokers)
 }
 
+/// The broker ids a node's DescribeCluster (v0) lists, sorted.
+fn described_brokers(s: &mut TcpStream) -> Vec<i32> {
+    let body = DescribeClusterRequest {
+        include_cluster_authorized_operations: false,
+        ..Default::default()
+    };
+    send(s, request(ApiKey::DescribeCluster, 0, 3, &body));
+    let (_, mut body) = read_response_header(s, true).expect("DescribeCluster response");
+    let response = DescribeClusterResponse::decode(&mut body, 0).expect("decode");
+    let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.broker_id).collect();
+    ids.sort();
+    ids
+}
+
 /// Polls every connection's Metadata until it lists `topics` and `brokers`.
 fn wait_for(conns: &mut [TcpStream], topics: &[&str], brokers: &[i32]) {
     let start = Instant::now();
@@ -158,6 +173,9 @@ fn three_controllers_and_an_observer_share_the_metadata() {
     conns.push(o);
     let wanted = ["__consumer_offsets", "__transaction_state", "shared"];
     wait_for(&mut conns, &wanted, &[0, 1, 2, 7]);
+    for s in &mut conns {
+        assert_eq!(described_brokers(s), [0, 1, 2, 7]);
+    }
 
     // The broker-only node is killed: fenced after its session, gone from Metadata.
     drop(observer);

@@ -26,17 +26,19 @@ pub fn describe_cluster(
     ctx: &ShardContext,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (host, port) = ctx.advertised.clone();
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
         cluster_id: ctx.config.cluster_id.clone(),
         controller_id: ctx.config.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: ctx.config.node_id,
-            host,
-            port,
-            rack: None,
-        }],
+        brokers: super::metadata::live_brokers(ctx, &ctx.image())
+            .into_iter()
+            .map(|(broker_id, host, port, rack)| DescribeClusterBroker {
+                broker_id,
+                host,
+                port,
+                rack,
+            })
+            .collect(),
         cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
         ..Default::default()
     };

@@ -100,7 +100,15 @@ pub async fn handle(
             .collect(),
     };
     MetadataResponse {
-        brokers: brokers(ctx, &image),
+        brokers: live_brokers(ctx, &image)
+            .into_iter()
+            .map(|(node_id, host, port, rack)| MetadataResponseBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            })
+            .collect(),
         cluster_id: Some(ctx.config.cluster_id.clone()),
         controller_id: ctx.config.node_id,
         topics,
@@ -151,30 +159,26 @@ fn topic_entry(t: &TopicImage, node: i32, log_dirs: &LogDirs) -> MetadataRespons
 }
 
 /// This broker (always, even before its registration is unfenced: it answers for
-/// itself), then every other registered broker that is not fenced.
-fn brokers(
+/// itself), then every other registered broker that is not fenced: id, host, port,
+/// rack. What Metadata and DescribeCluster list.
+pub fn live_brokers(
     ctx: &ShardContext,
     image: &crate::metadata::MetadataImage,
-) -> Vec<MetadataResponseBroker> {
+) -> Vec<(i32, String, i32, Option<String>)> {
     let (host, port) = ctx.advertised.clone();
-    let me = MetadataResponseBroker {
-        node_id: ctx.config.node_id,
+    let me = (
+        ctx.config.node_id,
         host,
         port,
-        rack: ctx.config.broker_rack.clone(),
-    };
+        ctx.config.broker_rack.clone(),
+    );
     let others = image
         .brokers
         .values()
         .filter(|b| !b.fenced && b.id != ctx.config.node_id)
         .filter_map(|b| {
             let (_, host, port, _) = b.endpoints.first()?;
-            Some(MetadataResponseBroker {
-                node_id: b.id,
-                host: host.clone(),
-                port: i32::from(*port),
-                rack: b.rack.clone(),
-            })
+            Some((b.id, host.clone(), i32::from(*port), b.rack.clone()))
         });
     std::iter::once(me).chain(others).collect()
 }
