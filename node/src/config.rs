@@ -1,6 +1,7 @@
 //! Broker configuration: an embedded default TOML, an optional TOML file, `SPATE_*`
 //! environment variables and command-line flags, in rising order of precedence.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -45,6 +46,29 @@ pub struct Cli {
     /// Serve the Confluent-compatible schema registry REST API on HOST:PORT.
     #[arg(long, env = "SPATE_SCHEMA_REGISTRY")]
     pub schema_registry: Option<String>,
+    /// This node's id (Kafka's `node.id`), unique in the cluster.
+    #[arg(long, env = "SPATE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Where this node's controller listens, HOST:PORT (default: its address in the voters).
+    #[arg(long, env = "SPATE_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// The controller quorum, "id@host:port,..." (Kafka's `controller.quorum.voters`);
+    /// default: this node alone.
+    #[arg(long, env = "SPATE_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
+    /// What this node is: broker, controller, or both (comma-separated).
+    #[arg(long, env = "SPATE_PROCESS_ROLES", value_delimiter = ',')]
+    pub process_roles: Option<Vec<ProcessRole>>,
+}
+
+/// A node's role (Kafka's `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessRole {
+    /// Serves clients: the Kafka listener, partitions, coordinators.
+    Broker,
+    /// A voter of the controller quorum that holds the metadata log.
+    Controller,
 }
 
 /// The resolved broker configuration.
@@ -53,6 +77,23 @@ pub struct Cli {
 pub struct BrokerConfig {
     pub node_id: i32,
     pub cluster_id: String,
+    /// Kafka's `process.roles`: broker, controller, or both (the default).
+    pub process_roles: Vec<ProcessRole>,
+    /// Kafka's `controller.quorum.voters`, `id@host:port,...`; unset: this node is the
+    /// only voter (on an ephemeral loopback port unless `controller_listen` is set).
+    #[serde(default)]
+    pub controller_quorum_voters: Option<String>,
+    /// Where this node's controller listens (HOST:PORT); unset: its address in
+    /// `controller_quorum_voters`.
+    #[serde(default)]
+    pub controller_listen: Option<String>,
+    /// Kafka's `broker.rack`, registered with the controller; none by default.
+    #[serde(default)]
+    pub broker_rack: Option<String>,
+    /// How often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker without a heartbeat for this long is fenced: left out of Metadata.
+    pub broker_session_timeout_ms: u64,
     /// The first log directory: it holds the metadata log and the broker's lock, and
     /// partition logs like the others.
     pub data_dir: PathBuf,
@@ -271,11 +312,85 @@ impl BrokerConfig {
         if let Some(list) = &cli.cpu_list {
             config.cpu_list = parse_cpu_list(list)?;
         }
+        if let Some(id) = cli.node_id {
+            config.node_id = id;
+        }
+        if let Some(l) = &cli.controller_listen {
+            config.controller_listen = Some(l.clone());
+        }
+        if let Some(v) = &cli.controller_quorum_voters {
+            config.controller_quorum_voters = Some(v.clone());
+        }
+        if let Some(r) = &cli.process_roles {
+            config.process_roles = r.clone();
+        }
         config.validate()?;
         Ok(config)
     }
 
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.contains(&ProcessRole::Broker)
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.contains(&ProcessRole::Controller)
+    }
+
+    /// The configured voters (`None`: this node alone).
+    pub fn voters(&self) -> anyhow::Result<Option<BTreeMap<u64, String>>> {
+        match &self.controller_quorum_voters {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                spate_replication::parse_voters(v).context("controller_quorum_voters")?,
+            )),
+        }
+    }
+
+    /// The cluster settings (`node_id`, roles, voters, controller listener) fit together.
+    fn validate_cluster(&self) -> anyhow::Result<()> {
+        if self.node_id < 0 {
+            bail!("node_id must not be negative");
+        }
+        let mut roles = self.process_roles.clone();
+        roles.sort_by_key(|r| *r as u8);
+        roles.dedup();
+        if roles.is_empty() || roles.len() != self.process_roles.len() {
+            bail!("process_roles must name broker, controller or both, each once");
+        }
+        let id = self.node_id as u64;
+        match self.voters()? {
+            Some(voters) => {
+                if ![1, 3, 5].contains(&voters.len()) {
+                    bail!(
+                        "controller_quorum_voters: {} voters; a quorum has 1, 3 or 5",
+                        voters.len()
+                    );
+                }
+                if self.is_controller() && !voters.contains_key(&id) {
+                    bail!("node {id} is a controller but not in controller_quorum_voters");
+                }
+                if !self.is_controller() && voters.contains_key(&id) {
+                    bail!("node {id} is in controller_quorum_voters: its process_roles must include controller");
+                }
+            }
+            None if !self.is_controller() => {
+                bail!("a node without the controller role needs controller_quorum_voters to reach the quorum")
+            }
+            None => {}
+        }
+        if self.controller_listen.is_some() && !self.is_controller() {
+            bail!("controller_listen is set but process_roles has no controller");
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms
+        {
+            bail!("broker_heartbeat_interval_ms must be positive and at most half of broker_session_timeout_ms");
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        self.validate_cluster()?;
         for (i, a) in self.log_dirs.iter().enumerate() {
             if a.as_os_str().is_empty() {
                 bail!("log_dirs: an empty directory name");
@@ -473,6 +588,77 @@ mod tests {
                     "docs/configuration.md does not describe `{k}`"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let load = |cli: Cli| BrokerConfig::load(&cli);
+        // The default: both roles, this node alone.
+        let c = load(Cli::default()).unwrap();
+        assert!(c.is_broker() && c.is_controller());
+        assert_eq!(c.voters().unwrap(), None);
+        let voters = "0@127.0.0.1:9093,1@127.0.0.1:9094,2@127.0.0.1:9095";
+        let c = load(Cli {
+            node_id: Some(2),
+            controller_quorum_voters: Some(voters.into()),
+            controller_listen: Some("0.0.0.0:9095".into()),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(c.voters().unwrap().unwrap()[&2], "127.0.0.1:9095");
+        assert_eq!(c.controller_listen.as_deref(), Some("0.0.0.0:9095"));
+        // A broker-only node outside the voters.
+        let c = load(Cli {
+            node_id: Some(7),
+            controller_quorum_voters: Some(voters.into()),
+            process_roles: Some(vec![ProcessRole::Broker]),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert!(c.is_broker() && !c.is_controller());
+        let refused = [
+            // A controller outside the voters, a broker inside them.
+            Cli {
+                node_id: Some(7),
+                controller_quorum_voters: Some(voters.into()),
+                ..Cli::default()
+            },
+            Cli {
+                node_id: Some(1),
+                controller_quorum_voters: Some(voters.into()),
+                process_roles: Some(vec![ProcessRole::Broker]),
+                ..Cli::default()
+            },
+            // A broker-only node with no quorum to reach; an even quorum.
+            Cli {
+                process_roles: Some(vec![ProcessRole::Broker]),
+                ..Cli::default()
+            },
+            Cli {
+                controller_quorum_voters: Some("0@h:1,1@h:2".into()),
+                ..Cli::default()
+            },
+            // Roles twice, a negative id, a controller listener without the role.
+            Cli {
+                process_roles: Some(vec![ProcessRole::Broker, ProcessRole::Broker]),
+                ..Cli::default()
+            },
+            Cli {
+                node_id: Some(-1),
+                ..Cli::default()
+            },
+            Cli {
+                node_id: Some(7),
+                controller_quorum_voters: Some(voters.into()),
+                process_roles: Some(vec![ProcessRole::Broker]),
+                controller_listen: Some("127.0.0.1:1".into()),
+                ..Cli::default()
+            },
+        ];
+        for cli in refused {
+            let shown = format!("{cli:?}");
+            assert!(load(cli).is_err(), "{shown}");
         }
     }
 

@@ -1,18 +1,31 @@
-//! The controller: the one place that changes topic metadata. It runs on shard 0,
-//! handles one request at a time, writes the resulting records durably to the metadata
-//! log, then hands the new image to every shard and waits until all have applied it
-//! (opened, reconfigured or deleted their partitions) before it answers.
+//! The controller: the one place that changes metadata. It runs on shard 0 and
+//! handles one request at a time: it validates the request against the image (after a
+//! read barrier, so the image holds everything committed), plans KRaft records, proposes
+//! them to the controller quorum, and answers once every shard applied the committed
+//! change (opened, reconfigured or deleted its partitions; `metadata/publish.rs`).
+//!
+//! A proposal the quorum refuses because this node does not lead it (or cannot reach a
+//! majority) is answered NOT_CONTROLLER, which clients retry. A quorum that stopped
+//! (its log cannot be written) stops the broker: whether the change was written is
+//! unknown, and a controller that cannot persist metadata must not keep serving.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
+
+use spate_net::metadata_frame::ApiMessageAndVersion;
+use spate_net::ErrorCode;
+use spate_replication::{Committed, QuorumError};
 
 use crate::broker_config;
 use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
-use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
+use crate::metadata::boot::propose_all;
+use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
+use crate::metadata::publish::{self, Published};
+use crate::metadata::records::{self, resource_type};
+use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
 use crate::topic_config;
-
-use spate_net::ErrorCode;
 
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -45,7 +58,7 @@ pub enum ConfigChange {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -69,6 +82,10 @@ pub enum ControllerRequest {
     },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
+    /// A broker's registration or heartbeat (on the active controller).
+    Broker(BrokerCall),
+    /// Fence the brokers whose session expired (a periodic tick).
+    FenceExpired,
 }
 
 /// The outcome for one topic (or config resource) of a request, in request order.
@@ -86,6 +103,9 @@ pub enum ControllerReply {
     Topics(Vec<TopicOutcome>),
     /// A producer id, or the error code.
     ProducerId(Result<i64, i16>),
+    Broker(BrokerAnswer),
+    /// The tick was handled.
+    Done,
 }
 
 /// Producer ids are reserved in the metadata log this many at a time.
@@ -110,66 +130,311 @@ impl TopicOutcome {
     }
 }
 
+/// What shard 0 needs to run the controller and follow the metadata log.
+pub struct ControllerStart {
+    /// The broker's client of the active controller (registration and heartbeats).
+    pub client: spate_replication::AppClient,
+    /// Every listener with the address given to clients, registered with the controller.
+    pub endpoints: Vec<crate::metadata::brokers::Endpoint>,
+    /// This node's voter; `None` on a broker that is not a controller, whose controller
+    /// answers NOT_CONTROLLER to changes (forwarding them is a later phase).
+    pub quorum: Option<Arc<MetadataQuorum>>,
+    /// The subscription the start-up image was built from; the follower continues it.
+    pub committed: flume::Receiver<Committed>,
+    pub image: Arc<MetadataImage>,
+}
+
+/// Requests to the controller, each with the channel for its answer.
+pub type ControllerQueue = flume::Sender<(ControllerRequest, flume::Sender<ControllerReply>)>;
+
+/// Starts, on the calling shard, the follower of the metadata log (which hands every
+/// committed change to `shards`) and the controller; returns the controller's queue.
+pub fn spawn(
+    start: ControllerStart,
+    config: Arc<BrokerConfig>,
+    shards: Vec<flume::Sender<ShardMsg>>,
+) -> ControllerQueue {
+    let published = Published::new(start.image);
+    compio::runtime::spawn(publish::follow(
+        start.quorum.clone(),
+        start.committed,
+        published.clone(),
+        shards,
+    ))
+    .detach();
+    let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
+    if let Some(quorum) = &start.quorum {
+        quorum.serve_app(broker_calls(tx.clone()));
+        compio::runtime::spawn(fence_ticks(tx.clone(), config.clone())).detach();
+    }
+    compio::runtime::spawn(crate::registration::run(
+        start.client,
+        config.clone(),
+        start.endpoints,
+        published.clone(),
+    ))
+    .detach();
+    let mut controller = Controller::new(config, start.quorum, published);
+    compio::runtime::spawn(async move {
+        while let Ok((request, reply)) = rx.recv_async().await {
+            let outcome = controller.handle(request).await;
+            let _ = reply.send_async(outcome).await;
+        }
+    })
+    .detach();
+    tx
+}
+
+/// The handler of brokers' calls to this controller (installed on its voter): each call
+/// goes through the controller's queue like any other request.
+fn broker_calls(queue: ControllerQueue) -> spate_replication::AppHandler {
+    use spate_replication::AppReply;
+    Arc::new(move |body: bytes::Bytes| {
+        let queue = queue.clone();
+        Box::pin(async move {
+            let Ok(call) = serde_json::from_slice::<BrokerCall>(&body) else {
+                return AppReply::Failed("not a broker call".into());
+            };
+            let (tx, rx) = flume::bounded(1);
+            if queue
+                .send_async((ControllerRequest::Broker(call), tx))
+                .await
+                .is_err()
+            {
+                return AppReply::Failed("the controller stopped".into());
+            }
+            match rx.recv_async().await {
+                Ok(ControllerReply::Broker(BrokerAnswer::NotController)) => {
+                    AppReply::NotLeader { leader: None }
+                }
+                // Our own serde type: encoding cannot fail.
+                Ok(ControllerReply::Broker(answer)) => AppReply::Ok(
+                    serde_json::to_vec(&answer)
+                        .expect("broker answers always encode")
+                        .into(),
+                ),
+                _ => AppReply::Failed("the controller stopped".into()),
+            }
+        })
+    })
+}
+
+/// Asks the controller to fence expired sessions, four times per session timeout.
+async fn fence_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
+    let every = std::time::Duration::from_millis((config.broker_session_timeout_ms / 4).max(10));
+    loop {
+        compio::time::sleep(every).await;
+        let (tx, rx) = flume::bounded(1);
+        if queue
+            .send_async((ControllerRequest::FenceExpired, tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = rx.recv_async().await;
+    }
+}
+
 pub struct Controller {
     config: Arc<BrokerConfig>,
-    store: MetadataStore,
-    image: Arc<MetadataImage>,
-    /// Next placement slot; partitions are spread round-robin over shards.
-    next_slot: u32,
+    /// Broker sessions, kept while this controller is active in one term.
+    sessions: Sessions,
+    /// The term `sessions` belong to: a new term (this controller became active again)
+    /// starts every session afresh, as Kafka's new active controller does.
+    sessions_term: u64,
+    quorum: Option<Arc<MetadataQuorum>>,
+    /// The image every shard applied.
+    published: Rc<Published>,
     /// The producer ids reserved and not yet handed out: `next_pid..pid_end`.
     next_pid: i64,
     pid_end: i64,
-    shards: Vec<flume::Sender<ShardMsg>>,
+}
+
+/// Why a change was not made: answered to the client, or the broker stops.
+fn refusal(e: QuorumError) -> (ErrorCode, String) {
+    match e {
+        QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_) => {
+            (ErrorCode::NotController, e.to_string())
+        }
+        QuorumError::Stopped(_) => crate::fault::fail_stop(
+            "the metadata log cannot be written (the controller quorum stopped)",
+            &e,
+        ),
+        QuorumError::Empty | QuorumError::TooLarge { .. } | QuorumError::Invalid { .. } => {
+            (ErrorCode::InvalidRequest, e.to_string())
+        }
+    }
 }
 
 impl Controller {
     pub fn new(
         config: Arc<BrokerConfig>,
-        store: MetadataStore,
-        image: Arc<MetadataImage>,
-        shards: Vec<flume::Sender<ShardMsg>>,
+        quorum: Option<Arc<MetadataQuorum>>,
+        published: Rc<Published>,
     ) -> Self {
-        let next_slot = image
-            .topics
-            .values()
-            .map(|t| t.partitions.len() as u32)
-            .sum();
         // Ids reserved before a restart may have been handed out: start past them.
-        let pid_end = image.producer_ids_end;
+        let pid_end = published.image().producer_ids_end;
         Controller {
             config,
-            store,
-            image,
-            next_slot,
+            sessions: Sessions::default(),
+            sessions_term: 0,
+            quorum,
+            published,
             next_pid: pid_end,
             pid_end,
-            shards,
+        }
+    }
+
+    /// This node's voter, which proposals go to.
+    fn quorum(&self) -> Result<&MetadataQuorum, QuorumError> {
+        self.quorum
+            .as_deref()
+            .ok_or(QuorumError::NotLeader { leader: None })
+    }
+
+    /// The image with everything committed so far applied on every shard: a read
+    /// barrier (this controller still leads, its state is current), then the broker's
+    /// image catching up to it.
+    async fn current(&self) -> Result<Arc<MetadataImage>, QuorumError> {
+        match self.quorum()?.read_barrier().await? {
+            Some(index) => Ok(self.published.wait_for(index).await),
+            None => Ok(self.published.image()),
+        }
+    }
+
+    /// Proposes `records` (with the bootstrap records of a new log first) and waits
+    /// until every shard applied them; returns the image then.
+    async fn commit(
+        &self,
+        base: &MetadataImage,
+        records: Vec<ApiMessageAndVersion>,
+    ) -> Result<Arc<MetadataImage>, QuorumError> {
+        let mut proposal = records::bootstrap(base);
+        proposal.extend(records);
+        match propose_all(self.quorum()?, proposal).await? {
+            Some(index) => Ok(self.published.wait_for(index).await),
+            None => Ok(self.published.image()),
         }
     }
 
     pub async fn handle(&mut self, request: ControllerRequest) -> ControllerReply {
         match request {
             ControllerRequest::AllocateProducerId => {
-                ControllerReply::ProducerId(self.allocate_producer_id())
+                ControllerReply::ProducerId(self.allocate_producer_id().await)
+            }
+            ControllerRequest::Broker(call) => {
+                ControllerReply::Broker(self.broker_call(call).await)
+            }
+            ControllerRequest::FenceExpired => {
+                self.fence_expired().await;
+                ControllerReply::Done
             }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
     }
 
-    fn allocate_producer_id(&mut self) -> Result<i64, i16> {
-        if self.next_pid == self.pid_end {
-            let record = MetadataRecord::ProducerIds {
-                end: self.pid_end + PRODUCER_ID_BLOCK,
-            };
-            if let Err(e) = self.store.append(std::slice::from_ref(&record)) {
-                crate::fault::fail_stop(
-                    "reserving producer ids: the metadata log cannot be written",
-                    &e,
-                );
+    /// The broker sessions of the current term (reset when the term changed).
+    fn sessions(&mut self) -> &mut Sessions {
+        let term = self.quorum.as_ref().map_or(0, |q| q.leader().1);
+        if term != self.sessions_term {
+            self.sessions = Sessions::default();
+            self.sessions_term = term;
+        }
+        &mut self.sessions
+    }
+
+    async fn broker_call(&mut self, call: BrokerCall) -> BrokerAnswer {
+        let image = match self.current().await {
+            Ok(image) => image,
+            Err(e) => return broker_refusal(e),
+        };
+        let now = std::time::Instant::now();
+        match call {
+            BrokerCall::Register { broker_id, .. } => {
+                match self.sessions().register(&image, &call, now) {
+                    Err(why) => BrokerAnswer::Refused(why),
+                    Ok(Ok(epoch)) => BrokerAnswer::Registered { epoch },
+                    Ok(Err((epoch, record))) => match self.commit(&image, vec![record]).await {
+                        Ok(committed) => {
+                            let at = committed.offset.unwrap_or(0);
+                            self.sessions().registered(broker_id, at);
+                            tracing::info!(broker = broker_id, epoch, "broker registered");
+                            BrokerAnswer::Registered { epoch }
+                        }
+                        Err(e) => broker_refusal(e),
+                    },
+                }
             }
-            // No shard needs producer-id blocks, so the image is not republished.
-            Arc::make_mut(&mut self.image).apply(&record);
-            self.pid_end += PRODUCER_ID_BLOCK;
+            BrokerCall::Heartbeat {
+                broker_id,
+                epoch,
+                offset,
+            } => {
+                let (answer, unfence) = self
+                    .sessions()
+                    .heartbeat(&image, broker_id, epoch, offset, now);
+                if let Some(record) = unfence {
+                    if let Err(e) = self.commit(&image, vec![record]).await {
+                        return broker_refusal(e);
+                    }
+                    tracing::info!(broker = broker_id, epoch, "broker unfenced");
+                }
+                answer
+            }
+        }
+    }
+
+    /// Fences the brokers whose session expired; only the active controller does.
+    async fn fence_expired(&mut self) {
+        let leading = self
+            .quorum
+            .as_ref()
+            .is_some_and(|q| q.leader().0 == u64::try_from(self.config.node_id).ok());
+        if !leading {
+            return;
+        }
+        let Ok(image) = self.current().await else {
+            return;
+        };
+        let timeout = std::time::Duration::from_millis(self.config.broker_session_timeout_ms);
+        let fence = self
+            .sessions()
+            .expired(&image, timeout, std::time::Instant::now());
+        if fence.is_empty() {
+            return;
+        }
+        let count = fence.len();
+        match self.commit(&image, fence).await {
+            Ok(_) => tracing::warn!(brokers = count, "fenced brokers whose session expired"),
+            // Not fatal (refusal stops the broker only for a stopped quorum): the next
+            // tick tries again.
+            Err(e) => {
+                let (_, why) = refusal(e);
+                tracing::warn!(error = %why, "fencing expired brokers failed");
+            }
+        }
+    }
+
+    /// A producer id from the reserved block; a new block is reserved in the metadata
+    /// log when it runs out. Without the quorum, COORDINATOR_LOAD_IN_PROGRESS (what
+    /// Kafka answers while no block is available; producers retry it).
+    async fn allocate_producer_id(&mut self) -> Result<i64, i16> {
+        if self.next_pid == self.pid_end {
+            let unavailable = |e: QuorumError| {
+                let (_, message) = refusal(e);
+                tracing::warn!(error = %message, "no producer-id block");
+                ErrorCode::CoordinatorLoadInProgress.code()
+            };
+            let image = self.current().await.map_err(unavailable)?;
+            let start = image.producer_ids_end.max(self.pid_end);
+            let end = start + PRODUCER_ID_BLOCK;
+            let record = records::producer_ids(self.config.node_id, end);
+            self.commit(&image, vec![record])
+                .await
+                .map_err(unavailable)?;
+            self.next_pid = start;
+            self.pid_end = end;
         }
         let pid = self.next_pid;
         self.next_pid += 1;
@@ -177,9 +442,20 @@ impl Controller {
     }
 
     async fn change_topics(&mut self, request: ControllerRequest) -> Vec<TopicOutcome> {
+        let names = request_names(&request);
+        // Not the active controller: the request is still checked against this node's
+        // image (so that, e.g., creating a topic that exists is TOPIC_ALREADY_EXISTS
+        // everywhere), and only a change to write is refused.
+        let (image, not_controller) = match self.current().await {
+            Ok(image) => (image, None),
+            Err(e @ (QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_))) => {
+                (self.published.image(), Some(e))
+            }
+            Err(e) => return refuse_all(names, e),
+        };
         let mut records = Vec::new();
         // A scratch image so that later items of one request see the earlier ones.
-        let mut next = (*self.image).clone();
+        let mut next = (*image).clone();
         let mut outcomes = Vec::new();
         let (validate_only, kind) = match &request {
             ControllerRequest::CreateTopics { validate_only, .. } => (*validate_only, "create"),
@@ -191,15 +467,17 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
                 (*validate_only, "broker configs")
             }
-            ControllerRequest::AllocateProducerId => return Vec::new(),
+            ControllerRequest::AllocateProducerId
+            | ControllerRequest::Broker(_)
+            | ControllerRequest::FenceExpired => return Vec::new(),
         };
         match request {
             ControllerRequest::CreateTopics { topics, .. } => {
                 for t in topics {
                     match self.plan_create(&next, &t) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&t.name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -226,9 +504,9 @@ impl Controller {
                             ErrorCode::InvalidTopicException,
                             "Internal topics cannot be deleted.",
                         ));
-                    } else {
-                        let record = MetadataRecord::DeleteTopic { name: name.clone() };
-                        next.apply(&record);
+                    } else if let Some(id) = next.topic(&name).map(|t| t.id) {
+                        let record = records::remove_topic(id);
+                        next.replay(&record.record);
                         records.push(record);
                         outcomes.push(TopicOutcome::ok(&name, None));
                     }
@@ -237,9 +515,9 @@ impl Controller {
             ControllerRequest::CreatePartitions { topics, .. } => {
                 for (name, count) in topics {
                     match self.plan_partitions(&next, &name, count) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -249,9 +527,9 @@ impl Controller {
             ControllerRequest::AlterConfigs { changes, .. } => {
                 for (name, change) in changes {
                     match plan_configs(&next, &name, change) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(planned) => {
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&name, None));
                         }
                         Err(o) => outcomes.push(o),
@@ -261,9 +539,16 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { changes, .. } => {
                 for (resource, change) in changes {
                     match broker_config::alter::plan(&next, &self.config, &resource, change) {
-                        Ok(record) => {
-                            next.apply(&record);
-                            records.push(record);
+                        Ok(configs) => {
+                            let old = next.broker_configs.get(&resource).cloned();
+                            let planned = records::config_diff(
+                                resource_type::BROKER,
+                                &resource,
+                                &old.unwrap_or_default(),
+                                &configs,
+                            );
+                            next.replay_all(&planned);
+                            records.extend(planned);
                             outcomes.push(TopicOutcome::ok(&resource, None));
                         }
                         Err((code, message)) => {
@@ -272,31 +557,32 @@ impl Controller {
                     }
                 }
             }
-            ControllerRequest::AllocateProducerId => {}
+            ControllerRequest::AllocateProducerId
+            | ControllerRequest::Broker(_)
+            | ControllerRequest::FenceExpired => {}
         }
         if validate_only || records.is_empty() {
-            // Slots taken for a plan that is not applied go back.
-            self.next_slot = self.slots_in_use();
             return self.attach_topics(outcomes, &next);
         }
-        if let Err(e) = self.store.append(&records) {
-            // Fail-stop: the log was cut back to its last good entry (or replay will cut
-            // it), and a controller that cannot persist metadata must not keep serving.
-            crate::fault::fail_stop("the metadata log cannot be written", &e);
+        let count = records.len();
+        let committed = match not_controller {
+            Some(e) => Err(e),
+            None => self.commit(&image, records).await,
+        };
+        match committed {
+            Ok(committed) => {
+                tracing::info!(kind, records = count, offset = ?committed.offset, "metadata changed");
+                self.attach_topics(outcomes, &committed)
+            }
+            // Items refused during planning keep their own errors.
+            Err(e) => {
+                let (code, message) = refusal(e);
+                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
+                    *o = TopicOutcome::err(&o.name, code, message.clone());
+                }
+                outcomes
+            }
         }
-        tracing::info!(kind, records = records.len(), "metadata changed");
-        self.image = Arc::new(next);
-        self.publish().await;
-        let image = self.image.clone();
-        self.attach_topics(outcomes, &image)
-    }
-
-    fn slots_in_use(&self) -> u32 {
-        self.image
-            .topics
-            .values()
-            .map(|t| t.partitions.len() as u32)
-            .sum()
     }
 
     fn attach_topics(
@@ -312,40 +598,11 @@ impl Controller {
         outcomes
     }
 
-    /// Send the current image to every shard and wait for all acknowledgements.
-    async fn publish(&self) {
-        let mut waits = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let (tx, rx) = flume::bounded(1);
-            if shard
-                .send_async(ShardMsg::Metadata {
-                    image: self.image.clone(),
-                    done: tx,
-                })
-                .await
-                .is_ok()
-            {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.recv_async().await;
-        }
-    }
-
-    fn take_slots(&mut self, n: usize) -> Vec<u32> {
-        let slots = (0..n as u32)
-            .map(|i| self.next_slot.wrapping_add(i))
-            .collect();
-        self.next_slot = self.next_slot.wrapping_add(n as u32);
-        slots
-    }
-
     fn plan_create(
-        &mut self,
+        &self,
         image: &MetadataImage,
         t: &NewTopic,
-    ) -> Result<MetadataRecord, TopicOutcome> {
+    ) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
         validate_topic_name(&t.name)
             .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidTopicException, m))?;
         if image.topic(&t.name).is_some() {
@@ -418,20 +675,21 @@ impl Controller {
                 .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
             configs.insert(k.clone(), topic_config::normalize(k, v));
         }
-        Ok(MetadataRecord::CreateTopic {
-            name: t.name.clone(),
-            id: new_topic_id(),
-            slots: self.take_slots(partitions as usize),
-            configs,
-        })
+        Ok(records::create_topic(
+            &t.name,
+            new_topic_id(),
+            partitions,
+            self.config.node_id,
+            &configs,
+        ))
     }
 
     fn plan_partitions(
-        &mut self,
+        &self,
         image: &MetadataImage,
         name: &str,
         count: i32,
-    ) -> Result<MetadataRecord, TopicOutcome> {
+    ) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
         let Some(topic) = image.topic(name) else {
             return Err(TopicOutcome::err(
                 name,
@@ -458,11 +716,51 @@ impl Controller {
                 format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
             ));
         }
-        Ok(MetadataRecord::AddPartitions {
-            name: name.to_string(),
-            slots: self.take_slots((count - current) as usize),
-        })
+        Ok(records::add_partitions(
+            topic.id,
+            current,
+            count,
+            self.config.node_id,
+        ))
     }
+}
+
+/// A broker call that could not be served: NOT_CONTROLLER sends the broker's client to
+/// another voter.
+fn broker_refusal(e: QuorumError) -> BrokerAnswer {
+    match e {
+        QuorumError::NotLeader { .. } | QuorumError::NoQuorum(_) => BrokerAnswer::NotController,
+        other => BrokerAnswer::Refused(refusal(other).1),
+    }
+}
+
+/// The names (topics or config resources) a request is about, in request order.
+fn request_names(request: &ControllerRequest) -> Vec<String> {
+    match request {
+        ControllerRequest::CreateTopics { topics, .. } => {
+            topics.iter().map(|t| t.name.clone()).collect()
+        }
+        ControllerRequest::DeleteTopics { names } => names.clone(),
+        ControllerRequest::CreatePartitions { topics, .. } => {
+            topics.iter().map(|(n, _)| n.clone()).collect()
+        }
+        ControllerRequest::AlterConfigs { changes, .. }
+        | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
+            changes.iter().map(|(n, _)| n.clone()).collect()
+        }
+        ControllerRequest::AllocateProducerId
+        | ControllerRequest::Broker(_)
+        | ControllerRequest::FenceExpired => Vec::new(),
+    }
+}
+
+/// Every item of a request refused for the same reason (no current image to plan on).
+fn refuse_all(names: Vec<String>, e: QuorumError) -> Vec<TopicOutcome> {
+    let (code, message) = refusal(e);
+    names
+        .iter()
+        .map(|n| TopicOutcome::err(n, code, message.clone()))
+        .collect()
 }
 
 /// Upper bound on partitions one topic may have, so a request cannot make the broker
@@ -473,7 +771,7 @@ fn plan_configs(
     image: &MetadataImage,
     name: &str,
     change: ConfigChange,
-) -> Result<MetadataRecord, TopicOutcome> {
+) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
     let Some(topic) = image.topic(name) else {
         return Err(TopicOutcome::err(
             name,
@@ -537,10 +835,12 @@ fn plan_configs(
             }
         }
     }
-    Ok(MetadataRecord::SetTopicConfigs {
-        name: name.to_string(),
-        configs,
-    })
+    Ok(records::config_diff(
+        resource_type::TOPIC,
+        name,
+        &topic.configs,
+        &configs,
+    ))
 }
 
 /// Kafka's topic-name rules.
@@ -593,21 +893,14 @@ mod tests {
     #[test]
     fn incremental_append_and_subtract() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic {
-            name: "t".into(),
-            id: [1; 16],
-            slots: vec![0],
-            configs: BTreeMap::new(),
-        });
+        img.replay_all(&records::create_topic("t", [1; 16], 1, 0, &BTreeMap::new()));
         let set = ConfigChange::Incremental(vec![(
             "retention.ms".into(),
             alter_op::SET,
             Some("10".into()),
         )]);
-        let MetadataRecord::SetTopicConfigs { configs, .. } = plan_configs(&img, "t", set).unwrap()
-        else {
-            panic!()
-        };
+        img.replay_all(&plan_configs(&img, "t", set).unwrap());
+        let configs = &img.topic("t").unwrap().configs;
         assert_eq!(configs.get("retention.ms").map(String::as_str), Some("10"));
         let bad = ConfigChange::Incremental(vec![(
             "retention.ms".into(),

@@ -48,6 +48,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.partition",
     "spate.producer_state",
     "spate.random_id",
+    "spate.registration",
     "spate.route",
     "spate.schema_registry",
     "spate.security",

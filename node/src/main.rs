@@ -20,6 +20,7 @@ mod metrics;
 mod partition;
 mod producer_state;
 mod random_id;
+mod registration;
 mod route;
 mod schema_registry;
 mod security;
@@ -35,7 +36,6 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use config::{BrokerConfig, Cli};
-use metadata::MetadataStore;
 
 fn main() {
     log_levels::init();
@@ -56,9 +56,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
     // Creates and locks every log dir; the first (data_dir) holds the metadata log.
     let log_dirs = Arc::new(log_dirs::LogDirs::open(&config.log_dirs)?);
-    let (store, image) = MetadataStore::open(&config.data_dir)?;
-    let image = Arc::new(image);
-
+    // The controller quorum, and the metadata as committed when it is caught up.
+    let booted = metadata::boot::start(&config)?;
+    if !config.is_broker() {
+        return run_controller_only(booted);
+    }
+    let image = Arc::new(booted.image);
     let cpus = shard_cpus(&config)?;
     let shard_count = cpus.len();
     // Every shard accepts on every listener: sockets[s] holds shard s's, one per listener.
@@ -74,6 +77,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     let listeners = security::build_listeners(&config, &specs, &bound)?;
+    let client = spate_replication::AppClient::start(
+        booted.voters.clone(),
+        64 << 20,
+        std::time::Duration::from_millis(config.broker_session_timeout_ms),
+    )
+    .context("starting the controller client")?;
+    let mut controller = Some(controller::ControllerStart {
+        client,
+        endpoints: security::registered_endpoints(&listeners),
+        quorum: booted.quorum,
+        committed: booted.committed,
+        image: image.clone(),
+    });
 
     let mesh = mesh::build_mesh(shard_count);
     // The main thread talks to shard s over s's own channel.
@@ -83,7 +99,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .map(|(s, l)| l.senders[s].clone())
         .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut store = Some(store);
     let mut threads = Vec::with_capacity(shard_count);
     // Broker-wide limits, shared by every shard (see budget.rs).
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
@@ -105,7 +120,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),
-            store: if id == 0 { store.take() } else { None },
+            controller: if id == 0 { controller.take() } else { None },
             ready: ready_tx.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -122,8 +137,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(_) => bail!("a shard exited during start-up"),
         }
     }
-    ensure_offsets_topic(&config, &image, &control[0])?;
-    ensure_transaction_state_topic(&config, &image, &control[0])?;
+    if config.is_controller() {
+        ensure_offsets_topic(&config, &image, &control[0])?;
+        ensure_transaction_state_topic(&config, &image, &control[0])?;
+    } else {
+        // Without forwarding to the active controller (a later phase) this broker cannot
+        // create them; the controllers' brokers do.
+        tracing::info!("not a controller: internal topics are left to the controllers");
+    }
     let registry = match &config.schema_registry {
         Some(addr) => {
             ensure_schemas_topic(&image, &control[0])?;
@@ -181,6 +202,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!("stopped");
     // Shard threads park in their runtimes; the process exit ends them.
     drop(threads);
+    Ok(())
+}
+
+/// A node that is only a controller: its voter serves the quorum until a stop signal.
+fn run_controller_only(booted: metadata::boot::Booted) -> anyhow::Result<()> {
+    tracing::info!(
+        offset = ?booted.image.offset,
+        "spate controller ready (process_roles = [controller]: no Kafka listener)"
+    );
+    // Nothing here reads the subscription the start-up used.
+    drop(booted.committed);
+    wait_for_stop_signal()?;
+    tracing::info!("shutting down");
+    if let Some(quorum) = booted.quorum.and_then(Arc::into_inner) {
+        quorum.shutdown();
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -310,23 +348,42 @@ fn internal_topic(name: &str, partitions: i32) -> controller::NewTopic {
     }
 }
 
-/// Send one request about an internal topic to the controller and wait for success.
+/// How long start-up keeps asking for an internal topic while another node's
+/// controller is active (it creates the topic when its own node starts).
+const INTERNAL_TOPIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Send one request about an internal topic to the controller and wait for success. A
+/// topic that exists already counts as success; NOT_CONTROLLER (this node's controller
+/// is not the active one) is asked again until the active controller's node made the
+/// change and this node's image has it.
 fn ask_controller(
     controller: &flume::Sender<mesh::ShardMsg>,
     request: controller::ControllerRequest,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = flume::bounded(1);
-    controller
-        .send(mesh::ShardMsg::Controller { request, reply: tx })
-        .map_err(|_| anyhow::anyhow!("controller shard is gone"))?;
-    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
-        Ok(controller::ControllerReply::Topics(outcomes))
-            if outcomes.iter().all(|o| o.error == 0) =>
-        {
-            Ok(())
+    let deadline = std::time::Instant::now() + INTERNAL_TOPIC_TIMEOUT;
+    loop {
+        let (tx, rx) = flume::bounded(1);
+        let request = request.clone();
+        controller
+            .send(mesh::ShardMsg::Controller { request, reply: tx })
+            .map_err(|_| anyhow::anyhow!("controller shard is gone"))?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let outcomes = match rx.recv_timeout(left) {
+            Ok(controller::ControllerReply::Topics(outcomes)) => outcomes,
+            Ok(other) => bail!("setting up internal topics: {other:?}"),
+            Err(e) => bail!("setting up internal topics: {e}"),
+        };
+        let fine = |code: i16| code == 0 || code == spate_net::ErrorCode::TopicAlreadyExists.code();
+        if outcomes.iter().all(|o| fine(o.error)) {
+            return Ok(());
         }
-        Ok(other) => bail!("setting up {}: {other:?}", group::OFFSETS_TOPIC),
-        Err(e) => bail!("setting up {}: {e}", group::OFFSETS_TOPIC),
+        let retriable = outcomes
+            .iter()
+            .all(|o| fine(o.error) || o.error == spate_net::ErrorCode::NotController.code());
+        if !retriable || std::time::Instant::now() >= deadline {
+            bail!("setting up internal topics: {outcomes:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -12,11 +12,11 @@ use crate::budget::{ConnectionLimit, RequestMemory};
 use crate::cleaner::schedule::ShardCleaning;
 use crate::cleaner::Cleaner;
 use crate::config::BrokerConfig;
-use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
+use crate::controller::{ControllerReply, ControllerRequest, ControllerStart, TopicOutcome};
 use crate::group::{Coordinator, OFFSETS_TOPIC, TICK};
 use crate::log_dirs::{LogDirs, Placement};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, TxnCheck};
-use crate::metadata::{MetadataImage, MetadataStore, TopicImage};
+use crate::metadata::{MetadataImage, TopicImage};
 use crate::metrics::ShardCounters;
 use crate::partition::{now_ms, partition_dir, Partition, StorageSettings, TxnVerifier};
 use crate::topic_config::EffectiveTopicConfig;
@@ -112,7 +112,7 @@ impl ShardContext {
     pub async fn change_topics(&self, request: ControllerRequest) -> Option<Vec<TopicOutcome>> {
         match self.controller(request).await? {
             ControllerReply::Topics(outcomes) => Some(outcomes),
-            ControllerReply::ProducerId(_) => None,
+            _ => None,
         }
     }
 
@@ -540,8 +540,8 @@ pub struct ShardStart {
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     pub log_dirs: Arc<LogDirs>,
-    /// Shard 0 gets the metadata store and runs the controller.
-    pub store: Option<MetadataStore>,
+    /// Shard 0 runs the controller and follows the metadata log.
+    pub controller: Option<ControllerStart>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
 }
 
@@ -573,7 +573,7 @@ async fn serve(start: ShardStart) {
         image,
         links,
         listeners,
-        store,
+        controller,
         ready,
         request_memory,
         connection_limit,
@@ -624,19 +624,8 @@ async fn serve(start: ShardStart) {
     }
 
     // The controller lives on shard 0 and handles one request at a time.
-    let controller_queue = store.map(|store| {
-        let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
-        let mut controller =
-            Controller::new(config.clone(), store, image.clone(), links.senders.clone());
-        compio::runtime::spawn(async move {
-            while let Ok((request, reply)) = rx.recv_async().await {
-                let outcome = controller.handle(request).await;
-                let _ = reply.send_async(outcome).await;
-            }
-        })
-        .detach();
-        tx
-    });
+    let controller_queue = controller
+        .map(|start| crate::controller::spawn(start, config.clone(), links.senders.clone()));
 
     let (shutdown_tx, shutdown_rx) = flume::bounded::<flume::Sender<()>>(1);
     for rx in links.receivers {

@@ -17,8 +17,20 @@ use openraft::BasicNode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::rpc::{read_frame, write_frame, Envelope, Request, Response};
+use crate::app_rpc::{AppHandler, AppReply};
+use crate::rpc::{read_frame, write_frame, Envelope, Request, Response, WireCommitted};
+use crate::state_machine::Committed;
 use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Starts a subscription to what this controller commits (for observers).
+pub type Subscribe = Arc<dyn Fn() -> flume::Receiver<Committed> + Send + Sync>;
+
+/// The application's handler of calls, once the node installed it.
+pub type AppSlot = Arc<std::sync::OnceLock<AppHandler>>;
+
+/// An observed subscription with nothing to send for this long gets an `Idle` frame, so
+/// the observer can tell a quiet controller from a dead connection.
+pub const OBSERVER_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Limits shared by both sides of the transport.
 #[derive(Clone, Copy, Debug)]
@@ -191,7 +203,14 @@ impl RaftNetwork<TypeConfig> for Connection {
 }
 
 /// Accepts controller connections and serves their RPCs until the runtime stops.
-pub async fn serve(listener: TcpListener, raft: Raft, node_id: NodeId, limits: Limits) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    node_id: NodeId,
+    limits: Limits,
+    subscribe: Subscribe,
+    app: AppSlot,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -208,9 +227,11 @@ pub async fn serve(listener: TcpListener, raft: Raft, node_id: NodeId, limits: L
             continue;
         };
         let raft = raft.clone();
+        let subscribe = subscribe.clone();
+        let app = app.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match serve_connection(stream, &raft, node_id, limits).await {
+            match serve_connection(stream, &raft, node_id, limits, &subscribe, &app).await {
                 Ok(()) => {}
                 // A peer that breaks the protocol or the limits is worth an operator's
                 // attention; resets and timeouts are routine.
@@ -228,6 +249,8 @@ async fn serve_connection(
     raft: &Raft,
     node_id: NodeId,
     limits: Limits,
+    subscribe: &Subscribe,
+    app: &AppSlot,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let max = limits.max_frame_bytes;
@@ -262,11 +285,59 @@ async fn serve_connection(
                     }
                     Response::InstallSnapshot(raft.install_snapshot(r).await)
                 }
+                Request::Observe => return stream_committed(stream, subscribe(), limits).await,
+                Request::App(body) => Response::App(match app.get() {
+                    Some(handler) => handler(body).await,
+                    None => AppReply::Failed("this controller serves no application calls".into()),
+                }),
             }
         };
         let write = write_frame(&mut stream, &response, max);
         tokio::time::timeout(limits.idle_timeout, write)
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    }
+}
+
+/// Sends an observer every event of `events` (the current state first), with an `Idle`
+/// frame when there was nothing for [`OBSERVER_KEEPALIVE`]. Ends when the subscription
+/// is dropped for falling behind (the observer reconnects and starts from a fresh
+/// snapshot) or the observer goes away.
+async fn stream_committed(
+    mut stream: TcpStream,
+    events: flume::Receiver<Committed>,
+    limits: Limits,
+) -> io::Result<()> {
+    loop {
+        let response = match tokio::time::timeout(OBSERVER_KEEPALIVE, events.recv_async()).await {
+            Ok(Ok(event)) => Response::Committed(to_wire(&event)),
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => Response::Idle,
+        };
+        let write = write_frame(&mut stream, &response, limits.max_frame_bytes);
+        tokio::time::timeout(limits.idle_timeout, write)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    }
+}
+
+fn to_wire(event: &Committed) -> WireCommitted {
+    let framed = |records: &[spate_net::metadata_frame::ApiMessageAndVersion]| {
+        records.iter().map(|r| r.to_bytes()).collect()
+    };
+    match event {
+        Committed::Snapshot { index, records } => WireCommitted::Snapshot {
+            index: *index,
+            records: framed(records),
+        },
+        Committed::Batch {
+            index,
+            term,
+            records,
+        } => WireCommitted::Batch {
+            index: *index,
+            term: *term,
+            records: framed(records),
+        },
     }
 }

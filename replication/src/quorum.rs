@@ -17,9 +17,10 @@ use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::app_rpc::{AppHandler, AppReply};
 use crate::config::{ConfigError, QuorumConfig};
 use crate::log_store::LogStore;
-use crate::network::{self, Limits, Network};
+use crate::network::{self, AppSlot, Limits, Network};
 use crate::state_machine::{self, Committed, MetadataStateMachine, SharedState, StateMachineStore};
 use crate::types::{MetadataBatch, NodeId, Raft};
 
@@ -112,6 +113,7 @@ pub struct Quorum<M: MetadataStateMachine> {
     proposals: Arc<Semaphore>,
     max_batch_bytes: usize,
     subscriber_queue: usize,
+    app: AppSlot,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -120,6 +122,7 @@ struct Started<M> {
     raft: Raft,
     runtime: tokio::runtime::Handle,
     shared: SharedState<M>,
+    app: AppSlot,
 }
 
 impl<M: MetadataStateMachine> Quorum<M> {
@@ -169,6 +172,7 @@ impl<M: MetadataStateMachine> Quorum<M> {
             raft: started.raft,
             runtime: started.runtime,
             shared: started.shared,
+            app: started.app,
             proposals,
             max_batch_bytes,
             subscriber_queue,
@@ -179,6 +183,29 @@ impl<M: MetadataStateMachine> Quorum<M> {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Installs the application's handler of calls to the active controller
+    /// (`app_rpc.rs`); it answers only while this controller leads, others get
+    /// [`AppReply::NotLeader`]. Once: `false` if a handler was installed already.
+    pub fn serve_app(&self, handler: AppHandler) -> bool {
+        let raft = self.raft.clone();
+        let leading: AppHandler = Arc::new(move |body| {
+            let raft = raft.clone();
+            let handler = handler.clone();
+            Box::pin(async move {
+                let m = raft.metrics().borrow().clone();
+                if m.state != ServerState::Leader {
+                    let leader = m.current_leader.and_then(|id| {
+                        let node = m.membership_config.membership().get_node(&id)?;
+                        Some((id, node.addr.clone()))
+                    });
+                    return AppReply::NotLeader { leader };
+                }
+                handler(body).await
+            })
+        });
+        self.app.set(leading).is_ok()
     }
 
     /// Appends `records` to the metadata log as one entry and waits until it is
@@ -394,12 +421,14 @@ fn run<M: MetadataStateMachine>(
         }
     };
     runtime.block_on(async move {
-        let raft = match start_raft(&config, listener, app).await {
+        let app_slot = AppSlot::default();
+        let raft = match start_raft(&config, listener, app, app_slot.clone()).await {
             Ok((raft, shared)) => {
                 let started = Started {
                     raft: raft.clone(),
                     runtime: tokio::runtime::Handle::current(),
                     shared,
+                    app: app_slot,
                 };
                 if ready.send(Ok(started)).is_err() {
                     return;
@@ -422,6 +451,7 @@ async fn start_raft<M: MetadataStateMachine>(
     config: &QuorumConfig,
     listener: std::net::TcpListener,
     app: M,
+    app_slot: AppSlot,
 ) -> Result<(Raft, SharedState<M>), StartError> {
     let storage = |source| StartError::Storage {
         dir: config.dir.display().to_string(),
@@ -472,11 +502,18 @@ async fn start_raft<M: MetadataStateMachine>(
     )
     .await
     .map_err(|e| StartError::Thread(e.to_string()))?;
+    let subscribe: network::Subscribe = {
+        let shared = shared.clone();
+        let queue = config.subscriber_queue;
+        Arc::new(move || state_machine::subscribe(&shared, queue))
+    };
     tokio::spawn(network::serve(
         listener,
         raft.clone(),
         config.node_id,
         limits,
+        subscribe,
+        app_slot,
     ));
     // Every voter bootstraps the same membership (the static voter list, as KRaft's
     // `controller.quorum.voters`): the initial entries are identical, so whichever

@@ -8,6 +8,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -31,6 +32,26 @@ pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Follow the committed records (a broker outside the quorum, `observer.rs`): the
+    /// connection then carries only [`Response::Committed`] and [`Response::Idle`]
+    /// frames from the controller.
+    Observe,
+    /// An application call for the active controller (`app_rpc.rs`).
+    App(Bytes),
+}
+
+/// A [`crate::Committed`] event on the wire, its records framed.
+#[derive(Serialize, Deserialize)]
+pub enum WireCommitted {
+    Snapshot {
+        index: Option<u64>,
+        records: Vec<Bytes>,
+    },
+    Batch {
+        index: u64,
+        term: u64,
+        records: Vec<Bytes>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +65,11 @@ pub enum Response {
     WrongNode {
         this: NodeId,
     },
+    /// An event of an observed subscription.
+    Committed(WireCommitted),
+    /// Nothing committed lately: the controller is alive.
+    Idle,
+    App(crate::app_rpc::AppReply),
 }
 
 /// Writes one frame.

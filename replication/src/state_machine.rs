@@ -41,7 +41,8 @@ pub enum Committed {
         index: Option<u64>,
         records: Arc<[ApiMessageAndVersion]>,
     },
-    /// The records of the committed entry at `index`, proposed in `term`.
+    /// The records of the committed entry at `index`, proposed in `term`; empty for
+    /// an entry that carries none (a leader's blank entry, a membership change).
     Batch {
         index: u64,
         term: u64,
@@ -179,23 +180,28 @@ impl<M: MetadataStateMachine> RaftStateMachine<TypeConfig> for StateMachineStore
                 "entry {log_id} applied after {:?}",
                 s.last_applied
             );
-            match entry.payload {
-                EntryPayload::Blank => {}
+            let records = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
                     // Proposals are checked before they enter the log, so a failure
                     // here is disk or memory corruption: stop this controller.
                     let records = decode_batch(&batch).map_err(state_machine_error)?;
                     s.app.apply(log_id.index, &records);
-                    s.publish(Committed::Batch {
-                        index: log_id.index,
-                        term: log_id.leader_id.term,
-                        records: records.into(),
-                    });
+                    records
                 }
                 EntryPayload::Membership(m) => {
                     s.membership = StoredMembership::new(Some(log_id), m);
+                    Vec::new()
                 }
-            }
+            };
+            // Entries without records (a new leader's blank entry, a membership change)
+            // are published too, empty, so that subscribers see every applied index:
+            // a read barrier may return one of theirs.
+            s.publish(Committed::Batch {
+                index: log_id.index,
+                term: log_id.leader_id.term,
+                records: records.into(),
+            });
             s.last_applied = Some(log_id);
             responses.push(());
         }
@@ -368,6 +374,28 @@ mod tests {
             Err(flume::TryRecvError::Disconnected)
         ));
         assert_eq!(lock(&shared).subscribers.len(), 1);
+    }
+
+    #[test]
+    fn entries_without_records_reach_subscribers_as_empty_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut sm, shared) = StateMachineStore::open(dir.path(), Count::default()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let rx = subscribe(&shared, 8);
+        let blank = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 0), 1),
+            payload: EntryPayload::Blank,
+        };
+        rt.block_on(sm.apply(vec![blank])).expect("apply");
+        let events: Vec<Committed> = rx.try_iter().collect();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[1],
+            Committed::Batch { index: 1, term: 2, records } if records.is_empty()
+        ));
+        assert_eq!(lock(&shared).app.0, 0);
     }
 
     #[test]

@@ -241,13 +241,13 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 /// Runs a test body on a runtime of the test's own (not a controller's), as the node's
-/// shards will call the quorum from their own runtime.
-fn run(body: impl Future<Output = ()>) {
+/// shards will call the quorum from their own runtime; returns the body's value.
+fn run<T>(body: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime")
-        .block_on(body);
+        .block_on(body)
 }
 
 /// Indexes follow each other: one leader appended them in order.
@@ -263,6 +263,8 @@ fn batches(rx: &flume::Receiver<Committed>, n: usize) -> Vec<(u64, Vec<String>)>
     let mut out = Vec::new();
     while out.len() < n {
         match rx.recv_timeout(DEADLINE) {
+            // Entries without records (blank, membership) only move the index.
+            Ok(Committed::Batch { records, .. }) if records.is_empty() => {}
             Ok(Committed::Batch { index, records, .. }) => out.push((index, names(&records))),
             Ok(other) => panic!("unexpected event {other:?}"),
             Err(e) => panic!("subscription: {e} after {} batches", out.len()),
@@ -642,5 +644,106 @@ fn concurrent_proposals_from_many_threads_all_commit_once() {
         for i in 0..3 {
             cluster.wait_applied(i, &in_log_order).await;
         }
+    });
+}
+
+/// Collects the topic names an observer's events describe, applying snapshots and
+/// batches as a broker would, until they are `expected`; checks indexes only grow.
+fn observe_until(
+    rx: &flume::Receiver<Committed>,
+    expected: &[String],
+    state: &mut Vec<String>,
+    last: &mut Option<u64>,
+) {
+    let start = Instant::now();
+    while state != expected {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(Committed::Snapshot { index, records }) => {
+                assert!(
+                    last.is_none() || index > *last,
+                    "snapshot {index:?} after {last:?}"
+                );
+                *last = index;
+                *state = names(&records);
+            }
+            Ok(Committed::Batch { index, records, .. }) => {
+                assert!(Some(index) > *last, "batch {index} after {last:?}");
+                *last = Some(index);
+                state.extend(names(&records));
+            }
+            Err(e) => panic!("observer: {e}; have {state:?}, want {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_observer_follows_the_quorum_across_a_voter_stopping() {
+    let mut cluster = Cluster::start(3, |_| {});
+    let voters = cluster.nodes[0].config.voters.clone();
+    let rx = spate_replication::observe(spate_replication::ObserverConfig::new(voters))
+        .expect("observer");
+    let (mut state, mut last) = (Vec::new(), None);
+    run(async {
+        let leader = cluster.leader().await;
+        let first = names_range("a", 5);
+        cluster.propose(leader, &first).await;
+        observe_until(&rx, &first, &mut state, &mut last);
+    });
+    // The observer connects to voters in id order: the first one serves it. Stopping it
+    // makes the observer move on to another voter and continue where it was.
+    cluster.stop(0);
+    run(async {
+        let leader = cluster.leader().await;
+        let mut all = names_range("a", 5);
+        let more = names_range("b", 5);
+        cluster.propose(leader, &more).await;
+        all.extend(more);
+        observe_until(&rx, &all, &mut state, &mut last);
+    });
+}
+
+#[test]
+fn application_calls_reach_the_active_controller_across_a_failover() {
+    let mut cluster = Cluster::start(3, |_| {});
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let id = i as u64 + 1;
+        let handler: spate_replication::AppHandler = Arc::new(move |body: bytes::Bytes| {
+            Box::pin(async move {
+                let mut answer = format!("{id}:").into_bytes();
+                answer.extend_from_slice(&body);
+                spate_replication::AppReply::Ok(answer.into())
+            })
+        });
+        assert!(node
+            .quorum
+            .as_ref()
+            .expect("running")
+            .serve_app(handler.clone()));
+        // Installed once.
+        assert!(!node.quorum.as_ref().expect("running").serve_app(handler));
+    }
+    let voters = cluster.nodes[0].config.voters.clone();
+    let client = spate_replication::AppClient::start(voters, 1 << 20, DEADLINE).expect("client");
+    let call = |client: &spate_replication::AppClient| {
+        let client = client.clone();
+        async move {
+            let answer = within("app call", client.call(bytes::Bytes::from_static(b"hi")))
+                .await
+                .expect("answered");
+            String::from_utf8(answer.to_vec()).expect("utf-8")
+        }
+    };
+    let leader = run(async {
+        let leader = cluster.leader().await;
+        // Only the leader's handler answers, whichever voter the client tried first.
+        assert_eq!(call(&client).await, format!("{}:hi", leader + 1));
+        leader
+    });
+    cluster.stop(leader);
+    run(async {
+        let next = cluster.leader().await;
+        assert_ne!(next, leader);
+        assert_eq!(call(&client).await, format!("{}:hi", next + 1));
     });
 }

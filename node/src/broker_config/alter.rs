@@ -11,20 +11,20 @@ use spate_net::ErrorCode;
 use super::defs;
 use crate::config::BrokerConfig;
 use crate::controller::{alter_op, ConfigChange};
-use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::metadata::MetadataImage;
 use crate::topic_config::{self, ConfigType};
 
 /// A refused change: the error code and Kafka's message.
 pub type Refusal = (ErrorCode, String);
 
-/// The record that applies `change` to the dynamic configs of `resource` (a broker id or
-/// "" for the cluster default).
+/// The dynamic configs of `resource` (a broker id or "" for the cluster default) once
+/// `change` is applied.
 pub fn plan(
     image: &MetadataImage,
     base: &BrokerConfig,
     resource: &str,
     change: ConfigChange,
-) -> Result<MetadataRecord, Refusal> {
+) -> Result<BTreeMap<String, String>, Refusal> {
     let node_id = base.node_id;
     if !resource.is_empty() && resource != node_id.to_string() {
         return Err((
@@ -92,10 +92,7 @@ pub fn plan(
         .log_cleaner
         .validate()
         .map_err(|e| (ErrorCode::InvalidRequest, e.to_string()))?;
-    Ok(MetadataRecord::SetBrokerConfigs {
-        resource: resource.to_string(),
-        configs,
-    })
+    Ok(configs)
 }
 
 /// Known configs that Spate cannot change at runtime, all named in one refusal.
@@ -227,9 +224,9 @@ mod tests {
         )
     }
 
-    fn configs(r: Result<MetadataRecord, Refusal>) -> BTreeMap<String, String> {
+    fn configs(r: Result<BTreeMap<String, String>, Refusal>) -> BTreeMap<String, String> {
         match r {
-            Ok(MetadataRecord::SetBrokerConfigs { configs, .. }) => configs,
+            Ok(configs) => configs,
             other => panic!("{other:?}"),
         }
     }

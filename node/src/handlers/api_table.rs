@@ -77,8 +77,11 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
-        DescribeQuorum | UpdateFeatures => {
-            "no KRaft quorum or feature levels (a single node with a local metadata log)"
+        DescribeQuorum => {
+            "not yet: the controller quorum (ADR 0005) is not described over the Kafka API"
+        }
+        UpdateFeatures => {
+            "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
         }
         ConsumerGroupHeartbeat | ConsumerGroupDescribe => {
             "the KIP-848 consumer group protocol is not implemented (the classic protocol is)"

@@ -17,6 +17,7 @@ use spate_net::ErrorCode;
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::route;
+use crate::security::Listener;
 use crate::shard::ShardContext;
 
 /// DescribeCluster v1 `EndpointType`: 1 brokers, 2 controllers.
@@ -25,19 +26,21 @@ const ENDPOINT_BROKERS: i8 = 1;
 pub fn describe_cluster(
     ctx: &ShardContext,
     req: DescribeClusterRequest,
-    advertised: &(String, i32),
+    listener: &Listener,
 ) -> DescribeClusterResponse {
-    let (host, port) = advertised.clone();
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
         cluster_id: ctx.config.cluster_id.clone(),
         controller_id: ctx.config.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: ctx.config.node_id,
-            host,
-            port,
-            rack: None,
-        }],
+        brokers: super::metadata::live_brokers(ctx, &ctx.image(), listener)
+            .into_iter()
+            .map(|(broker_id, host, port, rack)| DescribeClusterBroker {
+                broker_id,
+                host,
+                port,
+                rack,
+            })
+            .collect(),
         cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
         ..Default::default()
     };

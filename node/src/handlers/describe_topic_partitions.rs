@@ -173,17 +173,13 @@ mod tests {
     use spate_net::messages::describe_topic_partitions_request::{self as rq, TopicRequest};
 
     use super::*;
-    use crate::metadata::MetadataRecord;
+    use crate::metadata::records;
 
     fn image() -> MetadataImage {
         let mut img = MetadataImage::default();
         for (name, n) in [("a", 3), ("b", 2), ("c", 1)] {
-            img.apply(&MetadataRecord::CreateTopic {
-                name: name.into(),
-                id: [name.as_bytes()[0]; 16],
-                slots: (0..n).collect(),
-                configs: BTreeMap::new(),
-            });
+            let id = [name.as_bytes()[0]; 16];
+            img.replay_all(&records::create_topic(name, id, n, 0, &BTreeMap::new()));
         }
         img
     }

@@ -88,17 +88,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::metadata::MetadataRecord;
+    use crate::metadata::records;
 
     #[test]
     fn lists_by_type_in_kafkas_order() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic {
-            name: "t".into(),
-            id: [1; 16],
-            slots: vec![0],
-            configs: BTreeMap::new(),
-        });
+        img.replay_all(&records::create_topic("t", [1; 16], 1, 0, &BTreeMap::new()));
         let names = |r: Vec<ConfigResource>| -> Vec<(i8, String)> {
             r.into_iter()
                 .map(|c| (c.resource_type, c.resource_name))

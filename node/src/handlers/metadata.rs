@@ -2,6 +2,7 @@
 //! unknown topics are created when auto-creation is on and the client allows it.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use spate_net::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -13,6 +14,7 @@ use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::log_dirs::LogDirs;
 use crate::metadata::TopicImage;
 use crate::partition::LEADER_EPOCH;
+use crate::security::Listener;
 use crate::shard::ShardContext;
 
 /// Kafka's "authorized operations not requested/available" marker.
@@ -25,7 +27,7 @@ pub async fn handle(
     req: MetadataRequest,
     version: i16,
     // The listener the client connected on: Kafka answers with its addresses.
-    advertised: (String, i32),
+    listener: Arc<Listener>,
 ) -> MetadataResponse {
     let client_allows = version < AUTO_CREATE_FLAG_FROM || req.allow_auto_topic_creation;
     // Version 0 has no null list: an empty list means every topic.
@@ -101,14 +103,16 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = advertised;
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: ctx.config.node_id,
-            host,
-            port,
-            rack: None,
-        }],
+        brokers: live_brokers(ctx, &image, &listener)
+            .into_iter()
+            .map(|(node_id, host, port, rack)| MetadataResponseBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            })
+            .collect(),
         cluster_id: Some(ctx.config.cluster_id.clone()),
         controller_id: ctx.config.node_id,
         topics,
@@ -156,4 +160,31 @@ fn topic_entry(t: &TopicImage, node: i32, log_dirs: &LogDirs) -> MetadataRespons
             .collect(),
         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
     }
+}
+
+/// This broker (always, even before its registration is unfenced: it answers for
+/// itself), then every other registered broker that is not fenced: id, host, port,
+/// rack. What Metadata and DescribeCluster list.
+pub fn live_brokers(
+    ctx: &ShardContext,
+    image: &crate::metadata::MetadataImage,
+    listener: &Listener,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    let (host, port) = listener.advertised.clone();
+    let me = (
+        ctx.config.node_id,
+        host,
+        port,
+        ctx.config.broker_rack.clone(),
+    );
+    let others = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && b.id != ctx.config.node_id)
+        // As Kafka: a broker without a listener of that name is left out.
+        .filter_map(|b| {
+            let (_, host, port, _) = b.endpoints.iter().find(|e| e.0 == listener.name)?;
+            Some((b.id, host.clone(), i32::from(*port), b.rack.clone()))
+        });
+    std::iter::once(me).chain(others).collect()
 }

@@ -106,9 +106,9 @@ pub async fn dispatch(
             fetch::handle(&ctx, req, header.request_api_version).await
         }),
         RequestBody::Metadata(req) => {
-            let advertised = session.listener.advertised.clone();
+            let listener = session.listener.clone();
             later(header.clone(), async move {
-                metadata::handle(&ctx, req, header.request_api_version, advertised).await
+                metadata::handle(&ctx, req, header.request_api_version, listener).await
             })
         }
         RequestBody::ListOffsets(req) => later(header.clone(), async move {
@@ -147,13 +147,10 @@ pub async fn dispatch(
         RequestBody::IncrementalAlterConfigs(req) => later(header, async move {
             configs::incremental_alter(&ctx, req).await
         }),
-        RequestBody::DescribeCluster(req) => {
-            let advertised = &session.listener.advertised;
-            Dispatched::Respond(frame(
-                &header,
-                &cluster::describe_cluster(&ctx, req, advertised),
-            ))
-        }
+        RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(
+            &header,
+            &cluster::describe_cluster(&ctx, req, &session.listener),
+        )),
         RequestBody::InitProducerId(req) => later(header, async move {
             producer::init_producer_id(&ctx, req, version).await
         }),

@@ -1,16 +1,39 @@
-//! The metadata state machine: an immutable image, replaced whole on every change and
-//! shared between shards behind an `Arc`.
+//! The metadata state machine: an immutable image built by replaying Kafka's KRaft
+//! metadata records, replaced whole on every change and shared between shards behind
+//! an `Arc`.
+//!
+//! Replay follows Kafka's `MetadataDelta`: a `PartitionRecord` is a partition's whole
+//! state, a `PartitionChangeRecord` changes some of it (a new leader bumps the leader
+//! epoch, every change bumps the partition epoch), topic configs go with their topic.
+//! Records are validated by the controller before they are proposed, so one that does
+//! not fit the image (a partition of an unknown topic, ...) is skipped with a warning
+//! rather than stopping the broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::MetadataRecord;
+use spate_net::metadata_frame::ApiMessageAndVersion;
+use spate_net::metadata_records::{
+    BrokerRegistrationChangeRecord, ConfigRecord, MetadataRecord, PartitionChangeRecord,
+    PartitionRecord, RegisterBrokerRecord,
+};
+
+use super::records::{resource_type, FENCE, UNFENCE};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionInfo {
-    /// Placement slot; the owner shard is `slot % shard_count`.
+    /// Placement slot; the owner shard is `slot % shard_count`. Not in Kafka's records:
+    /// derived from the topic id and partition index ([`slot_of`]).
     pub slot: u32,
+    /// Replica broker ids, preferred leader first.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// The leader's broker id, -1 when there is none.
+    pub leader: i32,
     pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The log directory id of each replica (all zeros: the broker chooses).
+    pub directories: Vec<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,16 +45,42 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// A broker as it registered with the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    pub epoch: i64,
+    pub incarnation_id: [u8; 16],
+    /// Listener name, host, port and security protocol, as registered.
+    pub endpoints: Vec<(String, String, u16, i16)>,
+    pub rack: Option<String>,
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetadataImage {
-    /// Number of records applied; grows with every change.
-    pub version: u64,
+    /// The metadata log index of the last record applied (`None`: nothing yet).
+    pub offset: Option<u64>,
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names_by_id: HashMap<[u8; 16], String>,
     /// Every producer id below this has been handed out.
     pub producer_ids_end: i64,
     /// Dynamic broker configs by resource: a broker id, or "" for the cluster default.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Finalized feature levels (`metadata.version`, ...).
+    pub features: BTreeMap<String, i16>,
+}
+
+/// The placement slot of a partition: the topic's own starting point (from its random
+/// id) plus the partition index, so that one topic's partitions go round-robin over
+/// the shards and different topics start on different shards. It depends on nothing
+/// but the partition's identity, so it never changes while the broker runs (a
+/// partition must not move between shards) and every broker derives the same.
+pub fn slot_of(topic_id: &[u8; 16], partition: i32) -> u32 {
+    let start = u32::from_be_bytes([topic_id[12], topic_id[13], topic_id[14], topic_id[15]]);
+    start.wrapping_add(partition as u32)
 }
 
 impl MetadataImage {
@@ -45,113 +94,369 @@ impl MetadataImage {
             .and_then(|n| self.topics.get(n))
     }
 
-    /// Apply one record. Records are validated before they are written, so a record
-    /// that does not fit (e.g. replayed after a partial write) is skipped with a warning.
-    pub fn apply(&mut self, record: &MetadataRecord) {
-        self.version += 1;
+    /// The image that `records` (a snapshot's) describe, at `offset`.
+    pub fn from_records(offset: Option<u64>, records: &[ApiMessageAndVersion]) -> Self {
+        let mut image = MetadataImage::default();
+        image.replay_all(records);
+        image.offset = offset;
+        image
+    }
+
+    /// Applies the records of the committed entry at `offset`.
+    pub fn apply_batch(&mut self, offset: u64, records: &[ApiMessageAndVersion]) {
+        self.replay_all(records);
+        self.offset = Some(offset);
+    }
+
+    pub fn replay_all(&mut self, records: &[ApiMessageAndVersion]) {
+        for r in records {
+            self.replay(&r.record);
+        }
+    }
+
+    /// Applies one record.
+    pub fn replay(&mut self, record: &MetadataRecord) {
         match record {
-            MetadataRecord::CreateTopic {
-                name,
-                id,
-                slots,
-                configs,
-            } => {
-                if self.topics.contains_key(name) {
-                    tracing::warn!(topic = %name, "metadata: create of an existing topic skipped");
-                    return;
+            MetadataRecord::Topic(r) => {
+                let id = r.topic_id.0;
+                match self.topics.get(&r.name) {
+                    // Replayed again (an interrupted migration is proposed anew).
+                    Some(t) if t.id == id => {}
+                    Some(_) => {
+                        tracing::warn!(topic = %r.name, "metadata: topic record for an existing name skipped")
+                    }
+                    None => {
+                        let topic = TopicImage {
+                            name: r.name.clone(),
+                            id,
+                            partitions: Vec::new(),
+                            configs: BTreeMap::new(),
+                        };
+                        self.topic_names_by_id.insert(id, r.name.clone());
+                        self.topics.insert(r.name.clone(), Arc::new(topic));
+                    }
                 }
-                let topic = TopicImage {
-                    name: name.clone(),
-                    id: *id,
-                    partitions: slots
-                        .iter()
-                        .map(|&slot| PartitionInfo {
-                            slot,
-                            leader_epoch: 0,
-                        })
-                        .collect(),
-                    configs: configs.clone(),
-                };
-                self.topic_names_by_id.insert(*id, name.clone());
-                self.topics.insert(name.clone(), Arc::new(topic));
             }
-            MetadataRecord::AddPartitions { name, slots } => match self.topics.get_mut(name) {
-                Some(t) => {
-                    let t = Arc::make_mut(t);
-                    t.partitions.extend(slots.iter().map(|&slot| PartitionInfo {
-                        slot,
-                        leader_epoch: 0,
-                    }));
+            MetadataRecord::Partition(r) => self.replay_partition(r),
+            MetadataRecord::PartitionChange(r) => self.replay_partition_change(r),
+            MetadataRecord::Config(r) => self.replay_config(r),
+            MetadataRecord::RemoveTopic(r) => {
+                if let Some(name) = self.topic_names_by_id.remove(&r.topic_id.0) {
+                    // Its configs go with it (Kafka's ConfigurationsDelta does the same).
+                    self.topics.remove(&name);
                 }
-                None => {
-                    tracing::warn!(topic = %name, "metadata: partitions for a missing topic skipped")
+            }
+            MetadataRecord::ProducerIds(r) => {
+                self.producer_ids_end = self.producer_ids_end.max(r.next_producer_id)
+            }
+            MetadataRecord::RegisterBroker(r) => {
+                self.brokers.insert(r.broker_id, registration(r));
+            }
+            MetadataRecord::UnregisterBroker(r) => {
+                if self
+                    .brokers
+                    .get(&r.broker_id)
+                    .is_some_and(|b| b.epoch == r.broker_epoch)
+                {
+                    self.brokers.remove(&r.broker_id);
                 }
-            },
-            MetadataRecord::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
-                Some(t) => Arc::make_mut(t).configs = configs.clone(),
-                None => {
-                    tracing::warn!(topic = %name, "metadata: configs for a missing topic skipped")
-                }
-            },
-            MetadataRecord::SetBrokerConfigs { resource, configs } => {
-                if configs.is_empty() {
-                    self.broker_configs.remove(resource);
+            }
+            MetadataRecord::BrokerRegistrationChange(r) => self.replay_registration_change(r),
+            MetadataRecord::FenceBroker(r) => self.set_fenced(r.id, r.epoch, true),
+            MetadataRecord::UnfenceBroker(r) => self.set_fenced(r.id, r.epoch, false),
+            MetadataRecord::FeatureLevel(r) => {
+                if r.feature_level == 0 {
+                    self.features.remove(&r.name);
                 } else {
-                    self.broker_configs
-                        .insert(resource.clone(), configs.clone());
+                    self.features.insert(r.name.clone(), r.feature_level);
                 }
             }
-            MetadataRecord::ProducerIds { end } => {
-                self.producer_ids_end = self.producer_ids_end.max(*end)
-            }
-            MetadataRecord::DeleteTopic { name } => {
-                if let Some(t) = self.topics.remove(name) {
-                    self.topic_names_by_id.remove(&t.id);
-                }
+            // Records for state Spate does not keep (ACLs, quotas, SCRAM, tokens,
+            // controller registrations, transactions markers of the log): no effect.
+            other => tracing::debug!(kind = ?other.record_type(), "metadata: record ignored"),
+        }
+    }
+
+    fn replay_partition(&mut self, r: &PartitionRecord) {
+        let Some(name) = self.topic_names_by_id.get(&r.topic_id.0) else {
+            tracing::warn!(
+                partition = r.partition_id,
+                "metadata: partition of an unknown topic skipped"
+            );
+            return;
+        };
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        let topic = Arc::make_mut(topic);
+        let index = r.partition_id;
+        let info = PartitionInfo {
+            slot: slot_of(&topic.id, index),
+            replicas: r.replicas.clone(),
+            isr: r.isr.clone(),
+            leader: r.leader,
+            leader_epoch: r.leader_epoch,
+            partition_epoch: r.partition_epoch,
+            directories: r.directories.iter().map(|d| d.0).collect(),
+        };
+        match usize::try_from(index) {
+            Ok(i) if i < topic.partitions.len() => topic.partitions[i] = info,
+            Ok(i) if i == topic.partitions.len() => topic.partitions.push(info),
+            _ => {
+                tracing::warn!(topic = %topic.name, partition = index, "metadata: partition out of sequence skipped")
             }
         }
+    }
+
+    fn replay_partition_change(&mut self, r: &PartitionChangeRecord) {
+        let Some(p) = self
+            .topic_names_by_id
+            .get(&r.topic_id.0)
+            .and_then(|name| self.topics.get_mut(name))
+            .and_then(|t| {
+                let i = usize::try_from(r.partition_id).ok()?;
+                Arc::make_mut(t).partitions.get_mut(i)
+            })
+        else {
+            tracing::warn!(
+                partition = r.partition_id,
+                "metadata: change of an unknown partition skipped"
+            );
+            return;
+        };
+        if let Some(replicas) = &r.replicas {
+            p.replicas = replicas.clone();
+        }
+        if let Some(isr) = &r.isr {
+            p.isr = isr.clone();
+        }
+        if let Some(dirs) = &r.directories {
+            p.directories = dirs.iter().map(|d| d.0).collect();
+        }
+        // -2: no leader change (Kafka's NO_LEADER_CHANGE).
+        if r.leader != -2 {
+            p.leader = r.leader;
+            p.leader_epoch += 1;
+        }
+        p.partition_epoch += 1;
+    }
+
+    fn replay_config(&mut self, r: &ConfigRecord) {
+        let set = |configs: &mut BTreeMap<String, String>| match &r.value {
+            Some(v) => {
+                configs.insert(r.name.clone(), v.clone());
+            }
+            None => {
+                configs.remove(&r.name);
+            }
+        };
+        match r.resource_type {
+            resource_type::TOPIC => match self.topics.get_mut(&r.resource_name) {
+                Some(t) => set(&mut Arc::make_mut(t).configs),
+                None => {
+                    tracing::warn!(topic = %r.resource_name, "metadata: config of an unknown topic skipped")
+                }
+            },
+            resource_type::BROKER => {
+                let configs = self
+                    .broker_configs
+                    .entry(r.resource_name.clone())
+                    .or_default();
+                set(configs);
+                if configs.is_empty() {
+                    self.broker_configs.remove(&r.resource_name);
+                }
+            }
+            other => tracing::debug!(resource_type = other, "metadata: config record ignored"),
+        }
+    }
+
+    fn replay_registration_change(&mut self, r: &BrokerRegistrationChangeRecord) {
+        let Some(b) = self
+            .brokers
+            .get_mut(&r.broker_id)
+            .filter(|b| b.epoch == r.broker_epoch)
+        else {
+            tracing::warn!(
+                broker = r.broker_id,
+                "metadata: change of an unknown broker registration skipped"
+            );
+            return;
+        };
+        match r.fenced {
+            FENCE => b.fenced = true,
+            UNFENCE => b.fenced = false,
+            _ => {}
+        }
+        // 1: in controlled shutdown (Kafka's BrokerRegistrationInControlledShutdownChange).
+        if r.in_controlled_shutdown == 1 {
+            b.in_controlled_shutdown = true;
+        }
+    }
+
+    fn set_fenced(&mut self, id: i32, epoch: i64, fenced: bool) {
+        match self.brokers.get_mut(&id).filter(|b| b.epoch == epoch) {
+            Some(b) => b.fenced = fenced,
+            None => tracing::warn!(
+                broker = id,
+                "metadata: fencing change of an unknown broker skipped"
+            ),
+        }
+    }
+}
+
+fn registration(r: &RegisterBrokerRecord) -> BrokerRegistration {
+    BrokerRegistration {
+        id: r.broker_id,
+        epoch: r.broker_epoch,
+        incarnation_id: r.incarnation_id.0,
+        endpoints: r
+            .end_points
+            .iter()
+            .map(|e| (e.name.clone(), e.host.clone(), e.port, e.security_protocol))
+            .collect(),
+        rack: r.rack.clone(),
+        fenced: r.fenced,
+        in_controlled_shutdown: r.in_controlled_shutdown,
+    }
+}
+
+/// The image is the state the controller quorum replicates: every controller replays
+/// the same records in the same order, and a snapshot is the image written as records.
+impl spate_replication::MetadataStateMachine for MetadataImage {
+    fn apply(&mut self, index: u64, records: &[ApiMessageAndVersion]) {
+        self.apply_batch(index, records);
+    }
+
+    fn snapshot_records(&self) -> Vec<ApiMessageAndVersion> {
+        super::records::image_records(self)
+    }
+
+    fn restore(&mut self, records: &[ApiMessageAndVersion]) {
+        // The quorum sets the offset with the next applied entry; the snapshot's own is
+        // not passed here, and nothing on the controller side reads it.
+        *self = MetadataImage::from_records(None, records);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::records;
     use super::*;
+    use spate_net::metadata_records::RemoveTopicRecord;
+    use spate_net::Uuid;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn create_extend_configure_delete() {
         let mut img = MetadataImage::default();
-        img.apply(&MetadataRecord::CreateTopic {
-            name: "t".into(),
-            id: [1; 16],
-            slots: vec![0, 1],
-            configs: BTreeMap::new(),
-        });
-        img.apply(&MetadataRecord::AddPartitions {
-            name: "t".into(),
-            slots: vec![2],
-        });
-        let mut c = BTreeMap::new();
-        c.insert("retention.ms".to_string(), "5".to_string());
-        img.apply(&MetadataRecord::SetTopicConfigs {
-            name: "t".into(),
-            configs: c.clone(),
-        });
-        let t = img.topic_by_id(&[1; 16]).unwrap();
+        let id = [1; 16];
+        img.replay_all(&records::create_topic(
+            "t",
+            id,
+            2,
+            0,
+            &configs(&[("retention.ms", "5")]),
+        ));
+        img.replay_all(&records::add_partitions(id, 2, 3, 0));
+        let t = img.topic_by_id(&id).unwrap();
         assert_eq!(t.partitions.len(), 3);
-        assert_eq!(t.configs, c);
-        img.apply(&MetadataRecord::DeleteTopic { name: "t".into() });
+        assert_eq!(t.configs, configs(&[("retention.ms", "5")]));
+        let p = &t.partitions[2];
+        assert_eq!(
+            (
+                p.slot,
+                &p.replicas[..],
+                &p.isr[..],
+                p.leader,
+                p.leader_epoch
+            ),
+            (slot_of(&id, 2), &[0][..], &[0][..], 0, 0)
+        );
+        img.replay_all(&records::config_diff(
+            resource_type::TOPIC,
+            "t",
+            &t.configs.clone(),
+            &configs(&[("cleanup.policy", "compact")]),
+        ));
+        assert_eq!(
+            img.topic("t").unwrap().configs,
+            configs(&[("cleanup.policy", "compact")])
+        );
+        img.replay(&MetadataRecord::RemoveTopic(RemoveTopicRecord {
+            topic_id: Uuid(id),
+        }));
         assert!(img.topic("t").is_none());
-        assert!(img.topic_by_id(&[1; 16]).is_none());
-        assert_eq!(img.version, 4);
-        img.apply(&MetadataRecord::SetBrokerConfigs {
-            resource: String::new(),
-            configs: c.clone(),
-        });
-        assert_eq!(img.broker_configs.get(""), Some(&c));
-        img.apply(&MetadataRecord::SetBrokerConfigs {
-            resource: String::new(),
-            configs: BTreeMap::new(),
-        });
+        assert!(img.topic_by_id(&id).is_none());
+        img.replay_all(&records::config_diff(
+            resource_type::BROKER,
+            "",
+            &BTreeMap::new(),
+            &configs(&[("log.retention.ms", "9")]),
+        ));
+        assert_eq!(
+            img.broker_configs.get(""),
+            Some(&configs(&[("log.retention.ms", "9")]))
+        );
+        img.replay_all(&records::config_diff(
+            resource_type::BROKER,
+            "",
+            &configs(&[("log.retention.ms", "9")]),
+            &BTreeMap::new(),
+        ));
         assert!(img.broker_configs.is_empty());
+    }
+
+    #[test]
+    fn partition_change_bumps_epochs_as_kafka_does() {
+        let mut img = MetadataImage::default();
+        let id = [2; 16];
+        img.replay_all(&records::create_topic("t", id, 1, 3, &BTreeMap::new()));
+        // ISR only: the partition epoch moves, the leader epoch does not.
+        img.replay(&MetadataRecord::PartitionChange(PartitionChangeRecord {
+            partition_id: 0,
+            topic_id: Uuid(id),
+            isr: Some(vec![]),
+            ..Default::default()
+        }));
+        let p = &img.topic("t").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (3, 0, 1));
+        assert!(p.isr.is_empty());
+        // A leader change bumps both.
+        img.replay(&MetadataRecord::PartitionChange(PartitionChangeRecord {
+            partition_id: 0,
+            topic_id: Uuid(id),
+            leader: -1,
+            ..Default::default()
+        }));
+        let p = &img.topic("t").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (-1, 1, 2));
+    }
+
+    #[test]
+    fn a_topic_record_replayed_again_changes_nothing() {
+        let mut img = MetadataImage::default();
+        let batch = records::create_topic("t", [3; 16], 2, 0, &configs(&[("a", "b")]));
+        img.replay_all(&batch);
+        let once = img.clone();
+        img.replay_all(&batch);
+        assert_eq!(img, once);
+        // The same name with another id is refused.
+        img.replay_all(&records::create_topic("t", [4; 16], 1, 0, &BTreeMap::new()));
+        assert_eq!(img, once);
+    }
+
+    #[test]
+    fn slots_spread_one_topic_round_robin() {
+        let id = [9; 16];
+        let owners: Vec<u32> = (0..6).map(|p| slot_of(&id, p) % 3).collect();
+        let first = owners[0];
+        assert_eq!(owners, (0..6).map(|i| (first + i) % 3).collect::<Vec<_>>());
     }
 }

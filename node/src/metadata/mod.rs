@@ -1,13 +1,17 @@
-//! Topic and partition metadata: records, the state they build, and their on-disk log.
+//! Topic, partition, config and broker metadata: Kafka's KRaft records, the image they
+//! build, and the controller quorum that replicates them.
 //!
-//! As in Kafka's KRaft, metadata is a log of records applied to a state machine. On a
-//! single node the log is a local file; the controller quorum will replicate the same
-//! records later.
+//! As in Kafka's KRaft, metadata is a log of records applied to a state machine. The
+//! log is the quorum's (`spate-replication`, ADR 0005): the controller proposes records,
+//! every broker follows what is committed and applies it to its image.
 
+pub mod boot;
+pub mod brokers;
 mod image;
-mod record;
-mod store;
+mod legacy;
+mod migrate;
+pub mod publish;
+pub mod records;
 
+pub use boot::MetadataQuorum;
 pub use image::{MetadataImage, TopicImage};
-pub use record::MetadataRecord;
-pub use store::MetadataStore;

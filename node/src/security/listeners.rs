@@ -39,6 +39,16 @@ impl SecurityProtocol {
         }
     }
 
+    /// Kafka's `SecurityProtocol` id, as broker registrations carry it.
+    pub fn id(self) -> i16 {
+        match self {
+            Self::Plaintext => 0,
+            Self::Ssl => 1,
+            Self::SaslPlaintext => 2,
+            Self::SaslSsl => 3,
+        }
+    }
+
     pub fn uses_tls(self) -> bool {
         matches!(self, Self::Ssl | Self::SaslSsl)
     }

@@ -107,6 +107,23 @@ pub fn advertised_listeners(listeners: &[Arc<Listener>]) -> String {
         .join(",")
 }
 
+/// This broker's listeners as it registers them with the controller (what other brokers
+/// tell clients connected to the listener of the same name).
+pub fn registered_endpoints(
+    listeners: &[Arc<Listener>],
+) -> Vec<crate::metadata::brokers::Endpoint> {
+    listeners
+        .iter()
+        .map(|l| crate::metadata::brokers::Endpoint {
+            listener: l.name.clone(),
+            host: l.advertised.0.clone(),
+            // Advertised ports come from a u16 (config or bound socket).
+            port: u16::try_from(l.advertised.1).unwrap_or_default(),
+            security_protocol: l.protocol.id(),
+        })
+        .collect()
+}
+
 /// Where a connection stands with SASL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslStage {

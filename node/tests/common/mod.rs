@@ -14,6 +14,8 @@ use spate_net::{ApiKey, Message};
 pub struct Broker {
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The config file it was started with, to start it again.
+    config: Option<PathBuf>,
     child: Child,
 }
 
@@ -41,6 +43,23 @@ impl Broker {
         Self::start_with(data_dir, Some(file))
     }
 
+    /// Kills the broker (SIGKILL) and starts it again on the same data dir and config;
+    /// it listens on a new Kafka port.
+    #[allow(dead_code)]
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        let (addr, child) = spawn(&self.data_dir, self.config.as_ref());
+        self.addr = addr;
+        self.child = child;
+    }
+
+    /// Kills the broker (SIGKILL), keeping its data dir.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The broker's process id (for /proc).
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
@@ -48,51 +67,58 @@ impl Broker {
     }
 
     fn start_with(data_dir: PathBuf, config: Option<PathBuf>) -> Broker {
-        let mut args = vec![
-            "--data-dir".to_string(),
-            data_dir.to_str().unwrap().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--cores".into(),
-            "2".into(),
-        ];
-        if let Some(c) = config {
-            args.push("--config".into());
-            args.push(c.to_str().unwrap().to_string());
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
-            .args(&args)
-            .env("SPATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn spate");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    if line.contains("ready to serve") {
-                        let _ = tx.send(
-                            rest.split_whitespace()
-                                .next()
-                                .unwrap_or_default()
-                                .to_string(),
-                        );
-                    }
-                }
-                eprintln!("[spate] {line}");
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = rx
-            .recv_timeout(deadline - Instant::now())
-            .expect("broker did not become ready");
+        let (addr, child) = spawn(&data_dir, config.as_ref());
         Broker {
             addr,
             data_dir,
+            config,
             child,
         }
     }
+}
+
+/// Starts `spate` and waits until it is ready; its Kafka address and process.
+fn spawn(data_dir: &std::path::Path, config: Option<&PathBuf>) -> (String, Child) {
+    let mut args = vec![
+        "--data-dir".to_string(),
+        data_dir.to_str().unwrap().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--cores".into(),
+        "2".into(),
+    ];
+    if let Some(c) = config {
+        args.push("--config".into());
+        args.push(c.to_str().unwrap().to_string());
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(&args)
+        .env("SPATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn spate");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listen=").nth(1) {
+                if line.contains("ready to serve") {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+            }
+            eprintln!("[spate] {line}");
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = rx
+        .recv_timeout(deadline - Instant::now())
+        .expect("broker did not become ready");
+    (addr, child)
 }
 
 impl Drop for Broker {

@@ -1,0 +1,95 @@
+//! The broker's side of registration: register with the active controller, then
+//! heartbeat every `broker_heartbeat_interval_ms` with the metadata offset this broker
+//! applied, registering again whenever the controller no longer knows the epoch (e.g.
+//! the registration was replaced). Runs on shard 0 for the broker's life; failures are
+//! retried at the next beat (the controller client already tried every voter).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spate_replication::AppClient;
+
+use crate::config::BrokerConfig;
+use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Endpoint};
+use crate::metadata::publish::Published;
+
+/// The heartbeat interval while fenced.
+const FENCED_BEAT: Duration = Duration::from_millis(100);
+
+/// Shortest time between two warnings about failed heartbeats.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Sends one call to the active controller and decodes its answer.
+pub async fn call(client: &AppClient, call: &BrokerCall) -> Result<BrokerAnswer, String> {
+    // Our own serde types: encoding cannot fail.
+    let body = serde_json::to_vec(call).expect("broker calls always encode");
+    let answer = client
+        .call(Bytes::from(body))
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&answer).map_err(|e| format!("undecodable answer: {e}"))
+}
+
+pub async fn run(
+    client: AppClient,
+    config: Arc<BrokerConfig>,
+    endpoints: Vec<Endpoint>,
+    published: Rc<Published>,
+) {
+    let incarnation_id = crate::random_id::uuid_v4();
+    let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
+    let mut epoch: Option<i64> = None;
+    // Until unfenced, beat quickly: the first heartbeat past the registration unfences.
+    let mut fenced = true;
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let request = match epoch {
+            None => BrokerCall::Register {
+                broker_id: config.node_id,
+                incarnation_id,
+                endpoints: endpoints.clone(),
+                rack: config.broker_rack.clone(),
+            },
+            Some(e) => BrokerCall::Heartbeat {
+                broker_id: config.node_id,
+                epoch: e,
+                offset: published.image().offset,
+            },
+        };
+        match call(&client, &request).await {
+            Ok(BrokerAnswer::Registered { epoch: e }) => {
+                tracing::info!(
+                    broker = config.node_id,
+                    epoch = e,
+                    "registered with the controller"
+                );
+                epoch = Some(e);
+                // Heartbeat at once: it unfences the broker once its metadata caught up.
+                continue;
+            }
+            Ok(BrokerAnswer::Heartbeat {
+                registered: false, ..
+            }) => epoch = None,
+            Ok(BrokerAnswer::Heartbeat { fenced: f, .. }) => fenced = f,
+            // The client tries the other voters before answering this.
+            Ok(BrokerAnswer::NotController) => {}
+            Ok(BrokerAnswer::Refused(why)) => {
+                tracing::error!(broker = config.node_id, reason = %why, "the controller refused the broker")
+            }
+            Err(e) => {
+                if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(broker = config.node_id, error = %e, "heartbeat to the controller failed");
+                    last_warning = Some(Instant::now());
+                }
+            }
+        }
+        let pause = if fenced {
+            interval.min(FENCED_BEAT)
+        } else {
+            interval
+        };
+        compio::time::sleep(pause).await;
+    }
+}

@@ -1,0 +1,245 @@
+//! A cluster on loopback: three nodes that are brokers and controllers (the default
+//! roles) with a static voter list, and a broker that is not a controller and follows
+//! the quorum as an observer. Every node starts (the followers too), a change made
+//! through the active controller reaches every node, and the others answer
+//! NOT_CONTROLLER (forwarding to the active controller is a later phase). Every broker
+//! registers and is listed in every node's Metadata; a broker killed is fenced once its
+//! session expires and drops out of the others' Metadata.
+
+// Only some of the shared helpers are used here.
+#[allow(dead_code)]
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use spate_net::messages::create_topics_request::CreatableTopic;
+use spate_net::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    MetadataRequest, MetadataResponse,
+};
+use spate_net::{ApiKey, ErrorCode, Message};
+
+use common::{connect, read_response, read_response_header, request, send, Broker};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Small internal topics (every node opens them) and short broker sessions.
+const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n\
+                     broker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 1000\n";
+
+/// Starts three controllers together (none is ready before a majority elected a
+/// leader); `name` tells their data dirs apart.
+fn start_controllers(name: &str, voters: &str) -> Vec<Broker> {
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|id| {
+                let toml =
+                    format!("{SMALL}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                scope.spawn(move || Broker::start_with_config(&format!("{name}-c{id}"), &toml))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|h| h.join().expect("controller started"))
+            .collect()
+    })
+}
+
+fn voter_list() -> String {
+    let ports = free_ports(3);
+    let voters: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
+        .collect();
+    voters.join(",")
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// CreateTopics v5 for one topic; the error code.
+fn create(s: &mut TcpStream, name: &str) -> i16 {
+    let body = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: 2,
+            replication_factor: -1,
+            ..Default::default()
+        }],
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    send(s, request(ApiKey::CreateTopics, 5, 1, &body));
+    let (_, mut body) = read_response_header(s, true).expect("CreateTopics response");
+    CreateTopicsResponse::decode(&mut body, 5)
+        .expect("decode")
+        .topics[0]
+        .error_code
+}
+
+/// The topic names and broker ids a node's Metadata (v1) lists, sorted.
+fn metadata(s: &mut TcpStream) -> (Vec<String>, Vec<i32>) {
+    send(
+        s,
+        request(
+            ApiKey::Metadata,
+            1,
+            2,
+            // Null: every topic.
+            &MetadataRequest {
+                topics: None,
+                ..Default::default()
+            },
+        ),
+    );
+    let (_, mut body) = read_response(s).expect("Metadata response");
+    let response = MetadataResponse::decode(&mut body, 1).expect("decode");
+    let mut names: Vec<String> = response.topics.into_iter().filter_map(|t| t.name).collect();
+    names.sort();
+    let mut brokers: Vec<i32> = response.brokers.iter().map(|b| b.node_id).collect();
+    brokers.sort();
+    (names, brokers)
+}
+
+/// The broker ids a node's DescribeCluster (v0) lists, sorted.
+fn described_brokers(s: &mut TcpStream) -> Vec<i32> {
+    let body = DescribeClusterRequest {
+        include_cluster_authorized_operations: false,
+        ..Default::default()
+    };
+    send(s, request(ApiKey::DescribeCluster, 0, 3, &body));
+    let (_, mut body) = read_response_header(s, true).expect("DescribeCluster response");
+    let response = DescribeClusterResponse::decode(&mut body, 0).expect("decode");
+    let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.broker_id).collect();
+    ids.sort();
+    ids
+}
+
+/// Polls every connection's Metadata until it lists `topics` and `brokers`.
+fn wait_for(conns: &mut [TcpStream], topics: &[&str], brokers: &[i32]) {
+    let start = Instant::now();
+    for (i, s) in conns.iter_mut().enumerate() {
+        loop {
+            let (t, b) = metadata(s);
+            if t == topics && b == brokers {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node {i} lists topics {t:?}, brokers {b:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn three_controllers_and_an_observer_share_the_metadata() {
+    let voters = voter_list();
+    let controllers = start_controllers("cluster", &voters);
+    let observer = Broker::start_with_config(
+        "cluster-b7",
+        &format!(
+            "{SMALL}node_id = 7\nprocess_roles = [\"broker\"]\ncontroller_quorum_voters = \"{voters}\"\n"
+        ),
+    );
+
+    // Exactly one node's controller is active: it creates the topic; the others refuse.
+    let mut conns: Vec<TcpStream> = controllers.iter().map(connect).collect();
+    let codes: Vec<i16> = conns.iter_mut().map(|s| create(s, "shared")).collect();
+    let created = codes.iter().filter(|&&c| c == 0).count();
+    let refused = codes
+        .iter()
+        .filter(|&&c| c == ErrorCode::NotController.code())
+        .count();
+    assert_eq!((created, refused), (1, 2), "{codes:?}");
+    let mut o = connect(&observer);
+    assert_eq!(
+        create(&mut o, "from-observer"),
+        ErrorCode::NotController.code()
+    );
+
+    // Every node, the observer included, serves the same topics and lists every
+    // registered broker.
+    conns.push(o);
+    let wanted = ["__consumer_offsets", "__transaction_state", "shared"];
+    wait_for(&mut conns, &wanted, &[0, 1, 2, 7]);
+    for s in &mut conns {
+        assert_eq!(described_brokers(s), [0, 1, 2, 7]);
+    }
+
+    // The broker-only node is killed: fenced after its session, gone from Metadata.
+    drop(observer);
+    conns.pop();
+    wait_for(&mut conns, &wanted, &[0, 1, 2]);
+}
+
+/// Creates `name` through whichever node's controller is active, retrying
+/// NOT_CONTROLLER (a new controller being elected) until `DEADLINE`; returns the index
+/// of the node that created it.
+fn create_on_active(nodes: &[Broker], skip: Option<usize>, name: &str) -> usize {
+    let start = Instant::now();
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            let Ok(mut s) = TcpStream::connect(&node.addr) else {
+                continue;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            match create(&mut s, name) {
+                0 => return i,
+                c if c == ErrorCode::NotController.code() => {}
+                c => panic!("creating {name} on node {i}: error {c}"),
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no active controller created {name}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// kill -9 of the active controller, again and again, while topics are created: a new
+/// controller takes over within seconds, and no acknowledged topic is lost.
+#[test]
+fn killing_the_active_controller_loses_no_acknowledged_change() {
+    let voters = voter_list();
+    let mut nodes = start_controllers("failover", &voters);
+    let mut acknowledged = vec![
+        "__consumer_offsets".to_string(),
+        "__transaction_state".into(),
+    ];
+    for round in 0..3 {
+        let before = format!("before-{round}");
+        let active = create_on_active(&nodes, None, &before);
+        acknowledged.push(before);
+        nodes[active].kill();
+        let killed_at = Instant::now();
+        let after = format!("after-{round}");
+        create_on_active(&nodes, Some(active), &after);
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "a new controller took {:?}",
+            killed_at.elapsed()
+        );
+        acknowledged.push(after);
+        nodes[active].kill_and_restart();
+    }
+    acknowledged.sort();
+    let wanted: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
+    let mut conns: Vec<TcpStream> = nodes.iter().map(connect).collect();
+    wait_for(&mut conns, &wanted, &[0, 1, 2]);
+}
