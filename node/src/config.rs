@@ -94,6 +94,9 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// A broker without a heartbeat for this long is fenced: left out of Metadata.
     pub broker_session_timeout_ms: u64,
+    /// Kafka's `initial.broker.registration.timeout.ms`: a broker that is not
+    /// registered and unfenced this long after its start stops.
+    pub initial_broker_registration_timeout_ms: u64,
     /// The first log directory: it holds the metadata log and the broker's lock, and
     /// partition logs like the others.
     pub data_dir: PathBuf,

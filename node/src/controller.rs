@@ -13,24 +13,26 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::ErrorCode;
-use spate_replication::{Committed, QuorumError};
+use spate_replication::{AppClient, Committed, QuorumError};
 
 use crate::broker_config;
 use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
 use crate::metadata::boot::propose_all;
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
+use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
-use crate::metadata::records::{self, resource_type};
+use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
 use crate::topic_config;
 
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC_NAME_LEN: usize = 249;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker's `num.partitions`.
@@ -42,6 +44,9 @@ pub struct NewTopic {
     pub configs: Vec<(String, Option<String>)>,
 }
 
+/// Topic, new partition count, and the new partitions' replicas if given.
+pub type NewPartitions = (String, i32, Option<Vec<Vec<i32>>>);
+
 /// IncrementalAlterConfigs operation codes.
 pub mod alter_op {
     pub const SET: i8 = 0;
@@ -50,7 +55,7 @@ pub mod alter_op {
     pub const SUBTRACT: i8 = 3;
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConfigChange {
     /// AlterConfigs: the given set replaces every override.
     Replace(Vec<(String, Option<String>)>),
@@ -58,7 +63,7 @@ pub enum ConfigChange {
     Incremental(Vec<(String, i8, Option<String>)>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -68,7 +73,7 @@ pub enum ControllerRequest {
         names: Vec<String>,
     },
     CreatePartitions {
-        topics: Vec<(String, i32)>,
+        topics: Vec<NewPartitions>,
         validate_only: bool,
     },
     AlterConfigs {
@@ -86,6 +91,9 @@ pub enum ControllerRequest {
     Broker(BrokerCall),
     /// Fence the brokers whose session expired (a periodic tick).
     FenceExpired,
+    /// A request another node forwarded here, as the active controller: answered
+    /// NOT_CONTROLLER rather than forwarded again when this node no longer is.
+    Forwarded(Box<ControllerRequest>),
 }
 
 /// The outcome for one topic (or config resource) of a request, in request order.
@@ -120,7 +128,7 @@ impl TopicOutcome {
             topic,
         }
     }
-    fn err(name: &str, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn err(name: &str, code: ErrorCode, message: impl Into<String>) -> Self {
         TopicOutcome {
             name: name.to_string(),
             error: code.code(),
@@ -133,11 +141,16 @@ impl TopicOutcome {
 /// What shard 0 needs to run the controller and follow the metadata log.
 pub struct ControllerStart {
     /// The broker's client of the active controller (registration and heartbeats).
-    pub client: spate_replication::AppClient,
+    pub client: AppClient,
+    /// A second client for forwarded changes, so that a slow change never holds up
+    /// a heartbeat.
+    pub forwarder: AppClient,
     /// Every listener with the address given to clients, registered with the controller.
     pub endpoints: Vec<crate::metadata::brokers::Endpoint>,
-    /// This node's voter; `None` on a broker that is not a controller, whose controller
-    /// answers NOT_CONTROLLER to changes (forwarding them is a later phase).
+    /// Told when the controller first unfences this broker.
+    pub unfenced: std::sync::mpsc::SyncSender<()>,
+    /// This node's voter; `None` on a broker that is not a controller, which forwards
+    /// every change to the active controller.
     pub quorum: Option<Arc<MetadataQuorum>>,
     /// The subscription the start-up image was built from; the follower continues it.
     pub committed: flume::Receiver<Committed>,
@@ -164,7 +177,10 @@ pub fn spawn(
     .detach();
     let (tx, rx) = flume::unbounded::<(ControllerRequest, flume::Sender<ControllerReply>)>();
     if let Some(quorum) = &start.quorum {
-        quorum.serve_app(broker_calls(tx.clone()));
+        quorum.serve_app(crate::forwarding::app_handler(
+            tx.clone(),
+            published.offset_handle(),
+        ));
         compio::runtime::spawn(fence_ticks(tx.clone(), config.clone())).detach();
     }
     compio::runtime::spawn(crate::registration::run(
@@ -172,51 +188,31 @@ pub fn spawn(
         config.clone(),
         start.endpoints,
         published.clone(),
+        start.unfenced,
     ))
     .detach();
-    let mut controller = Controller::new(config, start.quorum, published);
+    let forwarder = Rc::new(start.forwarder);
+    let mut controller = Controller::new(config, start.quorum, published.clone());
     compio::runtime::spawn(async move {
         while let Ok((request, reply)) = rx.recv_async().await {
+            // Changes go to the active controller. Forwarding runs beside the queue, so
+            // that a call that comes back to this node (it still looks like a leader to
+            // the client) is answered NOT_CONTROLLER instead of waiting behind itself.
+            if crate::forwarding::is_forwardable(&request) && !controller.is_active() {
+                let (forwarder, published) = (forwarder.clone(), published.clone());
+                compio::runtime::spawn(async move {
+                    let outcome = crate::forwarding::forward(&forwarder, &published, request).await;
+                    let _ = reply.send_async(outcome).await;
+                })
+                .detach();
+                continue;
+            }
             let outcome = controller.handle(request).await;
             let _ = reply.send_async(outcome).await;
         }
     })
     .detach();
     tx
-}
-
-/// The handler of brokers' calls to this controller (installed on its voter): each call
-/// goes through the controller's queue like any other request.
-fn broker_calls(queue: ControllerQueue) -> spate_replication::AppHandler {
-    use spate_replication::AppReply;
-    Arc::new(move |body: bytes::Bytes| {
-        let queue = queue.clone();
-        Box::pin(async move {
-            let Ok(call) = serde_json::from_slice::<BrokerCall>(&body) else {
-                return AppReply::Failed("not a broker call".into());
-            };
-            let (tx, rx) = flume::bounded(1);
-            if queue
-                .send_async((ControllerRequest::Broker(call), tx))
-                .await
-                .is_err()
-            {
-                return AppReply::Failed("the controller stopped".into());
-            }
-            match rx.recv_async().await {
-                Ok(ControllerReply::Broker(BrokerAnswer::NotController)) => {
-                    AppReply::NotLeader { leader: None }
-                }
-                // Our own serde type: encoding cannot fail.
-                Ok(ControllerReply::Broker(answer)) => AppReply::Ok(
-                    serde_json::to_vec(&answer)
-                        .expect("broker answers always encode")
-                        .into(),
-                ),
-                _ => AppReply::Failed("the controller stopped".into()),
-            }
-        })
-    })
 }
 
 /// Asks the controller to fence expired sessions, four times per session timeout.
@@ -318,7 +314,19 @@ impl Controller {
         }
     }
 
+    /// Whether this node's voter leads the quorum (proposals are made here).
+    pub fn is_active(&self) -> bool {
+        self.quorum
+            .as_ref()
+            .is_some_and(|q| q.leader().0 == u64::try_from(self.config.node_id).ok())
+    }
+
     pub async fn handle(&mut self, request: ControllerRequest) -> ControllerReply {
+        // Forwarded here: handled as ours, refused with NOT_CONTROLLER if no longer.
+        let request = match request {
+            ControllerRequest::Forwarded(inner) => *inner,
+            other => other,
+        };
         match request {
             ControllerRequest::AllocateProducerId => {
                 ControllerReply::ProducerId(self.allocate_producer_id().await)
@@ -355,7 +363,10 @@ impl Controller {
                 match self.sessions().register(&image, &call, now) {
                     Err(why) => BrokerAnswer::Refused(why),
                     Ok(Ok(epoch)) => BrokerAnswer::Registered { epoch },
-                    Ok(Err((epoch, record))) => match self.commit(&image, vec![record]).await {
+                    Ok(Err((epoch, record))) => match self
+                        .commit(&image, with_leadership(&image, vec![record]))
+                        .await
+                    {
                         Ok(committed) => {
                             let at = committed.offset.unwrap_or(0);
                             self.sessions().registered(broker_id, at);
@@ -375,7 +386,10 @@ impl Controller {
                     .sessions()
                     .heartbeat(&image, broker_id, epoch, offset, now);
                 if let Some(record) = unfence {
-                    if let Err(e) = self.commit(&image, vec![record]).await {
+                    if let Err(e) = self
+                        .commit(&image, with_leadership(&image, vec![record]))
+                        .await
+                    {
                         return broker_refusal(e);
                     }
                     tracing::info!(broker = broker_id, epoch, "broker unfenced");
@@ -405,7 +419,7 @@ impl Controller {
             return;
         }
         let count = fence.len();
-        match self.commit(&image, fence).await {
+        match self.commit(&image, with_leadership(&image, fence)).await {
             Ok(_) => tracing::warn!(brokers = count, "fenced brokers whose session expired"),
             // Not fatal (refusal stops the broker only for a stopped quorum): the next
             // tick tries again.
@@ -469,7 +483,8 @@ impl Controller {
             }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
-            | ControllerRequest::FenceExpired => return Vec::new(),
+            | ControllerRequest::FenceExpired
+            | ControllerRequest::Forwarded(_) => return Vec::new(),
         };
         match request {
             ControllerRequest::CreateTopics { topics, .. } => {
@@ -513,8 +528,8 @@ impl Controller {
                 }
             }
             ControllerRequest::CreatePartitions { topics, .. } => {
-                for (name, count) in topics {
-                    match self.plan_partitions(&next, &name, count) {
+                for (name, count, assignments) in topics {
+                    match self.plan_partitions(&next, &name, count, assignments.as_deref()) {
                         Ok(planned) => {
                             next.replay_all(&planned);
                             records.extend(planned);
@@ -559,7 +574,8 @@ impl Controller {
             }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
-            | ControllerRequest::FenceExpired => {}
+            | ControllerRequest::FenceExpired
+            | ControllerRequest::Forwarded(_) => {}
         }
         if validate_only || records.is_empty() {
             return self.attach_topics(outcomes, &next);
@@ -612,40 +628,34 @@ impl Controller {
                 format!("Topic '{}' already exists.", t.name),
             ));
         }
-        let partitions = if !t.assignments.is_empty() {
+        let placed = if !t.assignments.is_empty() {
             if t.num_partitions != -1 || t.replication_factor != -1 {
                 return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
             }
-            let mut idx: Vec<i32> = t.assignments.iter().map(|(p, _)| *p).collect();
-            idx.sort_unstable();
-            let contiguous = idx.iter().enumerate().all(|(i, p)| *p == i as i32);
-            let valid_brokers = t
-                .assignments
-                .iter()
-                .all(|(_, r)| r.as_slice() == [self.config.node_id]);
-            if !contiguous || !valid_brokers {
+            let mut sorted = t.assignments.clone();
+            sorted.sort_by_key(|(p, _)| *p);
+            if sorted.iter().enumerate().any(|(i, (p, _))| *p != i as i32) {
                 return Err(TopicOutcome::err(
                     &t.name,
                     ErrorCode::InvalidReplicaAssignment,
-                    format!(
-                        "Replica assignment must name partitions 0..n-1 with the single broker {}",
-                        self.config.node_id
-                    ),
+                    "Partitions should be a consecutive 0-based integer sequence",
                 ));
             }
-            idx.len() as i32
+            let lists: Vec<Vec<i32>> = sorted.into_iter().map(|(_, r)| r).collect();
+            manual_placement(image, 0, &lists)
+                .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidReplicaAssignment, m))?
         } else {
-            if t.replication_factor > 1 {
-                return Err(TopicOutcome::err(&t.name, ErrorCode::InvalidReplicationFactor, format!("Unable to replicate the partition {} time(s): The target replication factor of {} cannot be reached because only 1 broker(s) are registered.", t.replication_factor, t.replication_factor)));
-            }
-            if t.replication_factor == 0 || t.replication_factor < -1 {
-                return Err(TopicOutcome::err(
-                    &t.name,
-                    ErrorCode::InvalidReplicationFactor,
-                    "Replication factor must be larger than 0, or -1 to use the default value.",
-                ));
-            }
-            match t.num_partitions {
+            let rf =
+                match t.replication_factor {
+                    -1 => 1,
+                    n if n >= 1 => n,
+                    _ => return Err(TopicOutcome::err(
+                        &t.name,
+                        ErrorCode::InvalidReplicationFactor,
+                        "Replication factor must be larger than 0, or -1 to use the default value.",
+                    )),
+                };
+            let partitions = match t.num_partitions {
                 -1 => self.config.num_partitions,
                 n if n >= 1 => n,
                 _ => return Err(TopicOutcome::err(
@@ -653,8 +663,18 @@ impl Controller {
                     ErrorCode::InvalidPartitions,
                     "Number of partitions must be larger than 0, or -1 to use the default value.",
                 )),
+            };
+            if partitions > MAX_PARTITIONS_PER_REQUEST {
+                return Err(TopicOutcome::err(
+                    &t.name,
+                    ErrorCode::InvalidPartitions,
+                    format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
+                ));
             }
+            automatic_placement(image, 0, partitions, rf)
+                .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidReplicationFactor, m))?
         };
+        let partitions = placed.len() as i32;
         if partitions > MAX_PARTITIONS_PER_REQUEST {
             return Err(TopicOutcome::err(
                 &t.name,
@@ -675,11 +695,10 @@ impl Controller {
                 .map_err(|m| TopicOutcome::err(&t.name, ErrorCode::InvalidConfig, m))?;
             configs.insert(k.clone(), topic_config::normalize(k, v));
         }
-        Ok(records::create_topic(
+        Ok(records::create_placed_topic(
             &t.name,
             new_topic_id(),
-            partitions,
-            self.config.node_id,
+            &placed,
             &configs,
         ))
     }
@@ -689,6 +708,7 @@ impl Controller {
         image: &MetadataImage,
         name: &str,
         count: i32,
+        assignments: Option<&[Vec<i32>]>,
     ) -> Result<Vec<ApiMessageAndVersion>, TopicOutcome> {
         let Some(topic) = image.topic(name) else {
             return Err(TopicOutcome::err(
@@ -716,13 +736,123 @@ impl Controller {
                 format!("At most {MAX_PARTITIONS_PER_REQUEST} partitions per topic"),
             ));
         }
-        Ok(records::add_partitions(
-            topic.id,
-            current,
-            count,
-            self.config.node_id,
-        ))
+        let placed = match assignments {
+            Some(lists) => {
+                if lists.len() as i32 != count - current {
+                    return Err(TopicOutcome::err(
+                        name,
+                        ErrorCode::InvalidReplicaAssignment,
+                        format!(
+                            "Increasing the number of partitions by {} but {} assignments provided.",
+                            count - current,
+                            lists.len()
+                        ),
+                    ));
+                }
+                manual_placement(image, current, lists)
+            }
+            None => {
+                // New partitions get as many replicas as the topic's first one.
+                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+                automatic_placement(image, current, count - current, rf)
+            }
+        }
+        .map_err(|m| TopicOutcome::err(name, ErrorCode::InvalidReplicaAssignment, m))?;
+        Ok(records::add_placed_partitions(topic.id, current, &placed))
     }
+}
+
+/// The brokers new replicas may go to: registered, not fenced, not shutting down.
+fn placement_candidates(image: &MetadataImage) -> Vec<Candidate> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+        .map(|b| Candidate {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect()
+}
+
+/// Partitions `first..first + count` placed over the live brokers with `rf` replicas.
+fn automatic_placement(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    rf: i16,
+) -> Result<Vec<NewPartition>, String> {
+    let brokers = placement_candidates(image);
+    let lists = placement::place(
+        &brokers,
+        first,
+        count,
+        rf as usize,
+        Start::random(brokers.len()),
+    )?;
+    refuse_replication(rf as usize)?;
+    Ok(lists
+        .into_iter()
+        .map(|r| NewPartition::new(r, |b| image.is_live(b)))
+        .collect())
+}
+
+/// Replica lists given by the client for partitions `first..`, checked as Kafka's
+/// controller checks them.
+fn manual_placement(
+    image: &MetadataImage,
+    first: i32,
+    lists: &[Vec<i32>],
+) -> Result<Vec<NewPartition>, String> {
+    let mut out = Vec::with_capacity(lists.len());
+    for (replicas, index) in lists.iter().zip(first..) {
+        if replicas.is_empty() {
+            return Err(format!("The manual partition assignment includes an empty replica list for partition {index}."));
+        }
+        if replicas.len() != lists[0].len() {
+            return Err("All partitions should have the same number of replicas".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = replicas.iter().find(|r| !seen.insert(**r)) {
+            return Err(format!(
+                "The manual partition assignment includes the broker {dup} more than once."
+            ));
+        }
+        if let Some(missing) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
+            return Err(format!("The manual partition assignment includes broker {missing}, but no such broker is registered."));
+        }
+        let placed = NewPartition::new(replicas.clone(), |b| image.is_live(b));
+        if placed.leader == -1 {
+            return Err(format!("All brokers specified in the manual partition assignment for partition {index} are fenced or in controlled shutdown."));
+        }
+        out.push(placed);
+    }
+    refuse_replication(lists.first().map_or(1, Vec::len))?;
+    Ok(out)
+}
+
+/// Until partitions are replicated (followers fetching from their leader), a
+/// replication factor above 1 would list replicas that hold nothing: refused.
+fn refuse_replication(rf: usize) -> Result<(), String> {
+    if rf > 1 {
+        return Err(format!(
+            "Replication factor {rf}: Spate does not replicate partitions yet; use 1"
+        ));
+    }
+    Ok(())
+}
+
+/// Broker registration changes followed by the leadership changes they cause
+/// (partitions led by a broker that is fenced now get another leader or none; those
+/// without a leader get one once an in-sync replica is live).
+fn with_leadership(
+    image: &MetadataImage,
+    mut records: Vec<ApiMessageAndVersion>,
+) -> Vec<ApiMessageAndVersion> {
+    let mut next = image.clone();
+    next.replay_all(&records);
+    records.extend(crate::metadata::leadership::elect_leaders(&next));
+    records
 }
 
 /// A broker call that could not be served: NOT_CONTROLLER sends the broker's client to
@@ -735,19 +865,20 @@ fn broker_refusal(e: QuorumError) -> BrokerAnswer {
 }
 
 /// The names (topics or config resources) a request is about, in request order.
-fn request_names(request: &ControllerRequest) -> Vec<String> {
+pub fn request_names(request: &ControllerRequest) -> Vec<String> {
     match request {
         ControllerRequest::CreateTopics { topics, .. } => {
             topics.iter().map(|t| t.name.clone()).collect()
         }
         ControllerRequest::DeleteTopics { names } => names.clone(),
         ControllerRequest::CreatePartitions { topics, .. } => {
-            topics.iter().map(|(n, _)| n.clone()).collect()
+            topics.iter().map(|(n, _, _)| n.clone()).collect()
         }
         ControllerRequest::AlterConfigs { changes, .. }
         | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
+        ControllerRequest::Forwarded(inner) => request_names(inner),
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
         | ControllerRequest::FenceExpired => Vec::new(),

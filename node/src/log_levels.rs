@@ -38,6 +38,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.controller",
     "spate.delete_dirs",
     "spate.fault",
+    "spate.forwarding",
     "spate.group",
     "spate.handlers",
     "spate.log_dirs",

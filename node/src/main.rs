@@ -10,6 +10,7 @@ mod conn;
 mod controller;
 mod delete_dirs;
 mod fault;
+mod forwarding;
 mod group;
 mod handlers;
 mod log_dirs;
@@ -83,9 +84,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         std::time::Duration::from_millis(config.broker_session_timeout_ms),
     )
     .context("starting the controller client")?;
+    let forwarder = spate_replication::AppClient::start(
+        booted.voters.clone(),
+        64 << 20,
+        std::time::Duration::from_millis(config.broker_session_timeout_ms),
+    )
+    .context("starting the client for forwarded changes")?;
+    let (unfenced_tx, unfenced_rx) = std::sync::mpsc::sync_channel(1);
     let mut controller = Some(controller::ControllerStart {
         client,
+        forwarder,
         endpoints: security::registered_endpoints(&listeners),
+        unfenced: unfenced_tx,
         quorum: booted.quorum,
         committed: booted.committed,
         image: image.clone(),
@@ -137,14 +147,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(_) => bail!("a shard exited during start-up"),
         }
     }
-    if config.is_controller() {
-        ensure_offsets_topic(&config, &image, &control[0])?;
-        ensure_transaction_state_topic(&config, &image, &control[0])?;
-    } else {
-        // Without forwarding to the active controller (a later phase) this broker cannot
-        // create them; the controllers' brokers do.
-        tracing::info!("not a controller: internal topics are left to the controllers");
+    // As Kafka's broker: serving for real once the controller registered and unfenced
+    // it (a partition can only be placed on a live broker).
+    let registration_timeout =
+        std::time::Duration::from_millis(config.initial_broker_registration_timeout_ms);
+    if unfenced_rx.recv_timeout(registration_timeout).is_err() {
+        bail!(
+            "not registered and unfenced by the active controller within {} ms \
+             (initial_broker_registration_timeout_ms); is a majority of \
+             controller_quorum_voters up?",
+            config.initial_broker_registration_timeout_ms
+        );
     }
+    // Any broker may create them: a node that is not the active controller forwards.
+    ensure_offsets_topic(&config, &image, &control[0])?;
+    ensure_transaction_state_topic(&config, &image, &control[0])?;
     let registry = match &config.schema_registry {
         Some(addr) => {
             ensure_schemas_topic(&image, &control[0])?;

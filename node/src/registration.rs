@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use spate_replication::AppClient;
 
 use crate::config::BrokerConfig;
@@ -23,12 +22,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Sends one call to the active controller and decodes its answer.
 pub async fn call(client: &AppClient, call: &BrokerCall) -> Result<BrokerAnswer, String> {
-    // Our own serde types: encoding cannot fail.
-    let body = serde_json::to_vec(call).expect("broker calls always encode");
-    let answer = client
-        .call(Bytes::from(body))
-        .await
-        .map_err(|e| e.to_string())?;
+    let body = crate::forwarding::encode(&crate::forwarding::ControllerCall::Broker(call.clone()));
+    let answer = client.call(body).await.map_err(|e| e.to_string())?;
     serde_json::from_slice(&answer).map_err(|e| format!("undecodable answer: {e}"))
 }
 
@@ -37,6 +32,7 @@ pub async fn run(
     config: Arc<BrokerConfig>,
     endpoints: Vec<Endpoint>,
     published: Rc<Published>,
+    unfenced: std::sync::mpsc::SyncSender<()>,
 ) {
     let incarnation_id = crate::random_id::uuid_v4();
     let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
@@ -72,7 +68,13 @@ pub async fn run(
             Ok(BrokerAnswer::Heartbeat {
                 registered: false, ..
             }) => epoch = None,
-            Ok(BrokerAnswer::Heartbeat { fenced: f, .. }) => fenced = f,
+            Ok(BrokerAnswer::Heartbeat { fenced: f, .. }) => {
+                if !f {
+                    // The start waits for the first (a full channel: told already).
+                    let _ = unfenced.try_send(());
+                }
+                fenced = f
+            }
             // The client tries the other voters before answering this.
             Ok(BrokerAnswer::NotController) => {}
             Ok(BrokerAnswer::Refused(why)) => {

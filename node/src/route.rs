@@ -17,14 +17,24 @@ pub struct Routed {
     remote: Vec<(Vec<usize>, flume::Receiver<Vec<PartitionReply>>)>,
 }
 
-/// The shard that owns `key`, if the partition exists.
-pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Option<usize> {
+/// Where the work for a partition goes.
+pub enum Owner {
+    /// This broker leads it: the owner shard.
+    Shard(usize),
+    /// No such partition.
+    Unknown,
+    /// Another broker leads it (or none does): NOT_LEADER_OR_FOLLOWER.
+    NotLeader,
+}
+
+/// The shard that owns `key` when this broker leads it.
+pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Owner {
     let image = ctx.image.borrow();
-    let topic = image.topic(&key.topic)?;
-    let info = usize::try_from(key.partition)
-        .ok()
-        .and_then(|p| topic.partitions.get(p))?;
-    Some(ctx.owner_of(info.slot))
+    match image.partition(&key.topic, key.partition) {
+        None => Owner::Unknown,
+        Some(info) if info.leader != ctx.config.node_id => Owner::NotLeader,
+        Some(info) => Owner::Shard(ctx.owner_of(info.slot)),
+    }
 }
 
 /// Send each op to its owner, one message per shard, in order. Awaiting the sends here
@@ -49,13 +59,17 @@ pub async fn send_from(
         .collect();
     for (pos, (key, op)) in ops.into_iter().enumerate() {
         match owner(ctx, &key) {
-            Some(shard) => {
+            Owner::Shard(shard) => {
                 by_shard[shard].0.push(pos);
                 by_shard[shard].1.push((key, op));
             }
-            None => local.push((
+            Owner::Unknown => local.push((
                 pos,
                 PartitionReply::Error(ErrorCode::UnknownTopicOrPartition.code()),
+            )),
+            Owner::NotLeader => local.push((
+                pos,
+                PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code()),
             )),
         }
     }

@@ -72,6 +72,13 @@ impl ShardContext {
         slot as usize % self.shard_count
     }
 
+    /// The shard owning `topic`'s `partition` when this broker leads it.
+    pub fn leading_shard(&self, topic: &str, partition: i32) -> Option<usize> {
+        let image = self.image.borrow();
+        let info = image.partition(topic, partition)?;
+        (info.leader == self.config.node_id).then(|| self.owner_of(info.slot))
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
     }
@@ -190,7 +197,9 @@ impl ShardContext {
         for topic in image.topics.values() {
             let config = self.effective_config(&image, topic);
             for (index, info) in topic.partitions.iter().enumerate() {
-                if self.owner_of(info.slot) != self.id {
+                // A broker opens the partitions it holds a replica of, each on its
+                // owner shard.
+                if self.owner_of(info.slot) != self.id || !info.is_replica(self.config.node_id) {
                     continue;
                 }
                 let key = PartitionKey {

@@ -1,8 +1,8 @@
 //! A cluster on loopback: three nodes that are brokers and controllers (the default
 //! roles) with a static voter list, and a broker that is not a controller and follows
 //! the quorum as an observer. Every node starts (the followers too), a change made
-//! through the active controller reaches every node, and the others answer
-//! NOT_CONTROLLER (forwarding to the active controller is a later phase). Every broker
+//! through any node (forwarded to the active controller by the others) reaches every
+//! node. Every broker
 //! registers and is listed in every node's Metadata; a broker killed is fenced once its
 //! session expires and drops out of the others' Metadata.
 
@@ -153,25 +153,34 @@ fn three_controllers_and_an_observer_share_the_metadata() {
         ),
     );
 
-    // Exactly one node's controller is active: it creates the topic; the others refuse.
+    // Every node creates a topic: the active controller itself, the others (the
+    // observer too) by forwarding to it.
     let mut conns: Vec<TcpStream> = controllers.iter().map(connect).collect();
-    let codes: Vec<i16> = conns.iter_mut().map(|s| create(s, "shared")).collect();
-    let created = codes.iter().filter(|&&c| c == 0).count();
-    let refused = codes
-        .iter()
-        .filter(|&&c| c == ErrorCode::NotController.code())
-        .count();
-    assert_eq!((created, refused), (1, 2), "{codes:?}");
+    let codes: Vec<i16> = conns
+        .iter_mut()
+        .enumerate()
+        .map(|(i, s)| create(s, &format!("shared-{i}")))
+        .collect();
+    assert_eq!(codes, [0, 0, 0]);
     let mut o = connect(&observer);
+    assert_eq!(create(&mut o, "from-observer"), 0);
+    // A second create of the same topic, forwarded or not, is refused as Kafka does.
     assert_eq!(
-        create(&mut o, "from-observer"),
-        ErrorCode::NotController.code()
+        create(&mut o, "shared-0"),
+        ErrorCode::TopicAlreadyExists.code()
     );
 
     // Every node, the observer included, serves the same topics and lists every
     // registered broker.
     conns.push(o);
-    let wanted = ["__consumer_offsets", "__transaction_state", "shared"];
+    let wanted = [
+        "__consumer_offsets",
+        "__transaction_state",
+        "from-observer",
+        "shared-0",
+        "shared-1",
+        "shared-2",
+    ];
     wait_for(&mut conns, &wanted, &[0, 1, 2, 7]);
     for s in &mut conns {
         assert_eq!(described_brokers(s), [0, 1, 2, 7]);

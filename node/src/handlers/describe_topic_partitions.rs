@@ -101,7 +101,7 @@ fn describe(
         };
         let count = topic.partitions.len();
         let end = count.min(start.saturating_add(remaining));
-        topics.push(topic_entry(topic, node, start..end, log_dirs));
+        topics.push(topic_entry(image, topic, node, start..end, log_dirs));
         if end < count {
             next_cursor = Some(Cursor {
                 topic_name: name.to_string(),
@@ -134,6 +134,7 @@ fn missing_topic(name: &str) -> DescribeTopicPartitionsResponseTopic {
 }
 
 fn topic_entry(
+    image: &crate::metadata::MetadataImage,
     t: &TopicImage,
     node: i32,
     range: std::ops::Range<usize>,
@@ -146,18 +147,24 @@ fn topic_entry(
         is_internal: is_internal(&t.name),
         partitions: range
             .map(|p| {
-                let (error_code, leader_id, offline_replicas) =
-                    super::metadata::leadership(log_dirs, &t.name, p as i32, node);
+                let l = super::metadata::leadership(
+                    image,
+                    log_dirs,
+                    &t.name,
+                    p as i32,
+                    &t.partitions[p],
+                    node,
+                );
                 DescribeTopicPartitionsResponsePartition {
-                    error_code,
+                    error_code: l.error_code,
                     partition_index: p as i32,
-                    leader_id,
+                    leader_id: l.leader,
                     leader_epoch: LEADER_EPOCH,
-                    replica_nodes: vec![node],
-                    isr_nodes: vec![node],
+                    replica_nodes: l.replicas,
+                    isr_nodes: l.isr,
                     eligible_leader_replicas: Some(Vec::new()),
                     last_known_elr: Some(Vec::new()),
-                    offline_replicas,
+                    offline_replicas: l.offline_replicas,
                 }
             })
             .collect(),

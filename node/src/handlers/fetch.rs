@@ -418,7 +418,7 @@ async fn wait_for_data(
         if w.error.is_some() {
             continue;
         }
-        if let Some(shard) = route::owner(ctx, &w.key) {
+        if let route::Owner::Shard(shard) = route::owner(ctx, &w.key) {
             by_shard[shard].0.push(pos);
             by_shard[shard].1.push((w.key.clone(), seen));
         }

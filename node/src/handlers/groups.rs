@@ -37,6 +37,7 @@ use spate_net::ErrorCode;
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::group::{partition_for, GroupRequest, JoinArgs, OFFSETS_TOPIC};
 use crate::mesh::ShardMsg;
+use crate::security::Listener;
 use crate::shard::ShardContext;
 
 /// FindCoordinator key types.
@@ -47,15 +48,16 @@ const BATCHED_KEYS_FROM: i16 = 4;
 const BATCHED_MEMBERS_FROM: i16 = 3;
 const BATCHED_GROUPS_FROM: i16 = 8;
 
-/// The shard coordinating `group_id`.
+/// The `__consumer_offsets` partition of `group_id`.
+fn group_partition(ctx: &ShardContext, group_id: &str) -> Option<i32> {
+    let count = ctx.image().topic(OFFSETS_TOPIC)?.partitions.len() as i32;
+    Some(partition_for(group_id, count))
+}
+
+/// The shard coordinating `group_id`, when this broker is its coordinator (leads its
+/// `__consumer_offsets` partition).
 fn coordinator_shard(ctx: &ShardContext, group_id: &str) -> Option<usize> {
-    let image = ctx.image();
-    let topic = image.topic(OFFSETS_TOPIC)?;
-    let p = partition_for(group_id, topic.partitions.len() as i32);
-    topic
-        .partitions
-        .get(p as usize)
-        .map(|info| ctx.owner_of(info.slot))
+    ctx.leading_shard(OFFSETS_TOPIC, group_partition(ctx, group_id)?)
 }
 
 /// Send a request to the group's coordinator and wait for its answer.
@@ -79,23 +81,36 @@ pub fn find_coordinator(
     ctx: &ShardContext,
     req: FindCoordinatorRequest,
     version: i16,
-    advertised: &(String, i32),
+    listener: &Listener,
 ) -> FindCoordinatorResponse {
-    let (host, port) = advertised.clone();
+    let (host, port) = listener.advertised.clone();
     let node = ctx.config.node_id;
+    let image = ctx.image();
     let entry = |key: String| {
-        let shard = match req.key_type {
-            KEY_TYPE_GROUP => coordinator_shard(ctx, &key),
-            KEY_TYPE_TRANSACTION => crate::txn::coordinator::coordinator_shard(ctx, &key),
+        // The coordinator is the leader of the key's internal partition, if it is live.
+        let partition = match req.key_type {
+            KEY_TYPE_GROUP => group_partition(ctx, &key).map(|p| (OFFSETS_TOPIC, p)),
+            KEY_TYPE_TRANSACTION => crate::txn::coordinator::state_partition(ctx, &key)
+                .map(|p| (crate::txn::TXN_STATE_TOPIC, p)),
             _ => None,
         };
+        let coordinator = partition
+            .and_then(|(topic, p)| image.partition(topic, p))
+            .and_then(|info| {
+                if info.leader == node {
+                    Some((node, host.clone(), port))
+                } else {
+                    super::metadata::endpoint(&image, info.leader, listener)
+                        .map(|(h, p)| (info.leader, h, p))
+                }
+            });
         let (error_code, error_message) =
             if !matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION) {
                 (
                     ErrorCode::InvalidRequest.code(),
                     Some(format!("Unknown coordinator type {}", req.key_type)),
                 )
-            } else if shard.is_none() {
+            } else if coordinator.is_none() {
                 (
                     NOT_AVAILABLE,
                     Some("The coordinator is not available.".to_string()),
@@ -103,10 +118,12 @@ pub fn find_coordinator(
             } else {
                 (0, None)
             };
+        // Kafka's answer without a coordinator: node -1, empty host, port -1.
+        let (node_id, host, port) = coordinator.unwrap_or((-1, String::new(), -1));
         CoordinatorEntry {
             key,
-            node_id: node,
-            host: host.clone(),
+            node_id,
+            host,
             port,
             error_code,
             error_message,

@@ -12,7 +12,7 @@ use spate_net::{ErrorCode, Uuid};
 
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::log_dirs::LogDirs;
-use crate::metadata::TopicImage;
+use crate::metadata::{MetadataImage, PartitionInfo, TopicImage};
 use crate::partition::LEADER_EPOCH;
 use crate::security::Listener;
 use crate::shard::ShardContext;
@@ -71,7 +71,7 @@ pub async fn handle(
         None => image
             .topics
             .values()
-            .map(|t| topic_entry(t, ctx.config.node_id, &ctx.log_dirs))
+            .map(|t| topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs))
             .collect(),
         Some(list) => list
             .into_iter()
@@ -85,7 +85,7 @@ pub async fn handle(
                     name.as_deref().and_then(|n| image.topic(n))
                 };
                 match found {
-                    Some(t) => topic_entry(t, ctx.config.node_id, &ctx.log_dirs),
+                    Some(t) => topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs),
                     None => MetadataResponseTopic {
                         error_code: match &name {
                             _ if by_id => ErrorCode::UnknownTopicId.code(),
@@ -122,44 +122,96 @@ pub async fn handle(
 }
 
 /// How a partition's leadership is reported: (error code, leader, offline replicas).
-/// A partition whose log dir is offline has no leader, as Kafka reports a partition
-/// whose only replica is offline.
+/// A partition as Metadata and DescribeTopicPartitions report it.
+pub struct Leadership {
+    pub error_code: i16,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline_replicas: Vec<i32>,
+}
+
+/// A partition's leader, replicas and ISR from the image. Without a leader (its broker
+/// was fenced, or this broker's copy is in an offline log dir) it is
+/// LEADER_NOT_AVAILABLE with leader -1, and the replicas on fenced brokers or offline
+/// dirs are `offline_replicas`, as Kafka reports them.
 pub fn leadership(
+    image: &MetadataImage,
     log_dirs: &LogDirs,
     topic: &str,
     partition: i32,
+    info: &PartitionInfo,
     node: i32,
-) -> (i16, i32, Vec<i32>) {
-    if log_dirs.is_offline(topic, partition) {
-        (ErrorCode::LeaderNotAvailable.code(), -1, vec![node])
+) -> Leadership {
+    let offline_here = info.is_replica(node) && log_dirs.is_offline(topic, partition);
+    let offline_replicas: Vec<i32> = info
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| {
+            if r == node {
+                offline_here
+            } else {
+                !image.is_live(r)
+            }
+        })
+        .collect();
+    let leader = if info.leader == node && offline_here {
+        -1
     } else {
-        (0, node, Vec::new())
+        info.leader
+    };
+    Leadership {
+        error_code: if leader == -1 {
+            ErrorCode::LeaderNotAvailable.code()
+        } else {
+            0
+        },
+        leader,
+        replicas: info.replicas.clone(),
+        isr: info.isr.clone(),
+        offline_replicas,
     }
 }
 
-fn topic_entry(t: &TopicImage, node: i32, log_dirs: &LogDirs) -> MetadataResponseTopic {
+fn topic_entry(
+    image: &MetadataImage,
+    t: &TopicImage,
+    node: i32,
+    log_dirs: &LogDirs,
+) -> MetadataResponseTopic {
     MetadataResponseTopic {
         error_code: 0,
         name: Some(t.name.clone()),
         topic_id: Uuid(t.id),
         is_internal: t.name == crate::group::OFFSETS_TOPIC,
-        partitions: (0..t.partitions.len() as i32)
-            .map(|p| {
-                let (error_code, leader_id, offline_replicas) =
-                    leadership(log_dirs, &t.name, p, node);
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, info)| {
+                let l = leadership(image, log_dirs, &t.name, p as i32, info, node);
                 MetadataResponsePartition {
-                    error_code,
-                    partition_index: p,
-                    leader_id,
+                    error_code: l.error_code,
+                    partition_index: p as i32,
+                    leader_id: l.leader,
                     leader_epoch: LEADER_EPOCH,
-                    replica_nodes: vec![node],
-                    isr_nodes: vec![node],
-                    offline_replicas,
+                    replica_nodes: l.replicas,
+                    isr_nodes: l.isr,
+                    offline_replicas: l.offline_replicas,
                 }
             })
             .collect(),
         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
     }
+}
+
+/// Where clients of `listener` reach broker `id` (another broker, live, with a
+/// listener of that name).
+pub fn endpoint(image: &MetadataImage, id: i32, listener: &Listener) -> Option<(String, i32)> {
+    let b = image.brokers.get(&id).filter(|b| !b.fenced)?;
+    let (_, host, port, _) = b.endpoints.iter().find(|e| e.0 == listener.name)?;
+    Some((host.clone(), i32::from(*port)))
 }
 
 /// This broker (always, even before its registration is unfenced: it answers for
@@ -183,8 +235,8 @@ pub fn live_brokers(
         .filter(|b| !b.fenced && b.id != ctx.config.node_id)
         // As Kafka: a broker without a listener of that name is left out.
         .filter_map(|b| {
-            let (_, host, port, _) = b.endpoints.iter().find(|e| e.0 == listener.name)?;
-            Some((b.id, host.clone(), i32::from(*port), b.rack.clone()))
+            let (host, port) = endpoint(image, b.id, listener)?;
+            Some((b.id, host, port, b.rack.clone()))
         });
     std::iter::once(me).chain(others).collect()
 }

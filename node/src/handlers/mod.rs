@@ -193,7 +193,7 @@ pub async fn dispatch(
         ),
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
-            &groups::find_coordinator(&ctx, req, version, &session.listener.advertised),
+            &groups::find_coordinator(&ctx, req, version, &session.listener),
         )),
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();

@@ -13,7 +13,7 @@ use spate_net::messages::{
 use spate_net::{ErrorCode, Uuid};
 
 use super::configs::topic_entries;
-use crate::controller::{ControllerRequest, NewTopic, TopicOutcome};
+use crate::controller::{ControllerRequest, NewPartitions, NewTopic, TopicOutcome};
 use crate::shard::ShardContext;
 
 /// DeleteTopics v6 names topics by name or id.
@@ -206,30 +206,18 @@ pub async fn create_partitions(
     ctx: &Rc<ShardContext>,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let image = ctx.image();
-    let node = ctx.config.node_id;
-    let mut early: Vec<Option<(i16, String)>> = Vec::with_capacity(req.topics.len());
-    let mut asks = Vec::new();
-    for t in &req.topics {
-        let current = image.topic(&t.name).map(|x| x.partitions.len() as i32);
-        let bad_assignment = match (&t.assignments, current) {
-            (Some(a), Some(cur)) => {
-                a.len() as i32 != t.count - cur
-                    || a.iter().any(|r| r.broker_ids.as_slice() != [node])
-            }
-            _ => false,
-        };
-        if bad_assignment {
-            early.push(Some((
-                ErrorCode::InvalidReplicaAssignment.code(),
-                format!("Assignments must name the single broker {node} for each new partition"),
-            )));
-        } else {
-            early.push(None);
-            asks.push((t.name.clone(), t.count));
-        }
-    }
-    let names: Vec<String> = asks.iter().map(|(n, _)| n.clone()).collect();
+    let asks: Vec<NewPartitions> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let assignments = t
+                .assignments
+                .as_ref()
+                .map(|a| a.iter().map(|r| r.broker_ids.clone()).collect());
+            (t.name.clone(), t.count, assignments)
+        })
+        .collect();
+    let names: Vec<String> = asks.iter().map(|(n, _, _)| n.clone()).collect();
     let mut outcomes = if asks.is_empty() {
         Vec::new()
     } else {
@@ -244,15 +232,11 @@ pub async fn create_partitions(
     let results = req
         .topics
         .iter()
-        .zip(early)
-        .map(|(t, early)| {
-            let (error_code, error_message) = match early {
-                Some((code, msg)) => (code, Some(msg)),
-                None => outcomes
-                    .next()
-                    .map(|o| (o.error, o.message))
-                    .unwrap_or((ErrorCode::UnknownServerError.code(), None)),
-            };
+        .map(|t| {
+            let (error_code, error_message) = outcomes
+                .next()
+                .map(|o| (o.error, o.message))
+                .unwrap_or((ErrorCode::UnknownServerError.code(), None));
             CreatePartitionsTopicResult {
                 name: t.name.clone(),
                 error_code,

@@ -36,6 +36,13 @@ pub struct PartitionInfo {
     pub directories: Vec<[u8; 16]>,
 }
 
+impl PartitionInfo {
+    /// Whether `node` holds a replica (and so opens the partition's log).
+    pub fn is_replica(&self, node: i32) -> bool {
+        self.replicas.contains(&node)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicImage {
     pub name: String,
@@ -92,6 +99,17 @@ impl MetadataImage {
         self.topic_names_by_id
             .get(id)
             .and_then(|n| self.topics.get(n))
+    }
+
+    /// A partition's state, if the topic and partition exist.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(index)
+    }
+
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
     /// The image that `records` (a snapshot's) describe, at `offset`.

@@ -8,10 +8,12 @@
 pub mod boot;
 pub mod brokers;
 mod image;
+pub mod leadership;
 mod legacy;
 mod migrate;
+pub mod placement;
 pub mod publish;
 pub mod records;
 
 pub use boot::MetadataQuorum;
-pub use image::{MetadataImage, TopicImage};
+pub use image::{MetadataImage, PartitionInfo, TopicImage};

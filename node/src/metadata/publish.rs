@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -17,14 +18,40 @@ use crate::mesh::ShardMsg;
 pub struct Published {
     image: RefCell<Arc<MetadataImage>>,
     changed: Event,
+    offset: Arc<PublishedOffset>,
+}
+
+/// The offset of the published image, readable from any thread (the controller's
+/// handler of calls from other nodes runs on the quorum's thread).
+#[derive(Debug, Default)]
+pub struct PublishedOffset(AtomicU64);
+
+/// `PublishedOffset`'s "nothing applied yet".
+const NO_OFFSET: u64 = u64::MAX;
+
+impl PublishedOffset {
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&o| o != NO_OFFSET)
+    }
+
+    fn set(&self, offset: Option<u64>) {
+        self.0.store(offset.unwrap_or(NO_OFFSET), Ordering::Release);
+    }
 }
 
 impl Published {
     pub fn new(image: Arc<MetadataImage>) -> Rc<Self> {
+        let offset = Arc::new(PublishedOffset::default());
+        offset.set(image.offset);
         Rc::new(Published {
             image: RefCell::new(image),
             changed: Event::new(),
+            offset,
         })
+    }
+
+    pub fn offset_handle(&self) -> Arc<PublishedOffset> {
+        self.offset.clone()
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
@@ -51,6 +78,7 @@ impl Published {
             self.image.borrow().offset,
             image.offset
         );
+        self.offset.set(image.offset);
         self.image.replace(image);
         self.changed.notify(usize::MAX);
     }

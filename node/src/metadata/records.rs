@@ -36,26 +36,48 @@ fn rec(record: MetadataRecord) -> ApiMessageAndVersion {
 
 /// A partition led by `node`, its only replica (Spate does not replicate partitions
 /// yet). The directory is left unassigned (zeros): the broker places the log.
-fn single_replica_partition(topic_id: [u8; 16], index: i32, node: i32) -> ApiMessageAndVersion {
+/// A new partition's replicas, in-sync replicas and leader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPartition {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1 when no replica is live.
+    pub leader: i32,
+}
+
+impl NewPartition {
+    /// Replicas on `live` brokers are in sync; the first of them leads (Kafka's choice
+    /// for a new partition).
+    pub fn new(replicas: Vec<i32>, live: impl Fn(i32) -> bool) -> Self {
+        let isr: Vec<i32> = replicas.iter().copied().filter(|&r| live(r)).collect();
+        let leader = isr.first().copied().unwrap_or(-1);
+        NewPartition {
+            replicas,
+            isr,
+            leader,
+        }
+    }
+}
+
+fn new_partition_record(topic_id: [u8; 16], index: i32, p: &NewPartition) -> ApiMessageAndVersion {
     rec(MetadataRecord::Partition(PartitionRecord {
         partition_id: index,
         topic_id: Uuid(topic_id),
-        replicas: vec![node],
-        isr: vec![node],
-        leader: node,
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        leader: p.leader,
         leader_epoch: 0,
         partition_epoch: 0,
-        directories: vec![Uuid::ZERO],
+        directories: vec![Uuid::ZERO; p.replicas.len()],
         ..Default::default()
     }))
 }
 
-/// A new topic: its `TopicRecord`, its config overrides, then its partitions.
-pub fn create_topic(
+/// A new topic with its placed partitions.
+pub fn create_placed_topic(
     name: &str,
     id: [u8; 16],
-    partitions: i32,
-    node: i32,
+    partitions: &[NewPartition],
     configs: &BTreeMap<String, String>,
 ) -> Vec<ApiMessageAndVersion> {
     let mut out = vec![rec(MetadataRecord::Topic(TopicRecord {
@@ -68,20 +90,53 @@ pub fn create_topic(
         &BTreeMap::new(),
         configs,
     ));
-    out.extend(add_partitions(id, 0, partitions, node));
+    out.extend(add_placed_partitions(id, 0, partitions));
     out
 }
 
-/// Partitions `from..to` of a topic.
+/// Placed partitions `from..` of a topic.
+pub fn add_placed_partitions(
+    topic_id: [u8; 16],
+    from: i32,
+    partitions: &[NewPartition],
+) -> Vec<ApiMessageAndVersion> {
+    partitions
+        .iter()
+        .zip(from..)
+        .map(|(p, index)| new_partition_record(topic_id, index, p))
+        .collect()
+}
+
+fn single_replica(node: i32) -> NewPartition {
+    NewPartition {
+        replicas: vec![node],
+        isr: vec![node],
+        leader: node,
+    }
+}
+
+/// A new topic whose partitions have one replica each, on `node` (a single node's
+/// metadata, as migrated from its JSON log).
+pub fn create_topic(
+    name: &str,
+    id: [u8; 16],
+    partitions: i32,
+    node: i32,
+    configs: &BTreeMap<String, String>,
+) -> Vec<ApiMessageAndVersion> {
+    let placed = vec![single_replica(node); partitions.max(0) as usize];
+    create_placed_topic(name, id, &placed, configs)
+}
+
+/// Partitions `from..to` of a topic, one replica each on `node`.
 pub fn add_partitions(
     topic_id: [u8; 16],
     from: i32,
     to: i32,
     node: i32,
 ) -> Vec<ApiMessageAndVersion> {
-    (from..to)
-        .map(|p| single_replica_partition(topic_id, p, node))
-        .collect()
+    let placed = vec![single_replica(node); (to - from).max(0) as usize];
+    add_placed_partitions(topic_id, from, &placed)
 }
 
 /// One `ConfigRecord` per key whose value differs between `old` and `new` (a null

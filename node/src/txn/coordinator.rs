@@ -190,13 +190,13 @@ pub fn partition_of(ctx: &ShardContext, transactional_id: &str) -> Option<i32> {
 
 /// The shard coordinating a transactional id.
 pub fn coordinator_shard(ctx: &ShardContext, transactional_id: &str) -> Option<usize> {
-    let image = ctx.image();
-    let topic = image.topic(TXN_STATE_TOPIC)?;
-    let p = state_log::partition_for(transactional_id, topic.partitions.len() as i32);
-    topic
-        .partitions
-        .get(p as usize)
-        .map(|info| ctx.owner_of(info.slot))
+    ctx.leading_shard(TXN_STATE_TOPIC, state_partition(ctx, transactional_id)?)
+}
+
+/// The `__transaction_state` partition of `transactional_id`.
+pub fn state_partition(ctx: &ShardContext, transactional_id: &str) -> Option<i32> {
+    let count = ctx.image().topic(TXN_STATE_TOPIC)?.partitions.len() as i32;
+    Some(state_log::partition_for(transactional_id, count))
 }
 
 /// Serve one request on the coordinating shard.

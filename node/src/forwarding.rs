@@ -1,0 +1,177 @@
+//! Calls between nodes and the active controller, over the quorum's application calls
+//! (`spate_replication::AppClient`): brokers' registrations and heartbeats, and the
+//! metadata changes a node that is not the active controller forwards to it (Kafka's
+//! request forwarding: CreateTopics, DeleteTopics, CreatePartitions, config changes
+//! and producer-id blocks reach the active controller from any broker).
+//!
+//! A forwarded change is answered with each item's error and the metadata offset its
+//! records committed at; the forwarding node waits until its own shards applied that
+//! offset, so that its answer (and the client's next Metadata) shows the change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use spate_net::ErrorCode;
+use spate_replication::{AppClient, AppReply};
+
+use crate::controller::{ControllerQueue, ControllerReply, ControllerRequest, TopicOutcome};
+use crate::metadata::brokers::{BrokerAnswer, BrokerCall};
+use crate::metadata::publish::{Published, PublishedOffset};
+
+/// What one node asks of the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerCall {
+    Broker(BrokerCall),
+    Forward(ControllerRequest),
+}
+
+/// The active controller's answer to a forwarded change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardedReply {
+    /// Per item, in request order: name, error code, message.
+    Topics {
+        outcomes: Vec<(String, i16, Option<String>)>,
+        /// The metadata offset that holds the change (the active controller's image
+        /// once its shards applied it).
+        offset: Option<u64>,
+    },
+    ProducerId(Result<i64, i16>),
+    /// The receiver is not the active controller any more.
+    NotController,
+}
+
+/// How long a forwarding node waits for its own image to reach a forwarded change.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Encodes a call (our own serde types: encoding cannot fail).
+pub fn encode(call: &ControllerCall) -> Bytes {
+    Bytes::from(serde_json::to_vec(call).expect("controller calls always encode"))
+}
+
+/// Whether a request is a change the active controller must make.
+pub fn is_forwardable(request: &ControllerRequest) -> bool {
+    !matches!(
+        request,
+        ControllerRequest::Broker(_)
+            | ControllerRequest::FenceExpired
+            | ControllerRequest::Forwarded(_)
+    )
+}
+
+/// Sends `request` to the active controller and answers as the local controller would.
+pub async fn forward(
+    client: &AppClient,
+    published: &Published,
+    request: ControllerRequest,
+) -> ControllerReply {
+    let names = crate::controller::request_names(&request);
+    let producer_id = matches!(request, ControllerRequest::AllocateProducerId);
+    let answer = client
+        .call(encode(&ControllerCall::Forward(request)))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|body| {
+            serde_json::from_slice::<ForwardedReply>(&body)
+                .map_err(|e| format!("undecodable answer: {e}"))
+        });
+    let unavailable = |why: String| {
+        tracing::warn!(error = %why, "forwarding to the active controller failed");
+        if producer_id {
+            return ControllerReply::ProducerId(Err(ErrorCode::CoordinatorLoadInProgress.code()));
+        }
+        ControllerReply::Topics(
+            names
+                .iter()
+                .map(|n| TopicOutcome::err(n, ErrorCode::NotController, why.clone()))
+                .collect(),
+        )
+    };
+    match answer {
+        Ok(ForwardedReply::Topics { outcomes, offset }) => {
+            let image = match offset {
+                Some(o) => compio::time::timeout(CATCH_UP, published.wait_for(o))
+                    .await
+                    .unwrap_or_else(|_| published.image()),
+                None => published.image(),
+            };
+            ControllerReply::Topics(
+                outcomes
+                    .into_iter()
+                    .map(|(name, error, message)| {
+                        let topic = (error == 0).then(|| image.topic(&name).cloned()).flatten();
+                        TopicOutcome {
+                            name,
+                            error,
+                            message,
+                            topic,
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        Ok(ForwardedReply::ProducerId(r)) => ControllerReply::ProducerId(r),
+        Ok(ForwardedReply::NotController) => unavailable("the active controller changed".into()),
+        Err(why) => unavailable(why),
+    }
+}
+
+/// The handler of calls to this node's controller (installed on its voter): each goes
+/// through the controller's queue like any local request.
+pub fn app_handler(
+    queue: ControllerQueue,
+    published: Arc<PublishedOffset>,
+) -> spate_replication::AppHandler {
+    Arc::new(move |body: Bytes| {
+        let queue = queue.clone();
+        let published = published.clone();
+        Box::pin(async move {
+            let Ok(call) = serde_json::from_slice::<ControllerCall>(&body) else {
+                return AppReply::Failed("not a controller call".into());
+            };
+            let request = match call {
+                ControllerCall::Broker(b) => ControllerRequest::Broker(b),
+                ControllerCall::Forward(r) if is_forwardable(&r) => {
+                    ControllerRequest::Forwarded(Box::new(r))
+                }
+                ControllerCall::Forward(_) => {
+                    return AppReply::Failed("not a forwardable request".into())
+                }
+            };
+            let (tx, rx) = flume::bounded(1);
+            if queue.send_async((request, tx)).await.is_err() {
+                return AppReply::Failed("the controller stopped".into());
+            }
+            let encoded = match rx.recv_async().await {
+                Ok(ControllerReply::Broker(BrokerAnswer::NotController)) => {
+                    return AppReply::NotLeader { leader: None }
+                }
+                Ok(ControllerReply::Broker(answer)) => serde_json::to_vec(&answer),
+                Ok(ControllerReply::Topics(outcomes)) => {
+                    if outcomes
+                        .iter()
+                        .any(|o| o.error == ErrorCode::NotController.code())
+                    {
+                        return AppReply::NotLeader { leader: None };
+                    }
+                    serde_json::to_vec(&ForwardedReply::Topics {
+                        outcomes: outcomes
+                            .into_iter()
+                            .map(|o| (o.name, o.error, o.message))
+                            .collect(),
+                        offset: published.get(),
+                    })
+                }
+                Ok(ControllerReply::ProducerId(r)) => {
+                    serde_json::to_vec(&ForwardedReply::ProducerId(r))
+                }
+                Ok(ControllerReply::Done) | Err(_) => {
+                    return AppReply::Failed("the controller stopped".into())
+                }
+            };
+            // Our own serde types: encoding cannot fail.
+            AppReply::Ok(encoded.expect("controller answers always encode").into())
+        })
+    })
+}
