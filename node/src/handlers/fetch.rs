@@ -10,13 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spate_net::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use spate_net::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use spate_net::messages::{FetchRequest, FetchResponse};
 use spate_net::{ErrorCode, Records};
 
+use super::leader_hints;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::metrics::record_count;
 use crate::route;
+use crate::security::Listener;
 use crate::shard::ShardContext;
 
 /// Fetch v13 addresses topics by id instead of name.
@@ -75,7 +79,12 @@ fn next_offset_after(batch: &Bytes) -> Option<i64> {
     base.checked_add(i64::from(delta))?.checked_add(1)
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    req: FetchRequest,
+    version: i16,
+    listener: &Listener,
+) -> FetchResponse {
     if req.session_id != 0 || req.session_epoch > 0 {
         // We never hand out sessions, so any session id is unknown.
         return FetchResponse {
@@ -176,6 +185,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
     }
 
     trim_to_kafka_bounds(&mut wanted, max_total);
+    // KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+    let mut leaders = std::collections::BTreeSet::new();
     for w in wanted {
         let data = &mut responses[w.topic].partitions[w.part];
         data.high_watermark = w.high_watermark;
@@ -197,6 +208,17 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
             Some(code) => {
                 data.error_code = code;
                 data.records = Some(Records::new());
+                if code == ErrorCode::NotLeaderOrFollower.code() && version >= LEADER_HINTS_FROM {
+                    if let Some((leader_id, leader_epoch)) =
+                        leader_hints::current_leader(&ctx.image(), &w.key.topic, w.key.partition)
+                    {
+                        data.current_leader = LeaderIdAndEpoch {
+                            leader_id,
+                            leader_epoch,
+                        };
+                        leaders.insert(leader_id);
+                    }
+                }
             }
             None if w.taken > 0 => {
                 // Traffic is counted here, for what is sent, once.
@@ -224,12 +246,26 @@ pub async fn handle(ctx: &Rc<ShardContext>, req: FetchRequest, version: i16) -> 
         metrics.error("Fetch", p.error_code);
     }
     drop(metrics);
+    let node_endpoints =
+        leader_hints::endpoints(&ctx.image(), &leaders, listener, ctx.config.node_id)
+            .into_iter()
+            .map(|(node_id, host, port, rack)| NodeEndpoint {
+                node_id,
+                host,
+                port,
+                rack,
+            })
+            .collect();
     FetchResponse {
         responses,
         session_id: 0,
+        node_endpoints,
         ..Default::default()
     }
 }
+
+/// Fetch from this version on carries KIP-951's leader hints.
+const LEADER_HINTS_FROM: i16 = 16;
 
 /// Kafka's response bounds over what was read, in request order: each partition gets
 /// at most its `partition_max_bytes` and what is left of the response budget, except

@@ -9,6 +9,7 @@ mod configs;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
+mod leader_hints;
 mod list_config_resources;
 mod metadata;
 mod offsets;
@@ -101,10 +102,15 @@ pub async fn dispatch(
     let ctx = ctx.clone();
     match body {
         RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
-        RequestBody::Produce(req) => produce::dispatch(ctx, header, req, arrived).await,
-        RequestBody::Fetch(req) => later(header.clone(), async move {
-            fetch::handle(&ctx, req, header.request_api_version).await
-        }),
+        RequestBody::Produce(req) => {
+            produce::dispatch(ctx, header, req, arrived, session.listener.clone()).await
+        }
+        RequestBody::Fetch(req) => {
+            let listener = session.listener.clone();
+            later(header.clone(), async move {
+                fetch::handle(&ctx, req, header.request_api_version, &listener).await
+            })
+        }
         RequestBody::Metadata(req) => {
             let listener = session.listener.clone();
             later(header.clone(), async move {

@@ -7,15 +7,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use spate_net::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use spate_net::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use spate_net::ErrorCode;
 
-use super::{frame, Dispatched};
+use super::{frame, leader_hints, Dispatched};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, TxnCheck};
 use crate::route;
 use crate::schema_registry::SchemaCheck;
+use crate::security::Listener;
 use crate::shard::ShardContext;
 
 /// Produce from this version on names topics by id (KIP-516).
@@ -36,6 +38,7 @@ pub async fn dispatch(
     header: RequestHeader,
     req: ProduceRequest,
     arrived: std::time::Instant,
+    listener: Arc<Listener>,
 ) -> Dispatched {
     let version = header.request_api_version;
     let acks = req.acks;
@@ -212,14 +215,62 @@ pub async fn dispatch(
             metrics.error("Produce", p.error_code);
         }
         drop(metrics);
+        let node_endpoints = if version >= LEADER_HINTS_FROM {
+            leader_hints_for(&ctx, &names, &mut responses, &listener)
+        } else {
+            Vec::new()
+        };
         Some(frame(
             &header,
             &ProduceResponse {
                 responses,
+                node_endpoints,
                 ..Default::default()
             },
         ))
     }))
+}
+
+/// Produce from this version on carries KIP-951's leader hints.
+const LEADER_HINTS_FROM: i16 = 10;
+
+/// KIP-951: fills the current leader of every partition answered
+/// NOT_LEADER_OR_FOLLOWER; the endpoints of those leaders.
+fn leader_hints_for(
+    ctx: &ShardContext,
+    names: &[Option<Arc<str>>],
+    responses: &mut [TopicProduceResponse],
+    listener: &Listener,
+) -> Vec<NodeEndpoint> {
+    let image = ctx.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for (t, name) in responses.iter_mut().zip(names) {
+        let Some(name) = name else { continue };
+        for p in t
+            .partition_responses
+            .iter_mut()
+            .filter(|p| p.error_code == ErrorCode::NotLeaderOrFollower.code())
+        {
+            if let Some((leader_id, leader_epoch)) =
+                leader_hints::current_leader(&image, name, p.index)
+            {
+                p.current_leader = LeaderIdAndEpoch {
+                    leader_id,
+                    leader_epoch,
+                };
+                leaders.insert(leader_id);
+            }
+        }
+    }
+    leader_hints::endpoints(&image, &leaders, listener, ctx.config.node_id)
+        .into_iter()
+        .map(|(node_id, host, port, rack)| NodeEndpoint {
+            node_id,
+            host,
+            port,
+            rack,
+        })
+        .collect()
 }
 
 /// Produce from this version on may answer TRANSACTION_ABORTABLE.

@@ -1,0 +1,170 @@
+"""A 3-node cluster on loopback, started with scripts/local-cluster.sh (every node a
+broker and a controller-quorum voter): partitions spread over the brokers, clients
+follow the leaders from one bootstrap address, changes made through any node (forwarded
+to the active controller), and a broker killed with kill -9 leaves its partitions
+leaderless until it comes back with every acknowledged record."""
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
+from test_kafka_cli import kafka_libs, tool  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.timeout(240),
+              pytest.mark.skipif(bool(EXTERNAL), reason="starts its own cluster")]
+
+SCRIPT = ROOT / "scripts" / "local-cluster.sh"
+# Short broker sessions, so a killed broker is fenced within seconds.
+SESSIONS = "broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 2000\n"
+
+
+class Cluster:
+    def __init__(self):
+        self.dir = RUNS / f"cluster-{uuid.uuid4().hex[:8]}"
+        self.dir.mkdir(parents=True)
+        config = self.dir / "sessions.toml"
+        config.write_text(SESSIONS)
+        self.ports = [free_port() for _ in range(3)]
+        self.env = dict(os.environ,
+                        SPATE_BIN=str(SPATE_BIN),
+                        SPATE_CLUSTER_DIR=str(self.dir),
+                        SPATE_CLUSTER_PORTS=",".join(map(str, self.ports)),
+                        SPATE_CLUSTER_CONTROLLER_PORTS=",".join(str(free_port()) for _ in range(3)),
+                        SPATE_CLUSTER_CONFIG=str(config))
+
+    def run(self, *args):
+        r = subprocess.run([str(SCRIPT), *map(str, args)], env=self.env, capture_output=True,
+                           text=True, timeout=150)
+        assert r.returncode == 0, f"local-cluster.sh {args}: {r.stdout}\n{r.stderr}\n{self.logs()}"
+        return r.stdout
+
+    def logs(self):
+        out = []
+        for n in range(3):
+            path = self.dir / f"node-{n}.log"
+            if path.exists():
+                out.append(f"--- node {n}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:]))
+        return "\n".join(out)
+
+    def bootstrap(self, node):
+        return f"127.0.0.1:{self.ports[node]}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    c.run("start")
+    yield c
+    c.run("stop")
+
+
+def partitions(admin, topic):
+    """{partition: (leader, replicas)} as Metadata reports them."""
+    md = admin.list_topics(topic, timeout=10)
+    return {p.id: (p.leader, list(p.replicas)) for p in md.topics[topic].partitions.values()}
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def consume_all(bootstrap, topic, count, group):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < count and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    c.commit(asynchronous=False)
+    committed = c.committed([TopicPartition(topic, p) for p in range(6)], timeout=10)
+    c.close()
+    return got, {tp.partition: tp.offset for tp in committed}
+
+
+def produce_keyed(bootstrap, topic, start, count):
+    """`count` records round robin over the 6 partitions, idempotent and acks=all."""
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    failed = []
+    for i in range(start, start + count):
+        p.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 6,
+                  on_delivery=lambda err, _m: err and failed.append(err))
+    assert p.flush(30) == 0
+    assert failed == []
+
+
+def test_partitions_spread_and_clients_follow_the_leaders(cluster, kafka_libs):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(2)})
+    # Through node 2; unless it is the active controller, it forwards the change.
+    for f in admin.create_topics([NewTopic("spread", 6, 1)]).values():
+        f.result(timeout=30)
+    md = admin.list_topics(timeout=10)
+    assert sorted(md.brokers) == [0, 1, 2]
+    assert sorted((b.host, b.port) for b in md.brokers.values()) == sorted(
+        ("127.0.0.1", p) for p in cluster.ports)
+    placed = partitions(admin, "spread")
+    # Round robin over three brokers: each leads two partitions, one replica each.
+    leaders = [placed[p][0] for p in range(6)]
+    assert sorted(leaders) == [0, 0, 1, 1, 2, 2]
+    assert all(placed[p][1] == [placed[p][0]] for p in range(6))
+    # Every node reports the same, Kafka's own tool included.
+    for node in range(3):
+        other = AdminClient({"bootstrap.servers": cluster.bootstrap(node)})
+        assert partitions(other, "spread") == placed
+    described = tool(kafka_libs, "TopicCommand", "--bootstrap-server", cluster.bootstrap(1),
+                     "--describe", "--topic", "spread")
+    for p in range(6):
+        assert f"Partition: {p}\tLeader: {leaders[p]}\t" in described, described
+
+    # One bootstrap address: the clients find each partition's leader.
+    produce_keyed(cluster.bootstrap(0), "spread", 0, 600)
+    got, committed = consume_all(cluster.bootstrap(1), "spread", 600, "spread-group")
+    assert sorted(got) == sorted((i % 6, i // 6, b"k%d" % i, b"v%d" % i) for i in range(600))
+    assert committed == {p: 100 for p in range(6)}
+
+
+def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for f in admin.create_topics([NewTopic("failover", 6, 1)]).values():
+        f.result(timeout=30)
+    placed = partitions(admin, "failover")
+    produce_keyed(cluster.bootstrap(0), "failover", 0, 60)
+    on_2 = sorted(p for p, (leader, _) in placed.items() if leader == 2)
+    assert len(on_2) == 2
+
+    cluster.run("kill", 2)
+    # Fenced after its session (2 s): its partitions have no leader, the others keep theirs.
+    now = wait_for("node 2's partitions to lose their leader",
+                   lambda: (lambda m: m if all(m[p][0] == -1 for p in on_2) else None)(
+                       partitions(admin, "failover")))
+    assert {p: now[p][0] for p in placed if p not in on_2} == {
+        p: placed[p][0] for p in placed if p not in on_2}
+    assert sorted(admin.list_topics(timeout=10).brokers) == [0, 1]
+    # The partitions led by live brokers take writes meanwhile.
+    p = Producer({"bootstrap.servers": cluster.bootstrap(1), "acks": "all"})
+    alive = [q for q in range(6) if q not in on_2]
+    for q in alive:
+        p.produce("failover", key=b"during", value=b"outage", partition=q)
+    assert p.flush(30) == 0
+
+    cluster.run("start", 2)
+    wait_for("node 2 to lead its partitions again",
+             lambda: partitions(admin, "failover") == placed)
+    got, committed = consume_all(cluster.bootstrap(2), "failover", 60 + len(alive), "failover-group")
+    expected = [(i % 6, i // 6, b"k%d" % i, b"v%d" % i) for i in range(60)]
+    expected += [(q, 10, b"during", b"outage") for q in alive]
+    assert sorted(got) == sorted(expected)
+    assert committed == {q: 10 + (q in alive) for q in range(6)}
