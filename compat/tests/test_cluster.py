@@ -168,3 +168,54 @@ def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(clust
     expected += [(q, 10, b"during", b"outage") for q in alive]
     assert sorted(got) == sorted(expected)
     assert committed == {q: 10 + (q in alive) for q in range(6)}
+
+
+def quorum(kafka_libs, bootstrap, what):
+    """kafka-metadata-quorum.sh describe --status (a dict) or --replication (rows)."""
+    out = tool(kafka_libs, "MetadataQuorumCommand", "--bootstrap-server", bootstrap,
+               "describe", what)
+    lines = [l for l in out.splitlines() if l.strip() and not l.startswith("SLF4J")]
+    if what == "--status":
+        return dict(l.split(":", 1) for l in lines)
+    header, *rows = [l.split() for l in lines]
+    return [dict(zip(header, r)) for r in rows]
+
+
+def test_metadata_quorum_described_and_its_leader_killed(cluster, kafka_libs):
+    status = quorum(kafka_libs, cluster.bootstrap(1), "--status")
+    leader, epoch = int(status["LeaderId"]), int(status["LeaderEpoch"])
+    assert leader in (0, 1, 2)
+    assert "CurrentVoters" in status and all(
+        f'"id": {n}' in status["CurrentVoters"] for n in range(3))
+    assert status["CurrentObservers"].strip() == "[]"
+
+    def replication_caught_up(via):
+        rows = quorum(kafka_libs, cluster.bootstrap(via), "--replication")
+        ids = sorted(int(r["NodeId"]) for r in rows)
+        return rows if ids == [0, 1, 2] and all(r["Lag"] == "0" for r in rows) else None
+
+    rows = wait_for("every voter caught up", lambda: replication_caught_up(1))
+    assert [r["Status"] for r in rows if int(r["NodeId"]) == leader] == ["Leader"]
+    high_watermark = int(status["HighWatermark"])
+    assert all(int(r["LogEndOffset"]) >= high_watermark for r in rows)
+
+    # kill -9 the active controller: the other two elect a new one in a later epoch, and
+    # changes made through either of them go on.
+    cluster.run("kill", leader)
+    survivor = next(n for n in range(3) if n != leader)
+
+    def new_leader():
+        try:
+            s = quorum(kafka_libs, cluster.bootstrap(survivor), "--status")
+        except AssertionError:
+            return None  # no active controller yet: the tool fails
+        return s if int(s["LeaderId"]) != leader and int(s["LeaderEpoch"]) > epoch else None
+
+    wait_for("a new active controller", new_leader, timeout=60)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(survivor)})
+    for f in admin.create_topics([NewTopic("after-controller-loss", 2, 1)]).values():
+        f.result(timeout=30)
+    cluster.run("start", leader)
+    wait_for("the old leader caught up again", lambda: replication_caught_up(leader), timeout=60)
+    back = AdminClient({"bootstrap.servers": cluster.bootstrap(leader)})
+    assert "after-controller-loss" in back.list_topics(timeout=10).topics

@@ -25,6 +25,7 @@ use crate::metadata::boot::propose_all;
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
 use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
+use crate::metadata::quorum_view::QuorumView;
 use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
 use crate::topic_config;
@@ -91,6 +92,8 @@ pub enum ControllerRequest {
     Broker(BrokerCall),
     /// Fence the brokers whose session expired (a periodic tick).
     FenceExpired,
+    /// The quorum's state, as the active controller sees it (DescribeQuorum).
+    DescribeQuorum,
     /// A request another node forwarded here, as the active controller: answered
     /// NOT_CONTROLLER rather than forwarded again when this node no longer is.
     Forwarded(Box<ControllerRequest>),
@@ -112,6 +115,8 @@ pub enum ControllerReply {
     /// A producer id, or the error code.
     ProducerId(Result<i64, i16>),
     Broker(BrokerAnswer),
+    /// The quorum, or the error code when this is not the active controller.
+    Quorum(Result<QuorumView, i16>),
     /// The tick was handled.
     Done,
 }
@@ -338,6 +343,9 @@ impl Controller {
                 self.fence_expired().await;
                 ControllerReply::Done
             }
+            ControllerRequest::DescribeQuorum => {
+                ControllerReply::Quorum(self.describe_quorum().await)
+            }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
     }
@@ -397,6 +405,29 @@ impl Controller {
                 answer
             }
         }
+    }
+
+    /// The quorum as this (active) controller sees it; NOT_LEADER_OR_FOLLOWER elsewhere,
+    /// as a Kafka controller that does not lead answers.
+    async fn describe_quorum(&mut self) -> Result<QuorumView, i16> {
+        let not_leader = ErrorCode::NotLeaderOrFollower.code();
+        if !self.is_active() {
+            return Err(not_leader);
+        }
+        let status = self
+            .quorum()
+            .map_err(|_| not_leader)?
+            .status()
+            .await
+            .map_err(|_| not_leader)?;
+        let image = self.published.image();
+        let now = std::time::Instant::now();
+        let heartbeats = self.sessions().heartbeats(&image, now);
+        Ok(crate::metadata::quorum_view::describe(
+            &status,
+            &heartbeats,
+            now,
+        ))
     }
 
     /// Fences the brokers whose session expired; only the active controller does.
@@ -484,6 +515,7 @@ impl Controller {
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
+            | ControllerRequest::DescribeQuorum
             | ControllerRequest::Forwarded(_) => return Vec::new(),
         };
         match request {
@@ -575,6 +607,7 @@ impl Controller {
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
+            | ControllerRequest::DescribeQuorum
             | ControllerRequest::Forwarded(_) => {}
         }
         if validate_only || records.is_empty() {
@@ -881,7 +914,8 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         ControllerRequest::Forwarded(inner) => request_names(inner),
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
-        | ControllerRequest::FenceExpired => Vec::new(),
+        | ControllerRequest::FenceExpired
+        | ControllerRequest::DescribeQuorum => Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ use spate_replication::{AppClient, AppReply};
 use crate::controller::{ControllerQueue, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall};
 use crate::metadata::publish::{Published, PublishedOffset};
+use crate::metadata::quorum_view::QuorumView;
 
 /// What one node asks of the active controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,7 @@ pub enum ForwardedReply {
         offset: Option<u64>,
     },
     ProducerId(Result<i64, i16>),
+    Quorum(Result<QuorumView, i16>),
     /// The receiver is not the active controller any more.
     NotController,
 }
@@ -68,6 +70,7 @@ pub async fn forward(
 ) -> ControllerReply {
     let names = crate::controller::request_names(&request);
     let producer_id = matches!(request, ControllerRequest::AllocateProducerId);
+    let quorum = matches!(request, ControllerRequest::DescribeQuorum);
     let answer = client
         .call(encode(&ControllerCall::Forward(request)))
         .await
@@ -80,6 +83,9 @@ pub async fn forward(
         tracing::warn!(error = %why, "forwarding to the active controller failed");
         if producer_id {
             return ControllerReply::ProducerId(Err(ErrorCode::CoordinatorLoadInProgress.code()));
+        }
+        if quorum {
+            return ControllerReply::Quorum(Err(ErrorCode::NotLeaderOrFollower.code()));
         }
         ControllerReply::Topics(
             names
@@ -112,6 +118,7 @@ pub async fn forward(
             )
         }
         Ok(ForwardedReply::ProducerId(r)) => ControllerReply::ProducerId(r),
+        Ok(ForwardedReply::Quorum(r)) => ControllerReply::Quorum(r),
         Ok(ForwardedReply::NotController) => unavailable("the active controller changed".into()),
         Err(why) => unavailable(why),
     }
@@ -166,6 +173,8 @@ pub fn app_handler(
                 Ok(ControllerReply::ProducerId(r)) => {
                     serde_json::to_vec(&ForwardedReply::ProducerId(r))
                 }
+                Ok(ControllerReply::Quorum(Err(_))) => return AppReply::NotLeader { leader: None },
+                Ok(ControllerReply::Quorum(r)) => serde_json::to_vec(&ForwardedReply::Quorum(r)),
                 Ok(ControllerReply::Done) | Err(_) => {
                     return AppReply::Failed("the controller stopped".into())
                 }

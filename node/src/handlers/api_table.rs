@@ -29,6 +29,9 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::SaslHandshake => "mechanism PLAIN on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
         ApiKey::SaslAuthenticate => "PLAIN; `session_lifetime_ms` 0 (no re-authentication yet)",
+        ApiKey::DescribeQuorum => {
+            "any broker answers for the active controller; offsets are the quorum log's index + 1; a voter's last fetch time is not known (-1), an observer's is its last heartbeat"
+        }
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
             "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
@@ -77,9 +80,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
-        DescribeQuorum => {
-            "not yet: the controller quorum (ADR 0005) is not described over the Kafka API"
-        }
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
         }

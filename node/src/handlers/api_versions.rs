@@ -47,6 +47,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
     ApiKey::ListConfigResources,

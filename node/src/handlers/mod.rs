@@ -6,6 +6,7 @@ mod api_table;
 mod api_versions;
 mod cluster;
 mod configs;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -153,6 +154,12 @@ pub async fn dispatch(
         RequestBody::IncrementalAlterConfigs(req) => later(header, async move {
             configs::incremental_alter(&ctx, req).await
         }),
+        RequestBody::DescribeQuorum(req) => {
+            later(
+                header,
+                async move { describe_quorum::handle(&ctx, req).await },
+            )
+        }
         RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(
             &header,
             &cluster::describe_cluster(&ctx, req, &session.listener),

@@ -21,6 +21,7 @@ use spate_net::metadata_records::{
 };
 use spate_net::Uuid;
 
+use super::quorum_view::{Heartbeat, OBSERVER_TTL};
 use super::MetadataImage;
 
 /// A broker's call to the active controller.
@@ -73,6 +74,8 @@ pub enum BrokerAnswer {
 #[derive(Default)]
 pub struct Sessions {
     last_heartbeat: HashMap<i32, Instant>,
+    /// The metadata offset each broker reported in its last heartbeat.
+    last_offset: HashMap<i32, Option<u64>>,
     /// The metadata offset at which each broker's registration committed.
     registered_at: HashMap<i32, u64>,
 }
@@ -153,6 +156,7 @@ impl Sessions {
             );
         };
         self.last_heartbeat.insert(broker_id, now);
+        self.last_offset.insert(broker_id, offset);
         // Registered before this controller became active: its epoch is a lower bound
         // of the registration's offset.
         let registered_at = self
@@ -175,6 +179,22 @@ impl Sessions {
             },
             unfence,
         )
+    }
+
+    /// The last heartbeat of every registered broker heard from recently.
+    pub fn heartbeats(&self, image: &MetadataImage, now: Instant) -> Vec<Heartbeat> {
+        image
+            .brokers
+            .keys()
+            .filter_map(|id| {
+                let at = *self.last_heartbeat.get(id)?;
+                (now.saturating_duration_since(at) <= OBSERVER_TTL).then(|| Heartbeat {
+                    broker: *id,
+                    at,
+                    offset: self.last_offset.get(id).copied().flatten(),
+                })
+            })
+            .collect()
     }
 
     /// The records that fence every unfenced broker whose session expired. A broker

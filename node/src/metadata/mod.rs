@@ -13,6 +13,7 @@ mod legacy;
 mod migrate;
 pub mod placement;
 pub mod publish;
+pub mod quorum_view;
 pub mod records;
 
 pub use boot::MetadataQuorum;
