@@ -83,6 +83,12 @@ FAMILIES = {
     "spate_schema_registry_validation_refused_records_total": ("counter", set()),
     "spate_consumer_group_committed_offset": ("gauge", {"group", "topic", "partition"}),
     "spate_consumer_group_lag": ("gauge", {"group", "topic", "partition"}),
+    "spate_metadata_quorum_leader": ("gauge", set()),
+    "spate_metadata_quorum_active": ("gauge", set()),
+    "spate_metadata_quorum_epoch": ("gauge", set()),
+    "spate_metadata_quorum_log_end_offset": ("gauge", set()),
+    "spate_metadata_quorum_applied_offset": ("gauge", set()),
+    "spate_metadata_published_offset": ("gauge", set()),
 }
 
 

@@ -160,6 +160,8 @@ pub struct ControllerStart {
     /// The subscription the start-up image was built from; the follower continues it.
     pub committed: flume::Receiver<Committed>,
     pub image: Arc<MetadataImage>,
+    /// The offset of the metadata every shard applied, for the metrics endpoint.
+    pub published_offset: Arc<crate::metadata::publish::PublishedOffset>,
 }
 
 /// Requests to the controller, each with the channel for its answer.
@@ -172,7 +174,7 @@ pub fn spawn(
     config: Arc<BrokerConfig>,
     shards: Vec<flume::Sender<ShardMsg>>,
 ) -> ControllerQueue {
-    let published = Published::new(start.image);
+    let published = Published::new(start.image, start.published_offset);
     compio::runtime::spawn(publish::follow(
         start.quorum.clone(),
         start.committed,

@@ -91,6 +91,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     )
     .context("starting the client for forwarded changes")?;
     let (unfenced_tx, unfenced_rx) = std::sync::mpsc::sync_channel(1);
+    let published_offset = Arc::new(metadata::publish::PublishedOffset::default());
+    let metrics_quorum = booted.quorum.clone();
     let mut controller = Some(controller::ControllerStart {
         client,
         forwarder,
@@ -99,6 +101,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         quorum: booted.quorum,
         committed: booted.committed,
         image: image.clone(),
+        published_offset: published_offset.clone(),
     });
 
     let mesh = mesh::build_mesh(shard_count);
@@ -175,7 +178,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(addr) = &config.http_listen {
         let extra: metrics::ExtraMetrics = {
             let schemas = schemas.clone();
-            Arc::new(move || schema_registry::render_metrics(&schemas, registry.as_deref()))
+            let node_id = config.node_id;
+            Arc::new(move || {
+                schema_registry::render_metrics(&schemas, registry.as_deref())
+                    + &metrics::metadata::render(
+                        metrics_quorum.as_deref(),
+                        &published_offset,
+                        node_id,
+                    )
+            })
         };
         let bound = metrics::serve_http(addr, control.clone(), extra)?;
         tracing::info!(http = %bound, "metrics at /metrics, probes at /health and /ready");

@@ -312,6 +312,13 @@ impl<M: MetadataStateMachine> Quorum<M> {
         (m.current_leader, m.current_term)
     }
 
+    /// This controller's log end and applied index (no I/O).
+    pub fn progress(&self) -> (Option<u64>, Option<u64>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.last_log_index, m.last_applied.map(|l| l.index))
+    }
+
     /// The quorum's state as this controller sees it.
     pub async fn status(&self) -> Result<QuorumStatus, QuorumError> {
         let raft = self.raft.clone();

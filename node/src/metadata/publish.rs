@@ -40,8 +40,8 @@ impl PublishedOffset {
 }
 
 impl Published {
-    pub fn new(image: Arc<MetadataImage>) -> Rc<Self> {
-        let offset = Arc::new(PublishedOffset::default());
+    /// `offset` is kept equal to the published image's (for readers on other threads).
+    pub fn new(image: Arc<MetadataImage>, offset: Arc<PublishedOffset>) -> Rc<Self> {
         offset.set(image.offset);
         Rc::new(Published {
             image: RefCell::new(image),

@@ -3,6 +3,7 @@
 //! (`http`: `/metrics`, `/health`, `/ready`).
 
 mod http;
+pub mod metadata;
 mod registry;
 mod render;
 mod snapshot;
