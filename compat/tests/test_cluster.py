@@ -169,6 +169,20 @@ def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(clust
     assert sorted(got) == sorted(expected)
     assert committed == {q: 10 + (q in alive) for q in range(6)}
 
+    # A clean stop is a controlled shutdown: the broker is fenced and its partitions lose
+    # their leader before it exits, not a session timeout later.
+    on_1 = sorted(p for p, (leader, _) in placed.items() if leader == 1)
+    cluster.run("stop", 1)
+    # (The other brokers apply the change within moments; the log line tells that the
+    # controller fenced it on request, not after its session.)
+    assert "controlled shutdown: fenced, leaderships moved" in (
+        cluster.dir / "node-1.log").read_text()
+    wait_for("node 1's partitions to lose their leader",
+             lambda: all(partitions(admin, "failover")[p][0] == -1 for p in on_1), timeout=5)
+    cluster.run("start", 1)
+    wait_for("node 1 to lead its partitions again",
+             lambda: partitions(admin, "failover") == placed)
+
 
 def quorum(kafka_libs, bootstrap, what):
     """kafka-metadata-quorum.sh describe --status (a dict) or --replication (rows)."""

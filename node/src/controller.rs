@@ -154,6 +154,8 @@ pub struct ControllerStart {
     pub endpoints: Vec<crate::metadata::brokers::Endpoint>,
     /// Told when the controller first unfences this broker.
     pub unfenced: std::sync::mpsc::SyncSender<()>,
+    /// A stop of the broker: the registration does a controlled shutdown, then answers.
+    pub stop: flume::Receiver<flume::Sender<()>>,
     /// This node's voter; `None` on a broker that is not a controller, which forwards
     /// every change to the active controller.
     pub quorum: Option<Arc<MetadataQuorum>>,
@@ -196,6 +198,7 @@ pub fn spawn(
         start.endpoints,
         published.clone(),
         start.unfenced,
+        start.stop,
     ))
     .detach();
     let forwarder = Rc::new(start.forwarder);
@@ -405,6 +408,28 @@ impl Controller {
                     tracing::info!(broker = broker_id, epoch, "broker unfenced");
                 }
                 answer
+            }
+            BrokerCall::ControlledShutdown { broker_id, epoch } => {
+                let Some(record) = self
+                    .sessions()
+                    .controlled_shutdown(&image, broker_id, epoch)
+                else {
+                    return BrokerAnswer::Heartbeat {
+                        registered: false,
+                        fenced: true,
+                    };
+                };
+                if let Err(e) = self
+                    .commit(&image, with_leadership(&image, vec![record]))
+                    .await
+                {
+                    return broker_refusal(e);
+                }
+                tracing::info!(broker = broker_id, epoch, "broker shut down (controlled)");
+                BrokerAnswer::Heartbeat {
+                    registered: true,
+                    fenced: true,
+                }
             }
         }
     }

@@ -91,6 +91,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     )
     .context("starting the client for forwarded changes")?;
     let (unfenced_tx, unfenced_rx) = std::sync::mpsc::sync_channel(1);
+    let (registration_stop, stop_rx) = flume::bounded::<flume::Sender<()>>(1);
     let published_offset = Arc::new(metadata::publish::PublishedOffset::default());
     let metrics_quorum = booted.quorum.clone();
     let mut controller = Some(controller::ControllerStart {
@@ -98,6 +99,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         forwarder,
         endpoints: security::registered_endpoints(&listeners),
         unfenced: unfenced_tx,
+        stop: stop_rx,
         quorum: booted.quorum,
         committed: booted.committed,
         image: image.clone(),
@@ -215,6 +217,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     wait_for_stop_signal()?;
     tracing::info!("shutting down");
+    // Controlled shutdown first: fenced, with its partitions' leaderships moved, while
+    // the broker still serves (Kafka waits for the same).
+    let (done_tx, done_rx) = flume::bounded(1);
+    if registration_stop.send(done_tx).is_ok() {
+        let limit = std::time::Duration::from_millis(config.broker_session_timeout_ms);
+        if done_rx.recv_timeout(limit).is_err() {
+            tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+        }
+    }
     // A clean in progress is abandoned; its files are removed at the next start.
     cleaner.stop();
     let mut acks = Vec::new();

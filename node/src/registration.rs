@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{select, Either};
 use spate_replication::AppClient;
 
 use crate::config::BrokerConfig;
@@ -33,6 +34,7 @@ pub async fn run(
     endpoints: Vec<Endpoint>,
     published: Rc<Published>,
     unfenced: std::sync::mpsc::SyncSender<()>,
+    stop: flume::Receiver<flume::Sender<()>>,
 ) {
     let incarnation_id = crate::random_id::uuid_v4();
     let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
@@ -92,6 +94,33 @@ pub async fn run(
         } else {
             interval
         };
-        compio::time::sleep(pause).await;
+        let sleep = Box::pin(compio::time::sleep(pause));
+        let Either::Right((Ok(done), _)) = select(sleep, stop.recv_async()).await else {
+            continue;
+        };
+        if let Some(e) = epoch {
+            controlled_shutdown(&client, config.node_id, e).await;
+        }
+        // The broker stops: no more heartbeats (they would unfence it again).
+        let _ = done.send(());
+        return;
+    }
+}
+
+/// Asks the active controller to fence this broker and move its leaderships now.
+async fn controlled_shutdown(client: &AppClient, broker_id: i32, epoch: i64) {
+    match call(client, &BrokerCall::ControlledShutdown { broker_id, epoch }).await {
+        Ok(BrokerAnswer::Heartbeat { .. }) => {
+            tracing::info!(
+                broker = broker_id,
+                "controlled shutdown: fenced, leaderships moved"
+            )
+        }
+        Ok(other) => {
+            tracing::warn!(broker = broker_id, answer = ?other, "controlled shutdown refused")
+        }
+        Err(e) => {
+            tracing::warn!(broker = broker_id, error = %e, "controlled shutdown failed; the session will expire instead")
+        }
     }
 }

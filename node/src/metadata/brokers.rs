@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::register_broker_record::BrokerEndpoint;
 use spate_net::metadata_records::{
-    FenceBrokerRecord, MetadataRecord, RegisterBrokerRecord, UnfenceBrokerRecord,
+    BrokerRegistrationChangeRecord, FenceBrokerRecord, MetadataRecord, RegisterBrokerRecord,
+    UnfenceBrokerRecord,
 };
 use spate_net::Uuid;
 
 use super::quorum_view::{Heartbeat, OBSERVER_TTL};
+use super::records::FENCE;
 use super::MetadataImage;
 
 /// A broker's call to the active controller.
@@ -41,6 +43,9 @@ pub enum BrokerCall {
         /// The broker's metadata offset (what it applied).
         offset: Option<u64>,
     },
+    /// The broker is stopping: fence it now and move its leaderships (Kafka's controlled
+    /// shutdown), rather than after its session expires.
+    ControlledShutdown { broker_id: i32, epoch: i64 },
 }
 
 /// One listener of a registering broker (Kafka's `BrokerEndpoint`).
@@ -179,6 +184,27 @@ impl Sessions {
             },
             unfence,
         )
+    }
+
+    /// The record of a controlled shutdown: the broker fenced and marked shutting down
+    /// (its next registration clears both). `None` when that registration is gone.
+    pub fn controlled_shutdown(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: i32,
+        epoch: i64,
+    ) -> Option<ApiMessageAndVersion> {
+        image.brokers.get(&broker_id).filter(|b| b.epoch == epoch)?;
+        self.last_heartbeat.remove(&broker_id);
+        Some(ApiMessageAndVersion::latest(
+            MetadataRecord::BrokerRegistrationChange(BrokerRegistrationChangeRecord {
+                broker_id,
+                broker_epoch: epoch,
+                fenced: FENCE,
+                in_controlled_shutdown: 1,
+                ..Default::default()
+            }),
+        ))
     }
 
     /// The last heartbeat of every registered broker heard from recently.
