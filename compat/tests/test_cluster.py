@@ -13,12 +13,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
+from grouputil import RawClient
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(bool(EXTERNAL), reason="starts its own cluster")]
 
 SCRIPT = ROOT / "scripts" / "local-cluster.sh"
+NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR = 6, 16
 # Short broker sessions, so a killed broker is fenced within seconds.
 SESSIONS = "broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 2000\n"
 
@@ -182,6 +184,39 @@ def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(clust
     cluster.run("start", 1)
     wait_for("node 1 to lead its partitions again",
              lambda: partitions(admin, "failover") == placed)
+
+
+def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):
+    """Raw requests to the wrong broker get Kafka's answers: NOT_LEADER_OR_FOLLOWER for a
+    partition led elsewhere, NOT_COORDINATOR for a group coordinated elsewhere, and
+    FindCoordinator from any broker names the same coordinator."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    placed = partitions(admin, "spread")
+    for p, (leader, _) in placed.items():
+        other = (leader + 1) % 3
+        raw = RawClient.to(cluster.bootstrap(other))
+        try:
+            err, _ = raw.produce("spread", p, b"")
+        finally:
+            raw.close()
+        assert err == NOT_LEADER_OR_FOLLOWER, (p, leader, other, err)
+    group = "who-coordinates"
+    answers = []
+    for n in range(3):
+        raw = RawClient.to(cluster.bootstrap(n))
+        try:
+            answers.append(raw.find_coordinator(group))
+        finally:
+            raw.close()
+    assert all(a["error"] == 0 for a in answers), answers
+    assert len({(a["node"], a["host"], a["port"]) for a in answers}) == 1, answers
+    coordinator_node = answers[0]["node"]
+    assert answers[0]["port"] == cluster.ports[coordinator_node]
+    elsewhere = RawClient.to(cluster.bootstrap((coordinator_node + 1) % 3))
+    try:
+        assert elsewhere.heartbeat(group, 1, "m") == NOT_COORDINATOR
+    finally:
+        elsewhere.close()
 
 
 def quorum(kafka_libs, bootstrap, what):

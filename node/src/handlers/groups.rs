@@ -60,19 +60,31 @@ fn coordinator_shard(ctx: &ShardContext, group_id: &str) -> Option<usize> {
     ctx.leading_shard(OFFSETS_TOPIC, group_partition(ctx, group_id)?)
 }
 
-/// Send a request to the group's coordinator and wait for its answer.
+/// Send a request to the group's coordinator and wait for its answer; the error code
+/// when this broker is not the coordinator: NOT_COORDINATOR when a live broker is
+/// (the client looks it up again), COORDINATOR_NOT_AVAILABLE when none is.
 async fn ask<T>(
     ctx: &ShardContext,
     group_id: &str,
     make: impl FnOnce(flume::Sender<T>) -> GroupRequest,
-) -> Option<T> {
-    let shard = coordinator_shard(ctx, group_id)?;
+) -> Result<T, i16> {
+    let Some(shard) = coordinator_shard(ctx, group_id) else {
+        let image = ctx.image();
+        let led_elsewhere = group_partition(ctx, group_id)
+            .and_then(|p| image.partition(OFFSETS_TOPIC, p))
+            .is_some_and(|info| info.leader != ctx.config.node_id && image.is_live(info.leader));
+        return Err(if led_elsewhere {
+            ErrorCode::NotCoordinator.code()
+        } else {
+            NOT_AVAILABLE
+        });
+    };
     let (tx, rx) = flume::bounded(1);
     ctx.senders[shard]
         .send_async(ShardMsg::Group(make(tx)))
         .await
-        .ok()?;
-    rx.recv_async().await.ok()
+        .map_err(|_| NOT_AVAILABLE)?;
+    rx.recv_async().await.map_err(|_| NOT_AVAILABLE)
 }
 
 const NOT_AVAILABLE: i16 = ErrorCode::CoordinatorNotAvailable as i16;
@@ -191,9 +203,9 @@ pub async fn join_group(
     })
     .await
     {
-        Some(resp) => resp,
-        None => JoinGroupResponse {
-            error_code: NOT_AVAILABLE,
+        Ok(resp) => resp,
+        Err(code) => JoinGroupResponse {
+            error_code: code,
             generation_id: -1,
             member_id,
             ..Default::default()
@@ -218,8 +230,8 @@ pub async fn sync_group(ctx: &Rc<ShardContext>, req: SyncGroupRequest) -> SyncGr
         reply,
     })
     .await;
-    reply.unwrap_or(SyncGroupResponse {
-        error_code: NOT_AVAILABLE,
+    reply.unwrap_or_else(|code| SyncGroupResponse {
+        error_code: code,
         ..Default::default()
     })
 }
@@ -235,7 +247,7 @@ pub async fn heartbeat(ctx: &Rc<ShardContext>, req: HeartbeatRequest) -> Heartbe
     })
     .await;
     HeartbeatResponse {
-        error_code: code.unwrap_or(NOT_AVAILABLE),
+        error_code: code.unwrap_or_else(|code| code),
         ..Default::default()
     }
 }
@@ -261,11 +273,14 @@ pub async fn leave_group(
         reply,
     })
     .await;
-    let Some(codes) = codes else {
-        return LeaveGroupResponse {
-            error_code: NOT_AVAILABLE,
-            ..Default::default()
-        };
+    let codes = match codes {
+        Ok(codes) => codes,
+        Err(code) => {
+            return LeaveGroupResponse {
+                error_code: code,
+                ..Default::default()
+            }
+        }
     };
     if version >= BATCHED_MEMBERS_FROM {
         LeaveGroupResponse {
@@ -321,6 +336,8 @@ pub async fn offset_commit(
         reply,
     })
     .await;
+    // Without the coordinator, every partition gets the same error.
+    let missing = codes.as_ref().err().copied().unwrap_or(NOT_AVAILABLE);
     let mut codes = codes.unwrap_or_default().into_iter();
     OffsetCommitResponse {
         topics: req
@@ -333,7 +350,7 @@ pub async fn offset_commit(
                     .iter()
                     .map(|p| OffsetCommitResponsePartition {
                         partition_index: p.partition_index,
-                        error_code: codes.next().unwrap_or(NOT_AVAILABLE),
+                        error_code: codes.next().unwrap_or(missing),
                     })
                     .collect(),
             })
@@ -363,8 +380,7 @@ async fn fetch_group(
         require_stable,
         reply,
     })
-    .await
-    .ok_or(NOT_AVAILABLE)?;
+    .await?;
     let mut out: FetchedTopics = Vec::new();
     for (topic, partition, committed) in fetched {
         let row = match committed {
@@ -485,7 +501,7 @@ pub async fn describe_groups(
         })
         .await
         {
-            Some(d) => DescribedGroup {
+            Ok(d) => DescribedGroup {
                 error_code: 0,
                 group_id: d.group_id,
                 group_state: d.state.to_string(),
@@ -514,8 +530,8 @@ pub async fn describe_groups(
                     .collect(),
                 authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
             },
-            None => DescribedGroup {
-                error_code: NOT_AVAILABLE,
+            Err(code) => DescribedGroup {
+                error_code: code,
                 group_id,
                 authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
                 ..Default::default()
@@ -587,7 +603,7 @@ pub async fn delete_groups(
             reply,
         })
         .await
-        .unwrap_or(NOT_AVAILABLE);
+        .unwrap_or_else(|code| code);
         results.push(DeletableGroupResult {
             group_id,
             error_code: code,
@@ -626,7 +642,7 @@ pub async fn offset_delete(
         reply,
     })
     .await
-    .unwrap_or(Err(NOT_AVAILABLE));
+    .unwrap_or_else(Err);
     let codes = match result {
         Ok(codes) => codes,
         Err(code) => {
@@ -714,7 +730,7 @@ pub async fn txn_offset_commit(
             })
             .await
         }
-        code => Some(vec![code; entries.len()]),
+        code => Ok(vec![code; entries.len()]),
     };
     // Before v3 (KIP-447) clients do not know the member errors they may get now.
     let convert = |code: i16| {
@@ -728,6 +744,7 @@ pub async fn txn_offset_commit(
             code
         }
     };
+    let missing = codes.as_ref().err().copied().unwrap_or(NOT_AVAILABLE);
     let mut codes = codes.unwrap_or_default().into_iter();
     TxnOffsetCommitResponse {
         topics: req
@@ -744,7 +761,7 @@ pub async fn txn_offset_commit(
                         partition_index: p.partition_index,
                         error_code: match name {
                             None => ErrorCode::UnknownTopicId.code(),
-                            Some(_) => convert(codes.next().unwrap_or(NOT_AVAILABLE)),
+                            Some(_) => convert(codes.next().unwrap_or(missing)),
                         },
                     })
                     .collect(),
