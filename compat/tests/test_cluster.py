@@ -136,6 +136,9 @@ def test_partitions_spread_and_clients_follow_the_leaders(cluster, kafka_libs):
     got, committed = consume_all(cluster.bootstrap(1), "spread", 600, "spread-group")
     assert sorted(got) == sorted((i % 6, i // 6, b"k%d" % i, b"v%d" % i) for i in range(600))
     assert committed == {p: 100 for p in range(6)}
+    # The group's first FindCoordinator created __consumer_offsets over all three brokers.
+    offsets = partitions(admin, "__consumer_offsets")
+    assert sorted({leader for leader, _ in offsets.values()}) == [0, 1, 2]
 
 
 def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(cluster):
@@ -201,13 +204,16 @@ def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):
             raw.close()
         assert err == NOT_LEADER_OR_FOLLOWER, (p, leader, other, err)
     group = "who-coordinates"
-    answers = []
-    for n in range(3):
+    def ask(n):
         raw = RawClient.to(cluster.bootstrap(n))
         try:
-            answers.append(raw.find_coordinator(group))
+            return raw.find_coordinator(group)
         finally:
             raw.close()
+
+    # (The first FindCoordinator may find __consumer_offsets still being created.)
+    wait_for("a coordinator", lambda: ask(0)["error"] == 0)
+    answers = [ask(n) for n in range(3)]
     assert all(a["error"] == 0 for a in answers), answers
     assert len({(a["node"], a["host"], a["port"]) for a in answers}) == 1, answers
     coordinator_node = answers[0]["node"]

@@ -13,6 +13,7 @@ mod fault;
 mod forwarding;
 mod group;
 mod handlers;
+mod internal_topics;
 mod log_dirs;
 mod log_levels;
 mod mesh;
@@ -261,8 +262,9 @@ fn run_controller_only(booted: metadata::boot::Booted) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Create `__consumer_offsets` on first start (Kafka creates it on first use; creating
-/// it up front keeps FindCoordinator answers immediate). One created before compaction
+/// Create `__consumer_offsets` on a single node's first start (Kafka creates it on first
+/// use, as a cluster does; creating it up front keeps a single node's FindCoordinator
+/// answers immediate). One created before compaction
 /// existed (kept forever with `retention.ms=-1`) becomes compacted, as Kafka's is.
 fn ensure_offsets_topic(
     config: &BrokerConfig,
@@ -295,7 +297,12 @@ fn ensure_offsets_topic(
         );
     }
     // As Kafka's: compacted (the latest commit per group and partition stays).
-    let topic = internal_topic(group::OFFSETS_TOPIC, config.offsets_topic_num_partitions);
+    if config.voters()?.is_some() {
+        // A cluster creates it on first use (internal_topics.rs), over the brokers
+        // registered by then.
+        return Ok(());
+    }
+    let topic = internal_topics::offsets_topic(config);
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -305,8 +312,7 @@ fn ensure_offsets_topic(
     )
 }
 
-/// Create `__transaction_state` on first start (compacted, 100 MiB segments, as Kafka's
-/// `transaction.state.log.*` defaults).
+/// Create `__transaction_state` on a single node's first start (a cluster: on first use).
 fn ensure_transaction_state_topic(
     config: &BrokerConfig,
     image: &metadata::MetadataImage,
@@ -315,10 +321,11 @@ fn ensure_transaction_state_topic(
     if image.topic(txn::TXN_STATE_TOPIC).is_some() {
         return Ok(());
     }
-    let topic = internal_topic(
-        txn::TXN_STATE_TOPIC,
-        config.transaction_state_num_partitions,
-    );
+    if config.voters()?.is_some() {
+        // A cluster creates it on first use (internal_topics.rs).
+        return Ok(());
+    }
+    let topic = internal_topics::transaction_state_topic(config);
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -358,7 +365,7 @@ fn ensure_schemas_topic(
         }
         return Ok(());
     }
-    let mut topic = internal_topic(schema_registry::SCHEMAS_TOPIC, 1);
+    let mut topic = internal_topics::internal_topic(schema_registry::SCHEMAS_TOPIC, 1);
     topic.configs.push((
         "max.message.bytes".to_string(),
         Some(schema_registry::SCHEMAS_MAX_MESSAGE_BYTES.to_string()),
@@ -370,21 +377,6 @@ fn ensure_schemas_topic(
             validate_only: false,
         },
     )
-}
-
-/// An internal topic as Kafka creates its own: compacted, 100 MiB segments
-/// (`offsets.topic.segment.bytes`, `transaction.state.log.segment.bytes`).
-fn internal_topic(name: &str, partitions: i32) -> controller::NewTopic {
-    controller::NewTopic {
-        name: name.to_string(),
-        num_partitions: partitions,
-        replication_factor: -1,
-        assignments: Vec::new(),
-        configs: vec![
-            ("cleanup.policy".to_string(), Some("compact".to_string())),
-            ("segment.bytes".to_string(), Some("104857600".to_string())),
-        ],
-    }
 }
 
 /// How long start-up keeps asking for an internal topic while another node's

@@ -31,6 +31,9 @@ pub struct ShardContext {
     /// given its own listener's address: `security::Session`).
     pub advertised_listeners: String,
     pub image: RefCell<Arc<MetadataImage>>,
+    /// When this shard last asked for a missing internal topic (a cluster creates them
+    /// on first use).
+    pub internal_topics: crate::internal_topics::CreationAsked,
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
@@ -599,6 +602,7 @@ async fn serve(start: ShardStart) {
             &listeners.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
         ),
         image: RefCell::new(Arc::new(MetadataImage::default())),
+        internal_topics: Default::default(),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(HashMap::new()),

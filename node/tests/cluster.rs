@@ -24,7 +24,7 @@ use common::{connect, read_response, read_response_header, request, send, Broker
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Small internal topics (every node opens them) and short broker sessions.
+/// Small internal topics (when created) and short broker sessions.
 const SMALL: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n\
                      broker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 1000\n";
 
@@ -173,9 +173,8 @@ fn three_controllers_and_an_observer_share_the_metadata() {
     // Every node, the observer included, serves the same topics and lists every
     // registered broker.
     conns.push(o);
+    // (A cluster creates its internal topics on first use: none here.)
     let wanted = [
-        "__consumer_offsets",
-        "__transaction_state",
         "from-observer",
         "shared-0",
         "shared-1",
@@ -227,10 +226,7 @@ fn create_on_active(nodes: &[Broker], skip: Option<usize>, name: &str) -> usize 
 fn killing_the_active_controller_loses_no_acknowledged_change() {
     let voters = voter_list();
     let mut nodes = start_controllers("failover", &voters);
-    let mut acknowledged = vec![
-        "__consumer_offsets".to_string(),
-        "__transaction_state".into(),
-    ];
+    let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..3 {
         let before = format!("before-{round}");
         let active = create_on_active(&nodes, None, &before);

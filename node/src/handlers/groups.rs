@@ -90,7 +90,7 @@ async fn ask<T>(
 const NOT_AVAILABLE: i16 = ErrorCode::CoordinatorNotAvailable as i16;
 
 pub fn find_coordinator(
-    ctx: &ShardContext,
+    ctx: &Rc<ShardContext>,
     req: FindCoordinatorRequest,
     version: i16,
     listener: &Listener,
@@ -106,6 +106,14 @@ pub fn find_coordinator(
                 .map(|p| (crate::txn::TXN_STATE_TOPIC, p)),
             _ => None,
         };
+        if partition.is_none() && matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION) {
+            let topic = if req.key_type == KEY_TYPE_GROUP {
+                OFFSETS_TOPIC
+            } else {
+                crate::txn::TXN_STATE_TOPIC
+            };
+            crate::internal_topics::create_on_first_use(ctx, topic);
+        }
         let coordinator = partition
             .and_then(|(topic, p)| image.partition(topic, p))
             .and_then(|info| {
