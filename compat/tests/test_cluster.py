@@ -225,6 +225,62 @@ def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):
         elsewhere.close()
 
 
+def test_transactions_span_brokers(cluster):
+    """A transaction over partitions led by all three brokers, its coordinator on one of
+    them: the coordinator's markers reach the other leaders (WriteTxnMarkers) and the
+    leaders check with the coordinator (AddPartitionsToTxn): read_committed sees the
+    committed records and not the aborted ones, and the group's offsets committed in
+    the transaction are there."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for f in admin.create_topics([NewTopic("txn-spread", 6, 1)]).values():
+        f.result(timeout=30)
+    assert sorted(leader for leader, _ in partitions(admin, "txn-spread").values()) == [
+        0, 0, 1, 1, 2, 2]
+    p = Producer({"bootstrap.servers": cluster.bootstrap(1), "transactional.id": "span",
+                  "enable.idempotence": True})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(60):
+        p.produce("txn-spread", key=b"c%d" % i, value=b"committed", partition=i % 6)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(60):
+        p.produce("txn-spread", key=b"a%d" % i, value=b"aborted", partition=i % 6)
+    p.abort_transaction(30)
+    # The group's offsets, committed inside a transaction.
+    group = "span-group"
+    p.begin_transaction()
+    p.produce("txn-spread", key=b"last", value=b"committed", partition=0)
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(2), "group.id": group})
+    p.send_offsets_to_transaction([TopicPartition("txn-spread", q, 5) for q in range(6)],
+                                  c.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    c.close()
+
+    reader = Consumer({"bootstrap.servers": cluster.bootstrap(0), "group.id": "span-reader",
+                       "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    reader.subscribe(["txn-spread"])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 61 and time.monotonic() < deadline:
+        m = reader.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.key(), m.value()))
+    # Nothing aborted shows up after the last committed record either.
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        m = reader.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append((m.key(), m.value()))
+    reader.close()
+    expected = [(b"c%d" % i, b"committed") for i in range(60)] + [(b"last", b"committed")]
+    assert sorted(got) == sorted(expected)
+    check = Consumer({"bootstrap.servers": cluster.bootstrap(0), "group.id": group})
+    committed = check.committed([TopicPartition("txn-spread", q) for q in range(6)], timeout=10)
+    check.close()
+    assert {tp.partition: tp.offset for tp in committed} == {q: 5 for q in range(6)}
+
+
 def quorum(kafka_libs, bootstrap, what):
     """kafka-metadata-quorum.sh describe --status (a dict) or --replication (rows)."""
     out = tool(kafka_libs, "MetadataQuorumCommand", "--bootstrap-server", bootstrap,

@@ -13,6 +13,7 @@ mod fault;
 mod forwarding;
 mod group;
 mod handlers;
+mod interbroker;
 mod internal_topics;
 mod log_dirs;
 mod log_levels;

@@ -34,6 +34,8 @@ pub struct ShardContext {
     /// When this shard last asked for a missing internal topic (a cluster creates them
     /// on first use).
     pub internal_topics: crate::internal_topics::CreationAsked,
+    /// This shard's connections to other brokers (transaction markers, verification).
+    pub brokers: crate::interbroker::BrokerClient,
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
@@ -603,6 +605,7 @@ async fn serve(start: ShardStart) {
         ),
         image: RefCell::new(Arc::new(MetadataImage::default())),
         internal_topics: Default::default(),
+        brokers: Default::default(),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(HashMap::new()),

@@ -174,12 +174,7 @@ fn three_controllers_and_an_observer_share_the_metadata() {
     // registered broker.
     conns.push(o);
     // (A cluster creates its internal topics on first use: none here.)
-    let wanted = [
-        "from-observer",
-        "shared-0",
-        "shared-1",
-        "shared-2",
-    ];
+    let wanted = ["from-observer", "shared-0", "shared-1", "shared-2"];
     wait_for(&mut conns, &wanted, &[0, 1, 2, 7]);
     for s in &mut conns {
         assert_eq!(described_brokers(s), [0, 1, 2, 7]);

@@ -16,7 +16,7 @@ fn served_note(key: ApiKey) -> &'static str {
             "v12+: transaction version 2 (the partition joins the transaction on its first write)"
         }
         ApiKey::WriteTxnMarkers => {
-            "no coordinator epoch check (a single node's own coordinator writes its markers directly)"
+            "sent by transaction coordinators on other brokers; no coordinator epoch check yet"
         }
         ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
             "no authorizer: SECURITY_DISABLED (54), as Kafka without one"

@@ -49,6 +49,7 @@ async fn add(
     producer_epoch: i16,
     partitions: Vec<(String, i32)>,
     verify_only: bool,
+    tv2: bool,
 ) -> i16 {
     ask(ctx, transactional_id, |reply| TxnRequest::AddPartitions {
         transactional_id: transactional_id.to_string(),
@@ -56,7 +57,7 @@ async fn add(
         producer_epoch,
         partitions,
         verify_only,
-        tv2: false,
+        tv2,
         reply,
     })
     .await
@@ -122,6 +123,7 @@ pub async fn add_partitions(
                 req.v3_and_below_producer_epoch,
                 list(topics),
                 false,
+                false,
             )
             .await;
             Some(fenced_for(c, version, PRODUCER_FENCED_FROM_ADD))
@@ -144,6 +146,10 @@ pub async fn add_partitions(
                     t.producer_epoch,
                     list(&t.topics),
                     t.verify_only,
+                    // v4+ comes from partition leaders (clients send v3 and below): an
+                    // add that is not a verification is transaction version 2's, by the
+                    // leader of the partition (KIP-890 part 2).
+                    !t.verify_only,
                 )
                 .await,
             )
@@ -177,6 +183,7 @@ pub async fn add_offsets(
                 req.producer_id,
                 req.producer_epoch,
                 vec![(OFFSETS_TOPIC.to_string(), p)],
+                false,
                 false,
             )
             .await;

@@ -3,7 +3,14 @@
 
 use spate_net::ErrorCode;
 
-use super::coordinator::{coordinator_shard, TxnRequest};
+use spate_net::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
+use spate_net::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
+use spate_net::ApiKey;
+
+use super::coordinator::{coordinator_shard, state_partition, TxnRequest};
+use super::TXN_STATE_TOPIC;
 use crate::mesh::ShardMsg;
 use crate::shard::ShardContext;
 
@@ -56,17 +63,32 @@ pub async fn verify_or_add(
 ) -> i16 {
     let deadline = std::time::Instant::now() + VERIFY_PATIENCE;
     loop {
-        let code = ask(ctx, transactional_id, |reply| TxnRequest::AddPartitions {
-            transactional_id: transactional_id.to_string(),
-            producer_id,
-            producer_epoch,
-            partitions: partitions.clone(),
-            verify_only: !tv2,
-            tv2,
-            reply,
-        })
-        .await
-        .unwrap_or(NOT_AVAILABLE);
+        let code = match remote_coordinator(ctx, transactional_id) {
+            Some(broker) => {
+                let partitions = partitions.clone();
+                ask_remote(
+                    ctx,
+                    broker,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    tv2,
+                )
+                .await
+            }
+            None => ask(ctx, transactional_id, |reply| TxnRequest::AddPartitions {
+                transactional_id: transactional_id.to_string(),
+                producer_id,
+                producer_epoch,
+                partitions: partitions.clone(),
+                verify_only: !tv2,
+                tv2,
+                reply,
+            })
+            .await
+            .unwrap_or(NOT_AVAILABLE),
+        };
         if code != ErrorCode::ConcurrentTransactions.code() || std::time::Instant::now() >= deadline
         {
             return code;
@@ -74,3 +96,74 @@ pub async fn verify_or_add(
         compio::time::sleep(VERIFY_RETRY).await;
     }
 }
+
+/// The broker coordinating `transactional_id` when it is another live one.
+fn remote_coordinator(ctx: &ShardContext, transactional_id: &str) -> Option<i32> {
+    let partition = state_partition(ctx, transactional_id)?;
+    let image = ctx.image();
+    let leader = image.partition(TXN_STATE_TOPIC, partition)?.leader;
+    (leader != ctx.config.node_id && image.is_live(leader)).then_some(leader)
+}
+
+/// AddPartitionsToTxn to the coordinator on another broker (v4+, as Kafka's partition
+/// leaders send it): a verification, or transaction version 2's add. The first error
+/// of any partition, or of the call itself (a retriable NOT_COORDINATOR when the
+/// broker could not be reached: the leader answers the producer with a retriable error).
+async fn ask_remote(
+    ctx: &ShardContext,
+    broker: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<(String, i32)>,
+    tv2: bool,
+) -> i16 {
+    let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+    for (name, p) in partitions {
+        match topics.iter_mut().find(|t| t.name == name) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(AddPartitionsToTxnTopic {
+                name,
+                partitions: vec![p],
+            }),
+        }
+    }
+    let request = AddPartitionsToTxnRequest {
+        transactions: vec![AddPartitionsToTxnTransaction {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            verify_only: !tv2,
+            topics,
+        }],
+        ..Default::default()
+    };
+    let answer: Result<AddPartitionsToTxnResponse, _> = ctx
+        .brokers
+        .call(
+            &ctx.image(),
+            broker,
+            ApiKey::AddPartitionsToTxn,
+            REMOTE_ADD_VERSION,
+            &request,
+        )
+        .await;
+    match answer {
+        Ok(r) if r.error_code != 0 => r.error_code,
+        Ok(r) => r
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+            .flat_map(|t| &t.results_by_partition)
+            .map(|p| p.partition_error_code)
+            .find(|&c| c != 0)
+            .unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "asking a transaction coordinator on another broker failed");
+            ErrorCode::NotCoordinator.code()
+        }
+    }
+}
+
+/// The AddPartitionsToTxn version partition leaders send (batched, with verify_only).
+const REMOTE_ADD_VERSION: i16 = 5;

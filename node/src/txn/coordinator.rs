@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_net::compression::Compression;
+use spate_net::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+use spate_net::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use spate_net::record_batch::RecordBatchBuilder;
-use spate_net::ErrorCode;
+use spate_net::{ApiKey, ErrorCode};
 
 use super::metadata::{Transit, TxnMetadata, TxnPartition};
 use super::state_log::{self, TxnStatus};
@@ -812,6 +814,21 @@ async fn write_marker(
     else {
         return true;
     };
+    if info.leader != ctx.config.node_id {
+        // Led elsewhere: written by its leader; without one, tried again later.
+        return info.leader >= 0
+            && write_remote_marker(
+                ctx,
+                info.leader,
+                topic,
+                *partition,
+                producer_id,
+                producer_epoch,
+                commit,
+                bumped,
+            )
+            .await;
+    }
     let owner = ctx.owner_of(info.slot);
     let (tx, rx) = flume::bounded(1);
     let key = PartitionKey {
@@ -841,6 +858,65 @@ async fn write_marker(
         _ => false,
     }
 }
+
+/// WriteTxnMarkers for one partition to its leader on another broker; true once
+/// written (or the partition is gone there).
+#[allow(clippy::too_many_arguments)]
+async fn write_remote_marker(
+    ctx: &ShardContext,
+    leader: i32,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    bumped: bool,
+) -> bool {
+    let request = WriteTxnMarkersRequest {
+        markers: vec![WritableTxnMarker {
+            producer_id,
+            producer_epoch,
+            transaction_result: commit,
+            topics: vec![WritableTxnMarkerTopic {
+                name: topic.to_string(),
+                partition_indexes: vec![partition],
+            }],
+            coordinator_epoch: 0,
+            // The receiver takes 2 as a marker at the epoch bumped by EndTxn.
+            transaction_version: if bumped { 2 } else { 1 },
+        }],
+    };
+    let answer: Result<WriteTxnMarkersResponse, _> = ctx
+        .brokers
+        .call(
+            &ctx.image(),
+            leader,
+            ApiKey::WriteTxnMarkers,
+            REMOTE_MARKERS_VERSION,
+            &request,
+        )
+        .await;
+    match answer {
+        Ok(r) => {
+            let code = r
+                .markers
+                .iter()
+                .flat_map(|m| &m.topics)
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code)
+                .next()
+                .unwrap_or(ErrorCode::UnknownServerError.code());
+            code == 0 || code == ErrorCode::UnknownTopicOrPartition.code()
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition, leader, error = %e, "writing a transaction marker on another broker failed; retrying");
+            false
+        }
+    }
+}
+
+/// WriteTxnMarkers with the transaction version field.
+const REMOTE_MARKERS_VERSION: i16 = 2;
 
 #[cfg(test)]
 mod tests {
