@@ -11,6 +11,9 @@ use super::SERVED_APIS;
 fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group and transaction keys",
+        ApiKey::ConsumerGroupHeartbeat => {
+            "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
+        }
         ApiKey::EndTxn => "transaction versions 1 and 2 (v5+: KIP-890's epoch bump per transaction)",
         ApiKey::Produce => {
             "v12+: transaction version 2 (the partition joins the transaction on its first write)"
@@ -79,9 +82,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
         DescribeQuorum | UpdateFeatures => {
             "no KRaft quorum or feature levels (a single node with a local metadata log)"
-        }
-        ConsumerGroupHeartbeat | ConsumerGroupDescribe => {
-            "the KIP-848 consumer group protocol is not implemented (the classic protocol is)"
         }
         GetTelemetrySubscriptions | PushTelemetry => {
             "client telemetry (KIP-714) is not implemented"

@@ -1,0 +1,707 @@
+//! One consumer group (KIP-848): its members, the group epoch (bumped whenever the
+//! subscriptions or the subscribed topics change), the target assignment computed for
+//! that epoch, and the heartbeat that moves every member toward its target. Every
+//! change is returned as the `__consumer_offsets` records that make it durable
+//! (`records.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use spate_net::ErrorCode;
+
+use super::assignor::{Assignor, MemberSpec};
+use super::member::{Assignment, ConsumerMember, MemberState, TopicId, STATIC_LEFT_EPOCH};
+use super::reconcile::{reconcile, Target};
+use super::records::GroupRecord;
+use super::regex::TopicRegex;
+use super::topics::TopicsView;
+
+/// Member epochs of the leave heartbeats.
+pub const LEAVE_EPOCH: i32 = -1;
+
+/// The broker's `group.consumer.*` settings a group runs by.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupSettings {
+    pub session_timeout: Duration,
+    pub heartbeat_interval_ms: i32,
+    pub max_size: usize,
+    /// Enabled assignors; the first is the default.
+    pub assignors: Vec<Assignor>,
+}
+
+/// A heartbeat, validated (see `validate` in `mod.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatArgs {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub topic_names: Option<Vec<String>>,
+    pub regex: Option<String>,
+    pub assignor: Option<String>,
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatReply {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assignment when it must (re)learn it.
+    pub assignment: Option<Assignment>,
+}
+
+/// An error code and Kafka's message for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupError {
+    pub code: ErrorCode,
+    pub message: Option<String>,
+}
+
+impl GroupError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> GroupError {
+        GroupError {
+            code,
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// When a member is removed unless it heartbeats (session) or revokes (rebalance).
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    session: Instant,
+    /// Set while the member has partitions to revoke.
+    rebalance: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct ConsumerGroup {
+    pub id: String,
+    pub group_epoch: i32,
+    /// Hash of the subscribed topics' names, ids and partition counts at the last epoch
+    /// bump (Spate's own hash, not Kafka's; see `metadata_hash`).
+    pub metadata_hash: i64,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub assignment_epoch: i32,
+    /// Member id → target assignment at `assignment_epoch`.
+    pub targets: BTreeMap<String, Assignment>,
+    /// Subscription regex → the topics it matched when last resolved.
+    pub regexes: BTreeMap<String, BTreeSet<String>>,
+    /// (topic, partition) → member that holds it or has yet to revoke it.
+    owners: HashMap<(TopicId, i32), String>,
+    deadlines: HashMap<String, Deadlines>,
+}
+
+impl ConsumerGroup {
+    pub fn new(id: &str) -> ConsumerGroup {
+        ConsumerGroup {
+            id: id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Kafka's consumer group states.
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.group_epoch > self.assignment_epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| {
+            m.member_epoch != self.assignment_epoch && m.member_epoch != STATIC_LEFT_EPOCH
+                || m.state != MemberState::Stable
+        }) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// The assignor the group uses: the one most members ask for, else the default.
+    pub fn assignor(&self, settings: &ConsumerGroupSettings) -> Assignor {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some(a) = m.server_assignor.as_deref() {
+                *votes.entry(a).or_default() += 1;
+            }
+        }
+        votes
+            .iter()
+            .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+            .and_then(|(name, _)| Assignor::by_name(name))
+            .or_else(|| settings.assignors.first().copied())
+            .unwrap_or(Assignor::Uniform)
+    }
+
+    /// Every topic name some member subscribes to, directly or through a regex.
+    fn subscribed_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for m in self.members.values() {
+            names.extend(m.subscribed_topic_names.iter().cloned());
+            if let Some(topics) = m
+                .subscribed_topic_regex
+                .as_ref()
+                .and_then(|r| self.regexes.get(r))
+            {
+                names.extend(topics.iter().cloned());
+            }
+        }
+        names
+    }
+
+    fn member_topics(&self, m: &ConsumerMember, topics: &TopicsView) -> BTreeSet<TopicId> {
+        let mut names: BTreeSet<String> = m.subscribed_topic_names.iter().cloned().collect();
+        if let Some(t) = m
+            .subscribed_topic_regex
+            .as_ref()
+            .and_then(|r| self.regexes.get(r))
+        {
+            names.extend(t.iter().cloned());
+        }
+        topics.ids(&names)
+    }
+
+    /// A hash of the subscribed topics' metadata: a change bumps the group epoch.
+    pub fn metadata_hash(&self, topics: &TopicsView) -> i64 {
+        let mut bytes = Vec::new();
+        for (name, (id, count)) in topics.resolve(self.subscribed_names().iter()) {
+            bytes.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(&id);
+            bytes.extend_from_slice(&count.to_be_bytes());
+        }
+        twox_hash::XxHash3_128::oneshot(&bytes) as i64
+    }
+
+    /// Resolves the regexes in use again (a new one, or after topics changed) and drops
+    /// the ones no member uses; records what changed.
+    fn refresh_regexes(&mut self, topics: &TopicsView, out: &mut Vec<GroupRecord>) {
+        let in_use: BTreeSet<String> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.clone())
+            .collect();
+        let stale: Vec<String> = self
+            .regexes
+            .keys()
+            .filter(|r| !in_use.contains(*r))
+            .cloned()
+            .collect();
+        for r in stale {
+            self.regexes.remove(&r);
+            out.push(GroupRecord::RegexTombstone(r));
+        }
+        for r in in_use {
+            // Validated when the member subscribed; a regex that stopped compiling
+            // (impossible with the same crate) matches nothing.
+            let matched = TopicRegex::compile(&r)
+                .map(|re| re.matching(topics.by_name.keys().map(String::as_str)))
+                .unwrap_or_default();
+            if self.regexes.get(&r) != Some(&matched) {
+                self.regexes.insert(r.clone(), matched.clone());
+                out.push(GroupRecord::Regex(r, matched));
+            }
+        }
+    }
+
+    /// After a metadata change: bumps the group epoch if the subscribed topics changed
+    /// (a regex matches a new topic, partitions were added, a topic was deleted).
+    pub fn on_metadata_change(&mut self, topics: &TopicsView) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        if self.members.is_empty() {
+            return out;
+        }
+        self.refresh_regexes(topics, &mut out);
+        let hash = self.metadata_hash(topics);
+        if hash != self.metadata_hash {
+            self.bump_epoch(hash, &mut out);
+        }
+        out
+    }
+
+    fn bump_epoch(&mut self, hash: i64, out: &mut Vec<GroupRecord>) {
+        self.group_epoch = self.group_epoch.max(self.assignment_epoch) + 1;
+        self.metadata_hash = hash;
+        out.push(GroupRecord::Metadata {
+            epoch: self.group_epoch,
+            metadata_hash: hash,
+        });
+    }
+
+    /// Serves one heartbeat; the records make its effects durable and must be written
+    /// before the reply is sent. `rebalances` counts target assignment computations.
+    pub fn heartbeat(
+        &mut self,
+        args: HeartbeatArgs,
+        topics: &TopicsView,
+        settings: &ConsumerGroupSettings,
+        now: Instant,
+        rebalances: &mut u64,
+    ) -> Result<(HeartbeatReply, Vec<GroupRecord>), GroupError> {
+        let mut out = Vec::new();
+        if args.member_epoch == LEAVE_EPOCH {
+            return self.leave(&args.member_id, &mut out).map(|r| (r, out));
+        }
+        if args.member_epoch == STATIC_LEFT_EPOCH {
+            return self.static_leave(&args, &mut out).map(|r| (r, out));
+        }
+        let joining = args.member_epoch == 0;
+        let existing = self.find_member(&args)?;
+        let before = existing.clone();
+        let mut member = match existing {
+            Some(m) => m,
+            None => {
+                if self.members.len() >= settings.max_size {
+                    return Err(GroupError::new(
+                        ErrorCode::GroupMaxSizeReached,
+                        format!(
+                            "The consumer group has reached its maximum capacity of {} members.",
+                            settings.max_size
+                        ),
+                    ));
+                }
+                ConsumerMember::new(&args.member_id)
+            }
+        };
+        // A static member rejoining under a new member id takes over its old place.
+        let replaced = (member.member_id != args.member_id).then(|| member.member_id.clone());
+        if let Some(old) = &replaced {
+            self.remove_member_state(old, &mut out, false);
+            member.member_id = args.member_id.clone();
+            if member.member_epoch == STATIC_LEFT_EPOCH {
+                member.member_epoch = member.previous_member_epoch;
+            }
+        }
+        let subscription_before = (
+            member.subscribed_topic_names.clone(),
+            member.subscribed_topic_regex.clone(),
+        );
+        apply_request(&mut member, &args);
+        let subscription_changed = before.is_none()
+            || replaced.is_none()
+                && subscription_before
+                    != (
+                        member.subscribed_topic_names.clone(),
+                        member.subscribed_topic_regex.clone(),
+                    );
+        if before.as_ref() != Some(&member) || replaced.is_some() {
+            out.push(GroupRecord::Member(member.clone()));
+        }
+        if let Some(old) = &replaced {
+            if let Some(t) = self.targets.remove(old) {
+                out.push(GroupRecord::TargetMember(
+                    member.member_id.clone(),
+                    t.clone(),
+                ));
+                self.targets.insert(member.member_id.clone(), t);
+            }
+        }
+        self.members
+            .insert(member.member_id.clone(), member.clone());
+        if replaced.is_some() {
+            self.set_ownership(&ConsumerMember::new(""), Some(&member));
+            out.push(GroupRecord::CurrentAssignment(member.clone()));
+        }
+        if subscription_changed {
+            self.refresh_regexes(topics, &mut out);
+        }
+        let hash = self.metadata_hash(topics);
+        if subscription_changed || hash != self.metadata_hash {
+            self.bump_epoch(hash, &mut out);
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.compute_targets(topics, settings, &mut out);
+            *rebalances += 1;
+        }
+        let updated = self.reconcile_member(&member.member_id, args.owned.as_ref(), &mut out);
+        let id = updated.member_id.clone();
+        let rebalance_deadline = (updated.state == MemberState::UnrevokedPartitions).then(|| {
+            let keep = self.deadlines.get(&id).and_then(|d| d.rebalance);
+            keep.filter(|_| before.as_ref().is_some_and(|b| b.state == updated.state))
+                .unwrap_or(now + Duration::from_millis(updated.rebalance_timeout_ms.max(0) as u64))
+        });
+        self.deadlines.insert(
+            id.clone(),
+            Deadlines {
+                session: now + settings.session_timeout,
+                rebalance: rebalance_deadline,
+            },
+        );
+        let changed = before.as_ref().is_none_or(|b| {
+            b.member_epoch != updated.member_epoch || b.assigned != updated.assigned
+        });
+        let reported_differs = args.owned.as_ref() != Some(&updated.assigned);
+        Ok((
+            HeartbeatReply {
+                member_id: id,
+                member_epoch: updated.member_epoch,
+                heartbeat_interval_ms: settings.heartbeat_interval_ms,
+                assignment: (joining || changed || reported_differs)
+                    .then(|| updated.assigned.clone()),
+            },
+            out,
+        ))
+    }
+
+    /// The member the heartbeat is from, checking its epoch (None: a new member).
+    fn find_member(&self, args: &HeartbeatArgs) -> Result<Option<ConsumerMember>, GroupError> {
+        if let Some(instance) = &args.instance_id {
+            let holder = self
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance.as_str()));
+            if let Some(m) = holder {
+                if m.member_id != args.member_id {
+                    if args.member_epoch != 0 {
+                        return Err(GroupError::new(
+                            ErrorCode::FencedInstanceId,
+                            format!("Static member {} with instance id {instance} was fenced by another member.", args.member_id),
+                        ));
+                    }
+                    if m.member_epoch != STATIC_LEFT_EPOCH {
+                        return Err(GroupError::new(
+                            ErrorCode::UnreleasedInstanceId,
+                            format!("Static member with unknown member id and instance id {instance} cannot join the group {} because the instance id is owned by member {}.", self.id, m.member_id),
+                        ));
+                    }
+                    return Ok(Some(m.clone()));
+                }
+            }
+        }
+        match self.members.get(&args.member_id) {
+            None if args.member_epoch == 0 => Ok(None),
+            None => Err(self.unknown_member(&args.member_id)),
+            Some(m) if args.member_epoch == 0 => Ok(Some(m.clone())),
+            Some(m) => {
+                check_epoch(m, args.member_epoch, args.owned.as_ref())?;
+                Ok(Some(m.clone()))
+            }
+        }
+    }
+
+    fn unknown_member(&self, member_id: &str) -> GroupError {
+        GroupError::new(
+            ErrorCode::UnknownMemberId,
+            format!("Member {member_id} is not a member of group {}.", self.id),
+        )
+    }
+
+    /// A new target assignment at the group epoch; records the members whose target
+    /// changed and the new assignment epoch.
+    fn compute_targets(
+        &mut self,
+        topics: &TopicsView,
+        settings: &ConsumerGroupSettings,
+        out: &mut Vec<GroupRecord>,
+    ) {
+        let empty = Assignment::new();
+        let specs: Vec<MemberSpec> = self
+            .members
+            .values()
+            .map(|m| MemberSpec {
+                member_id: &m.member_id,
+                topics: self.member_topics(m, topics),
+                previous: self.targets.get(&m.member_id).unwrap_or(&empty),
+            })
+            .collect();
+        let counts: BTreeMap<TopicId, i32> = topics
+            .resolve(self.subscribed_names().iter())
+            .into_values()
+            .collect();
+        let new_targets = self.assignor(settings).assign(&specs, &counts);
+        drop(specs);
+        for (id, t) in &new_targets {
+            if self.targets.get(id) != Some(t) {
+                out.push(GroupRecord::TargetMember(id.clone(), t.clone()));
+            }
+        }
+        self.targets = new_targets;
+        self.assignment_epoch = self.group_epoch;
+        out.push(GroupRecord::TargetMetadata(self.assignment_epoch));
+    }
+
+    /// Moves the member toward its target; records its new current assignment.
+    fn reconcile_member(
+        &mut self,
+        member_id: &str,
+        reported: Option<&Assignment>,
+        out: &mut Vec<GroupRecord>,
+    ) -> ConsumerMember {
+        let Some(member) = self.members.get(member_id).cloned() else {
+            unreachable!("reconcile of a member that is not in the group");
+        };
+        let empty = Assignment::new();
+        let target = Target {
+            epoch: self.assignment_epoch,
+            assignment: self.targets.get(member_id).unwrap_or(&empty),
+        };
+        let owners = &self.owners;
+        let next = reconcile(
+            &member,
+            &target,
+            |t, p| owners.get(&(*t, p)).is_some_and(|o| o != member_id),
+            reported,
+        );
+        if next != member {
+            self.set_ownership(&member, Some(&next));
+            out.push(GroupRecord::CurrentAssignment(next.clone()));
+            self.members.insert(member_id.to_string(), next.clone());
+        }
+        next
+    }
+
+    /// Replaces `old`'s partitions in the owner map by `new`'s.
+    fn set_ownership(&mut self, old: &ConsumerMember, new: Option<&ConsumerMember>) {
+        for a in [&old.assigned, &old.pending_revocation] {
+            for (t, parts) in a {
+                for p in parts {
+                    if self.owners.get(&(*t, *p)) == Some(&old.member_id) {
+                        self.owners.remove(&(*t, *p));
+                    }
+                }
+            }
+        }
+        if let Some(new) = new {
+            for a in [&new.assigned, &new.pending_revocation] {
+                for (t, parts) in a {
+                    for p in parts {
+                        self.owners.insert((*t, *p), new.member_id.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the owner map from the members (after loading).
+    pub fn rebuild_ownership(&mut self) {
+        self.owners.clear();
+        let members: Vec<ConsumerMember> = self.members.values().cloned().collect();
+        for m in &members {
+            self.set_ownership(&ConsumerMember::new(""), Some(m));
+        }
+    }
+
+    pub fn has_deadlines(&self) -> bool {
+        !self.deadlines.is_empty()
+    }
+
+    /// Starts every member's session anew (after loading, as Kafka does).
+    pub fn restart_sessions(&mut self, now: Instant, session_timeout: Duration) {
+        self.deadlines = self
+            .members
+            .keys()
+            .map(|id| {
+                (
+                    id.clone(),
+                    Deadlines {
+                        session: now + session_timeout,
+                        rebalance: None,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// Forgets a member and records its removal (without an epoch bump).
+    fn remove_member_state(
+        &mut self,
+        member_id: &str,
+        out: &mut Vec<GroupRecord>,
+        target_too: bool,
+    ) {
+        if let Some(m) = self.members.remove(member_id) {
+            self.set_ownership(&m, None);
+        }
+        self.deadlines.remove(member_id);
+        out.push(GroupRecord::CurrentAssignmentTombstone(
+            member_id.to_string(),
+        ));
+        if target_too {
+            self.targets.remove(member_id);
+        }
+        out.push(GroupRecord::TargetMemberTombstone(member_id.to_string()));
+        out.push(GroupRecord::MemberTombstone(member_id.to_string()));
+    }
+
+    /// Removes a member (leave, or expired) and bumps the group epoch.
+    pub fn fence(&mut self, member_id: &str, topics: &TopicsView) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        self.remove_member_state(member_id, &mut out, true);
+        self.refresh_regexes(topics, &mut out);
+        let hash = self.metadata_hash(topics);
+        self.bump_epoch(hash, &mut out);
+        out
+    }
+
+    fn leave(
+        &mut self,
+        member_id: &str,
+        out: &mut Vec<GroupRecord>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        if !self.members.contains_key(member_id) {
+            return Err(self.unknown_member(member_id));
+        }
+        self.remove_member_state(member_id, out, true);
+        // The regexes and the metadata hash are brought up to date on the next heartbeat
+        // (the bump below already starts a new assignment).
+        let hash = self.metadata_hash;
+        self.bump_epoch(hash, out);
+        Ok(HeartbeatReply {
+            member_id: member_id.to_string(),
+            member_epoch: LEAVE_EPOCH,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        })
+    }
+
+    /// A static member leaves for a while: it keeps its place and assignment (epoch -2)
+    /// until its session expires or its instance id rejoins.
+    fn static_leave(
+        &mut self,
+        args: &HeartbeatArgs,
+        out: &mut Vec<GroupRecord>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let Some(m) = self.members.get_mut(&args.member_id) else {
+            return Err(self.unknown_member(&args.member_id));
+        };
+        if m.instance_id != args.instance_id {
+            return Err(GroupError::new(
+                ErrorCode::FencedInstanceId,
+                format!(
+                    "Static member {} left with another instance id.",
+                    args.member_id
+                ),
+            ));
+        }
+        if m.member_epoch != STATIC_LEFT_EPOCH {
+            m.previous_member_epoch = m.member_epoch;
+            m.member_epoch = STATIC_LEFT_EPOCH;
+            out.push(GroupRecord::CurrentAssignment(m.clone()));
+        }
+        Ok(HeartbeatReply {
+            member_id: args.member_id.clone(),
+            member_epoch: STATIC_LEFT_EPOCH,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        })
+    }
+
+    /// Members whose session ended, or that did not revoke within their rebalance
+    /// timeout.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
+        self.deadlines
+            .iter()
+            .filter(|(_, d)| d.session <= now || d.rebalance.is_some_and(|r| r <= now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Every record of the group, as tombstones (DeleteGroups).
+    pub fn tombstones(&self) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        for id in self.members.keys() {
+            out.push(GroupRecord::CurrentAssignmentTombstone(id.clone()));
+            out.push(GroupRecord::TargetMemberTombstone(id.clone()));
+            out.push(GroupRecord::MemberTombstone(id.clone()));
+        }
+        for r in self.regexes.keys() {
+            out.push(GroupRecord::RegexTombstone(r.clone()));
+        }
+        out.push(GroupRecord::TargetMetadataTombstone);
+        out.push(GroupRecord::PartitionMetadataTombstone);
+        out.push(GroupRecord::MetadataTombstone);
+        out
+    }
+
+    /// OffsetCommit/OffsetFetch of a member (Kafka's `validateOffsetCommit` for consumer
+    /// groups): an epoch below zero without a member id is an admin, allowed while the
+    /// group is empty; a member must be known and at its current epoch.
+    pub fn check_offset_member(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        commit: bool,
+    ) -> Result<(), ErrorCode> {
+        if epoch < 0 && member_id.is_empty() {
+            return if !commit || self.members.is_empty() {
+                Ok(())
+            } else {
+                Err(ErrorCode::UnknownMemberId)
+            };
+        }
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        if epoch > m.member_epoch {
+            Err(ErrorCode::FencedMemberEpoch)
+        } else if epoch < m.member_epoch {
+            Err(ErrorCode::StaleMemberEpoch)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a member subscribes to the topic (OffsetDelete refuses it then).
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.subscribed_names().contains(topic)
+    }
+}
+
+/// Kafka's epoch check: a newer epoch than known is fenced; an older one only passes
+/// when it is the previous epoch and the member owns no more than its assignment (it
+/// missed the reply that moved it on).
+fn check_epoch(
+    m: &ConsumerMember,
+    received: i32,
+    owned: Option<&Assignment>,
+) -> Result<(), GroupError> {
+    let fenced = |why: String| Err(GroupError::new(ErrorCode::FencedMemberEpoch, why));
+    if received > m.member_epoch {
+        return fenced(format!("The consumer group member has a greater member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.", m.member_epoch));
+    }
+    if received < m.member_epoch {
+        let subset = owned.is_some_and(|o| {
+            o.iter()
+                .all(|(t, parts)| m.assigned.get(t).is_some_and(|a| parts.is_subset(a)))
+        });
+        if received != m.previous_member_epoch || !subset {
+            return fenced(format!("The consumer group member has a smaller member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.", m.member_epoch));
+        }
+    }
+    Ok(())
+}
+
+/// Copies what the heartbeat says into the member (absent fields keep their value).
+fn apply_request(m: &mut ConsumerMember, a: &HeartbeatArgs) {
+    if a.instance_id.is_some() {
+        m.instance_id = a.instance_id.clone();
+    }
+    if a.rack_id.is_some() {
+        m.rack_id = a.rack_id.clone();
+    }
+    if a.rebalance_timeout_ms > 0 {
+        m.rebalance_timeout_ms = a.rebalance_timeout_ms;
+    }
+    if let Some(names) = &a.topic_names {
+        let mut n = names.clone();
+        n.sort();
+        n.dedup();
+        m.subscribed_topic_names = n;
+    }
+    if let Some(r) = &a.regex {
+        m.subscribed_topic_regex = (!r.is_empty()).then(|| r.clone());
+    }
+    if let Some(s) = &a.assignor {
+        m.server_assignor = Some(s.clone());
+    }
+    m.client_id = a.client_id.clone();
+    m.client_host = a.client_host.clone();
+}
