@@ -1113,10 +1113,12 @@ fn consumer_heartbeat(
         if !classic.is_empty() {
             // Kafka converts a classic group whose members all use the consumer
             // protocol (the online upgrade); Spate does not yet (docs/compat.md).
-            return Err(GroupError::new(
-                ErrorCode::GroupIdNotFound,
-                format!("Group {group_id} is not a consumer group."),
-            ));
+            let message = if classic.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) {
+                format!("Cannot upgrade classic group {group_id} to consumer group: Spate does not convert a classic group with members.")
+            } else {
+                format!("Cannot upgrade classic group {group_id} to consumer group because the group does not use the consumer embedded protocol.")
+            };
+            return Err(GroupError::new(ErrorCode::GroupIdNotFound, message));
         }
         coord.groups.remove(group_id);
     }
