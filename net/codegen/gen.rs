@@ -98,7 +98,10 @@ pub fn generate_group_records(group_dir: &Path) -> Result<Vec<Output>, String> {
     w.line("");
     for r in &records {
         if r.kind != "coordinator-key" && r.kind != "coordinator-value" {
-            return Err(format!("{}: type {:?}, expected a coordinator record", r.name, r.kind));
+            return Err(format!(
+                "{}: type {:?}, expected a coordinator record",
+                r.name, r.kind
+            ));
         }
         out.push(Output {
             path: format!("group_records/{}.rs", r.module),

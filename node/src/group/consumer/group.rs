@@ -334,17 +334,20 @@ impl ConsumerGroup {
                 rebalance: rebalance_deadline,
             },
         );
-        let changed = before.as_ref().is_none_or(|b| {
-            b.member_epoch != updated.member_epoch || b.assigned != updated.assigned
-        });
-        let reported_differs = args.owned.as_ref() != Some(&updated.assigned);
+        // Kafka sends the assignment only to a full request (joining, or a client
+        // recovering from an error) or when the member's partitions changed.
+        let full_request = args.rebalance_timeout_ms != -1
+            && (args.topic_names.is_some() || args.regex.is_some())
+            && args.owned.is_some();
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.assigned != updated.assigned);
         Ok((
             HeartbeatReply {
                 member_id: id,
                 member_epoch: updated.member_epoch,
                 heartbeat_interval_ms: settings.heartbeat_interval_ms,
-                assignment: (joining || changed || reported_differs)
-                    .then(|| updated.assigned.clone()),
+                assignment: (joining || full_request || changed).then(|| updated.assigned.clone()),
             },
             out,
         ))
@@ -704,4 +707,231 @@ fn apply_request(m: &mut ConsumerMember, a: &HeartbeatArgs) {
     }
     m.client_id = a.client_id.clone();
     m.client_host = a.client_host.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const T: TopicId = [7; 16];
+
+    fn settings() -> ConsumerGroupSettings {
+        ConsumerGroupSettings {
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval_ms: 5000,
+            max_size: 3,
+            assignors: vec![Assignor::Uniform, Assignor::Range],
+        }
+    }
+
+    fn topics(partitions: i32) -> TopicsView {
+        TopicsView {
+            by_name: BTreeMap::from([("t".to_string(), (T, partitions))]),
+        }
+    }
+
+    fn join_args(member: &str) -> HeartbeatArgs {
+        HeartbeatArgs {
+            member_id: member.into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 30_000,
+            topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            ..Default::default()
+        }
+    }
+
+    fn beat(member: &str, epoch: i32, owned: &[i32]) -> HeartbeatArgs {
+        HeartbeatArgs {
+            member_id: member.into(),
+            member_epoch: epoch,
+            // As `validate` reads a request: no entry for a topic without partitions.
+            owned: Some(if owned.is_empty() {
+                Assignment::new()
+            } else {
+                Assignment::from([(T, owned.iter().copied().collect())])
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn parts(r: &HeartbeatReply) -> Option<Vec<i32>> {
+        r.assignment.as_ref().map(|a| {
+            a.get(&T)
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    struct Fixture {
+        g: ConsumerGroup,
+        topics: TopicsView,
+        now: Instant,
+        rebalances: u64,
+    }
+
+    impl Fixture {
+        fn new(partitions: i32) -> Fixture {
+            Fixture {
+                g: ConsumerGroup::new("g"),
+                topics: topics(partitions),
+                now: Instant::now(),
+                rebalances: 0,
+            }
+        }
+
+        fn hb(&mut self, args: HeartbeatArgs) -> Result<HeartbeatReply, GroupError> {
+            let (reply, _) = self.g.heartbeat(
+                args,
+                &self.topics,
+                &settings(),
+                self.now,
+                &mut self.rebalances,
+            )?;
+            Ok(reply)
+        }
+    }
+
+    #[test]
+    fn scale_out_revokes_before_assigning() {
+        let mut f = Fixture::new(4);
+        let a = f.hb(join_args("a")).unwrap();
+        assert_eq!((a.member_epoch, parts(&a)), (1, Some(vec![0, 1, 2, 3])));
+        assert_eq!(f.g.state(), "Stable");
+        let b = f.hb(join_args("b")).unwrap();
+        assert_eq!((b.member_epoch, parts(&b)), (2, Some(vec![])));
+        assert_eq!(f.g.state(), "Reconciling");
+        assert_eq!(f.rebalances, 2);
+        // a must revoke two partitions; its epoch waits.
+        let a2 = f.hb(beat("a", 1, &[0, 1, 2, 3])).unwrap();
+        assert_eq!((a2.member_epoch, parts(&a2)), (1, Some(vec![0, 1])));
+        // b still waits for them (nothing new to tell it).
+        let b2 = f.hb(beat("b", 2, &[])).unwrap();
+        assert_eq!((b2.member_epoch, parts(&b2)), (2, None));
+        // a revoked: it moves to epoch 2, and b gets them.
+        let a3 = f.hb(beat("a", 1, &[0, 1])).unwrap();
+        assert_eq!((a3.member_epoch, parts(&a3)), (2, None));
+        let b3 = f.hb(beat("b", 2, &[])).unwrap();
+        assert_eq!((b3.member_epoch, parts(&b3)), (2, Some(vec![2, 3])));
+        assert_eq!(f.g.state(), "Stable");
+    }
+
+    #[test]
+    fn epochs_are_checked() {
+        let mut f = Fixture::new(2);
+        f.hb(join_args("a")).unwrap();
+        let e = f.hb(beat("a", 5, &[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FencedMemberEpoch);
+        assert_eq!(
+            f.hb(beat("x", 1, &[])).unwrap_err().code,
+            ErrorCode::UnknownMemberId
+        );
+        f.hb(join_args("b")).unwrap();
+        // a revokes and moves to epoch 2; its previous epoch (1) still passes while it
+        // owns no more than its assignment, not otherwise.
+        f.hb(beat("a", 1, &[0, 1])).unwrap();
+        let moved = f.hb(beat("a", 1, &[0])).unwrap();
+        assert_eq!(moved.member_epoch, 2);
+        assert!(f.hb(beat("a", 1, &[0])).is_ok());
+        assert_eq!(
+            f.hb(beat("a", 1, &[0, 1])).unwrap_err().code,
+            ErrorCode::FencedMemberEpoch
+        );
+    }
+
+    #[test]
+    fn leaving_and_expiring_members_bump_the_epoch() {
+        let mut f = Fixture::new(2);
+        f.hb(join_args("a")).unwrap();
+        f.hb(join_args("b")).unwrap();
+        let epoch = f.g.group_epoch;
+        let left = f.hb(beat("b", LEAVE_EPOCH, &[])).unwrap();
+        assert_eq!((left.member_epoch, left.assignment), (LEAVE_EPOCH, None));
+        assert_eq!(f.g.group_epoch, epoch + 1);
+        assert!(!f.g.members.contains_key("b"));
+        assert_eq!(
+            f.hb(beat("b", LEAVE_EPOCH, &[])).unwrap_err().code,
+            ErrorCode::UnknownMemberId
+        );
+        // a's session ends 45 s after its last heartbeat.
+        assert!(f.g.expired(f.now + Duration::from_secs(44)).is_empty());
+        assert_eq!(
+            f.g.expired(f.now + Duration::from_secs(45)),
+            vec!["a".to_string()]
+        );
+        let records = f.g.fence("a", &f.topics);
+        assert!(records.contains(&GroupRecord::MemberTombstone("a".into())));
+        assert_eq!(f.g.state(), "Empty");
+    }
+
+    #[test]
+    fn static_member_rejoins_with_its_assignment() {
+        let mut f = Fixture::new(2);
+        let mut join = join_args("a1");
+        join.instance_id = Some("i".into());
+        let a = f.hb(join.clone()).unwrap();
+        let mut leave = beat("a1", STATIC_LEFT_EPOCH, &[]);
+        leave.instance_id = Some("i".into());
+        assert_eq!(f.hb(leave).unwrap().member_epoch, STATIC_LEFT_EPOCH);
+        let epoch = f.g.group_epoch;
+        // Another member id with the same instance id takes over: same epoch and
+        // partitions, no new group epoch.
+        join.member_id = "a2".into();
+        let back = f.hb(join.clone()).unwrap();
+        assert_eq!(
+            (back.member_epoch, parts(&back)),
+            (a.member_epoch, parts(&a))
+        );
+        assert_eq!(f.g.group_epoch, epoch);
+        assert!(!f.g.members.contains_key("a1"));
+        // While a2 holds the instance id, a third member id cannot take it.
+        join.member_id = "a3".into();
+        assert_eq!(
+            f.hb(join).unwrap_err().code,
+            ErrorCode::UnreleasedInstanceId
+        );
+    }
+
+    #[test]
+    fn group_size_and_assignor_choice() {
+        let mut f = Fixture::new(2);
+        for m in ["a", "b", "c"] {
+            f.hb(join_args(m)).unwrap();
+        }
+        assert_eq!(
+            f.hb(join_args("d")).unwrap_err().code,
+            ErrorCode::GroupMaxSizeReached
+        );
+        assert_eq!(f.g.assignor(&settings()), Assignor::Uniform);
+        let mut r = beat("a", f.g.members["a"].member_epoch, &[]);
+        r.owned = None;
+        r.assignor = Some("range".into());
+        f.hb(r).unwrap();
+        assert_eq!(f.g.assignor(&settings()), Assignor::Range);
+    }
+
+    #[test]
+    fn regex_subscription_follows_new_topics() {
+        let mut f = Fixture::new(1);
+        let mut join = join_args("a");
+        join.topic_names = None;
+        join.regex = Some("t.*".into());
+        let a = f.hb(join).unwrap();
+        assert_eq!(parts(&a), Some(vec![0]));
+        let epoch = f.g.group_epoch;
+        let u: TopicId = [9; 16];
+        f.topics.by_name.insert("tu".into(), (u, 2));
+        f.topics.by_name.insert("other".into(), ([8; 16], 2));
+        let records = f.g.on_metadata_change(&f.topics);
+        assert!(records.contains(&GroupRecord::Regex(
+            "t.*".into(),
+            ["t".to_string(), "tu".to_string()].into()
+        )));
+        assert_eq!(f.g.group_epoch, epoch + 1);
+        let a2 = f.hb(beat("a", a.member_epoch, &[0])).unwrap();
+        let got = a2.assignment.unwrap();
+        assert_eq!(got.get(&u).map(|p| p.len()), Some(2));
+        assert!(!got.contains_key(&[8; 16]));
+    }
 }

@@ -407,3 +407,87 @@ fn entry<'a>(groups: &'a mut HashMap<String, ConsumerGroup>, id: &str) -> &'a mu
         .entry(id.to_string())
         .or_insert_with(|| ConsumerGroup::new(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::consumer::group::{ConsumerGroupSettings, HeartbeatArgs};
+    use crate::group::consumer::topics::TopicsView;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    fn replay_all(records: &[(Bytes, Option<Bytes>)]) -> HashMap<String, ConsumerGroup> {
+        let mut groups = HashMap::new();
+        for (k, v) in records {
+            assert!(is_group_record(k));
+            assert!(replay(&mut groups, k.clone(), v.clone()));
+        }
+        groups
+    }
+
+    #[test]
+    fn replayed_records_rebuild_the_group() {
+        let t = [3; 16];
+        let topics = TopicsView {
+            by_name: BTreeMap::from([("t".to_string(), (t, 3))]),
+        };
+        let settings = ConsumerGroupSettings {
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval_ms: 5000,
+            max_size: 10,
+            assignors: vec![crate::group::consumer::assignor::Assignor::Uniform],
+        };
+        let mut g = ConsumerGroup::new("g");
+        let mut log = Vec::new();
+        let mut n = 0;
+        for m in ["a", "b"] {
+            let args = HeartbeatArgs {
+                member_id: m.into(),
+                rebalance_timeout_ms: 1000,
+                topic_names: Some(vec!["t".into()]),
+                regex: Some("x.*".into()),
+                owned: Some(Assignment::new()),
+                client_id: "c".into(),
+                ..Default::default()
+            };
+            let (_, records) = g
+                .heartbeat(args, &topics, &settings, Instant::now(), &mut n)
+                .unwrap();
+            log.extend(records.iter().map(|r| encode("g", r, 1)));
+        }
+        let loaded = replay_all(&log);
+        let l = &loaded["g"];
+        assert_eq!(
+            (l.group_epoch, l.assignment_epoch, l.metadata_hash),
+            (g.group_epoch, g.assignment_epoch, g.metadata_hash)
+        );
+        assert_eq!(l.members, g.members);
+        assert_eq!(l.targets, g.targets);
+        assert_eq!(l.regexes, g.regexes);
+        // Deleting: the tombstones leave nothing.
+        log.extend(g.tombstones().iter().map(|r| encode("g", r, 2)));
+        assert!(replay_all(&log).is_empty());
+    }
+
+    #[test]
+    fn keys_have_kafkas_layout() {
+        // ConsumerGroupMetadataKey: type 3, then the group id as a STRING (i16 length).
+        let (k, v) = encode(
+            "g1",
+            &GroupRecord::Metadata {
+                epoch: 5,
+                metadata_hash: 0,
+            },
+            0,
+        );
+        assert_eq!(&k[..], &[0, 3, 0, 2, b'g', b'1']);
+        // Value version 0, the epoch, no tagged fields: the hash is a tagged field, left
+        // out at its default (0).
+        assert_eq!(&v.unwrap()[..], &[0, 0, 0, 0, 0, 5, 0]);
+        let (k, v) = encode("g1", &GroupRecord::MemberTombstone("m".into()), 0);
+        assert_eq!(&k[..], &[0, 5, 0, 2, b'g', b'1', 0, 1, b'm']);
+        assert!(v.is_none());
+        // Offset commits and classic group metadata are not consumer-group records.
+        assert!(!is_group_record(&[0, 1]) && !is_group_record(&[0, 2]));
+    }
+}
