@@ -14,11 +14,12 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicCollection
 
-from conftest import EXTERNAL, RUNS, free_port
+from conftest import COMPAT, EXTERNAL, ROOT, RUNS, free_port
 from flexraw import FlexClient, consumer_group_heartbeat as heartbeat
 from grouputil import (ConfiguredBroker, consumer_protocol_metadata, coordinator, group_id,
                        offset_commit)
-from kafkautil import JAVA_JAR, admin, create_topic, java_jar, produce, wait_topic
+from kafkautil import (JAVA_JAR, admin, create_topic, go_program, java_jar, produce, run_json,
+                       wait_topic)
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (kafka_libs is a fixture)
 
 # A short session so that a killed member's partitions move quickly (Kafka's default
@@ -214,6 +215,10 @@ def test_protocol_clash_with_classic_group(cg_bootstrap):
     raw2 = coordinator(cg_bootstrap, g2)
     clash = raw2.join_new(g2, protocol_type="connect", protocols=protocols)
     assert clash["error"] == INCONSISTENT_GROUP_PROTOCOL
+    # DescribeGroups (v3) does not see a consumer group: Dead, as an unknown group.
+    described = raw2.describe_group(g2)
+    assert (described["error"], described["state"], described["protocol_type"],
+            described["members"]) == (0, "Dead", "", [])
     raw.close()
     raw2.close()
     c.close()
@@ -363,6 +368,33 @@ def test_confluent_exactly_once_across_rebalance(cg_bootstrap):
         c1.close()
         if c2 is not None:
             c2.close()
+
+
+# --- franz-go ------------------------------------------------------------------------------
+
+def test_franzgo_server_side_balancer(cg_bootstrap):
+    """franz-go 1.22's kgo.ServerSideBalancer (KIP-848): c1 reads half alone, c2 joins,
+    every record is read once, the partitions end split 2/2, offsets committed to the
+    end, and kadm deletes the group once both left."""
+    binary = go_program(COMPAT / "gogroups", ROOT / "target" / "compat" / "franzgo-groups")
+    topic = f"cgp-franz-{uuid.uuid4().hex[:8]}"
+    g = group_id("cgp-franz")
+    r = run_json([binary, cg_bootstrap, "group848", topic, g, "4", "400"], timeout=130)
+    seen = {}
+    for p, o, v in r["records"]:
+        seen.setdefault((p, o), []).append(v)
+    assert {k: v for k, v in seen.items() if len(v) > 1} == {}
+    assert sorted(seen) == [(p, o) for p in range(4) for o in range(100)]
+    c1, c2 = set(r["c1_final"]), set(r["c2_final"])
+    assert len(c1) == 2 and len(c2) == 2 and c1 | c2 == {0, 1, 2, 3}
+    assert not [e for e in r["c1_events"] + r["c2_events"] if e[0] == "lost"]
+    assert r["committed"] == {str(p): 100 for p in range(4)}
+    # kadm describes with DescribeGroups, which does not see consumer groups: Dead. Kafka
+    # 4.4 answers v6 with GROUP_ID_NOT_FOUND too, and kadm then reports no lag; Spate
+    # serves DescribeGroups up to v5 (no error), and kadm computes it from the offsets.
+    assert r["describe"]["state"] == "Dead" and r["describe"]["members"] == 0
+    assert r["lag"] == ({} if EXTERNAL else {str(p): 0 for p in range(4)})
+    assert r["deleted"] == "<nil>"
 
 
 # --- the Kafka CLI ----------------------------------------------------------------------------

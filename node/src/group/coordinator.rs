@@ -393,28 +393,15 @@ impl Coordinator {
     }
 
     fn describe(&self, group_id: &str) -> GroupDescription {
-        if let Some(g) = self.consumer.get(group_id) {
-            // Kafka describes a consumer group to DescribeGroups by its state and
-            // protocol type, with its members but none of the classic protocol's bytes.
+        if self.consumer.contains_key(group_id) {
+            // DescribeGroups (up to v5) does not see consumer groups: Kafka 4.4 answers
+            // Dead with no error, as for a group that does not exist.
             return GroupDescription {
                 group_id: group_id.to_string(),
-                state: g.state(),
-                protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                state: "Dead",
+                protocol_type: String::new(),
                 protocol: String::new(),
-                members: g
-                    .members
-                    .values()
-                    .map(|m| {
-                        (
-                            m.member_id.clone(),
-                            m.instance_id.clone(),
-                            m.client_id.clone(),
-                            m.client_host.clone(),
-                            Bytes::new(),
-                            Bytes::new(),
-                        )
-                    })
-                    .collect(),
+                members: Vec::new(),
             };
         }
         match self.groups.get(group_id) {
