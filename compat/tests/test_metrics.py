@@ -83,6 +83,8 @@ FAMILIES = {
     "spate_schema_registry_validation_refused_records_total": ("counter", set()),
     "spate_consumer_group_committed_offset": ("gauge", {"group", "topic", "partition"}),
     "spate_consumer_group_lag": ("gauge", {"group", "topic", "partition"}),
+    "spate_groups": ("gauge", {"protocol", "state"}),
+    "spate_consumer_group_rebalances_total": ("counter", {"shard"}),
 }
 
 
