@@ -113,6 +113,11 @@ pub fn generate_group_records(group_dir: &Path) -> Result<Vec<Output>, String> {
     for r in &records {
         w.line(&format!("pub use {}::{};", r.module, r.name));
     }
+    w.line("");
+    roundtrip_tests(
+        &mut w,
+        records.iter().map(|r| (r.module.as_str(), r.name.as_str())),
+    );
     out.push(Output {
         path: "group_records/mod.rs".into(),
         contents: w.out,

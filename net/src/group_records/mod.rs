@@ -30,3 +30,80 @@ pub use consumer_group_target_assignment_member_key::ConsumerGroupTargetAssignme
 pub use consumer_group_target_assignment_member_value::ConsumerGroupTargetAssignmentMemberValue;
 pub use consumer_group_target_assignment_metadata_key::ConsumerGroupTargetAssignmentMetadataKey;
 pub use consumer_group_target_assignment_metadata_value::ConsumerGroupTargetAssignmentMetadataValue;
+
+#[cfg(test)]
+mod roundtrip {
+    use super::*;
+    use crate::tests::roundtrip_all_versions as rt;
+
+    #[test]
+    fn consumer_group_current_member_assignment_key() {
+        rt(ConsumerGroupCurrentMemberAssignmentKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_current_member_assignment_value() {
+        rt(ConsumerGroupCurrentMemberAssignmentValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_member_metadata_key() {
+        rt(ConsumerGroupMemberMetadataKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_member_metadata_value() {
+        rt(ConsumerGroupMemberMetadataValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_metadata_key() {
+        rt(ConsumerGroupMetadataKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_metadata_value() {
+        rt(ConsumerGroupMetadataValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_partition_metadata_key() {
+        rt(ConsumerGroupPartitionMetadataKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_partition_metadata_value() {
+        rt(ConsumerGroupPartitionMetadataValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_regular_expression_key() {
+        rt(ConsumerGroupRegularExpressionKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_regular_expression_value() {
+        rt(ConsumerGroupRegularExpressionValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_member_key() {
+        rt(ConsumerGroupTargetAssignmentMemberKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_member_value() {
+        rt(ConsumerGroupTargetAssignmentMemberValue::sample);
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_metadata_key() {
+        rt(ConsumerGroupTargetAssignmentMetadataKey::sample);
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_metadata_value() {
+        rt(ConsumerGroupTargetAssignmentMetadataValue::sample);
+    }
+
+}
