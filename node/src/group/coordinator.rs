@@ -168,7 +168,7 @@ pub struct ConsumerGroupView {
         super::consumer::member::ConsumerMember,
         super::consumer::member::Assignment,
     )>,
-    pub topics: TopicsView,
+    pub topics: Arc<TopicsView>,
 }
 
 /// (topic, partition) → committed offset, with the sequence number of its commit.
@@ -184,6 +184,8 @@ pub struct Coordinator {
     image_version_seen: u64,
     /// Target assignment computations of consumer groups (a metric).
     pub consumer_rebalances: u64,
+    /// The topics as consumer groups see them, for one metadata image version.
+    topics_view: Option<(u64, Arc<TopicsView>)>,
     /// group → its committed offsets.
     offsets: HashMap<String, GroupOffsets>,
     commit_seq: u64,
@@ -218,6 +220,19 @@ impl Coordinator {
         }
     }
 
+    /// The topics of the current metadata image (built once per image version).
+    fn topics_view(&mut self, ctx: &ShardContext) -> Arc<TopicsView> {
+        let image = ctx.image();
+        match &self.topics_view {
+            Some((version, view)) if *version == image.version => view.clone(),
+            _ => {
+                let view = Arc::new(TopicsView::from_image(&image));
+                self.topics_view = Some((image.version, view.clone()));
+                view
+            }
+        }
+    }
+
     /// Group counts by (type, state), for the metrics.
     pub fn group_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
@@ -245,7 +260,7 @@ impl Coordinator {
             return writes;
         }
         self.image_version_seen = image.version;
-        let topics = TopicsView::from_image(&image);
+        let topics = self.topics_view(ctx);
         for (id, g) in self.consumer.iter_mut() {
             let mut records = Vec::new();
             for member in g.expired(now) {
@@ -780,6 +795,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 Err(())
             } else {
                 let settings = Coordinator::consumer_settings(ctx);
+                let topics = coord.topics_view(ctx);
                 Ok(coord.consumer.get(&group_id).map(|g| ConsumerGroupView {
                     state: g.state(),
                     group_epoch: g.group_epoch,
@@ -795,7 +811,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                             )
                         })
                         .collect(),
-                    topics: TopicsView::from_image(&ctx.image()),
+                    topics: topics.clone(),
                 }))
             };
             let _ = reply.send(view);
@@ -1122,7 +1138,7 @@ fn consumer_heartbeat(
             .insert(group_id.to_string(), ConsumerGroup::new(group_id));
     }
     let settings = Coordinator::consumer_settings(ctx);
-    let topics = TopicsView::from_image(&ctx.image());
+    let topics = coord.topics_view(ctx);
     let Some(group) = coord.consumer.get_mut(group_id) else {
         unreachable!("the group was just looked up or created");
     };

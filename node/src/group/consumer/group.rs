@@ -247,7 +247,9 @@ impl ConsumerGroup {
     ) -> Result<(HeartbeatReply, Vec<GroupRecord>), GroupError> {
         let mut out = Vec::new();
         if args.member_epoch == LEAVE_EPOCH {
-            return self.leave(&args.member_id, &mut out).map(|r| (r, out));
+            return self
+                .leave(&args.member_id, topics, &mut out)
+                .map(|r| (r, out));
         }
         if args.member_epoch == STATIC_LEFT_EPOCH {
             return self.static_leave(&args, &mut out).map(|r| (r, out));
@@ -533,29 +535,31 @@ impl ConsumerGroup {
         out.push(GroupRecord::MemberTombstone(member_id.to_string()));
     }
 
-    /// Removes a member (leave, or expired) and bumps the group epoch.
+    /// Removes a member (expired) and bumps the group epoch.
     pub fn fence(&mut self, member_id: &str, topics: &TopicsView) -> Vec<GroupRecord> {
         let mut out = Vec::new();
-        self.remove_member_state(member_id, &mut out, true);
-        self.refresh_regexes(topics, &mut out);
-        let hash = self.metadata_hash(topics);
-        self.bump_epoch(hash, &mut out);
+        self.remove_member(member_id, topics, &mut out);
         out
+    }
+
+    /// Forgets a member, drops the regexes only it used, and starts a new assignment.
+    fn remove_member(&mut self, member_id: &str, topics: &TopicsView, out: &mut Vec<GroupRecord>) {
+        self.remove_member_state(member_id, out, true);
+        self.refresh_regexes(topics, out);
+        let hash = self.metadata_hash(topics);
+        self.bump_epoch(hash, out);
     }
 
     fn leave(
         &mut self,
         member_id: &str,
+        topics: &TopicsView,
         out: &mut Vec<GroupRecord>,
     ) -> Result<HeartbeatReply, GroupError> {
         if !self.members.contains_key(member_id) {
             return Err(self.unknown_member(member_id));
         }
-        self.remove_member_state(member_id, out, true);
-        // The regexes and the metadata hash are brought up to date on the next heartbeat
-        // (the bump below already starts a new assignment).
-        let hash = self.metadata_hash;
-        self.bump_epoch(hash, out);
+        self.remove_member(member_id, topics, out);
         Ok(HeartbeatReply {
             member_id: member_id.to_string(),
             member_epoch: LEAVE_EPOCH,
@@ -863,6 +867,48 @@ mod tests {
         let records = f.g.fence("a", &f.topics);
         assert!(records.contains(&GroupRecord::MemberTombstone("a".into())));
         assert_eq!(f.g.state(), "Empty");
+    }
+
+    #[test]
+    fn a_member_that_does_not_revoke_in_its_rebalance_timeout_expires() {
+        let mut f = Fixture::new(2);
+        f.hb(join_args("a")).unwrap(); // rebalance timeout 30 s
+        f.hb(join_args("b")).unwrap();
+        // a is asked to revoke one partition at `now`; it keeps heartbeating (the session
+        // stays alive) without letting go.
+        f.hb(beat("a", 1, &[0, 1])).unwrap();
+        assert_eq!(f.g.members["a"].state, MemberState::UnrevokedPartitions);
+        f.now += Duration::from_secs(20);
+        f.hb(beat("a", 1, &[0, 1])).unwrap();
+        let start = f.now - Duration::from_secs(20);
+        assert!(f
+            .g
+            .expired(start + Duration::from_millis(29_999))
+            .is_empty());
+        assert_eq!(
+            f.g.expired(start + Duration::from_secs(30)),
+            vec!["a".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_last_member_of_a_regex_takes_it_along() {
+        let mut f = Fixture::new(1);
+        let mut join = join_args("a");
+        join.topic_names = None;
+        join.regex = Some("t.*".into());
+        f.hb(join).unwrap();
+        let (_, records) =
+            f.g.heartbeat(
+                beat("a", LEAVE_EPOCH, &[]),
+                &f.topics,
+                &settings(),
+                f.now,
+                &mut f.rebalances,
+            )
+            .unwrap();
+        assert!(records.contains(&GroupRecord::RegexTombstone("t.*".into())));
+        assert!(f.g.regexes.is_empty());
     }
 
     #[test]
