@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicCollection
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from conftest import COMPAT, EXTERNAL, ROOT, RUNS, free_port
 from flexraw import FlexClient, consumer_group_heartbeat as heartbeat
@@ -42,11 +43,12 @@ INCONSISTENT_GROUP_PROTOCOL = 23
 STALE_MEMBER_EPOCH = 113
 
 
-def _configured_broker(name):
+def _configured_broker(name, extra=""):
     RUNS.mkdir(parents=True, exist_ok=True)
     data = RUNS / f"spate-{name}-{uuid.uuid4().hex[:10]}"
     cfg = RUNS / (data.name + ".toml")
-    cfg.write_text(CONFIG)
+    # `extra` may open a [section]: it goes last.
+    cfg.write_text(CONFIG + extra)
     return ConfiguredBroker(data, free_port(), {"SPATE_CONFIG": str(cfg)})
 
 
@@ -479,3 +481,75 @@ def test_offset_commit_member_epoch(cg_bootstrap):
     assert unknown == {(topic, 0): UNKNOWN_MEMBER_ID}
     raw.close()
     c.close()
+
+
+def test_compacted_offsets_topic_keeps_the_groups(cg_broker):
+    """Compaction of __consumer_offsets keeps every group as it is: a group whose members
+    came and went many times, and a deleted group (its tombstones, then nothing) stay
+    right across a restart after the cleaner rewrote the log."""
+    if cg_broker is None:
+        pytest.skip("needs a broker the suite starts itself")
+    from test_compaction import CLEANER_TOML, read_all, wait_for
+    broker = _configured_broker("cg-compact", "offsets_topic_num_partitions = 1\n" + CLEANER_TOML)
+    broker.start()
+    try:
+        bs = broker.bootstrap
+        topic = new_topic(bs, 4)
+        tid = topic_id(bs, topic)
+        g, gone = group_id("cgp-compact"), group_id("cgp-gone")
+        c = flex(bs, g)
+        a, ra = join(c, g, [topic])
+        offsets = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets")
+        a_client = admin(bs)
+        a_client.incremental_alter_configs([ConfigResource(
+            ConfigResource.Type.TOPIC, "__consumer_offsets", incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in {"segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+                             "delete.retention.ms": "1000"}.items()])])[offsets].result()
+        # Churn: members join and leave, each time rewriting a's and the group's records.
+        epoch = ra["epoch"]
+        for i in range(15):
+            m, r = join(c, g, [topic])
+            assert r["error"] == 0
+            # a heartbeats without reporting its partitions: it is asked to revoke some.
+            assert heartbeat(c, g, a, epoch)["error"] == 0
+            assert heartbeat(c, g, m, -1)["error"] == 0
+            time.sleep(0.12)
+        # A second group, deleted.
+        _, rg = join(c, gone, [topic])
+        assert rg["error"] == 0
+        gone_member = rg["member_id"]
+        assert heartbeat(c, gone, gone_member, -1)["error"] == 0
+        deleted = a_client.delete_consumer_groups([gone])[gone]
+        deleted.result()
+        # a catches up with the group (revoking nothing: it is alone again).
+        final = until("a stable", lambda: heartbeat(c, g, a, epoch, owned={tid: [0, 1, 2, 3]}),
+                      lambda r: True)
+        epoch = final["epoch"]
+        final = heartbeat(c, g, a, epoch, owned={tid: [0, 1, 2, 3]})
+        assert (final["error"], final["epoch"]) == (0, epoch)
+        written = read_all(bs, "__consumer_offsets")
+
+        def compacted():
+            # A later heartbeat with a new rebalance timeout writes a's metadata: it rolls
+            # the segment so that the cleaner can take everything before it.
+            time.sleep(0.15)
+            heartbeat(c, g, a, epoch, rebalance_timeout_ms=30000 + int(time.monotonic() * 1000) % 1000,
+                      topics=[topic], owned={tid: [0, 1, 2, 3]})
+            now = read_all(bs, "__consumer_offsets")
+            keys = [k for _, k, v in now[:-3]]
+            # Before the last heartbeat's records: one record per key, no tombstones left.
+            return (len(now) < len(written) and len(keys) == len(set(keys))
+                    and not [1 for _, k, v in now[:-3] if v is None])
+        wait_for("compaction of the group records and removal of their tombstones", compacted)
+        c.close()
+        assert broker.stop() == 0
+        broker.start()
+        c = flex(bs, g)
+        r = heartbeat(c, g, a, epoch, owned={tid: [0, 1, 2, 3]})
+        assert (r["error"], r["epoch"]) == (0, epoch), r
+        assert r["assignment"] in (None, {tid: [0, 1, 2, 3]})
+        assert heartbeat(c, gone, gone_member, 1)["error"] == GROUP_ID_NOT_FOUND
+        c.close()
+    finally:
+        broker.stop()
