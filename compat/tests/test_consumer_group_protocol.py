@@ -237,8 +237,11 @@ class JavaMember:
                "dev.spate.compat.ConsumerProtocolMember", bootstrap, group, mode, what]
         if instance:
             cmd.append(instance)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        RUNS.mkdir(parents=True, exist_ok=True)
+        self.log_path = RUNS / f"java-member-{group}-{uuid.uuid4().hex[:6]}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, text=True)
         self.lines = queue.Queue()
         self.assigned = None
         self.records = []
@@ -408,6 +411,17 @@ def test_cli_list_describe_reset(cg_bootstrap, kafka_libs):  # noqa: F811
     c = flex(cg_bootstrap, g)
     member, r = join(c, g, [topic])
     assert r["error"] == 0
+    tid = topic_id(cg_bootstrap, topic)
+    # The member heartbeats while the tools (slow JVM starts) look at the group.
+    stop = threading.Event()
+
+    def keep_alive():
+        hb = FlexClient(cg_bootstrap)
+        while not stop.wait(HEARTBEAT_MS / 1000):
+            heartbeat(hb, g, member, r["epoch"], owned={tid: [0, 1]})
+        hb.close()
+    alive = threading.Thread(target=keep_alive, daemon=True)
+    alive.start()
     b = ["--bootstrap-server", cg_bootstrap]
     cmd = "consumer.group.ConsumerGroupCommand"
     listed = tool(kafka_libs, cmd, *b, "--list", "--type", "consumer")
@@ -418,14 +432,20 @@ def test_cli_list_describe_reset(cg_bootstrap, kafka_libs):  # noqa: F811
     assert row[0] == g and row[1] == member
     state = tool(kafka_libs, cmd, *b, "--describe", "--group", g, "--state")
     row = next(line.split() for line in state.splitlines() if line.startswith(g))
-    assert row[2:5] == ["uniform", "Stable", "1"] or "uniform" in row and "Stable" in row
+    assert row[-3:] == ["uniform", "Stable", "1"], row
     # Offsets can be reset only while the group is empty.
+    stop.set()
+    alive.join()
     assert heartbeat(c, g, member, -1)["error"] == 0
     tool(kafka_libs, cmd, *b, "--reset-offsets", "--group", g, "--topic", topic, "--to-offset", "4",
          "--execute")
     described = tool(kafka_libs, cmd, *b, "--describe", "--group", g)
     offsets = sorted(line.split()[3] for line in described.splitlines() if topic in line)
     assert offsets == ["4", "4"]
+    # The empty group is deleted, offsets and all.
+    deleted = tool(kafka_libs, cmd, *b, "--delete", "--group", g)
+    assert deleted.strip() == f"Deletion of requested consumer groups ('{g}') was successful."
+    assert g not in tool(kafka_libs, cmd, *b, "--list").split()
     c.close()
 
 
@@ -466,19 +486,34 @@ def test_restart_resumes_group_without_rebalance(cg_broker):
 
 
 def test_offset_commit_member_epoch(cg_bootstrap):
-    """OffsetCommit v9 from a consumer-group member: at its epoch it commits, an older
-    epoch is STALE_MEMBER_EPOCH, an unknown member UNKNOWN_MEMBER_ID."""
-    topic = new_topic(cg_bootstrap, 1)
+    """OffsetCommit v9 from consumer-group members, as Kafka 4.4 checks it partition by
+    partition: the current member epoch commits anything; an older epoch only partitions
+    the member has held since then (assignment epochs); a newer one is
+    STALE_MEMBER_EPOCH; an unknown member UNKNOWN_MEMBER_ID; an admin commit (-1) is
+    refused while the group has members."""
+    topic = new_topic(cg_bootstrap, 4)
+    tid = topic_id(cg_bootstrap, topic)
     g = group_id("cgp-commit")
     c = flex(cg_bootstrap, g)
-    member, r = join(c, g, [topic])
+    a, ra = join(c, g, [topic])
+    b, rb = join(c, g, [topic])
+    ra2 = until("a asked to revoke", lambda: heartbeat(c, g, a, ra["epoch"], owned={tid: [0, 1, 2, 3]}),
+                lambda r: r["assignment"] is not None)
+    kept = ra2["assignment"][tid]
+    lost = sorted(set(range(4)) - set(kept))
+    ra3 = heartbeat(c, g, a, ra["epoch"], owned={tid: kept})
+    old, new = ra["epoch"], ra3["epoch"]
+    assert new > old
     raw = coordinator(cg_bootstrap, g)
-    ok = offset_commit(raw, g, r["epoch"], member, [(topic, 0, 5, None)], version=9)
-    assert ok == {(topic, 0): 0}
-    stale = offset_commit(raw, g, r["epoch"] - 1, member, [(topic, 0, 6, None)], version=9)
-    assert stale == {(topic, 0): STALE_MEMBER_EPOCH}
-    unknown = offset_commit(raw, g, r["epoch"], "nobody", [(topic, 0, 6, None)], version=9)
-    assert unknown == {(topic, 0): UNKNOWN_MEMBER_ID}
+
+    def commit(member, epoch, partition):
+        return offset_commit(raw, g, epoch, member, [(topic, partition, 5, None)],
+                             version=9)[(topic, partition)]
+    assert [commit(a, new, p) for p in (kept[0], lost[0])] == [0, 0]
+    assert [commit(a, old, p) for p in (kept[0], lost[0])] == [0, STALE_MEMBER_EPOCH]
+    assert [commit(a, new + 1, p) for p in (kept[0], lost[0])] == [STALE_MEMBER_EPOCH] * 2
+    assert commit("nobody", new, kept[0]) == UNKNOWN_MEMBER_ID
+    assert commit("", -1, kept[0]) == UNKNOWN_MEMBER_ID
     raw.close()
     c.close()
 

@@ -640,16 +640,27 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
         } => {
             // Kafka's validateOffsetCommit for classic groups.
             let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+            if coord.consumer.contains_key(&group_id) {
+                // Kafka's validateOffsetCommit for consumer groups, partition by partition.
+                let topics = coord.topics_view(ctx);
+                let Some(g) = coord.consumer.get(&group_id) else {
+                    unreachable!("the group was just found");
+                };
+                let codes: Vec<i16> = entries
+                    .iter()
+                    .map(|(topic, partition, ..)| {
+                        let id = topics.by_name.get(topic).map(|(id, _)| id);
+                        g.check_commit(&member_id, generation, version, id, *partition)
+                            .err()
+                            .map_or(0, ErrorCode::code)
+                    })
+                    .collect();
+                drop(coord);
+                commit_checked(ctx, group_id, entries, codes, reply);
+                return;
+            }
             let group_code = if group_id.is_empty() {
                 Some(ErrorCode::InvalidGroupId)
-            } else if let Some(g) = coord.consumer.get(&group_id) {
-                // Kafka's validateOffsetCommit for consumer groups: members commit with
-                // their member epoch, from OffsetCommit v9 on.
-                if !simple && version < GROUP_ID_NOT_FOUND_FROM {
-                    Some(ErrorCode::UnsupportedVersion)
-                } else {
-                    g.check_offset_member(&member_id, generation, true).err()
-                }
             } else {
                 match coord.groups.get(&group_id) {
                     // A commit from outside any generation (admin tools, consumers that
@@ -685,7 +696,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             reply,
         } => {
             if let (Some(g), Some((member_id, epoch))) = (coord.consumer.get(&group_id), &member) {
-                if let Err(code) = g.check_offset_member(member_id, *epoch, false) {
+                if let Err(code) = g.check_fetch(member_id, *epoch) {
                     let _ = reply.send(Err(code.code()));
                     return;
                 }
@@ -986,6 +997,36 @@ fn commit(
     .detach();
 }
 
+/// Commits the entries whose code is 0 and answers every entry: its code, or the
+/// commit's.
+fn commit_checked(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    entries: Vec<CommitEntry>,
+    mut codes: Vec<i16>,
+    reply: flume::Sender<Vec<i16>>,
+) {
+    debug_assert_eq!(entries.len(), codes.len());
+    let passing: Vec<CommitEntry> = entries
+        .into_iter()
+        .zip(&codes)
+        .filter(|(_, c)| **c == 0)
+        .map(|(e, _)| e)
+        .collect();
+    let (tx, rx) = flume::bounded(1);
+    commit(ctx, group_id, passing, tx);
+    compio::runtime::spawn(async move {
+        let mut written = rx.recv_async().await.unwrap_or_default().into_iter();
+        for c in codes.iter_mut().filter(|c| **c == 0) {
+            *c = written
+                .next()
+                .unwrap_or(ErrorCode::UnknownServerError.code());
+        }
+        let _ = reply.send_async(codes).await;
+    })
+    .detach();
+}
+
 /// TxnOffsetCommit: write the offsets to the group's partition in a transactional batch
 /// of the producer; they wait there for the transaction's marker.
 fn txn_commit(
@@ -1142,6 +1183,7 @@ fn consumer_heartbeat(
     let Some(group) = coord.consumer.get_mut(group_id) else {
         unreachable!("the group was just looked up or created");
     };
+    let (member_id, epoch) = (args.member_id.clone(), args.member_epoch);
     let result = group.heartbeat(
         args,
         &topics,
@@ -1149,6 +1191,9 @@ fn consumer_heartbeat(
         now,
         &mut coord.consumer_rebalances,
     );
+    if let Err(e) = &result {
+        tracing::debug!(group = %group_id, member = %member_id, epoch, code = ?e.code, message = ?e.message, "consumer group heartbeat refused");
+    }
     // A failed first join leaves no empty group behind.
     if result.is_err() && group.is_empty() && group.group_epoch == 0 {
         coord.consumer.remove(group_id);

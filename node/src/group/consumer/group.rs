@@ -16,6 +16,10 @@ use super::records::GroupRecord;
 use super::regex::TopicRegex;
 use super::topics::TopicsView;
 
+/// OffsetCommit carries the member epoch from this version on; a consumer-group member
+/// must use it.
+const OFFSET_COMMIT_MEMBER_EPOCH_FROM: i16 = 9;
+
 /// Member epochs of the leave heartbeats.
 pub const LEAVE_EPOCH: i32 = -1;
 
@@ -627,32 +631,49 @@ impl ConsumerGroup {
         out
     }
 
-    /// OffsetCommit/OffsetFetch of a member (Kafka's `validateOffsetCommit` for consumer
-    /// groups): an epoch below zero without a member id is an admin, allowed while the
-    /// group is empty; a member must be known and at its current epoch.
-    pub fn check_offset_member(
+    /// OffsetCommit of a member, one partition (Kafka 4.4's `validateOffsetCommit` for
+    /// consumer groups): an epoch below zero commits while the group is empty (admin
+    /// tools); otherwise the member must be known and at its epoch, or at an older one
+    /// that it has held the partition since (KIP-1251's assignment epochs).
+    pub fn check_commit(
         &self,
         member_id: &str,
         epoch: i32,
-        commit: bool,
+        version: i16,
+        topic: Option<&TopicId>,
+        partition: i32,
     ) -> Result<(), ErrorCode> {
-        if epoch < 0 && member_id.is_empty() {
-            return if !commit || self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(ErrorCode::UnknownMemberId)
-            };
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
         }
         let m = self
             .members
             .get(member_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
-        if epoch > m.member_epoch {
-            Err(ErrorCode::FencedMemberEpoch)
-        } else if epoch < m.member_epoch {
-            Err(ErrorCode::StaleMemberEpoch)
-        } else {
+        if version < OFFSET_COMMIT_MEMBER_EPOCH_FROM {
+            return Err(ErrorCode::UnsupportedVersion);
+        }
+        let held_since = topic.and_then(|t| m.assignment_epoch(t, partition));
+        if epoch == m.member_epoch
+            || epoch < m.member_epoch && held_since.is_some_and(|e| e <= epoch)
+        {
             Ok(())
+        } else {
+            Err(ErrorCode::StaleMemberEpoch)
+        }
+    }
+
+    /// OffsetFetch of a member (Kafka's `validateOffsetFetch`): it must be known and at
+    /// its epoch.
+    pub fn check_fetch(&self, member_id: &str, epoch: i32) -> Result<(), ErrorCode> {
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or(ErrorCode::UnknownMemberId)?;
+        if epoch == m.member_epoch {
+            Ok(())
+        } else {
+            Err(ErrorCode::StaleMemberEpoch)
         }
     }
 
@@ -937,6 +958,30 @@ mod tests {
             f.hb(join).unwrap_err().code,
             ErrorCode::UnreleasedInstanceId
         );
+    }
+
+    #[test]
+    fn commits_are_checked_by_member_and_assignment_epoch() {
+        let mut f = Fixture::new(2);
+        f.hb(join_args("a")).unwrap();
+        f.hb(join_args("b")).unwrap();
+        f.hb(beat("a", 1, &[0, 1])).unwrap(); // asked to give up partition 1
+        f.hb(beat("a", 1, &[0])).unwrap(); // now at epoch 2, holding 0 since epoch 1
+        let check =
+            |member: &str, epoch: i32, p: i32| f.g.check_commit(member, epoch, 9, Some(&T), p);
+        assert_eq!(check("a", 2, 0), Ok(()));
+        assert_eq!(check("a", 2, 1), Ok(()));
+        assert_eq!(check("a", 1, 0), Ok(()));
+        assert_eq!(check("a", 1, 1), Err(ErrorCode::StaleMemberEpoch));
+        assert_eq!(check("a", 3, 0), Err(ErrorCode::StaleMemberEpoch));
+        assert_eq!(check("x", 2, 0), Err(ErrorCode::UnknownMemberId));
+        assert_eq!(check("", -1, 0), Err(ErrorCode::UnknownMemberId));
+        assert_eq!(
+            f.g.check_commit("a", 2, 8, Some(&T), 0),
+            Err(ErrorCode::UnsupportedVersion)
+        );
+        assert_eq!(f.g.check_fetch("a", 1), Err(ErrorCode::StaleMemberEpoch));
+        assert_eq!(f.g.check_fetch("a", 2), Ok(()));
     }
 
     #[test]

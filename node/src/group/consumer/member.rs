@@ -61,6 +61,10 @@ pub struct ConsumerMember {
     pub state: MemberState,
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
+    /// The member epoch at which each assigned partition was given to the member (KIP-1251's
+    /// assignment epochs): a commit at an older member epoch is accepted for a partition
+    /// the member has held since then.
+    pub assignment_epochs: BTreeMap<(TopicId, i32), i32>,
 }
 
 impl ConsumerMember {
@@ -80,7 +84,24 @@ impl ConsumerMember {
             state: MemberState::Stable,
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
+            assignment_epochs: BTreeMap::new(),
         }
+    }
+}
+
+impl ConsumerMember {
+    /// The epoch at which `partition` of `topic` was assigned, if the member holds it.
+    pub fn assignment_epoch(&self, topic: &TopicId, partition: i32) -> Option<i32> {
+        let held = self
+            .assigned
+            .get(topic)
+            .is_some_and(|p| p.contains(&partition));
+        held.then(|| {
+            self.assignment_epochs
+                .get(&(*topic, partition))
+                .copied()
+                .unwrap_or(self.member_epoch)
+        })
     }
 }
 

@@ -81,6 +81,7 @@ fn next_assignment(
         next.previous_member_epoch = member.member_epoch;
         next.assigned = kept;
         next.pending_revocation = revoke;
+        next.assignment_epochs = epochs_of(member, &next.assigned, member.member_epoch);
         return next;
     }
     for (topic, parts) in newly {
@@ -95,7 +96,22 @@ fn next_assignment(
     next.member_epoch = target.epoch;
     next.assigned = kept;
     next.pending_revocation = Assignment::new();
+    next.assignment_epochs = epochs_of(member, &next.assigned, target.epoch);
     next
+}
+
+/// Assignment epochs of `assigned`: what the member held keeps its epoch, the rest is
+/// assigned at `epoch`.
+fn epochs_of(
+    member: &ConsumerMember,
+    assigned: &Assignment,
+    epoch: i32,
+) -> std::collections::BTreeMap<(TopicId, i32), i32> {
+    assigned
+        .iter()
+        .flat_map(|(t, parts)| parts.iter().map(move |p| (*t, *p)))
+        .map(|(t, p)| ((t, p), member.assignment_epoch(&t, p).unwrap_or(epoch)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -170,6 +186,10 @@ mod tests {
         assert_eq!(s.member_epoch, 4);
         assert_eq!(s.assigned, target);
         assert!(s.pending_revocation.is_empty());
+        // What it kept dates from epoch 3, what it got from epoch 4.
+        assert_eq!(s.assignment_epoch(&T1, 0), Some(3));
+        assert_eq!(s.assignment_epoch(&T2, 0), Some(4));
+        assert_eq!(s.assignment_epoch(&T1, 1), None);
     }
 
     #[test]

@@ -106,15 +106,21 @@ fn regex_key(group_id: &str, regex: &str) -> Bytes {
     )
 }
 
+/// `epochs`: the member, to write the assignment epochs of its assigned partitions.
 fn topic_partitions(
     a: &Assignment,
+    epochs: Option<&ConsumerMember>,
 ) -> Vec<gr::consumer_group_current_member_assignment_value::TopicPartitions> {
     a.iter()
         .map(
             |(t, p)| gr::consumer_group_current_member_assignment_value::TopicPartitions {
                 topic_id: Uuid(*t),
                 partitions: p.iter().copied().collect(),
-                assignment_epochs: None,
+                assignment_epochs: epochs.map(|m| {
+                    p.iter()
+                        .map(|p| m.assignment_epoch(t, *p).unwrap_or(m.member_epoch))
+                        .collect()
+                }),
             },
         )
         .collect()
@@ -194,8 +200,8 @@ pub fn encode(group_id: &str, r: &GroupRecord, now_ms: i64) -> (Bytes, Option<By
                     member_epoch: m.member_epoch,
                     previous_member_epoch: m.previous_member_epoch,
                     state: m.state.code(),
-                    assigned_partitions: topic_partitions(&m.assigned),
-                    partitions_pending_revocation: topic_partitions(&m.pending_revocation),
+                    assigned_partitions: topic_partitions(&m.assigned, Some(m)),
+                    partitions_pending_revocation: topic_partitions(&m.pending_revocation, None),
                 },
             )),
         ),
@@ -368,6 +374,22 @@ pub fn replay(
                             .iter()
                             .map(|t| (&t.topic_id, &t.partitions)),
                     );
+                    // Assignment epochs, where written (Kafka 4.3+), one per partition.
+                    m.assignment_epochs = v
+                        .assigned_partitions
+                        .iter()
+                        .filter_map(|t| {
+                            let epochs = t.assignment_epochs.as_ref()?;
+                            (epochs.len() == t.partitions.len()).then(|| {
+                                t.partitions
+                                    .iter()
+                                    .zip(epochs)
+                                    .map(|(p, e)| ((t.topic_id.0, *p), *e))
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .flatten()
+                        .collect();
                     m.pending_revocation = assignment(
                         v.partitions_pending_revocation
                             .iter()

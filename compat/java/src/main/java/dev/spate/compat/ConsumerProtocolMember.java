@@ -24,7 +24,7 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * compat/tests/test_consumer_group_protocol.py. It prints a JSON line on every change of
  * its assignment ({"assigned": ["topic-0", ...]}), one per record it reads ({"record":
  * "topic-partition@offset"}) and leaves the group when its stdin closes ({"closed":
- * true}). A kill -9 leaves it in the group until the broker's session timeout.
+ * true}). Failed commits are reported on stderr and retried. A kill -9 leaves it in the group until the broker's session timeout.
  *
  * <pre>java -cp spate-compat-java.jar dev.spate.compat.ConsumerProtocolMember BOOTSTRAP GROUP (topics T1,T2 | regex RE) [INSTANCE_ID]</pre>
  */
@@ -70,7 +70,13 @@ public final class ConsumerProtocolMember {
                 for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(100))) {
                     emit("{\"record\": \"" + r.topic() + "-" + r.partition() + "@" + r.offset() + "\"}");
                 }
-                c.commitSync();
+                try {
+                    c.commitSync();
+                } catch (RuntimeException e) {
+                    // A commit refused during a rebalance (e.g. STALE_MEMBER_EPOCH) is
+                    // retried on the next round, as an application would.
+                    System.err.println("commit failed: " + e);
+                }
                 TreeSet<String> now = new TreeSet<>();
                 for (TopicPartition tp : c.assignment()) {
                     now.add("\"" + tp.topic() + "-" + tp.partition() + "\"");
