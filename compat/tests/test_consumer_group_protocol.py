@@ -30,7 +30,9 @@ HEARTBEAT_MS = 500
 DEADLINE = 90
 CONFIG = f"""
 group_consumer_session_timeout_ms = {SESSION_MS}
+group_consumer_min_session_timeout_ms = 1000
 group_consumer_heartbeat_interval_ms = {HEARTBEAT_MS}
+group_consumer_min_heartbeat_interval_ms = 100
 group_initial_rebalance_delay_ms = 0
 """
 FENCED_MEMBER_EPOCH = 110
@@ -588,3 +590,50 @@ def test_compacted_offsets_topic_keeps_the_groups(cg_broker):
         c.close()
     finally:
         broker.stop()
+
+
+def test_group_configs(cg_broker, cg_bootstrap):
+    """A consumer group's own configs (GROUP resources): described with their defaults,
+    changed within group.consumer.min/max.*, refused outside (INVALID_CONFIG, Kafka's
+    messages), and applied from the next heartbeat."""
+    g = group_id("cgp-cfg")
+    a = admin(cg_bootstrap)
+    res = ConfigResource(ConfigResource.Type.GROUP, g)
+
+    def described():
+        cfg = a.describe_configs([res])[res].result(30)
+        return {k: (v.value, v.source) for k, v in cfg.items() if k.startswith("consumer.")
+                and k != "consumer.assignment.interval.ms"}
+
+    session, interval = (45000, 5000) if EXTERNAL else (SESSION_MS, HEARTBEAT_MS)
+    assert described() == {"consumer.session.timeout.ms": (str(session), 5),
+                           "consumer.heartbeat.interval.ms": (str(interval), 5)}
+
+    def alter(name, value):
+        r = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+        try:
+            a.incremental_alter_configs([r])[r].result(30)
+            return None
+        except Exception as e:  # noqa: BLE001 (the KafkaException carries the code)
+            err = e.args[0]
+            return err.code(), err.str()
+
+    min_session = 45000 if EXTERNAL else 1000
+    assert alter("consumer.session.timeout.ms", "999") == (
+        40, f"consumer.session.timeout.ms must be in the range {min_session} to 60000 inclusive.")
+    assert alter("nope", "1") == (40, "Unknown group config name: nope")
+    new_interval = 6000 if EXTERNAL else 1000
+    assert alter("consumer.heartbeat.interval.ms", str(new_interval)) is None
+    assert described()["consumer.heartbeat.interval.ms"] == (str(new_interval), 8)
+    topic = new_topic(cg_bootstrap, 1)
+    c = flex(cg_bootstrap, g)
+    member, r = join(c, g, [topic])
+    assert (r["error"], r["interval"]) == (0, new_interval)
+    if cg_broker is not None:
+        # A shorter session for this group only: the silent member goes within it.
+        assert alter("consumer.session.timeout.ms", "2000") is None
+        assert heartbeat(c, g, member, r["epoch"])["error"] == 0
+        time.sleep(3.5)
+        assert heartbeat(c, g, member, r["epoch"])["error"] == UNKNOWN_MEMBER_ID
+    c.close()

@@ -139,9 +139,16 @@ pub struct BrokerConfig {
     /// `group.consumer.session.timeout.ms`: a consumer-group (KIP-848) member that does
     /// not heartbeat for this long is removed.
     pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.min/max.session.timeout.ms`: the range a group's own
+    /// `consumer.session.timeout.ms` may take (and the broker default must lie in).
+    pub group_consumer_min_session_timeout_ms: i32,
+    pub group_consumer_max_session_timeout_ms: i32,
     /// `group.consumer.heartbeat.interval.ms`: the interval consumer-group members are
     /// told to heartbeat at.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.min/max.heartbeat.interval.ms`: likewise for the heartbeat interval.
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    pub group_consumer_max_heartbeat_interval_ms: i32,
     /// `group.consumer.max.size`: members a consumer group may have.
     pub group_consumer_max_size: usize,
     /// `group.consumer.assignors`: the server-side assignors, the first the default.
@@ -320,6 +327,18 @@ impl BrokerConfig {
             || self.group_consumer_heartbeat_interval_ms < 1
         {
             bail!("group_consumer_session_timeout_ms and group_consumer_heartbeat_interval_ms must be positive");
+        }
+        if !(self.group_consumer_min_session_timeout_ms
+            ..=self.group_consumer_max_session_timeout_ms)
+            .contains(&self.group_consumer_session_timeout_ms)
+        {
+            bail!("group_consumer_session_timeout_ms must lie within group_consumer_min_session_timeout_ms and group_consumer_max_session_timeout_ms");
+        }
+        if !(self.group_consumer_min_heartbeat_interval_ms
+            ..=self.group_consumer_max_heartbeat_interval_ms)
+            .contains(&self.group_consumer_heartbeat_interval_ms)
+        {
+            bail!("group_consumer_heartbeat_interval_ms must lie within group_consumer_min_heartbeat_interval_ms and group_consumer_max_heartbeat_interval_ms");
         }
         if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
             bail!("group_consumer_heartbeat_interval_ms must be below group_consumer_session_timeout_ms");

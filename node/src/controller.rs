@@ -67,6 +67,11 @@ pub enum ControllerRequest {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     },
+    /// Configs of consumer groups (GROUP resources).
+    AlterGroupConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
 }
@@ -191,6 +196,9 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
                 (*validate_only, "broker configs")
             }
+            ControllerRequest::AlterGroupConfigs { validate_only, .. } => {
+                (*validate_only, "group configs")
+            }
             ControllerRequest::AllocateProducerId => return Vec::new(),
         };
         match request {
@@ -268,6 +276,20 @@ impl Controller {
                         }
                         Err((code, message)) => {
                             outcomes.push(TopicOutcome::err(&resource, code, message))
+                        }
+                    }
+                }
+            }
+            ControllerRequest::AlterGroupConfigs { changes, .. } => {
+                for (group, change) in changes {
+                    match crate::group::group_config::plan(&next, &self.config, &group, change) {
+                        Ok(record) => {
+                            next.apply(&record);
+                            records.push(record);
+                            outcomes.push(TopicOutcome::ok(&group, None));
+                        }
+                        Err((code, message)) => {
+                            outcomes.push(TopicOutcome::err(&group, code, message))
                         }
                     }
                 }

@@ -220,6 +220,20 @@ impl Coordinator {
         }
     }
 
+    /// The settings of one group: the broker's, with the group's own configs over them.
+    pub fn group_settings(ctx: &ShardContext, group_id: &str) -> ConsumerGroupSettings {
+        use super::group_config::{effective, HEARTBEAT_INTERVAL, SESSION_TIMEOUT};
+        let mut settings = Self::consumer_settings(ctx);
+        let image = ctx.image();
+        let own = image.group_configs.get(group_id);
+        if own.is_some() {
+            settings.session_timeout =
+                Duration::from_millis(effective(&ctx.config, own, SESSION_TIMEOUT).max(1) as u64);
+            settings.heartbeat_interval_ms = effective(&ctx.config, own, HEARTBEAT_INTERVAL);
+        }
+        settings
+    }
+
     /// The topics of the current metadata image (built once per image version).
     fn topics_view(&mut self, ctx: &ShardContext) -> Arc<TopicsView> {
         let image = ctx.image();
@@ -1178,7 +1192,7 @@ fn consumer_heartbeat(
             .consumer
             .insert(group_id.to_string(), ConsumerGroup::new(group_id));
     }
-    let settings = Coordinator::consumer_settings(ctx);
+    let settings = Coordinator::group_settings(ctx, group_id);
     let topics = coord.topics_view(ctx);
     let Some(group) = coord.consumer.get_mut(group_id) else {
         unreachable!("the group was just looked up or created");

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 mod coordinator;
+pub mod group_config;
 mod membership;
 mod offsets_log;
 

@@ -25,16 +25,16 @@ fn served_note(key: ApiKey) -> &'static str {
             "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
         }
         ApiKey::DescribeConfigs => {
-            "topics, the broker and the cluster default; other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker, the cluster default and consumer groups (their two `consumer.*` configs); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
-            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md); other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), consumer groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::SaslHandshake => "mechanism PLAIN on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
         ApiKey::SaslAuthenticate => "PLAIN; `session_lifetime_ms` 0 (no re-authentication yet)",
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
-            "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
+            "groups with configs, the broker and its loggers, topics, in Kafka's order; there are no client-metrics subscriptions to list"
         }
         _ => "",
     }

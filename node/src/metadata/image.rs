@@ -32,6 +32,8 @@ pub struct MetadataImage {
     pub producer_ids_end: i64,
     /// Dynamic broker configs by resource: a broker id, or "" for the cluster default.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Consumer group configs by group id (only groups that have some).
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -99,6 +101,13 @@ impl MetadataImage {
                 } else {
                     self.broker_configs
                         .insert(resource.clone(), configs.clone());
+                }
+            }
+            MetadataRecord::SetGroupConfigs { group, configs } => {
+                if configs.is_empty() {
+                    self.group_configs.remove(group);
+                } else {
+                    self.group_configs.insert(group.clone(), configs.clone());
                 }
             }
             MetadataRecord::ProducerIds { end } => {

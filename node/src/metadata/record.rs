@@ -33,6 +33,12 @@ pub enum MetadataRecord {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// The configs of a consumer group (KIP-848's GROUP config resource), replaced as a
+    /// whole; empty removes them.
+    SetGroupConfigs {
+        group: String,
+        configs: BTreeMap<String, String>,
+    },
     /// Producer ids below `end` have been handed out (allocated in blocks).
     ProducerIds {
         end: i64,
