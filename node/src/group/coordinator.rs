@@ -288,6 +288,32 @@ impl Coordinator {
                 writes.push((id.clone(), records));
             }
         }
+        // An empty consumer group without committed offsets goes after EMPTY_GROUP_TTL,
+        // as a classic one does (its records are deleted).
+        for g in self.consumer.values_mut() {
+            g.empty_since = if g.is_empty() {
+                Some(g.empty_since.unwrap_or(now))
+            } else {
+                None
+            };
+        }
+        let offsets = &self.offsets;
+        let expired: Vec<String> = self
+            .consumer
+            .values()
+            .filter(|g| {
+                !offsets.contains_key(&g.id)
+                    && g.empty_since
+                        .is_some_and(|t| now.duration_since(t) >= EMPTY_GROUP_TTL)
+            })
+            .map(|g| g.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(g) = self.consumer.remove(&id) {
+                tracing::info!(group = %id, "empty consumer group without offsets removed");
+                writes.push((id, g.tombstones()));
+            }
+        }
         writes
     }
 

@@ -98,6 +98,8 @@ pub struct ConsumerGroup {
     /// (topic, partition) → member that holds it or has yet to revoke it.
     owners: HashMap<(TopicId, i32), String>,
     deadlines: HashMap<String, Deadlines>,
+    /// Since when the group has had no members (the coordinator's tick sets it).
+    pub empty_since: Option<Instant>,
 }
 
 impl ConsumerGroup {
