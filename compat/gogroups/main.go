@@ -3,11 +3,13 @@
 // line; compat/tests/test_groups_franzgo.py asserts on it.
 //
 //	franzgo-groups BOOTSTRAP group TOPIC GROUP PARTITIONS COUNT
+//	franzgo-groups BOOTSTRAP group848 TOPIC GROUP PARTITIONS COUNT
 //
 // Two kgo group consumers (franz-go's default cooperative-sticky balancer, manual
 // synchronous commits, BlockRebalanceOnPoll): c1 reads half of COUNT records alone, c2
 // joins, both read to the end. Then kadm describes the group, fetches its offsets,
-// computes the lag, both consumers leave, and kadm deletes the group.
+// computes the lag, both consumers leave, and kadm deletes the group. With group848 the
+// consumers use KIP-848's consumer protocol (ServerSideBalancer: the broker assigns).
 package main
 
 import (
@@ -58,9 +60,16 @@ func parts(m map[string][]int32) []int32 {
 	return ps
 }
 
+// serverSide: KIP-848's consumer protocol instead of the classic one.
+var serverSide bool
+
 func newMember(name, bootstrap, group, topic string) *member {
 	m := &member{name: name, owned: map[int32]bool{}}
-	cl, err := kgo.NewClient(
+	var protocol []kgo.Opt
+	if serverSide {
+		protocol = append(protocol, kgo.Balancers(kgo.RangeBalancer()), kgo.ServerSideBalancer())
+	}
+	cl, err := kgo.NewClient(append(protocol,
 		kgo.SeedBrokers(bootstrap),
 		kgo.ClientID("compat-franzgo-"+name),
 		kgo.ConsumerGroup(group),
@@ -98,7 +107,7 @@ func newMember(name, bootstrap, group, topic string) *member {
 				delete(m.owned, p)
 			}
 		}),
-	)
+	)...)
 	must(err, "new consumer "+name)
 	m.cl = cl
 	return m
@@ -165,9 +174,10 @@ func until(ms []*member, cond func() bool, what string) {
 }
 
 func main() {
-	if len(os.Args) < 7 || os.Args[2] != "group" {
-		fail("usage: franzgo-groups BOOTSTRAP group TOPIC GROUP PARTITIONS COUNT")
+	if len(os.Args) < 7 || (os.Args[2] != "group" && os.Args[2] != "group848") {
+		fail("usage: franzgo-groups BOOTSTRAP (group|group848) TOPIC GROUP PARTITIONS COUNT")
 	}
+	serverSide = os.Args[2] == "group848"
 	bootstrap, topic, group := os.Args[1], os.Args[3], os.Args[4]
 	np, _ := strconv.Atoi(os.Args[5])
 	count, _ := strconv.Atoi(os.Args[6])

@@ -155,3 +155,44 @@ def list_config_resources(client, version, types=()):
         return (kind, name)
 
     return error, r.array(res)
+
+
+def nullable_carray(items):
+    """COMPACT_ARRAY that is null when `items` is None."""
+    return uvarint(0) if items is None else carray(items)
+
+
+def consumer_group_heartbeat(client, group, member_id, epoch, topics=None, regex=None,
+                             assignor=None, instance_id=None, rebalance_timeout_ms=-1,
+                             owned=None, version=1):
+    """ConsumerGroupHeartbeat (KIP-848) as a dict: error, message, member_id, epoch,
+    interval and assignment ({topic id: sorted partitions} or None). `owned` is the
+    member's owned partitions ({topic id (uuid.UUID): [partitions]}) or None."""
+    body = cstr(group) + cstr(member_id) + struct.pack(">i", epoch)
+    body += cstr(instance_id) + cstr(None) + struct.pack(">i", rebalance_timeout_ms)
+    body += nullable_carray(None if topics is None else [cstr(t) for t in topics])
+    if version >= 1:
+        body += cstr(regex)
+    body += cstr(assignor)
+    tps = None if owned is None else [
+        tid.bytes + carray([struct.pack(">i", p) for p in parts]) + TAGS
+        for tid, parts in owned.items()]
+    body += nullable_carray(tps) + TAGS
+    r = client.call(68, version, body)
+    r.i32()
+    out = {"error": r.i16(), "message": r.str(), "member_id": r.str(), "epoch": r.i32(),
+           "interval": r.i32()}
+
+    def topic_partitions(x):
+        tid = x.uuid()
+        parts = x.array(lambda y: y.i32())
+        x.tags()
+        return tid, sorted(parts)
+
+    def assignment(x):
+        a = dict(x.array(topic_partitions))
+        x.tags()
+        return a
+
+    out["assignment"] = r.struct(assignment)
+    return out

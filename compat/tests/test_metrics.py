@@ -89,6 +89,8 @@ FAMILIES = {
     "spate_metadata_quorum_log_end_offset": ("gauge", set()),
     "spate_metadata_quorum_applied_offset": ("gauge", set()),
     "spate_metadata_published_offset": ("gauge", set()),
+    "spate_groups": ("gauge", {"protocol", "state"}),
+    "spate_consumer_group_rebalances_total": ("counter", {"shard"}),
 }
 
 

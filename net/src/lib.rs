@@ -5,6 +5,8 @@
 //!   Kafka's JSON message definitions (see `codegen/` and `docs/codec.md`).
 //! * [`metadata_records`]: every KRaft metadata record at every version, generated from
 //!   Kafka's record schemas, and [`metadata_frame`]: their framing in the metadata log.
+//! * [`group_records`]: the KIP-848 consumer-group records of `__consumer_offsets`,
+//!   generated from Kafka's group coordinator record schemas.
 //! * [`Encoder`] / [`Records`]: zero-copy output as a chain of `Bytes`.
 //! * [`record_batch`]: RecordBatch v2 view, CRC, in-place rewrites, builder.
 //! * [`compression`]: gzip, snappy, lz4, zstd with bounded decompression.
@@ -14,6 +16,9 @@ pub mod compression;
 #[rustfmt::skip]
 pub mod error_code;
 pub mod frame;
+#[rustfmt::skip]
+#[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]
+pub mod group_records;
 mod header;
 #[rustfmt::skip]
 #[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]

@@ -180,6 +180,23 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// `group.max.size`: members a classic group may have.
     pub group_max_size: usize,
+    /// `group.consumer.session.timeout.ms`: a consumer-group (KIP-848) member that does
+    /// not heartbeat for this long is removed.
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.min/max.session.timeout.ms`: the range a group's own
+    /// `consumer.session.timeout.ms` may take (and the broker default must lie in).
+    pub group_consumer_min_session_timeout_ms: i32,
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: the interval consumer-group members are
+    /// told to heartbeat at.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.min/max.heartbeat.interval.ms`: likewise for the heartbeat interval.
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    pub group_consumer_max_heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`: members a consumer group may have.
+    pub group_consumer_max_size: usize,
+    /// `group.consumer.assignors`: the server-side assignors, the first the default.
+    pub group_consumer_assignors: Vec<String>,
     /// How often retention is enforced (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
     /// The log cleaner (Kafka's `log.cleaner.*` broker settings).
@@ -423,6 +440,37 @@ impl BrokerConfig {
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
+        }
+        if self.group_consumer_session_timeout_ms < 1
+            || self.group_consumer_heartbeat_interval_ms < 1
+        {
+            bail!("group_consumer_session_timeout_ms and group_consumer_heartbeat_interval_ms must be positive");
+        }
+        if !(self.group_consumer_min_session_timeout_ms
+            ..=self.group_consumer_max_session_timeout_ms)
+            .contains(&self.group_consumer_session_timeout_ms)
+        {
+            bail!("group_consumer_session_timeout_ms must lie within group_consumer_min_session_timeout_ms and group_consumer_max_session_timeout_ms");
+        }
+        if !(self.group_consumer_min_heartbeat_interval_ms
+            ..=self.group_consumer_max_heartbeat_interval_ms)
+            .contains(&self.group_consumer_heartbeat_interval_ms)
+        {
+            bail!("group_consumer_heartbeat_interval_ms must lie within group_consumer_min_heartbeat_interval_ms and group_consumer_max_heartbeat_interval_ms");
+        }
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            bail!("group_consumer_heartbeat_interval_ms must be below group_consumer_session_timeout_ms");
+        }
+        if self.group_consumer_max_size < 1 {
+            bail!("group_consumer_max_size must be at least 1");
+        }
+        if self.group_consumer_assignors.is_empty() {
+            bail!("group_consumer_assignors must name at least one assignor");
+        }
+        for a in &self.group_consumer_assignors {
+            if crate::group::consumer::assignor::Assignor::by_name(a).is_none() {
+                bail!("group_consumer_assignors: unknown assignor {a:?} (uniform, range)");
+            }
         }
         if self.queued_max_request_bytes < 1024 {
             bail!("queued_max_request_bytes must be at least 1024");

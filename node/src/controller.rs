@@ -86,6 +86,11 @@ pub enum ControllerRequest {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     },
+    /// Configs of consumer groups (GROUP resources).
+    AlterGroupConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
     /// A broker's registration or heartbeat (on the active controller).
@@ -539,6 +544,9 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
                 (*validate_only, "broker configs")
             }
+            ControllerRequest::AlterGroupConfigs { validate_only, .. } => {
+                (*validate_only, "group configs")
+            }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
@@ -627,6 +635,27 @@ impl Controller {
                         }
                         Err((code, message)) => {
                             outcomes.push(TopicOutcome::err(&resource, code, message))
+                        }
+                    }
+                }
+            }
+            ControllerRequest::AlterGroupConfigs { changes, .. } => {
+                for (group, change) in changes {
+                    match crate::group::group_config::plan(&next, &self.config, &group, change) {
+                        Ok(configs) => {
+                            let old = next.group_configs.get(&group).cloned();
+                            let planned = records::config_diff(
+                                resource_type::GROUP,
+                                &group,
+                                &old.unwrap_or_default(),
+                                &configs,
+                            );
+                            next.replay_all(&planned);
+                            records.extend(planned);
+                            outcomes.push(TopicOutcome::ok(&group, None));
+                        }
+                        Err((code, message)) => {
+                            outcomes.push(TopicOutcome::err(&group, code, message))
                         }
                     }
                 }
@@ -935,7 +964,8 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
             topics.iter().map(|(n, _, _)| n.clone()).collect()
         }
         ControllerRequest::AlterConfigs { changes, .. }
-        | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
+        | ControllerRequest::AlterBrokerConfigs { changes, .. }
+        | ControllerRequest::AlterGroupConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
         ControllerRequest::Forwarded(inner) => request_names(inner),

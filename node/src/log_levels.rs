@@ -41,6 +41,8 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.forwarding",
     "spate.group",
     "spate.handlers",
+    "spate.interbroker",
+    "spate.internal_topics",
     "spate.log_dirs",
     "spate.log_levels",
     "spate.mesh",

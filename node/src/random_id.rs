@@ -19,8 +19,35 @@ pub fn uuid_v4() -> [u8; 16] {
     id
 }
 
+/// A random id written as Kafka writes a `Uuid`: URL-safe base64 without padding (22
+/// characters), e.g. the member ids the group coordinator hands out.
+pub fn base64_uuid() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = u128::from_be_bytes(uuid_v4());
+    // 128 bits: 21 full 6-bit digits and a last one of the 2 remaining bits, shifted up.
+    (0..22)
+        .map(|i| {
+            let digit = if i < 21 {
+                (bits >> (122 - 6 * i)) & 0x3f
+            } else {
+                (bits & 0x3) << 4
+            };
+            char::from(ALPHABET[digit as usize])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn base64_ids_are_22_url_safe_characters() {
+        let id = super::base64_uuid();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
     #[test]
     fn ids_differ_and_carry_the_version() {
         let (a, b) = (super::uuid_v4(), super::uuid_v4());

@@ -242,7 +242,15 @@ impl ShardContext {
                         {
                             Ok(p) => {
                                 if topic.name == OFFSETS_TOPIC {
-                                    match Coordinator::load(&self.groups, &p).await {
+                                    match Coordinator::load(
+                                        &self.groups,
+                                        &p,
+                                        std::time::Duration::from_millis(
+                                            self.config.group_consumer_session_timeout_ms as u64,
+                                        ),
+                                    )
+                                    .await
+                                    {
                                         Ok(n) if n > 0 => tracing::info!(
                                             partition = index,
                                             records = n,
@@ -718,10 +726,7 @@ async fn serve(start: ShardStart) {
     compio::runtime::spawn(async move {
         loop {
             compio::time::sleep(TICK).await;
-            group_ctx
-                .groups
-                .borrow_mut()
-                .tick(&group_ctx, std::time::Instant::now());
+            crate::group::tick(&group_ctx);
         }
     })
     .detach();

@@ -57,7 +57,7 @@ impl ConsumerGroupDescribeResponse {
 impl Message for ConsumerGroupDescribeResponse {
     const NAME: &'static str = "ConsumerGroupDescribeResponse";
     const API_KEY: i16 = 69;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -84,6 +84,7 @@ pub struct Member {
     pub subscribed_topic_regex: Option<String>,
     pub assignment: Assignment,
     pub target_assignment: Assignment,
+    pub member_type: i8,
 }
 
 impl Default for Member {
@@ -99,6 +100,7 @@ impl Default for Member {
             subscribed_topic_regex: None,
             assignment: Assignment::default(),
             target_assignment: Assignment::default(),
+            member_type: -1,
         }
     }
 }
@@ -117,6 +119,9 @@ impl Member {
         this.subscribed_topic_regex = c::read_nullable_string(buf, flexible)?;
         this.assignment = Assignment::read(buf, version)?;
         this.target_assignment = Assignment::read(buf, version)?;
+        if version >= 1 {
+            this.member_type = c::read_i8(buf)?;
+        }
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -159,6 +164,9 @@ impl Member {
         }
         self.assignment.write(out, version);
         self.target_assignment.write(out, version);
+        if version >= 1 {
+            out.put_i8(self.member_type);
+        }
         if flexible {
             out.put_uvarint(0);
         }
@@ -177,6 +185,9 @@ impl Member {
         this.subscribed_topic_regex = Some(String::from("s8"));
         this.assignment = Assignment::sample(version);
         this.target_assignment = Assignment::sample(version);
+        if version >= 1 {
+            this.member_type = 12;
+        }
         this
     }
 }

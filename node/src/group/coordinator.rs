@@ -13,6 +13,11 @@ use spate_net::compression::Compression;
 use spate_net::record_batch::RecordBatchBuilder;
 use spate_net::ErrorCode;
 
+use super::consumer::records::{self as consumer_records, GroupRecord};
+use super::consumer::{
+    assignor::Assignor, ConsumerGroup, ConsumerGroupSettings, GroupError, HeartbeatArgs,
+    HeartbeatReply, TopicsView,
+};
 use super::membership::{Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply};
 use super::offsets_log::{self, CommittedOffset, OffsetKey};
 use crate::mesh::{PartitionKey, PartitionReply};
@@ -30,6 +35,8 @@ const EMPTY_GROUP_TTL: Duration = Duration::from_secs(600);
 const GROUP_ID_NOT_FOUND_FROM: i16 = 9;
 /// Largest decompressed batch read back from `__consumer_offsets`.
 const MAX_OFFSETS_BATCH: usize = 64 << 20;
+/// The protocol type of consumer groups (as classic consumers name theirs).
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 /// One partition's committed offset as OffsetFetch reports it: (topic, partition, offset
 /// or an error code).
@@ -93,11 +100,14 @@ pub enum GroupRequest {
     /// `None`: every committed partition of the group. With `require_stable`
     /// (KIP-447), a partition with offsets pending in an open transaction answers
     /// `Err(UNSTABLE_OFFSET_COMMIT)`.
+    /// `member`: the member id and epoch a consumer-group member fetches with
+    /// (OffsetFetch v9+); Err: a group-level code.
     Fetch {
         group_id: String,
         partitions: Option<Vec<(String, i32)>>,
         require_stable: bool,
-        reply: flume::Sender<Vec<FetchedOffset>>,
+        member: Option<(String, i32)>,
+        reply: flume::Sender<Result<Vec<FetchedOffset>, i16>>,
     },
     Describe {
         group_id: String,
@@ -109,6 +119,18 @@ pub enum GroupRequest {
     Delete {
         group_id: String,
         reply: flume::Sender<i16>,
+    },
+    /// ConsumerGroupHeartbeat (KIP-848).
+    ConsumerHeartbeat {
+        group_id: String,
+        args: HeartbeatArgs,
+        reply: flume::Sender<Result<HeartbeatReply, GroupError>>,
+    },
+    /// ConsumerGroupDescribe: None when there is no consumer group of that id (Err:
+    /// the id is a classic group).
+    ConsumerDescribe {
+        group_id: String,
+        reply: flume::Sender<Result<Option<ConsumerGroupView>, ()>>,
     },
     /// Ok: one code per partition; Err: a group-level code.
     DeleteOffsets {
@@ -131,6 +153,22 @@ pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// "classic" or "consumer" (ListGroups v5's GroupType).
+    pub group_type: &'static str,
+}
+
+/// A consumer group as ConsumerGroupDescribe reports it.
+pub struct ConsumerGroupView {
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: &'static str,
+    /// The member and its target assignment.
+    pub members: Vec<(
+        super::consumer::member::ConsumerMember,
+        super::consumer::member::Assignment,
+    )>,
+    pub topics: Arc<TopicsView>,
 }
 
 /// (topic, partition) → committed offset, with the sequence number of its commit.
@@ -139,6 +177,15 @@ type GroupOffsets = HashMap<(String, i32), (u64, CommittedOffset)>;
 #[derive(Default)]
 pub struct Coordinator {
     groups: HashMap<String, Group>,
+    /// KIP-848 consumer groups; a group id is in `groups` or here, never both.
+    consumer: HashMap<String, ConsumerGroup>,
+    /// The metadata image version the consumer groups last saw (regexes and
+    /// subscribed topics are checked again when it changes).
+    image_version_seen: Option<u64>,
+    /// Target assignment computations of consumer groups (a metric).
+    pub consumer_rebalances: u64,
+    /// The topics as consumer groups see them, for one metadata image version.
+    topics_view: Option<(Option<u64>, Arc<TopicsView>)>,
     /// group → its committed offsets.
     offsets: HashMap<String, GroupOffsets>,
     commit_seq: u64,
@@ -157,6 +204,117 @@ impl Coordinator {
             ),
             max_size: ctx.config.group_max_size,
         }
+    }
+
+    pub fn consumer_settings(ctx: &ShardContext) -> ConsumerGroupSettings {
+        let c = &ctx.config;
+        ConsumerGroupSettings {
+            session_timeout: Duration::from_millis(c.group_consumer_session_timeout_ms as u64),
+            heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
+            max_size: c.group_consumer_max_size,
+            assignors: c
+                .group_consumer_assignors
+                .iter()
+                .filter_map(|a| Assignor::by_name(a))
+                .collect(),
+        }
+    }
+
+    /// The settings of one group: the broker's, with the group's own configs over them.
+    pub fn group_settings(ctx: &ShardContext, group_id: &str) -> ConsumerGroupSettings {
+        use super::group_config::{effective, HEARTBEAT_INTERVAL, SESSION_TIMEOUT};
+        let mut settings = Self::consumer_settings(ctx);
+        let image = ctx.image();
+        let own = image.group_configs.get(group_id);
+        if own.is_some() {
+            settings.session_timeout =
+                Duration::from_millis(effective(&ctx.config, own, SESSION_TIMEOUT).max(1) as u64);
+            settings.heartbeat_interval_ms = effective(&ctx.config, own, HEARTBEAT_INTERVAL);
+        }
+        settings
+    }
+
+    /// The topics of the current metadata image (built once per image version).
+    fn topics_view(&mut self, ctx: &ShardContext) -> Arc<TopicsView> {
+        let image = ctx.image();
+        match &self.topics_view {
+            Some((version, view)) if *version == image.offset => view.clone(),
+            _ => {
+                let view = Arc::new(TopicsView::from_image(&image));
+                self.topics_view = Some((image.offset, view.clone()));
+                view
+            }
+        }
+    }
+
+    /// Group counts by (type, state), for the metrics.
+    pub fn group_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+            Default::default();
+        for g in self.groups.values() {
+            *counts.entry(("classic", g.state.name())).or_default() += 1;
+        }
+        for g in self.consumer.values() {
+            *counts.entry(("consumer", g.state())).or_default() += 1;
+        }
+        counts.into_iter().map(|((t, s), n)| (t, s, n)).collect()
+    }
+
+    /// Expired consumer-group members and metadata changes: the records to write, by
+    /// group.
+    fn tick_consumer_groups(
+        &mut self,
+        ctx: &ShardContext,
+        now: Instant,
+    ) -> Vec<(String, Vec<GroupRecord>)> {
+        let mut writes = Vec::new();
+        let image = ctx.image();
+        let metadata_changed = image.offset != self.image_version_seen;
+        if self.consumer.is_empty() && !metadata_changed {
+            return writes;
+        }
+        self.image_version_seen = image.offset;
+        let topics = self.topics_view(ctx);
+        for (id, g) in self.consumer.iter_mut() {
+            let mut records = Vec::new();
+            for member in g.expired(now) {
+                tracing::info!(group = %id, member = %member, "consumer group member expired");
+                records.extend(g.fence(&member, &topics));
+            }
+            if metadata_changed {
+                records.extend(g.on_metadata_change(&topics));
+            }
+            if !records.is_empty() {
+                writes.push((id.clone(), records));
+            }
+        }
+        // An empty consumer group without committed offsets goes after EMPTY_GROUP_TTL,
+        // as a classic one does (its records are deleted).
+        for g in self.consumer.values_mut() {
+            g.empty_since = if g.is_empty() {
+                Some(g.empty_since.unwrap_or(now))
+            } else {
+                None
+            };
+        }
+        let offsets = &self.offsets;
+        let expired: Vec<String> = self
+            .consumer
+            .values()
+            .filter(|g| {
+                !offsets.contains_key(&g.id)
+                    && g.empty_since
+                        .is_some_and(|t| now.duration_since(t) >= EMPTY_GROUP_TTL)
+            })
+            .map(|g| g.id.clone())
+            .collect();
+        for id in expired {
+            if let Some(g) = self.consumer.remove(&id) {
+                tracing::info!(group = %id, "empty consumer group without offsets removed");
+                writes.push((id, g.tombstones()));
+            }
+        }
+        writes
     }
 
     pub fn tick(&mut self, ctx: &ShardContext, now: Instant) {
@@ -178,6 +336,7 @@ impl Coordinator {
     pub async fn load(
         this: &std::cell::RefCell<Coordinator>,
         partition: &Partition,
+        consumer_session_timeout: Duration,
     ) -> Result<usize, spate_log::LogError> {
         let mut applied = 0;
         partition
@@ -197,6 +356,22 @@ impl Coordinator {
                     return;
                 }
                 for record in records.flatten() {
+                    if let Some(k) = record
+                        .key
+                        .as_ref()
+                        .filter(|k| consumer_records::is_group_record(k))
+                    {
+                        if !batch.is_transactional()
+                            && consumer_records::replay(
+                                &mut me.consumer,
+                                k.clone(),
+                                record.value.clone(),
+                            )
+                        {
+                            applied += 1;
+                        }
+                        continue;
+                    }
                     let Some(key) = record.key.and_then(offsets_log::decode_key) else {
                         continue;
                     };
@@ -215,6 +390,15 @@ impl Coordinator {
                 }
             })
             .await?;
+        // Members resume where they were, with a new session (as Kafka does on load).
+        let now = Instant::now();
+        let mut me = this.borrow_mut();
+        for g in me.consumer.values_mut() {
+            g.rebuild_ownership();
+            if !g.has_deadlines() {
+                g.restart_sessions(now, consumer_session_timeout);
+            }
+        }
         Ok(applied)
     }
 
@@ -264,6 +448,17 @@ impl Coordinator {
     }
 
     fn describe(&self, group_id: &str) -> GroupDescription {
+        if self.consumer.contains_key(group_id) {
+            // DescribeGroups (up to v5) does not see consumer groups: Kafka 4.4 answers
+            // Dead with no error, as for a group that does not exist.
+            return GroupDescription {
+                group_id: group_id.to_string(),
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            };
+        }
         match self.groups.get(group_id) {
             Some(g) => {
                 let protocol = g.protocol.clone().unwrap_or_default();
@@ -310,14 +505,22 @@ impl Coordinator {
                 group_id: g.id.clone(),
                 protocol_type: g.protocol_type.clone().unwrap_or_default(),
                 state: g.state.name(),
+                group_type: "classic",
             })
             .collect();
+        out.extend(self.consumer.values().map(|g| GroupListing {
+            group_id: g.id.clone(),
+            protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+            state: g.state(),
+            group_type: "consumer",
+        }));
         for id in self.offsets.keys() {
-            if !self.groups.contains_key(id) {
+            if !self.groups.contains_key(id) && !self.consumer.contains_key(id) {
                 out.push(GroupListing {
                     group_id: id.clone(),
                     protocol_type: String::new(),
                     state: "Empty",
+                    group_type: "classic",
                 });
             }
         }
@@ -340,6 +543,7 @@ impl Coordinator {
         self.groups
             .get(group_id)
             .is_some_and(|g| !g.members.is_empty())
+            || self.consumer.get(group_id).is_some_and(|g| !g.is_empty())
     }
 }
 
@@ -354,6 +558,27 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             args,
             reply,
         } => {
+            if let Some(g) = coord.consumer.get(&group_id) {
+                if !g.is_empty() {
+                    // Kafka would take the classic member into the consumer group
+                    // (KIP-848's online migration); Spate does not yet.
+                    let _ = reply.send(spate_net::messages::JoinGroupResponse {
+                        error_code: super::membership::INCONSISTENT_GROUP_PROTOCOL,
+                        generation_id: -1,
+                        member_id: args.member_id,
+                        ..Default::default()
+                    });
+                    return;
+                }
+                // An empty consumer group becomes a classic one (Kafka's downgrade of an
+                // empty group): its records go, its offsets stay.
+                let records = coord
+                    .consumer
+                    .remove(&group_id)
+                    .map(|g| g.tombstones())
+                    .unwrap_or_default();
+                write_group_records(ctx, &group_id, records, None);
+            }
             coord
                 .groups
                 .entry(group_id.clone())
@@ -455,6 +680,25 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
         } => {
             // Kafka's validateOffsetCommit for classic groups.
             let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+            if coord.consumer.contains_key(&group_id) {
+                // Kafka's validateOffsetCommit for consumer groups, partition by partition.
+                let topics = coord.topics_view(ctx);
+                let Some(g) = coord.consumer.get(&group_id) else {
+                    unreachable!("the group was just found");
+                };
+                let codes: Vec<i16> = entries
+                    .iter()
+                    .map(|(topic, partition, ..)| {
+                        let id = topics.by_name.get(topic).map(|(id, _)| id);
+                        g.check_commit(&member_id, generation, version, id, *partition)
+                            .err()
+                            .map_or(0, ErrorCode::code)
+                    })
+                    .collect();
+                drop(coord);
+                commit_checked(ctx, group_id, entries, codes, reply);
+                return;
+            }
             let group_code = if group_id.is_empty() {
                 Some(ErrorCode::InvalidGroupId)
             } else {
@@ -488,8 +732,15 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             group_id,
             partitions,
             require_stable,
+            member,
             reply,
         } => {
+            if let (Some(g), Some((member_id, epoch))) = (coord.consumer.get(&group_id), &member) {
+                if let Err(code) = g.check_fetch(member_id, *epoch) {
+                    let _ = reply.send(Err(code.code()));
+                    return;
+                }
+            }
             let committed = coord.offsets.get(&group_id);
             let pending = |t: &str, p: i32| {
                 require_stable
@@ -531,7 +782,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                     all
                 }
             };
-            let _ = reply.send(out);
+            let _ = reply.send(Ok(out));
         }
         GroupRequest::Describe { group_id, reply } => {
             let _ = reply.send(coord.describe(&group_id));
@@ -544,8 +795,15 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 let _ = reply.send(ErrorCode::NonEmptyGroup.code());
                 return;
             }
+            let was_consumer = match coord.consumer.remove(&group_id) {
+                Some(g) => {
+                    write_group_records(ctx, &group_id, g.tombstones(), None);
+                    true
+                }
+                None => false,
+            };
             let Some(committed) = coord.offsets.get(&group_id) else {
-                let code = if coord.groups.remove(&group_id).is_some() {
+                let code = if coord.groups.remove(&group_id).is_some() || was_consumer {
                     ErrorCode::None
                 } else {
                     ErrorCode::GroupIdNotFound
@@ -567,13 +825,57 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
             })
             .detach();
         }
+        GroupRequest::ConsumerHeartbeat {
+            group_id,
+            args,
+            reply,
+        } => {
+            let result = consumer_heartbeat(ctx, &mut coord, &group_id, args, now);
+            drop(coord);
+            match result {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok((answer, records)) => {
+                    write_group_records(ctx, &group_id, records, Some((answer, reply)))
+                }
+            }
+        }
+        GroupRequest::ConsumerDescribe { group_id, reply } => {
+            let view = if coord.groups.contains_key(&group_id) {
+                Err(())
+            } else {
+                let settings = Coordinator::consumer_settings(ctx);
+                let topics = coord.topics_view(ctx);
+                Ok(coord.consumer.get(&group_id).map(|g| ConsumerGroupView {
+                    state: g.state(),
+                    group_epoch: g.group_epoch,
+                    assignment_epoch: g.assignment_epoch,
+                    assignor: g.assignor(&settings).name(),
+                    members: g
+                        .members
+                        .values()
+                        .map(|m| {
+                            (
+                                m.clone(),
+                                g.targets.get(&m.member_id).cloned().unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                    topics: topics.clone(),
+                }))
+            };
+            let _ = reply.send(view);
+        }
         GroupRequest::DeleteOffsets {
             group_id,
             partitions,
             reply,
         } => {
             let Some(committed) = coord.offsets.get(&group_id) else {
-                let code = if coord.groups.contains_key(&group_id) {
+                let code = if coord.groups.contains_key(&group_id)
+                    || coord.consumer.contains_key(&group_id)
+                {
                     ErrorCode::None
                 } else {
                     ErrorCode::GroupIdNotFound
@@ -586,10 +888,13 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
                 return;
             };
             let group = coord.groups.get(&group_id);
+            let consumer = coord.consumer.get(&group_id);
             let codes: Vec<i16> = partitions
                 .iter()
                 .map(|(t, _)| {
-                    if group.is_some_and(|g| g.subscribes_to(t)) {
+                    if group.is_some_and(|g| g.subscribes_to(t))
+                        || consumer.is_some_and(|g| g.subscribes_to(t))
+                    {
                         ErrorCode::GroupSubscribedToTopic.code()
                     } else {
                         0
@@ -732,6 +1037,36 @@ fn commit(
     .detach();
 }
 
+/// Commits the entries whose code is 0 and answers every entry: its code, or the
+/// commit's.
+fn commit_checked(
+    ctx: &Rc<ShardContext>,
+    group_id: String,
+    entries: Vec<CommitEntry>,
+    mut codes: Vec<i16>,
+    reply: flume::Sender<Vec<i16>>,
+) {
+    debug_assert_eq!(entries.len(), codes.len());
+    let passing: Vec<CommitEntry> = entries
+        .into_iter()
+        .zip(&codes)
+        .filter(|(_, c)| **c == 0)
+        .map(|(e, _)| e)
+        .collect();
+    let (tx, rx) = flume::bounded(1);
+    commit(ctx, group_id, passing, tx);
+    compio::runtime::spawn(async move {
+        let mut written = rx.recv_async().await.unwrap_or_default().into_iter();
+        for c in codes.iter_mut().filter(|c| **c == 0) {
+            *c = written
+                .next()
+                .unwrap_or(ErrorCode::UnknownServerError.code());
+        }
+        let _ = reply.send_async(codes).await;
+    })
+    .detach();
+}
+
 /// TxnOffsetCommit: write the offsets to the group's partition in a transactional batch
 /// of the producer; they wait there for the transaction's marker.
 fn txn_commit(
@@ -847,4 +1182,113 @@ fn write_tombstones(
         let _ = done.send_async(code).await;
     })
     .detach();
+}
+
+/// ConsumerGroupHeartbeat on the coordinator: the group (created by a joining member,
+/// or converted from an empty classic group), then the heartbeat itself.
+fn consumer_heartbeat(
+    ctx: &ShardContext,
+    coord: &mut Coordinator,
+    group_id: &str,
+    args: HeartbeatArgs,
+    now: Instant,
+) -> Result<(HeartbeatReply, Vec<GroupRecord>), GroupError> {
+    if let Some(classic) = coord.groups.get(group_id) {
+        if !classic.is_empty() {
+            // Kafka converts a classic group whose members all use the consumer
+            // protocol (the online upgrade); Spate does not yet (docs/compat.md).
+            let message = if classic.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) {
+                format!("Cannot upgrade classic group {group_id} to consumer group: Spate does not convert a classic group with members.")
+            } else {
+                format!("Cannot upgrade classic group {group_id} to consumer group because the group does not use the consumer embedded protocol.")
+            };
+            return Err(GroupError::new(ErrorCode::GroupIdNotFound, message));
+        }
+        coord.groups.remove(group_id);
+    }
+    let joining = args.member_epoch == 0;
+    if !coord.consumer.contains_key(group_id) {
+        if !joining {
+            return Err(GroupError::new(
+                ErrorCode::GroupIdNotFound,
+                format!("Consumer group {group_id} not found."),
+            ));
+        }
+        coord
+            .consumer
+            .insert(group_id.to_string(), ConsumerGroup::new(group_id));
+    }
+    let settings = Coordinator::group_settings(ctx, group_id);
+    let topics = coord.topics_view(ctx);
+    let Some(group) = coord.consumer.get_mut(group_id) else {
+        unreachable!("the group was just looked up or created");
+    };
+    let (member_id, epoch) = (args.member_id.clone(), args.member_epoch);
+    let result = group.heartbeat(
+        args,
+        &topics,
+        &settings,
+        now,
+        &mut coord.consumer_rebalances,
+    );
+    if let Err(e) = &result {
+        tracing::debug!(group = %group_id, member = %member_id, epoch, code = ?e.code, message = ?e.message, "consumer group heartbeat refused");
+    }
+    // A failed first join leaves no empty group behind.
+    if result.is_err() && group.is_empty() && group.group_epoch == 0 {
+        coord.consumer.remove(group_id);
+    }
+    result
+}
+
+/// Writes a consumer group's records to its `__consumer_offsets` partition; then sends
+/// the heartbeat's answer (or NOT_COORDINATOR / the write's error if it failed).
+#[allow(clippy::type_complexity)]
+fn write_group_records(
+    ctx: &Rc<ShardContext>,
+    group_id: &str,
+    records: Vec<GroupRecord>,
+    answer: Option<(
+        HeartbeatReply,
+        flume::Sender<Result<HeartbeatReply, GroupError>>,
+    )>,
+) {
+    let now = now_ms();
+    let encoded = records
+        .iter()
+        .map(|r| consumer_records::encode(group_id, r, now))
+        .collect();
+    let append = append_records(offsets_partition(ctx, group_id), encoded);
+    compio::runtime::spawn(async move {
+        let code = append.await;
+        if code != 0 {
+            tracing::warn!(code, "writing consumer group records failed");
+        }
+        if let Some((reply, tx)) = answer {
+            let result = if code == 0 {
+                Ok(reply)
+            } else {
+                Err(GroupError {
+                    code: ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError),
+                    message: None,
+                })
+            };
+            let _ = tx.send_async(result).await;
+        }
+    })
+    .detach();
+}
+
+/// The coordinator's periodic work: classic sessions and rebalances, consumer-group
+/// members that expired and subscriptions that changed with the metadata.
+pub fn tick(ctx: &Rc<ShardContext>) {
+    let now = Instant::now();
+    let writes = {
+        let mut coord = ctx.groups.borrow_mut();
+        coord.tick(ctx, now);
+        coord.tick_consumer_groups(ctx, now)
+    };
+    for (group_id, records) in writes {
+        write_group_records(ctx, &group_id, records, None);
+    }
 }

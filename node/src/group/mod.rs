@@ -1,9 +1,12 @@
-//! Consumer groups (the classic protocol) and committed offsets.
+//! Consumer groups (the classic protocol in `membership.rs`, KIP-848's consumer
+//! protocol in `consumer/`) and committed offsets.
 
+pub mod consumer;
 mod coordinator;
+pub mod group_config;
 mod membership;
 mod offsets_log;
 
-pub use coordinator::{forget_topics, serve, Coordinator, GroupRequest, OFFSETS_TOPIC, TICK};
+pub use coordinator::{forget_topics, serve, tick, Coordinator, GroupRequest, OFFSETS_TOPIC, TICK};
 pub use membership::JoinArgs;
 pub use offsets_log::partition_for;

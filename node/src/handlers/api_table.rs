@@ -11,6 +11,9 @@ use super::SERVED_APIS;
 fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group and transaction keys",
+        ApiKey::ConsumerGroupHeartbeat => {
+            "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
+        }
         ApiKey::EndTxn => "transaction versions 1 and 2 (v5+: KIP-890's epoch bump per transaction)",
         ApiKey::Produce => {
             "v12+: transaction version 2 (the partition joins the transaction on its first write)"
@@ -22,10 +25,10 @@ fn served_note(key: ApiKey) -> &'static str {
             "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
         }
         ApiKey::DescribeConfigs => {
-            "topics, the broker and the cluster default; other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker, the cluster default and consumer groups (their two `consumer.*` configs); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
-            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md); other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), consumer groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::SaslHandshake => "mechanism PLAIN on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
         ApiKey::SaslAuthenticate => "PLAIN; `session_lifetime_ms` 0 (no re-authentication yet)",
@@ -34,7 +37,7 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
-            "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
+            "groups with configs, the broker and its loggers, topics, in Kafka's order; there are no client-metrics subscriptions to list"
         }
         _ => "",
     }
@@ -82,9 +85,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
-        }
-        ConsumerGroupHeartbeat | ConsumerGroupDescribe => {
-            "the KIP-848 consumer group protocol is not implemented (the classic protocol is)"
         }
         GetTelemetrySubscriptions | PushTelemetry => {
             "client telemetry (KIP-714) is not implemented"

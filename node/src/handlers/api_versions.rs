@@ -52,6 +52,8 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 fn api_keys() -> Vec<ApiVersion> {

@@ -24,6 +24,8 @@ use crate::topic_config::source;
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// Consumer group configs (KIP-848).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// What config entries are computed from on this shard.
 fn sources<'a>(ctx: &'a ShardContext, image: &'a MetadataImage) -> Sources<'a> {
@@ -81,6 +83,16 @@ pub fn describe(
                     ));
                     return result;
                 }
+                RESOURCE_GROUP if r.resource_name.is_empty() => {
+                    result.error_code = ErrorCode::InvalidRequest.code();
+                    result.error_message = Some("Group name must not be empty.".into());
+                    return result;
+                }
+                // Any group id, known or not, as Kafka describes them.
+                RESOURCE_GROUP => crate::group::group_config::entries(
+                    &ctx.config,
+                    image.group_configs.get(&r.resource_name),
+                ),
                 RESOURCE_BROKER_LOGGER => match logger_resource(ctx, &r.resource_name) {
                     Ok(()) => crate::log_levels::loggers()
                         .into_iter()
@@ -147,21 +159,24 @@ async fn change(
     ctx: &Rc<ShardContext>,
     changes: Vec<(String, ConfigChange)>,
     validate_only: bool,
-    broker: bool,
+    kind: i8,
 ) -> Vec<(i16, Option<String>)> {
     if changes.is_empty() {
         return Vec::new();
     }
-    let request = if broker {
-        ControllerRequest::AlterBrokerConfigs {
+    let request = match kind {
+        RESOURCE_BROKER => ControllerRequest::AlterBrokerConfigs {
             changes,
             validate_only,
-        }
-    } else {
-        ControllerRequest::AlterConfigs {
+        },
+        RESOURCE_GROUP => ControllerRequest::AlterGroupConfigs {
             changes,
             validate_only,
-        }
+        },
+        _ => ControllerRequest::AlterConfigs {
+            changes,
+            validate_only,
+        },
     };
     ctx.change_topics(request)
         .await
@@ -232,10 +247,18 @@ async fn apply(
             .map(|(_, name, c)| (name.clone(), c.clone()))
             .collect()
     };
-    let mut topics = change(ctx, of_type(RESOURCE_TOPIC), validate_only, false)
+    let mut topics = change(ctx, of_type(RESOURCE_TOPIC), validate_only, RESOURCE_TOPIC)
         .await
         .into_iter();
-    let mut brokers = change(ctx, of_type(RESOURCE_BROKER), validate_only, true)
+    let mut brokers = change(
+        ctx,
+        of_type(RESOURCE_BROKER),
+        validate_only,
+        RESOURCE_BROKER,
+    )
+    .await
+    .into_iter();
+    let mut groups = change(ctx, of_type(RESOURCE_GROUP), validate_only, RESOURCE_GROUP)
         .await
         .into_iter();
     let lost = || (ErrorCode::UnknownServerError.code(), None);
@@ -244,6 +267,7 @@ async fn apply(
         .map(|(kind, name, change)| match kind {
             RESOURCE_TOPIC => topics.next().unwrap_or_else(lost),
             RESOURCE_BROKER => brokers.next().unwrap_or_else(lost),
+            RESOURCE_GROUP => groups.next().unwrap_or_else(lost),
             RESOURCE_BROKER_LOGGER => match alter_loggers(ctx, &name, &change, validate_only) {
                 Ok(()) => (0, None),
                 Err((code, message)) => (code.code(), Some(message)),

@@ -1,10 +1,13 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups, OffsetDelete.
+//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups, OffsetDelete, and
+//! KIP-848's ConsumerGroupHeartbeat and ConsumerGroupDescribe.
 //! Each request goes to the shard owning the group's `__consumer_offsets` partition.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use spate_net::messages::consumer_group_describe_response as describe_response;
+use spate_net::messages::consumer_group_heartbeat_response as heartbeat_response;
 use spate_net::messages::delete_groups_response::DeletableGroupResult;
 use spate_net::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use spate_net::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
@@ -24,6 +27,10 @@ use spate_net::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use spate_net::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+};
+use spate_net::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
@@ -32,9 +39,10 @@ use spate_net::messages::{
     SyncGroupResponse,
 };
 use spate_net::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
-use spate_net::ErrorCode;
+use spate_net::{ErrorCode, Uuid};
 
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
+use crate::group::consumer::{self, member::Assignment, GroupError};
 use crate::group::{partition_for, GroupRequest, JoinArgs, OFFSETS_TOPIC};
 use crate::mesh::ShardMsg;
 use crate::security::Listener;
@@ -375,6 +383,7 @@ async fn fetch_group(
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
+    member: Option<(String, i32)>,
 ) -> Result<FetchedTopics, i16> {
     let partitions = topics.as_ref().map(|ts| {
         ts.iter()
@@ -386,9 +395,10 @@ async fn fetch_group(
         group_id: gid,
         partitions,
         require_stable,
+        member,
         reply,
     })
-    .await?;
+    .await??;
     let mut out: FetchedTopics = Vec::new();
     for (topic, partition, committed) in fetched {
         let row = match committed {
@@ -417,8 +427,14 @@ pub async fn offset_fetch(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
+            // OffsetFetch v9+: a consumer-group member fetches at its member epoch
+            // (-1 and no member id: not a member).
+            let member = g
+                .member_id
+                .filter(|m| !m.is_empty() || g.member_epoch >= 0)
+                .map(|m| (m, g.member_epoch));
             let (topics, error_code) =
-                match fetch_group(ctx, &g.group_id, topics, req.require_stable).await {
+                match fetch_group(ctx, &g.group_id, topics, req.require_stable, member).await {
                     Ok(t) => (t, 0),
                     Err(code) => (Vec::new(), code),
                 };
@@ -461,7 +477,7 @@ pub async fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match fetch_group(ctx, &req.group_id, topics, req.require_stable).await {
+    match fetch_group(ctx, &req.group_id, topics, req.require_stable, None).await {
         Ok(topics) => OffsetFetchResponse {
             topics: topics
                 .into_iter()
@@ -581,14 +597,14 @@ pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> List
             if !states.is_empty() && !states.contains(&g.state.to_ascii_lowercase()) {
                 continue;
             }
-            if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            if !types.is_empty() && !types.iter().any(|t| t == g.group_type) {
                 continue;
             }
             groups.push(ListedGroup {
                 group_id: g.group_id,
                 protocol_type: g.protocol_type,
                 group_state: g.state.to_string(),
-                group_type: "classic".into(),
+                group_type: g.group_type.into(),
             });
         }
     }
@@ -821,5 +837,143 @@ async fn verify_offsets_partition(
             NOT_AVAILABLE
         }
         c => c,
+    }
+}
+
+/// ConsumerGroupDescribe's MemberType of a consumer-protocol member (v1+).
+const MEMBER_TYPE_CONSUMER: i8 = 1;
+
+pub async fn consumer_group_heartbeat(
+    ctx: &Rc<ShardContext>,
+    req: ConsumerGroupHeartbeatRequest,
+    version: i16,
+    client_id: String,
+    peer: SocketAddr,
+) -> ConsumerGroupHeartbeatResponse {
+    let failed = |e: GroupError| ConsumerGroupHeartbeatResponse {
+        error_code: e.code.code(),
+        error_message: e.message,
+        ..Default::default()
+    };
+    let group_id = req.group_id.clone();
+    let settings = crate::group::Coordinator::consumer_settings(ctx);
+    let args = match consumer::validate(
+        req,
+        version,
+        &settings.assignors,
+        client_id,
+        format!("/{}", peer.ip()),
+    ) {
+        Ok(a) => a,
+        Err(e) => return failed(e),
+    };
+    let gid = group_id.clone();
+    let answer = ask(ctx, &group_id, |reply| GroupRequest::ConsumerHeartbeat {
+        group_id: gid,
+        args,
+        reply,
+    })
+    .await;
+    match answer {
+        Err(code) => failed(GroupError {
+            code: ErrorCode::from_code(code).unwrap_or(ErrorCode::CoordinatorNotAvailable),
+            message: None,
+        }),
+        Ok(Err(e)) => failed(e),
+        Ok(Ok(r)) => ConsumerGroupHeartbeatResponse {
+            member_id: Some(r.member_id),
+            member_epoch: r.member_epoch,
+            heartbeat_interval_ms: r.heartbeat_interval_ms,
+            assignment: r.assignment.map(|a| heartbeat_response::Assignment {
+                topic_partitions: a
+                    .into_iter()
+                    .map(|(t, p)| heartbeat_response::TopicPartitions {
+                        topic_id: Uuid(t),
+                        partitions: p.into_iter().collect(),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+pub async fn consumer_group_describe(
+    ctx: &Rc<ShardContext>,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let mut groups = Vec::with_capacity(req.group_ids.len());
+    for group_id in req.group_ids {
+        let gid = group_id.clone();
+        let view = ask(ctx, &group_id, |reply| GroupRequest::ConsumerDescribe {
+            group_id: gid,
+            reply,
+        })
+        .await;
+        let failed = |code: ErrorCode, message: String| describe_response::DescribedGroup {
+            error_code: code.code(),
+            error_message: Some(message),
+            group_id: group_id.clone(),
+            authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+            ..Default::default()
+        };
+        groups.push(match view {
+            Err(code) => describe_response::DescribedGroup {
+                error_code: code,
+                group_id: group_id.clone(),
+                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                ..Default::default()
+            },
+            Ok(Err(())) => failed(
+                ErrorCode::GroupIdNotFound,
+                format!("Group {group_id} is not a consumer group."),
+            ),
+            Ok(Ok(None)) => failed(
+                ErrorCode::GroupIdNotFound,
+                format!("Group {group_id} not found."),
+            ),
+            Ok(Ok(Some(v))) => {
+                let assignment = |a: &Assignment| describe_response::Assignment {
+                    topic_partitions: a
+                        .iter()
+                        .map(|(t, p)| describe_response::TopicPartitions {
+                            topic_id: Uuid(*t),
+                            topic_name: v.topics.name_of(t).unwrap_or_default().to_string(),
+                            partitions: p.iter().copied().collect(),
+                        })
+                        .collect(),
+                };
+                describe_response::DescribedGroup {
+                    group_id: group_id.clone(),
+                    group_state: v.state.to_string(),
+                    group_epoch: v.group_epoch,
+                    assignment_epoch: v.assignment_epoch,
+                    assignor_name: v.assignor.to_string(),
+                    members: v
+                        .members
+                        .iter()
+                        .map(|(m, target)| describe_response::Member {
+                            member_id: m.member_id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            rack_id: m.rack_id.clone(),
+                            member_epoch: m.member_epoch,
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            subscribed_topic_names: m.subscribed_topic_names.clone(),
+                            subscribed_topic_regex: m.subscribed_topic_regex.clone(),
+                            assignment: assignment(&m.assigned),
+                            target_assignment: assignment(target),
+                            member_type: MEMBER_TYPE_CONSUMER,
+                        })
+                        .collect(),
+                    authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                    ..Default::default()
+                }
+            }
+        });
+    }
+    ConsumerGroupDescribeResponse {
+        groups,
+        ..Default::default()
     }
 }

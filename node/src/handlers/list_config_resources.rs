@@ -65,8 +65,16 @@ fn list(
         resource_type,
     };
     // Groups and client-metrics subscriptions are listed when they have configs; Spate
-    // has no group configs and no client-metrics subscriptions, so there are none.
+    // has no client-metrics subscriptions.
     let mut out = Vec::new();
+    if wanted(RESOURCE_GROUP) {
+        out.extend(
+            image
+                .group_configs
+                .keys()
+                .map(|g| resource(RESOURCE_GROUP, g.clone())),
+        );
+    }
     for kind in [RESOURCE_BROKER_LOGGER, RESOURCE_BROKER] {
         if wanted(kind) {
             out.push(resource(kind, node.to_string()));
@@ -102,6 +110,16 @@ mod tests {
         assert_eq!(
             names(list(&img, 0, &[], 1).unwrap()),
             vec![(8, "0".into()), (4, "0".into()), (2, "t".into())]
+        );
+        img.replay_all(&records::config_diff(
+            records::resource_type::GROUP,
+            "g",
+            &BTreeMap::new(),
+            &BTreeMap::from([("consumer.session.timeout.ms".into(), "50000".into())]),
+        ));
+        assert_eq!(
+            names(list(&img, 0, &[32, 2], 1).unwrap()),
+            vec![(32, "g".into()), (2, "t".into())]
         );
         assert_eq!(
             names(list(&img, 0, &[2, 16], 1).unwrap()),

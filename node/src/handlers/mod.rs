@@ -208,6 +208,15 @@ pub async fn dispatch(
             &header,
             &groups::find_coordinator(&ctx, req, version, &session.listener),
         )),
+        RequestBody::ConsumerGroupHeartbeat(req) => {
+            let client_id = header.client_id.clone().unwrap_or_default();
+            later(header, async move {
+                groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer).await
+            })
+        }
+        RequestBody::ConsumerGroupDescribe(req) => later(header, async move {
+            groups::consumer_group_describe(&ctx, req).await
+        }),
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
             later(header, async move {

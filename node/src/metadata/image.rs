@@ -75,6 +75,8 @@ pub struct MetadataImage {
     pub producer_ids_end: i64,
     /// Dynamic broker configs by resource: a broker id, or "" for the cluster default.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Consumer group configs by group id (only groups that have some).
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     /// Finalized feature levels (`metadata.version`, ...).
     pub features: BTreeMap<String, i16>,
@@ -283,6 +285,16 @@ impl MetadataImage {
                 set(configs);
                 if configs.is_empty() {
                     self.broker_configs.remove(&r.resource_name);
+                }
+            }
+            resource_type::GROUP => {
+                let configs = self
+                    .group_configs
+                    .entry(r.resource_name.clone())
+                    .or_default();
+                set(configs);
+                if configs.is_empty() {
+                    self.group_configs.remove(&r.resource_name);
                 }
             }
             other => tracing::debug!(resource_type = other, "metadata: config record ignored"),

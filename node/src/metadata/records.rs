@@ -18,6 +18,8 @@ use super::image::{MetadataImage, PartitionInfo};
 pub mod resource_type {
     pub const TOPIC: i8 = 2;
     pub const BROKER: i8 = 4;
+    /// Consumer groups (KIP-848's GROUP config resource).
+    pub const GROUP: i8 = 32;
 }
 
 /// `BrokerRegistrationChangeRecord.fenced` values (Kafka's
@@ -276,6 +278,14 @@ pub fn image_records(image: &MetadataImage) -> Vec<ApiMessageAndVersion> {
         out.extend(config_diff(
             resource_type::BROKER,
             resource,
+            &BTreeMap::new(),
+            configs,
+        ));
+    }
+    for (group, configs) in &image.group_configs {
+        out.extend(config_diff(
+            resource_type::GROUP,
+            group,
             &BTreeMap::new(),
             configs,
         ));

@@ -188,7 +188,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 24] = [
+    let per_shard: [ShardFamily; 25] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
@@ -215,6 +215,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_transactions_ongoing", "gauge", "Transactions the shard coordinates that are open or ending (markers being written).", |s| s.transactions_ongoing as f64),
         ("spate_transactions_committed_total", "counter", "Transactions the shard coordinated to a commit.", |s| s.counters.transactions_committed as f64),
         ("spate_transactions_aborted_total", "counter", "Transactions the shard coordinated to an abort (by the client, a fencing producer or the timeout).", |s| s.counters.transactions_aborted as f64),
+        ("spate_consumer_group_rebalances_total", "counter", "Target assignments computed for the shard's consumer groups (KIP-848): one per group epoch the assignor ran for.", |s| s.consumer_group_rebalances as f64),
     ];
     for (name, kind, help, get) in per_shard {
         header(&mut out, name, kind, help);
@@ -307,6 +308,26 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {v}");
         }
+    }
+
+    // Groups by protocol and state, summed over the shards.
+    let mut groups: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    for s in shards {
+        for (kind, state, n) in &s.groups {
+            *groups.entry((kind, state)).or_default() += n;
+        }
+    }
+    header(
+        &mut out,
+        "spate_groups",
+        "gauge",
+        "Groups the broker coordinates, by protocol (classic, consumer) and state.",
+    );
+    for ((kind, state), n) in groups {
+        let _ = writeln!(
+            out,
+            "spate_groups{{protocol=\"{kind}\",state=\"{state}\"}} {n}"
+        );
     }
 
     // Lag: the high watermark of the partition minus the group's committed offset.

@@ -62,6 +62,10 @@ pub struct ShardSnapshot {
     pub cleaner: CleanerTotals,
     /// Transactions this shard coordinates that are open or ending.
     pub transactions_ongoing: usize,
+    /// Groups the shard coordinates, by (type, state): their count.
+    pub groups: Vec<(&'static str, &'static str, u64)>,
+    /// Target assignment computations of the shard's consumer groups.
+    pub consumer_group_rebalances: u64,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -120,6 +124,8 @@ impl ShardSnapshot {
             queued_request_bytes_limit: ctx.request_memory.limit(),
             cleaner: ctx.cleaning.cleaner().totals(),
             transactions_ongoing: ctx.txns.borrow().ongoing(),
+            groups: ctx.groups.borrow().group_counts(),
+            consumer_group_rebalances: ctx.groups.borrow().consumer_rebalances,
         }
     }
 }
