@@ -27,6 +27,7 @@ use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
+use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
 use crate::topic_config;
 
 /// Longest topic name Kafka accepts.
@@ -84,6 +85,11 @@ pub enum ControllerRequest {
     AlterBrokerConfigs {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
+    },
+    /// AlterUserScramCredentials: outcomes are per user.
+    AlterScramCredentials {
+        upsertions: Vec<ScramUpsertion>,
+        deletions: Vec<ScramDeletion>,
     },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
@@ -481,6 +487,7 @@ impl Controller {
             ControllerRequest::AlterBrokerConfigs { validate_only, .. } => {
                 (*validate_only, "broker configs")
             }
+            ControllerRequest::AlterScramCredentials { .. } => (false, "scram credentials"),
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
@@ -571,6 +578,24 @@ impl Controller {
                         }
                     }
                 }
+            }
+            ControllerRequest::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                let (planned, users) = credentials::plan_alter(&next, &upsertions, &deletions);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(
+                    users
+                        .into_iter()
+                        .map(|(name, error, message)| TopicOutcome {
+                            name,
+                            error,
+                            message,
+                            topic: None,
+                        }),
+                );
             }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
@@ -877,6 +902,16 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         ControllerRequest::AlterConfigs { changes, .. }
         | ControllerRequest::AlterBrokerConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
+        }
+        ControllerRequest::AlterScramCredentials {
+            upsertions,
+            deletions,
+        } => {
+            let mut users: Vec<String> = deletions.iter().map(|d| d.user.clone()).collect();
+            users.extend(upsertions.iter().map(|u| u.user.clone()));
+            let mut seen = std::collections::HashSet::new();
+            users.retain(|u| seen.insert(u.clone()));
+            users
         }
         ControllerRequest::Forwarded(inner) => request_names(inner),
         ControllerRequest::AllocateProducerId

@@ -27,8 +27,9 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
             "topics, the broker and the cluster default (the dynamic broker configs of configuration.md); other resource types answer INVALID_REQUEST (42)"
         }
-        ApiKey::SaslHandshake => "mechanism PLAIN on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
-        ApiKey::SaslAuthenticate => "PLAIN; `session_lifetime_ms` 0 (no re-authentication yet)",
+        ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
+        ApiKey::SaslAuthenticate => "`session_lifetime_ms` 0 (no re-authentication yet); SCRAM's `tokenauth` refused (no delegation tokens)",
+        ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
             "topics, the broker and its loggers, in Kafka's order (DescribeConfigs of broker loggers is not served); there are no group or client-metrics configs to list"
@@ -37,8 +38,7 @@ fn served_note(key: ApiKey) -> &'static str {
     }
 }
 
-const SECURITY: &str =
-    "SCRAM, delegation tokens and authorization come in later parts of issue 16 (docs/security.md)";
+const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
 const REPLICATION: &str = "a single node has no replicas to move or elect (comes with replication)";
@@ -71,9 +71,7 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         CreateDelegationToken
         | RenewDelegationToken
         | ExpireDelegationToken
-        | DescribeDelegationToken
-        | DescribeUserScramCredentials
-        | AlterUserScramCredentials => SECURITY,
+        | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
         DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",

@@ -47,6 +47,8 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
     ApiKey::ListConfigResources,

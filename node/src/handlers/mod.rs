@@ -15,6 +15,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod scram;
 mod topics;
 mod txn;
 
@@ -72,7 +73,9 @@ pub async fn dispatch(
     let peer = session.peer;
     // KIP-43: a SASL listener serves nothing else before authentication.
     if !session.authenticated() {
-        if let Some(d) = sasl::before_authentication(session, frame_body.clone()) {
+        let image = ctx.image();
+        let credentials = |user: &str, m| image.scram_credential(user, m).cloned();
+        if let Some(d) = sasl::before_authentication(session, frame_body.clone(), &credentials) {
             return d;
         }
     }
@@ -249,6 +252,12 @@ pub async fn dispatch(
         }
         RequestBody::DeleteAcls(req) => {
             Dispatched::Respond(frame(&header, &acls::delete_acls(&req)))
+        }
+        RequestBody::AlterUserScramCredentials(req) => {
+            later(header, async move { scram::alter(&ctx, req).await })
+        }
+        RequestBody::DescribeUserScramCredentials(req) => {
+            Dispatched::Respond(frame(&header, &scram::describe(&ctx, req)))
         }
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,

@@ -56,7 +56,7 @@ pub struct PlainConfig {
 }
 
 /// The mechanisms this broker can run.
-pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN"];
+pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 impl SaslConfig {
     pub fn validate(&self) -> anyhow::Result<()> {

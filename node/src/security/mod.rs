@@ -1,10 +1,13 @@
 //! Listeners, TLS and SASL (issue 16): what a connection speaks below the Kafka
 //! protocol and who it is. docs/security.md describes it for operators.
 
+mod base64;
 pub mod config;
+pub mod credentials;
 pub mod listeners;
 pub mod principal;
 pub mod sasl;
+pub mod scram;
 pub mod tls;
 pub mod tls_io;
 
@@ -143,8 +146,8 @@ pub struct Session {
     pub listener: Arc<Listener>,
     principal: RefCell<Principal>,
     stage: Cell<SaslStage>,
-    /// The SASL mechanism chosen in the handshake.
-    mechanism: RefCell<Option<String>>,
+    /// The SASL mechanism chosen in the handshake, with its exchange's state.
+    mechanism: RefCell<Option<sasl::Mechanism>>,
 }
 
 impl Session {

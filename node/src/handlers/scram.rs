@@ -1,0 +1,98 @@
+//! AlterUserScramCredentials (made by the active controller) and
+//! DescribeUserScramCredentials (answered from this broker's image).
+
+use std::rc::Rc;
+
+use spate_net::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+use spate_net::messages::describe_user_scram_credentials_response::{
+    CredentialInfo, DescribeUserScramCredentialsResult,
+};
+use spate_net::messages::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+};
+use spate_net::ErrorCode;
+
+use crate::controller::ControllerRequest;
+use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
+use crate::shard::ShardContext;
+
+pub async fn alter(
+    ctx: &Rc<ShardContext>,
+    req: AlterUserScramCredentialsRequest,
+) -> AlterUserScramCredentialsResponse {
+    let request = ControllerRequest::AlterScramCredentials {
+        upsertions: req
+            .upsertions
+            .iter()
+            .map(|u| ScramUpsertion {
+                user: u.name.clone(),
+                mechanism: u.mechanism,
+                iterations: u.iterations,
+                salt: u.salt.to_vec(),
+                salted_password: u.salted_password.to_vec(),
+            })
+            .collect(),
+        deletions: req
+            .deletions
+            .iter()
+            .map(|d| ScramDeletion {
+                user: d.name.clone(),
+                mechanism: d.mechanism,
+            })
+            .collect(),
+    };
+    let users = crate::controller::request_names(&request);
+    let results = match ctx.change_topics(request).await {
+        Some(outcomes) => outcomes
+            .into_iter()
+            .map(|o| AlterUserScramCredentialsResult {
+                user: o.name,
+                error_code: o.error,
+                error_message: o.message,
+            })
+            .collect(),
+        None => users
+            .into_iter()
+            .map(|user| AlterUserScramCredentialsResult {
+                user,
+                error_code: ErrorCode::UnknownServerError.code(),
+                error_message: Some("controller unavailable".into()),
+            })
+            .collect(),
+    };
+    AlterUserScramCredentialsResponse {
+        results,
+        ..Default::default()
+    }
+}
+
+pub fn describe(
+    ctx: &ShardContext,
+    req: DescribeUserScramCredentialsRequest,
+) -> DescribeUserScramCredentialsResponse {
+    let users: Option<Vec<String>> = req
+        .users
+        .map(|users| users.into_iter().map(|u| u.name).collect());
+    let results = credentials::describe(&ctx.image(), users.as_deref())
+        .into_iter()
+        .map(
+            |(user, error_code, error_message, infos)| DescribeUserScramCredentialsResult {
+                user,
+                error_code,
+                error_message,
+                credential_infos: infos
+                    .into_iter()
+                    .map(|(mechanism, iterations)| CredentialInfo {
+                        mechanism,
+                        iterations,
+                    })
+                    .collect(),
+            },
+        )
+        .collect();
+    DescribeUserScramCredentialsResponse {
+        results,
+        ..Default::default()
+    }
+}
