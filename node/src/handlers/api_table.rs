@@ -29,6 +29,7 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
         ApiKey::SaslAuthenticate => "`session_lifetime_ms` 0 (no re-authentication yet); SCRAM's `tokenauth` refused (no delegation tokens)",
+        ApiKey::DescribeClientQuotas => "client quotas are not implemented: every filter matches nothing (kafka-configs.sh describes quotas before SCRAM credentials)",
         ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
@@ -74,7 +75,7 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
-        DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
+        AlterClientQuotas => "client quotas are not implemented",
         DescribeQuorum => {
             "not yet: the controller quorum (ADR 0005) is not described over the Kafka API"
         }

@@ -15,6 +15,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod quotas;
 mod scram;
 mod topics;
 mod txn;
@@ -255,6 +256,9 @@ pub async fn dispatch(
         }
         RequestBody::AlterUserScramCredentials(req) => {
             later(header, async move { scram::alter(&ctx, req).await })
+        }
+        RequestBody::DescribeClientQuotas(_) => {
+            Dispatched::Respond(frame(&header, &quotas::describe_client_quotas()))
         }
         RequestBody::DescribeUserScramCredentials(req) => {
             Dispatched::Respond(frame(&header, &scram::describe(&ctx, req)))
