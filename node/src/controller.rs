@@ -27,6 +27,8 @@ use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
+use crate::security::authorizer::acl::Acl;
+use crate::security::authorizer::changes as acl_changes;
 use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
 use crate::topic_config;
 
@@ -90,6 +92,15 @@ pub enum ControllerRequest {
     AlterScramCredentials {
         upsertions: Vec<ScramUpsertion>,
         deletions: Vec<ScramDeletion>,
+    },
+    /// CreateAcls (checked by the broker): outcomes are per ACL, named by index.
+    CreateAcls {
+        acls: Vec<Acl>,
+    },
+    /// DeleteAcls: the ids of the ACLs the filters matched on the broker; outcomes per
+    /// id, named by index.
+    DeleteAcls {
+        ids: Vec<[u8; 16]>,
     },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
@@ -488,6 +499,8 @@ impl Controller {
                 (*validate_only, "broker configs")
             }
             ControllerRequest::AlterScramCredentials { .. } => (false, "scram credentials"),
+            ControllerRequest::CreateAcls { .. } => (false, "create acls"),
+            ControllerRequest::DeleteAcls { .. } => (false, "delete acls"),
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
@@ -596,6 +609,18 @@ impl Controller {
                             topic: None,
                         }),
                 );
+            }
+            ControllerRequest::CreateAcls { acls } => {
+                let (planned, each) = acl_changes::plan_create(&next, &acls);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(indexed(each));
+            }
+            ControllerRequest::DeleteAcls { ids } => {
+                let (planned, each) = acl_changes::plan_delete(&next, &ids);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(indexed(each));
             }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
@@ -913,11 +938,26 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
             users.retain(|u| seen.insert(u.clone()));
             users
         }
+        ControllerRequest::CreateAcls { acls } => (0..acls.len()).map(|i| i.to_string()).collect(),
+        ControllerRequest::DeleteAcls { ids } => (0..ids.len()).map(|i| i.to_string()).collect(),
         ControllerRequest::Forwarded(inner) => request_names(inner),
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
         | ControllerRequest::FenceExpired => Vec::new(),
     }
+}
+
+/// Outcomes of items without names, named by their index.
+fn indexed(outcomes: Vec<acl_changes::AclOutcome>) -> impl Iterator<Item = TopicOutcome> {
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (error, message))| TopicOutcome {
+            name: i.to_string(),
+            error,
+            message,
+            topic: None,
+        })
 }
 
 /// Every item of a request refused for the same reason (no current image to plan on).

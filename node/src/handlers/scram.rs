@@ -1,5 +1,6 @@
 //! AlterUserScramCredentials (made by the active controller) and
-//! DescribeUserScramCredentials (answered from this broker's image).
+//! DescribeUserScramCredentials (answered from this broker's image). With an
+//! authorizer they need ALTER and DESCRIBE on the cluster, as in Kafka.
 
 use std::rc::Rc;
 
@@ -13,14 +14,40 @@ use spate_net::messages::{
 };
 use spate_net::ErrorCode;
 
+use super::acls::CLUSTER_DENIED;
 use crate::controller::ControllerRequest;
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
 use crate::shard::ShardContext;
 
 pub async fn alter(
     ctx: &Rc<ShardContext>,
+    caller: &Caller,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !ctx.authorized(
+        caller,
+        Operation::Alter,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        let mut users: Vec<String> = req.deletions.iter().map(|d| d.name.clone()).collect();
+        users.extend(req.upsertions.iter().map(|u| u.name.clone()));
+        let mut seen = std::collections::HashSet::new();
+        users.retain(|u| seen.insert(u.clone()));
+        return AlterUserScramCredentialsResponse {
+            results: users
+                .into_iter()
+                .map(|user| AlterUserScramCredentialsResult {
+                    user,
+                    error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+                    error_message: Some(CLUSTER_DENIED.into()),
+                })
+                .collect(),
+            ..Default::default()
+        };
+    }
     let request = ControllerRequest::AlterScramCredentials {
         upsertions: req
             .upsertions
@@ -69,8 +96,21 @@ pub async fn alter(
 
 pub fn describe(
     ctx: &ShardContext,
+    caller: &Caller,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !ctx.authorized(
+        caller,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return DescribeUserScramCredentialsResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            error_message: Some(CLUSTER_DENIED.into()),
+            ..Default::default()
+        };
+    }
     let users: Option<Vec<String>> = req
         .users
         .map(|users| users.into_iter().map(|u| u.name).collect());

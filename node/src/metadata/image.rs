@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::{
-    BrokerRegistrationChangeRecord, ConfigRecord, MetadataRecord, PartitionChangeRecord,
-    PartitionRecord, RegisterBrokerRecord, UserScramCredentialRecord,
+    AccessControlEntryRecord, BrokerRegistrationChangeRecord, ConfigRecord, MetadataRecord,
+    PartitionChangeRecord, PartitionRecord, RegisterBrokerRecord, UserScramCredentialRecord,
 };
 
 use super::records::{resource_type, FENCE, UNFENCE};
+use crate::security::authorizer::acl::{Acl, Operation, PatternType, Permission, ResourceType};
+use crate::security::authorizer::store::AclStore;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +84,8 @@ pub struct MetadataImage {
     /// SCRAM credentials by user and mechanism (UserScramCredentialRecord); behind an
     /// `Arc` so that the copies of the image each change makes do not copy them.
     pub scram: Arc<BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>>,
+    /// ACLs by record id (AccessControlEntryRecord), likewise behind an `Arc`.
+    pub acls: Arc<AclStore>,
 }
 
 /// The placement slot of a partition: the topic's own starting point (from its random
@@ -217,7 +221,16 @@ impl MetadataImage {
                     tracing::warn!(user = %r.name, mechanism = r.mechanism, "metadata: removal of an unknown SCRAM credential skipped");
                 }
             }
-            // Records for state Spate does not keep (ACLs, quotas, tokens,
+            MetadataRecord::AccessControlEntry(r) => match acl_of(r) {
+                Some(acl) => Arc::make_mut(&mut self.acls).insert(r.id.0, acl),
+                None => tracing::warn!(?r, "metadata: ACL with unknown codes skipped"),
+            },
+            MetadataRecord::RemoveAccessControlEntry(r) => {
+                if Arc::make_mut(&mut self.acls).remove(&r.id.0).is_none() {
+                    tracing::warn!("metadata: removal of an unknown ACL skipped");
+                }
+            }
+            // Records for state Spate does not keep (quotas, tokens,
             // controller registrations, transactions markers of the log): no effect.
             other => tracing::debug!(kind = ?other.record_type(), "metadata: record ignored"),
         }
@@ -366,6 +379,28 @@ impl MetadataImage {
             ),
         }
     }
+}
+
+/// An ACL from its record; `None` when a code is not a valid ACL's (the controller
+/// writes none such).
+fn acl_of(r: &AccessControlEntryRecord) -> Option<Acl> {
+    let acl = Acl {
+        resource_type: ResourceType::from_code(r.resource_type)?,
+        resource_name: r.resource_name.clone(),
+        pattern_type: PatternType::from_code(r.pattern_type)?,
+        principal: r.principal.clone(),
+        host: r.host.clone(),
+        operation: Operation::from_code(r.operation)?,
+        permission: Permission::from_code(r.permission_type)?,
+    };
+    let concrete = acl.resource_type != ResourceType::Any
+        && matches!(
+            acl.pattern_type,
+            PatternType::Literal | PatternType::Prefixed
+        )
+        && acl.operation != Operation::Any
+        && acl.permission != Permission::Any;
+    concrete.then_some(acl)
 }
 
 fn registration(r: &RegisterBrokerRecord) -> BrokerRegistration {

@@ -1,6 +1,7 @@
 //! Listeners, TLS and SASL (issue 16): what a connection speaks below the Kafka
 //! protocol and who it is. docs/security.md describes it for operators.
 
+pub mod authorizer;
 mod base64;
 pub mod config;
 pub mod credentials;
@@ -168,6 +169,14 @@ impl Session {
 
     pub fn principal(&self) -> Principal {
         self.principal.borrow().clone()
+    }
+
+    /// Who this connection is, for a request's authorization checks.
+    pub fn caller(&self) -> authorizer::Caller {
+        authorizer::Caller {
+            principal: self.principal(),
+            host: self.peer.ip().to_string(),
+        }
     }
 
     pub fn set_principal(&self, p: Principal) {
