@@ -19,7 +19,7 @@ fn served_note(key: ApiKey) -> &'static str {
             "no coordinator epoch check (a single node's own coordinator writes its markers directly)"
         }
         ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
-            "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
+            "with `[authorizer] enable = false` (the default): SECURITY_DISABLED (54), as Kafka without an authorizer"
         }
         ApiKey::DescribeConfigs => {
             "topics, the broker and the cluster default; other resource types answer INVALID_REQUEST (42)"
