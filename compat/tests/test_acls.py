@@ -1,4 +1,5 @@
-"""ACL APIs on a broker without an authorizer (Spate has none): Kafka 4.4 answers
+"""ACL APIs on a broker without an authorizer (`[authorizer] enable = false`, the
+default; test_authorizer.py runs one with it on): Kafka 4.4 answers
 DescribeAcls, CreateAcls and DeleteAcls with SECURITY_DISABLED and these messages, and
 clients take that to mean ACLs are off (MirrorMaker 2's topic ACL sync calls DescribeAcls
 by default). Raw v1 requests, so the exact fields are checked; and librdkafka's admin."""

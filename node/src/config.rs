@@ -119,6 +119,9 @@ pub struct BrokerConfig {
     pub ssl: crate::security::config::SslConfig,
     /// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
     pub sasl: crate::security::config::SaslConfig,
+    /// Authorization with ACLs (off by default).
+    #[serde(default)]
+    pub authorizer: crate::security::config::AuthorizerConfig,
     /// HTTP endpoint for Prometheus metrics and probes; none by default.
     #[serde(default)]
     pub http_listen: Option<String>,
@@ -493,6 +496,7 @@ impl BrokerConfig {
         }
         self.listener_specs()?;
         self.sasl.validate()?;
+        self.authorizer.validate()?;
         Ok(())
     }
 

@@ -28,6 +28,9 @@ use crate::metadata::publish::{self, Published};
 use crate::metadata::quorum_view::QuorumView;
 use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
+use crate::security::authorizer::acl::Acl;
+use crate::security::authorizer::changes as acl_changes;
+use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
 use crate::topic_config;
 
 /// Longest topic name Kafka accepts.
@@ -90,6 +93,20 @@ pub enum ControllerRequest {
     AlterGroupConfigs {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
+    },
+    /// AlterUserScramCredentials: outcomes are per user.
+    AlterScramCredentials {
+        upsertions: Vec<ScramUpsertion>,
+        deletions: Vec<ScramDeletion>,
+    },
+    /// CreateAcls (checked by the broker): outcomes are per ACL, named by index.
+    CreateAcls {
+        acls: Vec<Acl>,
+    },
+    /// DeleteAcls: the ids of the ACLs the filters matched on the broker; outcomes per
+    /// id, named by index.
+    DeleteAcls {
+        ids: Vec<[u8; 16]>,
     },
     /// InitProducerId: a fresh producer id.
     AllocateProducerId,
@@ -547,6 +564,9 @@ impl Controller {
             ControllerRequest::AlterGroupConfigs { validate_only, .. } => {
                 (*validate_only, "group configs")
             }
+            ControllerRequest::AlterScramCredentials { .. } => (false, "scram credentials"),
+            ControllerRequest::CreateAcls { .. } => (false, "create acls"),
+            ControllerRequest::DeleteAcls { .. } => (false, "delete acls"),
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
@@ -659,6 +679,36 @@ impl Controller {
                         }
                     }
                 }
+            }
+            ControllerRequest::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                let (planned, users) = credentials::plan_alter(&next, &upsertions, &deletions);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(
+                    users
+                        .into_iter()
+                        .map(|(name, error, message)| TopicOutcome {
+                            name,
+                            error,
+                            message,
+                            topic: None,
+                        }),
+                );
+            }
+            ControllerRequest::CreateAcls { acls } => {
+                let (planned, each) = acl_changes::plan_create(&next, &acls);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(indexed(each));
+            }
+            ControllerRequest::DeleteAcls { ids } => {
+                let (planned, each) = acl_changes::plan_delete(&next, &ids);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(indexed(each));
             }
             ControllerRequest::AllocateProducerId
             | ControllerRequest::Broker(_)
@@ -968,12 +1018,37 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         | ControllerRequest::AlterGroupConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
+        ControllerRequest::AlterScramCredentials {
+            upsertions,
+            deletions,
+        } => {
+            let mut users: Vec<String> = deletions.iter().map(|d| d.user.clone()).collect();
+            users.extend(upsertions.iter().map(|u| u.user.clone()));
+            let mut seen = std::collections::HashSet::new();
+            users.retain(|u| seen.insert(u.clone()));
+            users
+        }
+        ControllerRequest::CreateAcls { acls } => (0..acls.len()).map(|i| i.to_string()).collect(),
+        ControllerRequest::DeleteAcls { ids } => (0..ids.len()).map(|i| i.to_string()).collect(),
         ControllerRequest::Forwarded(inner) => request_names(inner),
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
         | ControllerRequest::FenceExpired
         | ControllerRequest::DescribeQuorum => Vec::new(),
     }
+}
+
+/// Outcomes of items without names, named by their index.
+fn indexed(outcomes: Vec<acl_changes::AclOutcome>) -> impl Iterator<Item = TopicOutcome> {
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (error, message))| TopicOutcome {
+            name: i.to_string(),
+            error,
+            message,
+            topic: None,
+        })
 }
 
 /// Every item of a request refused for the same reason (no current image to plan on).

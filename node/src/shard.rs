@@ -2,6 +2,8 @@
 //! on it, accepts connections on the shared port, and serves the partition work other
 //! shards send it.
 
+use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::{Authorizer, Caller};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -61,6 +63,8 @@ pub struct ShardContext {
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
     pub log_dirs: Arc<LogDirs>,
+    /// ACL checks; `None` when authorization is off.
+    pub authorizer: Option<Authorizer>,
     /// The metadata the broker started with: partitions in it existed before the start
     /// (see `LogDirs::place`).
     image_at_start: Arc<MetadataImage>,
@@ -73,6 +77,45 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    /// Whether `caller` may do `operation` on the resource (logged when denied);
+    /// always without an authorizer.
+    pub fn authorized(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer.as_ref().is_none_or(|a| {
+            a.authorize(
+                &self.image.borrow().acls,
+                caller,
+                operation,
+                resource_type,
+                name,
+            )
+        })
+    }
+
+    /// [`Self::authorized`] without an audit line, for filtering what a caller sees.
+    pub fn may_see(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer.as_ref().is_none_or(|a| {
+            a.quietly(
+                &self.image.borrow().acls,
+                caller,
+                operation,
+                resource_type,
+                name,
+            )
+        })
+    }
+
     pub fn owner_of(&self, slot: u32) -> usize {
         slot as usize % self.shard_count
     }
@@ -626,6 +669,7 @@ async fn serve(start: ShardStart) {
         connection_limit,
         schemas,
         log_dirs,
+        authorizer: Authorizer::from_config(&config.authorizer),
         image_at_start: image.clone(),
         dir_failures_seen: Cell::new(0),
         inbound: links.receivers.clone(),

@@ -22,7 +22,7 @@ fn served_note(key: ApiKey) -> &'static str {
             "sent by transaction coordinators on other brokers; no coordinator epoch check yet"
         }
         ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
-            "no authorizer: SECURITY_DISABLED (54), as Kafka without one"
+            "with `[authorizer] enable = false` (the default): SECURITY_DISABLED (54), as Kafka without an authorizer"
         }
         ApiKey::DescribeConfigs => {
             "topics, the broker, the cluster default and consumer groups (their two `consumer.*` configs); other resource types answer INVALID_REQUEST (42)"
@@ -30,8 +30,10 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
             "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), consumer groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`); other resource types answer INVALID_REQUEST (42)"
         }
-        ApiKey::SaslHandshake => "mechanism PLAIN on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
-        ApiKey::SaslAuthenticate => "PLAIN; `session_lifetime_ms` 0 (no re-authentication yet)",
+        ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
+        ApiKey::SaslAuthenticate => "`session_lifetime_ms` 0 (no re-authentication yet); SCRAM's `tokenauth` refused (no delegation tokens)",
+        ApiKey::DescribeClientQuotas => "client quotas are not implemented: every filter matches nothing (kafka-configs.sh describes quotas before SCRAM credentials)",
+        ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeQuorum => {
             "any broker answers for the active controller; offsets are the quorum log's index + 1; a voter's last fetch time is not known (-1), an observer's is its last heartbeat"
         }
@@ -43,8 +45,7 @@ fn served_note(key: ApiKey) -> &'static str {
     }
 }
 
-const SECURITY: &str =
-    "SCRAM, delegation tokens and authorization come in later parts of issue 16 (docs/security.md)";
+const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
 const REPLICATION: &str = "a single node has no replicas to move or elect (comes with replication)";
@@ -77,12 +78,10 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         CreateDelegationToken
         | RenewDelegationToken
         | ExpireDelegationToken
-        | DescribeDelegationToken
-        | DescribeUserScramCredentials
-        | AlterUserScramCredentials => SECURITY,
+        | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
-        DescribeClientQuotas | AlterClientQuotas => "client quotas are not implemented",
+        AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
         }

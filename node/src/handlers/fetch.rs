@@ -5,6 +5,8 @@
 //! Fetch sessions: the broker answers every request in full and gives session id 0,
 //! which tells clients (KIP-227) to keep sending full requests.
 
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +86,7 @@ pub async fn handle(
     req: FetchRequest,
     version: i16,
     listener: &Listener,
+    caller: &Caller,
 ) -> FetchResponse {
     if req.session_id != 0 || req.session_epoch > 0 {
         // We never hand out sessions, so any session id is unknown.
@@ -93,6 +96,23 @@ pub async fn handle(
             ..Default::default()
         };
     }
+    // Followers need CLUSTER_ACTION on the cluster, consumers READ on each topic (a
+    // replica id from v15 on travels in replica_state).
+    let follower = req.replica_id >= 0 || req.replica_state.replica_id >= 0;
+    let cluster_action = follower
+        && ctx.authorized(
+            caller,
+            Operation::ClusterAction,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
+    let may_read = |name: &str| {
+        if follower {
+            cluster_action
+        } else {
+            ctx.authorized(caller, Operation::Read, ResourceType::Topic, name)
+        }
+    };
     let image = ctx.image();
     let mut responses = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
@@ -102,6 +122,7 @@ pub async fn handle(
         } else {
             Some(topic.topic.clone())
         };
+        let denied = resolved.as_deref().is_some_and(|name| !may_read(name));
         let mut out = FetchableTopicResponse {
             topic: topic.topic.clone(),
             topic_id: topic.topic_id,
@@ -114,6 +135,7 @@ pub async fn handle(
                 ..Default::default()
             };
             match &resolved {
+                Some(_) if denied => data.error_code = ErrorCode::TopicAuthorizationFailed.code(),
                 Some(name) => wanted.push(Wanted {
                     topic: ti,
                     part: pi,

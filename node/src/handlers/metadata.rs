@@ -1,6 +1,10 @@
 //! Metadata: the single broker, and the requested topics with their partitions;
 //! unknown topics are created when auto-creation is on and the client allows it.
 
+use std::collections::HashSet;
+
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -28,7 +32,22 @@ pub async fn handle(
     version: i16,
     // The listener the client connected on: Kafka answers with its addresses.
     listener: Arc<Listener>,
+    caller: Caller,
 ) -> MetadataResponse {
+    // With an authorizer, a listing shows only the topics the caller may DESCRIBE, and
+    // a named topic it may not is TOPIC_AUTHORIZATION_FAILED (existing or not).
+    let describable =
+        |name: &str| ctx.authorized(&caller, Operation::Describe, ResourceType::Topic, name);
+    // Auto-creation needs CREATE on the cluster or on the topic.
+    let may_create = |name: &str| {
+        ctx.may_see(
+            &caller,
+            Operation::Create,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) || ctx.authorized(&caller, Operation::Create, ResourceType::Topic, name)
+    };
+    let mut create_denied: HashSet<String> = HashSet::new();
     let client_allows = version < AUTO_CREATE_FLAG_FROM || req.allow_auto_topic_creation;
     // Version 0 has no null list: an empty list means every topic.
     let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
@@ -46,6 +65,13 @@ pub async fn handle(
                 .filter(|(_, id)| id.is_zero())
                 .filter_map(|(name, _)| name.as_ref())
                 .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
+                .filter(|n| {
+                    let allowed = may_create(n);
+                    if !allowed {
+                        create_denied.insert(n.to_string());
+                    }
+                    allowed
+                })
                 .map(|n| NewTopic {
                     name: n.clone(),
                     num_partitions: -1,
@@ -71,6 +97,7 @@ pub async fn handle(
         None => image
             .topics
             .values()
+            .filter(|t| ctx.may_see(&caller, Operation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs))
             .collect(),
         Some(list) => list
@@ -84,7 +111,19 @@ pub async fn handle(
                 } else {
                     name.as_deref().and_then(|n| image.topic(n))
                 };
+                let denied = match (found, &name) {
+                    (Some(t), _) => !describable(&t.name),
+                    (None, Some(n)) => create_denied.contains(n) || !describable(n),
+                    (None, None) => false,
+                };
                 match found {
+                    _ if denied => MetadataResponseTopic {
+                        error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                        name: found.map(|t| t.name.clone()).or(name),
+                        topic_id: id,
+                        topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                        ..Default::default()
+                    },
                     Some(t) => topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs),
                     None => MetadataResponseTopic {
                         error_code: match &name {

@@ -16,6 +16,8 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer;
+mod quotas;
+mod scram;
 mod topics;
 mod txn;
 
@@ -25,8 +27,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use compio::runtime::JoinHandle;
 use spate_net::messages::RequestHeader;
-use spate_net::{ApiKey, Message, RequestBody};
+use spate_net::{ApiKey, ErrorCode, Message, RequestBody};
 
+use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::{sasl, Session};
 use crate::shard::ShardContext;
 
@@ -63,6 +66,62 @@ where
     }))
 }
 
+/// The answer to a group membership request whose caller may not READ the group
+/// (GROUP_AUTHORIZATION_FAILED, as Kafka answers before looking at the group).
+fn group_denied(
+    ctx: &ShardContext,
+    session: &Session,
+    header: &RequestHeader,
+    body: &RequestBody,
+) -> Option<Vec<Bytes>> {
+    use spate_net::messages::{
+        HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
+    };
+    ctx.authorizer.as_ref()?;
+    let group = match body {
+        RequestBody::JoinGroup(r) => &r.group_id,
+        RequestBody::SyncGroup(r) => &r.group_id,
+        RequestBody::Heartbeat(r) => &r.group_id,
+        RequestBody::LeaveGroup(r) => &r.group_id,
+        _ => return None,
+    };
+    let caller = session.caller();
+    if ctx.authorized(&caller, Operation::Read, ResourceType::Group, group) {
+        return None;
+    }
+    let code = ErrorCode::GroupAuthorizationFailed.code();
+    Some(match body {
+        RequestBody::JoinGroup(_) => frame(
+            header,
+            &JoinGroupResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+        RequestBody::SyncGroup(_) => frame(
+            header,
+            &SyncGroupResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+        RequestBody::Heartbeat(_) => frame(
+            header,
+            &HeartbeatResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+        _ => frame(
+            header,
+            &LeaveGroupResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+    })
+}
+
 /// Decode one request frame and start its handling.
 pub async fn dispatch(
     ctx: &Rc<ShardContext>,
@@ -73,7 +132,9 @@ pub async fn dispatch(
     let peer = session.peer;
     // KIP-43: a SASL listener serves nothing else before authentication.
     if !session.authenticated() {
-        if let Some(d) = sasl::before_authentication(session, frame_body.clone()) {
+        let image = ctx.image();
+        let credentials = |user: &str, m| image.scram_credential(user, m).cloned();
+        if let Some(d) = sasl::before_authentication(session, frame_body.clone(), &credentials) {
             return d;
         }
     }
@@ -101,21 +162,25 @@ pub async fn dispatch(
         }
     };
     let ctx = ctx.clone();
+    if let Some(denied) = group_denied(&ctx, session, &header, &body) {
+        return Dispatched::Respond(denied);
+    }
     match body {
         RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
         RequestBody::Produce(req) => {
-            produce::dispatch(ctx, header, req, arrived, session.listener.clone()).await
+            let (listener, caller) = (session.listener.clone(), session.caller());
+            produce::dispatch(ctx, header, req, arrived, listener, caller).await
         }
         RequestBody::Fetch(req) => {
-            let listener = session.listener.clone();
+            let (listener, caller) = (session.listener.clone(), session.caller());
             later(header.clone(), async move {
-                fetch::handle(&ctx, req, header.request_api_version, &listener).await
+                fetch::handle(&ctx, req, header.request_api_version, &listener, &caller).await
             })
         }
         RequestBody::Metadata(req) => {
-            let listener = session.listener.clone();
+            let (listener, caller) = (session.listener.clone(), session.caller());
             later(header.clone(), async move {
-                metadata::handle(&ctx, req, header.request_api_version, listener).await
+                metadata::handle(&ctx, req, header.request_api_version, listener, caller).await
             })
         }
         RequestBody::ListOffsets(req) => later(header.clone(), async move {
@@ -259,13 +324,36 @@ pub async fn dispatch(
                 async move { groups::offset_delete(&ctx, req).await },
             )
         }
-        RequestBody::DescribeAcls(_) => Dispatched::Respond(frame(&header, &acls::describe_acls())),
+        RequestBody::DescribeAcls(req) => Dispatched::Respond(frame(
+            &header,
+            &acls::describe_acls(&ctx, &session.caller(), &req),
+        )),
         RequestBody::CreateAcls(req) => {
-            Dispatched::Respond(frame(&header, &acls::create_acls(&req)))
+            let caller = session.caller();
+            later(header, async move {
+                acls::create_acls(&ctx, &caller, req).await
+            })
         }
         RequestBody::DeleteAcls(req) => {
-            Dispatched::Respond(frame(&header, &acls::delete_acls(&req)))
+            let caller = session.caller();
+            later(header, async move {
+                acls::delete_acls(&ctx, &caller, req).await
+            })
         }
+        RequestBody::AlterUserScramCredentials(req) => {
+            let caller = session.caller();
+            later(
+                header,
+                async move { scram::alter(&ctx, &caller, req).await },
+            )
+        }
+        RequestBody::DescribeClientQuotas(_) => {
+            Dispatched::Respond(frame(&header, &quotas::describe_client_quotas()))
+        }
+        RequestBody::DescribeUserScramCredentials(req) => Dispatched::Respond(frame(
+            &header,
+            &scram::describe(&ctx, &session.caller(), req),
+        )),
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
             &describe_topic_partitions::handle(&ctx, req),

@@ -3,6 +3,8 @@
 //! write to a partition waits at the owner for its transaction coordinator (KIP-890,
 //! `txn::gate`); the coordinator's refusals are answered as Kafka words them.
 
+use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::Caller;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ pub async fn dispatch(
     req: ProduceRequest,
     arrived: std::time::Instant,
     listener: Arc<Listener>,
+    caller: Caller,
 ) -> Dispatched {
     let version = header.request_api_version;
     let acks = req.acks;
@@ -69,6 +72,23 @@ pub async fn dispatch(
             }
         })
         .collect();
+    // Authorization (Kafka's order: the transactional id, then each topic, before
+    // whether it exists, so that names do not leak). Nothing to allocate without ACLs.
+    let txn_denied = req.transactional_id.as_deref().is_some_and(|id| {
+        !ctx.authorized(&caller, Operation::Write, ResourceType::TransactionalId, id)
+    });
+    let topic_denied: Vec<bool> = if ctx.authorizer.is_some() {
+        names
+            .iter()
+            .map(|n| {
+                n.as_deref().is_some_and(|n| {
+                    !ctx.authorized(&caller, Operation::Write, ResourceType::Topic, n)
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Broker-side schema validation, per topic (docs/schema-registry.md): a topic
     // without overrides costs one map lookup.
     // `checks` stays empty (no allocation) unless a topic has validation on.
@@ -93,6 +113,10 @@ pub async fn dispatch(
         for (pi, part) in topic.partition_data.iter().enumerate() {
             let refused = if !acks_valid {
                 Some(ErrorCode::InvalidRequiredAcks.code())
+            } else if txn_denied {
+                Some(ErrorCode::TransactionalIdAuthorizationFailed.code())
+            } else if topic_denied.get(ti) == Some(&true) {
+                Some(ErrorCode::TopicAuthorizationFailed.code())
             } else if name.is_none() {
                 Some(ErrorCode::UnknownTopicId.code())
             } else if name.as_deref() == Some(crate::group::OFFSETS_TOPIC) {

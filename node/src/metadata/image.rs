@@ -14,11 +14,14 @@ use std::sync::Arc;
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::{
-    BrokerRegistrationChangeRecord, ConfigRecord, MetadataRecord, PartitionChangeRecord,
-    PartitionRecord, RegisterBrokerRecord,
+    AccessControlEntryRecord, BrokerRegistrationChangeRecord, ConfigRecord, MetadataRecord,
+    PartitionChangeRecord, PartitionRecord, RegisterBrokerRecord, UserScramCredentialRecord,
 };
 
 use super::records::{resource_type, FENCE, UNFENCE};
+use crate::security::authorizer::acl::{Acl, Operation, PatternType, Permission, ResourceType};
+use crate::security::authorizer::store::AclStore;
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionInfo {
@@ -80,6 +83,11 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     /// Finalized feature levels (`metadata.version`, ...).
     pub features: BTreeMap<String, i16>,
+    /// SCRAM credentials by user and mechanism (UserScramCredentialRecord); behind an
+    /// `Arc` so that the copies of the image each change makes do not copy them.
+    pub scram: Arc<BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>>,
+    /// ACLs by record id (AccessControlEntryRecord), likewise behind an `Arc`.
+    pub acls: Arc<AclStore>,
 }
 
 /// The placement slot of a partition: the topic's own starting point (from its random
@@ -107,6 +115,15 @@ impl MetadataImage {
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
         let index = usize::try_from(partition).ok()?;
         self.topics.get(topic)?.partitions.get(index)
+    }
+
+    pub fn scram_credential(&self, user: &str, m: ScramMechanism) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&m)
+    }
+
+    /// How many SCRAM credentials there are (every user's, every mechanism's).
+    pub fn scram_credential_count(&self) -> usize {
+        self.scram.values().map(BTreeMap::len).sum()
     }
 
     /// Whether broker `id` is registered and not fenced.
@@ -191,10 +208,51 @@ impl MetadataImage {
                     self.features.insert(r.name.clone(), r.feature_level);
                 }
             }
-            // Records for state Spate does not keep (ACLs, quotas, SCRAM, tokens,
+            MetadataRecord::UserScramCredential(r) => self.replay_scram(r),
+            MetadataRecord::RemoveUserScramCredential(r) => {
+                let scram = Arc::make_mut(&mut self.scram);
+                let removed = ScramMechanism::from_type(r.mechanism).and_then(|m| {
+                    let user = scram.get_mut(&r.name)?;
+                    let removed = user.remove(&m);
+                    if user.is_empty() {
+                        scram.remove(&r.name);
+                    }
+                    removed
+                });
+                if removed.is_none() {
+                    tracing::warn!(user = %r.name, mechanism = r.mechanism, "metadata: removal of an unknown SCRAM credential skipped");
+                }
+            }
+            MetadataRecord::AccessControlEntry(r) => match acl_of(r) {
+                Some(acl) => Arc::make_mut(&mut self.acls).insert(r.id.0, acl),
+                None => tracing::warn!(?r, "metadata: ACL with unknown codes skipped"),
+            },
+            MetadataRecord::RemoveAccessControlEntry(r) => {
+                if Arc::make_mut(&mut self.acls).remove(&r.id.0).is_none() {
+                    tracing::warn!("metadata: removal of an unknown ACL skipped");
+                }
+            }
+            // Records for state Spate does not keep (quotas, tokens,
             // controller registrations, transactions markers of the log): no effect.
             other => tracing::debug!(kind = ?other.record_type(), "metadata: record ignored"),
         }
+    }
+
+    fn replay_scram(&mut self, r: &UserScramCredentialRecord) {
+        let Some(m) = ScramMechanism::from_type(r.mechanism) else {
+            tracing::warn!(user = %r.name, mechanism = r.mechanism, "metadata: SCRAM credential of an unknown mechanism skipped");
+            return;
+        };
+        let credential = ScramCredential {
+            salt: r.salt.to_vec(),
+            stored_key: r.stored_key.to_vec(),
+            server_key: r.server_key.to_vec(),
+            iterations: r.iterations,
+        };
+        Arc::make_mut(&mut self.scram)
+            .entry(r.name.clone())
+            .or_default()
+            .insert(m, credential);
     }
 
     fn replay_partition(&mut self, r: &PartitionRecord) {
@@ -333,6 +391,28 @@ impl MetadataImage {
             ),
         }
     }
+}
+
+/// An ACL from its record; `None` when a code is not a valid ACL's (the controller
+/// writes none such).
+fn acl_of(r: &AccessControlEntryRecord) -> Option<Acl> {
+    let acl = Acl {
+        resource_type: ResourceType::from_code(r.resource_type)?,
+        resource_name: r.resource_name.clone(),
+        pattern_type: PatternType::from_code(r.pattern_type)?,
+        principal: r.principal.clone(),
+        host: r.host.clone(),
+        operation: Operation::from_code(r.operation)?,
+        permission: Permission::from_code(r.permission_type)?,
+    };
+    let concrete = acl.resource_type != ResourceType::Any
+        && matches!(
+            acl.pattern_type,
+            PatternType::Literal | PatternType::Prefixed
+        )
+        && acl.operation != Operation::Any
+        && acl.permission != Permission::Any;
+    concrete.then_some(acl)
 }
 
 fn registration(r: &RegisterBrokerRecord) -> BrokerRegistration {

@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::register_broker_record::BrokerEndpoint;
 use spate_net::metadata_records::{
-    ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord, ProducerIdsRecord,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
+    AccessControlEntryRecord, ConfigRecord, FeatureLevelRecord, MetadataRecord, PartitionRecord,
+    ProducerIdsRecord, RegisterBrokerRecord, RemoveAccessControlEntryRecord, RemoveTopicRecord,
+    RemoveUserScramCredentialRecord, TopicRecord, UserScramCredentialRecord,
 };
 use spate_net::Uuid;
 
 use super::image::{MetadataImage, PartitionInfo};
+use crate::security::authorizer::acl::Acl;
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// `ConfigRecord.resourceType` values (Kafka's `ConfigResource.Type`).
 pub mod resource_type {
@@ -190,6 +193,55 @@ pub fn feature_level(name: &str, level: i16) -> ApiMessageAndVersion {
     }))
 }
 
+/// A user's SCRAM credential for a mechanism, set or replaced.
+pub fn scram_credential(
+    user: &str,
+    m: ScramMechanism,
+    credential: &ScramCredential,
+) -> ApiMessageAndVersion {
+    rec(MetadataRecord::UserScramCredential(
+        UserScramCredentialRecord {
+            name: user.to_string(),
+            mechanism: m.type_id(),
+            salt: credential.salt.clone().into(),
+            stored_key: credential.stored_key.clone().into(),
+            server_key: credential.server_key.clone().into(),
+            iterations: credential.iterations,
+        },
+    ))
+}
+
+pub fn remove_scram_credential(user: &str, m: ScramMechanism) -> ApiMessageAndVersion {
+    rec(MetadataRecord::RemoveUserScramCredential(
+        RemoveUserScramCredentialRecord {
+            name: user.to_string(),
+            mechanism: m.type_id(),
+        },
+    ))
+}
+
+/// A new ACL, under a fresh random id.
+pub fn acl(id: [u8; 16], acl: &Acl) -> ApiMessageAndVersion {
+    rec(MetadataRecord::AccessControlEntry(
+        AccessControlEntryRecord {
+            id: Uuid(id),
+            resource_type: acl.resource_type.code(),
+            resource_name: acl.resource_name.clone(),
+            pattern_type: acl.pattern_type.code(),
+            principal: acl.principal.clone(),
+            host: acl.host.clone(),
+            operation: acl.operation.code(),
+            permission_type: acl.permission.code(),
+        },
+    ))
+}
+
+pub fn remove_acl(id: [u8; 16]) -> ApiMessageAndVersion {
+    rec(MetadataRecord::RemoveAccessControlEntry(
+        RemoveAccessControlEntryRecord { id: Uuid(id) },
+    ))
+}
+
 /// The records a metadata log starts with that `image` lacks: the finalized
 /// `metadata.version` (Kafka writes it first, from its bootstrap checkpoint). Spate adds
 /// it to the first proposal of a new log.
@@ -231,7 +283,7 @@ pub fn split_batches(
 
 /// The records that rebuild `image` when replayed on an empty one (a snapshot):
 /// features, brokers, topics with their configs and partitions, broker configs,
-/// producer ids.
+/// producer ids, SCRAM credentials, ACLs.
 pub fn image_records(image: &MetadataImage) -> Vec<ApiMessageAndVersion> {
     let mut out: Vec<ApiMessageAndVersion> = image
         .features
@@ -293,6 +345,12 @@ pub fn image_records(image: &MetadataImage) -> Vec<ApiMessageAndVersion> {
     if image.producer_ids_end > 0 {
         out.push(producer_ids(-1, image.producer_ids_end));
     }
+    for (user, credentials) in image.scram.iter() {
+        for (m, credential) in credentials {
+            out.push(scram_credential(user, *m, credential));
+        }
+    }
+    out.extend(image.acls.iter().map(|(id, a)| acl(*id, a)));
     out
 }
 
@@ -361,6 +419,24 @@ mod tests {
             isr: Some(vec![]),
             ..Default::default()
         }));
+        let m = ScramMechanism::Sha512;
+        let credential = ScramCredential::from_salted_password(m, b"salt", &[7; 64], 4096);
+        img.replay_all(&[
+            scram_credential("alice", m, &credential),
+            scram_credential("bob", m, &credential),
+            scram_credential("bob", ScramMechanism::Sha256, &credential),
+            remove_scram_credential("bob", m),
+        ]);
+        assert_eq!(img.scram_credential("alice", m), Some(&credential));
+        assert_eq!(img.scram_credential("bob", m), None);
+        assert_eq!(img.scram_credential_count(), 2);
+        let topic_acl = Acl::from_wire(2, "a", 4, "User:alice", "*", 3, 3).unwrap();
+        img.replay_all(&[
+            acl([1; 16], &topic_acl),
+            acl([2; 16], &topic_acl),
+            remove_acl([1; 16]),
+        ]);
+        assert_eq!(img.acls.len(), 1);
         img.offset = Some(42);
         assert!(!img.brokers[&0].fenced);
 

@@ -56,13 +56,52 @@ pub struct PlainConfig {
 }
 
 /// The mechanisms this broker can run.
-pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN"];
+pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 impl SaslConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         for m in &self.enabled_mechanisms {
             if !SUPPORTED_MECHANISMS.contains(&m.as_str()) {
                 bail!("sasl.enabled_mechanisms: {m} is not supported (supported: {SUPPORTED_MECHANISMS:?})");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Authorization (Kafka's `authorizer.class.name` set to the StandardAuthorizer, and
+/// its settings). Off by default, as in Kafka.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizerConfig {
+    /// Check every request against the ACLs.
+    #[serde(default)]
+    pub enable: bool,
+    /// `super.users`: principals allowed everything, `User:alice;User:bob`.
+    #[serde(default)]
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL covers is open to everyone.
+    #[serde(default)]
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+impl AuthorizerConfig {
+    pub fn super_user_set(&self) -> std::collections::HashSet<String> {
+        self.super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for user in self.super_user_set() {
+            if !user
+                .split_once(':')
+                .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+            {
+                bail!("authorizer.super_users: `{user}` is not a principal (`User:name`)");
             }
         }
         Ok(())

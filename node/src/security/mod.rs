@@ -1,10 +1,14 @@
 //! Listeners, TLS and SASL (issue 16): what a connection speaks below the Kafka
 //! protocol and who it is. docs/security.md describes it for operators.
 
+pub mod authorizer;
+mod base64;
 pub mod config;
+pub mod credentials;
 pub mod listeners;
 pub mod principal;
 pub mod sasl;
+pub mod scram;
 pub mod tls;
 pub mod tls_io;
 
@@ -143,8 +147,8 @@ pub struct Session {
     pub listener: Arc<Listener>,
     principal: RefCell<Principal>,
     stage: Cell<SaslStage>,
-    /// The SASL mechanism chosen in the handshake.
-    mechanism: RefCell<Option<String>>,
+    /// The SASL mechanism chosen in the handshake, with its exchange's state.
+    mechanism: RefCell<Option<sasl::Mechanism>>,
 }
 
 impl Session {
@@ -165,6 +169,14 @@ impl Session {
 
     pub fn principal(&self) -> Principal {
         self.principal.borrow().clone()
+    }
+
+    /// Who this connection is, for a request's authorization checks.
+    pub fn caller(&self) -> authorizer::Caller {
+        authorizer::Caller {
+            principal: self.principal(),
+            host: self.peer.ip().to_string(),
+        }
     }
 
     pub fn set_principal(&self, p: Principal) {

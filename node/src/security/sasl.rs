@@ -1,5 +1,6 @@
 //! SASL on SASL_PLAINTEXT and SASL_SSL listeners (KIP-43, KIP-152): SaslHandshake
-//! then SaslAuthenticate (or, after a v0 handshake, bare tokens), mechanism PLAIN.
+//! then SaslAuthenticate (or, after a v0 handshake, bare tokens), mechanisms PLAIN,
+//! SCRAM-SHA-256 and SCRAM-SHA-512.
 //!
 //! Until a connection authenticated, only ApiVersions, SaslHandshake and
 //! SaslAuthenticate are served; anything else closes it, as Kafka's
@@ -8,21 +9,62 @@
 use bytes::Bytes;
 use spate_net::messages::{RequestHeader, SaslAuthenticateResponse, SaslHandshakeResponse};
 use spate_net::{ApiKey, ErrorCode, RequestBody};
+use subtle::ConstantTimeEq;
 
 use super::config::SaslConfig;
+use super::scram::{ScramCredential, ScramError, ScramMechanism, ScramStep, ServerExchange};
 use super::{Principal, SaslStage, Session};
 use crate::handlers::{frame, Dispatched};
 
 /// Longest SASL/PLAIN token: two names and a password.
 const MAX_PLAIN_TOKEN: usize = 64 * 1024;
 
+/// Where SCRAM credentials come from (the metadata image).
+pub type ScramCredentials<'a> = &'a dyn Fn(&str, ScramMechanism) -> Option<ScramCredential>;
+
+/// The mechanism a connection chose in its handshake, with the state of its exchange.
+pub enum Mechanism {
+    Plain,
+    Scram(ServerExchange),
+}
+
+impl Mechanism {
+    fn for_name(name: &str) -> Option<Mechanism> {
+        match name {
+            "PLAIN" => Some(Mechanism::Plain),
+            other => {
+                ScramMechanism::from_name(other).map(|m| Mechanism::Scram(ServerExchange::new(m)))
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(x) => x.mechanism().name(),
+        }
+    }
+}
+
+/// What the server answers to a token.
+enum Step {
+    /// More to exchange (SCRAM's server-first message).
+    Challenge(Vec<u8>),
+    /// Authenticated as `user`; `reply` is the last server token (may be empty).
+    Complete { user: String, reply: Vec<u8> },
+}
+
 /// What to do with a frame on a connection that has not authenticated yet. `None`:
 /// serve it as usual (an ApiVersions request).
-pub fn before_authentication(session: &Session, mut frame_body: Bytes) -> Option<Dispatched> {
+pub fn before_authentication(
+    session: &Session,
+    mut frame_body: Bytes,
+    credentials: ScramCredentials,
+) -> Option<Dispatched> {
     let sasl = session.listener.sasl.as_deref()?;
     match session.stage() {
         SaslStage::Done => return None,
-        SaslStage::RawToken => return Some(raw_token(session, sasl, &frame_body)),
+        SaslStage::RawToken => return Some(raw_token(session, sasl, &frame_body, credentials)),
         SaslStage::Handshake | SaslStage::Authenticate => {}
     }
     let Some(key) = frame_body
@@ -55,9 +97,13 @@ pub fn before_authentication(session: &Session, mut frame_body: Bytes) -> Option
         Ok(RequestBody::SaslHandshake(req)) => {
             Some(handshake(session, sasl, &header, req.mechanism))
         }
-        Ok(RequestBody::SaslAuthenticate(req)) => {
-            Some(authenticate(session, sasl, &header, &req.auth_bytes))
-        }
+        Ok(RequestBody::SaslAuthenticate(req)) => Some(authenticate(
+            session,
+            sasl,
+            &header,
+            &req.auth_bytes,
+            credentials,
+        )),
         _ => Some(Dispatched::Close("malformed SASL request")),
     }
 }
@@ -69,21 +115,22 @@ fn handshake(
     mechanism: String,
 ) -> Dispatched {
     let enabled = sasl.enabled_mechanisms.clone();
-    if !enabled.contains(&mechanism) {
+    let chosen = Mechanism::for_name(&mechanism).filter(|_| enabled.contains(&mechanism));
+    let Some(chosen) = chosen else {
         tracing::info!(peer = %session.peer, listener = %session.listener.name, %mechanism, "SASL handshake with an unsupported mechanism");
         let body = SaslHandshakeResponse {
             error_code: ErrorCode::UnsupportedSaslMechanism.code(),
             mechanisms: enabled,
         };
         return Dispatched::RespondAndClose(frame(header, &body), "unsupported SASL mechanism");
-    }
+    };
     // v0: bare tokens follow; v1: SaslAuthenticate requests.
     session.stage.set(if header.request_api_version == 0 {
         SaslStage::RawToken
     } else {
         SaslStage::Authenticate
     });
-    *session.mechanism.borrow_mut() = Some(mechanism);
+    *session.mechanism.borrow_mut() = Some(chosen);
     let body = SaslHandshakeResponse {
         error_code: 0,
         mechanisms: enabled,
@@ -96,61 +143,124 @@ fn authenticate(
     sasl: &SaslConfig,
     header: &RequestHeader,
     token: &[u8],
+    credentials: ScramCredentials,
 ) -> Dispatched {
-    match run_mechanism(session, sasl, token) {
-        Ok(()) => Dispatched::Respond(frame(
+    let respond = |error_code: i16, error_message: Option<String>, auth_bytes: Vec<u8>| {
+        frame(
             header,
             &SaslAuthenticateResponse {
-                error_code: 0,
-                error_message: None,
-                auth_bytes: Bytes::new(),
+                error_code,
+                error_message,
+                auth_bytes: Bytes::from(auth_bytes),
                 // Re-authentication (KIP-368) is not offered yet.
                 session_lifetime_ms: 0,
             },
-        )),
+        )
+    };
+    match run_mechanism(session, sasl, token, credentials) {
+        Ok(Step::Challenge(reply) | Step::Complete { reply, .. }) => {
+            Dispatched::Respond(respond(0, None, reply))
+        }
         Err(message) => Dispatched::RespondAndClose(
-            frame(
-                header,
-                &SaslAuthenticateResponse {
-                    error_code: ErrorCode::SaslAuthenticationFailed.code(),
-                    error_message: Some(message),
-                    auth_bytes: Bytes::new(),
-                    session_lifetime_ms: 0,
-                },
+            respond(
+                ErrorCode::SaslAuthenticationFailed.code(),
+                Some(message),
+                Vec::new(),
             ),
             "SASL authentication failed",
         ),
     }
 }
 
-/// A bare token after a v0 handshake: answered by a bare (empty) token on success;
-/// a failure closes the connection, which is all the old form can say.
-fn raw_token(session: &Session, sasl: &SaslConfig, token: &[u8]) -> Dispatched {
-    match run_mechanism(session, sasl, token) {
-        Ok(()) => Dispatched::Respond(vec![Bytes::from_static(&[0, 0, 0, 0])]),
+/// A bare token after a v0 handshake, answered by a bare token (size-prefixed, empty
+/// when there is nothing to say); a failure closes the connection, which is all the
+/// old form can say.
+fn raw_token(
+    session: &Session,
+    sasl: &SaslConfig,
+    token: &[u8],
+    credentials: ScramCredentials,
+) -> Dispatched {
+    match run_mechanism(session, sasl, token, credentials) {
+        Ok(Step::Challenge(reply) | Step::Complete { reply, .. }) => {
+            // Tokens are far below 4 GiB (their frames are held to 512 KiB).
+            let size = u32::try_from(reply.len()).unwrap_or(u32::MAX);
+            Dispatched::Respond(vec![
+                Bytes::copy_from_slice(&size.to_be_bytes()),
+                Bytes::from(reply),
+            ])
+        }
         Err(_) => Dispatched::Close("SASL authentication failed"),
     }
 }
 
-/// Run the chosen mechanism on a client's token; on success the session is
+/// Run the chosen mechanism on a client's token; once it completes, the session is
 /// authenticated as its user. `Err` is the message the client is given.
-fn run_mechanism(session: &Session, sasl: &SaslConfig, token: &[u8]) -> Result<(), String> {
-    let mechanism = session.mechanism.borrow().clone().unwrap_or_default();
-    let outcome = match mechanism.as_str() {
-        "PLAIN" => plain(sasl, token),
-        other => Err(format!("Unsupported SASL mechanism {other}")),
+fn run_mechanism(
+    session: &Session,
+    sasl: &SaslConfig,
+    token: &[u8],
+    credentials: ScramCredentials,
+) -> Result<Step, String> {
+    let mut chosen = session.mechanism.borrow_mut();
+    // The dispatch accepts tokens only after a handshake chose a mechanism.
+    let Some(mechanism) = chosen.as_mut() else {
+        return Err("SASL authentication before a handshake".to_string());
+    };
+    let name = mechanism.name();
+    let outcome = match mechanism {
+        Mechanism::Plain => match plain(sasl, token) {
+            Ok(user) => Ok(Step::Complete {
+                user,
+                reply: Vec::new(),
+            }),
+            Err(message) => Err(Failure {
+                reason: message.clone(),
+                message,
+            }),
+        },
+        Mechanism::Scram(exchange) => {
+            let m = exchange.mechanism();
+            match exchange.evaluate(token, |user| credentials(user, m)) {
+                Ok(ScramStep::Challenge(reply)) => Ok(Step::Challenge(reply)),
+                Ok(ScramStep::Complete { user, reply }) => Ok(Step::Complete { user, reply }),
+                Err(e) => Err(scram_failure(name, e)),
+            }
+        }
     };
     match outcome {
-        Ok(user) => {
-            tracing::debug!(peer = %session.peer, listener = %session.listener.name, %user, "SASL authenticated");
+        Ok(Step::Complete { user, reply }) => {
+            tracing::debug!(peer = %session.peer, listener = %session.listener.name, %user, mechanism = name, "SASL authenticated");
             session.set_principal(Principal::user(&user));
             session.stage.set(SaslStage::Done);
-            Ok(())
+            Ok(Step::Complete { user, reply })
         }
-        Err(message) => {
-            tracing::info!(peer = %session.peer, listener = %session.listener.name, %mechanism, reason = %message, "SASL authentication failed");
+        Ok(challenge) => Ok(challenge),
+        Err(Failure { message, reason }) => {
+            tracing::info!(peer = %session.peer, listener = %session.listener.name, mechanism = name, %reason, "SASL authentication failed");
             Err(message)
         }
+    }
+}
+
+/// A failed authentication: what the client is told, and what is logged.
+struct Failure {
+    message: String,
+    reason: String,
+}
+
+/// A failed SCRAM exchange: the client gets Kafka's generic message (it does not say
+/// whether the user exists), except for an authorization id mismatch.
+fn scram_failure(mechanism: &str, e: ScramError) -> Failure {
+    match e {
+        ScramError::Credentials(reason) => Failure {
+            message: format!("Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"),
+            reason,
+        },
+        ScramError::Authorization => Failure {
+            message: super::scram::AUTHORIZATION_ID_MESSAGE.to_string(),
+            reason: super::scram::AUTHORIZATION_ID_MESSAGE.to_string(),
+        },
     }
 }
 
@@ -190,7 +300,7 @@ fn plain(sasl: &SaslConfig, token: &[u8]) -> Result<String, String> {
 
 /// Compare secrets in time that depends on their length only.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.ct_eq(b))
 }
 
 /// SaslHandshake or SaslAuthenticate on a connection that needs none or already
@@ -230,6 +340,11 @@ mod tests {
     };
     use spate_net::Message;
     use std::sync::Arc;
+
+    /// A frame before authentication, with no SCRAM credentials.
+    fn before(s: &Session, frame: Bytes) -> Option<Dispatched> {
+        before_authentication(s, frame, &|_, _| None)
+    }
 
     fn session() -> Session {
         let listener = Arc::new(Listener {
@@ -287,18 +402,12 @@ mod tests {
             crate::security::UNAUTHENTICATED_MAX_FRAME
         );
         let versions = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-        assert!(before_authentication(&s, versions.clone()).is_none());
+        assert!(before(&s, versions.clone()).is_none());
         let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
-        assert!(matches!(
-            before_authentication(&s, metadata),
-            Some(Dispatched::Close(_))
-        ));
+        assert!(matches!(before(&s, metadata), Some(Dispatched::Close(_))));
         // A SaslAuthenticate before the handshake closes too.
         let auth = authenticate_request(b"\0alice\0secret");
-        assert!(matches!(
-            before_authentication(&s, auth),
-            Some(Dispatched::Close(_))
-        ));
+        assert!(matches!(before(&s, auth), Some(Dispatched::Close(_))));
         assert_eq!(s.stage(), SaslStage::Handshake);
     }
 
@@ -306,40 +415,38 @@ mod tests {
     fn unsupported_mechanism_lists_the_enabled_ones() {
         let s = session();
         let Some(Dispatched::RespondAndClose(chunks, _)) =
-            before_authentication(&s, handshake_request("SCRAM-SHA-512", 1))
+            before(&s, handshake_request("SCRAM-SHA-512", 1))
         else {
             panic!("expected an answer and a close");
         };
         let r: SaslHandshakeResponse = response(&chunks, 1, false);
         assert_eq!(r.error_code, ErrorCode::UnsupportedSaslMechanism.code());
-        assert_eq!(r.mechanisms, vec!["PLAIN".to_string()]);
+        assert_eq!(
+            r.mechanisms,
+            vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()]
+        );
     }
 
     #[test]
     fn handshake_then_authenticate() {
         let s = session();
-        let Some(Dispatched::Respond(chunks)) =
-            before_authentication(&s, handshake_request("PLAIN", 1))
-        else {
+        let Some(Dispatched::Respond(chunks)) = before(&s, handshake_request("PLAIN", 1)) else {
             panic!("expected an answer");
         };
         let r: SaslHandshakeResponse = response(&chunks, 1, false);
-        assert_eq!((r.error_code, r.mechanisms), (0, vec!["PLAIN".to_string()]));
+        assert_eq!(r.error_code, 0);
         assert_eq!(s.stage(), SaslStage::Authenticate);
         // ApiVersions is over once the handshake is done.
         let versions = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-        assert!(matches!(
-            before_authentication(&s, versions),
-            Some(Dispatched::Close(_))
-        ));
+        assert!(matches!(before(&s, versions), Some(Dispatched::Close(_))));
     }
 
     #[test]
     fn good_and_bad_passwords() {
         let s = session();
-        before_authentication(&s, handshake_request("PLAIN", 1));
+        before(&s, handshake_request("PLAIN", 1));
         let Some(Dispatched::RespondAndClose(chunks, _)) =
-            before_authentication(&s, authenticate_request(b"\0alice\0wrong"))
+            before(&s, authenticate_request(b"\0alice\0wrong"))
         else {
             panic!("expected an answer and a close");
         };
@@ -352,9 +459,9 @@ mod tests {
         assert_eq!(s.principal(), Principal::anonymous());
 
         let s = session();
-        before_authentication(&s, handshake_request("PLAIN", 1));
+        before(&s, handshake_request("PLAIN", 1));
         let Some(Dispatched::Respond(chunks)) =
-            before_authentication(&s, authenticate_request(b"\0alice\0secret"))
+            before(&s, authenticate_request(b"\0alice\0secret"))
         else {
             panic!("expected an answer");
         };
@@ -365,30 +472,94 @@ mod tests {
         // The frame limit for unauthenticated clients is lifted.
         assert_eq!(s.max_frame(100 << 20), 100 << 20);
         let metadata = request(ApiKey::Metadata, 12, &MetadataRequest::default());
-        assert!(before_authentication(&s, metadata).is_none());
+        assert!(before(&s, metadata).is_none());
     }
 
     #[test]
     fn v0_handshake_takes_a_bare_token() {
         let s = session();
-        before_authentication(&s, handshake_request("PLAIN", 0));
+        before(&s, handshake_request("PLAIN", 0));
         assert_eq!(s.stage(), SaslStage::RawToken);
-        let Some(Dispatched::Respond(chunks)) =
-            before_authentication(&s, Bytes::from_static(b"\0alice\0secret"))
+        let Some(Dispatched::Respond(chunks)) = before(&s, Bytes::from_static(b"\0alice\0secret"))
         else {
             panic!("expected an answer");
         };
         assert_eq!(chunks.concat(), [0, 0, 0, 0]);
         assert!(s.authenticated());
         let s = session();
-        before_authentication(&s, handshake_request("PLAIN", 0));
-        let bad = before_authentication(&s, Bytes::from_static(b"\0alice\0nope"));
+        before(&s, handshake_request("PLAIN", 0));
+        let bad = before(&s, Bytes::from_static(b"\0alice\0nope"));
         assert!(matches!(bad, Some(Dispatched::Close(_))));
+    }
+
+    #[test]
+    fn scram_exchange_through_the_dispatch() {
+        use crate::security::scram::ScramCredential;
+        let s = session();
+        // Client side of RFC 7677's example, with the server's random nonce.
+        let salt = b"0123456789abcdef".to_vec();
+        let mut salted = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(4096).unwrap(),
+            &salt,
+            b"pencil",
+            &mut salted,
+        );
+        let credential =
+            ScramCredential::from_salted_password(ScramMechanism::Sha256, &salt, &salted, 4096);
+        let lookup = |user: &str, m| {
+            (user == "user" && m == ScramMechanism::Sha256).then(|| credential.clone())
+        };
+        let Some(Dispatched::Respond(_)) =
+            before_authentication(&s, handshake_request("SCRAM-SHA-256", 1), &lookup)
+        else {
+            panic!("expected an answer");
+        };
+        let first = request(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest {
+                auth_bytes: Bytes::from_static(b"n,,n=user,r=abc"),
+            },
+        );
+        let Some(Dispatched::Respond(chunks)) = before_authentication(&s, first, &lookup) else {
+            panic!("expected the server-first message");
+        };
+        let r: SaslAuthenticateResponse = response(&chunks, 2, true);
+        let server_first = String::from_utf8(r.auth_bytes.to_vec()).unwrap();
+        assert!(server_first.starts_with("r=abc"), "{server_first}");
+        assert_eq!(s.stage(), SaslStage::Authenticate);
+        assert!(!s.authenticated());
+        // A wrong proof: Kafka's generic message, then a close.
+        let nonce = &server_first[2..server_first.find(',').unwrap()];
+        let last = format!(
+            "c=biws,r={nonce},p={}",
+            super::super::base64::encode(&[0; 32])
+        );
+        let last = request(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest {
+                auth_bytes: Bytes::from(last),
+            },
+        );
+        let Some(Dispatched::RespondAndClose(chunks, _)) = before_authentication(&s, last, &lookup)
+        else {
+            panic!("expected a refusal");
+        };
+        let r: SaslAuthenticateResponse = response(&chunks, 2, true);
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256")
+        );
+        assert_eq!(s.principal(), Principal::anonymous());
     }
 
     fn config() -> SaslConfig {
         SaslConfig {
-            enabled_mechanisms: vec!["PLAIN".to_string()],
+            enabled_mechanisms: vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()],
             plain: super::super::config::PlainConfig {
                 users: [("alice".to_string(), "secret".to_string())].into(),
             },

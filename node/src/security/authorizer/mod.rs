@@ -1,0 +1,154 @@
+//! Authorization with Kafka's `StandardAuthorizer` semantics: ACLs from the metadata
+//! log (`store`), super users, `allow.everyone.if.no.acl.found`, and an audit line per
+//! denied action (rate-limited). docs/security.md lists which API checks what.
+
+pub mod acl;
+pub mod changes;
+pub mod store;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use acl::{Operation, ResourceType};
+use store::{AclStore, Decision};
+
+use super::config::AuthorizerConfig;
+use super::Principal;
+
+/// Most audit lines for denied actions per second and shard; the rest are counted and
+/// summed up in the next line.
+const AUDIT_LINES_PER_SECOND: u32 = 10;
+
+/// Who asks: the connection's principal and address, copied for a request's task.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub host: String,
+}
+
+/// A shard's authorizer (each shard has its own, for its audit rate limit).
+pub struct Authorizer {
+    super_users: HashSet<String>,
+    allow_if_no_acl: bool,
+    audit_window: Cell<Instant>,
+    audit_lines: Cell<u32>,
+    audit_dropped: Cell<u64>,
+}
+
+impl Authorizer {
+    /// `None` when authorization is off (`authorizer.enable = false`).
+    pub fn from_config(config: &AuthorizerConfig) -> Option<Authorizer> {
+        config.enable.then(|| Authorizer {
+            super_users: config.super_user_set(),
+            allow_if_no_acl: config.allow_everyone_if_no_acl_found,
+            audit_window: Cell::new(Instant::now()),
+            audit_lines: Cell::new(0),
+            audit_dropped: Cell::new(0),
+        })
+    }
+
+    pub fn is_super_user(&self, principal: &Principal) -> bool {
+        self.super_users.contains(&principal.to_string())
+    }
+
+    /// Whether `caller` may do `operation` on resource `name` of `resource_type`.
+    pub fn authorize(
+        &self,
+        acls: &AclStore,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        if self.is_super_user(&caller.principal) {
+            return true;
+        }
+        let principal = caller.principal.to_string();
+        let decision = acls.decide(
+            &principal,
+            &caller.host,
+            operation,
+            resource_type,
+            name,
+            self.allow_if_no_acl,
+        );
+        if decision == Decision::Denied {
+            self.audit(&principal, &caller.host, operation, resource_type, name);
+        }
+        decision == Decision::Allowed
+    }
+
+    /// Like [`Self::authorize`] without an audit line: for listing what a caller may
+    /// see (Metadata hiding topics, KIP-430's authorized operations), as Kafka logs
+    /// those at debug only.
+    pub fn quietly(
+        &self,
+        acls: &AclStore,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.is_super_user(&caller.principal)
+            || acls.decide(
+                &caller.principal.to_string(),
+                &caller.host,
+                operation,
+                resource_type,
+                name,
+                self.allow_if_no_acl,
+            ) == Decision::Allowed
+    }
+
+    fn audit(&self, principal: &str, host: &str, op: Operation, kind: ResourceType, name: &str) {
+        if self.audit_window.get().elapsed() >= Duration::from_secs(1) {
+            self.audit_window.set(Instant::now());
+            self.audit_lines.set(0);
+        }
+        if self.audit_lines.get() >= AUDIT_LINES_PER_SECOND {
+            self.audit_dropped.set(self.audit_dropped.get() + 1);
+            return;
+        }
+        self.audit_lines.set(self.audit_lines.get() + 1);
+        let suppressed = self.audit_dropped.replace(0);
+        tracing::info!(target: "spate::audit", %principal, %host, operation = ?op, resource_type = ?kind, resource = %name, suppressed, "authorization denied");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn super_users_may_do_anything() {
+        let config = AuthorizerConfig {
+            enable: true,
+            super_users: "User:admin; User:ops".into(),
+            allow_everyone_if_no_acl_found: false,
+        };
+        let a = Authorizer::from_config(&config).unwrap();
+        let acls = AclStore::default();
+        let caller = |name: &str| Caller {
+            principal: Principal::user(name),
+            host: "127.0.0.1".into(),
+        };
+        for who in ["admin", "ops"] {
+            assert!(a.authorize(
+                &acls,
+                &caller(who),
+                Operation::Alter,
+                ResourceType::Cluster,
+                "kafka-cluster"
+            ));
+        }
+        assert!(!a.authorize(
+            &acls,
+            &caller("bob"),
+            Operation::Read,
+            ResourceType::Topic,
+            "t"
+        ));
+        assert!(Authorizer::from_config(&AuthorizerConfig::default()).is_none());
+    }
+}
