@@ -6,7 +6,8 @@
 #   3. a bounded fuzzing pass over the protocol decoders (net/fuzz/run.sh),
 #   4. a short load-generator run against a live broker (bench/smoke.sh),
 #   5. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
-#      Node, Go and Java clients, builds the release broker and runs them).
+#      Node, Go and Java clients, builds the release broker and runs them), then the
+#      client suites again against a 3-node cluster (compat/cluster-run.sh).
 # Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,5 +33,7 @@ bench/smoke.sh
 if [ "${SPATE_SKIP_COMPAT:-0}" != "1" ]; then
   echo "== real-client compatibility suites"
   compat/run.sh
+  echo "== the client suites against a 3-node cluster"
+  compat/cluster-run.sh
 fi
 echo "== all tests passed"

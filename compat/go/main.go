@@ -308,8 +308,7 @@ func scenarioAdmin(ctx context.Context, bootstrap, topic string, _ []string) out
 	}, topic)
 	must(err, "incremental alter")
 	o["incremental_alter"] = errInfo(ar[0].Err)
-	rc, err = adm.DescribeTopicConfigs(ctx, topic)
-	must(err, "describe configs")
+	rc = describeUntil(ctx, adm, topic, "segment.bytes", seg)
 	o["configs_incremental"] = pick(cfgMap(rc, topic), keys...)
 
 	// Legacy AlterConfigs replaces the whole set of overrides: segment.bytes goes back.
@@ -318,8 +317,7 @@ func scenarioAdmin(ctx context.Context, bootstrap, topic string, _ []string) out
 		{Name: "retention.bytes", Value: func() *string { s := "1000000"; return &s }()}}, topic)
 	must(err, "legacy alter")
 	o["legacy_alter"] = errInfo(ar[0].Err)
-	rc, err = adm.DescribeTopicConfigs(ctx, topic)
-	must(err, "describe configs")
+	rc = describeUntil(ctx, adm, topic, "retention.bytes", "1000000")
 	o["configs_legacy"] = pick(cfgMap(rc, topic), keys...)
 
 	cp, err := adm.UpdatePartitions(ctx, 4, topic)
@@ -402,7 +400,8 @@ func scenarioAdmin(ctx context.Context, bootstrap, topic string, _ []string) out
 			}
 		}
 	}
-	o["log_dirs"] = ndirs
+	// Log dirs per broker (DescribeAllLogDirs asks every broker of the cluster).
+	o["log_dirs"] = ndirs / len(ld)
 	o["log_dir_sizes"] = parts
 
 	dt, err := adm.DeleteTopics(ctx, topic)
@@ -446,4 +445,26 @@ func main() {
 	b, err := json.Marshal(o)
 	must(err, "json")
 	fmt.Println(string(b))
+}
+
+// describeUntil describes a topic's configs until `key` has `want` (at most 5 s): in a
+// cluster the broker that answers may apply a change made through another broker a few
+// milliseconds later, as in any Kafka cluster.
+func describeUntil(ctx context.Context, adm *kadm.Client, topic, key, want string) kadm.ResourceConfigs {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rc, err := adm.DescribeTopicConfigs(ctx, topic)
+		must(err, "describe configs")
+		for _, r := range rc {
+			for _, c := range r.Configs {
+				if c.Key == key && c.Value != nil && *c.Value == want {
+					return rc
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return rc
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

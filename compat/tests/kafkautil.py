@@ -202,3 +202,10 @@ def run_json(cmd, timeout=120, cwd=None):
 
 __all__ = ["admin", "create_topic", "wait_topic", "produce", "consume", "watermarks",
            "murmur2", "kafka_partition", "run_json", "KafkaError", "TopicPartition"]
+
+
+def brokers_of(bootstrap):
+    """[(id, host, port)] of every broker, sorted: one for a single node, three for the
+    cluster the suite can also run against (compat/run.sh --cluster)."""
+    md = admin(bootstrap).list_topics(timeout=OP_TIMEOUT)
+    return sorted((b.id, b.host, b.port) for b in md.brokers.values())

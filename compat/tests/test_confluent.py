@@ -7,7 +7,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewPartitions, NewTopic, OffsetSpec)
 
-from kafkautil import (OP_TIMEOUT, admin, consume, create_topic, kafka_partition, produce,
+from kafkautil import (OP_TIMEOUT, admin, brokers_of, consume, create_topic, kafka_partition, produce,
                        wait_topic, watermarks)
 
 MAX_MESSAGE_BYTES = 1048588          # Kafka's default max.message.bytes
@@ -299,16 +299,18 @@ def test_admin_describe_cluster_and_metadata(bootstrap, topic_name):
     create_topic(bootstrap, topic_name, 4)
     a = admin(bootstrap)
     d = a.describe_cluster(request_timeout=OP_TIMEOUT).result(OP_TIMEOUT)
-    host, port = bootstrap.rsplit(":", 1)
-    assert [(n.id, n.host, n.port) for n in d.nodes] == [(0, host, int(port))]
-    assert d.controller is not None and d.controller.id == 0
+    brokers = brokers_of(bootstrap)
+    ids = [b[0] for b in brokers]
+    assert sorted((n.id, n.host, n.port) for n in d.nodes) == brokers
+    # KRaft brokers name a live broker as the controller.
+    assert d.controller is not None and d.controller.id in ids
     assert d.cluster_id
     md = a.list_topics(topic=topic_name, timeout=OP_TIMEOUT)
     t = md.topics[topic_name]
     assert sorted(t.partitions) == [0, 1, 2, 3]
     for p in t.partitions.values():
-        assert (p.leader, p.replicas, p.isrs) == (0, [0], [0])
-    assert list(md.brokers) == [0]
+        assert p.leader in ids and (p.replicas, p.isrs) == ([p.leader], [p.leader])
+    assert sorted(md.brokers) == ids
 
 
 def test_auto_create_on_metadata(bootstrap, topic_name):

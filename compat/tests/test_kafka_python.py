@@ -6,7 +6,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, NewPartitions, NewTopic
 from kafka.errors import MessageSizeTooLargeError, TopicAlreadyExistsError
 
-from kafkautil import OP_TIMEOUT
+from kafkautil import OP_TIMEOUT, brokers_of
 
 TIMEOUT_MS = OP_TIMEOUT * 1000
 
@@ -220,16 +220,16 @@ def test_admin_topics_partitions_records_cluster_logdirs(bootstrap, topic_name):
             c.close()
 
         cl = a.describe_cluster()
-        host, port = bootstrap.rsplit(":", 1)
-        assert [(b["broker_id"], b["host"], b["port"]) for b in cl["brokers"]] == \
-            [(0, host, int(port))]
-        assert cl["controller_id"] == 0 and cl["cluster_id"]
+        brokers = brokers_of(bootstrap)
+        assert sorted((b["broker_id"], b["host"], b["port"]) for b in cl["brokers"]) == brokers
+        # KRaft brokers name a live broker as the controller (here: the one answering).
+        assert cl["controller_id"] in [b[0] for b in brokers] and cl["cluster_id"]
 
+        # Every broker's dirs (one broker on a single node).
         dirs = a.describe_log_dirs()
-        assert [d["broker"] for d in dirs] == [0]
-        (logdirs,) = [d["log_dirs"] for d in dirs]
+        assert sorted(d["broker"] for d in dirs) == [b[0] for b in brokers]
         mine = {}
-        for ld in logdirs:
+        for ld in (ld for d in dirs for ld in d["log_dirs"]):
             assert ld["error_code"] == 0
             for t in ld["topics"]:
                 if t["name"] == topic_name:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kafkautil import COMPAT, consume, run_json, watermarks
+from kafkautil import COMPAT, brokers_of, consume, run_json, watermarks
 
 NODE_DIR = COMPAT / "node"
 
@@ -77,13 +77,19 @@ def test_admin(bootstrap, topic_name, kafkajs):
         "retention.bytes": ["5000000", False, False]}
     assert r["shrink"] == {"type": "INVALID_PARTITIONS", "name": "KafkaJSProtocolError",
                            "retriable": False}
-    assert r["metadata"] == [[p, 0, [0], [0], 0] for p in range(3)]
+    ids = [b[0] for b in brokers_of(bootstrap)]
+    assert [m[0] for m in r["metadata"]] == [0, 1, 2]
+    # One replica per partition, led by a broker of the cluster.
+    assert all(leader in ids and replicas == [leader] and isr == [leader] and err == 0
+               for _, leader, replicas, isr, err in r["metadata"]), r["metadata"]
     assert r["sent"] == [[2, 0, "0"]]
     assert r["offsets"] == [[0, "0", "0", "0"], [1, "0", "0", "0"], [2, "0", "20", "20"]]
     # First offset with timestamp >= base+4500 is 5; kafkajs maps "none" (-1) to the end.
     assert r["by_ts"] == {"0": "0", "1": "0", "2": "5"}
     assert r["by_ts_future"] == {"0": "0", "1": "0", "2": "20"}
     assert r["offsets_after_delete"] == [[0, "0", "0"], [1, "0", "0"], [2, "12", "20"]]
-    host, port = bootstrap.rsplit(":", 1)
-    assert r["cluster"] == {"brokers": [[0, host, int(port)]], "controller": 0, "has_id": True}
+    brokers = brokers_of(bootstrap)
+    assert sorted(tuple(b) for b in r["cluster"]["brokers"]) == brokers
+    assert r["cluster"]["controller"] in [b[0] for b in brokers]
+    assert r["cluster"]["has_id"] is True
     assert r["listed"] is True and r["listed_after_delete"] is False

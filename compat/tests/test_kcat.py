@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from kafkautil import consume, create_topic, produce
+from kafkautil import brokers_of, consume, create_topic, produce
 
 pytestmark = pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")
 
@@ -70,9 +70,13 @@ def test_kcat_metadata_and_offset_query(bootstrap, topic_name):
     md = json.loads(kcat(["-b", bootstrap, "-L", "-J", "-t", topic_name]))
     (t,) = md["topics"]
     assert t["topic"] == topic_name
-    assert sorted((p["partition"], p["leader"], [r["id"] for r in p["replicas"]],
-                   [r["id"] for r in p["isrs"]]) for p in t["partitions"]) == \
-        [(i, 0, [0], [0]) for i in range(3)]
-    assert [b["id"] for b in md["brokers"]] == [0]
+    ids = [b[0] for b in brokers_of(bootstrap)]
+    # One replica per partition, led by a broker of the cluster (node 0 alone on one node).
+    parts = sorted((p["partition"], p["leader"], [r["id"] for r in p["replicas"]],
+                    [r["id"] for r in p["isrs"]]) for p in t["partitions"])
+    assert [p[0] for p in parts] == [0, 1, 2]
+    assert all(leader in ids and replicas == [leader] and isr == [leader]
+               for _, leader, replicas, isr in parts), parts
+    assert sorted(b["id"] for b in md["brokers"]) == ids
     out = kcat(["-b", bootstrap, "-Q", "-t", f"{topic_name}:1:{base + 4}"])
     assert out.strip() == f"{topic_name} [1] offset 4"

@@ -257,7 +257,14 @@ impl<M: MetadataStateMachine> Quorum<M> {
         let raft = self.raft.clone();
         let write = self.runtime.spawn(async move {
             let _permit = permit;
-            raft.client_write(batch).await
+            let written = raft.client_write(batch).await;
+            if written.is_ok() {
+                // Followers learn the new commit index now rather than at the next
+                // heartbeat (up to `heartbeat_interval` later): every broker applies a
+                // change within moments of its commit, as Kafka's fetching followers do.
+                let _ = raft.trigger().heartbeat().await;
+            }
+            written
         });
         match write.await.map_err(|e| stopped(&e))? {
             Ok(r) => Ok(Proposed {

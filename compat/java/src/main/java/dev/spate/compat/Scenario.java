@@ -596,8 +596,13 @@ public final class Scenario {
                 out.put("partition2", got);
             }
 
+            // Every broker's: a cluster spreads the partitions over them.
+            List<Integer> brokerIds = new ArrayList<>();
+            for (Node n : get(a.describeCluster().nodes())) {
+                brokerIds.add(n.id());
+            }
             Map<Integer, Map<String, LogDirDescription>> ld =
-                get(a.describeLogDirs(List.of(0)).allDescriptions());
+                get(a.describeLogDirs(brokerIds).allDescriptions());
             Map<String, Object> sizes = new TreeMap<>();
             int dirs = 0;
             for (Map<String, LogDirDescription> byDir : ld.values()) {
@@ -613,7 +618,8 @@ public final class Scenario {
                     }
                 }
             }
-            out.put("log_dirs", dirs);
+            // Log dirs per broker.
+            out.put("log_dirs", dirs / brokerIds.size());
             out.put("log_dir_sizes", sizes);
 
             get(a.deleteTopics(List.of(topic)).all());
