@@ -14,11 +14,15 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use spate_net::messages::create_topics_request::CreatableTopic;
+use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
+use spate_net::messages::metadata_request::MetadataRequestTopic;
+use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    MetadataRequest, MetadataResponse,
+    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse,
 };
-use spate_net::{ApiKey, ErrorCode, Message};
+use spate_net::{ApiKey, ErrorCode, Message, Records};
 
 use common::{connect, read_response, read_response_header, request, send, Broker};
 
@@ -242,4 +246,131 @@ fn killing_the_active_controller_loses_no_acknowledged_change() {
     let wanted: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
     let mut conns: Vec<TcpStream> = nodes.iter().map(connect).collect();
     wait_for(&mut conns, &wanted, &[0, 1, 2]);
+}
+
+/// Each partition's leader and the brokers' ports, from a node's Metadata (v1).
+fn leaders(s: &mut TcpStream, topic: &str) -> (Vec<i32>, Vec<(i32, i32)>) {
+    let body = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(topic.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    send(s, request(ApiKey::Metadata, 1, 4, &body));
+    let (_, mut body) = read_response(s).expect("Metadata response");
+    let response = MetadataResponse::decode(&mut body, 1).expect("decode");
+    let mut parts: Vec<(i32, i32)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id))
+        .collect();
+    parts.sort();
+    let ports = response
+        .brokers
+        .iter()
+        .map(|b| (b.node_id, b.port))
+        .collect();
+    (parts.into_iter().map(|(_, l)| l).collect(), ports)
+}
+
+/// KIP-951: a produce (v11, flexible) and a fetch (v16) for a partition led by another
+/// broker are answered NOT_LEADER_OR_FOLLOWER with the current leader and its endpoint,
+/// so that the client re-routes without asking Metadata again.
+#[test]
+fn not_leader_answers_name_the_leader_and_its_endpoint() {
+    let voters = voter_list();
+    let nodes = start_controllers("kip951", &voters);
+    let mut s = connect(&nodes[0]);
+    assert_eq!(create(&mut s, "hinted"), 0);
+    let start = Instant::now();
+    let (led_by, ports) = loop {
+        let (led_by, ports) = leaders(&mut s, "hinted");
+        if led_by.len() == 2 && led_by.iter().all(|&l| l >= 0) && ports.len() == 3 {
+            break (led_by, ports);
+        }
+        assert!(start.elapsed() < DEADLINE, "leaders {led_by:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for (partition, &leader) in led_by.iter().enumerate() {
+        let other = (0..3).find(|&n| n != leader).expect("another node");
+        let mut o = connect(&nodes[other as usize]);
+        let port = ports
+            .iter()
+            .find(|(id, _)| *id == leader)
+            .expect("leader listed")
+            .1;
+
+        let produce = ProduceRequest {
+            acks: -1,
+            timeout_ms: 5000,
+            topic_data: vec![TopicProduceData {
+                name: "hinted".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: partition as i32,
+                    records: Some(Records::new()),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        send(&mut o, request(ApiKey::Produce, 11, 5, &produce));
+        let (_, mut body) = read_response_header(&mut o, true).expect("Produce response");
+        let r = ProduceResponse::decode(&mut body, 11).expect("decode");
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ErrorCode::NotLeaderOrFollower.code());
+        assert_eq!(p.current_leader.leader_id, leader);
+        let endpoints: Vec<(i32, i32)> = r
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id, e.port))
+            .collect();
+        assert_eq!(endpoints, [(leader, port)]);
+
+        let fetch = FetchRequest {
+            replica_id: -1,
+            max_wait_ms: 0,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                topic_id: topic_id(&mut o, "hinted"),
+                partitions: vec![FetchPartition {
+                    partition: partition as i32,
+                    fetch_offset: 0,
+                    partition_max_bytes: 1 << 20,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        send(&mut o, request(ApiKey::Fetch, 16, 6, &fetch));
+        let (_, mut body) = read_response_header(&mut o, true).expect("Fetch response");
+        let r = FetchResponse::decode(&mut body, 16).expect("decode");
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, ErrorCode::NotLeaderOrFollower.code());
+        assert_eq!(p.current_leader.leader_id, leader);
+        let endpoints: Vec<(i32, i32)> = r
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id, e.port))
+            .collect();
+        assert_eq!(endpoints, [(leader, port)]);
+    }
+}
+
+/// A topic's id from Metadata v12 (Fetch v13+ names topics by id).
+fn topic_id(s: &mut TcpStream, topic: &str) -> spate_net::Uuid {
+    let body = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(topic.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    send(s, request(ApiKey::Metadata, 12, 8, &body));
+    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
+    MetadataResponse::decode(&mut body, 12)
+        .expect("decode")
+        .topics[0]
+        .topic_id
 }
