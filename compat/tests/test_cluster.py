@@ -4,6 +4,7 @@ follow the leaders from one bootstrap address, changes made through any node (fo
 to the active controller), and a broker killed with kill -9 leaves its partitions
 leaderless until it comes back with every acknowledged record."""
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -13,7 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
-from grouputil import RawClient
+from grouputil import RawClient, _str
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.timeout(240),
@@ -223,6 +224,29 @@ def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):
         assert elsewhere.heartbeat(group, 1, "m") == NOT_COORDINATOR
     finally:
         elsewhere.close()
+
+    # The same for a transactional id: InitProducerId (v1) to another broker.
+    txn = "who-coordinates-txn"
+
+    def ask_txn(n):
+        raw = RawClient.to(cluster.bootstrap(n))
+        try:
+            r = raw.call(10, 1, _str(txn) + struct.pack(">b", 1))
+            r.i32()
+            return {"error": r.i16(), "message": r.str(), "node": r.i32()}
+        finally:
+            raw.close()
+
+    wait_for("a transaction coordinator", lambda: ask_txn(0)["error"] == 0)
+    txn_node = ask_txn(0)["node"]
+    assert [ask_txn(n)["node"] for n in range(3)] == [txn_node] * 3
+    raw = RawClient.to(cluster.bootstrap((txn_node + 1) % 3))
+    try:
+        r = raw.call(22, 1, _str(txn) + struct.pack(">i", 60000))
+        r.i32()
+        assert r.i16() == NOT_COORDINATOR
+    finally:
+        raw.close()
 
 
 def test_transactions_span_brokers(cluster):

@@ -61,7 +61,7 @@ async fn add(
         reply,
     })
     .await
-    .unwrap_or(NOT_AVAILABLE)
+    .unwrap_or_else(|code| code)
 }
 
 pub async fn add_partitions(
@@ -212,7 +212,7 @@ pub async fn end_txn(ctx: &ShardContext, req: EndTxnRequest, version: i16) -> En
             reply,
         })
         .await
-        .unwrap_or((NOT_AVAILABLE, -1, -1));
+        .unwrap_or_else(|code| (code, -1, -1));
     EndTxnResponse {
         error_code: fenced_for(code, version, PRODUCER_FENCED_FROM_END),
         producer_id,
@@ -236,7 +236,7 @@ pub async fn init_producer_id(
         reply,
     })
     .await
-    .unwrap_or((NOT_AVAILABLE, -1, -1));
+    .unwrap_or_else(|code| (code, -1, -1));
     (
         fenced_for(code, version, PRODUCER_FENCED_FROM_INIT),
         pid,
@@ -258,7 +258,7 @@ pub async fn describe_transactions(
                 reply,
             })
             .await
-            .unwrap_or(Err(NOT_AVAILABLE))
+            .unwrap_or_else(Err)
         };
         states.push(match answer {
             Ok(d) => {

@@ -16,19 +16,27 @@ use crate::shard::ShardContext;
 
 const NOT_AVAILABLE: i16 = ErrorCode::CoordinatorNotAvailable as i16;
 
-/// Send a request to the coordinator of `transactional_id` and wait for its answer.
+/// Send a request to the coordinator of `transactional_id` and wait for its answer; the
+/// error code when this broker is not the coordinator: NOT_COORDINATOR when another live
+/// broker is (the client looks it up again), COORDINATOR_NOT_AVAILABLE when none is.
 pub async fn ask<T>(
     ctx: &ShardContext,
     transactional_id: &str,
     make: impl FnOnce(flume::Sender<T>) -> TxnRequest,
-) -> Option<T> {
-    let shard = coordinator_shard(ctx, transactional_id)?;
+) -> Result<T, i16> {
+    let Some(shard) = coordinator_shard(ctx, transactional_id) else {
+        return Err(if remote_coordinator(ctx, transactional_id).is_some() {
+            ErrorCode::NotCoordinator.code()
+        } else {
+            NOT_AVAILABLE
+        });
+    };
     let (tx, rx) = flume::bounded(1);
     ctx.senders[shard]
         .send_async(ShardMsg::Txn(make(tx)))
         .await
-        .ok()?;
-    rx.recv_async().await.ok()
+        .map_err(|_| NOT_AVAILABLE)?;
+    rx.recv_async().await.map_err(|_| NOT_AVAILABLE)
 }
 
 /// The coordinator's answers to [`verify_or_add`] that only mean "not now": each caller
@@ -87,7 +95,7 @@ pub async fn verify_or_add(
                 reply,
             })
             .await
-            .unwrap_or(NOT_AVAILABLE),
+            .unwrap_or_else(|code| code),
         };
         if code != ErrorCode::ConcurrentTransactions.code() || std::time::Instant::now() >= deadline
         {
