@@ -268,7 +268,10 @@ pub async fn handle(
         metrics.error("Fetch", p.error_code);
     }
     drop(metrics);
-    let node_endpoints =
+    // Empty (nothing looked up) unless some partition is led elsewhere.
+    let node_endpoints = if leaders.is_empty() {
+        Vec::new()
+    } else {
         leader_hints::endpoints(&ctx.image(), &leaders, listener, ctx.config.node_id)
             .into_iter()
             .map(|(node_id, host, port, rack)| NodeEndpoint {
@@ -277,7 +280,8 @@ pub async fn handle(
                 port,
                 rack,
             })
-            .collect();
+            .collect()
+    };
     FetchResponse {
         responses,
         session_id: 0,

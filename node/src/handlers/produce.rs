@@ -266,6 +266,15 @@ fn leader_hints_for(
     responses: &mut [TopicProduceResponse],
     listener: &Listener,
 ) -> Vec<NodeEndpoint> {
+    let not_leader = ErrorCode::NotLeaderOrFollower.code();
+    if !responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .any(|p| p.error_code == not_leader)
+    {
+        // The common case: nothing to look up.
+        return Vec::new();
+    }
     let image = ctx.image();
     let mut leaders = std::collections::BTreeSet::new();
     for (t, name) in responses.iter_mut().zip(names) {
@@ -273,7 +282,7 @@ fn leader_hints_for(
         for p in t
             .partition_responses
             .iter_mut()
-            .filter(|p| p.error_code == ErrorCode::NotLeaderOrFollower.code())
+            .filter(|p| p.error_code == not_leader)
         {
             if let Some((leader_id, leader_epoch)) =
                 leader_hints::current_leader(&image, name, p.index)
