@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-client suites against a 3-node cluster (scripts/local-cluster.sh, release
-# broker, loopback ports above 40000), bootstrapping through node 1: every client and
+# broker, free loopback ports), bootstrapping through node 1: every client and
 # Kafka's tools find the partition leaders and coordinators on all three brokers.
 # Called by test.sh after compat/run.sh (which installed the clients and built the
 # broker); extra arguments go to pytest.
@@ -10,8 +10,18 @@ ROOT="$(dirname "$HERE")"
 
 export SPATE_BIN="${SPATE_BIN:-$ROOT/target/release/spate}"
 export SPATE_CLUSTER_DIR="$ROOT/target/compat/cluster"
-export SPATE_CLUSTER_PORTS="${SPATE_CLUSTER_PORTS:-41092,41192,41292}"
-export SPATE_CLUSTER_CONTROLLER_PORTS="${SPATE_CLUSTER_CONTROLLER_PORTS:-41093,41193,41293}"
+# Six free loopback ports (unless given).
+free_ports() {
+  python3 -c 'import socket
+s = [socket.socket() for _ in range(6)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(",".join(str(x.getsockname()[1]) for x in s))'
+}
+if [[ -z "${SPATE_CLUSTER_PORTS:-}" || -z "${SPATE_CLUSTER_CONTROLLER_PORTS:-}" ]]; then
+  IFS=, read -r -a six <<< "$(free_ports)"
+  export SPATE_CLUSTER_PORTS="${six[0]},${six[1]},${six[2]}"
+  export SPATE_CLUSTER_CONTROLLER_PORTS="${six[3]},${six[4]},${six[5]}"
+fi
 # Lots of partitions are created by the suites: keep the internal topics small.
 config="$SPATE_CLUSTER_DIR.toml"
 printf 'offsets_topic_num_partitions = 6\ntransaction_state_num_partitions = 6\n' > "$config"
