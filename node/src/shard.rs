@@ -116,6 +116,27 @@ impl ShardContext {
         })
     }
 
+    /// The names among `names` that `caller` may not `operation` as topics (each
+    /// checked once, denials logged); empty at no cost without an authorizer.
+    pub fn denied_topics<'a>(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::HashSet<String> {
+        let mut denied = std::collections::HashSet::new();
+        if self.authorizer.is_none() {
+            return denied;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            if seen.insert(name) && !self.authorized(caller, operation, ResourceType::Topic, name) {
+                denied.insert(name.to_string());
+            }
+        }
+        denied
+    }
+
     pub fn owner_of(&self, slot: u32) -> usize {
         slot as usize % self.shard_count
     }

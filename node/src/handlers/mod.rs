@@ -183,42 +183,59 @@ pub async fn dispatch(
                 metadata::handle(&ctx, req, header.request_api_version, listener, caller).await
             })
         }
-        RequestBody::ListOffsets(req) => later(header.clone(), async move {
-            offsets::list_offsets(&ctx, req, header.request_api_version).await
-        }),
-        RequestBody::OffsetForLeaderEpoch(req) => later(header, async move {
-            offsets::offset_for_leader_epoch(&ctx, req).await
-        }),
+        RequestBody::ListOffsets(req) => {
+            let caller = session.caller();
+            later(header.clone(), async move {
+                offsets::list_offsets(&ctx, req, header.request_api_version, &caller).await
+            })
+        }
+        RequestBody::OffsetForLeaderEpoch(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                offsets::offset_for_leader_epoch(&ctx, req, &caller).await
+            })
+        }
         RequestBody::DeleteRecords(req) => {
-            later(
-                header,
-                async move { offsets::delete_records(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                offsets::delete_records(&ctx, req, &caller).await
+            })
         }
         RequestBody::CreateTopics(req) => {
-            later(
-                header,
-                async move { topics::create_topics(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                topics::create_topics(&ctx, req, &caller).await
+            })
         }
-        RequestBody::DeleteTopics(req) => later(header.clone(), async move {
-            topics::delete_topics(&ctx, req, header.request_api_version).await
-        }),
+        RequestBody::DeleteTopics(req) => {
+            let caller = session.caller();
+            later(header.clone(), async move {
+                topics::delete_topics(&ctx, req, header.request_api_version, &caller).await
+            })
+        }
         RequestBody::CreatePartitions(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                topics::create_partitions(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(
+            &header,
+            &configs::describe(&ctx, req, version, &session.caller()),
+        )),
+        RequestBody::AlterConfigs(req) => {
+            let caller = session.caller();
             later(
                 header,
-                async move { topics::create_partitions(&ctx, req).await },
+                async move { configs::alter(&ctx, req, &caller).await },
             )
         }
-        RequestBody::DescribeConfigs(req) => {
-            Dispatched::Respond(frame(&header, &configs::describe(&ctx, req, version)))
+        RequestBody::IncrementalAlterConfigs(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                configs::incremental_alter(&ctx, req, &caller).await
+            })
         }
-        RequestBody::AlterConfigs(req) => {
-            later(header, async move { configs::alter(&ctx, req).await })
-        }
-        RequestBody::IncrementalAlterConfigs(req) => later(header, async move {
-            configs::incremental_alter(&ctx, req).await
-        }),
         RequestBody::DescribeQuorum(req) => {
             later(
                 header,
