@@ -11,7 +11,9 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewPartitions, NewTopic, OffsetSpec)
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
 from kafkautil import OP_TIMEOUT, consume, produce
@@ -135,3 +137,88 @@ def test_consumer_group_needs_read(secured, kafka_libs):  # noqa: F811
          "--operation", "Read", "--group", group)
     got = consume(broker.bootstrap, topic, 0, 1, conf=conf("bob"))
     assert [r["value"] for r in got] == [b"v"]
+
+
+def admin(broker, user):
+    return AdminClient({"bootstrap.servers": broker.bootstrap, **conf(user)})
+
+
+def error_of(future):
+    """The KafkaError code a future failed with (None when it succeeded)."""
+    try:
+        future.result(timeout=OP_TIMEOUT)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+def test_topic_admin_needs_create_alter_delete_describe(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-t-{uuid.uuid4().hex[:6]}"
+    bob = admin(broker, "bob")
+    # CREATE: refused, then allowed once kafka-acls.sh grants it on the topic.
+    assert error_of(bob.create_topics([NewTopic(topic, 1)])[topic]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Create", "--topic", topic)
+    assert error_of(bob.create_topics([NewTopic(topic, 1)])[topic]) is None
+    # ALTER for more partitions.
+    grow = lambda n: bob.create_partitions([NewPartitions(topic, n)])[topic]  # noqa: E731
+    assert error_of(grow(2)) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Alter", "--topic", topic)
+    assert error_of(grow(2)) is None
+    # DESCRIBE for ListOffsets: bob's ALTER implies it. (Without it, clients stop at
+    # Metadata, which checks DESCRIBE as well.)
+    tp = TopicPartition(topic, 0)
+    ask = {tp: OffsetSpec.latest()}
+    assert bob.list_offsets(ask)[tp].result(timeout=OP_TIMEOUT).offset == 0
+    # DELETE for DeleteRecords and DeleteTopics.
+    produce(broker.bootstrap, topic, [{"value": b"a"}, {"value": b"b"}], conf=conf("admin"))
+    cut = [TopicPartition(topic, 0, 1)]
+    assert error_of(bob.delete_records(cut)[cut[0]]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert error_of(bob.delete_topics([topic])[topic]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Delete", "--topic", topic)
+    assert bob.delete_records(cut)[cut[0]].result(timeout=OP_TIMEOUT).low_watermark == 1
+    assert error_of(bob.delete_topics([topic])[topic]) is None
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_configs_need_describe_configs_and_alter_configs(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-cf-{uuid.uuid4().hex[:6]}"
+    root = admin(broker, "admin")
+    assert error_of(root.create_topics([NewTopic(topic, 1)])[topic]) is None
+    bob = admin(broker, "bob")
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    broker_res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    assert error_of(bob.describe_configs([res])[res]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert error_of(bob.describe_configs([broker_res])[broker_res]) == \
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "7200000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    assert error_of(bob.incremental_alter_configs([change])[change]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The legacy AlterConfigs is checked alike.
+    legacy = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "7200000"})
+    assert error_of(bob.alter_configs([legacy])[legacy]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # DESCRIBE_CONFIGS lets bob read; ALTER_CONFIGS (which implies it) lets him change.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "DescribeConfigs", "--topic", topic)
+    described = bob.describe_configs([res])[res].result(timeout=OP_TIMEOUT)
+    assert "retention.ms" in described
+    assert error_of(bob.incremental_alter_configs([change])[change]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "AlterConfigs", "--topic", topic)
+    assert error_of(bob.incremental_alter_configs([change])[change]) is None
+    described = bob.describe_configs([res])[res].result(timeout=OP_TIMEOUT)
+    assert described["retention.ms"].value == "7200000"
+    # The cluster's ALTER_CONFIGS covers brokers.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "DescribeConfigs", "--cluster")
+    assert bob.describe_configs([broker_res])[broker_res].result(timeout=OP_TIMEOUT)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--cluster")
