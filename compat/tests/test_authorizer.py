@@ -12,6 +12,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewPartitions, NewTopic, OffsetSpec)
 
@@ -222,3 +223,50 @@ def test_configs_need_describe_configs_and_alter_configs(secured, kafka_libs):  
     assert bob.describe_configs([broker_res])[broker_res].result(timeout=OP_TIMEOUT)
     acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
     acls(kafka_libs, broker, props, "--remove", "--force", "--cluster")
+
+
+def test_group_offsets_and_admin_need_group_acls(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-o-{uuid.uuid4().hex[:6]}"
+    group = f"authz-og-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, topic, [{"value": b"v"}], conf=conf("admin"))
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Read", "--topic", topic)
+    bob = admin(broker, "bob")
+    tps = [TopicPartition(topic, 0, 1)]
+    commit = lambda: bob.alter_consumer_group_offsets(  # noqa: E731
+        [ConsumerGroupTopicPartitions(group, tps)])[group]
+    fetch = lambda: bob.list_consumer_group_offsets(  # noqa: E731
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])[group]
+    # Without READ on the group: OffsetCommit, OffsetFetch and DescribeGroups (or the
+    # FindCoordinator before them) fail with GROUP_AUTHORIZATION_FAILED.
+    assert error_of(commit()) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert error_of(fetch()) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert error_of(bob.describe_consumer_groups([group])[group]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    # DESCRIBE on the group passes FindCoordinator, OffsetFetch and DescribeGroups;
+    # OffsetCommit still needs READ.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Describe", "--group", group)
+    committed = commit().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [p.error.code() for p in committed] == [KafkaError.GROUP_AUTHORIZATION_FAILED]
+    got = fetch().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [(p.topic, p.partition, p.offset) for p in got] == [(topic, 0, -1001)]
+    assert error_of(bob.describe_consumer_groups([group])[group]) is None
+    # READ on the group: the commit goes in and reads back.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Read", "--group", group)
+    assert [p.error for p in commit().result(timeout=OP_TIMEOUT).topic_partitions] == [None]
+    got = fetch().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [(p.topic, p.partition, p.offset) for p in got] == [(topic, 0, 1)]
+    # Listing groups shows only those bob may describe.
+    listed = bob.list_consumer_groups().result(timeout=OP_TIMEOUT).valid
+    assert [g.group_id for g in listed] == [group], listed
+    # DeleteGroups needs DELETE on the group.
+    assert error_of(bob.delete_consumer_groups([group])[group]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Delete", "--group", group)
+    assert error_of(bob.delete_consumer_groups([group])[group]) is None
+    acls(kafka_libs, broker, props, "--remove", "--force", "--group", group)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)

@@ -75,7 +75,8 @@ fn group_denied(
     body: &RequestBody,
 ) -> Option<Vec<Bytes>> {
     use spate_net::messages::{
-        HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
+        ConsumerGroupHeartbeatResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+        SyncGroupResponse,
     };
     ctx.authorizer.as_ref()?;
     let group = match body {
@@ -83,6 +84,7 @@ fn group_denied(
         RequestBody::SyncGroup(r) => &r.group_id,
         RequestBody::Heartbeat(r) => &r.group_id,
         RequestBody::LeaveGroup(r) => &r.group_id,
+        RequestBody::ConsumerGroupHeartbeat(r) => &r.group_id,
         _ => return None,
     };
     let caller = session.caller();
@@ -109,6 +111,14 @@ fn group_denied(
             header,
             &HeartbeatResponse {
                 error_code: code,
+                ..Default::default()
+            },
+        ),
+        RequestBody::ConsumerGroupHeartbeat(_) => frame(
+            header,
+            &ConsumerGroupHeartbeatResponse {
+                error_code: code,
+                error_message: Some("Group authorization failed.".into()),
                 ..Default::default()
             },
         ),
@@ -288,7 +298,7 @@ pub async fn dispatch(
         ),
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
-            &groups::find_coordinator(&ctx, req, version, &session.listener),
+            &groups::find_coordinator(&ctx, req, version, &session.listener, &session.caller()),
         )),
         RequestBody::ConsumerGroupHeartbeat(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
@@ -296,9 +306,12 @@ pub async fn dispatch(
                 groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer).await
             })
         }
-        RequestBody::ConsumerGroupDescribe(req) => later(header, async move {
-            groups::consumer_group_describe(&ctx, req).await
-        }),
+        RequestBody::ConsumerGroupDescribe(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::consumer_group_describe(&ctx, req, &caller).await
+            })
+        }
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
             later(header, async move {
@@ -314,32 +327,41 @@ pub async fn dispatch(
         RequestBody::LeaveGroup(req) => later(header, async move {
             groups::leave_group(&ctx, req, version).await
         }),
-        RequestBody::OffsetCommit(req) => later(header, async move {
-            groups::offset_commit(&ctx, req, version).await
-        }),
-        RequestBody::OffsetFetch(req) => later(header, async move {
-            groups::offset_fetch(&ctx, req, version).await
-        }),
+        RequestBody::OffsetCommit(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_commit(&ctx, req, version, &caller).await
+            })
+        }
+        RequestBody::OffsetFetch(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_fetch(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::DescribeGroups(req) => {
-            later(
-                header,
-                async move { groups::describe_groups(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::describe_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::ListGroups(req) => {
-            later(header, async move { groups::list_groups(&ctx, req).await })
+            let caller = session.caller();
+            later(header, async move {
+                groups::list_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::DeleteGroups(req) => {
-            later(
-                header,
-                async move { groups::delete_groups(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::delete_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::OffsetDelete(req) => {
-            later(
-                header,
-                async move { groups::offset_delete(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_delete(&ctx, req, &caller).await
+            })
         }
         RequestBody::DescribeAcls(req) => Dispatched::Respond(frame(
             &header,
