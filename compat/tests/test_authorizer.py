@@ -22,7 +22,8 @@ from test_kafka_cli import kafka_libs, tool  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with ACLs")
 
-USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret",
+         "carol": "carol-secret", "dave": "dave-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,11 @@ def test_consumer_group_needs_read(secured, kafka_libs):  # noqa: F811
 
 def admin(broker, user):
     return AdminClient({"bootstrap.servers": broker.bootstrap, **conf(user)})
+
+
+def create_as_admin(broker, topic):
+    root = admin(broker, "admin")
+    assert error_of(root.create_topics([NewTopic(topic, 1)])[topic]) is None
 
 
 def error_of(future):
@@ -270,3 +276,74 @@ def test_group_offsets_and_admin_need_group_acls(secured, kafka_libs):  # noqa: 
     assert error_of(bob.delete_consumer_groups([group])[group]) is None
     acls(kafka_libs, broker, props, "--remove", "--force", "--group", group)
     acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_idempotent_producer_needs_idempotent_write_or_some_topic_write(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-i-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+
+    def attempt():
+        errors = []
+        p = Producer({"bootstrap.servers": broker.bootstrap, **conf("carol"),
+                      "enable.idempotence": True, "message.timeout.ms": 10000})
+        reports = []
+        p.produce(topic, b"x", on_delivery=lambda e, m: reports.append(e))
+        try:
+            p.flush(OP_TIMEOUT)
+        except (KafkaException, SystemError) as e:
+            # A fatal error; raised while a delivery callback runs, it comes wrapped.
+            fatal = e if isinstance(e, KafkaException) else e.__cause__ or e.__context__
+            errors.append(fatal.args[0])
+        return errors, reports
+
+    # carol may only DESCRIBE the topic: InitProducerId (no transactional id) is
+    # CLUSTER_AUTHORIZATION_FAILED.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Describe", "--topic", topic)
+    errors, reports = attempt()
+    codes = {e.code() for e in errors} | {e.code() for e in reports if e is not None}
+    assert KafkaError.CLUSTER_AUTHORIZATION_FAILED in codes, (errors, reports)
+    # WRITE on one topic is enough (Kafka 3.0+, KIP-679), as is IDEMPOTENT_WRITE.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Write", "--topic", topic)
+    errors, reports = attempt()
+    assert reports == [None], (errors, reports)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_transactional_producer_needs_write_on_its_transactional_id(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-x-{uuid.uuid4().hex[:6]}"
+    tid = f"authz-tx-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Write", "--topic", topic)
+
+    def producer():
+        return Producer({"bootstrap.servers": broker.bootstrap, **conf("dave"),
+                         "transactional.id": tid})
+
+    def init_error():
+        with pytest.raises(KafkaException) as e:
+            producer().init_transactions(OP_TIMEOUT)
+        return e.value.args[0].code()
+
+    # No ACL on the id: FindCoordinator (DESCRIBE) refuses it.
+    assert init_error() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # DESCRIBE only: InitProducerId (WRITE) refuses it.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Describe", "--transactional-id", tid)
+    assert init_error() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # WRITE on the id: the transaction commits.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Write", "--transactional-id", tid)
+    p = producer()
+    p.init_transactions(OP_TIMEOUT)
+    p.begin_transaction()
+    p.produce(topic, b"in-txn")
+    p.commit_transaction(OP_TIMEOUT)
+    got = consume(broker.bootstrap, topic, 0, 1, conf=conf("admin"))
+    assert [r["value"] for r in got] == [b"in-txn"]
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--transactional-id", tid)

@@ -116,6 +116,19 @@ impl ShardContext {
         })
     }
 
+    /// Whether `caller` may do `operation` on some resource of `resource_type` (Kafka's
+    /// `authorizeByResourceType`); always without an authorizer.
+    pub fn authorized_for_any(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        self.authorizer.as_ref().is_none_or(|a| {
+            a.by_resource_type(&self.image.borrow().acls, caller, operation, resource_type)
+        })
+    }
+
     /// The names among `names` that `caller` may not `operation` as topics (each
     /// checked once, denials logged); empty at no cost without an authorizer.
     pub fn denied_topics<'a>(

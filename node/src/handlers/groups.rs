@@ -885,7 +885,22 @@ pub async fn txn_offset_commit(
     ctx: &Rc<ShardContext>,
     req: TxnOffsetCommitRequest,
     version: i16,
+    caller: &Caller,
 ) -> TxnOffsetCommitResponse {
+    // Kafka: WRITE on the transactional id, READ on the group (else every partition
+    // fails), then READ on each topic.
+    let whole = if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed.code())
+    } else if !ctx.authorized(caller, Operation::Read, ResourceType::Group, &req.group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed.code())
+    } else {
+        None
+    };
     // v6+ names topics by id; an unknown id fails its partitions alone.
     let names: Vec<Option<String>> = {
         let image = ctx.image();
@@ -900,11 +915,20 @@ pub async fn txn_offset_commit(
             })
             .collect()
     };
+    let denied = match whole {
+        Some(_) => Default::default(),
+        None => ctx.denied_topics(
+            caller,
+            Operation::Read,
+            names.iter().flatten().map(|n| n.as_str()),
+        ),
+    };
     let entries: Vec<_> = req
         .topics
         .iter()
         .zip(&names)
         .filter_map(|(t, name)| Some((t, name.clone()?)))
+        .filter(|(_, name)| !denied.contains(name))
         .flat_map(|(t, name)| {
             t.partitions.iter().map(move |p| {
                 (
@@ -917,7 +941,10 @@ pub async fn txn_offset_commit(
             })
         })
         .collect();
-    let verified = verify_offsets_partition(ctx, &req, version).await;
+    let verified = match whole {
+        Some(code) => code,
+        None => verify_offsets_partition(ctx, &req, version).await,
+    };
     let codes = match verified {
         0 => {
             ask(ctx, &req.group_id, |reply| GroupRequest::TxnCommit {
@@ -962,6 +989,10 @@ pub async fn txn_offset_commit(
                     .map(|p| TxnOffsetCommitResponsePartition {
                         partition_index: p.partition_index,
                         error_code: match name {
+                            _ if whole.is_some() => whole.unwrap_or_default(),
+                            Some(n) if denied.contains(n) => {
+                                ErrorCode::TopicAuthorizationFailed.code()
+                            }
                             None => ErrorCode::UnknownTopicId.code(),
                             Some(_) => convert(codes.next().unwrap_or(missing)),
                         },

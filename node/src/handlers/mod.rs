@@ -256,17 +256,23 @@ pub async fn dispatch(
             &header,
             &cluster::describe_cluster(&ctx, req, &session.listener),
         )),
-        RequestBody::InitProducerId(req) => later(header, async move {
-            producer::init_producer_id(&ctx, req, version).await
-        }),
-        RequestBody::AddPartitionsToTxn(req) => later(header, async move {
-            txn::add_partitions(&ctx, req, version).await
-        }),
+        RequestBody::InitProducerId(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                producer::init_producer_id(&ctx, req, version, &caller).await
+            })
+        }
+        RequestBody::AddPartitionsToTxn(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::add_partitions(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::AddOffsetsToTxn(req) => {
-            later(
-                header,
-                async move { txn::add_offsets(&ctx, req, version).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::add_offsets(&ctx, req, version, &caller).await
+            })
         }
         RequestBody::DescribeTransactions(req) => later(header, async move {
             txn::describe_transactions(&ctx, req).await
@@ -283,19 +289,24 @@ pub async fn dispatch(
                 async move { txn::describe_producers(&ctx, req).await },
             )
         }
-        RequestBody::TxnOffsetCommit(req) => later(header, async move {
-            groups::txn_offset_commit(&ctx, req, version).await
-        }),
+        RequestBody::TxnOffsetCommit(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::txn_offset_commit(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::WriteTxnMarkers(req) => {
             later(
                 header,
                 async move { txn::write_txn_markers(&ctx, req).await },
             )
         }
-        RequestBody::EndTxn(req) => later(
-            header,
-            async move { txn::end_txn(&ctx, req, version).await },
-        ),
+        RequestBody::EndTxn(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::end_txn(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
             &groups::find_coordinator(&ctx, req, version, &session.listener, &session.caller()),

@@ -21,6 +21,8 @@ use spate_net::ErrorCode;
 
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 use crate::txn::client::ask;
 use crate::txn::coordinator::TxnRequest;
@@ -68,7 +70,43 @@ pub async fn add_partitions(
     ctx: &ShardContext,
     req: AddPartitionsToTxnRequest,
     version: i16,
+    caller: &Caller,
 ) -> AddPartitionsToTxnResponse {
+    // Kafka: v4+ comes from brokers and needs CLUSTER_ACTION; clients' versions need
+    // WRITE on the transactional id, then on each topic.
+    if version >= 4
+        && !ctx.authorized(
+            caller,
+            Operation::ClusterAction,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )
+    {
+        return AddPartitionsToTxnResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
+    let (id_denied, denied) = if version < 4 {
+        let id_denied = !ctx.authorized(
+            caller,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &req.v3_and_below_transactional_id,
+        );
+        let denied = if id_denied {
+            Default::default()
+        } else {
+            ctx.denied_topics(
+                caller,
+                Operation::Write,
+                req.v3_and_below_topics.iter().map(|t| t.name.as_str()),
+            )
+        };
+        (id_denied, denied)
+    } else {
+        (false, Default::default())
+    };
     let image = ctx.image();
     // Unknown partitions fail the whole request (Kafka: UNKNOWN_TOPIC_OR_PARTITION for
     // them, OPERATION_NOT_ATTEMPTED for the rest).
@@ -82,6 +120,19 @@ pub async fn add_partitions(
                     .partitions
                     .iter()
                     .map(|&p| {
+                        if id_denied {
+                            return AddPartitionsToTxnPartitionResult {
+                                partition_index: p,
+                                partition_error_code: ErrorCode::TransactionalIdAuthorizationFailed
+                                    .code(),
+                            };
+                        }
+                        if denied.contains(&t.name) {
+                            return AddPartitionsToTxnPartitionResult {
+                                partition_index: p,
+                                partition_error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                            };
+                        }
                         let exists = image
                             .topic(&t.name)
                             .is_some_and(|tp| p >= 0 && (p as usize) < tp.partitions.len());
@@ -115,7 +166,7 @@ pub async fn add_partitions(
     };
     if version < 4 {
         let topics = &req.v3_and_below_topics;
-        let code = if all_exist(topics) {
+        let code = if !id_denied && denied.is_empty() && all_exist(topics) {
             let c = add(
                 ctx,
                 &req.v3_and_below_transactional_id,
@@ -172,7 +223,27 @@ pub async fn add_offsets(
     ctx: &ShardContext,
     req: AddOffsetsToTxnRequest,
     version: i16,
+    caller: &Caller,
 ) -> AddOffsetsToTxnResponse {
+    // Kafka: WRITE on the transactional id, then READ on the group.
+    let denied = if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if !ctx.authorized(caller, Operation::Read, ResourceType::Group, &req.group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    if let Some(error) = denied {
+        return AddOffsetsToTxnResponse {
+            error_code: error.code(),
+            ..Default::default()
+        };
+    }
     let image = ctx.image();
     let code = match image.topic(OFFSETS_TOPIC) {
         Some(t) => {
@@ -201,7 +272,26 @@ pub async fn add_offsets(
 /// bumps the epoch and answers the producer id and epoch to continue with.
 const END_TXN_TV2_FROM: i16 = 5;
 
-pub async fn end_txn(ctx: &ShardContext, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+pub async fn end_txn(
+    ctx: &ShardContext,
+    req: EndTxnRequest,
+    version: i16,
+    caller: &Caller,
+) -> EndTxnResponse {
+    // Kafka: WRITE on the transactional id.
+    if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        return EndTxnResponse {
+            error_code: ErrorCode::TransactionalIdAuthorizationFailed.code(),
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        };
+    }
     let (code, producer_id, producer_epoch) =
         ask(ctx, &req.transactional_id, |reply| TxnRequest::EndTxn {
             transactional_id: req.transactional_id.clone(),

@@ -101,6 +101,25 @@ impl Authorizer {
             ) == Decision::Allowed
     }
 
+    /// Whether `caller` may do `operation` on at least one resource of `resource_type`
+    /// (Kafka's `authorizeByResourceType`): super users and callers allowed on a name
+    /// no ACL mentions may; else [`AclStore::any_allowed`]. Not audited.
+    pub fn by_resource_type(
+        &self,
+        acls: &AclStore,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        self.quietly(acls, caller, operation, resource_type, "hardcode")
+            || acls.any_allowed(
+                &caller.principal.to_string(),
+                &caller.host,
+                operation,
+                resource_type,
+            )
+    }
+
     fn audit(&self, principal: &str, host: &str, op: Operation, kind: ResourceType, name: &str) {
         if self.audit_window.get().elapsed() >= Duration::from_secs(1) {
             self.audit_window.set(Instant::now());
