@@ -17,6 +17,8 @@ use spate_net::ErrorCode;
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::route;
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::security::Listener;
 use crate::shard::ShardContext;
 
@@ -56,7 +58,20 @@ pub fn describe_cluster(
 pub async fn describe_log_dirs(
     ctx: &Rc<ShardContext>,
     req: DescribeLogDirsRequest,
+    caller: &Caller,
 ) -> DescribeLogDirsResponse {
+    // Kafka: DESCRIBE on the cluster.
+    if !ctx.authorized(
+        caller,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return DescribeLogDirsResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
     let image = ctx.image();
     // The partitions to report: all, or the requested ones that exist.
     let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();

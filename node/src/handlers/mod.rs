@@ -274,20 +274,23 @@ pub async fn dispatch(
                 txn::add_offsets(&ctx, req, version, &caller).await
             })
         }
-        RequestBody::DescribeTransactions(req) => later(header, async move {
-            txn::describe_transactions(&ctx, req).await
-        }),
+        RequestBody::DescribeTransactions(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::describe_transactions(&ctx, req, &caller).await
+            })
+        }
         RequestBody::ListTransactions(req) => {
-            later(
-                header,
-                async move { txn::list_transactions(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::list_transactions(&ctx, req, &caller).await
+            })
         }
         RequestBody::DescribeProducers(req) => {
-            later(
-                header,
-                async move { txn::describe_producers(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::describe_producers(&ctx, req, &caller).await
+            })
         }
         RequestBody::TxnOffsetCommit(req) => {
             let caller = session.caller();
@@ -296,10 +299,10 @@ pub async fn dispatch(
             })
         }
         RequestBody::WriteTxnMarkers(req) => {
-            later(
-                header,
-                async move { txn::write_txn_markers(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::write_txn_markers(&ctx, req, &caller).await
+            })
         }
         RequestBody::EndTxn(req) => {
             let caller = session.caller();
@@ -406,15 +409,18 @@ pub async fn dispatch(
         )),
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
-            &describe_topic_partitions::handle(&ctx, req),
+            &describe_topic_partitions::handle(&ctx, req, &session.caller()),
         )),
         RequestBody::ListConfigResources(req) => Dispatched::Respond(frame(
             &header,
-            &list_config_resources::handle(&ctx, req, version),
+            &list_config_resources::handle(&ctx, req, version, &session.caller()),
         )),
-        RequestBody::DescribeLogDirs(req) => later(header, async move {
-            cluster::describe_log_dirs(&ctx, req).await
-        }),
+        RequestBody::DescribeLogDirs(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                cluster::describe_log_dirs(&ctx, req, &caller).await
+            })
+        }
         // Authenticated already, or a listener without SASL.
         RequestBody::SaslHandshake(_) | RequestBody::SaslAuthenticate(_) => {
             Dispatched::Respond(sasl::after_authentication(&header, key))
