@@ -12,7 +12,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection
+from confluent_kafka.admin import AclOperation
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    NewPartitions, NewTopic, OffsetSpec)
 
@@ -347,3 +348,27 @@ def test_transactional_producer_needs_write_on_its_transactional_id(secured, kaf
     assert [r["value"] for r in got] == [b"in-txn"]
     acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
     acls(kafka_libs, broker, props, "--remove", "--force", "--transactional-id", tid)
+
+
+def test_authorized_operations_kip_430(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-k-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:alice",
+         "--operation", "Read", "--topic", topic)
+
+    def topic_ops(user):
+        client = admin(broker, user)
+        d = client.describe_topics(TopicCollection([topic]), include_authorized_operations=True)
+        return set(d[topic].result(timeout=OP_TIMEOUT).authorized_operations)
+
+    # READ and the DESCRIBE it implies; a super user every topic operation.
+    assert topic_ops("alice") == {AclOperation.READ, AclOperation.DESCRIBE}
+    assert topic_ops("admin") == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS}
+    root = admin(broker, "admin")
+    cluster = root.describe_cluster(include_authorized_operations=True).result(timeout=OP_TIMEOUT)
+    assert AclOperation.CLUSTER_ACTION in set(cluster.authorized_operations)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)

@@ -129,6 +129,23 @@ impl ShardContext {
         })
     }
 
+    /// KIP-430's authorized operations of a resource when the client asked for them
+    /// and an authorizer is on; Kafka's "unknown" (`i32::MIN`) otherwise, as before.
+    pub fn authorized_operations(
+        &self,
+        requested: bool,
+        caller: &Caller,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32 {
+        match &self.authorizer {
+            Some(a) if requested => {
+                a.operations(&self.image.borrow().acls, caller, resource_type, name)
+            }
+            _ => i32::MIN,
+        }
+    }
+
     /// The names among `names` that `caller` may not `operation` as topics (each
     /// checked once, denials logged); empty at no cost without an authorizer.
     pub fn denied_topics<'a>(

@@ -14,7 +14,6 @@ use spate_net::messages::{
 };
 use spate_net::ErrorCode;
 
-use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::route;
 use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
@@ -29,6 +28,7 @@ pub fn describe_cluster(
     ctx: &ShardContext,
     req: DescribeClusterRequest,
     listener: &Listener,
+    caller: &Caller,
 ) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
@@ -43,7 +43,24 @@ pub fn describe_cluster(
                 rack,
             })
             .collect(),
-        cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+        // KIP-430: only for a caller that may DESCRIBE the cluster (else 0), as Kafka.
+        cluster_authorized_operations: if req.include_cluster_authorized_operations
+            && ctx.authorizer.is_some()
+            && !ctx.authorized(
+                caller,
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+            0
+        } else {
+            ctx.authorized_operations(
+                req.include_cluster_authorized_operations,
+                caller,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            )
+        },
         ..Default::default()
     };
     if req.endpoint_type != ENDPOINT_BROKERS {

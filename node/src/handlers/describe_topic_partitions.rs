@@ -21,7 +21,8 @@ const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 /// What Kafka reports without an authorizer: every operation a topic supports (READ,
 /// WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS as a bit field).
-/// Spate has no authorization, so every operation is allowed.
+/// Without an authorizer every operation is allowed; with one, each topic gets the
+/// caller's own (`handle`).
 const TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
@@ -54,7 +55,18 @@ pub fn handle(
         &req,
         &describable,
     ) {
-        Ok(response) => response,
+        Ok(mut response) => {
+            // KIP-430: with an authorizer, what the caller may do on each topic.
+            if ctx.authorizer.is_some() {
+                for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+                    if let Some(name) = &t.name {
+                        t.topic_authorized_operations =
+                            ctx.authorized_operations(true, caller, ResourceType::Topic, name);
+                    }
+                }
+            }
+            response
+        }
         // Kafka's error response: every requested topic with the error, nothing else.
         Err(code) => DescribeTopicPartitionsResponse {
             topics: req

@@ -677,7 +677,12 @@ pub async fn describe_groups(
                         },
                     )
                     .collect(),
-                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                authorized_operations: ctx.authorized_operations(
+                    req.include_authorized_operations,
+                    caller,
+                    ResourceType::Group,
+                    &group_id,
+                ),
             },
             Err(code) => DescribedGroup {
                 error_code: code,
@@ -1187,7 +1192,12 @@ pub async fn consumer_group_describe(
                             member_type: MEMBER_TYPE_CONSUMER,
                         })
                         .collect(),
-                    authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                    authorized_operations: ctx.authorized_operations(
+                        req.include_authorized_operations,
+                        caller,
+                        ResourceType::Group,
+                        &group_id,
+                    ),
                     ..Default::default()
                 }
             }

@@ -254,7 +254,7 @@ pub async fn dispatch(
         }
         RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(
             &header,
-            &cluster::describe_cluster(&ctx, req, &session.listener),
+            &cluster::describe_cluster(&ctx, req, &session.listener, &session.caller()),
         )),
         RequestBody::InitProducerId(req) => {
             let caller = session.caller();
