@@ -11,7 +11,11 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection
+from confluent_kafka.admin import AclOperation
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewPartitions, NewTopic, OffsetSpec)
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
 from kafkautil import OP_TIMEOUT, consume, produce
@@ -19,7 +23,8 @@ from test_kafka_cli import kafka_libs, tool  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with ACLs")
 
-USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret",
+         "carol": "carol-secret", "dave": "dave-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +128,14 @@ def test_consumer_group_needs_read(secured, kafka_libs):  # noqa: F811
                   "auto.offset.reset": "earliest"})
     c.subscribe([topic])
     err = None
+    # FindCoordinator (DESCRIBE on the group) or JoinGroup (READ) refuses it; librdkafka
+    # raises the first and hands the second over as a message.
     for _ in range(30):
-        m = c.poll(1)
+        try:
+            m = c.poll(1)
+        except KafkaException as e:
+            err = e.args[0]
+            break
         if m is not None and m.error():
             err = m.error()
             break
@@ -133,5 +144,239 @@ def test_consumer_group_needs_read(secured, kafka_libs):  # noqa: F811
     # With READ on the group too, bob consumes.
     acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
          "--operation", "Read", "--group", group)
-    got = consume(broker.bootstrap, topic, 0, 1, conf=conf("bob"))
+    # (Its own group: librdkafka looks the group up even for assigned partitions, and
+    # FindCoordinator needs DESCRIBE on it.)
+    got = consume(broker.bootstrap, topic, 0, 1, conf={**conf("bob"), "group.id": group})
     assert [r["value"] for r in got] == [b"v"]
+
+
+def admin(broker, user):
+    return AdminClient({"bootstrap.servers": broker.bootstrap, **conf(user)})
+
+
+def create_as_admin(broker, topic):
+    root = admin(broker, "admin")
+    assert error_of(root.create_topics([NewTopic(topic, 1)])[topic]) is None
+
+
+def error_of(future):
+    """The KafkaError code a future failed with (None when it succeeded)."""
+    try:
+        future.result(timeout=OP_TIMEOUT)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+def test_topic_admin_needs_create_alter_delete_describe(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-t-{uuid.uuid4().hex[:6]}"
+    bob = admin(broker, "bob")
+    # CREATE: refused, then allowed once kafka-acls.sh grants it on the topic.
+    assert error_of(bob.create_topics([NewTopic(topic, 1)])[topic]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Create", "--topic", topic)
+    assert error_of(bob.create_topics([NewTopic(topic, 1)])[topic]) is None
+    # ALTER for more partitions.
+    grow = lambda n: bob.create_partitions([NewPartitions(topic, n)])[topic]  # noqa: E731
+    assert error_of(grow(2)) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Alter", "--topic", topic)
+    assert error_of(grow(2)) is None
+    # DESCRIBE for ListOffsets: bob's ALTER implies it. (Without it, clients stop at
+    # Metadata, which checks DESCRIBE as well.)
+    tp = TopicPartition(topic, 0)
+    ask = {tp: OffsetSpec.latest()}
+    assert bob.list_offsets(ask)[tp].result(timeout=OP_TIMEOUT).offset == 0
+    # DELETE for DeleteRecords and DeleteTopics.
+    produce(broker.bootstrap, topic, [{"value": b"a"}, {"value": b"b"}], conf=conf("admin"))
+    cut = [TopicPartition(topic, 0, 1)]
+    assert error_of(bob.delete_records(cut)[cut[0]]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert error_of(bob.delete_topics([topic])[topic]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Delete", "--topic", topic)
+    assert bob.delete_records(cut)[cut[0]].result(timeout=OP_TIMEOUT).low_watermark == 1
+    assert error_of(bob.delete_topics([topic])[topic]) is None
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_configs_need_describe_configs_and_alter_configs(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-cf-{uuid.uuid4().hex[:6]}"
+    root = admin(broker, "admin")
+    assert error_of(root.create_topics([NewTopic(topic, 1)])[topic]) is None
+    bob = admin(broker, "bob")
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    broker_res = ConfigResource(ConfigResource.Type.BROKER, "0")
+    assert error_of(bob.describe_configs([res])[res]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert error_of(bob.describe_configs([broker_res])[broker_res]) == \
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "7200000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    assert error_of(bob.incremental_alter_configs([change])[change]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The legacy AlterConfigs is checked alike.
+    legacy = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "7200000"})
+    assert error_of(bob.alter_configs([legacy])[legacy]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # DESCRIBE_CONFIGS lets bob read; ALTER_CONFIGS (which implies it) lets him change.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "DescribeConfigs", "--topic", topic)
+    described = bob.describe_configs([res])[res].result(timeout=OP_TIMEOUT)
+    assert "retention.ms" in described
+    assert error_of(bob.incremental_alter_configs([change])[change]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "AlterConfigs", "--topic", topic)
+    assert error_of(bob.incremental_alter_configs([change])[change]) is None
+    described = bob.describe_configs([res])[res].result(timeout=OP_TIMEOUT)
+    assert described["retention.ms"].value == "7200000"
+    # The cluster's ALTER_CONFIGS covers brokers.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "DescribeConfigs", "--cluster")
+    assert bob.describe_configs([broker_res])[broker_res].result(timeout=OP_TIMEOUT)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--cluster")
+
+
+def test_group_offsets_and_admin_need_group_acls(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-o-{uuid.uuid4().hex[:6]}"
+    group = f"authz-og-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, topic, [{"value": b"v"}], conf=conf("admin"))
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Read", "--topic", topic)
+    bob = admin(broker, "bob")
+    tps = [TopicPartition(topic, 0, 1)]
+    commit = lambda: bob.alter_consumer_group_offsets(  # noqa: E731
+        [ConsumerGroupTopicPartitions(group, tps)])[group]
+    fetch = lambda: bob.list_consumer_group_offsets(  # noqa: E731
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])[group]
+    # Without READ on the group: OffsetCommit, OffsetFetch and DescribeGroups (or the
+    # FindCoordinator before them) fail with GROUP_AUTHORIZATION_FAILED.
+    assert error_of(commit()) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert error_of(fetch()) == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert error_of(bob.describe_consumer_groups([group])[group]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    # DESCRIBE on the group passes FindCoordinator, OffsetFetch and DescribeGroups;
+    # OffsetCommit still needs READ.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Describe", "--group", group)
+    committed = commit().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [p.error.code() for p in committed] == [KafkaError.GROUP_AUTHORIZATION_FAILED]
+    got = fetch().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [(p.topic, p.partition, p.offset) for p in got] == [(topic, 0, -1001)]
+    assert error_of(bob.describe_consumer_groups([group])[group]) is None
+    # READ on the group: the commit goes in and reads back.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Read", "--group", group)
+    assert [p.error for p in commit().result(timeout=OP_TIMEOUT).topic_partitions] == [None]
+    got = fetch().result(timeout=OP_TIMEOUT).topic_partitions
+    assert [(p.topic, p.partition, p.offset) for p in got] == [(topic, 0, 1)]
+    # Listing groups shows only those bob may describe.
+    listed = bob.list_consumer_groups().result(timeout=OP_TIMEOUT).valid
+    assert [g.group_id for g in listed] == [group], listed
+    # DeleteGroups needs DELETE on the group.
+    assert error_of(bob.delete_consumer_groups([group])[group]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:bob",
+         "--operation", "Delete", "--group", group)
+    assert error_of(bob.delete_consumer_groups([group])[group]) is None
+    acls(kafka_libs, broker, props, "--remove", "--force", "--group", group)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_idempotent_producer_needs_idempotent_write_or_some_topic_write(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-i-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+
+    def attempt():
+        errors = []
+        p = Producer({"bootstrap.servers": broker.bootstrap, **conf("carol"),
+                      "enable.idempotence": True, "message.timeout.ms": 10000})
+        reports = []
+        p.produce(topic, b"x", on_delivery=lambda e, m: reports.append(e))
+        try:
+            p.flush(OP_TIMEOUT)
+        except (KafkaException, SystemError) as e:
+            # A fatal error; raised while a delivery callback runs, it comes wrapped.
+            fatal = e if isinstance(e, KafkaException) else e.__cause__ or e.__context__
+            errors.append(fatal.args[0])
+        return errors, reports
+
+    # carol may only DESCRIBE the topic: InitProducerId (no transactional id) is
+    # CLUSTER_AUTHORIZATION_FAILED.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Describe", "--topic", topic)
+    errors, reports = attempt()
+    codes = {e.code() for e in errors} | {e.code() for e in reports if e is not None}
+    assert KafkaError.CLUSTER_AUTHORIZATION_FAILED in codes, (errors, reports)
+    # WRITE on one topic is enough (Kafka 3.0+, KIP-679), as is IDEMPOTENT_WRITE.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Write", "--topic", topic)
+    errors, reports = attempt()
+    assert reports == [None], (errors, reports)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_transactional_producer_needs_write_on_its_transactional_id(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-x-{uuid.uuid4().hex[:6]}"
+    tid = f"authz-tx-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Write", "--topic", topic)
+
+    def producer():
+        return Producer({"bootstrap.servers": broker.bootstrap, **conf("dave"),
+                         "transactional.id": tid})
+
+    def init_error():
+        with pytest.raises(KafkaException) as e:
+            producer().init_transactions(OP_TIMEOUT)
+        return e.value.args[0].code()
+
+    # No ACL on the id: FindCoordinator (DESCRIBE) refuses it.
+    assert init_error() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # DESCRIBE only: InitProducerId (WRITE) refuses it.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Describe", "--transactional-id", tid)
+    assert init_error() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # WRITE on the id: the transaction commits.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+         "--operation", "Write", "--transactional-id", tid)
+    p = producer()
+    p.init_transactions(OP_TIMEOUT)
+    p.begin_transaction()
+    p.produce(topic, b"in-txn")
+    p.commit_transaction(OP_TIMEOUT)
+    got = consume(broker.bootstrap, topic, 0, 1, conf=conf("admin"))
+    assert [r["value"] for r in got] == [b"in-txn"]
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--transactional-id", tid)
+
+
+def test_authorized_operations_kip_430(secured, kafka_libs):  # noqa: F811
+    broker, props = secured
+    topic = f"authz-k-{uuid.uuid4().hex[:6]}"
+    create_as_admin(broker, topic)
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:alice",
+         "--operation", "Read", "--topic", topic)
+
+    def topic_ops(user):
+        client = admin(broker, user)
+        d = client.describe_topics(TopicCollection([topic]), include_authorized_operations=True)
+        return set(d[topic].result(timeout=OP_TIMEOUT).authorized_operations)
+
+    # READ and the DESCRIBE it implies; a super user every topic operation.
+    assert topic_ops("alice") == {AclOperation.READ, AclOperation.DESCRIBE}
+    assert topic_ops("admin") == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS}
+    root = admin(broker, "admin")
+    cluster = root.describe_cluster(include_authorized_operations=True).result(timeout=OP_TIMEOUT)
+    assert AclOperation.CLUSTER_ACTION in set(cluster.authorized_operations)
+    acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)

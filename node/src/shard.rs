@@ -116,6 +116,57 @@ impl ShardContext {
         })
     }
 
+    /// Whether `caller` may do `operation` on some resource of `resource_type` (Kafka's
+    /// `authorizeByResourceType`); always without an authorizer.
+    pub fn authorized_for_any(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        self.authorizer.as_ref().is_none_or(|a| {
+            a.by_resource_type(&self.image.borrow().acls, caller, operation, resource_type)
+        })
+    }
+
+    /// KIP-430's authorized operations of a resource when the client asked for them
+    /// and an authorizer is on; Kafka's "unknown" (`i32::MIN`) otherwise, as before.
+    pub fn authorized_operations(
+        &self,
+        requested: bool,
+        caller: &Caller,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> i32 {
+        match &self.authorizer {
+            Some(a) if requested => {
+                a.operations(&self.image.borrow().acls, caller, resource_type, name)
+            }
+            _ => i32::MIN,
+        }
+    }
+
+    /// The names among `names` that `caller` may not `operation` as topics (each
+    /// checked once, denials logged); empty at no cost without an authorizer.
+    pub fn denied_topics<'a>(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::HashSet<String> {
+        let mut denied = std::collections::HashSet::new();
+        if self.authorizer.is_none() {
+            return denied;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            if seen.insert(name) && !self.authorized(caller, operation, ResourceType::Topic, name) {
+                denied.insert(name.to_string());
+            }
+        }
+        denied
+    }
+
     pub fn owner_of(&self, slot: u32) -> usize {
         slot as usize % self.shard_count
     }

@@ -14,9 +14,10 @@ use spate_net::messages::{
 };
 use spate_net::ErrorCode;
 
-use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::route;
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::security::Listener;
 use crate::shard::ShardContext;
 
@@ -27,6 +28,7 @@ pub fn describe_cluster(
     ctx: &ShardContext,
     req: DescribeClusterRequest,
     listener: &Listener,
+    caller: &Caller,
 ) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse {
         endpoint_type: req.endpoint_type,
@@ -41,7 +43,24 @@ pub fn describe_cluster(
                 rack,
             })
             .collect(),
-        cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+        // KIP-430: only for a caller that may DESCRIBE the cluster (else 0), as Kafka.
+        cluster_authorized_operations: if req.include_cluster_authorized_operations
+            && ctx.authorizer.is_some()
+            && !ctx.authorized(
+                caller,
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+            0
+        } else {
+            ctx.authorized_operations(
+                req.include_cluster_authorized_operations,
+                caller,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            )
+        },
         ..Default::default()
     };
     if req.endpoint_type != ENDPOINT_BROKERS {
@@ -56,7 +75,20 @@ pub fn describe_cluster(
 pub async fn describe_log_dirs(
     ctx: &Rc<ShardContext>,
     req: DescribeLogDirsRequest,
+    caller: &Caller,
 ) -> DescribeLogDirsResponse {
+    // Kafka: DESCRIBE on the cluster.
+    if !ctx.authorized(
+        caller,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return DescribeLogDirsResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
     let image = ctx.image();
     // The partitions to report: all, or the requested ones that exist.
     let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();

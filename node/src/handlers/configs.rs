@@ -17,6 +17,8 @@ use crate::broker_config::describe::{ConfigEntry, Sources};
 use crate::config::BrokerConfig;
 use crate::controller::{ConfigChange, ControllerRequest};
 use crate::metadata::{MetadataImage, TopicImage};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 use crate::topic_config::source;
 
@@ -26,6 +28,54 @@ pub const RESOURCE_BROKER: i8 = 4;
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 /// Consumer group configs (KIP-848).
 pub const RESOURCE_GROUP: i8 = 32;
+/// Client metrics subscriptions (KIP-714), not served; authorized on the cluster.
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+
+/// The ACL resource a config resource is authorized on, and the error when the caller
+/// may not (Kafka: brokers, broker loggers and client metrics on the cluster, topics
+/// and groups on themselves); `None` for types this broker does not serve.
+fn acl_resource(kind: i8, name: &str) -> Option<(ResourceType, &str, ErrorCode)> {
+    match kind {
+        RESOURCE_TOPIC => Some((
+            ResourceType::Topic,
+            name,
+            ErrorCode::TopicAuthorizationFailed,
+        )),
+        RESOURCE_GROUP => Some((
+            ResourceType::Group,
+            name,
+            ErrorCode::GroupAuthorizationFailed,
+        )),
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER | RESOURCE_CLIENT_METRICS => Some((
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            ErrorCode::ClusterAuthorizationFailed,
+        )),
+        _ => None,
+    }
+}
+
+/// The error for a caller that may not `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS)
+/// the config resource, with Kafka's message.
+fn config_denied(
+    ctx: &ShardContext,
+    caller: &Caller,
+    operation: Operation,
+    kind: i8,
+    name: &str,
+) -> Option<(i16, Option<String>)> {
+    ctx.authorizer.as_ref()?;
+    let (resource_type, acl_name, error) = acl_resource(kind, name)?;
+    if ctx.authorized(caller, operation, resource_type, acl_name) {
+        return None;
+    }
+    let message = match error {
+        ErrorCode::TopicAuthorizationFailed => "Topic authorization failed.",
+        ErrorCode::GroupAuthorizationFailed => "Group authorization failed.",
+        _ => "Cluster authorization failed.",
+    };
+    Some((error.code(), Some(message.to_string())))
+}
 
 /// What config entries are computed from on this shard.
 fn sources<'a>(ctx: &'a ShardContext, image: &'a MetadataImage) -> Sources<'a> {
@@ -49,6 +99,7 @@ pub fn describe(
     ctx: &ShardContext,
     req: DescribeConfigsRequest,
     version: i16,
+    caller: &Caller,
 ) -> DescribeConfigsResponse {
     let image = ctx.image();
     let results = req
@@ -60,6 +111,17 @@ pub fn describe(
                 resource_name: r.resource_name.clone(),
                 ..Default::default()
             };
+            if let Some((code, message)) = config_denied(
+                ctx,
+                caller,
+                Operation::DescribeConfigs,
+                r.resource_type,
+                &r.resource_name,
+            ) {
+                result.error_code = code;
+                result.error_message = message;
+                return result;
+            }
             let sources = sources(ctx, &image);
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match image.topic(&r.resource_name) {
@@ -239,12 +301,18 @@ async fn apply(
     ctx: &Rc<ShardContext>,
     resources: Vec<(i8, String, ConfigChange)>,
     validate_only: bool,
+    caller: &Caller,
 ) -> Vec<(i16, Option<String>)> {
+    let denied: Vec<Option<(i16, Option<String>)>> = resources
+        .iter()
+        .map(|(kind, name, _)| config_denied(ctx, caller, Operation::AlterConfigs, *kind, name))
+        .collect();
     let of_type = |kind: i8| -> Vec<(String, ConfigChange)> {
         resources
             .iter()
-            .filter(|(t, _, _)| *t == kind)
-            .map(|(_, name, c)| (name.clone(), c.clone()))
+            .zip(&denied)
+            .filter(|((t, _, _), d)| *t == kind && d.is_none())
+            .map(|((_, name, c), _)| (name.clone(), c.clone()))
             .collect()
     };
     let mut topics = change(ctx, of_type(RESOURCE_TOPIC), validate_only, RESOURCE_TOPIC)
@@ -264,15 +332,19 @@ async fn apply(
     let lost = || (ErrorCode::UnknownServerError.code(), None);
     resources
         .into_iter()
-        .map(|(kind, name, change)| match kind {
-            RESOURCE_TOPIC => topics.next().unwrap_or_else(lost),
-            RESOURCE_BROKER => brokers.next().unwrap_or_else(lost),
-            RESOURCE_GROUP => groups.next().unwrap_or_else(lost),
-            RESOURCE_BROKER_LOGGER => match alter_loggers(ctx, &name, &change, validate_only) {
-                Ok(()) => (0, None),
-                Err((code, message)) => (code.code(), Some(message)),
-            },
-            other => (
+        .zip(denied)
+        .map(|((kind, name, change), denied)| match (kind, denied) {
+            (_, Some(denied)) => denied,
+            (RESOURCE_TOPIC, None) => topics.next().unwrap_or_else(lost),
+            (RESOURCE_BROKER, None) => brokers.next().unwrap_or_else(lost),
+            (RESOURCE_GROUP, None) => groups.next().unwrap_or_else(lost),
+            (RESOURCE_BROKER_LOGGER, None) => {
+                match alter_loggers(ctx, &name, &change, validate_only) {
+                    Ok(()) => (0, None),
+                    Err((code, message)) => (code.code(), Some(message)),
+                }
+            }
+            (other, None) => (
                 ErrorCode::InvalidRequest.code(),
                 Some(format!("Unsupported resource type {other}")),
             ),
@@ -280,7 +352,11 @@ async fn apply(
         .collect()
 }
 
-pub async fn alter(ctx: &Rc<ShardContext>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(
+    ctx: &Rc<ShardContext>,
+    req: AlterConfigsRequest,
+    caller: &Caller,
+) -> AlterConfigsResponse {
     let resources: Vec<(i8, String, ConfigChange)> = req
         .resources
         .iter()
@@ -294,7 +370,7 @@ pub async fn alter(ctx: &Rc<ShardContext>, req: AlterConfigsRequest) -> AlterCon
             (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
-    let results = apply(ctx, resources, req.validate_only).await;
+    let results = apply(ctx, resources, req.validate_only, caller).await;
     AlterConfigsResponse {
         responses: req
             .resources
@@ -316,6 +392,7 @@ pub async fn alter(ctx: &Rc<ShardContext>, req: AlterConfigsRequest) -> AlterCon
 pub async fn incremental_alter(
     ctx: &Rc<ShardContext>,
     req: IncrementalAlterConfigsRequest,
+    caller: &Caller,
 ) -> IncrementalAlterConfigsResponse {
     let resources: Vec<(i8, String, ConfigChange)> = req
         .resources
@@ -330,7 +407,7 @@ pub async fn incremental_alter(
             (r.resource_type, r.resource_name.clone(), change)
         })
         .collect();
-    let results = apply(ctx, resources, req.validate_only).await;
+    let results = apply(ctx, resources, req.validate_only, caller).await;
     IncrementalAlterConfigsResponse {
         responses: req
             .resources
@@ -344,5 +421,45 @@ pub async fn incremental_alter(
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_resources_map_to_kafkas_acl_resources() {
+        assert_eq!(
+            acl_resource(RESOURCE_TOPIC, "t"),
+            Some((
+                ResourceType::Topic,
+                "t",
+                ErrorCode::TopicAuthorizationFailed
+            ))
+        );
+        assert_eq!(
+            acl_resource(RESOURCE_GROUP, "g"),
+            Some((
+                ResourceType::Group,
+                "g",
+                ErrorCode::GroupAuthorizationFailed
+            ))
+        );
+        for kind in [
+            RESOURCE_BROKER,
+            RESOURCE_BROKER_LOGGER,
+            RESOURCE_CLIENT_METRICS,
+        ] {
+            assert_eq!(
+                acl_resource(kind, "1"),
+                Some((
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    ErrorCode::ClusterAuthorizationFailed
+                ))
+            );
+        }
+        assert_eq!(acl_resource(99, "x"), None);
     }
 }

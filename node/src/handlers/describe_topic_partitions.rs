@@ -11,6 +11,8 @@ use spate_net::{ErrorCode, Uuid};
 use crate::controller::validate_topic_name;
 use crate::metadata::{MetadataImage, TopicImage};
 use crate::partition::LEADER_EPOCH;
+use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions one response
@@ -19,7 +21,8 @@ const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 /// What Kafka reports without an authorizer: every operation a topic supports (READ,
 /// WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS as a bit field).
-/// Spate has no authorization, so every operation is allowed.
+/// Without an authorizer every operation is allowed; with one, each topic gets the
+/// caller's own (`handle`).
 const TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
@@ -34,9 +37,36 @@ fn is_internal(name: &str) -> bool {
 pub fn handle(
     ctx: &ShardContext,
     req: DescribeTopicPartitionsRequest,
+    caller: &Caller,
 ) -> DescribeTopicPartitionsResponse {
-    match describe(&ctx.image(), ctx.config.node_id, &ctx.log_dirs, &req) {
-        Ok(response) => response,
+    // Kafka: DESCRIBE on each topic; a listing of every topic leaves out the others
+    // quietly, a named one is TOPIC_AUTHORIZATION_FAILED.
+    let describable = |name: &str, named: bool| {
+        if named {
+            ctx.authorized(caller, Operation::Describe, ResourceType::Topic, name)
+        } else {
+            ctx.may_see(caller, Operation::Describe, ResourceType::Topic, name)
+        }
+    };
+    match describe(
+        &ctx.image(),
+        ctx.config.node_id,
+        &ctx.log_dirs,
+        &req,
+        &describable,
+    ) {
+        Ok(mut response) => {
+            // KIP-430: with an authorizer, what the caller may do on each topic.
+            if ctx.authorizer.is_some() {
+                for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+                    if let Some(name) = &t.name {
+                        t.topic_authorized_operations =
+                            ctx.authorized_operations(true, caller, ResourceType::Topic, name);
+                    }
+                }
+            }
+            response
+        }
         // Kafka's error response: every requested topic with the error, nothing else.
         Err(code) => DescribeTopicPartitionsResponse {
             topics: req
@@ -58,6 +88,8 @@ fn describe(
     node: i32,
     log_dirs: &crate::log_dirs::LogDirs,
     req: &DescribeTopicPartitionsRequest,
+    // Whether the caller may describe a topic (true: it was named in the request).
+    describable: &dyn Fn(&str, bool) -> bool,
 ) -> Result<DescribeTopicPartitionsResponse, ErrorCode> {
     let all = req.topics.is_empty();
     let cursor_topic = req.cursor.as_ref().map_or("", |c| c.topic_name.as_str());
@@ -66,7 +98,7 @@ fn describe(
     } else {
         req.topics.iter().map(|t| t.name.as_str()).collect()
     };
-    names.retain(|n| *n >= cursor_topic);
+    names.retain(|n| *n >= cursor_topic && (!all || describable(n, false)));
     names.sort_unstable();
     names.dedup();
     if let Some(c) = &req.cursor {
@@ -88,6 +120,16 @@ fn describe(
                 partition_index: 0,
             });
             break;
+        }
+        if !all && !describable(name, true) {
+            topics.push(DescribeTopicPartitionsResponseTopic {
+                error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                name: Some(name.to_string()),
+                is_internal: is_internal(name),
+                topic_authorized_operations: TOPIC_OPERATIONS,
+                ..Default::default()
+            });
+            continue;
         }
         let Some(topic) = image.topic(name) else {
             if !all {
@@ -235,7 +277,14 @@ mod tests {
     #[test]
     fn pages_through_all_topics() {
         let img = image();
-        let r = describe(&img, 0, &LogDirs::healthy_for_tests(), &req(&[], 2, None)).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&[], 2, None),
+            &|_, _| true,
+        )
+        .unwrap();
         assert_eq!(
             pages(&r),
             (vec![("a".into(), 0, vec![0, 1])], Some(("a".into(), 2)))
@@ -245,6 +294,7 @@ mod tests {
             0,
             &LogDirs::healthy_for_tests(),
             &req(&[], 2, Some(("a", 2))),
+            &|_, _| true,
         )
         .unwrap();
         // A topic that fills the page exactly moves the cursor to the next topic's start.
@@ -260,6 +310,7 @@ mod tests {
             0,
             &LogDirs::healthy_for_tests(),
             &req(&[], 3, Some(("b", 1))),
+            &|_, _| true,
         )
         .unwrap();
         assert_eq!(
@@ -269,7 +320,14 @@ mod tests {
                 None
             )
         );
-        let r = describe(&img, 0, &LogDirs::healthy_for_tests(), &req(&[], 5, None)).unwrap();
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&[], 5, None),
+            &|_, _| true,
+        )
+        .unwrap();
         assert_eq!(
             pages(&r),
             (
@@ -287,6 +345,7 @@ mod tests {
             0,
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name", "a"], 0, None),
+            &|_, _| true,
         )
         .unwrap();
         // A limit below 1 means 1.
@@ -299,6 +358,7 @@ mod tests {
             0,
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name"], 10, None),
+            &|_, _| true,
         )
         .unwrap();
         assert_eq!(
@@ -323,9 +383,44 @@ mod tests {
             0,
             &LogDirs::healthy_for_tests(),
             &req(&["c"], 10, Some(("c", 7))),
+            &|_, _| true,
         )
         .unwrap();
         assert_eq!(pages(&r), (vec![("c".into(), 0, vec![])], None));
+    }
+
+    #[test]
+    fn topics_the_caller_may_not_describe() {
+        let img = image();
+        let only_c = |name: &str, _named: bool| name == "c";
+        // A listing leaves them out.
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&[], 10, None),
+            &only_c,
+        )
+        .unwrap();
+        assert_eq!(pages(&r), (vec![("c".into(), 0, vec![0])], None));
+        // Named, they are TOPIC_AUTHORIZATION_FAILED, existing or not.
+        let r = describe(
+            &img,
+            0,
+            &LogDirs::healthy_for_tests(),
+            &req(&["a", "c", "nope"], 10, None),
+            &only_c,
+        )
+        .unwrap();
+        let denied = ErrorCode::TopicAuthorizationFailed.code();
+        assert_eq!(
+            pages(&r).0,
+            vec![
+                ("a".into(), denied, vec![]),
+                ("c".into(), 0, vec![0]),
+                ("nope".into(), denied, vec![]),
+            ]
+        );
     }
 
     #[test]
@@ -336,7 +431,8 @@ mod tests {
                 &img,
                 0,
                 &LogDirs::healthy_for_tests(),
-                &req(&["a"], 10, Some(("b", 0)))
+                &req(&["a"], 10, Some(("b", 0))),
+                &|_, _| true,
             )
             .unwrap_err(),
             ErrorCode::InvalidRequest
@@ -346,7 +442,8 @@ mod tests {
                 &img,
                 0,
                 &LogDirs::healthy_for_tests(),
-                &req(&["a"], 10, Some(("a", -1)))
+                &req(&["a"], 10, Some(("a", -1))),
+                &|_, _| true,
             )
             .unwrap_err(),
             ErrorCode::InvalidRequest
@@ -356,7 +453,8 @@ mod tests {
                 &img,
                 0,
                 &LogDirs::healthy_for_tests(),
-                &req(&[], 10, Some(("a", -1)))
+                &req(&[], 10, Some(("a", -1))),
+                &|_, _| true,
             )
             .unwrap_err(),
             ErrorCode::InvalidRequest

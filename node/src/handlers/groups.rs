@@ -45,6 +45,8 @@ use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
 use crate::group::consumer::{self, member::Assignment, GroupError};
 use crate::group::{partition_for, GroupRequest, JoinArgs, OFFSETS_TOPIC};
 use crate::mesh::ShardMsg;
+use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::Caller;
 use crate::security::Listener;
 use crate::shard::ShardContext;
 
@@ -102,11 +104,44 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
     listener: &Listener,
+    caller: &Caller,
 ) -> FindCoordinatorResponse {
     let (host, port) = listener.advertised.clone();
     let node = ctx.config.node_id;
     let image = ctx.image();
     let entry = |key: String| {
+        // Kafka: DESCRIBE on the group or transactional id, checked before anything else
+        // (no internal topic is created for a caller that may not).
+        let denied = match req.key_type {
+            KEY_TYPE_GROUP => {
+                (!ctx.authorized(caller, Operation::Describe, ResourceType::Group, &key))
+                    .then_some(ErrorCode::GroupAuthorizationFailed)
+            }
+            KEY_TYPE_TRANSACTION => (!ctx.authorized(
+                caller,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &key,
+            ))
+            .then_some(ErrorCode::TransactionalIdAuthorizationFailed),
+            _ => None,
+        };
+        if let Some(error) = denied {
+            return CoordinatorEntry {
+                key,
+                node_id: -1,
+                host: String::new(),
+                port: -1,
+                error_code: error.code(),
+                error_message: Some(
+                    match error {
+                        ErrorCode::GroupAuthorizationFailed => "Group authorization failed.",
+                        _ => "Transactional Id authorization failed.",
+                    }
+                    .to_string(),
+                ),
+            };
+        }
         // The coordinator is the leader of the key's internal partition, if it is live.
         let partition = match req.key_type {
             KEY_TYPE_GROUP => group_partition(ctx, &key).map(|p| (OFFSETS_TOPIC, p)),
@@ -325,10 +360,23 @@ pub async fn offset_commit(
     ctx: &Rc<ShardContext>,
     req: OffsetCommitRequest,
     version: i16,
+    caller: &Caller,
 ) -> OffsetCommitResponse {
+    // Kafka: READ on the group (else every partition fails), then READ on each topic.
+    let group_denied = !ctx.authorized(caller, Operation::Read, ResourceType::Group, &req.group_id);
+    let denied = if group_denied {
+        Default::default()
+    } else {
+        ctx.denied_topics(
+            caller,
+            Operation::Read,
+            req.topics.iter().map(|t| t.name.as_str()),
+        )
+    };
     let entries: Vec<_> = req
         .topics
         .iter()
+        .filter(|t| !group_denied && !denied.contains(&t.name))
         .flat_map(|t| {
             t.partitions.iter().map(|p| {
                 (
@@ -342,16 +390,20 @@ pub async fn offset_commit(
         })
         .collect();
     let group_id = req.group_id.clone();
-    let codes = ask(ctx, &group_id, |reply| GroupRequest::Commit {
-        group_id: req.group_id.clone(),
-        generation: req.generation_id_or_member_epoch,
-        member_id: req.member_id.clone(),
-        instance_id: req.group_instance_id.clone(),
-        version,
-        entries,
-        reply,
-    })
-    .await;
+    let codes = if group_denied || (entries.is_empty() && !denied.is_empty()) {
+        Ok(Vec::new())
+    } else {
+        ask(ctx, &group_id, |reply| GroupRequest::Commit {
+            group_id: req.group_id.clone(),
+            generation: req.generation_id_or_member_epoch,
+            member_id: req.member_id.clone(),
+            instance_id: req.group_instance_id.clone(),
+            version,
+            entries,
+            reply,
+        })
+        .await
+    };
     // Without the coordinator, every partition gets the same error.
     let missing = codes.as_ref().err().copied().unwrap_or(NOT_AVAILABLE);
     let mut codes = codes.unwrap_or_default().into_iter();
@@ -366,7 +418,13 @@ pub async fn offset_commit(
                     .iter()
                     .map(|p| OffsetCommitResponsePartition {
                         partition_index: p.partition_index,
-                        error_code: codes.next().unwrap_or(missing),
+                        error_code: if group_denied {
+                            ErrorCode::GroupAuthorizationFailed.code()
+                        } else if denied.contains(&t.name) {
+                            ErrorCode::TopicAuthorizationFailed.code()
+                        } else {
+                            codes.next().unwrap_or(missing)
+                        },
                     })
                     .collect(),
             })
@@ -414,10 +472,57 @@ async fn fetch_group(
     Ok(out)
 }
 
+/// [`fetch_group`] with Kafka's checks: DESCRIBE on the group, and on each topic (a
+/// named topic the caller may not describe fails its partitions with
+/// TOPIC_AUTHORIZATION_FAILED; a listing of every topic leaves it out).
+async fn fetch_group_authorized(
+    ctx: &ShardContext,
+    caller: &Caller,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+    member: Option<(String, i32)>,
+) -> Result<FetchedTopics, i16> {
+    if ctx.authorizer.is_none() {
+        return fetch_group(ctx, group_id, topics, require_stable, member).await;
+    }
+    if !ctx.authorized(caller, Operation::Describe, ResourceType::Group, group_id) {
+        return Err(ErrorCode::GroupAuthorizationFailed.code());
+    }
+    let Some(topics) = topics else {
+        let mut all = fetch_group(ctx, group_id, None, require_stable, member).await?;
+        let denied = ctx.denied_topics(
+            caller,
+            Operation::Describe,
+            all.iter().map(|(t, _)| t.as_str()),
+        );
+        all.retain(|(t, _)| !denied.contains(t));
+        return Ok(all);
+    };
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Describe,
+        topics.iter().map(|(t, _)| t.as_str()),
+    );
+    let (refused, allowed): (Vec<_>, Vec<_>) =
+        topics.into_iter().partition(|(t, _)| denied.contains(t));
+    let mut out = fetch_group(ctx, group_id, Some(allowed), require_stable, member).await?;
+    for (topic, partitions) in refused {
+        let code = ErrorCode::TopicAuthorizationFailed.code();
+        let rows = partitions
+            .into_iter()
+            .map(|p| (p, -1, -1, String::new(), code))
+            .collect();
+        out.push((topic, rows));
+    }
+    Ok(out)
+}
+
 pub async fn offset_fetch(
     ctx: &Rc<ShardContext>,
     req: OffsetFetchRequest,
     version: i16,
+    caller: &Caller,
 ) -> OffsetFetchResponse {
     if version >= BATCHED_GROUPS_FROM {
         let mut groups = Vec::with_capacity(req.groups.len());
@@ -433,11 +538,19 @@ pub async fn offset_fetch(
                 .member_id
                 .filter(|m| !m.is_empty() || g.member_epoch >= 0)
                 .map(|m| (m, g.member_epoch));
-            let (topics, error_code) =
-                match fetch_group(ctx, &g.group_id, topics, req.require_stable, member).await {
-                    Ok(t) => (t, 0),
-                    Err(code) => (Vec::new(), code),
-                };
+            let (topics, error_code) = match fetch_group_authorized(
+                ctx,
+                caller,
+                &g.group_id,
+                topics,
+                req.require_stable,
+                member,
+            )
+            .await
+            {
+                Ok(t) => (t, 0),
+                Err(code) => (Vec::new(), code),
+            };
             groups.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
                 topics: topics
@@ -477,7 +590,8 @@ pub async fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match fetch_group(ctx, &req.group_id, topics, req.require_stable, None).await {
+    match fetch_group_authorized(ctx, caller, &req.group_id, topics, req.require_stable, None).await
+    {
         Ok(topics) => OffsetFetchResponse {
             topics: topics
                 .into_iter()
@@ -515,9 +629,20 @@ pub async fn offset_fetch(
 pub async fn describe_groups(
     ctx: &Rc<ShardContext>,
     req: DescribeGroupsRequest,
+    caller: &Caller,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
+        // Kafka: DESCRIBE on each group.
+        if !ctx.authorized(caller, Operation::Describe, ResourceType::Group, &group_id) {
+            groups.push(DescribedGroup {
+                error_code: ErrorCode::GroupAuthorizationFailed.code(),
+                group_id,
+                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                ..Default::default()
+            });
+            continue;
+        }
         let gid = group_id.clone();
         let described = match ask(ctx, &group_id, |reply| GroupRequest::Describe {
             group_id: gid,
@@ -552,7 +677,12 @@ pub async fn describe_groups(
                         },
                     )
                     .collect(),
-                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                authorized_operations: ctx.authorized_operations(
+                    req.include_authorized_operations,
+                    caller,
+                    ResourceType::Group,
+                    &group_id,
+                ),
             },
             Err(code) => DescribedGroup {
                 error_code: code,
@@ -569,7 +699,20 @@ pub async fn describe_groups(
     }
 }
 
-pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list_groups(
+    ctx: &Rc<ShardContext>,
+    req: ListGroupsRequest,
+    caller: &Caller,
+) -> ListGroupsResponse {
+    // Kafka: DESCRIBE on the cluster lists every group; else the groups the caller may
+    // DESCRIBE (quietly).
+    let every_group = ctx.authorizer.is_none()
+        || ctx.may_see(
+            caller,
+            Operation::Describe,
+            ResourceType::Cluster,
+            crate::security::authorizer::acl::CLUSTER_NAME,
+        );
     let mut waits = Vec::with_capacity(ctx.shard_count);
     for sender in &ctx.senders {
         let (tx, rx) = flume::bounded(1);
@@ -600,6 +743,16 @@ pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> List
             if !types.is_empty() && !types.iter().any(|t| t == g.group_type) {
                 continue;
             }
+            if !every_group
+                && !ctx.may_see(
+                    caller,
+                    Operation::Describe,
+                    ResourceType::Group,
+                    &g.group_id,
+                )
+            {
+                continue;
+            }
             groups.push(ListedGroup {
                 group_id: g.group_id,
                 protocol_type: g.protocol_type,
@@ -618,9 +771,18 @@ pub async fn list_groups(ctx: &Rc<ShardContext>, req: ListGroupsRequest) -> List
 pub async fn delete_groups(
     ctx: &Rc<ShardContext>,
     req: DeleteGroupsRequest,
+    caller: &Caller,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
+        // Kafka: DELETE on each group.
+        if !ctx.authorized(caller, Operation::Delete, ResourceType::Group, &group_id) {
+            results.push(DeletableGroupResult {
+                group_id,
+                error_code: ErrorCode::GroupAuthorizationFailed.code(),
+            });
+            continue;
+        }
         let gid = group_id.clone();
         let code = ask(ctx, &group_id, |reply| GroupRequest::Delete {
             group_id: gid,
@@ -642,7 +804,25 @@ pub async fn delete_groups(
 pub async fn offset_delete(
     ctx: &Rc<ShardContext>,
     req: OffsetDeleteRequest,
+    caller: &Caller,
 ) -> OffsetDeleteResponse {
+    // Kafka: DELETE on the group, then READ on each topic.
+    if !ctx.authorized(
+        caller,
+        Operation::Delete,
+        ResourceType::Group,
+        &req.group_id,
+    ) {
+        return OffsetDeleteResponse {
+            error_code: ErrorCode::GroupAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Read,
+        req.topics.iter().map(|t| t.name.as_str()),
+    );
     let image = ctx.image();
     let known = |t: &str, p: i32| {
         image
@@ -652,6 +832,7 @@ pub async fn offset_delete(
     let partitions: Vec<(String, i32)> = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(&t.name))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -688,7 +869,9 @@ pub async fn offset_delete(
                     .iter()
                     .map(|p| OffsetDeleteResponsePartition {
                         partition_index: p.partition_index,
-                        error_code: if known(&t.name, p.partition_index) {
+                        error_code: if denied.contains(&t.name) {
+                            ErrorCode::TopicAuthorizationFailed.code()
+                        } else if known(&t.name, p.partition_index) {
                             codes.next().unwrap_or(0)
                         } else {
                             ErrorCode::UnknownTopicOrPartition.code()
@@ -707,7 +890,22 @@ pub async fn txn_offset_commit(
     ctx: &Rc<ShardContext>,
     req: TxnOffsetCommitRequest,
     version: i16,
+    caller: &Caller,
 ) -> TxnOffsetCommitResponse {
+    // Kafka: WRITE on the transactional id, READ on the group (else every partition
+    // fails), then READ on each topic.
+    let whole = if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed.code())
+    } else if !ctx.authorized(caller, Operation::Read, ResourceType::Group, &req.group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed.code())
+    } else {
+        None
+    };
     // v6+ names topics by id; an unknown id fails its partitions alone.
     let names: Vec<Option<String>> = {
         let image = ctx.image();
@@ -722,11 +920,20 @@ pub async fn txn_offset_commit(
             })
             .collect()
     };
+    let denied = match whole {
+        Some(_) => Default::default(),
+        None => ctx.denied_topics(
+            caller,
+            Operation::Read,
+            names.iter().flatten().map(|n| n.as_str()),
+        ),
+    };
     let entries: Vec<_> = req
         .topics
         .iter()
         .zip(&names)
         .filter_map(|(t, name)| Some((t, name.clone()?)))
+        .filter(|(_, name)| !denied.contains(name))
         .flat_map(|(t, name)| {
             t.partitions.iter().map(move |p| {
                 (
@@ -739,7 +946,10 @@ pub async fn txn_offset_commit(
             })
         })
         .collect();
-    let verified = verify_offsets_partition(ctx, &req, version).await;
+    let verified = match whole {
+        Some(code) => code,
+        None => verify_offsets_partition(ctx, &req, version).await,
+    };
     let codes = match verified {
         0 => {
             ask(ctx, &req.group_id, |reply| GroupRequest::TxnCommit {
@@ -784,6 +994,10 @@ pub async fn txn_offset_commit(
                     .map(|p| TxnOffsetCommitResponsePartition {
                         partition_index: p.partition_index,
                         error_code: match name {
+                            _ if whole.is_some() => whole.unwrap_or_default(),
+                            Some(n) if denied.contains(n) => {
+                                ErrorCode::TopicAuthorizationFailed.code()
+                            }
                             None => ErrorCode::UnknownTopicId.code(),
                             Some(_) => convert(codes.next().unwrap_or(missing)),
                         },
@@ -901,9 +1115,21 @@ pub async fn consumer_group_heartbeat(
 pub async fn consumer_group_describe(
     ctx: &Rc<ShardContext>,
     req: ConsumerGroupDescribeRequest,
+    caller: &Caller,
 ) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(req.group_ids.len());
     for group_id in req.group_ids {
+        // Kafka: DESCRIBE on each group.
+        if !ctx.authorized(caller, Operation::Describe, ResourceType::Group, &group_id) {
+            groups.push(describe_response::DescribedGroup {
+                error_code: ErrorCode::GroupAuthorizationFailed.code(),
+                error_message: Some("Group authorization failed.".into()),
+                group_id,
+                authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                ..Default::default()
+            });
+            continue;
+        }
         let gid = group_id.clone();
         let view = ask(ctx, &group_id, |reply| GroupRequest::ConsumerDescribe {
             group_id: gid,
@@ -966,7 +1192,12 @@ pub async fn consumer_group_describe(
                             member_type: MEMBER_TYPE_CONSUMER,
                         })
                         .collect(),
-                    authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+                    authorized_operations: ctx.authorized_operations(
+                        req.include_authorized_operations,
+                        caller,
+                        ResourceType::Group,
+                        &group_id,
+                    ),
                     ..Default::default()
                 }
             }

@@ -8,6 +8,8 @@ use spate_net::ErrorCode;
 
 use crate::handlers::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::metadata::MetadataImage;
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
 /// Kafka's `ConfigResource.Type` codes of the other listable resources.
@@ -19,7 +21,20 @@ pub fn handle(
     ctx: &ShardContext,
     req: ListConfigResourcesRequest,
     version: i16,
+    caller: &Caller,
 ) -> ListConfigResourcesResponse {
+    // Kafka: DESCRIBE_CONFIGS on the cluster.
+    if !ctx.authorized(
+        caller,
+        Operation::DescribeConfigs,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return ListConfigResourcesResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
     match list(
         &ctx.image(),
         ctx.config.node_id,

@@ -34,6 +34,9 @@ pub async fn handle(
     listener: Arc<Listener>,
     caller: Caller,
 ) -> MetadataResponse {
+    // KIP-430 (v8-10): the operations the caller may do, when asked and authorizing.
+    let want_topic_ops = req.include_topic_authorized_operations;
+    let want_cluster_ops = req.include_cluster_authorized_operations;
     // With an authorizer, a listing shows only the topics the caller may DESCRIBE, and
     // a named topic it may not is TOPIC_AUTHORIZATION_FAILED (existing or not).
     let describable =
@@ -142,6 +145,15 @@ pub async fn handle(
             })
             .collect(),
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if want_topic_ops && ctx.authorizer.is_some() {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    ctx.authorized_operations(true, &caller, ResourceType::Topic, name);
+            }
+        }
+    }
     MetadataResponse {
         brokers: live_brokers(ctx, &image, &listener)
             .into_iter()
@@ -155,7 +167,12 @@ pub async fn handle(
         cluster_id: Some(ctx.config.cluster_id.clone()),
         controller_id: ctx.config.node_id,
         topics,
-        cluster_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
+        cluster_authorized_operations: ctx.authorized_operations(
+            want_cluster_ops,
+            &caller,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ),
         ..Default::default()
     }
 }

@@ -75,7 +75,8 @@ fn group_denied(
     body: &RequestBody,
 ) -> Option<Vec<Bytes>> {
     use spate_net::messages::{
-        HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
+        ConsumerGroupHeartbeatResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+        SyncGroupResponse,
     };
     ctx.authorizer.as_ref()?;
     let group = match body {
@@ -83,6 +84,7 @@ fn group_denied(
         RequestBody::SyncGroup(r) => &r.group_id,
         RequestBody::Heartbeat(r) => &r.group_id,
         RequestBody::LeaveGroup(r) => &r.group_id,
+        RequestBody::ConsumerGroupHeartbeat(r) => &r.group_id,
         _ => return None,
     };
     let caller = session.caller();
@@ -109,6 +111,14 @@ fn group_denied(
             header,
             &HeartbeatResponse {
                 error_code: code,
+                ..Default::default()
+            },
+        ),
+        RequestBody::ConsumerGroupHeartbeat(_) => frame(
+            header,
+            &ConsumerGroupHeartbeatResponse {
+                error_code: code,
+                error_message: Some("Group authorization failed.".into()),
                 ..Default::default()
             },
         ),
@@ -183,42 +193,59 @@ pub async fn dispatch(
                 metadata::handle(&ctx, req, header.request_api_version, listener, caller).await
             })
         }
-        RequestBody::ListOffsets(req) => later(header.clone(), async move {
-            offsets::list_offsets(&ctx, req, header.request_api_version).await
-        }),
-        RequestBody::OffsetForLeaderEpoch(req) => later(header, async move {
-            offsets::offset_for_leader_epoch(&ctx, req).await
-        }),
+        RequestBody::ListOffsets(req) => {
+            let caller = session.caller();
+            later(header.clone(), async move {
+                offsets::list_offsets(&ctx, req, header.request_api_version, &caller).await
+            })
+        }
+        RequestBody::OffsetForLeaderEpoch(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                offsets::offset_for_leader_epoch(&ctx, req, &caller).await
+            })
+        }
         RequestBody::DeleteRecords(req) => {
-            later(
-                header,
-                async move { offsets::delete_records(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                offsets::delete_records(&ctx, req, &caller).await
+            })
         }
         RequestBody::CreateTopics(req) => {
-            later(
-                header,
-                async move { topics::create_topics(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                topics::create_topics(&ctx, req, &caller).await
+            })
         }
-        RequestBody::DeleteTopics(req) => later(header.clone(), async move {
-            topics::delete_topics(&ctx, req, header.request_api_version).await
-        }),
+        RequestBody::DeleteTopics(req) => {
+            let caller = session.caller();
+            later(header.clone(), async move {
+                topics::delete_topics(&ctx, req, header.request_api_version, &caller).await
+            })
+        }
         RequestBody::CreatePartitions(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                topics::create_partitions(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(
+            &header,
+            &configs::describe(&ctx, req, version, &session.caller()),
+        )),
+        RequestBody::AlterConfigs(req) => {
+            let caller = session.caller();
             later(
                 header,
-                async move { topics::create_partitions(&ctx, req).await },
+                async move { configs::alter(&ctx, req, &caller).await },
             )
         }
-        RequestBody::DescribeConfigs(req) => {
-            Dispatched::Respond(frame(&header, &configs::describe(&ctx, req, version)))
+        RequestBody::IncrementalAlterConfigs(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                configs::incremental_alter(&ctx, req, &caller).await
+            })
         }
-        RequestBody::AlterConfigs(req) => {
-            later(header, async move { configs::alter(&ctx, req).await })
-        }
-        RequestBody::IncrementalAlterConfigs(req) => later(header, async move {
-            configs::incremental_alter(&ctx, req).await
-        }),
         RequestBody::DescribeQuorum(req) => {
             later(
                 header,
@@ -227,51 +254,65 @@ pub async fn dispatch(
         }
         RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(
             &header,
-            &cluster::describe_cluster(&ctx, req, &session.listener),
+            &cluster::describe_cluster(&ctx, req, &session.listener, &session.caller()),
         )),
-        RequestBody::InitProducerId(req) => later(header, async move {
-            producer::init_producer_id(&ctx, req, version).await
-        }),
-        RequestBody::AddPartitionsToTxn(req) => later(header, async move {
-            txn::add_partitions(&ctx, req, version).await
-        }),
-        RequestBody::AddOffsetsToTxn(req) => {
-            later(
-                header,
-                async move { txn::add_offsets(&ctx, req, version).await },
-            )
+        RequestBody::InitProducerId(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                producer::init_producer_id(&ctx, req, version, &caller).await
+            })
         }
-        RequestBody::DescribeTransactions(req) => later(header, async move {
-            txn::describe_transactions(&ctx, req).await
-        }),
+        RequestBody::AddPartitionsToTxn(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::add_partitions(&ctx, req, version, &caller).await
+            })
+        }
+        RequestBody::AddOffsetsToTxn(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::add_offsets(&ctx, req, version, &caller).await
+            })
+        }
+        RequestBody::DescribeTransactions(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::describe_transactions(&ctx, req, &caller).await
+            })
+        }
         RequestBody::ListTransactions(req) => {
-            later(
-                header,
-                async move { txn::list_transactions(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::list_transactions(&ctx, req, &caller).await
+            })
         }
         RequestBody::DescribeProducers(req) => {
-            later(
-                header,
-                async move { txn::describe_producers(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::describe_producers(&ctx, req, &caller).await
+            })
         }
-        RequestBody::TxnOffsetCommit(req) => later(header, async move {
-            groups::txn_offset_commit(&ctx, req, version).await
-        }),
+        RequestBody::TxnOffsetCommit(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::txn_offset_commit(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::WriteTxnMarkers(req) => {
-            later(
-                header,
-                async move { txn::write_txn_markers(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                txn::write_txn_markers(&ctx, req, &caller).await
+            })
         }
-        RequestBody::EndTxn(req) => later(
-            header,
-            async move { txn::end_txn(&ctx, req, version).await },
-        ),
+        RequestBody::EndTxn(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                txn::end_txn(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
             &header,
-            &groups::find_coordinator(&ctx, req, version, &session.listener),
+            &groups::find_coordinator(&ctx, req, version, &session.listener, &session.caller()),
         )),
         RequestBody::ConsumerGroupHeartbeat(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
@@ -279,9 +320,12 @@ pub async fn dispatch(
                 groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer).await
             })
         }
-        RequestBody::ConsumerGroupDescribe(req) => later(header, async move {
-            groups::consumer_group_describe(&ctx, req).await
-        }),
+        RequestBody::ConsumerGroupDescribe(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::consumer_group_describe(&ctx, req, &caller).await
+            })
+        }
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
             later(header, async move {
@@ -297,32 +341,41 @@ pub async fn dispatch(
         RequestBody::LeaveGroup(req) => later(header, async move {
             groups::leave_group(&ctx, req, version).await
         }),
-        RequestBody::OffsetCommit(req) => later(header, async move {
-            groups::offset_commit(&ctx, req, version).await
-        }),
-        RequestBody::OffsetFetch(req) => later(header, async move {
-            groups::offset_fetch(&ctx, req, version).await
-        }),
+        RequestBody::OffsetCommit(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_commit(&ctx, req, version, &caller).await
+            })
+        }
+        RequestBody::OffsetFetch(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_fetch(&ctx, req, version, &caller).await
+            })
+        }
         RequestBody::DescribeGroups(req) => {
-            later(
-                header,
-                async move { groups::describe_groups(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::describe_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::ListGroups(req) => {
-            later(header, async move { groups::list_groups(&ctx, req).await })
+            let caller = session.caller();
+            later(header, async move {
+                groups::list_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::DeleteGroups(req) => {
-            later(
-                header,
-                async move { groups::delete_groups(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::delete_groups(&ctx, req, &caller).await
+            })
         }
         RequestBody::OffsetDelete(req) => {
-            later(
-                header,
-                async move { groups::offset_delete(&ctx, req).await },
-            )
+            let caller = session.caller();
+            later(header, async move {
+                groups::offset_delete(&ctx, req, &caller).await
+            })
         }
         RequestBody::DescribeAcls(req) => Dispatched::Respond(frame(
             &header,
@@ -356,15 +409,18 @@ pub async fn dispatch(
         )),
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
-            &describe_topic_partitions::handle(&ctx, req),
+            &describe_topic_partitions::handle(&ctx, req, &session.caller()),
         )),
         RequestBody::ListConfigResources(req) => Dispatched::Respond(frame(
             &header,
-            &list_config_resources::handle(&ctx, req, version),
+            &list_config_resources::handle(&ctx, req, version, &session.caller()),
         )),
-        RequestBody::DescribeLogDirs(req) => later(header, async move {
-            cluster::describe_log_dirs(&ctx, req).await
-        }),
+        RequestBody::DescribeLogDirs(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                cluster::describe_log_dirs(&ctx, req, &caller).await
+            })
+        }
         // Authenticated already, or a listener without SASL.
         RequestBody::SaslHandshake(_) | RequestBody::SaslAuthenticate(_) => {
             Dispatched::Respond(sasl::after_authentication(&header, key))

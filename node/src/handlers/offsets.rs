@@ -22,6 +22,8 @@ use spate_net::ErrorCode;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
 use crate::partition::LEADER_EPOCH;
 use crate::route;
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
 fn key(topic: &str, partition: i32) -> PartitionKey {
@@ -35,9 +37,16 @@ pub async fn list_offsets(
     ctx: &Rc<ShardContext>,
     req: ListOffsetsRequest,
     version: i16,
+    caller: &Caller,
 ) -> ListOffsetsResponse {
+    // Kafka: DESCRIBE on each topic, else TOPIC_AUTHORIZATION_FAILED per partition.
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Describe,
+        req.topics.iter().map(|t| t.name.as_str()),
+    );
     let mut ops = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| !denied.contains(&t.name)) {
         for p in &t.partitions {
             ops.push((
                 key(&t.name, p.partition_index),
@@ -62,6 +71,10 @@ pub async fn list_offsets(
                         partition_index: p.partition_index,
                         ..Default::default()
                     };
+                    if denied.contains(&t.name) {
+                        out.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                        return out;
+                    }
                     if p.current_leader_epoch > LEADER_EPOCH {
                         out.error_code = ErrorCode::UnknownLeaderEpoch.code();
                         replies.next();
@@ -94,9 +107,25 @@ pub async fn list_offsets(
 pub async fn offset_for_leader_epoch(
     ctx: &Rc<ShardContext>,
     req: OffsetForLeaderEpochRequest,
+    caller: &Caller,
 ) -> OffsetForLeaderEpochResponse {
+    // Kafka: CLUSTER_ACTION (followers) or DESCRIBE on each topic (consumers, KIP-320).
+    let denied = if ctx.may_see(
+        caller,
+        Operation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        Default::default()
+    } else {
+        ctx.denied_topics(
+            caller,
+            Operation::Describe,
+            req.topics.iter().map(|t| t.topic.as_str()),
+        )
+    };
     let mut ops = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| !denied.contains(&t.topic)) {
         for p in &t.partitions {
             ops.push((
                 key(&t.topic, p.partition),
@@ -121,6 +150,10 @@ pub async fn offset_for_leader_epoch(
                         partition: p.partition,
                         ..Default::default()
                     };
+                    if denied.contains(&t.topic) {
+                        out.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                        return out;
+                    }
                     match replies.next() {
                         Some(PartitionReply::EpochEnd {
                             leader_epoch,
@@ -146,9 +179,16 @@ pub async fn offset_for_leader_epoch(
 pub async fn delete_records(
     ctx: &Rc<ShardContext>,
     req: DeleteRecordsRequest,
+    caller: &Caller,
 ) -> DeleteRecordsResponse {
+    // Kafka: DELETE on each topic, else TOPIC_AUTHORIZATION_FAILED per partition.
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Delete,
+        req.topics.iter().map(|t| t.name.as_str()),
+    );
     let mut ops = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| !denied.contains(&t.name)) {
         for p in &t.partitions {
             ops.push((
                 key(&t.name, p.partition_index),
@@ -171,6 +211,10 @@ pub async fn delete_records(
                         low_watermark: -1,
                         error_code: 0,
                     };
+                    if denied.contains(&t.name) {
+                        out.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                        return out;
+                    }
                     match replies.next() {
                         Some(PartitionReply::LowWatermark(lw)) => out.low_watermark = lw,
                         Some(other) => out.error_code = route::error_of(&other),

@@ -17,6 +17,8 @@ use spate_net::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use spate_net::ErrorCode;
 
 use crate::controller::{ControllerReply, ControllerRequest};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
 /// Kafka's `RecordBatch.NO_PRODUCER_ID` / `NO_PRODUCER_EPOCH`.
@@ -27,7 +29,27 @@ pub async fn init_producer_id(
     ctx: &Rc<ShardContext>,
     req: InitProducerIdRequest,
     version: i16,
+    caller: &Caller,
 ) -> InitProducerIdResponse {
+    // Kafka: WRITE on the transactional id; without one, IDEMPOTENT_WRITE on the
+    // cluster or WRITE on at least one topic (KIP-679).
+    match &req.transactional_id {
+        Some(id)
+            if !ctx.authorized(caller, Operation::Write, ResourceType::TransactionalId, id) =>
+        {
+            return failure(ErrorCode::TransactionalIdAuthorizationFailed);
+        }
+        None if !ctx.may_see(
+            caller,
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) && !ctx.authorized_for_any(caller, Operation::Write, ResourceType::Topic) =>
+        {
+            return failure(ErrorCode::ClusterAuthorizationFailed);
+        }
+        _ => {}
+    }
     if let Err(code) = check_request(&req) {
         return failure(code);
     }

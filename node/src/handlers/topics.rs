@@ -14,6 +14,8 @@ use spate_net::{ErrorCode, Uuid};
 
 use super::configs::topic_entries;
 use crate::controller::{ControllerRequest, NewPartitions, NewTopic, TopicOutcome};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
 /// DeleteTopics v6 names topics by name or id.
@@ -31,6 +33,7 @@ fn controller_unavailable(name: &str) -> TopicOutcome {
 pub async fn create_topics(
     ctx: &Rc<ShardContext>,
     req: CreateTopicsRequest,
+    caller: &Caller,
 ) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
     let duplicates: std::collections::HashSet<String> = req
@@ -39,10 +42,29 @@ pub async fn create_topics(
         .filter(|t| !seen.insert(t.name.clone()))
         .map(|t| t.name.clone())
         .collect();
+    // Kafka: CREATE on the cluster, or else on each topic (TOPIC_AUTHORIZATION_FAILED).
+    // Configs come back only with DESCRIBE_CONFIGS on the topic.
+    let denied = if ctx.may_see(
+        caller,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        Default::default()
+    } else {
+        ctx.denied_topics(
+            caller,
+            Operation::Create,
+            req.topics
+                .iter()
+                .filter(|t| !duplicates.contains(&t.name))
+                .map(|t| t.name.as_str()),
+        )
+    };
     let topics: Vec<NewTopic> = req
         .topics
         .iter()
-        .filter(|t| !duplicates.contains(&t.name))
+        .filter(|t| !duplicates.contains(&t.name) && !denied.contains(&t.name))
         .map(|t| NewTopic {
             name: t.name.clone(),
             num_partitions: t.num_partitions,
@@ -82,6 +104,18 @@ pub async fn create_topics(
                 configs: None,
                 ..Default::default()
             };
+            if o.error == 0
+                && !ctx.may_see(
+                    caller,
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &o.name,
+                )
+            {
+                r.configs = Some(Vec::new());
+                r.topic_config_error_code = ErrorCode::TopicAuthorizationFailed.code();
+                return r;
+            }
             if let Some(t) = o.topic.filter(|_| o.error == 0) {
                 r.topic_id = Uuid(t.id);
                 r.num_partitions = t.partitions.len() as i32;
@@ -112,6 +146,17 @@ pub async fn create_topics(
             r
         })
         .collect();
+    for name in denied {
+        results.push(CreatableTopicResult {
+            name,
+            error_code: ErrorCode::TopicAuthorizationFailed.code(),
+            error_message: Some("Authorization failed.".into()),
+            num_partitions: -1,
+            replication_factor: -1,
+            configs: None,
+            ..Default::default()
+        });
+    }
     for name in duplicates {
         results.push(CreatableTopicResult {
             name: name.clone(),
@@ -135,6 +180,7 @@ pub async fn delete_topics(
     ctx: &Rc<ShardContext>,
     req: DeleteTopicsRequest,
     version: i16,
+    caller: &Caller,
 ) -> DeleteTopicsResponse {
     let image = ctx.image();
     // (name if resolved, requested id, error if unresolvable)
@@ -163,7 +209,43 @@ pub async fn delete_topics(
             })
             .collect()
     };
-    let names: Vec<String> = requested.iter().filter_map(|(n, _)| n.clone()).collect();
+    // Kafka: DELETE on the cluster, or else on each topic. A topic named by id whose
+    // caller may not DESCRIBE it comes back without its name.
+    let by_id: Vec<bool> = if version >= DELETE_BY_ID_FROM {
+        req.topics.iter().map(|t| t.name.is_none()).collect()
+    } else {
+        vec![false; requested.len()]
+    };
+    let cluster_delete = ctx.authorizer.is_none()
+        || ctx.may_see(
+            caller,
+            Operation::Delete,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
+    let denied: Vec<Option<DeletableTopicResult>> = requested
+        .iter()
+        .zip(&by_id)
+        .map(|((name, id), &by_id)| {
+            let name = name.as_deref().filter(|_| !cluster_delete)?;
+            if ctx.authorized(caller, Operation::Delete, ResourceType::Topic, name) {
+                return None;
+            }
+            let describable = ctx.may_see(caller, Operation::Describe, ResourceType::Topic, name);
+            Some(DeletableTopicResult {
+                name: (!by_id || describable).then(|| name.to_string()),
+                topic_id: if by_id { *id } else { Uuid::default() },
+                error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                error_message: Some("Topic authorization failed.".into()),
+            })
+        })
+        .collect();
+    let names: Vec<String> = requested
+        .iter()
+        .zip(&denied)
+        .filter(|(_, d)| d.is_none())
+        .filter_map(|((n, _), _)| n.clone())
+        .collect();
     let mut outcomes = if names.is_empty() {
         Vec::new()
     } else {
@@ -176,8 +258,10 @@ pub async fn delete_topics(
     .into_iter();
     let responses = requested
         .into_iter()
-        .map(|(name, id)| match name {
-            Some(name) => {
+        .zip(denied)
+        .map(|((name, id), denied)| match (name, denied) {
+            (_, Some(denied)) => denied,
+            (Some(name), None) => {
                 let o = outcomes
                     .next()
                     .unwrap_or_else(|| controller_unavailable(&name));
@@ -188,7 +272,7 @@ pub async fn delete_topics(
                     error_message: o.message,
                 }
             }
-            None => DeletableTopicResult {
+            (None, None) => DeletableTopicResult {
                 name: None,
                 topic_id: id,
                 error_code: ErrorCode::UnknownTopicId.code(),
@@ -205,10 +289,18 @@ pub async fn delete_topics(
 pub async fn create_partitions(
     ctx: &Rc<ShardContext>,
     req: CreatePartitionsRequest,
+    caller: &Caller,
 ) -> CreatePartitionsResponse {
+    // Kafka: ALTER on each topic, else TOPIC_AUTHORIZATION_FAILED.
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Alter,
+        req.topics.iter().map(|t| t.name.as_str()),
+    );
     let asks: Vec<NewPartitions> = req
         .topics
         .iter()
+        .filter(|t| !denied.contains(&t.name))
         .map(|t| {
             let assignments = t
                 .assignments
@@ -233,6 +325,13 @@ pub async fn create_partitions(
         .topics
         .iter()
         .map(|t| {
+            if denied.contains(&t.name) {
+                return CreatePartitionsTopicResult {
+                    name: t.name.clone(),
+                    error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                    error_message: None,
+                };
+            }
             let (error_code, error_message) = outcomes
                 .next()
                 .map(|o| (o.error, o.message))

@@ -21,6 +21,8 @@ use spate_net::ErrorCode;
 
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 use crate::txn::client::ask;
 use crate::txn::coordinator::TxnRequest;
@@ -68,7 +70,43 @@ pub async fn add_partitions(
     ctx: &ShardContext,
     req: AddPartitionsToTxnRequest,
     version: i16,
+    caller: &Caller,
 ) -> AddPartitionsToTxnResponse {
+    // Kafka: v4+ comes from brokers and needs CLUSTER_ACTION; clients' versions need
+    // WRITE on the transactional id, then on each topic.
+    if version >= 4
+        && !ctx.authorized(
+            caller,
+            Operation::ClusterAction,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )
+    {
+        return AddPartitionsToTxnResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            ..Default::default()
+        };
+    }
+    let (id_denied, denied) = if version < 4 {
+        let id_denied = !ctx.authorized(
+            caller,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &req.v3_and_below_transactional_id,
+        );
+        let denied = if id_denied {
+            Default::default()
+        } else {
+            ctx.denied_topics(
+                caller,
+                Operation::Write,
+                req.v3_and_below_topics.iter().map(|t| t.name.as_str()),
+            )
+        };
+        (id_denied, denied)
+    } else {
+        (false, Default::default())
+    };
     let image = ctx.image();
     // Unknown partitions fail the whole request (Kafka: UNKNOWN_TOPIC_OR_PARTITION for
     // them, OPERATION_NOT_ATTEMPTED for the rest).
@@ -82,6 +120,19 @@ pub async fn add_partitions(
                     .partitions
                     .iter()
                     .map(|&p| {
+                        if id_denied {
+                            return AddPartitionsToTxnPartitionResult {
+                                partition_index: p,
+                                partition_error_code: ErrorCode::TransactionalIdAuthorizationFailed
+                                    .code(),
+                            };
+                        }
+                        if denied.contains(&t.name) {
+                            return AddPartitionsToTxnPartitionResult {
+                                partition_index: p,
+                                partition_error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                            };
+                        }
                         let exists = image
                             .topic(&t.name)
                             .is_some_and(|tp| p >= 0 && (p as usize) < tp.partitions.len());
@@ -115,7 +166,7 @@ pub async fn add_partitions(
     };
     if version < 4 {
         let topics = &req.v3_and_below_topics;
-        let code = if all_exist(topics) {
+        let code = if !id_denied && denied.is_empty() && all_exist(topics) {
             let c = add(
                 ctx,
                 &req.v3_and_below_transactional_id,
@@ -172,7 +223,27 @@ pub async fn add_offsets(
     ctx: &ShardContext,
     req: AddOffsetsToTxnRequest,
     version: i16,
+    caller: &Caller,
 ) -> AddOffsetsToTxnResponse {
+    // Kafka: WRITE on the transactional id, then READ on the group.
+    let denied = if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if !ctx.authorized(caller, Operation::Read, ResourceType::Group, &req.group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    if let Some(error) = denied {
+        return AddOffsetsToTxnResponse {
+            error_code: error.code(),
+            ..Default::default()
+        };
+    }
     let image = ctx.image();
     let code = match image.topic(OFFSETS_TOPIC) {
         Some(t) => {
@@ -201,7 +272,26 @@ pub async fn add_offsets(
 /// bumps the epoch and answers the producer id and epoch to continue with.
 const END_TXN_TV2_FROM: i16 = 5;
 
-pub async fn end_txn(ctx: &ShardContext, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+pub async fn end_txn(
+    ctx: &ShardContext,
+    req: EndTxnRequest,
+    version: i16,
+    caller: &Caller,
+) -> EndTxnResponse {
+    // Kafka: WRITE on the transactional id.
+    if !ctx.authorized(
+        caller,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &req.transactional_id,
+    ) {
+        return EndTxnResponse {
+            error_code: ErrorCode::TransactionalIdAuthorizationFailed.code(),
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        };
+    }
     let (code, producer_id, producer_epoch) =
         ask(ctx, &req.transactional_id, |reply| TxnRequest::EndTxn {
             transactional_id: req.transactional_id.clone(),
@@ -247,10 +337,20 @@ pub async fn init_producer_id(
 pub async fn describe_transactions(
     ctx: &ShardContext,
     req: DescribeTransactionsRequest,
+    caller: &Caller,
 ) -> DescribeTransactionsResponse {
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in req.transactional_ids {
-        let answer = if id.is_empty() {
+        // Kafka: DESCRIBE on the transactional id; partitions of topics the caller may
+        // not DESCRIBE are left out.
+        let answer = if !ctx.authorized(
+            caller,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            &id,
+        ) {
+            Err(ErrorCode::TransactionalIdAuthorizationFailed.code())
+        } else if id.is_empty() {
             Err(ErrorCode::InvalidRequest.code())
         } else {
             ask(ctx, &id, |reply| TxnRequest::Describe {
@@ -264,6 +364,9 @@ pub async fn describe_transactions(
             Ok(d) => {
                 let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
                 for (t, p) in d.partitions {
+                    if !ctx.authorized(caller, Operation::Describe, ResourceType::Topic, &t) {
+                        continue;
+                    }
                     match topics.iter_mut().find(|x| x.topic == t) {
                         Some(x) => x.partitions.push(p),
                         None => topics.push(describe_transactions_response::TopicData {
@@ -314,6 +417,7 @@ const STATE_NAMES: [&str; 8] = [
 pub async fn list_transactions(
     ctx: &ShardContext,
     req: ListTransactionsRequest,
+    caller: &Caller,
 ) -> ListTransactionsResponse {
     let unknown: Vec<String> = req
         .state_filters
@@ -341,7 +445,16 @@ pub async fn list_transactions(
             // KIP-994: only transactions running longer than the filter (-1: all).
             let duration_ok = req.duration_filter < 0
                 || (d.start_ms >= 0 && now - d.start_ms > req.duration_filter);
-            if state_ok && pid_ok && duration_ok {
+            // Kafka: only the transactional ids the caller may DESCRIBE.
+            let visible = || {
+                ctx.may_see(
+                    caller,
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    &d.transactional_id,
+                )
+            };
+            if state_ok && pid_ok && duration_ok && visible() {
                 out.push(list_transactions_response::TransactionState {
                     transactional_id: d.transactional_id,
                     producer_id: d.producer_id,
@@ -361,9 +474,16 @@ pub async fn list_transactions(
 pub async fn describe_producers(
     ctx: &std::rc::Rc<ShardContext>,
     req: DescribeProducersRequest,
+    caller: &Caller,
 ) -> DescribeProducersResponse {
+    // Kafka: READ on each topic, else TOPIC_AUTHORIZATION_FAILED per partition.
+    let denied = ctx.denied_topics(
+        caller,
+        Operation::Read,
+        req.topics.iter().map(|t| t.name.as_str()),
+    );
     let mut ops = Vec::new();
-    for t in &req.topics {
+    for t in req.topics.iter().filter(|t| !denied.contains(&t.name)) {
         for &p in &t.partition_indexes {
             ops.push((
                 PartitionKey {
@@ -383,35 +503,44 @@ pub async fn describe_producers(
             partitions: t
                 .partition_indexes
                 .iter()
-                .map(|&p| match replies.next() {
-                    Some(PartitionReply::Producers(list)) => {
-                        describe_producers_response::PartitionResponse {
+                .map(
+                    // Refused topics have no replies.
+                    |&p| match (!denied.contains(&t.name)).then(|| replies.next()) {
+                        None => describe_producers_response::PartitionResponse {
                             partition_index: p,
-                            active_producers: list
-                                .into_iter()
-                                .map(|(pid, epoch, seq, ts, txn_start)| {
-                                    describe_producers_response::ProducerState {
-                                        producer_id: pid,
-                                        producer_epoch: i32::from(epoch),
-                                        last_sequence: seq,
-                                        last_timestamp: ts,
-                                        coordinator_epoch: -1,
-                                        current_txn_start_offset: txn_start,
-                                    }
-                                })
-                                .collect(),
+                            error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                            error_message: Some("Topic authorization failed.".into()),
                             ..Default::default()
+                        },
+                        Some(Some(PartitionReply::Producers(list))) => {
+                            describe_producers_response::PartitionResponse {
+                                partition_index: p,
+                                active_producers: list
+                                    .into_iter()
+                                    .map(|(pid, epoch, seq, ts, txn_start)| {
+                                        describe_producers_response::ProducerState {
+                                            producer_id: pid,
+                                            producer_epoch: i32::from(epoch),
+                                            last_sequence: seq,
+                                            last_timestamp: ts,
+                                            coordinator_epoch: -1,
+                                            current_txn_start_offset: txn_start,
+                                        }
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            }
                         }
-                    }
-                    other => describe_producers_response::PartitionResponse {
-                        partition_index: p,
-                        error_code: other
-                            .map(|r| crate::route::error_of(&r))
-                            .filter(|c| *c != 0)
-                            .unwrap_or(ErrorCode::UnknownServerError.code()),
-                        ..Default::default()
+                        Some(other) => describe_producers_response::PartitionResponse {
+                            partition_index: p,
+                            error_code: other
+                                .map(|r| crate::route::error_of(&r))
+                                .filter(|c| *c != 0)
+                                .unwrap_or(ErrorCode::UnknownServerError.code()),
+                            ..Default::default()
+                        },
                     },
-                })
+                )
                 .collect(),
         })
         .collect();
@@ -421,13 +550,62 @@ pub async fn describe_producers(
     }
 }
 
+/// WriteTxnMarkers refused: CLUSTER_AUTHORIZATION_FAILED for every partition.
+fn refuse_markers(req: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let code = ErrorCode::ClusterAuthorizationFailed.code();
+    WriteTxnMarkersResponse {
+        markers: req
+            .markers
+            .iter()
+            .map(|m| write_txn_markers_response::WritableTxnMarkerResult {
+                producer_id: m.producer_id,
+                topics: m
+                    .topics
+                    .iter()
+                    .map(
+                        |t| write_txn_markers_response::WritableTxnMarkerTopicResult {
+                            name: t.name.clone(),
+                            partitions: t
+                                .partition_indexes
+                                .iter()
+                                .map(|&p| {
+                                    write_txn_markers_response::WritableTxnMarkerPartitionResult {
+                                        partition_index: p,
+                                        error_code: code,
+                                    }
+                                })
+                                .collect(),
+                        },
+                    )
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// WriteTxnMarkers (what a transaction coordinator sends partition leaders): write each
 /// marker to its partitions. This node's own coordinator writes its markers directly;
 /// the API serves coordinators elsewhere and Kafka's tools.
 pub async fn write_txn_markers(
     ctx: &std::rc::Rc<ShardContext>,
     req: WriteTxnMarkersRequest,
+    caller: &Caller,
 ) -> WriteTxnMarkersResponse {
+    // Kafka: ALTER on the cluster, or else CLUSTER_ACTION (brokers send this to each
+    // other: their principal must be a super user or hold it).
+    if !ctx.may_see(
+        caller,
+        Operation::Alter,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) && !ctx.authorized(
+        caller,
+        Operation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        return refuse_markers(&req);
+    }
     let mut ops = Vec::new();
     for m in &req.markers {
         for t in &m.topics {

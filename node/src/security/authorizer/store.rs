@@ -97,6 +97,59 @@ impl AclStore {
             Decision::Denied
         }
     }
+
+    /// Whether some ACL lets `principal` from `host` do `operation` on at least one
+    /// resource of `resource_type` that no DENY takes away (Kafka's default
+    /// `Authorizer.authorizeByResourceType`, what InitProducerId asks of WRITE on
+    /// topics): only ACLs for the operation itself or ALL count, not implied ones; a
+    /// DENY on the literal `*` denies everything; an ALLOW on the literal `*` allows; any
+    /// other ALLOW allows unless a DENY on the same literal name, or a DENY prefix of its
+    /// name, dominates it. Super users and `allow.everyone.if.no.acl.found` are the
+    /// caller's business.
+    pub fn any_allowed(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        use super::acl::{PatternType, WILDCARD, WILDCARD_PRINCIPAL};
+        let applies = |a: &&Acl| {
+            (a.host == WILDCARD || a.host == host)
+                && (a.principal == principal || a.principal == WILDCARD_PRINCIPAL)
+                && (a.operation == operation || a.operation == Operation::All)
+        };
+        let acls: Vec<&Acl> = self
+            .by_type
+            .get(&resource_type)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(applies)
+            .collect();
+        let denied = |p: PatternType| {
+            acls.iter()
+                .filter(move |a| a.permission == Permission::Deny && a.pattern_type == p)
+                .map(|a| a.resource_name.as_str())
+        };
+        if denied(PatternType::Literal).any(|n| n == WILDCARD) {
+            return false;
+        }
+        let allowed = acls.iter().filter(|a| a.permission == Permission::Allow);
+        for a in allowed {
+            if a.pattern_type == PatternType::Literal && a.resource_name == WILDCARD {
+                return true;
+            }
+            if a.pattern_type == PatternType::Literal
+                && denied(PatternType::Literal).any(|n| n == a.resource_name)
+            {
+                continue;
+            }
+            if !denied(PatternType::Prefixed).any(|n| a.resource_name.starts_with(n)) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -269,5 +322,94 @@ mod tests {
         );
         assert!(s.remove(&[1; 16]).is_some());
         assert_eq!(s, AclStore::default());
+    }
+
+    #[test]
+    fn any_allowed_follows_authorize_by_resource_type() {
+        use Operation::*;
+        use PatternType::*;
+        use ResourceType::*;
+        let mut s = AclStore::default();
+        let any = |s: &AclStore, who: &str| s.any_allowed(who, "10.0.0.1", Write, Topic);
+        assert!(!any(&s, "User:alice"));
+        // READ (even though it implies DESCRIBE) is not WRITE; another user's is not hers.
+        add(
+            &mut s,
+            1,
+            acl(Topic, "t", Literal, "User:alice", Read, Permission::Allow),
+        );
+        add(
+            &mut s,
+            2,
+            acl(Topic, "t", Literal, "User:bob", Write, Permission::Allow),
+        );
+        assert!(!any(&s, "User:alice"));
+        assert!(any(&s, "User:bob"));
+        // A literal DENY on the same name, or a DENY prefix of it, dominates.
+        add(
+            &mut s,
+            3,
+            acl(
+                Topic,
+                "orders-eu",
+                Literal,
+                "User:alice",
+                Write,
+                Permission::Allow,
+            ),
+        );
+        add(
+            &mut s,
+            4,
+            acl(
+                Topic,
+                "orders-eu",
+                Literal,
+                "User:alice",
+                Write,
+                Permission::Deny,
+            ),
+        );
+        assert!(!any(&s, "User:alice"));
+        add(
+            &mut s,
+            5,
+            acl(
+                Topic,
+                "orders-",
+                Prefixed,
+                "User:alice",
+                All,
+                Permission::Allow,
+            ),
+        );
+        assert!(any(&s, "User:alice"));
+        add(
+            &mut s,
+            6,
+            acl(Topic, "ord", Prefixed, "User:*", Write, Permission::Deny),
+        );
+        assert!(!any(&s, "User:alice"));
+        // An ALLOW on every topic wins over prefixes; a DENY on every topic over all.
+        add(
+            &mut s,
+            7,
+            acl(
+                Topic,
+                WILDCARD,
+                Literal,
+                "User:alice",
+                Write,
+                Permission::Allow,
+            ),
+        );
+        assert!(any(&s, "User:alice"));
+        add(
+            &mut s,
+            8,
+            acl(Topic, WILDCARD, Literal, "User:*", Write, Permission::Deny),
+        );
+        assert!(!any(&s, "User:alice"));
+        assert!(!any(&s, "User:bob"));
     }
 }
