@@ -240,23 +240,19 @@ impl ShardContext {
         if self.id == 0 && old.broker_configs != image.broker_configs {
             self.apply_dynamic_settings(&image);
         }
-        let deleted: Vec<String> = old
+        // Deleted topics (or re-created under the same name: a new id).
+        let deleted: Vec<&Arc<TopicImage>> = old
             .topics
             .values()
             .filter(|t| image.topic(&t.name).is_none_or(|n| n.id != t.id))
-            .map(|t| t.name.clone())
             .collect();
         if !deleted.is_empty() {
-            crate::group::forget_topics(self, &deleted);
+            let names: Vec<String> = deleted.iter().map(|t| t.name.clone()).collect();
+            crate::group::forget_topics(self, &names);
         }
-        // Deleted topics' partitions leave their log dirs, offline ones included (their
-        // placement must not hold a re-created topic of the same name); each owner forgets
-        // its own.
-        for t in old
-            .topics
-            .values()
-            .filter(|t| image.topic(&t.name).is_none_or(|n| n.id != t.id))
-        {
+        // Their partitions leave their log dirs, offline ones included (their placement
+        // must not hold a re-created topic of the same name); each owner forgets its own.
+        for t in deleted {
             for (index, info) in t.partitions.iter().enumerate() {
                 if self.owner_of(info.slot) == self.id {
                     self.log_dirs.forget(&t.name, index as i32);
