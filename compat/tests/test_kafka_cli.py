@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from conftest import COMPAT, ROOT
+from kafkautil import kafka_partition
 
 LIBS = ROOT / "target" / "compat" / "kafka-libs"
 TOOLS = "org.apache.kafka.tools."
@@ -89,7 +90,12 @@ def test_console_consumer_group_and_lag(bootstrap, topic_name, kafka_libs):
     b = ["--bootstrap-server", bootstrap]
     group = f"cli-{uuid.uuid4().hex[:8]}"
     tool(kafka_libs, "TopicCommand", *b, "--create", "--topic", topic_name, "--partitions", 2)
-    tool(kafka_libs, "ConsoleProducer", *b, "--topic", topic_name, stdin="".join(f"m{i}\n" for i in range(20)))
+    # Keyed so that each partition gets 10: reading 12 takes both (in a cluster they may
+    # be led by different brokers, and a partition never fetched has no position to commit).
+    keys = [k for k in (f"k{i}" for i in range(200)) if kafka_partition(k.encode(), 2) == 0][:10]
+    keys += [k for k in (f"k{i}" for i in range(200)) if kafka_partition(k.encode(), 2) == 1][:10]
+    tool(kafka_libs, "ConsoleProducer", *b, "--topic", topic_name, "--property", "parse.key=true",
+         "--property", "key.separator=:", stdin="".join(f"{k}:m{i}\n" for i, k in enumerate(keys)))
     # The console consumer reads 12 of the 20 in a group and commits what it read.
     out = tool(kafka_libs, "consumer.ConsoleConsumer", *b, "--topic", topic_name, "--group", group,
                "--from-beginning", "--max-messages", 12, "--timeout-ms", 30000)
