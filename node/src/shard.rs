@@ -178,6 +178,13 @@ impl ShardContext {
         (info.leader == self.config.node_id).then(|| self.owner_of(info.slot))
     }
 
+    /// The live broker other than this one that leads `topic`'s `partition`, if any.
+    pub fn live_leader_elsewhere(&self, topic: &str, partition: i32) -> Option<i32> {
+        let image = self.image.borrow();
+        let leader = image.partition(topic, partition)?.leader;
+        (leader != self.config.node_id && image.is_live(leader)).then_some(leader)
+    }
+
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
     }

@@ -79,10 +79,9 @@ async fn ask<T>(
     make: impl FnOnce(flume::Sender<T>) -> GroupRequest,
 ) -> Result<T, i16> {
     let Some(shard) = coordinator_shard(ctx, group_id) else {
-        let image = ctx.image();
         let led_elsewhere = group_partition(ctx, group_id)
-            .and_then(|p| image.partition(OFFSETS_TOPIC, p))
-            .is_some_and(|info| info.leader != ctx.config.node_id && image.is_live(info.leader));
+            .and_then(|p| ctx.live_leader_elsewhere(OFFSETS_TOPIC, p))
+            .is_some();
         return Err(if led_elsewhere {
             ErrorCode::NotCoordinator.code()
         } else {

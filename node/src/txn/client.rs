@@ -107,10 +107,7 @@ pub async fn verify_or_add(
 
 /// The broker coordinating `transactional_id` when it is another live one.
 fn remote_coordinator(ctx: &ShardContext, transactional_id: &str) -> Option<i32> {
-    let partition = state_partition(ctx, transactional_id)?;
-    let image = ctx.image();
-    let leader = image.partition(TXN_STATE_TOPIC, partition)?.leader;
-    (leader != ctx.config.node_id && image.is_live(leader)).then_some(leader)
+    ctx.live_leader_elsewhere(TXN_STATE_TOPIC, state_partition(ctx, transactional_id)?)
 }
 
 /// AddPartitionsToTxn to the coordinator on another broker (v4+, as Kafka's partition
