@@ -140,6 +140,21 @@ pub struct BrokerConfig {
     /// `fetch.max.bytes`: the most a Fetch response carries (with the request's own
     /// `max_bytes`, the smaller wins; one batch may exceed it, KIP-74).
     pub fetch_max_bytes: usize,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with its leader for
+    /// this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: what a follower asks of each partition per fetch
+    /// (one larger batch still comes whole).
+    pub replica_fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: what a follower's fetch asks for in all.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader
+    /// for data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.min.bytes`: the data a follower's fetch waits for.
+    pub replica_fetch_min_bytes: usize,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
+    pub replica_fetch_backoff_ms: u64,
     /// `connections.max.idle.ms`: close connections idle this long (0: never).
     pub connections_max_idle_ms: u64,
     /// `max.connections`: client connections open at once, broker-wide; more are
@@ -480,6 +495,16 @@ impl BrokerConfig {
         }
         if self.fetch_max_bytes < 1024 {
             bail!("fetch_max_bytes must be at least 1024");
+        }
+        if self.replica_lag_time_max_ms == 0 {
+            bail!("replica_lag_time_max_ms must be positive");
+        }
+        if self.replica_fetch_max_bytes < 1024 || self.replica_fetch_response_max_bytes < 1024 {
+            bail!("replica_fetch_max_bytes and replica_fetch_response_max_bytes must be at least 1024");
+        }
+        if self.replica_fetch_wait_max_ms >= self.replica_lag_time_max_ms {
+            // Kafka's rule: a follower waiting that long at its leader would look lagging.
+            bail!("replica_fetch_wait_max_ms must be below replica_lag_time_max_ms");
         }
         if self.max_connections == 0 {
             bail!("max_connections must be at least 1");

@@ -116,6 +116,8 @@ pub enum ControllerRequest {
     FenceExpired,
     /// The quorum's state, as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// A partition leader's ISR change (AlterPartition).
+    AlterPartition(crate::metadata::isr::IsrChange),
     /// A request another node forwarded here, as the active controller: answered
     /// NOT_CONTROLLER rather than forwarded again when this node no longer is.
     Forwarded(Box<ControllerRequest>),
@@ -139,6 +141,8 @@ pub enum ControllerReply {
     Broker(BrokerAnswer),
     /// The quorum, or the error code when this is not the active controller.
     Quorum(Result<QuorumView, i16>),
+    /// The partition after an ISR change, or the error code.
+    AlterPartition(Result<crate::metadata::isr::PartitionState, i16>),
     /// The tick was handled.
     Done,
 }
@@ -373,6 +377,10 @@ impl Controller {
             ControllerRequest::DescribeQuorum => {
                 ControllerReply::Quorum(self.describe_quorum().await)
             }
+            // The controller's half arrives with the ISR work (branch h-isr).
+            ControllerRequest::AlterPartition(_) => {
+                ControllerReply::AlterPartition(Err(ErrorCode::UnsupportedVersion.code()))
+            }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
     }
@@ -571,6 +579,7 @@ impl Controller {
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
             | ControllerRequest::DescribeQuorum
+            | ControllerRequest::AlterPartition(_)
             | ControllerRequest::Forwarded(_) => return Vec::new(),
         };
         match request {
@@ -714,6 +723,7 @@ impl Controller {
             | ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
             | ControllerRequest::DescribeQuorum
+            | ControllerRequest::AlterPartition(_)
             | ControllerRequest::Forwarded(_) => {}
         }
         if validate_only || records.is_empty() {
@@ -1034,6 +1044,7 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
         | ControllerRequest::FenceExpired
+        | ControllerRequest::AlterPartition(_)
         | ControllerRequest::DescribeQuorum => Vec::new(),
     }
 }

@@ -175,7 +175,7 @@ pub fn app_handler(
                 }
                 Ok(ControllerReply::Quorum(Err(_))) => return AppReply::NotLeader { leader: None },
                 Ok(ControllerReply::Quorum(r)) => serde_json::to_vec(&ForwardedReply::Quorum(r)),
-                Ok(ControllerReply::Done) | Err(_) => {
+                Ok(ControllerReply::Done | ControllerReply::AlterPartition(_)) | Err(_) => {
                     return AppReply::Failed("the controller stopped".into())
                 }
             };

@@ -1,7 +1,8 @@
 //! Kafka requests from this broker to another one, over the other broker's Kafka
 //! listener: what a transaction coordinator sends to the leaders of its transactions'
-//! partitions (WriteTxnMarkers) and what a partition leader sends to a transaction
-//! coordinator on another broker (AddPartitionsToTxn, KIP-890's verification).
+//! partitions (WriteTxnMarkers), what a partition leader sends to a transaction
+//! coordinator on another broker (AddPartitionsToTxn, KIP-890's verification), and a
+//! follower's fetches from its leader (`replica::fetcher`).
 //!
 //! Each shard keeps its own idle connections per broker (at most [`IDLE_PER_BROKER`]);
 //! a call takes one (or opens one), sends one request, reads its response and puts the
@@ -26,7 +27,8 @@ use crate::metadata::MetadataImage;
 const IDLE_PER_BROKER: usize = 4;
 /// Longest wait for a connection and a response.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest response accepted (markers and verification answers are small).
+/// Largest response accepted of calls other than fetches (markers and verification
+/// answers are small).
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// Kafka's PLAINTEXT security protocol id in registrations.
 const PLAINTEXT: i16 = 0;
@@ -61,10 +63,25 @@ impl BrokerClient {
         version: i16,
         request: &Req,
     ) -> Result<Resp, CallError> {
+        self.call_limited(image, broker, key, version, request, MAX_RESPONSE_BYTES)
+            .await
+    }
+
+    /// [`Self::call`] accepting a response of up to `max_response` bytes (a follower's
+    /// fetch: `replica.fetch.response.max.bytes` plus one oversized batch).
+    pub async fn call_limited<Req: Message, Resp: Message>(
+        &self,
+        image: &MetadataImage,
+        broker: i32,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+        max_response: usize,
+    ) -> Result<Resp, CallError> {
         let address = endpoint(image, broker).ok_or(CallError::NoEndpoint(broker))?;
         match compio::time::timeout(
             CALL_TIMEOUT,
-            self.round_trip(broker, &address, key, version, request),
+            self.round_trip(broker, &address, key, version, request, max_response),
         )
         .await
         {
@@ -80,6 +97,7 @@ impl BrokerClient {
         key: ApiKey,
         version: i16,
         request: &Req,
+        max_response: usize,
     ) -> Result<Resp, CallError> {
         let io = |e| CallError::Io(broker, e);
         let pooled = self.idle.borrow_mut().get_mut(&broker).and_then(Vec::pop);
@@ -101,7 +119,7 @@ impl BrokerClient {
         let BufResult(res, len) = stream.read_exact([0u8; 4]).await;
         res.map_err(io)?;
         let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_RESPONSE_BYTES {
+        if len > max_response {
             return Err(CallError::Malformed(
                 broker,
                 format!("a {len}-byte response"),

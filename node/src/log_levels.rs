@@ -52,6 +52,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.producer_state",
     "spate.random_id",
     "spate.registration",
+    "spate.replica",
     "spate.route",
     "spate.schema_registry",
     "spate.security",

@@ -24,6 +24,7 @@ mod partition;
 mod producer_state;
 mod random_id;
 mod registration;
+mod replica;
 mod route;
 mod schema_registry;
 mod security;

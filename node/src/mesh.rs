@@ -32,6 +32,8 @@ pub enum PartitionOp {
         /// KIP-890 verification of transactional batches.
         txn: TxnCheck,
         check: Option<Arc<crate::schema_registry::SchemaCheck>>,
+        /// acks=all: how long to wait for the in-sync replicas (the request's timeout).
+        timeout: std::time::Duration,
     },
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
     /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
@@ -42,12 +44,20 @@ pub enum PartitionOp {
         min_one: bool,
         /// `isolation_level=read_committed`: nothing at or past the last stable offset.
         read_committed: bool,
+        /// The leader epoch the reader believes current (-1: not said): KIP-320's check.
+        current_leader_epoch: i32,
+        /// The epoch of the last batch the reader has (-1: not said): a leader whose
+        /// log differs there answers with the diverging epoch instead of data.
+        last_fetched_epoch: i32,
+        reader: crate::partition::Reader,
     },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset {
         timestamp: i64,
         /// `isolation_level=read_committed`: latest is the last stable offset.
         read_committed: bool,
+        /// KIP-320's check (-1: not said).
+        current_leader_epoch: i32,
     },
     /// DeleteRecords: move the log start offset up to `offset` (-1 = high watermark).
     DeleteRecords { offset: i64 },
@@ -68,6 +78,15 @@ pub enum PartitionOp {
         /// Transaction version 2: the marker carries the epoch after the transaction's.
         bumped: bool,
     },
+}
+
+/// A long-polling Fetch's interest in one partition: data past `seen`, up to the high
+/// watermark for a consumer, up to the written end for a follower.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub key: PartitionKey,
+    pub seen: i64,
+    pub follower: bool,
 }
 
 /// How the owner treats a transactional batch whose transaction is not ongoing on the
@@ -141,6 +160,12 @@ pub enum PartitionReply {
         /// read_committed: aborted transactions overlapping the batches, as
         /// (producer id, first offset).
         aborted: Vec<(i64, i64)>,
+        /// Where this reader's data ends: the high watermark, the last stable offset
+        /// (read_committed) or, for a follower, the leader's written end.
+        readable_end: i64,
+        /// The reader's log diverged from this leader's: (epoch, end offset) of the
+        /// last epoch they share (Fetch's DivergingEpoch); no batches then.
+        diverging: Option<(i32, i64)>,
     },
     FetchError {
         code: i16,
@@ -150,6 +175,8 @@ pub enum PartitionReply {
     Offset {
         offset: i64,
         timestamp: i64,
+        /// The leader epoch of the batch holding `offset` (-1: unknown).
+        leader_epoch: i32,
     },
     LowWatermark(i64),
     EpochEnd {
@@ -178,7 +205,7 @@ pub enum ShardMsg {
     /// the deadline, with the positions (in `watches`) of the partitions that have data
     /// past their offset or are gone; empty at the deadline.
     WaitForData {
-        watches: Vec<(PartitionKey, i64)>,
+        watches: Vec<Watch>,
         deadline: Instant,
         reply: flume::Sender<Vec<usize>>,
     },

@@ -19,11 +19,9 @@ use crate::mesh::{PartitionOp, PartitionReply};
 use crate::producer_state::{
     last_seq, BatchMeta, ProducerStates, SequenceCheck, TxnVerification, PRODUCER_ID_EXPIRATION_MS,
 };
+use crate::replica::{check_leader_epoch, Assignment, Following, Leadership, Role};
 use crate::topic_config::EffectiveTopicConfig;
 use crate::txn::gate::{Ticket, TxnGates};
-
-/// The leader epoch of every partition on a single node (no elections yet).
-pub const LEADER_EPOCH: i32 = 0;
 
 pub struct Partition {
     pub topic_id: [u8; 16],
@@ -37,7 +35,30 @@ pub struct Partition {
     storage: std::cell::Cell<StorageSettings>,
     /// Transactional batches waiting for the coordinator, per producer (KIP-890).
     gates: RefCell<TxnGates>,
+    /// Leader or follower, and the replication state of that role.
+    replica: RefCell<Role>,
+    /// Fired when the high watermark may have moved other than by a write of this
+    /// log (a follower's fetch, an ISR change) and when the role changes: what
+    /// acks=all produces and consumers' long polls wait on, besides the log's writes.
+    progress: event_listener::Event,
 }
+
+/// Who reads in a Fetch: a consumer, or a follower replica (Kafka's replica id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Consumer,
+    /// A follower: it reads up to the leader's written end, not the high watermark.
+    Follower {
+        broker: i32,
+        broker_epoch: i64,
+        /// This read is at the request's fetch offset: where the follower's log ends.
+        reports_end: bool,
+    },
+}
+
+/// How long the broker's own acks=all appends (transaction markers, coordinators'
+/// records) wait for the in-sync replicas: Kafka's `request.timeout.ms` default.
+pub const INTERNAL_APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Bytes read per step when rebuilding producer state at open.
 const PRODUCER_SCAN_BYTES: usize = 4 << 20;
@@ -150,10 +171,12 @@ impl From<i16> for Refusal {
 
 /// A produce after its synchronous part.
 enum Started {
-    /// Appended: where, the write that makes it durable, and the bytes and records it adds.
-    Append(spate_log::AppendInfo, WriteTicket, u64, u64),
-    /// A retry of a batch already appended: answered with its offsets once that is written.
-    Duplicate(BatchMeta),
+    /// Appended: where, in which leader epoch, the write that makes it durable, and the
+    /// bytes and records it adds.
+    Append(spate_log::AppendInfo, i32, WriteTicket, u64, u64),
+    /// A retry of a batch already appended (in the given leader epoch's turn): answered
+    /// with its offsets once that is written.
+    Duplicate(BatchMeta, i32),
 }
 
 /// The partition directory: `<data_dir>/<topic>-<partition>`, as in Kafka.
@@ -229,6 +252,7 @@ fn record_at_or_after(
         let (offset, ts) = (record.offset_in(batch), record.timestamp_in(batch));
         if offset >= min_offset && ts >= target {
             return Some(PartitionReply::Offset {
+                leader_epoch: -1,
                 offset,
                 timestamp: ts,
             });
@@ -265,6 +289,47 @@ fn log_read_failure(e: &LogError) {
     });
 }
 
+/// What a stored batch tells of its producer: its sequence and epoch, a transaction it
+/// begins, or (a marker) one it ends; an abort is remembered for read_committed reads.
+/// Applied to every batch when the state is rebuilt from the log and to every batch a
+/// follower appends.
+fn observe_batch(
+    states: &mut ProducerStates,
+    aborted: &mut Vec<AbortedTxn>,
+    batch: &record_batch::RecordBatch,
+) {
+    let pid = batch.producer_id();
+    if batch.is_control() {
+        if let (Some(commit), Some(first)) = (
+            marker_is_commit(batch),
+            states.end_txn(pid, batch.producer_epoch()),
+        ) {
+            if !commit {
+                aborted.push(AbortedTxn {
+                    producer_id: pid,
+                    first_offset: first,
+                    last_offset: batch.base_offset(),
+                });
+            }
+        }
+        return;
+    }
+    if pid < 0 {
+        return;
+    }
+    if batch.is_transactional() {
+        states.begin_txn(pid, batch.base_offset());
+    }
+    let meta = BatchMeta {
+        first_seq: batch.base_sequence(),
+        last_seq: last_seq(batch.base_sequence(), batch.last_offset_delta()),
+        base_offset: batch.base_offset(),
+        last_offset: batch.last_offset(),
+        ticket: None,
+    };
+    states.record(pid, batch.producer_epoch(), meta, batch.max_timestamp());
+}
+
 impl Partition {
     pub async fn open(
         dir: PathBuf,
@@ -286,6 +351,7 @@ impl Partition {
             Some(cache),
         )
         .await?;
+        let unassigned = Role::unassigned(log.log_start_offset());
         let partition = Partition {
             topic_id,
             log,
@@ -295,6 +361,8 @@ impl Partition {
             jitter_seed,
             storage: std::cell::Cell::new(storage),
             gates: RefCell::default(),
+            replica: RefCell::new(unassigned),
+            progress: event_listener::Event::new(),
         };
         partition.load_producer_states().await?;
         Ok(partition)
@@ -327,8 +395,257 @@ impl Partition {
         self.producers.borrow().last_offsets()
     }
 
+    /// Offsets below this are committed: written by every in-sync replica (on a
+    /// leader), or as the leader last said (on a follower). What consumers may read.
     pub fn high_watermark(&self) -> i64 {
-        self.log.written_end_offset()
+        let end = self.log.written_end_offset();
+        match &mut *self.replica.borrow_mut() {
+            Role::Leader(l) if !l.has_followers() => end,
+            Role::Leader(l) => l.high_watermark(end, std::time::Instant::now()),
+            Role::Follower(f) => f.high_watermark.min(end),
+        }
+    }
+
+    /// The leader epoch of the batch holding `offset` (the log end: the latest epoch),
+    /// as the epoch cache tells; -1 when unknown or for offset -1.
+    fn epoch_at(&self, offset: i64) -> i32 {
+        if offset < 0 {
+            return -1;
+        }
+        self.log
+            .epoch_entries()
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= offset)
+            .map_or(-1, |(epoch, _)| *epoch)
+    }
+
+    /// The leader epoch this replica leads, if it is the leader.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.replica.borrow().leader_epoch()
+    }
+
+    /// The broker this replica fetches from, if it follows one.
+    pub fn following(&self) -> Option<i32> {
+        self.replica.borrow().following()
+    }
+
+    /// The leader epoch this replica knows (leading or following), -1 before any.
+    pub fn known_epoch(&self) -> i32 {
+        match &*self.replica.borrow() {
+            Role::Leader(l) => l.epoch,
+            Role::Follower(f) => f.epoch,
+        }
+    }
+
+    /// A listener for [`Self::progress`]'s events. Create it, re-check, then await.
+    pub fn listen_progress(&self) -> event_listener::EventListener {
+        self.progress.listen()
+    }
+
+    /// Take the role the metadata gives this replica: leader of `leader_epoch` when
+    /// `leader` is this broker (a new epoch starts in the log's epoch cache at its end;
+    /// later appends are stamped with it), else a follower of `leader`. Waiters of a
+    /// leadership that ended are woken (they answer NOT_LEADER_OR_FOLLOWER).
+    pub async fn set_role(&self, a: &Assignment, leader: i32, max_lag: std::time::Duration) {
+        if leader == a.me {
+            let same_epoch = self.leader_epoch() == Some(a.epoch);
+            if same_epoch {
+                if let Role::Leader(l) = &mut *self.replica.borrow_mut() {
+                    l.update(a);
+                }
+            } else {
+                let hw = self.high_watermark();
+                if let Err(e) = self.log.assign_leader_epoch(a.epoch).await {
+                    // The log is offline (a failed write): it refuses appends anyway.
+                    tracing::error!(dir = %self.log.dir().display(), error = %e, "recording the new leader epoch failed");
+                }
+                let end = self.log.log_end_offset();
+                *self.replica.borrow_mut() = Role::Leader(Leadership::new(a, hw, end, max_lag));
+                tracing::debug!(dir = %self.log.dir().display(), epoch = a.epoch, end, "leading");
+            }
+        } else {
+            let hw = self.high_watermark();
+            let mut role = self.replica.borrow_mut();
+            let unchanged =
+                matches!(&*role, Role::Follower(f) if f.leader == leader && f.epoch == a.epoch);
+            if !unchanged {
+                *role = Role::Follower(Following {
+                    leader,
+                    epoch: a.epoch,
+                    high_watermark: hw,
+                });
+            }
+        }
+        self.progress.notify(usize::MAX);
+    }
+
+    /// A follower fetched from this leader at `fetch_offset`: its progress, and the ISR
+    /// to propose if it has caught up (Kafka's maybeExpandIsr). Wakes the waiters when
+    /// the high watermark moved.
+    pub fn follower_fetched(
+        &self,
+        broker: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+    ) -> Option<Vec<i32>> {
+        let end = self.log.written_end_offset();
+        let now = std::time::Instant::now();
+        let mut role = self.replica.borrow_mut();
+        let Role::Leader(l) = &mut *role else {
+            return None;
+        };
+        let before = l.high_watermark(end, now);
+        if !l.record_fetch(broker, broker_epoch, fetch_offset, end, now) {
+            return None;
+        }
+        let proposal = l.expansion(broker, now, end);
+        if l.high_watermark(end, now) != before {
+            self.progress.notify(usize::MAX);
+        }
+        proposal
+    }
+
+    /// The ISR to propose because followers fell behind (Kafka's maybeShrinkIsr); also
+    /// wakes waiters when time alone moved the high watermark.
+    pub fn isr_shrink(&self) -> Option<Vec<i32>> {
+        let end = self.log.written_end_offset();
+        let now = std::time::Instant::now();
+        let mut role = self.replica.borrow_mut();
+        let Role::Leader(l) = &mut *role else {
+            return None;
+        };
+        if !l.has_followers() {
+            return None;
+        }
+        let before = l.high_watermark(end, now);
+        let proposal = l.shrink(end, now);
+        if l.high_watermark(end, now) != before {
+            self.progress.notify(usize::MAX);
+        }
+        proposal
+    }
+
+    /// An ISR change is sent to the controller: (leader epoch, partition epoch, the new
+    /// ISR with the broker epochs the followers fetched with). `None` when this replica
+    /// no longer leads.
+    pub fn propose_isr(&self, isr: Vec<i32>) -> Option<(i32, i32, Vec<(i32, i64)>)> {
+        let mut role = self.replica.borrow_mut();
+        let Role::Leader(l) = &mut *role else {
+            return None;
+        };
+        let with_epochs = l.with_broker_epochs(&isr);
+        l.propose(isr);
+        Some((l.epoch, l.partition_epoch, with_epochs))
+    }
+
+    /// The controller answered an ISR change of leader epoch `epoch` (the image holds
+    /// its outcome by now, when it was accepted).
+    pub fn isr_answered(&self, epoch: i32, accepted: bool) {
+        if let Role::Leader(l) = &mut *self.replica.borrow_mut() {
+            if l.epoch == epoch {
+                l.proposal_answered(accepted, std::time::Instant::now());
+            }
+        }
+        self.progress.notify(usize::MAX);
+    }
+
+    /// Wait until the high watermark reaches `end` (acks=all): `Err` with
+    /// NOT_LEADER_OR_FOLLOWER when this replica stops leading `epoch`, REQUEST_TIMED_OUT
+    /// at `deadline`, NOT_ENOUGH_REPLICAS_AFTER_APPEND when reached with fewer in-sync
+    /// replicas than `min.insync.replicas` (Kafka's checkEnoughReplicasReachOffset).
+    async fn replicated(&self, end: i64, epoch: i32, deadline: std::time::Instant) -> Result<(), i16> {
+        loop {
+            let listener = self.progress.listen();
+            if self.leader_epoch() != Some(epoch) {
+                return Err(ErrorCode::NotLeaderOrFollower.code());
+            }
+            if self.high_watermark() >= end {
+                let isr = match &*self.replica.borrow() {
+                    Role::Leader(l) => l.maximal_isr_len(),
+                    Role::Follower(_) => 0,
+                };
+                let min_isr = self.config.borrow().min_insync_replicas.max(1) as usize;
+                return if isr >= min_isr {
+                    Ok(())
+                } else {
+                    Err(ErrorCode::NotEnoughReplicasAfterAppend.code())
+                };
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline
+                || compio::time::timeout(deadline - now, listener)
+                    .await
+                    .is_err()
+            {
+                return Err(ErrorCode::RequestTimedOut.code());
+            }
+        }
+    }
+
+    /// A follower appends what it fetched from its leader: the leader's offsets and
+    /// epochs as they are, and the producer state they carry (so that it can lead
+    /// with the same idempotence and transactions). Resolves once written.
+    pub fn append_replicated(
+        self: &Rc<Self>,
+        records: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), LogError>> + 'static {
+        let started = self.log.begin_append(records.clone(), false);
+        if started.is_ok() {
+            let mut states = self.producers.borrow_mut();
+            let mut aborted = self.aborted.borrow_mut();
+            for batch in record_batch::batches(records).flatten() {
+                observe_batch(&mut states, &mut aborted, &batch);
+            }
+        }
+        let this = self.clone();
+        async move {
+            let (_, ticket) = started?;
+            this.log.written(ticket).await
+        }
+    }
+
+    /// A follower learnt the leader's high watermark and log start offset: its own
+    /// follow (capped by what it holds), and the log start moves up with the leader's
+    /// (Kafka's follower does the same; never past its own high watermark).
+    pub async fn follow_leader_offsets(&self, high_watermark: i64, log_start: i64) {
+        let hw = {
+            let mut role = self.replica.borrow_mut();
+            let Role::Follower(f) = &mut *role else {
+                return;
+            };
+            let hw = high_watermark.min(self.log.written_end_offset());
+            if hw != f.high_watermark {
+                f.high_watermark = hw;
+            }
+            hw
+        };
+        if log_start > self.log.log_start_offset() && log_start <= hw {
+            if let Err(e) = self.log.delete_records(log_start).await {
+                tracing::warn!(dir = %self.log.dir().display(), error = %e, "following the leader's log start failed");
+            }
+        }
+    }
+
+    /// A follower's log diverged from the leader's: cut it at `offset` and rebuild
+    /// the producer state of what is left.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let end = self.log.truncate_to(offset).await?;
+        self.after_truncation().await?;
+        Ok(end)
+    }
+
+    /// A follower below the leader's log start: start over, empty, at `offset`.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        self.log.truncate_fully_and_start_at(offset).await?;
+        self.after_truncation().await
+    }
+
+    async fn after_truncation(&self) -> Result<(), LogError> {
+        if let Role::Follower(f) = &mut *self.replica.borrow_mut() {
+            f.high_watermark = f.high_watermark.min(self.log.written_end_offset());
+        }
+        self.load_producer_states().await
     }
 
     /// Check the batches of a produce request the way Kafka's log validator does: magic,
@@ -534,10 +851,12 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
         acks: i16,
+        timeout: std::time::Duration,
         verifier: Option<TxnVerifier>,
         check: Option<Arc<dyn RecordCheck>>,
     ) -> impl std::future::Future<Output = PartitionReply> + 'static {
         let now = now_ms();
+        let deadline = std::time::Instant::now() + timeout;
         let log_append_time = self.config.borrow().log_append_time;
         let mode = if verifier.is_some() {
             TxnMode::Check
@@ -556,7 +875,7 @@ impl Partition {
         async move {
             let Err(Refusal::Wait { ticket, ask }) = started else {
                 return this
-                    .finish_produce(started, acks, now, log_append_time)
+                    .finish_produce(started, acks, now, log_append_time, deadline)
                     .await;
             };
             // KIP-890: the coordinator first (ticket 0 asks), then this batch's turn.
@@ -580,7 +899,7 @@ impl Partition {
                 Err(Refusal::Code(answer))
             };
             this.gates.borrow_mut().pass(ticket);
-            this.finish_produce(started, acks, now, log_append_time)
+            this.finish_produce(started, acks, now, log_append_time, deadline)
                 .await
         }
     }
@@ -603,12 +922,25 @@ impl Partition {
         acks: i16,
         now: i64,
         log_append_time: bool,
+        deadline: std::time::Instant,
     ) -> PartitionReply {
-        let (base_offset, ticket, bytes_in, records_in) = match started {
-            Ok(Started::Append(info, ticket, bytes, records)) => {
-                (info.base_offset, Some(ticket), bytes, records)
-            }
-            Ok(Started::Duplicate(meta)) => (meta.base_offset, meta.ticket, 0, 0),
+        let (base_offset, end, epoch, ticket, bytes_in, records_in) = match started {
+            Ok(Started::Append(info, epoch, ticket, bytes, records)) => (
+                info.base_offset,
+                info.last_offset + 1,
+                epoch,
+                Some(ticket),
+                bytes,
+                records,
+            ),
+            Ok(Started::Duplicate(meta, epoch)) => (
+                meta.base_offset,
+                meta.last_offset + 1,
+                epoch,
+                meta.ticket,
+                0,
+                0,
+            ),
             Err(Refusal::Code(code)) => return PartitionReply::Error(code),
             Err(Refusal::Wait { .. }) => unreachable!("a batch waits at most once"),
             Err(Refusal::MissingKeys { count, records }) => {
@@ -630,6 +962,12 @@ impl Partition {
             if let Err(e) = self.log.written(ticket).await {
                 tracing::debug!(error = %e, "produce not written");
                 return PartitionReply::Error(error_code(&e));
+            }
+        }
+        // acks=all: written here, and by every in-sync replica.
+        if acks == -1 {
+            if let Err(code) = self.replicated(end, epoch, deadline).await {
+                return PartitionReply::Error(code);
             }
         }
         if acks == 0 {
@@ -661,8 +999,12 @@ impl Partition {
         log_append_time: bool,
         check: Option<&dyn RecordCheck>,
     ) -> Result<Started, Refusal> {
-        if acks == -1 && self.config.borrow().min_insync_replicas > 1 {
-            // Only this broker is in the ISR.
+        let (epoch, isr) = match &*self.replica.borrow() {
+            Role::Leader(l) => (l.epoch, l.isr.len()),
+            Role::Follower(_) => return Err(ErrorCode::NotLeaderOrFollower.code().into()),
+        };
+        // Kafka counts the committed ISR here, before appending.
+        if acks == -1 && isr < self.config.borrow().min_insync_replicas.max(1) as usize {
             return Err(ErrorCode::NotEnoughReplicas.code().into());
         }
         // An offline partition refuses every produce, retries of written batches too.
@@ -679,7 +1021,7 @@ impl Partition {
             }
         }
         if let Some(dup) = self.check_sequences(&batches)? {
-            return Ok(Started::Duplicate(dup));
+            return Ok(Started::Duplicate(dup, epoch));
         }
         self.verify_transactional(&batches, mode, now)?;
         // Traffic as the producer sent it (before any recompression).
@@ -729,7 +1071,7 @@ impl Partition {
             info.last_offset,
             "the batches' offsets add up to the append's"
         );
-        Ok(Started::Append(info, ticket, bytes_in, records_in))
+        Ok(Started::Append(info, epoch, ticket, bytes_in, records_in))
     }
 
     /// Rebuild the idempotent-producer state by reading the log from its start.
@@ -799,38 +1141,7 @@ impl Partition {
             }
             for chunk in read.batches {
                 for batch in record_batch::batches(chunk).flatten() {
-                    let pid = batch.producer_id();
-                    if batch.is_control() {
-                        if let (Some(commit), Some(first)) = (
-                            marker_is_commit(&batch),
-                            states.end_txn(pid, batch.producer_epoch()),
-                        ) {
-                            if !commit {
-                                aborted.push(AbortedTxn {
-                                    producer_id: pid,
-                                    first_offset: first,
-                                    last_offset: batch.base_offset(),
-                                });
-                            }
-                        }
-                    } else if batch.is_transactional() && pid >= 0 {
-                        states.begin_txn(pid, batch.base_offset());
-                    }
-                    if pid >= 0 && !batch.is_control() {
-                        let meta = BatchMeta {
-                            first_seq: batch.base_sequence(),
-                            last_seq: last_seq(batch.base_sequence(), batch.last_offset_delta()),
-                            base_offset: batch.base_offset(),
-                            last_offset: batch.last_offset(),
-                            ticket: None,
-                        };
-                        states.record(
-                            batch.producer_id(),
-                            batch.producer_epoch(),
-                            meta,
-                            batch.max_timestamp(),
-                        );
-                    }
+                    observe_batch(&mut states, &mut aborted, &batch);
                     offset = offset.max(batch.last_offset() + 1);
                 }
             }
@@ -896,6 +1207,9 @@ impl Partition {
     /// TxnOffsetCommit records): no client checks, no sequence; it joins the producer's
     /// transaction here. Resolves once written.
     pub async fn append_transactional(&self, producer_id: i64, batch: Bytes) -> PartitionReply {
+        let Some(epoch) = self.leader_epoch() else {
+            return PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code());
+        };
         if let Err(e) = self.log.writable() {
             return PartitionReply::Error(error_code(&e));
         }
@@ -906,9 +1220,13 @@ impl Partition {
         self.producers
             .borrow_mut()
             .begin_txn(producer_id, info.base_offset);
-        match self.log.written(ticket).await {
+        if let Err(e) = self.log.written(ticket).await {
+            return PartitionReply::Error(error_code(&e));
+        }
+        let deadline = std::time::Instant::now() + INTERNAL_APPEND_TIMEOUT;
+        match self.replicated(info.last_offset + 1, epoch, deadline).await {
             Ok(()) => PartitionReply::MarkerWritten,
-            Err(e) => PartitionReply::Error(error_code(&e)),
+            Err(code) => PartitionReply::Error(code),
         }
     }
 
@@ -921,6 +1239,9 @@ impl Partition {
         commit: bool,
         bumped: bool,
     ) -> PartitionReply {
+        let Some(leader_epoch) = self.leader_epoch() else {
+            return PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code());
+        };
         if let Err(e) = self.log.writable() {
             return PartitionReply::Error(error_code(&e));
         }
@@ -947,7 +1268,8 @@ impl Partition {
         if let Err(e) = self.log.written(ticket).await {
             return PartitionReply::Error(error_code(&e));
         }
-        // Written: the transaction is decided here.
+        // Written: the transaction is decided here (the state follows the log; a
+        // follower learns it from the marker it replicates).
         if let Some(first) = self.producers.borrow_mut().end_txn(producer_id, epoch) {
             if !commit {
                 self.aborted.borrow_mut().push(AbortedTxn {
@@ -956,6 +1278,14 @@ impl Partition {
                     last_offset: info.base_offset,
                 });
             }
+        }
+        // Kafka writes markers with acks=all.
+        let deadline = std::time::Instant::now() + INTERNAL_APPEND_TIMEOUT;
+        if let Err(code) = self
+            .replicated(info.last_offset + 1, leader_epoch, deadline)
+            .await
+        {
+            return PartitionReply::Error(code);
         }
         PartitionReply::MarkerWritten
     }
@@ -974,58 +1304,54 @@ impl Partition {
             PartitionOp::Produce { .. } => {
                 PartitionReply::Error(ErrorCode::UnknownServerError.code())
             }
-            // Past the high watermark but not past the log end: in flight, nothing to read yet.
-            PartitionOp::Fetch { offset, .. }
-                if offset > self.high_watermark() && offset <= self.log.log_end_offset() =>
-            {
-                PartitionReply::Fetched {
-                    batches: Vec::new(),
-                    high_watermark: self.high_watermark(),
-                    log_start_offset: self.log.log_start_offset(),
-                    last_stable_offset: self.last_stable_offset(),
-                    aborted: Vec::new(),
-                }
-            }
             PartitionOp::Fetch {
                 offset,
                 max_bytes,
                 min_one,
                 read_committed,
-            } => match self.log.read(offset, max_bytes, min_one).await {
-                Ok(r) => {
-                    let lso = self.last_stable_offset();
-                    let mut batches = r.batches;
-                    let mut aborted = Vec::new();
-                    if read_committed {
-                        // Whole batches below the last stable offset only.
-                        batches.retain(|b| batch_base(b).is_some_and(|base| base < lso));
-                        if let Some(end) = batches.last().and_then(|b| batch_end(b)) {
-                            aborted = self.aborted_between(offset, end);
-                        }
-                    }
-                    PartitionReply::Fetched {
-                        batches,
-                        high_watermark: r.high_watermark,
-                        log_start_offset: r.log_start_offset,
-                        last_stable_offset: lso,
-                        aborted,
-                    }
-                }
-                Err(e) => {
-                    if matches!(e, LogError::Corrupt { .. } | LogError::Io { .. }) {
-                        log_read_failure(&e);
-                    }
-                    PartitionReply::FetchError {
-                        code: error_code(&e),
-                        high_watermark: self.high_watermark(),
-                        log_start_offset: self.log.log_start_offset(),
-                    }
-                }
-            },
+                current_leader_epoch,
+                last_fetched_epoch,
+                reader,
+            } => {
+                let reply = self
+                    .fetch(
+                        offset,
+                        max_bytes,
+                        min_one,
+                        read_committed,
+                        current_leader_epoch,
+                        last_fetched_epoch,
+                        reader,
+                    )
+                    .await;
+                reply.unwrap_or_else(|code| PartitionReply::FetchError {
+                    code,
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: self.log.log_start_offset(),
+                })
+            }
             PartitionOp::ListOffset {
                 timestamp,
                 read_committed,
-            } => self.list_offset(timestamp, read_committed).await,
+                current_leader_epoch,
+            } => {
+                let Some(leading) = self.leader_epoch() else {
+                    return PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code());
+                };
+                if let Err(e) = check_leader_epoch(leading, current_leader_epoch) {
+                    return PartitionReply::Error(e.code());
+                }
+                match self.list_offset(timestamp, read_committed).await {
+                    PartitionReply::Offset {
+                        offset, timestamp, ..
+                    } => PartitionReply::Offset {
+                        offset,
+                        timestamp,
+                        leader_epoch: self.epoch_at(offset),
+                    },
+                    other => other,
+                }
+            }
             PartitionOp::DeleteRecords { offset } => {
                 let hw = self.high_watermark();
                 let target = if offset == -1 { hw } else { offset };
@@ -1041,22 +1367,17 @@ impl Partition {
                 current_leader_epoch,
                 epoch,
             } => {
-                // The epoch never changes on a single node, so no client can be behind
-                // it (FENCED_LEADER_EPOCH comes with leader elections).
-                if current_leader_epoch > LEADER_EPOCH {
-                    return PartitionReply::Error(ErrorCode::UnknownLeaderEpoch.code());
+                let Some(leading) = self.leader_epoch() else {
+                    return PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code());
+                };
+                if let Err(e) = check_leader_epoch(leading, current_leader_epoch) {
+                    return PartitionReply::Error(e.code());
                 }
-                if epoch == LEADER_EPOCH {
-                    PartitionReply::EpochEnd {
-                        leader_epoch: LEADER_EPOCH,
-                        end_offset: self.log.log_end_offset(),
-                    }
-                } else {
-                    // An epoch this log never had: Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET.
-                    PartitionReply::EpochEnd {
-                        leader_epoch: -1,
-                        end_offset: -1,
-                    }
+                // Kafka's endOffsetFor: (-1, -1) for an epoch after every known one.
+                let (leader_epoch, end_offset) = self.log.end_offset_for_epoch(epoch);
+                PartitionReply::EpochEnd {
+                    leader_epoch,
+                    end_offset,
                 }
             }
             PartitionOp::WriteTxnMarker {
@@ -1075,6 +1396,92 @@ impl Partition {
                 size_bytes: self.log.size_bytes(),
             },
         }
+    }
+
+    /// A Fetch read of this partition (Kafka's `Partition.fetchRecords`): only the
+    /// leader serves it, at the reader's leader epoch; a reader whose log diverged
+    /// (its last fetched epoch ends before its fetch offset here) gets the diverging
+    /// epoch instead of data; consumers read up to the high watermark (or the last
+    /// stable offset), followers up to the written end. `Err`: the error code.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        read_committed: bool,
+        current_leader_epoch: i32,
+        last_fetched_epoch: i32,
+        reader: Reader,
+    ) -> Result<PartitionReply, i16> {
+        let leading = self
+            .leader_epoch()
+            .ok_or(ErrorCode::NotLeaderOrFollower.code())?;
+        check_leader_epoch(leading, current_leader_epoch).map_err(|e| e.code())?;
+        let log_start = self.log.log_start_offset();
+        let hw = self.high_watermark();
+        let lso = self.last_stable_offset();
+        let readable_end = match reader {
+            Reader::Follower { .. } => self.log.written_end_offset(),
+            Reader::Consumer if read_committed => lso,
+            Reader::Consumer => hw,
+        };
+        let empty = |diverging| PartitionReply::Fetched {
+            batches: Vec::new(),
+            high_watermark: hw,
+            log_start_offset: log_start,
+            last_stable_offset: lso,
+            aborted: Vec::new(),
+            readable_end,
+            diverging,
+        };
+        if last_fetched_epoch >= 0 {
+            if offset < log_start {
+                return Err(ErrorCode::OffsetOutOfRange.code());
+            }
+            let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
+            if epoch < 0 || end < 0 {
+                return Err(ErrorCode::OffsetOutOfRange.code());
+            }
+            if epoch < last_fetched_epoch || end < offset {
+                return Ok(empty(Some((epoch, end))));
+            }
+        }
+        if offset < log_start || offset > self.log.log_end_offset() {
+            return Err(ErrorCode::OffsetOutOfRange.code());
+        }
+        // At or past the readable end (data in flight, or not committed yet), or a
+        // zero-byte read (it only checks the offset): nothing to read.
+        if offset >= readable_end || (max_bytes == 0 && !min_one) {
+            return Ok(empty(None));
+        }
+        let read = match self.log.read(offset, max_bytes, min_one).await {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, LogError::Corrupt { .. } | LogError::Io { .. }) {
+                    log_read_failure(&e);
+                }
+                return Err(error_code(&e));
+            }
+        };
+        // Whole batches that start below the readable end (it is a batch boundary).
+        let mut batches = read.batches;
+        batches.retain(|b| batch_base(b).is_some_and(|base| base < readable_end));
+        let mut aborted = Vec::new();
+        if read_committed {
+            if let Some(end) = batches.last().and_then(|b| batch_end(b)) {
+                aborted = self.aborted_between(offset, end);
+            }
+        }
+        Ok(PartitionReply::Fetched {
+            batches,
+            high_watermark: hw,
+            log_start_offset: read.log_start_offset,
+            last_stable_offset: lso,
+            aborted,
+            readable_end,
+            diverging: None,
+        })
     }
 
     /// The first record at or after `from` whose timestamp is >= `target` (reading the
@@ -1102,6 +1509,7 @@ impl Partition {
             }
         }
         PartitionReply::Offset {
+            leader_epoch: -1,
             offset: -1,
             timestamp: -1,
         }
@@ -1111,6 +1519,7 @@ impl Partition {
         match timestamp {
             // Latest: the high watermark, or the last stable offset for read_committed.
             -1 => PartitionReply::Offset {
+                leader_epoch: -1,
                 offset: if read_committed {
                     self.last_stable_offset()
                 } else {
@@ -1120,6 +1529,7 @@ impl Partition {
             },
             // Earliest and earliest-local.
             -2 | -4 => PartitionReply::Offset {
+                leader_epoch: -1,
                 offset: self.log.log_start_offset(),
                 timestamp: -1,
             },
@@ -1129,6 +1539,7 @@ impl Partition {
                     self.first_record_at_or_after(batch_offset, max_ts).await
                 }
                 None => PartitionReply::Offset {
+                    leader_epoch: -1,
                     offset: -1,
                     timestamp: -1,
                 },
@@ -1136,6 +1547,7 @@ impl Partition {
             t if t >= 0 => match self.log.offset_for_timestamp(t).await {
                 Ok(Some((batch_offset, _))) => self.first_record_at_or_after(batch_offset, t).await,
                 Ok(None) => PartitionReply::Offset {
+                    leader_epoch: -1,
                     offset: -1,
                     timestamp: -1,
                 },
@@ -1143,6 +1555,7 @@ impl Partition {
             },
             // Latest-tiered and anything unknown: nothing in tiered storage.
             _ => PartitionReply::Offset {
+                leader_epoch: -1,
                 offset: -1,
                 timestamp: -1,
             },

@@ -36,8 +36,11 @@ pub struct ShardContext {
     /// When this shard last asked for a missing internal topic (a cluster creates them
     /// on first use).
     pub internal_topics: crate::internal_topics::CreationAsked,
-    /// This shard's connections to other brokers (transaction markers, verification).
+    /// This shard's connections to other brokers (transaction markers, verification,
+    /// follower fetches).
     pub brokers: crate::interbroker::BrokerClient,
+    /// The leader brokers this shard's followers fetch from, one fetcher task each.
+    pub fetchers: RefCell<std::collections::HashSet<i32>>,
     /// `senders[d]` reaches shard `d`.
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
@@ -309,8 +312,12 @@ impl ShardContext {
                     partition: index as i32,
                 };
                 let existing = self.partition(&key);
+                let assignment = self.assignment(&image, info);
                 match existing {
-                    Some(p) => p.reconfigure(config.clone(), storage),
+                    Some(p) => {
+                        p.reconfigure(config.clone(), storage);
+                        p.set_role(&assignment, info.leader, self.max_lag()).await;
+                    }
                     // Failed to open with this topic id: stays offline until a restart.
                     None if self.offline.borrow().contains_key(&key) => {}
                     None => {
@@ -338,6 +345,9 @@ impl ShardContext {
                         .await
                         {
                             Ok(p) => {
+                                // Before anything reads it: the role sets the high
+                                // watermark the coordinators load up to.
+                                p.set_role(&assignment, info.leader, self.max_lag()).await;
                                 if topic.name == OFFSETS_TOPIC {
                                     match Coordinator::load(
                                         &self.groups,
@@ -389,6 +399,39 @@ impl ShardContext {
                 }
             }
         }
+        // Followers fetch from their leaders: one fetcher per leader broker.
+        crate::replica::fetcher::start_missing(self);
+    }
+
+    /// A partition as the image assigns it, seen from this broker.
+    fn assignment(
+        &self,
+        image: &MetadataImage,
+        info: &crate::metadata::PartitionInfo,
+    ) -> crate::replica::Assignment {
+        crate::replica::Assignment {
+            me: self.config.node_id,
+            epoch: info.leader_epoch,
+            partition_epoch: info.partition_epoch,
+            replicas: info.replicas.clone(),
+            isr: info.isr.clone(),
+            ineligible: info
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    image
+                        .brokers
+                        .get(&r)
+                        .is_none_or(|b| b.fenced || b.in_controlled_shutdown)
+                })
+                .collect(),
+        }
+    }
+
+    /// `replica.lag.time.max.ms`.
+    pub fn max_lag(&self) -> Duration {
+        Duration::from_millis(self.config.replica_lag_time_max_ms)
     }
 
     /// Apply the dynamic broker configs that change broker-wide settings (the cleaner's,
@@ -487,10 +530,11 @@ impl ShardContext {
                     acks,
                     txn,
                     check,
+                    timeout,
                 } => {
                     let verifier = self.txn_verifier(&key, txn);
                     let check = check.map(|c| c as Arc<dyn spate_net::record_batch::RecordCheck>);
-                    let produced = partition.produce(records, acks, verifier, check);
+                    let produced = partition.produce(records, acks, timeout, verifier, check);
                     pending.push(Box::pin(async move {
                         let reply = produced.await;
                         ctx.metrics
@@ -514,34 +558,28 @@ impl ShardContext {
                         reply
                     }))
                 }
-                // A zero-byte fetch only checks the offset and reports the watermarks.
+                // A follower's fetch tells where its log ends (the fetch offset of the
+                // request's first read): its progress may move the high watermark and
+                // bring it into the ISR.
                 PartitionOp::Fetch {
                     offset,
-                    max_bytes: 0,
-                    min_one: false,
+                    current_leader_epoch,
+                    reader:
+                        crate::partition::Reader::Follower {
+                            broker,
+                            broker_epoch,
+                            reports_end: true,
+                        },
                     ..
                 } => {
-                    let (start, end, hw) = (
-                        partition.log.log_start_offset(),
-                        partition.log.log_end_offset(),
-                        partition.high_watermark(),
-                    );
-                    let reply = if offset < start || offset > end {
-                        PartitionReply::FetchError {
-                            code: spate_net::ErrorCode::OffsetOutOfRange.code(),
-                            high_watermark: hw,
-                            log_start_offset: start,
+                    let known = partition.known_epoch();
+                    if crate::replica::check_leader_epoch(known, current_leader_epoch).is_ok() {
+                        if let Some(isr) = partition.follower_fetched(broker, broker_epoch, offset)
+                        {
+                            crate::replica::isr::propose(self, &key, &partition, isr);
                         }
-                    } else {
-                        PartitionReply::Fetched {
-                            batches: Vec::new(),
-                            high_watermark: hw,
-                            log_start_offset: start,
-                            last_stable_offset: partition.last_stable_offset(),
-                            aborted: Vec::new(),
-                        }
-                    };
-                    pending.push(Box::pin(async move { reply }))
+                    }
+                    pending.push(Box::pin(async move { partition.run(op).await }))
                 }
                 // A marker in `__consumer_offsets` decides the transaction's offsets too.
                 PartitionOp::WriteTxnMarker {
@@ -602,21 +640,29 @@ impl ShardContext {
     /// empty at the deadline. Checking is a high-watermark comparison, no read.
     async fn wait_for_data(
         self: &Rc<Self>,
-        watches: Vec<(PartitionKey, i64)>,
+        watches: Vec<crate::mesh::Watch>,
         deadline: std::time::Instant,
     ) -> Vec<usize> {
         loop {
             let mut listeners = Vec::new();
             let mut ready = Vec::new();
-            for (pos, (key, offset)) in watches.iter().enumerate() {
-                match self.partition(key) {
+            for (pos, w) in watches.iter().enumerate() {
+                match self.partition(&w.key) {
                     Some(p) => {
                         // Listen first, then check, so no append slips between the two.
-                        let l = p.log.listen();
-                        if p.high_watermark() > *offset {
+                        // A write moves a follower's readable end; a follower's fetch or
+                        // an ISR change moves a consumer's (the high watermark).
+                        listeners.push(p.log.listen());
+                        listeners.push(p.listen_progress());
+                        let end = if w.follower {
+                            p.log.written_end_offset()
+                        } else {
+                            p.high_watermark()
+                        };
+                        // A replica that stopped leading has something to say too.
+                        if end > w.seen || p.leader_epoch().is_none() {
                             ready.push(pos);
                         }
-                        listeners.push(l);
                     }
                     None => ready.push(pos),
                 }
@@ -711,6 +757,7 @@ async fn serve(start: ShardStart) {
         image: RefCell::new(Arc::new(MetadataImage::default())),
         internal_topics: Default::default(),
         brokers: Default::default(),
+        fetchers: Default::default(),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(HashMap::new()),
@@ -850,6 +897,8 @@ async fn serve(start: ShardStart) {
         }
     })
     .detach();
+
+    crate::replica::isr::spawn_checks(&ctx);
 
     let dirs_ctx = ctx.clone();
     compio::runtime::spawn(async move {

@@ -19,7 +19,8 @@ use spate_net::messages::{FetchRequest, FetchResponse};
 use spate_net::{ErrorCode, Records};
 
 use super::leader_hints;
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, Watch};
+use crate::partition::Reader;
 use crate::metrics::record_count;
 use crate::route;
 use crate::security::Listener;
@@ -40,6 +41,8 @@ struct Wanted {
     topic: usize,
     part: usize,
     key: PartitionKey,
+    /// The request's fetch offset.
+    fetch_offset: i64,
     /// Next offset to read (after the batches already collected).
     next: i64,
     /// `partition_max_bytes`.
@@ -53,6 +56,16 @@ struct Wanted {
     /// read_committed: aborted transactions in what was read (producer id, first offset).
     aborted: Vec<(i64, i64)>,
     read_committed: bool,
+    /// KIP-320: the leader epoch the reader believes current (-1: not said).
+    current_leader_epoch: i32,
+    /// The epoch of the reader's last batch (-1: not said); sent with the first read
+    /// only (later reads continue past it).
+    last_fetched_epoch: i32,
+    reader: Reader,
+    /// Where this reader's data ends at the owner (see `PartitionReply::Fetched`).
+    readable_end: i64,
+    /// The leader's answer that the reader's log diverged: (epoch, end offset).
+    diverging: Option<(i32, i64)>,
     error: Option<i16>,
     /// Not settled: the partition may still have readable data that fits.
     wants_more: bool,
@@ -99,6 +112,15 @@ pub async fn handle(
     // Followers need CLUSTER_ACTION on the cluster, consumers READ on each topic (a
     // replica id from v15 on travels in replica_state).
     let follower = req.replica_id >= 0 || req.replica_state.replica_id >= 0;
+    let reader = if follower {
+        Reader::Follower {
+            broker: req.replica_id.max(req.replica_state.replica_id),
+            broker_epoch: req.replica_state.replica_epoch,
+            reports_end: true,
+        }
+    } else {
+        Reader::Consumer
+    };
     let cluster_action = follower
         && ctx.authorized(
             caller,
@@ -143,6 +165,7 @@ pub async fn handle(
                         topic: Arc::from(name.as_str()),
                         partition: p.partition,
                     },
+                    fetch_offset: p.fetch_offset,
                     next: p.fetch_offset,
                     limit: p.partition_max_bytes.max(0) as usize,
                     taken: 0,
@@ -151,7 +174,13 @@ pub async fn handle(
                     log_start_offset: -1,
                     last_stable_offset: -1,
                     aborted: Vec::new(),
-                    read_committed: req.isolation_level == READ_COMMITTED,
+                    // Followers read everything written, transactions or not.
+                    read_committed: !follower && req.isolation_level == READ_COMMITTED,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    reader,
+                    readable_end: -1,
+                    diverging: None,
                     error: None,
                     wants_more: true,
                 }),
@@ -176,7 +205,9 @@ pub async fn handle(
     read_all(ctx, &mut wanted, &mut budget).await;
     loop {
         let bytes: usize = wanted.iter().map(|w| w.taken).sum();
-        let any_error = wanted.iter().any(|w| w.error.is_some());
+        let any_error = wanted
+            .iter()
+            .any(|w| w.error.is_some() || w.diverging.is_some());
         if bytes >= min_bytes
             || any_error
             || wanted.is_empty()
@@ -190,7 +221,7 @@ pub async fn handle(
         // would wake the wait at once, over and over.
         let seen: Vec<i64> = wanted
             .iter()
-            .map(|w| w.high_watermark.max(w.next))
+            .map(|w| w.readable_end.max(w.next))
             .collect();
         let ready = wait_for_data(ctx, &wanted, &seen, deadline).await;
         if ready.is_empty() {
@@ -226,6 +257,12 @@ pub async fn handle(
             }));
         }
         data.log_start_offset = w.log_start_offset;
+        if let Some((epoch, end_offset)) = w.diverging {
+            data.diverging_epoch = spate_net::messages::fetch_response::EpochEndOffset {
+                epoch,
+                end_offset,
+            };
+        }
         match w.error {
             Some(code) => {
                 data.error_code = code;
@@ -386,6 +423,21 @@ async fn read_round(
         // Settled after this read if even everything it could ever get did not fit.
         let full = allowance >= w.room().min(budget.left);
         asked.push((i, full));
+        // The reader's own position (its last fetched epoch, a follower's log end)
+        // holds for the request's first read only.
+        let first_read = w.next == w.fetch_offset && w.taken == 0;
+        let reader = match w.reader {
+            Reader::Follower {
+                broker,
+                broker_epoch,
+                ..
+            } => Reader::Follower {
+                broker,
+                broker_epoch,
+                reports_end: first_read && all,
+            },
+            Reader::Consumer => Reader::Consumer,
+        };
         ops.push((
             w.key.clone(),
             PartitionOp::Fetch {
@@ -393,6 +445,9 @@ async fn read_round(
                 max_bytes: allowance,
                 min_one,
                 read_committed: w.read_committed,
+                current_leader_epoch: w.current_leader_epoch,
+                last_fetched_epoch: if first_read { w.last_fetched_epoch } else { -1 },
+                reader,
             },
         ));
     }
@@ -408,8 +463,16 @@ async fn read_round(
                 log_start_offset,
                 last_stable_offset,
                 aborted,
+                readable_end,
+                diverging,
             } => {
                 w.high_watermark = high_watermark;
+                w.readable_end = readable_end;
+                if diverging.is_some() {
+                    w.diverging = diverging;
+                    w.wants_more = false;
+                    continue;
+                }
                 w.log_start_offset = log_start_offset;
                 w.last_stable_offset = last_stable_offset;
                 for a in aborted {
@@ -426,11 +489,6 @@ async fn read_round(
                 w.batches.extend(batches);
                 // Not settled only when the allowance, not the data or the partition
                 // limit, stopped the read.
-                let readable_end = if w.read_committed {
-                    last_stable_offset
-                } else {
-                    high_watermark
-                };
                 let exhausted = w.next >= readable_end;
                 w.wants_more = !exhausted && w.room() > 0 && !full;
                 stuck |= w.wants_more;
@@ -472,17 +530,21 @@ async fn wait_for_data(
     deadline: Instant,
 ) -> Vec<usize> {
     // Per shard: positions in `wanted`, and the watches sent.
-    type Watches = (Vec<usize>, Vec<(PartitionKey, i64)>);
+    type Watches = (Vec<usize>, Vec<Watch>);
     let mut by_shard: Vec<Watches> = (0..ctx.shard_count)
         .map(|_| (Vec::new(), Vec::new()))
         .collect();
     for (pos, (w, &seen)) in wanted.iter().zip(seen).enumerate() {
-        if w.error.is_some() {
+        if w.error.is_some() || w.diverging.is_some() {
             continue;
         }
         if let route::Owner::Shard(shard) = route::owner(ctx, &w.key) {
             by_shard[shard].0.push(pos);
-            by_shard[shard].1.push((w.key.clone(), seen));
+            by_shard[shard].1.push(Watch {
+                key: w.key.clone(),
+                seen,
+                follower: matches!(w.reader, Reader::Follower { .. }),
+            });
         }
     }
     let mut waits = Vec::new();

@@ -20,7 +20,6 @@ use spate_net::messages::{
 use spate_net::ErrorCode;
 
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply};
-use crate::partition::LEADER_EPOCH;
 use crate::route;
 use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::Caller;
@@ -53,6 +52,7 @@ pub async fn list_offsets(
                 PartitionOp::ListOffset {
                     timestamp: p.timestamp,
                     read_committed: req.isolation_level == 1,
+                    current_leader_epoch: p.current_leader_epoch,
                 },
             ));
         }
@@ -75,16 +75,15 @@ pub async fn list_offsets(
                         out.error_code = ErrorCode::TopicAuthorizationFailed.code();
                         return out;
                     }
-                    if p.current_leader_epoch > LEADER_EPOCH {
-                        out.error_code = ErrorCode::UnknownLeaderEpoch.code();
-                        replies.next();
-                        return out;
-                    }
                     match replies.next() {
-                        Some(PartitionReply::Offset { offset, timestamp }) => {
+                        Some(PartitionReply::Offset {
+                            offset,
+                            timestamp,
+                            leader_epoch,
+                        }) => {
                             out.offset = offset;
                             out.timestamp = timestamp;
-                            out.leader_epoch = if offset >= 0 { LEADER_EPOCH } else { -1 };
+                            out.leader_epoch = leader_epoch;
                             // Version 0 answers with a list of offsets.
                             if version == 0 && offset >= 0 {
                                 out.old_style_offsets = vec![offset];

@@ -136,6 +136,7 @@ pub async fn dispatch(
                         acks,
                         txn: txn.clone(),
                         check: checks.get(ti).cloned().flatten(),
+                        timeout: std::time::Duration::from_millis(req.timeout_ms.max(0) as u64),
                     };
                     appends.push(Append {
                         position: (ti, pi),

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod brokers;
 mod image;
+pub mod isr;
 pub mod leadership;
 mod legacy;
 mod migrate;

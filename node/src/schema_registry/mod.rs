@@ -342,6 +342,9 @@ impl Registry {
                 max_bytes: READ_BYTES,
                 min_one: true,
                 read_committed: true,
+                current_leader_epoch: -1,
+                last_fetched_epoch: -1,
+                reader: crate::partition::Reader::Consumer,
             })?;
             let (batches, high_watermark) = match reply {
                 PartitionReply::Fetched {
@@ -430,6 +433,7 @@ impl Registry {
             acks: -1,
             txn: crate::mesh::TxnCheck::Skip,
             check: None,
+            timeout: crate::partition::INTERNAL_APPEND_TIMEOUT,
         })? {
             PartitionReply::Produced { .. } => Ok(()),
             other => Err(ApiError::store(format!(
