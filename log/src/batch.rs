@@ -5,6 +5,7 @@
 pub const HEADER_LEN: usize = 61;
 /// Bytes before and including the `batchLength` field.
 pub const LOG_OVERHEAD: usize = 12;
+const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
 const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
@@ -16,6 +17,8 @@ pub struct BatchHeader {
     pub base_offset: i64,
     /// Whole size of the batch on disk (`12 + batchLength`).
     pub total_len: usize,
+    /// `partitionLeaderEpoch` (`-1` from clients; the leader stamps its epoch).
+    pub partition_leader_epoch: i32,
     /// `lastOffsetDelta`.
     pub last_offset_delta: i32,
     /// `maxTimestamp`.
@@ -94,6 +97,7 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, HeaderProblem> {
     Ok(BatchHeader {
         base_offset,
         total_len: LOG_OVERHEAD + batch_len as usize,
+        partition_leader_epoch: be_i32(b, PARTITION_LEADER_EPOCH_OFFSET),
         last_offset_delta,
         base_timestamp: be_i64(b, 27),
         max_timestamp: be_i64(b, 35),
@@ -144,8 +148,14 @@ pub fn set_base_offset(batch: &mut [u8], offset: i64) {
     batch[0..8].copy_from_slice(&offset.to_be_bytes());
 }
 
+/// Overwrite the `partitionLeaderEpoch` field (not covered by the CRC either).
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH_OFFSET..MAGIC_OFFSET].copy_from_slice(&epoch.to_be_bytes());
+}
+
 /// Build a valid RecordBatch v2 with `count` dummy records' worth of header fields and
-/// `payload` as the records section. For tests and benchmarks: the records section is
+/// `payload` as the records section, and no partition leader epoch (`-1`, as clients
+/// send it). For tests and benchmarks: the records section is
 /// not decoded by the log, so any bytes do.
 pub fn build_test_batch(base_offset: i64, count: i32, timestamp: i64, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; HEADER_LEN];
@@ -153,7 +163,7 @@ pub fn build_test_batch(base_offset: i64, count: i32, timestamp: i64, payload: &
     let batch_len = (b.len() - LOG_OVERHEAD) as i32;
     b[0..8].copy_from_slice(&base_offset.to_be_bytes());
     b[8..12].copy_from_slice(&batch_len.to_be_bytes());
-    b[12..16].copy_from_slice(&0i32.to_be_bytes());
+    b[12..16].copy_from_slice(&(-1i32).to_be_bytes());
     b[16] = 2;
     b[21..23].copy_from_slice(&0i16.to_be_bytes());
     b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
@@ -181,6 +191,12 @@ mod tests {
             (42, 44, 7, b.len())
         );
         assert!(crc_ok(&b, &h));
+        assert_eq!(h.partition_leader_epoch, -1);
+        let mut stamped = b.clone();
+        set_partition_leader_epoch(&mut stamped, 7);
+        let h = parse_header(&stamped).unwrap();
+        assert_eq!(h.partition_leader_epoch, 7);
+        assert!(crc_ok(&stamped, &h), "the epoch is not covered by the CRC");
         let mut two = b.clone();
         two.extend_from_slice(&b);
         assert_eq!(split_batches(&two).unwrap().len(), 2);

@@ -12,6 +12,7 @@ pub mod buf;
 pub mod cache;
 pub mod clean;
 mod config;
+mod epoch;
 mod error;
 pub mod index;
 mod io;
@@ -21,6 +22,7 @@ mod segment;
 
 pub use cache::{BatchCache, SharedBatchCache};
 pub use config::{LogConfig, SEVEN_DAYS_MS};
+pub use epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::{LogError, Result};
 pub use event_listener::EventListener;
 pub use log::{

@@ -606,6 +606,19 @@ async fn expect_zeros_to_end(file: &File, path: &Path, from: u64, file_len: u64)
     Ok(())
 }
 
+/// The active segment as loaded at open.
+#[derive(Debug)]
+pub struct LoadedActive {
+    pub seg: Segment,
+    /// The data file is open with O_DIRECT.
+    pub direct: bool,
+    /// `(epoch, base offset)` of every batch of the recovery scan whose leader epoch
+    /// (>= 0) differs from the batch before it, in order (empty without a scan). Only
+    /// these can change the epoch cache: the others repeat their predecessor's epoch
+    /// at a higher offset.
+    pub epochs: Vec<(i32, i64)>,
+}
+
 /// Load the last segment after a clean shutdown: trust it like a closed segment
 /// (index sanity check and tail verification), then make it appendable again.
 /// Falls back to [`load_active`]'s full scan if that fails, except on corruption: the
@@ -616,7 +629,7 @@ pub async fn load_active_clean(
     interval: u64,
     allow_fallback: bool,
     now_ms: i64,
-) -> Result<(Segment, bool)> {
+) -> Result<LoadedActive> {
     let files = paths(dir, base);
     let (mut seg, direct) = match load_trusted(
         dir,
@@ -655,7 +668,11 @@ pub async fn load_active_clean(
     }
     seg.phase = Phase::Active;
     seg.durable = seg.mark();
-    Ok((seg, direct))
+    Ok(LoadedActive {
+        seg,
+        direct,
+        epochs: Vec::new(),
+    })
 }
 
 /// Load the active (last) segment: full scan, truncate at the first torn, corrupt or
@@ -666,7 +683,7 @@ pub async fn load_active(
     interval: u64,
     allow_fallback: bool,
     now_ms: i64,
-) -> Result<(Segment, bool)> {
+) -> Result<LoadedActive> {
     let (lp, _, _) = paths(dir, base);
     let (file, direct) = fio::open_data_file(&lp, false, true, allow_fallback)
         .await
@@ -675,9 +692,16 @@ pub async fn load_active(
         .await
         .map_err(|e| LogError::io(format!("stat {}", lp.display()), e))?;
     let mut seg = Segment::new(dir, base, now_ms);
-    let out = scan(&file, 0, file_len, base, rebuild_into(&mut seg, interval))
-        .await
-        .map_err(|e| LogError::io(format!("reading {}", lp.display()), e))?;
+    let mut epochs: Vec<(i32, i64)> = Vec::new();
+    let out = scan(&file, 0, file_len, base, |pos, h| {
+        seg.on_batch(h, pos, interval);
+        let e = h.partition_leader_epoch;
+        if e >= 0 && epochs.last().is_none_or(|&(last, _)| last != e) {
+            epochs.push((e, h.base_offset));
+        }
+    })
+    .await
+    .map_err(|e| LogError::io(format!("reading {}", lp.display()), e))?;
     match &out.stop {
         Stop::End | Stop::Zero => {}
         other => tracing::warn!(
@@ -696,5 +720,9 @@ pub async fn load_active(
     seg.next_offset = out.next_offset.max(base);
     seg.file = Some(file);
     seg.loaded(out.valid_end, Phase::Active);
-    Ok((seg, direct))
+    Ok(LoadedActive {
+        seg,
+        direct,
+        epochs,
+    })
 }

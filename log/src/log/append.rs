@@ -47,6 +47,13 @@ impl PartitionLog {
     /// batches queued for the writer now; the ticket tells when they are written
     /// ([`written`](Self::written), [`is_written`](Self::is_written)). Nothing is queued
     /// when this fails.
+    ///
+    /// With `assign`, once the log has a leader epoch
+    /// ([`assign_leader_epoch`](Self::assign_leader_epoch)), every batch's
+    /// `partitionLeaderEpoch` is set to it (in the write buffer, like the base offset);
+    /// before that, batches keep the client's value, which is not recorded. Without
+    /// `assign` (a follower), every batch's epoch, the leader's, goes to the epoch
+    /// cache.
     pub fn begin_append(&self, data: Bytes, assign: bool) -> Result<(AppendInfo, WriteTicket)> {
         let mut st = self.shared.state.borrow_mut();
         st.check_writable()?;
@@ -98,6 +105,12 @@ impl PartitionLog {
         }
         let interval = st.config.index_interval_bytes as u64;
         let hint = st.buf_hint;
+        // A leader (offsets assigned here) stamps its epoch, once it has one.
+        let stamp = if assign {
+            st.epochs.latest().map(|(e, _)| e)
+        } else {
+            None
+        };
         let st = &mut *st;
         let (Some(p), Some(seg)) = (st.pending.back_mut(), st.segments.values_mut().next_back())
         else {
@@ -111,9 +124,27 @@ impl PartitionLog {
         for (h, &base) in headers.iter().zip(&bases) {
             let in_buf = p.buf.len();
             p.buf.extend_from_slice(&data[pos..pos + h.total_len]);
+            let end = in_buf + h.total_len;
             if assign {
-                let end = in_buf + h.total_len;
                 batch::set_base_offset(&mut p.buf.full_mut()[in_buf..end], base);
+            }
+            let epoch = match stamp {
+                Some(e) => {
+                    batch::set_partition_leader_epoch(&mut p.buf.full_mut()[in_buf..end], e);
+                    Some(e)
+                }
+                // A client's value is no leader's epoch (Kafka's leader always
+                // overwrites it): it stays in the batch but not in the cache.
+                None if assign => None,
+                None => Some(h.partition_leader_epoch),
+            };
+            // Kafka's `UnifiedLog.append`: every batch's epoch goes to the cache (a
+            // missing one, -1, does not); the writer persists a change before this
+            // write. (Field by field: the write buffer and segment are borrowed.)
+            if let Some(e) = epoch.filter(|e| *e >= 0) {
+                if st.epochs.assign(e, base) {
+                    st.epochs_version += 1;
+                }
             }
             let mut hh = *h;
             hh.base_offset = base;

@@ -3,11 +3,12 @@
 //!
 //! The log is split by concern: `state` (segments, offsets, the write queue and
 //! roll-back after a failed write), `open` (recovery), `append`, `writer` (the task
-//! that writes, syncs and seals), `read`, and `retention` (retention, DeleteRecords,
-//! truncation). This module holds the handle, its accessors and its lifecycle.
+//! that writes, syncs and seals), `read`, `retention` (retention, DeleteRecords,
+//! truncation) and `epochs` (the leader-epoch cache's API and persistence). This module holds the handle, its accessors and its lifecycle.
 
 mod append;
 mod compact;
+mod epochs;
 mod open;
 mod read;
 mod retention;
@@ -143,7 +144,10 @@ pub struct WriteTicket {
 struct Shared {
     state: RefCell<State>,
     /// Held while the set of segments changes across awaits.
-    structure: StructureLock,
+    structure: AsyncLock,
+    /// Held while the leader-epoch checkpoint file is replaced (by the writer and by
+    /// truncations), so that writes of it do not interleave and the newest state wins.
+    epoch_file: AsyncLock,
     /// Fired on every completed write (and on failure / writer exit).
     written: Event,
     /// Wakes the writer task.
@@ -155,21 +159,22 @@ struct Shared {
     writer: Cell<Option<compio::runtime::JoinHandle<()>>>,
 }
 
-/// Serialises the changes to which segments make up the log (retention, DeleteRecords,
-/// truncation, compaction swaps, deletion): each decides, then awaits I/O, then changes
-/// the segment map, and none may act on segments another is replacing.
+/// A lock held across awaits on one thread. `Shared::structure` serialises the changes
+/// to which segments make up the log (retention, DeleteRecords, truncation, compaction
+/// swaps, deletion): each decides, then awaits I/O, then changes the segment map, and
+/// none may act on segments another is replacing.
 #[derive(Default)]
-struct StructureLock {
+struct AsyncLock {
     held: Cell<bool>,
     released: Event,
 }
 
-impl StructureLock {
-    async fn lock(&self) -> StructureGuard<'_> {
+impl AsyncLock {
+    async fn lock(&self) -> AsyncGuard<'_> {
         loop {
             if !self.held.get() {
                 self.held.set(true);
-                return StructureGuard(self);
+                return AsyncGuard(self);
             }
             let l = self.released.listen();
             if self.held.get() {
@@ -179,9 +184,9 @@ impl StructureLock {
     }
 }
 
-struct StructureGuard<'a>(&'a StructureLock);
+struct AsyncGuard<'a>(&'a AsyncLock);
 
-impl Drop for StructureGuard<'_> {
+impl Drop for AsyncGuard<'_> {
     fn drop(&mut self) {
         self.0.held.set(false);
         self.0.released.notify(1);
@@ -386,6 +391,7 @@ impl PartitionLog {
                 reason: f.reason,
             });
         }
+        epochs::persist(&self.shared).await?;
         // Everything is synced, trimmed and indexed: the next open may skip the scan.
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         fio::write_small_file(&marker, Vec::new())

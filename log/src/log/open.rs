@@ -15,6 +15,7 @@ use crate::buf::{align_down, ALIGN};
 use crate::cache::{BatchCache, CacheHandle, SharedBatchCache};
 use crate::clean::swap;
 use crate::config::LogConfig;
+use crate::epoch::{EpochCache, CHECKPOINT_FILE as EPOCH_CHECKPOINT_FILE};
 use crate::error::{LogError, Result};
 use crate::io as fio;
 use crate::segment::{self, EndCheck, Segment};
@@ -114,6 +115,7 @@ impl PartitionLog {
         }
         let mut segments = BTreeMap::new();
         let mut direct = true;
+        let mut recovered_epochs = Vec::new();
         for (i, &b) in bases.iter().enumerate() {
             let seg = match bases.get(i + 1) {
                 Some(&next) => {
@@ -126,13 +128,14 @@ impl PartitionLog {
                     segment::load_closed(&dir, b, end, interval, fallback, now).await?
                 }
                 None => {
-                    let (s, d) = if clean {
+                    let loaded = if clean {
                         segment::load_active_clean(&dir, b, interval, fallback, now).await?
                     } else {
                         segment::load_active(&dir, b, interval, fallback, now).await?
                     };
-                    direct = d;
-                    s
+                    direct = loaded.direct;
+                    recovered_epochs = loaded.epochs;
+                    loaded.seg
                 }
             };
             segments.insert(b, seg);
@@ -146,6 +149,7 @@ impl PartitionLog {
         if let Some(first) = segments.keys().next() {
             log_start = log_start.max(*first);
         }
+        let epochs = load_epochs(&dir, &recovered_epochs, log_start, leo).await?;
         let mut st = State {
             dir: dir.clone(),
             private_cache: cache.is_none(),
@@ -176,6 +180,9 @@ impl PartitionLog {
             fill: None,
             fill_paused_until: None,
             read_ahead: Default::default(),
+            epochs,
+            epochs_version: 0,
+            epochs_persisted: 0,
         };
         // The open write buffer for the active segment, starting with its tail page.
         match st.segments.values().next_back() {
@@ -194,6 +201,7 @@ impl PartitionLog {
         let shared = Rc::new(Shared {
             state: RefCell::new(st),
             structure: Default::default(),
+            epoch_file: Default::default(),
             written: Event::new(),
             work: Event::new(),
             fill_done: Event::new(),
@@ -204,6 +212,45 @@ impl PartitionLog {
         shared.writer.set(Some(handle));
         Ok(PartitionLog { shared })
     }
+}
+
+/// The leader-epoch cache at open, as Kafka's log loading builds it: the checkpoint
+/// file's entries (none if it is missing, as for logs written before the cache
+/// existed, or malformed: a warning, as in Kafka), then the epochs of the batches the
+/// recovery scan walked (`recovered`, those above the latest epoch, as Kafka's segment
+/// recovery assigns them), truncated from the end at the recovered log end and from
+/// the start at the log start. Written back when that changed it.
+async fn load_epochs(
+    dir: &Path,
+    recovered: &[(i32, i64)],
+    log_start: i64,
+    leo: i64,
+) -> Result<EpochCache> {
+    let path = dir.join(EPOCH_CHECKPOINT_FILE);
+    let (mut epochs, mut stale) = match std::fs::read(&path) {
+        Ok(data) => match EpochCache::parse_checkpoint(&data) {
+            Ok(c) => (c, false),
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "malformed leader epoch checkpoint; rebuilding the epoch cache from the log");
+                (EpochCache::default(), true)
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (EpochCache::default(), false),
+        Err(e) => return Err(LogError::io(format!("reading {}", path.display()), e)),
+    };
+    for &(epoch, base) in recovered {
+        if epochs.latest().is_none_or(|(latest, _)| epoch > latest) {
+            stale |= epochs.assign(epoch, base);
+        }
+    }
+    stale |= epochs.truncate_from_end(leo);
+    stale |= epochs.truncate_from_start(log_start);
+    if stale {
+        fio::replace_file(dir, &path, epochs.checkpoint_bytes())
+            .await
+            .map_err(io_err(format!("writing {}", path.display())))?;
+    }
+    Ok(epochs)
 }
 
 /// The written bytes of a segment's last, partly filled page: the start of the next

@@ -11,8 +11,8 @@ use crate::segment::{self, Phase, Segment};
 
 use super::open::tail_page;
 use super::read::{corrupt_at, read_segment};
-use super::state::Pending;
-use super::{io_err, wait_idle, PartitionLog, CHECKPOINT_FILE};
+use super::state::{Pending, WriteFailure};
+use super::{epochs, io_err, wait_idle, PartitionLog, CHECKPOINT_FILE};
 
 impl PartitionLog {
     /// Delete closed segments past `retention.ms` (by their largest timestamp) or beyond
@@ -111,12 +111,14 @@ impl PartitionLog {
             st.log_start = st.log_start.max(first);
             let ls = st.log_start;
             st.cache.retain_range(ls, i64::MAX);
+            st.change_epochs(|c| c.truncate_from_start(ls));
             (st.dir.clone(), st.checkpoint_bytes())
         };
         let cp_path = dir.join(CHECKPOINT_FILE);
         fio::replace_file(&dir, &cp_path, cp)
             .await
             .map_err(io_err(format!("writing {}", cp_path.display())))?;
+        epochs::persist(&self.shared).await?;
         for &b in bases {
             remove_segment_files(&dir, b).await?;
         }
@@ -143,6 +145,7 @@ impl PartitionLog {
             st.log_start = before_offset;
             let ls = st.log_start;
             st.cache.retain_range(ls, i64::MAX);
+            st.change_epochs(|c| c.truncate_from_start(ls));
             let doomed: Vec<i64> = st
                 .segments
                 .values()
@@ -155,6 +158,7 @@ impl PartitionLog {
         fio::replace_file(&dir, &cp_path, cp)
             .await
             .map_err(io_err(format!("writing {}", cp_path.display())))?;
+        epochs::persist(&self.shared).await?;
         if !doomed.is_empty() {
             self.remove_segments(&doomed).await?;
         }
@@ -273,11 +277,81 @@ impl PartitionLog {
             st.pending.push_back(Pending::new(&seg, 0, offset));
             st.segments.insert(offset, seg);
         }
-        let mut st = self.shared.state.borrow_mut();
-        st.leo = new_leo;
-        st.written_end = new_leo;
-        st.cache.retain_range(i64::MIN, new_leo);
+        {
+            let mut st = self.shared.state.borrow_mut();
+            st.leo = new_leo;
+            st.written_end = new_leo;
+            st.cache.retain_range(i64::MIN, new_leo);
+            st.change_epochs(|c| c.truncate_from_end(new_leo));
+        }
+        epochs::persist(&self.shared).await?;
         Ok(new_leo)
+    }
+
+    /// Kafka's `truncateFullyAndStartAt` (a follower whose fetch offset is below the
+    /// leader's log start): every segment goes, and the log is empty, starting and
+    /// ending at `offset`, with a fresh active segment there and an empty epoch cache.
+    /// Waits for in-flight writes; the caller must not append while it runs.
+    ///
+    /// Steps, and what the next open finds after a crash in between:
+    /// 1. the epoch cache is cleared and its checkpoint written: the old log, whole,
+    ///    with the epochs of its active segment's batches (the recovery scan's);
+    /// 2. the segments' files are removed, the newest first: a prefix of the old log
+    ///    (as if truncated from the end), then an empty log at the old log start;
+    /// 3. the log start checkpoint becomes `offset`: the empty log at `offset`.
+    ///
+    /// Each is a consistent log; a follower finding its log end below the leader's log
+    /// start again truncates again. An I/O error on the way leaves the log offline for
+    /// writes until it is reopened.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        let _guard = self.shared.structure.lock().await;
+        wait_idle(&self.shared).await?;
+        let (dir, old, cp) = {
+            let mut st = self.shared.state.borrow_mut();
+            if offset < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: st.log_start,
+                    log_end: st.leo,
+                });
+            }
+            let now = st.now();
+            for p in st.pending.drain(..) {
+                p.buf.recycle();
+            }
+            let old: Vec<i64> = std::mem::take(&mut st.segments).into_keys().collect();
+            let seg = Segment::new(&st.dir, offset, now);
+            st.pending.push_back(Pending::new(&seg, 0, offset));
+            st.segments.insert(offset, seg);
+            st.log_start = offset;
+            st.leo = offset;
+            st.written_end = offset;
+            st.cache.retain_range(i64::MAX, i64::MIN);
+            st.change_epochs(|c| c.clear());
+            (st.dir.clone(), old, st.checkpoint_bytes())
+        };
+        let files = async {
+            epochs::persist(&self.shared).await?;
+            for &b in old.iter().rev() {
+                remove_segment_files(&dir, b).await?;
+            }
+            let cp_path = dir.join(CHECKPOINT_FILE);
+            fio::replace_file(&dir, &cp_path, cp)
+                .await
+                .map_err(io_err(format!("writing {}", cp_path.display())))
+        };
+        let res = files.await;
+        if let Err(e) = &res {
+            // The files are somewhere between the old log and the new one: a segment
+            // written at `offset` now could overlap old ones left on disk. No writes
+            // until a reopen finds one of the states above.
+            self.shared.state.borrow_mut().failure = Some(WriteFailure {
+                reason: format!("truncating fully to {offset} failed: {e}"),
+                retry_at: None,
+                retriable: false,
+            });
+        }
+        res
     }
 }
 pub(super) async fn remove_segment_files(dir: &Path, base: i64) -> Result<()> {

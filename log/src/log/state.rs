@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::buf::{align_down, AlignedBuf, ALIGN};
 use crate::cache::CacheHandle;
 use crate::config::LogConfig;
+use crate::epoch::EpochCache;
 use crate::error::{LogError, Result};
 use crate::segment::{Mark, Phase, Segment};
 
@@ -119,6 +120,12 @@ pub(super) struct State {
     pub fill_paused_until: Option<Instant>,
     /// Where the sequential reader's read-ahead stands (see `read`).
     pub read_ahead: super::read::ReadAhead,
+    /// The leader-epoch cache (see `epochs`).
+    pub epochs: EpochCache,
+    /// Bumped on every change of `epochs`.
+    pub epochs_version: u64,
+    /// The version of `epochs` the checkpoint file holds.
+    pub epochs_persisted: u64,
 }
 
 impl State {
@@ -322,12 +329,26 @@ impl State {
         self.pending.push_back(pending);
         self.leo = written_end;
         self.cache.retain_range(i64::MIN, written_end);
+        // Epochs of discarded batches go; an entry starting exactly at the new end
+        // stays: it may be the leader's current epoch, assigned before anything was
+        // appended in it (Kafka's leader holds such an entry), which its appends after
+        // the retry must still carry. Persisted with the next write (an entry left in
+        // the file past the data is dropped at open, as Kafka does).
+        self.change_epochs(|c| c.truncate_from_end(written_end + 1));
         log_write_failure(&self.dir, e, retriable, discarded);
         doomed
     }
 
     pub fn total_size(&self) -> u64 {
         self.segments.values().map(|s| s.logical_size).sum()
+    }
+
+    /// Apply `change` to the epoch cache; if it changed it, the checkpoint file is
+    /// out of date until `epochs::persist` ran.
+    pub fn change_epochs(&mut self, change: impl FnOnce(&mut EpochCache) -> bool) {
+        if change(&mut self.epochs) {
+            self.epochs_version += 1;
+        }
     }
 
     pub fn checkpoint_bytes(&self) -> Vec<u8> {

@@ -272,6 +272,11 @@ async fn timed_sync(shared: &Rc<Shared>) -> Result<()> {
 }
 
 async fn run_job(shared: &Rc<Shared>, job: Pending) -> Result<()> {
+    if !job.batches.is_empty() {
+        // An epoch its batches brought into the epoch cache reaches the checkpoint
+        // before they are written (a failure here fails the job: nothing is published).
+        super::epochs::persist(shared).await?;
+    }
     // Make sure the segment file exists.
     let (file, path, dir) = {
         let st = shared.state.borrow();
