@@ -354,3 +354,80 @@ def test_metadata_quorum_described_and_its_leader_killed(cluster, kafka_libs):
     wait_for("the old leader caught up again", lambda: replication_caught_up(leader), timeout=60)
     back = AdminClient({"bootstrap.servers": cluster.bootstrap(leader)})
     assert "after-controller-loss" in back.list_topics(timeout=10).topics
+
+
+def isr_of(kafka_libs, bootstrap, topic):
+    """{partition: (leader, replicas, isr)} as Kafka's kafka-topics.sh --describe prints."""
+    out = tool(kafka_libs, "TopicCommand", "--bootstrap-server", bootstrap,
+               "--describe", "--topic", topic)
+    found = {}
+    for line in out.splitlines():
+        fields = dict(f.split(": ", 1) for f in line.strip().split("\t") if ": " in f)
+        if "Partition" in fields:
+            ids = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+            found[int(fields["Partition"])] = (int(fields["Leader"]), ids(fields["Replicas"]),
+                                              sorted(ids(fields["Isr"])))
+    return found
+
+
+def test_a_replicated_topic_loses_no_acknowledged_record_when_its_leader_is_killed(
+        cluster, kafka_libs):
+    """RF=3 with min.insync.replicas=2: idempotent acks=all records survive kill -9 of the
+    leader of every partition it led (the others in the ISR take over), writes go on
+    with two replicas, the killed broker returns as a follower and rejoins the ISR, and
+    a consumer reads every acknowledged record exactly once in order."""
+    topic = "replicated"
+    tool(kafka_libs, "TopicCommand", "--bootstrap-server", cluster.bootstrap(0), "--create",
+         "--topic", topic, "--partitions", "3", "--replication-factor", "3",
+         "--config", "min.insync.replicas=2")
+    placed = wait_for("a full ISR everywhere", lambda: (lambda d: d if len(d) == 3 and all(
+        isr == [0, 1, 2] for _, _, isr in d.values()) else None)(
+            isr_of(kafka_libs, cluster.bootstrap(1), topic)))
+    assert all(sorted(replicas) == [0, 1, 2] for _, replicas, _ in placed.values())
+
+    def produce(start, count, bootstrap):
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                      "acks": "all", "message.timeout.ms": 60000})
+        delivered = []
+        for i in range(start, start + count):
+            p.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 3,
+                      on_delivery=lambda err, m: delivered.append(
+                          (err, m.partition(), m.offset(), m.value())))
+        assert p.flush(60) == 0
+        assert [d for d in delivered if d[0] is not None] == []
+        return [(part, off, val) for _, part, off, val in delivered]
+
+    acked = produce(0, 300, cluster.bootstrap(0))
+    victim = placed[0][0]
+    survivor = next(n for n in range(3) if n != victim)
+    cluster.run("kill", victim)
+    # Fenced after its session: it leaves every ISR, its partitions get new leaders.
+    after = wait_for("new leaders from the ISR", lambda: (lambda d: d if all(
+        leader not in (-1, victim) and victim not in isr for leader, _, isr in d.values())
+        else None)(isr_of(kafka_libs, cluster.bootstrap(survivor), topic)), timeout=60)
+    assert all(len(isr) == 2 for _, _, isr in after.values())
+    acked += produce(300, 300, cluster.bootstrap(survivor))
+
+    cluster.run("start", victim)
+    wait_for("the returned broker back in every ISR", lambda: all(
+        isr == [0, 1, 2] for _, _, isr in isr_of(kafka_libs, cluster.bootstrap(victim),
+                                                  topic).values()), timeout=60)
+    acked += produce(600, 60, cluster.bootstrap(victim))
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(victim), "group.id": "replicated",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 660 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    c.close()
+    assert len(got) == 660
+    assert sorted((p, o, v) for p, o, _, v in got) == sorted(acked)
+    # Per partition: offsets 0..n-1 with no gap or duplicate, values in produce order.
+    for part in range(3):
+        mine = sorted((o, v) for p, o, _, v in got if p == part)
+        assert [o for o, _ in mine] == list(range(len(mine)))
+        assert [int(v[1:]) for _, v in mine] == sorted(int(v[1:]) for _, v in mine)

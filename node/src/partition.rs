@@ -1155,14 +1155,16 @@ impl Partition {
         Ok(())
     }
 
-    /// Every batch from the log start to the high watermark, in order: how coordinators
-    /// rebuild their state from their partition.
+    /// Every batch from the log start to the written end, in order: how coordinators
+    /// rebuild their state from their partition when it opens. The internal topics have
+    /// one replica, whose written data is all committed (once they are replicated,
+    /// coordinators load on becoming leader, up to the high watermark).
     pub async fn replay(
         &self,
         mut on_batch: impl FnMut(record_batch::RecordBatch),
     ) -> Result<(), LogError> {
         let mut offset = self.log.log_start_offset();
-        let end = self.high_watermark();
+        let end = self.log.written_end_offset();
         while offset < end {
             let read = self.log.read(offset, PRODUCER_SCAN_BYTES, true).await?;
             if read.batches.is_empty() {
@@ -1353,6 +1355,9 @@ impl Partition {
                 }
             }
             PartitionOp::DeleteRecords { offset } => {
+                if self.leader_epoch().is_none() {
+                    return PartitionReply::Error(ErrorCode::NotLeaderOrFollower.code());
+                }
                 let hw = self.high_watermark();
                 let target = if offset == -1 { hw } else { offset };
                 if target < 0 || target > hw {

@@ -178,6 +178,14 @@ impl PartitionLog {
             (st.log_start, st.leo)
         };
         if offset >= leo {
+            // Nothing to cut, but an epoch may start at the end with no batch of its
+            // own (a leader that appended nothing before another was elected): a
+            // follower's truncation drops it, as Kafka's truncateTo does.
+            self.shared
+                .state
+                .borrow_mut()
+                .change_epochs(|c| c.truncate_from_end(leo));
+            super::epochs::persist(&self.shared).await?;
             return Ok(leo);
         }
         if offset < ls {

@@ -1,0 +1,286 @@
+//! Replicated partitions on a three-node loopback cluster: acks=all records survive
+//! the kill -9 of their leader, a new leader serves them, the old leader comes back
+//! as a follower, rejoins the ISR, and the three logs end up identical batch for batch.
+
+// Only some of the shared helpers are used here.
+#[allow(dead_code)]
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spate_net::compression::Compression;
+use spate_net::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
+use spate_net::messages::metadata_request::MetadataRequestTopic;
+use spate_net::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceResponse,
+};
+use spate_net::record_batch::{self, RecordBatchBuilder};
+use spate_net::{ApiKey, Message};
+
+use common::{produce_request, read_response_header, request, send, Broker};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const TOPIC: &str = "replicated";
+
+/// Short broker sessions and lag, so that failures are noticed within seconds.
+const FAST: &str = "offsets_topic_num_partitions = 2\ntransaction_state_num_partitions = 2\n\
+                    broker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 1000\n\
+                    replica_lag_time_max_ms = 2000\nreplica_fetch_wait_max_ms = 100\n\
+                    replica_fetch_backoff_ms = 100\n";
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+fn start_cluster(name: &str) -> Vec<Broker> {
+    let voters: Vec<String> = free_ports(3)
+        .iter()
+        .enumerate()
+        .map(|(id, p)| format!("{id}@127.0.0.1:{p}"))
+        .collect();
+    let voters = voters.join(",");
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|id| {
+                let toml = format!("{FAST}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                scope.spawn(move || Broker::start_with_config(&format!("{name}-n{id}"), &toml))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|h| h.join().expect("node started"))
+            .collect()
+    })
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    s
+}
+
+/// CreateTopics (v5): one partition, three replicas, `min.insync.replicas=2`; retried
+/// on the active controller's moves.
+fn create_replicated(nodes: &[Broker]) {
+    let body = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: TOPIC.into(),
+            num_partitions: 1,
+            replication_factor: 3,
+            configs: vec![CreatableTopicConfig {
+                name: "min.insync.replicas".into(),
+                value: Some("2".into()),
+            }],
+            ..Default::default()
+        }],
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    let mut s = connect(&nodes[0].addr);
+    send(&mut s, request(ApiKey::CreateTopics, 5, 1, &body));
+    let (_, mut body) = read_response_header(&mut s, true).expect("CreateTopics response");
+    let created = CreateTopicsResponse::decode(&mut body, 5).expect("decode");
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+}
+
+/// The partition's leader and ISR as `s`'s node reports them (Metadata v12), and the
+/// topic id.
+fn leader_and_isr(s: &mut TcpStream) -> (i32, Vec<i32>, spate_net::Uuid) {
+    let body = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(TOPIC.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    send(s, request(ApiKey::Metadata, 12, 2, &body));
+    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
+    let response = MetadataResponse::decode(&mut body, 12).expect("decode");
+    let topic = &response.topics[0];
+    let Some(p) = topic.partitions.first() else {
+        return (-1, Vec::new(), topic.topic_id);
+    };
+    let mut isr = p.isr_nodes.clone();
+    isr.sort();
+    (p.leader_id, isr, topic.topic_id)
+}
+
+/// Polls `nodes[via]` until the leader is one of `candidates` and the ISR is `isr`.
+fn wait_for_leader(nodes: &[Broker], via: usize, candidates: &[i32], isr: &[i32]) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(&nodes[via].addr) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let (leader, got, _) = leader_and_isr(&mut s);
+            if candidates.contains(&leader) && got == isr {
+                return leader;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "leader {leader}, ISR {got:?}; waiting for one of {candidates:?} with {isr:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn batch(values: &[String]) -> Bytes {
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    for v in values {
+        b.append(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+    }
+    b.build().expect("batch")
+}
+
+/// Produces one batch with acks=all to `leader`; the base offset, or the error code.
+fn produce_all(s: &mut TcpStream, values: &[String]) -> Result<i64, i16> {
+    let mut req = produce_request(TOPIC, 0, batch(values));
+    req.acks = -1;
+    send(s, request(ApiKey::Produce, 9, 3, &req));
+    let (_, mut body) = read_response_header(s, true).expect("Produce response");
+    let p = ProduceResponse::decode(&mut body, 9).expect("decode").responses[0]
+        .partition_responses[0]
+        .clone();
+    if p.error_code == 0 {
+        Ok(p.base_offset)
+    } else {
+        Err(p.error_code)
+    }
+}
+
+/// Every record value from offset 0 up to the high watermark, read from the leader.
+fn read_all(s: &mut TcpStream, topic_id: spate_net::Uuid) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetch = FetchRequest {
+            max_wait_ms: 0,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                topic_id,
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: offset,
+                    partition_max_bytes: 1 << 20,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        send(s, request(ApiKey::Fetch, 16, 4, &fetch));
+        let (_, mut body) = read_response_header(s, true).expect("Fetch response");
+        let response = FetchResponse::decode(&mut body, 16).expect("decode");
+        let p = &response.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch at {offset}");
+        let records = p.records.clone().unwrap_or_default().to_contiguous();
+        if records.is_empty() {
+            assert_eq!(offset, p.high_watermark, "read up to the high watermark");
+            return values;
+        }
+        for b in record_batch::batches(records) {
+            let b = b.expect("batch");
+            for r in b.records(1 << 20).expect("records") {
+                let r = r.expect("record");
+                values.push(String::from_utf8(r.value.expect("value").to_vec()).expect("utf8"));
+            }
+            offset = b.last_offset() + 1;
+        }
+    }
+}
+
+/// The batches of the partition's segment files in `broker`'s data dir, in order.
+fn stored_batches(broker: &Broker) -> Vec<Vec<u8>> {
+    let dir = broker.data_dir.join(format!("{TOPIC}-0"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let data = std::fs::read(&f).unwrap_or_default();
+        let mut pos = 0;
+        while pos + 12 <= data.len() {
+            let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap());
+            if len <= 0 || pos + 12 + len as usize > data.len() {
+                break; // preallocated space
+            }
+            out.push(data[pos..pos + 12 + len as usize].to_vec());
+            pos += 12 + len as usize;
+        }
+    }
+    out
+}
+
+#[test]
+fn acknowledged_records_survive_the_loss_of_their_leader() {
+    let mut nodes = start_cluster("repl");
+    create_replicated(&nodes);
+    let leader = wait_for_leader(&nodes, 0, &[0, 1, 2], &[0, 1, 2]);
+
+    // Acknowledged by all three replicas.
+    let mut acked: Vec<String> = Vec::new();
+    let mut s = connect(&nodes[leader as usize].addr);
+    for i in 0..20 {
+        let values: Vec<String> = (0..5).map(|j| format!("a-{i}-{j}")).collect();
+        assert_eq!(produce_all(&mut s, &values), Ok(i * 5), "batch {i}");
+        acked.extend(values);
+    }
+
+    // kill -9 the leader: another in-sync replica takes over with every record.
+    nodes[leader as usize].kill();
+    let others: Vec<i32> = (0..3).filter(|&n| n != leader).collect();
+    let via = others[0] as usize;
+    let new_leader = wait_for_leader(&nodes, via, &others, &others);
+    let mut s = connect(&nodes[new_leader as usize].addr);
+    let (_, _, topic_id) = leader_and_isr(&mut s);
+    assert_eq!(read_all(&mut s, topic_id), acked, "after the failover");
+
+    // Two in-sync replicas still meet min.insync.replicas=2.
+    for i in 20..30 {
+        let values: Vec<String> = (0..5).map(|j| format!("b-{i}-{j}")).collect();
+        assert_eq!(produce_all(&mut s, &values), Ok(i * 5), "batch {i}");
+        acked.extend(values);
+    }
+
+    // The old leader returns as a follower, catches up and rejoins the ISR.
+    nodes[leader as usize].kill_and_restart();
+    wait_for_leader(&nodes, via, &[new_leader], &[0, 1, 2]);
+    for i in 30..35 {
+        let values: Vec<String> = (0..5).map(|j| format!("c-{i}-{j}")).collect();
+        assert_eq!(produce_all(&mut s, &values), Ok(i * 5), "batch {i}");
+        acked.extend(values);
+    }
+    assert_eq!(read_all(&mut s, topic_id), acked);
+
+    // Every replica holds the same batches (leader epochs included).
+    let start = Instant::now();
+    loop {
+        let logs: Vec<Vec<Vec<u8>>> = nodes.iter().map(stored_batches).collect();
+        if logs.iter().all(|l| l.len() == 35 && *l == logs[0]) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "replica logs differ: {:?} batches",
+            logs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
