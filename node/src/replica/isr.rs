@@ -46,17 +46,31 @@ pub fn propose(ctx: &Rc<ShardContext>, key: &PartitionKey, partition: &Rc<Partit
                 true
             }
             Some(ControllerReply::AlterPartition(Err(code))) => {
-                tracing::warn!(topic = %key.topic, partition = key.partition, isr = ?proposed, error = code, "ISR change refused");
+                if let Some(suppressed) = admit_failure_log() {
+                    tracing::warn!(topic = %key.topic, partition = key.partition, isr = ?proposed, error = code, suppressed, "ISR change refused");
+                }
                 false
             }
             _ => {
-                tracing::warn!(topic = %key.topic, partition = key.partition, isr = ?proposed, "ISR change not answered (controller unreachable)");
+                if let Some(suppressed) = admit_failure_log() {
+                    tracing::warn!(topic = %key.topic, partition = key.partition, isr = ?proposed, suppressed, "ISR change not answered (controller unreachable)");
+                }
                 false
             }
         };
         partition.isr_answered(leader_epoch, accepted);
     })
     .detach();
+}
+
+/// Whether a failed ISR change may be logged now (a few a minute per shard: a leader
+/// retries every half second while the controller is away); the count left out since.
+fn admit_failure_log() -> Option<u64> {
+    thread_local! {
+        static LIMIT: std::cell::RefCell<spate_log::RateLimit> = std::cell::RefCell::new(
+            spate_log::RateLimit::new(5, Duration::from_secs(60)));
+    }
+    LIMIT.with(|l| l.borrow_mut().admit(std::time::Instant::now()))
 }
 
 /// Every half `replica.lag.time.max.ms` (as Kafka's isr-expiration task), each led
