@@ -48,7 +48,8 @@ fn served_note(key: ApiKey) -> &'static str {
 const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
-const REPLICATION: &str = "a single node has no replicas to move or elect (comes with replication)";
+const REASSIGNMENT: &str =
+    "partition reassignment (moving replicas between brokers) is not implemented";
 const SHARE: &str = "share groups (KIP-932) are not implemented";
 const SHARE_STATE: &str = "share-group state API between brokers (KIP-932), not served to clients";
 
@@ -80,7 +81,7 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | ExpireDelegationToken
         | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
-        ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
+        AlterPartitionReassignments | ListPartitionReassignments => REASSIGNMENT,
         AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"

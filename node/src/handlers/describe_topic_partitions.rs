@@ -10,7 +10,6 @@ use spate_net::{ErrorCode, Uuid};
 
 use crate::controller::validate_topic_name;
 use crate::metadata::{MetadataImage, TopicImage};
-use crate::partition::LEADER_EPOCH;
 use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
@@ -201,7 +200,7 @@ fn topic_entry(
                     error_code: l.error_code,
                     partition_index: p as i32,
                     leader_id: l.leader,
-                    leader_epoch: LEADER_EPOCH,
+                    leader_epoch: l.leader_epoch,
                     replica_nodes: l.replicas,
                     isr_nodes: l.isr,
                     eligible_leader_replicas: Some(Vec::new()),

@@ -17,7 +17,6 @@ use spate_net::{ErrorCode, Uuid};
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::log_dirs::LogDirs;
 use crate::metadata::{MetadataImage, PartitionInfo, TopicImage};
-use crate::partition::LEADER_EPOCH;
 use crate::security::Listener;
 use crate::shard::ShardContext;
 
@@ -182,6 +181,7 @@ pub async fn handle(
 pub struct Leadership {
     pub error_code: i16,
     pub leader: i32,
+    pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub offline_replicas: Vec<i32>,
@@ -224,6 +224,7 @@ pub fn leadership(
             0
         },
         leader,
+        leader_epoch: info.leader_epoch,
         replicas: info.replicas.clone(),
         isr: info.isr.clone(),
         offline_replicas,
@@ -251,7 +252,7 @@ fn topic_entry(
                     error_code: l.error_code,
                     partition_index: p as i32,
                     leader_id: l.leader,
-                    leader_epoch: LEADER_EPOCH,
+                    leader_epoch: l.leader_epoch,
                     replica_nodes: l.replicas,
                     isr_nodes: l.isr,
                     offline_replicas: l.offline_replicas,

@@ -7,7 +7,9 @@
 
 pub mod boot;
 pub mod brokers;
+pub mod election;
 mod image;
+pub mod isr;
 pub mod leadership;
 mod legacy;
 mod migrate;
