@@ -1298,6 +1298,145 @@ fn new_topic_id() -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// A controller on a single-voter quorum of its own (no shards), as on node 0.
+    async fn controller_alone(dir: &std::path::Path) -> (Controller, Rc<Published>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let voters = BTreeMap::from([(0, listener.local_addr().unwrap().to_string())]);
+        let config = spate_replication::QuorumConfig::new(0, voters.clone(), dir);
+        let quorum = spate_replication::Quorum::start_with_listener(
+            config,
+            listener,
+            MetadataImage::default(),
+        )
+        .unwrap();
+        let booted = crate::metadata::boot::boot(Arc::new(quorum), voters, 0, dir)
+            .await
+            .unwrap();
+        let published = Published::new(
+            Arc::new(booted.image),
+            Arc::new(crate::metadata::publish::PublishedOffset::default()),
+        );
+        compio::runtime::spawn(publish::follow(
+            booted.quorum.clone(),
+            booted.committed,
+            published.clone(),
+            Vec::new(),
+        ))
+        .detach();
+        let config = Arc::new(BrokerConfig::embedded_default().clone());
+        (
+            Controller::new(config, booted.quorum, published.clone()),
+            published,
+        )
+    }
+
+    /// Registers and unfences broker `id`; its epoch.
+    async fn join(c: &mut Controller, published: &Published, id: i32) -> i64 {
+        let register = BrokerCall::Register {
+            broker_id: id,
+            incarnation_id: [id as u8 + 1; 16],
+            endpoints: Vec::new(),
+            rack: None,
+        };
+        let ControllerReply::Broker(BrokerAnswer::Registered { epoch }) =
+            c.handle(ControllerRequest::Broker(register)).await
+        else {
+            panic!("registered");
+        };
+        let heartbeat = BrokerCall::Heartbeat {
+            broker_id: id,
+            epoch,
+            offset: published.image().offset,
+        };
+        c.handle(ControllerRequest::Broker(heartbeat)).await;
+        assert!(published.image().is_live(id));
+        epoch
+    }
+
+    /// The whole path of the controller's replication calls on a real quorum: RF 3
+    /// accepted (RF 4 not), AlterPartition answered with the state its record made,
+    /// forwarded ones too, ElectLeaders answered per partition.
+    #[test]
+    fn replication_calls_commit_and_answer_the_committed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (mut c, published) = controller_alone(dir.path()).await;
+            let mut epochs = Vec::new();
+            for id in 0..3 {
+                epochs.push(join(&mut c, &published, id).await);
+            }
+            let create = |rf| ControllerRequest::CreateTopics {
+                topics: vec![NewTopic {
+                    name: format!("rf{rf}"),
+                    num_partitions: 1,
+                    replication_factor: rf,
+                    assignments: Vec::new(),
+                    configs: Vec::new(),
+                }],
+                validate_only: false,
+            };
+            let ControllerReply::Topics(out) = c.handle(create(4)).await else {
+                panic!("topics");
+            };
+            assert_eq!(out[0].error, ErrorCode::InvalidReplicationFactor.code());
+            let ControllerReply::Topics(out) = c.handle(create(3)).await else {
+                panic!("topics");
+            };
+            assert_eq!(out[0].error, 0);
+            let topic = out[0].topic.clone().expect("the created topic");
+            let p = &topic.partitions[0];
+            assert_eq!((p.isr.len(), p.replicas.len()), (3, 3));
+            let leader = p.leader;
+            let follower = *p.replicas.iter().find(|&&r| r != leader).unwrap();
+            let change = IsrChange {
+                broker_id: leader,
+                broker_epoch: epochs[leader as usize],
+                topic_id: topic.id,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: p
+                    .isr
+                    .iter()
+                    .filter(|&&r| r != follower)
+                    .map(|&r| (r, -1))
+                    .collect(),
+                leader_recovery_state: isr::RECOVERED,
+            };
+            let request = ControllerRequest::Forwarded(Box::new(
+                ControllerRequest::AlterPartition(change.clone()),
+            ));
+            let ControllerReply::AlterPartition(Ok(state)) = c.handle(request).await else {
+                panic!("ISR shrunk");
+            };
+            assert_eq!((state.leader_epoch, state.partition_epoch), (0, 1));
+            assert!(!state.isr.contains(&follower));
+            // The answer comes once the published image holds it.
+            let now = published.image();
+            assert_eq!(now.topic("rf3").unwrap().partitions[0].isr, state.isr);
+            // The same request again is out of date.
+            let again = c.handle(ControllerRequest::AlterPartition(change)).await;
+            assert!(matches!(
+                again,
+                ControllerReply::AlterPartition(Err(code))
+                    if code == ErrorCode::InvalidUpdateVersion.code()
+            ));
+            let elect = ControllerRequest::ElectLeaders(ElectionRequest {
+                election_type: election::PREFERRED,
+                partitions: Some(vec![("rf3".into(), vec![0])]),
+            });
+            let ControllerReply::ElectLeaders(Ok(results)) = c.handle(elect).await else {
+                panic!("elections");
+            };
+            assert_eq!(
+                results[0].1[0].1,
+                ErrorCode::ElectionNotNeeded.code(),
+                "{results:?}"
+            );
+        });
+    }
+
     #[test]
     fn topic_names() {
         assert!(validate_topic_name("orders.v1_x-2").is_ok());

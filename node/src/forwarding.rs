@@ -239,3 +239,51 @@ pub fn app_handler(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::isr::{IsrChange, RECOVERED};
+
+    /// AlterPartition and its answer survive the trip between nodes.
+    #[test]
+    fn alter_partition_calls_and_answers_round_trip() {
+        let change = IsrChange {
+            broker_id: 1,
+            broker_epoch: 12,
+            topic_id: [3; 16],
+            partition: 2,
+            leader_epoch: 4,
+            partition_epoch: 5,
+            new_isr: vec![(1, 12), (2, -1)],
+            leader_recovery_state: RECOVERED,
+        };
+        let call = encode(&ControllerCall::Forward(ControllerRequest::AlterPartition(
+            change.clone(),
+        )));
+        match serde_json::from_slice::<ControllerCall>(&call) {
+            Ok(ControllerCall::Forward(ControllerRequest::AlterPartition(c))) => {
+                assert_eq!(c, change)
+            }
+            other => panic!("{other:?}"),
+        }
+        let reply = ForwardedReply::AlterPartition {
+            result: Ok(PartitionState {
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1, 2],
+                partition_epoch: 6,
+                leader_recovery_state: RECOVERED,
+            }),
+            offset: Some(40),
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap();
+        match serde_json::from_slice::<ForwardedReply>(&bytes) {
+            Ok(ForwardedReply::AlterPartition {
+                result: Ok(state),
+                offset: Some(40),
+            }) => assert_eq!(state.partition_epoch, 6),
+            other => panic!("{other:?}"),
+        }
+    }
+}

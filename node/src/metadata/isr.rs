@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use spate_net::metadata_records::PartitionChangeRecord;
 use spate_net::ErrorCode;
 
-use super::image::{PartitionInfo, RECOVERED, RECOVERING};
+use super::image::PartitionInfo;
+/// The leader recovery states an [`IsrChange`] carries.
+pub use super::image::{RECOVERED, RECOVERING};
 use super::leadership::{self, Election};
 use super::MetadataImage;
 
