@@ -282,6 +282,8 @@ pub struct TopicDefaults {
     pub min_compaction_lag_ms: i64,
     /// `log.cleaner.max.compaction.lag.ms`.
     pub max_compaction_lag_ms: i64,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl BrokerConfig {

@@ -537,7 +537,7 @@ impl Controller {
         next.replay_all(&records);
         records.extend(crate::metadata::leadership::elect_leaders(
             &next,
-            self.config.node_id,
+            &self.config,
         ));
         records
     }
@@ -547,7 +547,7 @@ impl Controller {
     async fn alter_partition(&mut self, change: &IsrChange) -> Result<PartitionState, i16> {
         let not_controller = ErrorCode::NotController.code();
         let image = self.current().await.map_err(|e| refusal(e).0.code())?;
-        let record = match isr::plan(&image, change, self.config.node_id)? {
+        let record = match isr::plan(&image, change, &self.config)? {
             Planned::Unchanged(state) => return Ok(state),
             Planned::Change(record) => record,
         };
@@ -860,7 +860,7 @@ impl Controller {
         }
         // A config change may allow unclean elections of leaderless partitions.
         if matches!(kind, "configs" | "broker configs") && !records.is_empty() {
-            let elections = crate::metadata::leadership::elect_leaders(&next, self.config.node_id);
+            let elections = crate::metadata::leadership::elect_leaders(&next, &self.config);
             next.replay_all(&elections);
             records.extend(elections);
         }

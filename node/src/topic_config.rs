@@ -413,7 +413,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "When no in-sync replica is live, elect a live replica outside the ISR (it may lack acknowledged records).",
         kind: ConfigType::Boolean,
         broker_synonym: "unclean.leader.election.enable",
-        default: |_| "false".into(),
+        default: |d| d.unclean_leader_election_enable.to_string(),
         validate: boolean,
     },
 ];
@@ -583,6 +583,7 @@ mod tests {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            unclean_leader_election_enable: false,
         }
     }
 

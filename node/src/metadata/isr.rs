@@ -18,6 +18,7 @@ use super::image::PartitionInfo;
 pub use super::image::{RECOVERED, RECOVERING};
 use super::leadership::{self, Election};
 use super::MetadataImage;
+use crate::config::BrokerConfig;
 
 /// A leader's request to change a partition's ISR (Kafka's AlterPartition, one
 /// partition).
@@ -67,10 +68,14 @@ pub enum Planned {
     Unchanged(PartitionState),
 }
 
-/// Checks `change` against `image` in Kafka's order and plans it; `node` is the
-/// controller's id (for the dynamic default of unclean election). The error is a Kafka
+/// Checks `change` against `image` in Kafka's order and plans it; `controller` is the
+/// controller's config (for the defaults of unclean election). The error is a Kafka
 /// error code.
-pub fn plan(image: &MetadataImage, change: &IsrChange, node: i32) -> Result<Planned, i16> {
+pub fn plan(
+    image: &MetadataImage,
+    change: &IsrChange,
+    controller: &BrokerConfig,
+) -> Result<Planned, i16> {
     let err = |e: ErrorCode| Err(e.code());
     if image
         .brokers
@@ -123,7 +128,7 @@ pub fn plan(image: &MetadataImage, change: &IsrChange, node: i32) -> Result<Plan
     }) {
         return err(ErrorCode::IneligibleReplica);
     }
-    let election = if leadership::unclean_enabled(image, &topic.name, node) {
+    let election = if leadership::unclean_enabled(image, &topic.name, controller) {
         Election::Unclean
     } else {
         Election::Online
@@ -181,11 +186,11 @@ mod tests {
     }
 
     fn code(img: &MetadataImage, c: &IsrChange) -> i16 {
-        plan(img, c, 0).expect_err("refused")
+        plan(img, c, BrokerConfig::embedded_default()).expect_err("refused")
     }
 
     fn apply(img: &mut MetadataImage, c: &IsrChange) -> PartitionState {
-        match plan(img, c, 0).expect("accepted") {
+        match plan(img, c, BrokerConfig::embedded_default()).expect("accepted") {
             Planned::Change(r) => {
                 img.replay(&MetadataRecord::PartitionChange(r));
                 PartitionState::of(&img.topic("t").unwrap().partitions[0])
@@ -218,7 +223,10 @@ mod tests {
             partition_epoch: 2,
             ..shrink_to(&[0, 1, 2])
         };
-        assert!(matches!(plan(&img, &again, 0), Ok(Planned::Unchanged(_))));
+        assert!(matches!(
+            plan(&img, &again, BrokerConfig::embedded_default()),
+            Ok(Planned::Unchanged(_))
+        ));
     }
 
     #[test]
@@ -361,7 +369,7 @@ mod tests {
             new_isr: vec![(0, 1), (1, -1)],
             ..shrink_to(&[])
         };
-        assert!(plan(&img, &unknown_epoch, 0).is_ok());
+        assert!(plan(&img, &unknown_epoch, BrokerConfig::embedded_default()).is_ok());
         img.replay(&MetadataRecord::BrokerRegistrationChange(
             BrokerRegistrationChangeRecord {
                 broker_id: 1,

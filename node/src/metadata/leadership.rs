@@ -20,6 +20,7 @@ use spate_net::Uuid;
 
 use super::image::{PartitionInfo, RECOVERING};
 use super::MetadataImage;
+use crate::config::BrokerConfig;
 
 /// Kafka's "no leader" in partition records.
 pub const NO_LEADER: i32 = -1;
@@ -110,30 +111,35 @@ fn elect(
 }
 
 /// Whether `topic` allows unclean leader election: its own config, else the dynamic
-/// broker default of the controller `node` or of the cluster, else false (Kafka's).
-pub fn unclean_enabled(image: &MetadataImage, topic: &str, node: i32) -> bool {
+/// broker default of the controller or of the cluster, else the controller's static
+/// `[topic_defaults]` one, as Kafka's controller resolves it.
+pub fn unclean_enabled(image: &MetadataImage, topic: &str, controller: &BrokerConfig) -> bool {
     let Some(t) = image.topic(topic) else {
         return false;
     };
     let configs = crate::broker_config::describe::with_dynamic_defaults(
         &t.configs,
         &image.broker_configs,
-        node,
+        controller.node_id,
     );
-    configs
-        .get(UNCLEAN_ELECTION)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    configs.get(UNCLEAN_ELECTION).map_or(
+        controller.topic_defaults.unclean_leader_election_enable,
+        |v| v.eq_ignore_ascii_case("true"),
+    )
 }
 
 /// The `PartitionChangeRecord`s that bring every partition in line with which brokers
 /// are active in `image` (the image with the broker changes already applied): inactive
-/// brokers leave the ISRs, leaders that are not active are replaced. `node` is the
-/// controller's id (for the dynamic broker default of unclean election).
-pub fn elect_leaders(image: &MetadataImage, node: i32) -> Vec<ApiMessageAndVersion> {
+/// brokers leave the ISRs, leaders that are not active are replaced. `controller` is
+/// the controller's config (for the defaults of unclean election).
+pub fn elect_leaders(
+    image: &MetadataImage,
+    controller: &BrokerConfig,
+) -> Vec<ApiMessageAndVersion> {
     let active = |r: i32| image.is_active(r);
     let mut out = Vec::new();
     for topic in image.topics.values() {
-        let election = if unclean_enabled(image, &topic.name, node) {
+        let election = if unclean_enabled(image, &topic.name, controller) {
             Election::Unclean
         } else {
             Election::Online
@@ -204,7 +210,7 @@ pub(crate) mod tests {
         } else {
             MetadataRecord::UnfenceBroker(UnfenceBrokerRecord { id, epoch: 1 })
         });
-        let changes = elect_leaders(img, 0);
+        let changes = elect_leaders(img, BrokerConfig::embedded_default());
         img.replay_all(&changes);
     }
 
@@ -216,7 +222,10 @@ pub(crate) mod tests {
     #[test]
     fn a_single_replica_loses_its_leader_and_gets_it_back() {
         let mut img = image(&[NewPartition::new(vec![1], |_| true)]);
-        assert!(elect_leaders(&img, 0).is_empty(), "nothing to change");
+        assert!(
+            elect_leaders(&img, BrokerConfig::embedded_default()).is_empty(),
+            "nothing to change"
+        );
         fence(&mut img, 1, true);
         assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![1]));
         fence(&mut img, 1, false);
@@ -274,7 +283,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
         ));
-        let changes = elect_leaders(&img, 0);
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
         img.replay_all(&changes);
         assert_eq!(leader_and_isr(&img, 0), (1, vec![1, 2]));
         assert_eq!(leader_and_isr(&img, 1), (1, vec![1]));
@@ -297,7 +306,7 @@ pub(crate) mod tests {
             &BTreeMap::new(),
             &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]),
         ));
-        let changes = elect_leaders(&img, 0);
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
         img.replay_all(&changes);
         let p = &img.topic("t").unwrap().partitions[0];
         assert_eq!((p.leader, &p.isr[..]), (0, &[0][..]));
@@ -317,10 +326,32 @@ pub(crate) mod tests {
             &BTreeMap::new(),
             &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]),
         ));
-        assert!(unclean_enabled(&img, "t", 0));
-        let changes = elect_leaders(&img, 0);
+        assert!(unclean_enabled(&img, "t", BrokerConfig::embedded_default()));
+        // The topic's own config wins over every default.
+        let mut strict = img.clone();
+        strict.replay_all(&records::config_diff(
+            records::resource_type::TOPIC,
+            "t",
+            &BTreeMap::new(),
+            &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "false".to_string())]),
+        ));
+        assert!(!unclean_enabled(
+            &strict,
+            "t",
+            BrokerConfig::embedded_default()
+        ));
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
         img.replay_all(&changes);
         assert_eq!(leader_and_isr(&img, 0), (1, vec![1]));
+    }
+
+    #[test]
+    fn unclean_election_follows_the_static_default_last() {
+        let img = image(&[NewPartition::new(vec![0, 1], |_| true)]);
+        let mut config = BrokerConfig::embedded_default().clone();
+        assert!(!unclean_enabled(&img, "t", &config));
+        config.topic_defaults.unclean_leader_election_enable = true;
+        assert!(unclean_enabled(&img, "t", &config));
     }
 
     #[test]
