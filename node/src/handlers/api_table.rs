@@ -11,6 +11,9 @@ use super::SERVED_APIS;
 fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group and transaction keys",
+        ApiKey::ElectLeaders => {
+            "PREFERRED and UNCLEAN, made by the active controller (forwarded from any broker); ALTER on the cluster (docs/failures.md)"
+        }
         ApiKey::ConsumerGroupHeartbeat => {
             "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
         }
