@@ -1,8 +1,10 @@
 """A 3-node cluster on loopback, started with scripts/local-cluster.sh (every node a
 broker and a controller-quorum voter): partitions spread over the brokers, clients
 follow the leaders from one bootstrap address, changes made through any node (forwarded
-to the active controller), and a broker killed with kill -9 leaves its partitions
-leaderless until it comes back with every acknowledged record."""
+to the active controller), a broker killed with kill -9 leaves its partitions
+leaderless until it comes back with every acknowledged record (one replica each), and
+leaves every ISR of replicated topics, whose leaders move and whose elections answer
+as Kafka's."""
 import os
 import struct
 import subprocess
@@ -10,7 +12,8 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import (Consumer, ElectionType, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
@@ -188,6 +191,57 @@ def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(clust
     cluster.run("start", 1)
     wait_for("node 1 to lead its partitions again",
              lambda: partitions(admin, "failover") == placed)
+
+
+def replicated(admin, topic):
+    """{partition: (leader, replicas, isr)} as Metadata reports them."""
+    md = admin.list_topics(topic, timeout=10)
+    return {p.id: (p.leader, list(p.replicas), sorted(p.isrs))
+            for p in md.topics[topic].partitions.values()}
+
+
+def election_errors(admin, election_type, topic, parts):
+    """{partition: error code (0: elected)} of an ElectLeaders through the AdminClient."""
+    tps = None if parts is None else [TopicPartition(topic, p) for p in parts]
+    result = admin.elect_leaders(election_type, tps).result(timeout=30)
+    return {tp.partition: (0 if err is None else err.code())
+            for tp, err in result.items() if tp.topic == topic}
+
+
+def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluster):
+    """Replication factor 3: replicas on all three brokers, all in sync; a killed broker
+    leaves every ISR and its leaderships move to in-sync replicas. Back, it is out of
+    sync (its leader adds it back once it caught up), so the AdminClient's preferred
+    election answers PREFERRED_LEADER_NOT_AVAILABLE for the partition it prefers and
+    ELECTION_NOT_NEEDED for the others, and an unclean one ELECTION_NOT_NEEDED."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
+    for f in admin.create_topics([NewTopic("replicated", 3, 3)]).values():
+        f.result(timeout=30)
+    placed = wait_for("every replica in sync", lambda: (lambda m: m if all(
+        len(isr) == 3 for _, _, isr in m.values()) else None)(replicated(admin, "replicated")))
+    assert all(sorted(replicas) == [0, 1, 2] and leader == replicas[0]
+               for leader, replicas, _ in placed.values())
+    prefers_2 = [p for p, (_, replicas, _) in placed.items() if replicas[0] == 2]
+    assert len(prefers_2) == 1
+    with pytest.raises(KafkaException) as too_many:
+        for f in admin.create_topics([NewTopic("replicated-4", 1, 4)]).values():
+            f.result(timeout=30)
+    assert too_many.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+
+    cluster.run("kill", 2)
+    now = wait_for("node 2 to leave every ISR", lambda: (lambda m: m if all(
+        isr == sorted(set(replicas) - {2}) and leader not in (-1, 2)
+        for leader, replicas, isr in m.values()) else None)(replicated(admin, "replicated")))
+    assert {p: now[p][0] for p in placed if p not in prefers_2} == {
+        p: placed[p][0] for p in placed if p not in prefers_2}
+
+    cluster.run("start", 2)
+    wait_for("node 2 back", lambda: sorted(admin.list_topics(timeout=10).brokers) == [0, 1, 2])
+    errors = election_errors(admin, ElectionType.PREFERRED, "replicated", [0, 1, 2])
+    assert errors == {p: (KafkaError.PREFERRED_LEADER_NOT_AVAILABLE if p in prefers_2
+                          else KafkaError.ELECTION_NOT_NEEDED) for p in range(3)}
+    errors = election_errors(admin, ElectionType.UNCLEAN, "replicated", prefers_2)
+    assert errors == {prefers_2[0]: KafkaError.ELECTION_NOT_NEEDED}
 
 
 def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):

@@ -166,6 +166,14 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// `delete.topic.enable`
     pub delete_topic_enable: bool,
+    /// `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// preferred replicas that are live and in sync.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred
+    /// partitions led elsewhere above which they are moved back.
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Largest number of requests a connection may have in flight before reading stops.
     pub max_in_flight_per_connection: usize,
     /// Memory each shard spends on recently written batches kept for reads: one budget
@@ -289,6 +297,8 @@ pub struct TopicDefaults {
     pub min_compaction_lag_ms: i64,
     /// `log.cleaner.max.compaction.lag.ms`.
     pub max_compaction_lag_ms: i64,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl BrokerConfig {

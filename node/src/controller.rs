@@ -23,6 +23,8 @@ use crate::config::BrokerConfig;
 use crate::mesh::ShardMsg;
 use crate::metadata::boot::propose_all;
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
+use crate::metadata::election::{self, ElectionRequest, ElectionResults};
+use crate::metadata::isr::{self, IsrChange, PartitionState, Planned};
 use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::quorum_view::QuorumView;
@@ -41,7 +43,7 @@ pub struct NewTopic {
     pub name: String,
     /// -1: the broker's `num.partitions`.
     pub num_partitions: i32,
-    /// -1: default (1). Anything above 1 needs more brokers than a single node has.
+    /// -1: default (1). At most the number of brokers that can take replicas.
     pub replication_factor: i16,
     /// Manual assignment: partition index and its replica broker ids.
     pub assignments: Vec<(i32, Vec<i32>)>,
@@ -116,8 +118,13 @@ pub enum ControllerRequest {
     FenceExpired,
     /// The quorum's state, as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
-    /// A partition leader's ISR change (AlterPartition).
-    AlterPartition(crate::metadata::isr::IsrChange),
+    /// A partition leader's ISR change (Kafka's AlterPartition).
+    AlterPartition(IsrChange),
+    /// ElectLeaders: preferred or unclean elections.
+    ElectLeaders(ElectionRequest),
+    /// Move leadership back to preferred replicas (a periodic tick; Kafka's
+    /// `auto.leader.rebalance.enable`).
+    BalanceLeaders,
     /// A request another node forwarded here, as the active controller: answered
     /// NOT_CONTROLLER rather than forwarded again when this node no longer is.
     Forwarded(Box<ControllerRequest>),
@@ -141,8 +148,10 @@ pub enum ControllerReply {
     Broker(BrokerAnswer),
     /// The quorum, or the error code when this is not the active controller.
     Quorum(Result<QuorumView, i16>),
-    /// The partition after an ISR change, or the error code.
-    AlterPartition(Result<crate::metadata::isr::PartitionState, i16>),
+    /// The partition's state after the change, or Kafka's error code.
+    AlterPartition(Result<PartitionState, i16>),
+    /// Each partition's outcome by topic, or the error of the whole request.
+    ElectLeaders(Result<ElectionResults, i16>),
     /// The tick was handled.
     Done,
 }
@@ -217,6 +226,9 @@ pub fn spawn(
             published.offset_handle(),
         ));
         compio::runtime::spawn(fence_ticks(tx.clone(), config.clone())).detach();
+        if config.auto_leader_rebalance_enable {
+            compio::runtime::spawn(balance_ticks(tx.clone(), config.clone())).detach();
+        }
     }
     compio::runtime::spawn(crate::registration::run(
         start.client,
@@ -259,6 +271,25 @@ async fn fence_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
         let (tx, rx) = flume::bounded(1);
         if queue
             .send_async((ControllerRequest::FenceExpired, tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = rx.recv_async().await;
+    }
+}
+
+/// Asks the controller to move leaders back to preferred replicas, every
+/// `leader_imbalance_check_interval_seconds`.
+async fn balance_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
+    let every =
+        std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds.max(1));
+    loop {
+        compio::time::sleep(every).await;
+        let (tx, rx) = flume::bounded(1);
+        if queue
+            .send_async((ControllerRequest::BalanceLeaders, tx))
             .await
             .is_err()
         {
@@ -377,9 +408,15 @@ impl Controller {
             ControllerRequest::DescribeQuorum => {
                 ControllerReply::Quorum(self.describe_quorum().await)
             }
-            // The controller's half arrives with the ISR work (branch h-isr).
-            ControllerRequest::AlterPartition(_) => {
-                ControllerReply::AlterPartition(Err(ErrorCode::UnsupportedVersion.code()))
+            ControllerRequest::AlterPartition(change) => {
+                ControllerReply::AlterPartition(self.alter_partition(&change).await)
+            }
+            ControllerRequest::ElectLeaders(request) => {
+                ControllerReply::ElectLeaders(self.elect_leaders(&request).await)
+            }
+            ControllerRequest::BalanceLeaders => {
+                self.balance_leaders().await;
+                ControllerReply::Done
             }
             other => ControllerReply::Topics(self.change_topics(other).await),
         }
@@ -407,7 +444,7 @@ impl Controller {
                     Err(why) => BrokerAnswer::Refused(why),
                     Ok(Ok(epoch)) => BrokerAnswer::Registered { epoch },
                     Ok(Err((epoch, record))) => match self
-                        .commit(&image, with_leadership(&image, vec![record]))
+                        .commit(&image, self.with_leadership(&image, vec![record]))
                         .await
                     {
                         Ok(committed) => {
@@ -430,7 +467,7 @@ impl Controller {
                     .heartbeat(&image, broker_id, epoch, offset, now);
                 if let Some(record) = unfence {
                     if let Err(e) = self
-                        .commit(&image, with_leadership(&image, vec![record]))
+                        .commit(&image, self.with_leadership(&image, vec![record]))
                         .await
                     {
                         return broker_refusal(e);
@@ -450,7 +487,7 @@ impl Controller {
                     };
                 };
                 if let Err(e) = self
-                    .commit(&image, with_leadership(&image, vec![record]))
+                    .commit(&image, self.with_leadership(&image, vec![record]))
                     .await
                 {
                     return broker_refusal(e);
@@ -487,6 +524,94 @@ impl Controller {
         ))
     }
 
+    /// Broker registration changes followed by the leadership and ISR changes they
+    /// cause (`metadata/leadership.rs`): brokers no longer active leave the ISRs and
+    /// the leadership of their partitions; leaderless partitions get a leader once an
+    /// in-sync replica is active (or any replica, where unclean election is enabled).
+    fn with_leadership(
+        &self,
+        image: &MetadataImage,
+        mut records: Vec<ApiMessageAndVersion>,
+    ) -> Vec<ApiMessageAndVersion> {
+        let mut next = image.clone();
+        next.replay_all(&records);
+        records.extend(crate::metadata::leadership::elect_leaders(
+            &next,
+            &self.config,
+        ));
+        records
+    }
+
+    /// AlterPartition: checked and planned by `metadata/isr.rs`, answered with the
+    /// partition's state once every shard applied the change.
+    async fn alter_partition(&mut self, change: &IsrChange) -> Result<PartitionState, i16> {
+        let not_controller = ErrorCode::NotController.code();
+        let image = self.current().await.map_err(|e| refusal(e).0.code())?;
+        let record = match isr::plan(&image, change, &self.config)? {
+            Planned::Unchanged(state) => return Ok(state),
+            Planned::Change(record) => record,
+        };
+        let record = ApiMessageAndVersion::latest(
+            spate_net::metadata_records::MetadataRecord::PartitionChange(record),
+        );
+        let committed = self
+            .commit(&image, vec![record])
+            .await
+            .map_err(|e| refusal(e).0.code())?;
+        tracing::debug!(
+            broker = change.broker_id,
+            partition = change.partition,
+            "ISR changed"
+        );
+        committed
+            .topic_by_id(&change.topic_id)
+            .and_then(|t| t.partitions.get(usize::try_from(change.partition).ok()?))
+            .map(PartitionState::of)
+            // Deleted between the commit and now: the asker learns it from its metadata.
+            .ok_or(not_controller)
+    }
+
+    /// ElectLeaders (`metadata/election.rs`), answered once every shard applied the
+    /// new leaders.
+    async fn elect_leaders(&mut self, request: &ElectionRequest) -> Result<ElectionResults, i16> {
+        let image = self.current().await.map_err(|e| refusal(e).0.code())?;
+        let (records, results) = election::plan(&image, request)?;
+        if !records.is_empty() {
+            let count = records.len();
+            self.commit(&image, records)
+                .await
+                .map_err(|e| refusal(e).0.code())?;
+            tracing::info!(partitions = count, "leaders elected (ElectLeaders)");
+        }
+        Ok(results)
+    }
+
+    /// The automatic rebalance (Kafka's `auto.leader.rebalance.enable`); only the
+    /// active controller makes it.
+    async fn balance_leaders(&mut self) {
+        if !self.is_active() {
+            return;
+        }
+        let Ok(image) = self.current().await else {
+            return;
+        };
+        let moves = election::rebalance(&image, self.config.leader_imbalance_per_broker_percentage);
+        if moves.is_empty() {
+            return;
+        }
+        let count = moves.len();
+        match self.commit(&image, moves).await {
+            Ok(_) => tracing::info!(
+                partitions = count,
+                "leadership moved back to preferred replicas"
+            ),
+            Err(e) => {
+                let (_, why) = refusal(e);
+                tracing::warn!(error = %why, "moving leaders to preferred replicas failed");
+            }
+        }
+    }
+
     /// Fences the brokers whose session expired; only the active controller does.
     async fn fence_expired(&mut self) {
         let leading = self
@@ -507,7 +632,10 @@ impl Controller {
             return;
         }
         let count = fence.len();
-        match self.commit(&image, with_leadership(&image, fence)).await {
+        match self
+            .commit(&image, self.with_leadership(&image, fence))
+            .await
+        {
             Ok(_) => tracing::warn!(brokers = count, "fenced brokers whose session expired"),
             // Not fatal (refusal stops the broker only for a stopped quorum): the next
             // tick tries again.
@@ -580,6 +708,8 @@ impl Controller {
             | ControllerRequest::FenceExpired
             | ControllerRequest::DescribeQuorum
             | ControllerRequest::AlterPartition(_)
+            | ControllerRequest::ElectLeaders(_)
+            | ControllerRequest::BalanceLeaders
             | ControllerRequest::Forwarded(_) => return Vec::new(),
         };
         match request {
@@ -724,7 +854,15 @@ impl Controller {
             | ControllerRequest::FenceExpired
             | ControllerRequest::DescribeQuorum
             | ControllerRequest::AlterPartition(_)
+            | ControllerRequest::ElectLeaders(_)
+            | ControllerRequest::BalanceLeaders
             | ControllerRequest::Forwarded(_) => {}
+        }
+        // A config change may allow unclean elections of leaderless partitions.
+        if matches!(kind, "configs" | "broker configs") && !records.is_empty() {
+            let elections = crate::metadata::leadership::elect_leaders(&next, &self.config);
+            next.replay_all(&elections);
+            records.extend(elections);
         }
         if validate_only || records.is_empty() {
             return self.attach_topics(outcomes, &next);
@@ -899,14 +1037,16 @@ impl Controller {
                     ));
                 }
                 manual_placement(image, current, lists)
+                    .map_err(|m| TopicOutcome::err(name, ErrorCode::InvalidReplicaAssignment, m))?
             }
             None => {
-                // New partitions get as many replicas as the topic's first one.
+                // New partitions get as many replicas as the topic's first one; too few
+                // brokers for them is Kafka's INVALID_REPLICATION_FACTOR.
                 let rf = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
                 automatic_placement(image, current, count - current, rf)
+                    .map_err(|m| TopicOutcome::err(name, ErrorCode::InvalidReplicationFactor, m))?
             }
-        }
-        .map_err(|m| TopicOutcome::err(name, ErrorCode::InvalidReplicaAssignment, m))?;
+        };
         Ok(records::add_placed_partitions(topic.id, current, &placed))
     }
 }
@@ -939,10 +1079,9 @@ fn automatic_placement(
         rf as usize,
         Start::random(brokers.len()),
     )?;
-    refuse_replication(rf as usize)?;
     Ok(lists
         .into_iter()
-        .map(|r| NewPartition::new(r, |b| image.is_live(b)))
+        .map(|r| NewPartition::new(r, |b| image.is_active(b)))
         .collect())
 }
 
@@ -970,38 +1109,13 @@ fn manual_placement(
         if let Some(missing) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
             return Err(format!("The manual partition assignment includes broker {missing}, but no such broker is registered."));
         }
-        let placed = NewPartition::new(replicas.clone(), |b| image.is_live(b));
+        let placed = NewPartition::new(replicas.clone(), |b| image.is_active(b));
         if placed.leader == -1 {
             return Err(format!("All brokers specified in the manual partition assignment for partition {index} are fenced or in controlled shutdown."));
         }
         out.push(placed);
     }
-    refuse_replication(lists.first().map_or(1, Vec::len))?;
     Ok(out)
-}
-
-/// Until partitions are replicated (followers fetching from their leader), a
-/// replication factor above 1 would list replicas that hold nothing: refused.
-fn refuse_replication(rf: usize) -> Result<(), String> {
-    if rf > 1 {
-        return Err(format!(
-            "Replication factor {rf}: Spate does not replicate partitions yet; use 1"
-        ));
-    }
-    Ok(())
-}
-
-/// Broker registration changes followed by the leadership changes they cause
-/// (partitions led by a broker that is fenced now get another leader or none; those
-/// without a leader get one once an in-sync replica is live).
-fn with_leadership(
-    image: &MetadataImage,
-    mut records: Vec<ApiMessageAndVersion>,
-) -> Vec<ApiMessageAndVersion> {
-    let mut next = image.clone();
-    next.replay_all(&records);
-    records.extend(crate::metadata::leadership::elect_leaders(&next));
-    records
 }
 
 /// A broker call that could not be served: NOT_CONTROLLER sends the broker's client to
@@ -1044,8 +1158,10 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         ControllerRequest::AllocateProducerId
         | ControllerRequest::Broker(_)
         | ControllerRequest::FenceExpired
+        | ControllerRequest::DescribeQuorum
         | ControllerRequest::AlterPartition(_)
-        | ControllerRequest::DescribeQuorum => Vec::new(),
+        | ControllerRequest::ElectLeaders(_)
+        | ControllerRequest::BalanceLeaders => Vec::new(),
     }
 }
 
@@ -1181,6 +1297,145 @@ fn new_topic_id() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A controller on a single-voter quorum of its own (no shards), as on node 0.
+    async fn controller_alone(dir: &std::path::Path) -> (Controller, Rc<Published>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let voters = BTreeMap::from([(0, listener.local_addr().unwrap().to_string())]);
+        let config = spate_replication::QuorumConfig::new(0, voters.clone(), dir);
+        let quorum = spate_replication::Quorum::start_with_listener(
+            config,
+            listener,
+            MetadataImage::default(),
+        )
+        .unwrap();
+        let booted = crate::metadata::boot::boot(Arc::new(quorum), voters, 0, dir)
+            .await
+            .unwrap();
+        let published = Published::new(
+            Arc::new(booted.image),
+            Arc::new(crate::metadata::publish::PublishedOffset::default()),
+        );
+        compio::runtime::spawn(publish::follow(
+            booted.quorum.clone(),
+            booted.committed,
+            published.clone(),
+            Vec::new(),
+        ))
+        .detach();
+        let config = Arc::new(BrokerConfig::embedded_default().clone());
+        (
+            Controller::new(config, booted.quorum, published.clone()),
+            published,
+        )
+    }
+
+    /// Registers and unfences broker `id`; its epoch.
+    async fn join(c: &mut Controller, published: &Published, id: i32) -> i64 {
+        let register = BrokerCall::Register {
+            broker_id: id,
+            incarnation_id: [id as u8 + 1; 16],
+            endpoints: Vec::new(),
+            rack: None,
+        };
+        let ControllerReply::Broker(BrokerAnswer::Registered { epoch }) =
+            c.handle(ControllerRequest::Broker(register)).await
+        else {
+            panic!("registered");
+        };
+        let heartbeat = BrokerCall::Heartbeat {
+            broker_id: id,
+            epoch,
+            offset: published.image().offset,
+        };
+        c.handle(ControllerRequest::Broker(heartbeat)).await;
+        assert!(published.image().is_live(id));
+        epoch
+    }
+
+    /// The whole path of the controller's replication calls on a real quorum: RF 3
+    /// accepted (RF 4 not), AlterPartition answered with the state its record made,
+    /// forwarded ones too, ElectLeaders answered per partition.
+    #[test]
+    fn replication_calls_commit_and_answer_the_committed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (mut c, published) = controller_alone(dir.path()).await;
+            let mut epochs = Vec::new();
+            for id in 0..3 {
+                epochs.push(join(&mut c, &published, id).await);
+            }
+            let create = |rf| ControllerRequest::CreateTopics {
+                topics: vec![NewTopic {
+                    name: format!("rf{rf}"),
+                    num_partitions: 1,
+                    replication_factor: rf,
+                    assignments: Vec::new(),
+                    configs: Vec::new(),
+                }],
+                validate_only: false,
+            };
+            let ControllerReply::Topics(out) = c.handle(create(4)).await else {
+                panic!("topics");
+            };
+            assert_eq!(out[0].error, ErrorCode::InvalidReplicationFactor.code());
+            let ControllerReply::Topics(out) = c.handle(create(3)).await else {
+                panic!("topics");
+            };
+            assert_eq!(out[0].error, 0);
+            let topic = out[0].topic.clone().expect("the created topic");
+            let p = &topic.partitions[0];
+            assert_eq!((p.isr.len(), p.replicas.len()), (3, 3));
+            let leader = p.leader;
+            let follower = *p.replicas.iter().find(|&&r| r != leader).unwrap();
+            let change = IsrChange {
+                broker_id: leader,
+                broker_epoch: epochs[leader as usize],
+                topic_id: topic.id,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: p
+                    .isr
+                    .iter()
+                    .filter(|&&r| r != follower)
+                    .map(|&r| (r, -1))
+                    .collect(),
+                leader_recovery_state: isr::RECOVERED,
+            };
+            let request = ControllerRequest::Forwarded(Box::new(
+                ControllerRequest::AlterPartition(change.clone()),
+            ));
+            let ControllerReply::AlterPartition(Ok(state)) = c.handle(request).await else {
+                panic!("ISR shrunk");
+            };
+            assert_eq!((state.leader_epoch, state.partition_epoch), (0, 1));
+            assert!(!state.isr.contains(&follower));
+            // The answer comes once the published image holds it.
+            let now = published.image();
+            assert_eq!(now.topic("rf3").unwrap().partitions[0].isr, state.isr);
+            // The same request again is out of date.
+            let again = c.handle(ControllerRequest::AlterPartition(change)).await;
+            assert!(matches!(
+                again,
+                ControllerReply::AlterPartition(Err(code))
+                    if code == ErrorCode::InvalidUpdateVersion.code()
+            ));
+            let elect = ControllerRequest::ElectLeaders(ElectionRequest {
+                election_type: election::PREFERRED,
+                partitions: Some(vec![("rf3".into(), vec![0])]),
+            });
+            let ControllerReply::ElectLeaders(Ok(results)) = c.handle(elect).await else {
+                panic!("elections");
+            };
+            assert_eq!(
+                results[0].1[0].1,
+                ErrorCode::ElectionNotNeeded.code(),
+                "{results:?}"
+            );
+        });
+    }
 
     #[test]
     fn topic_names() {

@@ -1,8 +1,9 @@
 //! Calls between nodes and the active controller, over the quorum's application calls
 //! (`spate_replication::AppClient`): brokers' registrations and heartbeats, and the
 //! metadata changes a node that is not the active controller forwards to it (Kafka's
-//! request forwarding: CreateTopics, DeleteTopics, CreatePartitions, config changes
-//! and producer-id blocks reach the active controller from any broker).
+//! request forwarding: CreateTopics, DeleteTopics, CreatePartitions, config changes,
+//! ElectLeaders, producer-id blocks, and partition leaders' AlterPartition reach the
+//! active controller from any broker).
 //!
 //! A forwarded change is answered with each item's error and the metadata offset its
 //! records committed at; the forwarding node waits until its own shards applied that
@@ -18,6 +19,8 @@ use spate_replication::{AppClient, AppReply};
 
 use crate::controller::{ControllerQueue, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall};
+use crate::metadata::election::ElectionResults;
+use crate::metadata::isr::PartitionState;
 use crate::metadata::publish::{Published, PublishedOffset};
 use crate::metadata::quorum_view::QuorumView;
 
@@ -40,6 +43,16 @@ pub enum ForwardedReply {
     },
     ProducerId(Result<i64, i16>),
     Quorum(Result<QuorumView, i16>),
+    /// An AlterPartition's outcome and the metadata offset that holds it.
+    AlterPartition {
+        result: Result<PartitionState, i16>,
+        offset: Option<u64>,
+    },
+    /// An ElectLeaders' outcome and the metadata offset that holds it.
+    ElectLeaders {
+        result: Result<ElectionResults, i16>,
+        offset: Option<u64>,
+    },
     /// The receiver is not the active controller any more.
     NotController,
 }
@@ -58,6 +71,7 @@ pub fn is_forwardable(request: &ControllerRequest) -> bool {
         request,
         ControllerRequest::Broker(_)
             | ControllerRequest::FenceExpired
+            | ControllerRequest::BalanceLeaders
             | ControllerRequest::Forwarded(_)
     )
 }
@@ -71,6 +85,8 @@ pub async fn forward(
     let names = crate::controller::request_names(&request);
     let producer_id = matches!(request, ControllerRequest::AllocateProducerId);
     let quorum = matches!(request, ControllerRequest::DescribeQuorum);
+    let alter_partition = matches!(request, ControllerRequest::AlterPartition(_));
+    let elect_leaders = matches!(request, ControllerRequest::ElectLeaders(_));
     let answer = client
         .call(encode(&ControllerCall::Forward(request)))
         .await
@@ -86,6 +102,12 @@ pub async fn forward(
         }
         if quorum {
             return ControllerReply::Quorum(Err(ErrorCode::NotLeaderOrFollower.code()));
+        }
+        if alter_partition {
+            return ControllerReply::AlterPartition(Err(ErrorCode::NotController.code()));
+        }
+        if elect_leaders {
+            return ControllerReply::ElectLeaders(Err(ErrorCode::NotController.code()));
         }
         ControllerReply::Topics(
             names
@@ -117,10 +139,25 @@ pub async fn forward(
                     .collect(),
             )
         }
+        Ok(ForwardedReply::AlterPartition { result, offset }) => {
+            catch_up(published, offset).await;
+            ControllerReply::AlterPartition(result)
+        }
+        Ok(ForwardedReply::ElectLeaders { result, offset }) => {
+            catch_up(published, offset).await;
+            ControllerReply::ElectLeaders(result)
+        }
         Ok(ForwardedReply::ProducerId(r)) => ControllerReply::ProducerId(r),
         Ok(ForwardedReply::Quorum(r)) => ControllerReply::Quorum(r),
         Ok(ForwardedReply::NotController) => unavailable("the active controller changed".into()),
         Err(why) => unavailable(why),
+    }
+}
+
+/// Waits (at most `CATCH_UP`) until this node's shards applied `offset`.
+async fn catch_up(published: &Published, offset: Option<u64>) {
+    if let Some(o) = offset {
+        let _ = compio::time::timeout(CATCH_UP, published.wait_for(o)).await;
     }
 }
 
@@ -174,8 +211,26 @@ pub fn app_handler(
                     serde_json::to_vec(&ForwardedReply::ProducerId(r))
                 }
                 Ok(ControllerReply::Quorum(Err(_))) => return AppReply::NotLeader { leader: None },
+                Ok(
+                    ControllerReply::AlterPartition(Err(code))
+                    | ControllerReply::ElectLeaders(Err(code)),
+                ) if code == ErrorCode::NotController.code() => {
+                    return AppReply::NotLeader { leader: None }
+                }
+                Ok(ControllerReply::AlterPartition(result)) => {
+                    serde_json::to_vec(&ForwardedReply::AlterPartition {
+                        result,
+                        offset: published.get(),
+                    })
+                }
+                Ok(ControllerReply::ElectLeaders(result)) => {
+                    serde_json::to_vec(&ForwardedReply::ElectLeaders {
+                        result,
+                        offset: published.get(),
+                    })
+                }
                 Ok(ControllerReply::Quorum(r)) => serde_json::to_vec(&ForwardedReply::Quorum(r)),
-                Ok(ControllerReply::Done | ControllerReply::AlterPartition(_)) | Err(_) => {
+                Ok(ControllerReply::Done) | Err(_) => {
                     return AppReply::Failed("the controller stopped".into())
                 }
             };
@@ -183,4 +238,52 @@ pub fn app_handler(
             AppReply::Ok(encoded.expect("controller answers always encode").into())
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::isr::{IsrChange, RECOVERED};
+
+    /// AlterPartition and its answer survive the trip between nodes.
+    #[test]
+    fn alter_partition_calls_and_answers_round_trip() {
+        let change = IsrChange {
+            broker_id: 1,
+            broker_epoch: 12,
+            topic_id: [3; 16],
+            partition: 2,
+            leader_epoch: 4,
+            partition_epoch: 5,
+            new_isr: vec![(1, 12), (2, -1)],
+            leader_recovery_state: RECOVERED,
+        };
+        let call = encode(&ControllerCall::Forward(ControllerRequest::AlterPartition(
+            change.clone(),
+        )));
+        match serde_json::from_slice::<ControllerCall>(&call) {
+            Ok(ControllerCall::Forward(ControllerRequest::AlterPartition(c))) => {
+                assert_eq!(c, change)
+            }
+            other => panic!("{other:?}"),
+        }
+        let reply = ForwardedReply::AlterPartition {
+            result: Ok(PartitionState {
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1, 2],
+                partition_epoch: 6,
+                leader_recovery_state: RECOVERED,
+            }),
+            offset: Some(40),
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap();
+        match serde_json::from_slice::<ForwardedReply>(&bytes) {
+            Ok(ForwardedReply::AlterPartition {
+                result: Ok(state),
+                offset: Some(40),
+            }) => assert_eq!(state.partition_epoch, 6),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -410,11 +410,10 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "unclean.leader.election.enable",
-        doc: "Accepted; a single node has one replica per partition.",
+        doc: "When no in-sync replica is live, elect a live replica outside the ISR (it may lack acknowledged records).",
         kind: ConfigType::Boolean,
         broker_synonym: "unclean.leader.election.enable",
-        default: |_| "false".into(),
-        // Leader election: one replica per partition on a single node.
+        default: |d| d.unclean_leader_election_enable.to_string(),
         validate: boolean,
     },
 ];
@@ -584,6 +583,7 @@ mod tests {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            unclean_leader_election_enable: false,
         }
     }
 

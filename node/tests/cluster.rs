@@ -4,7 +4,7 @@
 //! through any node (forwarded to the active controller by the others) reaches every
 //! node. Every broker
 //! registers and is listed in every node's Metadata; a broker killed is fenced once its
-//! session expires and drops out of the others' Metadata.
+//! session expires, drops out of the others' Metadata and out of every ISR.
 
 // Only some of the shared helpers are used here.
 #[allow(dead_code)]
@@ -14,13 +14,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use spate_net::messages::create_topics_request::CreatableTopic;
+use spate_net::messages::elect_leaders_request::TopicPartitions as ElectTopicPartitions;
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
 use spate_net::messages::metadata_request::MetadataRequestTopic;
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse,
+    ElectLeadersRequest, ElectLeadersResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse,
 };
 use spate_net::{ApiKey, ErrorCode, Message, Records};
 
@@ -373,4 +374,226 @@ fn topic_id(s: &mut TcpStream, topic: &str) -> spate_net::Uuid {
         .expect("decode")
         .topics[0]
         .topic_id
+}
+
+/// CreateTopics v5 of `partitions` partitions with `rf` replicas: error code and message.
+fn create_replicated(
+    s: &mut TcpStream,
+    name: &str,
+    partitions: i32,
+    rf: i16,
+) -> (i16, Option<String>) {
+    let body = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            ..Default::default()
+        }],
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    send(s, request(ApiKey::CreateTopics, 5, 9, &body));
+    let (_, mut body) = read_response_header(s, true).expect("CreateTopics response");
+    let t = CreateTopicsResponse::decode(&mut body, 5)
+        .expect("decode")
+        .topics
+        .remove(0);
+    (t.error_code, t.error_message)
+}
+
+/// One partition as Metadata (v12) reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct Reported {
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline: Vec<i32>,
+}
+
+/// The partitions of `topic` (in index order) and the listed broker ids, from Metadata v12.
+fn partitions(s: &mut TcpStream, topic: &str) -> (Vec<Reported>, Vec<i32>) {
+    let body = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(topic.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    send(s, request(ApiKey::Metadata, 12, 10, &body));
+    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
+    let r = MetadataResponse::decode(&mut body, 12).expect("decode");
+    let mut parts = r.topics[0].partitions.clone();
+    parts.sort_by_key(|p| p.partition_index);
+    let mut brokers: Vec<i32> = r.brokers.iter().map(|b| b.node_id).collect();
+    brokers.sort();
+    let reported = parts
+        .into_iter()
+        .map(|p| Reported {
+            leader: p.leader_id,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replica_nodes,
+            isr: p.isr_nodes,
+            offline: p.offline_replicas,
+        })
+        .collect();
+    (reported, brokers)
+}
+
+/// Polls `topic`'s Metadata on `s` until `done` holds.
+fn wait_until(
+    s: &mut TcpStream,
+    topic: &str,
+    what: &str,
+    done: impl Fn(&[Reported], &[i32]) -> bool,
+) -> Vec<Reported> {
+    let start = Instant::now();
+    loop {
+        let (parts, brokers) = partitions(s, topic);
+        if done(&parts, &brokers) {
+            return parts;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: partitions {parts:?}, brokers {brokers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A topic's ElectLeaders results: (partition, error code) each.
+type ElectedTopic = (String, Vec<(i32, i16)>);
+
+/// ElectLeaders v2 of `election_type` for `topic`'s `partitions` (None: every
+/// partition): the top-level error and (partition, error) by topic.
+fn elect(
+    s: &mut TcpStream,
+    election_type: i8,
+    topic: &str,
+    partitions: Option<&[i32]>,
+) -> (i16, Vec<ElectedTopic>) {
+    let body = ElectLeadersRequest {
+        election_type,
+        topic_partitions: partitions.map(|p| {
+            vec![ElectTopicPartitions {
+                topic: topic.into(),
+                partitions: p.to_vec(),
+            }]
+        }),
+        timeout_ms: 5000,
+    };
+    send(s, request(ApiKey::ElectLeaders, 2, 11, &body));
+    let (_, mut body) = read_response_header(s, true).expect("ElectLeaders response");
+    let r = ElectLeadersResponse::decode(&mut body, 2).expect("decode");
+    let results = r
+        .replica_election_results
+        .into_iter()
+        .map(|t| {
+            let each = t
+                .partition_result
+                .iter()
+                .map(|p| (p.partition_id, p.error_code))
+                .collect();
+            (t.topic, each)
+        })
+        .collect();
+    (r.error_code, results)
+}
+
+/// Replication factor 3 on three brokers: every replica in the ISR at creation; a killed
+/// broker leaves every ISR once its session expires (the last member rule aside) and
+/// its leaderships move; back, it stays out of the ISRs (its leader's AlterPartition
+/// adds it once it caught up), so a preferred election for the partition it prefers is
+/// PREFERRED_LEADER_NOT_AVAILABLE and the others' ELECTION_NOT_NEEDED, as Kafka answers.
+#[test]
+fn a_killed_broker_leaves_every_isr_and_elections_answer_as_kafka() {
+    let voters = voter_list();
+    let mut nodes = start_controllers("isr", &voters);
+    let mut s = connect(&nodes[0]);
+    let start = Instant::now();
+    while metadata(&mut s).1 != [0, 1, 2] {
+        assert!(start.elapsed() < DEADLINE, "brokers not all unfenced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, message) = create_replicated(&mut s, "replicated-4", 1, 4);
+    assert_eq!(code, ErrorCode::InvalidReplicationFactor.code());
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "Unable to replicate the partition 4 time(s): The target replication factor of 4 \
+             cannot be reached because only 3 broker(s) are registered."
+        )
+    );
+    assert_eq!(create_replicated(&mut s, "replicated", 3, 3).0, 0);
+    let created = wait_until(&mut s, "replicated", "created", |parts, _| {
+        parts.len() == 3 && parts.iter().all(|p| p.isr.len() == 3 && p.leader >= 0)
+    });
+    for p in &created {
+        let mut replicas = p.replicas.clone();
+        replicas.sort();
+        assert_eq!(replicas, [0, 1, 2]);
+        assert_eq!(p.leader, p.replicas[0], "the preferred replica leads");
+        assert_eq!(p.leader_epoch, 0);
+    }
+    let preferring_2 = created
+        .iter()
+        .position(|p| p.replicas[0] == 2)
+        .expect("broker 2 is some partition's preferred replica") as i32;
+
+    nodes[2].kill();
+    let after = wait_until(&mut s, "replicated", "broker 2 out", |parts, brokers| {
+        brokers == [0, 1]
+            && parts
+                .iter()
+                .all(|p| !p.isr.contains(&2) && p.leader >= 0 && p.leader != 2 && p.offline == [2])
+    });
+    let moved = &after[preferring_2 as usize];
+    assert_eq!(moved.leader_epoch, 1, "a new leader bumps the leader epoch");
+    for (i, p) in after.iter().enumerate() {
+        assert_eq!(p.isr.len(), 2);
+        if i as i32 != preferring_2 {
+            assert_eq!(
+                p.leader, created[i].leader,
+                "a follower leaving moves no leader"
+            );
+            assert_eq!(p.leader_epoch, 0, "an ISR shrink keeps the leader epoch");
+        }
+    }
+
+    nodes[2].kill_and_restart();
+    wait_until(&mut s, "replicated", "broker 2 back", |_, brokers| {
+        brokers == [0, 1, 2]
+    });
+    let (top, results) = elect(&mut s, 0, "replicated", Some(&[0, 1, 2, 7]));
+    assert_eq!(top, 0);
+    let expected: Vec<(i32, i16)> = (0..3)
+        .map(|p| {
+            let code = if p == preferring_2 {
+                ErrorCode::PreferredLeaderNotAvailable
+            } else {
+                ErrorCode::ElectionNotNeeded
+            };
+            (p, code.code())
+        })
+        .chain([(7, ErrorCode::UnknownTopicOrPartition.code())])
+        .collect();
+    assert_eq!(results, [("replicated".to_string(), expected)]);
+    // Every partition: only those with an election or an error are listed.
+    let (_, results) = elect(&mut s, 0, "replicated", None);
+    let listed: Vec<(i32, i16)> = results
+        .into_iter()
+        .filter(|(t, _)| t == "replicated")
+        .flat_map(|(_, each)| each)
+        .collect();
+    assert_eq!(
+        listed,
+        [(preferring_2, ErrorCode::PreferredLeaderNotAvailable.code())]
+    );
+    // Unclean: every partition has a leader.
+    let (_, results) = elect(&mut s, 1, "replicated", Some(&[preferring_2]));
+    assert_eq!(
+        results[0].1,
+        [(preferring_2, ErrorCode::ElectionNotNeeded.code())]
+    );
 }

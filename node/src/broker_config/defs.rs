@@ -89,6 +89,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "The listeners clients are told to connect to (advertised_listeners, else the bound addresses)."),
     def("auto.create.topics.enable", Boolean, Value::Setting(|c| c.auto_create_topics_enable.to_string()),
         "Whether a Metadata request for a missing topic creates it, when the client allows it."),
+    def("auto.leader.rebalance.enable", Boolean, Value::Setting(|c| c.auto_leader_rebalance_enable.to_string()),
+        "Whether the active controller moves leadership back to preferred replicas that are live and in sync."),
     def("broker.id", Int, Value::Always(|f| f.config.node_id.to_string()),
         "This broker's id; the same as node.id."),
     topic_default("compression.gzip.level", Int,
@@ -102,7 +104,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     def("connections.max.idle.ms", Long, Value::Setting(|c| c.connections_max_idle_ms.to_string()),
         "A connection with nothing in flight that was silent this long is closed (0: never)."),
     def("default.replication.factor", Int, Value::Fixed(Some("1")),
-        "Replication factor of topics created without one: a single node keeps one replica."),
+        "Replication factor of topics created without one."),
     def("delete.topic.enable", Boolean, Value::Setting(|c| c.delete_topic_enable.to_string()),
         "Whether DeleteTopics may delete topics."),
     def("fetch.max.bytes", Int, Value::Setting(|c| c.fetch_max_bytes.to_string()),
@@ -133,6 +135,10 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "The most members a consumer group may have; more are refused with GROUP_MAX_SIZE_REACHED."),
     def("group.min.session.timeout.ms", Int, Value::Setting(|c| c.group_min_session_timeout_ms.to_string()),
         "The smallest session timeout a group member may ask for."),
+    def("leader.imbalance.check.interval.seconds", Long, Value::Setting(|c| c.leader_imbalance_check_interval_seconds.to_string()),
+        "How often the active controller checks the leader imbalance."),
+    def("leader.imbalance.per.broker.percentage", Int, Value::Setting(|c| c.leader_imbalance_per_broker_percentage.to_string()),
+        "Share of a broker's preferred partitions led elsewhere above which leadership is moved back."),
     def("listeners", List, Value::Always(|f| format!("PLAINTEXT://{}", f.config.listen)),
         "The address the broker accepts client connections on (listen)."),
     def("log.cleaner.backoff.ms", Long, Value::Dynamic { read: |c| c.log_cleaner.backoff_ms.to_string(), write: |c, v| { c.log_cleaner.backoff_ms = parse_at_least(v, 0, "LONG")?; Ok(()) } },
@@ -232,7 +238,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     def("socket.request.max.bytes", Int, Value::Setting(|c| c.socket_request_max_bytes.to_string()),
         "The largest request frame; a larger one closes the connection."),
     topic_default("unclean.leader.election.enable", Boolean,
-        "Default unclean.leader.election.enable of topics; accepted, a single node has one replica per partition."),
+        "Default unclean.leader.election.enable of topics: elect a live replica outside the ISR when no ISR member is live."),
 ];
 
 /// Java's rendering of a double, for the values Kafka shows as `Double.toString`.

@@ -11,6 +11,9 @@ use super::SERVED_APIS;
 fn served_note(key: ApiKey) -> &'static str {
     match key {
         ApiKey::FindCoordinator => "group and transaction keys",
+        ApiKey::ElectLeaders => {
+            "PREFERRED and UNCLEAN, made by the active controller (forwarded from any broker); ALTER on the cluster (docs/failures.md)"
+        }
         ApiKey::ConsumerGroupHeartbeat => {
             "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
         }
@@ -48,7 +51,8 @@ fn served_note(key: ApiKey) -> &'static str {
 const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
-const REPLICATION: &str = "a single node has no replicas to move or elect (comes with replication)";
+const REASSIGNMENT: &str =
+    "partition reassignment (moving replicas between brokers) is not implemented";
 const SHARE: &str = "share groups (KIP-932) are not implemented";
 const SHARE_STATE: &str = "share-group state API between brokers (KIP-932), not served to clients";
 
@@ -80,7 +84,7 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | ExpireDelegationToken
         | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
-        ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments => REPLICATION,
+        AlterPartitionReassignments | ListPartitionReassignments => REASSIGNMENT,
         AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"

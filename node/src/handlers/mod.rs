@@ -8,6 +8,7 @@ mod cluster;
 mod configs;
 mod describe_quorum;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod leader_hints;
@@ -407,6 +408,12 @@ pub async fn dispatch(
             &header,
             &scram::describe(&ctx, &session.caller(), req),
         )),
+        RequestBody::ElectLeaders(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                elect_leaders::handle(&ctx, req, &caller).await
+            })
+        }
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
             &describe_topic_partitions::handle(&ctx, req, &session.caller()),

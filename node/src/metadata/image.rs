@@ -37,7 +37,16 @@ pub struct PartitionInfo {
     pub partition_epoch: i32,
     /// The log directory id of each replica (all zeros: the broker chooses).
     pub directories: Vec<[u8; 16]>,
+    /// Kafka's `LeaderRecoveryState`: [`RECOVERED`], or [`RECOVERING`] after an unclean
+    /// election until the leader reports its log recovered (AlterPartition).
+    pub leader_recovery_state: i8,
 }
+
+/// `LeaderRecoveryState.RECOVERED`: the leader's log is consistent.
+pub const RECOVERED: i8 = 0;
+/// `LeaderRecoveryState.RECOVERING`: the leader was elected uncleanly; its ISR stays
+/// itself alone until it reports the recovery done.
+pub const RECOVERING: i8 = 1;
 
 impl PartitionInfo {
     /// Whether `node` holds a replica (and so opens the partition's log).
@@ -129,6 +138,14 @@ impl MetadataImage {
     /// Whether broker `id` is registered and not fenced.
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Whether broker `id` may lead and be in sync: registered, not fenced, not in
+    /// controlled shutdown (Kafka's `ClusterControlManager.isActive`).
+    pub fn is_active(&self, id: i32) -> bool {
+        self.brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
     }
 
     /// The image that `records` (a snapshot's) describe, at `offset`.
@@ -276,6 +293,7 @@ impl MetadataImage {
             leader_epoch: r.leader_epoch,
             partition_epoch: r.partition_epoch,
             directories: r.directories.iter().map(|d| d.0).collect(),
+            leader_recovery_state: r.leader_recovery_state,
         };
         match usize::try_from(index) {
             Ok(i) if i < topic.partitions.len() => topic.partitions[i] = info,
@@ -310,6 +328,10 @@ impl MetadataImage {
         }
         if let Some(dirs) = &r.directories {
             p.directories = dirs.iter().map(|d| d.0).collect();
+        }
+        // -1: no change of the recovery state.
+        if r.leader_recovery_state != -1 {
+            p.leader_recovery_state = r.leader_recovery_state;
         }
         // -2: no leader change (Kafka's NO_LEADER_CHANGE).
         if r.leader != -2 {

@@ -1,59 +1,177 @@
-//! Partition leadership when brokers come and go, as Kafka's controller moves it: a
-//! partition whose leader is no longer live (fenced, re-registered after a restart, or
-//! gone) gets the first live in-sync replica as its leader, or none (-1); a partition
-//! without a leader gets one as soon as an in-sync replica is live again. The leaving
-//! leader leaves the ISR only when another member remains, so the last in-sync replica
-//! is remembered and an unclean election never happens here.
+//! Partition leadership and ISR changes, as Kafka's controller makes them
+//! (`PartitionChangeBuilder`, without reassignments and without KIP-966's eligible
+//! leader replicas, which Spate does not build):
+//!
+//! * [`change`] turns a partition's target ISR, an election kind and a target leader
+//!   recovery state into the `PartitionChangeRecord` that gets there, or nothing when
+//!   the partition already is there. An ISR change bumps the partition epoch only; a
+//!   new leader bumps the leader epoch too (the image's replay does both).
+//! * [`elect_leaders`] runs after every broker change (fenced, unfenced, re-registered,
+//!   in controlled shutdown): a broker that is not active (fenced, shutting down, or
+//!   unregistered) leaves every ISR it is in, except that the last member stays (the
+//!   leader becomes -1 and the ISR remembers it, so no unclean election happens unless
+//!   the topic allows it); partitions whose leader is not active get the first active
+//!   replica of their ISR, or, with `unclean.leader.election.enable`, the first active
+//!   replica at all, with the ISR reset to it and the leader RECOVERING.
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::{MetadataRecord, PartitionChangeRecord};
 use spate_net::Uuid;
 
+use super::image::{PartitionInfo, RECOVERING};
 use super::MetadataImage;
+use crate::config::BrokerConfig;
 
 /// Kafka's "no leader" in partition records.
 pub const NO_LEADER: i32 = -1;
+/// `PartitionChangeRecord.leader` when the leader does not change.
+pub const NO_LEADER_CHANGE: i32 = -2;
+/// The topic config that allows electing a replica outside the ISR.
+pub const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
 
-/// The `PartitionChangeRecord`s that bring every partition's leader in line with which
-/// brokers are live in `image` (the image with the broker changes already applied).
-pub fn elect_leaders(image: &MetadataImage) -> Vec<ApiMessageAndVersion> {
+/// How a partition's leader is chosen (Kafka's `PartitionChangeBuilder.Election`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// The preferred replica (the first) if it may lead, else as `Online`.
+    Preferred,
+    /// The current leader if it still may lead, else the first replica in the ISR that
+    /// may.
+    Online,
+    /// As `Online`, then any replica that may lead (the ISR becomes it alone).
+    Unclean,
+}
+
+/// The record that takes partition `index` of topic `topic_id` from `p` to
+/// `target_isr` with a leader chosen by `election` among the replicas `acceptable`
+/// allows, and to `target_recovery`; `None` when nothing would change. An empty target
+/// ISR keeps the current one (the last member stays in sync).
+pub fn change(
+    topic_id: [u8; 16],
+    index: i32,
+    p: &PartitionInfo,
+    target_isr: &[i32],
+    election: Election,
+    target_recovery: i8,
+    acceptable: &dyn Fn(i32) -> bool,
+) -> Option<PartitionChangeRecord> {
+    let mut record = PartitionChangeRecord {
+        topic_id: Uuid(topic_id),
+        partition_id: index,
+        ..Default::default()
+    };
+    let valid = |r: i32| target_isr.contains(&r) && acceptable(r);
+    let (leader, unclean) = elect(p, election, &valid, acceptable);
+    if leader != p.leader {
+        record.leader = leader;
+        if unclean {
+            // Data may be lost: the new leader's log is the partition now.
+            record.isr = Some(vec![leader]);
+            if p.leader_recovery_state != RECOVERING {
+                record.leader_recovery_state = RECOVERING;
+            }
+        }
+    }
+    if record.isr.is_none() && !target_isr.is_empty() && target_isr != p.isr.as_slice() {
+        record.isr = Some(target_isr.to_vec());
+    }
+    if target_recovery != p.leader_recovery_state {
+        record.leader_recovery_state = target_recovery;
+    }
+    let no_op = record.leader == NO_LEADER_CHANGE
+        && record.isr.is_none()
+        && record.leader_recovery_state == -1;
+    (!no_op).then_some(record)
+}
+
+/// The leader `election` picks and whether the pick is unclean (outside the ISR).
+fn elect(
+    p: &PartitionInfo,
+    election: Election,
+    valid: &dyn Fn(i32) -> bool,
+    acceptable: &dyn Fn(i32) -> bool,
+) -> (i32, bool) {
+    if election == Election::Preferred {
+        if let Some(&preferred) = p.replicas.first().filter(|&&r| valid(r)) {
+            return (preferred, false);
+        }
+    }
+    if p.leader != NO_LEADER && valid(p.leader) {
+        return (p.leader, false);
+    }
+    let skip = usize::from(election == Election::Preferred);
+    if let Some(&r) = p.replicas.iter().skip(skip).find(|&&r| valid(r)) {
+        return (r, false);
+    }
+    if election == Election::Unclean {
+        if let Some(&r) = p.replicas.iter().find(|&&r| acceptable(r)) {
+            return (r, true);
+        }
+    }
+    (NO_LEADER, false)
+}
+
+/// Whether `topic` allows unclean leader election: its own config, else the dynamic
+/// broker default of the controller or of the cluster, else the controller's static
+/// `[topic_defaults]` one, as Kafka's controller resolves it.
+pub fn unclean_enabled(image: &MetadataImage, topic: &str, controller: &BrokerConfig) -> bool {
+    let Some(t) = image.topic(topic) else {
+        return false;
+    };
+    let configs = crate::broker_config::describe::with_dynamic_defaults(
+        &t.configs,
+        &image.broker_configs,
+        controller.node_id,
+    );
+    configs.get(UNCLEAN_ELECTION).map_or(
+        controller.topic_defaults.unclean_leader_election_enable,
+        |v| v.eq_ignore_ascii_case("true"),
+    )
+}
+
+/// The `PartitionChangeRecord`s that bring every partition in line with which brokers
+/// are active in `image` (the image with the broker changes already applied): inactive
+/// brokers leave the ISRs, leaders that are not active are replaced. `controller` is
+/// the controller's config (for the defaults of unclean election).
+pub fn elect_leaders(
+    image: &MetadataImage,
+    controller: &BrokerConfig,
+) -> Vec<ApiMessageAndVersion> {
+    let active = |r: i32| image.is_active(r);
     let mut out = Vec::new();
     for topic in image.topics.values() {
+        let election = if unclean_enabled(image, &topic.name, controller) {
+            Election::Unclean
+        } else {
+            Election::Online
+        };
         for (index, p) in topic.partitions.iter().enumerate() {
-            if p.leader != NO_LEADER && image.is_live(p.leader) {
-                continue;
-            }
-            let next = p
-                .isr
-                .iter()
-                .copied()
-                .find(|&r| r != p.leader && image.is_live(r))
-                .unwrap_or(NO_LEADER);
-            if next == p.leader {
-                continue;
-            }
-            let isr = (p.leader != NO_LEADER && p.isr.len() > 1 && p.isr.contains(&p.leader))
-                .then(|| p.isr.iter().copied().filter(|&r| r != p.leader).collect());
-            out.push(ApiMessageAndVersion::latest(
-                MetadataRecord::PartitionChange(PartitionChangeRecord {
-                    topic_id: Uuid(topic.id),
-                    partition_id: index as i32,
-                    leader: next,
-                    isr,
-                    ..Default::default()
-                }),
-            ));
+            let target: Vec<i32> = p.isr.iter().copied().filter(|&r| active(r)).collect();
+            let record = change(
+                topic.id,
+                index as i32,
+                p,
+                &target,
+                election,
+                p.leader_recovery_state,
+                &active,
+            );
+            out.extend(
+                record.map(|r| ApiMessageAndVersion::latest(MetadataRecord::PartitionChange(r))),
+            );
         }
     }
     out
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use spate_net::metadata_records::{FenceBrokerRecord, UnfenceBrokerRecord};
+    use spate_net::metadata_records::{
+        BrokerRegistrationChangeRecord, FenceBrokerRecord, UnfenceBrokerRecord,
+    };
 
+    use super::super::image::RECOVERED;
     use super::super::records::{self, NewPartition};
     use super::*;
     use crate::metadata::image::BrokerRegistration;
@@ -70,7 +188,8 @@ mod tests {
         }
     }
 
-    fn image(placed: &[NewPartition]) -> MetadataImage {
+    /// Brokers 0, 1 and 2 (epoch 1, live) and topic "t" with `placed` partitions.
+    pub(crate) fn image(placed: &[NewPartition]) -> MetadataImage {
         let mut img = MetadataImage::default();
         for id in 0..3 {
             img.brokers.insert(id, broker(id, false));
@@ -84,13 +203,14 @@ mod tests {
         img
     }
 
-    fn fence(img: &mut MetadataImage, id: i32, fenced: bool) {
+    /// Fences (or unfences) broker `id` and applies the leadership changes.
+    pub(crate) fn fence(img: &mut MetadataImage, id: i32, fenced: bool) {
         img.replay(&if fenced {
             MetadataRecord::FenceBroker(FenceBrokerRecord { id, epoch: 1 })
         } else {
             MetadataRecord::UnfenceBroker(UnfenceBrokerRecord { id, epoch: 1 })
         });
-        let changes = elect_leaders(img);
+        let changes = elect_leaders(img, BrokerConfig::embedded_default());
         img.replay_all(&changes);
     }
 
@@ -102,7 +222,10 @@ mod tests {
     #[test]
     fn a_single_replica_loses_its_leader_and_gets_it_back() {
         let mut img = image(&[NewPartition::new(vec![1], |_| true)]);
-        assert!(elect_leaders(&img).is_empty(), "nothing to change");
+        assert!(
+            elect_leaders(&img, BrokerConfig::embedded_default()).is_empty(),
+            "nothing to change"
+        );
         fence(&mut img, 1, true);
         assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![1]));
         fence(&mut img, 1, false);
@@ -121,10 +244,161 @@ mod tests {
         fence(&mut img, 1, true);
         fence(&mut img, 2, true);
         assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![2]));
-        // Only the last in-sync replica may lead again.
+        // Only the last in-sync replica may lead again (0 is live, but out of sync).
         fence(&mut img, 1, false);
         assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![2]));
         fence(&mut img, 2, false);
         assert_eq!(leader_and_isr(&img, 0), (2, vec![2]));
+    }
+
+    #[test]
+    fn a_fenced_follower_leaves_every_isr_with_only_the_partition_epoch_bumped() {
+        let mut img = image(&[
+            NewPartition::new(vec![0, 1, 2], |_| true),
+            NewPartition::new(vec![1, 2, 0], |_| true),
+            NewPartition::new(vec![2], |_| true),
+        ]);
+        fence(&mut img, 2, true);
+        // Partition 0: 2 was a follower; the leader and its epoch stay.
+        let p = &img.topic("t").unwrap().partitions[0];
+        assert_eq!((p.leader, &p.isr[..]), (0, &[0, 1][..]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (0, 1));
+        assert_eq!(leader_and_isr(&img, 1), (1, vec![1, 0]));
+        // Partition 2: 2 was the last member; it stays in the ISR, without a leader.
+        assert_eq!(leader_and_isr(&img, 2), (NO_LEADER, vec![2]));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaders_and_shrinks_isrs() {
+        let mut img = image(&[
+            NewPartition::new(vec![0, 1, 2], |_| true),
+            NewPartition::new(vec![1, 0], |_| true),
+        ]);
+        // Only the shutting-down flag: the broker is not fenced yet but not active.
+        img.replay(&MetadataRecord::BrokerRegistrationChange(
+            BrokerRegistrationChangeRecord {
+                broker_id: 0,
+                broker_epoch: 1,
+                in_controlled_shutdown: 1,
+                ..Default::default()
+            },
+        ));
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        img.replay_all(&changes);
+        assert_eq!(leader_and_isr(&img, 0), (1, vec![1, 2]));
+        assert_eq!(leader_and_isr(&img, 1), (1, vec![1]));
+    }
+
+    #[test]
+    fn unclean_election_picks_a_live_replica_outside_the_isr() {
+        let mut img = image(&[NewPartition::new(vec![0, 1, 2], |_| true)]);
+        fence(&mut img, 0, true);
+        fence(&mut img, 1, true);
+        fence(&mut img, 2, true);
+        assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![2]));
+        // 0 comes back: not in the ISR, so the partition stays offline...
+        fence(&mut img, 0, false);
+        assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![2]));
+        // ...until the topic allows an unclean election.
+        img.replay_all(&records::config_diff(
+            records::resource_type::TOPIC,
+            "t",
+            &BTreeMap::new(),
+            &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]),
+        ));
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        img.replay_all(&changes);
+        let p = &img.topic("t").unwrap().partitions[0];
+        assert_eq!((p.leader, &p.isr[..]), (0, &[0][..]));
+        assert_eq!(p.leader_recovery_state, RECOVERING);
+    }
+
+    #[test]
+    fn unclean_election_follows_the_dynamic_cluster_default() {
+        let mut img = image(&[NewPartition::new(vec![0, 1], |_| true)]);
+        fence(&mut img, 1, true);
+        fence(&mut img, 0, true);
+        fence(&mut img, 1, false);
+        assert_eq!(leader_and_isr(&img, 0), (NO_LEADER, vec![0]));
+        img.replay_all(&records::config_diff(
+            records::resource_type::BROKER,
+            "",
+            &BTreeMap::new(),
+            &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]),
+        ));
+        assert!(unclean_enabled(&img, "t", BrokerConfig::embedded_default()));
+        // The topic's own config wins over every default.
+        let mut strict = img.clone();
+        strict.replay_all(&records::config_diff(
+            records::resource_type::TOPIC,
+            "t",
+            &BTreeMap::new(),
+            &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "false".to_string())]),
+        ));
+        assert!(!unclean_enabled(
+            &strict,
+            "t",
+            BrokerConfig::embedded_default()
+        ));
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        img.replay_all(&changes);
+        assert_eq!(leader_and_isr(&img, 0), (1, vec![1]));
+    }
+
+    #[test]
+    fn unclean_election_follows_the_static_default_last() {
+        let img = image(&[NewPartition::new(vec![0, 1], |_| true)]);
+        let mut config = BrokerConfig::embedded_default().clone();
+        assert!(!unclean_enabled(&img, "t", &config));
+        config.topic_defaults.unclean_leader_election_enable = true;
+        assert!(unclean_enabled(&img, "t", &config));
+    }
+
+    #[test]
+    fn preferred_election_prefers_the_first_replica_in_sync() {
+        let p = PartitionInfo {
+            slot: 0,
+            replicas: vec![0, 1, 2],
+            isr: vec![1, 0],
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 5,
+            directories: Vec::new(),
+            leader_recovery_state: RECOVERED,
+        };
+        let all = |_| true;
+        let r = change([1; 16], 0, &p, &p.isr, Election::Preferred, RECOVERED, &all);
+        assert_eq!(r.map(|r| (r.leader, r.isr)), Some((0, None)));
+        // The preferred replica out of sync or not live: no change.
+        let out_of_sync = PartitionInfo {
+            isr: vec![1, 2],
+            ..p.clone()
+        };
+        let isr = out_of_sync.isr.clone();
+        assert_eq!(
+            change(
+                [1; 16],
+                0,
+                &out_of_sync,
+                &isr,
+                Election::Preferred,
+                RECOVERED,
+                &all
+            ),
+            None
+        );
+        let not_zero = |r| r != 0;
+        assert_eq!(
+            change(
+                [1; 16],
+                0,
+                &p,
+                &p.isr,
+                Election::Preferred,
+                RECOVERED,
+                &not_zero
+            ),
+            None
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod brokers;
+pub mod election;
 mod image;
 pub mod isr;
 pub mod leadership;

@@ -39,8 +39,6 @@ fn rec(record: MetadataRecord) -> ApiMessageAndVersion {
     ApiMessageAndVersion::latest(record)
 }
 
-/// A partition led by `node`, its only replica (Spate does not replicate partitions
-/// yet). The directory is left unassigned (zeros): the broker places the log.
 /// A new partition's replicas, in-sync replicas and leader.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPartition {
@@ -364,6 +362,7 @@ fn partition_record(topic_id: [u8; 16], index: i32, p: &PartitionInfo) -> ApiMes
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         directories: p.directories.iter().map(|d| Uuid(*d)).collect(),
+        leader_recovery_state: p.leader_recovery_state,
         ..Default::default()
     }))
 }
