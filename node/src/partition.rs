@@ -420,6 +420,15 @@ impl Partition {
             .map_or(-1, |(epoch, _)| *epoch)
     }
 
+    /// On a follower, how far its log end is behind its leader's high watermark as last
+    /// reported; 0 on a leader.
+    pub fn follower_lag(&self) -> i64 {
+        match &*self.replica.borrow() {
+            Role::Follower(f) => (f.leader_high_watermark - self.log.log_end_offset()).max(0),
+            Role::Leader(_) => 0,
+        }
+    }
+
     /// The leader epoch this replica leads, if it is the leader.
     pub fn leader_epoch(&self) -> Option<i32> {
         self.replica.borrow().leader_epoch()
@@ -474,6 +483,7 @@ impl Partition {
                     leader,
                     epoch: a.epoch,
                     high_watermark: hw,
+                    leader_high_watermark: hw,
                 });
             }
         }
@@ -614,11 +624,9 @@ impl Partition {
             let Role::Follower(f) = &mut *role else {
                 return;
             };
-            let hw = high_watermark.min(self.log.written_end_offset());
-            if hw != f.high_watermark {
-                f.high_watermark = hw;
-            }
-            hw
+            f.leader_high_watermark = high_watermark;
+            f.high_watermark = high_watermark.min(self.log.written_end_offset());
+            f.high_watermark
         };
         if log_start > self.log.log_start_offset() && log_start <= hw {
             if let Err(e) = self.log.delete_records(log_start).await {

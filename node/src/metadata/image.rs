@@ -136,6 +136,15 @@ impl MetadataImage {
     }
 
     /// Whether broker `id` is registered and not fenced.
+    /// Partitions without a leader.
+    pub fn offline_partitions(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count()
+    }
+
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }

@@ -91,6 +91,9 @@ pub struct ShardCounters {
     /// Transactions this shard coordinated to the end.
     pub transactions_committed: u64,
     pub transactions_aborted: u64,
+    /// ISR changes of partitions led here that the controller accepted.
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
 }
 
 impl ShardCounters {

@@ -143,7 +143,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
 
     let mut partitions: Vec<_> = shards.iter().flat_map(|s| s.partitions.iter()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 7] = [
+    let gauges: [Family<&super::snapshot::PartitionGauges, f64>; 11] = [
         ("spate_partition_log_end_offset", "Next offset to be assigned.", |p| p.log_end_offset as f64),
         ("spate_partition_log_start_offset", "First offset still in the log.", |p| p.log_start_offset as f64),
         ("spate_partition_high_watermark", "Offset below which records are written and readable.", |p| p.high_watermark as f64),
@@ -151,6 +151,10 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_partition_size_bytes", "Bytes of the partition's segments.", |p| p.size_bytes as f64),
         ("spate_partition_segments", "Segments of the partition.", |p| p.segments as f64),
         ("spate_partition_offline", "1 while the partition refuses writes after a failed write (full disk: retried; I/O error: until restart).", |p| f64::from(u8::from(p.offline))),
+        ("spate_partition_leader", "1 when this broker leads the partition, 0 when it follows.", |p| f64::from(u8::from(p.leader))),
+        ("spate_partition_under_replicated", "1 when the partition is led here and its ISR is smaller than its replicas (Kafka's UnderReplicatedPartitions, per partition).", |p| f64::from(u8::from(p.leader && p.in_sync_replicas < p.replicas))),
+        ("spate_partition_in_sync_replicas", "Replicas in the partition's ISR, as the metadata says.", |p| p.in_sync_replicas as f64),
+        ("spate_partition_follower_lag", "On a follower: offsets between its log end and its leader's high watermark (Kafka's replica fetcher lag); 0 on a leader.", |p| p.follower_lag as f64),
     ];
     for (name, help, get) in gauges {
         header(&mut out, name, "gauge", help);
@@ -188,7 +192,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 25] = [
+    let per_shard: [ShardFamily; 27] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
@@ -215,6 +219,8 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_transactions_ongoing", "gauge", "Transactions the shard coordinates that are open or ending (markers being written).", |s| s.transactions_ongoing as f64),
         ("spate_transactions_committed_total", "counter", "Transactions the shard coordinated to a commit.", |s| s.counters.transactions_committed as f64),
         ("spate_transactions_aborted_total", "counter", "Transactions the shard coordinated to an abort (by the client, a fencing producer or the timeout).", |s| s.counters.transactions_aborted as f64),
+        ("spate_isr_shrinks_total", "counter", "ISR shrinks of partitions led by the shard, accepted by the controller (followers that fell behind replica_lag_time_max_ms).", |s| s.counters.isr_shrinks as f64),
+        ("spate_isr_expands_total", "counter", "ISR expansions of partitions led by the shard, accepted by the controller (followers that caught up).", |s| s.counters.isr_expands as f64),
         ("spate_consumer_group_rebalances_total", "counter", "Target assignments computed for the shard's consumer groups (KIP-848): one per group epoch the assignor ran for.", |s| s.consumer_group_rebalances as f64),
     ];
     for (name, kind, help, get) in per_shard {
@@ -222,6 +228,16 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         for s in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
+    }
+
+    if let Some(n) = shards.iter().find_map(|s| s.offline_partitions) {
+        header(
+            &mut out,
+            "spate_offline_partitions",
+            "gauge",
+            "Partitions without a leader in the metadata (Kafka's OfflinePartitionsCount): none of their in-sync replicas is up.",
+        );
+        let _ = writeln!(out, "spate_offline_partitions {n}");
     }
 
     // Broker-wide: every shard reports the same shared counter; the first one is shown.

@@ -24,6 +24,13 @@ pub struct PartitionGauges {
     /// Compaction state, for partitions of compacted topics.
     pub cleaner: Option<CleanGauges>,
     pub last_stable_offset: i64,
+    /// This replica leads the partition.
+    pub leader: bool,
+    /// Replicas and in-sync replicas, as the metadata says.
+    pub replicas: usize,
+    pub in_sync_replicas: usize,
+    /// A follower's distance to its leader's high watermark (0 on a leader).
+    pub follower_lag: i64,
 }
 
 /// Broker-wide cleaner counters as of the scrape (see `cleaner::CleanerStats`).
@@ -66,6 +73,8 @@ pub struct ShardSnapshot {
     pub groups: Vec<(&'static str, &'static str, u64)>,
     /// Target assignment computations of the shard's consumer groups.
     pub consumer_group_rebalances: u64,
+    /// Partitions without a leader in the metadata (reported by shard 0).
+    pub offline_partitions: Option<usize>,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -80,6 +89,7 @@ impl ShardSnapshot {
     /// Taken on the shard thread itself.
     pub fn take(ctx: &ShardContext) -> ShardSnapshot {
         let cleaning = ctx.cleaning.gauges();
+        let image = ctx.image();
         let mut partitions: Vec<PartitionGauges> = ctx
             .partitions
             .borrow()
@@ -96,6 +106,14 @@ impl ShardSnapshot {
                 offline: p.log.is_offline(),
                 cleaner: clean_gauges(p, cleaning.get(k)),
                 last_stable_offset: p.last_stable_offset(),
+                leader: p.leader_epoch().is_some(),
+                replicas: image
+                    .partition(&k.topic, k.partition)
+                    .map_or(0, |i| i.replicas.len()),
+                in_sync_replicas: image
+                    .partition(&k.topic, k.partition)
+                    .map_or(0, |i| i.isr.len()),
+                follower_lag: p.follower_lag(),
             })
             .collect();
         // Partitions whose log could not be opened: offline, nothing else known.
@@ -111,6 +129,10 @@ impl ShardSnapshot {
             offline: true,
             cleaner: None,
             last_stable_offset: 0,
+            leader: false,
+            replicas: 0,
+            in_sync_replicas: 0,
+            follower_lag: 0,
         }));
         ShardSnapshot {
             shard: ctx.id,
@@ -126,6 +148,8 @@ impl ShardSnapshot {
             transactions_ongoing: ctx.txns.borrow().ongoing(),
             groups: ctx.groups.borrow().group_counts(),
             consumer_group_rebalances: ctx.groups.borrow().consumer_rebalances,
+            // The same on every shard: shard 0 reports it.
+            offline_partitions: (ctx.id == 0).then(|| image.offline_partitions()),
         }
     }
 }

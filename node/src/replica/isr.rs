@@ -37,12 +37,22 @@ pub fn propose(ctx: &Rc<ShardContext>, key: &PartitionKey, partition: &Rc<Partit
         new_isr,
         leader_recovery_state: RECOVERED,
     };
+    let isr_before = ctx
+        .image()
+        .partition(&key.topic, key.partition)
+        .map_or(0, |i| i.isr.len());
     let (ctx, key, partition) = (ctx.clone(), key.clone(), partition.clone());
     compio::runtime::spawn(async move {
         let proposed: Vec<i32> = change.new_isr.iter().map(|(r, _)| *r).collect();
         let accepted = match ctx.controller(ControllerRequest::AlterPartition(change)).await {
             Some(ControllerReply::AlterPartition(Ok(state))) => {
                 tracing::info!(topic = %key.topic, partition = key.partition, isr = ?state.isr, partition_epoch = state.partition_epoch, "ISR changed");
+                let mut m = ctx.metrics.borrow_mut();
+                if state.isr.len() < isr_before {
+                    m.isr_shrinks += 1;
+                } else if state.isr.len() > isr_before {
+                    m.isr_expands += 1;
+                }
                 true
             }
             Some(ControllerReply::AlterPartition(Err(code))) => {

@@ -30,6 +30,8 @@ pub struct Following {
     pub epoch: i32,
     /// The leader's high watermark as last reported, capped by this log's end.
     pub high_watermark: i64,
+    /// The same, not capped (how far behind this replica is).
+    pub leader_high_watermark: i64,
 }
 
 /// The role a partition replica holds.
@@ -46,6 +48,7 @@ impl Role {
             leader: NO_LEADER,
             epoch: -1,
             high_watermark,
+            leader_high_watermark: high_watermark,
         })
     }
 
