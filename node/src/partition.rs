@@ -536,17 +536,20 @@ impl Partition {
         proposal
     }
 
-    /// An ISR change is sent to the controller: (leader epoch, partition epoch, the new
-    /// ISR with the broker epochs the followers fetched with). `None` when this replica
-    /// no longer leads.
-    pub fn propose_isr(&self, isr: Vec<i32>) -> Option<(i32, i32, Vec<(i32, i64)>)> {
+    /// An ISR change is sent to the controller: what to ask for. `None` when this
+    /// replica no longer leads.
+    pub fn propose_isr(&self, isr: Vec<i32>) -> Option<crate::replica::Proposal> {
         let mut role = self.replica.borrow_mut();
         let Role::Leader(l) = &mut *role else {
             return None;
         };
-        let with_epochs = l.with_broker_epochs(&isr);
+        let new_isr = l.with_broker_epochs(&isr);
         l.propose(isr);
-        Some((l.epoch, l.partition_epoch, with_epochs))
+        Some(crate::replica::Proposal {
+            leader_epoch: l.epoch,
+            partition_epoch: l.partition_epoch,
+            new_isr,
+        })
     }
 
     /// The controller answered an ISR change of leader epoch `epoch` (the image holds
@@ -564,7 +567,12 @@ impl Partition {
     /// NOT_LEADER_OR_FOLLOWER when this replica stops leading `epoch`, REQUEST_TIMED_OUT
     /// at `deadline`, NOT_ENOUGH_REPLICAS_AFTER_APPEND when reached with fewer in-sync
     /// replicas than `min.insync.replicas` (Kafka's checkEnoughReplicasReachOffset).
-    async fn replicated(&self, end: i64, epoch: i32, deadline: std::time::Instant) -> Result<(), i16> {
+    async fn replicated(
+        &self,
+        end: i64,
+        epoch: i32,
+        deadline: std::time::Instant,
+    ) -> Result<(), i16> {
         loop {
             let listener = self.progress.listen();
             if self.leader_epoch() != Some(epoch) {

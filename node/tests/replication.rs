@@ -52,7 +52,8 @@ fn start_cluster(name: &str) -> Vec<Broker> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = (0..3)
             .map(|id| {
-                let toml = format!("{FAST}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                let toml =
+                    format!("{FAST}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
                 scope.spawn(move || Broker::start_with_config(&format!("{name}-n{id}"), &toml))
             })
             .collect();
@@ -149,7 +150,9 @@ fn produce_all(s: &mut TcpStream, values: &[String]) -> Result<i64, i16> {
     req.acks = -1;
     send(s, request(ApiKey::Produce, 9, 3, &req));
     let (_, mut body) = read_response_header(s, true).expect("Produce response");
-    let p = ProduceResponse::decode(&mut body, 9).expect("decode").responses[0]
+    let p = ProduceResponse::decode(&mut body, 9)
+        .expect("decode")
+        .responses[0]
         .partition_responses[0]
         .clone();
     if p.error_code == 0 {

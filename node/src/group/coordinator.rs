@@ -953,7 +953,16 @@ async fn append_records(
         Ok(b) => b,
         Err(_) => return ErrorCode::UnknownServerError.code(),
     };
-    match partition.produce(batch, -1, crate::partition::INTERNAL_APPEND_TIMEOUT, None, None).await {
+    match partition
+        .produce(
+            batch,
+            -1,
+            crate::partition::INTERNAL_APPEND_TIMEOUT,
+            None,
+            None,
+        )
+        .await
+    {
         PartitionReply::Produced { .. } => 0,
         other => crate::route::error_of(&other).max(1),
     }

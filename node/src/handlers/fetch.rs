@@ -20,8 +20,8 @@ use spate_net::{ErrorCode, Records};
 
 use super::leader_hints;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, Watch};
-use crate::partition::Reader;
 use crate::metrics::record_count;
+use crate::partition::Reader;
 use crate::route;
 use crate::security::Listener;
 use crate::shard::ShardContext;
@@ -219,10 +219,7 @@ pub async fn handle(
         // Wait for data past what the reads saw (their high watermarks), not past the
         // fetch offsets: otherwise a partition with some data but less than min_bytes
         // would wake the wait at once, over and over.
-        let seen: Vec<i64> = wanted
-            .iter()
-            .map(|w| w.readable_end.max(w.next))
-            .collect();
+        let seen: Vec<i64> = wanted.iter().map(|w| w.readable_end.max(w.next)).collect();
         let ready = wait_for_data(ctx, &wanted, &seen, deadline).await;
         if ready.is_empty() {
             // Deadline passed with nothing new: answer with what there is.
@@ -258,10 +255,8 @@ pub async fn handle(
         }
         data.log_start_offset = w.log_start_offset;
         if let Some((epoch, end_offset)) = w.diverging {
-            data.diverging_epoch = spate_net::messages::fetch_response::EpochEndOffset {
-                epoch,
-                end_offset,
-            };
+            data.diverging_epoch =
+                spate_net::messages::fetch_response::EpochEndOffset { epoch, end_offset };
         }
         match w.error {
             Some(code) => {

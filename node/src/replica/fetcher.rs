@@ -103,10 +103,18 @@ async fn run(ctx: Rc<ShardContext>, leader: i32) {
         }
         let image = ctx.image();
         let request = fetch_request(&ctx, &image, &asked);
-        let limit = (ctx.config.replica_fetch_response_max_bytes).saturating_add(OVERSIZED_BATCH_ROOM);
+        let limit =
+            (ctx.config.replica_fetch_response_max_bytes).saturating_add(OVERSIZED_BATCH_ROOM);
         let answer: Result<FetchResponse, _> = ctx
             .brokers
-            .call_limited(&image, leader, ApiKey::Fetch, FETCH_VERSION, &request, limit)
+            .call_limited(
+                &image,
+                leader,
+                ApiKey::Fetch,
+                FETCH_VERSION,
+                &request,
+                limit,
+            )
             .await;
         match answer {
             Ok(response) if response.error_code == 0 => {
@@ -114,7 +122,12 @@ async fn run(ctx: Rc<ShardContext>, leader: i32) {
                 apply(&ctx, leader, asked, response, &mut held).await;
             }
             Ok(response) => {
-                tracing::warn!(shard = ctx.id, leader, error = response.error_code, "fetch from the leader refused");
+                tracing::warn!(
+                    shard = ctx.id,
+                    leader,
+                    error = response.error_code,
+                    "fetch from the leader refused"
+                );
                 compio::time::sleep(backoff(&ctx)).await;
             }
             Err(e) => {
@@ -176,8 +189,7 @@ fn fetch_request(
         },
         max_wait_ms: i32::try_from(ctx.config.replica_fetch_wait_max_ms).unwrap_or(i32::MAX),
         min_bytes: i32::try_from(ctx.config.replica_fetch_min_bytes).unwrap_or(i32::MAX),
-        max_bytes: i32::try_from(ctx.config.replica_fetch_response_max_bytes)
-            .unwrap_or(i32::MAX),
+        max_bytes: i32::try_from(ctx.config.replica_fetch_response_max_bytes).unwrap_or(i32::MAX),
         isolation_level: 0,
         session_id: 0,
         // No fetch session (KIP-227): every request is a full one.

@@ -17,24 +17,26 @@ use crate::shard::ShardContext;
 const RECOVERED: i8 = 0;
 
 /// Send the ISR `isr` of `key` (led here) to the controller, in the background.
-pub fn propose(ctx: &Rc<ShardContext>, key: &PartitionKey, partition: &Rc<Partition>, isr: Vec<i32>) {
-    let Some((leader_epoch, partition_epoch, new_isr)) = partition.propose_isr(isr) else {
+pub fn propose(
+    ctx: &Rc<ShardContext>,
+    key: &PartitionKey,
+    partition: &Rc<Partition>,
+    isr: Vec<i32>,
+) {
+    let Some(proposal) = partition.propose_isr(isr) else {
         return;
     };
+    let leader_epoch = proposal.leader_epoch;
     let node_id = ctx.config.node_id;
-    let broker_epoch = ctx
-        .image()
-        .brokers
-        .get(&node_id)
-        .map_or(-1, |b| b.epoch);
+    let broker_epoch = ctx.image().brokers.get(&node_id).map_or(-1, |b| b.epoch);
     let change = IsrChange {
         broker_id: node_id,
         broker_epoch,
         topic_id: partition.topic_id,
         partition: key.partition,
         leader_epoch,
-        partition_epoch,
-        new_isr,
+        partition_epoch: proposal.partition_epoch,
+        new_isr: proposal.new_isr,
         leader_recovery_state: RECOVERED,
     };
     let isr_before = ctx

@@ -286,7 +286,11 @@ mod tests {
         assert_eq!(l.high_watermark(20, now), 15);
         l.record_fetch(2, 7, 20, 20, now);
         assert_eq!(l.high_watermark(20, now), 20);
-        assert_eq!(l.high_watermark(25, now), 20, "the leader's own new data waits");
+        assert_eq!(
+            l.high_watermark(25, now),
+            20,
+            "the leader's own new data waits"
+        );
     }
 
     #[test]
@@ -338,7 +342,11 @@ mod tests {
         l.record_fetch(3, 9, 5, 12, now);
         l.record_fetch(2, 7, 8, 12, now);
         assert_eq!(l.high_watermark(12, now), 5);
-        assert_eq!(l.expansion(2, now, 12), None, "past the high watermark, not the epoch start");
+        assert_eq!(
+            l.expansion(2, now, 12),
+            None,
+            "past the high watermark, not the epoch start"
+        );
         l.record_fetch(2, 7, 10, 12, now);
         assert_eq!(l.expansion(2, now, 12), Some(vec![1, 3, 2]));
     }

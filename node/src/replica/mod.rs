@@ -34,6 +34,15 @@ pub struct Following {
     pub leader_high_watermark: i64,
 }
 
+/// An ISR change a leader sends: its epochs, and the new ISR with the broker epoch
+/// each follower fetched with (-1 for the leader itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<(i32, i64)>,
+}
+
 /// The role a partition replica holds.
 #[derive(Debug)]
 pub enum Role {

@@ -335,7 +335,16 @@ async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), 
         &[],
     );
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, crate::partition::INTERNAL_APPEND_TIMEOUT, None, None).await {
+    match partition
+        .produce(
+            batch,
+            -1,
+            crate::partition::INTERNAL_APPEND_TIMEOUT,
+            None,
+            None,
+        )
+        .await
+    {
         PartitionReply::Produced { .. } => Ok(()),
         // Kafka maps a failed append to the transaction log to a retriable error.
         _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -730,7 +739,16 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition.produce(batch, -1, crate::partition::INTERNAL_APPEND_TIMEOUT, None, None).await {
+    match partition
+        .produce(
+            batch,
+            -1,
+            crate::partition::INTERNAL_APPEND_TIMEOUT,
+            None,
+            None,
+        )
+        .await
+    {
         PartitionReply::Produced { .. } => Ok(()),
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
