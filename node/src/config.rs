@@ -155,6 +155,11 @@ pub struct BrokerConfig {
     pub replica_fetch_min_bytes: usize,
     /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
     pub replica_fetch_backoff_ms: u64,
+    /// `replica.selector.class`: unset, consumers fetch from leaders only; Kafka's
+    /// `org.apache.kafka.common.replica.RackAwareReplicaSelector` sends a consumer that
+    /// names its rack to an in-sync replica in that rack (KIP-392).
+    #[serde(default)]
+    pub replica_selector_class: Option<String>,
     /// `connections.max.idle.ms`: close connections idle this long (0: never).
     pub connections_max_idle_ms: u64,
     /// `max.connections`: client connections open at once, broker-wide; more are
@@ -301,7 +306,17 @@ pub struct TopicDefaults {
     pub unclean_leader_election_enable: bool,
 }
 
+/// Kafka's rack-aware replica selector (KIP-392), the one `replica_selector_class`
+/// accepts.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
 impl BrokerConfig {
+    /// Whether consumers may be sent to a replica in their rack (KIP-392).
+    pub fn rack_aware_replica_selector(&self) -> bool {
+        self.replica_selector_class.is_some()
+    }
+
     /// The embedded default alone: what every setting is when nothing overrides it.
     /// `load` parses the same text first, so a broker that started has a valid one.
     pub fn embedded_default() -> &'static BrokerConfig {
@@ -505,6 +520,11 @@ impl BrokerConfig {
         }
         if self.fetch_max_bytes < 1024 {
             bail!("fetch_max_bytes must be at least 1024");
+        }
+        if let Some(class) = &self.replica_selector_class {
+            if class != RACK_AWARE_REPLICA_SELECTOR {
+                bail!("replica_selector_class: only {RACK_AWARE_REPLICA_SELECTOR} is supported, not {class}");
+            }
         }
         if self.replica_lag_time_max_ms == 0 {
             bail!("replica_lag_time_max_ms must be positive");

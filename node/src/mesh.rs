@@ -50,6 +50,10 @@ pub enum PartitionOp {
         /// log differs there answers with the diverging epoch instead of data.
         last_fetched_epoch: i32,
         reader: crate::partition::Reader,
+        /// KIP-392 on the leader: the replicas in the consumer's rack (the rack-aware
+        /// replica selector is on and the client named its rack); the leader may send
+        /// the consumer to the most caught-up in-sync one of them.
+        same_rack: Option<Vec<i32>>,
     },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset {
@@ -166,6 +170,8 @@ pub enum PartitionReply {
         /// The reader's log diverged from this leader's: (epoch, end offset) of the
         /// last epoch they share (Fetch's DivergingEpoch); no batches then.
         diverging: Option<(i32, i64)>,
+        /// KIP-392: the replica the consumer should fetch from instead; no batches then.
+        preferred_read_replica: Option<i32>,
     },
     FetchError {
         code: i16,

@@ -47,12 +47,17 @@ pub struct Partition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reader {
     Consumer,
+    /// A consumer that named its rack (Fetch v11+, KIP-392): a follower may serve it,
+    /// up to the follower's high watermark.
+    ConsumerNearby,
     /// A follower: it reads up to the leader's written end, not the high watermark.
     Follower {
         broker: i32,
         broker_epoch: i64,
         /// This read is at the request's fetch offset: where the follower's log ends.
         reports_end: bool,
+        /// The follower's log start offset, as its request said.
+        log_start: i64,
     },
 }
 
@@ -498,6 +503,7 @@ impl Partition {
         broker: i32,
         broker_epoch: i64,
         fetch_offset: i64,
+        log_start: i64,
     ) -> Option<Vec<i32>> {
         let end = self.log.written_end_offset();
         let now = std::time::Instant::now();
@@ -506,7 +512,7 @@ impl Partition {
             return None;
         };
         let before = l.high_watermark(end, now);
-        if !l.record_fetch(broker, broker_epoch, fetch_offset, end, now) {
+        if !l.record_fetch(broker, broker_epoch, fetch_offset, log_start, end, now) {
             return None;
         }
         let proposal = l.expansion(broker, now, end);
@@ -1330,6 +1336,7 @@ impl Partition {
                 current_leader_epoch,
                 last_fetched_epoch,
                 reader,
+                same_rack,
             } => {
                 let reply = self
                     .fetch(
@@ -1340,6 +1347,7 @@ impl Partition {
                         current_leader_epoch,
                         last_fetched_epoch,
                         reader,
+                        same_rack.as_deref(),
                     )
                     .await;
                 reply.unwrap_or_else(|code| PartitionReply::FetchError {
@@ -1419,11 +1427,13 @@ impl Partition {
         }
     }
 
-    /// A Fetch read of this partition (Kafka's `Partition.fetchRecords`): only the
-    /// leader serves it, at the reader's leader epoch; a reader whose log diverged
-    /// (its last fetched epoch ends before its fetch offset here) gets the diverging
-    /// epoch instead of data; consumers read up to the high watermark (or the last
-    /// stable offset), followers up to the written end. `Err`: the error code.
+    /// A Fetch read of this partition (Kafka's `Partition.fetchRecords`): the leader
+    /// serves it (a follower too for a consumer that named its rack, KIP-392), at the
+    /// reader's leader epoch; a reader whose log diverged (its last fetched epoch ends
+    /// before its fetch offset here) gets the diverging epoch instead of data;
+    /// consumers read up to the high watermark (or the last stable offset), followers
+    /// up to the written end; a consumer the rack-aware selector sends to a replica in
+    /// its rack gets that replica instead of data. `Err`: the error code.
     #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
@@ -1434,20 +1444,25 @@ impl Partition {
         current_leader_epoch: i32,
         last_fetched_epoch: i32,
         reader: Reader,
+        same_rack: Option<&[i32]>,
     ) -> Result<PartitionReply, i16> {
-        let leading = self
-            .leader_epoch()
-            .ok_or(ErrorCode::NotLeaderOrFollower.code())?;
-        check_leader_epoch(leading, current_leader_epoch).map_err(|e| e.code())?;
+        let epoch = match self.leader_epoch() {
+            Some(epoch) => epoch,
+            None if reader == Reader::ConsumerNearby && self.following().is_some() => {
+                self.known_epoch()
+            }
+            None => return Err(ErrorCode::NotLeaderOrFollower.code()),
+        };
+        check_leader_epoch(epoch, current_leader_epoch).map_err(|e| e.code())?;
         let log_start = self.log.log_start_offset();
         let hw = self.high_watermark();
         let lso = self.last_stable_offset();
         let readable_end = match reader {
             Reader::Follower { .. } => self.log.written_end_offset(),
-            Reader::Consumer if read_committed => lso,
-            Reader::Consumer => hw,
+            Reader::Consumer | Reader::ConsumerNearby if read_committed => lso,
+            Reader::Consumer | Reader::ConsumerNearby => hw,
         };
-        let empty = |diverging| PartitionReply::Fetched {
+        let empty = |diverging, preferred_read_replica| PartitionReply::Fetched {
             batches: Vec::new(),
             high_watermark: hw,
             log_start_offset: log_start,
@@ -1455,6 +1470,7 @@ impl Partition {
             aborted: Vec::new(),
             readable_end,
             diverging,
+            preferred_read_replica,
         };
         if last_fetched_epoch >= 0 {
             if offset < log_start {
@@ -1465,16 +1481,21 @@ impl Partition {
                 return Err(ErrorCode::OffsetOutOfRange.code());
             }
             if epoch < last_fetched_epoch || end < offset {
-                return Ok(empty(Some((epoch, end))));
+                return Ok(empty(Some((epoch, end)), None));
             }
         }
         if offset < log_start || offset > self.log.log_end_offset() {
             return Err(ErrorCode::OffsetOutOfRange.code());
         }
+        if let Some(candidates) = same_rack {
+            if let Some(replica) = self.preferred_read_replica(candidates, offset) {
+                return Ok(empty(None, Some(replica)));
+            }
+        }
         // At or past the readable end (data in flight, or not committed yet), or a
         // zero-byte read (it only checks the offset): nothing to read.
         if offset >= readable_end || (max_bytes == 0 && !min_one) {
-            return Ok(empty(None));
+            return Ok(empty(None, None));
         }
         let read = match self.log.read(offset, max_bytes, min_one).await {
             Ok(r) => r,
@@ -1502,7 +1523,19 @@ impl Partition {
             aborted,
             readable_end,
             diverging: None,
+            preferred_read_replica: None,
         })
+    }
+
+    /// KIP-392's rack-aware selection on the leader: among `same_rack` (the replicas in
+    /// the consumer's rack), none when the leader is one of them, else the most
+    /// caught-up follower in the ISR that holds `offset` (Kafka's
+    /// RackAwareReplicaSelector over ReplicaManager's candidates).
+    fn preferred_read_replica(&self, same_rack: &[i32], offset: i64) -> Option<i32> {
+        match &*self.replica.borrow() {
+            Role::Leader(l) if !same_rack.is_empty() => l.preferred_read_replica(same_rack, offset),
+            _ => None,
+        }
     }
 
     /// The first record at or after `from` whose timestamp is >= `target` (reading the

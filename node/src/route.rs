@@ -27,14 +27,30 @@ pub enum Owner {
     NotLeader,
 }
 
-/// The shard that owns `key` when this broker leads it.
-pub fn owner(ctx: &ShardContext, key: &PartitionKey) -> Owner {
+/// The shard that owns `key` when this broker leads it, or holds a replica of it and
+/// `replica_may_serve` (KIP-392: a consumer's Fetch v11+ may be served by a follower).
+pub fn owner_for(ctx: &ShardContext, key: &PartitionKey, replica_may_serve: bool) -> Owner {
     let image = ctx.image.borrow();
+    let me = ctx.config.node_id;
     match image.partition(&key.topic, key.partition) {
         None => Owner::Unknown,
-        Some(info) if info.leader != ctx.config.node_id => Owner::NotLeader,
-        Some(info) => Owner::Shard(ctx.owner_of(info.slot)),
+        Some(info) if info.leader == me || (replica_may_serve && info.is_replica(me)) => {
+            Owner::Shard(ctx.owner_of(info.slot))
+        }
+        Some(_) => Owner::NotLeader,
     }
+}
+
+/// Whether a follower replica may serve `op` (a consumer's Fetch that may be served
+/// by a follower, KIP-392).
+fn replica_may_serve(op: &PartitionOp) -> bool {
+    matches!(
+        op,
+        PartitionOp::Fetch {
+            reader: crate::partition::Reader::ConsumerNearby,
+            ..
+        }
+    )
 }
 
 /// Send each op to its owner, one message per shard, in order. Awaiting the sends here
@@ -58,7 +74,7 @@ pub async fn send_from(
         .map(|_| (Vec::new(), Vec::new()))
         .collect();
     for (pos, (key, op)) in ops.into_iter().enumerate() {
-        match owner(ctx, &key) {
+        match owner_for(ctx, &key, replica_may_serve(&op)) {
             Owner::Shard(shard) => {
                 by_shard[shard].0.push(pos);
                 by_shard[shard].1.push((key, op));

@@ -569,12 +569,14 @@ impl ShardContext {
                             broker,
                             broker_epoch,
                             reports_end: true,
+                            log_start,
                         },
                     ..
                 } => {
                     let known = partition.known_epoch();
                     if crate::replica::check_leader_epoch(known, current_leader_epoch).is_ok() {
-                        if let Some(isr) = partition.follower_fetched(broker, broker_epoch, offset)
+                        if let Some(isr) =
+                            partition.follower_fetched(broker, broker_epoch, offset, log_start)
                         {
                             crate::replica::isr::propose(self, &key, &partition, isr);
                         }

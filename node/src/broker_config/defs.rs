@@ -235,6 +235,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "How long a follower's fetch waits at the leader for data."),
     def("replica.lag.time.max.ms", Long, Value::Setting(|c| c.replica_lag_time_max_ms.to_string()),
         "A follower that has not caught up with its leader for this long leaves the ISR."),
+    def("replica.selector.class", Str, Value::Setting(|c| c.replica_selector_class.clone().unwrap_or_default()),
+        "KIP-392: unset, consumers fetch from leaders; Kafka's RackAwareReplicaSelector sends a consumer that names its rack to an in-sync replica there."),
     def("socket.request.max.bytes", Int, Value::Setting(|c| c.socket_request_max_bytes.to_string()),
         "The largest request frame; a larger one closes the connection."),
     topic_default("unclean.leader.election.enable", Boolean,

@@ -66,6 +66,10 @@ struct Wanted {
     readable_end: i64,
     /// The leader's answer that the reader's log diverged: (epoch, end offset).
     diverging: Option<(i32, i64)>,
+    /// KIP-392: the replicas in the consumer's rack, when the leader may send it to one.
+    same_rack: Option<Vec<i32>>,
+    /// The replica the leader sent the consumer to.
+    preferred_read_replica: Option<i32>,
     error: Option<i16>,
     /// Not settled: the partition may still have readable data that fits.
     wants_more: bool,
@@ -117,10 +121,17 @@ pub async fn handle(
             broker: req.replica_id.max(req.replica_state.replica_id),
             broker_epoch: req.replica_state.replica_epoch,
             reports_end: true,
+            log_start: -1,
         }
+    } else if version >= NEARBY_FROM {
+        Reader::ConsumerNearby
     } else {
         Reader::Consumer
     };
+    // KIP-392: with the rack-aware selector on, a consumer that named its rack may be
+    // sent to a replica in it.
+    let client_rack = (!follower && ctx.config.rack_aware_replica_selector() && !req.rack_id.is_empty())
+        .then_some(req.rack_id.as_str());
     let cluster_action = follower
         && ctx.authorized(
             caller,
@@ -178,9 +189,25 @@ pub async fn handle(
                     read_committed: !follower && req.isolation_level == READ_COMMITTED,
                     current_leader_epoch: p.current_leader_epoch,
                     last_fetched_epoch: p.last_fetched_epoch,
-                    reader,
+                    reader: match reader {
+                        Reader::Follower {
+                            broker,
+                            broker_epoch,
+                            reports_end,
+                            ..
+                        } => Reader::Follower {
+                            broker,
+                            broker_epoch,
+                            reports_end,
+                            log_start: p.log_start_offset,
+                        },
+                        other => other,
+                    },
                     readable_end: -1,
                     diverging: None,
+                    same_rack: client_rack
+                        .and_then(|rack| same_rack(ctx, &image, name, p.partition, rack)),
+                    preferred_read_replica: None,
                     error: None,
                     wants_more: true,
                 }),
@@ -205,9 +232,11 @@ pub async fn handle(
     read_all(ctx, &mut wanted, &mut budget).await;
     loop {
         let bytes: usize = wanted.iter().map(|w| w.taken).sum();
-        let any_error = wanted
-            .iter()
-            .any(|w| w.error.is_some() || w.diverging.is_some());
+        // Kafka answers at once when a partition has an error, a diverging epoch or a
+        // preferred read replica.
+        let any_error = wanted.iter().any(|w| {
+            w.error.is_some() || w.diverging.is_some() || w.preferred_read_replica.is_some()
+        });
         if bytes >= min_bytes
             || any_error
             || wanted.is_empty()
@@ -254,6 +283,9 @@ pub async fn handle(
             }));
         }
         data.log_start_offset = w.log_start_offset;
+        if let Some(replica) = w.preferred_read_replica {
+            data.preferred_read_replica = replica;
+        }
         if let Some((epoch, end_offset)) = w.diverging {
             data.diverging_epoch =
                 spate_net::messages::fetch_response::EpochEndOffset { epoch, end_offset };
@@ -324,6 +356,33 @@ pub async fn handle(
 
 /// Fetch from this version on carries KIP-951's leader hints.
 const LEADER_HINTS_FROM: i16 = 16;
+/// Fetch from this version on carries the consumer's rack (KIP-392): a follower may
+/// serve it.
+const NEARBY_FROM: i16 = 11;
+
+/// KIP-392: the replicas other than the leader in `rack`, when this broker leads the
+/// partition and is not in that rack (a leader in the consumer's rack serves it).
+fn same_rack(
+    ctx: &ShardContext,
+    image: &crate::metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+    rack: &str,
+) -> Option<Vec<i32>> {
+    let info = image.partition(topic, partition)?;
+    let rack_of = |b: i32| image.brokers.get(&b).and_then(|r| r.rack.as_deref());
+    let me = ctx.config.node_id;
+    if info.leader != me || rack_of(me) == Some(rack) {
+        return None;
+    }
+    Some(
+        info.replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != me && rack_of(r) == Some(rack))
+            .collect(),
+    )
+}
 
 /// Kafka's response bounds over what was read, in request order: each partition gets
 /// at most its `partition_max_bytes` and what is left of the response budget, except
@@ -425,13 +484,15 @@ async fn read_round(
             Reader::Follower {
                 broker,
                 broker_epoch,
+                log_start,
                 ..
             } => Reader::Follower {
                 broker,
                 broker_epoch,
                 reports_end: first_read && all,
+                log_start,
             },
-            Reader::Consumer => Reader::Consumer,
+            other => other,
         };
         ops.push((
             w.key.clone(),
@@ -443,6 +504,11 @@ async fn read_round(
                 current_leader_epoch: w.current_leader_epoch,
                 last_fetched_epoch: if first_read { w.last_fetched_epoch } else { -1 },
                 reader,
+                same_rack: if first_read && all {
+                    w.same_rack.clone()
+                } else {
+                    None
+                },
             },
         ));
     }
@@ -460,11 +526,15 @@ async fn read_round(
                 aborted,
                 readable_end,
                 diverging,
+                preferred_read_replica,
             } => {
                 w.high_watermark = high_watermark;
+                w.log_start_offset = log_start_offset;
+                w.last_stable_offset = last_stable_offset;
                 w.readable_end = readable_end;
-                if diverging.is_some() {
+                if diverging.is_some() || preferred_read_replica.is_some() {
                     w.diverging = diverging;
+                    w.preferred_read_replica = preferred_read_replica;
                     w.wants_more = false;
                     continue;
                 }
@@ -530,10 +600,11 @@ async fn wait_for_data(
         .map(|_| (Vec::new(), Vec::new()))
         .collect();
     for (pos, (w, &seen)) in wanted.iter().zip(seen).enumerate() {
-        if w.error.is_some() || w.diverging.is_some() {
+        if w.error.is_some() || w.diverging.is_some() || w.preferred_read_replica.is_some() {
             continue;
         }
-        if let route::Owner::Shard(shard) = route::owner(ctx, &w.key) {
+        let nearby = w.reader == Reader::ConsumerNearby;
+        if let route::Owner::Shard(shard) = route::owner_for(ctx, &w.key, nearby) {
             by_shard[shard].0.push(pos);
             by_shard[shard].1.push(Watch {
                 key: w.key.clone(),

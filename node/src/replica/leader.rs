@@ -16,6 +16,8 @@ pub struct Follower {
     pub broker_epoch: i64,
     /// Its log end offset: the fetch offset of its last fetch; -1 before the first.
     pub end_offset: i64,
+    /// Its log start offset, as its last fetch said; -1 before the first.
+    log_start: i64,
     /// When it last fetched, and the leader's end offset then.
     last_fetch: Option<(Instant, i64)>,
     /// When it last had everything the leader had (Kafka's lastCaughtUpTimeMs).
@@ -28,6 +30,7 @@ impl Follower {
             id,
             broker_epoch: -1,
             end_offset: -1,
+            log_start: -1,
             last_fetch: None,
             last_caught_up: None,
         }
@@ -160,6 +163,7 @@ impl Leadership {
         id: i32,
         broker_epoch: i64,
         end_offset: i64,
+        log_start: i64,
         leader_end: i64,
         now: Instant,
     ) -> bool {
@@ -175,8 +179,27 @@ impl Leadership {
         }
         f.last_fetch = Some((now, leader_end));
         f.end_offset = end_offset;
+        f.log_start = log_start;
         f.broker_epoch = broker_epoch;
         true
+    }
+
+    /// KIP-392: of `candidates` (followers in the consumer's rack), the in-sync one
+    /// holding `offset` that is furthest along, then most recently caught up (Kafka's
+    /// RackAwareReplicaSelector); none when no follower qualifies.
+    pub fn preferred_read_replica(&self, candidates: &[i32], offset: i64) -> Option<i32> {
+        self.followers
+            .iter()
+            .filter(|f| {
+                candidates.contains(&f.id)
+                    && self.isr.contains(&f.id)
+                    && f.end_offset >= offset
+                    && (0..=offset).contains(&f.log_start)
+            })
+            .max_by(|a, b| {
+                (a.end_offset, a.last_caught_up).cmp(&(b.end_offset, b.last_caught_up))
+            })
+            .map(|f| f.id)
     }
 
     /// Kafka's maybeExpandIsr: `id` joins once it reached the high watermark and the
@@ -279,12 +302,12 @@ mod tests {
         let mut l = leadership(&[1, 2, 3]);
         let now = Instant::now();
         assert_eq!(l.high_watermark(20, now), 0, "followers not heard from yet");
-        l.record_fetch(2, 7, 15, 20, now);
-        l.record_fetch(3, 7, 12, 20, now);
+        l.record_fetch(2, 7, 15, 0, 20, now);
+        l.record_fetch(3, 7, 12, 0, 20, now);
         assert_eq!(l.high_watermark(20, now), 12);
-        l.record_fetch(3, 7, 20, 20, now);
+        l.record_fetch(3, 7, 20, 0, 20, now);
         assert_eq!(l.high_watermark(20, now), 15);
-        l.record_fetch(2, 7, 20, 20, now);
+        l.record_fetch(2, 7, 20, 0, 20, now);
         assert_eq!(l.high_watermark(20, now), 20);
         assert_eq!(
             l.high_watermark(25, now),
@@ -297,10 +320,10 @@ mod tests {
     fn the_high_watermark_never_moves_back() {
         let mut l = leadership(&[1, 2]);
         let now = Instant::now();
-        l.record_fetch(2, 7, 20, 20, now);
+        l.record_fetch(2, 7, 20, 0, 20, now);
         assert_eq!(l.high_watermark(20, now), 20);
         // A lagging follower fetching lower (after a restart) does not lower it.
-        l.record_fetch(2, 8, 5, 20, now);
+        l.record_fetch(2, 8, 5, 0, 20, now);
         assert_eq!(l.high_watermark(20, now), 20);
     }
 
@@ -308,10 +331,10 @@ mod tests {
     fn a_caught_up_follower_joins_the_isr_and_a_lagging_one_leaves() {
         let mut l = leadership(&[1, 2]);
         let t0 = Instant::now();
-        l.record_fetch(2, 7, 20, 20, t0);
-        l.record_fetch(3, 9, 4, 20, t0);
+        l.record_fetch(2, 7, 20, 0, 20, t0);
+        l.record_fetch(3, 9, 4, 0, 20, t0);
         assert_eq!(l.expansion(3, t0, 20), None, "below the high watermark");
-        l.record_fetch(3, 9, 20, 20, t0);
+        l.record_fetch(3, 9, 20, 0, 20, t0);
         let isr = l.expansion(3, t0, 20).expect("caught up");
         assert_eq!(isr, vec![1, 2, 3]);
         assert_eq!(l.with_broker_epochs(&isr), vec![(1, -1), (2, 7), (3, 9)]);
@@ -329,9 +352,22 @@ mod tests {
         });
         // Follower 2 stops fetching; 3 keeps up.
         let later = t0 + LAG + Duration::from_secs(1);
-        l.record_fetch(3, 9, 30, 30, later);
+        l.record_fetch(3, 9, 30, 0, 30, later);
         assert_eq!(l.shrink(30, later), Some(vec![1, 3]));
         assert_eq!(l.shrink(20, t0), None);
+    }
+
+    #[test]
+    fn a_consumer_is_sent_to_the_most_caught_up_in_sync_follower_of_its_rack() {
+        let mut l = leadership(&[1, 2, 3]);
+        let now = Instant::now();
+        l.record_fetch(2, 7, 18, 5, 20, now);
+        l.record_fetch(3, 7, 20, 5, 20, now);
+        assert_eq!(l.preferred_read_replica(&[2, 3], 10), Some(3));
+        assert_eq!(l.preferred_read_replica(&[2], 10), Some(2));
+        assert_eq!(l.preferred_read_replica(&[2], 19), None, "follower 2 lacks offset 19");
+        assert_eq!(l.preferred_read_replica(&[2, 3], 4), None, "below their log starts");
+        assert_eq!(l.preferred_read_replica(&[], 10), None);
     }
 
     #[test]
@@ -339,15 +375,15 @@ mod tests {
         // The epoch began at 10; follower 3 (in the ISR) holds the high watermark at 5.
         let mut l = leadership(&[1, 3]);
         let now = Instant::now();
-        l.record_fetch(3, 9, 5, 12, now);
-        l.record_fetch(2, 7, 8, 12, now);
+        l.record_fetch(3, 9, 5, 0, 12, now);
+        l.record_fetch(2, 7, 8, 0, 12, now);
         assert_eq!(l.high_watermark(12, now), 5);
         assert_eq!(
             l.expansion(2, now, 12),
             None,
             "past the high watermark, not the epoch start"
         );
-        l.record_fetch(2, 7, 10, 12, now);
+        l.record_fetch(2, 7, 10, 0, 12, now);
         assert_eq!(l.expansion(2, now, 12), Some(vec![1, 3, 2]));
     }
 }

@@ -345,6 +345,7 @@ impl Registry {
                 current_leader_epoch: -1,
                 last_fetched_epoch: -1,
                 reader: crate::partition::Reader::Consumer,
+                same_rack: None,
             })?;
             let (batches, high_watermark) = match reply {
                 PartitionReply::Fetched {
