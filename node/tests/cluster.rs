@@ -549,10 +549,7 @@ fn a_killed_broker_leaves_every_isr_and_elections_answer_as_kafka() {
                 .all(|p| !p.isr.contains(&2) && p.leader >= 0 && p.leader != 2 && p.offline == [2])
     });
     let moved = &after[preferring_2 as usize];
-    assert_eq!(
-        moved.leader_epoch, 0,
-        "Metadata reports epoch 0 until the data path takes the image's"
-    );
+    assert_eq!(moved.leader_epoch, 1, "a new leader bumps the leader epoch");
     for (i, p) in after.iter().enumerate() {
         assert_eq!(p.isr.len(), 2);
         if i as i32 != preferring_2 {

@@ -10,7 +10,6 @@ use spate_net::{ErrorCode, Uuid};
 
 use crate::controller::validate_topic_name;
 use crate::metadata::{MetadataImage, TopicImage};
-use crate::partition::LEADER_EPOCH;
 use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
@@ -204,7 +203,7 @@ fn topic_entry(
                     error_code: l.error_code,
                     partition_index: p as i32,
                     leader_id: l.leader,
-                    leader_epoch: LEADER_EPOCH,
+                    leader_epoch: l.leader_epoch,
                     replica_nodes: l.replicas,
                     isr_nodes: l.isr,
                     eligible_leader_replicas: Some(Vec::new()),
@@ -278,7 +277,8 @@ mod tests {
     }
 
     /// Offline replicas as Kafka's KRaft metadata cache reports them: on brokers fenced,
-    /// unregistered, or without the client's listener; the ISR is the image's.
+    /// unregistered, or without the client's listener; the leader epoch and ISR are the
+    /// image's.
     #[test]
     fn offline_replicas_and_epochs_come_from_the_image() {
         use spate_net::metadata_records::register_broker_record::BrokerEndpoint;
@@ -328,7 +328,7 @@ mod tests {
         .unwrap();
         let p = &r.topics[0].partitions[0];
         assert_eq!(p.offline_replicas, [1, 2, 3]);
-        assert_eq!((p.leader_id, p.leader_epoch), (2, LEADER_EPOCH));
+        assert_eq!((p.leader_id, p.leader_epoch), (2, 1));
         assert_eq!(p.isr_nodes, [2, 0]);
     }
 

@@ -5,15 +5,13 @@
 use std::collections::BTreeSet;
 
 use crate::metadata::MetadataImage;
-use crate::partition::LEADER_EPOCH;
 use crate::security::Listener;
 
 /// A partition's current leader and its epoch, when it has one.
 pub fn current_leader(image: &MetadataImage, topic: &str, partition: i32) -> Option<(i32, i32)> {
     let info = image.partition(topic, partition)?;
-    // The epoch clients know (Metadata reports the same until the data path takes the
-    // image's epochs).
-    (info.leader >= 0).then_some((info.leader, LEADER_EPOCH))
+    // The image's epoch, the one Metadata reports.
+    (info.leader >= 0).then_some((info.leader, info.leader_epoch))
 }
 
 /// The endpoints of `leaders` for `listener`: node id, host, port, rack. A leader that
