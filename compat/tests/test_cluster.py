@@ -208,12 +208,13 @@ def election_errors(admin, election_type, topic, parts):
             for tp, err in result.items() if tp.topic == topic}
 
 
-def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluster):
+def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluster, kafka_libs):
     """Replication factor 3: replicas on all three brokers, all in sync; a killed broker
     leaves every ISR and its leaderships move to in-sync replicas. Back, it is out of
     sync (its leader adds it back once it caught up), so the AdminClient's preferred
     election answers PREFERRED_LEADER_NOT_AVAILABLE for the partition it prefers and
-    ELECTION_NOT_NEEDED for the others, and an unclean one ELECTION_NOT_NEEDED."""
+    ELECTION_NOT_NEEDED for the others, and an unclean one ELECTION_NOT_NEEDED; Kafka's
+    kafka-leader-election.sh reports the same."""
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
     for f in admin.create_topics([NewTopic("replicated", 3, 3)]).values():
         f.result(timeout=30)
@@ -242,6 +243,16 @@ def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluste
                           else KafkaError.ELECTION_NOT_NEEDED) for p in range(3)}
     errors = election_errors(admin, ElectionType.UNCLEAN, "replicated", prefers_2)
     assert errors == {prefers_2[0]: KafkaError.ELECTION_NOT_NEEDED}
+
+    def election_tool(partition):
+        return tool(kafka_libs, "LeaderElectionCommand", "--bootstrap-server", cluster.bootstrap(0),
+                    "--election-type", "PREFERRED", "--topic", "replicated",
+                    "--partition", partition, check=False)
+    other = next(p for p in range(3) if p not in prefers_2)
+    assert f"Valid replica already elected for partitions replicated-{other}" in election_tool(other)
+    assert (f"Error completing leader election (PREFERRED) for partition: replicated-{prefers_2[0]}: "
+            "org.apache.kafka.common.errors.PreferredLeaderNotAvailableException: "
+            "The preferred leader was not available.") in election_tool(prefers_2[0])
 
 
 def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):

@@ -449,6 +449,10 @@ impl BrokerConfig {
         {
             bail!("broker_heartbeat_interval_ms must be positive and at most half of broker_session_timeout_ms");
         }
+        // Kafka's minimum of leader.imbalance.check.interval.seconds.
+        if self.leader_imbalance_check_interval_seconds == 0 {
+            bail!("leader_imbalance_check_interval_seconds must be at least 1");
+        }
         Ok(())
     }
 

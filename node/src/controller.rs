@@ -283,8 +283,7 @@ async fn fence_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
 /// Asks the controller to move leaders back to preferred replicas, every
 /// `leader_imbalance_check_interval_seconds`.
 async fn balance_ticks(queue: ControllerQueue, config: Arc<BrokerConfig>) {
-    let every =
-        std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds.max(1));
+    let every = std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds);
     loop {
         compio::time::sleep(every).await;
         let (tx, rx) = flume::bounded(1);

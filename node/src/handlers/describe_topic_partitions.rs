@@ -37,6 +37,8 @@ pub fn handle(
     ctx: &ShardContext,
     req: DescribeTopicPartitionsRequest,
     caller: &Caller,
+    // The listener the client came in on (replicas without it are offline to it).
+    listener: &str,
 ) -> DescribeTopicPartitionsResponse {
     // Kafka: DESCRIBE on each topic; a listing of every topic leaves out the others
     // quietly, a named one is TOPIC_AUTHORIZATION_FAILED.
@@ -49,7 +51,7 @@ pub fn handle(
     };
     match describe(
         &ctx.image(),
-        ctx.config.node_id,
+        (ctx.config.node_id, listener),
         &ctx.log_dirs,
         &req,
         &describable,
@@ -84,7 +86,8 @@ pub fn handle(
 
 fn describe(
     image: &MetadataImage,
-    node: i32,
+    // This broker and the client's listener.
+    node: (i32, &str),
     log_dirs: &crate::log_dirs::LogDirs,
     req: &DescribeTopicPartitionsRequest,
     // Whether the caller may describe a topic (true: it was named in the request).
@@ -177,7 +180,7 @@ fn missing_topic(name: &str) -> DescribeTopicPartitionsResponseTopic {
 fn topic_entry(
     image: &crate::metadata::MetadataImage,
     t: &TopicImage,
-    node: i32,
+    node: (i32, &str),
     range: std::ops::Range<usize>,
     log_dirs: &crate::log_dirs::LogDirs,
 ) -> DescribeTopicPartitionsResponseTopic {
@@ -273,12 +276,68 @@ mod tests {
         )
     }
 
+    /// Offline replicas as Kafka's KRaft metadata cache reports them: on brokers fenced,
+    /// unregistered, or without the client's listener; the leader epoch and ISR are the
+    /// image's.
+    #[test]
+    fn offline_replicas_and_epochs_come_from_the_image() {
+        use spate_net::metadata_records::register_broker_record::BrokerEndpoint;
+        use spate_net::metadata_records::{
+            MetadataRecord, PartitionChangeRecord, RegisterBrokerRecord,
+        };
+        let mut img = MetadataImage::default();
+        for (id, fenced, listener) in [
+            (0, false, "PLAINTEXT"),
+            (1, true, "PLAINTEXT"),
+            (2, false, "SSL"),
+        ] {
+            img.replay(&MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+                broker_id: id,
+                broker_epoch: 1,
+                end_points: vec![BrokerEndpoint {
+                    name: listener.into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    security_protocol: 0,
+                }],
+                fenced,
+                ..Default::default()
+            }));
+        }
+        let placed = records::NewPartition::new(vec![0, 1, 2, 3], |_| true);
+        img.replay_all(&records::create_placed_topic(
+            "r",
+            [5; 16],
+            &[placed],
+            &BTreeMap::new(),
+        ));
+        img.replay(&MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id: Uuid([5; 16]),
+            partition_id: 0,
+            leader: 2,
+            isr: Some(vec![2, 0]),
+            ..Default::default()
+        }));
+        let r = describe(
+            &img,
+            (0, "PLAINTEXT"),
+            &LogDirs::healthy_for_tests(),
+            &req(&["r"], 10, None),
+            &|_, _| true,
+        )
+        .unwrap();
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.offline_replicas, [1, 2, 3]);
+        assert_eq!((p.leader_id, p.leader_epoch), (2, 1));
+        assert_eq!(p.isr_nodes, [2, 0]);
+    }
+
     #[test]
     fn pages_through_all_topics() {
         let img = image();
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&[], 2, None),
             &|_, _| true,
@@ -290,7 +349,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&[], 2, Some(("a", 2))),
             &|_, _| true,
@@ -306,7 +365,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&[], 3, Some(("b", 1))),
             &|_, _| true,
@@ -321,7 +380,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&[], 5, None),
             &|_, _| true,
@@ -341,7 +400,7 @@ mod tests {
         let img = image();
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name", "a"], 0, None),
             &|_, _| true,
@@ -354,7 +413,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name"], 10, None),
             &|_, _| true,
@@ -379,7 +438,7 @@ mod tests {
         // A cursor past the topic's partitions gives the topic without partitions.
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&["c"], 10, Some(("c", 7))),
             &|_, _| true,
@@ -395,7 +454,7 @@ mod tests {
         // A listing leaves them out.
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&[], 10, None),
             &only_c,
@@ -405,7 +464,7 @@ mod tests {
         // Named, they are TOPIC_AUTHORIZATION_FAILED, existing or not.
         let r = describe(
             &img,
-            0,
+            (0, "PLAINTEXT"),
             &LogDirs::healthy_for_tests(),
             &req(&["a", "c", "nope"], 10, None),
             &only_c,
@@ -428,7 +487,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                0,
+                (0, "PLAINTEXT"),
                 &LogDirs::healthy_for_tests(),
                 &req(&["a"], 10, Some(("b", 0))),
                 &|_, _| true,
@@ -439,7 +498,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                0,
+                (0, "PLAINTEXT"),
                 &LogDirs::healthy_for_tests(),
                 &req(&["a"], 10, Some(("a", -1))),
                 &|_, _| true,
@@ -450,7 +509,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                0,
+                (0, "PLAINTEXT"),
                 &LogDirs::healthy_for_tests(),
                 &req(&[], 10, Some(("a", -1))),
                 &|_, _| true,

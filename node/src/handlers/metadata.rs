@@ -100,7 +100,14 @@ pub async fn handle(
             .topics
             .values()
             .filter(|t| ctx.may_see(&caller, Operation::Describe, ResourceType::Topic, &t.name))
-            .map(|t| topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs))
+            .map(|t| {
+                topic_entry(
+                    &image,
+                    t,
+                    (ctx.config.node_id, &listener.name),
+                    &ctx.log_dirs,
+                )
+            })
             .collect(),
         Some(list) => list
             .into_iter()
@@ -126,7 +133,12 @@ pub async fn handle(
                         topic_authorized_operations: AUTHORIZED_OPERATIONS_UNKNOWN,
                         ..Default::default()
                     },
-                    Some(t) => topic_entry(&image, t, ctx.config.node_id, &ctx.log_dirs),
+                    Some(t) => topic_entry(
+                        &image,
+                        t,
+                        (ctx.config.node_id, &listener.name),
+                        &ctx.log_dirs,
+                    ),
                     None => MetadataResponseTopic {
                         error_code: match &name {
                             _ if by_id => ErrorCode::UnknownTopicId.code(),
@@ -176,7 +188,6 @@ pub async fn handle(
     }
 }
 
-/// How a partition's leadership is reported: (error code, leader, offline replicas).
 /// A partition as Metadata and DescribeTopicPartitions report it.
 pub struct Leadership {
     pub error_code: i16,
@@ -187,17 +198,18 @@ pub struct Leadership {
     pub offline_replicas: Vec<i32>,
 }
 
-/// A partition's leader, replicas and ISR from the image. Without a leader (its broker
-/// was fenced, or this broker's copy is in an offline log dir) it is
-/// LEADER_NOT_AVAILABLE with leader -1, and the replicas on fenced brokers or offline
-/// dirs are `offline_replicas`, as Kafka reports them.
+/// A partition's leader, leader epoch, replicas and ISR from the image. Without a
+/// leader (its broker was fenced, or this broker's copy is in an offline log dir) it is
+/// LEADER_NOT_AVAILABLE with leader -1. `offline_replicas` are the replicas on brokers
+/// that are fenced, unregistered or without the client's `listener`, and this broker's
+/// in an offline dir, as Kafka's KRaft metadata cache reports them.
 pub fn leadership(
     image: &MetadataImage,
     log_dirs: &LogDirs,
     topic: &str,
     partition: i32,
     info: &PartitionInfo,
-    node: i32,
+    (node, listener): (i32, &str),
 ) -> Leadership {
     let offline_here = info.is_replica(node) && log_dirs.is_offline(topic, partition);
     let offline_replicas: Vec<i32> = info
@@ -208,7 +220,10 @@ pub fn leadership(
             if r == node {
                 offline_here
             } else {
-                !image.is_live(r)
+                image
+                    .brokers
+                    .get(&r)
+                    .is_none_or(|b| b.fenced || !b.endpoints.iter().any(|e| e.0 == listener))
             }
         })
         .collect();
@@ -231,10 +246,11 @@ pub fn leadership(
     }
 }
 
+/// A topic as this broker (`node`) reports it to a client of `listener`.
 fn topic_entry(
     image: &MetadataImage,
     t: &TopicImage,
-    node: i32,
+    (node, listener): (i32, &str),
     log_dirs: &LogDirs,
 ) -> MetadataResponseTopic {
     MetadataResponseTopic {
@@ -247,7 +263,7 @@ fn topic_entry(
             .iter()
             .enumerate()
             .map(|(p, info)| {
-                let l = leadership(image, log_dirs, &t.name, p as i32, info, node);
+                let l = leadership(image, log_dirs, &t.name, p as i32, info, (node, listener));
                 MetadataResponsePartition {
                     error_code: l.error_code,
                     partition_index: p as i32,

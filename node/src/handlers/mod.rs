@@ -416,7 +416,12 @@ pub async fn dispatch(
         }
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
-            &describe_topic_partitions::handle(&ctx, req, &session.caller()),
+            &describe_topic_partitions::handle(
+                &ctx,
+                req,
+                &session.caller(),
+                &session.listener.name,
+            ),
         )),
         RequestBody::ListConfigResources(req) => Dispatched::Respond(frame(
             &header,

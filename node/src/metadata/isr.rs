@@ -111,6 +111,7 @@ pub fn plan(
         return err(ErrorCode::InvalidRequest);
     }
     let recovery = change.leader_recovery_state;
+    // Not a LeaderRecoveryState (Kafka fails such a request with an exception).
     if recovery != RECOVERED && recovery != RECOVERING {
         return err(ErrorCode::InvalidRequest);
     }
@@ -143,11 +144,9 @@ pub fn plan(
         recovery,
         &active,
     ) {
-        // Only a reassignment could move the leader here; Spate has none, but a change
-        // that did would be answered as Kafka answers it.
-        Some(record) if record.leader != leadership::NO_LEADER_CHANGE => {
-            err(ErrorCode::NewLeaderElected)
-        }
+        // The leader is an active member of the new ISR (checked above), so the change
+        // keeps it; Kafka's NEW_LEADER_ELECTED comes only with reassignments, which
+        // Spate does not have.
         Some(record) => Ok(Planned::Change(record)),
         None => Ok(Planned::Unchanged(PartitionState::of(p))),
     }
