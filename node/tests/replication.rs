@@ -43,6 +43,11 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 fn start_cluster(name: &str) -> Vec<Broker> {
+    start_cluster_with(name, |_| String::new())
+}
+
+/// Three nodes; `extra(id)` adds to node `id`'s config.
+fn start_cluster_with(name: &str, extra: impl Fn(usize) -> String + Sync) -> Vec<Broker> {
     let voters: Vec<String> = free_ports(3)
         .iter()
         .enumerate()
@@ -52,8 +57,10 @@ fn start_cluster(name: &str) -> Vec<Broker> {
     std::thread::scope(|scope| {
         let starting: Vec<_> = (0..3)
             .map(|id| {
-                let toml =
-                    format!("{FAST}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n");
+                let toml = format!(
+                    "{FAST}node_id = {id}\ncontroller_quorum_voters = \"{voters}\"\n{}",
+                    extra(id)
+                );
                 scope.spawn(move || Broker::start_with_config(&format!("{name}-n{id}"), &toml))
             })
             .collect();
@@ -160,6 +167,45 @@ fn produce_all(s: &mut TcpStream, values: &[String]) -> Result<i64, i16> {
     } else {
         Err(p.error_code)
     }
+}
+
+/// One Fetch (v13) of the partition from `offset` by a consumer in `rack`: the error,
+/// the preferred read replica, and the record values.
+fn fetch_from(
+    s: &mut TcpStream,
+    topic_id: spate_net::Uuid,
+    offset: i64,
+    rack: &str,
+) -> (i16, i32, Vec<String>) {
+    let fetch = FetchRequest {
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        rack_id: rack.into(),
+        topics: vec![FetchTopic {
+            topic_id,
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    send(s, request(ApiKey::Fetch, 13, 5, &fetch));
+    let (_, mut body) = read_response_header(s, true).expect("Fetch response");
+    let response = FetchResponse::decode(&mut body, 13).expect("decode");
+    let p = &response.responses[0].partitions[0];
+    let mut values = Vec::new();
+    let records = p.records.clone().unwrap_or_default().to_contiguous();
+    for b in record_batch::batches(records) {
+        for r in b.expect("batch").records(1 << 20).expect("records") {
+            let v = r.expect("record").value.expect("value");
+            values.push(String::from_utf8(v.to_vec()).expect("utf8"));
+        }
+    }
+    (p.error_code, p.preferred_read_replica, values)
 }
 
 /// Every record value from offset 0 up to the high watermark, read from the leader.
@@ -286,4 +332,50 @@ fn acknowledged_records_survive_the_loss_of_their_leader() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// KIP-392: with the rack-aware selector, the leader sends a consumer in another rack to
+/// the in-sync follower there, which serves it; a consumer in the leader's rack (or
+/// without one) is served by the leader.
+#[test]
+fn consumers_read_from_the_replica_in_their_rack() {
+    let nodes = start_cluster_with("kip392", |id| {
+        format!(
+            "broker_rack = \"rack-{id}\"\nreplica_selector_class = \"org.apache.kafka.common.replica.RackAwareReplicaSelector\"\n"
+        )
+    });
+    create_replicated(&nodes);
+    let leader = wait_for_leader(&nodes, 0, &[0, 1, 2], &[0, 1, 2]);
+    let mut s = connect(&nodes[leader as usize].addr);
+    let (_, _, topic_id) = leader_and_isr(&mut s);
+    let values: Vec<String> = (0..10).map(|i| format!("near-{i}")).collect();
+    assert_eq!(produce_all(&mut s, &values), Ok(0));
+
+    let follower = (leader + 1) % 3;
+    let rack = format!("rack-{follower}");
+    let (error, preferred, got) = fetch_from(&mut s, topic_id, 0, &rack);
+    assert_eq!(
+        (error, preferred, got.len()),
+        (0, follower, 0),
+        "sent to the follower"
+    );
+    // The follower serves the consumer up to its high watermark, which the leader's
+    // answers to its fetches move there (acks=all: it has every record).
+    let mut f = connect(&nodes[follower as usize].addr);
+    let start = Instant::now();
+    loop {
+        let (error, preferred, got) = fetch_from(&mut f, topic_id, 0, &rack);
+        assert_eq!((error, preferred), (0, -1));
+        if got == values {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "follower served {got:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let own = format!("rack-{leader}");
+    assert_eq!(
+        fetch_from(&mut s, topic_id, 0, &own),
+        (0, -1, values.clone())
+    );
+    assert_eq!(fetch_from(&mut s, topic_id, 0, ""), (0, -1, values));
 }

@@ -130,8 +130,9 @@ pub async fn handle(
     };
     // KIP-392: with the rack-aware selector on, a consumer that named its rack may be
     // sent to a replica in it.
-    let client_rack = (!follower && ctx.config.rack_aware_replica_selector() && !req.rack_id.is_empty())
-        .then_some(req.rack_id.as_str());
+    let client_rack =
+        (!follower && ctx.config.rack_aware_replica_selector() && !req.rack_id.is_empty())
+            .then_some(req.rack_id.as_str());
     let cluster_action = follower
         && ctx.authorized(
             caller,

@@ -196,9 +196,7 @@ impl Leadership {
                     && f.end_offset >= offset
                     && (0..=offset).contains(&f.log_start)
             })
-            .max_by(|a, b| {
-                (a.end_offset, a.last_caught_up).cmp(&(b.end_offset, b.last_caught_up))
-            })
+            .max_by(|a, b| (a.end_offset, a.last_caught_up).cmp(&(b.end_offset, b.last_caught_up)))
             .map(|f| f.id)
     }
 
@@ -365,8 +363,16 @@ mod tests {
         l.record_fetch(3, 7, 20, 5, 20, now);
         assert_eq!(l.preferred_read_replica(&[2, 3], 10), Some(3));
         assert_eq!(l.preferred_read_replica(&[2], 10), Some(2));
-        assert_eq!(l.preferred_read_replica(&[2], 19), None, "follower 2 lacks offset 19");
-        assert_eq!(l.preferred_read_replica(&[2, 3], 4), None, "below their log starts");
+        assert_eq!(
+            l.preferred_read_replica(&[2], 19),
+            None,
+            "follower 2 lacks offset 19"
+        );
+        assert_eq!(
+            l.preferred_read_replica(&[2, 3], 4),
+            None,
+            "below their log starts"
+        );
         assert_eq!(l.preferred_read_replica(&[], 10), None);
     }
 
