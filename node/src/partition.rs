@@ -41,6 +41,10 @@ pub struct Partition {
     /// log (a follower's fetch, an ISR change) and when the role changes: what
     /// acks=all produces and consumers' long polls wait on, besides the log's writes.
     progress: event_listener::Event,
+    /// Held while the replica becomes leader and while a follower truncates: a
+    /// truncation decided as a follower must not cut a log that started leading meanwhile
+    /// (it would drop the new epoch's start from the epoch cache).
+    role_change: futures_util::lock::Mutex<()>,
 }
 
 /// Who reads in a Fetch: a consumer, or a follower replica (Kafka's replica id).
@@ -368,6 +372,7 @@ impl Partition {
             gates: RefCell::default(),
             replica: RefCell::new(unassigned),
             progress: event_listener::Event::new(),
+            role_change: futures_util::lock::Mutex::new(()),
         };
         partition.load_producer_states().await?;
         Ok(partition)
@@ -469,6 +474,7 @@ impl Partition {
                     l.update(a);
                 }
             } else {
+                let _role_change = self.role_change.lock().await;
                 let hw = self.high_watermark();
                 if let Err(e) = self.log.assign_leader_epoch(a.epoch).await {
                     // The log is offline (a failed write): it refuses appends anyway.
@@ -650,15 +656,25 @@ impl Partition {
     }
 
     /// A follower's log diverged from the leader's: cut it at `offset` and rebuild
-    /// the producer state of what is left.
+    /// the producer state of what is left. Nothing happens if this replica leads by
+    /// now (the truncation was decided as a follower).
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let _role_change = self.role_change.lock().await;
+        if self.leader_epoch().is_some() {
+            return Ok(self.log.log_end_offset());
+        }
         let end = self.log.truncate_to(offset).await?;
         self.after_truncation().await?;
         Ok(end)
     }
 
-    /// A follower below the leader's log start: start over, empty, at `offset`.
+    /// A follower below the leader's log start: start over, empty, at `offset` (not if
+    /// this replica leads by now).
     pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let _role_change = self.role_change.lock().await;
+        if self.leader_epoch().is_some() {
+            return Ok(());
+        }
         self.log.truncate_fully_and_start_at(offset).await?;
         self.after_truncation().await
     }
