@@ -559,11 +559,12 @@ impl ShardContext {
                     }))
                 }
                 // A follower's fetch tells where its log ends (the fetch offset of the
-                // request's first read): its progress may move the high watermark and
-                // bring it into the ISR.
+                // request's first read): once the read found no divergence (Kafka
+                // updates a follower's state only then: a diverged log's end says
+                // nothing about what it shares), its progress may move the high
+                // watermark and bring it into the ISR.
                 PartitionOp::Fetch {
                     offset,
-                    current_leader_epoch,
                     reader:
                         crate::partition::Reader::Follower {
                             broker,
@@ -573,15 +574,23 @@ impl ShardContext {
                         },
                     ..
                 } => {
-                    let known = partition.known_epoch();
-                    if crate::replica::check_leader_epoch(known, current_leader_epoch).is_ok() {
-                        if let Some(isr) =
-                            partition.follower_fetched(broker, broker_epoch, offset, log_start)
+                    let ctx = self.clone();
+                    pending.push(Box::pin(async move {
+                        let reply = partition.run(op).await;
+                        if let PartitionReply::Fetched {
+                            diverging: None,
+                            preferred_read_replica: None,
+                            ..
+                        } = &reply
                         {
-                            crate::replica::isr::propose(self, &key, &partition, isr);
+                            if let Some(isr) =
+                                partition.follower_fetched(broker, broker_epoch, offset, log_start)
+                            {
+                                crate::replica::isr::propose(&ctx, &key, &partition, isr);
+                            }
                         }
-                    }
-                    pending.push(Box::pin(async move { partition.run(op).await }))
+                        reply
+                    }))
                 }
                 // A marker in `__consumer_offsets` decides the transaction's offsets too.
                 PartitionOp::WriteTxnMarker {
