@@ -42,6 +42,14 @@ SAME = {
     "max.request.partition.size.limit": ("2000", D, True, "INT", [D]),
     "unclean.leader.election.enable": ("false", D, False, "BOOLEAN", [D]),
 }
+# Kafka's defaults, described as Kafka 4.4 describes them when nothing sets them (the
+# reference run sets them to 1 for its single node; Spate's single node creates its
+# internal topics with one replica whatever they say).
+SAME.update({
+    "offsets.topic.replication.factor": ("3", D, True, "SHORT", [D]),
+    "transaction.state.log.replication.factor": ("3", D, True, "SHORT", [D]),
+    "transaction.state.log.min.isr": ("2", D, True, "INT", [D]),
+})
 
 
 @pytest.fixture(scope="module")

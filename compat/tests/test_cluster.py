@@ -4,7 +4,8 @@ follow the leaders from one bootstrap address, changes made through any node (fo
 to the active controller), a broker killed with kill -9 leaves its partitions
 leaderless until it comes back with every acknowledged record (one replica each), and
 leaves every ISR of replicated topics, whose leaders move and whose elections answer
-as Kafka's."""
+as Kafka's, and the group and transaction coordinators move with the leadership of
+their internal partitions (replicated three times)."""
 import os
 import struct
 import subprocess
@@ -25,8 +26,12 @@ pytestmark = [pytest.mark.timeout(240),
 
 SCRIPT = ROOT / "scripts" / "local-cluster.sh"
 NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR = 6, 16
-# Short broker sessions, so a killed broker is fenced within seconds.
-SESSIONS = "broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 2000\n"
+# Short broker sessions, so a killed broker is fenced within seconds; small internal
+# topics (replicated three times, the default on a cluster).
+INTERNAL_PARTITIONS = 6
+SESSIONS = ("broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 2000\n"
+            f"offsets_topic_num_partitions = {INTERNAL_PARTITIONS}\n"
+            f"transaction_state_num_partitions = {INTERNAL_PARTITIONS}\n")
 
 
 class Cluster:
@@ -140,9 +145,11 @@ def test_partitions_spread_and_clients_follow_the_leaders(cluster, kafka_libs):
     got, committed = consume_all(cluster.bootstrap(1), "spread", 600, "spread-group")
     assert sorted(got) == sorted((i % 6, i // 6, b"k%d" % i, b"v%d" % i) for i in range(600))
     assert committed == {p: 100 for p in range(6)}
-    # The group's first FindCoordinator created __consumer_offsets over all three brokers.
+    # The group's first FindCoordinator created __consumer_offsets over all three brokers,
+    # with three replicas each (offsets.topic.replication.factor).
     offsets = partitions(admin, "__consumer_offsets")
     assert sorted({leader for leader, _ in offsets.values()}) == [0, 1, 2]
+    assert all(sorted(replicas) == [0, 1, 2] for _, replicas in offsets.values())
 
 
 def test_a_killed_broker_leaves_its_partitions_leaderless_until_it_returns(cluster):
@@ -441,7 +448,7 @@ def test_a_replicated_topic_loses_no_acknowledged_record_when_its_leader_is_kill
     leader of every partition it led (the others in the ISR take over), writes go on
     with two replicas, the killed broker returns as a follower and rejoins the ISR, and
     a consumer reads every acknowledged record exactly once in order."""
-    topic = "replicated"
+    topic = "replicated-acks"  # not the earlier test's "replicated"
     tool(kafka_libs, "TopicCommand", "--bootstrap-server", cluster.bootstrap(0), "--create",
          "--topic", topic, "--partitions", "3", "--replication-factor", "3",
          "--config", "min.insync.replicas=2")
@@ -496,3 +503,173 @@ def test_a_replicated_topic_loses_no_acknowledged_record_when_its_leader_is_kill
         mine = sorted((o, v) for p, o, _, v in got if p == part)
         assert [o for o, _ in mine] == list(range(len(mine)))
         assert [int(v[1:]) for _, v in mine] == sorted(int(v[1:]) for _, v in mine)
+
+
+def java_partition(key, count, masked):
+    """The internal partition of a group (`masked`: Kafka's `hashCode & 0x7fffffff`) or a
+    transactional id (`Utils.abs(hashCode)`), as the brokers compute it."""
+    data = key.encode("utf-16-be")
+    h = 0
+    for u in struct.unpack(f">{len(data) // 2}H", data):
+        h = (h * 31 + u) & 0xFFFFFFFF
+    signed = h - (1 << 32) if h >= 1 << 31 else h
+    if masked:
+        return (signed & 0x7FFFFFFF) % count
+    return (0 if signed == -(1 << 31) else abs(signed)) % count
+
+
+def find_coordinator(bootstrap, key, key_type):
+    """(error, node) of FindCoordinator v1 for a group (0) or transactional id (1)."""
+    raw = RawClient.to(bootstrap)
+    try:
+        r = raw.call(10, 1, _str(key) + struct.pack(">b", key_type))
+        r.i32()
+        error, _message, node = r.i16(), r.str(), r.i32()
+        return error, node
+    finally:
+        raw.close()
+
+
+def full_isr(admin, topic, parts):
+    """Waits until every partition of `parts` of `topic` has all three replicas in sync."""
+    wait_for(f"{topic} {parts} fully in sync", lambda: all(
+        len(isr) == 3 for p, (_, _, isr) in replicated(admin, topic).items() if p in parts),
+        timeout=60)
+
+
+def coordinator_killed(cluster, key, key_type, topic):
+    """Kills (-9) the coordinator of `key` once its internal partition is fully in sync,
+    and waits until a survivor names another live coordinator; (victim, survivor)."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    full_isr(admin, topic, [java_partition(key, INTERNAL_PARTITIONS, key_type == 0)])
+    error, victim = wait_for("a coordinator", lambda: (lambda a: a if a[0] == 0 else None)(
+        find_coordinator(cluster.bootstrap(0), key, key_type)))
+    survivor = (victim + 1) % 3
+    cluster.run("kill", victim)
+    wait_for("another coordinator", lambda: (lambda a: a[0] == 0 and a[1] not in (-1, victim))(
+        find_coordinator(cluster.bootstrap(survivor), key, key_type)), timeout=60)
+    return victim, survivor
+
+
+def restarted(cluster, victim):
+    cluster.run("start", victim)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(victim)})
+    wait_for("the broker back", lambda: sorted(admin.list_topics(timeout=10).brokers) == [0, 1, 2])
+
+
+def test_a_group_coordinator_killed_moves_with_its_partition(cluster):
+    """kill -9 of a group's coordinator: the leader of its __consumer_offsets partition
+    moves to an in-sync replica, which loads the group's offsets; they read back exactly
+    through another broker, and the group consumes on from them, nothing lost or read
+    twice."""
+    topic, group = "coord-failover", "coord-failover-group"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for f in admin.create_topics([NewTopic(topic, 3, 3)]).values():
+        f.result(timeout=30)
+    full_isr(admin, topic, [0, 1, 2])
+    p = Producer({"bootstrap.servers": cluster.bootstrap(0), "enable.idempotence": True,
+                  "acks": "all"})
+    for i in range(300):
+        p.produce(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 3)
+    assert p.flush(30) == 0
+
+    # Consume part of it and commit exactly where the consumer stands.
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(1), "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    first = []
+    deadline = time.monotonic() + 60
+    while len(first) < 120 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            first.append((m.partition(), m.offset()))
+    assert len(first) >= 120
+    position = {q: 1 + max((o for p_, o in first if p_ == q), default=-1) for q in range(3)}
+    c.commit(offsets=[TopicPartition(topic, q, position[q]) for q in range(3)],
+             asynchronous=False)
+    c.close()
+
+    victim, survivor = coordinator_killed(cluster, group, 0, "__consumer_offsets")
+    try:
+        check = Consumer({"bootstrap.servers": cluster.bootstrap(survivor), "group.id": group})
+        committed = check.committed([TopicPartition(topic, q) for q in range(3)], timeout=30)
+        check.close()
+        assert {tp.partition: tp.offset for tp in committed} == position
+
+        rest = Consumer({"bootstrap.servers": cluster.bootstrap(survivor), "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        rest.subscribe([topic])
+        got = []
+        expected = sorted((q, o) for q in range(3) for o in range(position[q], 100))
+        deadline = time.monotonic() + 60
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            m = rest.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append((m.partition(), m.offset()))
+        # Nothing more (no duplicate) shows up after the last one.
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            m = rest.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append((m.partition(), m.offset()))
+        rest.close()
+        assert sorted(got) == expected
+    finally:
+        restarted(cluster, victim)
+
+
+def test_a_transaction_coordinator_killed_moves_with_its_partition(cluster):
+    """kill -9 of a transactional producer's coordinator between transactions: the new
+    leader of its __transaction_state partition loads the id, the producer's next
+    transaction commits, a new instance of the id initializes (fencing the old one) and
+    commits, and read_committed sees exactly the committed records."""
+    topic, txn = "txn-failover", "txn-failover-id"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for f in admin.create_topics([NewTopic(topic, 3, 3)]).values():
+        f.result(timeout=30)
+    full_isr(admin, topic, [0, 1, 2])
+    bootstrap = ",".join(cluster.bootstrap(n) for n in range(3))
+
+    def producer():
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn,
+                      "enable.idempotence": True, "transaction.timeout.ms": 60000})
+        p.init_transactions(60)
+        return p
+
+    def transaction(p, tag, count, commit=True):
+        p.begin_transaction()
+        for i in range(count):
+            p.produce(topic, key=b"%s%d" % (tag, i), value=tag, partition=i % 3)
+        if commit:
+            p.commit_transaction(60)
+        else:
+            p.abort_transaction(60)
+
+    p = producer()
+    transaction(p, b"before", 30)
+    transaction(p, b"aborted", 20, commit=False)
+    victim, _survivor = coordinator_killed(cluster, txn, 1, "__transaction_state")
+    try:
+        transaction(p, b"after", 30)
+        p2 = producer()
+        transaction(p2, b"fresh", 30)
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "txn-failover-reader",
+                           "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+        reader.subscribe([topic])
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < 90 and time.monotonic() < deadline:
+            m = reader.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append((m.key(), m.value()))
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            m = reader.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append((m.key(), m.value()))
+        reader.close()
+        expected = [(b"%s%d" % (tag, i), tag) for tag in (b"before", b"after", b"fresh")
+                    for i in range(30)]
+        assert sorted(got) == sorted(expected)
+    finally:
+        restarted(cluster, victim)

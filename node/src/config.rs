@@ -196,6 +196,15 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` when a
+    /// cluster creates it (a single node creates it with one).
+    pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state`
+    /// when a cluster creates it (a single node creates it with one).
+    pub transaction_state_log_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: the `min.insync.replicas` `__transaction_state`
+    /// is created with (capped at its replication factor).
+    pub transaction_state_log_min_isr: i32,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
     /// transactions past their timeout are looked for (and aborted).
     pub transaction_abort_timed_out_check_interval_ms: u64,
@@ -484,6 +493,14 @@ impl BrokerConfig {
         }
         if self.transaction_state_num_partitions < 1 {
             bail!("transaction_state_num_partitions must be at least 1");
+        }
+        if self.offsets_topic_replication_factor < 1
+            || self.transaction_state_log_replication_factor < 1
+        {
+            bail!("offsets_topic_replication_factor and transaction_state_log_replication_factor must be at least 1");
+        }
+        if self.transaction_state_log_min_isr < 1 {
+            bail!("transaction_state_log_min_isr must be at least 1");
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");

@@ -2,8 +2,11 @@
 //! their creation on first use in a cluster: as Kafka, the first FindCoordinator for a
 //! group or transactional id creates the topic (answered COORDINATOR_NOT_AVAILABLE
 //! meanwhile, which clients retry), so that its partitions are spread over the brokers
-//! registered by then rather than over the first node to start. A single node creates
-//! them at start instead (`main.rs`), so its first FindCoordinator is answered at once.
+//! registered by then rather than over the first node to start, and only once enough
+//! brokers are live for its replication factor (`offsets.topic.replication.factor`,
+//! `transaction.state.log.replication.factor`), as Kafka's
+//! `AutoTopicCreationManager`. A single node creates them at start instead, with one
+//! replica (`main.rs`), so its first FindCoordinator is answered at once.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -14,12 +17,13 @@ use crate::controller::{ControllerRequest, NewTopic};
 use crate::shard::ShardContext;
 
 /// A compacted internal topic with 100 MiB segments (Kafka's
-/// `offsets.topic.segment.bytes` and `transaction.state.log.segment.bytes`).
-pub fn internal_topic(name: &str, partitions: i32) -> NewTopic {
+/// `offsets.topic.segment.bytes` and `transaction.state.log.segment.bytes`);
+/// `replication_factor` -1: the default.
+pub fn internal_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
     NewTopic {
         name: name.to_string(),
         num_partitions: partitions,
-        replication_factor: -1,
+        replication_factor,
         assignments: Vec::new(),
         configs: vec![
             ("cleanup.policy".to_string(), Some("compact".to_string())),
@@ -28,18 +32,30 @@ pub fn internal_topic(name: &str, partitions: i32) -> NewTopic {
     }
 }
 
-pub fn offsets_topic(config: &BrokerConfig) -> NewTopic {
+/// `__consumer_offsets` with `replicas` replicas.
+pub fn offsets_topic(config: &BrokerConfig, replicas: i16) -> NewTopic {
     internal_topic(
         crate::group::OFFSETS_TOPIC,
         config.offsets_topic_num_partitions,
+        replicas,
     )
 }
 
-pub fn transaction_state_topic(config: &BrokerConfig) -> NewTopic {
-    internal_topic(
+/// `__transaction_state` with `replicas` replicas; its `min.insync.replicas` is
+/// `transaction.state.log.min.isr`, at most `replicas` (as Kafka caps it).
+pub fn transaction_state_topic(config: &BrokerConfig, replicas: i16) -> NewTopic {
+    let mut topic = internal_topic(
         crate::txn::TXN_STATE_TOPIC,
         config.transaction_state_num_partitions,
-    )
+        replicas,
+    );
+    let min_isr = config
+        .transaction_state_log_min_isr
+        .min(i32::from(replicas.max(1)));
+    topic
+        .configs
+        .push(("min.insync.replicas".to_string(), Some(min_isr.to_string())));
+    topic
 }
 
 /// Minimum time between two creations of the same topic asked by one shard.
@@ -54,13 +70,20 @@ pub struct CreationAsked {
 }
 
 /// Asks the controller (forwarded to the active one) to create a missing internal topic,
-/// without waiting for the answer.
+/// without waiting for the answer, once enough brokers are live for its replication
+/// factor (else logs why, at most every `RETRY_AFTER` per shard).
 pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
     let (asked, topic) = match name {
-        crate::group::OFFSETS_TOPIC => (&ctx.internal_topics.offsets, offsets_topic(&ctx.config)),
+        crate::group::OFFSETS_TOPIC => (
+            &ctx.internal_topics.offsets,
+            offsets_topic(&ctx.config, ctx.config.offsets_topic_replication_factor),
+        ),
         crate::txn::TXN_STATE_TOPIC => (
             &ctx.internal_topics.transaction_state,
-            transaction_state_topic(&ctx.config),
+            transaction_state_topic(
+                &ctx.config,
+                ctx.config.transaction_state_log_replication_factor,
+            ),
         ),
         _ => return,
     };
@@ -68,7 +91,22 @@ pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
         return;
     }
     asked.set(Some(Instant::now()));
-    tracing::info!(topic = name, "creating an internal topic on first use");
+    let live = live_brokers(&ctx.image());
+    if live < usize::try_from(topic.replication_factor).unwrap_or(0) {
+        // Kafka's answer too: COORDINATOR_NOT_AVAILABLE until enough brokers are up.
+        tracing::warn!(
+            topic = name,
+            live_brokers = live,
+            replication_factor = topic.replication_factor,
+            "not creating an internal topic yet: fewer live brokers than its replication factor"
+        );
+        return;
+    }
+    tracing::info!(
+        topic = name,
+        replication_factor = topic.replication_factor,
+        "creating an internal topic on first use"
+    );
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
         let _ = ctx
@@ -79,4 +117,13 @@ pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
             .await;
     })
     .detach();
+}
+
+/// Brokers registered and unfenced (Kafka's alive brokers), which replicas may go to.
+fn live_brokers(image: &crate::metadata::MetadataImage) -> usize {
+    image
+        .brokers
+        .keys()
+        .filter(|&&id| image.is_live(id))
+        .count()
 }

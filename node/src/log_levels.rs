@@ -36,6 +36,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.config",
     "spate.conn",
     "spate.controller",
+    "spate.coordinators",
     "spate.delete_dirs",
     "spate.fault",
     "spate.forwarding",

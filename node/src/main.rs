@@ -8,6 +8,7 @@ mod cleaner;
 mod config;
 mod conn;
 mod controller;
+mod coordinators;
 mod delete_dirs;
 mod fault;
 mod forwarding;
@@ -304,7 +305,9 @@ fn ensure_offsets_topic(
         // registered by then.
         return Ok(());
     }
-    let topic = internal_topics::offsets_topic(config);
+    // A single node: one replica, whatever offsets_topic_replication_factor says (Kafka
+    // ships a server.properties with factor 1 for a single node instead).
+    let topic = internal_topics::offsets_topic(config, 1);
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -327,7 +330,7 @@ fn ensure_transaction_state_topic(
         // A cluster creates it on first use (internal_topics.rs).
         return Ok(());
     }
-    let topic = internal_topics::transaction_state_topic(config);
+    let topic = internal_topics::transaction_state_topic(config, 1);
     ask_controller(
         controller,
         controller::ControllerRequest::CreateTopics {
@@ -367,7 +370,7 @@ fn ensure_schemas_topic(
         }
         return Ok(());
     }
-    let mut topic = internal_topics::internal_topic(schema_registry::SCHEMAS_TOPIC, 1);
+    let mut topic = internal_topics::internal_topic(schema_registry::SCHEMAS_TOPIC, 1, -1);
     topic.configs.push((
         "max.message.bytes".to_string(),
         Some(schema_registry::SCHEMAS_MAX_MESSAGE_BYTES.to_string()),

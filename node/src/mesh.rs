@@ -215,8 +215,13 @@ pub enum ShardMsg {
         deadline: Instant,
         reply: flume::Sender<Vec<usize>>,
     },
-    /// To the shard coordinating the group (or to every shard, for listings).
-    Group(crate::group::GroupRequest),
+    /// To the shard coordinating the group (or to every shard, for listings). A request
+    /// the shard may not serve (its group's partition is loading, or no longer led
+    /// there) is dropped after its error code is sent on `refused`.
+    Group {
+        request: crate::group::GroupRequest,
+        refused: flume::Sender<i16>,
+    },
     /// To the shard coordinating the transactional id.
     Txn(crate::txn::TxnRequest),
     /// Liveness probe: answers whether the shard serves (false while shutting down).

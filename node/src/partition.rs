@@ -1193,17 +1193,17 @@ impl Partition {
         Ok(())
     }
 
-    /// Every batch from the log start to the written end, in order: how coordinators
-    /// rebuild their state from their partition when it opens. The internal topics have
-    /// one replica, whose written data is all committed (once they are replicated,
-    /// coordinators load on becoming leader, up to the high watermark).
+    /// Every batch from the log start to the written end, in order, including what is
+    /// written while it runs: how a coordinator rebuilds its state when this replica
+    /// becomes the partition's leader (`coordinators.rs`). A leader's whole log counts,
+    /// above its high watermark too: it is the log its followers converge to, as
+    /// Kafka's coordinators load to the log end.
     pub async fn replay(
         &self,
         mut on_batch: impl FnMut(record_batch::RecordBatch),
     ) -> Result<(), LogError> {
         let mut offset = self.log.log_start_offset();
-        let end = self.log.written_end_offset();
-        while offset < end {
+        while offset < self.log.written_end_offset() {
             let read = self.log.read(offset, PRODUCER_SCAN_BYTES, true).await?;
             if read.batches.is_empty() {
                 break;

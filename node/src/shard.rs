@@ -316,7 +316,9 @@ impl ShardContext {
                 match existing {
                     Some(p) => {
                         p.reconfigure(config.clone(), storage);
+                        let led = p.leader_epoch();
                         p.set_role(&assignment, info.leader, self.max_lag()).await;
+                        crate::coordinators::role_changed(self, &key, &p, led);
                     }
                     // Failed to open with this topic id: stays offline until a restart.
                     None if self.offline.borrow().contains_key(&key) => {}
@@ -345,48 +347,12 @@ impl ShardContext {
                         .await
                         {
                             Ok(p) => {
-                                // Before anything reads it: the role sets the high
-                                // watermark the coordinators load up to.
                                 p.set_role(&assignment, info.leader, self.max_lag()).await;
-                                if topic.name == OFFSETS_TOPIC {
-                                    match Coordinator::load(
-                                        &self.groups,
-                                        &p,
-                                        std::time::Duration::from_millis(
-                                            self.config.group_consumer_session_timeout_ms as u64,
-                                        ),
-                                    )
-                                    .await
-                                    {
-                                        Ok(n) if n > 0 => tracing::info!(
-                                            partition = index,
-                                            records = n,
-                                            "committed offsets loaded"
-                                        ),
-                                        Ok(_) => {}
-                                        Err(e) => {
-                                            tracing::error!(partition = index, error = %e, "loading committed offsets failed")
-                                        }
-                                    }
-                                }
                                 self.offline.borrow_mut().remove(&key);
                                 let p = Rc::new(p);
-                                self.partitions.borrow_mut().insert(key, p.clone());
-                                if topic.name == crate::txn::TXN_STATE_TOPIC {
-                                    match crate::txn::TxnCoordinator::load(self, index as i32, &p)
-                                        .await
-                                    {
-                                        Ok(n) if n > 0 => tracing::info!(
-                                            partition = index,
-                                            records = n,
-                                            "transaction state loaded"
-                                        ),
-                                        Ok(_) => {}
-                                        Err(e) => {
-                                            tracing::error!(partition = index, error = %e, "loading transaction state failed")
-                                        }
-                                    }
-                                }
+                                self.partitions.borrow_mut().insert(key.clone(), p.clone());
+                                // Opened as leader: its coordinator loads.
+                                crate::coordinators::role_changed(self, &key, &p, None);
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
@@ -482,6 +448,7 @@ impl ShardContext {
                 continue;
             };
             tracing::error!(topic = %key.topic, partition = key.partition, reason = %why, "partition offline");
+            crate::coordinators::resigned(self, &key);
             self.offline.borrow_mut().insert(key, (p.topic_id, why));
             // Stops the writer; a failing disk makes the final sync fail, which is
             // expected here and already logged for the directory.
@@ -605,7 +572,9 @@ impl ShardContext {
                             .write_marker(producer_id, producer_epoch, commit, bumped)
                             .await;
                         if matches!(reply, PartitionReply::MarkerWritten) {
-                            ctx.groups.borrow_mut().end_txn(producer_id, commit);
+                            ctx.groups
+                                .borrow_mut()
+                                .end_txn(key.partition, producer_id, commit);
                         }
                         reply
                     }))
@@ -829,7 +798,9 @@ async fn serve(start: ShardStart) {
                             .send_async(crate::metrics::ShardSnapshot::take(&ctx))
                             .await;
                     }
-                    ShardMsg::Group(request) => crate::group::serve(&ctx, request),
+                    ShardMsg::Group { request, refused } => {
+                        crate::group::serve(&ctx, request, refused)
+                    }
                     ShardMsg::Txn(request) => crate::txn::serve(&ctx, request),
                     ShardMsg::WaitForData {
                         watches,

@@ -81,7 +81,7 @@ const fn topic_default(name: &'static str, kind: ConfigType, doc: &'static str) 
     def(name, kind, Value::TopicDefault { fallback: None }, doc)
 }
 
-use ConfigType::{Boolean, Double, Int, List, Long, String as Str};
+use ConfigType::{Boolean, Double, Int, List, Long, Short, String as Str};
 
 /// Every broker config Spate describes, sorted by name.
 pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
@@ -221,6 +221,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "The longest metadata string of a committed offset."),
     def("offsets.topic.num.partitions", Int, Value::Setting(|c| c.offsets_topic_num_partitions.to_string()),
         "Partitions of __consumer_offsets, fixed when it is created."),
+    def("offsets.topic.replication.factor", Short, Value::Setting(|c| c.offsets_topic_replication_factor.to_string()),
+        "Replicas of __consumer_offsets when a cluster creates it (a single node creates it with one)."),
     def("queued.max.request.bytes", Long, Value::Setting(|c| c.queued_max_request_bytes.to_string()),
         "Memory all request frames being read, queued or handled may hold together, broker-wide."),
     def("replica.fetch.backoff.ms", Int, Value::Setting(|c| c.replica_fetch_backoff_ms.to_string()),
@@ -239,6 +241,10 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "KIP-392: unset, consumers fetch from leaders; Kafka's RackAwareReplicaSelector sends a consumer that names its rack to an in-sync replica there."),
     def("socket.request.max.bytes", Int, Value::Setting(|c| c.socket_request_max_bytes.to_string()),
         "The largest request frame; a larger one closes the connection."),
+    def("transaction.state.log.min.isr", Int, Value::Setting(|c| c.transaction_state_log_min_isr.to_string()),
+        "The min.insync.replicas __transaction_state is created with (at most its replication factor)."),
+    def("transaction.state.log.replication.factor", Short, Value::Setting(|c| c.transaction_state_log_replication_factor.to_string()),
+        "Replicas of __transaction_state when a cluster creates it (a single node creates it with one)."),
     topic_default("unclean.leader.election.enable", Boolean,
         "Default unclean.leader.election.enable of topics: elect a live replica outside the ISR when no ISR member is live."),
 ];

@@ -1,7 +1,7 @@
 //! The group coordinator of one shard: the groups whose `__consumer_offsets` partition
 //! this shard owns, their members (see `membership.rs`) and committed offsets. Offsets
 //! are written to `__consumer_offsets` before they are acknowledged, and read back from
-//! it when the shard opens the partition.
+//! it when this broker becomes the partition's leader (`coordinators.rs`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -35,6 +35,9 @@ const EMPTY_GROUP_TTL: Duration = Duration::from_secs(600);
 const GROUP_ID_NOT_FOUND_FROM: i16 = 9;
 /// Largest decompressed batch read back from `__consumer_offsets`.
 const MAX_OFFSETS_BATCH: usize = 64 << 20;
+/// Kafka's `offsets.commit.timeout.ms` (default): how long the coordinator's writes
+/// (commits, group records, tombstones) wait for the in-sync replicas.
+const OFFSET_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
 /// The protocol type of consumer groups (as classic consumers name theirs).
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
@@ -189,9 +192,12 @@ pub struct Coordinator {
     /// group → its committed offsets.
     offsets: HashMap<String, GroupOffsets>,
     commit_seq: u64,
-    /// producer id → offsets its ongoing transaction committed (TxnOffsetCommit), in
-    /// log order: applied when its commit marker is written, dropped on abort.
-    pending_txn: HashMap<i64, Vec<(OffsetKey, CommittedOffset)>>,
+    /// (offsets partition, producer id) → offsets its ongoing transaction committed
+    /// (TxnOffsetCommit) to groups of that partition, in log order: applied when its
+    /// commit marker is written there, dropped on abort.
+    pending_txn: HashMap<(i32, i64), Vec<(OffsetKey, CommittedOffset)>>,
+    /// The `__consumer_offsets` partitions this shard leads, loading or loaded.
+    pub loads: crate::coordinators::Loads,
 }
 
 impl Coordinator {
@@ -332,19 +338,24 @@ impl Coordinator {
         });
     }
 
-    /// Replay one `__consumer_offsets` partition into the offsets map.
-    pub async fn load(
-        this: &std::cell::RefCell<Coordinator>,
+    /// Rebuild one `__consumer_offsets` partition's groups and offsets from its whole
+    /// log (a leader's log is the truth its followers converge to), apart from the
+    /// shard's coordinator: requests for the partition's groups are refused until
+    /// [`Self::install`] adds them. The log is read to its written end as it grows, so a
+    /// transaction marker written meanwhile is replayed (or, once the load is
+    /// installed, applied by its writer).
+    pub async fn replay(
         partition: &Partition,
+        index: i32,
         consumer_session_timeout: Duration,
-    ) -> Result<usize, spate_log::LogError> {
+    ) -> Result<(Coordinator, usize), spate_log::LogError> {
+        let mut me = Coordinator::default();
         let mut applied = 0;
         partition
             .replay(|batch| {
                 let Ok(records) = batch.records(MAX_OFFSETS_BATCH) else {
                     return;
                 };
-                let mut me = this.borrow_mut();
                 if batch.is_control() {
                     // A transaction marker: its offsets count only if committed.
                     let commit = records
@@ -352,7 +363,7 @@ impl Coordinator {
                         .next()
                         .and_then(|r| r.key)
                         .is_some_and(|k| k.len() >= 4 && k[3] == 1);
-                    me.end_txn(batch.producer_id(), commit);
+                    me.end_txn(index, batch.producer_id(), commit);
                     return;
                 }
                 for record in records.flatten() {
@@ -379,7 +390,7 @@ impl Coordinator {
                     if batch.is_transactional() {
                         if let Some(v) = value {
                             me.pending_txn
-                                .entry(batch.producer_id())
+                                .entry((index, batch.producer_id()))
                                 .or_default()
                                 .push((key, v));
                         }
@@ -392,20 +403,80 @@ impl Coordinator {
             .await?;
         // Members resume where they were, with a new session (as Kafka does on load).
         let now = Instant::now();
-        let mut me = this.borrow_mut();
         for g in me.consumer.values_mut() {
             g.rebuild_ownership();
             if !g.has_deadlines() {
                 g.restart_sessions(now, consumer_session_timeout);
             }
         }
-        Ok(applied)
+        Ok((me, applied))
+    }
+
+    /// Add the state [`Self::replay`] rebuilt for partition `index` under load
+    /// `generation`, unless that leadership ended meanwhile; true if added.
+    pub fn install(&mut self, index: i32, generation: u64, loaded: Coordinator) -> bool {
+        if !self.loads.finish(index, generation) {
+            return false;
+        }
+        let Coordinator {
+            consumer,
+            offsets,
+            pending_txn,
+            ..
+        } = loaded;
+        self.consumer.extend(consumer);
+        // Renumbered after this coordinator's commits, in the loaded order.
+        let mut entries: Vec<(u64, String, (String, i32), CommittedOffset)> = offsets
+            .into_iter()
+            .flat_map(|(group, parts)| {
+                parts
+                    .into_iter()
+                    .map(move |(slot, (seq, v))| (seq, group.clone(), slot, v))
+            })
+            .collect();
+        entries.sort_by_key(|e| e.0);
+        for (_, group, (topic, partition), v) in entries {
+            let key = OffsetKey {
+                group,
+                topic,
+                partition,
+            };
+            self.apply(key, Some(v));
+        }
+        self.pending_txn.extend(pending_txn);
+        true
+    }
+
+    /// Drop the state of `__consumer_offsets` partition `index` (of `count`): its
+    /// groups of both kinds (members waiting on them are answered as the group's end
+    /// answers them), committed offsets and pending transactional offsets. True if
+    /// the partition was led here.
+    pub fn unload(&mut self, index: i32, count: i32) -> bool {
+        let mine = |group: &str| offsets_log::partition_for(group, count) == index;
+        self.groups.retain(|id, _| !mine(id));
+        self.consumer.retain(|id, _| !mine(id));
+        self.offsets.retain(|id, _| !mine(id));
+        self.pending_txn.retain(|(p, _), _| *p != index);
+        self.loads.end(index)
+    }
+
+    /// Whether requests for `group_id` may be served here (see `Loads::check`).
+    fn owns(&self, ctx: &ShardContext, group_id: &str) -> Result<(), ErrorCode> {
+        let count = ctx
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?
+            .partitions
+            .len() as i32;
+        self.loads
+            .check(offsets_log::partition_for(group_id, count))
     }
 
     /// A transaction marker for `producer_id` was written to this shard's offsets
-    /// partition: its pending offsets take effect (commit) or are dropped (abort).
-    pub fn end_txn(&mut self, producer_id: i64, commit: bool) {
-        let Some(entries) = self.pending_txn.remove(&producer_id) else {
+    /// partition `index`: its pending offsets there take effect (commit) or are
+    /// dropped (abort).
+    pub fn end_txn(&mut self, index: i32, producer_id: i64, commit: bool) {
+        let Some(entries) = self.pending_txn.remove(&(index, producer_id)) else {
             return;
         };
         if commit {
@@ -547,11 +618,38 @@ impl Coordinator {
     }
 }
 
-/// Serve one group request on the coordinating shard.
-pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
+impl GroupRequest {
+    /// The group the request is about (`None`: a listing of every group).
+    fn group_id(&self) -> Option<&str> {
+        match self {
+            GroupRequest::Join { group_id, .. }
+            | GroupRequest::Sync { group_id, .. }
+            | GroupRequest::Heartbeat { group_id, .. }
+            | GroupRequest::Leave { group_id, .. }
+            | GroupRequest::TxnCommit { group_id, .. }
+            | GroupRequest::Commit { group_id, .. }
+            | GroupRequest::Fetch { group_id, .. }
+            | GroupRequest::Describe { group_id, .. }
+            | GroupRequest::Delete { group_id, .. }
+            | GroupRequest::ConsumerHeartbeat { group_id, .. }
+            | GroupRequest::ConsumerDescribe { group_id, .. }
+            | GroupRequest::DeleteOffsets { group_id, .. } => Some(group_id),
+            GroupRequest::List { .. } => None,
+        }
+    }
+}
+
+/// Serve one group request on the coordinating shard. A request for a group whose
+/// partition is loading, or no longer led here, is dropped after its error code is
+/// sent on `refused` (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR).
+pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Sender<i16>) {
     let now = Instant::now();
     let limits = Coordinator::limits(ctx);
     let mut coord = ctx.groups.borrow_mut();
+    if let Some(Err(code)) = request.group_id().map(|id| coord.owns(ctx, id)) {
+        let _ = refused.send(code.code());
+        return;
+    }
     match request {
         GroupRequest::Join {
             group_id,
@@ -925,12 +1023,30 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest) {
 
 /// The `__consumer_offsets` partition holding `group_id`'s records, if this shard has it.
 fn offsets_partition(ctx: &ShardContext, group_id: &str) -> Option<Rc<Partition>> {
-    let count = ctx.image().topic(OFFSETS_TOPIC)?.partitions.len() as i32;
     let key = PartitionKey {
         topic: Arc::from(OFFSETS_TOPIC),
-        partition: offsets_log::partition_for(group_id, count),
+        partition: group_partition(ctx, group_id)?,
     };
     ctx.partition(&key)
+}
+
+/// The `__consumer_offsets` partition index of `group_id`.
+fn group_partition(ctx: &ShardContext, group_id: &str) -> Option<i32> {
+    let count = ctx.image().topic(OFFSETS_TOPIC)?.partitions.len() as i32;
+    Some(offsets_log::partition_for(group_id, count))
+}
+
+/// The group's partition and the generation of its loaded state, taken before a write
+/// so that the write's outcome is applied only if that state is still the one loaded
+/// (a leadership that ended meanwhile took it away; a later one replays the write).
+fn loaded_state(ctx: &ShardContext, group_id: &str) -> Option<(i32, u64)> {
+    let index = group_partition(ctx, group_id)?;
+    Some((index, ctx.groups.borrow().loads.loaded(index)?))
+}
+
+/// Whether the state `loaded_state` saw is still loaded.
+fn still_loaded(coord: &Coordinator, state: Option<(i32, u64)>) -> bool {
+    state.is_some_and(|(index, generation)| coord.loads.loaded(index) == Some(generation))
 }
 
 /// Append records to the group's offsets partition; resolves to an error code.
@@ -954,17 +1070,34 @@ async fn append_records(
         Err(_) => return ErrorCode::UnknownServerError.code(),
     };
     match partition
-        .produce(
-            batch,
-            -1,
-            crate::partition::INTERNAL_APPEND_TIMEOUT,
-            None,
-            None,
-        )
+        .produce(batch, -1, OFFSET_COMMIT_TIMEOUT, None, None)
         .await
     {
         PartitionReply::Produced { .. } => 0,
-        other => crate::route::error_of(&other).max(1),
+        other => write_error(crate::route::error_of(&other)),
+    }
+}
+
+/// What a client is told when the coordinator's write failed, as Kafka's
+/// `CoordinatorOperationExceptionHelper` tells it: a partition that stopped leading
+/// means another coordinator (NOT_COORDINATOR), too few replicas or a timeout a
+/// retriable COORDINATOR_NOT_AVAILABLE.
+fn write_error(code: i16) -> i16 {
+    match ErrorCode::from_code(code) {
+        Some(
+            ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::NotEnoughReplicas
+            | ErrorCode::RequestTimedOut,
+        ) => ErrorCode::CoordinatorNotAvailable.code(),
+        Some(ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError) => {
+            ErrorCode::NotCoordinator.code()
+        }
+        Some(
+            ErrorCode::MessageTooLarge
+            | ErrorCode::RecordListTooLarge
+            | ErrorCode::InvalidFetchSize,
+        ) => ErrorCode::UnknownServerError.code(),
+        _ => code.max(1),
     }
 }
 
@@ -1027,14 +1160,17 @@ fn commit(
             )
         })
         .collect();
+    let state = loaded_state(ctx, &group_id);
     let append = append_records(offsets_partition(ctx, &group_id), records);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
         let code = append.await;
         if code == 0 {
             let mut coord = ctx.groups.borrow_mut();
-            for (k, v) in writes {
-                coord.apply_at(k, Some(v), seq);
+            if still_loaded(&coord, state) {
+                for (k, v) in writes {
+                    coord.apply_at(k, Some(v), seq);
+                }
             }
         } else {
             for c in codes.iter_mut().filter(|c| **c == 0) {
@@ -1089,6 +1225,7 @@ fn txn_commit(
     let now = now_ms();
     let (mut codes, writes) = check_entries(ctx, &group_id, entries, now);
     let partition = offsets_partition(ctx, &group_id);
+    let state = loaded_state(ctx, &group_id);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
         let code = match (partition, writes.is_empty()) {
@@ -1109,19 +1246,21 @@ fn txn_commit(
                 match b.build() {
                     Ok(batch) => match p.append_transactional(producer_id, batch).await {
                         PartitionReply::MarkerWritten => 0,
-                        other => crate::route::error_of(&other).max(1),
+                        other => write_error(crate::route::error_of(&other)),
                     },
                     Err(_) => ErrorCode::UnknownServerError.code(),
                 }
             }
         };
         if code == 0 {
-            ctx.groups
-                .borrow_mut()
-                .pending_txn
-                .entry(producer_id)
-                .or_default()
-                .extend(writes);
+            let mut coord = ctx.groups.borrow_mut();
+            if let Some((index, _)) = state.filter(|_| still_loaded(&coord, state)) {
+                coord
+                    .pending_txn
+                    .entry((index, producer_id))
+                    .or_default()
+                    .extend(writes);
+            }
         } else {
             for c in codes.iter_mut().filter(|c| **c == 0) {
                 *c = code;
@@ -1178,14 +1317,17 @@ fn write_tombstones(
         .iter()
         .map(|k| (offsets_log::encode_key(k), None))
         .collect();
+    let state = loaded_state(ctx, &group_id);
     let append = append_records(offsets_partition(ctx, &group_id), records);
     let ctx = ctx.clone();
     compio::runtime::spawn(async move {
         let code = append.await;
         if code == 0 {
             let mut coord = ctx.groups.borrow_mut();
-            for k in keys {
-                coord.apply_at(k, None, seq);
+            if still_loaded(&coord, state) {
+                for k in keys {
+                    coord.apply_at(k, None, seq);
+                }
             }
         }
         let _ = done.send_async(code).await;
@@ -1299,5 +1441,117 @@ pub fn tick(ctx: &Rc<ShardContext>) {
     };
     for (group_id, records) in writes {
         write_group_records(ctx, &group_id, records, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COUNT: i32 = 4;
+
+    /// A group id whose `__consumer_offsets` partition (of `COUNT`) is `partition`.
+    fn group_on(partition: i32, kind: &str) -> String {
+        (0..)
+            .map(|i| format!("{kind}-{i}"))
+            .find(|g| offsets_log::partition_for(g, COUNT) == partition)
+            .unwrap_or_default()
+    }
+
+    fn offset(at: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset: at,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        }
+    }
+
+    /// A coordinator leading partitions 0 and 1, each with a classic group, a consumer
+    /// group, committed offsets and a producer's pending transactional offsets.
+    fn leading_two() -> Coordinator {
+        let mut c = Coordinator::default();
+        for p in [0, 1] {
+            let generation = c.loads.begin(p);
+            let mut loaded = Coordinator::default();
+            let classic = group_on(p, "classic");
+            loaded.apply(
+                OffsetKey {
+                    group: classic.clone(),
+                    topic: "t".into(),
+                    partition: p,
+                },
+                Some(offset(10 + i64::from(p))),
+            );
+            loaded.pending_txn.insert(
+                (p, 7),
+                vec![(
+                    OffsetKey {
+                        group: classic.clone(),
+                        topic: "t".into(),
+                        partition: 9,
+                    },
+                    offset(99),
+                )],
+            );
+            let consumer = group_on(p, "consumer");
+            loaded
+                .consumer
+                .insert(consumer.clone(), ConsumerGroup::new(&consumer));
+            assert!(c.install(p, generation, loaded));
+            c.groups.insert(classic.clone(), Group::new(&classic));
+        }
+        c
+    }
+
+    #[test]
+    fn unloading_a_partition_drops_only_its_groups_offsets_and_pending_offsets() {
+        let mut c = leading_two();
+        assert_eq!(c.committed_offsets().len(), 2);
+        assert!(c.unload(0, COUNT));
+        let (gone, kept) = (group_on(0, "classic"), group_on(1, "classic"));
+        assert_eq!(
+            c.committed_offsets(),
+            vec![(kept.clone(), "t".to_string(), 1, 11)]
+        );
+        assert!(!c.groups.contains_key(&gone) && c.groups.contains_key(&kept));
+        assert!(!c.consumer.contains_key(&group_on(0, "consumer")));
+        assert!(c.consumer.contains_key(&group_on(1, "consumer")));
+        assert_eq!(c.pending_txn.keys().collect::<Vec<_>>(), vec![&(1, 7)]);
+        assert_eq!(c.loads.check(0), Err(ErrorCode::NotCoordinator));
+        assert_eq!(c.loads.check(1), Ok(()));
+        // The same producer's marker on partition 1 applies only partition 1's offsets.
+        c.end_txn(1, 7, true);
+        assert!(c
+            .committed_offsets()
+            .contains(&(kept, "t".to_string(), 9, 99)));
+        // Unloading a partition not led here changes nothing.
+        assert!(!c.unload(2, COUNT));
+        assert_eq!(c.committed_offsets().len(), 2);
+    }
+
+    #[test]
+    fn a_loading_partition_answers_load_in_progress_and_a_superseded_load_is_dropped() {
+        let mut c = leading_two();
+        c.unload(1, COUNT);
+        let stale = c.loads.begin(1);
+        assert_eq!(c.loads.check(1), Err(ErrorCode::CoordinatorLoadInProgress));
+        // Resigned and elected again before the first load finished: only the second
+        // load's state is installed.
+        c.unload(1, COUNT);
+        let current = c.loads.begin(1);
+        let mut old = Coordinator::default();
+        old.apply(
+            OffsetKey {
+                group: group_on(1, "classic"),
+                topic: "old".into(),
+                partition: 0,
+            },
+            Some(offset(1)),
+        );
+        assert!(!c.install(1, stale, old));
+        assert!(c.install(1, current, Coordinator::default()));
+        assert_eq!(c.loads.check(1), Ok(()));
+        assert!(c.committed_offsets().iter().all(|(_, t, ..)| t != "old"));
     }
 }

@@ -89,11 +89,18 @@ async fn ask<T>(
         });
     };
     let (tx, rx) = flume::bounded(1);
+    let (refused, refusal) = flume::bounded(1);
     ctx.senders[shard]
-        .send_async(ShardMsg::Group(make(tx)))
+        .send_async(ShardMsg::Group {
+            request: make(tx),
+            refused,
+        })
         .await
         .map_err(|_| NOT_AVAILABLE)?;
-    rx.recv_async().await.map_err(|_| NOT_AVAILABLE)
+    // A refused request is dropped after its code was sent.
+    rx.recv_async()
+        .await
+        .map_err(|_| refusal.try_recv().unwrap_or(NOT_AVAILABLE))
 }
 
 const NOT_AVAILABLE: i16 = ErrorCode::CoordinatorNotAvailable as i16;
@@ -716,7 +723,11 @@ pub async fn list_groups(
     for sender in &ctx.senders {
         let (tx, rx) = flume::bounded(1);
         if sender
-            .send_async(ShardMsg::Group(GroupRequest::List { reply: tx }))
+            .send_async(ShardMsg::Group {
+                request: GroupRequest::List { reply: tx },
+                // A listing is never refused.
+                refused: flume::bounded(1).0,
+            })
             .await
             .is_ok()
         {

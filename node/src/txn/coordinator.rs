@@ -4,7 +4,7 @@
 //! writes every transition to the partition before it takes effect, and drives a
 //! transaction's end: Prepare record, markers to every partition, Complete record.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -102,35 +102,39 @@ impl TxnDescription {
 #[derive(Default)]
 pub struct TxnCoordinator {
     txns: HashMap<String, TxnMetadata>,
-    /// `__transaction_state` partitions of this shard whose state is loaded.
-    loaded: HashSet<i32>,
+    /// `__transaction_state` partitions this shard leads, loading or loaded.
+    pub loads: crate::coordinators::Loads,
 }
 
 impl TxnCoordinator {
-    /// Replay one `__transaction_state` partition; transactions found half-ended
-    /// (Prepare* without Complete*) have their markers written again.
+    /// Rebuild one `__transaction_state` partition's transactions from its whole log
+    /// (this broker now leads it: load `generation`), and install them unless that
+    /// leadership ended meanwhile; then transactions found half-ended (Prepare*
+    /// without Complete*) have their markers written again, as Kafka's new coordinator
+    /// does. `None` when the load was superseded.
     pub async fn load(
         ctx: &Rc<ShardContext>,
         index: i32,
+        generation: u64,
         partition: &Partition,
-    ) -> Result<usize, spate_log::LogError> {
+    ) -> Result<Option<usize>, spate_log::LogError> {
         let mut applied = 0;
+        let mut loaded: HashMap<String, TxnMetadata> = HashMap::new();
         partition
             .replay(|batch| {
                 let Ok(records) = batch.records(MAX_STATE_BATCH) else {
                     return;
                 };
-                let mut coord = ctx.txns.borrow_mut();
                 for record in records.flatten() {
                     let Some(id) = record.key.and_then(state_log::decode_key) else {
                         continue;
                     };
                     match record.value.and_then(state_log::decode_value) {
                         Some(r) => {
-                            coord.txns.insert(id, TxnMetadata::from_record(&r));
+                            loaded.insert(id, TxnMetadata::from_record(&r));
                         }
                         None => {
-                            coord.txns.remove(&id);
+                            loaded.remove(&id);
                         }
                     }
                     applied += 1;
@@ -139,22 +143,34 @@ impl TxnCoordinator {
             .await?;
         let unfinished: Vec<String> = {
             let mut coord = ctx.txns.borrow_mut();
-            coord.loaded.insert(index);
-            coord
-                .txns
+            if !coord.loads.finish(index, generation) {
+                return Ok(None);
+            }
+            let unfinished = loaded
                 .iter()
-                .filter(|(id, m)| {
+                .filter(|(_, m)| {
                     matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
-                        && partition_of(ctx, id) == Some(index)
                 })
                 .map(|(id, _)| id.clone())
-                .collect()
+                .collect();
+            coord.txns.extend(loaded);
+            unfinished
         };
         for id in unfinished {
+            tracing::info!(transactional_id = %id, partition = index, "completing a transaction found prepared at load");
             let ctx2 = ctx.clone();
             compio::runtime::spawn(async move { finish_transaction(&ctx2, id).await }).detach();
         }
-        Ok(applied)
+        Ok(Some(applied))
+    }
+
+    /// Drop the transactions of `__transaction_state` partition `index` (of `count`);
+    /// true if the partition was led here. Work still running for them stops at its
+    /// next step (`write`, `finish_transaction`: their load generation is gone).
+    pub fn unload(&mut self, index: i32, count: i32) -> bool {
+        self.txns
+            .retain(|id, _| state_log::partition_for(id, count) != index);
+        self.loads.end(index)
     }
 
     /// Transactions open or ending.
@@ -170,13 +186,19 @@ impl TxnCoordinator {
             .count()
     }
 
-    /// Is the id's partition loaded on this shard?
+    /// Is the id's partition loaded on this shard? COORDINATOR_LOAD_IN_PROGRESS while
+    /// it loads, NOT_COORDINATOR when it is not led here.
     fn owns(&self, ctx: &ShardContext, transactional_id: &str) -> Result<(), ErrorCode> {
         match partition_of(ctx, transactional_id) {
-            Some(p) if self.loaded.contains(&p) => Ok(()),
-            Some(_) => Err(ErrorCode::CoordinatorLoadInProgress),
+            Some(p) => self.loads.check(p),
             None => Err(ErrorCode::CoordinatorNotAvailable),
         }
+    }
+
+    /// The id's partition and the generation of its loaded state, if loaded here.
+    fn loaded_state(&self, ctx: &ShardContext, transactional_id: &str) -> Option<(i32, u64)> {
+        let p = partition_of(ctx, transactional_id)?;
+        Some((p, self.loads.loaded(p)?))
     }
 }
 
@@ -299,10 +321,15 @@ async fn allocate_producer_id(ctx: &ShardContext) -> Result<i64, ErrorCode> {
     }
 }
 
-/// Write a prepared transit of `id` to its partition; on success it takes effect.
+/// Write a prepared transit of `id` to its partition; on success it takes effect
+/// (unless the partition's state was unloaded meanwhile: its next leader replays it).
 async fn write(ctx: &Rc<ShardContext>, id: &str, t: Transit) -> Result<(), ErrorCode> {
+    let state = ctx.txns.borrow().loaded_state(ctx, id);
     let written = append_state(ctx, id, state_log::encode_value(&t.record())).await;
     let mut coord = ctx.txns.borrow_mut();
+    if state.is_none() || coord.loaded_state(ctx, id) != state {
+        return Err(ErrorCode::NotCoordinator);
+    }
     let Some(m) = coord.txns.get_mut(id) else {
         return Err(ErrorCode::NotCoordinator);
     };
@@ -366,6 +393,8 @@ async fn init_producer_id(
     ctx.txns.borrow().owns(ctx, id)?;
     if !ctx.txns.borrow().txns.contains_key(id) {
         let pid = allocate_producer_id(ctx).await?;
+        // The partition may have been unloaded while the id was allocated.
+        ctx.txns.borrow().owns(ctx, id)?;
         ctx.txns
             .borrow_mut()
             .txns
@@ -757,10 +786,14 @@ async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode>
 /// Write the markers of a prepared transaction to all its partitions, retrying each
 /// until it is written (or the partition no longer exists), then the Complete record.
 async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
-    let (pid, epoch, commit, bumped, partitions) = {
+    let (state, pid, epoch, commit, bumped, partitions) = {
         let coord = ctx.txns.borrow();
         let Some(m) = coord.txns.get(&id) else { return };
+        let Some(state) = coord.loaded_state(ctx, &id) else {
+            return;
+        };
         (
+            state,
             m.producer_id,
             m.producer_epoch,
             m.status == TxnStatus::PrepareCommit,
@@ -778,7 +811,8 @@ async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
         }
         left = failed;
         if !left.is_empty() {
-            if ctx.is_shutting_down() {
+            // Shutting down, or no longer the coordinator: the next one finishes it.
+            if ctx.is_shutting_down() || ctx.txns.borrow().loaded_state(ctx, &id) != Some(state) {
                 return;
             }
             compio::time::sleep(MARKER_RETRY).await;
@@ -787,6 +821,9 @@ async fn finish_transaction(ctx: &Rc<ShardContext>, id: String) {
     loop {
         let t = {
             let mut coord = ctx.txns.borrow_mut();
+            if coord.loaded_state(ctx, &id) != Some(state) {
+                return;
+            }
             let Some(m) = coord.txns.get_mut(&id) else {
                 return;
             };
@@ -939,6 +976,28 @@ const REMOTE_MARKERS_VERSION: i16 = 2;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unloading_a_partition_drops_only_its_transactions() {
+        let count = 4;
+        let on = |p: i32| {
+            (0..)
+                .map(|i| format!("txn-{i}"))
+                .find(|id| state_log::partition_for(id, count) == p)
+                .unwrap_or_default()
+        };
+        let mut c = TxnCoordinator::default();
+        for p in [0, 1] {
+            let generation = c.loads.begin(p);
+            assert_eq!(c.loads.check(p), Err(ErrorCode::CoordinatorLoadInProgress));
+            assert!(c.loads.finish(p, generation));
+            c.txns.insert(on(p), TxnMetadata::new(p.into(), 60_000, 0));
+        }
+        assert!(c.unload(0, count));
+        assert_eq!(c.txns.keys().collect::<Vec<_>>(), vec![&on(1)]);
+        assert_eq!(c.loads.check(0), Err(ErrorCode::NotCoordinator));
+        assert_eq!(c.loads.check(1), Ok(()));
+    }
 
     /// An id on transaction version 2 with an ongoing transaction at epoch 3.
     fn ongoing_v2() -> TxnMetadata {
