@@ -217,11 +217,11 @@ def election_errors(admin, election_type, topic, parts):
 
 def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluster, kafka_libs):
     """Replication factor 3: replicas on all three brokers, all in sync; a killed broker
-    leaves every ISR and its leaderships move to in-sync replicas. Back, it is out of
-    sync (its leader adds it back once it caught up), so the AdminClient's preferred
-    election answers PREFERRED_LEADER_NOT_AVAILABLE for the partition it prefers and
-    ELECTION_NOT_NEEDED for the others, and an unclean one ELECTION_NOT_NEEDED; Kafka's
-    kafka-leader-election.sh reports the same."""
+    leaves every ISR and its leaderships move to in-sync replicas. While it is down, a
+    preferred election answers PREFERRED_LEADER_NOT_AVAILABLE for the partition it
+    prefers and ELECTION_NOT_NEEDED for the others (Kafka's kafka-leader-election.sh
+    reports the same); back, it catches up and its leaders add it to the ISR again, and
+    a preferred election moves that partition's leadership back to it."""
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
     for f in admin.create_topics([NewTopic("replicated", 3, 3)]).values():
         f.result(timeout=30)
@@ -243,8 +243,6 @@ def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluste
     assert {p: now[p][0] for p in placed if p not in prefers_2} == {
         p: placed[p][0] for p in placed if p not in prefers_2}
 
-    cluster.run("start", 2)
-    wait_for("node 2 back", lambda: sorted(admin.list_topics(timeout=10).brokers) == [0, 1, 2])
     errors = election_errors(admin, ElectionType.PREFERRED, "replicated", [0, 1, 2])
     assert errors == {p: (KafkaError.PREFERRED_LEADER_NOT_AVAILABLE if p in prefers_2
                           else KafkaError.ELECTION_NOT_NEEDED) for p in range(3)}
@@ -260,6 +258,16 @@ def test_replicated_topics_shrink_their_isr_and_elections_answer_as_kafka(cluste
     assert (f"Error completing leader election (PREFERRED) for partition: replicated-{prefers_2[0]}: "
             "org.apache.kafka.common.errors.PreferredLeaderNotAvailableException: "
             "The preferred leader was not available.") in election_tool(prefers_2[0])
+
+    cluster.run("start", 2)
+    wait_for("node 2 back in every ISR", lambda: all(
+        len(isr) == 3 for _, _, isr in replicated(admin, "replicated").values()), timeout=60)
+    errors = election_errors(admin, ElectionType.PREFERRED, "replicated", [0, 1, 2])
+    assert errors == {p: (KafkaError.NO_ERROR if p in prefers_2
+                          else KafkaError.ELECTION_NOT_NEEDED) for p in range(3)}
+    wait_for("node 2 leading what it prefers again", lambda: all(
+        leader == 2 for p, (leader, _, _) in replicated(admin, "replicated").items()
+        if p in prefers_2))
 
 
 def test_brokers_that_do_not_lead_or_coordinate_say_who_does(cluster):
