@@ -80,7 +80,12 @@ class ProducerWorker(threading.Thread):
         return Producer({
             "bootstrap.servers": self.bootstrap, "client.id": self.identity,
             "enable.idempotence": True, "acks": "all", "linger.ms": 10,
-            "message.timeout.ms": 30000, "request.timeout.ms": 10000,
+            # Never time a record out: with a timeout librdkafka drains and bumps
+            # the producer epoch and re-sends other partitions' possibly persisted
+            # records under new sequence numbers, i.e. duplicates made by the client
+            # (seen against Kafka 4.4 with 30 s; librdkafka issue 4953). Every fault is
+            # healed within seconds, and the final flush is bounded.
+            "message.timeout.ms": 0, "request.timeout.ms": 10000,
             "retry.backoff.ms": 100, "retry.backoff.max.ms": 1000,
             "queue.buffering.max.messages": 20000,
             "socket.connection.setup.timeout.ms": 5000,
@@ -97,7 +102,7 @@ class ProducerWorker(threading.Thread):
                 self.fatal = err
 
     def _close(self, p):
-        self.outstanding += p.flush(30)
+        self.outstanding += p.flush(60)
 
     def run(self):
         try:
@@ -490,6 +495,8 @@ def main():
 
     if os.geteuid() != 0:
         sys.exit("the nemesis test creates network namespaces: run it as root")
+    if args.target == "spate" and not os.access(args.spate_bin, os.X_OK):
+        sys.exit(f"no broker binary at {args.spate_bin} (build it, or set SPATE_BIN / --spate-bin)")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     rng = random.Random(seed)
     run_dir = Path(args.out) if args.out else (
@@ -514,7 +521,7 @@ def main():
         log(f"network: namespaces {net.hub} (bridge), {', '.join(net.node_ns)}, {net.client_ns}; subnet {net.subnet}")
         log(net.probe())
         if args.target == "spate":
-            cluster = SpateCluster(net, run_dir, args.spate_bin)
+            cluster = SpateCluster(net, run_dir, Path(args.spate_bin).resolve())
         else:
             cluster = KafkaCluster(net, run_dir, args.kafka_libs)
         net.enter_client_namespace()  # before any thread starts
@@ -568,6 +575,10 @@ def main():
             consumed.update(w.seen)
             conflicts += w.conflicts
         verdict = check(acked, rows, consumed, incomplete)
+        with open(run_dir / "acked.tsv", "w") as f:  # evidence: partition, offset, value
+            f.writelines(f"{p}\t{o}\t{v}\n" for p, o, v in sorted(acked))
+        with open(run_dir / "final-log.tsv", "w") as f:
+            f.writelines(f"{p}\t{o}\t{v}\n" for p in sorted(rows) for o, v in rows[p])
         log("checker: comparing the replicas' segment files")
         deadline = time.monotonic() + 60
         while True:
