@@ -64,6 +64,7 @@ class ProducerWorker(threading.Thread):
         self.fatal = None
         self.identities = []
         self.crashed = None
+        self.no_offset_logged = 0
 
     def _new_producer(self):
         from confluent_kafka import Producer
@@ -96,6 +97,10 @@ class ProducerWorker(threading.Thread):
     def _on_delivery(self, err, msg):
         if err is None:
             self.acked.append((msg.partition(), msg.offset(), msg.value().decode()))
+            if msg.offset() is None and self.no_offset_logged < 20:
+                self.no_offset_logged += 1
+                self.log(f"delivery report without an offset: {TOPIC}-{msg.partition()} "
+                         f"{msg.value().decode()}")
         else:
             self.failed[err.name()] += 1
             if err.fatal():
@@ -453,8 +458,15 @@ def check(acked, log_rows, consumed, incomplete):
             where[v].append((p, off))
     acked_values = set()
     lost, misplaced = [], []
+    no_offset = []  # acknowledged without an offset (the delivery report had none)
     for p, off, v in acked:
         acked_values.add(v)
+        if off is None:
+            no_offset.append(dict(partition=p, value=v, found_at=where.get(v)))
+            if not any(q == p for q, _ in where.get(v, [])):
+                lost.append(dict(partition=p, offset=None, value=v, found_there=None,
+                                 found_at=where.get(v)))
+            continue
         if at.get((p, off)) != v:
             (misplaced if where.get(v) else lost).append(
                 dict(partition=p, offset=off, value=v, found_there=at.get((p, off)),
@@ -474,6 +486,7 @@ def check(acked, log_rows, consumed, incomplete):
     consumed_absent = [dict(partition=p, offset=o, value=v, final=at.get((p, o)))
                        for (p, o), v in consumed.items() if at.get((p, o)) != v]
     return dict(acked=len(acked), log_records=len(at), lost=lost, misplaced=misplaced,
+                no_offset=no_offset,
                 duplicates=duplicates, order=order, unacked_present=unacked_present,
                 consumed_absent=consumed_absent, incomplete=incomplete)
 
@@ -574,11 +587,12 @@ def main():
         for w in consumers:
             consumed.update(w.seen)
             conflicts += w.conflicts
-        verdict = check(acked, rows, consumed, incomplete)
         with open(run_dir / "acked.tsv", "w") as f:  # evidence: partition, offset, value
-            f.writelines(f"{p}\t{o}\t{v}\n" for p, o, v in sorted(acked))
+            f.writelines(f"{p}\t{o}\t{v}\n" for p, o, v in
+                         sorted(acked, key=lambda a: (a[0], -1 if a[1] is None else a[1], a[2])))
         with open(run_dir / "final-log.tsv", "w") as f:
             f.writelines(f"{p}\t{o}\t{v}\n" for p in sorted(rows) for o, v in rows[p])
+        verdict = check(acked, rows, consumed, incomplete)
         log("checker: comparing the replicas' segment files")
         deadline = time.monotonic() + 60
         while True:
@@ -598,6 +612,7 @@ def main():
             outstanding_at_close=sum(w.outstanding for w in producers),
             log_records=verdict["log_records"], watermarks=marks,
             lost=len(verdict["lost"]), misplaced=len(verdict["misplaced"]),
+            acked_without_offset=len(verdict["no_offset"]),
             duplicates=len(verdict["duplicates"]), order_violations=len(verdict["order"]),
             unacked_present=verdict["unacked_present"],
             consumed=sum(w.count for w in consumers), consumed_distinct=len(consumed),
@@ -606,7 +621,7 @@ def main():
             replica_mismatches=len(mismatches), replica_batches=sizes, segment_notes=notes,
             isr_full=isr_ok, worker_errors=[w.crashed for w in producers + consumers if w.crashed], isr_final=str(isr_final), incomplete_reads=incomplete,
             producer_identities=[i for w in producers for i in w.identities],
-            examples=dict(lost=verdict["lost"][:10], misplaced=verdict["misplaced"][:10],
+            examples=dict(lost=verdict["lost"][:10], acked_without_offset=verdict["no_offset"][:10], misplaced=verdict["misplaced"][:10],
                           duplicates=verdict["duplicates"][:10], order=verdict["order"][:10],
                           consumed_absent=verdict["consumed_absent"][:10],
                           consumer_conflicts=conflicts[:10], replica_mismatches=mismatches[:6]),
@@ -644,6 +659,7 @@ def report(r, log):
     log("RESULT: " + ("PASS" if r["passed"] else "FAIL") + f" against {r['target']}, seed {r['seed']}")
     log(f"  faults: {r['faults_total']} {r['faults']}; nodes that exited by themselves: {len(r['crashes'])}")
     log(f"  acknowledged {r['acked']} of {r['attempted']} produced; not acknowledged: {r['not_acknowledged']}")
+    log(f"  acknowledged without an offset in the delivery report: {r['acked_without_offset']}")
     log(f"  log records {r['log_records']}; lost {r['lost']}; acked but at another offset {r['misplaced']}; "
         f"duplicates {r['duplicates']}; order violations {r['order_violations']}; "
         f"unacknowledged but present {r['unacked_present']}")
