@@ -12,6 +12,7 @@ replicas' segment files batch for batch. See docs/replication.md.
 import argparse
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -52,7 +53,22 @@ class Timeline:
 
 # ------------------------------------------------------------------------------------
 # Workload
+def client_logger(path):
+    """librdkafka's idempotence debugging (debug=eos: producer ids, epoch bumps and
+    their reasons) of every producer, to a file of the run."""
+    logger = logging.getLogger("librdkafka")
+    if not logger.handlers:
+        h = logging.FileHandler(path)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logger
+
+
 class ProducerWorker(threading.Thread):
+    client_log = None
+
     def __init__(self, k, bootstrap, rate, stop, log):
         super().__init__(daemon=True, name=f"producer-{k}")
         self.k, self.bootstrap, self.rate, self.stop, self.log = k, bootstrap, rate, stop, log
@@ -91,7 +107,7 @@ class ProducerWorker(threading.Thread):
             "queue.buffering.max.messages": 20000,
             "socket.connection.setup.timeout.ms": 5000,
             "topic.metadata.refresh.interval.ms": 5000, "error_cb": on_error,
-            "log_level": QUIET_LOGS,
+            "log_level": 7, "debug": "eos", "logger": ProducerWorker.client_log,
         })
 
     def _on_delivery(self, err, msg):
@@ -553,6 +569,7 @@ def main():
         log(f"topic {TOPIC}: {PARTITIONS} partitions, RF 3, min.insync.replicas 2; leaders "
             + ", ".join(f"p{p}->{l}" for p, (l, _, _) in sorted(state.items())))
 
+        ProducerWorker.client_log = client_logger(run_dir / "producers-eos.log")
         producers = [ProducerWorker(k, bootstrap, args.rate, stop_produce, log) for k in range(args.producers)]
         consumers = [ConsumerWorker(k, bootstrap, stop_consume) for k in range(args.consumers)]
         for w in producers + consumers:
