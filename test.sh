@@ -7,8 +7,12 @@
 #   4. a short load-generator run against a live broker (bench/smoke.sh),
 #   5. the real-client compatibility suites (compat/run.sh installs kcat, the Python,
 #      Node, Go and Java clients, builds the release broker and runs them), then the
-#      client suites again against a 3-node cluster (compat/cluster-run.sh).
-# Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients.
+#      client suites again against a 3-node cluster (compat/cluster-run.sh),
+#   6. the nemesis test (compat/nemesis/run.sh, docs/replication.md): a 3-node cluster in
+#      network namespaces under kill -9, SIGSTOP and cut links for 300 s, then a checker
+#      of acknowledged records and replica logs (needs root, for the namespaces).
+# Set SPATE_FUZZ_SECONDS=0 to skip fuzzing, SPATE_SKIP_COMPAT=1 to skip the clients and
+# the nemesis test, SPATE_NEMESIS_SECONDS=N to run the nemesis for N s (0: skip it).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,5 +39,10 @@ if [ "${SPATE_SKIP_COMPAT:-0}" != "1" ]; then
   compat/run.sh
   echo "== the client suites against a 3-node cluster"
   compat/cluster-run.sh
+  nemesis_seconds="${SPATE_NEMESIS_SECONDS:-300}"
+  if [ "$nemesis_seconds" != "0" ]; then
+    echo "== the nemesis test (${nemesis_seconds}s of faults against a 3-node cluster)"
+    SPATE_BIN="${SPATE_BIN:-target/release/spate}" compat/nemesis/run.sh --duration "$nemesis_seconds"
+  fi
 fi
 echo "== all tests passed"
