@@ -269,17 +269,43 @@ impl ShardContext {
                 }
             }
         }
-        // Deleted topics (or a topic re-created under the same name: a new id).
-        let gone: Vec<PartitionKey> = self
+        // Partitions of deleted topics (or of a topic re-created under the same name:
+        // a new id), and replicas a reassignment moved off this broker.
+        let me = self.config.node_id;
+        let gone: Vec<(PartitionKey, bool)> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|(k, p)| image.topic(&k.topic).is_none_or(|t| t.id != p.topic_id))
-            .map(|(k, _)| k.clone())
+            .filter_map(|(k, p)| match image.topic(&k.topic) {
+                Some(t) if t.id == p.topic_id => {
+                    let moved = usize::try_from(k.partition)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .is_none_or(|info| !info.is_replica(me));
+                    moved.then(|| (k.clone(), true))
+                }
+                _ => Some((k.clone(), false)),
+            })
             .collect();
-        for key in gone {
+        self.offline.borrow_mut().retain(|k, _| {
+            let moved = image
+                .partition(&k.topic, k.partition)
+                .is_some_and(|info| !info.is_replica(me));
+            if moved {
+                self.log_dirs.forget(&k.topic, k.partition);
+            }
+            !moved
+        });
+        for (key, moved) in gone {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
+                if moved {
+                    // No longer a replica here (Kafka's StopReplica with deletion): the
+                    // role ends first, so waiting requests and the fetcher let go.
+                    p.stop_replica();
+                    self.log_dirs.forget(&key.topic, key.partition);
+                    tracing::info!(topic = %key.topic, partition = key.partition, "replica moved off this broker; deleting its log");
+                }
                 // Renamed first (in its own log dir), then removed; requests still
                 // holding it get errors.
                 let dir = p.log.dir();
