@@ -62,6 +62,8 @@ pub struct ShardContext {
     pub request_memory: Arc<RequestMemory>,
     /// Broker-wide count of open client connections (`max_connections`).
     pub connection_limit: Arc<ConnectionLimit>,
+    /// Broker-wide replication throttles (`replica/quota.rs`).
+    pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
@@ -472,6 +474,13 @@ impl ShardContext {
             tracing::error!(error = %e, "reconfiguring the log cleaner failed");
         }
         self.connection_limit.set_limit(live.max_connections);
+        let quotas = &self.replication_quotas;
+        quotas
+            .leader
+            .set_rate(live.leader_replication_throttled_rate);
+        quotas
+            .follower
+            .set_rate(live.follower_replication_throttled_rate);
     }
 
     /// Fail the log dir of a partition whose writes failed for good, and take every
@@ -728,6 +737,7 @@ pub struct ShardStart {
     pub listeners: Vec<(Arc<crate::security::Listener>, std::net::TcpListener)>,
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
+    pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
@@ -770,6 +780,7 @@ async fn serve(start: ShardStart) {
         ready,
         request_memory,
         connection_limit,
+        replication_quotas,
         cleaner,
         schemas,
         log_dirs,
@@ -796,6 +807,7 @@ async fn serve(start: ShardStart) {
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
         connection_limit,
+        replication_quotas,
         schemas,
         log_dirs,
         authorizer: Authorizer::from_config(&config.authorizer),
