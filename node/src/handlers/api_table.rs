@@ -15,7 +15,7 @@ fn served_note(key: ApiKey) -> &'static str {
             "PREFERRED and UNCLEAN, made by the active controller (forwarded from any broker); ALTER on the cluster (docs/failures.md)"
         }
         ApiKey::AlterPartitionReassignments => {
-            "made by the active controller (forwarded from any broker); ALTER on the cluster"
+            "made by the active controller (forwarded from any broker); ALTER on the cluster; moves are throttled by Kafka's replication quotas (docs/configuration.md)"
         }
         ApiKey::ListPartitionReassignments => "from the broker's metadata image; DESCRIBE on the cluster",
         ApiKey::ConsumerGroupHeartbeat => {
