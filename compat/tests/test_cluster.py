@@ -681,3 +681,87 @@ def test_a_transaction_coordinator_killed_moves_with_its_partition(cluster):
         assert sorted(got) == sorted(expected)
     finally:
         restarted(cluster, victim)
+
+
+def test_kafka_reassign_partitions_moves_replicas_under_a_throttle(cluster, kafka_libs, tmp_path):
+    """kafka-reassign-partitions.sh moves a partition from node 0 to nodes 1 and 2 with
+    --throttle: the tool's output is Kafka's, the move takes at least as long as the
+    throttle allows (the leader sends every byte twice, one copy per new replica), the
+    replicas end up on 1 and 2 in sync with every record, and --verify removes the
+    throttles once it reports the move completed."""
+    topic, rate, count = "moved", 1_000_000, 2000
+    b = ["--bootstrap-server", cluster.bootstrap(0)]
+    tool(kafka_libs, "TopicCommand", *b, "--create", "--topic", topic, "--replica-assignment", "0")
+    wait_for("the partition led by node 0",
+             lambda: isr_of(kafka_libs, cluster.bootstrap(0), topic) == {0: (0, [0], [0])})
+    p = Producer({"bootstrap.servers": cluster.bootstrap(0), "acks": "all",
+                  "enable.idempotence": True})
+    values = [b"%05d" % i + b"x" * 995 for i in range(count)]  # 1000 bytes each
+    for v in values:
+        p.produce(topic, value=v, partition=0)
+    assert p.flush(30) == 0
+
+    plan = tmp_path / "move.json"
+    plan.write_text('{"version":1,"partitions":[{"topic":"moved","partition":0,"replicas":[1,2]}]}')
+    executed = tool(kafka_libs, "reassign.ReassignPartitionsCommand", *b, "--execute",
+                    "--reassignment-json-file", plan, "--throttle", rate)
+    started = time.monotonic()
+    assert executed.splitlines() == [
+        "Current partition replica assignment",
+        "",
+        # The tool asks the brokers where each replica is (DescribeLogDirs).
+        '{"version":1,"partitions":[{"topic":"moved","partition":0,"replicas":[0],'
+        f'"log_dirs":["{cluster.dir / "node-0"}"]}}]}}',
+        "",
+        "Save this to use as the --reassignment-json-file option during rollback",
+        "Warning: You must run --verify periodically, until the reassignment completes, "
+        "to ensure the throttle is removed.",
+        f"The inter-broker throttle limit was set to {rate} B/s",
+        "Successfully started partition reassignment for moved-0",
+    ], executed
+    # The throttle is in place: the rates on the brokers, the replicas on the topic.
+    configs = tool(kafka_libs, "ConfigCommand", *b, "--entity-type", "topics",
+                   "--entity-name", topic, "--describe")
+    assert "leader.replication.throttled.replicas=0:0" in configs, configs
+    assert "follower.replication.throttled.replicas=0:1,0:2" in configs, configs
+
+    def verify():
+        out = tool(kafka_libs, "reassign.ReassignPartitionsCommand", *b, "--verify",
+                   "--reassignment-json-file", plan)
+        return out if "Reassignment of partition moved-0 is completed." in out else None
+    verified = wait_for("the reassignment to complete", verify, timeout=120)
+    took = time.monotonic() - started
+    # 2 MB to each of two new replicas at 1 MB/s, after a burst of at most 1 s of it.
+    assert took >= 2.0, f"moved in {took:.1f} s despite the throttle"
+    assert [line for line in verified.splitlines() if line] == [
+        "Status of partition reassignment:",
+        "Reassignment of partition moved-0 is completed.",
+        "Clearing broker-level throttles on brokers 0,1,2",
+        "Clearing topic-level throttles on topic moved",
+    ], verified
+    configs = tool(kafka_libs, "ConfigCommand", *b, "--entity-type", "topics",
+                   "--entity-name", topic, "--describe")
+    assert "throttled" not in configs, configs
+    brokers = tool(kafka_libs, "ConfigCommand", *b, "--entity-type", "brokers",
+                   "--entity-name", "1", "--describe")
+    assert "throttled.rate" not in brokers, brokers
+
+    leader, replicas, isr = wait_for("the new replicas in sync", lambda: (
+        lambda d: d[0] if d[0][2] == [1, 2] else None)(isr_of(kafka_libs, cluster.bootstrap(1), topic)))
+    assert (replicas, isr) == ([1, 2], [1, 2]) and leader in (1, 2)
+    # Node 0 no longer holds the partition: its directory is gone.
+    node0 = cluster.dir / "node-0"
+    wait_for("node 0's copy deleted", lambda: not any(
+        d.name.startswith(f"{topic}-0") for d in node0.rglob(f"{topic}-0*")))
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(2), "group.id": "moved",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < count and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.offset(), m.value()))
+    c.close()
+    assert got == list(enumerate(values))

@@ -155,6 +155,12 @@ pub struct BrokerConfig {
     pub replica_fetch_min_bytes: usize,
     /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
     pub replica_fetch_backoff_ms: u64,
+    /// `leader.replication.throttled.rate`: bytes/s a leader sends to followers of
+    /// throttled replicas, broker-wide (`replica/quota.rs`); 2^63-1 is unlimited.
+    pub leader_replication_throttled_rate: u64,
+    /// `follower.replication.throttled.rate`: bytes/s a follower fetches for its
+    /// throttled replicas, broker-wide.
+    pub follower_replication_throttled_rate: u64,
     /// `replica.selector.class`: unset, consumers fetch from leaders only; Kafka's
     /// `org.apache.kafka.common.replica.RackAwareReplicaSelector` sends a consumer that
     /// names its rack to an in-sync replica in that rack (KIP-392).

@@ -28,6 +28,7 @@ use crate::metadata::isr::{self, IsrChange, PartitionState, Planned};
 use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::quorum_view::QuorumView;
+use crate::metadata::reassignment::{self, ReassignmentRequest, ReassignmentResults};
 use crate::metadata::records::{self, resource_type, NewPartition};
 use crate::metadata::{MetadataImage, MetadataQuorum, TopicImage};
 use crate::security::authorizer::acl::Acl;
@@ -122,6 +123,8 @@ pub enum ControllerRequest {
     AlterPartition(IsrChange),
     /// ElectLeaders: preferred or unclean elections.
     ElectLeaders(ElectionRequest),
+    /// AlterPartitionReassignments: move replicas, or cancel a move.
+    AlterReassignments(ReassignmentRequest),
     /// Move leadership back to preferred replicas (a periodic tick; Kafka's
     /// `auto.leader.rebalance.enable`).
     BalanceLeaders,
@@ -152,6 +155,8 @@ pub enum ControllerReply {
     AlterPartition(Result<PartitionState, i16>),
     /// Each partition's outcome by topic, or the error of the whole request.
     ElectLeaders(Result<ElectionResults, i16>),
+    /// Each partition's outcome by topic, or the error of the whole request.
+    AlterReassignments(Result<ReassignmentResults, i16>),
     /// The tick was handled.
     Done,
 }
@@ -413,6 +418,9 @@ impl Controller {
             ControllerRequest::ElectLeaders(request) => {
                 ControllerReply::ElectLeaders(self.elect_leaders(&request).await)
             }
+            ControllerRequest::AlterReassignments(request) => {
+                ControllerReply::AlterReassignments(self.alter_reassignments(&request).await)
+            }
             ControllerRequest::BalanceLeaders => {
                 self.balance_leaders().await;
                 ControllerReply::Done
@@ -546,9 +554,10 @@ impl Controller {
     async fn alter_partition(&mut self, change: &IsrChange) -> Result<PartitionState, i16> {
         let not_controller = ErrorCode::NotController.code();
         let image = self.current().await.map_err(|e| refusal(e).0.code())?;
-        let record = match isr::plan(&image, change, &self.config)? {
+        let (record, new_leader) = match isr::plan(&image, change, &self.config)? {
             Planned::Unchanged(state) => return Ok(state),
-            Planned::Change(record) => record,
+            Planned::Change(record) => (record, false),
+            Planned::NewLeader(record) => (record, true),
         };
         let record = ApiMessageAndVersion::latest(
             spate_net::metadata_records::MetadataRecord::PartitionChange(record),
@@ -562,6 +571,14 @@ impl Controller {
             partition = change.partition,
             "ISR changed"
         );
+        if new_leader {
+            tracing::info!(
+                broker = change.broker_id,
+                partition = change.partition,
+                "ISR change completed a reassignment and moved the leadership"
+            );
+            return Err(ErrorCode::NewLeaderElected.code());
+        }
         committed
             .topic_by_id(&change.topic_id)
             .and_then(|t| t.partitions.get(usize::try_from(change.partition).ok()?))
@@ -581,6 +598,24 @@ impl Controller {
                 .await
                 .map_err(|e| refusal(e).0.code())?;
             tracing::info!(partitions = count, "leaders elected (ElectLeaders)");
+        }
+        Ok(results)
+    }
+
+    /// AlterPartitionReassignments (`metadata/reassignment.rs`), answered once every
+    /// shard applied the change.
+    async fn alter_reassignments(
+        &mut self,
+        request: &ReassignmentRequest,
+    ) -> Result<ReassignmentResults, i16> {
+        let image = self.current().await.map_err(|e| refusal(e).0.code())?;
+        let (records, results) = reassignment::plan(&image, request, &self.config);
+        if !records.is_empty() {
+            let count = records.len();
+            self.commit(&image, records)
+                .await
+                .map_err(|e| refusal(e).0.code())?;
+            tracing::info!(partitions = count, "partition reassignments altered");
         }
         Ok(results)
     }
@@ -708,6 +743,7 @@ impl Controller {
             | ControllerRequest::DescribeQuorum
             | ControllerRequest::AlterPartition(_)
             | ControllerRequest::ElectLeaders(_)
+            | ControllerRequest::AlterReassignments(_)
             | ControllerRequest::BalanceLeaders
             | ControllerRequest::Forwarded(_) => return Vec::new(),
         };
@@ -854,6 +890,7 @@ impl Controller {
             | ControllerRequest::DescribeQuorum
             | ControllerRequest::AlterPartition(_)
             | ControllerRequest::ElectLeaders(_)
+            | ControllerRequest::AlterReassignments(_)
             | ControllerRequest::BalanceLeaders
             | ControllerRequest::Forwarded(_) => {}
         }
@@ -1160,6 +1197,7 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
         | ControllerRequest::DescribeQuorum
         | ControllerRequest::AlterPartition(_)
         | ControllerRequest::ElectLeaders(_)
+        | ControllerRequest::AlterReassignments(_)
         | ControllerRequest::BalanceLeaders => Vec::new(),
     }
 }

@@ -2,7 +2,7 @@
 //! (`spate_replication::AppClient`): brokers' registrations and heartbeats, and the
 //! metadata changes a node that is not the active controller forwards to it (Kafka's
 //! request forwarding: CreateTopics, DeleteTopics, CreatePartitions, config changes,
-//! ElectLeaders, producer-id blocks, and partition leaders' AlterPartition reach the
+//! ElectLeaders, AlterPartitionReassignments, producer-id blocks, and partition leaders' AlterPartition reach the
 //! active controller from any broker).
 //!
 //! A forwarded change is answered with each item's error and the metadata offset its
@@ -23,6 +23,7 @@ use crate::metadata::election::ElectionResults;
 use crate::metadata::isr::PartitionState;
 use crate::metadata::publish::{Published, PublishedOffset};
 use crate::metadata::quorum_view::QuorumView;
+use crate::metadata::reassignment::ReassignmentResults;
 
 /// What one node asks of the active controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +52,11 @@ pub enum ForwardedReply {
     /// An ElectLeaders' outcome and the metadata offset that holds it.
     ElectLeaders {
         result: Result<ElectionResults, i16>,
+        offset: Option<u64>,
+    },
+    /// An AlterPartitionReassignments' outcome and the metadata offset that holds it.
+    AlterReassignments {
+        result: Result<ReassignmentResults, i16>,
         offset: Option<u64>,
     },
     /// The receiver is not the active controller any more.
@@ -87,6 +93,7 @@ pub async fn forward(
     let quorum = matches!(request, ControllerRequest::DescribeQuorum);
     let alter_partition = matches!(request, ControllerRequest::AlterPartition(_));
     let elect_leaders = matches!(request, ControllerRequest::ElectLeaders(_));
+    let reassignments = matches!(request, ControllerRequest::AlterReassignments(_));
     let answer = client
         .call(encode(&ControllerCall::Forward(request)))
         .await
@@ -108,6 +115,9 @@ pub async fn forward(
         }
         if elect_leaders {
             return ControllerReply::ElectLeaders(Err(ErrorCode::NotController.code()));
+        }
+        if reassignments {
+            return ControllerReply::AlterReassignments(Err(ErrorCode::NotController.code()));
         }
         ControllerReply::Topics(
             names
@@ -146,6 +156,10 @@ pub async fn forward(
         Ok(ForwardedReply::ElectLeaders { result, offset }) => {
             catch_up(published, offset).await;
             ControllerReply::ElectLeaders(result)
+        }
+        Ok(ForwardedReply::AlterReassignments { result, offset }) => {
+            catch_up(published, offset).await;
+            ControllerReply::AlterReassignments(result)
         }
         Ok(ForwardedReply::ProducerId(r)) => ControllerReply::ProducerId(r),
         Ok(ForwardedReply::Quorum(r)) => ControllerReply::Quorum(r),
@@ -213,7 +227,8 @@ pub fn app_handler(
                 Ok(ControllerReply::Quorum(Err(_))) => return AppReply::NotLeader { leader: None },
                 Ok(
                     ControllerReply::AlterPartition(Err(code))
-                    | ControllerReply::ElectLeaders(Err(code)),
+                    | ControllerReply::ElectLeaders(Err(code))
+                    | ControllerReply::AlterReassignments(Err(code)),
                 ) if code == ErrorCode::NotController.code() => {
                     return AppReply::NotLeader { leader: None }
                 }
@@ -225,6 +240,12 @@ pub fn app_handler(
                 }
                 Ok(ControllerReply::ElectLeaders(result)) => {
                     serde_json::to_vec(&ForwardedReply::ElectLeaders {
+                        result,
+                        offset: published.get(),
+                    })
+                }
+                Ok(ControllerReply::AlterReassignments(result)) => {
+                    serde_json::to_vec(&ForwardedReply::AlterReassignments {
                         result,
                         offset: published.get(),
                     })

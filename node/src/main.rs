@@ -122,6 +122,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Broker-wide limits, shared by every shard (see budget.rs).
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
     let connection_limit = budget::ConnectionLimit::new(config.max_connections);
+    let replication_quotas = Arc::new(replica::quota::ReplicationQuotas::default());
     let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
     // The registry's ids as the shards' schema validation reads them.
     let schemas = Arc::new(schema_registry::SchemaIndex::default());
@@ -136,6 +137,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             listeners: listeners.iter().cloned().zip(sockets).collect(),
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
+            replication_quotas: replication_quotas.clone(),
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),

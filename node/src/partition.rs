@@ -501,6 +501,14 @@ impl Partition {
         self.progress.notify(usize::MAX);
     }
 
+    /// The replica is no longer this broker's (a reassignment moved it): it leads and
+    /// follows nothing any more, and whoever waits on it wakes to find that out.
+    pub fn stop_replica(&self) {
+        let hw = self.high_watermark();
+        *self.replica.borrow_mut() = Role::unassigned(hw);
+        self.progress.notify(usize::MAX);
+    }
+
     /// A follower fetched from this leader at `fetch_offset`: its progress, and the ISR
     /// to propose if it has caught up (Kafka's maybeExpandIsr). Wakes the waiters when
     /// the high watermark moved.

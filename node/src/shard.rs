@@ -62,6 +62,8 @@ pub struct ShardContext {
     pub request_memory: Arc<RequestMemory>,
     /// Broker-wide count of open client connections (`max_connections`).
     pub connection_limit: Arc<ConnectionLimit>,
+    /// Broker-wide replication throttles (`replica/quota.rs`).
+    pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
@@ -269,17 +271,43 @@ impl ShardContext {
                 }
             }
         }
-        // Deleted topics (or a topic re-created under the same name: a new id).
-        let gone: Vec<PartitionKey> = self
+        // Partitions of deleted topics (or of a topic re-created under the same name:
+        // a new id), and replicas a reassignment moved off this broker.
+        let me = self.config.node_id;
+        let gone: Vec<(PartitionKey, bool)> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|(k, p)| image.topic(&k.topic).is_none_or(|t| t.id != p.topic_id))
-            .map(|(k, _)| k.clone())
+            .filter_map(|(k, p)| match image.topic(&k.topic) {
+                Some(t) if t.id == p.topic_id => {
+                    let moved = usize::try_from(k.partition)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .is_none_or(|info| !info.is_replica(me));
+                    moved.then(|| (k.clone(), true))
+                }
+                _ => Some((k.clone(), false)),
+            })
             .collect();
-        for key in gone {
+        self.offline.borrow_mut().retain(|k, _| {
+            let moved = image
+                .partition(&k.topic, k.partition)
+                .is_some_and(|info| !info.is_replica(me));
+            if moved {
+                self.log_dirs.forget(&k.topic, k.partition);
+            }
+            !moved
+        });
+        for (key, moved) in gone {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
+                if moved {
+                    // No longer a replica here (Kafka's StopReplica with deletion): the
+                    // role ends first, so waiting requests and the fetcher let go.
+                    p.stop_replica();
+                    self.log_dirs.forget(&key.topic, key.partition);
+                    tracing::info!(topic = %key.topic, partition = key.partition, "replica moved off this broker; deleting its log");
+                }
                 // Renamed first (in its own log dir), then removed; requests still
                 // holding it get errors.
                 let dir = p.log.dir();
@@ -412,6 +440,13 @@ impl ShardContext {
             tracing::error!(error = %e, "reconfiguring the log cleaner failed");
         }
         self.connection_limit.set_limit(live.max_connections);
+        let quotas = &self.replication_quotas;
+        quotas
+            .leader
+            .set_rate(live.leader_replication_throttled_rate);
+        quotas
+            .follower
+            .set_rate(live.follower_replication_throttled_rate);
     }
 
     /// Fail the log dir of a partition whose writes failed for good, and take every
@@ -680,6 +715,7 @@ pub struct ShardStart {
     pub listeners: Vec<(Arc<crate::security::Listener>, std::net::TcpListener)>,
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
+    pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
@@ -722,6 +758,7 @@ async fn serve(start: ShardStart) {
         ready,
         request_memory,
         connection_limit,
+        replication_quotas,
         cleaner,
         schemas,
         log_dirs,
@@ -748,6 +785,7 @@ async fn serve(start: ShardStart) {
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
         connection_limit,
+        replication_quotas,
         schemas,
         log_dirs,
         authorizer: Authorizer::from_config(&config.authorizer),

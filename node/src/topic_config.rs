@@ -249,12 +249,11 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "follower.replication.throttled.replicas",
-        doc: "Accepted; a single node has no followers to throttle.",
+        doc: "Replicas (partition:broker, or *) whose followers' fetches count against follower.replication.throttled.rate.",
         kind: ConfigType::List,
         broker_synonym: "follower.replication.throttled.replicas",
         default: |_| String::new(),
-        // Replication throttling: no followers on a single node.
-        validate: |_| Ok(()),
+        validate: crate::replica::quota::validate_replica_list,
     },
     TopicConfigDef {
         name: "index.interval.bytes",
@@ -266,11 +265,11 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "leader.replication.throttled.replicas",
-        doc: "Accepted; a single node has no followers to throttle.",
+        doc: "Replicas (partition:broker, or *) whose leader's sends to followers count against leader.replication.throttled.rate.",
         kind: ConfigType::List,
         broker_synonym: "leader.replication.throttled.replicas",
         default: |_| String::new(),
-        validate: |_| Ok(()),
+        validate: crate::replica::quota::validate_replica_list,
     },
     TopicConfigDef {
         name: "max.compaction.lag.ms",

@@ -18,20 +18,17 @@ use crate::topic_config::{self, ConfigType};
 pub type Refusal = (ErrorCode, String);
 
 /// The dynamic configs of `resource` (a broker id or "" for the cluster default) once
-/// `change` is applied.
+/// `change` is applied. Planned on the active controller, which may be another broker
+/// than the one changed: the receiving broker checked that the id is its own
+/// (`handlers/configs.rs`), as Kafka's brokers do before forwarding; `base` (the
+/// controller's static config) stands in for that broker's when the result is checked.
 pub fn plan(
     image: &MetadataImage,
     base: &BrokerConfig,
     resource: &str,
     change: ConfigChange,
 ) -> Result<BTreeMap<String, String>, Refusal> {
-    let node_id = base.node_id;
-    if !resource.is_empty() && resource != node_id.to_string() {
-        return Err((
-            ErrorCode::InvalidRequest,
-            format!("Unexpected broker id, expected {node_id}, but received {resource}"),
-        ));
-    }
+    let node_id = resource.parse().unwrap_or(base.node_id);
     let current = image
         .broker_configs
         .get(resource)
@@ -284,11 +281,19 @@ mod tests {
                 "Config value append is not allowed for config key: log.retention.ms".into()
             )
         );
+        // Another broker's configs are planned here too (the active controller plans
+        // every broker's; the receiving broker checked the id).
         assert_eq!(
-            plan(&img, BrokerConfig::embedded_default(), "1", inc(&[]))
-                .unwrap_err()
-                .0,
-            ErrorCode::InvalidRequest
+            plan(
+                &img,
+                BrokerConfig::embedded_default(),
+                "1",
+                inc(&[("log.cleaner.threads", alter_op::SET, Some("2"))])
+            ),
+            Ok(BTreeMap::from([(
+                "log.cleaner.threads".to_string(),
+                "2".to_string()
+            )]))
         );
         assert!(configs(plan(
             &img,

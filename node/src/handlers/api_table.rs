@@ -14,6 +14,10 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::ElectLeaders => {
             "PREFERRED and UNCLEAN, made by the active controller (forwarded from any broker); ALTER on the cluster (docs/failures.md)"
         }
+        ApiKey::AlterPartitionReassignments => {
+            "made by the active controller (forwarded from any broker); ALTER on the cluster; moves are throttled by Kafka's replication quotas (docs/configuration.md)"
+        }
+        ApiKey::ListPartitionReassignments => "from the broker's metadata image; DESCRIBE on the cluster",
         ApiKey::ConsumerGroupHeartbeat => {
             "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
         }
@@ -51,8 +55,6 @@ fn served_note(key: ApiKey) -> &'static str {
 const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
-const REASSIGNMENT: &str =
-    "partition reassignment (moving replicas between brokers) is not implemented";
 const SHARE: &str = "share groups (KIP-932) are not implemented";
 const SHARE_STATE: &str = "share-group state API between brokers (KIP-932), not served to clients";
 
@@ -84,7 +86,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | ExpireDelegationToken
         | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
-        AlterPartitionReassignments | ListPartitionReassignments => REASSIGNMENT,
         AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"

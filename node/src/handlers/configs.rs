@@ -248,6 +248,21 @@ async fn change(
         .collect()
 }
 
+/// A BROKER resource naming another broker is refused here, before the change goes to
+/// the active controller (Kafka's `ConfigAdminManager.preprocess`): a broker changes
+/// only its own dynamic configs and the cluster default.
+fn other_broker(ctx: &ShardContext, kind: i8, name: &str) -> Option<(i16, Option<String>)> {
+    let me = ctx.config.node_id;
+    (kind == RESOURCE_BROKER && !name.is_empty() && name != me.to_string()).then(|| {
+        (
+            ErrorCode::InvalidRequest.code(),
+            Some(format!(
+                "Unexpected broker id, expected {me}, but received {name}"
+            )),
+        )
+    })
+}
+
 /// Is `name` this broker's id, as a BROKER_LOGGER resource must be?
 fn logger_resource(ctx: &ShardContext, name: &str) -> Result<(), (ErrorCode, String)> {
     match name.parse::<i32>() {
@@ -305,7 +320,10 @@ async fn apply(
 ) -> Vec<(i16, Option<String>)> {
     let denied: Vec<Option<(i16, Option<String>)>> = resources
         .iter()
-        .map(|(kind, name, _)| config_denied(ctx, caller, Operation::AlterConfigs, *kind, name))
+        .map(|(kind, name, _)| {
+            config_denied(ctx, caller, Operation::AlterConfigs, *kind, name)
+                .or_else(|| other_broker(ctx, *kind, name))
+        })
         .collect();
     let of_type = |kind: i8| -> Vec<(String, ConfigChange)> {
         resources

@@ -22,6 +22,7 @@ use super::leader_hints;
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, Watch};
 use crate::metrics::record_count;
 use crate::partition::Reader;
+use crate::replica::quota;
 use crate::route;
 use crate::security::Listener;
 use crate::shard::ShardContext;
@@ -73,6 +74,12 @@ struct Wanted {
     error: Option<i16>,
     /// Not settled: the partition may still have readable data that fits.
     wants_more: bool,
+    /// A follower's fetch of a replica `leader.replication.throttled.replicas` names:
+    /// its bytes count against the leader's replication quota.
+    quota_counted: bool,
+    /// ...and held back in this request (the follower is out of sync and the quota is
+    /// exceeded): read for its offsets only, never waited for.
+    throttled: bool,
 }
 
 impl Wanted {
@@ -148,6 +155,10 @@ pub async fn handle(
         }
     };
     let image = ctx.image();
+    // Kafka's leader-side replication quota (`replica/quota.rs`).
+    let follower_id = req.replica_id.max(req.replica_state.replica_id);
+    let quota = &ctx.replication_quotas.leader;
+    let me = ctx.config.node_id;
     let mut responses = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
     for (ti, topic) in req.topics.iter().enumerate() {
@@ -170,48 +181,59 @@ pub async fn handle(
             };
             match &resolved {
                 Some(_) if denied => data.error_code = ErrorCode::TopicAuthorizationFailed.code(),
-                Some(name) => wanted.push(Wanted {
-                    topic: ti,
-                    part: pi,
-                    key: PartitionKey {
-                        topic: Arc::from(name.as_str()),
-                        partition: p.partition,
-                    },
-                    fetch_offset: p.fetch_offset,
-                    next: p.fetch_offset,
-                    limit: p.partition_max_bytes.max(0) as usize,
-                    taken: 0,
-                    batches: Vec::new(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    last_stable_offset: -1,
-                    aborted: Vec::new(),
-                    // Followers read everything written, transactions or not.
-                    read_committed: !follower && req.isolation_level == READ_COMMITTED,
-                    current_leader_epoch: p.current_leader_epoch,
-                    last_fetched_epoch: p.last_fetched_epoch,
-                    reader: match reader {
-                        Reader::Follower {
-                            broker,
-                            broker_epoch,
-                            reports_end,
-                            ..
-                        } => Reader::Follower {
-                            broker,
-                            broker_epoch,
-                            reports_end,
-                            log_start: p.log_start_offset,
+                Some(name) => {
+                    let quota_counted = follower
+                        && quota::throttled(&image, name, p.partition, quota::LEADER_REPLICAS, me);
+                    let throttled = quota_counted
+                        && !image
+                            .partition(name, p.partition)
+                            .is_some_and(|info| info.isr.contains(&follower_id))
+                        && quota.exceeded();
+                    wanted.push(Wanted {
+                        topic: ti,
+                        part: pi,
+                        key: PartitionKey {
+                            topic: Arc::from(name.as_str()),
+                            partition: p.partition,
                         },
-                        other => other,
-                    },
-                    readable_end: -1,
-                    diverging: None,
-                    same_rack: client_rack
-                        .and_then(|rack| same_rack(ctx, &image, name, p.partition, rack)),
-                    preferred_read_replica: None,
-                    error: None,
-                    wants_more: true,
-                }),
+                        fetch_offset: p.fetch_offset,
+                        next: p.fetch_offset,
+                        limit: p.partition_max_bytes.max(0) as usize,
+                        taken: 0,
+                        batches: Vec::new(),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        last_stable_offset: -1,
+                        aborted: Vec::new(),
+                        // Followers read everything written, transactions or not.
+                        read_committed: !follower && req.isolation_level == READ_COMMITTED,
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: p.last_fetched_epoch,
+                        reader: match reader {
+                            Reader::Follower {
+                                broker,
+                                broker_epoch,
+                                reports_end,
+                                ..
+                            } => Reader::Follower {
+                                broker,
+                                broker_epoch,
+                                reports_end,
+                                log_start: p.log_start_offset,
+                            },
+                            other => other,
+                        },
+                        readable_end: -1,
+                        diverging: None,
+                        same_rack: client_rack
+                            .and_then(|rack| same_rack(ctx, &image, name, p.partition, rack)),
+                        preferred_read_replica: None,
+                        error: None,
+                        wants_more: true,
+                        quota_counted,
+                        throttled,
+                    })
+                }
                 None => data.error_code = ErrorCode::UnknownTopicId.code(),
             }
             out.partitions.push(data);
@@ -265,6 +287,16 @@ pub async fn handle(
     }
 
     trim_to_kafka_bounds(&mut wanted, max_total);
+    // Every throttled partition's bytes count, in sync or not (Kafka's
+    // `sizeOfThrottledPartitions`).
+    let counted: usize = wanted
+        .iter()
+        .filter(|w| w.quota_counted && w.error.is_none())
+        .map(|w| w.taken)
+        .sum();
+    if counted > 0 {
+        quota.record(counted);
+    }
     // KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER answers.
     let mut leaders = std::collections::BTreeSet::new();
     for w in wanted {
@@ -469,8 +501,13 @@ async fn read_round(
     let mut ops = Vec::with_capacity(which.len());
     for &i in which {
         let w = &wanted[i];
-        let allowance = w.room().min(share).min(rem);
-        let min_one = std::mem::take(&mut first);
+        // A throttled partition gets no bytes, not even KIP-74's first batch.
+        let allowance = if w.throttled {
+            0
+        } else {
+            w.room().min(share).min(rem)
+        };
+        let min_one = !w.throttled && std::mem::take(&mut first);
         if allowance == 0 && !min_one && !all {
             continue;
         }
@@ -556,7 +593,7 @@ async fn read_round(
                 // Not settled only when the allowance, not the data or the partition
                 // limit, stopped the read.
                 let exhausted = w.next >= readable_end;
-                w.wants_more = !exhausted && w.room() > 0 && !full;
+                w.wants_more = !exhausted && w.room() > 0 && !full && !w.throttled;
                 stuck |= w.wants_more;
             }
             PartitionReply::FetchError {
@@ -601,7 +638,11 @@ async fn wait_for_data(
         .map(|_| (Vec::new(), Vec::new()))
         .collect();
     for (pos, (w, &seen)) in wanted.iter().zip(seen).enumerate() {
-        if w.error.is_some() || w.diverging.is_some() || w.preferred_read_replica.is_some() {
+        if w.error.is_some()
+            || w.diverging.is_some()
+            || w.preferred_read_replica.is_some()
+            || w.throttled
+        {
             continue;
         }
         let nearby = w.reader == Reader::ConsumerNearby;

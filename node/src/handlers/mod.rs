@@ -18,6 +18,7 @@ mod offsets;
 mod produce;
 mod producer;
 mod quotas;
+mod reassignments;
 mod scram;
 mod topics;
 mod txn;
@@ -414,6 +415,16 @@ pub async fn dispatch(
                 elect_leaders::handle(&ctx, req, &caller).await
             })
         }
+        RequestBody::AlterPartitionReassignments(req) => {
+            let caller = session.caller();
+            later(header, async move {
+                reassignments::alter(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::ListPartitionReassignments(req) => Dispatched::Respond(frame(
+            &header,
+            &reassignments::list(&ctx, &req, &session.caller()),
+        )),
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
             &header,
             &describe_topic_partitions::handle(

@@ -40,6 +40,11 @@ pub struct PartitionInfo {
     /// Kafka's `LeaderRecoveryState`: [`RECOVERED`], or [`RECOVERING`] after an unclean
     /// election until the leader reports its log recovered (AlterPartition).
     pub leader_recovery_state: i8,
+    /// Replicas a reassignment in progress adds (they are in `replicas` too).
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress removes once the others are in sync (they
+    /// are in `replicas` too, after the target's).
+    pub removing_replicas: Vec<i32>,
 }
 
 /// `LeaderRecoveryState.RECOVERED`: the leader's log is consistent.
@@ -52,6 +57,11 @@ impl PartitionInfo {
     /// Whether `node` holds a replica (and so opens the partition's log).
     pub fn is_replica(&self, node: i32) -> bool {
         self.replicas.contains(&node)
+    }
+
+    /// Whether a reassignment is in progress (Kafka's `isReassignmentInProgress`).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
     }
 }
 
@@ -303,6 +313,8 @@ impl MetadataImage {
             partition_epoch: r.partition_epoch,
             directories: r.directories.iter().map(|d| d.0).collect(),
             leader_recovery_state: r.leader_recovery_state,
+            adding_replicas: r.adding_replicas.clone(),
+            removing_replicas: r.removing_replicas.clone(),
         };
         match usize::try_from(index) {
             Ok(i) if i < topic.partitions.len() => topic.partitions[i] = info,
@@ -334,6 +346,12 @@ impl MetadataImage {
         }
         if let Some(isr) = &r.isr {
             p.isr = isr.clone();
+        }
+        if let Some(adding) = &r.adding_replicas {
+            p.adding_replicas = adding.clone();
+        }
+        if let Some(removing) = &r.removing_replicas {
+            p.removing_replicas = removing.clone();
         }
         if let Some(dirs) = &r.directories {
             p.directories = dirs.iter().map(|d| d.0).collect();

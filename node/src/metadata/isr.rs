@@ -65,6 +65,10 @@ impl PartitionState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Planned {
     Change(PartitionChangeRecord),
+    /// The change completes a reassignment that removes the asking leader: written,
+    /// and answered NEW_LEADER_ELECTED (Kafka: the leader must learn the new state
+    /// from its metadata before it asks again).
+    NewLeader(PartitionChangeRecord),
     Unchanged(PartitionState),
 }
 
@@ -144,9 +148,14 @@ pub fn plan(
         recovery,
         &active,
     ) {
-        // The leader is an active member of the new ISR (checked above), so the change
-        // keeps it; Kafka's NEW_LEADER_ELECTED comes only with reassignments, which
-        // Spate does not have.
+        // The leader is an active member of the new ISR (checked above), so only a
+        // reassignment this change completes, removing the leader, moves leadership.
+        Some(record)
+            if record.leader != leadership::NO_LEADER_CHANGE
+                && record.leader != change.broker_id =>
+        {
+            Ok(Planned::NewLeader(record))
+        }
         Some(record) => Ok(Planned::Change(record)),
         None => Ok(Planned::Unchanged(PartitionState::of(p))),
     }
@@ -190,7 +199,7 @@ mod tests {
 
     fn apply(img: &mut MetadataImage, c: &IsrChange) -> PartitionState {
         match plan(img, c, BrokerConfig::embedded_default()).expect("accepted") {
-            Planned::Change(r) => {
+            Planned::Change(r) | Planned::NewLeader(r) => {
                 img.replay(&MetadataRecord::PartitionChange(r));
                 PartitionState::of(&img.topic("t").unwrap().partitions[0])
             }

@@ -1,7 +1,10 @@
 //! Partition leadership and ISR changes, as Kafka's controller makes them
-//! (`PartitionChangeBuilder`, without reassignments and without KIP-966's eligible
-//! leader replicas, which Spate does not build):
+//! (`PartitionChangeBuilder`, without KIP-966's eligible leader replicas, which Spate
+//! does not build):
 //!
+//! * [`build`] takes a partition to a [`Target`] (ISR, replicas, the reassignment in
+//!   progress, leader recovery state), completing a reassignment whose new replicas
+//!   are all in sync; [`change`] is the same for a new ISR only.
 //! * [`change`] turns a partition's target ISR, an election kind and a target leader
 //!   recovery state into the `PartitionChangeRecord` that gets there, or nothing when
 //!   the partition already is there. An ISR change bumps the partition epoch only; a
@@ -41,10 +44,61 @@ pub enum Election {
     Unclean,
 }
 
+/// Where a change takes a partition: its ISR, replicas, the reassignment in progress
+/// and the leader recovery state (Kafka's `PartitionChangeBuilder` targets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// An empty ISR keeps the current one (the last member stays in sync).
+    pub isr: Vec<i32>,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+    pub recovery: i8,
+}
+
+impl Target {
+    /// The partition as it is: a change to nothing but what the caller sets.
+    pub fn of(p: &PartitionInfo) -> Self {
+        Target {
+            isr: p.isr.clone(),
+            replicas: p.replicas.clone(),
+            adding: p.adding_replicas.clone(),
+            removing: p.removing_replicas.clone(),
+            recovery: p.leader_recovery_state,
+        }
+    }
+
+    /// Kafka's `PartitionReassignmentReplicas.maybeCompleteReassignment`: once every
+    /// replica that stays is in the ISR, the removed replicas leave the replicas and
+    /// the ISR, and the reassignment is over. Not while that would leave the ISR or
+    /// the replicas empty.
+    fn complete_reassignment(&mut self) {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return;
+        }
+        let staying = |list: &[i32]| -> Vec<i32> {
+            list.iter()
+                .copied()
+                .filter(|r| !self.removing.contains(r))
+                .collect()
+        };
+        let isr = staying(&self.isr);
+        let replicas = staying(&self.replicas);
+        if isr.is_empty() || replicas.is_empty() || !replicas.iter().all(|r| isr.contains(r)) {
+            return;
+        }
+        self.isr = isr;
+        self.replicas = replicas;
+        self.adding.clear();
+        self.removing.clear();
+    }
+}
+
 /// The record that takes partition `index` of topic `topic_id` from `p` to
 /// `target_isr` with a leader chosen by `election` among the replicas `acceptable`
 /// allows, and to `target_recovery`; `None` when nothing would change. An empty target
-/// ISR keeps the current one (the last member stays in sync).
+/// ISR keeps the current one (the last member stays in sync). A reassignment in
+/// progress completes when the new ISR allows it (see [`build`]).
 pub fn change(
     topic_id: [u8; 16],
     index: i32,
@@ -54,13 +108,37 @@ pub fn change(
     target_recovery: i8,
     acceptable: &dyn Fn(i32) -> bool,
 ) -> Option<PartitionChangeRecord> {
+    let target = Target {
+        isr: target_isr.to_vec(),
+        recovery: target_recovery,
+        ..Target::of(p)
+    };
+    build(topic_id, index, p, target, election, acceptable)
+}
+
+/// Kafka's `PartitionChangeBuilder.build`: the record that takes `p` to `target`.
+/// First a reassignment in progress completes if the target ISR holds every replica
+/// that stays; then the leader is elected among the target replicas (so a replica
+/// being removed, listed after the target's, leads only when no other can); a leader
+/// that stays while replicas leave still gets a new leader epoch (Kafka's
+/// `triggerLeaderEpochBumpForReplicaReassignmentIfNeeded`).
+pub fn build(
+    topic_id: [u8; 16],
+    index: i32,
+    p: &PartitionInfo,
+    mut target: Target,
+    election: Election,
+    acceptable: &dyn Fn(i32) -> bool,
+) -> Option<PartitionChangeRecord> {
     let mut record = PartitionChangeRecord {
         topic_id: Uuid(topic_id),
         partition_id: index,
         ..Default::default()
     };
+    target.complete_reassignment();
+    let target_isr = &target.isr;
     let valid = |r: i32| target_isr.contains(&r) && acceptable(r);
-    let (leader, unclean) = elect(p, election, &valid, acceptable);
+    let (leader, unclean) = elect(p, &target.replicas, election, &valid, acceptable);
     if leader != p.leader {
         record.leader = leader;
         if unclean {
@@ -70,28 +148,59 @@ pub fn change(
                 record.leader_recovery_state = RECOVERING;
             }
         }
+    } else if !p.replicas.iter().all(|r| target.replicas.contains(r)) {
+        // Replicas leave: their fetches of this epoch must be fenced.
+        record.leader = p.leader;
     }
-    if record.isr.is_none() && !target_isr.is_empty() && target_isr != p.isr.as_slice() {
-        record.isr = Some(target_isr.to_vec());
+    if record.isr.is_none() && !target.isr.is_empty() && target.isr != p.isr {
+        record.isr = Some(target.isr.clone());
     }
-    if target_recovery != p.leader_recovery_state {
-        record.leader_recovery_state = target_recovery;
+    if !target.replicas.is_empty() && target.replicas != p.replicas {
+        record.directories = Some(
+            target
+                .replicas
+                .iter()
+                .map(|r| {
+                    let at = p.replicas.iter().position(|x| x == r);
+                    Uuid(
+                        at.and_then(|i| p.directories.get(i))
+                            .copied()
+                            .unwrap_or([0; 16]),
+                    )
+                })
+                .collect(),
+        );
+        record.replicas = Some(target.replicas.clone());
+    }
+    if target.removing != p.removing_replicas {
+        record.removing_replicas = Some(target.removing.clone());
+    }
+    if target.adding != p.adding_replicas {
+        record.adding_replicas = Some(target.adding.clone());
+    }
+    if target.recovery != p.leader_recovery_state {
+        record.leader_recovery_state = target.recovery;
     }
     let no_op = record.leader == NO_LEADER_CHANGE
         && record.isr.is_none()
+        && record.replicas.is_none()
+        && record.adding_replicas.is_none()
+        && record.removing_replicas.is_none()
         && record.leader_recovery_state == -1;
     (!no_op).then_some(record)
 }
 
-/// The leader `election` picks and whether the pick is unclean (outside the ISR).
+/// The leader `election` picks among `replicas` (the target's) and whether the pick
+/// is unclean (outside the ISR).
 fn elect(
     p: &PartitionInfo,
+    replicas: &[i32],
     election: Election,
     valid: &dyn Fn(i32) -> bool,
     acceptable: &dyn Fn(i32) -> bool,
 ) -> (i32, bool) {
     if election == Election::Preferred {
-        if let Some(&preferred) = p.replicas.first().filter(|&&r| valid(r)) {
+        if let Some(&preferred) = replicas.first().filter(|&&r| valid(r)) {
             return (preferred, false);
         }
     }
@@ -99,11 +208,11 @@ fn elect(
         return (p.leader, false);
     }
     let skip = usize::from(election == Election::Preferred);
-    if let Some(&r) = p.replicas.iter().skip(skip).find(|&&r| valid(r)) {
+    if let Some(&r) = replicas.iter().skip(skip).find(|&&r| valid(r)) {
         return (r, false);
     }
     if election == Election::Unclean {
-        if let Some(&r) = p.replicas.iter().find(|&&r| acceptable(r)) {
+        if let Some(&r) = replicas.iter().find(|&&r| acceptable(r)) {
             return (r, true);
         }
     }
@@ -365,6 +474,8 @@ pub(crate) mod tests {
             partition_epoch: 5,
             directories: Vec::new(),
             leader_recovery_state: RECOVERED,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let all = |_| true;
         let r = change([1; 16], 0, &p, &p.isr, Election::Preferred, RECOVERED, &all);

@@ -16,6 +16,7 @@ mod migrate;
 pub mod placement;
 pub mod publish;
 pub mod quorum_view;
+pub mod reassignment;
 pub mod records;
 
 pub use boot::MetadataQuorum;

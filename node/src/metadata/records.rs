@@ -363,6 +363,8 @@ fn partition_record(topic_id: [u8; 16], index: i32, p: &PartitionInfo) -> ApiMes
         partition_epoch: p.partition_epoch,
         directories: p.directories.iter().map(|d| Uuid(*d)).collect(),
         leader_recovery_state: p.leader_recovery_state,
+        adding_replicas: p.adding_replicas.clone(),
+        removing_replicas: p.removing_replicas.clone(),
         ..Default::default()
     }))
 }
@@ -418,6 +420,17 @@ mod tests {
             isr: Some(vec![]),
             ..Default::default()
         }));
+        // A reassignment in progress survives the snapshot.
+        img.replay(&MetadataRecord::PartitionChange(PartitionChangeRecord {
+            partition_id: 2,
+            topic_id: Uuid([1; 16]),
+            replicas: Some(vec![1, 2, 0]),
+            adding_replicas: Some(vec![1, 2]),
+            removing_replicas: Some(vec![0]),
+            directories: Some(vec![Uuid::ZERO; 3]),
+            ..Default::default()
+        }));
+        assert!(img.partition("a", 2).unwrap().is_reassigning());
         let m = ScramMechanism::Sha512;
         let credential = ScramCredential::from_salted_password(m, b"salt", &[7; 64], 4096);
         img.replay_all(&[

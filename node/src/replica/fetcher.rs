@@ -20,6 +20,7 @@ use spate_net::{ApiKey, ErrorCode, Uuid};
 
 use crate::mesh::PartitionKey;
 use crate::partition::Partition;
+use crate::replica::quota;
 use crate::shard::ShardContext;
 
 /// Fetch version the followers speak: topic ids (v13), the replica's broker epoch in
@@ -52,6 +53,9 @@ struct Asked {
     partition: Rc<Partition>,
     offset: i64,
     epoch: i32,
+    /// `follower.replication.throttled.replicas` names this replica: what the leader
+    /// sends for it counts against the follower's replication quota.
+    quota_counted: bool,
 }
 
 /// The fetcher of the partitions this shard follows on broker `leader`; it ends when
@@ -85,14 +89,34 @@ async fn run(ctx: Rc<ShardContext>, leader: i32) {
                     .iter()
                     .any(|(key, p)| key == k && p.known_epoch() == *epoch)
         });
+        let image = ctx.image();
+        let me = ctx.config.node_id;
+        let quota = &ctx.replication_quotas.follower;
         let asked: Vec<Asked> = followed
             .into_iter()
             .filter(|(k, p)| !held.contains_key(k) && p.log.writable().is_ok())
             .map(|(key, partition)| Asked {
                 offset: partition.log.log_end_offset(),
                 epoch: partition.known_epoch(),
+                quota_counted: quota::throttled(
+                    &image,
+                    &key.topic,
+                    key.partition,
+                    quota::FOLLOWER_REPLICAS,
+                    me,
+                ),
                 key,
                 partition,
+            })
+            // Kafka's `shouldFollowerThrottle`: an out-of-sync throttled replica waits
+            // while the quota is exceeded (in sync, it is never held back).
+            .filter(|a| {
+                let in_sync = || {
+                    image
+                        .partition(&a.key.topic, a.key.partition)
+                        .is_some_and(|info| info.isr.contains(&me))
+                };
+                !a.quota_counted || in_sync() || !quota.exceeded()
             })
             .collect();
         if asked.is_empty() {
@@ -101,7 +125,6 @@ async fn run(ctx: Rc<ShardContext>, leader: i32) {
             compio::time::sleep(wait.clamp(Duration::from_millis(1), backoff(&ctx))).await;
             continue;
         }
-        let image = ctx.image();
         let request = fetch_request(&ctx, &image, &asked);
         let limit =
             (ctx.config.replica_fetch_response_max_bytes).saturating_add(OVERSIZED_BATCH_ROOM);
@@ -237,6 +260,9 @@ async fn apply(
                     continue;
                 }
                 let records = data.records.as_ref().filter(|r| !r.is_empty());
+                if let Some(r) = records.filter(|_| a.quota_counted) {
+                    ctx.replication_quotas.follower.record(r.len());
+                }
                 let write = records.map(|r| a.partition.append_replicated(r.to_contiguous()));
                 appended.push((a, write, data.high_watermark, data.log_start_offset));
             }

@@ -5,6 +5,7 @@
 //! - `leader`: the leader's followers, in-sync replicas and high watermark;
 //! - `fetcher`: a follower's fetches from its leader (one task per leader and shard);
 //! - `isr`: the leader's ISR changes, proposed to the controller (AlterPartition);
+//! - `quota`: the replication throttles (Kafka's replication quotas);
 //! - this module: the role a partition holds and how metadata changes move it.
 //!
 //! The metadata image says who leads which epoch; the partition takes the role when
@@ -16,6 +17,7 @@
 pub mod fetcher;
 pub mod isr;
 pub mod leader;
+pub mod quota;
 
 pub use leader::{Assignment, Leadership};
 
