@@ -24,6 +24,8 @@ command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || apt_pkgs+=(maven)
 command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(npm)
+# ip and tc, for the nemesis test's network namespaces and cut links.
+{ command -v ip && command -v tc; } >/dev/null 2>&1 || apt_pkgs+=(iproute2)
 if ((${#apt_pkgs[@]})); then
   log "apt-get install ${apt_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -16,6 +16,7 @@
 #   SPATE_CLUSTER_CONTROLLER_PORTS  the three controller ports (default 9093,9193,9293)
 #   SPATE_CLUSTER_CORES        shards per node (default 1)
 #   SPATE_CLUSTER_CONFIG       a TOML file every node also reads (e.g. shorter sessions)
+#   SPATE_CLUSTER_RACKS        three rack names, one per node (broker_rack; default none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +25,13 @@ dir="${SPATE_CLUSTER_DIR:-cluster-data}"
 IFS=, read -r -a ports <<< "${SPATE_CLUSTER_PORTS:-9092,9192,9292}"
 IFS=, read -r -a cports <<< "${SPATE_CLUSTER_CONTROLLER_PORTS:-9093,9193,9293}"
 cores="${SPATE_CLUSTER_CORES:-1}"
+racks=()
+[ -n "${SPATE_CLUSTER_RACKS:-}" ] && IFS=, read -r -a racks <<< "$SPATE_CLUSTER_RACKS"
 nodes=(0 1 2)
 [ "${#ports[@]}" = 3 ] && [ "${#cports[@]}" = 3 ] || {
   echo "need three Kafka ports and three controller ports" >&2; exit 2; }
+[ "${#racks[@]}" = 0 ] || [ "${#racks[@]}" = 3 ] || {
+  echo "SPATE_CLUSTER_RACKS needs three rack names" >&2; exit 2; }
 
 voters="0@127.0.0.1:${cports[0]},1@127.0.0.1:${cports[1]},2@127.0.0.1:${cports[2]}"
 
@@ -38,7 +43,15 @@ start_node() {
   if running "$n"; then echo "node $n already runs (pid $(pid_of "$n"))"; return; fi
   mkdir -p "$dir/node-$n"
   local config=()
-  [ -n "${SPATE_CLUSTER_CONFIG:-}" ] && config=(--config "$SPATE_CLUSTER_CONFIG")
+  if [ "${#racks[@]}" = 3 ]; then
+    # The node's own file: its rack first (a top-level key), then the shared settings.
+    { echo "broker_rack = \"${racks[$n]}\""
+      if [ -n "${SPATE_CLUSTER_CONFIG:-}" ]; then cat "$SPATE_CLUSTER_CONFIG"; fi
+    } > "$dir/node-$n.toml"
+    config=(--config "$dir/node-$n.toml")
+  elif [ -n "${SPATE_CLUSTER_CONFIG:-}" ]; then
+    config=(--config "$SPATE_CLUSTER_CONFIG")
+  fi
   echo "=== start $(date -u +%FT%TZ) ===" >> "$dir/node-$n.log"
   nohup "$bin" "${config[@]}" --node-id "$n" --data-dir "$dir/node-$n" \
     --listen "127.0.0.1:${ports[$n]}" --controller-listen "127.0.0.1:${cports[$n]}" \

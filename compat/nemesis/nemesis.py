@@ -365,6 +365,21 @@ def isr_state(admin):
             for p in md.topics[TOPIC].partitions.values()}
 
 
+def wait_brokers(admin, count, timeout):
+    """Wait until the cluster's metadata lists `count` brokers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            brokers = admin.list_topics(timeout=5).brokers
+            if len(brokers) >= count:
+                return
+        except Exception:  # noqa: BLE001 - not answering yet
+            brokers = {}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(brokers)} of {count} brokers registered after {timeout}s")
+        time.sleep(0.5)
+
+
 def wait_full_isr(admin, log, timeout):
     deadline = time.monotonic() + timeout
     last = None
@@ -560,6 +575,8 @@ def main():
 
         from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": QUIET_LOGS})
+        # Listening is not registered: RF 3 needs all three brokers in the metadata.
+        wait_brokers(admin, 3, 60)
         fut = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={
             "min.insync.replicas": "2", "unclean.leader.election.enable": "false"})])
         fut[TOPIC].result(timeout=60)

@@ -190,7 +190,11 @@ def test_topic_admin_needs_create_alter_delete_describe(secured, kafka_libs):  #
     ask = {tp: OffsetSpec.latest()}
     assert bob.list_offsets(ask)[tp].result(timeout=OP_TIMEOUT).offset == 0
     # DELETE for DeleteRecords and DeleteTopics.
-    produce(broker.bootstrap, topic, [{"value": b"a"}, {"value": b"b"}], conf=conf("admin"))
+    # Partition 0 explicitly: the topic has two partitions by now.
+    reports = produce(broker.bootstrap, topic,
+                      [{"value": b"a", "partition": 0}, {"value": b"b", "partition": 0}],
+                      conf=conf("admin"))
+    assert [(e, p, o) for e, p, o, _, _ in reports] == [(None, 0, 0), (None, 0, 1)]
     cut = [TopicPartition(topic, 0, 1)]
     assert error_of(bob.delete_records(cut)[cut[0]]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert error_of(bob.delete_topics([topic])[topic]) == KafkaError.TOPIC_AUTHORIZATION_FAILED

@@ -6,6 +6,7 @@ leaderless until it comes back with every acknowledged record (one replica each)
 leaves every ISR of replicated topics, whose leaders move and whose elections answer
 as Kafka's, and the group and transaction coordinators move with the leadership of
 their internal partitions (replicated three times)."""
+import json
 import os
 import struct
 import subprocess
@@ -19,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
 from grouputil import RawClient, _str
+from test_idempotent_raw import Producer as RawProducer, record_batch
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.timeout(240),
@@ -31,7 +33,10 @@ NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR = 6, 16
 INTERNAL_PARTITIONS = 6
 SESSIONS = ("broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 2000\n"
             f"offsets_topic_num_partitions = {INTERNAL_PARTITIONS}\n"
-            f"transaction_state_num_partitions = {INTERNAL_PARTITIONS}\n")
+            f"transaction_state_num_partitions = {INTERNAL_PARTITIONS}\n"
+            # KIP-392: consumers naming their rack may be sent to a replica in it.
+            'replica_selector_class = "org.apache.kafka.common.replica.RackAwareReplicaSelector"\n')
+RACKS = ("rack-0", "rack-1", "rack-2")
 
 
 class Cluster:
@@ -46,7 +51,8 @@ class Cluster:
                         SPATE_CLUSTER_DIR=str(self.dir),
                         SPATE_CLUSTER_PORTS=",".join(map(str, self.ports)),
                         SPATE_CLUSTER_CONTROLLER_PORTS=",".join(str(free_port()) for _ in range(3)),
-                        SPATE_CLUSTER_CONFIG=str(config))
+                        SPATE_CLUSTER_CONFIG=str(config),
+                        SPATE_CLUSTER_RACKS=",".join(RACKS))
 
     def run(self, *args):
         r = subprocess.run([str(SCRIPT), *map(str, args)], env=self.env, capture_output=True,
@@ -90,16 +96,28 @@ def wait_for(what, check, timeout=30):
         time.sleep(0.2)
 
 
+def poll_records(consumer, count, then=0.0, timeout=60):
+    """Polls `consumer` until it has `count` records (or `timeout` s), then `then` s
+    more (to see that nothing else comes); [(partition, offset, key, value)]."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    end = time.monotonic() + then
+    while time.monotonic() < end:
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    return got
+
+
 def consume_all(bootstrap, topic, count, group):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + 60
-    while len(got) < count and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    got = poll_records(c, count)
     c.commit(asynchronous=False)
     committed = c.committed([TopicPartition(topic, p) for p in range(6)], timeout=10)
     c.close()
@@ -364,18 +382,8 @@ def test_transactions_span_brokers(cluster):
     reader = Consumer({"bootstrap.servers": cluster.bootstrap(0), "group.id": "span-reader",
                        "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     reader.subscribe(["txn-spread"])
-    got = []
-    deadline = time.monotonic() + 60
-    while len(got) < 61 and time.monotonic() < deadline:
-        m = reader.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append((m.key(), m.value()))
     # Nothing aborted shows up after the last committed record either.
-    end = time.monotonic() + 2
-    while time.monotonic() < end:
-        m = reader.poll(0.2)
-        if m is not None and m.error() is None:
-            got.append((m.key(), m.value()))
+    got = [(k, v) for _, _, k, v in poll_records(reader, 61, then=2)]
     reader.close()
     expected = [(b"c%d" % i, b"committed") for i in range(60)] + [(b"last", b"committed")]
     assert sorted(got) == sorted(expected)
@@ -497,12 +505,7 @@ def test_a_replicated_topic_loses_no_acknowledged_record_when_its_leader_is_kill
     c = Consumer({"bootstrap.servers": cluster.bootstrap(victim), "group.id": "replicated",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + 60
-    while len(got) < 660 and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append((m.partition(), m.offset(), m.key(), m.value()))
+    got = poll_records(c, 660)
     c.close()
     assert len(got) == 660
     assert sorted((p, o, v) for p, o, _, v in got) == sorted(acked)
@@ -664,17 +667,7 @@ def test_a_transaction_coordinator_killed_moves_with_its_partition(cluster):
         reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "txn-failover-reader",
                            "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
         reader.subscribe([topic])
-        got = []
-        deadline = time.monotonic() + 60
-        while len(got) < 90 and time.monotonic() < deadline:
-            m = reader.poll(0.5)
-            if m is not None and m.error() is None:
-                got.append((m.key(), m.value()))
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            m = reader.poll(0.2)
-            if m is not None and m.error() is None:
-                got.append((m.key(), m.value()))
+        got = [(k, v) for _, _, k, v in poll_records(reader, 90, then=2)]
         reader.close()
         expected = [(b"%s%d" % (tag, i), tag) for tag in (b"before", b"after", b"fresh")
                     for i in range(30)]
@@ -765,3 +758,84 @@ def test_kafka_reassign_partitions_moves_replicas_under_a_throttle(cluster, kafk
             got.append((m.offset(), m.value()))
     c.close()
     assert got == list(enumerate(values))
+
+
+def test_a_batch_behind_one_refused_for_too_few_replicas_is_refused_alike(cluster):
+    """An idempotent producer's batch refused with NOT_ENOUGH_REPLICAS leaves a gap in
+    its sequences. Kafka checks a connection's requests one after another, so the
+    batches pipelined behind it get the same refusal; Spate checks each on arrival, when
+    the ISR may be whole again, and then still answers NOT_ENOUGH_REPLICAS (not
+    OUT_OF_ORDER_SEQUENCE_NUMBER, on which librdkafka renumbers and resends every
+    unacknowledged batch, written ones included). The retry of the refused batch then
+    goes in, and the one behind it after it: every record once, in order."""
+    not_enough_replicas = 19
+    topic = "sequence-gap"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    # min.insync.replicas=3: one broker down is enough for the refusal.
+    for f in admin.create_topics([NewTopic(topic, 1, 3, config={
+            "min.insync.replicas": "3"})]).values():
+        f.result(timeout=30)
+    full_isr(admin, topic, [0])
+    leader = replicated(admin, topic)[0][0]
+    follower = (leader + 1) % 3
+    p = RawProducer(cluster.bootstrap(leader))
+    try:
+        pid, epoch = p.init_producer_id()
+        batches = [record_batch(pid, epoch, 3 * i, [b"r%d-%d" % (i, j) for j in range(3)])
+                   for i in range(3)]
+        assert p.produce(topic, 0, batches[0]) == (0, 0)
+        cluster.run("kill", follower)
+        wait_for("the ISR without the killed follower", lambda: follower not in
+                 replicated(admin, topic)[0][2], timeout=60)
+        assert p.produce(topic, 0, batches[1])[0] == not_enough_replicas
+        restarted(cluster, follower)
+        full_isr(admin, topic, [0])
+        # The ISR is whole again, but batch 2 skips batch 1's sequences.
+        assert p.produce(topic, 0, batches[2])[0] == not_enough_replicas
+        assert p.produce(topic, 0, batches[1]) == (0, 3)
+        assert p.produce(topic, 0, batches[2]) == (0, 6)
+    finally:
+        p.close()
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(leader), "group.id": topic,
+                  "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = [(o, v) for _, o, _, v in poll_records(c, 9)]
+    c.close()
+    assert got == [
+        (3 * i + j, b"r%d-%d" % (i, j)) for i in range(3) for j in range(3)]
+
+
+def test_a_consumer_in_a_followers_rack_reads_from_that_follower(cluster):
+    """KIP-392 through librdkafka: with the rack-aware replica selector on, a consumer
+    whose client.rack is a follower's rack is sent there by the leader
+    (preferred_read_replica) and reads every record from that follower, in order."""
+    topic = "nearby"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for f in admin.create_topics([NewTopic(topic, 1, 3)]).values():
+        f.result(timeout=30)
+    full_isr(admin, topic, [0])
+    leader = replicated(admin, topic)[0][0]
+    follower = (leader + 1) % 3
+    values = [b"near-%d" % i for i in range(200)]
+    p = Producer({"bootstrap.servers": cluster.bootstrap(0), "acks": "all"})
+    for v in values:
+        p.produce(topic, value=v, partition=0)
+    assert p.flush(30) == 0
+
+    fetched_from = set()
+
+    def on_stats(raw):
+        part = json.loads(raw).get("topics", {}).get(topic, {}).get("partitions", {}).get("0")
+        if part:
+            fetched_from.add((part["leader"], part["broker"]))
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap(0), "group.id": topic,
+                  "client.rack": RACKS[follower], "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "statistics.interval.ms": 200,
+                  "stats_cb": on_stats})
+    c.assign([TopicPartition(topic, 0, 0)])
+    # Then a second more, for the statistics after the last record.
+    got = [(o, v) for _, o, _, v in poll_records(c, len(values), then=1)]
+    c.close()
+    assert got == list(enumerate(values))
+    assert (leader, follower) in fetched_from, fetched_from

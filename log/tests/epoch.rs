@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use bytes::Bytes;
 use common::*;
@@ -374,28 +373,6 @@ async fn logs_without_epochs_write_no_checkpoint() {
     assert_eq!(log.epoch_entries(), vec![]);
     log.close().await.unwrap();
     assert_eq!(checkpoint(&dir), None);
-}
-
-/// A tmpfs of `size` mounted for the test's lifetime (as in disk_full.rs).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[compio::test]

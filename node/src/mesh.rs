@@ -21,6 +21,26 @@ pub struct PartitionKey {
     pub partition: i32,
 }
 
+/// A read of one partition (PartitionOp::Fetch).
+#[derive(Debug)]
+pub struct FetchOp {
+    pub offset: i64,
+    pub max_bytes: usize,
+    pub min_one: bool,
+    /// `isolation_level=read_committed`: nothing at or past the last stable offset.
+    pub read_committed: bool,
+    /// The leader epoch the reader believes current (-1: not said): KIP-320's check.
+    pub current_leader_epoch: i32,
+    /// The epoch of the last batch the reader has (-1: not said): a leader whose
+    /// log differs there answers with the diverging epoch instead of data.
+    pub last_fetched_epoch: i32,
+    pub reader: crate::partition::Reader,
+    /// KIP-392 on the leader: the replicas in the consumer's rack (the rack-aware
+    /// replica selector is on and the client named its rack); the leader may send
+    /// the consumer to the most caught-up in-sync one of them.
+    pub same_rack: Option<Vec<i32>>,
+}
+
 /// Work for one partition, done by its owner shard.
 #[derive(Debug)]
 pub enum PartitionOp {
@@ -38,23 +58,7 @@ pub enum PartitionOp {
     /// Read up to `max_bytes` from `offset` (at least one batch when `min_one`).
     /// `max_bytes: 0` without `min_one` reads nothing: it checks the offset and reports
     /// the high watermark and log start, without touching the log's data.
-    Fetch {
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-        /// `isolation_level=read_committed`: nothing at or past the last stable offset.
-        read_committed: bool,
-        /// The leader epoch the reader believes current (-1: not said): KIP-320's check.
-        current_leader_epoch: i32,
-        /// The epoch of the last batch the reader has (-1: not said): a leader whose
-        /// log differs there answers with the diverging epoch instead of data.
-        last_fetched_epoch: i32,
-        reader: crate::partition::Reader,
-        /// KIP-392 on the leader: the replicas in the consumer's rack (the rack-aware
-        /// replica selector is on and the client named its rack); the leader may send
-        /// the consumer to the most caught-up in-sync one of them.
-        same_rack: Option<Vec<i32>>,
-    },
+    Fetch(FetchOp),
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, or a time.
     ListOffset {
         timestamp: i64,
@@ -112,7 +116,7 @@ impl PartitionOp {
     pub fn kind(&self) -> &'static str {
         match self {
             PartitionOp::Produce { .. } => "Produce",
-            PartitionOp::Fetch { .. } => "Fetch",
+            PartitionOp::Fetch(_) => "Fetch",
             PartitionOp::ListOffset { .. } => "ListOffsets",
             PartitionOp::DeleteRecords { .. } => "DeleteRecords",
             PartitionOp::EndOffsetForEpoch { .. } => "OffsetForLeaderEpoch",

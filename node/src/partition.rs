@@ -15,7 +15,7 @@ use spate_net::record_batch::{
 };
 use spate_net::ErrorCode;
 
-use crate::mesh::{PartitionOp, PartitionReply};
+use crate::mesh::{FetchOp, PartitionOp, PartitionReply};
 use crate::producer_state::{
     last_seq, BatchMeta, ProducerStates, SequenceCheck, TxnVerification, PRODUCER_ID_EXPIRATION_MS,
 };
@@ -856,6 +856,24 @@ impl Partition {
         Ok(None)
     }
 
+    /// Refuse a produce before its append with the retriable `code`, and remember the
+    /// sequence gap it leaves for its producer (`ProducerStates::gap` says why).
+    fn refuse(&self, records: &Bytes, code: ErrorCode, now: i64) -> Refusal {
+        let first = record_batch::batches(records.clone()).next();
+        if let Some(Ok(batch)) = first {
+            if batch.producer_id() >= 0 && batch.verify_crc().is_ok() {
+                self.producers.borrow_mut().refuse(
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_sequence(),
+                    code.code(),
+                    now,
+                );
+            }
+        }
+        code.code().into()
+    }
+
     /// KIP-890: transactional batches append only inside a transaction the coordinator
     /// knows covers this partition (see `ProducerStates::verify_txn`).
     fn verify_transactional(
@@ -1047,11 +1065,13 @@ impl Partition {
     ) -> Result<Started, Refusal> {
         let (epoch, isr) = match &*self.replica.borrow() {
             Role::Leader(l) => (l.epoch, l.isr.len()),
-            Role::Follower(_) => return Err(ErrorCode::NotLeaderOrFollower.code().into()),
+            Role::Follower(_) => {
+                return Err(self.refuse(&records, ErrorCode::NotLeaderOrFollower, now))
+            }
         };
         // Kafka counts the committed ISR here, before appending.
         if acks == -1 && isr < self.config.borrow().min_insync_replicas.max(1) as usize {
-            return Err(ErrorCode::NotEnoughReplicas.code().into());
+            return Err(self.refuse(&records, ErrorCode::NotEnoughReplicas, now));
         }
         // An offline partition refuses every produce, retries of written batches too.
         self.log.writable().map_err(|e| error_code(&e))?;
@@ -1352,28 +1372,8 @@ impl Partition {
             PartitionOp::Produce { .. } => {
                 PartitionReply::Error(ErrorCode::UnknownServerError.code())
             }
-            PartitionOp::Fetch {
-                offset,
-                max_bytes,
-                min_one,
-                read_committed,
-                current_leader_epoch,
-                last_fetched_epoch,
-                reader,
-                same_rack,
-            } => {
-                let reply = self
-                    .fetch(
-                        offset,
-                        max_bytes,
-                        min_one,
-                        read_committed,
-                        current_leader_epoch,
-                        last_fetched_epoch,
-                        reader,
-                        same_rack.as_deref(),
-                    )
-                    .await;
+            PartitionOp::Fetch(read) => {
+                let reply = self.fetch(&read).await;
                 reply.unwrap_or_else(|code| PartitionReply::FetchError {
                     code,
                     high_watermark: self.high_watermark(),
@@ -1458,18 +1458,17 @@ impl Partition {
     /// consumers read up to the high watermark (or the last stable offset), followers
     /// up to the written end; a consumer the rack-aware selector sends to a replica in
     /// its rack gets that replica instead of data. `Err`: the error code.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-        read_committed: bool,
-        current_leader_epoch: i32,
-        last_fetched_epoch: i32,
-        reader: Reader,
-        same_rack: Option<&[i32]>,
-    ) -> Result<PartitionReply, i16> {
+    async fn fetch(&self, read: &FetchOp) -> Result<PartitionReply, i16> {
+        let &FetchOp {
+            offset,
+            max_bytes,
+            min_one,
+            read_committed,
+            current_leader_epoch,
+            last_fetched_epoch,
+            reader,
+            ref same_rack,
+        } = read;
         let epoch = match self.leader_epoch() {
             Some(epoch) => epoch,
             None if reader == Reader::ConsumerNearby && self.following().is_some() => {

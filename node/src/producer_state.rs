@@ -64,7 +64,24 @@ pub struct ProducerStates {
     verifying: HashMap<i64, Verification>,
     #[serde(skip)]
     next_guard: u64,
+    /// Producers whose batch was refused before its append with a retriable error: the
+    /// sequence gap it leaves (see [`ProducerStates::refuse`]). In memory only.
+    #[serde(skip)]
+    refused: HashMap<i64, RefusedBatch>,
 }
+
+/// A batch refused before its append, with the error it got.
+#[derive(Debug, Clone, Copy)]
+struct RefusedBatch {
+    epoch: i16,
+    first_seq: i32,
+    code: i16,
+    since_ms: i64,
+}
+
+/// At most this many refused batches remembered per partition; past it, the batches
+/// behind a refused one get OUT_OF_ORDER_SEQUENCE_NUMBER as plain gaps.
+const MAX_REFUSED: usize = 10_000;
 
 /// A verification in progress: the guard the producer's batch must come back with, and
 /// the epoch of that batch.
@@ -104,6 +121,12 @@ fn next_seq(seq: i32) -> i32 {
     }
 }
 
+/// Whether `seq` comes after `earlier` (within half the sequence space, which wraps).
+fn seq_after(seq: i32, earlier: i32) -> bool {
+    let distance = (i64::from(seq) - i64::from(earlier)).rem_euclid(i64::from(i32::MAX) + 1);
+    distance > 0 && distance < 1 << 30
+}
+
 /// The last sequence of a batch of `count` records starting at `first`.
 pub fn last_seq(first: i32, last_offset_delta: i32) -> i32 {
     ((first as i64 + last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
@@ -114,12 +137,9 @@ impl ProducerStates {
     /// Returns the Kafka error code when the batch must be refused.
     pub fn check(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<SequenceCheck, i16> {
         let Some(entry) = self.producers.get(&pid) else {
-            // A producer we have no state for starts at sequence 0.
-            return if first == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(ErrorCode::OutOfOrderSequenceNumber.code())
-            };
+            // As Kafka: a producer with no state here (new, expired, or its batches
+            // removed by retention or DeleteRecords) may start at any sequence.
+            return Ok(SequenceCheck::Append);
         };
         if epoch < entry.epoch {
             return Err(ErrorCode::InvalidProducerEpoch.code());
@@ -129,7 +149,7 @@ impl ProducerStates {
             return if first == 0 {
                 Ok(SequenceCheck::Append)
             } else {
-                Err(ErrorCode::OutOfOrderSequenceNumber.code())
+                Err(self.gap(pid, epoch, first))
             };
         }
         if let Some(dup) = entry
@@ -140,17 +160,62 @@ impl ProducerStates {
             return Ok(SequenceCheck::Duplicate(*dup));
         }
         match entry.batches.back() {
-            Some(prev) if first != next_seq(prev.last_seq) => {
-                Err(ErrorCode::OutOfOrderSequenceNumber.code())
-            }
-            None if first != 0 => Err(ErrorCode::OutOfOrderSequenceNumber.code()),
+            Some(prev) if first != next_seq(prev.last_seq) => Err(self.gap(pid, epoch, first)),
+            None if first != 0 => Err(self.gap(pid, epoch, first)),
             _ => Ok(SequenceCheck::Append),
         }
+    }
+
+    /// The answer to a batch of `pid` at `epoch` that skips sequences before `first`:
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER, unless an earlier batch of the producer was refused
+    /// before its append and made the gap; then the error that batch got.
+    ///
+    /// Why: Kafka works through a connection's requests one at a time, so the batches a
+    /// producer pipelined behind a refused one are checked right after it, and get the
+    /// same refusal (NOT_ENOUGH_REPLICAS, NOT_LEADER_OR_FOLLOWER). Spate checks each batch
+    /// when it arrives, while earlier ones still wait for their replication; if the
+    /// cause of the refusal has passed by then, the next batch finds a gap. librdkafka
+    /// answers a gap behind a failed request by bumping its epoch and sending every
+    /// unacknowledged batch again under new sequence numbers, written ones included:
+    /// duplicates. Answering with the refused batch's error instead makes the producer
+    /// retry in order, as it does against Kafka.
+    fn gap(&self, pid: i64, epoch: i16, first: i32) -> i16 {
+        match self.refused.get(&pid) {
+            Some(r) if r.epoch == epoch && seq_after(first, r.first_seq) => r.code,
+            _ => ErrorCode::OutOfOrderSequenceNumber.code(),
+        }
+    }
+
+    /// A batch of `pid` at `epoch` from sequence `first` on was refused with the
+    /// retriable error `code` before its append (its sequences stay free). The earliest
+    /// such batch is kept until the producer's sequences pass it.
+    pub fn refuse(&mut self, pid: i64, epoch: i16, first: i32, code: i16, now_ms: i64) {
+        if let Some(r) = self.refused.get(&pid) {
+            if r.epoch == epoch && !seq_after(r.first_seq, first) {
+                return;
+            }
+        } else if self.refused.len() >= MAX_REFUSED {
+            return;
+        }
+        let batch = RefusedBatch {
+            epoch,
+            first_seq: first,
+            code,
+            since_ms: now_ms,
+        };
+        self.refused.insert(pid, batch);
     }
 
     /// Record a written batch (after `check` said `Append`, or while replaying the log),
     /// written at `write_ms`.
     pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta, write_ms: i64) {
+        if let Some(r) = self.refused.get(&pid) {
+            // The refused batch's sequences are taken now (its retry), or it belongs
+            // to an older epoch.
+            if r.epoch != epoch || !seq_after(r.first_seq, meta.last_seq) {
+                self.refused.remove(&pid);
+            }
+        }
         let entry = self.producers.entry(pid).or_default();
         entry.last_write_ms = entry.last_write_ms.max(write_ms);
         if epoch != entry.epoch {
@@ -358,6 +423,9 @@ impl ProducerStates {
         // A verification whose batch never came back (the client gave up).
         self.verifying
             .retain(|_, v| v.since_ms >= now_ms.saturating_sub(VERIFICATION_MAX_AGE_MS));
+        // A refused batch whose retry never came (the client gave up on it).
+        self.refused
+            .retain(|_, r| r.since_ms >= now_ms.saturating_sub(VERIFICATION_MAX_AGE_MS));
         before - self.producers.len()
     }
 }
@@ -477,11 +545,49 @@ mod tests {
             s.check(7, 0, 11, 12),
             Err(ErrorCode::OutOfOrderSequenceNumber.code())
         );
-        // A new producer must start at 0.
+        // As in Kafka, a producer with no state here may start anywhere.
+        assert_eq!(s.check(8, 0, 3, 3), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn a_gap_behind_a_refused_batch_gets_its_error() {
+        let nes = ErrorCode::NotEnoughReplicas.code();
+        let mut s = ProducerStates::default();
+        s.record(7, 0, meta(0, 4, 0), 0);
+        // Sequences 5..9 refused before their append; 10.. arrive meanwhile.
+        s.refuse(7, 0, 5, nes, 0);
+        assert_eq!(s.check(7, 0, 10, 14), Err(nes));
+        // A later refusal behind it does not move the gap.
+        s.refuse(7, 0, 10, ErrorCode::NotLeaderOrFollower.code(), 0);
+        assert_eq!(s.check(7, 0, 15, 19), Err(nes));
+        // Another epoch's gap is a plain one.
         assert_eq!(
-            s.check(8, 0, 3, 3),
+            s.check(7, 1, 3, 3),
             Err(ErrorCode::OutOfOrderSequenceNumber.code())
         );
+        // The retry fills the gap; a gap after that is a plain one again.
+        assert_eq!(s.check(7, 0, 5, 9), Ok(SequenceCheck::Append));
+        s.record(7, 0, meta(5, 9, 5), 0);
+        assert_eq!(
+            s.check(7, 0, 15, 19),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
+        // A refusal the producer never retries is forgotten.
+        s.refuse(7, 0, 10, nes, 1_000);
+        assert_eq!(s.check(7, 0, 15, 19), Err(nes));
+        s.expire(1_000 + VERIFICATION_MAX_AGE_MS + 1, i64::MAX);
+        assert_eq!(
+            s.check(7, 0, 15, 19),
+            Err(ErrorCode::OutOfOrderSequenceNumber.code())
+        );
+    }
+
+    #[test]
+    fn seq_after_wraps() {
+        assert!(seq_after(0, i32::MAX));
+        assert!(seq_after(5, 3));
+        assert!(!seq_after(3, 5));
+        assert!(!seq_after(3, 3));
     }
 
     #[test]
@@ -527,10 +633,7 @@ mod tests {
         s.record(1, 0, meta(0, 0, 0), 1_000);
         s.record(2, 0, meta(0, 0, 1), 5_000);
         assert_eq!(s.expire(10_000, 6_000), 1);
-        assert_eq!(
-            s.check(1, 0, 1, 1),
-            Err(ErrorCode::OutOfOrderSequenceNumber.code())
-        );
+        assert_eq!(s.check(1, 0, 1, 1), Ok(SequenceCheck::Append));
         assert_eq!(
             s.check(2, 0, 0, 0),
             Ok(SequenceCheck::Duplicate(meta(0, 0, 1)))

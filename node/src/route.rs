@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use spate_net::ErrorCode;
 
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg};
+use crate::mesh::{FetchOp, PartitionKey, PartitionOp, PartitionReply, ShardMsg};
 use crate::shard::ShardContext;
 
 /// Work sent out; `collect` gathers the replies in the original order.
@@ -46,10 +46,10 @@ pub fn owner_for(ctx: &ShardContext, key: &PartitionKey, replica_may_serve: bool
 fn replica_may_serve(op: &PartitionOp) -> bool {
     matches!(
         op,
-        PartitionOp::Fetch {
+        PartitionOp::Fetch(FetchOp {
             reader: crate::partition::Reader::ConsumerNearby,
             ..
-        }
+        })
     )
 }
 

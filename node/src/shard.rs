@@ -2,7 +2,7 @@
 //! on it, accepts connections on the shared port, and serves the partition work other
 //! shards send it.
 
-use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::{Authorizer, Caller};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -100,6 +100,11 @@ impl ShardContext {
                 name,
             )
         })
+    }
+
+    /// [`Self::authorized`] for `operation` on the cluster resource.
+    pub fn authorized_on_cluster(&self, caller: &Caller, operation: Operation) -> bool {
+        self.authorized(caller, operation, ResourceType::Cluster, CLUSTER_NAME)
     }
 
     /// [`Self::authorized`] without an audit line, for filtering what a caller sees.
@@ -565,7 +570,7 @@ impl ShardContext {
                 // updates a follower's state only then: a diverged log's end says
                 // nothing about what it shares), its progress may move the high
                 // watermark and bring it into the ISR.
-                PartitionOp::Fetch {
+                PartitionOp::Fetch(crate::mesh::FetchOp {
                     offset,
                     reader:
                         crate::partition::Reader::Follower {
@@ -575,7 +580,7 @@ impl ShardContext {
                             log_start,
                         },
                     ..
-                } => {
+                }) => {
                     let ctx = self.clone();
                     pending.push(Box::pin(async move {
                         let reply = partition.run(op).await;

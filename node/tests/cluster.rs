@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use spate_net::messages::create_topics_request::CreatableTopic;
 use spate_net::messages::elect_leaders_request::TopicPartitions as ElectTopicPartitions;
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
-use spate_net::messages::metadata_request::MetadataRequestTopic;
 use spate_net::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use spate_net::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
@@ -25,7 +24,7 @@ use spate_net::messages::{
 };
 use spate_net::{ApiKey, ErrorCode, Message, Records};
 
-use common::{connect, read_response, read_response_header, request, send, Broker};
+use common::{connect, read_response, read_response_header, request, send, topic_metadata, Broker};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -251,16 +250,7 @@ fn killing_the_active_controller_loses_no_acknowledged_change() {
 
 /// Each partition's leader and the brokers' ports, from a node's Metadata (v1).
 fn leaders(s: &mut TcpStream, topic: &str) -> (Vec<i32>, Vec<(i32, i32)>) {
-    let body = MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic {
-            name: Some(topic.into()),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    send(s, request(ApiKey::Metadata, 1, 4, &body));
-    let (_, mut body) = read_response(s).expect("Metadata response");
-    let response = MetadataResponse::decode(&mut body, 1).expect("decode");
+    let response = topic_metadata(s, topic, 1);
     let mut parts: Vec<(i32, i32)> = response.topics[0]
         .partitions
         .iter()
@@ -361,19 +351,7 @@ fn not_leader_answers_name_the_leader_and_its_endpoint() {
 
 /// A topic's id from Metadata v12 (Fetch v13+ names topics by id).
 fn topic_id(s: &mut TcpStream, topic: &str) -> spate_net::Uuid {
-    let body = MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic {
-            name: Some(topic.into()),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    send(s, request(ApiKey::Metadata, 12, 8, &body));
-    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
-    MetadataResponse::decode(&mut body, 12)
-        .expect("decode")
-        .topics[0]
-        .topic_id
+    topic_metadata(s, topic, 12).topics[0].topic_id
 }
 
 /// CreateTopics v5 of `partitions` partitions with `rf` replicas: error code and message.
@@ -414,16 +392,7 @@ struct Reported {
 
 /// The partitions of `topic` (in index order) and the listed broker ids, from Metadata v12.
 fn partitions(s: &mut TcpStream, topic: &str) -> (Vec<Reported>, Vec<i32>) {
-    let body = MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic {
-            name: Some(topic.into()),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    send(s, request(ApiKey::Metadata, 12, 10, &body));
-    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
-    let r = MetadataResponse::decode(&mut body, 12).expect("decode");
+    let r = topic_metadata(s, topic, 12);
     let mut parts = r.topics[0].partitions.clone();
     parts.sort_by_key(|p| p.partition_index);
     let mut brokers: Vec<i32> = r.brokers.iter().map(|b| b.node_id).collect();

@@ -19,16 +19,15 @@ use spate_net::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use spate_net::messages::fetch_request::{FetchPartition, FetchTopic};
-use spate_net::messages::metadata_request::MetadataRequestTopic;
 use spate_net::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, CreateTopicsRequest,
     CreateTopicsResponse, FetchRequest, FetchResponse, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
+    ListPartitionReassignmentsResponse, ProduceResponse,
 };
 use spate_net::record_batch::{self, RecordBatchBuilder};
 use spate_net::{ApiKey, Message};
 
-use common::{produce_request, read_response_header, request, send, Broker};
+use common::{produce_request, read_response_header, request, send, topic_metadata, Broker};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const TOPIC: &str = "replicated";
@@ -120,16 +119,7 @@ fn create(nodes: &[Broker], topic: CreatableTopic) {
 /// The partition's leader and ISR as `s`'s node reports them (Metadata v12), and the
 /// topic id.
 fn leader_and_isr(s: &mut TcpStream) -> (i32, Vec<i32>, spate_net::Uuid) {
-    let body = MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic {
-            name: Some(TOPIC.into()),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    send(s, request(ApiKey::Metadata, 12, 2, &body));
-    let (_, mut body) = read_response_header(s, true).expect("Metadata response");
-    let response = MetadataResponse::decode(&mut body, 12).expect("decode");
+    let response = topic_metadata(s, TOPIC, 12);
     let topic = &response.topics[0];
     let Some(p) = topic.partitions.first() else {
         return (-1, Vec::new(), topic.topic_id);

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 use std::cell::Cell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -67,5 +68,28 @@ pub fn small_config() -> LogConfig {
         preallocate_bytes: 1 << 20,
         allow_buffered_fallback: false,
         ..LogConfig::default()
+    }
+}
+
+/// A tmpfs of `size` mounted for the test's lifetime (a small disk that fills up).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts it at `at` (needs root); `None` when that is not possible.
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }

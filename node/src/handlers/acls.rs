@@ -19,7 +19,7 @@ use spate_net::messages::{
 use spate_net::ErrorCode;
 
 use crate::controller::ControllerRequest;
-use crate::security::authorizer::acl::{Acl, AclFilter, Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::{Acl, AclFilter, Operation};
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
@@ -29,10 +29,6 @@ const DESCRIBE_NO_AUTHORIZER: &str = "No Authorizer is configured on the broker"
 const NO_AUTHORIZER: &str = "No Authorizer is configured.";
 /// Kafka's default message for CLUSTER_AUTHORIZATION_FAILED.
 pub const CLUSTER_DENIED: &str = "Cluster authorization failed.";
-
-fn cluster_allowed(ctx: &ShardContext, caller: &Caller, operation: Operation) -> bool {
-    ctx.authorized(caller, operation, ResourceType::Cluster, CLUSTER_NAME)
-}
 
 pub fn describe_acls(
     ctx: &ShardContext,
@@ -47,7 +43,7 @@ pub fn describe_acls(
     if ctx.authorizer.is_none() {
         return refuse(ErrorCode::SecurityDisabled, DESCRIBE_NO_AUTHORIZER);
     }
-    if !cluster_allowed(ctx, caller, Operation::Describe) {
+    if !ctx.authorized_on_cluster(caller, Operation::Describe) {
         return refuse(ErrorCode::ClusterAuthorizationFailed, CLUSTER_DENIED);
     }
     let filter = match AclFilter::from_wire(
@@ -115,7 +111,7 @@ pub async fn create_acls(
     if ctx.authorizer.is_none() {
         return everyone(ErrorCode::SecurityDisabled, NO_AUTHORIZER);
     }
-    if !cluster_allowed(ctx, caller, Operation::Alter) {
+    if !ctx.authorized_on_cluster(caller, Operation::Alter) {
         return everyone(ErrorCode::ClusterAuthorizationFailed, CLUSTER_DENIED);
     }
     let checked: Vec<Result<Acl, String>> = req
@@ -179,7 +175,7 @@ pub async fn delete_acls(
     if ctx.authorizer.is_none() {
         return everyone(ErrorCode::SecurityDisabled, NO_AUTHORIZER);
     }
-    if !cluster_allowed(ctx, caller, Operation::Alter) {
+    if !ctx.authorized_on_cluster(caller, Operation::Alter) {
         return everyone(ErrorCode::ClusterAuthorizationFailed, CLUSTER_DENIED);
     }
     let image = ctx.image();

@@ -46,12 +46,8 @@ pub fn describe_cluster(
         // KIP-430: only for a caller that may DESCRIBE the cluster (else 0), as Kafka.
         cluster_authorized_operations: if req.include_cluster_authorized_operations
             && ctx.authorizer.is_some()
-            && !ctx.authorized(
-                caller,
-                Operation::Describe,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-            ) {
+            && !ctx.authorized_on_cluster(caller, Operation::Describe)
+        {
             0
         } else {
             ctx.authorized_operations(
@@ -78,12 +74,7 @@ pub async fn describe_log_dirs(
     caller: &Caller,
 ) -> DescribeLogDirsResponse {
     // Kafka: DESCRIBE on the cluster.
-    if !ctx.authorized(
-        caller,
-        Operation::Describe,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Describe) {
         return DescribeLogDirsResponse {
             error_code: ErrorCode::ClusterAuthorizationFailed.code(),
             ..Default::default()

@@ -12,7 +12,7 @@ use spate_net::ErrorCode;
 use super::acls::CLUSTER_DENIED;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::metadata::election::ElectionRequest;
-use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::Operation;
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
@@ -21,12 +21,7 @@ pub async fn handle(
     req: ElectLeadersRequest,
     caller: &Caller,
 ) -> ElectLeadersResponse {
-    if !ctx.authorized(
-        caller,
-        Operation::Alter,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Alter) {
         return refused(&req, ErrorCode::ClusterAuthorizationFailed, CLUSTER_DENIED);
     }
     let request = ElectionRequest {

@@ -5,7 +5,7 @@
 //! Fetch sessions: the broker answers every request in full and gives session id 0,
 //! which tells clients (KIP-227) to keep sending full requests.
 
-use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::authorizer::Caller;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use spate_net::messages::{FetchRequest, FetchResponse};
 use spate_net::{ErrorCode, Records};
 
 use super::leader_hints;
-use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, ShardMsg, Watch};
+use crate::mesh::{FetchOp, PartitionKey, PartitionOp, PartitionReply, ShardMsg, Watch};
 use crate::metrics::record_count;
 use crate::partition::Reader;
 use crate::replica::quota;
@@ -140,13 +140,7 @@ pub async fn handle(
     let client_rack =
         (!follower && ctx.config.rack_aware_replica_selector() && !req.rack_id.is_empty())
             .then_some(req.rack_id.as_str());
-    let cluster_action = follower
-        && ctx.authorized(
-            caller,
-            Operation::ClusterAction,
-            ResourceType::Cluster,
-            CLUSTER_NAME,
-        );
+    let cluster_action = follower && ctx.authorized_on_cluster(caller, Operation::ClusterAction);
     let may_read = |name: &str| {
         if follower {
             cluster_action
@@ -534,7 +528,7 @@ async fn read_round(
         };
         ops.push((
             w.key.clone(),
-            PartitionOp::Fetch {
+            PartitionOp::Fetch(FetchOp {
                 offset: w.next,
                 max_bytes: allowance,
                 min_one,
@@ -547,7 +541,7 @@ async fn read_round(
                 } else {
                     None
                 },
-            },
+            }),
         ));
     }
     let replies = route::run(ctx, ops).await;

@@ -8,7 +8,7 @@ use spate_net::ErrorCode;
 
 use crate::handlers::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::metadata::MetadataImage;
-use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::Operation;
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
@@ -24,12 +24,7 @@ pub fn handle(
     caller: &Caller,
 ) -> ListConfigResourcesResponse {
     // Kafka: DESCRIBE_CONFIGS on the cluster.
-    if !ctx.authorized(
-        caller,
-        Operation::DescribeConfigs,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::DescribeConfigs) {
         return ListConfigResourcesResponse {
             error_code: ErrorCode::ClusterAuthorizationFailed.code(),
             ..Default::default()

@@ -23,7 +23,7 @@ use spate_net::ErrorCode;
 use super::acls::CLUSTER_DENIED;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::metadata::reassignment::{self, ReassignmentRequest};
-use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::Operation;
 use crate::security::authorizer::Caller;
 use crate::shard::ShardContext;
 
@@ -32,12 +32,7 @@ pub async fn alter(
     req: AlterPartitionReassignmentsRequest,
     caller: &Caller,
 ) -> AlterPartitionReassignmentsResponse {
-    if !ctx.authorized(
-        caller,
-        Operation::Alter,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Alter) {
         return refused(&req, ErrorCode::ClusterAuthorizationFailed, CLUSTER_DENIED);
     }
     let request = ReassignmentRequest {
@@ -133,12 +128,7 @@ pub fn list(
     req: &ListPartitionReassignmentsRequest,
     caller: &Caller,
 ) -> ListPartitionReassignmentsResponse {
-    if !ctx.authorized(
-        caller,
-        Operation::Describe,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Describe) {
         // Kafka's error response names each asked partition, with nothing else.
         let topics = req
             .topics

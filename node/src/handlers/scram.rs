@@ -16,7 +16,7 @@ use spate_net::ErrorCode;
 
 use super::acls::CLUSTER_DENIED;
 use crate::controller::ControllerRequest;
-use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::acl::Operation;
 use crate::security::authorizer::Caller;
 use crate::security::credentials::{self, ScramDeletion, ScramUpsertion};
 use crate::shard::ShardContext;
@@ -26,12 +26,7 @@ pub async fn alter(
     caller: &Caller,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    if !ctx.authorized(
-        caller,
-        Operation::Alter,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Alter) {
         let mut users: Vec<String> = req.deletions.iter().map(|d| d.name.clone()).collect();
         users.extend(req.upsertions.iter().map(|u| u.name.clone()));
         let mut seen = std::collections::HashSet::new();
@@ -99,12 +94,7 @@ pub fn describe(
     caller: &Caller,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
-    if !ctx.authorized(
-        caller,
-        Operation::Describe,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    if !ctx.authorized_on_cluster(caller, Operation::Describe) {
         return DescribeUserScramCredentialsResponse {
             error_code: ErrorCode::ClusterAuthorizationFailed.code(),
             error_message: Some(CLUSTER_DENIED.into()),

@@ -74,14 +74,7 @@ pub async fn add_partitions(
 ) -> AddPartitionsToTxnResponse {
     // Kafka: v4+ comes from brokers and needs CLUSTER_ACTION; clients' versions need
     // WRITE on the transactional id, then on each topic.
-    if version >= 4
-        && !ctx.authorized(
-            caller,
-            Operation::ClusterAction,
-            ResourceType::Cluster,
-            CLUSTER_NAME,
-        )
-    {
+    if version >= 4 && !ctx.authorized_on_cluster(caller, Operation::ClusterAction) {
         return AddPartitionsToTxnResponse {
             error_code: ErrorCode::ClusterAuthorizationFailed.code(),
             ..Default::default()
@@ -598,12 +591,8 @@ pub async fn write_txn_markers(
         Operation::Alter,
         ResourceType::Cluster,
         CLUSTER_NAME,
-    ) && !ctx.authorized(
-        caller,
-        Operation::ClusterAction,
-        ResourceType::Cluster,
-        CLUSTER_NAME,
-    ) {
+    ) && !ctx.authorized_on_cluster(caller, Operation::ClusterAction)
+    {
         return refuse_markers(&req);
     }
     let mut ops = Vec::new();

@@ -337,7 +337,7 @@ impl Registry {
     fn catch_up(&self, next: &mut i64) -> Result<(), ApiError> {
         let mut applied = false;
         loop {
-            let reply = self.partition_op(PartitionOp::Fetch {
+            let reply = self.partition_op(PartitionOp::Fetch(crate::mesh::FetchOp {
                 offset: *next,
                 max_bytes: READ_BYTES,
                 min_one: true,
@@ -346,7 +346,7 @@ impl Registry {
                 last_fetched_epoch: -1,
                 reader: crate::partition::Reader::Consumer,
                 same_rack: None,
-            })?;
+            }))?;
             let (batches, high_watermark) = match reply {
                 PartitionReply::Fetched {
                     batches,

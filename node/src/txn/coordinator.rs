@@ -325,7 +325,7 @@ async fn allocate_producer_id(ctx: &ShardContext) -> Result<i64, ErrorCode> {
 /// (unless the partition's state was unloaded meanwhile: its next leader replays it).
 async fn write(ctx: &Rc<ShardContext>, id: &str, t: Transit) -> Result<(), ErrorCode> {
     let state = ctx.txns.borrow().loaded_state(ctx, id);
-    let written = append_state(ctx, id, state_log::encode_value(&t.record())).await;
+    let written = append_state(ctx, id, Some(state_log::encode_value(&t.record()))).await;
     let mut coord = ctx.txns.borrow_mut();
     if state.is_none() || coord.loaded_state(ctx, id) != state {
         return Err(ErrorCode::NotCoordinator);
@@ -345,7 +345,9 @@ async fn write(ctx: &Rc<ShardContext>, id: &str, t: Transit) -> Result<(), Error
     }
 }
 
-async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), ErrorCode> {
+/// Write the state of transactional id `id` (`None`: its tombstone) to its partition of
+/// the transaction log, and wait until the log's ISR has it.
+async fn append_state(ctx: &ShardContext, id: &str, value: Option<Bytes>) -> Result<(), ErrorCode> {
     let partition = partition_of(ctx, id)
         .and_then(|p| {
             ctx.partition(&PartitionKey {
@@ -358,7 +360,7 @@ async fn append_state(ctx: &ShardContext, id: &str, value: Bytes) -> Result<(), 
     builder.append(
         now_ms(),
         Some(&state_log::encode_key(id)),
-        Some(&value),
+        value.as_deref(),
         &[],
     );
     let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
@@ -743,7 +745,7 @@ pub async fn expire_idle_ids(ctx: &Rc<ShardContext>, max_idle_ms: i64) {
             m.pending = Some(TxnStatus::Dead);
             m.last_update_ms
         };
-        let written = append_tombstone(ctx, &id).await;
+        let written = append_state(ctx, &id, None).await;
         let mut coord = ctx.txns.borrow_mut();
         match coord.txns.get_mut(&id) {
             Some(m) if written.is_ok() && m.last_update_ms == last_update => {
@@ -753,33 +755,6 @@ pub async fn expire_idle_ids(ctx: &Rc<ShardContext>, max_idle_ms: i64) {
             Some(m) => m.abandon(),
             None => {}
         }
-    }
-}
-
-async fn append_tombstone(ctx: &ShardContext, id: &str) -> Result<(), ErrorCode> {
-    let partition = partition_of(ctx, id)
-        .and_then(|p| {
-            ctx.partition(&PartitionKey {
-                topic: TXN_STATE_TOPIC.into(),
-                partition: p,
-            })
-        })
-        .ok_or(ErrorCode::NotCoordinator)?;
-    let mut builder = RecordBatchBuilder::new(Compression::None);
-    builder.append(now_ms(), Some(&state_log::encode_key(id)), None, &[]);
-    let batch = builder.build().map_err(|_| ErrorCode::UnknownServerError)?;
-    match partition
-        .produce(
-            batch,
-            -1,
-            crate::partition::INTERNAL_APPEND_TIMEOUT,
-            None,
-            None,
-        )
-        .await
-    {
-        PartitionReply::Produced { .. } => Ok(()),
-        _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 

@@ -170,6 +170,27 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(i32, Bytes)> {
     read_response_header(stream, false)
 }
 
+/// Metadata of one topic, at `version` (v9+ is flexible).
+#[allow(dead_code)] // used by the cluster tests only
+pub fn topic_metadata(
+    stream: &mut TcpStream,
+    topic: &str,
+    version: i16,
+) -> spate_net::messages::MetadataResponse {
+    use spate_net::messages::metadata_request::MetadataRequestTopic;
+    use spate_net::messages::{MetadataRequest, MetadataResponse};
+    let body = MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(topic.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    send(stream, request(ApiKey::Metadata, version, 2, &body));
+    let (_, mut body) = read_response_header(stream, version >= 9).expect("Metadata response");
+    MetadataResponse::decode(&mut body, version).expect("decode")
+}
+
 /// CreateTopics v5 for one topic with `configs`; asserts it was created.
 pub fn create_topic(stream: &mut TcpStream, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     use spate_net::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
