@@ -52,6 +52,8 @@ start_node() {
   elif [ -n "${SPATE_CLUSTER_CONFIG:-}" ]; then
     config=(--config "$SPATE_CLUSTER_CONFIG")
   fi
+  # One shard per node: spread the nodes over the CPUs (each would pin CPU 0 otherwise).
+  [ "$cores" = 1 ] && config+=(--cpu-list "$((n % $(nproc)))")
   echo "=== start $(date -u +%FT%TZ) ===" >> "$dir/node-$n.log"
   nohup "$bin" "${config[@]}" --node-id "$n" --data-dir "$dir/node-$n" \
     --listen "127.0.0.1:${ports[$n]}" --controller-listen "127.0.0.1:${cports[$n]}" \

@@ -19,7 +19,7 @@ from confluent_kafka import (Consumer, ElectionType, KafkaError, KafkaException,
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, ROOT, RUNS, SPATE_BIN, free_port
-from grouputil import RawClient, _str
+from grouputil import RawClient, _read_cstr, _read_uvarint, _skip_tags, _str, cstr, uvarint
 from test_idempotent_raw import Producer as RawProducer, record_batch
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (fixture)
 
@@ -839,3 +839,65 @@ def test_a_consumer_in_a_followers_rack_reads_from_that_follower(cluster):
     c.close()
     assert got == list(enumerate(values))
     assert (leader, follower) in fetched_from, fetched_from
+
+
+def alter_reassignment(bootstrap, topic, partition, replicas):
+    """AlterPartitionReassignments v0 of one partition: (error code, [(topic, partition,
+    error code)])."""
+    body = (struct.pack(">i", 30000) + uvarint(2) + cstr(topic) + uvarint(2)
+            + struct.pack(">i", partition) + uvarint(len(replicas) + 1)
+            + b"".join(struct.pack(">i", r) for r in replicas) + b"\x00\x00\x00")
+    raw = RawClient.to(bootstrap)
+    try:
+        r = raw.call_flexible(45, 0, body)
+    finally:
+        raw.close()
+    r.i32()
+    error = r.i16()
+    _read_cstr(r)
+    results = []
+    for _ in range(_read_uvarint(r) - 1):
+        name = _read_cstr(r)
+        for _ in range(_read_uvarint(r) - 1):
+            index, code = r.i32(), r.i16()
+            _read_cstr(r)
+            _skip_tags(r)
+            results.append((name, index, code))
+        _skip_tags(r)
+    return error, results
+
+
+def test_a_replica_moved_off_a_broker_while_it_was_down_is_deleted_when_it_returns(
+        cluster, kafka_libs):
+    """kafka-reassign-partitions.sh moves a partition's replica off a broker that is down;
+    the broker, back, deletes the log it still has of it (Kafka's stray logs) once its
+    metadata caught up, and keeps the logs it still holds replicas of."""
+    topic = "strays"
+    b = ["--bootstrap-server", cluster.bootstrap(0)]
+    for name in (topic, f"{topic}-kept"):
+        tool(kafka_libs, "TopicCommand", *b, "--create", "--topic", name,
+             "--replica-assignment", "0:1")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(0)})
+    for name in (topic, f"{topic}-kept"):
+        wait_for("both replicas in sync", lambda: replicated(admin, name)[0][2] == [0, 1])
+    p = Producer({"bootstrap.servers": cluster.bootstrap(0), "acks": "all"})
+    for i in range(5):
+        p.produce(topic, value=b"s%d" % i, partition=0)
+    assert p.flush(30) == 0
+    log_of = cluster.dir / "node-1" / f"{topic}-0"
+    kept = cluster.dir / "node-1" / f"{topic}-kept-0"
+    assert log_of.is_dir() and kept.is_dir()
+    cluster.run("kill", 1)
+    # kafka-reassign-partitions.sh first asks every current replica's broker for its log
+    # dirs, so it cannot move a replica off a broker that is down (against Kafka
+    # neither): the Admin API's request, by hand.
+    assert alter_reassignment(cluster.bootstrap(0), topic, 0, [0, 2]) == (0, [(topic, 0, 0)])
+    wait_for("the replicas on nodes 0 and 2, in sync", lambda: (lambda m: m[0][1:] == (
+        [0, 2], [0, 2]))(replicated(admin, topic)), timeout=60)
+    assert log_of.is_dir(), "a broker that is down deletes nothing"
+    restarted(cluster, 1)
+    wait_for("node 1 to delete its stray log", lambda: not log_of.exists()
+             and not any(p.name.startswith(f"{topic}-0.") for p in log_of.parent.iterdir()))
+    assert "deleting the log of a partition no longer on this broker" in (
+        cluster.dir / "node-1.log").read_text(errors="replace")
+    assert kept.is_dir()

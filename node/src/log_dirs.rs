@@ -183,6 +183,17 @@ impl LogDirs {
         }
     }
 
+    /// Every partition log in a healthy directory: topic, partition, the directory.
+    pub fn placements(&self) -> Vec<(String, i32, PathBuf)> {
+        let inner = self.inner();
+        inner
+            .placed
+            .iter()
+            .filter(|(_, &i)| inner.dirs[i].failure.is_none())
+            .map(|((topic, partition), &i)| (topic.clone(), *partition, inner.dirs[i].path.clone()))
+            .collect()
+    }
+
     /// The partition's log is gone (deleted).
     pub fn forget(&self, topic: &str, partition: i32) {
         let key = (topic.to_string(), partition);

@@ -28,6 +28,22 @@ pub async fn call(client: &AppClient, call: &BrokerCall) -> Result<BrokerAnswer,
     serde_json::from_slice(&answer).map_err(|e| format!("undecodable answer: {e}"))
 }
 
+/// This process's incarnation id: the same for every registration it makes, new at
+/// every start (the controller tells a restarted broker from the one it replaces).
+pub fn incarnation_id() -> [u8; 16] {
+    static ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    *ID.get_or_init(crate::random_id::uuid_v4)
+}
+
+/// Whether `image` has this process registered and unfenced: the controller unfences a
+/// broker once its metadata caught up, so the image is at least that recent.
+pub fn registered_and_unfenced(image: &crate::metadata::MetadataImage, node_id: i32) -> bool {
+    image
+        .brokers
+        .get(&node_id)
+        .is_some_and(|b| !b.fenced && b.incarnation_id == incarnation_id())
+}
+
 pub async fn run(
     client: AppClient,
     config: Arc<BrokerConfig>,
@@ -36,7 +52,7 @@ pub async fn run(
     unfenced: std::sync::mpsc::SyncSender<()>,
     stop: flume::Receiver<flume::Sender<()>>,
 ) {
-    let incarnation_id = crate::random_id::uuid_v4();
+    let incarnation_id = incarnation_id();
     let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
     let mut epoch: Option<i64> = None;
     // Until unfenced, beat quickly: the first heartbeat past the registration unfences.

@@ -73,6 +73,9 @@ pub struct ShardContext {
     /// The metadata the broker started with: partitions in it existed before the start
     /// (see `LogDirs::place`).
     image_at_start: Arc<MetadataImage>,
+    /// Whether the logs of partitions no longer this broker's were looked for since
+    /// the start (`delete_strays`).
+    strays_swept: Cell<bool>,
     /// `LogDirs::failures` when this shard last took the partitions of failed log dirs
     /// offline.
     dir_failures_seen: Cell<u64>,
@@ -400,6 +403,60 @@ impl ShardContext {
         }
         // Followers fetch from their leaders: one fetcher per leader broker.
         crate::replica::fetcher::start_missing(self);
+        if !self.strays_swept.get()
+            && crate::registration::registered_and_unfenced(&image, self.config.node_id)
+        {
+            self.strays_swept.set(true);
+            self.delete_strays(&image);
+        }
+    }
+
+    /// Delete the logs this shard would own that are no longer this broker's: replicas
+    /// moved off it, and partitions of topics deleted, while it was down (Kafka's stray
+    /// logs). Only with metadata caught up with the controller's (`image` has this
+    /// process unfenced), so that a log is never judged on metadata older than it. Logs
+    /// of topics the image does not know are shard 0's to delete.
+    fn delete_strays(&self, image: &MetadataImage) {
+        let me = self.config.node_id;
+        let mut swept_dirs = Vec::new();
+        for (topic, partition, data_dir) in self.log_dirs.placements() {
+            let info = image.topic(&topic).and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let owner = info.map_or(0, |info| self.owner_of(info.slot));
+            if owner != self.id || info.is_some_and(|info| info.is_replica(me)) {
+                continue;
+            }
+            let key = PartitionKey {
+                topic: topic.as_str().into(),
+                partition,
+            };
+            debug_assert!(
+                self.partition(&key).is_none(),
+                "an open log is this broker's"
+            );
+            let dir = partition_dir(&data_dir, &topic, partition);
+            let graveyard = data_dir.join(crate::delete_dirs::deleted_dir_name(&topic, partition));
+            match std::fs::rename(&dir, &graveyard) {
+                Ok(()) => {
+                    tracing::info!(topic = %topic, partition, dir = %dir.display(), "deleting the log of a partition no longer on this broker");
+                    self.log_dirs.forget(&topic, partition);
+                    if !swept_dirs.contains(&data_dir) {
+                        swept_dirs.push(data_dir);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic, partition, dir = %dir.display(), error = %e, "renaming the log of a partition no longer on this broker failed; kept")
+                }
+            }
+        }
+        if !swept_dirs.is_empty() {
+            if let Err(e) = crate::delete_dirs::spawn_sweep(swept_dirs) {
+                tracing::warn!(error = %e, "starting the removal of deleted partition directories failed");
+            }
+        }
     }
 
     /// A partition as the image assigns it, seen from this broker.
@@ -795,6 +852,7 @@ async fn serve(start: ShardStart) {
         log_dirs,
         authorizer: Authorizer::from_config(&config.authorizer),
         image_at_start: image.clone(),
+        strays_swept: Cell::new(false),
         dir_failures_seen: Cell::new(0),
         inbound: links.receivers.clone(),
         shutting_down: Cell::new(false),
