@@ -39,7 +39,7 @@ stop_broker() {
   if [[ -n "$PID" ]]; then
     kill -TERM "$PID" 2>/dev/null || true
     for _ in $(seq 1 60); do alive "$PID" || break; sleep 0.5; done
-    alive "$PID" && kill -KILL "$PID" 2>/dev/null || true
+    if alive "$PID"; then kill -KILL "$PID" 2>/dev/null || true; fi
     wait "$PID" 2>/dev/null || true
   fi
   PID=""
@@ -64,7 +64,8 @@ one() { # BUILD BIN RUN
     local cmd=(taskset -c "$CLIENT_CPUS" "$BENCH" run --workload "bench/workloads/$wl.toml"
                --bootstrap "127.0.0.1:$PORT" --topic "ab-$wl-$acks" --acks "$acks"
                --duration "$DURATION" --quiet --json "$out.json")
-    echo "${cmd[*]}" | sed "s#$ROOT/##g" > "$out.cmd"
+    local line="${cmd[*]}"
+    echo "${line//$ROOT\//}" > "$out.cmd"
     log "$build run $run: $(cat "$out.cmd")"
     t0="$(awk '{print $14 + $15}' "/proc/$PID/stat")"
     timeout $((DURATION * 3 + 60)) "${cmd[@]}" > "$out.out" 2>&1 || echo "(exit $?)" >> "$out.out"

@@ -81,7 +81,7 @@ stop_cluster() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do
     for _ in $(seq 1 60); do alive "$p" || break; sleep 0.5; done
-    alive "$p" && kill -KILL "$p" 2>/dev/null || true
+    if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
     wait "$p" 2>/dev/null || true
   done
   PIDS=()
@@ -114,17 +114,18 @@ start_spate() { # DIR
 }
 
 start_kafka() { # DIR
-  local dir="$1" n voters="" cid cp="$LIBS/*"
+  local dir="$1" n voters="" cid cp="$LIBS/*" port cport
   for n in 0 1 2; do voters+="${voters:+,}$n@127.0.0.1:$((KAFKA_PORTS[n] + 1))"; done
   cid="$(timeout 60 java -cp "$cp" kafka.tools.StorageTool random-uuid)"
   for n in 0 1 2; do
     mkdir -p "$dir/data-$n"
+    port="${KAFKA_PORTS[n]}"; cport=$((port + 1))
     cat > "$dir/server-$n.properties" <<PROPS
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORTS[n]},CONTROLLER://127.0.0.1:$((KAFKA_PORTS[n] + 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORTS[n]}
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
