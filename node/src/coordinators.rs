@@ -79,6 +79,11 @@ impl Loads {
         }
     }
 
+    /// Whether any partition is still loading.
+    pub fn any_loading(&self) -> bool {
+        self.states.values().any(|s| matches!(s, Load::Loading(_)))
+    }
+
     /// Whether requests for keys of `partition` may be served: Kafka's answers when
     /// they may not.
     pub fn check(&self, partition: i32) -> Result<(), ErrorCode> {

@@ -116,8 +116,9 @@ pub enum GroupRequest {
         group_id: String,
         reply: flume::Sender<GroupDescription>,
     },
+    /// The shard's groups; COORDINATOR_LOAD_IN_PROGRESS while a partition of it loads.
     List {
-        reply: flume::Sender<Vec<GroupListing>>,
+        reply: flume::Sender<Result<Vec<GroupListing>, i16>>,
     },
     Delete {
         group_id: String,
@@ -886,7 +887,14 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             let _ = reply.send(coord.describe(&group_id));
         }
         GroupRequest::List { reply } => {
-            let _ = reply.send(coord.list());
+            // As Kafka's coordinator: a listing that would miss a loading partition's
+            // groups is an error the client retries.
+            let listing = if coord.loads.any_loading() {
+                Err(ErrorCode::CoordinatorLoadInProgress.code())
+            } else {
+                Ok(coord.list())
+            };
+            let _ = reply.send(listing);
         }
         GroupRequest::Delete { group_id, reply } => {
             if coord.has_members(&group_id) {
@@ -1534,8 +1542,11 @@ mod tests {
     fn a_loading_partition_answers_load_in_progress_and_a_superseded_load_is_dropped() {
         let mut c = leading_two();
         c.unload(1, COUNT);
+        assert!(!c.loads.any_loading());
         let stale = c.loads.begin(1);
         assert_eq!(c.loads.check(1), Err(ErrorCode::CoordinatorLoadInProgress));
+        // ListGroups answers COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+        assert!(c.loads.any_loading());
         // Resigned and elected again before the first load finished: only the second
         // load's state is installed.
         c.unload(1, COUNT);

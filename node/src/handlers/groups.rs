@@ -745,8 +745,18 @@ pub async fn list_groups(
         .map(|s| s.to_ascii_lowercase())
         .collect();
     let mut groups = Vec::new();
+    let mut error_code = 0;
     for rx in waits {
-        for g in rx.recv_async().await.unwrap_or_default() {
+        let listing = match rx.recv_async().await {
+            Ok(Ok(listing)) => listing,
+            Ok(Err(code)) => {
+                error_code = code;
+                Vec::new()
+            }
+            // The shard stops.
+            Err(_) => Vec::new(),
+        };
+        for g in listing {
             if !states.is_empty() && !states.contains(&g.state.to_ascii_lowercase()) {
                 continue;
             }
@@ -771,8 +781,12 @@ pub async fn list_groups(
             });
         }
     }
+    if error_code != 0 {
+        groups.clear();
+    }
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     ListGroupsResponse {
+        error_code,
         groups,
         ..Default::default()
     }
