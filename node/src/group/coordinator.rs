@@ -449,12 +449,17 @@ impl Coordinator {
     }
 
     /// Drop the state of `__consumer_offsets` partition `index` (of `count`): its
-    /// groups of both kinds (members waiting on them are answered as the group's end
-    /// answers them), committed offsets and pending transactional offsets. True if
+    /// groups of both kinds (classic members waiting in a join or sync are told
+    /// NOT_COORDINATOR), committed offsets and pending transactional offsets. True if
     /// the partition was led here.
     pub fn unload(&mut self, index: i32, count: i32) -> bool {
         let mine = |group: &str| offsets_log::partition_for(group, count) == index;
-        self.groups.retain(|id, _| !mine(id));
+        self.groups.retain(|id, g| {
+            if mine(id) {
+                g.unload();
+            }
+            !mine(id)
+        });
         self.consumer.retain(|id, _| !mine(id));
         self.offsets.retain(|id, _| !mine(id));
         self.pending_txn.retain(|(p, _), _| *p != index);

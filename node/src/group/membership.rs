@@ -212,6 +212,21 @@ impl Group {
             .map(|(n, _)| n)
     }
 
+    /// The coordinator drops the group (its partition's leadership ended): members
+    /// waiting in a join or a sync are told NOT_COORDINATOR and look the coordinator up
+    /// again (Kafka's `onUnloaded`).
+    pub fn unload(&mut self) {
+        let code = ErrorCode::NotCoordinator.code();
+        for (id, m) in &mut self.members {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(join_error(id, code));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(sync_error(code));
+            }
+        }
+    }
+
     pub fn join(&mut self, args: JoinArgs, limits: &GroupLimits, now: Instant, reply: JoinReply) {
         if args.session_timeout_ms < limits.min_session_timeout_ms
             || args.session_timeout_ms > limits.max_session_timeout_ms
@@ -938,6 +953,24 @@ mod tests {
         assert_eq!(g.leave(&b, None, now, &LIMITS), ErrorCode::UnknownMemberId);
         let ja = join(&mut g, args(&a, None, 5), now).try_recv().unwrap();
         assert_eq!(ja.generation_id, 3);
+    }
+
+    #[test]
+    fn unloading_tells_waiting_members_not_coordinator() {
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let (a, rx_a) = join_two_step(&mut g, now);
+        assert_eq!(rx_a.try_recv().unwrap().generation_id, 1);
+        // A second member's join waits for the first to rejoin.
+        let (_, rx_b) = join_two_step(&mut g, now);
+        assert!(rx_b.try_recv().is_err());
+        g.unload();
+        let jb = rx_b.try_recv().unwrap();
+        assert_eq!(
+            (jb.error_code, jb.generation_id),
+            (ErrorCode::NotCoordinator.code(), -1)
+        );
+        assert!(!jb.member_id.is_empty() && jb.member_id != a);
     }
 
     #[test]
