@@ -334,12 +334,14 @@ pub async fn handle(
                 }
             }
             None if w.taken > 0 => {
-                // Traffic is counted here, for what is sent, once.
-                let mut m = ctx.metrics.borrow_mut();
-                let t = m.topic(&w.key.topic);
-                t.bytes_out += w.taken as u64;
-                t.messages_out += w.batches.iter().map(record_count).sum::<u64>();
-                drop(m);
+                // Consumers' traffic is counted here, for what is sent, once; as
+                // Kafka's BytesOutPerSec, followers' fetches are not consumers'.
+                if !follower {
+                    let mut m = ctx.metrics.borrow_mut();
+                    let t = m.topic(&w.key.topic);
+                    t.bytes_out += w.taken as u64;
+                    t.messages_out += w.batches.iter().map(record_count).sum::<u64>();
+                }
                 data.records = Some(Records::from_chunks(w.batches));
             }
             None => data.records = Some(Records::new()),

@@ -59,12 +59,12 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ),
         (
             "spate_topic_bytes_out_total",
-            "Bytes of record batches fetched from the topic.",
+            "Bytes of record batches consumers fetched from the topic (followers not counted).",
             |t| t.bytes_out,
         ),
         (
             "spate_topic_messages_out_total",
-            "Records fetched from the topic.",
+            "Records consumers fetched from the topic (followers not counted).",
             |t| t.messages_out,
         ),
     ];
