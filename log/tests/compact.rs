@@ -274,3 +274,28 @@ async fn without_the_delete_policy_retention_keeps_everything() {
     assert_eq!(log.enforce_retention(i64::MAX / 2).await.unwrap(), 0);
     assert_eq!(log.log_start_offset(), 0);
 }
+
+#[compio::test]
+async fn a_truncation_below_the_cleaned_end_moves_the_cleaner_checkpoint_back() {
+    let t = tempdir();
+    let dir = t.path().join("c");
+    let cfg = small_config();
+    let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
+    fill(&log, 200).await;
+    log.flush().await.unwrap();
+    let groups = clean(&log, 3 * 64 * 1024, third);
+    log.replace_segments(groups).await.unwrap();
+    let cleaned = log.cleaned_up_to();
+    assert!(cleaned > 60, "{cleaned}");
+    // A follower cuts its log at 60 (a batch kept by the clean starts there).
+    assert_eq!(log.truncate_to(60).await.unwrap(), 60);
+    assert_eq!(log.cleaned_up_to(), 60);
+    // What comes next is dirty, after a restart too.
+    for i in 0..5 {
+        log.append(batch(1_000 + i, 1, 5_000, 2000)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let log = PartitionLog::open(dir, cfg).await.unwrap();
+    assert_eq!(log.cleaned_up_to(), 60);
+    assert_eq!(log.log_end_offset(), 65);
+}

@@ -124,7 +124,7 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Result<CleanerCheckpoint> {
     })
 }
 
-async fn write_checkpoint(dir: &Path, cp: CleanerCheckpoint) -> Result<()> {
+pub(crate) async fn write_checkpoint(dir: &Path, cp: CleanerCheckpoint) -> Result<()> {
     let path = dir.join(CLEANER_CHECKPOINT);
     let data = format!("0\n{}\n{}\n", cp.clean_end, cp.delete_horizon_ms).into_bytes();
     fio::replace_file(dir, &path, data)

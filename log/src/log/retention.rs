@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::batch::parse_header;
 use crate::buf::align_down;
+use crate::clean::swap::{self, CleanerCheckpoint};
 use crate::error::{LogError, Result};
 use crate::io as fio;
 use crate::segment::{self, Phase, Segment};
@@ -194,6 +195,21 @@ impl PartitionLog {
                 log_start: ls,
                 log_end: leo,
             });
+        }
+        // What is written from `offset` on next is dirty: the cleaner's checkpoint must
+        // not cover it (Kafka's maybeTruncateCheckpoint). Written before the cut, so a
+        // crash in between leaves it covering less, never more.
+        let (clean_end, delete_horizon_ms) = {
+            let st = self.shared.state.borrow();
+            (st.clean_end, st.delete_horizon_ms)
+        };
+        if clean_end > offset {
+            let cp = CleanerCheckpoint {
+                clean_end: offset,
+                delete_horizon_ms,
+            };
+            swap::write_checkpoint(&self.dir(), cp).await?;
+            self.shared.state.borrow_mut().clean_end = offset;
         }
         // Segments wholly at/above offset go; the one containing it is cut.
         let (drop_bases, keep) = {
