@@ -457,6 +457,15 @@ impl Partition {
         }
     }
 
+    /// Whether other replicas move this one's high watermark: a leader with followers,
+    /// or a follower (a leader without followers has its written end as its HW).
+    pub fn is_replicated(&self) -> bool {
+        match &*self.replica.borrow() {
+            Role::Leader(l) => l.has_followers(),
+            Role::Follower(_) => true,
+        }
+    }
+
     /// A listener for [`Self::progress`]'s events. Create it, re-check, then await.
     pub fn listen_progress(&self) -> event_listener::EventListener {
         self.progress.listen()
@@ -593,22 +602,15 @@ impl Partition {
         epoch: i32,
         deadline: std::time::Instant,
     ) -> Result<(), i16> {
+        // Checked before listening too: without followers (a single node) the answer
+        // is there at once, and a listener costs a lock and an allocation.
+        if let Some(answer) = self.replication_outcome(end, epoch) {
+            return answer;
+        }
         loop {
             let listener = self.progress.listen();
-            if self.leader_epoch() != Some(epoch) {
-                return Err(ErrorCode::NotLeaderOrFollower.code());
-            }
-            if self.high_watermark() >= end {
-                let isr = match &*self.replica.borrow() {
-                    Role::Leader(l) => l.maximal_isr_len(),
-                    Role::Follower(_) => 0,
-                };
-                let min_isr = self.config.borrow().min_insync_replicas.max(1) as usize;
-                return if isr >= min_isr {
-                    Ok(())
-                } else {
-                    Err(ErrorCode::NotEnoughReplicasAfterAppend.code())
-                };
+            if let Some(answer) = self.replication_outcome(end, epoch) {
+                return answer;
             }
             let now = std::time::Instant::now();
             if now >= deadline
@@ -619,6 +621,27 @@ impl Partition {
                 return Err(ErrorCode::RequestTimedOut.code());
             }
         }
+    }
+
+    /// The answer to an acks=all produce that ends at `end`, written under `epoch`, once
+    /// there is one (`None`: keep waiting).
+    fn replication_outcome(&self, end: i64, epoch: i32) -> Option<Result<(), i16>> {
+        if self.leader_epoch() != Some(epoch) {
+            return Some(Err(ErrorCode::NotLeaderOrFollower.code()));
+        }
+        if self.high_watermark() < end {
+            return None;
+        }
+        let isr = match &*self.replica.borrow() {
+            Role::Leader(l) => l.maximal_isr_len(),
+            Role::Follower(_) => 0,
+        };
+        let min_isr = self.config.borrow().min_insync_replicas.max(1) as usize;
+        Some(if isr >= min_isr {
+            Ok(())
+        } else {
+            Err(ErrorCode::NotEnoughReplicasAfterAppend.code())
+        })
     }
 
     /// A follower appends what it fetched from its leader: the leader's offsets and

@@ -728,9 +728,12 @@ impl ShardContext {
                     Some(p) => {
                         // Listen first, then check, so no append slips between the two.
                         // A write moves a follower's readable end; a follower's fetch or
-                        // an ISR change moves a consumer's (the high watermark).
+                        // an ISR change moves a consumer's (the high watermark), which
+                        // only writes move on a leader without followers.
                         listeners.push(p.log.listen());
-                        listeners.push(p.listen_progress());
+                        if p.is_replicated() {
+                            listeners.push(p.listen_progress());
+                        }
                         let end = if w.follower {
                             p.log.written_end_offset()
                         } else {
