@@ -25,6 +25,9 @@ pub use config::{LogConfig, SEVEN_DAYS_MS};
 pub use epoch::{UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::{LogError, Result};
 pub use event_listener::EventListener;
+/// Atomically replace a small file (temporary file `<path>.tmp`, synced, renamed, the
+/// directory synced).
+pub use io::replace_file;
 pub use log::{
     latency_bucket, system_clock, AppendInfo, Clock, LogStats, PartitionLog, ReadResult,
     WriteTicket, LATENCY_BUCKETS,

@@ -61,6 +61,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
     // Creates and locks every log dir; the first (data_dir) holds the metadata log.
     let log_dirs = Arc::new(log_dirs::LogDirs::open(&config.log_dirs)?);
+    let start_high_watermarks = {
+        let healthy: Vec<_> = log_dirs
+            .list()
+            .into_iter()
+            .filter(|d| d.failure.is_none())
+            .map(|d| d.path)
+            .collect();
+        Arc::new(replica::hw_checkpoint::StartHighWatermarks::read_and_remove(&healthy))
+    };
     // The controller quorum, and the metadata as committed when it is caught up.
     let booted = metadata::boot::start(&config)?;
     if !config.is_broker() {
@@ -141,6 +150,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),
+            start_high_watermarks: start_high_watermarks.clone(),
             controller: if id == 0 { controller.take() } else { None },
             ready: ready_tx.clone(),
         };

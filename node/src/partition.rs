@@ -340,12 +340,16 @@ fn observe_batch(
 }
 
 impl Partition {
+    /// Open the partition's log in `dir`; `high_watermark` is the one checkpointed
+    /// before the start, if any (within the log's bounds, it is where this replica's
+    /// high watermark starts; else at the log start).
     pub async fn open(
         dir: PathBuf,
         topic_id: [u8; 16],
         config: EffectiveTopicConfig,
         storage: StorageSettings,
         cache: SharedBatchCache,
+        high_watermark: Option<i64>,
     ) -> Result<Partition, LogError> {
         let jitter_seed = {
             use std::hash::{Hash, Hasher};
@@ -360,7 +364,10 @@ impl Partition {
             Some(cache),
         )
         .await?;
-        let unassigned = Role::unassigned(log.log_start_offset());
+        let log_start = log.log_start_offset();
+        let start_hw =
+            high_watermark.map_or(log_start, |hw| hw.clamp(log_start, log.log_end_offset()));
+        let unassigned = Role::unassigned(start_hw);
         let partition = Partition {
             topic_id,
             log,

@@ -68,6 +68,8 @@ pub struct ShardContext {
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
     pub log_dirs: Arc<LogDirs>,
+    /// The high watermarks checkpointed before the start (`replica::hw_checkpoint`).
+    start_high_watermarks: Arc<crate::replica::hw_checkpoint::StartHighWatermarks>,
     /// ACL checks; `None` when authorization is off.
     pub authorizer: Option<Authorizer>,
     /// The metadata the broker started with: partitions in it existed before the start
@@ -373,12 +375,16 @@ impl ShardContext {
                                 continue;
                             }
                         };
+                        let high_watermark =
+                            self.start_high_watermarks
+                                .get(&topic.name, index as i32, topic.id);
                         match Partition::open(
                             dir,
                             topic.id,
                             config.clone(),
                             storage,
                             self.batch_cache.clone(),
+                            high_watermark,
                         )
                         .await
                         {
@@ -786,6 +792,7 @@ pub struct ShardStart {
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     pub log_dirs: Arc<LogDirs>,
+    pub start_high_watermarks: Arc<crate::replica::hw_checkpoint::StartHighWatermarks>,
     /// Shard 0 runs the controller and follows the metadata log.
     pub controller: Option<ControllerStart>,
     pub ready: std::sync::mpsc::Sender<anyhow::Result<usize>>,
@@ -827,6 +834,7 @@ async fn serve(start: ShardStart) {
         cleaner,
         schemas,
         log_dirs,
+        start_high_watermarks,
         ..
     } = start;
     let ctx = Rc::new(ShardContext {
@@ -853,6 +861,7 @@ async fn serve(start: ShardStart) {
         replication_quotas,
         schemas,
         log_dirs,
+        start_high_watermarks,
         authorizer: Authorizer::from_config(&config.authorizer),
         image_at_start: image.clone(),
         strays_swept: Cell::new(false),
@@ -985,6 +994,7 @@ async fn serve(start: ShardStart) {
     .detach();
 
     crate::replica::isr::spawn_checks(&ctx);
+    crate::replica::hw_checkpoint::spawn(&ctx);
 
     let dirs_ctx = ctx.clone();
     compio::runtime::spawn(async move {
@@ -1025,6 +1035,7 @@ async fn serve(start: ShardStart) {
         return;
     };
     ctx.shutting_down.set(true);
+    crate::replica::hw_checkpoint::write(&ctx).await;
     let partitions: Vec<Rc<Partition>> = ctx.partitions.borrow().values().cloned().collect();
     for p in partitions {
         if let Err(e) = p.snapshot_producer_states() {

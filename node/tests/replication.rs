@@ -544,3 +544,47 @@ fn wait_for_leader_any(nodes: &[Broker]) -> i32 {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The high-watermark checkpoint: each shard writes its partitions' high watermarks
+/// every 5 s; a start reads and removes the files, and the shards write them again.
+#[test]
+fn high_watermarks_are_checkpointed_and_read_back_at_start() {
+    let mut broker = Broker::start("hw-checkpoint");
+    let mut s = common::connect(&broker);
+    common::create_topic(&mut s, TOPIC, 1, &[]);
+    let values: Vec<String> = (0..5).map(|i| format!("hw-{i}")).collect();
+    assert_eq!(produce_all(&mut s, &values), Ok(0));
+    // One file per shard: the partition is in its owner shard's.
+    let has_hw = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .expect("data dir")
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("high-watermark-checkpoint-")
+                    .is_some_and(|shard| shard.parse::<usize>().is_ok())
+                    && std::fs::read_to_string(e.path())
+                        .is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!("{TOPIC} 0 5 "))))
+            })
+    };
+    let start = Instant::now();
+    while !has_hw(&broker.data_dir) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no checkpoint of {TOPIC}-0 at 5"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.kill_and_restart();
+    // Read (and removed) at the start, then written again by the shard.
+    let start = Instant::now();
+    while !has_hw(&broker.data_dir) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no checkpoint after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut s = common::connect(&broker);
+    assert_eq!(produce_all(&mut s, &values), Ok(5));
+}

@@ -15,6 +15,7 @@
 //! `DivergingEpoch`, KIP-320 / KIP-595).
 
 pub mod fetcher;
+pub mod hw_checkpoint;
 pub mod isr;
 pub mod leader;
 pub mod quota;
