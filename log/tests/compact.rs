@@ -21,6 +21,16 @@ async fn fill(log: &PartitionLog, n: u64) {
     }
 }
 
+/// A log opened in `dir`, [`fill`]ed with `n` batches and flushed.
+async fn filled(dir: &Path, cfg: &LogConfig, n: u64) -> PartitionLog {
+    let log = PartitionLog::open(dir.to_path_buf(), cfg.clone())
+        .await
+        .unwrap();
+    fill(&log, n).await;
+    log.flush().await.unwrap();
+    log
+}
+
 /// Rewrites the sealed segments on another thread, keeping the batches `keep` accepts.
 fn clean(log: &PartitionLog, group_bytes: u64, keep: fn(i64) -> bool) -> Vec<CleanedGroup> {
     let view = log.cleanable(i64::MAX, 0, i64::MAX);
@@ -94,9 +104,7 @@ async fn cleaned_segments_keep_offsets_leave_gaps_and_survive_reopen() {
     let t = tempdir();
     let dir = t.path().join("c");
     let cfg = small_config();
-    let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
-    fill(&log, 200).await;
-    log.flush().await.unwrap();
+    let log = filled(&dir, &cfg, 200).await;
     let before = log.cleanable(i64::MAX, 0, i64::MAX);
     assert!(before.segments.len() >= 4, "{:?}", before.segments.len());
     assert_eq!(before.first_dirty, 0);
@@ -280,9 +288,7 @@ async fn a_truncation_below_the_cleaned_end_moves_the_cleaner_checkpoint_back() 
     let t = tempdir();
     let dir = t.path().join("c");
     let cfg = small_config();
-    let log = PartitionLog::open(dir.clone(), cfg.clone()).await.unwrap();
-    fill(&log, 200).await;
-    log.flush().await.unwrap();
+    let log = filled(&dir, &cfg, 200).await;
     let groups = clean(&log, 3 * 64 * 1024, third);
     log.replace_segments(groups).await.unwrap();
     let cleaned = log.cleaned_up_to();

@@ -259,6 +259,16 @@ impl LogDirs {
             .collect()
     }
 
+    /// The paths of the directories that have not failed.
+    pub fn healthy_paths(&self) -> Vec<PathBuf> {
+        self.inner()
+            .dirs
+            .iter()
+            .filter(|d| d.failure.is_none())
+            .map(|d| d.path.clone())
+            .collect()
+    }
+
     /// Directory index of a partition's log, if it is known.
     pub fn dir_of(&self, topic: &str, partition: i32) -> Option<usize> {
         self.inner()

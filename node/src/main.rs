@@ -61,15 +61,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(BrokerConfig::load(cli)?);
     // Creates and locks every log dir; the first (data_dir) holds the metadata log.
     let log_dirs = Arc::new(log_dirs::LogDirs::open(&config.log_dirs)?);
-    let start_high_watermarks = {
-        let healthy: Vec<_> = log_dirs
-            .list()
-            .into_iter()
-            .filter(|d| d.failure.is_none())
-            .map(|d| d.path)
-            .collect();
-        Arc::new(replica::hw_checkpoint::StartHighWatermarks::read_and_remove(&healthy))
-    };
+    let start_high_watermarks = Arc::new(
+        replica::hw_checkpoint::StartHighWatermarks::read_and_remove(&log_dirs.healthy_paths()),
+    );
     // The controller quorum, and the metadata as committed when it is caught up.
     let booted = metadata::boot::start(&config)?;
     if !config.is_broker() {
@@ -221,13 +215,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "spate ready to serve"
     );
     // Directories of partitions deleted before a crash or stop: removed off the shards.
-    let healthy: Vec<_> = log_dirs
-        .list()
-        .into_iter()
-        .filter(|d| d.failure.is_none())
-        .map(|d| d.path)
-        .collect();
-    if let Err(e) = delete_dirs::spawn_sweep(healthy) {
+    if let Err(e) = delete_dirs::spawn_sweep(log_dirs.healthy_paths()) {
         tracing::warn!(error = %e, "starting the sweep of deleted partition directories failed");
     }
 
