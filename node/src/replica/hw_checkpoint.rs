@@ -137,8 +137,21 @@ fn parse(text: &str) -> Option<Vec<Entry>> {
 }
 
 /// Write this shard's checkpoint files: the high watermark of each partition it has
-/// open, one file per log dir (atomically replaced, then synced).
+/// open, one file per log dir (atomically replaced, then synced). A call while the
+/// shard's previous one still writes returns at once: both would write the same
+/// temporary files.
 pub async fn write(ctx: &ShardContext) {
+    thread_local! {
+        static WRITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if WRITING.with(|w| w.replace(true)) {
+        return;
+    }
+    write_files(ctx).await;
+    WRITING.with(|w| w.set(false));
+}
+
+async fn write_files(ctx: &ShardContext) {
     let mut by_dir: HashMap<PathBuf, Vec<Entry>> = HashMap::new();
     for (key, p) in ctx.partitions.borrow().iter() {
         let dir = p.log.dir();
