@@ -174,14 +174,15 @@ fn produce_all(s: &mut TcpStream, values: &[String]) -> Result<i64, i16> {
     }
 }
 
-/// One Fetch (v13) of the partition from `offset` by a consumer in `rack`: the error,
-/// the preferred read replica, and the record values.
-fn fetch_from(
+/// One Fetch (v13) of the partition from `offset` by a consumer in `rack` ("" for none):
+/// the error, the preferred read replica, the high watermark, and the record values
+/// with the offset after the last batch read (`offset` when none was).
+fn fetch_partition(
     s: &mut TcpStream,
     topic_id: spate_net::Uuid,
     offset: i64,
     rack: &str,
-) -> (i16, i32, Vec<String>) {
+) -> (i16, i32, i64, Vec<String>, i64) {
     let fetch = FetchRequest {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
@@ -203,14 +204,35 @@ fn fetch_from(
     let response = FetchResponse::decode(&mut body, 13).expect("decode");
     let p = &response.responses[0].partitions[0];
     let mut values = Vec::new();
+    let mut next = offset;
     let records = p.records.clone().unwrap_or_default().to_contiguous();
     for b in record_batch::batches(records) {
-        for r in b.expect("batch").records(1 << 20).expect("records") {
+        let b = b.expect("batch");
+        for r in b.records(1 << 20).expect("records") {
             let v = r.expect("record").value.expect("value");
             values.push(String::from_utf8(v.to_vec()).expect("utf8"));
         }
+        next = b.last_offset() + 1;
     }
-    (p.error_code, p.preferred_read_replica, values)
+    (
+        p.error_code,
+        p.preferred_read_replica,
+        p.high_watermark,
+        values,
+        next,
+    )
+}
+
+/// [`fetch_partition`] from a consumer in `rack`: the error, the preferred read
+/// replica, and the record values.
+fn fetch_from(
+    s: &mut TcpStream,
+    topic_id: spate_net::Uuid,
+    offset: i64,
+    rack: &str,
+) -> (i16, i32, Vec<String>) {
+    let (error, preferred, _, values, _) = fetch_partition(s, topic_id, offset, rack);
+    (error, preferred, values)
 }
 
 /// Every record value up to the high watermark, read from the leader until there are
@@ -236,39 +258,14 @@ fn read_all(s: &mut TcpStream, topic_id: spate_net::Uuid) -> Vec<String> {
     let mut values = Vec::new();
     let mut offset = 0;
     loop {
-        let fetch = FetchRequest {
-            max_wait_ms: 0,
-            max_bytes: 1 << 20,
-            topics: vec![FetchTopic {
-                topic_id,
-                partitions: vec![FetchPartition {
-                    partition: 0,
-                    fetch_offset: offset,
-                    partition_max_bytes: 1 << 20,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        send(s, request(ApiKey::Fetch, 16, 4, &fetch));
-        let (_, mut body) = read_response_header(s, true).expect("Fetch response");
-        let response = FetchResponse::decode(&mut body, 16).expect("decode");
-        let p = &response.responses[0].partitions[0];
-        assert_eq!(p.error_code, 0, "fetch at {offset}");
-        let records = p.records.clone().unwrap_or_default().to_contiguous();
-        if records.is_empty() {
-            assert_eq!(offset, p.high_watermark, "read up to the high watermark");
+        let (error, _, high_watermark, read, next) = fetch_partition(s, topic_id, offset, "");
+        assert_eq!(error, 0, "fetch at {offset}");
+        if next == offset {
+            assert_eq!(offset, high_watermark, "read up to the high watermark");
             return values;
         }
-        for b in record_batch::batches(records) {
-            let b = b.expect("batch");
-            for r in b.records(1 << 20).expect("records") {
-                let r = r.expect("record");
-                values.push(String::from_utf8(r.value.expect("value").to_vec()).expect("utf8"));
-            }
-            offset = b.last_offset() + 1;
-        }
+        values.extend(read);
+        offset = next;
     }
 }
 
