@@ -31,6 +31,8 @@ FAMILIES = {
     "spate_topic_messages_out_total": ("counter", {"topic"}),
     "spate_request_latency_seconds": ("histogram", {"request"}),
     "spate_request_errors_total": ("counter", {"request", "error"}),
+    "spate_quota_throttles_total": ("counter", {"quota"}),
+    "spate_quota_throttle_seconds_total": ("counter", {"quota"}),
     "spate_request_queue_time_seconds": ("histogram", {"request"}),
     "spate_produce_stage_seconds": ("histogram", {"stage"}),
     "spate_partition_log_end_offset": ("gauge", {"topic", "partition"}),

@@ -12,6 +12,9 @@
 //! while that budget is spent. A connection with nothing in flight and nothing read
 //! for `connections_max_idle_ms` is closed.
 //!
+//! Client quotas: a request whose response throttles the client mutes the connection
+//! (`security::Mute`): no further frame is read or dispatched until the throttle ends.
+//!
 //! Security: on TLS listeners the handshake runs first and the loop then reads and
 //! writes through TLS (`transport`, `security::tls_io`); SASL is enforced by the
 //! dispatch (`security::sasl`), and until a client authenticated its frames are held
@@ -234,6 +237,11 @@ async fn run<R: FrameRead, W: ChunkWrite + 'static>(
     let mut frame_permit: Option<Permit> = None;
     'conn: loop {
         let frame_end = loop {
+            // A client over its quota: nothing more is read or handled until its
+            // throttle time passed (Kafka mutes the channel).
+            if let Some(until) = session.mute().until() {
+                compio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+            }
             // Lower until the client authenticated (SASL).
             let max_frame = session.max_frame(configured_max_frame);
             let size = match spate_net::frame::peek_frame_size(&buf, max_frame) {

@@ -102,6 +102,11 @@ pub enum ControllerRequest {
         upsertions: Vec<ScramUpsertion>,
         deletions: Vec<ScramDeletion>,
     },
+    /// AlterClientQuotas: outcomes are per entry, named by index.
+    AlterClientQuotas {
+        entries: Vec<crate::quota::store::QuotaAlteration>,
+        validate_only: bool,
+    },
     /// CreateAcls (checked by the broker): outcomes are per ACL, named by index.
     CreateAcls {
         acls: Vec<Acl>,
@@ -735,6 +740,9 @@ impl Controller {
                 (*validate_only, "group configs")
             }
             ControllerRequest::AlterScramCredentials { .. } => (false, "scram credentials"),
+            ControllerRequest::AlterClientQuotas { validate_only, .. } => {
+                (*validate_only, "client quotas")
+            }
             ControllerRequest::CreateAcls { .. } => (false, "create acls"),
             ControllerRequest::DeleteAcls { .. } => (false, "delete acls"),
             ControllerRequest::AllocateProducerId
@@ -871,6 +879,12 @@ impl Controller {
                             topic: None,
                         }),
                 );
+            }
+            ControllerRequest::AlterClientQuotas { entries, .. } => {
+                let (planned, each) = next.client_quotas.plan_alter(&entries);
+                next.replay_all(&planned);
+                records.extend(planned);
+                outcomes.extend(indexed(each));
             }
             ControllerRequest::CreateAcls { acls } => {
                 let (planned, each) = acl_changes::plan_create(&next, &acls);
@@ -1187,6 +1201,9 @@ pub fn request_names(request: &ControllerRequest) -> Vec<String> {
             let mut seen = std::collections::HashSet::new();
             users.retain(|u| seen.insert(u.clone()));
             users
+        }
+        ControllerRequest::AlterClientQuotas { entries, .. } => {
+            (0..entries.len()).map(|i| i.to_string()).collect()
         }
         ControllerRequest::CreateAcls { acls } => (0..acls.len()).map(|i| i.to_string()).collect(),
         ControllerRequest::DeleteAcls { ids } => (0..ids.len()).map(|i| i.to_string()).collect(),

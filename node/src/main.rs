@@ -23,6 +23,7 @@ mod metadata;
 mod metrics;
 mod partition;
 mod producer_state;
+mod quota;
 mod random_id;
 mod registration;
 mod replica;
@@ -126,6 +127,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let request_memory = budget::RequestMemory::new(config.queued_max_request_bytes);
     let connection_limit = budget::ConnectionLimit::new(config.max_connections);
     let replication_quotas = Arc::new(replica::quota::ReplicationQuotas::default());
+    let quota_sensors = Arc::new(quota::QuotaSensors::default());
     let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
     // The registry's ids as the shards' schema validation reads them.
     let schemas = Arc::new(schema_registry::SchemaIndex::default());
@@ -141,6 +143,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
             replication_quotas: replication_quotas.clone(),
+            quota_sensors: quota_sensors.clone(),
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),

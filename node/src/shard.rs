@@ -64,6 +64,8 @@ pub struct ShardContext {
     pub connection_limit: Arc<ConnectionLimit>,
     /// Broker-wide replication throttles (`replica/quota.rs`).
     pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
+    /// Broker-wide usage rates of the client quotas (`quota`).
+    pub quota_sensors: Arc<crate::quota::QuotaSensors>,
     /// The schema registry's ids, for broker-side schema validation.
     pub schemas: Arc<crate::schema_registry::SchemaIndex>,
     /// The log dirs (`log_dirs`): where each partition's log is, which have failed.
@@ -787,6 +789,7 @@ pub struct ShardStart {
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
     pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
+    pub quota_sensors: Arc<crate::quota::QuotaSensors>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
@@ -831,6 +834,7 @@ async fn serve(start: ShardStart) {
         request_memory,
         connection_limit,
         replication_quotas,
+        quota_sensors,
         cleaner,
         schemas,
         log_dirs,
@@ -859,6 +863,7 @@ async fn serve(start: ShardStart) {
         request_memory,
         connection_limit,
         replication_quotas,
+        quota_sensors,
         schemas,
         log_dirs,
         start_high_watermarks,
@@ -1050,6 +1055,26 @@ async fn serve(start: ShardStart) {
     let _ = done.send_async(()).await;
 }
 
+/// How long a new connection from `ip` is held before it is closed for going over its
+/// `connection_creation_rate` quota (0: accepted).
+fn connection_throttle(ctx: &ShardContext, ip: std::net::IpAddr) -> u64 {
+    let image = ctx.image();
+    if !image.client_quotas.has_ip_quotas() {
+        return 0;
+    }
+    let Some(limit) = image.client_quotas.connection_rate(&ip.to_string()) else {
+        return 0;
+    };
+    let throttle = ctx.quota_sensors.record_connection(ip, limit);
+    if throttle > 0 {
+        ctx.metrics
+            .borrow_mut()
+            .quota_throttled(crate::quota::CONNECTION_CREATION, throttle);
+        tracing::debug!(shard = ctx.id, %ip, throttle_ms = throttle, "connection creation rate exceeded; closing the connection after the throttle");
+    }
+    throttle
+}
+
 /// Accept connections on one listener for as long as the shard runs.
 async fn accept_loop(
     ctx: Rc<ShardContext>,
@@ -1078,7 +1103,16 @@ async fn accept_loop(
                     continue;
                 };
                 let (ctx, listener) = (ctx.clone(), listener.clone());
+                let throttle = connection_throttle(&ctx, peer.ip());
                 compio::runtime::spawn(async move {
+                    if throttle > 0 {
+                        // Over the IP's connection_creation_rate: closed once the
+                        // throttle passed, as Kafka does, so that the client does not
+                        // reconnect at once (the slot bounds how many wait).
+                        compio::time::sleep(Duration::from_millis(throttle)).await;
+                        drop((stream, slot));
+                        return;
+                    }
                     crate::conn::serve(ctx, stream, peer, slot, listener).await
                 })
                 .detach();

@@ -39,7 +39,8 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
         ApiKey::SaslAuthenticate => "`session_lifetime_ms` 0 (no re-authentication yet); SCRAM's `tokenauth` refused (no delegation tokens)",
-        ApiKey::DescribeClientQuotas => "client quotas are not implemented: every filter matches nothing (kafka-configs.sh describes quotas before SCRAM credentials)",
+        ApiKey::DescribeClientQuotas => "from the metadata image, Kafka's filter rules (docs/security.md#quotas)",
+        ApiKey::AlterClientQuotas => "made by the active controller, as ClientQuotaRecord in the metadata log; `producer_byte_rate`, `consumer_byte_rate` and `connection_creation_rate` are enforced; `request_percentage` and `controller_mutation_rate` are refused (INVALID_REQUEST), not enforced yet",
         ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeQuorum => {
             "any broker answers for the active controller; offsets are the quorum log's index + 1; a voter's last fetch time is not known (-1), an observer's is its last heartbeat"
@@ -86,7 +87,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | ExpireDelegationToken
         | DescribeDelegationToken => SECURITY,
         AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
-        AlterClientQuotas => "client quotas are not implemented",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
         }

@@ -52,6 +52,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
     ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
     ApiKey::DeleteGroups,

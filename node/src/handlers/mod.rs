@@ -20,6 +20,7 @@ mod producer;
 mod quotas;
 mod reassignments;
 mod scram;
+mod throttle;
 mod topics;
 mod txn;
 
@@ -31,6 +32,7 @@ use compio::runtime::JoinHandle;
 use spate_net::messages::RequestHeader;
 use spate_net::{ApiKey, ErrorCode, Message, RequestBody};
 
+use crate::quota::QuotaKind;
 use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::{sasl, Session};
 use crate::shard::ShardContext;
@@ -142,6 +144,7 @@ pub async fn dispatch(
     arrived: std::time::Instant,
 ) -> Dispatched {
     let peer = session.peer;
+    let request_size = frame_body.len();
     // KIP-43: a SASL listener serves nothing else before authentication.
     if !session.authenticated() {
         let image = ctx.image();
@@ -181,12 +184,35 @@ pub async fn dispatch(
         RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
         RequestBody::Produce(req) => {
             let (listener, caller) = (session.listener.clone(), session.caller());
-            produce::dispatch(ctx, header, req, arrived, listener, caller).await
+            let throttle = throttle::produce(&ctx, session, &header, request_size);
+            produce::dispatch(ctx, header, req, arrived, (listener, caller), throttle).await
         }
-        RequestBody::Fetch(req) => {
+        RequestBody::Fetch(mut req) => {
             let (listener, caller) = (session.listener.clone(), session.caller());
+            // Replication is not a client's traffic.
+            let follower = req.replica_id >= 0 || req.replica_state.replica_id >= 0;
+            let quota = (!follower)
+                .then(|| throttle::client_quota(&ctx, session, &header, QuotaKind::Fetch))
+                .flatten();
+            let mute = session.mute().clone();
+            if let Some(q) = &quota {
+                match throttle::fetch_room(&ctx, q) {
+                    Some(room) => req.max_bytes = req.max_bytes.min(room),
+                    None => {
+                        return Dispatched::Respond(frame(
+                            &header,
+                            &throttle::fetch_refused(&ctx, q, &mute),
+                        ))
+                    }
+                }
+            }
             later(header.clone(), async move {
-                fetch::handle(&ctx, req, header.request_api_version, &listener, &caller).await
+                let mut response =
+                    fetch::handle(&ctx, req, header.request_api_version, &listener, &caller).await;
+                if let Some(q) = quota {
+                    throttle::fetch(&ctx, &q, &mute, &mut response);
+                }
+                response
             })
         }
         RequestBody::Metadata(req) => {
@@ -402,8 +428,16 @@ pub async fn dispatch(
                 async move { scram::alter(&ctx, &caller, req).await },
             )
         }
-        RequestBody::DescribeClientQuotas(_) => {
-            Dispatched::Respond(frame(&header, &quotas::describe_client_quotas()))
+        RequestBody::DescribeClientQuotas(req) => Dispatched::Respond(frame(
+            &header,
+            &quotas::describe(&ctx, &session.caller(), &req),
+        )),
+        RequestBody::AlterClientQuotas(req) => {
+            let caller = session.caller();
+            later(
+                header,
+                async move { quotas::alter(&ctx, &caller, req).await },
+            )
         }
         RequestBody::DescribeUserScramCredentials(req) => Dispatched::Respond(frame(
             &header,

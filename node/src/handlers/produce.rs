@@ -40,8 +40,8 @@ pub async fn dispatch(
     header: RequestHeader,
     req: ProduceRequest,
     arrived: std::time::Instant,
-    listener: Arc<Listener>,
-    caller: Caller,
+    (listener, caller): (Arc<Listener>, Caller),
+    throttle_time_ms: i32,
 ) -> Dispatched {
     let version = header.request_api_version;
     let acks = req.acks;
@@ -250,7 +250,7 @@ pub async fn dispatch(
             &ProduceResponse {
                 responses,
                 node_endpoints,
-                ..Default::default()
+                throttle_time_ms,
             },
         ))
     }))

@@ -107,6 +107,8 @@ pub struct MetadataImage {
     pub scram: Arc<BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>>,
     /// ACLs by record id (AccessControlEntryRecord), likewise behind an `Arc`.
     pub acls: Arc<AclStore>,
+    /// Client quotas by entity (ClientQuotaRecord), likewise behind an `Arc`.
+    pub client_quotas: Arc<crate::quota::store::ClientQuotas>,
 }
 
 /// The placement slot of a partition: the topic's own starting point (from its random
@@ -268,7 +270,8 @@ impl MetadataImage {
                     tracing::warn!("metadata: removal of an unknown ACL skipped");
                 }
             }
-            // Records for state Spate does not keep (quotas, tokens,
+            MetadataRecord::ClientQuota(r) => Arc::make_mut(&mut self.client_quotas).replay(r),
+            // Records for state Spate does not keep (tokens,
             // controller registrations, transactions markers of the log): no effect.
             other => tracing::debug!(kind = ?other.record_type(), "metadata: record ignored"),
         }

@@ -349,6 +349,7 @@ pub fn image_records(image: &MetadataImage) -> Vec<ApiMessageAndVersion> {
         }
     }
     out.extend(image.acls.iter().map(|(id, a)| acl(*id, a)));
+    out.extend(image.client_quotas.records());
     out
 }
 

@@ -94,6 +94,8 @@ pub struct ShardCounters {
     /// ISR changes of partitions led here that the controller accepted.
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// Client quota throttles: (times, total ms) by quota.
+    pub quota_throttles: BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl ShardCounters {
@@ -125,7 +127,19 @@ impl ShardCounters {
         self.produce_stages.entry(stage).or_default().observe(took);
     }
 
+    /// A client went over its `quota` and was throttled for `ms`.
+    pub fn quota_throttled(&mut self, quota: &'static str, ms: u64) {
+        let t = self.quota_throttles.entry(quota).or_default();
+        t.0 += 1;
+        t.1 += ms;
+    }
+
     pub fn merge(&mut self, o: &ShardCounters) {
+        for (k, (n, ms)) in &o.quota_throttles {
+            let t = self.quota_throttles.entry(k).or_default();
+            t.0 += n;
+            t.1 += ms;
+        }
         for (k, h) in &o.requests {
             self.requests.entry(k).or_default().merge(h);
         }

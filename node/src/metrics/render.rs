@@ -103,6 +103,30 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     }
     header(
         &mut out,
+        "spate_quota_throttles_total",
+        "counter",
+        "Requests (or new connections) over a client quota, by quota.",
+    );
+    for quota in crate::quota::THROTTLE_LABELS {
+        let n = total.quota_throttles.get(quota).map_or(0, |t| t.0);
+        let _ = writeln!(out, "spate_quota_throttles_total{{quota=\"{quota}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "spate_quota_throttle_seconds_total",
+        "counter",
+        "Throttle time given to clients over a client quota, by quota.",
+    );
+    for quota in crate::quota::THROTTLE_LABELS {
+        let ms = total.quota_throttles.get(quota).map_or(0, |t| t.1);
+        let _ = writeln!(
+            out,
+            "spate_quota_throttle_seconds_total{{quota=\"{quota}\"}} {}",
+            ms as f64 / 1000.0
+        );
+    }
+    header(
+        &mut out,
         "spate_request_queue_time_seconds",
         "histogram",
         "Time partition work waited for its owner shard, by request type.",

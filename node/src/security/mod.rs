@@ -149,6 +149,31 @@ pub struct Session {
     stage: Cell<SaslStage>,
     /// The SASL mechanism chosen in the handshake, with its exchange's state.
     mechanism: RefCell<Option<sasl::Mechanism>>,
+    /// Until when the connection is not read (a client quota's throttle).
+    muted: Mute,
+}
+
+/// A connection's throttle (KIP-219): requests handled in tasks mute it when their
+/// response tells the client to wait, and the connection reads nothing meanwhile.
+#[derive(Clone, Default)]
+pub struct Mute(std::rc::Rc<Cell<Option<std::time::Instant>>>);
+
+impl Mute {
+    /// Mutes for `ms` from now (extending, never shortening, a mute in force).
+    pub fn for_ms(&self, ms: u64) {
+        if ms == 0 {
+            return;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        if self.0.get().is_none_or(|t| t < until) {
+            self.0.set(Some(until));
+        }
+    }
+
+    /// When the mute in force ends, if one is.
+    pub fn until(&self) -> Option<std::time::Instant> {
+        self.0.get().filter(|t| *t > std::time::Instant::now())
+    }
 }
 
 impl Session {
@@ -164,7 +189,12 @@ impl Session {
             principal: RefCell::new(Principal::anonymous()),
             stage: Cell::new(stage),
             mechanism: RefCell::new(None),
+            muted: Mute::default(),
         }
+    }
+
+    pub fn mute(&self) -> &Mute {
+        &self.muted
     }
 
     pub fn principal(&self) -> Principal {

@@ -1,0 +1,242 @@
+"""Client quotas (issue 16; docs/security.md#quotas).
+
+A private broker (the quotas set here would slow other tests). Quotas are set and
+described with Kafka's own kafka-configs.sh (ConfigCommand: AlterClientQuotas,
+DescribeClientQuotas); librdkafka (confluent-kafka) producers and consumers are then
+held to their byte rates, and a client IP over its connection creation rate has its
+new connections closed.
+"""
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import EXTERNAL, RUNS, SpateBroker, free_port
+from test_kafka_cli import TOOL_TIMEOUT, TOOLS, kafka_libs, tool  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker")
+
+RATE = 400_000  # bytes/s for the throttled producer and consumer
+VALUE = 1000
+# A client may run a second's worth ahead of its quota (docs/security.md#quotas): the
+# rate is checked over windows of WINDOW s ending between STEADY_FROM and UNTIL.
+WINDOW, STEADY_FROM, UNTIL = 5.0, 6.0, 16.0
+
+
+@pytest.fixture(scope="module")
+def broker():
+    RUNS.mkdir(parents=True, exist_ok=True)
+    b = SpateBroker(RUNS / f"spate-quotas-{uuid.uuid4().hex[:10]}", free_port())
+    b.start()
+    yield b
+    b.stop()
+    shutil.rmtree(b.data_dir, ignore_errors=True)
+
+
+def configs(libs, broker, *args):
+    return tool(libs, "ConfigCommand", "--bootstrap-server", broker.bootstrap, *args)
+
+
+def refused(libs, broker, *args):
+    """What ConfigCommand prints on stderr when the broker refuses the change."""
+    cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", TOOLS +
+           "ConfigCommand", "--bootstrap-server", broker.bootstrap, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert "InvalidRequestException" in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_kafka_configs_sets_describes_and_removes_quotas(broker, kafka_libs):  # noqa: F811
+    configs(kafka_libs, broker, "--alter", "--add-config",
+            "producer_byte_rate=1024,consumer_byte_rate=2048",
+            "--entity-type", "users", "--entity-name", "alice",
+            "--entity-type", "clients", "--entity-name", "app")
+    configs(kafka_libs, broker, "--alter", "--add-config", "producer_byte_rate=4096",
+            "--entity-type", "users", "--entity-default")
+    configs(kafka_libs, broker, "--alter", "--add-config", "connection_creation_rate=50",
+            "--entity-type", "ips", "--entity-name", "10.1.2.3")
+    out = configs(kafka_libs, broker, "--describe", "--entity-type", "users",
+                  "--entity-name", "alice", "--entity-type", "clients", "--entity-name", "app")
+    assert ("Quota configs for user-principal 'alice', client-id 'app' are "
+            "consumer_byte_rate=2048.0, producer_byte_rate=1024.0") in out, out
+    out = configs(kafka_libs, broker, "--describe", "--entity-type", "users",
+                  "--entity-default")
+    assert "Quota configs for the default user-principal are producer_byte_rate=4096.0" in out, out
+    out = configs(kafka_libs, broker, "--describe", "--entity-type", "ips")
+    assert "Quota configs for ip '10.1.2.3' are connection_creation_rate=50.0" in out, out
+    # Every entity of users alone (the tool's filter is strict: the user-and-client
+    # entity is not one).
+    out = configs(kafka_libs, broker, "--describe", "--entity-type", "users")
+    assert "the default user-principal" in out and "'alice'" not in out, out
+
+    # Refusals carry Kafka's messages (INVALID_REQUEST).
+    bad = refused(kafka_libs, broker, "--alter", "--add-config", "producer_byte_rate=1.5",
+                  "--entity-type", "clients", "--entity-name", "x")
+    assert "producer_byte_rate cannot be a fractional value" in bad, bad
+    bad = refused(kafka_libs, broker, "--alter", "--add-config", "request_percentage=50",
+                  "--entity-type", "clients", "--entity-name", "x")
+    assert "does not enforce request_percentage" in bad, bad
+
+    for args in (["--entity-type", "users", "--entity-name", "alice",
+                  "--entity-type", "clients", "--entity-name", "app",
+                  "--delete-config", "producer_byte_rate,consumer_byte_rate"],
+                 ["--entity-type", "users", "--entity-default",
+                  "--delete-config", "producer_byte_rate"],
+                 ["--entity-type", "ips", "--entity-name", "10.1.2.3",
+                  "--delete-config", "connection_creation_rate"]):
+        configs(kafka_libs, broker, "--alter", *args)
+    for kind in ("users", "clients", "ips"):
+        out = configs(kafka_libs, broker, "--describe", "--entity-type", kind)
+        assert "Quota configs" not in out, out
+
+    # Quotas live in the metadata log: they survive a restart.
+    configs(kafka_libs, broker, "--alter", "--add-config", "consumer_byte_rate=777",
+            "--entity-type", "clients", "--entity-name", "kept")
+    broker.stop()
+    broker.start()
+    out = configs(kafka_libs, broker, "--describe", "--entity-type", "clients",
+                  "--entity-name", "kept")
+    assert "Quota configs for client-id 'kept' are consumer_byte_rate=777.0" in out, out
+    configs(kafka_libs, broker, "--alter", "--delete-config", "consumer_byte_rate",
+            "--entity-type", "clients", "--entity-name", "kept")
+
+
+def _create(broker, topic):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+
+
+def _produce_for(broker, topic, client_id, seconds, out):
+    """Produces VALUE-byte records as fast as librdkafka lets it for `seconds`; appends
+    (time since start, delivered bytes so far) samples to out["samples"]."""
+    delivered = [0]
+    throttles = []
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        delivered[0] += len(msg.value())
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "client.id": client_id,
+                  "linger.ms": 5, "throttle_cb": lambda e: throttles.append(e.throttle_time),
+                  "queue.buffering.max.kbytes": 2048, "batch.size": 16384,
+                  "max.in.flight": 5})
+    start = time.monotonic()
+    value = b"v" * VALUE
+    while (now := time.monotonic() - start) < seconds:
+        try:
+            p.produce(topic, value=value, partition=0, on_delivery=on_delivery)
+        except BufferError:
+            p.poll(0.05)
+        p.poll(0)
+        out.setdefault("samples", []).append((now, delivered[0]))
+    p.flush(60)
+    out["throttles"] = throttles
+
+
+def _rate_between(samples, t0, t1):
+    def at(t):
+        return next(b for s, b in samples if s >= t)
+    return (at(t1) - at(t0)) / (t1 - t0)
+
+
+def _windowed_rate(samples):
+    """The median rate over WINDOW-s spans ending every 0.5 s from STEADY_FROM on."""
+    ends = [STEADY_FROM + i / 2 for i in range(int((UNTIL - 0.5 - STEADY_FROM) * 2) + 1)]
+    return statistics.median(_rate_between(samples, e - WINDOW, e) for e in ends)
+
+
+def test_a_producer_and_a_consumer_are_held_to_their_byte_rates(broker, kafka_libs):  # noqa: F811
+    topic, filled = f"quota-p-{uuid.uuid4().hex[:6]}", f"quota-c-{uuid.uuid4().hex[:6]}"
+    _create(broker, topic)
+    _create(broker, filled)
+    # Enough for the consumer, written before its quota exists (no quota: full speed).
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+    for _ in range(int(RATE * (UNTIL + 4)) // VALUE):
+        while True:
+            try:
+                p.produce(filled, value=b"c" * VALUE, partition=0)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(60) == 0
+
+    configs(kafka_libs, broker, "--alter", "--add-config", f"producer_byte_rate={RATE}",
+            "--entity-type", "clients", "--entity-name", "slow-producer")
+    configs(kafka_libs, broker, "--alter", "--add-config", f"consumer_byte_rate={RATE}",
+            "--entity-type", "clients", "--entity-name", "slow-consumer")
+
+    produced = {}
+    t = threading.Thread(target=_produce_for, args=(broker, topic, "slow-producer", UNTIL, produced))
+    t.start()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "client.id": "slow-consumer",
+                  "group.id": f"g-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False,
+                  "fetch.max.bytes": 1 << 20})
+    c.assign([TopicPartition(filled, 0, 0)])
+    consumed, samples, start = 0, [], time.monotonic()
+    while (now := time.monotonic() - start) < UNTIL:
+        for m in c.consume(1000, 0.2):
+            assert m.error() is None, m.error()
+            consumed += len(m.value())
+        samples.append((now, consumed))
+    c.close()
+    t.join(120)
+
+    produce_rate = _windowed_rate(produced["samples"])
+    consume_rate = _windowed_rate(samples)
+    # Within 10 % of the quota (Kafka counts whole requests and responses, a little more
+    # than the values counted here).
+    assert 0.9 * RATE <= produce_rate <= 1.1 * RATE, produce_rate
+    assert 0.9 * RATE <= consume_rate <= 1.1 * RATE, consume_rate
+    # The broker told the producer (throttle_time_ms in its responses).
+    assert produced["throttles"] and max(produced["throttles"]) > 0
+
+    # Without its quota the producer runs free again.
+    configs(kafka_libs, broker, "--alter", "--delete-config", "producer_byte_rate",
+            "--entity-type", "clients", "--entity-name", "slow-producer")
+    free = {}
+    _produce_for(broker, topic, "slow-producer", 3.0, free)
+    assert _rate_between(free["samples"], 1.0, 2.9) > 3 * RATE
+
+
+def _api_versions_from(source_ip, port):
+    """Opens a connection from `source_ip` and sends ApiVersions v0: whether an answer
+    came (False: the broker closed the connection)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source_ip, 0))
+    try:
+        header = struct.pack(">hhi", 18, 0, 7) + struct.pack(">h", 1) + b"q"
+        s.sendall(struct.pack(">i", len(header)) + header)
+        got = s.recv(4)
+        return len(got) == 4
+    except (ConnectionResetError, socket.timeout):
+        return False
+    finally:
+        s.close()
+
+
+def test_connections_over_an_ips_creation_rate_are_closed(broker, kafka_libs):  # noqa: F811
+    # Another loopback address than the tools' own, so that only these connections count.
+    ip = "127.0.0.9"
+    configs(kafka_libs, broker, "--alter", "--add-config", "connection_creation_rate=2",
+            "--entity-type", "ips", "--entity-name", ip)
+    try:
+        # 2/s: a second's worth at once is fine, then they are closed (after the
+        # throttle, so that a client does not reconnect at once).
+        answered = [_api_versions_from(ip, broker.port) for _ in range(2)]
+        assert all(answered), answered
+        started = time.monotonic()
+        assert not _api_versions_from(ip, broker.port)
+        assert time.monotonic() - started >= 0.3, "closed only after a throttle"
+        # Other addresses are not limited.
+        assert _api_versions_from("127.0.0.1", broker.port)
+    finally:
+        configs(kafka_libs, broker, "--alter", "--delete-config", "connection_creation_rate",
+                "--entity-type", "ips", "--entity-name", ip)
+    assert _api_versions_from(ip, broker.port)

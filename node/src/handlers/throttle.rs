@@ -1,0 +1,89 @@
+//! Client quotas on the request path (`crate::quota`): which quota applies to a
+//! request, and what a produce or fetch over its byte rate gets (a `throttle_time_ms`
+//! in its response and a muted connection).
+
+use spate_net::messages::{FetchResponse, RequestHeader};
+
+use crate::quota::store::Applied;
+use crate::quota::QuotaKind;
+use crate::security::{Mute, Session};
+use crate::shard::ShardContext;
+
+/// The quota of `kind` that applies to the client of this request, if any (nothing
+/// to look up while no client quota exists).
+pub fn client_quota(
+    ctx: &ShardContext,
+    session: &Session,
+    header: &RequestHeader,
+    kind: QuotaKind,
+) -> Option<Applied> {
+    let image = ctx.image();
+    if image.client_quotas.is_empty() {
+        return None;
+    }
+    image.client_quotas.applied(
+        kind,
+        &session.principal().name,
+        header.client_id.as_deref().unwrap_or(""),
+    )
+}
+
+/// Counts a produce request of `size` bytes (the whole request, as Kafka counts it);
+/// the throttle time of its response, the connection muted for that long.
+pub fn produce(ctx: &ShardContext, session: &Session, header: &RequestHeader, size: usize) -> i32 {
+    let Some(quota) = client_quota(ctx, session, header, QuotaKind::Produce) else {
+        return 0;
+    };
+    let throttle = ctx
+        .quota_sensors
+        .record(QuotaKind::Produce, &quota, size as f64);
+    throttled(ctx, session.mute(), QuotaKind::Produce, throttle)
+}
+
+/// What a fetch may return under `quota` now: the bytes that still fit under it (at
+/// most a second's worth), or `None` when none do (the fetch is answered at once, empty,
+/// with its throttle time). A fetch that goes over only by its first batch (KIP-74) is
+/// served and throttles the next. (Kafka caps a fetch at a whole window's worth and
+/// answers one that went over empty; with `quota::rate`'s bucket, fetching what fits
+/// keeps a consumer at its quota without lumps.)
+pub fn fetch_room(ctx: &ShardContext, quota: &Applied) -> Option<i32> {
+    let room = ctx.quota_sensors.headroom(QuotaKind::Fetch, quota);
+    (room >= 1.0).then(|| room.min(f64::from(i32::MAX)) as i32)
+}
+
+/// The answer to a fetch with no room under its quota: nothing, and the throttle time.
+pub fn fetch_refused(ctx: &ShardContext, quota: &Applied, mute: &Mute) -> FetchResponse {
+    let throttle = ctx.quota_sensors.record(QuotaKind::Fetch, quota, 0.0);
+    FetchResponse {
+        throttle_time_ms: throttled(ctx, mute, QuotaKind::Fetch, throttle),
+        ..Default::default()
+    }
+}
+
+/// Counts the record bytes of a fetch response; over the quota, the response carries
+/// the throttle time and the connection is muted for it.
+pub fn fetch(ctx: &ShardContext, quota: &Applied, mute: &Mute, response: &mut FetchResponse) {
+    let bytes: usize = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .map(|r| r.len())
+        .sum();
+    let throttle = ctx
+        .quota_sensors
+        .record(QuotaKind::Fetch, quota, bytes as f64);
+    response.throttle_time_ms = throttled(ctx, mute, QuotaKind::Fetch, throttle);
+}
+
+/// Mutes the connection for `throttle` ms and counts it; the response's throttle time.
+fn throttled(ctx: &ShardContext, mute: &Mute, kind: QuotaKind, throttle: u64) -> i32 {
+    if throttle == 0 {
+        return 0;
+    }
+    mute.for_ms(throttle);
+    ctx.metrics
+        .borrow_mut()
+        .quota_throttled(kind.label(), throttle);
+    i32::try_from(throttle).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,208 @@
+//! Client quotas (Kafka's `ClientQuotaManager`s and `ConnectionQuotas`): byte rates of
+//! produce and fetch per user and client id, and a connection creation rate per IP
+//! address. Quotas are
+//! set with AlterClientQuotas and kept in the metadata log (`store`); each broker
+//! enforces them on its own traffic, as Kafka does.
+//!
+//! A request over its quota is still served; its response carries `throttle_time_ms`,
+//! the time until the client's rate is back under the quota, and the connection is not
+//! read for that long (KIP-219: the client waits too). A fetch returns at most what
+//! still fits under its quota (`handlers::throttle` says why that differs from Kafka).
+//!
+//! The usage of one quota entity is counted once per broker, by all shards together:
+//! a client's connections may land on different shards. How usage is held to a quota
+//! (and how that differs from Kafka's sampled window): `rate`.
+
+pub mod rate;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rate::Bucket;
+
+/// A quota measured on requests, with its key in AlterClientQuotas. (Kafka's
+/// `request_percentage` and `controller_mutation_rate` are not enforced yet: the
+/// store refuses them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaKind {
+    /// Bytes of produce requests per second.
+    Produce,
+    /// Bytes of fetch responses per second.
+    Fetch,
+}
+
+impl QuotaKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            QuotaKind::Produce => "producer_byte_rate",
+            QuotaKind::Fetch => "consumer_byte_rate",
+        }
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            QuotaKind::Produce => "produce",
+            QuotaKind::Fetch => "fetch",
+        }
+    }
+}
+
+/// The `quota` label values of the throttle metrics: the request quotas', then the
+/// connection creation rate's.
+pub const THROTTLE_LABELS: [&str; 3] = ["produce", "fetch", CONNECTION_CREATION];
+/// The metrics label of the connection creation rate.
+pub const CONNECTION_CREATION: &str = "connection_creation";
+
+/// Whose usage a rate counts: a quota kind with Kafka's user and client-id tags, or a
+/// client IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SensorKey {
+    Client(QuotaKind, String, String),
+    Ip(std::net::IpAddr),
+}
+
+/// Most rates kept at once. Client ids are chosen by clients, so the map needs a
+/// bound; an idle bucket is empty and may go first.
+const MAX_SENSORS: usize = 50_000;
+
+/// The broker's usage rates, shared by its shards.
+#[derive(Debug)]
+pub struct QuotaSensors {
+    rates: Mutex<HashMap<SensorKey, Bucket>>,
+    origin: Instant,
+}
+
+impl Default for QuotaSensors {
+    fn default() -> Self {
+        QuotaSensors {
+            rates: Mutex::new(HashMap::new()),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl QuotaSensors {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records `value` against the quota `applied` of `kind` and returns the throttle
+    /// time in ms (0: within the quota).
+    pub fn record(&self, kind: QuotaKind, applied: &store::Applied, value: f64) -> u64 {
+        let key = SensorKey::Client(kind, applied.user_tag.clone(), applied.client_tag.clone());
+        self.record_key(key, applied.limit, value, false)
+    }
+
+    /// How many more bytes of `kind` fit under the quota `applied` now.
+    pub fn headroom(&self, kind: QuotaKind, applied: &store::Applied) -> f64 {
+        let key = SensorKey::Client(kind, applied.user_tag.clone(), applied.client_tag.clone());
+        let now = self.now_ms();
+        let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+            .headroom(applied.limit, now)
+    }
+
+    /// Records a new connection from `ip`, allowed `limit` per second; the throttle
+    /// time when that is too many. A refused connection is not counted (as in Kafka).
+    pub fn record_connection(&self, ip: std::net::IpAddr, limit: f64) -> u64 {
+        self.record_key(SensorKey::Ip(ip), limit, 1.0, true)
+    }
+
+    fn record_key(&self, key: SensorKey, limit: f64, value: f64, undo_if_throttled: bool) -> u64 {
+        let now = self.now_ms();
+        // A poisoned lock only means another shard panicked mid-update of a rate.
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if rates.len() >= MAX_SENSORS && !rates.contains_key(&key) {
+            evict(&mut rates, now);
+        }
+        let bucket = rates.entry(key).or_default();
+        let before = bucket.clone();
+        bucket.record(value, limit, now);
+        let throttle = bucket.throttle_ms(now);
+        if throttle > 0 && undo_if_throttled {
+            *bucket = before;
+        }
+        throttle
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.rates.lock().unwrap().len()
+    }
+}
+
+/// Makes room for one more bucket: drops every idle one (a new one would be the same),
+/// else the one with the least usage ahead of now.
+fn evict(rates: &mut HashMap<SensorKey, Bucket>, now: u64) {
+    rates.retain(|_, b| !b.idle(now));
+    if rates.len() >= MAX_SENSORS {
+        let oldest = rates
+            .iter()
+            .max_by(|(_, a), (_, b)| a.headroom(1.0, now).total_cmp(&b.headroom(1.0, now)))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            rates.remove(&k);
+        }
+    }
+    debug_assert!(rates.len() < MAX_SENSORS);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(user: &str, client: &str, limit: f64) -> store::Applied {
+        store::Applied {
+            limit,
+            user_tag: user.into(),
+            client_tag: client.into(),
+        }
+    }
+
+    #[test]
+    fn entities_are_counted_apart_and_the_map_is_bounded() {
+        let s = QuotaSensors::default();
+        // A second of 100 B/s for alice: at the quota; bob's bytes are his own.
+        assert_eq!(
+            s.record(QuotaKind::Produce, &applied("alice", "", 100.0), 100.0),
+            0
+        );
+        assert_eq!(
+            s.record(QuotaKind::Produce, &applied("bob", "", 100.0), 100.0),
+            0
+        );
+        assert!(s.record(QuotaKind::Produce, &applied("alice", "", 100.0), 100.0) > 0);
+        // Fetch bytes are not produce bytes.
+        assert_eq!(
+            s.record(QuotaKind::Fetch, &applied("alice", "", 100.0), 100.0),
+            0
+        );
+        for i in 0..MAX_SENSORS + 10 {
+            s.record(QuotaKind::Produce, &applied("", &i.to_string(), 100.0), 1.0);
+        }
+        assert!(s.len() <= MAX_SENSORS);
+    }
+
+    #[test]
+    fn a_refused_connection_is_not_counted() {
+        let s = QuotaSensors::default();
+        let ip = "127.0.0.1".parse().unwrap();
+        // 2/s: a second's worth at once passes, the next not.
+        for _ in 0..2 {
+            assert_eq!(s.record_connection(ip, 2.0), 0);
+        }
+        let t = s.record_connection(ip, 2.0);
+        assert!(t > 0);
+        assert_eq!(
+            s.record_connection(ip, 2.0),
+            t,
+            "the refused one was taken back"
+        );
+    }
+}
