@@ -168,6 +168,10 @@ pub struct BrokerConfig {
     pub replica_selector_class: Option<String>,
     /// `connections.max.idle.ms`: close connections idle this long (0: never).
     pub connections_max_idle_ms: u64,
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session lasts at most this long
+    /// (and no longer than an OAUTHBEARER token); then the client must re-authenticate
+    /// or its connection is closed. 0: sessions last as long as their credentials.
+    pub connections_max_reauth_ms: u64,
     /// `max.connections`: client connections open at once, broker-wide; more are
     /// closed right after accept.
     pub max_connections: usize,

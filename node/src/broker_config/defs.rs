@@ -103,6 +103,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Default zstd level for topics whose compression.type makes the broker recompress."),
     def("connections.max.idle.ms", Long, Value::Setting(|c| c.connections_max_idle_ms.to_string()),
         "A connection with nothing in flight that was silent this long is closed (0: never)."),
+    def("connections.max.reauth.ms", Long, Value::Setting(|c| c.connections_max_reauth_ms.to_string()),
+        "SASL sessions last at most this long, then the client must re-authenticate (KIP-368; 0: as long as their credentials)."),
     def("default.replication.factor", Int, Value::Fixed(Some("1")),
         "Replication factor of topics created without one."),
     def("delete.topic.enable", Boolean, Value::Setting(|c| c.delete_topic_enable.to_string()),

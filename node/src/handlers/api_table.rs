@@ -37,8 +37,8 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
             "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), consumer groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`); other resource types answer INVALID_REQUEST (42)"
         }
-        ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens",
-        ApiKey::SaslAuthenticate => "`session_lifetime_ms` 0 (no re-authentication yet); SCRAM's `tokenauth` refused (no delegation tokens)",
+        ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (JWTs checked against a JWK Set) on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens; on an authenticated connection with a session lifetime it begins a re-authentication (KIP-368)",
+        ApiKey::SaslAuthenticate => "`session_lifetime_ms`: the shorter of `connections_max_reauth_ms` and the OAUTHBEARER token's remaining lifetime (0: neither); re-authentication keeps the mechanism and the principal; SCRAM's `tokenauth` refused (no delegation tokens)",
         ApiKey::DescribeClientQuotas => "from the metadata image, Kafka's filter rules (docs/security.md#quotas)",
         ApiKey::AlterClientQuotas => "made by the active controller, as ClientQuotaRecord in the metadata log; `producer_byte_rate`, `consumer_byte_rate` and `connection_creation_rate` are enforced; `request_percentage` and `controller_mutation_rate` are refused (INVALID_REQUEST), not enforced yet",
         ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",

@@ -145,6 +145,12 @@ pub async fn dispatch(
 ) -> Dispatched {
     let peer = session.peer;
     let request_size = frame_body.len();
+    // KIP-368: an authenticated SASL session may have an end, and re-authenticate.
+    if session.authenticated() {
+        if let Some(d) = sasl::authenticated_session(session, &frame_body, arrived) {
+            return d;
+        }
+    }
     // KIP-43: a SASL listener serves nothing else before authentication.
     if !session.authenticated() {
         let image = ctx.image();

@@ -44,6 +44,33 @@ pub struct SaslConfig {
     pub enabled_mechanisms: Vec<String>,
     #[serde(default)]
     pub plain: PlainConfig,
+    /// SASL/OAUTHBEARER's token validation (Kafka's `sasl.oauthbearer.*` broker settings).
+    pub oauthbearer: OAuthBearerConfig,
+}
+
+/// How OAUTHBEARER tokens (signed JWTs) are checked: `[sasl.oauthbearer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthBearerConfig {
+    /// The verification keys: a JWK Set (JSON), or one PEM public key (Kafka's
+    /// `sasl.oauthbearer.jwks.endpoint.url` with a `file:` URL). Required when
+    /// OAUTHBEARER is enabled.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// `sasl.oauthbearer.expected.audience`: when not empty, a token's `aud` must name
+    /// one of them.
+    pub expected_audience: Vec<String>,
+    /// `sasl.oauthbearer.expected.issuer`: when set, a token's `iss` must be it.
+    #[serde(default)]
+    pub expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal.
+    pub sub_claim_name: String,
+    /// `sasl.oauthbearer.scope.claim.name`.
+    pub scope_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: leeway for `exp`, `nbf` and `iat`.
+    pub clock_skew_seconds: u64,
+    /// How often `jwks_file` is read again (0: never; a restart reloads it).
+    pub reload_interval_ms: u64,
 }
 
 /// SASL/PLAIN's users: `[sasl.plain.users]`, user name = password (as Kafka's
@@ -56,7 +83,8 @@ pub struct PlainConfig {
 }
 
 /// The mechanisms this broker can run.
-pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const SUPPORTED_MECHANISMS: &[&str] =
+    &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 impl SaslConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -64,6 +92,15 @@ impl SaslConfig {
             if !SUPPORTED_MECHANISMS.contains(&m.as_str()) {
                 bail!("sasl.enabled_mechanisms: {m} is not supported (supported: {SUPPORTED_MECHANISMS:?})");
             }
+        }
+        let o = &self.oauthbearer;
+        if self.enabled_mechanisms.iter().any(|m| m == "OAUTHBEARER") && o.jwks_file.is_none() {
+            bail!(
+                "sasl.enabled_mechanisms has OAUTHBEARER but sasl.oauthbearer.jwks_file is not set"
+            );
+        }
+        if o.sub_claim_name.trim().is_empty() || o.scope_claim_name.trim().is_empty() {
+            bail!("sasl.oauthbearer: sub_claim_name and scope_claim_name must not be empty");
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod base64;
 pub mod config;
 pub mod credentials;
 pub mod listeners;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod scram;
@@ -15,6 +16,7 @@ pub mod tls_io;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -38,7 +40,7 @@ pub struct Listener {
     pub advertised: (String, i32),
     pub tls: Option<Arc<TlsContext>>,
     pub mapper: Option<Arc<PrincipalMapper>>,
-    pub sasl: Option<Arc<config::SaslConfig>>,
+    pub sasl: Option<Arc<sasl::SaslSettings>>,
 }
 
 /// Build the listeners of `config`. `bound` gives each listener's bound address (its
@@ -50,6 +52,7 @@ pub fn build_listeners(
 ) -> anyhow::Result<Vec<Arc<Listener>>> {
     let mut tls: Option<Arc<TlsContext>> = None;
     let mut mapper: Option<Arc<PrincipalMapper>> = None;
+    let mut sasl_settings: Option<Arc<sasl::SaslSettings>> = None;
     let mut out = Vec::new();
     for (spec, bound) in specs.iter().zip(bound) {
         let advertised = match &spec.advertised {
@@ -85,7 +88,29 @@ pub fn build_listeners(
                     spec.protocol.name()
                 );
             }
-            Some(Arc::new(config.sasl.clone()))
+            if sasl_settings.is_none() {
+                let oauth = if config
+                    .sasl
+                    .enabled_mechanisms
+                    .iter()
+                    .any(|m| m == "OAUTHBEARER")
+                {
+                    let v = Arc::new(
+                        oauth::Validator::new(&config.sasl.oauthbearer)
+                            .context("OAUTHBEARER configuration (sasl.oauthbearer)")?,
+                    );
+                    oauth::spawn_reloader(v.clone())?;
+                    Some(v)
+                } else {
+                    None
+                };
+                sasl_settings = Some(Arc::new(sasl::SaslSettings {
+                    config: config.sasl.clone(),
+                    oauth,
+                    max_reauth_ms: config.connections_max_reauth_ms,
+                }));
+            }
+            sasl_settings.clone()
         } else {
             None
         };
@@ -149,6 +174,13 @@ pub struct Session {
     stage: Cell<SaslStage>,
     /// The SASL mechanism chosen in the handshake, with its exchange's state.
     mechanism: RefCell<Option<sasl::Mechanism>>,
+    /// When the authenticated SASL session ends (KIP-368): past it, only a
+    /// re-authentication is served. `None`: it lasts as long as the connection.
+    expires: Cell<Option<Instant>>,
+    /// During a re-authentication: what the session was authenticated as.
+    reauth: RefCell<Option<sasl::Reauthentication>>,
+    /// When the last re-authentication began (one per second at most, as in Kafka).
+    last_reauth: Cell<Option<Instant>>,
     /// Until when the connection is not read (a client quota's throttle).
     muted: Mute,
 }
@@ -156,7 +188,7 @@ pub struct Session {
 /// A connection's throttle (KIP-219): requests handled in tasks mute it when their
 /// response tells the client to wait, and the connection reads nothing meanwhile.
 #[derive(Clone, Default)]
-pub struct Mute(std::rc::Rc<Cell<Option<std::time::Instant>>>);
+pub struct Mute(std::rc::Rc<Cell<Option<Instant>>>);
 
 impl Mute {
     /// Mutes for `ms` from now (extending, never shortening, a mute in force).
@@ -164,15 +196,15 @@ impl Mute {
         if ms == 0 {
             return;
         }
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let until = Instant::now() + std::time::Duration::from_millis(ms);
         if self.0.get().is_none_or(|t| t < until) {
             self.0.set(Some(until));
         }
     }
 
     /// When the mute in force ends, if one is.
-    pub fn until(&self) -> Option<std::time::Instant> {
-        self.0.get().filter(|t| *t > std::time::Instant::now())
+    pub fn until(&self) -> Option<Instant> {
+        self.0.get().filter(|t| *t > Instant::now())
     }
 }
 
@@ -190,6 +222,9 @@ impl Session {
             stage: Cell::new(stage),
             mechanism: RefCell::new(None),
             muted: Mute::default(),
+            expires: Cell::new(None),
+            reauth: RefCell::new(None),
+            last_reauth: Cell::new(None),
         }
     }
 

@@ -1,10 +1,21 @@
 //! SASL on SASL_PLAINTEXT and SASL_SSL listeners (KIP-43, KIP-152): SaslHandshake
 //! then SaslAuthenticate (or, after a v0 handshake, bare tokens), mechanisms PLAIN,
-//! SCRAM-SHA-256 and SCRAM-SHA-512.
+//! SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (`oauth.rs`).
 //!
 //! Until a connection authenticated, only ApiVersions, SaslHandshake and
 //! SaslAuthenticate are served; anything else closes it, as Kafka's
 //! `SaslServerAuthenticator` does. A failed authentication is answered, then closed.
+//!
+//! Re-authentication (KIP-368): a session lasts `connections_max_reauth_ms` at most,
+//! and no longer than its OAUTHBEARER token; SaslAuthenticate tells the client how long
+//! (`session_lifetime_ms`). A client re-authenticates on the same connection with
+//! SaslHandshake and SaslAuthenticate, with the same mechanism and as the same
+//! principal; the session's end then moves. Past its end any other request closes the
+//! connection. Requests already dispatched carry on with the principal they started
+//! with.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_net::messages::{RequestHeader, SaslAuthenticateResponse, SaslHandshakeResponse};
@@ -12,6 +23,7 @@ use spate_net::{ApiKey, ErrorCode, RequestBody};
 use subtle::ConstantTimeEq;
 
 use super::config::SaslConfig;
+use super::oauth::{self, Validator};
 use super::scram::{ScramCredential, ScramError, ScramMechanism, ScramStep, ServerExchange};
 use super::{Principal, SaslStage, Session};
 use crate::handlers::{frame, Dispatched};
@@ -19,19 +31,44 @@ use crate::handlers::{frame, Dispatched};
 /// Longest SASL/PLAIN token: two names and a password.
 const MAX_PLAIN_TOKEN: usize = 64 * 1024;
 
+/// Re-authentications on one connection are at least this far apart (Kafka's
+/// `KafkaChannel`): a SaslHandshake sooner is answered as on a session without one.
+const MIN_REAUTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Where SCRAM credentials come from (the metadata image).
 pub type ScramCredentials<'a> = &'a dyn Fn(&str, ScramMechanism) -> Option<ScramCredential>;
+
+/// What the connections of SASL listeners share.
+pub struct SaslSettings {
+    pub config: SaslConfig,
+    /// OAUTHBEARER's token validator, when that mechanism is enabled.
+    pub oauth: Option<Arc<Validator>>,
+    /// `connections_max_reauth_ms` (0: sessions last as long as their credentials).
+    pub max_reauth_ms: u64,
+}
+
+/// A re-authentication under way: what the session was authenticated as.
+pub struct Reauthentication {
+    mechanism: &'static str,
+    principal: Principal,
+}
 
 /// The mechanism a connection chose in its handshake, with the state of its exchange.
 pub enum Mechanism {
     Plain,
     Scram(ServerExchange),
+    /// `refused`: the token was refused and the client told so (RFC 7628's error
+    /// challenge); the exchange can only fail from there.
+    OAuthBearer {
+        refused: bool,
+    },
 }
 
 impl Mechanism {
     fn for_name(name: &str) -> Option<Mechanism> {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer { refused: false }),
             other => {
                 ScramMechanism::from_name(other).map(|m| Mechanism::Scram(ServerExchange::new(m)))
             }
@@ -42,16 +79,66 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(x) => x.mechanism().name(),
+            Mechanism::OAuthBearer { .. } => "OAUTHBEARER",
         }
     }
 }
 
 /// What the server answers to a token.
 enum Step {
-    /// More to exchange (SCRAM's server-first message).
+    /// More to exchange (SCRAM's server-first message, OAUTHBEARER's error).
     Challenge(Vec<u8>),
-    /// Authenticated as `user`; `reply` is the last server token (may be empty).
-    Complete { user: String, reply: Vec<u8> },
+    /// Authenticated; `reply` is the last server token (may be empty), and the
+    /// session lasts `lifetime_ms` (0: no limit, or none left).
+    Complete { reply: Vec<u8>, lifetime_ms: i64 },
+}
+
+/// A mechanism's verdict on a token, before the session is updated.
+enum Outcome {
+    Challenge(Vec<u8>),
+    /// Authenticated as `user`; `expires_ms`: when its credential expires (ms since
+    /// the epoch), for OAUTHBEARER.
+    Complete {
+        user: String,
+        reply: Vec<u8>,
+        expires_ms: Option<u64>,
+    },
+}
+
+/// On an authenticated connection whose session has an end: a SaslHandshake begins a
+/// re-authentication, and past the end anything else closes the connection. `None`:
+/// serve the frame as usual.
+pub fn authenticated_session(
+    session: &Session,
+    frame_body: &Bytes,
+    now: Instant,
+) -> Option<Dispatched> {
+    let expires = session.expires.get()?;
+    let key = frame_body
+        .get(..2)
+        .and_then(|k| ApiKey::try_from(i16::from_be_bytes([k[0], k[1]])).ok());
+    if key == Some(ApiKey::SaslHandshake) {
+        let too_soon = session
+            .last_reauth
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_REAUTH_INTERVAL);
+        if !too_soon {
+            let mechanism = session.mechanism.borrow().as_ref().map(Mechanism::name)?;
+            session.last_reauth.set(Some(now));
+            *session.reauth.borrow_mut() = Some(Reauthentication {
+                mechanism,
+                principal: session.principal(),
+            });
+            session.stage.set(SaslStage::Handshake);
+            tracing::debug!(peer = %session.peer, listener = %session.listener.name, principal = %session.principal(), "SASL re-authentication begins");
+            return before_authentication(session, frame_body.clone(), &|_, _| None);
+        }
+    }
+    if now >= expires {
+        tracing::info!(peer = %session.peer, listener = %session.listener.name, principal = %session.principal(), "SASL session expired without re-authentication; closing the connection");
+        return Some(Dispatched::Close("SASL session expired"));
+    }
+    None
 }
 
 /// What to do with a frame on a connection that has not authenticated yet. `None`:
@@ -110,11 +197,11 @@ pub fn before_authentication(
 
 fn handshake(
     session: &Session,
-    sasl: &SaslConfig,
+    sasl: &SaslSettings,
     header: &RequestHeader,
     mechanism: String,
 ) -> Dispatched {
-    let enabled = sasl.enabled_mechanisms.clone();
+    let enabled = sasl.config.enabled_mechanisms.clone();
     let chosen = Mechanism::for_name(&mechanism).filter(|_| enabled.contains(&mechanism));
     let Some(chosen) = chosen else {
         tracing::info!(peer = %session.peer, listener = %session.listener.name, %mechanism, "SASL handshake with an unsupported mechanism");
@@ -140,32 +227,36 @@ fn handshake(
 
 fn authenticate(
     session: &Session,
-    sasl: &SaslConfig,
+    sasl: &SaslSettings,
     header: &RequestHeader,
     token: &[u8],
     credentials: ScramCredentials,
 ) -> Dispatched {
-    let respond = |error_code: i16, error_message: Option<String>, auth_bytes: Vec<u8>| {
+    let respond = |error_code: i16,
+                   error_message: Option<String>,
+                   auth_bytes: Vec<u8>,
+                   session_lifetime_ms: i64| {
         frame(
             header,
             &SaslAuthenticateResponse {
                 error_code,
                 error_message,
                 auth_bytes: Bytes::from(auth_bytes),
-                // Re-authentication (KIP-368) is not offered yet.
-                session_lifetime_ms: 0,
+                session_lifetime_ms,
             },
         )
     };
     match run_mechanism(session, sasl, token, credentials) {
-        Ok(Step::Challenge(reply) | Step::Complete { reply, .. }) => {
-            Dispatched::Respond(respond(0, None, reply))
+        Ok(Step::Challenge(reply)) => Dispatched::Respond(respond(0, None, reply, 0)),
+        Ok(Step::Complete { reply, lifetime_ms }) => {
+            Dispatched::Respond(respond(0, None, reply, lifetime_ms))
         }
         Err(message) => Dispatched::RespondAndClose(
             respond(
                 ErrorCode::SaslAuthenticationFailed.code(),
                 Some(message),
                 Vec::new(),
+                0,
             ),
             "SASL authentication failed",
         ),
@@ -177,7 +268,7 @@ fn authenticate(
 /// old form can say.
 fn raw_token(
     session: &Session,
-    sasl: &SaslConfig,
+    sasl: &SaslSettings,
     token: &[u8],
     credentials: ScramCredentials,
 ) -> Dispatched {
@@ -195,10 +286,11 @@ fn raw_token(
 }
 
 /// Run the chosen mechanism on a client's token; once it completes, the session is
-/// authenticated as its user. `Err` is the message the client is given.
+/// authenticated as its user (the same one when re-authenticating) until the end of
+/// its new lifetime. `Err` is the message the client is given.
 fn run_mechanism(
     session: &Session,
-    sasl: &SaslConfig,
+    sasl: &SaslSettings,
     token: &[u8],
     credentials: ScramCredentials,
 ) -> Result<Step, String> {
@@ -208,11 +300,92 @@ fn run_mechanism(
         return Err("SASL authentication before a handshake".to_string());
     };
     let name = mechanism.name();
-    let outcome = match mechanism {
-        Mechanism::Plain => match plain(sasl, token) {
-            Ok(user) => Ok(Step::Complete {
+    let reauth = session.reauth.borrow();
+    let during = if reauth.is_some() {
+        "re-authentication"
+    } else {
+        "authentication"
+    };
+    let outcome = match reauth.as_ref() {
+        Some(r) if r.mechanism != name => {
+            let message = format!("SASL mechanism '{name}' requested by client is not supported for re-authentication of mechanism '{}'", r.mechanism);
+            Err(Failure {
+                reason: message.clone(),
+                message,
+            })
+        }
+        _ => evaluate(mechanism, sasl, token, credentials, during),
+    };
+    let outcome = match (outcome, reauth.as_ref()) {
+        (Ok(Outcome::Complete { user, .. }), Some(r)) if Principal::user(&user) != r.principal => {
+            let message = format!(
+                "Cannot change principals during re-authentication from {}: {}",
+                r.principal.to_string().replacen(':', ".", 1),
+                Principal::user(&user).to_string().replacen(':', ".", 1)
+            );
+            Err(Failure {
+                reason: message.clone(),
+                message,
+            })
+        }
+        (outcome, _) => outcome,
+    };
+    drop(reauth);
+    match outcome {
+        Ok(Outcome::Complete {
+            user,
+            reply,
+            expires_ms,
+        }) => {
+            let lifetime = session_lifetime_ms(sasl.max_reauth_ms, expires_ms, oauth::now_ms());
+            tracing::debug!(peer = %session.peer, listener = %session.listener.name, %user, mechanism = name, during, lifetime_ms = ?lifetime, "SASL authenticated");
+            session.set_principal(Principal::user(&user));
+            session.stage.set(SaslStage::Done);
+            *session.reauth.borrow_mut() = None;
+            session
+                .expires
+                .set(lifetime.map(|ms| Instant::now() + Duration::from_millis(ms)));
+            Ok(Step::Complete {
+                reply,
+                lifetime_ms: lifetime.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            })
+        }
+        Ok(Outcome::Challenge(reply)) => Ok(Step::Challenge(reply)),
+        Err(Failure { message, reason }) => {
+            tracing::info!(peer = %session.peer, listener = %session.listener.name, mechanism = name, during, %reason, "SASL authentication failed");
+            Err(message)
+        }
+    }
+}
+
+/// How long a session lasts (KIP-368, as Kafka's `SaslServerAuthenticator`): the
+/// shorter of `connections_max_reauth_ms` (when not 0) and what is left of the
+/// credential's lifetime (OAUTHBEARER), never negative. `None`: neither applies, the
+/// session lasts as long as the connection.
+fn session_lifetime_ms(max_reauth_ms: u64, expires_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    let max = (max_reauth_ms > 0).then_some(max_reauth_ms);
+    let left = expires_ms.map(|e| e.saturating_sub(now_ms));
+    match (max, left) {
+        (Some(m), Some(l)) => Some(m.min(l)),
+        (m, l) => m.or(l),
+    }
+}
+
+/// One step of the mechanism's exchange.
+fn evaluate(
+    mechanism: &mut Mechanism,
+    sasl: &SaslSettings,
+    token: &[u8],
+    credentials: ScramCredentials,
+    during: &str,
+) -> Result<Outcome, Failure> {
+    let name = mechanism.name();
+    match mechanism {
+        Mechanism::Plain => match plain(&sasl.config, token) {
+            Ok(user) => Ok(Outcome::Complete {
                 user,
                 reply: Vec::new(),
+                expires_ms: None,
             }),
             Err(message) => Err(Failure {
                 reason: message.clone(),
@@ -222,25 +395,70 @@ fn run_mechanism(
         Mechanism::Scram(exchange) => {
             let m = exchange.mechanism();
             match exchange.evaluate(token, |user| credentials(user, m)) {
-                Ok(ScramStep::Challenge(reply)) => Ok(Step::Challenge(reply)),
-                Ok(ScramStep::Complete { user, reply }) => Ok(Step::Complete { user, reply }),
-                Err(e) => Err(scram_failure(name, e)),
+                Ok(ScramStep::Challenge(reply)) => Ok(Outcome::Challenge(reply)),
+                Ok(ScramStep::Complete { user, reply }) => Ok(Outcome::Complete {
+                    user,
+                    reply,
+                    expires_ms: None,
+                }),
+                Err(e) => Err(scram_failure(name, during, e)),
             }
         }
-    };
-    match outcome {
-        Ok(Step::Complete { user, reply }) => {
-            tracing::debug!(peer = %session.peer, listener = %session.listener.name, %user, mechanism = name, "SASL authenticated");
-            session.set_principal(Principal::user(&user));
-            session.stage.set(SaslStage::Done);
-            Ok(Step::Complete { user, reply })
-        }
-        Ok(challenge) => Ok(challenge),
-        Err(Failure { message, reason }) => {
-            tracing::info!(peer = %session.peer, listener = %session.listener.name, mechanism = name, %reason, "SASL authentication failed");
-            Err(message)
-        }
+        Mechanism::OAuthBearer { refused } => oauthbearer(sasl, refused, token, during),
     }
+}
+
+/// SASL/OAUTHBEARER (RFC 7628). A token that does not validate is answered with the
+/// error challenge `{"status":"invalid_token"}`; the client's next message (RFC 7628's
+/// `\x01`) then fails with that as the message, as with Kafka's `OAuthBearerSaslServer`.
+/// A malformed message fails at once with Kafka's generic message.
+fn oauthbearer(
+    sasl: &SaslSettings,
+    refused: &mut bool,
+    message: &[u8],
+    during: &str,
+) -> Result<Outcome, Failure> {
+    if *refused {
+        return Err(Failure {
+            message: oauth::INVALID_TOKEN_REPLY.to_string(),
+            reason: "the client's token was refused".to_string(),
+        });
+    }
+    let generic = |reason: String| {
+        Failure {
+        message: format!("Authentication failed during {during} due to invalid credentials with SASL mechanism OAUTHBEARER"),
+        reason,
+    }
+    };
+    let response = oauth::parse_initial_response(message)
+        .map_err(|e| generic(format!("invalid OAUTHBEARER client first message: {e}")))?;
+    // (The listener has a validator whenever OAUTHBEARER can be chosen.)
+    let Some(validator) = &sasl.oauth else {
+        return Err(generic("OAUTHBEARER is not configured".to_string()));
+    };
+    let token = match validator.validate(response.token) {
+        Ok(t) => t,
+        Err(reason) => {
+            tracing::info!(%reason, "OAUTHBEARER token refused");
+            *refused = true;
+            return Ok(Outcome::Challenge(
+                oauth::INVALID_TOKEN_REPLY.as_bytes().to_vec(),
+            ));
+        }
+    };
+    if !response.authzid.is_empty() && response.authzid != token.subject {
+        let message = format!("Authentication failed: Client requested an authorization id ({}) that is different from the token's principal name ({})", response.authzid, token.subject);
+        return Err(Failure {
+            reason: message.clone(),
+            message,
+        });
+    }
+    tracing::debug!(subject = %token.subject, scopes = ?token.scopes, extensions = response.extensions.len(), "OAUTHBEARER token valid");
+    Ok(Outcome::Complete {
+        user: token.subject,
+        reply: Vec::new(),
+        expires_ms: Some(token.expires_ms),
+    })
 }
 
 /// A failed authentication: what the client is told, and what is logged.
@@ -251,10 +469,10 @@ struct Failure {
 
 /// A failed SCRAM exchange: the client gets Kafka's generic message (it does not say
 /// whether the user exists), except for an authorization id mismatch.
-fn scram_failure(mechanism: &str, e: ScramError) -> Failure {
+fn scram_failure(mechanism: &str, during: &str, e: ScramError) -> Failure {
     match e {
         ScramError::Credentials(reason) => Failure {
-            message: format!("Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"),
+            message: format!("Authentication failed during {during} due to invalid credentials with SASL mechanism {mechanism}"),
             reason,
         },
         ScramError::Authorization => Failure {
@@ -334,12 +552,12 @@ pub fn after_authentication(header: &RequestHeader, key: ApiKey) -> Vec<Bytes> {
 mod tests {
     use super::*;
     use crate::security::listeners::SecurityProtocol;
+    use crate::security::oauth::tests::{claims, jwks, TestKey};
     use crate::security::Listener;
     use spate_net::messages::{
         ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
     };
     use spate_net::Message;
-    use std::sync::Arc;
 
     /// A frame before authentication, with no SCRAM credentials.
     fn before(s: &Session, frame: Bytes) -> Option<Dispatched> {
@@ -347,6 +565,18 @@ mod tests {
     }
 
     fn session() -> Session {
+        session_with(settings())
+    }
+
+    fn settings() -> SaslSettings {
+        SaslSettings {
+            config: config(),
+            oauth: None,
+            max_reauth_ms: 0,
+        }
+    }
+
+    fn session_with(settings: SaslSettings) -> Session {
         let listener = Arc::new(Listener {
             name: "SASL_PLAINTEXT".to_string(),
             protocol: SecurityProtocol::SaslPlaintext,
@@ -354,7 +584,7 @@ mod tests {
             advertised: ("h".to_string(), 9092),
             tls: None,
             mapper: None,
-            sasl: Some(Arc::new(config())),
+            sasl: Some(Arc::new(settings)),
         });
         Session::new("127.0.0.1:5555".parse().unwrap(), listener)
     }
@@ -387,9 +617,9 @@ mod tests {
         request(ApiKey::SaslHandshake, version, &body)
     }
 
-    fn authenticate_request(token: &'static [u8]) -> Bytes {
+    fn authenticate_request(token: &[u8]) -> Bytes {
         let body = SaslAuthenticateRequest {
-            auth_bytes: Bytes::from_static(token),
+            auth_bytes: Bytes::copy_from_slice(token),
         };
         request(ApiKey::SaslAuthenticate, 2, &body)
     }
@@ -561,9 +791,200 @@ mod tests {
         SaslConfig {
             enabled_mechanisms: vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()],
             plain: super::super::config::PlainConfig {
-                users: [("alice".to_string(), "secret".to_string())].into(),
+                users: [
+                    ("alice".to_string(), "secret".to_string()),
+                    ("bob".to_string(), "bobs".to_string()),
+                ]
+                .into(),
             },
+            oauthbearer: super::super::oauth::tests::config(std::path::Path::new("unused")),
         }
+    }
+
+    /// Handshake and authenticate; the SaslAuthenticate response.
+    fn authenticate_as(s: &Session, mechanism: &str, token: &[u8]) -> SaslAuthenticateResponse {
+        let Some(Dispatched::Respond(_)) = before(s, handshake_request(mechanism, 1)) else {
+            panic!("expected a handshake answer");
+        };
+        match before(s, authenticate_request(token)) {
+            Some(Dispatched::Respond(c) | Dispatched::RespondAndClose(c, _)) => {
+                response(&c, 2, true)
+            }
+            _ => panic!("expected an answer"),
+        }
+    }
+
+    fn oauth_session(max_reauth_ms: u64) -> (tempfile::TempDir, TestKey, Session) {
+        let key = TestKey::new("k");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks(&[&key])).unwrap();
+        let mut config = config();
+        config.enabled_mechanisms.push("OAUTHBEARER".to_string());
+        config.oauthbearer = super::super::oauth::tests::config(&path);
+        let validator = Validator::new(&config.oauthbearer).unwrap();
+        let s = session_with(SaslSettings {
+            config,
+            oauth: Some(Arc::new(validator)),
+            max_reauth_ms,
+        });
+        (dir, key, s)
+    }
+
+    fn bearer(token: &str) -> Vec<u8> {
+        format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes()
+    }
+
+    #[test]
+    fn oauthbearer_tokens() {
+        // No connections_max_reauth_ms: the session lasts as long as the token.
+        let (_dir, key, s) = oauth_session(0);
+        let r = authenticate_as(&s, "OAUTHBEARER", &bearer(&key.sign(&claims("alice", 120))));
+        assert_eq!(r.error_code, 0);
+        assert!(
+            (110_000..=120_000).contains(&r.session_lifetime_ms),
+            "{}",
+            r.session_lifetime_ms
+        );
+        assert_eq!(s.principal().to_string(), "User:alice");
+        assert!(s.authenticated());
+
+        // A refused token: RFC 7628's error challenge, then the failure.
+        let (_dir, key, s) = oauth_session(0);
+        let expired = key.sign(&claims("alice", -300));
+        let r = authenticate_as(&s, "OAUTHBEARER", &bearer(&expired));
+        assert_eq!(r.error_code, 0);
+        assert_eq!(&r.auth_bytes[..], br#"{"status":"invalid_token"}"#);
+        assert!(!s.authenticated());
+        let Some(Dispatched::RespondAndClose(chunks, _)) =
+            before(&s, authenticate_request(b"\x01"))
+        else {
+            panic!("expected a refusal");
+        };
+        let r: SaslAuthenticateResponse = response(&chunks, 2, true);
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some(r#"{"status":"invalid_token"}"#)
+        );
+        assert_eq!(s.principal(), Principal::anonymous());
+
+        // A malformed message fails at once.
+        let (_dir, _key, s) = oauth_session(0);
+        let r = authenticate_as(&s, "OAUTHBEARER", b"n,,\x01auth=Bearer\x01\x01");
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert_eq!(r.error_message.as_deref(), Some("Authentication failed during authentication due to invalid credentials with SASL mechanism OAUTHBEARER"));
+        let (_dir, _key, s) = oauth_session(0);
+        let r = authenticate_as(&s, "OAUTHBEARER", &vec![b'n'; 600 * 1024][..64 * 1024 + 1]);
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+
+        // An authorization id that is not the token's subject.
+        let (_dir, key, s) = oauth_session(0);
+        let token = key.sign(&claims("alice", 120));
+        let r = authenticate_as(
+            &s,
+            "OAUTHBEARER",
+            format!("n,a=bob,\x01auth=Bearer {token}\x01\x01").as_bytes(),
+        );
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert!(r.error_message.unwrap().contains("authorization id (bob)"));
+    }
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(session_lifetime_ms(0, None, 1000), None);
+        assert_eq!(session_lifetime_ms(500, None, 1000), Some(500));
+        assert_eq!(session_lifetime_ms(0, Some(3000), 1000), Some(2000));
+        assert_eq!(session_lifetime_ms(500, Some(3000), 1000), Some(500));
+        assert_eq!(session_lifetime_ms(5000, Some(3000), 1000), Some(2000));
+        assert_eq!(session_lifetime_ms(5000, Some(900), 1000), Some(0));
+    }
+
+    #[test]
+    fn reauthentication() {
+        let metadata = || request(ApiKey::Metadata, 12, &MetadataRequest::default());
+        let s = session_with(SaslSettings {
+            max_reauth_ms: 1000,
+            ..settings()
+        });
+        let r = authenticate_as(&s, "PLAIN", b"\0alice\0secret");
+        assert_eq!((r.error_code, r.session_lifetime_ms), (0, 1000));
+        let t0 = Instant::now();
+        // Within the session: served as usual; SaslAuthenticate alone is out of place.
+        assert!(authenticated_session(&s, &metadata(), t0).is_none());
+        assert!(authenticated_session(&s, &authenticate_request(b"x"), t0).is_none());
+        // Past its end: closed.
+        let late = t0 + Duration::from_millis(1500);
+        assert!(matches!(
+            authenticated_session(&s, &metadata(), late),
+            Some(Dispatched::Close(_))
+        ));
+        // A re-authentication as the same user moves the end.
+        let Some(Dispatched::Respond(_)) =
+            authenticated_session(&s, &handshake_request("PLAIN", 1), late)
+        else {
+            panic!("expected a handshake answer");
+        };
+        // The principal stays until it completes.
+        assert!(!s.authenticated());
+        assert_eq!(s.principal().to_string(), "User:alice");
+        let Some(Dispatched::Respond(c)) = before(&s, authenticate_request(b"\0alice\0secret"))
+        else {
+            panic!("expected an answer");
+        };
+        let r: SaslAuthenticateResponse = response(&c, 2, true);
+        assert_eq!((r.error_code, r.session_lifetime_ms), (0, 1000));
+        assert!(s.authenticated());
+        assert!(authenticated_session(&s, &metadata(), Instant::now()).is_none());
+        // Another handshake within a second of the last: not a re-authentication (the
+        // dispatch answers ILLEGAL_SASL_STATE).
+        assert!(
+            authenticated_session(&s, &handshake_request("PLAIN", 1), Instant::now()).is_none()
+        );
+
+        // As another user: refused, and closed.
+        let later = late + Duration::from_secs(2);
+        let Some(Dispatched::Respond(_)) =
+            authenticated_session(&s, &handshake_request("PLAIN", 1), later)
+        else {
+            panic!("expected a handshake answer");
+        };
+        let Some(Dispatched::RespondAndClose(c, _)) =
+            before(&s, authenticate_request(b"\0bob\0bobs"))
+        else {
+            panic!("expected a refusal");
+        };
+        let r: SaslAuthenticateResponse = response(&c, 2, true);
+        assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Cannot change principals during re-authentication from User.alice: User.bob")
+        );
+
+        // With another mechanism: refused.
+        let s = session_with(SaslSettings {
+            max_reauth_ms: 1000,
+            ..settings()
+        });
+        authenticate_as(&s, "PLAIN", b"\0alice\0secret");
+        let Some(Dispatched::Respond(_)) =
+            authenticated_session(&s, &handshake_request("SCRAM-SHA-256", 1), late)
+        else {
+            panic!("expected a handshake answer");
+        };
+        let Some(Dispatched::RespondAndClose(c, _)) =
+            before(&s, authenticate_request(b"n,,n=alice,r=abc"))
+        else {
+            panic!("expected a refusal");
+        };
+        let r: SaslAuthenticateResponse = response(&c, 2, true);
+        assert_eq!(r.error_message.as_deref(), Some("SASL mechanism 'SCRAM-SHA-256' requested by client is not supported for re-authentication of mechanism 'PLAIN'"));
+
+        // Without a session lifetime there is no re-authentication.
+        let s = session();
+        authenticate_as(&s, "PLAIN", b"\0alice\0secret");
+        assert!(authenticated_session(&s, &handshake_request("PLAIN", 1), late).is_none());
+        assert!(authenticated_session(&s, &metadata(), t0 + Duration::from_secs(3600)).is_none());
     }
 
     #[test]
