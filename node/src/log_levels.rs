@@ -51,6 +51,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.metrics",
     "spate.partition",
     "spate.producer_state",
+    "spate.quota",
     "spate.random_id",
     "spate.registration",
     "spate.replica",
