@@ -137,6 +137,20 @@ def consume(bootstrap, topic, partition, count, start=0, timeout=OP_TIMEOUT, con
         c.close()
 
 
+def kafka_python_round_trip(common, topic, count=5):
+    """kafka-python produces `count` records to partition 0 of `topic` and reads them
+    back, with the connection settings `common` (security ones included)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    p = KafkaProducer(**common)
+    for i in range(count):
+        p.send(topic, value=f"kpy-{i}".encode(), partition=0).get(timeout=30)
+    p.close()
+    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
+    got = [m.value for _, m in zip(range(count), c)]
+    c.close()
+    assert got == [f"kpy-{i}".encode() for i in range(count)]
+
+
 def watermarks(bootstrap, topic, partition):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-unused",
                   "enable.auto.commit": False})

@@ -18,13 +18,13 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
-from kafkautil import consume, produce
+from kafkautil import consume, kafka_python_round_trip, produce
 from test_security import _refused, closed, read_frame, sasl_handshake_frame
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with SASL")
@@ -228,7 +228,6 @@ def test_librdkafka_refused_tokens(oauth, idp, case):
 # ---- kafka-python -------------------------------------------------------------------
 
 def test_kafka_python_oauthbearer(oauth, idp):
-    from kafka import KafkaConsumer, KafkaProducer
     from kafka.net.sasl.oauth import AbstractTokenProvider
 
     class Provider(AbstractTokenProvider):
@@ -239,14 +238,7 @@ def test_kafka_python_oauthbearer(oauth, idp):
     common = {"bootstrap_servers": addr(ports), "security_protocol": "SASL_PLAINTEXT",
               "sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": Provider()}
     topic = f"oauth-kpy-{uuid.uuid4().hex[:6]}"
-    p = KafkaProducer(**common)
-    for i in range(5):
-        p.send(topic, value=f"kpy-{i}".encode(), partition=0).get(timeout=30)
-    p.close()
-    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
-    got = [m.value for _, m in zip(range(5), c)]
-    c.close()
-    assert got == [f"kpy-{i}".encode() for i in range(5)]
+    kafka_python_round_trip(common, topic)
 
 
 # ---- raw frames ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
-from kafkautil import consume, java_jar, produce, run_json
+from kafkautil import consume, java_jar, kafka_python_round_trip, produce, run_json
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (a fixture)
 from test_security import JVM, Pki, _refused
 
@@ -201,20 +201,12 @@ def test_java_wrong_password(scram, tmp_path, monkeypatch):
 # ---- kafka-python and kcat ----------------------------------------------------------
 
 def test_kafka_python_scram(scram):
-    from kafka import KafkaConsumer, KafkaProducer
     broker, pki, ports = scram
     common = {"bootstrap_servers": addr(ports, "SASL_PLAINTEXT"), "security_protocol": "SASL_PLAINTEXT",
               "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "bob",
               "sasl_plain_password": "bob-secret"}
     topic = f"scram-kpy-{uuid.uuid4().hex[:6]}"
-    p = KafkaProducer(**common)
-    for i in range(5):
-        p.send(topic, value=f"kpy-{i}".encode(), partition=0).get(timeout=30)
-    p.close()
-    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
-    got = [m.value for _, m in zip(range(5), c)]
-    c.close()
-    assert got == [f"kpy-{i}".encode() for i in range(5)]
+    kafka_python_round_trip(common, topic)
 
 
 def kcat_librdkafka():

@@ -900,6 +900,25 @@ mod tests {
         assert_eq!(session_lifetime_ms(5000, Some(900), 1000), Some(0));
     }
 
+    /// A re-authentication with `mechanism` and `token` at `at` that the broker refuses
+    /// (answered, then closed): its answer.
+    fn refused_reauthentication(
+        s: &Session,
+        mechanism: &str,
+        token: &[u8],
+        at: Instant,
+    ) -> SaslAuthenticateResponse {
+        let Some(Dispatched::Respond(_)) =
+            authenticated_session(s, &handshake_request(mechanism, 1), at)
+        else {
+            panic!("expected a handshake answer");
+        };
+        let Some(Dispatched::RespondAndClose(c, _)) = before(s, authenticate_request(token)) else {
+            panic!("expected a refusal");
+        };
+        response(&c, 2, true)
+    }
+
     #[test]
     fn reauthentication() {
         let metadata = || request(ApiKey::Metadata, 12, &MetadataRequest::default());
@@ -944,17 +963,7 @@ mod tests {
 
         // As another user: refused, and closed.
         let later = late + Duration::from_secs(2);
-        let Some(Dispatched::Respond(_)) =
-            authenticated_session(&s, &handshake_request("PLAIN", 1), later)
-        else {
-            panic!("expected a handshake answer");
-        };
-        let Some(Dispatched::RespondAndClose(c, _)) =
-            before(&s, authenticate_request(b"\0bob\0bobs"))
-        else {
-            panic!("expected a refusal");
-        };
-        let r: SaslAuthenticateResponse = response(&c, 2, true);
+        let r = refused_reauthentication(&s, "PLAIN", b"\0bob\0bobs", later);
         assert_eq!(r.error_code, ErrorCode::SaslAuthenticationFailed.code());
         assert_eq!(
             r.error_message.as_deref(),
@@ -967,17 +976,7 @@ mod tests {
             ..settings()
         });
         authenticate_as(&s, "PLAIN", b"\0alice\0secret");
-        let Some(Dispatched::Respond(_)) =
-            authenticated_session(&s, &handshake_request("SCRAM-SHA-256", 1), late)
-        else {
-            panic!("expected a handshake answer");
-        };
-        let Some(Dispatched::RespondAndClose(c, _)) =
-            before(&s, authenticate_request(b"n,,n=alice,r=abc"))
-        else {
-            panic!("expected a refusal");
-        };
-        let r: SaslAuthenticateResponse = response(&c, 2, true);
+        let r = refused_reauthentication(&s, "SCRAM-SHA-256", b"n,,n=alice,r=abc", late);
         assert_eq!(r.error_message.as_deref(), Some("SASL mechanism 'SCRAM-SHA-256' requested by client is not supported for re-authentication of mechanism 'PLAIN'"));
 
         // Without a session lifetime there is no re-authentication.
