@@ -20,6 +20,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
+from flexraw import TAGS, FlexClient, carray
+from grouputil import cstr
 from test_kafka_cli import TOOL_TIMEOUT, TOOLS, kafka_libs, tool  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker")
@@ -240,3 +242,54 @@ def test_connections_over_an_ips_creation_rate_are_closed(broker, kafka_libs):  
         configs(kafka_libs, broker, "--alter", "--delete-config", "connection_creation_rate",
                 "--entity-type", "ips", "--entity-name", ip)
     assert _api_versions_from(ip, broker.port)
+
+
+def _create_topics_raw(client, version, topics):
+    """CreateTopics (flexible, v5+) of (name, partitions): (throttle_time_ms,
+    {name: error code})."""
+    body = carray([cstr(name) + struct.pack(">ih", n, 1) + carray([]) + carray([]) + TAGS
+                   for name, n in topics]) + struct.pack(">i?", 30000, False) + TAGS
+    r = client.call(19, version, body)
+    throttle = r.i32()
+
+    def config(x):
+        x.str(), x.str(), x.bool(), x.i8(), x.bool()
+        x.tags()
+
+    def topic(x):
+        name = x.str()
+        if version >= 7:
+            x.uuid()
+        error = x.i16()
+        x.str()
+        x.i32(), x.i16()
+        x.array(config)
+        x.tags()
+        return name, error
+
+    return throttle, dict(r.array(topic))
+
+
+def test_topic_creation_is_held_to_the_controller_mutation_rate(broker, kafka_libs):  # noqa: F811
+    # FlexClient's client id.
+    configs(kafka_libs, broker, "--alter", "--add-config", "controller_mutation_rate=2",
+            "--entity-type", "clients", "--entity-name", "flexpy")
+    p = uuid.uuid4().hex[:6]
+    client = FlexClient(broker.bootstrap)
+    try:
+        # Strict (v6+): the first topic takes the client over its quota (a second's worth
+        # is 2 partitions; it creates 4), the next is refused, as in Kafka.
+        throttle, errors = _create_topics_raw(client, 7, [(f"m-{p}-a", 4), (f"m-{p}-b", 1)])
+        assert errors == {f"m-{p}-a": 0, f"m-{p}-b": 89}, errors
+        assert throttle > 0
+        # Permissive (v5): every topic is created, and the response throttles.
+        throttle, errors = _create_topics_raw(client, 5, [(f"m-{p}-c", 1), (f"m-{p}-d", 1)])
+        assert errors == {f"m-{p}-c": 0, f"m-{p}-d": 0}, errors
+        assert throttle > 0
+    finally:
+        client.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    names = set(admin.list_topics(timeout=30).topics)
+    assert {f"m-{p}-a", f"m-{p}-c", f"m-{p}-d"} <= names and f"m-{p}-b" not in names
+    configs(kafka_libs, broker, "--alter", "--delete-config", "controller_mutation_rate",
+            "--entity-type", "clients", "--entity-name", "flexpy")

@@ -247,20 +247,23 @@ pub async fn dispatch(
         }
         RequestBody::CreateTopics(req) => {
             let caller = session.caller();
+            let quota = throttle::MutationQuota::of(&ctx, session, &header, 6);
             later(header, async move {
-                topics::create_topics(&ctx, req, &caller).await
+                topics::create_topics(&ctx, req, &caller, quota).await
             })
         }
         RequestBody::DeleteTopics(req) => {
             let caller = session.caller();
+            let quota = throttle::MutationQuota::of(&ctx, session, &header, 5);
             later(header.clone(), async move {
-                topics::delete_topics(&ctx, req, header.request_api_version, &caller).await
+                topics::delete_topics(&ctx, req, header.request_api_version, &caller, quota).await
             })
         }
         RequestBody::CreatePartitions(req) => {
             let caller = session.caller();
+            let quota = throttle::MutationQuota::of(&ctx, session, &header, 3);
             later(header, async move {
-                topics::create_partitions(&ctx, req, &caller).await
+                topics::create_partitions(&ctx, req, &caller, quota).await
             })
         }
         RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(

@@ -87,3 +87,57 @@ fn throttled(ctx: &ShardContext, mute: &Mute, kind: QuotaKind, throttle: u64) ->
         .quota_throttled(kind.label(), throttle);
     i32::try_from(throttle).unwrap_or(i32::MAX)
 }
+
+/// Kafka's controller mutation quota for one CreateTopics, CreatePartitions or
+/// DeleteTopics request: the partitions it creates or deletes count against the
+/// client's `controller_mutation_rate`. Strict (from the versions that know the error):
+/// a topic is refused with THROTTLING_QUOTA_EXCEEDED while the client is over its quota,
+/// and one that is not may take it over. Permissive (older versions): every topic is
+/// accepted and the response throttles.
+pub struct MutationQuota {
+    quota: Applied,
+    strict: bool,
+    mute: Mute,
+}
+
+/// Kafka's message for THROTTLING_QUOTA_EXCEEDED.
+pub const MUTATION_REFUSED: &str = "The throttling quota has been exceeded.";
+
+impl MutationQuota {
+    /// The quota of this request's client, if it has one; strict from `strict_from`.
+    pub fn of(
+        ctx: &ShardContext,
+        session: &Session,
+        header: &RequestHeader,
+        strict_from: i16,
+    ) -> Option<MutationQuota> {
+        let quota = client_quota(ctx, session, header, QuotaKind::ControllerMutation)?;
+        Some(MutationQuota {
+            quota,
+            strict: header.request_api_version >= strict_from,
+            mute: session.mute().clone(),
+        })
+    }
+
+    /// Whether a topic of `partitions` partitions may go ahead; counted if so.
+    pub fn admit(&self, ctx: &ShardContext, partitions: usize) -> bool {
+        let sensors = &ctx.quota_sensors;
+        if self.strict && sensors.record(QuotaKind::ControllerMutation, &self.quota, 0.0) > 0 {
+            return false;
+        }
+        sensors.record(
+            QuotaKind::ControllerMutation,
+            &self.quota,
+            partitions as f64,
+        );
+        true
+    }
+
+    /// The response's throttle time (the connection muted for it).
+    pub fn throttle_time_ms(&self, ctx: &ShardContext) -> i32 {
+        let throttle = ctx
+            .quota_sensors
+            .record(QuotaKind::ControllerMutation, &self.quota, 0.0);
+        throttled(ctx, &self.mute, QuotaKind::ControllerMutation, throttle)
+    }
+}

@@ -13,6 +13,7 @@ use spate_net::messages::{
 use spate_net::{ErrorCode, Uuid};
 
 use super::configs::topic_entries;
+use super::throttle::{MutationQuota, MUTATION_REFUSED};
 use crate::controller::{ControllerRequest, NewPartitions, NewTopic, TopicOutcome};
 use crate::security::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::Caller;
@@ -34,6 +35,7 @@ pub async fn create_topics(
     ctx: &Rc<ShardContext>,
     req: CreateTopicsRequest,
     caller: &Caller,
+    quota: Option<MutationQuota>,
 ) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
     let duplicates: std::collections::HashSet<String> = req
@@ -61,10 +63,27 @@ pub async fn create_topics(
                 .map(|t| t.name.as_str()),
         )
     };
+    // The controller mutation quota, topic by topic in request order (Kafka's order).
+    let mut throttled = Vec::new();
     let topics: Vec<NewTopic> = req
         .topics
         .iter()
         .filter(|t| !duplicates.contains(&t.name) && !denied.contains(&t.name))
+        .filter(|t| {
+            let partitions = if !t.assignments.is_empty() {
+                t.assignments.len()
+            } else if t.num_partitions == -1 {
+                ctx.config.num_partitions.max(0) as usize
+            } else {
+                t.num_partitions.max(0) as usize
+            };
+            let admitted =
+                req.validate_only || quota.as_ref().is_none_or(|q| q.admit(ctx, partitions));
+            if !admitted {
+                throttled.push(t.name.clone());
+            }
+            admitted
+        })
         .map(|t| NewTopic {
             name: t.name.clone(),
             num_partitions: t.num_partitions,
@@ -157,6 +176,17 @@ pub async fn create_topics(
             ..Default::default()
         });
     }
+    for name in throttled {
+        results.push(CreatableTopicResult {
+            name,
+            error_code: ErrorCode::ThrottlingQuotaExceeded.code(),
+            error_message: Some(MUTATION_REFUSED.into()),
+            num_partitions: -1,
+            replication_factor: -1,
+            configs: None,
+            ..Default::default()
+        });
+    }
     for name in duplicates {
         results.push(CreatableTopicResult {
             name: name.clone(),
@@ -172,7 +202,7 @@ pub async fn create_topics(
     }
     CreateTopicsResponse {
         topics: results,
-        ..Default::default()
+        throttle_time_ms: quota.map_or(0, |q| q.throttle_time_ms(ctx)),
     }
 }
 
@@ -181,6 +211,7 @@ pub async fn delete_topics(
     req: DeleteTopicsRequest,
     version: i16,
     caller: &Caller,
+    quota: Option<MutationQuota>,
 ) -> DeleteTopicsResponse {
     let image = ctx.image();
     // (name if resolved, requested id, error if unresolvable)
@@ -240,6 +271,24 @@ pub async fn delete_topics(
             })
         })
         .collect();
+    // The controller mutation quota, topic by topic: a refused one is answered as denied.
+    let denied: Vec<Option<DeletableTopicResult>> = requested
+        .iter()
+        .zip(denied)
+        .zip(&by_id)
+        .map(|(((name, id), denied), &by_id)| {
+            let (Some(q), Some(name), None) = (&quota, name, &denied) else {
+                return denied;
+            };
+            let partitions = image.topic(name).map_or(0, |t| t.partitions.len());
+            (!q.admit(ctx, partitions)).then(|| DeletableTopicResult {
+                name: Some(name.clone()),
+                topic_id: if by_id { *id } else { Uuid::default() },
+                error_code: ErrorCode::ThrottlingQuotaExceeded.code(),
+                error_message: Some(MUTATION_REFUSED.into()),
+            })
+        })
+        .collect();
     let names: Vec<String> = requested
         .iter()
         .zip(&denied)
@@ -282,7 +331,7 @@ pub async fn delete_topics(
         .collect();
     DeleteTopicsResponse {
         responses,
-        ..Default::default()
+        throttle_time_ms: quota.map_or(0, |q| q.throttle_time_ms(ctx)),
     }
 }
 
@@ -290,6 +339,7 @@ pub async fn create_partitions(
     ctx: &Rc<ShardContext>,
     req: CreatePartitionsRequest,
     caller: &Caller,
+    quota: Option<MutationQuota>,
 ) -> CreatePartitionsResponse {
     // Kafka: ALTER on each topic, else TOPIC_AUTHORIZATION_FAILED.
     let denied = ctx.denied_topics(
@@ -297,10 +347,25 @@ pub async fn create_partitions(
         Operation::Alter,
         req.topics.iter().map(|t| t.name.as_str()),
     );
+    // The controller mutation quota, topic by topic (the partitions it would add).
+    let image = ctx.image();
+    let mut throttled = std::collections::HashSet::new();
     let asks: Vec<NewPartitions> = req
         .topics
         .iter()
         .filter(|t| !denied.contains(&t.name))
+        .filter(|t| {
+            let Some(q) = quota.as_ref().filter(|_| !req.validate_only) else {
+                return true;
+            };
+            let now = image.topic(&t.name).map_or(0, |t| t.partitions.len());
+            let added = usize::try_from(t.count).unwrap_or(0).saturating_sub(now);
+            let admitted = q.admit(ctx, added);
+            if !admitted {
+                throttled.insert(t.name.clone());
+            }
+            admitted
+        })
         .map(|t| {
             let assignments = t
                 .assignments
@@ -332,6 +397,13 @@ pub async fn create_partitions(
                     error_message: None,
                 };
             }
+            if throttled.contains(&t.name) {
+                return CreatePartitionsTopicResult {
+                    name: t.name.clone(),
+                    error_code: ErrorCode::ThrottlingQuotaExceeded.code(),
+                    error_message: Some(MUTATION_REFUSED.into()),
+                };
+            }
             let (error_code, error_message) = outcomes
                 .next()
                 .map(|o| (o.error, o.message))
@@ -345,6 +417,6 @@ pub async fn create_partitions(
         .collect();
     CreatePartitionsResponse {
         results,
-        ..Default::default()
+        throttle_time_ms: quota.map_or(0, |q| q.throttle_time_ms(ctx)),
     }
 }

@@ -1,6 +1,6 @@
 //! Client quotas (Kafka's `ClientQuotaManager`s and `ConnectionQuotas`): byte rates of
-//! produce and fetch per user and client id, and a connection creation rate per IP
-//! address. Quotas are
+//! produce and fetch and a rate of partition mutations per user and client id, and a
+//! connection creation rate per IP address. Quotas are
 //! set with AlterClientQuotas and kept in the metadata log (`store`); each broker
 //! enforces them on its own traffic, as Kafka does.
 //!
@@ -23,14 +23,16 @@ use std::time::Instant;
 use rate::Bucket;
 
 /// A quota measured on requests, with its key in AlterClientQuotas. (Kafka's
-/// `request_percentage` and `controller_mutation_rate` are not enforced yet: the
-/// store refuses them.)
+/// `request_percentage` is not enforced yet: the store refuses it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
     /// Bytes of produce requests per second.
     Produce,
     /// Bytes of fetch responses per second.
     Fetch,
+    /// Partitions created or deleted per second (CreateTopics, CreatePartitions,
+    /// DeleteTopics).
+    ControllerMutation,
 }
 
 impl QuotaKind {
@@ -38,6 +40,7 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::ControllerMutation => "controller_mutation_rate",
         }
     }
 
@@ -46,13 +49,19 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
+            QuotaKind::ControllerMutation => "controller_mutation",
         }
     }
 }
 
 /// The `quota` label values of the throttle metrics: the request quotas', then the
 /// connection creation rate's.
-pub const THROTTLE_LABELS: [&str; 3] = ["produce", "fetch", CONNECTION_CREATION];
+pub const THROTTLE_LABELS: [&str; 4] = [
+    "produce",
+    "fetch",
+    "controller_mutation",
+    CONNECTION_CREATION,
+];
 /// The metrics label of the connection creation rate.
 pub const CONNECTION_CREATION: &str = "connection_creation";
 

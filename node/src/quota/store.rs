@@ -349,7 +349,7 @@ fn keys_for(entity: &Entity) -> Result<&'static [(&'static str, ValueType)], Str
 
 /// Keys Kafka has that Spate does not enforce yet: refused rather than stored and
 /// silently ignored.
-const NOT_ENFORCED: &[&str] = &["request_percentage", "controller_mutation_rate"];
+const NOT_ENFORCED: &[&str] = &["request_percentage"];
 
 /// Kafka's `validateQuotaKeyValue`.
 fn check_value(allowed: &[(&str, ValueType)], key: &str, value: f64) -> Result<(), String> {
