@@ -637,6 +637,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_configuration_reference_reproduces_the_embedded_default() {
+        let doc = include_str!("../../docs/configuration.md");
+        assert!(
+            doc.contains(&format!("```toml\n{DEFAULT_CONFIG}```")),
+            "docs/configuration.md, \"The embedded default\", must be node/src/default.toml verbatim"
+        );
+    }
+
+    #[test]
     fn embedded_default_loads() {
         let c = BrokerConfig::load(&Cli::default()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9092");
