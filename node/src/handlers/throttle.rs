@@ -53,7 +53,7 @@ pub fn fetch_room(ctx: &ShardContext, quota: &Applied) -> Option<i32> {
 
 /// The answer to a fetch with no room under its quota: nothing, and the throttle time.
 pub fn fetch_refused(ctx: &ShardContext, quota: &Applied, mute: &Mute) -> FetchResponse {
-    let throttle = ctx.quota_sensors.record(QuotaKind::Fetch, quota, 0.0);
+    let throttle = ctx.quota_sensors.throttle_ms(QuotaKind::Fetch, quota);
     FetchResponse {
         throttle_time_ms: throttled(ctx, mute, QuotaKind::Fetch, throttle),
         ..Default::default()
@@ -122,7 +122,7 @@ impl MutationQuota {
     /// Whether a topic of `partitions` partitions may go ahead; counted if so.
     pub fn admit(&self, ctx: &ShardContext, partitions: usize) -> bool {
         let sensors = &ctx.quota_sensors;
-        if self.strict && sensors.record(QuotaKind::ControllerMutation, &self.quota, 0.0) > 0 {
+        if self.strict && sensors.throttle_ms(QuotaKind::ControllerMutation, &self.quota) > 0 {
             return false;
         }
         sensors.record(
@@ -137,7 +137,7 @@ impl MutationQuota {
     pub fn throttle_time_ms(&self, ctx: &ShardContext) -> i32 {
         let throttle = ctx
             .quota_sensors
-            .record(QuotaKind::ControllerMutation, &self.quota, 0.0);
+            .throttle_ms(QuotaKind::ControllerMutation, &self.quota);
         throttled(ctx, &self.mute, QuotaKind::ControllerMutation, throttle)
     }
 }

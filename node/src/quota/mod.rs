@@ -45,7 +45,7 @@ impl QuotaKind {
     }
 
     /// The metrics label.
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
@@ -57,9 +57,9 @@ impl QuotaKind {
 /// The `quota` label values of the throttle metrics: the request quotas', then the
 /// connection creation rate's.
 pub const THROTTLE_LABELS: [&str; 4] = [
-    "produce",
-    "fetch",
-    "controller_mutation",
+    QuotaKind::Produce.label(),
+    QuotaKind::Fetch.label(),
+    QuotaKind::ControllerMutation.label(),
     CONNECTION_CREATION,
 ];
 /// The metrics label of the connection creation rate.
@@ -107,14 +107,26 @@ impl QuotaSensors {
 
     /// How many more bytes of `kind` fit under the quota `applied` now.
     pub fn headroom(&self, kind: QuotaKind, applied: &store::Applied) -> f64 {
+        self.look(kind, applied, |b, now| b.headroom(applied.limit, now))
+    }
+
+    /// The throttle time in ms the usage recorded so far gives (0: within the quota),
+    /// recording nothing.
+    pub fn throttle_ms(&self, kind: QuotaKind, applied: &store::Applied) -> u64 {
+        self.look(kind, applied, |b, now| b.throttle_ms(now))
+    }
+
+    /// `f` of the bucket of `kind` and `applied` (an empty one if there is none) at now.
+    fn look<T>(
+        &self,
+        kind: QuotaKind,
+        applied: &store::Applied,
+        f: impl Fn(&Bucket, u64) -> T,
+    ) -> T {
         let key = SensorKey::Client(kind, applied.user_tag.clone(), applied.client_tag.clone());
         let now = self.now_ms();
         let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates
-            .get(&key)
-            .cloned()
-            .unwrap_or_default()
-            .headroom(applied.limit, now)
+        f(rates.get(&key).unwrap_or(&Bucket::default()), now)
     }
 
     /// Records a new connection from `ip`, allowed `limit` per second; the throttle
