@@ -59,6 +59,12 @@ class SpateBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout=30.0):
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self):
+        """Start the process without waiting for it (the nodes of a cluster start
+        together: each waits for the quorum)."""
         if not SPATE_BIN.exists():
             pytest.fail(f"{SPATE_BIN} does not exist: build it first "
                         "(cargo build --release -p spate-node, or compat/run.sh)")
@@ -73,6 +79,8 @@ class SpateBroker:
              "--cores", SPATE_CORES, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
         log.close()
+
+    def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

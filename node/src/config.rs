@@ -115,6 +115,10 @@ pub struct BrokerConfig {
     pub advertised_listeners: Option<String>,
     #[serde(default)]
     pub listener_security_protocol_map: Option<String>,
+    /// Kafka's `inter.broker.listener.name`: the listener other brokers are reached on
+    /// (follower fetches, transaction markers); default: the first PLAINTEXT listener.
+    #[serde(default)]
+    pub inter_broker_listener_name: Option<String>,
     /// TLS of the SSL and SASL_SSL listeners.
     pub ssl: crate::security::config::SslConfig,
     /// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
@@ -377,6 +381,7 @@ impl BrokerConfig {
             config.listeners = None;
             config.advertised_listeners = None;
             config.listener_security_protocol_map = None;
+            config.inter_broker_listener_name = None;
         }
         if let Some(a) = &cli.advertised_listener {
             config.advertised_listener = Some(a.clone());

@@ -86,6 +86,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     let listeners = security::build_listeners(&config, &specs, &bound)?;
+    let inter_broker = Arc::new(interbroker::InterBrokerLink::new(&config, &listeners)?);
     let client = spate_replication::AppClient::start(
         booted.voters.clone(),
         64 << 20,
@@ -140,6 +141,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             image: image.clone(),
             links,
             listeners: listeners.iter().cloned().zip(sockets).collect(),
+            inter_broker: inter_broker.clone(),
             request_memory: request_memory.clone(),
             connection_limit: connection_limit.clone(),
             replication_quotas: replication_quotas.clone(),

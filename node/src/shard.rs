@@ -786,6 +786,8 @@ pub struct ShardStart {
     pub links: crate::mesh::ShardLinks,
     /// Every listener, with this shard's socket for it (SO_REUSEPORT).
     pub listeners: Vec<(Arc<crate::security::Listener>, std::net::TcpListener)>,
+    /// How other brokers are reached.
+    pub inter_broker: Arc<crate::interbroker::InterBrokerLink>,
     pub request_memory: Arc<RequestMemory>,
     pub connection_limit: Arc<ConnectionLimit>,
     pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
@@ -839,6 +841,7 @@ async fn serve(start: ShardStart) {
         schemas,
         log_dirs,
         start_high_watermarks,
+        inter_broker,
         ..
     } = start;
     let ctx = Rc::new(ShardContext {
@@ -850,7 +853,7 @@ async fn serve(start: ShardStart) {
         ),
         image: RefCell::new(Arc::new(MetadataImage::default())),
         internal_topics: Default::default(),
-        brokers: Default::default(),
+        brokers: crate::interbroker::BrokerClient::new(inter_broker),
         fetchers: Default::default(),
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),

@@ -42,6 +42,15 @@ pub struct SslConfig {
 pub struct SaslConfig {
     /// `sasl.enabled.mechanisms`.
     pub enabled_mechanisms: Vec<String>,
+    /// `sasl.mechanism.inter.broker.protocol`: how this broker authenticates to other
+    /// brokers when the inter-broker listener uses SASL.
+    pub inter_broker_mechanism: String,
+    /// The user and password it authenticates as (the `username` and `password` of
+    /// Kafka's inter-broker JAAS configuration).
+    #[serde(default)]
+    pub inter_broker_username: Option<String>,
+    #[serde(default)]
+    pub inter_broker_password: Option<String>,
     #[serde(default)]
     pub plain: PlainConfig,
     /// SASL/OAUTHBEARER's token validation (Kafka's `sasl.oauthbearer.*` broker settings).

@@ -9,8 +9,10 @@ pub mod listeners;
 pub mod oauth;
 pub mod principal;
 pub mod sasl;
+pub mod sasl_client;
 pub mod scram;
 pub mod tls;
+pub mod tls_client;
 pub mod tls_io;
 
 use std::cell::{Cell, RefCell};

@@ -790,6 +790,9 @@ mod tests {
     fn config() -> SaslConfig {
         SaslConfig {
             enabled_mechanisms: vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()],
+            inter_broker_mechanism: "PLAIN".to_string(),
+            inter_broker_username: None,
+            inter_broker_password: None,
             plain: super::super::config::PlainConfig {
                 users: [
                     ("alice".to_string(), "secret".to_string()),

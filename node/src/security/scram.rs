@@ -8,8 +8,9 @@
 //! `subtle`'s constant-time ones.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
-use ring::{digest, hmac, rand::SecureRandom};
+use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -70,13 +71,25 @@ impl ScramMechanism {
         }
     }
 
-    fn hmac_of(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    /// PBKDF2 of a password: what a client computes (`scram_client`); the server only
+    /// ever holds what is derived from it.
+    pub fn salted_password(self, password: &str, salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
+        let algorithm = match self {
+            ScramMechanism::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+            ScramMechanism::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+        };
+        let mut out = vec![0; self.output_len()];
+        pbkdf2::derive(algorithm, iterations, salt, password.as_bytes(), &mut out);
+        out
+    }
+
+    pub(super) fn hmac_of(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         hmac::sign(&hmac::Key::new(self.hmac(), key), data)
             .as_ref()
             .to_vec()
     }
 
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    pub(super) fn hash(self, data: &[u8]) -> Vec<u8> {
         digest::digest(self.digest(), data).as_ref().to_vec()
     }
 
@@ -204,8 +217,8 @@ impl ServerExchange {
         }
     }
 
-    /// A fresh server nonce: 24 random bytes in base64 (printable, no commas).
-    fn random_nonce() -> Result<String, ScramError> {
+    /// A fresh nonce: 24 random bytes in base64 (printable, no commas).
+    pub(super) fn random_nonce() -> Result<String, ScramError> {
         let mut bytes = [0u8; 24];
         ring::rand::SystemRandom::new()
             .fill(&mut bytes)
@@ -452,18 +465,9 @@ impl ClientFinal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
 
-    /// PBKDF2 of a password: what the client computes (the broker never does).
     fn salted_password(m: ScramMechanism, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-        let algorithm = match m {
-            ScramMechanism::Sha256 => ring::pbkdf2::PBKDF2_HMAC_SHA256,
-            ScramMechanism::Sha512 => ring::pbkdf2::PBKDF2_HMAC_SHA512,
-        };
-        let mut out = vec![0; m.output_len()];
-        let n = NonZeroU32::new(iterations).unwrap();
-        ring::pbkdf2::derive(algorithm, n, salt, password.as_bytes(), &mut out);
-        out
+        m.salted_password(password, salt, NonZeroU32::new(iterations).unwrap())
     }
 
     /// The client's proof and the server signature it expects, for an exchange.

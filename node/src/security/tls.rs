@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::config::{ClientAuth, SslConfig};
 
@@ -57,6 +57,10 @@ struct Built {
     ssl: Arc<ServerConfig>,
     /// For SASL_SSL listeners: without client certificates.
     sasl_ssl: Arc<ServerConfig>,
+    /// For this broker's connections to other brokers' TLS listeners: trusts the
+    /// truststore, presents the keystore's certificate when asked. `None` without a
+    /// truststore.
+    client: Option<Arc<ClientConfig>>,
     sources: Sources,
 }
 
@@ -89,6 +93,14 @@ impl TlsContext {
             built.sasl_ssl.clone()
         } else {
             built.ssl.clone()
+        }
+    }
+
+    /// The configuration for a connection to another broker made now.
+    pub fn client(&self) -> Option<Arc<ClientConfig>> {
+        match self.current.read() {
+            Ok(c) => c.client.clone(),
+            Err(poisoned) => poisoned.into_inner().client.clone(),
         }
     }
 
@@ -142,16 +154,17 @@ impl Built {
         Ok(Built {
             ssl: build(ssl, ssl.client_auth, &sources)?,
             sasl_ssl: build(ssl, ClientAuth::None, &sources)?,
+            client: build_client(ssl, &sources)?,
             sources,
         })
     }
 }
 
-fn build(
+/// The keystore's certificate chain and private key.
+fn identity(
     ssl: &SslConfig,
-    client_auth: ClientAuth,
     files: &Sources,
-) -> anyhow::Result<Arc<ServerConfig>> {
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let Some(keystore) = &ssl.keystore_location else {
         bail!("an SSL or SASL_SSL listener needs ssl.keystore_location");
     };
@@ -164,7 +177,32 @@ fn build(
     let key_path = ssl.key_location.as_ref().unwrap_or(keystore);
     let key = PrivateKeyDer::from_pem_slice(files.get(key_path))
         .with_context(|| format!("private key in {}", key_path.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok((chain, key))
+}
+
+/// The CA certificates of the truststore `ca`.
+fn trusted(ca: &Path, files: &Sources) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(files.get(ca)) {
+        let cert = cert.with_context(|| format!("certificates in {}", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate in {}", ca.display()))?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(
+    ssl: &SslConfig,
+    client_auth: ClientAuth,
+    files: &Sources,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let (chain, key) = identity(ssl, files)?;
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .context("TLS protocol versions")?;
@@ -174,13 +212,7 @@ fn build(
             let Some(ca) = &ssl.truststore_location else {
                 bail!("ssl.client_auth = {mode:?} needs ssl.truststore_location");
             };
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(files.get(ca)) {
-                let cert = cert.with_context(|| format!("certificates in {}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("CA certificate in {}", ca.display()))?;
-            }
+            let roots = trusted(ca, files)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if mode == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
@@ -197,4 +229,21 @@ fn build(
     // Kafka clients resume nothing; tickets cost a write per handshake for no use.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// The client configuration for connections to other brokers, when a truststore is
+/// set: the keystore's certificate is this broker's identity there (an SSL listener
+/// with `client_auth` maps it to the broker's principal).
+fn build_client(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+    let Some(ca) = &ssl.truststore_location else {
+        return Ok(None);
+    };
+    let (chain, key) = identity(ssl, files)?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .context("TLS protocol versions")?
+        .with_root_certificates(trusted(ca, files)?)
+        .with_client_auth_cert(chain, key)
+        .context("the certificate and key do not make a TLS identity")?;
+    Ok(Some(Arc::new(config)))
 }

@@ -26,7 +26,7 @@ use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use rustls::pki_types::CertificateDer;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ConnectionCommon, ServerConfig, ServerConnection, SideData};
 
 use crate::transport::{ChunkWrite, FrameRead};
 
@@ -37,18 +37,18 @@ const MAX_SLICES: usize = 64;
 
 type Shared = Rc<RefCell<ServerConnection>>;
 
-fn tls_error(e: rustls::Error) -> io::Error {
+pub(super) fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// Ciphertext read from the socket and not yet given to rustls.
-struct Incoming {
+pub(super) struct Incoming {
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl Incoming {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Incoming {
             buf: Vec::with_capacity(CIPHER_BUF),
             pos: 0,
@@ -57,7 +57,7 @@ impl Incoming {
 
     /// Read more from the socket when everything read was given to rustls; false at
     /// the end of the stream.
-    async fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<bool> {
+    pub(super) async fn fill(&mut self, tcp: &mut TcpStream) -> io::Result<bool> {
         if self.pos < self.buf.len() {
             return Ok(true);
         }
@@ -69,7 +69,7 @@ impl Incoming {
     }
 
     /// Give rustls what it takes and process it.
-    fn feed(&mut self, conn: &mut ServerConnection) -> io::Result<()> {
+    pub(super) fn feed<D: SideData>(&mut self, conn: &mut ConnectionCommon<D>) -> io::Result<()> {
         let mut rest = &self.buf[self.pos..];
         let n = conn.read_tls(&mut rest)?;
         if n == 0 && !rest.is_empty() {
@@ -84,16 +84,22 @@ impl Incoming {
     }
 }
 
+/// Move every TLS record rustls has queued into `out` (emptied first).
+pub(super) fn take_records<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    out.clear();
+    while conn.wants_write() {
+        conn.write_tls(out)?;
+    }
+    Ok(())
+}
+
 /// Write every TLS record rustls has queued.
 async fn flush(conn: &Shared, tcp: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     loop {
-        out.clear();
-        {
-            let mut c = conn.borrow_mut();
-            while c.wants_write() {
-                c.write_tls(out)?;
-            }
-        }
+        take_records(&mut conn.borrow_mut(), out)?;
         if out.is_empty() {
             return Ok(());
         }
