@@ -71,6 +71,7 @@ func newClient(bootstrap string, opts ...kgo.Opt) *kgo.Client {
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.FetchMaxWait(200 * time.Millisecond),
 	}
+	base = append(base, securityOpts()...)
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	must(err, "new client")
 	return cl

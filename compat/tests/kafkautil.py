@@ -194,11 +194,13 @@ def kafka_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def run_json(cmd, timeout=120, cwd=None):
-    """Run a client program; its last stdout line must be a JSON object."""
+def run_json(cmd, timeout=120, cwd=None, env=None):
+    """Run a client program; its last stdout line must be a JSON object. `env`: more
+    environment variables for it."""
     try:
         res = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=cwd or ROOT,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL,
+                             env=None if env is None else {**os.environ, **env})
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"{cmd[:4]} timed out after {timeout}s; stderr:\n"
                              f"{(e.stderr or b'').decode(errors='replace')[-3000:]}")

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
 from kafkautil import consume, java_jar, kafka_python_round_trip, produce, run_json
 from test_kafka_cli import kafka_libs, tool  # noqa: F401 (a fixture)
+from test_franzgo import expected_produce, franzgo, strip  # noqa: F401 (a fixture)
 from test_security import JVM, Pki, _refused
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with SASL")
@@ -200,13 +201,35 @@ def test_java_wrong_password(scram, tmp_path, monkeypatch):
 
 # ---- kafka-python and kcat ----------------------------------------------------------
 
-def test_kafka_python_scram(scram):
+@pytest.mark.parametrize("protocol,user", [("SASL_PLAINTEXT", "bob"), ("SASL_SSL", "alice")])
+def test_kafka_python_scram(scram, protocol, user):
     broker, pki, ports = scram
-    common = {"bootstrap_servers": addr(ports, "SASL_PLAINTEXT"), "security_protocol": "SASL_PLAINTEXT",
-              "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "bob",
-              "sasl_plain_password": "bob-secret"}
+    mechanism, password, _ = USERS[user]
+    common = {"bootstrap_servers": addr(ports, protocol), "security_protocol": protocol,
+              "sasl_mechanism": mechanism, "sasl_plain_username": user,
+              "sasl_plain_password": password}
+    if protocol == "SASL_SSL":
+        common.update(ssl_cafile=str(pki.ca_file), ssl_check_hostname=True)
     topic = f"scram-kpy-{uuid.uuid4().hex[:6]}"
     kafka_python_round_trip(common, topic)
+
+
+# ---- franz-go -----------------------------------------------------------------------
+
+def test_franzgo_scram_sha_512_over_sasl_ssl(scram, franzgo):  # noqa: F811
+    broker, pki, ports = scram
+    env = {"FRANZGO_TLS_CA": str(pki.ca_file), "FRANZGO_SASL": "SCRAM-SHA-512:alice:alice-secret"}
+    topic = f"scram-franz-{uuid.uuid4().hex[:6]}"
+    res = run_json([franzgo, addr(ports, "SASL_SSL"), "produce", topic, "lz4", "all", "1", "2", "60"],
+                   env=env)
+    assert all(p["error"] is None for p in res["produced"])
+    assert strip(res["records"]) == expected_produce("lz4", 2, 60)
+    # A wrong password: franz-go gives up with Kafka's message.
+    env["FRANZGO_SASL"] = "SCRAM-SHA-512:alice:nope"
+    with pytest.raises(AssertionError) as failed:
+        run_json([franzgo, addr(ports, "SASL_SSL"), "produce", f"{topic}-denied", "none", "all",
+                  "0", "1", "1"], env=env, timeout=90)
+    assert FAILED.format("SCRAM-SHA-512") in str(failed.value)
 
 
 def kcat_librdkafka():

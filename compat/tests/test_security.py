@@ -10,9 +10,12 @@ checked too.
 """
 import datetime
 import ipaddress
+import json
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import time
 import uuid
 
@@ -21,7 +24,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from conftest import EXTERNAL, RUNS, SpateBroker, free_port
-from kafkautil import JAVA_JAR, consume, java_jar, produce, run_json
+from kafkautil import JAVA_JAR, consume, java_jar, kafka_python_round_trip, produce, run_json
+from test_franzgo import expected_produce, franzgo, strip  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with TLS and SASL")
 
@@ -247,6 +251,49 @@ def test_mtls_required_refuses_a_client_without_certificate(secure):
                 tls.sendall(api_versions_frame())
                 if not tls.recv(4):
                     raise ConnectionResetError("closed")
+
+
+# ---- kafka-python, kcat and franz-go over mTLS ---------------------------------------
+
+def test_kafka_python_mtls(secure):
+    broker, pki, ports = secure
+    common = {"bootstrap_servers": addr(ports, "SSL"), "security_protocol": "SSL",
+              "ssl_cafile": str(pki.ca_file), "ssl_certfile": str(pki.client_cert),
+              "ssl_keyfile": str(pki.client_key), "ssl_check_hostname": True}
+    kafka_python_round_trip(common, f"sec-kpy-mtls-{uuid.uuid4().hex[:6]}")
+
+
+def test_kcat_mtls(secure):
+    broker, pki, ports = secure
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed")
+    topic = f"sec-kcat-mtls-{uuid.uuid4().hex[:6]}"
+    opts = ["-b", addr(ports, "SSL"), "-X", "security.protocol=SSL",
+            "-X", f"ssl.ca.location={pki.ca_file}",
+            "-X", f"ssl.certificate.location={pki.client_cert}",
+            "-X", f"ssl.key.location={pki.client_key}"]
+    subprocess.run(["kcat", *opts, "-P", "-t", topic, "-p", "0"], input=b"one\ntwo\n",
+                   capture_output=True, check=True, timeout=60)
+    out = subprocess.run(["kcat", *opts, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e",
+                          "-J"], capture_output=True, check=True, timeout=60)
+    assert [json.loads(line)["payload"] for line in out.stdout.decode().splitlines()] == \
+        ["one", "two"]
+
+
+def test_franzgo_mtls(secure, franzgo):  # noqa: F811
+    broker, pki, ports = secure
+    env = {"FRANZGO_TLS_CA": str(pki.ca_file), "FRANZGO_TLS_CERT": str(pki.client_cert),
+           "FRANZGO_TLS_KEY": str(pki.client_key)}
+    topic = f"sec-franz-mtls-{uuid.uuid4().hex[:6]}"
+    res = run_json([franzgo, addr(ports, "SSL"), "produce", topic, "zstd", "all", "1", "2", "60"],
+                   env=env)
+    assert all(p["error"] is None for p in res["produced"])
+    assert strip(res["records"]) == expected_produce("zstd", 2, 60)
+    # Without its certificate franz-go is refused in the handshake.
+    del env["FRANZGO_TLS_CERT"], env["FRANZGO_TLS_KEY"]
+    with pytest.raises(AssertionError):
+        run_json([franzgo, addr(ports, "SSL"), "produce", f"{topic}-denied", "none", "all", "0",
+                  "1", "1"], env=env, timeout=90)
 
 
 # ---- KIP-43 rules, on the wire ------------------------------------------------------
