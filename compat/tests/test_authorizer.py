@@ -384,3 +384,71 @@ def test_authorized_operations_kip_430(secured, kafka_libs):  # noqa: F811
     cluster = root.describe_cluster(include_authorized_operations=True).result(timeout=OP_TIMEOUT)
     assert AclOperation.CLUSTER_ACTION in set(cluster.authorized_operations)
     acls(kafka_libs, broker, props, "--remove", "--force", "--topic", topic)
+
+
+def test_describe_quorum_needs_describe_on_the_cluster(secured, kafka_libs, tmp_path):  # noqa: F811
+    """kafka-metadata-quorum.sh: Kafka's controller checks DESCRIBE on the cluster."""
+    broker, props = secured
+    bob = tmp_path / "bob.properties"
+    bob.write_text(client_props("bob"))
+    args = ["--bootstrap-server", broker.bootstrap, "--command-config"]
+    status = tool(kafka_libs, "MetadataQuorumCommand", *args, props, "describe", "--status")
+    assert "LeaderId" in status, status
+    with pytest.raises(AssertionError) as denied:
+        tool(kafka_libs, "MetadataQuorumCommand", *args, bob, "describe", "--status")
+    assert "ClusterAuthorizationException" in str(denied.value), denied.value
+
+
+def test_consumer_protocol_group_needs_describe_on_its_topics(secured, kafka_libs):  # noqa: F811
+    """KIP-848 (KAFKA-18813): a heartbeat naming a topic the member may not describe gets
+    TOPIC_AUTHORIZATION_FAILED; ConsumerGroupDescribe hides a group using such a topic."""
+    broker, props = secured
+    topic = f"authz-848-{uuid.uuid4().hex[:6]}"
+    group = f"authz-848-g-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, topic, [{"value": b"v"}], conf=conf("admin"))
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Read", "--group", group)
+
+    def member():
+        c = Consumer({"bootstrap.servers": broker.bootstrap, **conf("carol"), "group.id": group,
+                      "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        return c
+
+    def first_error_or_record(c):
+        for _ in range(30):
+            try:
+                m = c.poll(1)
+            except KafkaException as e:
+                return e.args[0]
+            if m is not None:
+                return m.error() or m.value()
+
+    c = member()
+    err = first_error_or_record(c)
+    c.close()
+    assert isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    # READ on the topic (which implies DESCRIBE): carol consumes.
+    acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+         "--operation", "Read", "--topic", topic)
+    c = member()
+    try:
+        assert first_error_or_record(c) == b"v"
+        # dave may describe the group but not the topic its member uses: the group is
+        # not described to him (kafka-consumer-groups.sh describes with
+        # ConsumerGroupDescribe); admin sees it.
+        acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:dave",
+             "--operation", "Describe", "--group", group)
+        dave = props.parent / "dave.properties"
+        dave.write_text(client_props("dave"))
+        describe = ["--bootstrap-server", broker.bootstrap, "--describe", "--group", group,
+                    "--members"]
+        cmd = "consumer.group.ConsumerGroupCommand"
+        assert topic in tool(kafka_libs, cmd, *describe, "--verbose", "--command-config", props)
+        # (The tool prints the error and exits 0.)
+        hidden = tool(kafka_libs, cmd, *describe, "--command-config", dave)
+        assert "TopicAuthorizationException: The described group uses topics that the " \
+            "client is not authorized to describe." in hidden, hidden
+        assert topic not in hidden
+    finally:
+        c.close()

@@ -19,6 +19,15 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 /// The controllers' listener name in `nodes` (v2).
 const CONTROLLER_LISTENER: &str = "CONTROLLER";
 
+/// The answer to a caller without DESCRIBE on the cluster (Kafka's top-level error).
+pub fn cluster_denied() -> DescribeQuorumResponse {
+    DescribeQuorumResponse {
+        error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+        error_message: Some("Cluster authorization failed.".into()),
+        ..Default::default()
+    }
+}
+
 pub async fn handle(ctx: &Rc<ShardContext>, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let asks_metadata_log = req.topics.len() == 1
         && req.topics[0].topic_name == METADATA_TOPIC

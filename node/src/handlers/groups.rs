@@ -3,6 +3,7 @@
 //! KIP-848's ConsumerGroupHeartbeat and ConsumerGroupDescribe.
 //! Each request goes to the shard owning the group's `__consumer_offsets` partition.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -1136,6 +1137,25 @@ pub async fn consumer_group_heartbeat(
     }
 }
 
+/// Kafka (KAFKA-18813): a group is not described to a caller that may not DESCRIBE
+/// every topic its members subscribe to or are assigned.
+fn uses_hidden_topics(
+    ctx: &ShardContext,
+    caller: &Caller,
+    group: &describe_response::DescribedGroup,
+) -> bool {
+    let mut topics = BTreeSet::new();
+    for m in &group.members {
+        topics.extend(m.subscribed_topic_names.iter().map(String::as_str));
+        for a in [&m.assignment, &m.target_assignment] {
+            topics.extend(a.topic_partitions.iter().map(|t| t.topic_name.as_str()));
+        }
+    }
+    topics
+        .into_iter()
+        .any(|t| !ctx.authorized(caller, Operation::Describe, ResourceType::Topic, t))
+}
+
 pub async fn consumer_group_describe(
     ctx: &Rc<ShardContext>,
     req: ConsumerGroupDescribeRequest,
@@ -1193,7 +1213,7 @@ pub async fn consumer_group_describe(
                         })
                         .collect(),
                 };
-                describe_response::DescribedGroup {
+                let described = describe_response::DescribedGroup {
                     group_id: group_id.clone(),
                     group_state: v.state.to_string(),
                     group_epoch: v.group_epoch,
@@ -1223,6 +1243,14 @@ pub async fn consumer_group_describe(
                         &group_id,
                     ),
                     ..Default::default()
+                };
+                if uses_hidden_topics(ctx, caller, &described) {
+                    failed(
+                        ErrorCode::TopicAuthorizationFailed,
+                        "The described group uses topics that the client is not authorized to describe.".into(),
+                    )
+                } else {
+                    described
                 }
             }
         });

@@ -34,6 +34,7 @@ use spate_net::{ApiKey, ErrorCode, Message, RequestBody};
 
 use crate::quota::QuotaKind;
 use crate::security::authorizer::acl::{Operation, ResourceType};
+use crate::security::authorizer::Caller;
 use crate::security::{sasl, Session};
 use crate::shard::ShardContext;
 
@@ -93,7 +94,7 @@ fn group_denied(
     };
     let caller = session.caller();
     if ctx.authorized(&caller, Operation::Read, ResourceType::Group, group) {
-        return None;
+        return consumer_topics_denied(ctx, &caller, header, body);
     }
     let code = ErrorCode::GroupAuthorizationFailed.code();
     Some(match body {
@@ -134,6 +135,33 @@ fn group_denied(
             },
         ),
     })
+}
+
+/// Kafka (KIP-848, KAFKA-18813): a consumer subscribing by name must be allowed to
+/// DESCRIBE every topic it names, or the heartbeat fails with TOPIC_AUTHORIZATION_FAILED.
+fn consumer_topics_denied(
+    ctx: &ShardContext,
+    caller: &Caller,
+    header: &RequestHeader,
+    body: &RequestBody,
+) -> Option<Vec<Bytes>> {
+    let RequestBody::ConsumerGroupHeartbeat(r) = body else {
+        return None;
+    };
+    let names = r.subscribed_topic_names.as_ref()?;
+    if names
+        .iter()
+        .all(|t| ctx.authorized(caller, Operation::Describe, ResourceType::Topic, t))
+    {
+        return None;
+    }
+    Some(frame(
+        header,
+        &spate_net::messages::ConsumerGroupHeartbeatResponse {
+            error_code: ErrorCode::TopicAuthorizationFailed.code(),
+            ..Default::default()
+        },
+    ))
 }
 
 /// Decode one request frame and start its handling.
@@ -284,6 +312,10 @@ pub async fn dispatch(
             })
         }
         RequestBody::DescribeQuorum(req) => {
+            // Kafka's controller: DESCRIBE on the cluster.
+            if !ctx.authorized_on_cluster(&session.caller(), Operation::Describe) {
+                return Dispatched::Respond(frame(&header, &describe_quorum::cluster_denied()));
+            }
             later(
                 header,
                 async move { describe_quorum::handle(&ctx, req).await },
