@@ -206,6 +206,12 @@ impl ShardContext {
         self.image.borrow().clone()
     }
 
+    /// Whether any client quota exists: what every request asks first, so it does not
+    /// take a reference to the image (an atomic count shared with the other shards).
+    pub fn has_client_quotas(&self) -> bool {
+        !self.image.borrow().client_quotas.is_empty()
+    }
+
     pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(key).cloned()
     }

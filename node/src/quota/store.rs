@@ -347,18 +347,11 @@ fn keys_for(entity: &Entity) -> Result<&'static [(&'static str, ValueType)], Str
     Ok(USER_CLIENT_KEYS)
 }
 
-/// Keys Kafka has that Spate does not enforce yet: refused rather than stored and
-/// silently ignored.
-const NOT_ENFORCED: &[&str] = &["request_percentage"];
-
 /// Kafka's `validateQuotaKeyValue`.
 fn check_value(allowed: &[(&str, ValueType)], key: &str, value: f64) -> Result<(), String> {
     let Some((_, ty)) = allowed.iter().find(|(k, _)| *k == key) else {
         return Err(format!("Invalid configuration key {key}"));
     };
-    if NOT_ENFORCED.contains(&key) {
-        return Err(format!("Spate does not enforce {key} quotas yet"));
-    }
     if value.is_nan() || value <= 0.0 {
         return Err(format!("Quota {key} must be greater than 0"));
     }
@@ -516,9 +509,24 @@ mod tests {
             &mut q,
             vec![comp(USER, Some("u"))],
             "request_percentage",
-            12.5
+            0.0
         )
-        .contains("does not enforce"));
+        .contains("greater than 0"));
+        // A share of a request thread may be fractional (Kafka's DOUBLE).
+        let out = apply(
+            &mut q,
+            &[(
+                vec![comp(CLIENT_ID, Some("app"))],
+                vec![("request_percentage".into(), Some(0.01))],
+            )],
+        );
+        assert_eq!(out, vec![(0, None)]);
+        let a = q.applied(QuotaKind::Request, "alice", "app").unwrap();
+        assert_eq!(
+            (a.limit, a.user_tag.as_str(), a.client_tag.as_str()),
+            (0.01, "", "app")
+        );
+        q = ClientQuotas::default();
         // Removal of what is not there is a no-op.
         let out = apply(
             &mut q,
