@@ -206,10 +206,11 @@ impl ShardContext {
         self.image.borrow().clone()
     }
 
-    /// Whether any client quota exists: what every request asks first, so it does not
-    /// take a reference to the image (an atomic count shared with the other shards).
-    pub fn has_client_quotas(&self) -> bool {
-        !self.image.borrow().client_quotas.is_empty()
+    /// Whether any client has a quota of `kind`: what every request asks first, so it
+    /// does not take a reference to the image (an atomic count shared with the other
+    /// shards).
+    pub fn sets_client_quota(&self, kind: crate::quota::QuotaKind) -> bool {
+        self.image.borrow().client_quotas.sets(kind)
     }
 
     pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {

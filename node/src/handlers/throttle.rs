@@ -17,14 +17,14 @@ use crate::security::{Mute, Session};
 use crate::shard::ShardContext;
 
 /// The quota of `kind` that applies to the client of this request, if any (nothing
-/// to look up while no client quota exists).
+/// to look up while no client has a quota of that kind).
 pub fn client_quota(
     ctx: &ShardContext,
     session: &Session,
     header: &RequestHeader,
     kind: QuotaKind,
 ) -> Option<Applied> {
-    if !ctx.has_client_quotas() {
+    if !ctx.sets_client_quota(kind) {
         return None;
     }
     ctx.image().client_quotas.applied(

@@ -41,6 +41,9 @@ const IP_KEYS: &[(&str, ValueType)] = &[("connection_creation_rate", ValueType::
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientQuotas {
     entities: BTreeMap<Entity, BTreeMap<String, f64>>,
+    /// How many entities set each key: whether a request needs to look for its
+    /// client's quota of a kind at all.
+    entities_per_key: BTreeMap<String, usize>,
 }
 
 /// The entities a DescribeClientQuotas filter matched, with their quotas.
@@ -62,8 +65,14 @@ pub struct Applied {
 }
 
 impl ClientQuotas {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.entities.is_empty()
+    }
+
+    /// Whether any entity has a quota of `kind`.
+    pub fn sets(&self, kind: QuotaKind) -> bool {
+        self.entities_per_key.contains_key(kind.key())
     }
 
     pub fn replay(&mut self, r: &ClientQuotaRecord) {
@@ -74,16 +83,23 @@ impl ClientQuotas {
             .collect();
         if r.remove {
             if let Some(values) = self.entities.get_mut(&entity) {
-                values.remove(&r.key);
+                if values.remove(&r.key).is_some() {
+                    if let Some(n) = self.entities_per_key.get_mut(&r.key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.entities_per_key.remove(&r.key);
+                        }
+                    }
+                }
                 if values.is_empty() {
                     self.entities.remove(&entity);
                 }
             }
         } else {
-            self.entities
-                .entry(entity)
-                .or_default()
-                .insert(r.key.clone(), r.value);
+            let values = self.entities.entry(entity).or_default();
+            if values.insert(r.key.clone(), r.value).is_none() {
+                *self.entities_per_key.entry(r.key.clone()).or_default() += 1;
+            }
         }
     }
 
@@ -526,7 +542,16 @@ mod tests {
             (a.limit, a.user_tag.as_str(), a.client_tag.as_str()),
             (0.01, "", "app")
         );
-        q = ClientQuotas::default();
+        assert!(q.sets(QuotaKind::Request) && !q.sets(QuotaKind::Produce));
+        let out = apply(
+            &mut q,
+            &[(
+                vec![comp(CLIENT_ID, Some("app"))],
+                vec![("request_percentage".into(), None)],
+            )],
+        );
+        assert_eq!(out, vec![(0, None)]);
+        assert!(q.is_empty() && !q.sets(QuotaKind::Request));
         // Removal of what is not there is a no-op.
         let out = apply(
             &mut q,
