@@ -80,10 +80,11 @@ class FlexReader:
 
 
 class FlexClient:
-    def __init__(self, bootstrap, timeout=30):
+    def __init__(self, bootstrap, timeout=30, client_id="flexpy"):
         host, port = bootstrap.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.corr = 0
+        self.client_id = client_id.encode()
 
     def close(self):
         self.sock.close()
@@ -100,7 +101,7 @@ class FlexClient:
     def call(self, api_key, version, body):
         """Send one request; returns a reader positioned after the response header."""
         self.corr += 1
-        hdr = struct.pack(">hhi", api_key, version, self.corr) + struct.pack(">h", 6) + b"flexpy" + TAGS
+        hdr = struct.pack(">hhi", api_key, version, self.corr) + struct.pack(">h", len(self.client_id)) + self.client_id + TAGS
         frame = hdr + body
         self.sock.sendall(struct.pack(">i", len(frame)) + frame)
         data = self._recv(struct.unpack(">i", self._recv(4))[0])

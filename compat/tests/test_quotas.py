@@ -3,8 +3,8 @@
 A private broker (the quotas set here would slow other tests). Quotas are set and
 described with Kafka's own kafka-configs.sh (ConfigCommand: AlterClientQuotas,
 DescribeClientQuotas); librdkafka (confluent-kafka) producers and consumers are then
-held to their byte rates, and a client IP over its connection creation rate has its
-new connections closed.
+held to their byte rates, a client over its share of request time is throttled, and a
+client IP over its connection creation rate has its new connections closed.
 """
 import shutil
 import socket
@@ -83,9 +83,9 @@ def test_kafka_configs_sets_describes_and_removes_quotas(broker, kafka_libs):  #
     bad = refused(kafka_libs, broker, "--alter", "--add-config", "producer_byte_rate=1.5",
                   "--entity-type", "clients", "--entity-name", "x")
     assert "producer_byte_rate cannot be a fractional value" in bad, bad
-    bad = refused(kafka_libs, broker, "--alter", "--add-config", "request_percentage=50",
+    bad = refused(kafka_libs, broker, "--alter", "--add-config", "request_percentage=0",
                   "--entity-type", "clients", "--entity-name", "x")
-    assert "does not enforce request_percentage" in bad, bad
+    assert "Quota request_percentage must be greater than 0" in bad, bad
 
     for args in (["--entity-type", "users", "--entity-name", "alice",
                   "--entity-type", "clients", "--entity-name", "app",
@@ -293,3 +293,55 @@ def test_topic_creation_is_held_to_the_controller_mutation_rate(broker, kafka_li
     assert {f"m-{p}-a", f"m-{p}-c", f"m-{p}-d"} <= names and f"m-{p}-b" not in names
     configs(kafka_libs, broker, "--alter", "--delete-config", "controller_mutation_rate",
             "--entity-type", "clients", "--entity-name", "flexpy")
+
+
+def _metadata_for(broker, client_id, seconds):
+    """Metadata v12 requests, one after another, for `seconds` (a raw client, which
+    does not wait on throttles itself: the broker's mute holds it back): (requests
+    answered, their throttle_time_ms values)."""
+    client = FlexClient(broker.bootstrap, client_id=client_id)
+    # All topics (a null array), no auto-creation, no authorized operations.
+    body = b"\x00" + struct.pack(">??", False, False) + TAGS
+    throttles = []
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            throttles.append(client.call(3, 12, body).i32())
+    finally:
+        client.close()
+    return len(throttles), throttles
+
+
+def test_a_client_over_its_request_percentage_is_throttled(broker, kafka_libs):  # noqa: F811
+    # 0.01 % of a shard: 0.1 ms of broker time a second, less than a handful of
+    # metadata requests' worth.
+    configs(kafka_libs, broker, "--alter", "--add-config", "request_percentage=0.01",
+            "--entity-type", "clients", "--entity-name", "busy-client")
+    try:
+        out = configs(kafka_libs, broker, "--describe", "--entity-type", "clients",
+                      "--entity-name", "busy-client")
+        assert "Quota configs for client-id 'busy-client' are request_percentage=0.01" in out, out
+
+        held, throttles = _metadata_for(broker, "busy-client", 3.0)
+        free, free_throttles = _metadata_for(broker, "free-client", 3.0)
+        # The throttled client is told, and held back by the muted connection (a
+        # throttle is at most 1 s, as Kafka bounds it by its quota window).
+        assert max(throttles) > 0, throttles
+        assert max(throttles) <= 1000, throttles
+        assert held * 10 < free, (held, free)
+        # A client id without the quota is not throttled.
+        assert free_throttles and max(free_throttles) == 0
+
+        # librdkafka's producer gets the throttle from its produce responses, where
+        # throttle_time_ms comes after the partitions.
+        topic = f"quota-r-{uuid.uuid4().hex[:6]}"
+        _create(broker, topic)
+        produced = {}
+        _produce_for(broker, topic, "busy-client", 3.0, produced)
+        assert produced["throttles"] and max(produced["throttles"]) > 0, produced["throttles"]
+    finally:
+        configs(kafka_libs, broker, "--alter", "--delete-config", "request_percentage",
+                "--entity-type", "clients", "--entity-name", "busy-client")
+    # Without its quota the client runs free again.
+    again, throttles = _metadata_for(broker, "busy-client", 3.0)
+    assert max(throttles) == 0 and again * 10 > free, (again, free)

@@ -1168,6 +1168,18 @@ fn gen_struct(w: &mut W, ctx: &Ctx, s: &StructDef, top: bool) -> Result<(), Stri
         w.line("fn encode(&self, out: &mut Encoder, version: i16) {");
         w.line("self.write(out, version)");
         w.line("}");
+        // A response's throttle time is set after its body is built (request quotas
+        // are measured on the work that built it): where the response has the field.
+        let throttle = s
+            .fields
+            .iter()
+            .any(|f| f.rust_name == "throttle_time_ms" && matches!(f.ty, Ty::Int32));
+        if throttle && m.name.ends_with("Response") {
+            w.line("");
+            w.line("fn throttle_time_ms_mut(&mut self) -> Option<&mut i32> {");
+            w.line("Some(&mut self.throttle_time_ms)");
+            w.line("}");
+        }
         w.line("}");
         w.line("");
     }

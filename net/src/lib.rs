@@ -91,6 +91,12 @@ pub trait Message: Sized {
     /// Encodes the message as `version`; fields absent from that version are skipped.
     fn encode(&self, out: &mut Encoder, version: i16);
 
+    /// The response's top-level `throttle_time_ms`, for responses that have one (in
+    /// some version: encoding skips it where the version lacks it).
+    fn throttle_time_ms_mut(&mut self) -> Option<&mut i32> {
+        None
+    }
+
     fn is_flexible(version: i16) -> bool {
         matches!(Self::FLEXIBLE_MIN, Some(v) if version >= v)
     }

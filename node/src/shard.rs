@@ -206,6 +206,13 @@ impl ShardContext {
         self.image.borrow().clone()
     }
 
+    /// Whether any client has a quota of `kind`: what every request asks first, so it
+    /// does not take a reference to the image (an atomic count shared with the other
+    /// shards).
+    pub fn sets_client_quota(&self, kind: crate::quota::QuotaKind) -> bool {
+        self.image.borrow().client_quotas.sets(kind)
+    }
+
     pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(key).cloned()
     }

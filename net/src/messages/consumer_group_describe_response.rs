@@ -70,6 +70,10 @@ impl Message for ConsumerGroupDescribeResponse {
     fn encode(&self, out: &mut Encoder, version: i16) {
         self.write(out, version)
     }
+
+    fn throttle_time_ms_mut(&mut self) -> Option<&mut i32> {
+        Some(&mut self.throttle_time_ms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -40,7 +40,7 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (JWTs checked against a JWK Set) on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens; on an authenticated connection with a session lifetime it begins a re-authentication (KIP-368)",
         ApiKey::SaslAuthenticate => "`session_lifetime_ms`: the shorter of `connections_max_reauth_ms` and the OAUTHBEARER token's remaining lifetime (0: neither); re-authentication keeps the mechanism and the principal; SCRAM's `tokenauth` refused (no delegation tokens)",
         ApiKey::DescribeClientQuotas => "from the metadata image, Kafka's filter rules (docs/security.md#quotas)",
-        ApiKey::AlterClientQuotas => "made by the active controller, as ClientQuotaRecord in the metadata log; `producer_byte_rate`, `consumer_byte_rate`, `controller_mutation_rate` and `connection_creation_rate` are enforced; `request_percentage` is refused (INVALID_REQUEST), not enforced yet",
+        ApiKey::AlterClientQuotas => "made by the active controller, as ClientQuotaRecord in the metadata log; `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`, `controller_mutation_rate` and `connection_creation_rate` are enforced",
         ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeQuorum => {
             "any broker answers for the active controller; offsets are the quorum log's index + 1; a voter's last fetch time is not known (-1), an observer's is its last heartbeat"

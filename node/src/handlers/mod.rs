@@ -32,6 +32,7 @@ use compio::runtime::JoinHandle;
 use spate_net::messages::RequestHeader;
 use spate_net::{ApiKey, ErrorCode, Message, RequestBody};
 
+use crate::quota::busy::Timed;
 use crate::quota::QuotaKind;
 use crate::security::authorizer::acl::{Operation, ResourceType};
 use crate::security::authorizer::Caller;
@@ -59,16 +60,41 @@ pub fn frame<M: Message>(header: &RequestHeader, body: &M) -> Vec<Bytes> {
     spate_net::encode_response_frame(header.correlation_id, hv, body, version)
 }
 
+/// The request quota of the request being handled, if one applies.
+type Quota = Option<Rc<throttle::RequestQuota>>;
+
+/// Encode `body` as the response to `header`, throttled by the request quota if one
+/// applies (its time counted up to now).
+fn respond<M: Message>(quota: &Quota, header: &RequestHeader, mut body: M) -> Vec<Bytes> {
+    if let Some(q) = quota {
+        q.throttle(&mut body);
+    }
+    frame(header, &body)
+}
+
+/// Run `task`, which computes a response, as a task of its own; its time counts
+/// against the request quota if one applies.
+fn spawn_response<F>(quota: &Quota, task: F) -> Dispatched
+where
+    F: Future<Output = Option<Vec<Bytes>>> + 'static,
+{
+    Dispatched::Later(match quota {
+        None => compio::runtime::spawn(task),
+        Some(q) => compio::runtime::spawn(Timed::new(task, q.busy())),
+    })
+}
+
 /// Run `work` as a task whose output is the response to `header`.
-fn later<M, F>(header: RequestHeader, work: F) -> Dispatched
+fn later<M, F>(quota: &Quota, header: RequestHeader, work: F) -> Dispatched
 where
     M: Message + 'static,
     F: Future<Output = M> + 'static,
 {
-    Dispatched::Later(compio::runtime::spawn(async move {
+    let q = quota.clone();
+    spawn_response(quota, async move {
         let body = work.await;
-        Some(frame(&header, &body))
-    }))
+        Some(respond(&q, &header, body))
+    })
 }
 
 /// The answer to a group membership request whose caller may not READ the group
@@ -76,7 +102,7 @@ where
 fn group_denied(
     ctx: &ShardContext,
     session: &Session,
-    header: &RequestHeader,
+    (header, quota): (&RequestHeader, &Quota),
     body: &RequestBody,
 ) -> Option<Vec<Bytes>> {
     use spate_net::messages::{
@@ -94,42 +120,47 @@ fn group_denied(
     };
     let caller = session.caller();
     if ctx.authorized(&caller, Operation::Read, ResourceType::Group, group) {
-        return consumer_topics_denied(ctx, &caller, header, body);
+        return consumer_topics_denied(ctx, &caller, (header, quota), body);
     }
     let code = ErrorCode::GroupAuthorizationFailed.code();
     Some(match body {
-        RequestBody::JoinGroup(_) => frame(
+        RequestBody::JoinGroup(_) => respond(
+            quota,
             header,
-            &JoinGroupResponse {
+            JoinGroupResponse {
                 error_code: code,
                 ..Default::default()
             },
         ),
-        RequestBody::SyncGroup(_) => frame(
+        RequestBody::SyncGroup(_) => respond(
+            quota,
             header,
-            &SyncGroupResponse {
+            SyncGroupResponse {
                 error_code: code,
                 ..Default::default()
             },
         ),
-        RequestBody::Heartbeat(_) => frame(
+        RequestBody::Heartbeat(_) => respond(
+            quota,
             header,
-            &HeartbeatResponse {
+            HeartbeatResponse {
                 error_code: code,
                 ..Default::default()
             },
         ),
-        RequestBody::ConsumerGroupHeartbeat(_) => frame(
+        RequestBody::ConsumerGroupHeartbeat(_) => respond(
+            quota,
             header,
-            &ConsumerGroupHeartbeatResponse {
+            ConsumerGroupHeartbeatResponse {
                 error_code: code,
                 error_message: Some("Group authorization failed.".into()),
                 ..Default::default()
             },
         ),
-        _ => frame(
+        _ => respond(
+            quota,
             header,
-            &LeaveGroupResponse {
+            LeaveGroupResponse {
                 error_code: code,
                 ..Default::default()
             },
@@ -142,7 +173,7 @@ fn group_denied(
 fn consumer_topics_denied(
     ctx: &ShardContext,
     caller: &Caller,
-    header: &RequestHeader,
+    (header, quota): (&RequestHeader, &Quota),
     body: &RequestBody,
 ) -> Option<Vec<Bytes>> {
     let RequestBody::ConsumerGroupHeartbeat(r) = body else {
@@ -155,9 +186,10 @@ fn consumer_topics_denied(
     {
         return None;
     }
-    Some(frame(
+    Some(respond(
+        quota,
         header,
-        &spate_net::messages::ConsumerGroupHeartbeatResponse {
+        spate_net::messages::ConsumerGroupHeartbeatResponse {
             error_code: ErrorCode::TopicAuthorizationFailed.code(),
             ..Default::default()
         },
@@ -171,7 +203,6 @@ pub async fn dispatch(
     mut frame_body: Bytes,
     arrived: std::time::Instant,
 ) -> Dispatched {
-    let peer = session.peer;
     let request_size = frame_body.len();
     // KIP-368: an authenticated SASL session may have an end, and re-authenticate.
     if session.authenticated() {
@@ -210,40 +241,77 @@ pub async fn dispatch(
             return Dispatched::Close("malformed request body");
         }
     };
-    let ctx = ctx.clone();
-    if let Some(denied) = group_denied(&ctx, session, &header, &body) {
+    // Kafka's request quota: the time spent on the request, from its arrival, counts
+    // against it (nothing is timed while no client quota applies).
+    let quota = throttle::RequestQuota::of(ctx, session, &header, &body, arrived);
+    let busy = quota.as_ref().map(|q| q.busy());
+    let work = handle(
+        ctx.clone(),
+        session,
+        (header, key),
+        body,
+        quota,
+        (arrived, request_size),
+    );
+    match busy {
+        None => work.await,
+        Some(busy) => Timed::new(work, busy).await,
+    }
+}
+
+/// Start the handling of a decoded request.
+async fn handle(
+    ctx: Rc<ShardContext>,
+    session: &Session,
+    (header, key): (RequestHeader, ApiKey),
+    body: RequestBody,
+    quota: Quota,
+    (arrived, request_size): (std::time::Instant, usize),
+) -> Dispatched {
+    let (peer, version) = (session.peer, header.request_api_version);
+    if let Some(denied) = group_denied(&ctx, session, (&header, &quota), &body) {
         return Dispatched::Respond(denied);
     }
     match body {
-        RequestBody::ApiVersions(_) => Dispatched::Respond(frame(&header, &api_versions::handle())),
+        RequestBody::ApiVersions(_) => {
+            Dispatched::Respond(respond(&quota, &header, api_versions::handle()))
+        }
         RequestBody::Produce(req) => {
             let (listener, caller) = (session.listener.clone(), session.caller());
             let throttle = throttle::produce(&ctx, session, &header, request_size);
-            produce::dispatch(ctx, header, req, arrived, (listener, caller), throttle).await
+            produce::dispatch(
+                ctx,
+                (header, quota),
+                req,
+                arrived,
+                (listener, caller),
+                throttle,
+            )
+            .await
         }
         RequestBody::Fetch(mut req) => {
             let (listener, caller) = (session.listener.clone(), session.caller());
-            // Replication is not a client's traffic.
-            let follower = req.replica_id >= 0 || req.replica_state.replica_id >= 0;
-            let quota = (!follower)
+            let follower = throttle::from_follower(&req);
+            let fetch_quota = (!follower)
                 .then(|| throttle::client_quota(&ctx, session, &header, QuotaKind::Fetch))
                 .flatten();
             let mute = session.mute().clone();
-            if let Some(q) = &quota {
+            if let Some(q) = &fetch_quota {
                 match throttle::fetch_room(&ctx, q) {
                     Some(room) => req.max_bytes = req.max_bytes.min(room),
                     None => {
-                        return Dispatched::Respond(frame(
+                        return Dispatched::Respond(respond(
+                            &quota,
                             &header,
-                            &throttle::fetch_refused(&ctx, q, &mute),
+                            throttle::fetch_refused(&ctx, q, &mute),
                         ))
                     }
                 }
             }
-            later(header.clone(), async move {
+            later(&quota, header.clone(), async move {
                 let mut response =
                     fetch::handle(&ctx, req, header.request_api_version, &listener, &caller).await;
-                if let Some(q) = quota {
+                if let Some(q) = fetch_quota {
                     throttle::fetch(&ctx, &q, &mute, &mut response);
                 }
                 response
@@ -251,271 +319,280 @@ pub async fn dispatch(
         }
         RequestBody::Metadata(req) => {
             let (listener, caller) = (session.listener.clone(), session.caller());
-            later(header.clone(), async move {
+            later(&quota, header.clone(), async move {
                 metadata::handle(&ctx, req, header.request_api_version, listener, caller).await
             })
         }
         RequestBody::ListOffsets(req) => {
             let caller = session.caller();
-            later(header.clone(), async move {
+            later(&quota, header.clone(), async move {
                 offsets::list_offsets(&ctx, req, header.request_api_version, &caller).await
             })
         }
         RequestBody::OffsetForLeaderEpoch(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 offsets::offset_for_leader_epoch(&ctx, req, &caller).await
             })
         }
         RequestBody::DeleteRecords(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 offsets::delete_records(&ctx, req, &caller).await
             })
         }
         RequestBody::CreateTopics(req) => {
             let caller = session.caller();
-            let quota = throttle::MutationQuota::of(&ctx, session, &header, 6);
-            later(header, async move {
-                topics::create_topics(&ctx, req, &caller, quota).await
+            let mutation = throttle::MutationQuota::of(&ctx, session, &header, 6);
+            later(&quota, header, async move {
+                topics::create_topics(&ctx, req, &caller, mutation).await
             })
         }
         RequestBody::DeleteTopics(req) => {
             let caller = session.caller();
-            let quota = throttle::MutationQuota::of(&ctx, session, &header, 5);
-            later(header.clone(), async move {
-                topics::delete_topics(&ctx, req, header.request_api_version, &caller, quota).await
+            let mutation = throttle::MutationQuota::of(&ctx, session, &header, 5);
+            later(&quota, header.clone(), async move {
+                topics::delete_topics(&ctx, req, header.request_api_version, &caller, mutation)
+                    .await
             })
         }
         RequestBody::CreatePartitions(req) => {
             let caller = session.caller();
-            let quota = throttle::MutationQuota::of(&ctx, session, &header, 3);
-            later(header, async move {
-                topics::create_partitions(&ctx, req, &caller, quota).await
+            let mutation = throttle::MutationQuota::of(&ctx, session, &header, 3);
+            later(&quota, header, async move {
+                topics::create_partitions(&ctx, req, &caller, mutation).await
             })
         }
-        RequestBody::DescribeConfigs(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeConfigs(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &configs::describe(&ctx, req, version, &session.caller()),
+            configs::describe(&ctx, req, version, &session.caller()),
         )),
         RequestBody::AlterConfigs(req) => {
             let caller = session.caller();
-            later(
-                header,
-                async move { configs::alter(&ctx, req, &caller).await },
-            )
+            later(&quota, header, async move {
+                configs::alter(&ctx, req, &caller).await
+            })
         }
         RequestBody::IncrementalAlterConfigs(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 configs::incremental_alter(&ctx, req, &caller).await
             })
         }
         RequestBody::DescribeQuorum(req) => {
             // Kafka's controller: DESCRIBE on the cluster.
             if !ctx.authorized_on_cluster(&session.caller(), Operation::Describe) {
-                return Dispatched::Respond(frame(&header, &describe_quorum::cluster_denied()));
+                return Dispatched::Respond(respond(
+                    &quota,
+                    &header,
+                    describe_quorum::cluster_denied(),
+                ));
             }
-            later(
-                header,
-                async move { describe_quorum::handle(&ctx, req).await },
-            )
+            later(&quota, header, async move {
+                describe_quorum::handle(&ctx, req).await
+            })
         }
-        RequestBody::DescribeCluster(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeCluster(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &cluster::describe_cluster(&ctx, req, &session.listener, &session.caller()),
+            cluster::describe_cluster(&ctx, req, &session.listener, &session.caller()),
         )),
         RequestBody::InitProducerId(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 producer::init_producer_id(&ctx, req, version, &caller).await
             })
         }
         RequestBody::AddPartitionsToTxn(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::add_partitions(&ctx, req, version, &caller).await
             })
         }
         RequestBody::AddOffsetsToTxn(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::add_offsets(&ctx, req, version, &caller).await
             })
         }
         RequestBody::DescribeTransactions(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::describe_transactions(&ctx, req, &caller).await
             })
         }
         RequestBody::ListTransactions(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::list_transactions(&ctx, req, &caller).await
             })
         }
         RequestBody::DescribeProducers(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::describe_producers(&ctx, req, &caller).await
             })
         }
         RequestBody::TxnOffsetCommit(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::txn_offset_commit(&ctx, req, version, &caller).await
             })
         }
         RequestBody::WriteTxnMarkers(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::write_txn_markers(&ctx, req, &caller).await
             })
         }
         RequestBody::EndTxn(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 txn::end_txn(&ctx, req, version, &caller).await
             })
         }
-        RequestBody::FindCoordinator(req) => Dispatched::Respond(frame(
+        RequestBody::FindCoordinator(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &groups::find_coordinator(&ctx, req, version, &session.listener, &session.caller()),
+            groups::find_coordinator(&ctx, req, version, &session.listener, &session.caller()),
         )),
         RequestBody::ConsumerGroupHeartbeat(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer).await
             })
         }
         RequestBody::ConsumerGroupDescribe(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::consumer_group_describe(&ctx, req, &caller).await
             })
         }
         RequestBody::JoinGroup(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::join_group(&ctx, req, version, client_id, peer).await
             })
         }
-        RequestBody::SyncGroup(req) => {
-            later(header, async move { groups::sync_group(&ctx, req).await })
-        }
+        RequestBody::SyncGroup(req) => later(&quota, header, async move {
+            groups::sync_group(&ctx, req).await
+        }),
         RequestBody::Heartbeat(req) => {
-            later(header, async move { groups::heartbeat(&ctx, req).await })
+            later(
+                &quota,
+                header,
+                async move { groups::heartbeat(&ctx, req).await },
+            )
         }
-        RequestBody::LeaveGroup(req) => later(header, async move {
+        RequestBody::LeaveGroup(req) => later(&quota, header, async move {
             groups::leave_group(&ctx, req, version).await
         }),
         RequestBody::OffsetCommit(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::offset_commit(&ctx, req, version, &caller).await
             })
         }
         RequestBody::OffsetFetch(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::offset_fetch(&ctx, req, version, &caller).await
             })
         }
         RequestBody::DescribeGroups(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::describe_groups(&ctx, req, &caller).await
             })
         }
         RequestBody::ListGroups(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::list_groups(&ctx, req, &caller).await
             })
         }
         RequestBody::DeleteGroups(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::delete_groups(&ctx, req, &caller).await
             })
         }
         RequestBody::OffsetDelete(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 groups::offset_delete(&ctx, req, &caller).await
             })
         }
-        RequestBody::DescribeAcls(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeAcls(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &acls::describe_acls(&ctx, &session.caller(), &req),
+            acls::describe_acls(&ctx, &session.caller(), &req),
         )),
         RequestBody::CreateAcls(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 acls::create_acls(&ctx, &caller, req).await
             })
         }
         RequestBody::DeleteAcls(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 acls::delete_acls(&ctx, &caller, req).await
             })
         }
         RequestBody::AlterUserScramCredentials(req) => {
             let caller = session.caller();
-            later(
-                header,
-                async move { scram::alter(&ctx, &caller, req).await },
-            )
+            later(&quota, header, async move {
+                scram::alter(&ctx, &caller, req).await
+            })
         }
-        RequestBody::DescribeClientQuotas(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeClientQuotas(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &quotas::describe(&ctx, &session.caller(), &req),
+            quotas::describe(&ctx, &session.caller(), &req),
         )),
         RequestBody::AlterClientQuotas(req) => {
             let caller = session.caller();
-            later(
-                header,
-                async move { quotas::alter(&ctx, &caller, req).await },
-            )
+            later(&quota, header, async move {
+                quotas::alter(&ctx, &caller, req).await
+            })
         }
-        RequestBody::DescribeUserScramCredentials(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeUserScramCredentials(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &scram::describe(&ctx, &session.caller(), req),
+            scram::describe(&ctx, &session.caller(), req),
         )),
         RequestBody::ElectLeaders(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 elect_leaders::handle(&ctx, req, &caller).await
             })
         }
         RequestBody::AlterPartitionReassignments(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 reassignments::alter(&ctx, req, &caller).await
             })
         }
-        RequestBody::ListPartitionReassignments(req) => Dispatched::Respond(frame(
+        RequestBody::ListPartitionReassignments(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &reassignments::list(&ctx, &req, &session.caller()),
+            reassignments::list(&ctx, &req, &session.caller()),
         )),
-        RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(frame(
+        RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &describe_topic_partitions::handle(
-                &ctx,
-                req,
-                &session.caller(),
-                &session.listener.name,
-            ),
+            describe_topic_partitions::handle(&ctx, req, &session.caller(), &session.listener.name),
         )),
-        RequestBody::ListConfigResources(req) => Dispatched::Respond(frame(
+        RequestBody::ListConfigResources(req) => Dispatched::Respond(respond(
+            &quota,
             &header,
-            &list_config_resources::handle(&ctx, req, version, &session.caller()),
+            list_config_resources::handle(&ctx, req, version, &session.caller()),
         )),
         RequestBody::DescribeLogDirs(req) => {
             let caller = session.caller();
-            later(header, async move {
+            later(&quota, header, async move {
                 cluster::describe_log_dirs(&ctx, req, &caller).await
             })
         }

@@ -15,7 +15,7 @@ use spate_net::messages::produce_response::{
 use spate_net::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use spate_net::ErrorCode;
 
-use super::{frame, leader_hints, Dispatched};
+use super::{leader_hints, respond, spawn_response, Dispatched, Quota};
 use crate::mesh::{PartitionKey, PartitionOp, PartitionReply, TxnCheck};
 use crate::route;
 use crate::schema_registry::SchemaCheck;
@@ -37,7 +37,7 @@ struct Append {
 
 pub async fn dispatch(
     ctx: Rc<ShardContext>,
-    header: RequestHeader,
+    (header, quota): (RequestHeader, Quota),
     req: ProduceRequest,
     arrived: std::time::Instant,
     (listener, caller): (Arc<Listener>, Caller),
@@ -152,7 +152,8 @@ pub async fn dispatch(
     }
     drop(image);
     let routed = route::send_from(&ctx, ops, arrived).await;
-    Dispatched::Later(compio::runtime::spawn(async move {
+    let request_quota = quota.clone();
+    spawn_response(&request_quota, async move {
         let replies = routed.collect().await;
         if acks == 0 {
             return None;
@@ -245,15 +246,16 @@ pub async fn dispatch(
         } else {
             Vec::new()
         };
-        Some(frame(
+        Some(respond(
+            &quota,
             &header,
-            &ProduceResponse {
+            ProduceResponse {
                 responses,
                 node_endpoints,
                 throttle_time_ms,
             },
         ))
-    }))
+    })
 }
 
 /// Produce from this version on carries KIP-951's leader hints.

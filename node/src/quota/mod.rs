@@ -1,6 +1,6 @@
 //! Client quotas (Kafka's `ClientQuotaManager`s and `ConnectionQuotas`): byte rates of
-//! produce and fetch and a rate of partition mutations per user and client id, and a
-//! connection creation rate per IP address. Quotas are
+//! produce and fetch, a rate of partition mutations and a share of request-handling time
+//! per user and client id, and a connection creation rate per IP address. Quotas are
 //! set with AlterClientQuotas and kept in the metadata log (`store`); each broker
 //! enforces them on its own traffic, as Kafka does.
 //!
@@ -13,17 +13,17 @@
 //! a client's connections may land on different shards. How usage is held to a quota
 //! (and how that differs from Kafka's sampled window): `rate`.
 
+pub mod busy;
 pub mod rate;
 pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rate::Bucket;
 
-/// A quota measured on requests, with its key in AlterClientQuotas. (Kafka's
-/// `request_percentage` is not enforced yet: the store refuses it.)
+/// A quota measured on requests, with its key in AlterClientQuotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
     /// Bytes of produce requests per second.
@@ -33,6 +33,9 @@ pub enum QuotaKind {
     /// Partitions created or deleted per second (CreateTopics, CreatePartitions,
     /// DeleteTopics).
     ControllerMutation,
+    /// Shard time spent on the client's requests (`busy`), as a percentage of one
+    /// shard's time.
+    Request,
 }
 
 impl QuotaKind {
@@ -41,6 +44,7 @@ impl QuotaKind {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
             QuotaKind::ControllerMutation => "controller_mutation_rate",
+            QuotaKind::Request => "request_percentage",
         }
     }
 
@@ -50,18 +54,27 @@ impl QuotaKind {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
             QuotaKind::ControllerMutation => "controller_mutation",
+            QuotaKind::Request => "request",
         }
     }
 }
 
 /// The `quota` label values of the throttle metrics: the request quotas', then the
 /// connection creation rate's.
-pub const THROTTLE_LABELS: [&str; 4] = [
+pub const THROTTLE_LABELS: [&str; 5] = [
     QuotaKind::Produce.label(),
     QuotaKind::Fetch.label(),
     QuotaKind::ControllerMutation.label(),
+    QuotaKind::Request.label(),
     CONNECTION_CREATION,
 ];
+/// The longest a request quota throttles one response. Kafka bounds it by its quota
+/// window (`quota.window.size.seconds`, 1 s): one slow request may cost many seconds of
+/// a small quota. A client still over its quota is throttled again on its next
+/// response, so it is still held to its quota while its requests cost less than a
+/// second's worth each.
+pub const MAX_REQUEST_THROTTLE_MS: u64 = 1000;
+
 /// The metrics label of the connection creation rate.
 pub const CONNECTION_CREATION: &str = "connection_creation";
 
@@ -103,6 +116,21 @@ impl QuotaSensors {
     pub fn record(&self, kind: QuotaKind, applied: &store::Applied, value: f64) -> u64 {
         let key = SensorKey::Client(kind, applied.user_tag.clone(), applied.client_tag.clone());
         self.record_key(key, applied.limit, value, false)
+    }
+
+    /// Records `spent`, the shard time of one request, against the `request_percentage`
+    /// quota `applied` (percent of one shard's time: 100 allows a second per second)
+    /// and returns the throttle time in ms (0: within the quota), at most
+    /// [`MAX_REQUEST_THROTTLE_MS`].
+    pub fn record_request(&self, applied: &store::Applied, spent: Duration) -> u64 {
+        let key = SensorKey::Client(
+            QuotaKind::Request,
+            applied.user_tag.clone(),
+            applied.client_tag.clone(),
+        );
+        let seconds_per_second = applied.limit / 100.0;
+        self.record_key(key, seconds_per_second, spent.as_secs_f64(), false)
+            .min(MAX_REQUEST_THROTTLE_MS)
     }
 
     /// How many more bytes of `kind` fit under the quota `applied` now.
@@ -208,6 +236,29 @@ mod tests {
             s.record(QuotaKind::Produce, &applied("", &i.to_string(), 100.0), 1.0);
         }
         assert!(s.len() <= MAX_SENSORS);
+    }
+
+    #[test]
+    fn request_time_is_a_share_of_one_shard_and_its_throttle_is_bounded() {
+        let s = QuotaSensors::default();
+        // 10 % of a shard: 100 ms a second, a burst of that much at once.
+        let q = applied("", "app", 10.0);
+        assert_eq!(s.record_request(&q, Duration::from_millis(60)), 0);
+        assert_eq!(s.record_request(&q, Duration::from_millis(40)), 0);
+        // 20 ms more is 200 ms ahead of the quota (timing slack: the clock moves).
+        let t = s.record_request(&q, Duration::from_millis(20));
+        assert!((150..=200).contains(&t), "{t}");
+        // A request worth 10 s of the quota throttles for the bound, not for 10 s.
+        assert_eq!(
+            s.record_request(&q, Duration::from_secs(1)),
+            MAX_REQUEST_THROTTLE_MS
+        );
+        // Request time is its own quota: the client's bytes are not.
+        assert_eq!(s.record(QuotaKind::Produce, &q, 1.0), 0);
+        // 100 % is one whole shard.
+        let whole = applied("", "other", 100.0);
+        assert_eq!(s.record_request(&whole, Duration::from_millis(900)), 0);
+        assert!(s.record_request(&whole, Duration::from_millis(200)) > 0);
     }
 
     #[test]

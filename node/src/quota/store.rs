@@ -41,6 +41,9 @@ const IP_KEYS: &[(&str, ValueType)] = &[("connection_creation_rate", ValueType::
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientQuotas {
     entities: BTreeMap<Entity, BTreeMap<String, f64>>,
+    /// How many entities set each key: whether a request needs to look for its
+    /// client's quota of a kind at all.
+    entities_per_key: BTreeMap<String, usize>,
 }
 
 /// The entities a DescribeClientQuotas filter matched, with their quotas.
@@ -62,8 +65,14 @@ pub struct Applied {
 }
 
 impl ClientQuotas {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.entities.is_empty()
+    }
+
+    /// Whether any entity has a quota of `kind`.
+    pub fn sets(&self, kind: QuotaKind) -> bool {
+        self.entities_per_key.contains_key(kind.key())
     }
 
     pub fn replay(&mut self, r: &ClientQuotaRecord) {
@@ -74,16 +83,23 @@ impl ClientQuotas {
             .collect();
         if r.remove {
             if let Some(values) = self.entities.get_mut(&entity) {
-                values.remove(&r.key);
+                if values.remove(&r.key).is_some() {
+                    if let Some(n) = self.entities_per_key.get_mut(&r.key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.entities_per_key.remove(&r.key);
+                        }
+                    }
+                }
                 if values.is_empty() {
                     self.entities.remove(&entity);
                 }
             }
         } else {
-            self.entities
-                .entry(entity)
-                .or_default()
-                .insert(r.key.clone(), r.value);
+            let values = self.entities.entry(entity).or_default();
+            if values.insert(r.key.clone(), r.value).is_none() {
+                *self.entities_per_key.entry(r.key.clone()).or_default() += 1;
+            }
         }
     }
 
@@ -347,18 +363,11 @@ fn keys_for(entity: &Entity) -> Result<&'static [(&'static str, ValueType)], Str
     Ok(USER_CLIENT_KEYS)
 }
 
-/// Keys Kafka has that Spate does not enforce yet: refused rather than stored and
-/// silently ignored.
-const NOT_ENFORCED: &[&str] = &["request_percentage"];
-
 /// Kafka's `validateQuotaKeyValue`.
 fn check_value(allowed: &[(&str, ValueType)], key: &str, value: f64) -> Result<(), String> {
     let Some((_, ty)) = allowed.iter().find(|(k, _)| *k == key) else {
         return Err(format!("Invalid configuration key {key}"));
     };
-    if NOT_ENFORCED.contains(&key) {
-        return Err(format!("Spate does not enforce {key} quotas yet"));
-    }
     if value.is_nan() || value <= 0.0 {
         return Err(format!("Quota {key} must be greater than 0"));
     }
@@ -516,9 +525,33 @@ mod tests {
             &mut q,
             vec![comp(USER, Some("u"))],
             "request_percentage",
-            12.5
+            0.0
         )
-        .contains("does not enforce"));
+        .contains("greater than 0"));
+        // A share of a request thread may be fractional (Kafka's DOUBLE).
+        let out = apply(
+            &mut q,
+            &[(
+                vec![comp(CLIENT_ID, Some("app"))],
+                vec![("request_percentage".into(), Some(0.01))],
+            )],
+        );
+        assert_eq!(out, vec![(0, None)]);
+        let a = q.applied(QuotaKind::Request, "alice", "app").unwrap();
+        assert_eq!(
+            (a.limit, a.user_tag.as_str(), a.client_tag.as_str()),
+            (0.01, "", "app")
+        );
+        assert!(q.sets(QuotaKind::Request) && !q.sets(QuotaKind::Produce));
+        let out = apply(
+            &mut q,
+            &[(
+                vec![comp(CLIENT_ID, Some("app"))],
+                vec![("request_percentage".into(), None)],
+            )],
+        );
+        assert_eq!(out, vec![(0, None)]);
+        assert!(q.is_empty() && !q.sets(QuotaKind::Request));
         // Removal of what is not there is a no-op.
         let out = apply(
             &mut q,
