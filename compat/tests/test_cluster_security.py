@@ -4,7 +4,8 @@ mutual authentication (`controller_security_protocol = "SSL"`, docs/security.md,
 over it, a topic is created and records go round trip, and the controller ports turn
 away a plaintext client, a TLS client without a certificate, one whose certificate
 comes from another CA and one whose trusted certificate maps to a principal that is
-not a super user and has no CLUSTER_ACTION. The Kafka listeners stay PLAINTEXT.
+not a super user and has no CLUSTER_ACTION; replaced certificate files are presented
+to new connections without a restart. The Kafka listeners stay PLAINTEXT.
 
 Certificates are made here with the `cryptography` package (as in test_security.py).
 """
@@ -70,12 +71,16 @@ class Ca:
         return b.sign(self.key, hashes.SHA256())
 
     def issue(self, cn):
-        """(certificate file, key file) for `cn`, valid for 127.0.0.1."""
+        """(certificate file, key file) for `cn`, valid for 127.0.0.1: (re)written key
+        first, each renamed into place, as an operator replacing them should."""
         from cryptography.hazmat.primitives.asymmetric import ec
         key = ec.generate_private_key(ec.SECP256R1())
         cert, key_file = self.d / f"{cn}.crt", self.d / f"{cn}.key"
-        cert.write_bytes(_pem(self._sign(_name(cn), key.public_key())))
-        key_file.write_bytes(_pem(key))
+        for path, data in ((key_file, _pem(key)),
+                           (cert, _pem(self._sign(_name(cn), key.public_key())))):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
         return cert, key_file
 
 
@@ -104,6 +109,7 @@ keystore_location = "{cert}"
 key_location = "{key}"
 truststore_location = "{ca.file}"
 principal_mapping_rules = "RULE:^CN=(.*)$/$1/,DEFAULT"
+reload_interval_ms = 200
 
 [authorizer]
 enable = true
@@ -153,12 +159,15 @@ def tls_context(ca_file, cert=None, key=None):
     return ctx
 
 
-def probe(port, ctx=None):
+def probe(port, ctx=None, peer_cert=None):
     """Sends WRONG_NODE_PROBE to a controller port; up to 6 bytes of what comes back
-    (b"" when the connection was closed or the handshake refused)."""
+    (b"" when the connection was closed or the handshake refused). The controller's
+    certificate (DER) is appended to `peer_cert` when given."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
         s = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
+        if peer_cert is not None:
+            peer_cert.append(s.getpeercert(binary_form=True))
         s.sendall(WRONG_NODE_PROBE)
         got = b""
         while len(got) < 6:
@@ -221,3 +230,28 @@ def test_controller_ports_admit_only_authenticated_authorized_peers(cluster):
     # The quorum is unharmed.
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{cluster['ports'][0]}"})
     assert len(admin.list_topics(timeout=10).brokers) == 3
+
+
+def test_replaced_certificates_are_presented_without_a_restart(cluster):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    ca, port = cluster["ca"], cluster["cports"][1]
+    cert, key = ca.issue(NODE_CN)  # the files every node reads, rewritten
+    new = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    deadline = time.monotonic() + 15
+    while True:
+        seen = []
+        got = probe(port, tls_context(ca.file, cert, key), seen)
+        if seen and seen[0] == new:
+            break
+        assert time.monotonic() < deadline, "the controller still presents the old certificate"
+        time.sleep(0.2)
+    # Controller 1 took the new certificate, and the new client certificate, from the
+    # same files, is trusted and admitted.
+    assert got == WRONG_NODE_ANSWER + bytes([1])
+    # The nodes' own connections to each other use the new files too: the quorum
+    # still takes changes.
+    admin = AdminClient({"bootstrap.servers": ",".join(f"127.0.0.1:{p}" for p in cluster["ports"])})
+    topic = f"ctls-reload-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3)])[topic].result(30)
