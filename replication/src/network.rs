@@ -334,7 +334,7 @@ impl Served<'_> {
                         Response::InstallSnapshot(raft.install_snapshot(r).await)
                     }
                     Request::Observe => {
-                        return stream_committed(stream, (self.subscribe)(), limits).await
+                        return self.stream_committed(stream, (self.subscribe)()).await
                     }
                     Request::App(body) => Response::App(match self.app.get() {
                         Some(handler) => handler(body).await,
@@ -350,27 +350,32 @@ impl Served<'_> {
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         }
     }
-}
 
-/// Sends an observer every event of `events` (the current state first), with an `Idle`
-/// frame when there was nothing for [`OBSERVER_KEEPALIVE`]. Ends when the subscription
-/// is dropped for falling behind (the observer reconnects and starts from a fresh
-/// snapshot) or the observer goes away.
-async fn stream_committed(
-    mut stream: Stream,
-    events: flume::Receiver<Committed>,
-    limits: Limits,
-) -> io::Result<()> {
-    loop {
-        let response = match tokio::time::timeout(OBSERVER_KEEPALIVE, events.recv_async()).await {
-            Ok(Ok(event)) => Response::Committed(to_wire(&event)),
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => Response::Idle,
-        };
-        let write = write_frame(&mut stream, &response, limits.max_frame_bytes);
-        tokio::time::timeout(limits.idle_timeout, write)
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    /// Sends an observer every event of `events` (the current state first), with an
+    /// `Idle` frame when there was nothing for [`OBSERVER_KEEPALIVE`]. Ends when the
+    /// subscription is dropped for falling behind (the observer reconnects and starts
+    /// from a fresh snapshot), the observer goes away, or it may no longer use the
+    /// channel (checked before each frame, as Kafka checks each of an observer's
+    /// fetches).
+    async fn stream_committed(
+        &self,
+        mut stream: Stream,
+        events: flume::Receiver<Committed>,
+    ) -> io::Result<()> {
+        let limits = self.limits;
+        loop {
+            let next = tokio::time::timeout(OBSERVER_KEEPALIVE, events.recv_async()).await;
+            let response = match next {
+                Ok(Ok(event)) => Response::Committed(to_wire(&event)),
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => Response::Idle,
+            };
+            self.authorize()?;
+            let write = write_frame(&mut stream, &response, limits.max_frame_bytes);
+            tokio::time::timeout(limits.idle_timeout, write)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        }
     }
 }
 

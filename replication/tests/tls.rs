@@ -3,7 +3,7 @@
 //! application calls and an observer work over TLS with a trusted, authorized
 //! certificate, and every other peer is refused: plaintext, no client certificate, a
 //! certificate from another CA, a trusted certificate whose principal may not use the
-//! channel.
+//! channel; and an observer whose permission is revoked stops receiving.
 //!
 //! Every wait has a deadline; everything listens on 127.0.0.1 (the certificates carry
 //! it as an IP subjectAltName); data directories are temporary.
@@ -93,8 +93,11 @@ struct TestTls {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     principals: HashMap<Vec<u8>, String>,
-    allowed: HashSet<String>,
+    allowed: Allowed,
 }
+
+/// The principals that may use the channel, shared so that a test can revoke one.
+type Allowed = Arc<Mutex<HashSet<String>>>;
 
 impl ControllerTls for TestTls {
     fn server_config(&self) -> Arc<ServerConfig> {
@@ -113,7 +116,7 @@ impl ControllerTls for TestTls {
     }
 
     fn authorize(&self, principal: &str, _host: IpAddr) -> bool {
-        self.allowed.contains(principal)
+        self.allowed.lock().expect("lock").contains(principal)
     }
 }
 
@@ -121,7 +124,7 @@ impl ControllerTls for TestTls {
 struct Pki {
     ca: Ca,
     principals: Mutex<HashMap<Vec<u8>, String>>,
-    allowed: HashSet<String>,
+    allowed: Allowed,
 }
 
 impl Pki {
@@ -129,7 +132,7 @@ impl Pki {
         Pki {
             ca: Ca::new("Spate test CA"),
             principals: Mutex::new(HashMap::new()),
-            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            allowed: Arc::new(Mutex::new(allowed.iter().map(|s| s.to_string()).collect())),
         }
     }
 
@@ -383,6 +386,30 @@ fn a_tls_quorum_commits_and_refuses_unauthenticated_or_unauthorized_peers() {
     all.push("after".into());
     for topics in &states {
         wait_applied(topics, &all);
+    }
+    let start = Instant::now();
+    while seen != all {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match observed.recv_timeout(left).expect("observed event") {
+            spate_replication::Committed::Snapshot { records, .. } => seen = names(&records),
+            spate_replication::Committed::Batch { records, .. } => seen.extend(names(&records)),
+        }
+    }
+
+    // The broker's permission is revoked: its open observer stream is cut, and it cannot
+    // follow from any voter any more.
+    pki.allowed.lock().expect("lock").remove("User:broker");
+    let l = leader(&quorums);
+    run(quorums[l].propose(&[topic("revoked")])).expect("propose after revocation");
+    all.push("revoked".into());
+    for topics in &states {
+        wait_applied(topics, &all);
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok(event) = observed.recv_timeout(left) {
+            panic!("a revoked observer received {event:?}");
+        }
     }
     for q in quorums {
         q.shutdown();
