@@ -71,6 +71,18 @@ pub enum ProcessRole {
     Controller,
 }
 
+/// The security protocols the controller channel speaks. SASL is not among them:
+/// Kafka's SASL_PLAINTEXT and SASL_SSL controller listeners have no counterpart, and an
+/// unknown value fails to parse with the two that are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ControllerSecurityProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    /// TLS with mutual authentication, from the `[ssl]` files.
+    #[serde(rename = "SSL")]
+    Ssl,
+}
+
 /// The resolved broker configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +99,9 @@ pub struct BrokerConfig {
     /// `controller_quorum_voters`.
     #[serde(default)]
     pub controller_listen: Option<String>,
+    /// The controller channel's security protocol: Kafka's `listener.security.protocol.map`
+    /// entry for the listener named in `controller.listener.names` (docs/security.md).
+    pub controller_security_protocol: ControllerSecurityProtocol,
     /// Kafka's `broker.rack`, registered with the controller; none by default.
     #[serde(default)]
     pub broker_rack: Option<String>,
@@ -468,6 +483,11 @@ impl BrokerConfig {
         if self.controller_listen.is_some() && !self.is_controller() {
             bail!("controller_listen is set but process_roles has no controller");
         }
+        if self.controller_security_protocol == ControllerSecurityProtocol::Ssl
+            && (self.ssl.keystore_location.is_none() || self.ssl.truststore_location.is_none())
+        {
+            bail!("controller_security_protocol = \"SSL\" needs ssl.keystore_location (this node's certificate) and ssl.truststore_location (the CAs its peers' certificates chain to)");
+        }
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms
         {
@@ -815,6 +835,44 @@ mod tests {
             let shown = format!("{cli:?}");
             assert!(load(cli).is_err(), "{shown}");
         }
+    }
+
+    #[test]
+    fn controller_security_protocol() {
+        let dir = std::env::temp_dir().join(format!("spate-cfg-ctls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |text: &str| {
+            let file = dir.join("c.toml");
+            std::fs::write(&file, text).unwrap();
+            BrokerConfig::load(&Cli {
+                config: Some(file),
+                ..Cli::default()
+            })
+        };
+        let c = load("").unwrap();
+        assert_eq!(
+            c.controller_security_protocol,
+            ControllerSecurityProtocol::Plaintext
+        );
+        let files = "[ssl]\nkeystore_location = \"/k.pem\"\ntruststore_location = \"/ca.pem\"\n";
+        let c = load(&format!("controller_security_protocol = \"SSL\"\n{files}")).unwrap();
+        assert_eq!(
+            c.controller_security_protocol,
+            ControllerSecurityProtocol::Ssl
+        );
+        // SSL without a keystore or a truststore; SASL, which is not supported.
+        for bad in [
+            "controller_security_protocol = \"SSL\"\n[ssl]\nkeystore_location = \"/k.pem\"\n",
+            "controller_security_protocol = \"SSL\"\n[ssl]\ntruststore_location = \"/ca.pem\"\n",
+            &format!("controller_security_protocol = \"SASL_SSL\"\n{files}"),
+        ] {
+            let e = format!("{:#}", load(bad).expect_err(bad));
+            assert!(
+                e.contains("controller_security_protocol") || e.contains("SASL_SSL"),
+                "{bad}: {e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -91,12 +91,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         booted.voters.clone(),
         64 << 20,
         std::time::Duration::from_millis(config.broker_session_timeout_ms),
+        booted.security.clone(),
     )
     .context("starting the controller client")?;
     let forwarder = spate_replication::AppClient::start(
         booted.voters.clone(),
         64 << 20,
         std::time::Duration::from_millis(config.broker_session_timeout_ms),
+        booted.security.clone(),
     )
     .context("starting the client for forwarded changes")?;
     let (unfenced_tx, unfenced_rx) = std::sync::mpsc::sync_channel(1);

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 
 use crate::rpc::{read_frame, write_frame, Envelope, Request, Response};
+use crate::transport::{self, Security, Stream};
 use crate::types::NodeId;
 use crate::StartError;
 
@@ -61,11 +61,13 @@ pub struct AppClient {
 
 impl AppClient {
     /// Starts the client thread for the quorum of `voters`; a call waits at most
-    /// `call_timeout` for an answer from the active controller.
+    /// `call_timeout` for an answer from the active controller. `security` is the
+    /// controller channel's (the quorum's own).
     pub fn start(
         voters: BTreeMap<NodeId, String>,
         max_frame_bytes: usize,
         call_timeout: Duration,
+        security: Security,
     ) -> Result<AppClient, StartError> {
         if voters.is_empty() {
             return Err(StartError::Config(crate::ConfigError(
@@ -83,6 +85,7 @@ impl AppClient {
             leader: None,
             stream: None,
             max_frame_bytes,
+            security,
         };
         std::thread::Builder::new()
             .name("controller-client".into())
@@ -115,8 +118,9 @@ struct Caller {
     next: usize,
     leader: Option<(NodeId, String)>,
     /// A connection to `leader`, kept between calls.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     max_frame_bytes: usize,
+    security: Security,
 }
 
 /// Pause between attempts when no controller could answer.
@@ -174,8 +178,7 @@ impl Caller {
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(&target.1).await?;
-                s.set_nodelay(true)?;
+                let s = transport::connect(&target.1, &self.security).await?;
                 self.stream.insert(s)
             }
         };

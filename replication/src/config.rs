@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::transport::Security;
 use crate::types::NodeId;
 
 /// How one controller takes part in the quorum.
@@ -42,6 +43,9 @@ pub struct QuorumConfig {
     pub max_connections: usize,
     /// The largest snapshot accepted from a leader (it is received in memory).
     pub max_snapshot_bytes: u64,
+    /// TLS with mutual authentication on every controller connection, in and out;
+    /// `None`: plaintext (Kafka's controller listener mapped to PLAINTEXT).
+    pub security: Security,
 }
 
 /// A configuration that cannot work.
@@ -68,6 +72,7 @@ impl QuorumConfig {
             segment_bytes: 64 << 20,
             max_connections: 64,
             max_snapshot_bytes: 1 << 30,
+            security: None,
         }
     }
 

@@ -11,7 +11,9 @@
 //! * [`MetadataStateMachine`]: the application's metadata state that the quorum
 //!   applies committed records to and snapshots.
 //! * Storage: the Raft log and vote (`log_store`) and snapshots (`snapshot`) in a
-//!   directory; transport: length-prefixed frames over TCP (`rpc`, `network`).
+//!   directory; transport: length-prefixed frames over TCP (`rpc`, `network`), or over
+//!   TLS with mutual authentication when the node gives a [`ControllerTls`]
+//!   (`transport`).
 //!
 //! Records are Kafka's KRaft metadata records, framed as Kafka frames them
 //! ([`spate_net::metadata_frame::ApiMessageAndVersion`]).
@@ -26,6 +28,7 @@ pub mod quorum;
 mod rpc;
 mod snapshot;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 
 pub use app_rpc::{AppCallError, AppClient, AppHandler, AppReply};
@@ -33,4 +36,5 @@ pub use config::{parse_voters, ConfigError, QuorumConfig};
 pub use observer::{observe, ObserverConfig};
 pub use quorum::{Proposed, Quorum, QuorumError, QuorumStatus, Role, StartError};
 pub use state_machine::{Committed, MetadataStateMachine};
+pub use transport::{ControllerTls, Security};
 pub use types::{MetadataBatch, NodeId};

@@ -1,5 +1,6 @@
-//! TCP transport between controllers: openraft's client side ([`Network`],
-//! [`Connection`]) and the server that hands incoming RPCs to the local Raft node.
+//! Transport between controllers: openraft's client side ([`Network`], [`Connection`])
+//! and the server that hands incoming RPCs to the local Raft node, over plain TCP or
+//! mutually authenticated TLS (`transport.rs`).
 
 use std::io;
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app_rpc::{AppHandler, AppReply};
 use crate::rpc::{read_frame, write_frame, Envelope, Request, Response, WireCommitted};
 use crate::state_machine::Committed;
+use crate::transport::{self, ControllerTls, Peer, Security, Stream};
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// Starts a subscription to what this controller commits (for observers).
@@ -47,6 +49,7 @@ pub struct Limits {
 /// Creates one [`Connection`] per target; openraft asks for them as it needs them.
 pub struct Network {
     pub limits: Limits,
+    pub security: Security,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -58,17 +61,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             stream: None,
             limits: self.limits,
+            security: self.security.clone(),
         }
     }
 }
 
-/// A client to one other controller: one TCP connection, opened on first use and again
+/// A client to one other controller: one connection, opened on first use and again
 /// after any failure.
 pub struct Connection {
     target: NodeId,
     addr: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     limits: Limits,
+    security: Security,
 }
 
 /// Why an RPC got no answer.
@@ -108,10 +113,11 @@ impl Connection {
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(&self.addr)
+                // A failed handshake (an untrusted certificate) counts as unreachable:
+                // openraft backs off instead of hammering the peer.
+                let s = transport::connect(&self.addr, &self.security)
                     .await
                     .map_err(CallError::Connect)?;
-                s.set_nodelay(true).map_err(CallError::Connect)?;
                 self.stream.insert(s)
             }
         };
@@ -210,6 +216,7 @@ pub async fn serve(
     limits: Limits,
     subscribe: Subscribe,
     app: AppSlot,
+    security: Security,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -229,13 +236,31 @@ pub async fn serve(
         let raft = raft.clone();
         let subscribe = subscribe.clone();
         let app = app.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match serve_connection(stream, &raft, node_id, limits, &subscribe, &app).await {
+            let served = async {
+                let (stream, authenticated) = transport::accept(stream, peer, &security).await?;
+                let conn = Served {
+                    raft: &raft,
+                    node_id,
+                    limits,
+                    subscribe: &subscribe,
+                    app: &app,
+                    guard: security.clone().zip(authenticated),
+                };
+                conn.serve(stream).await
+            };
+            match served.await {
                 Ok(()) => {}
-                // A peer that breaks the protocol or the limits is worth an operator's
-                // attention; resets and timeouts are routine.
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // A peer that breaks the protocol or the limits, or that security turns
+                // away, is worth an operator's attention; resets and timeouts are routine.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
                     tracing::warn!(%peer, error = %e, "controller connection refused")
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "controller connection closed"),
@@ -244,80 +269,113 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    raft: &Raft,
+/// One accepted connection and what serving it needs.
+struct Served<'a> {
+    raft: &'a Raft,
     node_id: NodeId,
     limits: Limits,
-    subscribe: &Subscribe,
-    app: &AppSlot,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let max = limits.max_frame_bytes;
-    loop {
-        let next = tokio::time::timeout(
-            limits.idle_timeout,
-            read_frame::<_, Envelope>(&mut stream, max),
-        );
-        let envelope = match next.await {
-            Ok(Ok(Some(e))) => e,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()), // idle
-        };
-        let response = if envelope.to != node_id {
-            Response::WrongNode { this: node_id }
-        } else {
-            match envelope.request {
-                Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
-                Request::Vote(r) => Response::Vote(raft.vote(r).await),
-                Request::InstallSnapshot(r) => {
-                    // openraft collects the chunks in memory: bound the total.
-                    let end = r.offset.saturating_add(r.data.len() as u64);
-                    if end > limits.max_snapshot_bytes {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "snapshot chunk ends at byte {end}, over the {}-byte limit",
-                                limits.max_snapshot_bytes
-                            ),
-                        ));
-                    }
-                    Response::InstallSnapshot(raft.install_snapshot(r).await)
-                }
-                Request::Observe => return stream_committed(stream, subscribe(), limits).await,
-                Request::App(body) => Response::App(match app.get() {
-                    Some(handler) => handler(body).await,
-                    None => AppReply::Failed("this controller serves no application calls".into()),
-                }),
-            }
-        };
-        let write = write_frame(&mut stream, &response, max);
-        tokio::time::timeout(limits.idle_timeout, write)
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    }
+    subscribe: &'a Subscribe,
+    app: &'a AppSlot,
+    /// With TLS: who decides, and who the client certificate says is on the other end.
+    guard: Option<(Arc<dyn ControllerTls>, Peer)>,
 }
 
-/// Sends an observer every event of `events` (the current state first), with an `Idle`
-/// frame when there was nothing for [`OBSERVER_KEEPALIVE`]. Ends when the subscription
-/// is dropped for falling behind (the observer reconnects and starts from a fresh
-/// snapshot) or the observer goes away.
-async fn stream_committed(
-    mut stream: TcpStream,
-    events: flume::Receiver<Committed>,
-    limits: Limits,
-) -> io::Result<()> {
-    loop {
-        let response = match tokio::time::timeout(OBSERVER_KEEPALIVE, events.recv_async()).await {
-            Ok(Ok(event)) => Response::Committed(to_wire(&event)),
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => Response::Idle,
-        };
-        let write = write_frame(&mut stream, &response, limits.max_frame_bytes);
-        tokio::time::timeout(limits.idle_timeout, write)
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+impl Served<'_> {
+    /// Kafka requires CLUSTER_ACTION on the cluster for every request of the controller
+    /// listener (Vote, Fetch, BrokerRegistration, BrokerHeartbeat, ...): asked before
+    /// each one, so that a revoked ACL closes connections already open.
+    fn authorize(&self) -> io::Result<()> {
+        match &self.guard {
+            Some((tls, peer)) if !tls.authorize(&peer.principal, peer.host) => {
+                Err(transport::refused(format!(
+                    "{} may not use the controller channel (it needs CLUSTER_ACTION on the cluster)",
+                    peer.principal
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn serve(&self, mut stream: Stream) -> io::Result<()> {
+        let (raft, node_id, limits) = (self.raft, self.node_id, self.limits);
+        let max = limits.max_frame_bytes;
+        loop {
+            let next = tokio::time::timeout(
+                limits.idle_timeout,
+                read_frame::<_, Envelope>(&mut stream, max),
+            );
+            let envelope = match next.await {
+                Ok(Ok(Some(e))) => e,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(()), // idle
+            };
+            self.authorize()?;
+            let response = if envelope.to != node_id {
+                Response::WrongNode { this: node_id }
+            } else {
+                match envelope.request {
+                    Request::AppendEntries(r) => {
+                        Response::AppendEntries(raft.append_entries(r).await)
+                    }
+                    Request::Vote(r) => Response::Vote(raft.vote(r).await),
+                    Request::InstallSnapshot(r) => {
+                        // openraft collects the chunks in memory: bound the total.
+                        let end = r.offset.saturating_add(r.data.len() as u64);
+                        if end > limits.max_snapshot_bytes {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "snapshot chunk ends at byte {end}, over the {}-byte limit",
+                                    limits.max_snapshot_bytes
+                                ),
+                            ));
+                        }
+                        Response::InstallSnapshot(raft.install_snapshot(r).await)
+                    }
+                    Request::Observe => {
+                        return self.stream_committed(stream, (self.subscribe)()).await
+                    }
+                    Request::App(body) => Response::App(match self.app.get() {
+                        Some(handler) => handler(body).await,
+                        None => {
+                            AppReply::Failed("this controller serves no application calls".into())
+                        }
+                    }),
+                }
+            };
+            let write = write_frame(&mut stream, &response, max);
+            tokio::time::timeout(limits.idle_timeout, write)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        }
+    }
+
+    /// Sends an observer every event of `events` (the current state first), with an
+    /// `Idle` frame when there was nothing for [`OBSERVER_KEEPALIVE`]. Ends when the
+    /// subscription is dropped for falling behind (the observer reconnects and starts
+    /// from a fresh snapshot), the observer goes away, or it may no longer use the
+    /// channel (checked before each frame, as Kafka checks each of an observer's
+    /// fetches).
+    async fn stream_committed(
+        &self,
+        mut stream: Stream,
+        events: flume::Receiver<Committed>,
+    ) -> io::Result<()> {
+        let limits = self.limits;
+        loop {
+            let next = tokio::time::timeout(OBSERVER_KEEPALIVE, events.recv_async()).await;
+            let response = match next {
+                Ok(Ok(event)) => Response::Committed(to_wire(&event)),
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => Response::Idle,
+            };
+            self.authorize()?;
+            let write = write_frame(&mut stream, &response, limits.max_frame_bytes);
+            tokio::time::timeout(limits.idle_timeout, write)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        }
     }
 }
 

@@ -18,11 +18,11 @@ use std::io;
 use std::time::Duration;
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
-use tokio::net::TcpStream;
 
 use crate::network::OBSERVER_KEEPALIVE;
 use crate::rpc::{read_frame, write_frame, Envelope, Request, Response, WireCommitted};
 use crate::state_machine::Committed;
+use crate::transport::{self, Security};
 use crate::types::NodeId;
 use crate::StartError;
 
@@ -42,6 +42,8 @@ pub struct ObserverConfig {
     pub silence_timeout: Duration,
     /// The pause before connecting again after a connection ended.
     pub retry_backoff: Duration,
+    /// The controller channel's security (plaintext when `None`).
+    pub security: Security,
 }
 
 impl ObserverConfig {
@@ -53,6 +55,7 @@ impl ObserverConfig {
             connect_timeout: Duration::from_secs(2),
             silence_timeout: OBSERVER_KEEPALIVE * 10,
             retry_backoff: Duration::from_millis(200),
+            security: None,
         }
     }
 }
@@ -107,12 +110,12 @@ async fn follow(
     last: &mut Option<u64>,
 ) -> Ended {
     let ended = Ended::Connection;
-    let mut stream =
-        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return ended(e),
-            Err(_) => return ended(io::ErrorKind::TimedOut.into()),
-        };
+    let connect = transport::connect(addr, &config.security);
+    let mut stream = match tokio::time::timeout(config.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return ended(e),
+        Err(_) => return ended(io::ErrorKind::TimedOut.into()),
+    };
     let hello = Envelope {
         to: id,
         request: Request::Observe,

@@ -312,6 +312,13 @@ impl<M: MetadataStateMachine> Quorum<M> {
         state_machine::subscribe(&self.shared, self.subscriber_queue)
     }
 
+    /// Runs `f` on the application state as applied here, under the lock the applier
+    /// takes (keep `f` short): for decisions that must follow what is committed at
+    /// once, such as the controller channel's ACL checks.
+    pub fn read_state<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        state_machine::read(&self.shared, f)
+    }
+
     /// The current leader and term as this controller knows them (no I/O).
     pub fn leader(&self) -> (Option<NodeId>, u64) {
         let m = self.raft.metrics();
@@ -510,7 +517,10 @@ async fn start_raft<M: MetadataStateMachine>(
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network { limits },
+        Network {
+            limits,
+            security: config.security.clone(),
+        },
         log,
         state_machine,
     )
@@ -528,6 +538,7 @@ async fn start_raft<M: MetadataStateMachine>(
         limits,
         subscribe,
         app_slot,
+        config.security.clone(),
     ));
     // Every voter bootstraps the same membership (the static voter list, as KRaft's
     // `controller.quorum.voters`): the initial entries are identical, so whichever

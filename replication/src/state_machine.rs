@@ -94,6 +94,11 @@ impl<M: MetadataStateMachine> Shared<M> {
     }
 }
 
+/// Runs `f` on the application state as applied so far.
+pub(crate) fn read<M, R>(shared: &SharedState<M>, f: impl FnOnce(&M) -> R) -> R {
+    f(&lock(shared).app)
+}
+
 /// Registers a subscriber with a queue of `capacity` events; its first event is the
 /// current state.
 pub(crate) fn subscribe<M: MetadataStateMachine>(

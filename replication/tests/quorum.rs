@@ -724,7 +724,8 @@ fn application_calls_reach_the_active_controller_across_a_failover() {
         assert!(!node.quorum.as_ref().expect("running").serve_app(handler));
     }
     let voters = cluster.nodes[0].config.voters.clone();
-    let client = spate_replication::AppClient::start(voters, 1 << 20, DEADLINE).expect("client");
+    let client =
+        spate_replication::AppClient::start(voters, 1 << 20, DEADLINE, None).expect("client");
     let call = |client: &spate_replication::AppClient| {
         let client = client.clone();
         async move {

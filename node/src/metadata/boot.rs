@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use spate_net::metadata_frame::ApiMessageAndVersion;
-use spate_replication::{Committed, ObserverConfig, Quorum, QuorumConfig, QuorumError};
+use spate_replication::{Committed, ObserverConfig, Quorum, QuorumConfig, QuorumError, Security};
 
 use super::publish::apply_event;
 use super::{migrate, records, MetadataImage};
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ControllerSecurityProtocol};
+use crate::security::controller::ControllerSecurity;
 
 /// The quorum of controllers, driving the metadata image.
 pub type MetadataQuorum = Quorum<MetadataImage>;
@@ -41,6 +42,8 @@ pub struct Booted {
     pub voters: BTreeMap<u64, String>,
     pub committed: flume::Receiver<Committed>,
     pub image: MetadataImage,
+    /// The controller channel's security, for this node's other clients of it.
+    pub security: Security,
 }
 
 /// Where the metadata lives: the quorum's log and snapshots, and the old log.
@@ -55,15 +58,35 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
     let dir = metadata_dir(&config.data_dir);
     // Start-up runs before the shards exist: a runtime of its own to await the quorum.
     let runtime = compio::runtime::Runtime::new().context("start-up runtime")?;
+    let tls = match config.controller_security_protocol {
+        ControllerSecurityProtocol::Plaintext => None,
+        ControllerSecurityProtocol::Ssl => {
+            let tls = Arc::new(
+                ControllerSecurity::new(&config.ssl, &config.authorizer)
+                    .context("controller TLS (controller_security_protocol = \"SSL\", [ssl])")?,
+            );
+            tls.spawn_reloader()?;
+            Some(tls)
+        }
+    };
+    let security: Security = tls.clone().map(|t| t as _);
     if config.is_controller() {
-        let (quorum, voters) = start_quorum(config, &dir)?;
-        return runtime.block_on(boot(Arc::new(quorum), voters, config.node_id, &dir));
+        let (quorum, voters) = start_quorum(config, &dir, security.clone())?;
+        let quorum = Arc::new(quorum);
+        if let Some(tls) = &tls {
+            tls.attach(&quorum);
+        }
+        let mut booted = runtime.block_on(boot(quorum, voters, config.node_id, &dir))?;
+        booted.security = security;
+        return Ok(booted);
     }
     let voters = config
         .voters()?
         .context("a broker that is not a controller needs controller_quorum_voters")?;
-    let committed = spate_replication::observe(ObserverConfig::new(voters.clone()))
-        .context("starting the metadata observer")?;
+    let mut observer = ObserverConfig::new(voters.clone());
+    observer.security = security.clone();
+    let committed =
+        spate_replication::observe(observer).context("starting the metadata observer")?;
     let deadline = Instant::now() + START_TIMEOUT;
     let first = runtime
         .block_on(recv_until(&committed, deadline))
@@ -75,6 +98,7 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
         voters,
         committed,
         image,
+        security,
     })
 }
 
@@ -82,6 +106,7 @@ pub fn start(config: &BrokerConfig) -> anyhow::Result<Booted> {
 fn start_quorum(
     config: &BrokerConfig,
     dir: &Path,
+    security: Security,
 ) -> anyhow::Result<(MetadataQuorum, BTreeMap<u64, String>)> {
     // Checked by the config: a controller's id is not negative and is a voter.
     let node_id = u64::try_from(config.node_id)
@@ -107,12 +132,10 @@ fn start_quorum(
             BTreeMap::from([(node_id, addr.to_string())])
         }
     };
-    let quorum = Quorum::start_with_listener(
-        QuorumConfig::new(node_id, voters.clone(), dir),
-        listener,
-        MetadataImage::default(),
-    )
-    .context("starting the controller quorum")?;
+    let mut quorum_config = QuorumConfig::new(node_id, voters.clone(), dir);
+    quorum_config.security = security;
+    let quorum = Quorum::start_with_listener(quorum_config, listener, MetadataImage::default())
+        .context("starting the controller quorum")?;
     Ok((quorum, voters))
 }
 
@@ -142,6 +165,8 @@ pub async fn boot(
         voters,
         committed,
         image,
+        // The caller that knows it sets it (plaintext for the tests that boot directly).
+        security: None,
     })
 }
 

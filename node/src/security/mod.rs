@@ -4,6 +4,7 @@
 pub mod authorizer;
 mod base64;
 pub mod config;
+pub mod controller;
 pub mod credentials;
 pub mod listeners;
 pub mod oauth;

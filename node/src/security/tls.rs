@@ -25,10 +25,10 @@ use super::config::{ClientAuth, SslConfig};
 /// The files one configuration was built from, and their contents (to see changes;
 /// they are small, and comparing contents is immune to coarse modification times).
 #[derive(PartialEq, Eq)]
-struct Sources(Vec<(PathBuf, Vec<u8>)>);
+pub(super) struct Sources(Vec<(PathBuf, Vec<u8>)>);
 
 impl Sources {
-    fn read(ssl: &SslConfig) -> anyhow::Result<Sources> {
+    pub(super) fn read(ssl: &SslConfig) -> anyhow::Result<Sources> {
         let paths = [
             ssl.keystore_location.as_ref(),
             ssl.key_location.as_ref(),
@@ -130,22 +130,35 @@ impl TlsContext {
 /// file reads and certificate parsing are blocking work).
 pub fn spawn_reloader(tls: Arc<TlsContext>) -> anyhow::Result<()> {
     let every = tls.ssl.reload_interval_ms;
-    if every == 0 {
+    spawn_reload_thread("spate-tls-reload", "TLS", every, move || {
+        tls.reload_if_changed()
+    })
+}
+
+/// Calls `reload` every `every_ms` (never when 0) on a thread named `name`; `what`
+/// names the certificates in the log lines.
+pub(super) fn spawn_reload_thread(
+    name: &str,
+    what: &'static str,
+    every_ms: u64,
+    reload: impl Fn() -> anyhow::Result<bool> + Send + 'static,
+) -> anyhow::Result<()> {
+    if every_ms == 0 {
         return Ok(());
     }
     std::thread::Builder::new()
-        .name("spate-tls-reload".to_string())
+        .name(name.to_string())
         .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(every));
-            match tls.reload_if_changed() {
-                Ok(true) => tracing::info!("TLS certificates reloaded"),
+            std::thread::sleep(Duration::from_millis(every_ms));
+            match reload() {
+                Ok(true) => tracing::info!("{what} certificates reloaded"),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "TLS certificate files changed but do not load; keeping the previous ones")
+                    tracing::warn!(error = %format!("{e:#}"), "{what} certificate files changed but do not load; keeping the previous ones")
                 }
             }
         })
-        .context("starting the TLS reload thread")?;
+        .with_context(|| format!("starting the {what} certificate reload thread"))?;
     Ok(())
 }
 
@@ -158,38 +171,6 @@ impl Built {
             sources,
         })
     }
-}
-
-/// The keystore's certificate chain and private key.
-fn identity(
-    ssl: &SslConfig,
-    files: &Sources,
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let Some(keystore) = &ssl.keystore_location else {
-        bail!("an SSL or SASL_SSL listener needs ssl.keystore_location");
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(files.get(keystore))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("certificates in {}", keystore.display()))?;
-    if chain.is_empty() {
-        bail!("no certificate in {}", keystore.display());
-    }
-    let key_path = ssl.key_location.as_ref().unwrap_or(keystore);
-    let key = PrivateKeyDer::from_pem_slice(files.get(key_path))
-        .with_context(|| format!("private key in {}", key_path.display()))?;
-    Ok((chain, key))
-}
-
-/// The CA certificates of the truststore `ca`.
-fn trusted(ca: &Path, files: &Sources) -> anyhow::Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(files.get(ca)) {
-        let cert = cert.with_context(|| format!("certificates in {}", ca.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("CA certificate in {}", ca.display()))?;
-    }
-    Ok(roots)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -213,7 +194,7 @@ fn build(
                 bail!("ssl.client_auth = {mode:?} needs ssl.truststore_location");
             };
             let roots = trusted(ca, files)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
             let verifier = if mode == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
             } else {
@@ -229,6 +210,41 @@ fn build(
     // Kafka clients resume nothing; tickets cost a write per handshake for no use.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// This node's certificate chain (leaf first) and private key from `[ssl]`.
+pub(super) fn identity(
+    ssl: &SslConfig,
+    files: &Sources,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let Some(keystore) = &ssl.keystore_location else {
+        bail!("TLS needs ssl.keystore_location");
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(files.get(keystore))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("certificates in {}", keystore.display()))?;
+    if chain.is_empty() {
+        bail!("no certificate in {}", keystore.display());
+    }
+    let key_path = ssl.key_location.as_ref().unwrap_or(keystore);
+    let key = PrivateKeyDer::from_pem_slice(files.get(key_path))
+        .with_context(|| format!("private key in {}", key_path.display()))?;
+    Ok((chain, key))
+}
+
+/// The CA certificates of the truststore file `ca`.
+pub(super) fn trusted(ca: &Path, files: &Sources) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(files.get(ca)) {
+        let cert = cert.with_context(|| format!("certificates in {}", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate in {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no CA certificate in {}", ca.display());
+    }
+    Ok(Arc::new(roots))
 }
 
 /// The client configuration for connections to other brokers, when a truststore is
