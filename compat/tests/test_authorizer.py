@@ -7,6 +7,7 @@ TOPIC_AUTHORIZATION_FAILED on produce, GROUP_AUTHORIZATION_FAILED on joining a g
 topics it may not describe hidden from Metadata.
 """
 import shutil
+import time
 import uuid
 
 import pytest
@@ -450,5 +451,43 @@ def test_consumer_protocol_group_needs_describe_on_its_topics(secured, kafka_lib
         assert "TopicAuthorizationException: The described group uses topics that the " \
             "client is not authorized to describe." in hidden, hidden
         assert topic not in hidden
+    finally:
+        c.close()
+
+
+def test_a_subscription_regex_resolves_to_the_topics_its_member_may_describe(secured, kafka_libs):  # noqa: F811
+    """KIP-848 regex subscriptions (KAFKA-18813): the broker resolves the regex with the
+    ACLs of the member that subscribed; a topic it may not describe is left out until
+    an ACL allows it."""
+    broker, props = secured
+    tag = uuid.uuid4().hex[:6]
+    seen, hidden = f"authz-rx{tag}-seen", f"authz-rx{tag}-hidden"
+    group = f"authz-rx-g-{tag}"
+    for t in (seen, hidden):
+        produce(broker.bootstrap, t, [{"value": t.encode()}], conf=conf("admin"))
+    for resource in (["--group", group], ["--topic", seen]):
+        acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+             "--operation", "Read", *resource)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, **conf("carol"), "group.id": group,
+                  "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+    c.subscribe([f"^authz-rx{tag}-.*"])
+
+    def read(seconds):
+        got = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value())
+        return got
+
+    try:
+        # Long enough for the hidden topic to have been assigned, were it matched.
+        assert read(12) == [seen.encode()]
+        assert hidden not in {tp.topic for tp in c.assignment()}
+        # Allowed now: the ACL change re-resolves the regex with carol's ACLs.
+        acls(kafka_libs, broker, props, "--add", "--allow-principal", "User:carol",
+             "--operation", "Read", "--topic", hidden)
+        assert read(15) == [hidden.encode()]
     finally:
         c.close()

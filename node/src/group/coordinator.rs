@@ -247,7 +247,11 @@ impl Coordinator {
         match &self.topics_view {
             Some((version, view)) if *version == image.offset => view.clone(),
             _ => {
-                let view = Arc::new(TopicsView::from_image(&image));
+                let access = ctx
+                    .authorizer
+                    .as_ref()
+                    .map(|a| a.access(image.acls.clone()));
+                let view = Arc::new(TopicsView::from_image(&image, access));
                 self.topics_view = Some((image.offset, view.clone()));
                 view
             }

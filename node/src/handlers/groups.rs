@@ -43,7 +43,7 @@ use spate_net::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use spate_net::{ErrorCode, Uuid};
 
 use super::metadata::AUTHORIZED_OPERATIONS_UNKNOWN;
-use crate::group::consumer::{self, member::Assignment, GroupError};
+use crate::group::consumer::{self, member::Assignment, GroupError, HeartbeatArgs};
 use crate::group::{partition_for, GroupRequest, JoinArgs, OFFSETS_TOPIC};
 use crate::mesh::ShardMsg;
 use crate::security::authorizer::acl::{Operation, ResourceType};
@@ -1088,6 +1088,7 @@ pub async fn consumer_group_heartbeat(
     version: i16,
     client_id: String,
     peer: SocketAddr,
+    caller: Caller,
 ) -> ConsumerGroupHeartbeatResponse {
     let failed = |e: GroupError| ConsumerGroupHeartbeatResponse {
         error_code: e.code.code(),
@@ -1103,7 +1104,10 @@ pub async fn consumer_group_heartbeat(
         client_id,
         format!("/{}", peer.ip()),
     ) {
-        Ok(a) => a,
+        Ok(a) => HeartbeatArgs {
+            caller: Some(caller),
+            ..a
+        },
         Err(e) => return failed(e),
     };
     let gid = group_id.clone();

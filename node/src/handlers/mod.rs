@@ -459,8 +459,9 @@ async fn handle(
         )),
         RequestBody::ConsumerGroupHeartbeat(req) => {
             let client_id = header.client_id.clone().unwrap_or_default();
+            let caller = session.caller();
             later(&quota, header, async move {
-                groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer).await
+                groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer, caller).await
             })
         }
         RequestBody::ConsumerGroupDescribe(req) => {

@@ -15,6 +15,7 @@ use super::reconcile::{reconcile, Target};
 use super::records::GroupRecord;
 use super::regex::TopicRegex;
 use super::topics::TopicsView;
+use crate::security::authorizer::Caller;
 
 /// OffsetCommit carries the member epoch from this version on; a consumer-group member
 /// must use it.
@@ -47,6 +48,8 @@ pub struct HeartbeatArgs {
     pub owned: Option<Assignment>,
     pub client_id: String,
     pub client_host: String,
+    /// Who sent it (a regex it subscribes with is resolved with its ACLs).
+    pub caller: Option<Caller>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +98,11 @@ pub struct ConsumerGroup {
     pub targets: BTreeMap<String, Assignment>,
     /// Subscription regex → the topics it matched when last resolved.
     pub regexes: BTreeMap<String, BTreeSet<String>>,
+    /// Subscription regex → the caller of the last heartbeat that subscribed with it:
+    /// whose DESCRIBE ACLs its topics are filtered by, as Kafka resolves a regex with
+    /// the ACLs of the member whose heartbeat triggered it. Not persisted: after a
+    /// restart, a regex keeps what it resolved to until a member heartbeats.
+    resolvers: BTreeMap<String, Caller>,
     /// (topic, partition) → member that holds it or has yet to revoke it.
     owners: HashMap<(TopicId, i32), String>,
     deadlines: HashMap<String, Deadlines>,
@@ -202,13 +210,19 @@ impl ConsumerGroup {
             .collect();
         for r in stale {
             self.regexes.remove(&r);
+            self.resolvers.remove(&r);
             out.push(GroupRecord::RegexTombstone(r));
         }
         for r in in_use {
+            let resolver = self.resolvers.get(&r);
+            if topics.access.is_some() && resolver.is_none() {
+                continue;
+            }
+            let visible = |t: &&str| resolver.is_none_or(|c| topics.may_describe(c, t));
             // Validated when the member subscribed; a regex that stopped compiling
             // (impossible with the same crate) matches nothing.
             let matched = TopicRegex::compile(&r)
-                .map(|re| re.matching(topics.by_name.keys().map(String::as_str)))
+                .map(|re| re.matching(topics.by_name.keys().map(String::as_str).filter(visible)))
                 .unwrap_or_default();
             if self.regexes.get(&r) != Some(&matched) {
                 self.regexes.insert(r.clone(), matched.clone());
@@ -292,6 +306,11 @@ impl ConsumerGroup {
             member.subscribed_topic_regex.clone(),
         );
         apply_request(&mut member, &args);
+        if let (Some(regex), Some(caller)) = (&member.subscribed_topic_regex, &args.caller) {
+            if self.resolvers.get(regex) != Some(caller) {
+                self.resolvers.insert(regex.clone(), caller.clone());
+            }
+        }
         let subscription_changed = before.is_none()
             || replaced.is_none()
                 && subscription_before
@@ -755,6 +774,7 @@ mod tests {
     fn topics(partitions: i32) -> TopicsView {
         TopicsView {
             by_name: BTreeMap::from([("t".to_string(), (T, partitions))]),
+            access: None,
         }
     }
 
@@ -1026,5 +1046,42 @@ mod tests {
         let got = a2.assignment.unwrap();
         assert_eq!(got.get(&u).map(|p| p.len()), Some(2));
         assert!(!got.contains_key(&[8; 16]));
+    }
+
+    /// KAFKA-18813: a regex matches only the topics the member whose heartbeat
+    /// resolved it may describe.
+    #[test]
+    fn a_regex_matches_only_topics_its_member_may_describe() {
+        use crate::security::authorizer::Authorizer;
+        use crate::security::config::AuthorizerConfig;
+        use crate::security::Principal;
+        let authorizer = Authorizer::from_config(&AuthorizerConfig {
+            enable: true,
+            super_users: "User:admin".into(),
+            allow_everyone_if_no_acl_found: false,
+        })
+        .unwrap();
+        let mut f = Fixture::new(1);
+        f.topics.access = Some(authorizer.access(Default::default()));
+        let caller = |name: &str| Caller {
+            principal: Principal::user(name),
+            host: "127.0.0.1".into(),
+        };
+        let mut join = join_args("a");
+        join.topic_names = None;
+        join.regex = Some("t.*".into());
+        join.caller = Some(caller("bob"));
+        let a = f.hb(join.clone()).unwrap();
+        assert_eq!(parts(&a), Some(vec![]));
+        assert_eq!(f.g.regexes.get("t.*"), Some(&BTreeSet::new()));
+        // A member that may describe `t` subscribes with the same regex: it resolves
+        // with that member's ACLs now.
+        join.member_id = "b".into();
+        join.caller = Some(caller("admin"));
+        f.hb(join).unwrap();
+        assert_eq!(
+            f.g.regexes.get("t.*"),
+            Some(&BTreeSet::from(["t".to_string()]))
+        );
     }
 }

@@ -122,5 +122,7 @@ pub fn validate(
         }),
         client_id,
         client_host,
+        // The connection's, set by the handler (the request does not carry it).
+        caller: None,
     })
 }

@@ -452,6 +452,7 @@ mod tests {
         let t = [3; 16];
         let topics = TopicsView {
             by_name: BTreeMap::from([("t".to_string(), (t, 3))]),
+            access: None,
         };
         let settings = ConsumerGroupSettings {
             session_timeout: Duration::from_secs(45),

@@ -5,21 +5,33 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::member::TopicId;
 use crate::metadata::MetadataImage;
+use crate::security::authorizer::{AccessCheck, Caller};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicsView {
     pub by_name: BTreeMap<String, (TopicId, i32)>,
+    /// Who may describe which topic, when the authorizer is on: a subscription regex
+    /// matches only the topics its member may describe (KAFKA-18813).
+    pub access: Option<AccessCheck>,
 }
 
 impl TopicsView {
-    pub fn from_image(image: &MetadataImage) -> TopicsView {
+    pub fn from_image(image: &MetadataImage, access: Option<AccessCheck>) -> TopicsView {
         TopicsView {
             by_name: image
                 .topics
                 .values()
                 .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
                 .collect(),
+            access,
         }
+    }
+
+    /// Whether `caller` may see topic `name` (always without the authorizer).
+    pub fn may_describe(&self, caller: &Caller, name: &str) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|a| a.may_describe_topic(caller, name))
     }
 
     pub fn name_of(&self, id: &TopicId) -> Option<&str> {

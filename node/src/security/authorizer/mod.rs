@@ -8,6 +8,7 @@ pub mod store;
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acl::{Operation, ResourceType};
@@ -53,10 +54,34 @@ pub fn supported_operations(resource_type: ResourceType) -> &'static [Operation]
 }
 
 /// Who asks: the connection's principal and address, copied for a request's task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub principal: Principal,
     pub host: String,
+}
+
+/// The authorizer's quiet decisions over one version of the ACLs ([`Authorizer::access`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessCheck {
+    super_users: HashSet<String>,
+    allow_if_no_acl: bool,
+    acls: Arc<AclStore>,
+}
+
+impl AccessCheck {
+    /// Whether `caller` may DESCRIBE topic `name`.
+    pub fn may_describe_topic(&self, caller: &Caller, name: &str) -> bool {
+        let principal = caller.principal.to_string();
+        self.super_users.contains(&principal)
+            || self.acls.decide(
+                &principal,
+                &caller.host,
+                Operation::Describe,
+                ResourceType::Topic,
+                name,
+                self.allow_if_no_acl,
+            ) == Decision::Allowed
+    }
 }
 
 /// A shard's authorizer (each shard has its own, for its audit rate limit).
@@ -109,6 +134,16 @@ impl Authorizer {
             self.audit(&principal, &caller.host, operation, resource_type, name);
         }
         decision == Decision::Allowed
+    }
+
+    /// The decisions of [`Self::quietly`] as they stand with `acls`, to be made away
+    /// from this shard's authorizer (a consumer group resolving its regexes).
+    pub fn access(&self, acls: Arc<AclStore>) -> AccessCheck {
+        AccessCheck {
+            super_users: self.super_users.clone(),
+            allow_if_no_acl: self.allow_if_no_acl,
+            acls,
+        }
     }
 
     /// Like [`Self::authorize`] without an audit line: for listing what a caller may
