@@ -127,7 +127,8 @@ pub enum GroupRequest {
     /// ConsumerGroupHeartbeat (KIP-848).
     ConsumerHeartbeat {
         group_id: String,
-        args: HeartbeatArgs,
+        // Boxed: the largest request by far, it would size every shard message.
+        args: Box<HeartbeatArgs>,
         reply: flume::Sender<Result<HeartbeatReply, GroupError>>,
     },
     /// ConsumerGroupDescribe: None when there is no consumer group of that id (Err:
@@ -945,7 +946,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             args,
             reply,
         } => {
-            let result = consumer_heartbeat(ctx, &mut coord, &group_id, args, now);
+            let result = consumer_heartbeat(ctx, &mut coord, &group_id, *args, now);
             drop(coord);
             match result {
                 Err(e) => {

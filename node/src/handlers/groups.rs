@@ -1113,7 +1113,7 @@ pub async fn consumer_group_heartbeat(
     let gid = group_id.clone();
     let answer = ask(ctx, &group_id, |reply| GroupRequest::ConsumerHeartbeat {
         group_id: gid,
-        args,
+        args: Box::new(args),
         reply,
     })
     .await;
