@@ -12,6 +12,8 @@ pub mod principal;
 pub mod sasl;
 pub mod sasl_client;
 pub mod scram;
+#[cfg(test)]
+mod test_tls;
 pub mod tls;
 pub mod tls_client;
 pub mod tls_io;

@@ -109,28 +109,7 @@ impl TlsClientStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    const SERVER_PEM: &[u8] = include_bytes!("testdata/server.pem");
-    const SERVER_KEY: &[u8] = include_bytes!("testdata/server.key");
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    fn client_config() -> Arc<ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(SERVER_PEM) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
+    use crate::security::test_tls::{client_config, server_config};
 
     /// A blocking rustls echo server on its own thread: reads `len` bytes and sends
     /// them back twice.
@@ -138,18 +117,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let handle = std::thread::spawn(move || {
-            let chain: Vec<_> = CertificateDer::pem_slice_iter(SERVER_PEM)
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap();
             let (tcp, _) = listener.accept().unwrap();
-            let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let conn = rustls::ServerConnection::new(server_config()).unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
             let mut got = vec![0; len];
             // A client refusing the certificate ends here.

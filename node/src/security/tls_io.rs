@@ -262,44 +262,15 @@ impl ChunkWrite for TlsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{PrivateKeyDer, ServerName};
-
-    const SERVER_PEM: &[u8] = include_bytes!("testdata/server.pem");
-    const SERVER_KEY: &[u8] = include_bytes!("testdata/server.key");
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    fn server_config() -> Arc<ServerConfig> {
-        let chain: Vec<_> = CertificateDer::pem_slice_iter(SERVER_PEM)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap();
-        let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        Arc::new(config)
-    }
+    use crate::security::test_tls::{client_config, server_config};
+    use rustls::pki_types::ServerName;
 
     /// A blocking rustls client on its own thread: sends `payload`, reads `expect` bytes.
     fn client(port: u16, payload: Vec<u8>, expect: usize) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(SERVER_PEM) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config = client_config();
             let name = ServerName::try_from("localhost").unwrap();
-            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
             let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
             tls.write_all(&payload).unwrap();
