@@ -9,6 +9,8 @@ verification all go through it. Each test runs against two such clusters:
   super user. The credential lives in the metadata log, so the cluster starts without
   it, its followers are refused until it is created (which the test checks in the
   logs), and then catch up.
+* `scram_bootstrapped`: the same, with the credential written into the new metadata log
+  from `[[sasl.bootstrap_scram]]`: no follower is ever refused.
 * `mtls`: BROKER is SSL with client certificates required, and a broker's principal is
   its certificate's subject, `User:CN=spate-broker-1`, a super user.
  librdkafka (confluent-kafka) produces with acks=all to a topic replicated
@@ -55,6 +57,18 @@ inter_broker_username = "{BROKER}"
 inter_broker_password = "{BROKER_PASSWORD}"
 """, f"User:{BROKER}"),
     "mtls": ("SSL", "", "User:CN=spate-broker-1"),
+    # The credential is in the metadata log from its first records
+    # (`kafka-storage.sh format --add-scram`).
+    "scram_bootstrapped": ("SASL_SSL", f"""
+inter_broker_mechanism = "SCRAM-SHA-512"
+inter_broker_username = "{BROKER}"
+inter_broker_password = "{BROKER_PASSWORD}"
+
+[[sasl.bootstrap_scram]]
+mechanism = "SCRAM-SHA-512"
+user = "{BROKER}"
+password = "{BROKER_PASSWORD}"
+""", f"User:{BROKER}"),
 }
 
 
@@ -195,6 +209,8 @@ def test_followers_replicate_over_sasl_ssl_and_acks_all_completes(secure_cluster
     if c.mode == "scram":
         # The topic made before the credential existed caught up too.
         wait_for("the early topic in sync", lambda: full_isr(admin, "secure-early", 1))
+    if c.mode == "scram_bootstrapped":
+        assert REFUSED not in c.logs()
 
 
 def test_a_transaction_over_partitions_of_every_broker_commits(secure_cluster):

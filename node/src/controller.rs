@@ -383,6 +383,13 @@ impl Controller {
         records: Vec<ApiMessageAndVersion>,
     ) -> Result<Arc<MetadataImage>, QuorumError> {
         let mut proposal = records::bootstrap(base);
+        if !proposal.is_empty() {
+            // A new log: the credentials `kafka-storage.sh format --add-scram` would
+            // have written go in with its first records.
+            proposal.extend(crate::security::credentials::bootstrap_records(
+                &self.config.sasl.bootstrap_scram,
+            ));
+        }
         proposal.extend(records);
         match propose_all(self.quorum()?, proposal).await? {
             Some(index) => Ok(self.published.wait_for(index).await),

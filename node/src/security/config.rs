@@ -55,6 +55,39 @@ pub struct SaslConfig {
     pub plain: PlainConfig,
     /// SASL/OAUTHBEARER's token validation (Kafka's `sasl.oauthbearer.*` broker settings).
     pub oauthbearer: OAuthBearerConfig,
+    /// SCRAM credentials written into a new metadata log with its first records
+    /// (Kafka's `kafka-storage.sh format --add-scram`): the brokers' own user, so that
+    /// SCRAM between brokers works from the start.
+    #[serde(default)]
+    pub bootstrap_scram: Vec<BootstrapScram>,
+}
+
+/// One `[[sasl.bootstrap_scram]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapScram {
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub user: String,
+    pub password: String,
+    /// PBKDF2 iterations (Kafka's default 4096; 4096 to 16384).
+    #[serde(default = "default_iterations")]
+    pub iterations: i32,
+}
+
+fn default_iterations() -> i32 {
+    super::scram::MIN_ITERATIONS
+}
+
+/// The password stays out of logs.
+impl std::fmt::Debug for BootstrapScram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapScram")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How OAUTHBEARER tokens (signed JWTs) are checked: `[sasl.oauthbearer]`.
@@ -100,6 +133,25 @@ impl SaslConfig {
         for m in &self.enabled_mechanisms {
             if !SUPPORTED_MECHANISMS.contains(&m.as_str()) {
                 bail!("sasl.enabled_mechanisms: {m} is not supported (supported: {SUPPORTED_MECHANISMS:?})");
+            }
+        }
+        for b in &self.bootstrap_scram {
+            if super::scram::ScramMechanism::from_name(&b.mechanism).is_none() {
+                bail!(
+                    "sasl.bootstrap_scram: mechanism {:?} is not SCRAM-SHA-256 or SCRAM-SHA-512",
+                    b.mechanism
+                );
+            }
+            if b.user.is_empty() || b.password.is_empty() {
+                bail!("sasl.bootstrap_scram: user and password must not be empty");
+            }
+            let (min, max) = (super::scram::MIN_ITERATIONS, super::scram::MAX_ITERATIONS);
+            if !(min..=max).contains(&b.iterations) {
+                bail!(
+                    "sasl.bootstrap_scram: iterations {} for {} is not between {min} and {max}",
+                    b.iterations,
+                    b.user
+                );
             }
         }
         let o = &self.oauthbearer;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::ErrorCode;
 
+use super::config::BootstrapScram;
 use super::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::metadata::records;
 use crate::metadata::MetadataImage;
@@ -178,6 +179,28 @@ pub fn plan_alter(
     }
     outcomes.extend(refusals.outcomes);
     (records, outcomes)
+}
+
+/// The records of `[[sasl.bootstrap_scram]]`: each password salted (32 random bytes)
+/// and hashed here, as kafka-storage.sh does when it formats a log.
+pub fn bootstrap_records(entries: &[BootstrapScram]) -> Vec<ApiMessageAndVersion> {
+    use ring::rand::SecureRandom;
+    let random = ring::rand::SystemRandom::new();
+    entries
+        .iter()
+        .map(|b| {
+            let m = ScramMechanism::from_name(&b.mechanism).expect("checked with the config");
+            let iterations =
+                std::num::NonZeroU32::new(b.iterations as u32).expect("checked with the config");
+            let mut salt = [0u8; 32];
+            random
+                .fill(&mut salt)
+                .expect("the system's random number generator failed");
+            let salted = m.salted_password(&b.password, &salt, iterations);
+            let credential = ScramCredential::from_salted_password(m, &salt, &salted, b.iterations);
+            records::scram_credential(&b.user, m, &credential)
+        })
+        .collect()
 }
 
 /// Per user: error code, message, and (mechanism type, iterations) of each credential.
@@ -363,5 +386,46 @@ mod tests {
         assert_eq!(by_user["ok"], (0, None));
         // Every user gets exactly one result.
         assert_eq!(outcomes.len(), by_user.len());
+    }
+
+    /// A bootstrap credential lets its user in with its password (a client and the
+    /// server exchange run on what the records hold), and two of them get their own salts.
+    #[test]
+    fn bootstrap_credentials_authenticate() {
+        use crate::security::sasl_client::{ClientExchange, ClientMechanism, SaslCredentials};
+        use crate::security::scram::{ScramStep, ServerExchange};
+        let entry = |user: &str| BootstrapScram {
+            mechanism: "SCRAM-SHA-512".into(),
+            user: user.into(),
+            password: "broker-secret".into(),
+            iterations: 4096,
+        };
+        let mut image = MetadataImage::default();
+        image.replay_all(&bootstrap_records(&[entry("broker"), entry("other")]));
+        let m = ScramMechanism::Sha512;
+        let credential = image.scram_credential("broker", m).unwrap().clone();
+        assert_eq!(credential.iterations, 4096);
+        assert_ne!(
+            credential.salt,
+            image.scram_credential("other", m).unwrap().salt
+        );
+        let (mut client, first) = ClientExchange::start(&SaslCredentials {
+            mechanism: ClientMechanism::Scram(m),
+            username: "broker".into(),
+            password: "broker-secret".into(),
+        })
+        .unwrap();
+        let mut server = ServerExchange::new(m);
+        let Ok(ScramStep::Challenge(challenge)) =
+            server.evaluate(&first, |_| Some(credential.clone()))
+        else {
+            panic!("no challenge");
+        };
+        let last = client.step(&challenge).unwrap().unwrap();
+        let Ok(ScramStep::Complete { user, reply }) = server.evaluate(&last, |_| None) else {
+            panic!("refused");
+        };
+        assert_eq!(user, "broker");
+        assert_eq!(client.step(&reply).unwrap(), None);
     }
 }

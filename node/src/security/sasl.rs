@@ -801,6 +801,7 @@ mod tests {
                 .into(),
             },
             oauthbearer: super::super::oauth::tests::config(std::path::Path::new("unused")),
+            bootstrap_scram: Vec::new(),
         }
     }
 
