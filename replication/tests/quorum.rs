@@ -6,64 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
-use spate_net::metadata_records::{MetadataRecord, NoOpRecord, TopicRecord};
-use spate_net::Uuid;
-use spate_replication::{
-    Committed, MetadataStateMachine, Proposed, Quorum, QuorumConfig, QuorumError, Role,
-};
+use spate_net::metadata_records::{MetadataRecord, NoOpRecord};
+use spate_replication::{Committed, Proposed, Quorum, QuorumConfig, QuorumError, Role};
+
+mod common;
+use common::{names, topic, Topics};
 
 /// Generous bound for anything that should take well under a second.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The application state the tests drive: topic names in the order their records were
-/// applied.
-#[derive(Clone, Default)]
-struct Topics(Arc<Mutex<Vec<String>>>);
-
-impl Topics {
-    fn names(&self) -> Vec<String> {
-        self.0.lock().expect("lock").clone()
-    }
-}
-
-fn topic(name: &str) -> ApiMessageAndVersion {
-    let mut id = [0u8; 16];
-    for (i, b) in name.bytes().enumerate().take(16) {
-        id[i] = b;
-    }
-    ApiMessageAndVersion::latest(MetadataRecord::Topic(TopicRecord {
-        name: name.to_string(),
-        topic_id: Uuid(id),
-    }))
-}
-
-fn names(records: &[ApiMessageAndVersion]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| match &r.record {
-            MetadataRecord::Topic(t) => Some(t.name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-impl MetadataStateMachine for Topics {
-    fn apply(&mut self, _index: u64, records: &[ApiMessageAndVersion]) {
-        self.0.lock().expect("lock").extend(names(records));
-    }
-
-    fn snapshot_records(&self) -> Vec<ApiMessageAndVersion> {
-        self.names().iter().map(|n| topic(n)).collect()
-    }
-
-    fn restore(&mut self, records: &[ApiMessageAndVersion]) {
-        *self.0.lock().expect("lock") = names(records);
-    }
-}
 
 struct Node {
     config: QuorumConfig,

@@ -19,13 +19,13 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use spate_net::metadata_frame::ApiMessageAndVersion;
-use spate_net::metadata_records::{MetadataRecord, TopicRecord};
-use spate_net::Uuid;
 use spate_replication::{
-    AppCallError, AppClient, AppReply, ControllerTls, MetadataStateMachine, ObserverConfig, Quorum,
-    QuorumConfig, Role, Security,
+    AppCallError, AppClient, AppReply, ControllerTls, ObserverConfig, Quorum, QuorumConfig, Role,
+    Security,
 };
+
+mod common;
+use common::{names, topic, Topics};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -194,41 +194,6 @@ impl Pki {
 
 // ---- a TLS quorum ---------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Topics(Arc<Mutex<Vec<String>>>);
-
-fn topic(name: &str) -> ApiMessageAndVersion {
-    ApiMessageAndVersion::latest(MetadataRecord::Topic(TopicRecord {
-        name: name.to_string(),
-        topic_id: Uuid([7; 16]),
-    }))
-}
-
-fn names(records: &[ApiMessageAndVersion]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| match &r.record {
-            MetadataRecord::Topic(t) => Some(t.name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-impl MetadataStateMachine for Topics {
-    fn apply(&mut self, _index: u64, records: &[ApiMessageAndVersion]) {
-        self.0.lock().expect("lock").extend(names(records));
-    }
-
-    fn snapshot_records(&self) -> Vec<ApiMessageAndVersion> {
-        let names = self.0.lock().expect("lock").clone();
-        names.iter().map(|n| topic(n)).collect()
-    }
-
-    fn restore(&mut self, records: &[ApiMessageAndVersion]) {
-        *self.0.lock().expect("lock") = names(records);
-    }
-}
-
 fn run<T>(body: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -257,11 +222,11 @@ fn leader(quorums: &[Quorum<Topics>]) -> usize {
 
 fn wait_applied(topics: &Topics, expected: &[String]) {
     let start = Instant::now();
-    while *topics.0.lock().expect("lock") != expected {
+    while topics.names() != expected {
         assert!(
             start.elapsed() < DEADLINE,
             "applied {:?}, expected {expected:?}",
-            topics.0.lock().expect("lock")
+            topics.names()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
