@@ -13,21 +13,20 @@
 //!   ACLs are the ones this controller has applied, read from its state machine.
 //! * The files are read again every `reload_interval_ms`, as for the listeners.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use anyhow::Context;
 use rustls::pki_types::CertificateDer;
-use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ServerConfig};
 use spate_replication::ControllerTls;
 
 use super::authorizer::acl::{Operation, ResourceType, CLUSTER_NAME};
-use super::authorizer::store::{AclStore, Decision};
-use super::config::{AuthorizerConfig, SslConfig};
+use super::authorizer::store::AclStore;
+use super::authorizer::Rules;
+use super::config::{AuthorizerConfig, ClientAuth, SslConfig};
 use super::principal::{subject_dn, PrincipalMapper};
-use super::tls::{identity, spawn_reload_thread, trusted, Sources};
+use super::tls::{build, client_config, spawn_reload_thread, Sources};
 use super::Principal;
 use crate::metadata::MetadataQuorum;
 
@@ -38,27 +37,18 @@ struct Built {
     sources: Sources,
 }
 
-/// Who may use the controller channel when the authorizer is on.
-#[derive(Debug)]
-struct Authorization {
-    super_users: HashSet<String>,
-    allow_if_no_acl: bool,
-}
-
-impl Authorization {
-    /// A super user, or CLUSTER_ACTION on the cluster by `acls` (Kafka's
-    /// `authorizeClusterOperation(request, CLUSTER_ACTION)` in `ControllerApis`).
-    fn admits(&self, acls: &AclStore, principal: &str, host: IpAddr) -> bool {
-        self.super_users.contains(principal)
-            || acls.decide(
-                principal,
-                &host.to_string(),
-                Operation::ClusterAction,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-                self.allow_if_no_acl,
-            ) == Decision::Allowed
-    }
+/// Whether `principal` may use the controller channel: a super user, or CLUSTER_ACTION
+/// on the cluster by `acls` (Kafka's `authorizeClusterOperation(request,
+/// CLUSTER_ACTION)` in `ControllerApis`).
+fn admits(rules: &Rules, acls: &AclStore, principal: &str, host: IpAddr) -> bool {
+    rules.allows(
+        acls,
+        principal,
+        &host.to_string(),
+        Operation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    )
 }
 
 /// The controller channel's TLS and peer checks; see the module comment.
@@ -66,7 +56,8 @@ pub struct ControllerSecurity {
     ssl: SslConfig,
     current: RwLock<Built>,
     mapper: PrincipalMapper,
-    authorization: Option<Authorization>,
+    /// Who may use the channel when the authorizer is on.
+    authorization: Option<Rules>,
     /// This node's voter, once started: its applied ACLs decide. Weak, as the voter
     /// holds this (through its config). Before it is set (start-up) no ACL applies.
     quorum: OnceLock<Weak<MetadataQuorum>>,
@@ -92,10 +83,7 @@ impl ControllerSecurity {
             ssl: ssl.clone(),
             current: RwLock::new(built),
             mapper,
-            authorization: authorizer.enable.then(|| Authorization {
-                super_users: authorizer.super_user_set(),
-                allow_if_no_acl: authorizer.allow_everyone_if_no_acl_found,
-            }),
+            authorization: Rules::from_config(authorizer),
             quorum: OnceLock::new(),
         })
     }
@@ -143,34 +131,15 @@ impl ControllerSecurity {
 }
 
 impl Built {
+    /// The Kafka listeners' configurations with a client certificate always required:
+    /// a server that asks for it, a client that presents the keystore's.
     fn new(ssl: &SslConfig, sources: Sources) -> anyhow::Result<Built> {
-        let (chain, key) = identity(ssl, &sources)?;
         let Some(ca) = &ssl.truststore_location else {
             anyhow::bail!("controller TLS needs ssl.truststore_location");
         };
-        let roots = trusted(ca, &sources)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions = [&rustls::version::TLS12, &rustls::version::TLS13];
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .context("client certificate verifier")?;
-        let mut server = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .context("TLS protocol versions")?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .context("the certificate and key do not make a TLS identity")?;
-        // Controller connections are long-lived; resumption saves nothing worth a write.
-        server.send_tls13_tickets = 0;
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
-            .context("TLS protocol versions")?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .context("the certificate and key do not make a TLS client identity")?;
         Ok(Built {
-            server: Arc::new(server),
-            client: Arc::new(client),
+            server: build(ssl, ClientAuth::Required, &sources)?,
+            client: client_config(ssl, ca, &sources)?,
             sources,
         })
     }
@@ -198,7 +167,7 @@ impl ControllerTls for ControllerSecurity {
         match &self.authorization {
             // Without the authorizer a trusted certificate is enough, as in Kafka.
             None => true,
-            Some(auth) => auth.admits(&self.acls(), principal, host),
+            Some(rules) => admits(rules, &self.acls(), principal, host),
         }
     }
 }
@@ -207,6 +176,7 @@ impl ControllerTls for ControllerSecurity {
 mod tests {
     use super::super::authorizer::acl::{Acl, PatternType, Permission};
     use super::*;
+    use std::collections::HashSet;
 
     fn acl(principal: &str, host: &str, operation: Operation, permission: Permission) -> Acl {
         Acl {
@@ -222,14 +192,11 @@ mod tests {
 
     #[test]
     fn super_users_and_cluster_action_holders_are_admitted() {
-        let auth = Authorization {
-            super_users: HashSet::from(["User:controller".to_string()]),
-            allow_if_no_acl: false,
-        };
+        let auth = Rules::new(HashSet::from(["User:controller".to_string()]), false);
         let here: IpAddr = "10.0.0.1".parse().unwrap();
         let mut acls = AclStore::default();
-        assert!(auth.admits(&acls, "User:controller", here));
-        assert!(!auth.admits(&acls, "User:broker", here));
+        assert!(admits(&auth, &acls, "User:controller", here));
+        assert!(!admits(&auth, &acls, "User:broker", here));
         // CLUSTER_ACTION from this host only; ALTER is not enough.
         acls.insert(
             [1; 16],
@@ -244,15 +211,20 @@ mod tests {
             [2; 16],
             acl("User:tool", "*", Operation::Alter, Permission::Allow),
         );
-        assert!(auth.admits(&acls, "User:broker", here));
-        assert!(!auth.admits(&acls, "User:broker", "10.0.0.2".parse().unwrap()));
-        assert!(!auth.admits(&acls, "User:tool", here));
+        assert!(admits(&auth, &acls, "User:broker", here));
+        assert!(!admits(
+            &auth,
+            &acls,
+            "User:broker",
+            "10.0.0.2".parse().unwrap()
+        ));
+        assert!(!admits(&auth, &acls, "User:tool", here));
         // ALL covers it; a DENY wins.
         acls.insert(
             [3; 16],
             acl("User:*", "*", Operation::All, Permission::Allow),
         );
-        assert!(auth.admits(&acls, "User:tool", here));
+        assert!(admits(&auth, &acls, "User:tool", here));
         acls.insert(
             [4; 16],
             acl(
@@ -262,13 +234,10 @@ mod tests {
                 Permission::Deny,
             ),
         );
-        assert!(!auth.admits(&acls, "User:broker", here));
+        assert!(!admits(&auth, &acls, "User:broker", here));
         // allow_everyone_if_no_acl_found applies when no ACL covers the cluster.
-        let open = Authorization {
-            super_users: HashSet::new(),
-            allow_if_no_acl: true,
-        };
-        assert!(open.admits(&AclStore::default(), "User:anyone", here));
-        assert!(!open.admits(&acls, "User:broker", here));
+        let open = Rules::new(HashSet::new(), true);
+        assert!(admits(&open, &AclStore::default(), "User:anyone", here));
+        assert!(!admits(&open, &acls, "User:broker", here));
     }
 }

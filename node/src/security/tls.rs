@@ -177,7 +177,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn build(
+pub(super) fn build(
     ssl: &SslConfig,
     client_auth: ClientAuth,
     files: &Sources,
@@ -254,6 +254,16 @@ fn build_client(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Option<Arc<C
     let Some(ca) = &ssl.truststore_location else {
         return Ok(None);
     };
+    client_config(ssl, ca, files).map(Some)
+}
+
+/// A client trusting the CAs in `ca` and presenting the keystore's certificate when
+/// the server asks for one.
+pub(super) fn client_config(
+    ssl: &SslConfig,
+    ca: &Path,
+    files: &Sources,
+) -> anyhow::Result<Arc<ClientConfig>> {
     let (chain, key) = identity(ssl, files)?;
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
@@ -261,5 +271,5 @@ fn build_client(ssl: &SslConfig, files: &Sources) -> anyhow::Result<Option<Arc<C
         .with_root_certificates(trusted(ca, files)?)
         .with_client_auth_cert(chain, key)
         .context("the certificate and key do not make a TLS identity")?;
-    Ok(Some(Arc::new(config)))
+    Ok(Arc::new(config))
 }

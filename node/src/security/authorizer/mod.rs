@@ -60,34 +60,99 @@ pub struct Caller {
     pub host: String,
 }
 
+/// What decides beside the ACLs: `super.users` and `allow.everyone.if.no.acl.found`.
+/// Every check of a principal against ACLs goes through [`Rules::allows`]: the
+/// shards' authorizers, consumer groups resolving regexes ([`AccessCheck`]) and the
+/// controller channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    super_users: HashSet<String>,
+    allow_if_no_acl: bool,
+}
+
+impl Rules {
+    pub fn new(super_users: HashSet<String>, allow_if_no_acl: bool) -> Rules {
+        Rules {
+            super_users,
+            allow_if_no_acl,
+        }
+    }
+
+    /// `None` when authorization is off (`authorizer.enable = false`).
+    pub fn from_config(config: &AuthorizerConfig) -> Option<Rules> {
+        config.enable.then(|| {
+            Rules::new(
+                config.super_user_set(),
+                config.allow_everyone_if_no_acl_found,
+            )
+        })
+    }
+
+    fn is_super_user(&self, principal: &str) -> bool {
+        self.super_users.contains(principal)
+    }
+
+    /// What `acls` decide for `principal` from `host` (super users aside).
+    fn decide(
+        &self,
+        acls: &AclStore,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Decision {
+        acls.decide(
+            principal,
+            host,
+            operation,
+            resource_type,
+            name,
+            self.allow_if_no_acl,
+        )
+    }
+
+    /// Whether `principal` from `host` may do `operation` on resource `name`: a super
+    /// user may, anyone else as `acls` decide.
+    pub fn allows(
+        &self,
+        acls: &AclStore,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.is_super_user(principal)
+            || self.decide(acls, principal, host, operation, resource_type, name)
+                == Decision::Allowed
+    }
+}
+
 /// The authorizer's quiet decisions over one version of the ACLs ([`Authorizer::access`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessCheck {
-    super_users: HashSet<String>,
-    allow_if_no_acl: bool,
+    rules: Rules,
     acls: Arc<AclStore>,
 }
 
 impl AccessCheck {
     /// Whether `caller` may DESCRIBE topic `name`.
     pub fn may_describe_topic(&self, caller: &Caller, name: &str) -> bool {
-        let principal = caller.principal.to_string();
-        self.super_users.contains(&principal)
-            || self.acls.decide(
-                &principal,
-                &caller.host,
-                Operation::Describe,
-                ResourceType::Topic,
-                name,
-                self.allow_if_no_acl,
-            ) == Decision::Allowed
+        self.rules.allows(
+            &self.acls,
+            &caller.principal.to_string(),
+            &caller.host,
+            Operation::Describe,
+            ResourceType::Topic,
+            name,
+        )
     }
 }
 
 /// A shard's authorizer (each shard has its own, for its audit rate limit).
 pub struct Authorizer {
-    super_users: HashSet<String>,
-    allow_if_no_acl: bool,
+    rules: Rules,
     audit_window: Cell<Instant>,
     audit_lines: Cell<u32>,
     audit_dropped: Cell<u64>,
@@ -96,9 +161,8 @@ pub struct Authorizer {
 impl Authorizer {
     /// `None` when authorization is off (`authorizer.enable = false`).
     pub fn from_config(config: &AuthorizerConfig) -> Option<Authorizer> {
-        config.enable.then(|| Authorizer {
-            super_users: config.super_user_set(),
-            allow_if_no_acl: config.allow_everyone_if_no_acl_found,
+        Rules::from_config(config).map(|rules| Authorizer {
+            rules,
             audit_window: Cell::new(Instant::now()),
             audit_lines: Cell::new(0),
             audit_dropped: Cell::new(0),
@@ -106,7 +170,7 @@ impl Authorizer {
     }
 
     pub fn is_super_user(&self, principal: &Principal) -> bool {
-        self.super_users.contains(&principal.to_string())
+        self.rules.is_super_user(&principal.to_string())
     }
 
     /// Whether `caller` may do `operation` on resource `name` of `resource_type`.
@@ -122,13 +186,13 @@ impl Authorizer {
             return true;
         }
         let principal = caller.principal.to_string();
-        let decision = acls.decide(
+        let decision = self.rules.decide(
+            acls,
             &principal,
             &caller.host,
             operation,
             resource_type,
             name,
-            self.allow_if_no_acl,
         );
         if decision == Decision::Denied {
             self.audit(&principal, &caller.host, operation, resource_type, name);
@@ -140,8 +204,7 @@ impl Authorizer {
     /// from this shard's authorizer (a consumer group resolving its regexes).
     pub fn access(&self, acls: Arc<AclStore>) -> AccessCheck {
         AccessCheck {
-            super_users: self.super_users.clone(),
-            allow_if_no_acl: self.allow_if_no_acl,
+            rules: self.rules.clone(),
             acls,
         }
     }
@@ -157,15 +220,14 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        self.is_super_user(&caller.principal)
-            || acls.decide(
-                &caller.principal.to_string(),
-                &caller.host,
-                operation,
-                resource_type,
-                name,
-                self.allow_if_no_acl,
-            ) == Decision::Allowed
+        self.rules.allows(
+            acls,
+            &caller.principal.to_string(),
+            &caller.host,
+            operation,
+            resource_type,
+            name,
+        )
     }
 
     /// Whether `caller` may do `operation` on at least one resource of `resource_type`
