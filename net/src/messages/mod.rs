@@ -23,6 +23,8 @@ pub mod alter_partition_request;
 pub mod alter_partition_response;
 pub mod alter_replica_log_dirs_request;
 pub mod alter_replica_log_dirs_response;
+pub mod alter_share_group_offsets_request;
+pub mod alter_share_group_offsets_response;
 pub mod alter_user_scram_credentials_request;
 pub mod alter_user_scram_credentials_response;
 pub mod api_versions_request;
@@ -60,6 +62,8 @@ pub mod delete_groups_request;
 pub mod delete_groups_response;
 pub mod delete_records_request;
 pub mod delete_records_response;
+pub mod delete_share_group_offsets_request;
+pub mod delete_share_group_offsets_response;
 pub mod delete_share_group_state_request;
 pub mod delete_share_group_state_response;
 pub mod delete_topics_request;
@@ -82,6 +86,8 @@ pub mod describe_producers_request;
 pub mod describe_producers_response;
 pub mod describe_quorum_request;
 pub mod describe_quorum_response;
+pub mod describe_share_group_offsets_request;
+pub mod describe_share_group_offsets_response;
 pub mod describe_topic_partitions_request;
 pub mod describe_topic_partitions_response;
 pub mod describe_transactions_request;
@@ -210,6 +216,8 @@ pub use alter_partition_request::AlterPartitionRequest;
 pub use alter_partition_response::AlterPartitionResponse;
 pub use alter_replica_log_dirs_request::AlterReplicaLogDirsRequest;
 pub use alter_replica_log_dirs_response::AlterReplicaLogDirsResponse;
+pub use alter_share_group_offsets_request::AlterShareGroupOffsetsRequest;
+pub use alter_share_group_offsets_response::AlterShareGroupOffsetsResponse;
 pub use alter_user_scram_credentials_request::AlterUserScramCredentialsRequest;
 pub use alter_user_scram_credentials_response::AlterUserScramCredentialsResponse;
 pub use api_versions_request::ApiVersionsRequest;
@@ -247,6 +255,8 @@ pub use delete_groups_request::DeleteGroupsRequest;
 pub use delete_groups_response::DeleteGroupsResponse;
 pub use delete_records_request::DeleteRecordsRequest;
 pub use delete_records_response::DeleteRecordsResponse;
+pub use delete_share_group_offsets_request::DeleteShareGroupOffsetsRequest;
+pub use delete_share_group_offsets_response::DeleteShareGroupOffsetsResponse;
 pub use delete_share_group_state_request::DeleteShareGroupStateRequest;
 pub use delete_share_group_state_response::DeleteShareGroupStateResponse;
 pub use delete_topics_request::DeleteTopicsRequest;
@@ -269,6 +279,8 @@ pub use describe_producers_request::DescribeProducersRequest;
 pub use describe_producers_response::DescribeProducersResponse;
 pub use describe_quorum_request::DescribeQuorumRequest;
 pub use describe_quorum_response::DescribeQuorumResponse;
+pub use describe_share_group_offsets_request::DescribeShareGroupOffsetsRequest;
+pub use describe_share_group_offsets_response::DescribeShareGroupOffsetsResponse;
 pub use describe_topic_partitions_request::DescribeTopicPartitionsRequest;
 pub use describe_topic_partitions_response::DescribeTopicPartitionsResponse;
 pub use describe_transactions_request::DescribeTransactionsRequest;
@@ -471,6 +483,9 @@ pub enum ApiKey {
     WriteShareGroupState = 85,
     DeleteShareGroupState = 86,
     ReadShareGroupStateSummary = 87,
+    DescribeShareGroupOffsets = 90,
+    AlterShareGroupOffsets = 91,
+    DeleteShareGroupOffsets = 92,
 }
 
 impl ApiKey {
@@ -563,6 +578,9 @@ impl ApiKey {
         ApiKey::WriteShareGroupState,
         ApiKey::DeleteShareGroupState,
         ApiKey::ReadShareGroupStateSummary,
+        ApiKey::DescribeShareGroupOffsets,
+        ApiKey::AlterShareGroupOffsets,
+        ApiKey::DeleteShareGroupOffsets,
     ];
 
     pub fn key(self) -> i16 {
@@ -659,6 +677,9 @@ impl ApiKey {
             ApiKey::WriteShareGroupState => "WriteShareGroupState",
             ApiKey::DeleteShareGroupState => "DeleteShareGroupState",
             ApiKey::ReadShareGroupStateSummary => "ReadShareGroupStateSummary",
+            ApiKey::DescribeShareGroupOffsets => "DescribeShareGroupOffsets",
+            ApiKey::AlterShareGroupOffsets => "AlterShareGroupOffsets",
+            ApiKey::DeleteShareGroupOffsets => "DeleteShareGroupOffsets",
         }
     }
 
@@ -753,6 +774,9 @@ impl ApiKey {
             ApiKey::WriteShareGroupState => WriteShareGroupStateRequest::VERSIONS,
             ApiKey::DeleteShareGroupState => DeleteShareGroupStateRequest::VERSIONS,
             ApiKey::ReadShareGroupStateSummary => ReadShareGroupStateSummaryRequest::VERSIONS,
+            ApiKey::DescribeShareGroupOffsets => DescribeShareGroupOffsetsRequest::VERSIONS,
+            ApiKey::AlterShareGroupOffsets => AlterShareGroupOffsetsRequest::VERSIONS,
+            ApiKey::DeleteShareGroupOffsets => DeleteShareGroupOffsetsRequest::VERSIONS,
         }
     }
 
@@ -835,10 +859,10 @@ impl ApiKey {
             ApiKey::AssignReplicasToDirs => Some(0),
             ApiKey::ListConfigResources => Some(0),
             ApiKey::DescribeTopicPartitions => Some(0),
-            ApiKey::ShareGroupHeartbeat => Some(0),
-            ApiKey::ShareGroupDescribe => Some(0),
-            ApiKey::ShareFetch => Some(0),
-            ApiKey::ShareAcknowledge => Some(0),
+            ApiKey::ShareGroupHeartbeat => Some(1),
+            ApiKey::ShareGroupDescribe => Some(1),
+            ApiKey::ShareFetch => Some(1),
+            ApiKey::ShareAcknowledge => Some(1),
             ApiKey::AddRaftVoter => Some(0),
             ApiKey::RemoveRaftVoter => Some(0),
             ApiKey::UpdateRaftVoter => Some(0),
@@ -847,6 +871,9 @@ impl ApiKey {
             ApiKey::WriteShareGroupState => Some(0),
             ApiKey::DeleteShareGroupState => Some(0),
             ApiKey::ReadShareGroupStateSummary => Some(0),
+            ApiKey::DescribeShareGroupOffsets => Some(0),
+            ApiKey::AlterShareGroupOffsets => Some(0),
+            ApiKey::DeleteShareGroupOffsets => Some(0),
         }
     }
 
@@ -929,10 +956,10 @@ impl ApiKey {
             ApiKey::AssignReplicasToDirs => Some(0),
             ApiKey::ListConfigResources => Some(0),
             ApiKey::DescribeTopicPartitions => Some(0),
-            ApiKey::ShareGroupHeartbeat => Some(0),
-            ApiKey::ShareGroupDescribe => Some(0),
-            ApiKey::ShareFetch => Some(0),
-            ApiKey::ShareAcknowledge => Some(0),
+            ApiKey::ShareGroupHeartbeat => Some(1),
+            ApiKey::ShareGroupDescribe => Some(1),
+            ApiKey::ShareFetch => Some(1),
+            ApiKey::ShareAcknowledge => Some(1),
             ApiKey::AddRaftVoter => Some(0),
             ApiKey::RemoveRaftVoter => Some(0),
             ApiKey::UpdateRaftVoter => Some(0),
@@ -941,6 +968,9 @@ impl ApiKey {
             ApiKey::WriteShareGroupState => Some(0),
             ApiKey::DeleteShareGroupState => Some(0),
             ApiKey::ReadShareGroupStateSummary => Some(0),
+            ApiKey::DescribeShareGroupOffsets => Some(0),
+            ApiKey::AlterShareGroupOffsets => Some(0),
+            ApiKey::DeleteShareGroupOffsets => Some(0),
         }
     }
 }
@@ -1038,6 +1068,9 @@ impl TryFrom<i16> for ApiKey {
             85 => Ok(ApiKey::WriteShareGroupState),
             86 => Ok(ApiKey::DeleteShareGroupState),
             87 => Ok(ApiKey::ReadShareGroupStateSummary),
+            90 => Ok(ApiKey::DescribeShareGroupOffsets),
+            91 => Ok(ApiKey::AlterShareGroupOffsets),
+            92 => Ok(ApiKey::DeleteShareGroupOffsets),
             _ => Err(DecodeError::UnknownApiKey(key)),
         }
     }
@@ -1134,6 +1167,9 @@ pub enum RequestBody {
     WriteShareGroupState(WriteShareGroupStateRequest),
     DeleteShareGroupState(DeleteShareGroupStateRequest),
     ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest),
+    DescribeShareGroupOffsets(DescribeShareGroupOffsetsRequest),
+    AlterShareGroupOffsets(AlterShareGroupOffsetsRequest),
+    DeleteShareGroupOffsets(DeleteShareGroupOffsetsRequest),
 }
 
 impl RequestBody {
@@ -1228,6 +1264,9 @@ impl RequestBody {
             ApiKey::WriteShareGroupState => RequestBody::WriteShareGroupState(WriteShareGroupStateRequest::decode(buf, version)?),
             ApiKey::DeleteShareGroupState => RequestBody::DeleteShareGroupState(DeleteShareGroupStateRequest::decode(buf, version)?),
             ApiKey::ReadShareGroupStateSummary => RequestBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::decode(buf, version)?),
+            ApiKey::DescribeShareGroupOffsets => RequestBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsRequest::decode(buf, version)?),
+            ApiKey::AlterShareGroupOffsets => RequestBody::AlterShareGroupOffsets(AlterShareGroupOffsetsRequest::decode(buf, version)?),
+            ApiKey::DeleteShareGroupOffsets => RequestBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsRequest::decode(buf, version)?),
         })
     }
 
@@ -1321,6 +1360,9 @@ impl RequestBody {
             RequestBody::WriteShareGroupState(m) => m.encode(out, version),
             RequestBody::DeleteShareGroupState(m) => m.encode(out, version),
             RequestBody::ReadShareGroupStateSummary(m) => m.encode(out, version),
+            RequestBody::DescribeShareGroupOffsets(m) => m.encode(out, version),
+            RequestBody::AlterShareGroupOffsets(m) => m.encode(out, version),
+            RequestBody::DeleteShareGroupOffsets(m) => m.encode(out, version),
         }
     }
 
@@ -1415,6 +1457,9 @@ impl RequestBody {
             ApiKey::WriteShareGroupState => RequestBody::WriteShareGroupState(WriteShareGroupStateRequest::default()),
             ApiKey::DeleteShareGroupState => RequestBody::DeleteShareGroupState(DeleteShareGroupStateRequest::default()),
             ApiKey::ReadShareGroupStateSummary => RequestBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::default()),
+            ApiKey::DescribeShareGroupOffsets => RequestBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsRequest::default()),
+            ApiKey::AlterShareGroupOffsets => RequestBody::AlterShareGroupOffsets(AlterShareGroupOffsetsRequest::default()),
+            ApiKey::DeleteShareGroupOffsets => RequestBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsRequest::default()),
         }
     }
 
@@ -1509,6 +1554,9 @@ impl RequestBody {
             ApiKey::WriteShareGroupState => RequestBody::WriteShareGroupState(WriteShareGroupStateRequest::sample(version)),
             ApiKey::DeleteShareGroupState => RequestBody::DeleteShareGroupState(DeleteShareGroupStateRequest::sample(version)),
             ApiKey::ReadShareGroupStateSummary => RequestBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryRequest::sample(version)),
+            ApiKey::DescribeShareGroupOffsets => RequestBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsRequest::sample(version)),
+            ApiKey::AlterShareGroupOffsets => RequestBody::AlterShareGroupOffsets(AlterShareGroupOffsetsRequest::sample(version)),
+            ApiKey::DeleteShareGroupOffsets => RequestBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsRequest::sample(version)),
         }
     }
 
@@ -1602,6 +1650,9 @@ impl RequestBody {
             RequestBody::WriteShareGroupState(_) => ApiKey::WriteShareGroupState,
             RequestBody::DeleteShareGroupState(_) => ApiKey::DeleteShareGroupState,
             RequestBody::ReadShareGroupStateSummary(_) => ApiKey::ReadShareGroupStateSummary,
+            RequestBody::DescribeShareGroupOffsets(_) => ApiKey::DescribeShareGroupOffsets,
+            RequestBody::AlterShareGroupOffsets(_) => ApiKey::AlterShareGroupOffsets,
+            RequestBody::DeleteShareGroupOffsets(_) => ApiKey::DeleteShareGroupOffsets,
         }
     }
 }
@@ -1697,6 +1748,9 @@ pub enum ResponseBody {
     WriteShareGroupState(WriteShareGroupStateResponse),
     DeleteShareGroupState(DeleteShareGroupStateResponse),
     ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse),
+    DescribeShareGroupOffsets(DescribeShareGroupOffsetsResponse),
+    AlterShareGroupOffsets(AlterShareGroupOffsetsResponse),
+    DeleteShareGroupOffsets(DeleteShareGroupOffsetsResponse),
 }
 
 impl ResponseBody {
@@ -1791,6 +1845,9 @@ impl ResponseBody {
             ApiKey::WriteShareGroupState => ResponseBody::WriteShareGroupState(WriteShareGroupStateResponse::decode(buf, version)?),
             ApiKey::DeleteShareGroupState => ResponseBody::DeleteShareGroupState(DeleteShareGroupStateResponse::decode(buf, version)?),
             ApiKey::ReadShareGroupStateSummary => ResponseBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse::decode(buf, version)?),
+            ApiKey::DescribeShareGroupOffsets => ResponseBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsResponse::decode(buf, version)?),
+            ApiKey::AlterShareGroupOffsets => ResponseBody::AlterShareGroupOffsets(AlterShareGroupOffsetsResponse::decode(buf, version)?),
+            ApiKey::DeleteShareGroupOffsets => ResponseBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsResponse::decode(buf, version)?),
         })
     }
 
@@ -1884,6 +1941,9 @@ impl ResponseBody {
             ResponseBody::WriteShareGroupState(m) => m.encode(out, version),
             ResponseBody::DeleteShareGroupState(m) => m.encode(out, version),
             ResponseBody::ReadShareGroupStateSummary(m) => m.encode(out, version),
+            ResponseBody::DescribeShareGroupOffsets(m) => m.encode(out, version),
+            ResponseBody::AlterShareGroupOffsets(m) => m.encode(out, version),
+            ResponseBody::DeleteShareGroupOffsets(m) => m.encode(out, version),
         }
     }
 
@@ -1978,6 +2038,9 @@ impl ResponseBody {
             ApiKey::WriteShareGroupState => ResponseBody::WriteShareGroupState(WriteShareGroupStateResponse::default()),
             ApiKey::DeleteShareGroupState => ResponseBody::DeleteShareGroupState(DeleteShareGroupStateResponse::default()),
             ApiKey::ReadShareGroupStateSummary => ResponseBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse::default()),
+            ApiKey::DescribeShareGroupOffsets => ResponseBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsResponse::default()),
+            ApiKey::AlterShareGroupOffsets => ResponseBody::AlterShareGroupOffsets(AlterShareGroupOffsetsResponse::default()),
+            ApiKey::DeleteShareGroupOffsets => ResponseBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsResponse::default()),
         }
     }
 
@@ -2072,6 +2135,9 @@ impl ResponseBody {
             ApiKey::WriteShareGroupState => ResponseBody::WriteShareGroupState(WriteShareGroupStateResponse::sample(version)),
             ApiKey::DeleteShareGroupState => ResponseBody::DeleteShareGroupState(DeleteShareGroupStateResponse::sample(version)),
             ApiKey::ReadShareGroupStateSummary => ResponseBody::ReadShareGroupStateSummary(ReadShareGroupStateSummaryResponse::sample(version)),
+            ApiKey::DescribeShareGroupOffsets => ResponseBody::DescribeShareGroupOffsets(DescribeShareGroupOffsetsResponse::sample(version)),
+            ApiKey::AlterShareGroupOffsets => ResponseBody::AlterShareGroupOffsets(AlterShareGroupOffsetsResponse::sample(version)),
+            ApiKey::DeleteShareGroupOffsets => ResponseBody::DeleteShareGroupOffsets(DeleteShareGroupOffsetsResponse::sample(version)),
         }
     }
 
@@ -2165,6 +2231,9 @@ impl ResponseBody {
             ResponseBody::WriteShareGroupState(_) => ApiKey::WriteShareGroupState,
             ResponseBody::DeleteShareGroupState(_) => ApiKey::DeleteShareGroupState,
             ResponseBody::ReadShareGroupStateSummary(_) => ApiKey::ReadShareGroupStateSummary,
+            ResponseBody::DescribeShareGroupOffsets(_) => ApiKey::DescribeShareGroupOffsets,
+            ResponseBody::AlterShareGroupOffsets(_) => ApiKey::AlterShareGroupOffsets,
+            ResponseBody::DeleteShareGroupOffsets(_) => ApiKey::DeleteShareGroupOffsets,
         }
     }
 }
@@ -2262,6 +2331,16 @@ mod roundtrip {
     #[test]
     fn alter_replica_log_dirs_response() {
         rt(AlterReplicaLogDirsResponse::sample);
+    }
+
+    #[test]
+    fn alter_share_group_offsets_request() {
+        rt(AlterShareGroupOffsetsRequest::sample);
+    }
+
+    #[test]
+    fn alter_share_group_offsets_response() {
+        rt(AlterShareGroupOffsetsResponse::sample);
     }
 
     #[test]
@@ -2450,6 +2529,16 @@ mod roundtrip {
     }
 
     #[test]
+    fn delete_share_group_offsets_request() {
+        rt(DeleteShareGroupOffsetsRequest::sample);
+    }
+
+    #[test]
+    fn delete_share_group_offsets_response() {
+        rt(DeleteShareGroupOffsetsResponse::sample);
+    }
+
+    #[test]
     fn delete_share_group_state_request() {
         rt(DeleteShareGroupStateRequest::sample);
     }
@@ -2557,6 +2646,16 @@ mod roundtrip {
     #[test]
     fn describe_quorum_response() {
         rt(DescribeQuorumResponse::sample);
+    }
+
+    #[test]
+    fn describe_share_group_offsets_request() {
+        rt(DescribeShareGroupOffsetsRequest::sample);
+    }
+
+    #[test]
+    fn describe_share_group_offsets_response() {
+        rt(DescribeShareGroupOffsetsResponse::sample);
     }
 
     #[test]

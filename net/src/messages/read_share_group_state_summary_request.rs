@@ -57,7 +57,7 @@ impl ReadShareGroupStateSummaryRequest {
 impl Message for ReadShareGroupStateSummaryRequest {
     const NAME: &'static str = "ReadShareGroupStateSummaryRequest";
     const API_KEY: i16 = 87;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {

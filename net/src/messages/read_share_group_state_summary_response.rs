@@ -52,7 +52,7 @@ impl ReadShareGroupStateSummaryResponse {
 impl Message for ReadShareGroupStateSummaryResponse {
     const NAME: &'static str = "ReadShareGroupStateSummaryResponse";
     const API_KEY: i16 = 87;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -73,7 +73,9 @@ pub struct PartitionResult {
     pub error_code: i16,
     pub error_message: Option<String>,
     pub state_epoch: i32,
+    pub leader_epoch: i32,
     pub start_offset: i64,
+    pub delivery_complete_count: i32,
 }
 
 impl Default for PartitionResult {
@@ -83,7 +85,9 @@ impl Default for PartitionResult {
             error_code: 0,
             error_message: None,
             state_epoch: 0,
+            leader_epoch: 0,
             start_offset: 0,
+            delivery_complete_count: -1,
         }
     }
 }
@@ -96,7 +100,11 @@ impl PartitionResult {
         this.error_code = c::read_i16(buf)?;
         this.error_message = c::read_nullable_string(buf, flexible)?;
         this.state_epoch = c::read_i32(buf)?;
+        this.leader_epoch = c::read_i32(buf)?;
         this.start_offset = c::read_i64(buf)?;
+        if version >= 1 {
+            this.delivery_complete_count = c::read_i32(buf)?;
+        }
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
         }
@@ -116,7 +124,11 @@ impl PartitionResult {
             }
         }
         out.put_i32(self.state_epoch);
+        out.put_i32(self.leader_epoch);
         out.put_i64(self.start_offset);
+        if version >= 1 {
+            out.put_i32(self.delivery_complete_count);
+        }
         if flexible {
             out.put_uvarint(0);
         }
@@ -129,7 +141,11 @@ impl PartitionResult {
         this.error_code = 3;
         this.error_message = Some(String::from("s3"));
         this.state_epoch = 5;
-        this.start_offset = 6;
+        this.leader_epoch = 6;
+        this.start_offset = 7;
+        if version >= 1 {
+            this.delivery_complete_count = 8;
+        }
         this
     }
 }

@@ -11,6 +11,7 @@ pub struct ShareAcknowledgeRequest {
     pub group_id: Option<String>,
     pub member_id: Option<String>,
     pub share_session_epoch: i32,
+    pub is_renew_ack: bool,
     pub topics: Vec<AcknowledgeTopic>,
 }
 
@@ -20,6 +21,7 @@ impl Default for ShareAcknowledgeRequest {
             group_id: None,
             member_id: Some(String::new()),
             share_session_epoch: 0,
+            is_renew_ack: false,
             topics: Vec::new(),
         }
     }
@@ -32,6 +34,9 @@ impl ShareAcknowledgeRequest {
         this.group_id = c::read_nullable_string(buf, flexible)?;
         this.member_id = c::read_nullable_string(buf, flexible)?;
         this.share_session_epoch = c::read_i32(buf)?;
+        if version >= 2 {
+            this.is_renew_ack = c::read_bool(buf)?;
+        }
         this.topics = c::read_array(buf, flexible, 1, |buf| AcknowledgeTopic::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -58,6 +63,9 @@ impl ShareAcknowledgeRequest {
             }
         }
         out.put_i32(self.share_session_epoch);
+        if version >= 2 {
+            out.put_bool(self.is_renew_ack);
+        }
         out.put_array_len(self.topics.len(), flexible);
         for e in self.topics.iter() {
             e.write(out, version);
@@ -73,6 +81,9 @@ impl ShareAcknowledgeRequest {
         this.group_id = Some(String::from("s1"));
         this.member_id = Some(String::from("s2"));
         this.share_session_epoch = 4;
+        if version >= 2 {
+            this.is_renew_ack = true;
+        }
         this.topics = vec![AcknowledgeTopic::sample(version)];
         this
     }
@@ -81,8 +92,8 @@ impl ShareAcknowledgeRequest {
 impl Message for ShareAcknowledgeRequest {
     const NAME: &'static str = "ShareAcknowledgeRequest";
     const API_KEY: i16 = 79;
-    const VERSIONS: (i16, i16) = (0, 0);
-    const FLEXIBLE_MIN: Option<i16> = Some(0);
+    const VERSIONS: (i16, i16) = (1, 2);
+    const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         if !Self::supports_version(version) {

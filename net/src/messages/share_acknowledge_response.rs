@@ -11,6 +11,7 @@ pub struct ShareAcknowledgeResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub error_message: Option<String>,
+    pub acquisition_lock_timeout_ms: i32,
     pub responses: Vec<ShareAcknowledgeTopicResponse>,
     pub node_endpoints: Vec<NodeEndpoint>,
 }
@@ -21,6 +22,7 @@ impl Default for ShareAcknowledgeResponse {
             throttle_time_ms: 0,
             error_code: 0,
             error_message: None,
+            acquisition_lock_timeout_ms: 0,
             responses: Vec::new(),
             node_endpoints: Vec::new(),
         }
@@ -34,6 +36,9 @@ impl ShareAcknowledgeResponse {
         this.throttle_time_ms = c::read_i32(buf)?;
         this.error_code = c::read_i16(buf)?;
         this.error_message = c::read_nullable_string(buf, flexible)?;
+        if version >= 2 {
+            this.acquisition_lock_timeout_ms = c::read_i32(buf)?;
+        }
         this.responses = c::read_array(buf, flexible, 1, |buf| ShareAcknowledgeTopicResponse::read(buf, version))?;
         this.node_endpoints = c::read_array(buf, flexible, 1, |buf| NodeEndpoint::read(buf, version))?;
         if flexible {
@@ -54,6 +59,9 @@ impl ShareAcknowledgeResponse {
                 out.put_nullable_string(None, flexible);
             }
         }
+        if version >= 2 {
+            out.put_i32(self.acquisition_lock_timeout_ms);
+        }
         out.put_array_len(self.responses.len(), flexible);
         for e in self.responses.iter() {
             e.write(out, version);
@@ -73,6 +81,9 @@ impl ShareAcknowledgeResponse {
         this.throttle_time_ms = 2;
         this.error_code = 3;
         this.error_message = Some(String::from("s3"));
+        if version >= 2 {
+            this.acquisition_lock_timeout_ms = 5;
+        }
         this.responses = vec![ShareAcknowledgeTopicResponse::sample(version)];
         this.node_endpoints = vec![NodeEndpoint::sample(version)];
         this
@@ -82,8 +93,8 @@ impl ShareAcknowledgeResponse {
 impl Message for ShareAcknowledgeResponse {
     const NAME: &'static str = "ShareAcknowledgeResponse";
     const API_KEY: i16 = 79;
-    const VERSIONS: (i16, i16) = (0, 0);
-    const FLEXIBLE_MIN: Option<i16> = Some(0);
+    const VERSIONS: (i16, i16) = (1, 2);
+    const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         if !Self::supports_version(version) {

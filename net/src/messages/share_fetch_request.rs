@@ -14,6 +14,10 @@ pub struct ShareFetchRequest {
     pub max_wait_ms: i32,
     pub min_bytes: i32,
     pub max_bytes: i32,
+    pub max_records: i32,
+    pub batch_size: i32,
+    pub share_acquire_mode: i8,
+    pub is_renew_ack: bool,
     pub topics: Vec<FetchTopic>,
     pub forgotten_topics_data: Vec<ForgottenTopic>,
 }
@@ -27,6 +31,10 @@ impl Default for ShareFetchRequest {
             max_wait_ms: 0,
             min_bytes: 0,
             max_bytes: 2147483647,
+            max_records: 0,
+            batch_size: 0,
+            share_acquire_mode: 0,
+            is_renew_ack: false,
             topics: Vec::new(),
             forgotten_topics_data: Vec::new(),
         }
@@ -43,6 +51,14 @@ impl ShareFetchRequest {
         this.max_wait_ms = c::read_i32(buf)?;
         this.min_bytes = c::read_i32(buf)?;
         this.max_bytes = c::read_i32(buf)?;
+        this.max_records = c::read_i32(buf)?;
+        this.batch_size = c::read_i32(buf)?;
+        if version >= 2 {
+            this.share_acquire_mode = c::read_i8(buf)?;
+        }
+        if version >= 2 {
+            this.is_renew_ack = c::read_bool(buf)?;
+        }
         this.topics = c::read_array(buf, flexible, 1, |buf| FetchTopic::read(buf, version))?;
         this.forgotten_topics_data = c::read_array(buf, flexible, 1, |buf| ForgottenTopic::read(buf, version))?;
         if flexible {
@@ -73,6 +89,14 @@ impl ShareFetchRequest {
         out.put_i32(self.max_wait_ms);
         out.put_i32(self.min_bytes);
         out.put_i32(self.max_bytes);
+        out.put_i32(self.max_records);
+        out.put_i32(self.batch_size);
+        if version >= 2 {
+            out.put_i8(self.share_acquire_mode);
+        }
+        if version >= 2 {
+            out.put_bool(self.is_renew_ack);
+        }
         out.put_array_len(self.topics.len(), flexible);
         for e in self.topics.iter() {
             e.write(out, version);
@@ -95,6 +119,14 @@ impl ShareFetchRequest {
         this.max_wait_ms = 5;
         this.min_bytes = 6;
         this.max_bytes = 7;
+        this.max_records = 8;
+        this.batch_size = 9;
+        if version >= 2 {
+            this.share_acquire_mode = 10;
+        }
+        if version >= 2 {
+            this.is_renew_ack = true;
+        }
         this.topics = vec![FetchTopic::sample(version)];
         this.forgotten_topics_data = vec![ForgottenTopic::sample(version)];
         this
@@ -104,8 +136,8 @@ impl ShareFetchRequest {
 impl Message for ShareFetchRequest {
     const NAME: &'static str = "ShareFetchRequest";
     const API_KEY: i16 = 78;
-    const VERSIONS: (i16, i16) = (0, 0);
-    const FLEXIBLE_MIN: Option<i16> = Some(0);
+    const VERSIONS: (i16, i16) = (1, 2);
+    const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         if !Self::supports_version(version) {
@@ -194,7 +226,6 @@ impl FetchPartition {
         let flexible = true;
         let mut this = Self::default();
         this.partition_index = c::read_i32(buf)?;
-        this.partition_max_bytes = c::read_i32(buf)?;
         this.acknowledgement_batches = c::read_array(buf, flexible, 1, |buf| AcknowledgementBatch::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -205,7 +236,6 @@ impl FetchPartition {
     pub(crate) fn write(&self, out: &mut Encoder, version: i16) {
         let flexible = true;
         out.put_i32(self.partition_index);
-        out.put_i32(self.partition_max_bytes);
         out.put_array_len(self.acknowledgement_batches.len(), flexible);
         for e in self.acknowledgement_batches.iter() {
             e.write(out, version);
@@ -219,7 +249,6 @@ impl FetchPartition {
     pub(crate) fn sample(version: i16) -> Self {
         let mut this = Self::default();
         this.partition_index = 2;
-        this.partition_max_bytes = 3;
         this.acknowledgement_batches = vec![AcknowledgementBatch::sample(version)];
         this
     }

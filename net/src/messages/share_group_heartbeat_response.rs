@@ -101,8 +101,8 @@ impl ShareGroupHeartbeatResponse {
 impl Message for ShareGroupHeartbeatResponse {
     const NAME: &'static str = "ShareGroupHeartbeatResponse";
     const API_KEY: i16 = 76;
-    const VERSIONS: (i16, i16) = (0, 0);
-    const FLEXIBLE_MIN: Option<i16> = Some(0);
+    const VERSIONS: (i16, i16) = (1, 1);
+    const FLEXIBLE_MIN: Option<i16> = Some(1);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         if !Self::supports_version(version) {

@@ -57,7 +57,7 @@ impl WriteShareGroupStateRequest {
 impl Message for WriteShareGroupStateRequest {
     const NAME: &'static str = "WriteShareGroupStateRequest";
     const API_KEY: i16 = 85;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
@@ -133,6 +133,7 @@ pub struct PartitionData {
     pub state_epoch: i32,
     pub leader_epoch: i32,
     pub start_offset: i64,
+    pub delivery_complete_count: i32,
     pub state_batches: Vec<StateBatch>,
 }
 
@@ -143,6 +144,7 @@ impl Default for PartitionData {
             state_epoch: 0,
             leader_epoch: 0,
             start_offset: 0,
+            delivery_complete_count: -1,
             state_batches: Vec::new(),
         }
     }
@@ -156,6 +158,9 @@ impl PartitionData {
         this.state_epoch = c::read_i32(buf)?;
         this.leader_epoch = c::read_i32(buf)?;
         this.start_offset = c::read_i64(buf)?;
+        if version >= 1 {
+            this.delivery_complete_count = c::read_i32(buf)?;
+        }
         this.state_batches = c::read_array(buf, flexible, 1, |buf| StateBatch::read(buf, version))?;
         if flexible {
             c::read_tagged_fields(buf, |_, _| Ok(()))?;
@@ -169,6 +174,9 @@ impl PartitionData {
         out.put_i32(self.state_epoch);
         out.put_i32(self.leader_epoch);
         out.put_i64(self.start_offset);
+        if version >= 1 {
+            out.put_i32(self.delivery_complete_count);
+        }
         out.put_array_len(self.state_batches.len(), flexible);
         for e in self.state_batches.iter() {
             e.write(out, version);
@@ -185,6 +193,9 @@ impl PartitionData {
         this.state_epoch = 3;
         this.leader_epoch = 4;
         this.start_offset = 5;
+        if version >= 1 {
+            this.delivery_complete_count = 6;
+        }
         this.state_batches = vec![StateBatch::sample(version)];
         this
     }

@@ -52,7 +52,7 @@ impl WriteShareGroupStateResponse {
 impl Message for WriteShareGroupStateResponse {
     const NAME: &'static str = "WriteShareGroupStateResponse";
     const API_KEY: i16 = 85;
-    const VERSIONS: (i16, i16) = (0, 0);
+    const VERSIONS: (i16, i16) = (0, 1);
     const FLEXIBLE_MIN: Option<i16> = Some(0);
 
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {

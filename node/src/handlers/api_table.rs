@@ -93,7 +93,13 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         GetTelemetrySubscriptions | PushTelemetry => {
             "client telemetry (KIP-714) is not implemented"
         }
-        ShareGroupHeartbeat | ShareGroupDescribe | ShareFetch | ShareAcknowledge => SHARE,
+        ShareGroupHeartbeat
+        | ShareGroupDescribe
+        | ShareFetch
+        | ShareAcknowledge
+        | DescribeShareGroupOffsets
+        | AlterShareGroupOffsets
+        | DeleteShareGroupOffsets => SHARE,
         InitializeShareGroupState
         | ReadShareGroupState
         | WriteShareGroupState
@@ -113,8 +119,8 @@ pub fn render() -> String {
          connection, as Kafka closes it for an API its listener does not serve; clients check\n\
          ApiVersions first and report the API as unsupported (the Java client throws\n\
          `UnsupportedVersionException`). The same happens for a served API at a version\n\
-         outside its range, and for API keys newer than the vendored definitions (88 and up,\n\
-         e.g. the KIP-1071 streams groups). ApiVersions itself at a newer version is answered\n\
+         outside its range, and for API keys without vendored definitions (88 and 89, the\n\
+         KIP-1071 streams groups, and 93 and up). ApiVersions itself at a newer version is answered\n\
          with UNSUPPORTED_VERSION (35) and the served ranges.\n\n\
          | API | key | Spate | notes |\n|---|---|---|---|\n",
     );
