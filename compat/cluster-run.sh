@@ -24,7 +24,7 @@ if [[ -z "${SPATE_CLUSTER_PORTS:-}" || -z "${SPATE_CLUSTER_CONTROLLER_PORTS:-}" 
 fi
 # Lots of partitions are created by the suites: keep the internal topics small.
 config="$SPATE_CLUSTER_DIR.toml"
-printf 'offsets_topic_num_partitions = 6\ntransaction_state_num_partitions = 6\n' > "$config"
+printf 'offsets_topic_num_partitions = 6\ntransaction_state_num_partitions = 6\nshare_coordinator_state_topic_num_partitions = 6\n' > "$config"
 export SPATE_CLUSTER_CONFIG="$config"
 
 rm -rf "$SPATE_CLUSTER_DIR"

@@ -17,6 +17,7 @@
 #   SPATE_CLUSTER_CORES        shards per node (default 1)
 #   SPATE_CLUSTER_CONFIG       a TOML file every node also reads (e.g. shorter sessions)
 #   SPATE_CLUSTER_RACKS        three rack names, one per node (broker_rack; default none)
+#   SPATE_CLUSTER_LOG_DIRS     log dirs per node (default 1): node-N, then node-N.d1, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ dir="${SPATE_CLUSTER_DIR:-cluster-data}"
 IFS=, read -r -a ports <<< "${SPATE_CLUSTER_PORTS:-9092,9192,9292}"
 IFS=, read -r -a cports <<< "${SPATE_CLUSTER_CONTROLLER_PORTS:-9093,9193,9293}"
 cores="${SPATE_CLUSTER_CORES:-1}"
+log_dir_count="${SPATE_CLUSTER_LOG_DIRS:-1}"
 racks=()
 [ -n "${SPATE_CLUSTER_RACKS:-}" ] && IFS=, read -r -a racks <<< "$SPATE_CLUSTER_RACKS"
 nodes=(0 1 2)
@@ -51,6 +53,12 @@ start_node() {
     config=(--config "$dir/node-$n.toml")
   elif [ -n "${SPATE_CLUSTER_CONFIG:-}" ]; then
     config=(--config "$SPATE_CLUSTER_CONFIG")
+  fi
+  # Further log dirs (JBOD) beside the data dir, which holds the metadata log.
+  if [ "$log_dir_count" -gt 1 ]; then
+    local dirs="$dir/node-$n" i
+    for i in $(seq 1 $((log_dir_count - 1))); do dirs="$dirs,$dir/node-$n.d$i"; done
+    config+=(--log-dirs "$dirs")
   fi
   # One shard per node: spread the nodes over the CPUs (each would pin CPU 0 otherwise).
   [ "$cores" = 1 ] && config+=(--cpu-list "$((n % $(nproc)))")

@@ -52,6 +52,10 @@ FAMILIES = {
     "spate_transactions_ongoing": ("gauge", {"shard"}),
     "spate_transactions_committed_total": ("counter", {"shard"}),
     "spate_transactions_aborted_total": ("counter", {"shard"}),
+    "spate_share_coordinator_partitions_loaded": ("gauge", {"shard"}),
+    "spate_share_coordinator_share_partitions": ("gauge", {"shard"}),
+    "spate_share_coordinator_writes_total": ("counter", {"shard"}),
+    "spate_share_coordinator_snapshots_total": ("counter", {"shard"}),
     "spate_log_writes_total": ("counter", {"shard"}),
     "spate_log_bytes_written_total": ("counter", {"shard"}),
     "spate_log_write_seconds_total": ("counter", {"shard"}),
@@ -100,6 +104,13 @@ FAMILIES = {
     "spate_metadata_published_offset": ("gauge", set()),
     "spate_groups": ("gauge", {"protocol", "state"}),
     "spate_consumer_group_rebalances_total": ("counter", {"shard"}),
+    "spate_share_partitions": ("gauge", {"shard"}),
+    "spate_share_records_in_flight": ("gauge", {"shard"}),
+    "spate_share_records_locked": ("gauge", {"shard"}),
+    "spate_share_records_acquired_total": ("counter", {"shard"}),
+    "spate_share_records_redelivered_total": ("counter", {"shard"}),
+    "spate_share_sessions": ("gauge", set()),
+    "spate_share_group_members": ("gauge", {"shard"}),
 }
 
 

@@ -280,9 +280,11 @@ def test_metadata_log_full_disk_stops_broker_and_loses_nothing(monkeypatch):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)]).returncode:
         mnt.rmdir()
         pytest.skip("cannot mount a tmpfs here")
-    # Small footprint: no segment preallocation, one __consumer_offsets partition.
+    # Small footprint: no segment preallocation, one __consumer_offsets and one
+    # __share_group_state partition.
     cfg = RUNS / f"{mnt.name}.toml"
-    cfg.write_text("offsets_topic_num_partitions = 1\nsegment_preallocate_bytes = 0\n")
+    cfg.write_text("offsets_topic_num_partitions = 1\nshare_coordinator_state_topic_num_partitions = 1\n"
+                   "segment_preallocate_bytes = 0\n")
     monkeypatch.setenv("SPATE_CONFIG", str(cfg))
     broker = SpateBroker(mnt / "data", free_port())
     try:

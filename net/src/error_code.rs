@@ -132,6 +132,14 @@ pub enum ErrorCode {
     DuplicateVoter = 126,
     VoterNotFound = 127,
     InvalidRegularExpression = 128,
+    RebootstrapRequired = 129,
+    StreamsInvalidTopology = 130,
+    StreamsInvalidTopologyEpoch = 131,
+    StreamsTopologyFenced = 132,
+    ShareSessionLimitReached = 133,
+    GroupDeletionFailed = 134,
+    StreamsTopologyDescriptionUpdateFailed = 135,
+    ControllerIdNotRegistered = 136,
 }
 
 impl ErrorCode {
@@ -263,6 +271,14 @@ impl ErrorCode {
         ErrorCode::DuplicateVoter,
         ErrorCode::VoterNotFound,
         ErrorCode::InvalidRegularExpression,
+        ErrorCode::RebootstrapRequired,
+        ErrorCode::StreamsInvalidTopology,
+        ErrorCode::StreamsInvalidTopologyEpoch,
+        ErrorCode::StreamsTopologyFenced,
+        ErrorCode::ShareSessionLimitReached,
+        ErrorCode::GroupDeletionFailed,
+        ErrorCode::StreamsTopologyDescriptionUpdateFailed,
+        ErrorCode::ControllerIdNotRegistered,
     ];
 
     /// The wire value.
@@ -400,6 +416,14 @@ impl ErrorCode {
             126 => ErrorCode::DuplicateVoter,
             127 => ErrorCode::VoterNotFound,
             128 => ErrorCode::InvalidRegularExpression,
+            129 => ErrorCode::RebootstrapRequired,
+            130 => ErrorCode::StreamsInvalidTopology,
+            131 => ErrorCode::StreamsInvalidTopologyEpoch,
+            132 => ErrorCode::StreamsTopologyFenced,
+            133 => ErrorCode::ShareSessionLimitReached,
+            134 => ErrorCode::GroupDeletionFailed,
+            135 => ErrorCode::StreamsTopologyDescriptionUpdateFailed,
+            136 => ErrorCode::ControllerIdNotRegistered,
             _ => return None,
         })
     }
@@ -534,6 +558,14 @@ impl ErrorCode {
             ErrorCode::DuplicateVoter => "DUPLICATE_VOTER",
             ErrorCode::VoterNotFound => "VOTER_NOT_FOUND",
             ErrorCode::InvalidRegularExpression => "INVALID_REGULAR_EXPRESSION",
+            ErrorCode::RebootstrapRequired => "REBOOTSTRAP_REQUIRED",
+            ErrorCode::StreamsInvalidTopology => "STREAMS_INVALID_TOPOLOGY",
+            ErrorCode::StreamsInvalidTopologyEpoch => "STREAMS_INVALID_TOPOLOGY_EPOCH",
+            ErrorCode::StreamsTopologyFenced => "STREAMS_TOPOLOGY_FENCED",
+            ErrorCode::ShareSessionLimitReached => "SHARE_SESSION_LIMIT_REACHED",
+            ErrorCode::GroupDeletionFailed => "GROUP_DELETION_FAILED",
+            ErrorCode::StreamsTopologyDescriptionUpdateFailed => "STREAMS_TOPOLOGY_DESCRIPTION_UPDATE_FAILED",
+            ErrorCode::ControllerIdNotRegistered => "CONTROLLER_ID_NOT_REGISTERED",
         }
     }
 }

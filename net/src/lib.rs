@@ -7,6 +7,8 @@
 //!   Kafka's record schemas, and [`metadata_frame`]: their framing in the metadata log.
 //! * [`group_records`]: the KIP-848 consumer-group records of `__consumer_offsets`,
 //!   generated from Kafka's group coordinator record schemas.
+//! * [`share_records`]: the KIP-932 share-partition state records of
+//!   `__share_group_state`, generated from Kafka's share coordinator record schemas.
 //! * [`Encoder`] / [`Records`]: zero-copy output as a chain of `Bytes`.
 //! * [`record_batch`]: RecordBatch v2 view, CRC, in-place rewrites, builder.
 //! * [`compression`]: gzip, snappy, lz4, zstd with bounded decompression.
@@ -29,6 +31,9 @@ pub mod metadata_frame;
 pub mod metadata_records;
 pub mod record_batch;
 mod records;
+#[rustfmt::skip]
+#[allow(clippy::all, unused_mut, unused_variables, unused_imports, non_snake_case)]
+pub mod share_records;
 #[cfg(test)]
 mod tests;
 

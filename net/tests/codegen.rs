@@ -38,6 +38,14 @@ fn generated_code_is_up_to_date() {
             )
         }),
     );
+    outputs.extend(
+        gen::generate_share_records(&proto.join("share-coordinator")).unwrap_or_else(|e| {
+            panic!(
+                "cannot generate from the vendored share records in {}: {e}",
+                proto.display()
+            )
+        }),
+    );
     let src = root.join("src");
     let regen = std::env::var_os("SPATE_REGEN").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
@@ -56,7 +64,12 @@ fn generated_code_is_up_to_date() {
     }
     // Generated files that the generator no longer produces.
     let expected: std::collections::HashSet<_> = outputs.iter().map(|o| o.path.clone()).collect();
-    for generated_dir in ["messages", "metadata_records", "group_records"] {
+    for generated_dir in [
+        "messages",
+        "metadata_records",
+        "group_records",
+        "share_records",
+    ] {
         if let Ok(dir) = std::fs::read_dir(src.join(generated_dir)) {
             for e in dir.flatten() {
                 let rel = format!("{generated_dir}/{}", e.file_name().to_string_lossy());

@@ -234,6 +234,24 @@ pub struct BrokerConfig {
     /// `transaction.state.log.min.isr`: the `min.insync.replicas` `__transaction_state`
     /// is created with (capped at its replication factor).
     pub transaction_state_log_min_isr: i32,
+    /// `share.coordinator.state.topic.num.partitions`: partitions of `__share_group_state`.
+    pub share_coordinator_state_topic_num_partitions: i32,
+    /// `share.coordinator.state.topic.replication.factor`: replicas of
+    /// `__share_group_state` when a cluster creates it (a single node creates it with one).
+    pub share_coordinator_state_topic_replication_factor: i16,
+    /// `share.coordinator.state.topic.min.isr`: its `min.insync.replicas` (capped at its
+    /// replication factor).
+    pub share_coordinator_state_topic_min_isr: i32,
+    /// `share.coordinator.state.topic.segment.bytes`: its `segment.bytes`.
+    pub share_coordinator_state_topic_segment_bytes: i32,
+    /// `share.coordinator.snapshot.update.records.per.snapshot`: ShareUpdate records of a
+    /// share-partition between two of its ShareSnapshot records.
+    pub share_coordinator_snapshot_update_records_per_snapshot: u32,
+    /// `share.coordinator.write.timeout.ms`: how long a write waits for the ISR.
+    pub share_coordinator_write_timeout_ms: u64,
+    /// `share.coordinator.state.topic.prune.interval.ms`: how often records no state
+    /// needs any more are deleted.
+    pub share_coordinator_state_topic_prune_interval_ms: u64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
     /// transactions past their timeout are looked for (and aborted).
     pub transaction_abort_timed_out_check_interval_ms: u64,
@@ -249,6 +267,9 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// `group.max.size`: members a classic group may have.
     pub group_max_size: usize,
+    /// `group.share.max.share.sessions`: share sessions (KIP-932) the broker keeps;
+    /// a ShareFetch opening one more is refused with SHARE_SESSION_LIMIT_REACHED.
+    pub group_share_max_share_sessions: usize,
     /// `group.consumer.session.timeout.ms`: a consumer-group (KIP-848) member that does
     /// not heartbeat for this long is removed.
     pub group_consumer_session_timeout_ms: i32,
@@ -266,6 +287,34 @@ pub struct BrokerConfig {
     pub group_consumer_max_size: usize,
     /// `group.consumer.assignors`: the server-side assignors, the first the default.
     pub group_consumer_assignors: Vec<String>,
+    /// `group.share.session.timeout.ms`: a share-group (KIP-932) member that does not
+    /// heartbeat for this long is removed; `group.share.min/max.session.timeout.ms` the
+    /// range of it and of a group's own `share.session.timeout.ms`.
+    pub group_share_session_timeout_ms: i32,
+    pub group_share_min_session_timeout_ms: i32,
+    pub group_share_max_session_timeout_ms: i32,
+    /// `group.share.heartbeat.interval.ms` and its range (`share.heartbeat.interval.ms`).
+    pub group_share_heartbeat_interval_ms: i32,
+    pub group_share_min_heartbeat_interval_ms: i32,
+    pub group_share_max_heartbeat_interval_ms: i32,
+    /// `group.share.max.size`: members a share group may have.
+    pub group_share_max_size: usize,
+    /// `group.share.record.lock.duration.ms` and its range (`share.record.lock.duration.ms`).
+    pub group_share_record_lock_duration_ms: i32,
+    pub group_share_min_record_lock_duration_ms: i32,
+    pub group_share_max_record_lock_duration_ms: i32,
+    /// `group.share.delivery.count.limit` and its range (`share.delivery.count.limit`).
+    pub group_share_delivery_count_limit: i32,
+    pub group_share_min_delivery_count_limit: i32,
+    pub group_share_max_delivery_count_limit: i32,
+    /// `group.share.partition.max.record.locks` and its range
+    /// (`share.partition.max.record.locks`).
+    pub group_share_partition_max_record_locks: i32,
+    pub group_share_min_partition_max_record_locks: i32,
+    pub group_share_max_partition_max_record_locks: i32,
+    /// `group.share.initialize.retry.interval.ms`: how long a share-partition's state
+    /// initialization may be pending before the coordinator asks again.
+    pub group_share_initialize_retry_interval_ms: i64,
     /// How often retention is enforced (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
     /// The log cleaner (Kafka's `log.cleaner.*` broker settings).
@@ -537,6 +586,20 @@ impl BrokerConfig {
         if self.transaction_state_log_min_isr < 1 {
             bail!("transaction_state_log_min_isr must be at least 1");
         }
+        if self.share_coordinator_state_topic_num_partitions < 1
+            || self.share_coordinator_state_topic_replication_factor < 1
+            || self.share_coordinator_state_topic_min_isr < 1
+        {
+            bail!("share_coordinator_state_topic_num_partitions, share_coordinator_state_topic_replication_factor and share_coordinator_state_topic_min_isr must be at least 1");
+        }
+        if self.share_coordinator_state_topic_segment_bytes < 1 << 20 {
+            bail!("share_coordinator_state_topic_segment_bytes must be at least 1048576");
+        }
+        if self.share_coordinator_write_timeout_ms < 1
+            || self.share_coordinator_state_topic_prune_interval_ms < 1
+        {
+            bail!("share_coordinator_write_timeout_ms and share_coordinator_state_topic_prune_interval_ms must be at least 1");
+        }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             bail!("group_min_session_timeout_ms is above group_max_session_timeout_ms");
         }
@@ -560,6 +623,9 @@ impl BrokerConfig {
         if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
             bail!("group_consumer_heartbeat_interval_ms must be below group_consumer_session_timeout_ms");
         }
+        if self.group_share_max_share_sessions < 1 {
+            bail!("group_share_max_share_sessions must be at least 1");
+        }
         if self.group_consumer_max_size < 1 {
             bail!("group_consumer_max_size must be at least 1");
         }
@@ -571,6 +637,7 @@ impl BrokerConfig {
                 bail!("group_consumer_assignors: unknown assignor {a:?} (uniform, range)");
             }
         }
+        self.validate_share_groups()?;
         if self.queued_max_request_bytes < 1024 {
             bail!("queued_max_request_bytes must be at least 1024");
         }
@@ -654,6 +721,63 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
                 base.insert(k, v);
             }
         }
+    }
+}
+
+impl BrokerConfig {
+    /// The `group.share.*` settings: each default within its range, the heartbeat below
+    /// the session timeout, as Kafka's `GroupCoordinatorConfig` and `ShareGroupConfig`
+    /// require.
+    fn validate_share_groups(&self) -> anyhow::Result<()> {
+        let ranges = [
+            (
+                "group_share_session_timeout_ms",
+                self.group_share_min_session_timeout_ms,
+                self.group_share_session_timeout_ms,
+                self.group_share_max_session_timeout_ms,
+            ),
+            (
+                "group_share_heartbeat_interval_ms",
+                self.group_share_min_heartbeat_interval_ms,
+                self.group_share_heartbeat_interval_ms,
+                self.group_share_max_heartbeat_interval_ms,
+            ),
+            (
+                "group_share_record_lock_duration_ms",
+                self.group_share_min_record_lock_duration_ms,
+                self.group_share_record_lock_duration_ms,
+                self.group_share_max_record_lock_duration_ms,
+            ),
+            (
+                "group_share_delivery_count_limit",
+                self.group_share_min_delivery_count_limit,
+                self.group_share_delivery_count_limit,
+                self.group_share_max_delivery_count_limit,
+            ),
+            (
+                "group_share_partition_max_record_locks",
+                self.group_share_min_partition_max_record_locks,
+                self.group_share_partition_max_record_locks,
+                self.group_share_max_partition_max_record_locks,
+            ),
+        ];
+        for (name, min, value, max) in ranges {
+            if min < 1 || !(min..=max).contains(&value) {
+                anyhow::bail!("{name} must be positive and lie within its min and max settings");
+            }
+        }
+        if self.group_share_heartbeat_interval_ms >= self.group_share_session_timeout_ms {
+            anyhow::bail!(
+                "group_share_heartbeat_interval_ms must be below group_share_session_timeout_ms"
+            );
+        }
+        if self.group_share_max_size < 1 {
+            anyhow::bail!("group_share_max_size must be at least 1");
+        }
+        if self.group_share_initialize_retry_interval_ms < 1 {
+            anyhow::bail!("group_share_initialize_retry_interval_ms must be positive");
+        }
+        Ok(())
     }
 }
 

@@ -349,5 +349,6 @@ async fn run<R: FrameRead, W: ChunkWrite + 'static>(
     drop(queue_tx);
     let _ = writer_task.await;
     ctx.metrics.borrow_mut().connections_open -= 1;
+    crate::handlers::share::connection_closed(&ctx, session.id);
     tracing::debug!(shard = ctx.id, %peer, "connection closed");
 }

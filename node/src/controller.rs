@@ -25,6 +25,7 @@ use crate::metadata::boot::propose_all;
 use crate::metadata::brokers::{BrokerAnswer, BrokerCall, Sessions};
 use crate::metadata::election::{self, ElectionRequest, ElectionResults};
 use crate::metadata::isr::{self, IsrChange, PartitionState, Planned};
+use crate::metadata::leadership::OfflineReplicas;
 use crate::metadata::placement::{self, Candidate, Start};
 use crate::metadata::publish::{self, Published};
 use crate::metadata::quorum_view::QuorumView;
@@ -204,6 +205,8 @@ pub struct ControllerStart {
     /// This node's voter; `None` on a broker that is not a controller, which forwards
     /// every change to the active controller.
     pub quorum: Option<Arc<MetadataQuorum>>,
+    /// The log dirs, whose offline replicas every heartbeat reports.
+    pub log_dirs: Arc<crate::log_dirs::LogDirs>,
     /// The subscription the start-up image was built from; the follower continues it.
     pub committed: flume::Receiver<Committed>,
     pub image: Arc<MetadataImage>,
@@ -245,6 +248,7 @@ pub fn spawn(
         config.clone(),
         start.endpoints,
         published.clone(),
+        start.log_dirs,
         start.unfenced,
         start.stop,
     ))
@@ -462,36 +466,64 @@ impl Controller {
                 match self.sessions().register(&image, &call, now) {
                     Err(why) => BrokerAnswer::Refused(why),
                     Ok(Ok(epoch)) => BrokerAnswer::Registered { epoch },
-                    Ok(Err((epoch, record))) => match self
-                        .commit(&image, self.with_leadership(&image, vec![record]))
-                        .await
-                    {
-                        Ok(committed) => {
-                            let at = committed.offset.unwrap_or(0);
-                            self.sessions().registered(broker_id, at);
-                            tracing::info!(broker = broker_id, epoch, "broker registered");
-                            BrokerAnswer::Registered { epoch }
+                    Ok(Err((epoch, record))) => {
+                        let records = self.with_offline_leadership(&image, vec![record]);
+                        match self.commit(&image, records).await {
+                            Ok(committed) => {
+                                let at = committed.offset.unwrap_or(0);
+                                self.sessions().registered(broker_id, at);
+                                tracing::info!(broker = broker_id, epoch, "broker registered");
+                                BrokerAnswer::Registered { epoch }
+                            }
+                            Err(e) => broker_refusal(e),
                         }
-                        Err(e) => broker_refusal(e),
-                    },
+                    }
                 }
             }
             BrokerCall::Heartbeat {
                 broker_id,
                 epoch,
                 offset,
+                mut offline,
             } => {
                 let (answer, unfence) = self
                     .sessions()
                     .heartbeat(&image, broker_id, epoch, offset, now);
-                if let Some(record) = unfence {
-                    if let Err(e) = self
-                        .commit(&image, self.with_leadership(&image, vec![record]))
-                        .await
-                    {
+                offline.sort_unstable();
+                offline.dedup();
+                let registered = matches!(
+                    answer,
+                    BrokerAnswer::Heartbeat {
+                        registered: true,
+                        ..
+                    }
+                );
+                let offline_changed =
+                    registered && self.sessions().offline_changed(broker_id, &offline);
+                if unfence.is_none() && !offline_changed {
+                    return answer;
+                }
+                let unfenced = unfence.is_some();
+                let all_offline = self.sessions().offline_with(broker_id, &offline);
+                let records =
+                    self.with_leadership(&image, unfence.into_iter().collect(), &all_offline);
+                let moved = records.len() - usize::from(unfenced);
+                if !records.is_empty() {
+                    if let Err(e) = self.commit(&image, records).await {
                         return broker_refusal(e);
                     }
+                }
+                if unfenced {
                     tracing::info!(broker = broker_id, epoch, "broker unfenced");
+                }
+                if offline_changed {
+                    tracing::warn!(
+                        broker = broker_id,
+                        offline_replicas = offline.len(),
+                        partitions_changed = moved,
+                        "broker reported offline replicas (failed log dir): their leaderships and ISR memberships moved"
+                    );
+                    self.sessions().set_offline(broker_id, offline);
                 }
                 answer
             }
@@ -505,10 +537,8 @@ impl Controller {
                         fenced: true,
                     };
                 };
-                if let Err(e) = self
-                    .commit(&image, self.with_leadership(&image, vec![record]))
-                    .await
-                {
+                let records = self.with_offline_leadership(&image, vec![record]);
+                if let Err(e) = self.commit(&image, records).await {
                     return broker_refusal(e);
                 }
                 tracing::info!(broker = broker_id, epoch, "broker shut down (controlled)");
@@ -551,14 +581,26 @@ impl Controller {
         &self,
         image: &MetadataImage,
         mut records: Vec<ApiMessageAndVersion>,
+        offline: &OfflineReplicas,
     ) -> Vec<ApiMessageAndVersion> {
         let mut next = image.clone();
         next.replay_all(&records);
         records.extend(crate::metadata::leadership::elect_leaders(
             &next,
             &self.config,
+            offline,
         ));
         records
+    }
+
+    /// [`Self::with_leadership`] with the offline replicas the brokers reported.
+    fn with_offline_leadership(
+        &mut self,
+        image: &MetadataImage,
+        records: Vec<ApiMessageAndVersion>,
+    ) -> Vec<ApiMessageAndVersion> {
+        let offline = self.sessions().offline_replicas();
+        self.with_leadership(image, records, &offline)
     }
 
     /// AlterPartition: checked and planned by `metadata/isr.rs`, answered with the
@@ -603,7 +645,8 @@ impl Controller {
     /// new leaders.
     async fn elect_leaders(&mut self, request: &ElectionRequest) -> Result<ElectionResults, i16> {
         let image = self.current().await.map_err(|e| refusal(e).0.code())?;
-        let (records, results) = election::plan(&image, request)?;
+        let offline = self.sessions().offline_replicas();
+        let (records, results) = election::plan(&image, request, &offline)?;
         if !records.is_empty() {
             let count = records.len();
             self.commit(&image, records)
@@ -641,7 +684,12 @@ impl Controller {
         let Ok(image) = self.current().await else {
             return;
         };
-        let moves = election::rebalance(&image, self.config.leader_imbalance_per_broker_percentage);
+        let offline = self.sessions().offline_replicas();
+        let moves = election::rebalance(
+            &image,
+            self.config.leader_imbalance_per_broker_percentage,
+            &offline,
+        );
         if moves.is_empty() {
             return;
         }
@@ -678,10 +726,8 @@ impl Controller {
             return;
         }
         let count = fence.len();
-        match self
-            .commit(&image, self.with_leadership(&image, fence))
-            .await
-        {
+        let records = self.with_offline_leadership(&image, fence);
+        match self.commit(&image, records).await {
             Ok(_) => tracing::warn!(brokers = count, "fenced brokers whose session expired"),
             // Not fatal (refusal stops the broker only for a stopped quorum): the next
             // tick tries again.
@@ -917,7 +963,9 @@ impl Controller {
         }
         // A config change may allow unclean elections of leaderless partitions.
         if matches!(kind, "configs" | "broker configs") && !records.is_empty() {
-            let elections = crate::metadata::leadership::elect_leaders(&next, &self.config);
+            let offline = self.sessions().offline_replicas();
+            let elections =
+                crate::metadata::leadership::elect_leaders(&next, &self.config, &offline);
             next.replay_all(&elections);
             records.extend(elections);
         }
@@ -1408,10 +1456,77 @@ mod tests {
             broker_id: id,
             epoch,
             offset: published.image().offset,
+            offline: Vec::new(),
         };
         c.handle(ControllerRequest::Broker(heartbeat)).await;
         assert!(published.image().is_live(id));
         epoch
+    }
+
+    /// A broker's heartbeat reporting an offline replica moves that partition's
+    /// leadership and takes the replica out of its ISR; its other partitions stay.
+    #[test]
+    fn offline_replicas_in_a_heartbeat_move_their_leaderships() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (mut c, published) = controller_alone(dir.path()).await;
+            let mut epochs = Vec::new();
+            for id in 0..3 {
+                epochs.push(join(&mut c, &published, id).await);
+            }
+            let ControllerReply::Topics(out) = c
+                .handle(ControllerRequest::CreateTopics {
+                    topics: vec![NewTopic {
+                        name: "jbod".into(),
+                        num_partitions: -1,
+                        replication_factor: -1,
+                        assignments: vec![(0, vec![0, 1, 2]), (1, vec![0, 2, 1])],
+                        configs: Vec::new(),
+                    }],
+                    validate_only: false,
+                })
+                .await
+            else {
+                panic!("topics");
+            };
+            assert_eq!(out[0].error, 0, "{:?}", out[0].message);
+            let id = out[0].topic.as_ref().expect("created").id;
+            let beat = |offline: Vec<([u8; 16], i32)>| {
+                ControllerRequest::Broker(BrokerCall::Heartbeat {
+                    broker_id: 0,
+                    epoch: epochs[0],
+                    offset: published.image().offset,
+                    offline,
+                })
+            };
+            let reply = c.handle(beat(vec![(id, 0)])).await;
+            assert!(matches!(
+                reply,
+                ControllerReply::Broker(BrokerAnswer::Heartbeat {
+                    registered: true,
+                    fenced: false
+                })
+            ));
+            let state = |p: usize| {
+                let image = published.image();
+                let p = &image.topic("jbod").unwrap().partitions[p];
+                (p.leader, p.isr.clone())
+            };
+            assert_eq!(state(0), (1, vec![1, 2]));
+            assert_eq!(state(1), (0, vec![0, 2, 1]));
+            // The same report again changes nothing; a fence of broker 1 does not
+            // hand partition 0 back to the offline replica.
+            let offset = published.image().offset;
+            c.handle(beat(vec![(id, 0)])).await;
+            assert_eq!(published.image().offset, offset);
+            c.handle(ControllerRequest::Broker(BrokerCall::ControlledShutdown {
+                broker_id: 1,
+                epoch: epochs[1],
+            }))
+            .await;
+            assert_eq!(state(0), (2, vec![2]));
+        });
     }
 
     /// The whole path of the controller's replication calls on a real quorum: RF 3

@@ -1,8 +1,9 @@
-//! The group and transaction coordinators follow the leadership of their internal
-//! partitions (Kafka's `onElection` / `onResignation` of its GroupCoordinator and
-//! TransactionCoordinator). When a replica of a `__consumer_offsets` or
-//! `__transaction_state` partition starts leading a leader epoch on this broker, its
-//! shard rebuilds that partition's groups or transactions from the log, in the
+//! The group, transaction and share coordinators follow the leadership of their internal
+//! partitions (Kafka's `onElection` / `onResignation` of its GroupCoordinator,
+//! TransactionCoordinator and ShareCoordinator). When a replica of a
+//! `__consumer_offsets`, `__transaction_state` or `__share_group_state` partition
+//! starts leading a leader epoch on this broker, its shard rebuilds that partition's
+//! groups, transactions or share-partition states from the log, in the
 //! background; when it stops leading, the shard drops exactly that partition's state,
 //! so a former coordinator never answers from state the new one has moved on from.
 //!
@@ -19,6 +20,7 @@ use crate::group::OFFSETS_TOPIC;
 use crate::mesh::PartitionKey;
 use crate::partition::Partition;
 use crate::shard::ShardContext;
+use crate::share::SHARE_STATE_TOPIC;
 use crate::txn::TXN_STATE_TOPIC;
 
 /// Where a coordinator stands with one internal partition of its shard. Each load has
@@ -106,6 +108,11 @@ pub fn role_changed(
     led_before: Option<i32>,
 ) {
     let led_now = partition.leader_epoch();
+    // Share-partitions (KIP-932) of a partition whose leadership ended or moved to a
+    // new epoch are dropped: their state is persisted, and reloaded when needed.
+    if led_now != led_before && led_before.is_some() {
+        ctx.share_partitions.borrow_mut().forget_partition(key);
+    }
     if led_now == led_before || !is_coordinator_topic(&key.topic) {
         return;
     }
@@ -118,7 +125,7 @@ pub fn role_changed(
 }
 
 fn is_coordinator_topic(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC || topic == TXN_STATE_TOPIC
+    topic == OFFSETS_TOPIC || topic == TXN_STATE_TOPIC || topic == SHARE_STATE_TOPIC
 }
 
 /// Drop the coordinator state of `key`'s partition (no longer led here, or gone).
@@ -129,6 +136,7 @@ pub fn resigned(ctx: &ShardContext, key: &PartitionKey) {
     let unloaded = match &*key.topic {
         OFFSETS_TOPIC => ctx.groups.borrow_mut().unload(index, count(OFFSETS_TOPIC)),
         TXN_STATE_TOPIC => ctx.txns.borrow_mut().unload(index, count(TXN_STATE_TOPIC)),
+        SHARE_STATE_TOPIC => ctx.shares.borrow_mut().unload(index),
         _ => false,
     };
     if unloaded {
@@ -147,7 +155,12 @@ fn elected(ctx: &Rc<ShardContext>, key: &PartitionKey, partition: &Rc<Partition>
             let session = std::time::Duration::from_millis(
                 ctx.config.group_consumer_session_timeout_ms as u64,
             );
-            match crate::group::Coordinator::replay(&partition, index, session).await {
+            let share_session = std::time::Duration::from_millis(
+                ctx.config.group_share_session_timeout_ms as u64,
+            );
+            match crate::group::Coordinator::replay(&partition, index, session, share_session)
+                .await
+            {
                 Ok((loaded, records)) => {
                     if ctx.groups.borrow_mut().install(index, generation, loaded) {
                         tracing::info!(topic = %topic, partition = index, epoch, records, ms = started.elapsed().as_millis() as u64, "group coordinator loaded");
@@ -156,6 +169,22 @@ fn elected(ctx: &Rc<ShardContext>, key: &PartitionKey, partition: &Rc<Partition>
                 Err(e) => {
                     ctx.groups.borrow_mut().loads.fail(index, generation);
                     tracing::error!(topic = %topic, partition = index, epoch, error = %e, "loading groups and committed offsets failed");
+                }
+            }
+        })
+        .detach();
+    } else if &*topic == SHARE_STATE_TOPIC {
+        let generation = ctx.shares.borrow_mut().loads.begin(index);
+        compio::runtime::spawn(async move {
+            let started = std::time::Instant::now();
+            match crate::share::coordinator::load(&ctx, index, generation, &partition).await {
+                Ok(Some(records)) => {
+                    tracing::info!(topic = %topic, partition = index, epoch, records, ms = started.elapsed().as_millis() as u64, "share coordinator loaded");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    ctx.shares.borrow_mut().loads.fail(index, generation);
+                    tracing::error!(topic = %topic, partition = index, epoch, error = %e, "loading share-group state failed");
                 }
             }
         })

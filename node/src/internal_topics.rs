@@ -1,4 +1,5 @@
-//! The internal topics' definitions (`__consumer_offsets`, `__transaction_state`), and
+//! The internal topics' definitions (`__consumer_offsets`, `__transaction_state`,
+//! `__share_group_state`), and
 //! their creation on first use in a cluster: as Kafka, the first FindCoordinator for a
 //! group or transactional id creates the topic (answered COORDINATOR_NOT_AVAILABLE
 //! meanwhile, which clients retry), so that its partitions are spread over the brokers
@@ -9,7 +10,6 @@
 //! replica (`main.rs`), so its first FindCoordinator is answered at once.
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::BrokerConfig;
@@ -58,6 +58,34 @@ pub fn transaction_state_topic(config: &BrokerConfig, replicas: i16) -> NewTopic
     topic
 }
 
+/// `__share_group_state` with `replicas` replicas, with Kafka's configs for it: not
+/// compacted but `cleanup.policy=delete` with no retention (the share coordinator
+/// deletes what no state needs, `share/coordinator.rs`), its own segment size and
+/// `min.insync.replicas` (at most `replicas`).
+pub fn share_state_topic(config: &BrokerConfig, replicas: i16) -> NewTopic {
+    let min_isr = config
+        .share_coordinator_state_topic_min_isr
+        .min(i32::from(replicas.max(1)));
+    let setting = |k: &str, v: String| (k.to_string(), Some(v));
+    NewTopic {
+        name: crate::share::SHARE_STATE_TOPIC.to_string(),
+        num_partitions: config.share_coordinator_state_topic_num_partitions,
+        replication_factor: replicas,
+        assignments: Vec::new(),
+        configs: vec![
+            setting("cleanup.policy", "delete".into()),
+            setting("retention.ms", "-1".into()),
+            setting(
+                "segment.bytes",
+                config
+                    .share_coordinator_state_topic_segment_bytes
+                    .to_string(),
+            ),
+            setting("min.insync.replicas", min_isr.to_string()),
+        ],
+    }
+}
+
 /// Minimum time between two creations of the same topic asked by one shard.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -67,12 +95,13 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub struct CreationAsked {
     offsets: Cell<Option<Instant>>,
     transaction_state: Cell<Option<Instant>>,
+    share_state: Cell<Option<Instant>>,
 }
 
 /// Asks the controller (forwarded to the active one) to create a missing internal topic,
 /// without waiting for the answer, once enough brokers are live for its replication
 /// factor (else logs why, at most every `RETRY_AFTER` per shard).
-pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
+pub fn create_on_first_use(ctx: &ShardContext, name: &str) {
     let (asked, topic) = match name {
         crate::group::OFFSETS_TOPIC => (
             &ctx.internal_topics.offsets,
@@ -83,6 +112,13 @@ pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
             transaction_state_topic(
                 &ctx.config,
                 ctx.config.transaction_state_log_replication_factor,
+            ),
+        ),
+        crate::share::SHARE_STATE_TOPIC => (
+            &ctx.internal_topics.share_state,
+            share_state_topic(
+                &ctx.config,
+                ctx.config.share_coordinator_state_topic_replication_factor,
             ),
         ),
         _ => return,
@@ -107,14 +143,22 @@ pub fn create_on_first_use(ctx: &Rc<ShardContext>, name: &str) {
         replication_factor = topic.replication_factor,
         "creating an internal topic on first use"
     );
-    let ctx = ctx.clone();
+    // Not waiting for the answer, nor holding the shard for it: the request goes to the
+    // controller shard, which forwards it to the active controller.
+    let controller = ctx.senders[0].clone();
     compio::runtime::spawn(async move {
-        let _ = ctx
-            .change_topics(ControllerRequest::CreateTopics {
-                topics: vec![topic],
-                validate_only: false,
-            })
-            .await;
+        let (reply, answer) = flume::bounded(1);
+        let request = ControllerRequest::CreateTopics {
+            topics: vec![topic],
+            validate_only: false,
+        };
+        if controller
+            .send_async(crate::mesh::ShardMsg::Controller { request, reply })
+            .await
+            .is_ok()
+        {
+            let _ = answer.recv_async().await;
+        }
     })
     .detach();
 }

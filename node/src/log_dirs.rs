@@ -17,7 +17,7 @@
 //!   found in no healthy directory may be on the failed one: it stays offline rather
 //!   than being created empty somewhere else, which would lose its data for good.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -42,6 +42,10 @@ struct Inner {
     /// Partitions that existed before the start and were found in no healthy directory
     /// while one was offline.
     lost: HashSet<(String, i32)>,
+    /// This broker's offline replicas (in a failed directory, or whose log could not be
+    /// opened), with their topic ids: the heartbeat reports them to the controller,
+    /// which moves their leaderships and takes them out of the ISRs (KIP-858).
+    offline_replicas: BTreeMap<(String, i32), [u8; 16]>,
 }
 
 /// A log directory as DescribeLogDirs reports it.
@@ -59,6 +63,9 @@ pub struct LogDirs {
     /// Directories failed since the start: shards compare it with what they last saw
     /// to know when to take partitions offline.
     failures: AtomicU64,
+    /// Bumped whenever the offline replicas change, so the heartbeat can report them
+    /// at once.
+    offline_generation: AtomicU64,
 }
 
 /// Where a partition's log is to be opened.
@@ -119,9 +126,11 @@ impl LogDirs {
                 dirs,
                 placed,
                 lost: HashSet::new(),
+                offline_replicas: BTreeMap::new(),
             }),
             offline_at_start,
             failures: AtomicU64::new(0),
+            offline_generation: AtomicU64::new(0),
         })
     }
 
@@ -134,9 +143,11 @@ impl LogDirs {
                 dirs: Vec::new(),
                 placed: HashMap::new(),
                 lost: HashSet::new(),
+                offline_replicas: BTreeMap::new(),
             }),
             offline_at_start: false,
             failures: AtomicU64::new(0),
+            offline_generation: AtomicU64::new(0),
         }
     }
 
@@ -200,6 +211,45 @@ impl LogDirs {
         let mut inner = self.inner();
         inner.placed.remove(&key);
         inner.lost.remove(&key);
+        if inner.offline_replicas.remove(&key).is_some() {
+            self.offline_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The partition's replica here is offline (its shard answers KAFKA_STORAGE_ERROR).
+    pub fn set_offline(&self, topic: &str, partition: i32, topic_id: [u8; 16]) {
+        self.inner()
+            .offline_replicas
+            .insert((topic.to_string(), partition), topic_id);
+        self.offline_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The partition's replica here serves again (opened).
+    pub fn set_online(&self, topic: &str, partition: i32) {
+        let removed = self
+            .inner()
+            .offline_replicas
+            .remove(&(topic.to_string(), partition));
+        if removed.is_some() {
+            self.offline_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Changes whenever [`Self::offline_replicas`] may have changed.
+    pub fn offline_generation(&self) -> u64 {
+        self.offline_generation.load(Ordering::Acquire)
+    }
+
+    /// This broker's offline replicas, by topic id and partition, in a stable order.
+    pub fn offline_replicas(&self) -> Vec<([u8; 16], i32)> {
+        let mut out: Vec<([u8; 16], i32)> = self
+            .inner()
+            .offline_replicas
+            .iter()
+            .map(|((_, partition), id)| (*id, *partition))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Is the partition offline because of a log dir (Metadata reports it leaderless)?
@@ -470,6 +520,28 @@ mod tests {
         drop(dirs);
         std::fs::remove_dir_all(&a).unwrap();
         std::fs::remove_dir_all(&b).unwrap();
+    }
+
+    #[test]
+    fn offline_replicas_are_reported_until_opened_or_forgotten() {
+        let dirs = LogDirs::healthy_for_tests();
+        assert!(dirs.offline_replicas().is_empty());
+        dirs.set_offline("t", 1, [2; 16]);
+        dirs.set_offline("t", 0, [2; 16]);
+        dirs.set_offline("u", 0, [1; 16]);
+        assert_eq!(dirs.offline_generation(), 3);
+        assert_eq!(
+            dirs.offline_replicas(),
+            vec![([1; 16], 0), ([2; 16], 0), ([2; 16], 1)]
+        );
+        dirs.set_online("t", 0);
+        dirs.forget("u", 0);
+        assert_eq!(dirs.offline_replicas(), vec![([2; 16], 1)]);
+        assert_eq!(dirs.offline_generation(), 5);
+        // Nothing offline to remove: no change to report.
+        dirs.set_online("t", 0);
+        dirs.forget("v", 0);
+        assert_eq!(dirs.offline_generation(), 5);
     }
 
     #[test]

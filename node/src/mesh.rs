@@ -86,6 +86,9 @@ pub enum PartitionOp {
         /// Transaction version 2: the marker carries the epoch after the transaction's.
         bumped: bool,
     },
+    /// Share groups (KIP-932): acknowledge, release and acquire records of one
+    /// share-partition.
+    Share(crate::share::leader::ShareOp),
 }
 
 /// A long-polling Fetch's interest in one partition: data past `seen`, up to the high
@@ -95,6 +98,9 @@ pub struct Watch {
     pub key: PartitionKey,
     pub seen: i64,
     pub follower: bool,
+    /// A share group's ShareFetch: records of its share-partition becoming available
+    /// again (released, locks expired) count as data too.
+    pub share_group: Option<Arc<str>>,
 }
 
 /// How the owner treats a transactional batch whose transaction is not ongoing on the
@@ -123,6 +129,8 @@ impl PartitionOp {
             PartitionOp::Describe => "DescribeLogDirs",
             PartitionOp::WriteTxnMarker { .. } => "WriteTxnMarkers",
             PartitionOp::DescribeProducers => "DescribeProducers",
+            PartitionOp::Share(op) if op.fetch.is_some() => "ShareFetch",
+            PartitionOp::Share(_) => "ShareAcknowledge",
         }
     }
 }
@@ -199,6 +207,7 @@ pub enum PartitionReply {
     MarkerWritten,
     /// (producer id, epoch, last sequence, last write time, ongoing transaction start).
     Producers(Vec<(i64, i16, i32, i64, i64)>),
+    Share(crate::share::leader::ShareReply),
 }
 
 /// What one shard asks of another.
@@ -228,6 +237,8 @@ pub enum ShardMsg {
     },
     /// To the shard coordinating the transactional id.
     Txn(crate::txn::TxnRequest),
+    /// To the shard coordinating the share-partition's state (KIP-932).
+    Share(crate::share::coordinator::ShareRequest),
     /// Liveness probe: answers whether the shard serves (false while shutting down).
     Ping { reply: flume::Sender<bool> },
     /// A metrics snapshot of the shard, for a scrape.

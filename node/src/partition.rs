@@ -1478,6 +1478,11 @@ impl Partition {
             PartitionOp::Describe => PartitionReply::Described {
                 size_bytes: self.log.size_bytes(),
             },
+            // Share ops need the shard's share-partitions: `share::leader` runs them.
+            PartitionOp::Share(_) => {
+                debug_assert!(false, "share ops are run by share::leader");
+                PartitionReply::Error(spate_net::ErrorCode::UnknownServerError.code())
+            }
         }
     }
 

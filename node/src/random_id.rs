@@ -22,8 +22,13 @@ pub fn uuid_v4() -> [u8; 16] {
 /// A random id written as Kafka writes a `Uuid`: URL-safe base64 without padding (22
 /// characters), e.g. the member ids the group coordinator hands out.
 pub fn base64_uuid() -> String {
+    base64_of(uuid_v4())
+}
+
+/// A 16-byte id as Kafka's `Uuid.toString()` writes it: URL-safe base64 without padding.
+pub fn base64_of(id: [u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = u128::from_be_bytes(uuid_v4());
+    let bits = u128::from_be_bytes(id);
     // 128 bits: 21 full 6-bit digits and a last one of the 2 remaining bits, shifted up.
     (0..22)
         .map(|i| {

@@ -1,7 +1,8 @@
 //! The broker's side of registration: register with the active controller, then
 //! heartbeat every `broker_heartbeat_interval_ms` with the metadata offset this broker
-//! applied, registering again whenever the controller no longer knows the epoch (e.g.
-//! the registration was replaced). Runs on shard 0 for the broker's life; failures are
+//! applied and its offline replicas (a failed log dir: the controller moves their
+//! leaderships), registering again whenever the controller no longer knows the epoch
+//! (e.g. the registration was replaced). Runs on shard 0 for the broker's life; failures are
 //! retried at the next beat (the controller client already tried every voter).
 
 use std::rc::Rc;
@@ -49,6 +50,7 @@ pub async fn run(
     config: Arc<BrokerConfig>,
     endpoints: Vec<Endpoint>,
     published: Rc<Published>,
+    log_dirs: Arc<crate::log_dirs::LogDirs>,
     unfenced: std::sync::mpsc::SyncSender<()>,
     stop: flume::Receiver<flume::Sender<()>>,
 ) {
@@ -59,6 +61,8 @@ pub async fn run(
     let mut fenced = true;
     let mut last_warning: Option<Instant> = None;
     loop {
+        // Read before the replicas it reports: a change after it makes another beat.
+        let offline_seen = log_dirs.offline_generation();
         let request = match epoch {
             None => BrokerCall::Register {
                 broker_id: config.node_id,
@@ -70,6 +74,7 @@ pub async fn run(
                 broker_id: config.node_id,
                 epoch: e,
                 offset: published.image().offset,
+                offline: log_dirs.offline_replicas(),
             },
         };
         match call(&client, &request).await {
@@ -110,7 +115,7 @@ pub async fn run(
         } else {
             interval
         };
-        let sleep = Box::pin(compio::time::sleep(pause));
+        let sleep = Box::pin(next_beat(pause, &log_dirs, offline_seen));
         let Either::Right((Ok(done), _)) = select(sleep, stop.recv_async()).await else {
             continue;
         };
@@ -120,6 +125,20 @@ pub async fn run(
         // The broker stops: no more heartbeats (they would unfence it again).
         let _ = done.send(());
         return;
+    }
+}
+
+/// Waits `pause`, or less when the broker's offline replicas changed since `seen`: a
+/// failed log dir is reported at once (as Kafka's broker sends a heartbeat as soon as a
+/// directory fails), so its leaderships move without waiting for the next beat.
+async fn next_beat(pause: Duration, log_dirs: &crate::log_dirs::LogDirs, seen: u64) {
+    let until = Instant::now() + pause;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || log_dirs.offline_generation() != seen {
+            return;
+        }
+        compio::time::sleep(left.min(FENCED_BEAT)).await;
     }
 }
 

@@ -57,6 +57,12 @@ pub struct ShardContext {
     pub groups: RefCell<Coordinator>,
     /// Transactional ids whose `__transaction_state` partition this shard owns.
     pub txns: RefCell<crate::txn::TxnCoordinator>,
+    /// Share-partitions (KIP-932) of the partitions this shard leads.
+    pub share_partitions: RefCell<crate::share::leader::ShareLeader>,
+    /// The broker's share sessions.
+    pub share_sessions: Arc<crate::share::session::ShareSessions>,
+    /// Share-partition states whose `__share_group_state` partition this shard owns.
+    pub shares: RefCell<crate::share::ShareCoordinator>,
     pub metrics: RefCell<ShardCounters>,
     /// Broker-wide budget for request frames in memory (`queued_max_request_bytes`).
     pub request_memory: Arc<RequestMemory>,
@@ -380,6 +386,8 @@ impl ShardContext {
                             }
                             Placement::Offline(why) => {
                                 tracing::error!(topic = %topic.name, partition = index, reason = %why, "partition offline");
+                                self.log_dirs
+                                    .set_offline(&topic.name, index as i32, topic.id);
                                 self.offline.borrow_mut().insert(key, (topic.id, why));
                                 continue;
                             }
@@ -400,6 +408,7 @@ impl ShardContext {
                             Ok(p) => {
                                 p.set_role(&assignment, info.leader, self.max_lag()).await;
                                 self.offline.borrow_mut().remove(&key);
+                                self.log_dirs.set_online(&topic.name, index as i32);
                                 let p = Rc::new(p);
                                 self.partitions.borrow_mut().insert(key.clone(), p.clone());
                                 // Opened as leader: its coordinator loads.
@@ -407,6 +416,8 @@ impl ShardContext {
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
+                                self.log_dirs
+                                    .set_offline(&topic.name, index as i32, topic.id);
                                 self.offline
                                     .borrow_mut()
                                     .insert(key, (topic.id, e.to_string()));
@@ -561,6 +572,8 @@ impl ShardContext {
             };
             tracing::error!(topic = %key.topic, partition = key.partition, reason = %why, "partition offline");
             crate::coordinators::resigned(self, &key);
+            self.log_dirs
+                .set_offline(&key.topic, key.partition, p.topic_id);
             self.offline.borrow_mut().insert(key, (p.topic_id, why));
             // Stops the writer; a failing disk makes the final sync fail, which is
             // expected here and already logged for the directory.
@@ -691,6 +704,9 @@ impl ShardContext {
                         reply
                     }))
                 }
+                PartitionOp::Share(op) => pending.push(Box::pin(async move {
+                    crate::share::leader::run(&ctx, key, partition, op).await
+                })),
                 other => pending.push(Box::pin(async move { partition.run(other).await })),
             }
         }
@@ -754,8 +770,17 @@ impl ShardContext {
                         } else {
                             p.high_watermark()
                         };
+                        let released = match &w.share_group {
+                            Some(group) => {
+                                let shares = self.share_partitions.borrow();
+                                let (listener, available) = shares.watch(group, &w.key);
+                                listeners.extend(listener);
+                                available
+                            }
+                            None => false,
+                        };
                         // A replica that stopped leading has something to say too.
-                        if end > w.seen || p.leader_epoch().is_none() {
+                        if end > w.seen || released || p.leader_epoch().is_none() {
                             ready.push(pos);
                         }
                     }
@@ -799,6 +824,8 @@ pub struct ShardStart {
     pub connection_limit: Arc<ConnectionLimit>,
     pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     pub quota_sensors: Arc<crate::quota::QuotaSensors>,
+    /// The broker's share sessions (KIP-932).
+    pub share_sessions: Arc<crate::share::session::ShareSessions>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
@@ -844,6 +871,7 @@ async fn serve(start: ShardStart) {
         connection_limit,
         replication_quotas,
         quota_sensors,
+        share_sessions,
         cleaner,
         schemas,
         log_dirs,
@@ -869,6 +897,9 @@ async fn serve(start: ShardStart) {
         cleaning: ShardCleaning::new(cleaner),
         groups: RefCell::new(Coordinator::default()),
         txns: RefCell::new(crate::txn::TxnCoordinator::default()),
+        share_partitions: RefCell::new(crate::share::leader::ShareLeader::default()),
+        share_sessions,
+        shares: RefCell::new(crate::share::ShareCoordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,
         connection_limit,
@@ -930,6 +961,7 @@ async fn serve(start: ShardStart) {
                         crate::group::serve(&ctx, request, refused)
                     }
                     ShardMsg::Txn(request) => crate::txn::serve(&ctx, request),
+                    ShardMsg::Share(request) => crate::share::coordinator::serve(&ctx, request),
                     ShardMsg::WaitForData {
                         watches,
                         deadline,
@@ -982,11 +1014,26 @@ async fn serve(start: ShardStart) {
         loop {
             compio::time::sleep(TICK).await;
             crate::group::tick(&group_ctx);
+            crate::share::leader::tick(&group_ctx);
         }
     })
     .detach();
 
     crate::cleaner::schedule::spawn(&ctx);
+
+    let share_ctx = ctx.clone();
+    compio::runtime::spawn(async move {
+        let every = Duration::from_millis(
+            share_ctx
+                .config
+                .share_coordinator_state_topic_prune_interval_ms,
+        );
+        loop {
+            compio::time::sleep(every).await;
+            crate::share::coordinator::prune(&share_ctx).await;
+        }
+    })
+    .detach();
 
     let txn_ctx = ctx.clone();
     compio::runtime::spawn(async move {

@@ -15,6 +15,18 @@ pub mod consumer_group_target_assignment_member_key;
 pub mod consumer_group_target_assignment_member_value;
 pub mod consumer_group_target_assignment_metadata_key;
 pub mod consumer_group_target_assignment_metadata_value;
+pub mod share_group_current_member_assignment_key;
+pub mod share_group_current_member_assignment_value;
+pub mod share_group_member_metadata_key;
+pub mod share_group_member_metadata_value;
+pub mod share_group_metadata_key;
+pub mod share_group_metadata_value;
+pub mod share_group_state_partition_metadata_key;
+pub mod share_group_state_partition_metadata_value;
+pub mod share_group_target_assignment_member_key;
+pub mod share_group_target_assignment_member_value;
+pub mod share_group_target_assignment_metadata_key;
+pub mod share_group_target_assignment_metadata_value;
 
 pub use consumer_group_current_member_assignment_key::ConsumerGroupCurrentMemberAssignmentKey;
 pub use consumer_group_current_member_assignment_value::ConsumerGroupCurrentMemberAssignmentValue;
@@ -30,6 +42,18 @@ pub use consumer_group_target_assignment_member_key::ConsumerGroupTargetAssignme
 pub use consumer_group_target_assignment_member_value::ConsumerGroupTargetAssignmentMemberValue;
 pub use consumer_group_target_assignment_metadata_key::ConsumerGroupTargetAssignmentMetadataKey;
 pub use consumer_group_target_assignment_metadata_value::ConsumerGroupTargetAssignmentMetadataValue;
+pub use share_group_current_member_assignment_key::ShareGroupCurrentMemberAssignmentKey;
+pub use share_group_current_member_assignment_value::ShareGroupCurrentMemberAssignmentValue;
+pub use share_group_member_metadata_key::ShareGroupMemberMetadataKey;
+pub use share_group_member_metadata_value::ShareGroupMemberMetadataValue;
+pub use share_group_metadata_key::ShareGroupMetadataKey;
+pub use share_group_metadata_value::ShareGroupMetadataValue;
+pub use share_group_state_partition_metadata_key::ShareGroupStatePartitionMetadataKey;
+pub use share_group_state_partition_metadata_value::ShareGroupStatePartitionMetadataValue;
+pub use share_group_target_assignment_member_key::ShareGroupTargetAssignmentMemberKey;
+pub use share_group_target_assignment_member_value::ShareGroupTargetAssignmentMemberValue;
+pub use share_group_target_assignment_metadata_key::ShareGroupTargetAssignmentMetadataKey;
+pub use share_group_target_assignment_metadata_value::ShareGroupTargetAssignmentMetadataValue;
 
 #[cfg(test)]
 mod roundtrip {
@@ -104,6 +128,66 @@ mod roundtrip {
     #[test]
     fn consumer_group_target_assignment_metadata_value() {
         rt(ConsumerGroupTargetAssignmentMetadataValue::sample);
+    }
+
+    #[test]
+    fn share_group_current_member_assignment_key() {
+        rt(ShareGroupCurrentMemberAssignmentKey::sample);
+    }
+
+    #[test]
+    fn share_group_current_member_assignment_value() {
+        rt(ShareGroupCurrentMemberAssignmentValue::sample);
+    }
+
+    #[test]
+    fn share_group_member_metadata_key() {
+        rt(ShareGroupMemberMetadataKey::sample);
+    }
+
+    #[test]
+    fn share_group_member_metadata_value() {
+        rt(ShareGroupMemberMetadataValue::sample);
+    }
+
+    #[test]
+    fn share_group_metadata_key() {
+        rt(ShareGroupMetadataKey::sample);
+    }
+
+    #[test]
+    fn share_group_metadata_value() {
+        rt(ShareGroupMetadataValue::sample);
+    }
+
+    #[test]
+    fn share_group_state_partition_metadata_key() {
+        rt(ShareGroupStatePartitionMetadataKey::sample);
+    }
+
+    #[test]
+    fn share_group_state_partition_metadata_value() {
+        rt(ShareGroupStatePartitionMetadataValue::sample);
+    }
+
+    #[test]
+    fn share_group_target_assignment_member_key() {
+        rt(ShareGroupTargetAssignmentMemberKey::sample);
+    }
+
+    #[test]
+    fn share_group_target_assignment_member_value() {
+        rt(ShareGroupTargetAssignmentMemberValue::sample);
+    }
+
+    #[test]
+    fn share_group_target_assignment_metadata_key() {
+        rt(ShareGroupTargetAssignmentMetadataKey::sample);
+    }
+
+    #[test]
+    fn share_group_target_assignment_metadata_value() {
+        rt(ShareGroupTargetAssignmentMetadataValue::sample);
     }
 
 }

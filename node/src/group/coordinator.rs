@@ -20,6 +20,8 @@ use super::consumer::{
 };
 use super::membership::{Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply};
 use super::offsets_log::{self, CommittedOffset, OffsetKey};
+use super::share::records as share_records;
+use super::share::{ShareGroup, ShareGroupSettings, ShareHeartbeatArgs, ShareHeartbeatReply};
 use crate::mesh::{PartitionKey, PartitionReply};
 use crate::partition::{now_ms, Partition};
 use crate::shard::ShardContext;
@@ -137,6 +139,46 @@ pub enum GroupRequest {
         group_id: String,
         reply: flume::Sender<Result<Option<ConsumerGroupView>, ()>>,
     },
+    /// ShareGroupHeartbeat (KIP-932).
+    ShareHeartbeat {
+        group_id: String,
+        args: Box<ShareHeartbeatArgs>,
+        reply: flume::Sender<Result<ShareHeartbeatReply, GroupError>>,
+    },
+    /// ShareGroupDescribe: None when there is no share group of that id (Err: the id is
+    /// a group of another type).
+    ShareDescribe {
+        group_id: String,
+        reply: flume::Sender<Result<Option<ShareGroupView>, ()>>,
+    },
+    /// DescribeShareGroupOffsets of every topic: the share group's partitions with
+    /// initialized state.
+    ShareStatePartitions {
+        group_id: String,
+        reply: flume::Sender<Result<super::share::group::TopicPartitions, GroupError>>,
+    },
+    /// AlterShareGroupOffsets: the group (created if missing) must be empty; the topics
+    /// are marked initializing. Ok: the state epoch to initialize them with.
+    ShareAlterOffsets {
+        group_id: String,
+        topics: super::share::group::TopicPartitions,
+        reply: flume::Sender<Result<i32, GroupError>>,
+    },
+    /// DeleteShareGroupOffsets: the group must exist and be empty; the topics that have
+    /// state move to deleting. Ok: those topics and their partitions.
+    ShareDeleteOffsets {
+        group_id: String,
+        topics: std::collections::BTreeSet<super::consumer::member::TopicId>,
+        reply: flume::Sender<Result<super::share::group::TopicPartitions, GroupError>>,
+    },
+    /// The persister initialized or deleted share state: recorded; answers the write's
+    /// code.
+    ShareStateDone {
+        group_id: String,
+        initialized: super::share::group::InitRequest,
+        deleted: std::collections::BTreeSet<super::consumer::member::TopicId>,
+        reply: flume::Sender<i16>,
+    },
     /// Ok: one code per partition; Err: a group-level code.
     DeleteOffsets {
         group_id: String,
@@ -176,6 +218,15 @@ pub struct ConsumerGroupView {
     pub topics: Arc<TopicsView>,
 }
 
+/// A share group as ShareGroupDescribe reports it.
+pub struct ShareGroupView {
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: Vec<super::share::member::ShareMember>,
+    pub topics: Arc<TopicsView>,
+}
+
 /// (topic, partition) → committed offset, with the sequence number of its commit.
 type GroupOffsets = HashMap<(String, i32), (u64, CommittedOffset)>;
 
@@ -184,9 +235,13 @@ pub struct Coordinator {
     groups: HashMap<String, Group>,
     /// KIP-848 consumer groups; a group id is in `groups` or here, never both.
     consumer: HashMap<String, ConsumerGroup>,
+    /// KIP-932 share groups; a group id is in one of the three maps only.
+    pub(super) share: HashMap<String, ShareGroup>,
     /// The metadata image version the consumer groups last saw (regexes and
     /// subscribed topics are checked again when it changes).
     image_version_seen: Option<u64>,
+    /// Likewise for the share groups (deleted topics lose their share state).
+    pub(super) share_image_seen: Option<u64>,
     /// Target assignment computations of consumer groups (a metric).
     pub consumer_rebalances: u64,
     /// The topics as consumer groups see them, for one metadata image version.
@@ -242,8 +297,25 @@ impl Coordinator {
         settings
     }
 
+    pub fn share_settings(ctx: &ShardContext, group_id: &str) -> ShareGroupSettings {
+        use super::group_config::{effective, SHARE_HEARTBEAT_INTERVAL, SHARE_SESSION_TIMEOUT};
+        let c = &ctx.config;
+        let image = ctx.image();
+        let own = image.group_configs.get(group_id);
+        ShareGroupSettings {
+            session_timeout: Duration::from_millis(
+                effective(c, own, SHARE_SESSION_TIMEOUT).max(1) as u64
+            ),
+            heartbeat_interval_ms: effective(c, own, SHARE_HEARTBEAT_INTERVAL),
+            max_size: c.group_share_max_size,
+            initialize_retry: Duration::from_millis(
+                c.group_share_initialize_retry_interval_ms.max(1) as u64,
+            ),
+        }
+    }
+
     /// The topics of the current metadata image (built once per image version).
-    fn topics_view(&mut self, ctx: &ShardContext) -> Arc<TopicsView> {
+    pub(super) fn topics_view(&mut self, ctx: &ShardContext) -> Arc<TopicsView> {
         let image = ctx.image();
         match &self.topics_view {
             Some((version, view)) if *version == image.offset => view.clone(),
@@ -259,6 +331,11 @@ impl Coordinator {
         }
     }
 
+    /// Members of the share groups, for the metrics.
+    pub fn share_members(&self) -> u64 {
+        self.share.values().map(|g| g.members.len() as u64).sum()
+    }
+
     /// Group counts by (type, state), for the metrics.
     pub fn group_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
@@ -268,6 +345,9 @@ impl Coordinator {
         }
         for g in self.consumer.values() {
             *counts.entry(("consumer", g.state())).or_default() += 1;
+        }
+        for g in self.share.values() {
+            *counts.entry(("share", g.state())).or_default() += 1;
         }
         counts.into_iter().map(|((t, s), n)| (t, s, n)).collect()
     }
@@ -354,6 +434,7 @@ impl Coordinator {
         partition: &Partition,
         index: i32,
         consumer_session_timeout: Duration,
+        share_session_timeout: Duration,
     ) -> Result<(Coordinator, usize), spate_log::LogError> {
         let mut me = Coordinator::default();
         let mut applied = 0;
@@ -373,6 +454,18 @@ impl Coordinator {
                     return;
                 }
                 for record in records.flatten() {
+                    if let Some(k) = record
+                        .key
+                        .as_ref()
+                        .filter(|k| share_records::is_share_record(k))
+                    {
+                        if !batch.is_transactional()
+                            && share_records::replay(&mut me.share, k.clone(), record.value.clone())
+                        {
+                            applied += 1;
+                        }
+                        continue;
+                    }
                     if let Some(k) = record
                         .key
                         .as_ref()
@@ -415,6 +508,9 @@ impl Coordinator {
                 g.restart_sessions(now, consumer_session_timeout);
             }
         }
+        for g in me.share.values_mut() {
+            g.restart_sessions(now, share_session_timeout);
+        }
         Ok((me, applied))
     }
 
@@ -426,11 +522,13 @@ impl Coordinator {
         }
         let Coordinator {
             consumer,
+            share,
             offsets,
             pending_txn,
             ..
         } = loaded;
         self.consumer.extend(consumer);
+        self.share.extend(share);
         // Renumbered after this coordinator's commits, in the loaded order.
         let mut entries: Vec<(u64, String, (String, i32), CommittedOffset)> = offsets
             .into_iter()
@@ -466,6 +564,7 @@ impl Coordinator {
             !mine(id)
         });
         self.consumer.retain(|id, _| !mine(id));
+        self.share.retain(|id, _| !mine(id));
         self.offsets.retain(|id, _| !mine(id));
         self.pending_txn.retain(|(p, _), _| *p != index);
         self.loads.end(index)
@@ -530,8 +629,8 @@ impl Coordinator {
     }
 
     fn describe(&self, group_id: &str) -> GroupDescription {
-        if self.consumer.contains_key(group_id) {
-            // DescribeGroups (up to v5) does not see consumer groups: Kafka 4.4 answers
+        if self.consumer.contains_key(group_id) || self.share.contains_key(group_id) {
+            // DescribeGroups (up to v5) does not see consumer or share groups: Kafka 4.4 answers
             // Dead with no error, as for a group that does not exist.
             return GroupDescription {
                 group_id: group_id.to_string(),
@@ -596,6 +695,12 @@ impl Coordinator {
             state: g.state(),
             group_type: "consumer",
         }));
+        out.extend(self.share.values().map(|g| GroupListing {
+            group_id: g.id.clone(),
+            protocol_type: super::share::PROTOCOL_TYPE.to_string(),
+            state: g.state(),
+            group_type: "share",
+        }));
         for id in self.offsets.keys() {
             if !self.groups.contains_key(id) && !self.consumer.contains_key(id) {
                 out.push(GroupListing {
@@ -621,11 +726,17 @@ impl Coordinator {
             .collect()
     }
 
+    /// Whether `group_id` is a classic or consumer group (not a share group).
+    pub(super) fn owns_other_kind(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id) || self.consumer.contains_key(group_id)
+    }
+
     fn has_members(&self, group_id: &str) -> bool {
         self.groups
             .get(group_id)
             .is_some_and(|g| !g.members.is_empty())
             || self.consumer.get(group_id).is_some_and(|g| !g.is_empty())
+            || self.share.get(group_id).is_some_and(|g| !g.is_empty())
     }
 }
 
@@ -644,6 +755,12 @@ impl GroupRequest {
             | GroupRequest::Delete { group_id, .. }
             | GroupRequest::ConsumerHeartbeat { group_id, .. }
             | GroupRequest::ConsumerDescribe { group_id, .. }
+            | GroupRequest::ShareHeartbeat { group_id, .. }
+            | GroupRequest::ShareDescribe { group_id, .. }
+            | GroupRequest::ShareStatePartitions { group_id, .. }
+            | GroupRequest::ShareAlterOffsets { group_id, .. }
+            | GroupRequest::ShareDeleteOffsets { group_id, .. }
+            | GroupRequest::ShareStateDone { group_id, .. }
             | GroupRequest::DeleteOffsets { group_id, .. } => Some(group_id),
             GroupRequest::List { .. } => None,
         }
@@ -667,6 +784,16 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             args,
             reply,
         } => {
+            if coord.share.contains_key(&group_id) {
+                // Kafka: a share group id is not a classic group.
+                let _ = reply.send(spate_net::messages::JoinGroupResponse {
+                    error_code: super::membership::INCONSISTENT_GROUP_PROTOCOL,
+                    generation_id: -1,
+                    member_id: args.member_id,
+                    ..Default::default()
+                });
+                return;
+            }
             if let Some(g) = coord.consumer.get(&group_id) {
                 if !g.is_empty() {
                     // Kafka would take the classic member into the consumer group
@@ -789,6 +916,11 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
         } => {
             // Kafka's validateOffsetCommit for classic groups.
             let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+            if coord.share.contains_key(&group_id) {
+                // Kafka: a share group has no committed offsets.
+                let _ = reply.send(vec![ErrorCode::GroupIdNotFound.code(); entries.len()]);
+                return;
+            }
             if coord.consumer.contains_key(&group_id) {
                 // Kafka's validateOffsetCommit for consumer groups, partition by partition.
                 let topics = coord.topics_view(ctx);
@@ -911,6 +1043,11 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
                 let _ = reply.send(ErrorCode::NonEmptyGroup.code());
                 return;
             }
+            if coord.share.contains_key(&group_id) {
+                drop(coord);
+                super::share_serve::delete_group(ctx, group_id, reply);
+                return;
+            }
             let was_consumer = match coord.consumer.remove(&group_id) {
                 Some(g) => {
                     write_group_records(ctx, &group_id, g.tombstones(), None);
@@ -957,30 +1094,58 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
                 }
             }
         }
+        GroupRequest::ShareHeartbeat {
+            group_id,
+            args,
+            reply,
+        } => super::share_serve::heartbeat(ctx, coord, group_id, *args, now, reply),
+        GroupRequest::ShareStatePartitions { group_id, reply } => {
+            let _ = reply.send(super::share_serve::state_partitions(&coord, &group_id));
+        }
+        GroupRequest::ShareAlterOffsets {
+            group_id,
+            topics,
+            reply,
+        } => super::share_serve::alter_offsets(ctx, coord, group_id, topics, reply),
+        GroupRequest::ShareDeleteOffsets {
+            group_id,
+            topics,
+            reply,
+        } => super::share_serve::delete_offsets(ctx, coord, group_id, topics, reply),
+        GroupRequest::ShareStateDone {
+            group_id,
+            initialized,
+            deleted,
+            reply,
+        } => super::share_serve::state_done(ctx, coord, group_id, initialized, deleted, reply),
+        GroupRequest::ShareDescribe { group_id, reply } => {
+            let _ = reply.send(super::share_serve::describe(ctx, &mut coord, &group_id));
+        }
         GroupRequest::ConsumerDescribe { group_id, reply } => {
-            let view = if coord.groups.contains_key(&group_id) {
-                Err(())
-            } else {
-                let settings = Coordinator::consumer_settings(ctx);
-                let topics = coord.topics_view(ctx);
-                Ok(coord.consumer.get(&group_id).map(|g| ConsumerGroupView {
-                    state: g.state(),
-                    group_epoch: g.group_epoch,
-                    assignment_epoch: g.assignment_epoch,
-                    assignor: g.assignor(&settings).name(),
-                    members: g
-                        .members
-                        .values()
-                        .map(|m| {
-                            (
-                                m.clone(),
-                                g.targets.get(&m.member_id).cloned().unwrap_or_default(),
-                            )
-                        })
-                        .collect(),
-                    topics: topics.clone(),
-                }))
-            };
+            let view =
+                if coord.groups.contains_key(&group_id) || coord.share.contains_key(&group_id) {
+                    Err(())
+                } else {
+                    let settings = Coordinator::consumer_settings(ctx);
+                    let topics = coord.topics_view(ctx);
+                    Ok(coord.consumer.get(&group_id).map(|g| ConsumerGroupView {
+                        state: g.state(),
+                        group_epoch: g.group_epoch,
+                        assignment_epoch: g.assignment_epoch,
+                        assignor: g.assignor(&settings).name(),
+                        members: g
+                            .members
+                            .values()
+                            .map(|m| {
+                                (
+                                    m.clone(),
+                                    g.targets.get(&m.member_id).cloned().unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                        topics: topics.clone(),
+                    }))
+                };
             let _ = reply.send(view);
         }
         GroupRequest::DeleteOffsets {
@@ -1040,7 +1205,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
 }
 
 /// The `__consumer_offsets` partition holding `group_id`'s records, if this shard has it.
-fn offsets_partition(ctx: &ShardContext, group_id: &str) -> Option<Rc<Partition>> {
+pub(super) fn offsets_partition(ctx: &ShardContext, group_id: &str) -> Option<Rc<Partition>> {
     let key = PartitionKey {
         topic: Arc::from(OFFSETS_TOPIC),
         partition: group_partition(ctx, group_id)?,
@@ -1057,18 +1222,18 @@ fn group_partition(ctx: &ShardContext, group_id: &str) -> Option<i32> {
 /// The group's partition and the generation of its loaded state, taken before a write
 /// so that the write's outcome is applied only if that state is still the one loaded
 /// (a leadership that ended meanwhile took it away; a later one replays the write).
-fn loaded_state(ctx: &ShardContext, group_id: &str) -> Option<(i32, u64)> {
+pub(super) fn loaded_state(ctx: &ShardContext, group_id: &str) -> Option<(i32, u64)> {
     let index = group_partition(ctx, group_id)?;
     Some((index, ctx.groups.borrow().loads.loaded(index)?))
 }
 
 /// Whether the state `loaded_state` saw is still loaded.
-fn still_loaded(coord: &Coordinator, state: Option<(i32, u64)>) -> bool {
+pub(super) fn still_loaded(coord: &Coordinator, state: Option<(i32, u64)>) -> bool {
     state.is_some_and(|(index, generation)| coord.loads.loaded(index) == Some(generation))
 }
 
 /// Append records to the group's offsets partition; resolves to an error code.
-async fn append_records(
+pub(super) async fn append_records(
     partition: Option<Rc<Partition>>,
     records: Vec<(Bytes, Option<Bytes>)>,
 ) -> i16 {
@@ -1100,7 +1265,7 @@ async fn append_records(
 /// `CoordinatorOperationExceptionHelper` tells it: a partition that stopped leading
 /// means another coordinator (NOT_COORDINATOR), too few replicas or a timeout a
 /// retriable COORDINATOR_NOT_AVAILABLE.
-fn write_error(code: i16) -> i16 {
+pub fn write_error(code: i16) -> i16 {
     match ErrorCode::from_code(code) {
         Some(
             ErrorCode::UnknownTopicOrPartition
@@ -1362,6 +1527,12 @@ fn consumer_heartbeat(
     args: HeartbeatArgs,
     now: Instant,
 ) -> Result<(HeartbeatReply, Vec<GroupRecord>), GroupError> {
+    if coord.share.contains_key(group_id) {
+        return Err(GroupError::new(
+            ErrorCode::GroupIdNotFound,
+            format!("Group {group_id} is not a consumer group."),
+        ));
+    }
     if let Some(classic) = coord.groups.get(group_id) {
         if !classic.is_empty() {
             // Kafka converts a classic group whose members all use the consumer
@@ -1460,6 +1631,7 @@ pub fn tick(ctx: &Rc<ShardContext>) {
     for (group_id, records) in writes {
         write_group_records(ctx, &group_id, records, None);
     }
+    super::share_serve::tick(ctx, now);
 }
 
 #[cfg(test)]

@@ -21,6 +21,15 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::ConsumerGroupHeartbeat => {
             "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
         }
+        ApiKey::ShareGroupHeartbeat => {
+            "assignor `simple`; only share-partitions whose state the share coordinator initialized are assigned (docs/share-groups.md)"
+        }
+        ApiKey::DescribeShareGroupOffsets => {
+            "start offsets through the share coordinator (ReadShareGroupStateSummary); v1's lag from the high watermark, as Kafka"
+        }
+        ApiKey::AlterShareGroupOffsets | ApiKey::DeleteShareGroupOffsets => {
+            "only while the share group has no members (NON_EMPTY_GROUP), through the share coordinator"
+        }
         ApiKey::EndTxn => "transaction versions 1 and 2 (v5+: KIP-890's epoch bump per transaction)",
         ApiKey::Produce => {
             "v12+: transaction version 2 (the partition joins the transaction on its first write)"
@@ -32,10 +41,10 @@ fn served_note(key: ApiKey) -> &'static str {
             "with `[authorizer] enable = false` (the default): SECURITY_DISABLED (54), as Kafka without an authorizer"
         }
         ApiKey::DescribeConfigs => {
-            "topics, the broker, the cluster default and consumer groups (their two `consumer.*` configs); other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker, the cluster default and groups (the `consumer.*` and `share.*` group configs); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
-            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), consumer groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`); other resource types answer INVALID_REQUEST (42)"
+            "topics, the broker and the cluster default (the dynamic broker configs of configuration.md), groups (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`, the `share.*` configs of docs/share-groups.md); other resource types answer INVALID_REQUEST (42)"
         }
         ApiKey::SaslHandshake => "mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (JWTs checked against a JWK Set) on SASL_PLAINTEXT and SASL_SSL listeners (docs/security.md); v0 is followed by bare tokens; on an authenticated connection with a session lifetime it begins a re-authentication (KIP-368)",
         ApiKey::SaslAuthenticate => "`session_lifetime_ms`: the shorter of `connections_max_reauth_ms` and the OAUTHBEARER token's remaining lifetime (0: neither); re-authentication keeps the mechanism and the principal; SCRAM's `tokenauth` refused (no delegation tokens)",
@@ -44,6 +53,13 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::AlterUserScramCredentials => "made by the active controller (forwarded from any broker), as UserScramCredentialRecord in the metadata log",
         ApiKey::DescribeQuorum => {
             "any broker answers for the active controller; offsets are the quorum log's index + 1; a voter's last fetch time is not known (-1), an observer's is its last heartbeat"
+        }
+        ApiKey::InitializeShareGroupState
+        | ApiKey::ReadShareGroupState
+        | ApiKey::WriteShareGroupState
+        | ApiKey::DeleteShareGroupState
+        | ApiKey::ReadShareGroupStateSummary => {
+            "between brokers (KIP-932's share coordinator, docs/share-groups.md); CLUSTER_ACTION on the cluster"
         }
         ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
         ApiKey::ListConfigResources => {
@@ -56,8 +72,6 @@ fn served_note(key: ApiKey) -> &'static str {
 const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
-const SHARE: &str = "share groups (KIP-932) are not implemented";
-const SHARE_STATE: &str = "share-group state API between brokers (KIP-932), not served to clients";
 
 /// Why an API is not served.
 fn unserved_reason(key: ApiKey) -> &'static str {
@@ -93,18 +107,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         GetTelemetrySubscriptions | PushTelemetry => {
             "client telemetry (KIP-714) is not implemented"
         }
-        ShareGroupHeartbeat
-        | ShareGroupDescribe
-        | ShareFetch
-        | ShareAcknowledge
-        | DescribeShareGroupOffsets
-        | AlterShareGroupOffsets
-        | DeleteShareGroupOffsets => SHARE,
-        InitializeShareGroupState
-        | ReadShareGroupState
-        | WriteShareGroupState
-        | DeleteShareGroupState
-        | ReadShareGroupStateSummary => SHARE_STATE,
         _ => "",
     }
 }

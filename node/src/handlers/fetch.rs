@@ -648,6 +648,7 @@ async fn wait_for_data(
                 key: w.key.clone(),
                 seen,
                 follower: matches!(w.reader, Reader::Follower { .. }),
+                share_group: None,
             });
         }
     }

@@ -74,7 +74,7 @@ fn coordinator_shard(ctx: &ShardContext, group_id: &str) -> Option<usize> {
 /// Send a request to the group's coordinator and wait for its answer; the error code
 /// when this broker is not the coordinator: NOT_COORDINATOR when a live broker is
 /// (the client looks it up again), COORDINATOR_NOT_AVAILABLE when none is.
-async fn ask<T>(
+pub(super) async fn ask<T>(
     ctx: &ShardContext,
     group_id: &str,
     make: impl FnOnce(flume::Sender<T>) -> GroupRequest,

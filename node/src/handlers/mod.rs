@@ -20,6 +20,10 @@ mod producer;
 mod quotas;
 mod reassignments;
 mod scram;
+pub mod share;
+mod share_groups;
+mod share_offsets;
+mod share_state;
 mod throttle;
 mod topics;
 mod txn;
@@ -446,6 +450,36 @@ async fn handle(
                 txn::write_txn_markers(&ctx, req, &caller).await
             })
         }
+        RequestBody::InitializeShareGroupState(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_state::initialize(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::ReadShareGroupState(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_state::read(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::WriteShareGroupState(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_state::write(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::DeleteShareGroupState(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_state::delete(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::ReadShareGroupStateSummary(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_state::read_summary(&ctx, req, &caller).await
+            })
+        }
         RequestBody::EndTxn(req) => {
             let caller = session.caller();
             later(&quota, header, async move {
@@ -462,6 +496,49 @@ async fn handle(
             let caller = session.caller();
             later(&quota, header, async move {
                 groups::consumer_group_heartbeat(&ctx, req, version, client_id, peer, caller).await
+            })
+        }
+        RequestBody::ShareFetch(req) => {
+            let (listener, caller, id) = (session.listener.clone(), session.caller(), session.id);
+            later(&quota, header, async move {
+                share::share_fetch(&ctx, req, version, &listener, &caller, id).await
+            })
+        }
+        RequestBody::ShareAcknowledge(req) => {
+            let (listener, caller, id) = (session.listener.clone(), session.caller(), session.id);
+            later(&quota, header, async move {
+                share::share_acknowledge(&ctx, req, version, &listener, &caller, id).await
+            })
+        }
+        RequestBody::ShareGroupHeartbeat(req) => {
+            let client_id = header.client_id.clone().unwrap_or_default();
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_groups::heartbeat(&ctx, req, client_id, peer, caller).await
+            })
+        }
+        RequestBody::DescribeShareGroupOffsets(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_offsets::describe(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::AlterShareGroupOffsets(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_offsets::alter(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::DeleteShareGroupOffsets(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_offsets::delete(&ctx, req, &caller).await
+            })
+        }
+        RequestBody::ShareGroupDescribe(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                share_groups::describe(&ctx, req, &caller).await
             })
         }
         RequestBody::ConsumerGroupDescribe(req) => {

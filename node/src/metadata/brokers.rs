@@ -22,6 +22,7 @@ use spate_net::metadata_records::{
 };
 use spate_net::Uuid;
 
+use super::leadership::OfflineReplicas;
 use super::quorum_view::{Heartbeat, OBSERVER_TTL};
 use super::records::FENCE;
 use super::MetadataImage;
@@ -42,6 +43,11 @@ pub enum BrokerCall {
         epoch: i64,
         /// The broker's metadata offset (what it applied).
         offset: Option<u64>,
+        /// Its offline replicas (topic id, partition): in a failed log directory, or
+        /// with a log that could not be opened (Kafka's `OfflineLogDirs`, per replica).
+        /// Absent from a broker that predates it: none.
+        #[serde(default)]
+        offline: Vec<([u8; 16], i32)>,
     },
     /// The broker is stopping: fence it now and move its leaderships (Kafka's controlled
     /// shutdown), rather than after its session expires.
@@ -83,6 +89,9 @@ pub struct Sessions {
     last_offset: HashMap<i32, Option<u64>>,
     /// The metadata offset at which each broker's registration committed.
     registered_at: HashMap<i32, u64>,
+    /// The offline replicas each broker reported, once their leadership and ISR changes
+    /// committed. A new active controller learns them from the next heartbeats.
+    offline: HashMap<i32, Vec<([u8; 16], i32)>>,
 }
 
 impl Sessions {
@@ -111,6 +120,8 @@ impl Sessions {
         if let Some(b) = existing.filter(|b| b.incarnation_id == *incarnation_id) {
             return Ok(Ok(b.epoch));
         }
+        // A new process: what the previous one reported offline is its own to report.
+        self.offline.remove(broker_id);
         // Epochs only grow: past the current offset (where the record will commit at the
         // earliest) and past the broker's previous epoch.
         let after_offset = image.offset.map_or(1, |o| o as i64 + 1);
@@ -205,6 +216,41 @@ impl Sessions {
                 ..Default::default()
             }),
         ))
+    }
+
+    /// Whether `reported` (sorted) differs from the offline replicas last committed for
+    /// the broker.
+    pub fn offline_changed(&self, broker_id: i32, reported: &[([u8; 16], i32)]) -> bool {
+        self.offline.get(&broker_id).map_or(&[][..], |v| &v[..]) != reported
+    }
+
+    /// Every broker's offline replicas, with `broker_id`'s replaced by `reported`.
+    pub fn offline_with(&self, broker_id: i32, reported: &[([u8; 16], i32)]) -> OfflineReplicas {
+        let others = self
+            .offline
+            .iter()
+            .filter(|(&b, _)| b != broker_id)
+            .flat_map(|(&b, list)| list.iter().map(move |&(t, p)| (b, t, p)));
+        let mine = reported.iter().map(|&(t, p)| (broker_id, t, p));
+        OfflineReplicas::new(others.chain(mine))
+    }
+
+    /// Every broker's offline replicas, as last committed.
+    pub fn offline_replicas(&self) -> OfflineReplicas {
+        OfflineReplicas::new(
+            self.offline
+                .iter()
+                .flat_map(|(&b, list)| list.iter().map(move |&(t, p)| (b, t, p))),
+        )
+    }
+
+    /// Notes the broker's offline replicas once the changes they cause committed.
+    pub fn set_offline(&mut self, broker_id: i32, reported: Vec<([u8; 16], i32)>) {
+        if reported.is_empty() {
+            self.offline.remove(&broker_id);
+        } else {
+            self.offline.insert(broker_id, reported);
+        }
     }
 
     /// The last heartbeat of every registered broker heard from recently.

@@ -10,7 +10,7 @@ use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::MetadataRecord;
 use spate_net::ErrorCode;
 
-use super::leadership::{self, Election, NO_LEADER};
+use super::leadership::{self, Election, OfflineReplicas, NO_LEADER};
 use super::{MetadataImage, TopicImage};
 
 /// ElectLeaders' election types (Kafka's `ElectionType`).
@@ -36,6 +36,7 @@ pub struct ElectionRequest {
 pub fn plan(
     image: &MetadataImage,
     request: &ElectionRequest,
+    offline: &OfflineReplicas,
 ) -> Result<(Vec<ApiMessageAndVersion>, ElectionResults), i16> {
     let election = match request.election_type {
         PREFERRED => Election::Preferred,
@@ -46,7 +47,7 @@ pub fn plan(
     let mut records = Vec::new();
     let mut results = Vec::new();
     let mut elect = |next: &mut MetadataImage, topic: &str, partition: i32| match elect_one(
-        next, topic, partition, election,
+        next, topic, partition, election, offline,
     ) {
         Ok(record) => {
             next.replay(&record.record);
@@ -89,6 +90,7 @@ fn elect_one(
     topic: &str,
     partition: i32,
     election: Election,
+    offline: &OfflineReplicas,
 ) -> Result<ApiMessageAndVersion, (ErrorCode, String)> {
     let unknown = ErrorCode::UnknownTopicOrPartition;
     let Some(t) = image.topic(topic) else {
@@ -110,7 +112,7 @@ fn elect_one(
             "Leader election not needed for topic partition.".into(),
         ));
     }
-    let active = |r: i32| image.is_active(r);
+    let active = offline.acceptable(image, t.id, partition);
     match leadership::change(
         t.id,
         partition,
@@ -142,7 +144,11 @@ type Elsewhere<'a> = (&'a TopicImage, i32);
 /// when they are more than `percentage` percent of its preferred partitions, each is
 /// moved back where the broker is active and in the ISR (the rule Kafka documents for
 /// `leader.imbalance.per.broker.percentage`).
-pub fn rebalance(image: &MetadataImage, percentage: u32) -> Vec<ApiMessageAndVersion> {
+pub fn rebalance(
+    image: &MetadataImage,
+    percentage: u32,
+    offline: &OfflineReplicas,
+) -> Vec<ApiMessageAndVersion> {
     // Per preferred broker: its partitions, and those another broker leads.
     let mut by_preferred: BTreeMap<i32, (usize, Vec<Elsewhere>)> = BTreeMap::new();
     for t in image.topics.values() {
@@ -157,11 +163,10 @@ pub fn rebalance(image: &MetadataImage, percentage: u32) -> Vec<ApiMessageAndVer
             }
         }
     }
-    let active = |r: i32| image.is_active(r);
     let mut out = Vec::new();
     for (broker, (total, elsewhere)) in by_preferred {
         // Integer form of elsewhere / total > percentage / 100.
-        if elsewhere.len() * 100 <= total * percentage as usize || !active(broker) {
+        if elsewhere.len() * 100 <= total * percentage as usize || !image.is_active(broker) {
             continue;
         }
         for (t, index) in elsewhere {
@@ -178,7 +183,7 @@ pub fn rebalance(image: &MetadataImage, percentage: u32) -> Vec<ApiMessageAndVer
                 &p.isr,
                 Election::Preferred,
                 p.leader_recovery_state,
-                &active,
+                &offline.acceptable(image, t.id, index),
             );
             out.extend(
                 record
@@ -232,7 +237,12 @@ mod tests {
         fence(&mut img, 0, false);
         assert_eq!(leader(&img, 0), 1);
         // 0 is live but out of sync: not available yet.
-        let (records, results) = plan(&img, &request(PREFERRED, &[0, 1, 5])).unwrap();
+        let (records, results) = plan(
+            &img,
+            &request(PREFERRED, &[0, 1, 5]),
+            &OfflineReplicas::default(),
+        )
+        .unwrap();
         assert!(records.is_empty());
         let codes: Vec<(i32, i16)> = results[0].1.iter().map(|r| (r.0, r.1)).collect();
         assert_eq!(
@@ -248,7 +258,8 @@ mod tests {
             ]
         );
         rejoin(&mut img, 0, 0);
-        let (records, results) = plan(&img, &request(PREFERRED, &[0])).unwrap();
+        let (records, results) =
+            plan(&img, &request(PREFERRED, &[0]), &OfflineReplicas::default()).unwrap();
         assert_eq!(results[0].1, [(0, 0, None)]);
         img.replay_all(&records);
         assert_eq!(leader(&img, 0), 0);
@@ -257,30 +268,36 @@ mod tests {
             election_type: PREFERRED,
             partitions: None,
         };
-        let (records, results) = plan(&img, &all).unwrap();
+        let (records, results) = plan(&img, &all, &OfflineReplicas::default()).unwrap();
         assert!(records.is_empty());
         assert_eq!(results, [("t".to_string(), Vec::new())]);
         let bad = ElectionRequest {
             election_type: 2,
             partitions: None,
         };
-        assert_eq!(plan(&img, &bad), Err(ErrorCode::InvalidRequest.code()));
+        assert_eq!(
+            plan(&img, &bad, &OfflineReplicas::default()),
+            Err(ErrorCode::InvalidRequest.code())
+        );
     }
 
     #[test]
     fn unclean_elections_need_a_leaderless_partition_and_a_live_replica() {
         let mut img = image(&[NewPartition::new(vec![0, 1], |_| true)]);
-        let (_, results) = plan(&img, &request(UNCLEAN, &[0])).unwrap();
+        let (_, results) =
+            plan(&img, &request(UNCLEAN, &[0]), &OfflineReplicas::default()).unwrap();
         assert_eq!(results[0].1[0].1, ErrorCode::ElectionNotNeeded.code());
         fence(&mut img, 1, true);
         fence(&mut img, 0, true);
-        let (_, results) = plan(&img, &request(UNCLEAN, &[0])).unwrap();
+        let (_, results) =
+            plan(&img, &request(UNCLEAN, &[0]), &OfflineReplicas::default()).unwrap();
         assert_eq!(
             results[0].1[0].1,
             ErrorCode::EligibleLeadersNotAvailable.code()
         );
         fence(&mut img, 1, false);
-        let (records, results) = plan(&img, &request(UNCLEAN, &[0])).unwrap();
+        let (records, results) =
+            plan(&img, &request(UNCLEAN, &[0]), &OfflineReplicas::default()).unwrap();
         assert_eq!(results[0].1[0].1, 0);
         img.replay_all(&records);
         let p = &img.topic("t").unwrap().partitions[0];
@@ -297,19 +314,28 @@ mod tests {
         let mut img = image(&placed);
         fence(&mut img, 0, true);
         fence(&mut img, 0, false);
-        assert!(rebalance(&img, 10).is_empty(), "0 is out of every ISR");
+        assert!(
+            rebalance(&img, 10, &OfflineReplicas::default()).is_empty(),
+            "0 is out of every ISR"
+        );
         for p in 0..10 {
             rejoin(&mut img, p, 0);
         }
         // One of ten led elsewhere is 10%: not above the threshold.
         let mut partial = img.clone();
         for p in 1..10 {
-            let r = plan(&partial, &request(PREFERRED, &[p])).unwrap().0;
+            let r = plan(
+                &partial,
+                &request(PREFERRED, &[p]),
+                &OfflineReplicas::default(),
+            )
+            .unwrap()
+            .0;
             partial.replay_all(&r);
         }
-        assert!(rebalance(&partial, 10).is_empty());
-        assert_eq!(rebalance(&partial, 9).len(), 1);
-        let moves = rebalance(&img, 10);
+        assert!(rebalance(&partial, 10, &OfflineReplicas::default()).is_empty());
+        assert_eq!(rebalance(&partial, 9, &OfflineReplicas::default()).len(), 1);
+        let moves = rebalance(&img, 10, &OfflineReplicas::default());
         assert_eq!(moves.len(), 10);
         img.replay_all(&moves);
         assert!((0..10).all(|p| leader(&img, p) == 0));

@@ -16,6 +16,11 @@
 //!   the topic allows it); partitions whose leader is not active get the first active
 //!   replica of their ISR, or, with `unclean.leader.election.enable`, the first active
 //!   replica at all, with the ISR reset to it and the leader RECOVERING.
+//! * A replica a broker reports offline (its log directory failed: [`OfflineReplicas`],
+//!   Kafka's KIP-858) is treated as the replica of an inactive broker, for that
+//!   partition only: it leaves the ISR (unless it is the last member) and may not lead.
+
+use std::collections::HashSet;
 
 use spate_net::metadata_frame::ApiMessageAndVersion;
 use spate_net::metadata_records::{MetadataRecord, PartitionChangeRecord};
@@ -31,6 +36,34 @@ pub const NO_LEADER: i32 = -1;
 pub const NO_LEADER_CHANGE: i32 = -2;
 /// The topic config that allows electing a replica outside the ISR.
 pub const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+
+/// The replicas brokers reported offline (a failed log directory, a log that could not
+/// be opened): (broker, topic id, partition). Kafka knows them from the directory each
+/// replica is assigned to and the directories a broker reports offline; Spate's brokers
+/// report the replicas themselves (`metadata/brokers.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfflineReplicas(HashSet<(i32, [u8; 16], i32)>);
+
+impl OfflineReplicas {
+    pub fn new(replicas: impl IntoIterator<Item = (i32, [u8; 16], i32)>) -> Self {
+        OfflineReplicas(replicas.into_iter().collect())
+    }
+
+    pub fn contains(&self, broker: i32, topic_id: [u8; 16], partition: i32) -> bool {
+        !self.0.is_empty() && self.0.contains(&(broker, topic_id, partition))
+    }
+
+    /// Kafka's `LeaderAcceptor`: whether replica `r` of the partition may lead and be
+    /// in sync: its broker is active and it is not offline.
+    pub fn acceptable<'a>(
+        &'a self,
+        image: &'a MetadataImage,
+        topic_id: [u8; 16],
+        partition: i32,
+    ) -> impl Fn(i32) -> bool + 'a {
+        move |r| image.is_active(r) && !self.contains(r, topic_id, partition)
+    }
+}
 
 /// How a partition's leader is chosen (Kafka's `PartitionChangeBuilder.Election`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,12 +273,13 @@ pub fn unclean_enabled(image: &MetadataImage, topic: &str, controller: &BrokerCo
 /// The `PartitionChangeRecord`s that bring every partition in line with which brokers
 /// are active in `image` (the image with the broker changes already applied): inactive
 /// brokers leave the ISRs, leaders that are not active are replaced. `controller` is
-/// the controller's config (for the defaults of unclean election).
+/// the controller's config (for the defaults of unclean election); `offline` the
+/// replicas reported offline, treated as inactive for their partition alone.
 pub fn elect_leaders(
     image: &MetadataImage,
     controller: &BrokerConfig,
+    offline: &OfflineReplicas,
 ) -> Vec<ApiMessageAndVersion> {
-    let active = |r: i32| image.is_active(r);
     let mut out = Vec::new();
     for topic in image.topics.values() {
         let election = if unclean_enabled(image, &topic.name, controller) {
@@ -254,7 +288,8 @@ pub fn elect_leaders(
             Election::Online
         };
         for (index, p) in topic.partitions.iter().enumerate() {
-            let target: Vec<i32> = p.isr.iter().copied().filter(|&r| active(r)).collect();
+            let acceptable = offline.acceptable(image, topic.id, index as i32);
+            let target: Vec<i32> = p.isr.iter().copied().filter(|&r| acceptable(r)).collect();
             let record = change(
                 topic.id,
                 index as i32,
@@ -262,7 +297,7 @@ pub fn elect_leaders(
                 &target,
                 election,
                 p.leader_recovery_state,
-                &active,
+                &acceptable,
             );
             out.extend(
                 record.map(|r| ApiMessageAndVersion::latest(MetadataRecord::PartitionChange(r))),
@@ -319,7 +354,11 @@ pub(crate) mod tests {
         } else {
             MetadataRecord::UnfenceBroker(UnfenceBrokerRecord { id, epoch: 1 })
         });
-        let changes = elect_leaders(img, BrokerConfig::embedded_default());
+        let changes = elect_leaders(
+            img,
+            BrokerConfig::embedded_default(),
+            &OfflineReplicas::default(),
+        );
         img.replay_all(&changes);
     }
 
@@ -332,7 +371,12 @@ pub(crate) mod tests {
     fn a_single_replica_loses_its_leader_and_gets_it_back() {
         let mut img = image(&[NewPartition::new(vec![1], |_| true)]);
         assert!(
-            elect_leaders(&img, BrokerConfig::embedded_default()).is_empty(),
+            elect_leaders(
+                &img,
+                BrokerConfig::embedded_default(),
+                &OfflineReplicas::default()
+            )
+            .is_empty(),
             "nothing to change"
         );
         fence(&mut img, 1, true);
@@ -378,6 +422,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_offline_replica_leaves_the_isr_and_leadership_of_its_partition_only() {
+        let mut img = image(&[
+            NewPartition::new(vec![0, 1, 2], |_| true),
+            NewPartition::new(vec![0, 2, 1], |_| true),
+            NewPartition::new(vec![1, 0], |_| true),
+            NewPartition::new(vec![0], |_| true),
+        ]);
+        // Broker 0's replicas of partitions 0, 2 and 3 are in a failed dir; 1 is not.
+        let offline = OfflineReplicas::new([(0, [7; 16], 0), (0, [7; 16], 2), (0, [7; 16], 3)]);
+        let changes = elect_leaders(&img, BrokerConfig::embedded_default(), &offline);
+        img.replay_all(&changes);
+        assert_eq!(leader_and_isr(&img, 0), (1, vec![1, 2]));
+        assert_eq!(img.topic("t").unwrap().partitions[0].leader_epoch, 1);
+        // The healthy dir's partition keeps its leader, epoch and ISR.
+        assert_eq!(leader_and_isr(&img, 1), (0, vec![0, 2, 1]));
+        assert_eq!(img.topic("t").unwrap().partitions[1].leader_epoch, 0);
+        // A follower's offline replica leaves the ISR, the leader stays.
+        assert_eq!(leader_and_isr(&img, 2), (1, vec![1]));
+        // The last in-sync replica stays in the ISR, without a leader (no unclean
+        // election, and not elected again while offline).
+        assert_eq!(leader_and_isr(&img, 3), (NO_LEADER, vec![0]));
+        assert!(elect_leaders(&img, BrokerConfig::embedded_default(), &offline).is_empty());
+        // Repaired (reported online again): the last member leads again; the others
+        // rejoin the ISRs through their leaders' AlterPartition, not here.
+        let changes = elect_leaders(
+            &img,
+            BrokerConfig::embedded_default(),
+            &OfflineReplicas::default(),
+        );
+        img.replay_all(&changes);
+        assert_eq!(leader_and_isr(&img, 3), (0, vec![0]));
+        assert_eq!(leader_and_isr(&img, 0), (1, vec![1, 2]));
+    }
+
+    #[test]
     fn controlled_shutdown_moves_leaders_and_shrinks_isrs() {
         let mut img = image(&[
             NewPartition::new(vec![0, 1, 2], |_| true),
@@ -392,7 +471,11 @@ pub(crate) mod tests {
                 ..Default::default()
             },
         ));
-        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        let changes = elect_leaders(
+            &img,
+            BrokerConfig::embedded_default(),
+            &OfflineReplicas::default(),
+        );
         img.replay_all(&changes);
         assert_eq!(leader_and_isr(&img, 0), (1, vec![1, 2]));
         assert_eq!(leader_and_isr(&img, 1), (1, vec![1]));
@@ -415,7 +498,11 @@ pub(crate) mod tests {
             &BTreeMap::new(),
             &BTreeMap::from([(UNCLEAN_ELECTION.to_string(), "true".to_string())]),
         ));
-        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        let changes = elect_leaders(
+            &img,
+            BrokerConfig::embedded_default(),
+            &OfflineReplicas::default(),
+        );
         img.replay_all(&changes);
         let p = &img.topic("t").unwrap().partitions[0];
         assert_eq!((p.leader, &p.isr[..]), (0, &[0][..]));
@@ -449,7 +536,11 @@ pub(crate) mod tests {
             "t",
             BrokerConfig::embedded_default()
         ));
-        let changes = elect_leaders(&img, BrokerConfig::embedded_default());
+        let changes = elect_leaders(
+            &img,
+            BrokerConfig::embedded_default(),
+            &OfflineReplicas::default(),
+        );
         img.replay_all(&changes);
         assert_eq!(leader_and_isr(&img, 0), (1, vec![1]));
     }

@@ -96,6 +96,10 @@ pub struct ShardCounters {
     pub isr_expands: u64,
     /// Client quota throttles: (times, total ms) by quota.
     pub quota_throttles: BTreeMap<&'static str, (u64, u64)>,
+    /// Share groups (KIP-932): records acquired by share consumers on partitions led
+    /// here, and those of them delivered before.
+    pub share_records_acquired: u64,
+    pub share_records_redelivered: u64,
 }
 
 impl ShardCounters {

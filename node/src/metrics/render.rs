@@ -216,7 +216,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let per_shard: [ShardFamily; 27] = [
+    let per_shard: [ShardFamily; 37] = [
         ("spate_log_writes_total", "counter", "Group-commit writes to segment files.", |s| s.partitions.iter().map(|p| p.stats.writes as f64).sum()),
         ("spate_log_bytes_written_total", "counter", "Bytes written to segment files, page padding included.", |s| s.partitions.iter().map(|p| p.stats.bytes_written as f64).sum()),
         ("spate_log_write_seconds_total", "counter", "Time from submitting group-commit writes to their completion (divided by writes: the mean write latency).", |s| s.partitions.iter().map(|p| p.stats.write_nanos as f64).sum::<f64>() / 1e9),
@@ -243,15 +243,35 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         ("spate_transactions_ongoing", "gauge", "Transactions the shard coordinates that are open or ending (markers being written).", |s| s.transactions_ongoing as f64),
         ("spate_transactions_committed_total", "counter", "Transactions the shard coordinated to a commit.", |s| s.counters.transactions_committed as f64),
         ("spate_transactions_aborted_total", "counter", "Transactions the shard coordinated to an abort (by the client, a fencing producer or the timeout).", |s| s.counters.transactions_aborted as f64),
+        ("spate_share_coordinator_partitions_loaded", "gauge", "__share_group_state partitions the shard leads and serves share-partition states of (loaded).", |s| s.share_coordinator.0 as f64),
+        ("spate_share_coordinator_share_partitions", "gauge", "Share-partition states the shard's share coordinator holds.", |s| s.share_coordinator.1 as f64),
+        ("spate_share_coordinator_writes_total", "counter", "Records the shard's share coordinator wrote to __share_group_state (ShareUpdate, ShareSnapshot, tombstone).", |s| s.share_coordinator.2 as f64),
+        ("spate_share_coordinator_snapshots_total", "counter", "ShareSnapshot records among them (initializations and every share.coordinator.snapshot.update.records.per.snapshot updates).", |s| s.share_coordinator.3 as f64),
         ("spate_isr_shrinks_total", "counter", "ISR shrinks of partitions led by the shard, accepted by the controller (followers that fell behind replica_lag_time_max_ms).", |s| s.counters.isr_shrinks as f64),
         ("spate_isr_expands_total", "counter", "ISR expansions of partitions led by the shard, accepted by the controller (followers that caught up).", |s| s.counters.isr_expands as f64),
+        ("spate_share_partitions", "gauge", "Share-partitions (a share group on a partition led by the shard, KIP-932) loaded on the shard.", |s| s.share_partitions as f64),
+        ("spate_share_records_in_flight", "gauge", "Records of the shard's share-partitions between their start offset and their end: available, acquired, or acknowledged past the start.", |s| s.share_records_in_flight as f64),
+        ("spate_share_records_locked", "gauge", "Records of the shard's share-partitions acquired by a member (under an acquisition lock).", |s| s.share_records_locked as f64),
+        ("spate_share_records_acquired_total", "counter", "Records share consumers acquired from partitions led by the shard (deliveries).", |s| s.counters.share_records_acquired as f64),
+        ("spate_share_records_redelivered_total", "counter", "Acquired records that had been delivered before (released, rejected by a lock expiry, or held by a member that left).", |s| s.counters.share_records_redelivered as f64),
         ("spate_consumer_group_rebalances_total", "counter", "Target assignments computed for the shard's consumer groups (KIP-848): one per group epoch the assignor ran for.", |s| s.consumer_group_rebalances as f64),
+        ("spate_share_group_members", "gauge", "Members of the share groups (KIP-932) the shard coordinates.", |s| s.share_group_members as f64),
     ];
     for (name, kind, help, get) in per_shard {
         header(&mut out, name, kind, help);
         for s in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
+    }
+
+    if let Some(n) = shards.iter().find_map(|s| s.share_sessions) {
+        header(
+            &mut out,
+            "spate_share_sessions",
+            "gauge",
+            "Share sessions (KIP-932) the broker keeps: one per share-group member fetching from it.",
+        );
+        let _ = writeln!(out, "spate_share_sessions {n}");
     }
 
     if let Some(n) = shards.iter().find_map(|s| s.offline_partitions) {

@@ -69,12 +69,24 @@ pub struct ShardSnapshot {
     pub cleaner: CleanerTotals,
     /// Transactions this shard coordinates that are open or ending.
     pub transactions_ongoing: usize,
+    /// The share coordinator's `__share_group_state` partitions loaded, share-partition
+    /// states held, records written and ShareSnapshots among them.
+    pub share_coordinator: (usize, usize, u64, u64),
     /// Groups the shard coordinates, by (type, state): their count.
     pub groups: Vec<(&'static str, &'static str, u64)>,
     /// Target assignment computations of the shard's consumer groups.
     pub consumer_group_rebalances: u64,
+    /// Members of the shard's share groups.
+    pub share_group_members: u64,
     /// Partitions without a leader in the metadata (reported by shard 0).
     pub offline_partitions: Option<usize>,
+    /// Share-partitions (KIP-932) loaded on the shard, their records in flight and
+    /// acquired.
+    pub share_partitions: usize,
+    pub share_records_in_flight: usize,
+    pub share_records_locked: usize,
+    /// The broker's share sessions (reported by shard 0).
+    pub share_sessions: Option<usize>,
 }
 
 /// Records in a run of record batches (from their headers; nothing is decompressed).
@@ -89,6 +101,8 @@ impl ShardSnapshot {
     /// Taken on the shard thread itself.
     pub fn take(ctx: &ShardContext) -> ShardSnapshot {
         let cleaning = ctx.cleaning.gauges();
+        let (share_partitions, share_records_in_flight, share_records_locked) =
+            ctx.share_partitions.borrow().gauges();
         let image = ctx.image();
         let mut partitions: Vec<PartitionGauges> = ctx
             .partitions
@@ -146,10 +160,19 @@ impl ShardSnapshot {
             queued_request_bytes_limit: ctx.request_memory.limit(),
             cleaner: ctx.cleaning.cleaner().totals(),
             transactions_ongoing: ctx.txns.borrow().ongoing(),
+            share_coordinator: {
+                let s = ctx.shares.borrow();
+                (s.loaded_partitions(), s.states(), s.writes, s.snapshots)
+            },
             groups: ctx.groups.borrow().group_counts(),
             consumer_group_rebalances: ctx.groups.borrow().consumer_rebalances,
+            share_group_members: ctx.groups.borrow().share_members(),
             // The same on every shard: shard 0 reports it.
             offline_partitions: (ctx.id == 0).then(|| image.offline_partitions()),
+            share_partitions,
+            share_records_in_flight,
+            share_records_locked,
+            share_sessions: (ctx.id == 0).then(|| ctx.share_sessions.len()),
         }
     }
 }

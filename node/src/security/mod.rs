@@ -173,6 +173,8 @@ pub enum SaslStage {
 
 /// A connection's security state, owned by its shard.
 pub struct Session {
+    /// Unique among the broker's connections (share sessions end with theirs).
+    pub id: u64,
     pub peer: SocketAddr,
     pub listener: Arc<Listener>,
     principal: RefCell<Principal>,
@@ -220,7 +222,10 @@ impl Session {
         } else {
             SaslStage::Done
         };
+        /// Connection ids, unique for the broker's lifetime.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Session {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             peer,
             listener,
             principal: RefCell::new(Principal::anonymous()),

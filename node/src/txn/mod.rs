@@ -9,6 +9,9 @@ pub mod gate;
 mod metadata;
 mod state_log;
 
+/// Kafka's `Utils.abs(key.hashCode()) % partitions` (the share coordinator's too).
+pub use state_log::partition_for;
+
 pub use coordinator::{
     abort_timed_out, expire_idle_ids, serve, TxnCoordinator, TxnRequest, TXN_STATE_TOPIC,
 };
