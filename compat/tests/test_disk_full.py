@@ -46,7 +46,6 @@ VALUE_BYTES = 1000
 BROKER_TOML = """\
 segment_preallocate_bytes = {prealloc}
 offsets_topic_num_partitions = 1
-share_coordinator_state_topic_num_partitions = 1
 """
 # (file system, its size in MiB, segment_preallocate_bytes): where the disk-full error
 # comes from. tmpfs, no preallocation: a buffered write fails (possibly after a short

@@ -280,11 +280,9 @@ def test_metadata_log_full_disk_stops_broker_and_loses_nothing(monkeypatch):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)]).returncode:
         mnt.rmdir()
         pytest.skip("cannot mount a tmpfs here")
-    # Small footprint: no segment preallocation, one __consumer_offsets and one
-    # __share_group_state partition.
+    # Small footprint: no segment preallocation, one __consumer_offsets partition.
     cfg = RUNS / f"{mnt.name}.toml"
-    cfg.write_text("offsets_topic_num_partitions = 1\nshare_coordinator_state_topic_num_partitions = 1\n"
-                   "segment_preallocate_bytes = 0\n")
+    cfg.write_text("offsets_topic_num_partitions = 1\nsegment_preallocate_bytes = 0\n")
     monkeypatch.setenv("SPATE_CONFIG", str(cfg))
     broker = SpateBroker(mnt / "data", free_port())
     try:
@@ -321,6 +319,22 @@ def test_metadata_log_full_disk_stops_broker_and_loses_nothing(monkeypatch):
         cfg.unlink()
 
 
+def wait_leaders(bootstrap, topic, want, timeout=OP_TIMEOUT):
+    """Wait until metadata shows `topic`'s partitions with the leaders `want`
+    ({partition: leader}); returns the last leaders seen."""
+    a = admin(bootstrap)
+    deadline = time.monotonic() + timeout
+    leaders = None
+    while time.monotonic() < deadline:
+        t = a.list_topics(topic=topic, timeout=10).topics.get(topic)
+        if t is not None and t.error is None:
+            leaders = {i: p.leader for i, p in t.partitions.items()}
+            if leaders == want:
+                break
+        time.sleep(0.1)
+    return leaders
+
+
 def test_corrupt_closed_segment_takes_only_its_partition_offline(restartable_broker):
     """A batch header zeroed in the middle of a closed segment is damage to acknowledged
     data: the broker must not truncate it away (which loses the acknowledged records
@@ -352,8 +366,12 @@ def test_corrupt_closed_segment_takes_only_its_partition_offline(restartable_bro
         f.write(bytes(61))
     size_before = seg.stat().st_size
     broker.start()
-    wait_topic(broker.bootstrap, topic, 2)
-    # Partition 1 serves; partition 0 answers KAFKA_STORAGE_ERROR to a produce.
+    # The broker reports the replica it could not open as offline, and the controller
+    # takes its leadership away (as Kafka's for a replica in a failed log dir): partition
+    # 0 has no leader (its only replica stays in its ISR), partition 1 is led.
+    leaders = wait_leaders(broker.bootstrap, topic, {0: -1, 1: 0})
+    assert leaders == {0: -1, 1: 0}, leaders
+    # Partition 1 serves; a produce to partition 0 fails.
     ok = produce(broker.bootstrap, topic, [{"value": b"after", "partition": 1}], {"acks": "all"})
     assert ok[0][0] is None and ok[0][2] == 1000
     bad = produce(broker.bootstrap, topic, [{"value": b"after", "partition": 0}],

@@ -1,13 +1,15 @@
 //! The internal topics' definitions (`__consumer_offsets`, `__transaction_state`,
-//! `__share_group_state`), and
-//! their creation on first use in a cluster: as Kafka, the first FindCoordinator for a
-//! group or transactional id creates the topic (answered COORDINATOR_NOT_AVAILABLE
-//! meanwhile, which clients retry), so that its partitions are spread over the brokers
-//! registered by then rather than over the first node to start, and only once enough
-//! brokers are live for its replication factor (`offsets.topic.replication.factor`,
-//! `transaction.state.log.replication.factor`), as Kafka's
-//! `AutoTopicCreationManager`. A single node creates them at start instead, with one
-//! replica (`main.rs`), so its first FindCoordinator is answered at once.
+//! `__share_group_state`), and their creation on first use: as Kafka, the first
+//! FindCoordinator for a group or transactional id (the first share-state request for a
+//! share group) creates the topic (answered COORDINATOR_NOT_AVAILABLE meanwhile, which
+//! clients retry), so that its partitions are spread over the brokers registered by then
+//! rather than over the first node to start, and only once enough brokers are live for
+//! its replication factor (`offsets.topic.replication.factor`,
+//! `transaction.state.log.replication.factor`,
+//! `share.coordinator.state.topic.replication.factor`), as Kafka's
+//! `AutoTopicCreationManager`. A single node creates the first two at start instead,
+//! with one replica (`main.rs`), so its first FindCoordinator is answered at once;
+//! `__share_group_state` it creates on first use, with one replica.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -114,11 +116,17 @@ pub fn create_on_first_use(ctx: &ShardContext, name: &str) {
                 ctx.config.transaction_state_log_replication_factor,
             ),
         ),
+        // Created on first use on a single node too (as Kafka): most brokers never
+        // serve a share group, and its 50 partitions would slow every start.
         crate::share::SHARE_STATE_TOPIC => (
             &ctx.internal_topics.share_state,
             share_state_topic(
                 &ctx.config,
-                ctx.config.share_coordinator_state_topic_replication_factor,
+                if ctx.config.controller_quorum_voters.is_none() {
+                    1
+                } else {
+                    ctx.config.share_coordinator_state_topic_replication_factor
+                },
             ),
         ),
         _ => return,

@@ -133,7 +133,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let connection_limit = budget::ConnectionLimit::new(config.max_connections);
     let replication_quotas = Arc::new(replica::quota::ReplicationQuotas::default());
     let quota_sensors = Arc::new(quota::QuotaSensors::default());
-    let share_sessions = share::session::ShareSessions::new(config.group_share_max_share_sessions);
+    let share_session_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cleaner = cleaner::Cleaner::start(&config.log_cleaner)?;
     // The registry's ids as the shards' schema validation reads them.
     let schemas = Arc::new(schema_registry::SchemaIndex::default());
@@ -151,7 +151,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             connection_limit: connection_limit.clone(),
             replication_quotas: replication_quotas.clone(),
             quota_sensors: quota_sensors.clone(),
-            share_sessions: share_sessions.clone(),
+            share_session_count: share_session_count.clone(),
             cleaner: cleaner.clone(),
             schemas: schemas.clone(),
             log_dirs: log_dirs.clone(),
@@ -188,7 +188,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Any broker may create them: a node that is not the active controller forwards.
     ensure_offsets_topic(&config, &image, &control[0])?;
     ensure_transaction_state_topic(&config, &image, &control[0])?;
-    ensure_share_state_topic(&config, &image, &control[0])?;
     let registry = match &config.schema_registry {
         Some(addr) => {
             ensure_schemas_topic(&image, &control[0])?;
@@ -347,25 +346,6 @@ fn ensure_transaction_state_topic(
         controller,
         controller::ControllerRequest::CreateTopics {
             topics: vec![topic],
-            validate_only: false,
-        },
-    )
-}
-
-/// Create `__share_group_state` on a single node's first start (a cluster: on first use,
-/// by the first share-state request).
-fn ensure_share_state_topic(
-    config: &BrokerConfig,
-    image: &metadata::MetadataImage,
-    controller: &flume::Sender<mesh::ShardMsg>,
-) -> anyhow::Result<()> {
-    if image.topic(share::SHARE_STATE_TOPIC).is_some() || config.voters()?.is_some() {
-        return Ok(());
-    }
-    ask_controller(
-        controller,
-        controller::ControllerRequest::CreateTopics {
-            topics: vec![internal_topics::share_state_topic(config, 1)],
             validate_only: false,
         },
     )

@@ -59,8 +59,8 @@ pub struct ShardContext {
     pub txns: RefCell<crate::txn::TxnCoordinator>,
     /// Share-partitions (KIP-932) of the partitions this shard leads.
     pub share_partitions: RefCell<crate::share::leader::ShareLeader>,
-    /// The broker's share sessions.
-    pub share_sessions: Arc<crate::share::session::ShareSessions>,
+    /// The share sessions of this shard's connections.
+    pub share_sessions: crate::share::session::ShareSessions,
     /// Share-partition states whose `__share_group_state` partition this shard owns.
     pub shares: RefCell<crate::share::ShareCoordinator>,
     pub metrics: RefCell<ShardCounters>,
@@ -824,8 +824,8 @@ pub struct ShardStart {
     pub connection_limit: Arc<ConnectionLimit>,
     pub replication_quotas: Arc<crate::replica::quota::ReplicationQuotas>,
     pub quota_sensors: Arc<crate::quota::QuotaSensors>,
-    /// The broker's share sessions (KIP-932).
-    pub share_sessions: Arc<crate::share::session::ShareSessions>,
+    /// The number of share sessions (KIP-932) on all shards.
+    pub share_session_count: Arc<std::sync::atomic::AtomicUsize>,
     /// The broker's cleaner threads.
     pub cleaner: Cleaner,
     /// The schema registry's ids, for broker-side schema validation.
@@ -871,7 +871,7 @@ async fn serve(start: ShardStart) {
         connection_limit,
         replication_quotas,
         quota_sensors,
-        share_sessions,
+        share_session_count,
         cleaner,
         schemas,
         log_dirs,
@@ -898,7 +898,10 @@ async fn serve(start: ShardStart) {
         groups: RefCell::new(Coordinator::default()),
         txns: RefCell::new(crate::txn::TxnCoordinator::default()),
         share_partitions: RefCell::new(crate::share::leader::ShareLeader::default()),
-        share_sessions,
+        share_sessions: crate::share::session::ShareSessions::new(
+            config.group_share_max_share_sessions,
+            share_session_count,
+        ),
         shares: RefCell::new(crate::share::ShareCoordinator::default()),
         metrics: RefCell::new(ShardCounters::default()),
         request_memory,

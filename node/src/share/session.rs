@@ -4,11 +4,15 @@
 //! epoch on, and epoch -1 closes it. A member's records are released when its session
 //! ends: closed, replaced, or its connection gone.
 //!
-//! The sessions are shared by the shards (a member's connections may land on any
-//! shard); the map is small and touched once per request, so one mutex is enough.
+//! A session lives on the shard of the connection that opened it (a member fetches
+//! from a broker over one connection; one that reconnects elsewhere opens a new
+//! session, as after any reconnection): each shard keeps its own, and only their
+//! number, for `group.share.max.share.sessions`, is shared by the shards.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use spate_net::{ErrorCode, Uuid};
 
@@ -49,19 +53,28 @@ pub enum Outcome {
     Closed { partitions: Vec<SessionPartition> },
 }
 
-/// Every share session of the broker.
+/// The share sessions of one shard.
 #[derive(Debug)]
 pub struct ShareSessions {
-    sessions: Mutex<HashMap<SessionKey, Session>>,
+    sessions: RefCell<HashMap<SessionKey, Session>>,
+    /// The broker's sessions, over every shard.
+    count: Arc<AtomicUsize>,
     limit: usize,
 }
 
 impl ShareSessions {
-    pub fn new(limit: usize) -> Arc<ShareSessions> {
-        Arc::new(ShareSessions {
-            sessions: Mutex::new(HashMap::new()),
+    /// A shard's sessions; `count` is shared by the broker's shards.
+    pub fn new(limit: usize, count: Arc<AtomicUsize>) -> ShareSessions {
+        ShareSessions {
+            sessions: RefCell::new(HashMap::new()),
+            count,
             limit: limit.max(1),
-        })
+        }
+    }
+
+    fn ended(&self, sessions: usize) {
+        let before = self.count.fetch_sub(sessions, Ordering::Relaxed);
+        debug_assert!(before >= sessions, "share session count below zero");
     }
 
     /// Apply a request at `epoch` that adds `added` and forgets `forgotten`.
@@ -75,13 +88,19 @@ impl ShareSessions {
         connection: u64,
         fetch: bool,
     ) -> Result<Outcome, i16> {
-        let mut sessions = self.sessions.lock().expect("share sessions poisoned");
+        let mut sessions = self.sessions.borrow_mut();
         match epoch {
             OPEN if fetch => {
-                let replaced = sessions
-                    .remove(key)
-                    .map(|s| s.partitions.into_iter().collect());
-                if sessions.len() >= self.limit {
+                let replaced = sessions.remove(key).map(|s| {
+                    self.ended(1);
+                    s.partitions.into_iter().collect()
+                });
+                // Taken before the insert, so that shards opening at once cannot pass
+                // the limit together.
+                let taken = self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < self.limit).then_some(n + 1)
+                });
+                if taken.is_err() {
                     return Err(ErrorCode::ShareSessionLimitReached.code());
                 }
                 let partitions: BTreeSet<_> = added.iter().copied().collect();
@@ -101,9 +120,12 @@ impl ShareSessions {
             }
             OPEN => Err(ErrorCode::InvalidShareSessionEpoch.code()),
             CLOSE => match sessions.remove(key) {
-                Some(s) => Ok(Outcome::Closed {
-                    partitions: s.partitions.into_iter().collect(),
-                }),
+                Some(s) => {
+                    self.ended(1);
+                    Ok(Outcome::Closed {
+                        partitions: s.partitions.into_iter().collect(),
+                    })
+                }
                 None => Err(ErrorCode::ShareSessionNotFound.code()),
             },
             _ => {
@@ -129,12 +151,13 @@ impl ShareSessions {
 
     /// A connection closed: the sessions it last used end; their keys and partitions.
     pub fn connection_closed(&self, connection: u64) -> Vec<(SessionKey, Vec<SessionPartition>)> {
-        let mut sessions = self.sessions.lock().expect("share sessions poisoned");
+        let mut sessions = self.sessions.borrow_mut();
         let keys: Vec<SessionKey> = sessions
             .iter()
             .filter(|(_, s)| s.connection == connection)
             .map(|(k, _)| k.clone())
             .collect();
+        self.ended(keys.len());
         keys.into_iter()
             .filter_map(|k| {
                 let s = sessions.remove(&k)?;
@@ -143,8 +166,9 @@ impl ShareSessions {
             .collect()
     }
 
+    /// The broker's sessions, over every shard.
     pub fn len(&self) -> usize {
-        self.sessions.lock().expect("share sessions poisoned").len()
+        self.count.load(Ordering::Relaxed)
     }
 }
 
@@ -163,7 +187,7 @@ mod tests {
 
     #[test]
     fn open_continue_close() {
-        let s = ShareSessions::new(10);
+        let s = ShareSessions::new(10, Arc::default());
         assert_eq!(
             s.update(&key(), 1, &[], &[], 1, true),
             Err(ErrorCode::ShareSessionNotFound.code())
@@ -211,8 +235,15 @@ mod tests {
 
     #[test]
     fn limit_and_connection_close() {
-        let s = ShareSessions::new(1);
+        let count = Arc::default();
+        let s = ShareSessions::new(1, Arc::clone(&count));
         s.update(&key(), OPEN, &[(T, 0)], &[], 5, true).unwrap();
+        // Another shard's sessions count towards the same limit.
+        let elsewhere = ShareSessions::new(1, count);
+        assert_eq!(
+            elsewhere.update(&key(), OPEN, &[], &[], 6, true),
+            Err(ErrorCode::ShareSessionLimitReached.code())
+        );
         let other = SessionKey {
             group_id: "g".into(),
             member_id: "n".into(),
