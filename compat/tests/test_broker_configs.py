@@ -38,6 +38,7 @@ SAME = {
     "fetch.max.bytes": ("57671680", D, True, "INT", [D]),
     "socket.request.max.bytes": ("104857600", D, True, "INT", [D]),
     "offsets.topic.num.partitions": ("50", D, True, "INT", [D]),
+    "share.coordinator.state.topic.num.partitions": ("50", D, True, "INT", [D]),
     "default.replication.factor": ("1", D, True, "INT", [D]),
     "max.request.partition.size.limit": ("2000", D, True, "INT", [D]),
     "unclean.leader.election.enable": ("false", D, False, "BOOLEAN", [D]),
@@ -49,6 +50,8 @@ SAME.update({
     "offsets.topic.replication.factor": ("3", D, True, "SHORT", [D]),
     "transaction.state.log.replication.factor": ("3", D, True, "SHORT", [D]),
     "transaction.state.log.min.isr": ("2", D, True, "INT", [D]),
+    "share.coordinator.state.topic.replication.factor": ("3", D, True, "SHORT", [D]),
+    "share.coordinator.state.topic.min.isr": ("2", D, True, "SHORT", [D]),
 })
 
 

@@ -196,6 +196,33 @@ def test_explicit_accept_release_reject(bootstrap, share_topic, kafka_libs):
         b.close()
 
 
+def test_renew_acknowledgement_and_its_group_switch(bootstrap, share_topic, kafka_libs):
+    """RENEW (KIP-1222) keeps a record's lock; with the group's
+    share.renew.acknowledge.enable=false the broker refuses it per partition with
+    INVALID_RECORD_STATE (Kafka's ShareGroupConfigProvider.isRenewAcknowledgeEnabled)."""
+    fill(bootstrap, share_topic, 2)
+    on = earliest_group(kafka_libs, bootstrap, "share-renew-on")
+    a = ShareMember(bootstrap, on, share_topic)
+    try:
+        got = a.poll_until(2)
+        assert values(got) == ["v0", "v1"]
+        a.ack(got[0], "renew")
+        a.ack(got[1], "accept")
+        assert a.commit() == {f"{share_topic}-0": None}
+    finally:
+        a.close()
+    off = earliest_group(kafka_libs, bootstrap, "share-renew-off",
+                         **{"share.renew.acknowledge.enable": "false"})
+    b = ShareMember(bootstrap, off, share_topic)
+    try:
+        got = b.poll_until(2)
+        assert values(got) == ["v0", "v1"]
+        b.ack(got[0], "renew")
+        assert b.commit() == {f"{share_topic}-0": "InvalidRecordStateException"}
+    finally:
+        b.close()
+
+
 def test_records_return_after_the_lock_expires(bootstrap, share_topic, kafka_libs):
     group = earliest_group(kafka_libs, bootstrap, "share-lock",
                            **{"share.record.lock.duration.ms": LOCK_MS})

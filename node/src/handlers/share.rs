@@ -68,6 +68,20 @@ fn collect_acks<'a>(
     Ok(acks)
 }
 
+/// Kafka's answer to RENEW when the group's `share.renew.acknowledge.enable` is false:
+/// the partition's acknowledgements fail with INVALID_RECORD_STATE, none of them applied.
+fn refuse_disabled_renewals(parts: &mut [Part], settings: ShareSettings) {
+    if settings.renew_acknowledge_enable {
+        return;
+    }
+    for p in parts.iter_mut() {
+        if p.ack_error == 0 && p.acks.iter().any(|b| b.types.contains(&RENEW)) {
+            p.ack_error = ErrorCode::InvalidRecordState.code();
+            p.acks.clear();
+        }
+    }
+}
+
 /// The group and member of a request, or its top-level error.
 fn identify(
     ctx: &ShardContext,
@@ -306,6 +320,7 @@ pub async fn share_fetch(
             }
         })
         .collect();
+    refuse_disabled_renewals(&mut parts, settings);
     if closing {
         let ops = release_ops(&key, &parts, settings);
         run_ops(ctx, ops, &mut parts).await;
@@ -638,6 +653,7 @@ pub async fn share_acknowledge(
             }
         })
         .collect();
+    refuse_disabled_renewals(&mut parts, settings);
     let ops: Vec<(usize, PartitionKey, ShareOp)> = parts
         .iter()
         .enumerate()
