@@ -232,13 +232,15 @@ async fn copy_and_swap(
     mv: &Move,
 ) -> anyhow::Result<bool> {
     let dest_path = ctx.log_dirs.path(mv.dest);
+    // No cache for the copy: nothing reads it while it is one, and its writes would
+    // only evict the shard's hot batches.
     let future = Rc::new(
         Partition::open(
             mv.future_dir.clone(),
             current.topic_id,
             current.topic_config(),
             ctx.storage(),
-            ctx.batch_cache.clone(),
+            spate_log::BatchCache::shared(0),
             None,
         )
         .await
