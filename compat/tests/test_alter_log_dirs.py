@@ -31,6 +31,13 @@ def other_dir(dirs, at):
     return target
 
 
+def created(dirs):
+    """The log dir of mv-0, once its directory exists (Kafka creates it just after the
+    topic shows a leader)."""
+    wait_for("mv-0's log", lambda: any((d / "mv-0").is_dir() for d in dirs))
+    return where(dirs, "mv", 1)[0]
+
+
 def fill(broker, topic, count):
     """`count` 1 kB records to partition 0; the acknowledged (offset, value) pairs."""
     acked = []
@@ -149,7 +156,7 @@ def test_reassign_moves_a_partition_between_log_dirs_under_writes(base, kafka_li
         from kafkautil import create_topic
         create_topic(b.bootstrap, "mv", 1)
         acked = fill(b, "mv", 20000)
-        source = where(dirs, "mv", 1)[0]
+        source = created(dirs)
         target = other_dir(dirs, source)
         writer = Writer(b, b"w")
         writer.start()
@@ -190,7 +197,7 @@ def test_a_broker_killed_during_a_move_keeps_every_record(base, kafka_libs, tmp_
         from kafkautil import create_topic
         create_topic(b.bootstrap, "mv", 1)
         acked = fill(b, "mv", 8000)
-        source = where(dirs, "mv", 1)[0]
+        source = created(dirs)
         target = other_dir(dirs, source)
         writer = Writer(b, b"w")
         writer.start()
@@ -256,7 +263,7 @@ def test_alter_replica_log_dirs_error_codes(base, kafka_libs, tmp_path):
     try:
         from kafkautil import create_topic
         create_topic(b.bootstrap, "mv", 1)
-        at = where(dirs, "mv", 1)[0]
+        at = created(dirs)
         src = tmp_path / "AlterDirs.java"
         src.write_text(ALTER)
         r = subprocess.run(["java", "-cp", f"{kafka_libs}/*", str(src), b.bootstrap,
@@ -268,6 +275,27 @@ def test_alter_replica_log_dirs_error_codes(base, kafka_libs, tmp_path):
         assert r.stdout.split() == ["LogDirNotFoundException", "OK",
                                     "UnknownTopicOrPartitionException"], r.stdout
         # Already there: nothing moves.
+        assert where(dirs, "mv", 1) == {0: at}
+
+        # A move asked back to where the partition is, while it copies: the copy is
+        # dropped and the partition stays.
+        fill(b, "mv", 3000)
+        tool(kafka_libs, "ConfigCommand", "--bootstrap-server", b.bootstrap, "--entity-type",
+             "brokers", "--entity-name", NODE, "--alter", "--add-config",
+             "replica.alter.log.dirs.io.max.bytes.per.second=300000")
+        target = other_dir(dirs, at)
+        r = subprocess.run(["java", "-cp", f"{kafka_libs}/*", str(src), b.bootstrap,
+                            "mv", "0", str(target.resolve())],
+                           capture_output=True, text=True, timeout=120)
+        assert r.stdout.split() == ["OK"], (r.stdout, r.stderr)
+        wait_for("the future log", lambda: any(p.name.endswith("-future") for p in target.iterdir()))
+        r = subprocess.run(["java", "-cp", f"{kafka_libs}/*", str(src), b.bootstrap,
+                            "mv", "0", str(Path(at).resolve())],
+                           capture_output=True, text=True, timeout=120)
+        assert r.stdout.split() == ["OK"], (r.stdout, r.stderr)
+        wait_for("the future log dropped", lambda: not any(
+            p.name.endswith("-future") for p in target.iterdir()))
+        time.sleep(1)
         assert where(dirs, "mv", 1) == {0: at}
     finally:
         b.stop()
