@@ -5,6 +5,7 @@
 #   SPATE_BIN=compat/reference/kafka-as-spate.sh python3 -m pytest compat/tests
 #
 # Usage (as spate): kafka-as-spate.sh --data-dir DIR --listen 127.0.0.1:PORT [--cores N]
+# SPATE_LOG_DIRS (a comma-separated list, as spate takes it) becomes Kafka's log.dirs.
 # Needs the jars fetched by `compat/reference-kafka.sh start` (or its fetch step).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +33,7 @@ advertised.listeners=PLAINTEXT://$LISTEN
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$DATA/logs
+log.dirs=${SPATE_LOG_DIRS:-$DATA/logs}
 num.partitions=1
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1

@@ -180,6 +180,9 @@ pub struct BrokerConfig {
     /// `follower.replication.throttled.rate`: bytes/s a follower fetches for its
     /// throttled replicas, broker-wide.
     pub follower_replication_throttled_rate: u64,
+    /// `replica.alter.log.dirs.io.max.bytes.per.second`: bytes/s the moves between log
+    /// dirs copy, broker-wide (`log_move.rs`).
+    pub replica_alter_log_dirs_io_max_bytes_per_second: u64,
     /// `replica.selector.class`: unset, consumers fetch from leaders only; Kafka's
     /// `org.apache.kafka.common.replica.RackAwareReplicaSelector` sends a consumer that
     /// names its rack to an in-sync replica in that rack (KIP-392).

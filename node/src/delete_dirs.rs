@@ -34,7 +34,7 @@ pub fn is_deleted_dir_name(name: &str) -> bool {
 }
 
 /// A random UUID as 32 lowercase hex digits (without its dashes, as Kafka writes it).
-fn random_hex_id() -> String {
+pub fn random_hex_id() -> String {
     crate::random_id::uuid_v4()
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -42,6 +42,9 @@ struct Inner {
     /// Partitions that existed before the start and were found in no healthy directory
     /// while one was offline.
     lost: HashSet<(String, i32)>,
+    /// Partitions whose move to another directory (AlterReplicaLogDirs) a restart
+    /// interrupted, with the destination's index: their move starts over once open.
+    resume_moves: HashMap<(String, i32), usize>,
     /// This broker's offline replicas (in a failed directory, or whose log could not be
     /// opened), with their topic ids: the heartbeat reports them to the controller,
     /// which moves their leaderships and takes them out of the ISRs (KIP-858).
@@ -121,10 +124,24 @@ impl LogDirs {
             }
         }
         let offline_at_start = dirs.iter().any(|d| d.failure.is_some());
+        // Moves a crash interrupted are finished or undone, which needs every
+        // directory: the old log of a half-done swap may be on an offline one, and its
+        // copy must not be removed then (it is skipped, as any `-future` name is).
+        let resume_moves = if offline_at_start {
+            HashMap::new()
+        } else {
+            let healthy: Vec<(usize, PathBuf)> = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d.path.clone()))
+                .collect();
+            crate::future_dirs::recover(&healthy, &mut placed)?
+        };
         Ok(LogDirs {
             inner: Mutex::new(Inner {
                 dirs,
                 placed,
+                resume_moves,
                 lost: HashSet::new(),
                 offline_replicas: BTreeMap::new(),
             }),
@@ -142,6 +159,7 @@ impl LogDirs {
             inner: Mutex::new(Inner {
                 dirs: Vec::new(),
                 placed: HashMap::new(),
+                resume_moves: HashMap::new(),
                 lost: HashSet::new(),
                 offline_replicas: BTreeMap::new(),
             }),
@@ -317,6 +335,44 @@ impl LogDirs {
             .filter(|d| d.failure.is_none())
             .map(|d| d.path.clone())
             .collect()
+    }
+
+    /// The index of the directory `path` names (as configured, or its canonical path,
+    /// which DescribeLogDirs reports), if it is one of them.
+    pub fn index_of(&self, path: &str) -> Option<usize> {
+        let wanted = Path::new(path);
+        let canonical = std::fs::canonicalize(wanted).ok();
+        self.inner().dirs.iter().position(|d| {
+            d.path == wanted
+                || std::path::absolute(&d.path).is_ok_and(|p| p == wanted)
+                || canonical
+                    .as_ref()
+                    .is_some_and(|c| std::fs::canonicalize(&d.path).is_ok_and(|p| &p == c))
+        })
+    }
+
+    /// Whether any directory is offline (no move starts then, as in Kafka).
+    pub fn any_offline(&self) -> bool {
+        self.offline_at_start || self.failures() > 0
+    }
+
+    /// The partition's log is now in directory `index` (a move's swap).
+    pub fn moved(&self, topic: &str, partition: i32, index: usize) {
+        let mut inner = self.inner();
+        assert!(index < inner.dirs.len(), "a configured log dir");
+        inner.placed.insert((topic.to_string(), partition), index);
+    }
+
+    /// The destination of the partition's move a restart interrupted, once.
+    pub fn take_resumed_move(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.inner()
+            .resume_moves
+            .remove(&(topic.to_string(), partition))
+    }
+
+    /// The path of directory `index`.
+    pub fn path(&self, index: usize) -> PathBuf {
+        self.inner().dirs[index].path.clone()
     }
 
     /// Directory index of a partition's log, if it is known.

@@ -74,8 +74,10 @@ pub enum PartitionOp {
         current_leader_epoch: i32,
         epoch: i32,
     },
-    /// DescribeLogDirs: size and offsets.
+    /// DescribeLogDirs: size, and the future replica of a move in flight.
     Describe,
+    /// AlterReplicaLogDirs: move the partition's log to log dir `dest` (an index).
+    AlterLogDir { dest: usize },
     /// DescribeProducers: the partition's producers.
     DescribeProducers,
     /// End a producer's transaction here with a commit or abort marker.
@@ -127,6 +129,7 @@ impl PartitionOp {
             PartitionOp::DeleteRecords { .. } => "DeleteRecords",
             PartitionOp::EndOffsetForEpoch { .. } => "OffsetForLeaderEpoch",
             PartitionOp::Describe => "DescribeLogDirs",
+            PartitionOp::AlterLogDir { .. } => "AlterReplicaLogDirs",
             PartitionOp::WriteTxnMarker { .. } => "WriteTxnMarkers",
             PartitionOp::DescribeProducers => "DescribeProducers",
             PartitionOp::Share(op) if op.fetch.is_some() => "ShareFetch",
@@ -203,6 +206,7 @@ pub enum PartitionReply {
     },
     Described {
         size_bytes: u64,
+        future: Option<crate::log_move::FutureReplica>,
     },
     MarkerWritten,
     /// (producer id, epoch, last sequence, last write time, ongoing transaction start).

@@ -45,6 +45,8 @@ pub struct Partition {
     /// truncation decided as a follower must not cut a log that started leading meanwhile
     /// (it would drop the new epoch's start from the epoch cache).
     role_change: futures_util::lock::Mutex<()>,
+    /// Truncations of the log so far: a log dir move restarts its copy after one.
+    truncations: std::cell::Cell<u64>,
 }
 
 /// Who reads in a Fetch: a consumer, or a follower replica (Kafka's replica id).
@@ -380,6 +382,7 @@ impl Partition {
             replica: RefCell::new(unassigned),
             progress: event_listener::Event::new(),
             role_change: futures_util::lock::Mutex::new(()),
+            truncations: std::cell::Cell::new(0),
         };
         partition.load_producer_states().await?;
         Ok(partition)
@@ -693,6 +696,11 @@ impl Partition {
         }
     }
 
+    /// How many times the log was truncated since it was opened.
+    pub fn truncations(&self) -> u64 {
+        self.truncations.get()
+    }
+
     /// A follower's log diverged from the leader's: cut it at `offset` and rebuild
     /// the producer state of what is left. Nothing happens if this replica leads by
     /// now (the truncation was decided as a follower).
@@ -718,6 +726,7 @@ impl Partition {
     }
 
     async fn after_truncation(&self) -> Result<(), LogError> {
+        self.truncations.set(self.truncations.get() + 1);
         if let Role::Follower(f) = &mut *self.replica.borrow_mut() {
             f.high_watermark = f.high_watermark.min(self.log.written_end_offset());
         }
@@ -1475,12 +1484,10 @@ impl Partition {
             PartitionOp::DescribeProducers => {
                 PartitionReply::Producers(self.producers.borrow().describe())
             }
-            PartitionOp::Describe => PartitionReply::Described {
-                size_bytes: self.log.size_bytes(),
-            },
-            // Share ops need the shard's share-partitions: `share::leader` runs them.
-            PartitionOp::Share(_) => {
-                debug_assert!(false, "share ops are run by share::leader");
+            // Share ops need the shard's share-partitions (`share::leader` runs them),
+            // log dir ops the shard's moves (`log_move`).
+            PartitionOp::Share(_) | PartitionOp::Describe | PartitionOp::AlterLogDir { .. } => {
+                debug_assert!(false, "run by the shard");
                 PartitionReply::Error(spate_net::ErrorCode::UnknownServerError.code())
             }
         }

@@ -41,15 +41,16 @@ pub fn owner_for(ctx: &ShardContext, key: &PartitionKey, replica_may_serve: bool
     }
 }
 
-/// Whether a follower replica may serve `op` (a consumer's Fetch that may be served
-/// by a follower, KIP-392).
+/// Whether a follower replica may serve `op`: a consumer's Fetch that may be served
+/// by a follower (KIP-392), and the log dir ops (every replica has a log dir).
 fn replica_may_serve(op: &PartitionOp) -> bool {
     matches!(
         op,
         PartitionOp::Fetch(FetchOp {
             reader: crate::partition::Reader::ConsumerNearby,
             ..
-        })
+        }) | PartitionOp::Describe
+            | PartitionOp::AlterLogDir { .. }
     )
 }
 

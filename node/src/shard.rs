@@ -48,6 +48,8 @@ pub struct ShardContext {
     /// I/O error), with the reason: they answer KAFKA_STORAGE_ERROR, as Kafka answers
     /// for a partition in an offline log directory, until a restart opens them.
     pub offline: RefCell<HashMap<PartitionKey, ([u8; 16], String)>>,
+    /// Partitions moving to another log dir (AlterReplicaLogDirs, `log_move.rs`).
+    pub moves: RefCell<HashMap<PartitionKey, Rc<crate::log_move::Move>>>,
     /// Recently written batches of all this shard's partitions: one budget
     /// (`batch_cache_bytes_per_shard`), one least-recently-used order.
     pub batch_cache: SharedBatchCache,
@@ -224,7 +226,7 @@ impl ShardContext {
     }
 
     /// Storage settings for this shard's partitions.
-    fn storage(&self) -> StorageSettings {
+    pub fn storage(&self) -> StorageSettings {
         StorageSettings {
             preallocate_bytes: self.config.segment_preallocate_bytes,
             zero_ahead_bytes: self.config.segment_zero_ahead_bytes,
@@ -413,6 +415,11 @@ impl ShardContext {
                                 self.partitions.borrow_mut().insert(key.clone(), p.clone());
                                 // Opened as leader: its coordinator loads.
                                 crate::coordinators::role_changed(self, &key, &p, None);
+                                if let Some(dest) =
+                                    self.log_dirs.take_resumed_move(&topic.name, index as i32)
+                                {
+                                    crate::log_move::start(self, key, p, dest);
+                                }
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition log failed; the partition is offline until a restart");
@@ -486,7 +493,7 @@ impl ShardContext {
     }
 
     /// A partition as the image assigns it, seen from this broker.
-    fn assignment(
+    pub fn assignment(
         &self,
         image: &MetadataImage,
         info: &crate::metadata::PartitionInfo,
@@ -535,6 +542,9 @@ impl ShardContext {
         quotas
             .follower
             .set_rate(live.follower_replication_throttled_rate);
+        quotas
+            .alter_log_dirs
+            .set_rate(live.replica_alter_log_dirs_io_max_bytes_per_second);
     }
 
     /// Fail the log dir of a partition whose writes failed for good, and take every
@@ -606,6 +616,11 @@ impl ShardContext {
             }
         }
         for (key, op) in ops {
+            if let PartitionOp::AlterLogDir { dest } = op {
+                let code = crate::log_move::alter(self, &key, dest);
+                pending.push(Box::pin(async move { PartitionReply::Error(code) }));
+                continue;
+            }
             let Some(partition) = self.partition(&key) else {
                 let code = if self.offline.borrow().contains_key(&key) {
                     spate_net::ErrorCode::KafkaStorageError.code()
@@ -702,6 +717,15 @@ impl ShardContext {
                                 .end_txn(key.partition, producer_id, commit);
                         }
                         reply
+                    }))
+                }
+                PartitionOp::Describe => {
+                    let future = crate::log_move::describe(self, &key);
+                    pending.push(Box::pin(async move {
+                        PartitionReply::Described {
+                            size_bytes: partition.log.size_bytes(),
+                            future,
+                        }
                     }))
                 }
                 PartitionOp::Share(op) => pending.push(Box::pin(async move {
@@ -893,6 +917,7 @@ async fn serve(start: ShardStart) {
         senders: links.senders.clone(),
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(HashMap::new()),
+        moves: RefCell::new(HashMap::new()),
         batch_cache: BatchCache::shared(config.batch_cache_bytes_per_shard),
         cleaning: ShardCleaning::new(cleaner),
         groups: RefCell::new(Coordinator::default()),

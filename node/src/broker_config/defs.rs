@@ -269,6 +269,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Replicas of __consumer_offsets when a cluster creates it (a single node creates it with one)."),
     def("queued.max.request.bytes", Long, Value::Setting(|c| c.queued_max_request_bytes.to_string()),
         "Memory all request frames being read, queued or handled may hold together, broker-wide."),
+    def("replica.alter.log.dirs.io.max.bytes.per.second", Long, Value::Dynamic { read: |c| c.replica_alter_log_dirs_io_max_bytes_per_second.to_string(), write: |c, v| { c.replica_alter_log_dirs_io_max_bytes_per_second = parse_at_least(v, 0, "LONG")?; Ok(()) } },
+        "Bytes per second partition moves between this broker's log dirs (AlterReplicaLogDirs) copy, all together."),
     def("replica.fetch.backoff.ms", Int, Value::Setting(|c| c.replica_fetch_backoff_ms.to_string()),
         "A follower's pause after a failed fetch from its leader."),
     def("replica.fetch.max.bytes", Int, Value::Setting(|c| c.replica_fetch_max_bytes.to_string()),

@@ -61,7 +61,10 @@ fn served_note(key: ApiKey) -> &'static str {
         | ApiKey::ReadShareGroupStateSummary => {
             "between brokers (KIP-932's share coordinator, docs/share-groups.md); CLUSTER_ACTION on the cluster"
         }
-        ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR",
+        ApiKey::DescribeLogDirs => "every log directory (`log_dirs`); an offline one with KAFKA_STORAGE_ERROR; a partition moving between them also as a future replica (IsFutureKey) in its destination",
+        ApiKey::AlterReplicaLogDirs => {
+            "moves a replica between this broker's log dirs in the background (a future log that catches up, then a crash-safe swap; docs/failures.md); ALTER on the cluster; throttled by `replica.alter.log.dirs.io.max.bytes.per.second`"
+        }
         ApiKey::ListConfigResources => {
             "groups with configs, the broker and its loggers, topics, in Kafka's order; there are no client-metrics subscriptions to list"
         }
@@ -100,7 +103,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | RenewDelegationToken
         | ExpireDelegationToken
         | DescribeDelegationToken => SECURITY,
-        AlterReplicaLogDirs => "several log directories are served (`log_dirs`), moving a partition between them is not yet",
         UpdateFeatures => {
             "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
         }

@@ -43,6 +43,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::DeleteAcls,
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
+    ApiKey::AlterReplicaLogDirs,
     ApiKey::DescribeLogDirs,
     ApiKey::CreatePartitions,
     ApiKey::AlterPartitionReassignments,

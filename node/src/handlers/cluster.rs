@@ -124,9 +124,21 @@ pub async fn describe_log_dirs(
         vec![BTreeMap::new(); dirs.len()];
     for (name, parts) in wanted {
         for p in parts {
-            let Some(PartitionReply::Described { size_bytes, .. }) = replies.next() else {
+            let Some(PartitionReply::Described { size_bytes, future }) = replies.next() else {
                 continue;
             };
+            // A move in flight: its copy, in the destination (Kafka's IsFutureKey).
+            if let Some(f) = future {
+                by_dir[f.dir]
+                    .entry(name.clone())
+                    .or_default()
+                    .push(DescribeLogDirsPartition {
+                        partition_index: p,
+                        partition_size: f.size_bytes as i64,
+                        offset_lag: f.offset_lag,
+                        is_future_key: true,
+                    });
+            }
             let Some(index) = ctx.log_dirs.dir_of(&name, p) else {
                 continue;
             };

@@ -1,6 +1,7 @@
 //! Request handlers, one module per API family, and the dispatch that picks one.
 
 mod acls;
+mod alter_replica_log_dirs;
 #[cfg(test)]
 mod api_table;
 mod api_versions;
@@ -668,6 +669,12 @@ async fn handle(
             &header,
             list_config_resources::handle(&ctx, req, version, &session.caller()),
         )),
+        RequestBody::AlterReplicaLogDirs(req) => {
+            let caller = session.caller();
+            later(&quota, header, async move {
+                alter_replica_log_dirs::handle(&ctx, req, &caller).await
+            })
+        }
         RequestBody::DescribeLogDirs(req) => {
             let caller = session.caller();
             later(&quota, header, async move {

@@ -102,6 +102,9 @@ impl Throttle {
 pub struct ReplicationQuotas {
     pub leader: Throttle,
     pub follower: Throttle,
+    /// `replica.alter.log.dirs.io.max.bytes.per.second`: the copies of partitions
+    /// moving between log dirs (`log_move.rs`).
+    pub alter_log_dirs: Throttle,
 }
 
 impl Default for ReplicationQuotas {
@@ -110,6 +113,7 @@ impl Default for ReplicationQuotas {
         ReplicationQuotas {
             leader: Throttle::new(),
             follower: Throttle::new(),
+            alter_log_dirs: Throttle::new(),
         }
     }
 }
