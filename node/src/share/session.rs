@@ -97,9 +97,11 @@ impl ShareSessions {
                 });
                 // Taken before the insert, so that shards opening at once cannot pass
                 // the limit together.
-                let taken = self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < self.limit).then_some(n + 1)
-                });
+                let taken = self
+                    .count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < self.limit).then_some(n + 1)
+                    });
                 if taken.is_err() {
                     return Err(ErrorCode::ShareSessionLimitReached.code());
                 }
