@@ -94,7 +94,7 @@ def roll(bootstrap, start, end, wanted_types):
         old = [member(start), member(start)]
         flow.batch()
         wait_for(old, lambda: owns_exactly_once(old, all_parts)
-                 and all(len(m.assigned) == 3 for m in old), f"two {start} members with three each")
+                 and all(len(m.assigned or ()) == 3 for m in old), f"two {start} members with three each")
         wait_type(bootstrap, g, wanted_types[0])
         read_all(everyone, flow, "the first batch")
         live = list(old)
@@ -107,7 +107,7 @@ def roll(bootstrap, start, end, wanted_types):
             old[i].close()
             flow.batch()
             wait_for(live, lambda: owns_exactly_once(live, all_parts)
-                     and all(len(m.assigned) == 3 for m in live),
+                     and all(len(m.assigned or ()) == 3 for m in live),
                      f"three each after {start} member {i} left")
         flow.batch()
         read_all(everyone, flow, "every batch")
@@ -128,6 +128,35 @@ def test_rolling_downgrade_consumer_to_classic(cg_bootstrap):  # noqa: F811
     """Classic members join the consumer group; when the last consumer-protocol member
     leaves, the group turns classic (the online downgrade) and rebalances."""
     roll(cg_bootstrap, "consumer", "classic", ("consumer", "classic"))
+
+
+def test_static_takeover_downgrades(cg_bootstrap):  # noqa: F811
+    """A classic static member restarting in the place of the group's last
+    consumer-protocol static member (same group.instance.id) turns the group classic
+    without a rebalance: it takes over that member's partitions."""
+    topic = new_topic(cg_bootstrap, PARTITIONS, "migstatic")
+    g = group_id("migstatic")
+    all_parts = partitions(topic, PARTITIONS)
+    everyone = []
+    try:
+        a = JavaMember(cg_bootstrap, g, "topics", topic, instance="a", protocol="consumer")
+        everyone.append(a)
+        wait_for([a], lambda: a.assigned == all_parts, "the consumer member owning all")
+        b = JavaMember(cg_bootstrap, g, "topics", topic, protocol="classic")
+        everyone.append(b)
+        wait_for([a, b], lambda: owns_exactly_once([a, b], all_parts)
+                 and len(b.assigned or ()) == 3, "the classic member owning three")
+        wait_type(cg_bootstrap, g, "consumer")
+        held = set(a.assigned)
+        a.kill9()
+        a2 = JavaMember(cg_bootstrap, g, "topics", topic, instance="a", protocol="classic")
+        everyone.append(a2)
+        wait_type(cg_bootstrap, g, "classic")
+        wait_for([a2, b], lambda: owns_exactly_once([a2, b], all_parts), "the partitions owned again")
+        assert a2.assigned == held
+    finally:
+        for m in everyone:
+            m.kill9()
 
 
 def assigned(data):

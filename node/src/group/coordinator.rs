@@ -397,7 +397,7 @@ impl Coordinator {
         }
         let limits = Self::limits(ctx);
         for (id, leaving) in downgrades {
-            let records = self.downgrade(&id, &leaving, &topics, now, &limits);
+            let records = self.downgrade(&id, Some(&leaving), &topics, now, &limits);
             writes.push((id, records));
         }
         // An empty consumer group without committed offsets goes after EMPTY_GROUP_TTL,
@@ -649,13 +649,14 @@ impl Coordinator {
     }
 
     /// KIP-848's online downgrade (Kafka's `convertToClassicGroup`): the consumer group
-    /// whose last consumer-protocol member `leaving` goes becomes a classic group of the
-    /// others, which rebalances at once. The records delete the consumer group (Spate keeps
-    /// classic groups in memory only).
+    /// becomes a classic group of its members but `leaving` (its last consumer-protocol
+    /// member), which rebalances at once; without `leaving` (a classic static member took
+    /// the last consumer-protocol member's place) it carries on without a rebalance. The
+    /// records delete the consumer group (Spate keeps classic groups in memory only).
     fn downgrade(
         &mut self,
         group_id: &str,
-        leaving: &str,
+        leaving: Option<&str>,
         topics: &TopicsView,
         now: Instant,
         limits: &GroupLimits,
@@ -663,11 +664,12 @@ impl Coordinator {
         let Some(g) = self.consumer.remove(group_id) else {
             return Vec::new();
         };
-        let seeds = g.classic_seeds(leaving, topics);
+        let seeds = g.classic_seeds(leaving.unwrap_or_default(), topics);
         tracing::info!(group = %group_id, members = seeds.len(), "consumer group downgraded to a classic group");
+        let rebalance = leaving.map(|_| limits);
         self.groups.insert(
             group_id.to_string(),
-            Group::from_consumer(group_id, g.group_epoch, seeds, now, limits),
+            Group::from_consumer(group_id, g.group_epoch, seeds, now, rebalance),
         );
         g.tombstones()
     }
@@ -1679,7 +1681,7 @@ fn consumer_heartbeat(
         && group.downgrades_without(&args.member_id, ctx.config.group_max_size)
     {
         let limits = Coordinator::limits(ctx);
-        records.extend(coord.downgrade(group_id, &args.member_id, &topics, now, &limits));
+        records.extend(coord.downgrade(group_id, Some(&args.member_id), &topics, now, &limits));
         let reply = HeartbeatReply {
             member_id: args.member_id,
             member_epoch: super::consumer::LEAVE_EPOCH,
@@ -1800,8 +1802,19 @@ fn classic_join(
             member_id,
             generation,
             protocol_name,
-            records,
+            mut records,
+            took_over_consumer,
         }) => {
+            // The last consumer-protocol member replaced by a classic static member: the
+            // group turns classic (Kafka's step 4 of `classicGroupJoinToConsumerGroup`).
+            let c = &ctx.config;
+            if took_over_consumer
+                && Coordinator::migration_policy(ctx).downgrade()
+                && group.downgrades_after_takeover(c.group_max_size)
+            {
+                let limits = Coordinator::limits(ctx);
+                records.extend(coord.downgrade(group_id, None, &topics, now, &limits));
+            }
             let answer = spate_net::messages::JoinGroupResponse {
                 generation_id: generation,
                 protocol_type: Some(CONSUMER_PROTOCOL_TYPE.to_string()),

@@ -234,15 +234,16 @@ impl Group {
     }
 
     /// A consumer group whose remaining members all use the classic protocol turns
-    /// classic (KIP-848's online downgrade): a stable group at the consumer group's epoch
-    /// holding their assignments, that rebalances at once (Kafka's
-    /// `convertToClassicGroup`).
+    /// classic (KIP-848's online downgrade, Kafka's `convertToClassicGroup`): a stable
+    /// group at the consumer group's epoch holding their assignments; it rebalances at
+    /// once when `rebalance` has the limits (a member left; not when a static member took
+    /// over another's place).
     pub fn from_consumer(
         id: &str,
         generation: i32,
         seeds: Vec<ClassicSeed>,
         now: Instant,
-        limits: &GroupLimits,
+        rebalance: Option<&GroupLimits>,
     ) -> Group {
         let mut g = Group::new(id);
         g.state = GroupState::Stable;
@@ -270,7 +271,9 @@ impl Group {
             g.members.insert(s.id, member);
         }
         g.protocol = g.select_protocol();
-        g.prepare_rebalance(now, limits);
+        if let Some(limits) = rebalance {
+            g.prepare_rebalance(now, limits);
+        }
         g
     }
 

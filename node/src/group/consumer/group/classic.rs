@@ -36,6 +36,8 @@ pub enum ClassicJoined {
         generation: i32,
         protocol_name: String,
         records: Vec<GroupRecord>,
+        /// The member took over the instance id of a member using the consumer protocol.
+        took_over_consumer: bool,
     },
 }
 
@@ -188,9 +190,10 @@ impl ConsumerGroup {
             self.members
                 .values()
                 .find(|m| m.instance_id.as_deref() == Some(instance))
-                .map(|m| m.member_id.clone())
+                .map(|m| (m.member_id.clone(), m.classic.is_none()))
         });
-        let takes_over = holder.as_ref().is_some_and(|h| *h != member_id);
+        let takes_over = holder.as_ref().is_some_and(|(h, _)| *h != member_id);
+        let took_over_consumer = takes_over && holder.is_some_and(|(_, consumer)| consumer);
         if takes_over && !unknown {
             return Err(ErrorCode::FencedInstanceId.code());
         }
@@ -234,6 +237,7 @@ impl ConsumerGroup {
             generation: reply.member_epoch,
             protocol_name,
             records,
+            took_over_consumer,
         })
     }
 
@@ -369,6 +373,13 @@ impl ConsumerGroup {
             self.bump_epoch(hash, &mut out);
         }
         (codes, out)
+    }
+
+    /// Kafka's `validateOnlineDowngradeWithReplacedMemberId`, once a classic static member
+    /// took over from a consumer-protocol member: every member now uses the classic
+    /// protocol and they fit a classic group.
+    pub fn downgrades_after_takeover(&self, classic_max_size: usize) -> bool {
+        self.members.len() <= classic_max_size && self.members.values().all(|m| m.classic.is_some())
     }
 
     /// Kafka's `validateOnlineDowngradeWithFencedMember`: whether the group turns classic
@@ -684,6 +695,49 @@ mod tests {
     }
 
     #[test]
+    fn a_classic_static_member_takes_over_a_consumer_member() {
+        let (topics, settings, now) = (topics(), settings(), Instant::now());
+        let mut g = ConsumerGroup::new("g");
+        let mut n = 0;
+        let hb = HeartbeatArgs {
+            member_id: "c".into(),
+            instance_id: Some("i".into()),
+            rebalance_timeout_ms: 30_000,
+            topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            ..Default::default()
+        };
+        g.heartbeat(hb, &topics, &settings, now, &mut n).unwrap();
+        joined(g.classic_join(join("b", &[]), &topics, &settings, now, &mut n));
+        let held = g.targets["c"].clone();
+        // Known member id, another holder: fenced.
+        let mut fenced = join("x", &[]);
+        fenced.group_instance_id = Some("i".into());
+        assert_eq!(
+            g.classic_join(fenced, &topics, &settings, now, &mut n),
+            Err(ErrorCode::FencedInstanceId.code())
+        );
+        // Without a member id it takes the place, and the target, of the consumer member.
+        let mut takeover = join("", &[]);
+        takeover.group_instance_id = Some("i".into());
+        let r = g
+            .classic_join(takeover, &topics, &settings, now, &mut n)
+            .unwrap();
+        let ClassicJoined::Joined {
+            member_id,
+            took_over_consumer,
+            ..
+        } = r
+        else {
+            panic!("{r:?}");
+        };
+        assert!(took_over_consumer);
+        assert!(!g.members.contains_key("c"));
+        assert_eq!(g.targets[&member_id], held);
+        assert!(g.downgrades_after_takeover(10));
+    }
+
+    #[test]
     fn a_foreign_protocol_is_refused() {
         let (topics, settings, now) = (topics(), settings(), Instant::now());
         let mut g = ConsumerGroup::new("g");
@@ -781,8 +835,9 @@ mod tests {
         assert!(g.downgrades_without("new", 10));
         assert!(!g.downgrades_without("new", 1));
         assert!(!g.downgrades_without(&ids[0], 10));
+        assert!(!g.downgrades_after_takeover(10));
         let seeds = g.classic_seeds("new", &topics);
-        let back = Group::from_consumer("g", g.group_epoch, seeds, now, &limits);
+        let back = Group::from_consumer("g", g.group_epoch, seeds, now, Some(&limits));
         assert_eq!(back.members.len(), 2);
         assert_eq!(back.protocol.as_deref(), Some("range"));
         assert_eq!(back.state.name(), "PreparingRebalance");
