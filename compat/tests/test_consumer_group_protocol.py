@@ -5,6 +5,7 @@ Apache Kafka 4.4.0 (compat/reference-kafka.sh; run this file with
 SPATE_COMPAT_BOOTSTRAP=127.0.0.1:39092 to check them again: the tests that need a broker
 of their own, with a short session timeout or a restart, skip then)."""
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -200,8 +201,8 @@ def test_revocation_before_assignment(cg_bootstrap):
 def test_protocol_clash_with_classic_group(cg_bootstrap):
     """A classic group whose members do not use the consumer protocol (here Connect's) is
     not a consumer group, and a consumer group with members refuses such a JoinGroup.
-    (Kafka converts a classic group of consumer-protocol members instead: the online
-    upgrade, which Spate does not do yet; docs/compat.md.)"""
+    (A classic group of consumer-protocol members is converted instead: the online
+    upgrade, test_consumer_group_migration.py.)"""
     topic = new_topic(cg_bootstrap, 1)
     g = group_id("cgp-classic")
     raw = coordinator(cg_bootstrap, g)
@@ -233,7 +234,7 @@ def test_protocol_clash_with_classic_group(cg_bootstrap):
 class JavaMember:
     """A ConsumerProtocolMember process; its JSON lines arrive on a queue."""
 
-    def __init__(self, bootstrap, group, mode, what, instance=None):
+    def __init__(self, bootstrap, group, mode, what, instance=None, protocol="consumer"):
         java_jar()
         cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", str(JAVA_JAR),
                "dev.spate.compat.ConsumerProtocolMember", bootstrap, group, mode, what]
@@ -243,7 +244,8 @@ class JavaMember:
         self.log_path = RUNS / f"java-member-{group}-{uuid.uuid4().hex[:6]}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, text=True)
+                                         stderr=log, text=True,
+                                         env={**os.environ, "GROUP_PROTOCOL": protocol})
         self.lines = queue.Queue()
         self.assigned = None
         self.records = []

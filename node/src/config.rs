@@ -290,6 +290,9 @@ pub struct BrokerConfig {
     pub group_consumer_max_size: usize,
     /// `group.consumer.assignors`: the server-side assignors, the first the default.
     pub group_consumer_assignors: Vec<String>,
+    /// `group.consumer.migration.policy`: which online conversions between classic and
+    /// consumer groups are allowed (`disabled`, `upgrade`, `downgrade`, `bidirectional`).
+    pub group_consumer_migration_policy: String,
     /// `group.share.session.timeout.ms`: a share-group (KIP-932) member that does not
     /// heartbeat for this long is removed; `group.share.min/max.session.timeout.ms` the
     /// range of it and of a group's own `share.session.timeout.ms`.
@@ -639,6 +642,11 @@ impl BrokerConfig {
             if crate::group::consumer::assignor::Assignor::by_name(a).is_none() {
                 bail!("group_consumer_assignors: unknown assignor {a:?} (uniform, range)");
             }
+        }
+        if crate::group::consumer::MigrationPolicy::parse(&self.group_consumer_migration_policy)
+            .is_none()
+        {
+            bail!("group_consumer_migration_policy must be disabled, upgrade, downgrade or bidirectional");
         }
         self.validate_share_groups()?;
         if self.queued_max_request_bytes < 1024 {

@@ -15,10 +15,12 @@ use spate_net::ErrorCode;
 
 use super::consumer::records::{self as consumer_records, GroupRecord};
 use super::consumer::{
-    assignor::Assignor, ConsumerGroup, ConsumerGroupSettings, GroupError, HeartbeatArgs,
-    HeartbeatReply, TopicsView,
+    assignor::Assignor, ClassicJoined, ConsumerGroup, ConsumerGroupSettings, GroupError,
+    HeartbeatArgs, HeartbeatReply, MigrationPolicy, TopicsView,
 };
-use super::membership::{Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply};
+use super::membership::{
+    Group, GroupLimits, GroupState, JoinArgs, JoinReply, SyncReply, INVALID_SESSION_TIMEOUT,
+};
 use super::offsets_log::{self, CommittedOffset, OffsetKey};
 use super::share::records as share_records;
 use super::share::{ShareGroup, ShareGroupSettings, ShareHeartbeatArgs, ShareHeartbeatReply};
@@ -269,6 +271,12 @@ impl Coordinator {
         }
     }
 
+    /// `group.consumer.migration.policy` (validated when the config was read).
+    fn migration_policy(ctx: &ShardContext) -> MigrationPolicy {
+        MigrationPolicy::parse(&ctx.config.group_consumer_migration_policy)
+            .unwrap_or(MigrationPolicy::Disabled)
+    }
+
     pub fn consumer_settings(ctx: &ShardContext) -> ConsumerGroupSettings {
         let c = &ctx.config;
         ConsumerGroupSettings {
@@ -367,10 +375,17 @@ impl Coordinator {
         }
         self.image_version_seen = image.offset;
         let topics = self.topics_view(ctx);
+        let downgrade = Self::migration_policy(ctx).downgrade();
+        let classic_max = ctx.config.group_max_size;
+        let mut downgrades = Vec::new();
         for (id, g) in self.consumer.iter_mut() {
             let mut records = Vec::new();
             for member in g.expired(now) {
                 tracing::info!(group = %id, member = %member, "consumer group member expired");
+                if downgrade && g.downgrades_without(&member, classic_max) {
+                    downgrades.push((id.clone(), member));
+                    break;
+                }
                 records.extend(g.fence(&member, &topics));
             }
             if metadata_changed {
@@ -379,6 +394,11 @@ impl Coordinator {
             if !records.is_empty() {
                 writes.push((id.clone(), records));
             }
+        }
+        let limits = Self::limits(ctx);
+        for (id, leaving) in downgrades {
+            let records = self.downgrade(&id, Some(&leaving), &topics, now, &limits);
+            writes.push((id, records));
         }
         // An empty consumer group without committed offsets goes after EMPTY_GROUP_TTL,
         // as a classic one does (its records are deleted).
@@ -628,6 +648,32 @@ impl Coordinator {
         }
     }
 
+    /// KIP-848's online downgrade (Kafka's `convertToClassicGroup`): the consumer group
+    /// becomes a classic group of its members but `leaving` (its last consumer-protocol
+    /// member), which rebalances at once; without `leaving` (a classic static member took
+    /// the last consumer-protocol member's place) it carries on without a rebalance. The
+    /// records delete the consumer group (Spate keeps classic groups in memory only).
+    fn downgrade(
+        &mut self,
+        group_id: &str,
+        leaving: Option<&str>,
+        topics: &TopicsView,
+        now: Instant,
+        limits: &GroupLimits,
+    ) -> Vec<GroupRecord> {
+        let Some(g) = self.consumer.remove(group_id) else {
+            return Vec::new();
+        };
+        let seeds = g.classic_seeds(leaving.unwrap_or_default(), topics);
+        tracing::info!(group = %group_id, members = seeds.len(), "consumer group downgraded to a classic group");
+        let rebalance = leaving.map(|_| limits);
+        self.groups.insert(
+            group_id.to_string(),
+            Group::from_consumer(group_id, g.group_epoch, seeds, now, rebalance),
+        );
+        g.tombstones()
+    }
+
     fn describe(&self, group_id: &str) -> GroupDescription {
         if self.consumer.contains_key(group_id) || self.share.contains_key(group_id) {
             // DescribeGroups (up to v5) does not see consumer or share groups: Kafka 4.4 answers
@@ -796,14 +842,9 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             }
             if let Some(g) = coord.consumer.get(&group_id) {
                 if !g.is_empty() {
-                    // Kafka would take the classic member into the consumer group
-                    // (KIP-848's online migration); Spate does not yet.
-                    let _ = reply.send(spate_net::messages::JoinGroupResponse {
-                        error_code: super::membership::INCONSISTENT_GROUP_PROTOCOL,
-                        generation_id: -1,
-                        member_id: args.member_id,
-                        ..Default::default()
-                    });
+                    // A classic member of a consumer group (KIP-848's migration), served
+                    // whatever the migration policy, as in Kafka.
+                    classic_join(ctx, &mut coord, &group_id, args, now, reply);
                     return;
                 }
                 // An empty consumer group becomes a classic one (Kafka's downgrade of an
@@ -813,13 +854,48 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
                     .remove(&group_id)
                     .map(|g| g.tombstones())
                     .unwrap_or_default();
-                write_group_records(ctx, &group_id, records, None);
+                write_group_records(ctx, &group_id, records);
             }
             coord
                 .groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(&group_id))
                 .join(args, &limits, now, reply);
+        }
+        GroupRequest::Sync {
+            group_id,
+            member_id,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol_name,
+            assignments: _,
+            reply,
+        } if coord.consumer.contains_key(&group_id) => {
+            let topics = coord.topics_view(ctx);
+            let answer = match coord.consumer.get_mut(&group_id) {
+                Some(g) if !g.is_empty() => g.classic_sync(
+                    &member_id,
+                    instance_id.as_deref(),
+                    generation,
+                    (protocol_type.as_deref(), protocol_name.as_deref()),
+                    &topics,
+                    now,
+                ),
+                _ => Err(ErrorCode::UnknownMemberId.code()),
+            };
+            let _ = reply.send(match answer {
+                Ok(assignment) => spate_net::messages::SyncGroupResponse {
+                    protocol_type,
+                    protocol_name,
+                    assignment,
+                    ..Default::default()
+                },
+                Err(code) => spate_net::messages::SyncGroupResponse {
+                    error_code: code,
+                    ..Default::default()
+                },
+            });
         }
         GroupRequest::Sync {
             group_id,
@@ -854,9 +930,13 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             generation,
             reply,
         } => {
-            let code = match coord.groups.get_mut(&group_id) {
-                Some(g) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
-                None => ErrorCode::UnknownMemberId,
+            let c = &mut *coord;
+            let code = match (c.groups.get_mut(&group_id), c.consumer.get_mut(&group_id)) {
+                (Some(g), _) => g.heartbeat(&member_id, instance_id.as_deref(), generation, now),
+                (None, Some(g)) => {
+                    g.classic_heartbeat(&member_id, instance_id.as_deref(), generation, now)
+                }
+                (None, None) => ErrorCode::UnknownMemberId,
             };
             let _ = reply.send(code.code());
         }
@@ -865,6 +945,21 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             members,
             reply,
         } => {
+            if coord.consumer.contains_key(&group_id) {
+                let topics = coord.topics_view(ctx);
+                let Some(g) = coord.consumer.get_mut(&group_id) else {
+                    unreachable!("the group was just found");
+                };
+                let (mut codes, records) = g.classic_leave(&members, &topics);
+                drop(coord);
+                write_records_then(ctx, &group_id, records, move |code| {
+                    if code != 0 {
+                        codes.iter_mut().for_each(|c| *c = code);
+                    }
+                    let _ = reply.send(codes);
+                });
+                return;
+            }
             let codes = match coord.groups.get_mut(&group_id) {
                 Some(g) => members
                     .iter()
@@ -1050,7 +1145,7 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             }
             let was_consumer = match coord.consumer.remove(&group_id) {
                 Some(g) => {
-                    write_group_records(ctx, &group_id, g.tombstones(), None);
+                    write_group_records(ctx, &group_id, g.tombstones());
                     true
                 }
                 None => false,
@@ -1083,16 +1178,22 @@ pub fn serve(ctx: &Rc<ShardContext>, request: GroupRequest, refused: flume::Send
             args,
             reply,
         } => {
-            let result = consumer_heartbeat(ctx, &mut coord, &group_id, *args, now);
+            let (result, records) = consumer_heartbeat(ctx, &mut coord, &group_id, *args, now);
             drop(coord);
-            match result {
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-                Ok((answer, records)) => {
-                    write_group_records(ctx, &group_id, records, Some((answer, reply)))
-                }
+            if records.is_empty() {
+                let _ = reply.send(result);
+                return;
             }
+            write_records_then(ctx, &group_id, records, move |code| {
+                let answer = match result {
+                    Ok(_) if code != 0 => Err(GroupError {
+                        code: ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError),
+                        message: None,
+                    }),
+                    other => other,
+                };
+                let _ = reply.send(answer);
+            });
         }
         GroupRequest::ShareHeartbeat {
             group_id,
@@ -1519,50 +1620,76 @@ fn write_tombstones(
 }
 
 /// ConsumerGroupHeartbeat on the coordinator: the group (created by a joining member,
-/// or converted from an empty classic group), then the heartbeat itself.
+/// converted from an empty classic group or, KIP-848's online upgrade, from a classic
+/// group of consumer-protocol members), then the heartbeat itself. The records are to be
+/// written whatever the answer (a conversion stands even if the heartbeat is refused).
 fn consumer_heartbeat(
     ctx: &ShardContext,
     coord: &mut Coordinator,
     group_id: &str,
     args: HeartbeatArgs,
     now: Instant,
-) -> Result<(HeartbeatReply, Vec<GroupRecord>), GroupError> {
+) -> (Result<HeartbeatReply, GroupError>, Vec<GroupRecord>) {
+    let mut records = Vec::new();
     if coord.share.contains_key(group_id) {
-        return Err(GroupError::new(
-            ErrorCode::GroupIdNotFound,
-            format!("Group {group_id} is not a consumer group."),
-        ));
-    }
-    if let Some(classic) = coord.groups.get(group_id) {
-        if !classic.is_empty() {
-            // Kafka converts a classic group whose members all use the consumer
-            // protocol (the online upgrade); Spate does not yet (docs/compat.md).
-            let message = if classic.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) {
-                format!("Cannot upgrade classic group {group_id} to consumer group: Spate does not convert a classic group with members.")
-            } else {
-                format!("Cannot upgrade classic group {group_id} to consumer group because the group does not use the consumer embedded protocol.")
-            };
-            return Err(GroupError::new(ErrorCode::GroupIdNotFound, message));
-        }
-        coord.groups.remove(group_id);
+        return (
+            Err(GroupError::new(
+                ErrorCode::GroupIdNotFound,
+                format!("Group {group_id} is not a consumer group."),
+            )),
+            records,
+        );
     }
     let joining = args.member_epoch == 0;
+    let settings = Coordinator::group_settings(ctx, group_id);
+    let topics = coord.topics_view(ctx);
+    let policy = Coordinator::migration_policy(ctx);
+    if let Some(classic) = coord.groups.get_mut(group_id) {
+        if !classic.is_empty() {
+            match upgrade(group_id, classic, joining, policy, &topics, &settings, now) {
+                Ok((group, created)) => {
+                    coord.groups.remove(group_id);
+                    coord.consumer.insert(group_id.to_string(), group);
+                    records = created;
+                }
+                Err(e) => return (Err(e), records),
+            }
+        } else {
+            coord.groups.remove(group_id);
+        }
+    }
     if !coord.consumer.contains_key(group_id) {
         if !joining {
-            return Err(GroupError::new(
-                ErrorCode::GroupIdNotFound,
-                format!("Consumer group {group_id} not found."),
-            ));
+            return (
+                Err(GroupError::new(
+                    ErrorCode::GroupIdNotFound,
+                    format!("Consumer group {group_id} not found."),
+                )),
+                records,
+            );
         }
         coord
             .consumer
             .insert(group_id.to_string(), ConsumerGroup::new(group_id));
     }
-    let settings = Coordinator::group_settings(ctx, group_id);
-    let topics = coord.topics_view(ctx);
     let Some(group) = coord.consumer.get_mut(group_id) else {
         unreachable!("the group was just looked up or created");
     };
+    let leaving = args.member_epoch == super::consumer::LEAVE_EPOCH;
+    if leaving
+        && policy.downgrade()
+        && group.downgrades_without(&args.member_id, ctx.config.group_max_size)
+    {
+        let limits = Coordinator::limits(ctx);
+        records.extend(coord.downgrade(group_id, Some(&args.member_id), &topics, now, &limits));
+        let reply = HeartbeatReply {
+            member_id: args.member_id,
+            member_epoch: super::consumer::LEAVE_EPOCH,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        };
+        return (Ok(reply), records);
+    }
     let (member_id, epoch) = (args.member_id.clone(), args.member_epoch);
     let result = group.heartbeat(
         args,
@@ -1578,20 +1705,147 @@ fn consumer_heartbeat(
     if result.is_err() && group.is_empty() && group.group_epoch == 0 {
         coord.consumer.remove(group_id);
     }
-    result
+    match result {
+        Ok((reply, more)) => {
+            records.extend(more);
+            (Ok(reply), records)
+        }
+        Err(e) => (Err(e), records),
+    }
 }
 
-/// Writes a consumer group's records to its `__consumer_offsets` partition; then sends
-/// the heartbeat's answer (or NOT_COORDINATOR / the write's error if it failed).
-#[allow(clippy::type_complexity)]
-fn write_group_records(
+/// KIP-848's online upgrade (Kafka's `validateOnlineUpgrade` and
+/// `convertToConsumerGroup`): a classic group whose members use the consumer protocol
+/// becomes a consumer group of members using the classic protocol, with the records
+/// that create it; its members waiting in a join or sync are told to rejoin.
+fn upgrade(
+    group_id: &str,
+    classic: &mut Group,
+    joining: bool,
+    policy: MigrationPolicy,
+    topics: &TopicsView,
+    settings: &ConsumerGroupSettings,
+    now: Instant,
+) -> Result<(ConsumerGroup, Vec<GroupRecord>), GroupError> {
+    let refuse = |message: String| Err(GroupError::new(ErrorCode::GroupIdNotFound, message));
+    if !joining {
+        return refuse(format!("Group {group_id} is not a consumer group."));
+    }
+    let why = if !policy.upgrade() {
+        Some("the online upgrade is disabled")
+    } else if classic.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+        Some("the group does not use the consumer embedded protocol")
+    } else if classic.members.len() > settings.max_size {
+        Some("the group size exceeds the consumer group maximum size")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return refuse(format!(
+            "Cannot upgrade classic group {group_id} to consumer group because {why}."
+        ));
+    }
+    let Some(converted) =
+        ConsumerGroup::from_classic(classic, topics, now, settings.session_timeout)
+    else {
+        return refuse(format!("Cannot upgrade the classic group {group_id} to consumer group because the embedded consumer protocol is malformed."));
+    };
+    classic.answer_waiters(ErrorCode::RebalanceInProgress.code());
+    tracing::info!(group = %group_id, members = classic.members.len(), "classic group upgraded to a consumer group");
+    Ok(converted)
+}
+
+/// A classic JoinGroup to a consumer group with members (Kafka's
+/// `classicGroupJoinToConsumerGroup`): answered once its records are written.
+fn classic_join(
+    ctx: &Rc<ShardContext>,
+    coord: &mut Coordinator,
+    group_id: &str,
+    args: JoinArgs,
+    now: Instant,
+    reply: JoinReply,
+) {
+    let error = |member_id: String, code: i16| spate_net::messages::JoinGroupResponse {
+        error_code: code,
+        generation_id: -1,
+        member_id,
+        ..Default::default()
+    };
+    let c = &ctx.config;
+    if args.session_timeout_ms < c.group_min_session_timeout_ms
+        || args.session_timeout_ms > c.group_max_session_timeout_ms
+    {
+        let _ = reply.send(error(args.member_id, INVALID_SESSION_TIMEOUT));
+        return;
+    }
+    let settings = Coordinator::group_settings(ctx, group_id);
+    let topics = coord.topics_view(ctx);
+    let Some(group) = coord.consumer.get_mut(group_id) else {
+        let _ = reply.send(error(args.member_id, ErrorCode::UnknownMemberId.code()));
+        return;
+    };
+    let requested = args.member_id.clone();
+    match group.classic_join(
+        args,
+        &topics,
+        &settings,
+        now,
+        &mut coord.consumer_rebalances,
+    ) {
+        Err(code) => {
+            let _ = reply.send(error(requested, code));
+        }
+        Ok(ClassicJoined::MemberIdRequired(id)) => {
+            let _ = reply.send(error(id, ErrorCode::MemberIdRequired.code()));
+        }
+        Ok(ClassicJoined::Joined {
+            member_id,
+            generation,
+            protocol_name,
+            mut records,
+            took_over_consumer,
+        }) => {
+            // The last consumer-protocol member replaced by a classic static member: the
+            // group turns classic (Kafka's step 4 of `classicGroupJoinToConsumerGroup`).
+            let c = &ctx.config;
+            if took_over_consumer
+                && Coordinator::migration_policy(ctx).downgrade()
+                && group.downgrades_after_takeover(c.group_max_size)
+            {
+                let limits = Coordinator::limits(ctx);
+                records.extend(coord.downgrade(group_id, None, &topics, now, &limits));
+            }
+            let answer = spate_net::messages::JoinGroupResponse {
+                generation_id: generation,
+                protocol_type: Some(CONSUMER_PROTOCOL_TYPE.to_string()),
+                protocol_name: Some(protocol_name),
+                member_id,
+                ..Default::default()
+            };
+            write_records_then(ctx, group_id, records, move |code| {
+                let _ = reply.send(if code == 0 {
+                    answer
+                } else {
+                    error(answer.member_id, code)
+                });
+            });
+        }
+    }
+}
+
+/// Writes a consumer group's records to its `__consumer_offsets` partition (a failure is
+/// logged).
+fn write_group_records(ctx: &Rc<ShardContext>, group_id: &str, records: Vec<GroupRecord>) {
+    write_records_then(ctx, group_id, records, |_| {});
+}
+
+/// Writes a consumer group's records to its `__consumer_offsets` partition, then calls
+/// `done` with the write's code (0: written).
+fn write_records_then(
     ctx: &Rc<ShardContext>,
     group_id: &str,
     records: Vec<GroupRecord>,
-    answer: Option<(
-        HeartbeatReply,
-        flume::Sender<Result<HeartbeatReply, GroupError>>,
-    )>,
+    done: impl FnOnce(i16) + 'static,
 ) {
     let now = now_ms();
     let encoded = records
@@ -1604,17 +1858,7 @@ fn write_group_records(
         if code != 0 {
             tracing::warn!(code, "writing consumer group records failed");
         }
-        if let Some((reply, tx)) = answer {
-            let result = if code == 0 {
-                Ok(reply)
-            } else {
-                Err(GroupError {
-                    code: ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError),
-                    message: None,
-                })
-            };
-            let _ = tx.send_async(result).await;
-        }
+        done(code);
     })
     .detach();
 }
@@ -1629,7 +1873,7 @@ pub fn tick(ctx: &Rc<ShardContext>) {
         coord.tick_consumer_groups(ctx, now)
     };
     for (group_id, records) in writes {
-        write_group_records(ctx, &group_id, records, None);
+        write_group_records(ctx, &group_id, records);
     }
     super::share_serve::tick(ctx, now);
 }

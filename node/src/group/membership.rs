@@ -76,7 +76,28 @@ pub struct Member {
     sync_waiter: Option<SyncReply>,
 }
 
+/// A member of a consumer group that turns classic (Kafka's `ClassicGroup.fromConsumerGroup`).
+pub struct ClassicSeed {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+    /// Its target assignment, as a ConsumerProtocol assignment.
+    pub assignment: Bytes,
+}
+
 impl Member {
+    pub fn session_timeout_ms(&self) -> i32 {
+        self.session_timeout.as_millis().min(i32::MAX as u128) as i32
+    }
+
+    pub fn rebalance_timeout_ms(&self) -> i32 {
+        self.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32
+    }
+
     /// The member's metadata for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
@@ -212,11 +233,60 @@ impl Group {
             .map(|(n, _)| n)
     }
 
+    /// A consumer group whose remaining members all use the classic protocol turns
+    /// classic (KIP-848's online downgrade, Kafka's `convertToClassicGroup`): a stable
+    /// group at the consumer group's epoch holding their assignments; it rebalances at
+    /// once when `rebalance` has the limits (a member left; not when a static member took
+    /// over another's place).
+    pub fn from_consumer(
+        id: &str,
+        generation: i32,
+        seeds: Vec<ClassicSeed>,
+        now: Instant,
+        rebalance: Option<&GroupLimits>,
+    ) -> Group {
+        let mut g = Group::new(id);
+        g.state = GroupState::Stable;
+        g.generation = generation;
+        g.protocol_type = Some("consumer".to_string());
+        for s in seeds {
+            if let Some(instance) = &s.instance_id {
+                g.static_members.insert(instance.clone(), s.id.clone());
+            }
+            g.next_seq += 1;
+            let member = Member {
+                id: s.id.clone(),
+                instance_id: s.instance_id,
+                client_id: s.client_id,
+                client_host: s.client_host,
+                session_timeout: Duration::from_millis(s.session_timeout_ms.max(0) as u64),
+                rebalance_timeout: Duration::from_millis(s.rebalance_timeout_ms.max(0) as u64),
+                protocols: s.protocols,
+                assignment: s.assignment,
+                last_heartbeat: now,
+                seq: g.next_seq,
+                join_waiter: None,
+                sync_waiter: None,
+            };
+            g.members.insert(s.id, member);
+        }
+        g.protocol = g.select_protocol();
+        if let Some(limits) = rebalance {
+            g.prepare_rebalance(now, limits);
+        }
+        g
+    }
+
     /// The coordinator drops the group (its partition's leadership ended): members
     /// waiting in a join or a sync are told NOT_COORDINATOR and look the coordinator up
     /// again (Kafka's `onUnloaded`).
     pub fn unload(&mut self) {
-        let code = ErrorCode::NotCoordinator.code();
+        self.answer_waiters(ErrorCode::NotCoordinator.code());
+    }
+
+    /// Every member waiting in a join or a sync is answered `code` (the group is unloaded,
+    /// or converted to a consumer group).
+    pub fn answer_waiters(&mut self, code: i16) {
         for (id, m) in &mut self.members {
             if let Some(w) = m.join_waiter.take() {
                 let _ = w.send(join_error(id, code));

@@ -1079,8 +1079,10 @@ async fn verify_offsets_partition(
     }
 }
 
-/// ConsumerGroupDescribe's MemberType of a consumer-protocol member (v1+).
+/// ConsumerGroupDescribe's MemberType (v1+) of a consumer-protocol member, and of a
+/// member using the classic protocol (KIP-848's migration).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 pub async fn consumer_group_heartbeat(
     ctx: &Rc<ShardContext>,
@@ -1237,7 +1239,11 @@ pub async fn consumer_group_describe(
                             subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                             assignment: assignment(&m.assigned),
                             target_assignment: assignment(target),
-                            member_type: MEMBER_TYPE_CONSUMER,
+                            member_type: if m.classic.is_some() {
+                                MEMBER_TYPE_CLASSIC
+                            } else {
+                                MEMBER_TYPE_CONSUMER
+                            },
                         })
                         .collect(),
                     authorized_operations: ctx.authorized_operations(

@@ -10,12 +10,17 @@ use std::time::{Duration, Instant};
 use spate_net::ErrorCode;
 
 use super::assignor::{Assignor, MemberSpec};
-use super::member::{Assignment, ConsumerMember, MemberState, TopicId, STATIC_LEFT_EPOCH};
+use super::member::{
+    Assignment, ClassicProtocols, ConsumerMember, MemberState, TopicId, STATIC_LEFT_EPOCH,
+};
 use super::reconcile::{reconcile, Target};
 use super::records::GroupRecord;
 use super::regex::TopicRegex;
 use super::topics::TopicsView;
 use crate::security::authorizer::Caller;
+
+mod classic;
+pub use classic::ClassicJoined;
 
 /// OffsetCommit carries the member epoch from this version on; a consumer-group member
 /// must use it.
@@ -50,6 +55,12 @@ pub struct HeartbeatArgs {
     pub client_host: String,
     /// Who sent it (a regex it subscribes with is resolved with its ACLs).
     pub caller: Option<Caller>,
+    /// A JoinGroup of a member using the classic protocol (`classic.rs`): what it joined
+    /// with (None: a ConsumerGroupHeartbeat).
+    pub classic: Option<ClassicProtocols>,
+    /// A classic static member that joined without its member id takes the place of the
+    /// member holding its instance id.
+    pub takes_over: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +94,9 @@ struct Deadlines {
     session: Instant,
     /// Set while the member has partitions to revoke.
     rebalance: Option<Instant>,
+    /// A member using the classic protocol: by when it must rejoin (after it was told to)
+    /// or sync (after it joined).
+    classic: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -354,11 +368,13 @@ impl ConsumerGroup {
             keep.filter(|_| before.as_ref().is_some_and(|b| b.state == updated.state))
                 .unwrap_or(now + Duration::from_millis(updated.rebalance_timeout_ms.max(0) as u64))
         });
+        let classic_deadline = self.deadlines.get(&id).and_then(|d| d.classic);
         self.deadlines.insert(
             id.clone(),
             Deadlines {
-                session: now + settings.session_timeout,
+                session: now + session_timeout(&updated, settings.session_timeout),
                 rebalance: rebalance_deadline,
+                classic: classic_deadline,
             },
         );
         // Kafka sends the assignment only to a full request (joining, or a client
@@ -395,7 +411,7 @@ impl ConsumerGroup {
                             format!("Static member {} with instance id {instance} was fenced by another member.", args.member_id),
                         ));
                     }
-                    if m.member_epoch != STATIC_LEFT_EPOCH {
+                    if m.member_epoch != STATIC_LEFT_EPOCH && !args.takes_over {
                         return Err(GroupError::new(
                             ErrorCode::UnreleasedInstanceId,
                             format!("Static member with unknown member id and instance id {instance} cannot join the group {} because the instance id is owned by member {}.", self.id, m.member_id),
@@ -523,16 +539,17 @@ impl ConsumerGroup {
     }
 
     /// Starts every member's session anew (after loading, as Kafka does).
-    pub fn restart_sessions(&mut self, now: Instant, session_timeout: Duration) {
+    pub fn restart_sessions(&mut self, now: Instant, timeout: Duration) {
         self.deadlines = self
             .members
-            .keys()
-            .map(|id| {
+            .values()
+            .map(|m| {
                 (
-                    id.clone(),
+                    m.member_id.clone(),
                     Deadlines {
-                        session: now + session_timeout,
+                        session: now + session_timeout(m, timeout),
                         rebalance: None,
+                        classic: None,
                     },
                 )
             })
@@ -630,7 +647,11 @@ impl ConsumerGroup {
     pub fn expired(&self, now: Instant) -> Vec<String> {
         self.deadlines
             .iter()
-            .filter(|(_, d)| d.session <= now || d.rebalance.is_some_and(|r| r <= now))
+            .filter(|(_, d)| {
+                d.session <= now
+                    || d.rebalance.is_some_and(|r| r <= now)
+                    || d.classic.is_some_and(|c| c <= now)
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -671,6 +692,10 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
+        if m.classic.is_some() {
+            // A classic member commits with its generation: the member epoch, exactly.
+            return classic_epoch_check(m, epoch);
+        }
         if version < OFFSET_COMMIT_MEMBER_EPOCH_FROM {
             return Err(ErrorCode::UnsupportedVersion);
         }
@@ -691,6 +716,9 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
+        if m.classic.is_some() {
+            return classic_epoch_check(m, epoch);
+        }
         if epoch == m.member_epoch {
             Ok(())
         } else {
@@ -701,6 +729,24 @@ impl ConsumerGroup {
     /// Whether a member subscribes to the topic (OffsetDelete refuses it then).
     pub fn subscribes_to(&self, topic: &str) -> bool {
         self.subscribed_names().contains(topic)
+    }
+}
+
+/// A member's session timeout: its JoinGroup's if it uses the classic protocol, else
+/// the group's.
+fn session_timeout(m: &ConsumerMember, group: Duration) -> Duration {
+    m.classic.as_ref().map_or(group, |c| {
+        Duration::from_millis(c.session_timeout_ms.max(0) as u64)
+    })
+}
+
+/// Kafka's `validateMemberEpoch` for a member using the classic protocol: its
+/// generation must be its epoch (ILLEGAL_GENERATION otherwise).
+fn classic_epoch_check(m: &ConsumerMember, generation: i32) -> Result<(), ErrorCode> {
+    if generation == m.member_epoch {
+        Ok(())
+    } else {
+        Err(ErrorCode::IllegalGeneration)
     }
 }
 
@@ -751,6 +797,7 @@ fn apply_request(m: &mut ConsumerMember, a: &HeartbeatArgs) {
     if let Some(s) = &a.assignor {
         m.server_assignor = Some(s.clone());
     }
+    m.classic = a.classic.clone();
     m.client_id = a.client_id.clone();
     m.client_host = a.client_host.clone();
 }

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+
 /// A topic's id as in the metadata image and on the wire.
 pub type TopicId = [u8; 16];
 
@@ -44,6 +46,22 @@ impl MemberState {
 /// assignment) until its session times out or its instance id rejoins.
 pub const STATIC_LEFT_EPOCH: i32 = -2;
 
+/// What a member using the classic protocol (a JoinGroup client inside a consumer group,
+/// KIP-848's online migration) joined with: Kafka's `ClassicMemberMetadata`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicProtocols {
+    pub session_timeout_ms: i32,
+    /// (assignor name, ConsumerProtocol subscription) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+impl ClassicProtocols {
+    /// The protocol the member is answered with: its first choice.
+    pub fn protocol_name(&self) -> &str {
+        self.protocols.first().map_or("", |(n, _)| n.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerMember {
     pub member_id: String,
@@ -65,6 +83,8 @@ pub struct ConsumerMember {
     /// assignment epochs): a commit at an older member epoch is accepted for a partition
     /// the member has held since then.
     pub assignment_epochs: BTreeMap<(TopicId, i32), i32>,
+    /// Set while the member uses the classic protocol (JoinGroup, SyncGroup, Heartbeat).
+    pub classic: Option<ClassicProtocols>,
 }
 
 impl ConsumerMember {
@@ -85,6 +105,7 @@ impl ConsumerMember {
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
             assignment_epochs: BTreeMap::new(),
+            classic: None,
         }
     }
 }

@@ -15,7 +15,10 @@ pub mod records;
 mod regex;
 mod topics;
 
-pub use group::{ConsumerGroup, ConsumerGroupSettings, GroupError, HeartbeatArgs, HeartbeatReply};
+pub use group::{
+    ClassicJoined, ConsumerGroup, ConsumerGroupSettings, GroupError, HeartbeatArgs, HeartbeatReply,
+    LEAVE_EPOCH,
+};
 pub use topics::TopicsView;
 
 use spate_net::messages::ConsumerGroupHeartbeatRequest;
@@ -26,6 +29,42 @@ use member::{Assignment, STATIC_LEFT_EPOCH};
 
 fn invalid(message: &str) -> GroupError {
     GroupError::new(ErrorCode::InvalidRequest, message)
+}
+
+/// `group.consumer.migration.policy`: which online conversions between classic and
+/// consumer groups are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    pub fn parse(s: &str) -> Option<MigrationPolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "disabled" => Some(MigrationPolicy::Disabled),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            _ => None,
+        }
+    }
+
+    pub fn upgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Upgrade | MigrationPolicy::Bidirectional
+        )
+    }
+
+    pub fn downgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Downgrade | MigrationPolicy::Bidirectional
+        )
+    }
 }
 
 /// Kafka's checks of a ConsumerGroupHeartbeat request (same order, codes and messages),
@@ -124,5 +163,7 @@ pub fn validate(
         client_host,
         // The connection's, set by the handler (the request does not carry it).
         caller: None,
+        classic: None,
+        takes_over: false,
     })
 }

@@ -23,18 +23,20 @@ pub fn reconcile(
 ) -> ConsumerMember {
     match member.state {
         MemberState::Stable if member.member_epoch == target.epoch => member.clone(),
-        MemberState::UnrevokedPartitions if still_owns_revoked(member, reported) => member.clone(),
-        _ => next_assignment(member, target, owned_elsewhere),
+        MemberState::UnrevokedPartitions if still_owns(&member.pending_revocation, reported) => {
+            member.clone()
+        }
+        _ => next_assignment(member, target, owned_elsewhere, reported),
     }
 }
 
-/// Whether the member still holds any partition it was asked to give up. A heartbeat
-/// that does not report its partitions counts as still holding them.
-fn still_owns_revoked(member: &ConsumerMember, reported: Option<&Assignment>) -> bool {
+/// Whether the member still holds any of `revoked` (Kafka's `ownsRevokedPartitions`). A
+/// heartbeat that does not report its partitions counts as still holding them.
+fn still_owns(revoked: &Assignment, reported: Option<&Assignment>) -> bool {
     let Some(reported) = reported else {
         return true;
     };
-    member.pending_revocation.iter().any(|(topic, parts)| {
+    revoked.iter().any(|(topic, parts)| {
         reported
             .get(topic)
             .is_some_and(|owned| parts.iter().any(|p| owned.contains(p)))
@@ -45,6 +47,7 @@ fn next_assignment(
     member: &ConsumerMember,
     target: &Target,
     owned_elsewhere: impl Fn(&TopicId, i32) -> bool,
+    reported: Option<&Assignment>,
 ) -> ConsumerMember {
     let mut kept = Assignment::new();
     let mut revoke = Assignment::new();
@@ -75,8 +78,10 @@ fn next_assignment(
         }
     }
     let mut next = member.clone();
-    if !revoke.is_empty() {
-        // Revocation first: the member keeps its epoch until it has let go.
+    if !revoke.is_empty() && still_owns(&revoke, reported) {
+        // Revocation first: the member keeps its epoch until it has let go (a member
+        // that reports it no longer holds them, as an eager classic member rejoining,
+        // moves on at once).
         next.state = MemberState::UnrevokedPartitions;
         next.previous_member_epoch = member.member_epoch;
         next.assigned = kept;
@@ -190,6 +195,15 @@ mod tests {
         assert_eq!(s.assignment_epoch(&T1, 0), Some(3));
         assert_eq!(s.assignment_epoch(&T2, 0), Some(4));
         assert_eq!(s.assignment_epoch(&T1, 1), None);
+        // A member that already reports none of the partitions to revoke (an eager classic
+        // member rejoining) skips the revocation step.
+        let none = a(&[(T1, &[0])]);
+        let direct = reconcile(&m, &t, |_, _| false, Some(&none));
+        assert_eq!(
+            (direct.state, direct.member_epoch),
+            (MemberState::Stable, 4)
+        );
+        assert_eq!(direct.assigned, target);
     }
 
     #[test]

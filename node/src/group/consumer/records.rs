@@ -11,7 +11,7 @@ use spate_net::group_records as gr;
 use spate_net::{Encoder, Message, Uuid};
 
 use super::group::ConsumerGroup;
-use super::member::{Assignment, ConsumerMember, MemberState};
+use super::member::{Assignment, ClassicProtocols, ConsumerMember, MemberState};
 
 /// Record types (the `apiKey` of each definition).
 const METADATA: i16 = 3;
@@ -158,7 +158,21 @@ pub fn encode(group_id: &str, r: &GroupRecord, now_ms: i64) -> (Bytes, Option<By
                     subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     server_assignor: m.server_assignor.clone(),
-                    classic_member_metadata: None,
+                    classic_member_metadata: m.classic.as_ref().map(|c| {
+                        gr::consumer_group_member_metadata_value::ClassicMemberMetadata {
+                            session_timeout_ms: c.session_timeout_ms,
+                            supported_protocols: c
+                                .protocols
+                                .iter()
+                                .map(|(name, metadata)| {
+                                    gr::consumer_group_member_metadata_value::ClassicProtocol {
+                                        name: name.clone(),
+                                        metadata: metadata.clone(),
+                                    }
+                                })
+                                .collect(),
+                        }
+                    }),
                 },
             )),
         ),
@@ -309,6 +323,14 @@ pub fn replay(
                     m.subscribed_topic_regex = v.subscribed_topic_regex;
                     m.rebalance_timeout_ms = v.rebalance_timeout_ms;
                     m.server_assignor = v.server_assignor;
+                    m.classic = v.classic_member_metadata.map(|c| ClassicProtocols {
+                        session_timeout_ms: c.session_timeout_ms,
+                        protocols: c
+                            .supported_protocols
+                            .into_iter()
+                            .map(|p| (p.name, p.metadata))
+                            .collect(),
+                    });
                 }
             }
         }

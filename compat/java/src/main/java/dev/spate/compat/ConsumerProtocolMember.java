@@ -20,8 +20,9 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 
 /**
- * One member of a KIP-848 consumer group (group.protocol=consumer), for
- * compat/tests/test_consumer_group_protocol.py. It prints a JSON line on every change of
+ * One member of a KIP-848 consumer group (group.protocol=consumer; or, with the
+ * environment variable GROUP_PROTOCOL=classic, of a classic group: the migration tests),
+ * for compat/tests/test_consumer_group_protocol.py and test_consumer_group_migration.py. It prints a JSON line on every change of
  * its assignment ({"assigned": ["topic-0", ...]}), one per record it reads ({"record":
  * "topic-partition@offset"}) and leaves the group when its stdin closes ({"closed":
  * true}). Failed commits are reported on stderr and retried. A kill -9 leaves it in the group until the broker's session timeout.
@@ -37,7 +38,12 @@ public final class ConsumerProtocolMember {
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, args[1]);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+        String protocol = System.getenv().getOrDefault("GROUP_PROTOCOL", "consumer");
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+        if (protocol.equals("classic")) {
+            p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "10000");
+            p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
+        }
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.METADATA_MAX_AGE_CONFIG, "1000");
