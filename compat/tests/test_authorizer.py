@@ -7,6 +7,7 @@ TOPIC_AUTHORIZATION_FAILED on produce, GROUP_AUTHORIZATION_FAILED on joining a g
 topics it may not describe hidden from Metadata.
 """
 import shutil
+import subprocess
 import time
 import uuid
 
@@ -491,3 +492,35 @@ def test_a_subscription_regex_resolves_to_the_topics_its_member_may_describe(sec
         assert read(15) == [hidden.encode()]
     finally:
         c.close()
+
+
+def test_update_features_and_tokens_for_others_need_their_acls(secured, kafka_libs, tmp_path):  # noqa: F811
+    """kafka-features.sh: UpdateFeatures needs ALTER on the cluster (Kafka's controller);
+    kafka-delegation-tokens.sh: a token for another owner needs CREATE_TOKENS on that
+    user (Kafka's broker checks it before the controller finds tokens disabled)."""
+    broker, props = secured
+    bob = tmp_path / "bob.properties"
+    bob.write_text(client_props("bob"))
+
+    def run(cls, config, *args):
+        r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*",
+                            "org.apache.kafka.tools." + cls, "--bootstrap-server", broker.bootstrap,
+                            "--command-config", str(config), *args],
+                           capture_output=True, text=True, timeout=90)
+        return r.returncode, r.stdout + r.stderr
+
+    upgrade = ["upgrade", "--feature", "transaction.version=2"]
+    code, out = run("FeatureCommand", props, *upgrade)
+    assert (code, out.splitlines()[0]) == (0, "transaction.version was upgraded to 2."), out
+    code, out = run("FeatureCommand", bob, *upgrade)
+    assert code == 1
+    assert "Could not upgrade transaction.version to 2. Cluster authorization failed." in out, out
+
+    create = ["--create", "--max-life-time-period", "-1"]
+    code, out = run("DelegationTokenCommand", bob, *create, "--owner-principal", "User:carol")
+    assert code == 1
+    assert ("DelegationTokenAuthorizationException: Delegation Token authorization failed."
+            in out), out
+    code, out = run("DelegationTokenCommand", bob, *create)
+    assert code == 1
+    assert "DelegationTokenDisabledException: Delegation Token feature is not enabled." in out, out

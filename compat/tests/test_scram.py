@@ -272,3 +272,32 @@ def test_credentials_survive_a_restart(scram, kafka_libs):  # noqa: F811
     produce_consume(addr(ports, "SASL_SSL"), client_conf(pki, "SASL_SSL", "alice"), "restart")
     out = configs(kafka_libs, addr(ports, "PLAINTEXT"), "--describe", "--entity-type", "users")
     assert "'alice' are SCRAM-SHA-512=iterations=4096" in out, out
+
+
+# ---- kafka-delegation-tokens.sh -----------------------------------------------------
+
+def test_delegation_tokens_are_disabled_over_sasl(scram, kafka_libs, tmp_path):  # noqa: F811
+    """On an authenticated channel Kafka 4.4 without `delegation.token.secret.key` (checked
+    on a SASL_PLAINTEXT/PLAIN reference broker) answers DELEGATION_TOKEN_AUTH_DISABLED,
+    after its broker's renewer check (INVALID_PRINCIPAL_TYPE)."""
+    broker, pki, ports = scram
+    config = java_props(tmp_path, pki, "SASL_PLAINTEXT", "alice", USERS["alice"][1])
+    disabled = ("org.apache.kafka.common.errors.DelegationTokenDisabledException: "
+                "Delegation Token feature is not enabled.")
+    invalid_renewer = ("org.apache.kafka.common.errors.InvalidPrincipalTypeException: "
+                       "Supplied principalType is not supported.")
+    for command, error in [
+        (["--create", "--max-life-time-period", "-1", "--renewer-principal", "User:bob"], disabled),
+        (["--create", "--max-life-time-period", "-1", "--owner-principal", "User:bob"], disabled),
+        (["--create", "--max-life-time-period", "-1", "--renewer-principal", "Group:ops"],
+         invalid_renewer),
+        (["--describe"], disabled),
+        (["--renew", "--hmac", "abcd", "--renew-time-period", "-1"], disabled),
+        (["--expire", "--hmac", "abcd", "--expiry-time-period", "-1"], disabled),
+    ]:
+        r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*",
+                            "org.apache.kafka.tools.DelegationTokenCommand", "--bootstrap-server",
+                            addr(ports, "SASL_PLAINTEXT"), "--command-config", str(config), *command],
+                           capture_output=True, text=True, timeout=90)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert error in r.stdout + r.stderr, command

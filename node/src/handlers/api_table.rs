@@ -68,11 +68,19 @@ fn served_note(key: ApiKey) -> &'static str {
         ApiKey::ListConfigResources => {
             "groups with configs, the broker and its loggers, topics, in Kafka's order; there are no client-metrics subscriptions to list"
         }
+        ApiKey::CreateDelegationToken
+        | ApiKey::RenewDelegationToken
+        | ApiKey::ExpireDelegationToken
+        | ApiKey::DescribeDelegationToken => {
+            "refused as Kafka refuses them without `delegation.token.secret.key`: DELEGATION_TOKEN_REQUEST_NOT_ALLOWED (64) on PLAINTEXT and TLS without a client certificate, else DELEGATION_TOKEN_AUTH_DISABLED (61) (docs/security.md)"
+        }
+        ApiKey::UpdateFeatures => {
+            "each feature is supported at its finalized level only (`metadata.version` 25, `transaction.version` 2): that level succeeds unchanged, others answer INVALID_UPDATE_VERSION (95) with Kafka's message; ALTER on the cluster"
+        }
         _ => "",
     }
 }
 
-const SECURITY: &str = "delegation tokens are not implemented (docs/security.md)";
 const CONTROLLER: &str =
     "KRaft controller or inter-broker API: Kafka's broker listener does not serve it either";
 
@@ -99,13 +107,6 @@ fn unserved_reason(key: ApiKey) -> &'static str {
         | AddRaftVoter
         | RemoveRaftVoter
         | UpdateRaftVoter => CONTROLLER,
-        CreateDelegationToken
-        | RenewDelegationToken
-        | ExpireDelegationToken
-        | DescribeDelegationToken => SECURITY,
-        UpdateFeatures => {
-            "feature levels are fixed (`metadata.version` is written with the first change of a new metadata log)"
-        }
         GetTelemetrySubscriptions | PushTelemetry => {
             "client telemetry (KIP-714) is not implemented"
         }

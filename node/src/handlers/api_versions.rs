@@ -7,6 +7,8 @@ use spate_net::messages::api_versions_response::{
 use spate_net::messages::ApiVersionsResponse;
 use spate_net::{ApiKey, ErrorCode};
 
+use crate::metadata::records::{METADATA_VERSION, METADATA_VERSION_FEATURE};
+
 /// The APIs this broker serves. Anything not listed is neither advertised nor answered.
 pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::Produce,
@@ -38,6 +40,10 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::ListTransactions,
     ApiKey::SaslHandshake,
     ApiKey::SaslAuthenticate,
+    ApiKey::CreateDelegationToken,
+    ApiKey::RenewDelegationToken,
+    ApiKey::ExpireDelegationToken,
+    ApiKey::DescribeDelegationToken,
     ApiKey::DescribeAcls,
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
@@ -55,6 +61,7 @@ pub const SERVED_APIS: &[ApiKey] = &[
     ApiKey::DescribeClientQuotas,
     ApiKey::AlterClientQuotas,
     ApiKey::DescribeUserScramCredentials,
+    ApiKey::UpdateFeatures,
     ApiKey::AlterUserScramCredentials,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
@@ -92,28 +99,39 @@ fn api_keys() -> Vec<ApiVersion> {
     keys
 }
 
-/// Kafka's `transaction.version` feature: level 2 is KIP-890's transaction protocol
-/// (EndTxn bumps the epoch; partition leaders add partitions to transactions). Clients
-/// use it when it is finalized, as on a Kafka 4 cluster.
-const TRANSACTION_VERSION: &str = "transaction.version";
-const TRANSACTION_VERSION_LEVEL: i16 = 2;
+/// The features this node runs, each at the one level it supports (so the supported
+/// range is that level alone, and UpdateFeatures can only confirm it):
+/// `metadata.version` is the level of the records Spate writes; `transaction.version`
+/// 2 is KIP-890's transaction protocol (EndTxn bumps the epoch; partition leaders add
+/// partitions to transactions), which clients use when it is finalized, as on a Kafka 4
+/// cluster (requests of clients on version 1 are served too).
+pub const FEATURES: &[(&str, i16)] = &[
+    (METADATA_VERSION_FEATURE, METADATA_VERSION),
+    ("transaction.version", 2),
+];
 /// Features never change on a Spate node, so their epoch does not either.
 const FEATURES_EPOCH: i64 = 1;
 
 pub fn handle() -> ApiVersionsResponse {
     ApiVersionsResponse {
         api_keys: api_keys(),
-        supported_features: vec![SupportedFeatureKey {
-            name: TRANSACTION_VERSION.into(),
-            min_version: 0,
-            max_version: TRANSACTION_VERSION_LEVEL,
-        }],
+        supported_features: FEATURES
+            .iter()
+            .map(|&(name, level)| SupportedFeatureKey {
+                name: name.into(),
+                min_version: level,
+                max_version: level,
+            })
+            .collect(),
         finalized_features_epoch: FEATURES_EPOCH,
-        finalized_features: vec![FinalizedFeatureKey {
-            name: TRANSACTION_VERSION.into(),
-            min_version_level: TRANSACTION_VERSION_LEVEL,
-            max_version_level: TRANSACTION_VERSION_LEVEL,
-        }],
+        finalized_features: FEATURES
+            .iter()
+            .map(|&(name, level)| FinalizedFeatureKey {
+                name: name.into(),
+                min_version_level: level,
+                max_version_level: level,
+            })
+            .collect(),
         ..Default::default()
     }
 }

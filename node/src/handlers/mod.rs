@@ -7,9 +7,11 @@ mod api_table;
 mod api_versions;
 mod cluster;
 mod configs;
+mod delegation_tokens;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
+mod features;
 mod fetch;
 mod groups;
 mod leader_hints;
@@ -681,10 +683,44 @@ async fn handle(
                 cluster::describe_log_dirs(&ctx, req, &caller).await
             })
         }
+        RequestBody::UpdateFeatures(req) => {
+            let alter = ctx.authorized_on_cluster(&session.caller(), Operation::Alter);
+            let response = features::update(&req, version, alter, ctx.config.node_id);
+            Dispatched::Respond(respond(&quota, &header, response))
+        }
+        RequestBody::CreateDelegationToken(req) => {
+            let caller = session.caller();
+            let allowed = token_requests_allowed(session);
+            let may_create_for = |owner: &str| {
+                ctx.authorized(&caller, Operation::CreateTokens, ResourceType::User, owner)
+            };
+            let response = delegation_tokens::create(&req, &caller, allowed, may_create_for);
+            Dispatched::Respond(respond(&quota, &header, response))
+        }
+        RequestBody::RenewDelegationToken(_) => Dispatched::Respond(respond(
+            &quota,
+            &header,
+            delegation_tokens::renew(token_requests_allowed(session)),
+        )),
+        RequestBody::ExpireDelegationToken(_) => Dispatched::Respond(respond(
+            &quota,
+            &header,
+            delegation_tokens::expire(token_requests_allowed(session)),
+        )),
+        RequestBody::DescribeDelegationToken(_) => Dispatched::Respond(respond(
+            &quota,
+            &header,
+            delegation_tokens::describe(token_requests_allowed(session)),
+        )),
         // Authenticated already, or a listener without SASL.
         RequestBody::SaslHandshake(_) | RequestBody::SaslAuthenticate(_) => {
             Dispatched::Respond(sasl::after_authentication(&header, key))
         }
         _ => Dispatched::Close("unsupported API key"),
     }
+}
+
+/// Whether the connection may make delegation token requests (Kafka's rule).
+fn token_requests_allowed(session: &Session) -> bool {
+    delegation_tokens::allowed(session.listener.protocol, &session.principal())
 }
