@@ -35,6 +35,12 @@
 #                       "rdkafka-consume" and "java-consume"
 #   CONSUME_BYTES [1000000000]  bytes of records pre-filled for a consume run (more than
 #                       Spate's default 256 MiB batch cache per shard: most reads go to disk)
+#   FILL_LINGER_MS [5]  linger.ms of that fill. librdkafka closes a batch when it lingered
+#                       this long or reached batch.size (1 MB), so with a short linger the
+#                       batches depend on how fast the broker acknowledges and the two
+#                       brokers store different data; a long one (e.g. 1000) fills every
+#                       batch to batch.size on both, for a like-for-like consume (the
+#                       fill's queue holds 2 M records, room for a full batch per partition)
 #   SPATE_CONFIG        optional TOML file passed to spate --config (A/B of settings)
 #   OUT [target/thirdparty-bench]
 #   NO_BUILD=1          skip cargo build of spate
@@ -55,6 +61,7 @@ CLIENT_CPUS="${CLIENT_CPUS-1}"
 SPATE_CORES="${SPATE_CORES:-1}"
 TOOLS="${TOOLS:-rdkafka java e2e}"
 CONSUME_BYTES="${CONSUME_BYTES:-1000000000}"
+FILL_LINGER_MS="${FILL_LINGER_MS:-5}"
 SPATE_CONFIG="${SPATE_CONFIG:-}"
 WORK="${OUT:-$ROOT/target/thirdparty-bench}"
 LIBS="$ROOT/target/compat/kafka-libs"
@@ -190,7 +197,7 @@ run() {
   if [[ "$tool" == *-consume ]]; then
     count=$((CONSUME_BYTES / SIZE))
     pin "$CLIENT_CPUS" timeout 600 "$RDKP" -P -t "$topic" -b "$boot" -s "$SIZE" -a 1 -c "$count" \
-      -X linger.ms=5 -q > "$out.fill" 2>&1 || true
+      -X linger.ms="$FILL_LINGER_MS" -X queue.buffering.max.messages=2000000 -q > "$out.fill" 2>&1 || true
   fi
   local t0; t0="$(cpu_ticks)"
   case "$tool" in
