@@ -19,7 +19,7 @@ fn served_note(key: ApiKey) -> &'static str {
         }
         ApiKey::ListPartitionReassignments => "from the broker's metadata image; DESCRIBE on the cluster",
         ApiKey::ConsumerGroupHeartbeat => {
-            "assignors `uniform` and `range`; a classic group with members is not converted (docs/compat.md)"
+            "assignors `uniform` and `range`; classic groups convert online both ways, `group.consumer.migration.policy` (docs/compat.md)"
         }
         ApiKey::ShareGroupHeartbeat => {
             "assignor `simple`; only share-partitions whose state the share coordinator initialized are assigned (docs/share-groups.md)"
