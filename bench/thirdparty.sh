@@ -41,6 +41,11 @@
 #                       brokers store different data; a long one (e.g. 1000) fills every
 #                       batch to batch.size on both, for a like-for-like consume (the
 #                       fill's queue holds 2 M records, room for a full batch per partition)
+#   RDK_CONSUME_PROPS [""]  librdkafka properties of the rdkafka-consume runs, as
+#                       "key=value key=value" (e.g. "fetch.queue.backoff.ms=10": with the
+#                       default 1000, a consumer whose queue reached queued.max.messages.kbytes
+#                       stops fetching for a whole second, and the count of those pauses
+#                       decides the result; docs/benchmarks.md)
 #   SPATE_CONFIG        optional TOML file passed to spate --config (A/B of settings)
 #   OUT [target/thirdparty-bench]
 #   NO_BUILD=1          skip cargo build of spate
@@ -63,6 +68,8 @@ TOOLS="${TOOLS:-rdkafka java e2e}"
 CONSUME_BYTES="${CONSUME_BYTES:-1000000000}"
 FILL_LINGER_MS="${FILL_LINGER_MS:-5}"
 SPATE_CONFIG="${SPATE_CONFIG:-}"
+RDK_CONSUME_X=()
+for kv in ${RDK_CONSUME_PROPS:-}; do RDK_CONSUME_X+=(-X "$kv"); done
 WORK="${OUT:-$ROOT/target/thirdparty-bench}"
 LIBS="$ROOT/target/compat/kafka-libs"
 RDK_DIR="$ROOT/target/thirdparty"
@@ -213,7 +220,7 @@ run() {
       ;;
     rdkafka-consume)
       pin "$CLIENT_CPUS" timeout 600 "$RDKP" -G "g-$RUN" -t "$topic" -b "$boot" -c "$count" -q \
-        > "$out" 2>&1 || true
+        "${RDK_CONSUME_X[@]}" > "$out" 2>&1 || true
       ;;
     java-consume)
       pin "$CLIENT_CPUS" timeout 600 java -Xmx1G -cp "$LIBS/*" \
@@ -293,7 +300,7 @@ for wl in "${WORKLOADS[@]}"; do
 done
 
 python3 - "$RESULTS" "$SIZE" "$ACKS" "$PAIRS" "$PARTITIONS" <<'PY'
-import csv, math, statistics, sys
+import csv, math, os, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 size, acks, pairs, partitions = sys.argv[2:]
 def num(r, k):
@@ -310,7 +317,9 @@ names = {"rdkafka": "rdkafka_performance -P -l", "java": "ProducerPerformance", 
 for wl in dict.fromkeys(r["workload"] for r in rows):
     tool, rate = wl.rsplit("-", 1)
     if tool.endswith("-consume"):
-        print("\n#### %s of a pre-filled topic, %s B records, %s partitions (median of %s runs each, min-max in brackets)\n" % (names[tool], size, partitions, pairs))
+        props = os.environ.get("RDK_CONSUME_PROPS", "") if tool == "rdkafka-consume" else ""
+        shown = names[tool] + (" with " + props if props else "")
+        print("\n#### %s of a pre-filled topic, %s B records, %s partitions (median of %s runs each, min-max in brackets)\n" % (shown, size, partitions, pairs))
         print("| broker | msgs/s | MB/s | broker CPU us/msg |")
         print("|---|---|---|---|")
         for b in ("spate", "kafka"):
