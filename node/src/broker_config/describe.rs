@@ -66,7 +66,10 @@ impl Sources<'_> {
             if let Some(v) = self.dynamic_value(&self.node(), def.name) {
                 out.push((name.clone(), Some(v.clone()), source::DYNAMIC_BROKER_CONFIG));
             }
-            if let Some(v) = self.dynamic_value("", def.name) {
+            if let Some(v) = self
+                .dynamic_value("", def.name)
+                .filter(|_| !def.per_broker())
+            {
                 out.push((
                     name.clone(),
                     Some(v.clone()),
@@ -81,6 +84,13 @@ impl Sources<'_> {
             }
             Value::Setting(f) | Value::Dynamic { read: f, .. } => {
                 (f(self.facts.config), f(self.embedded), None)
+            }
+            Value::Listener { read, default, .. } => {
+                if let Some(v) = read(self.facts.config) {
+                    out.push((name.clone(), Some(v), source::STATIC_BROKER_CONFIG));
+                }
+                out.push((name, Some(default.to_string()), source::DEFAULT_CONFIG));
+                return out;
             }
             Value::Fixed(v) => {
                 if let Some(v) = v {
