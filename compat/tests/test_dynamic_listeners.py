@@ -1,8 +1,8 @@
 """Listeners changed at runtime, as Kafka 4.4 changes them: `listeners` and
 `listener.security.protocol.map` set on broker 0 with kafka-configs.sh (ConfigCommand),
 a new listener accepting at once (records produced through it), described with Kafka's
-sources and synonyms, Metadata on it naming no broker (it is not in the broker's
-registration), removed (the port refuses, its open connections are closed), Kafka's
+sources and synonyms, Metadata and DescribeTopicPartitions on it naming no broker (it
+is not in the broker's registration), removed (the port refuses, its open connections are closed), Kafka's
 refusals, and kept across a restart.
 
 Against a reference Kafka (SPATE_COMPAT_BOOTSTRAP) it runs on that broker, leaves its
@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from conftest import EXTERNAL, _new_broker, free_port, port_accepts
-from flexraw import TAGS, FlexClient, carray
+from flexraw import TAGS, FlexClient, carray, describe_topic_partitions
 from grouputil import RawClient, cstr
 from kafkautil import consume, create_topic
 from test_broker_configs import admin, configs_tool, jar  # noqa: F401 (fixture)
@@ -208,6 +208,12 @@ def scenario(b, broker, kafka_libs, configs, lst, pmap):
     assert partitions == [(LISTENER_NOT_FOUND, -1, [0])]
     brokers, _, partitions = metadata(b, topic)
     assert [x[0] for x in brokers] == [0] and partitions == [(0, 0, [])]
+    client = FlexClient(extra_addr)
+    try:
+        (described,), _ = describe_topic_partitions(client, [topic])
+    finally:
+        client.close()
+    assert [(p["error"], p["leader"], p["offline"]) for p in described["partitions"]] == [(0, -1, [0])]
     # So a client bootstrapped there learns of no broker to send anything to.
     md = AdminClient({"bootstrap.servers": extra_addr}).list_topics(topic, timeout=10)
     assert (md.brokers, md.controller_id) == ({}, 0)
