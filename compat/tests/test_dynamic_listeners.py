@@ -3,12 +3,14 @@
 a new listener accepting at once (records produced through it), described with Kafka's
 sources and synonyms, Metadata and DescribeTopicPartitions on it naming no broker (it
 is not in the broker's registration), removed (the port refuses, its open connections are closed), Kafka's
-refusals, and kept across a restart.
+refusals, and kept across a restart; SSL, SASL_PLAINTEXT and SASL_SSL listeners added
+the same way speak their protocols with the broker's [ssl] and [sasl] settings.
 
 Against a reference Kafka (SPATE_COMPAT_BOOTSTRAP) it runs on that broker, leaves its
 listener settings as it found them, and skips the restart."""
 import shutil
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -23,6 +25,7 @@ from kafkautil import consume, create_topic
 from test_broker_configs import admin, configs_tool, jar  # noqa: F401 (fixture)
 from test_idempotent_raw import record_batch
 from test_kafka_cli import kafka_libs  # noqa: F401 (fixture)
+from test_security import peer_common_name, sasl_handshake_frame, secure  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -294,3 +297,31 @@ def scenario(b, broker, kafka_libs, configs, lst, pmap):
         brokers, _, _ = metadata(f"127.0.0.1:{port}", topic)
         assert brokers == []
         assert [m["value"] for m in consume(b, topic, 0, 1)] == [b"via-extra"]
+
+
+@pytest.mark.skipif(bool(EXTERNAL), reason="needs its own broker with TLS and SASL")
+def test_tls_listeners_added_at_runtime(secure, kafka_libs, jar):
+    """SSL and SASL_SSL listeners added at runtime speak TLS with the broker's [ssl]
+    settings (the certificate of its SSL listener) and SASL with its [sasl] ones."""
+    broker, pki, ports = secure
+    b = broker.bootstrap
+    _, lst, pmap = listener_configs(b)
+    tls_port, sasl_port = free_port(), free_port()
+    listeners = f"{lst['value']},TLS2://127.0.0.1:{tls_port},SECURE2://127.0.0.1:{sasl_port}"
+    protocol_map = with_entry(with_entry(pmap["value"], "TLS2:SSL"), "SECURE2:SASL_SSL")
+    set_listeners(kafka_libs, b, listeners, protocol_map)
+    try:
+        wait_for(lambda: port_accepts(tls_port) and port_accepts(sasl_port), "the TLS listeners to accept")
+        assert peer_common_name(pki, tls_port) == peer_common_name(pki, ports["SSL"])
+        ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+        with socket.create_connection(("127.0.0.1", sasl_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(sasl_handshake_frame("PLAIN"))
+                n = struct.unpack(">i", recv_exact(tls, 4))[0]
+                r = struct.unpack_from(">ihih", recv_exact(tls, n))
+                # (correlation id, error, one mechanism, its length: "PLAIN")
+                assert r == (7, 0, 1, 5)
+    finally:
+        configs_tool(kafka_libs, b, "--entity-name", "0", "--alter", "--delete-config",
+                     "listeners,listener.security.protocol.map")
+    wait_for(lambda: not port_accepts(tls_port) and not port_accepts(sasl_port), "the TLS listeners to close")
