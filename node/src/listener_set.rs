@@ -140,8 +140,9 @@ pub fn apply(ctx: &Rc<ShardContext>, change: ListenerChange) {
 }
 
 /// On shard 0, once the dynamic broker configs changed: the listeners of `live` (the
-/// settings in effect) that are new are bound and every shard told to accept on them;
-/// those that are gone are stopped. Listeners are matched by name, as Kafka matches them.
+/// settings in effect) that are new are bound and every shard told to accept on them
+/// (in order: one task sends a change to every other shard); those that are gone are
+/// stopped. Listeners are matched by name, as Kafka matches them.
 pub fn reconcile(ctx: &Rc<ShardContext>, live: &BrokerConfig) {
     let specs = match live.listener_specs() {
         Ok(s) => s,
@@ -195,17 +196,25 @@ pub fn reconcile(ctx: &Rc<ShardContext>, live: &BrokerConfig) {
     if removed.is_empty() && added.iter().all(Vec::is_empty) {
         return;
     }
-    for (s, added) in added.into_iter().enumerate() {
-        let tx = ctx.senders[s].clone();
-        let change = ListenerChange {
-            added,
-            removed: removed.clone(),
-        };
-        compio::runtime::spawn(async move {
-            let _ = tx.send_async(ShardMsg::Listeners(change)).await;
+    let mut changes: Vec<(usize, ListenerChange)> = added
+        .into_iter()
+        .enumerate()
+        .map(|(s, added)| {
+            let removed = removed.clone();
+            (s, ListenerChange { added, removed })
         })
-        .detach();
+        .collect();
+    // This shard's part at once: the next change is compared with it.
+    if let Some(i) = changes.iter().position(|(s, _)| *s == ctx.id) {
+        apply(ctx, changes.remove(i).1);
     }
+    let senders = ctx.senders.clone();
+    compio::runtime::spawn(async move {
+        for (s, change) in changes {
+            let _ = senders[s].send_async(ShardMsg::Listeners(change)).await;
+        }
+    })
+    .detach();
 }
 
 /// One listening socket per shard on the same address (SO_REUSEPORT); the kernel
