@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use spate_net::ErrorCode;
 
 use super::alter::{plan, Refusal};
-use super::defs;
 use crate::config::BrokerConfig;
-use crate::controller::{alter_op, ConfigChange};
+use crate::controller::ConfigChange;
 use crate::metadata::MetadataImage;
 use crate::security::listeners::SecurityProtocol;
 
@@ -39,26 +38,16 @@ fn listeners_form(c: &mut BrokerConfig) {
 }
 
 /// Check a change of broker `resource` on that broker (`config`: its static
-/// configuration): the listeners it leads to must resolve, keep the registered ones and
-/// the security protocol of the existing ones. Other refusals are the controller's.
+/// configuration) that changes its listener settings (a legacy AlterConfigs may drop
+/// them): the listeners it leads to must resolve, keep the registered ones and the
+/// security protocol of the existing ones. Other refusals are the controller's.
 pub fn check_change(
     config: &BrokerConfig,
     image: &MetadataImage,
     resource: &str,
     change: &ConfigChange,
 ) -> Result<(), Refusal> {
-    let names: Vec<&str> = match change {
-        ConfigChange::Replace(entries) => entries.iter().map(|(k, _)| k.as_str()).collect(),
-        ConfigChange::Incremental(ops) => ops
-            .iter()
-            .filter(|(_, op, _)| *op != alter_op::APPEND && *op != alter_op::SUBTRACT)
-            .map(|(k, _, _)| k.as_str())
-            .collect(),
-    };
-    let touches = names
-        .iter()
-        .any(|n| defs::find(n).is_some_and(|d| d.per_broker()));
-    if resource.is_empty() || !touches {
+    if resource.is_empty() {
         return Ok(());
     }
     // Refused for another reason: the controller gives that refusal.
@@ -69,6 +58,15 @@ pub fn check_change(
     let old = super::live::effective(config, &dynamic, config.node_id);
     dynamic.insert(resource.to_string(), configs);
     let new = super::live::effective(config, &dynamic, config.node_id);
+    let settings = |c: &BrokerConfig| {
+        (
+            c.listeners.clone(),
+            c.listener_security_protocol_map.clone(),
+        )
+    };
+    if settings(&old) == settings(&new) {
+        return Ok(());
+    }
     check(config, &old, &new).map_err(|m| (ErrorCode::InvalidRequest, m))
 }
 
@@ -188,6 +186,7 @@ fn endpoint(entry: &str) -> Option<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::alter_op;
 
     fn set(pairs: &[(&str, &str)]) -> ConfigChange {
         ConfigChange::Incremental(
