@@ -46,6 +46,7 @@ const KNOWN_LOGGERS: &[&str] = &[
     "spate.handlers",
     "spate.interbroker",
     "spate.internal_topics",
+    "spate.listener_set",
     "spate.log_dirs",
     "spate.log_levels",
     "spate.log_move",

@@ -17,6 +17,7 @@ mod group;
 mod handlers;
 mod interbroker;
 mod internal_topics;
+mod listener_set;
 mod log_dirs;
 mod log_levels;
 mod log_move;
@@ -38,7 +39,6 @@ mod topic_config;
 mod transport;
 mod txn;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -77,18 +77,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let cpus = shard_cpus(&config)?;
     let shard_count = cpus.len();
     // Every shard accepts on every listener: sockets[s] holds shard s's, one per listener.
-    let specs = config.listener_specs()?;
+    // The listeners are this broker's dynamic ones when set (as Kafka starts with them);
+    // only the config file's are registered (KRaft brokers register theirs once).
+    let registered: Vec<String> = config
+        .listener_specs()?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let live = broker_config::live::effective(&config, &image.broker_configs, config.node_id);
+    let specs = live
+        .listener_specs()
+        .context("the listeners of this broker's dynamic configs")?;
     let mut sockets: Vec<Vec<std::net::TcpListener>> =
         (0..shard_count).map(|_| Vec::new()).collect();
     let mut bound = Vec::with_capacity(specs.len());
     for spec in &specs {
-        let per_shard = bind_listeners(spec.bind, shard_count)?;
+        let per_shard = listener_set::bind(spec.bind, shard_count)?;
         bound.push(per_shard[0].local_addr().context("listener address")?);
         for (s, l) in per_shard.into_iter().enumerate() {
             sockets[s].push(l);
         }
     }
-    let listeners = security::build_listeners(&config, &specs, &bound)?;
+    let listeners = security::build_listeners(&live, &specs, &bound, &registered, &[])?;
     let inter_broker = Arc::new(interbroker::InterBrokerLink::new(&config, &listeners)?);
     let client = spate_replication::AppClient::start(
         booted.voters.clone(),
@@ -475,28 +485,6 @@ fn allowed_cpus() -> Vec<usize> {
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
     }
-}
-
-/// One listener per shard on the same address (SO_REUSEPORT); the kernel spreads new
-/// connections over them. With port 0 the first bind picks the port for all.
-fn bind_listeners(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let mut addr = addr;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket
-            .bind(&addr.into())
-            .with_context(|| format!("binding {addr}"))?;
-        socket.listen(1024)?;
-        let listener: std::net::TcpListener = socket.into();
-        addr = listener.local_addr()?;
-        out.push(listener);
-    }
-    Ok(out)
 }
 
 /// SIGTERM and SIGINT, the signals that stop the broker.

@@ -266,6 +266,8 @@ pub enum ShardMsg {
         image: Arc<MetadataImage>,
         done: flume::Sender<()>,
     },
+    /// Accept on new listeners, stop on removed ones (`listener_set.rs`).
+    Listeners(crate::listener_set::ListenerChange),
     /// Stop accepting, flush and close the logs, then acknowledge.
     Shutdown { done: flume::Sender<()> },
 }

@@ -32,6 +32,8 @@ pub struct ShardContext {
     /// Kafka's `advertised.listeners` of this broker, for DescribeConfigs (a client is
     /// given its own listener's address: `security::Session`).
     pub advertised_listeners: String,
+    /// The listeners this shard accepts on (changed by the dynamic `listeners`).
+    pub listeners: crate::listener_set::ShardListeners,
     pub image: RefCell<Arc<MetadataImage>>,
     /// When this shard last asked for a missing internal topic (a cluster creates them
     /// on first use).
@@ -524,13 +526,14 @@ impl ShardContext {
     }
 
     /// Apply the dynamic broker configs that change broker-wide settings (the cleaner's,
-    /// `max.connections`); shard 0 does it for the whole broker.
-    fn apply_dynamic_settings(&self, image: &MetadataImage) {
+    /// `max.connections`, the listeners); shard 0 does it for the whole broker.
+    fn apply_dynamic_settings(self: &Rc<Self>, image: &MetadataImage) {
         let live = crate::broker_config::live::effective(
             &self.config,
             &image.broker_configs,
             self.config.node_id,
         );
+        crate::listener_set::reconcile(self, &live);
         if let Err(e) = self.cleaning.cleaner().reconfigure(&live.log_cleaner) {
             tracing::error!(error = %e, "reconfiguring the log cleaner failed");
         }
@@ -910,6 +913,7 @@ async fn serve(start: ShardStart) {
         advertised_listeners: crate::security::advertised_listeners(
             &listeners.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
         ),
+        listeners: Default::default(),
         image: RefCell::new(Arc::new(MetadataImage::default())),
         internal_topics: Default::default(),
         brokers: crate::interbroker::BrokerClient::new(inter_broker),
@@ -945,17 +949,10 @@ async fn serve(start: ShardStart) {
     });
     ctx.apply_image(image.clone()).await;
 
-    let mut sockets = Vec::with_capacity(listeners.len());
     for (listener, socket) in listeners {
-        match compio::net::TcpListener::from_std(socket) {
-            Ok(s) => sockets.push((listener, s)),
-            Err(e) => {
-                let _ = ready.send(Err(anyhow::anyhow!(
-                    "shard {id}: listener {}: {e}",
-                    listener.name
-                )));
-                return;
-            }
+        if let Err(e) = crate::listener_set::start(&ctx, listener, socket) {
+            let _ = ready.send(Err(e));
+            return;
         }
     }
 
@@ -1024,6 +1021,7 @@ async fn serve(start: ShardStart) {
                         ctx.apply_image(image).await;
                         let _ = done.send_async(()).await;
                     }
+                    ShardMsg::Listeners(change) => crate::listener_set::apply(&ctx, change),
                     ShardMsg::Shutdown { done } => {
                         let _ = shutdown_tx.send_async(done).await;
                     }
@@ -1031,10 +1029,6 @@ async fn serve(start: ShardStart) {
             }
         })
         .detach();
-    }
-
-    for (listener, socket) in sockets {
-        compio::runtime::spawn(accept_loop(ctx.clone(), listener, socket)).detach();
     }
 
     let group_ctx = ctx.clone();
@@ -1160,11 +1154,12 @@ fn connection_throttle(ctx: &ShardContext, ip: std::net::IpAddr) -> u64 {
     throttle
 }
 
-/// Accept connections on one listener for as long as the shard runs.
-async fn accept_loop(
+/// Accept connections on one listener for as long as the shard runs and has it.
+pub async fn accept_loop(
     ctx: Rc<ShardContext>,
     listener: Arc<crate::security::Listener>,
     socket: compio::net::TcpListener,
+    connections: Rc<crate::listener_set::Connections>,
 ) {
     // Refusals are logged at most once per interval, with the count since the last line.
     let mut refused_unlogged = 0u64;
@@ -1189,7 +1184,13 @@ async fn accept_loop(
                 };
                 let (ctx, listener) = (ctx.clone(), listener.clone());
                 let throttle = connection_throttle(&ctx, peer.ip());
+                let registered = {
+                    use std::os::fd::AsRawFd;
+                    connections.register(stream.as_raw_fd())
+                };
                 compio::runtime::spawn(async move {
+                    // Dropped with the connection's socket (see `Registered`).
+                    let _registered = registered;
                     if throttle > 0 {
                         // Over the IP's connection_creation_rate: closed once the
                         // throttle passed, as Kafka does, so that the client does not

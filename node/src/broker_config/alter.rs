@@ -38,6 +38,7 @@ pub fn plan(
         ConfigChange::Replace(entries) => {
             let mut configs = BTreeMap::new();
             check_dynamic(entries.iter().map(|(k, _)| k.as_str()))?;
+            check_per_broker(resource, entries.iter().map(|(k, _)| k.as_str()))?;
             for (k, v) in entries {
                 match v {
                     Some(v) => {
@@ -52,6 +53,7 @@ pub fn plan(
         }
         ConfigChange::Incremental(ops) => {
             check_dynamic(ops.iter().map(|(k, _, _)| k.as_str()))?;
+            check_per_broker(resource, ops.iter().map(|(k, _, _)| k.as_str()))?;
             let mut configs = current;
             for (k, op, v) in ops {
                 match op {
@@ -106,6 +108,31 @@ fn check_dynamic<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal
         format!(
             "Cannot update these configs dynamically: [{}]",
             fixed.join(", ")
+        ),
+    ))
+}
+
+/// Configs that only a broker may have (its listeners), all named in one refusal when
+/// set at the cluster default.
+fn check_per_broker<'a>(
+    resource: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), Refusal> {
+    if !resource.is_empty() {
+        return Ok(());
+    }
+    let mut own: Vec<&str> = names
+        .filter(|n| defs::find(n).is_some_and(|d| d.per_broker()))
+        .collect();
+    if own.is_empty() {
+        return Ok(());
+    }
+    own.dedup();
+    Err((
+        ErrorCode::InvalidRequest,
+        format!(
+            "Cannot update these configs at default cluster level, broker id must be specified: [{}]",
+            own.join(", ")
         ),
     ))
 }
@@ -302,5 +329,26 @@ mod tests {
             ConfigChange::Replace(vec![])
         ))
         .is_empty());
+        assert_eq!(
+            plan(&img, BrokerConfig::embedded_default(), "", inc(&[("listeners", alter_op::SET, Some("PLAINTEXT://h:1"))])).unwrap_err(),
+            (ErrorCode::InvalidRequest, "Cannot update these configs at default cluster level, broker id must be specified: [listeners]".into())
+        );
+        assert_eq!(
+            plan(
+                &img,
+                BrokerConfig::embedded_default(),
+                "",
+                inc(&[(
+                    "advertised.listeners",
+                    alter_op::SET,
+                    Some("PLAINTEXT://h:1")
+                )])
+            )
+            .unwrap_err(),
+            (
+                ErrorCode::InvalidRequest,
+                "Cannot update these configs dynamically: [advertised.listeners]".into()
+            )
+        );
     }
 }

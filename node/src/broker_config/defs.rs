@@ -19,6 +19,15 @@ pub enum Value {
         read: fn(&BrokerConfig) -> String,
         write: fn(&mut BrokerConfig, &str) -> Result<(), String>,
     },
+    /// A listener setting (`listeners`, `listener.security.protocol.map`): dynamic per
+    /// broker only, as Kafka's. `read` gives the config file's value (`None`: unset),
+    /// `write` puts a dynamic value in place of it; `default` is Kafka's default. The
+    /// values are checked together (`broker_config::listeners`).
+    Listener {
+        read: fn(&BrokerConfig) -> Option<String>,
+        write: fn(&mut BrokerConfig, &str),
+        default: &'static str,
+    },
     /// The default of a topic config (its broker synonym): the topic config's default
     /// from `[topic_defaults]`, changeable at runtime. With a `fallback`, Kafka describes
     /// it as null unless it is set: its default is another config's (an hours form),
@@ -58,8 +67,13 @@ impl BrokerConfigDef {
     pub fn dynamic(&self) -> bool {
         matches!(
             self.value,
-            Value::TopicDefault { .. } | Value::Dynamic { .. }
+            Value::TopicDefault { .. } | Value::Dynamic { .. } | Value::Listener { .. }
         )
+    }
+
+    /// Whether it may only be set per broker, not at the cluster default.
+    pub fn per_broker(&self) -> bool {
+        matches!(self.value, Value::Listener { .. })
     }
 }
 
@@ -183,8 +197,10 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Share of a broker's preferred partitions led elsewhere above which leadership is moved back."),
     def("leader.replication.throttled.rate", Long, Value::Dynamic { read: |c| c.leader_replication_throttled_rate.to_string(), write: |c, v| { c.leader_replication_throttled_rate = parse_at_least(v, 0, "LONG")?; Ok(()) } },
         "Bytes per second this broker sends as a leader to out-of-sync followers of the replicas its topics' leader.replication.throttled.replicas name."),
-    def("listeners", List, Value::Always(|f| format!("PLAINTEXT://{}", f.config.listen)),
-        "The address the broker accepts client connections on (listen)."),
+    def("listener.security.protocol.map", Str, Value::Listener { read: |c| c.listener_security_protocol_map.clone(), write: super::listeners::write_protocol_map, default: "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT" },
+        "The security protocol of each listener not named after its own (listener_security_protocol_map)."),
+    def("listeners", List, Value::Listener { read: |c| Some(c.listeners.clone().unwrap_or_else(|| format!("PLAINTEXT://{}", c.listen))), write: super::listeners::write_listeners, default: "PLAINTEXT://:9092" },
+        "The addresses the broker accepts client connections on (listeners, else listen)."),
     def("log.cleaner.backoff.ms", Long, Value::Dynamic { read: |c| c.log_cleaner.backoff_ms.to_string(), write: |c, v| { c.log_cleaner.backoff_ms = parse_at_least(v, 0, "LONG")?; Ok(()) } },
         "How often each shard checks its compacted partitions for cleaning."),
     def("log.cleaner.dedupe.buffer.size", Long, Value::Dynamic { read: |c| c.log_cleaner.dedupe_buffer_size.to_string(), write: |c, v| { c.log_cleaner.dedupe_buffer_size = parse_at_least(v, 0, "LONG")?; Ok(()) } },

@@ -66,7 +66,10 @@ impl Sources<'_> {
             if let Some(v) = self.dynamic_value(&self.node(), def.name) {
                 out.push((name.clone(), Some(v.clone()), source::DYNAMIC_BROKER_CONFIG));
             }
-            if let Some(v) = self.dynamic_value("", def.name) {
+            if let Some(v) = self
+                .dynamic_value("", def.name)
+                .filter(|_| !def.per_broker())
+            {
                 out.push((
                     name.clone(),
                     Some(v.clone()),
@@ -81,6 +84,13 @@ impl Sources<'_> {
             }
             Value::Setting(f) | Value::Dynamic { read: f, .. } => {
                 (f(self.facts.config), f(self.embedded), None)
+            }
+            Value::Listener { read, default, .. } => {
+                if let Some(v) = read(self.facts.config) {
+                    out.push((name.clone(), Some(v), source::STATIC_BROKER_CONFIG));
+                }
+                out.push((name, Some(default.to_string()), source::DEFAULT_CONFIG));
+                return out;
             }
             Value::Fixed(v) => {
                 if let Some(v) = v {
@@ -284,7 +294,13 @@ mod tests {
         );
         dynamic.insert(
             "0".to_string(),
-            BTreeMap::from([("log.segment.bytes".to_string(), "4194304".to_string())]),
+            BTreeMap::from([
+                ("log.segment.bytes".to_string(), "4194304".to_string()),
+                (
+                    "listeners".to_string(),
+                    "PLAINTEXT://127.0.0.1:9092,EXTRA://127.0.0.1:9095".to_string(),
+                ),
+            ]),
         );
         let s = Sources {
             facts: Facts {
@@ -300,6 +316,31 @@ mod tests {
         assert_eq!(
             (adv.source, adv.read_only),
             (source::STATIC_BROKER_CONFIG, true)
+        );
+        // Per broker, over the file's (`listen` here) and Kafka's default.
+        let l = find(&e, "listeners");
+        assert_eq!(
+            l.synonyms
+                .iter()
+                .map(|s| (s.1.as_deref().unwrap(), s.2))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "PLAINTEXT://127.0.0.1:9092,EXTRA://127.0.0.1:9095",
+                    source::DYNAMIC_BROKER_CONFIG
+                ),
+                ("PLAINTEXT://127.0.0.1:9092", source::STATIC_BROKER_CONFIG),
+                ("PLAINTEXT://:9092", source::DEFAULT_CONFIG),
+            ]
+        );
+        let map = find(&e, "listener.security.protocol.map");
+        assert_eq!(
+            (map.value.as_deref(), map.source, map.read_only),
+            (
+                Some("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"),
+                source::DEFAULT_CONFIG,
+                false
+            )
         );
         let np = find(&e, "num.partitions");
         assert_eq!(

@@ -1,5 +1,5 @@
 //! The broker settings in effect: the static configuration with the dynamic broker
-//! configs that change settings (`Value::Dynamic`: `log.cleaner.*`, `max.connections`)
+//! configs that change settings (`log.cleaner.*`, `max.connections`, `listeners`, ...)
 //! applied over it, this broker's own before the cluster default, as Kafka layers them.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,13 @@ pub fn effective(
     let mut config = base.clone();
     let node = node_id.to_string();
     for def in BROKER_CONFIGS {
+        if let Value::Listener { write, .. } = def.value {
+            // Per broker only: a cluster default of it is ignored, as Kafka ignores it.
+            if let Some(value) = dynamic.get(&node).and_then(|c| c.get(def.name)) {
+                write(&mut config, value);
+            }
+            continue;
+        }
         let Value::Dynamic { write, .. } = def.value else {
             continue;
         };

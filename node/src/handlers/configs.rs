@@ -263,6 +263,22 @@ fn other_broker(ctx: &ShardContext, kind: i8, name: &str) -> Option<(i16, Option
     })
 }
 
+/// A change of this broker's listeners is checked here, against its own listeners
+/// (Kafka's brokers check their dynamic configs before they forward them).
+fn listeners_refused(
+    ctx: &ShardContext,
+    kind: i8,
+    name: &str,
+    change: &ConfigChange,
+) -> Option<(i16, Option<String>)> {
+    if kind != RESOURCE_BROKER {
+        return None;
+    }
+    crate::broker_config::listeners::check_change(&ctx.config, &ctx.image(), name, change)
+        .err()
+        .map(|(code, message)| (code.code(), Some(message)))
+}
+
 /// Is `name` this broker's id, as a BROKER_LOGGER resource must be?
 fn logger_resource(ctx: &ShardContext, name: &str) -> Result<(), (ErrorCode, String)> {
     match name.parse::<i32>() {
@@ -320,9 +336,10 @@ async fn apply(
 ) -> Vec<(i16, Option<String>)> {
     let denied: Vec<Option<(i16, Option<String>)>> = resources
         .iter()
-        .map(|(kind, name, _)| {
+        .map(|(kind, name, change)| {
             config_denied(ctx, caller, Operation::AlterConfigs, *kind, name)
                 .or_else(|| other_broker(ctx, *kind, name))
+                .or_else(|| listeners_refused(ctx, *kind, name, change))
         })
         .collect();
     let of_type = |kind: i8| -> Vec<(String, ConfigChange)> {

@@ -38,7 +38,7 @@ pub fn handle(
     req: DescribeTopicPartitionsRequest,
     caller: &Caller,
     // The listener the client came in on (replicas without it are offline to it).
-    listener: &str,
+    listener: &crate::security::Listener,
 ) -> DescribeTopicPartitionsResponse {
     // Kafka: DESCRIBE on each topic; a listing of every topic leaves out the others
     // quietly, a named one is TOPIC_AUTHORIZATION_FAILED.
@@ -51,12 +51,15 @@ pub fn handle(
     };
     match describe(
         &ctx.image(),
-        (ctx.config.node_id, listener),
+        (ctx.config.node_id, &listener.name),
         &ctx.log_dirs,
         &req,
         &describable,
     ) {
         Ok(mut response) => {
+            if !listener.registered {
+                unregistered_listener(&mut response, ctx.config.node_id);
+            }
             // KIP-430: with an authorizer, what the caller may do on each topic.
             if ctx.authorizer.is_some() {
                 for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
@@ -81,6 +84,24 @@ pub fn handle(
                 .collect(),
             ..Default::default()
         },
+    }
+}
+
+/// On a listener this broker did not register (added by the dynamic `listeners`) it
+/// has no endpoint, as on Kafka: the partitions it leads have no leader there and its
+/// replicas are offline.
+fn unregistered_listener(response: &mut DescribeTopicPartitionsResponse, node: i32) {
+    for p in response
+        .topics
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
+        if p.replica_nodes.contains(&node) && !p.offline_replicas.contains(&node) {
+            p.offline_replicas.push(node);
+        }
+        if p.leader_id == node {
+            p.leader_id = -1;
+        }
     }
 }
 

@@ -104,7 +104,8 @@ pub async fn handle(
                 topic_entry(
                     &image,
                     t,
-                    (ctx.config.node_id, &listener.name),
+                    (ctx.config.node_id, &listener),
+                    version,
                     &ctx.log_dirs,
                 )
             })
@@ -136,7 +137,8 @@ pub async fn handle(
                     Some(t) => topic_entry(
                         &image,
                         t,
-                        (ctx.config.node_id, &listener.name),
+                        (ctx.config.node_id, &listener),
+                        version,
                         &ctx.log_dirs,
                     ),
                     None => MetadataResponseTopic {
@@ -246,11 +248,15 @@ pub fn leadership(
     }
 }
 
-/// A topic as this broker (`node`) reports it to a client of `listener`.
+/// A topic as this broker (`node`) reports it to a client of `listener`. On a listener
+/// this broker did not register (added by the dynamic `listeners`) it has no endpoint,
+/// as on Kafka: its partitions have no leader there (LISTENER_NOT_FOUND from v6,
+/// LEADER_NOT_AVAILABLE before) and its replicas are offline.
 fn topic_entry(
     image: &MetadataImage,
     t: &TopicImage,
-    (node, listener): (i32, &str),
+    (node, listener): (i32, &Listener),
+    version: i16,
     log_dirs: &LogDirs,
 ) -> MetadataResponseTopic {
     MetadataResponseTopic {
@@ -263,7 +269,27 @@ fn topic_entry(
             .iter()
             .enumerate()
             .map(|(p, info)| {
-                let l = leadership(image, log_dirs, &t.name, p as i32, info, (node, listener));
+                let mut l = leadership(
+                    image,
+                    log_dirs,
+                    &t.name,
+                    p as i32,
+                    info,
+                    (node, &listener.name),
+                );
+                if !listener.registered {
+                    if l.replicas.contains(&node) && !l.offline_replicas.contains(&node) {
+                        l.offline_replicas.push(node);
+                    }
+                    if l.leader == node {
+                        l.leader = -1;
+                        l.error_code = if version >= 6 {
+                            ErrorCode::ListenerNotFound.code()
+                        } else {
+                            ErrorCode::LeaderNotAvailable.code()
+                        };
+                    }
+                }
                 MetadataResponsePartition {
                     error_code: l.error_code,
                     partition_index: p as i32,
@@ -288,8 +314,9 @@ pub fn endpoint(image: &MetadataImage, id: i32, listener: &Listener) -> Option<(
 }
 
 /// This broker (always, even before its registration is unfenced: it answers for
-/// itself), then every other registered broker that is not fenced: id, host, port,
-/// rack. What Metadata and DescribeCluster list.
+/// itself; but not on a listener it did not register, as Kafka), then every other
+/// registered broker that is not fenced: id, host, port, rack. What Metadata and
+/// DescribeCluster list.
 pub fn live_brokers(
     ctx: &ShardContext,
     image: &crate::metadata::MetadataImage,
@@ -311,5 +338,8 @@ pub fn live_brokers(
             let (host, port) = endpoint(image, b.id, listener)?;
             Some((b.id, host, port, b.rack.clone()))
         });
-    std::iter::once(me).chain(others).collect()
+    std::iter::once(me)
+        .filter(|_| listener.registered)
+        .chain(others)
+        .collect()
 }

@@ -664,7 +664,7 @@ async fn handle(
         RequestBody::DescribeTopicPartitions(req) => Dispatched::Respond(respond(
             &quota,
             &header,
-            describe_topic_partitions::handle(&ctx, req, &session.caller(), &session.listener.name),
+            describe_topic_partitions::handle(&ctx, req, &session.caller(), &session.listener),
         )),
         RequestBody::ListConfigResources(req) => Dispatched::Respond(respond(
             &quota,

@@ -46,18 +46,27 @@ pub struct Listener {
     pub tls: Option<Arc<TlsContext>>,
     pub mapper: Option<Arc<PrincipalMapper>>,
     pub sasl: Option<Arc<sasl::SaslSettings>>,
+    /// In this broker's registration: the listeners of the config file. One added by
+    /// the dynamic `listeners` is not (as on Kafka, whose KRaft brokers register once):
+    /// Metadata on it lists no broker.
+    pub registered: bool,
 }
 
 /// Build the listeners of `config`. `bound` gives each listener's bound address (its
-/// port, when 0 was asked for), in the order of [`listener_specs`].
+/// port, when 0 was asked for), in the order of [`listener_specs`]; those named in
+/// `registered` are in the broker's registration. The TLS and SASL settings of
+/// `existing` listeners are shared, not loaded again.
 pub fn build_listeners(
     config: &BrokerConfig,
     specs: &[ListenerSpec],
     bound: &[SocketAddr],
+    registered: &[String],
+    existing: &[Arc<Listener>],
 ) -> anyhow::Result<Vec<Arc<Listener>>> {
-    let mut tls: Option<Arc<TlsContext>> = None;
-    let mut mapper: Option<Arc<PrincipalMapper>> = None;
-    let mut sasl_settings: Option<Arc<sasl::SaslSettings>> = None;
+    let mut tls: Option<Arc<TlsContext>> = existing.iter().find_map(|l| l.tls.clone());
+    let mut mapper: Option<Arc<PrincipalMapper>> = existing.iter().find_map(|l| l.mapper.clone());
+    let mut sasl_settings: Option<Arc<sasl::SaslSettings>> =
+        existing.iter().find_map(|l| l.sasl.clone());
     let mut out = Vec::new();
     for (spec, bound) in specs.iter().zip(bound) {
         let advertised = match &spec.advertised {
@@ -127,15 +136,17 @@ pub fn build_listeners(
             mapper: listener_tls.as_ref().and(mapper.clone()),
             tls: listener_tls,
             sasl,
+            registered: registered.contains(&spec.name),
         }));
     }
     Ok(out)
 }
 
-/// The listeners as `advertised.listeners` lists them.
+/// The registered listeners as `advertised.listeners` lists them.
 pub fn advertised_listeners(listeners: &[Arc<Listener>]) -> String {
     listeners
         .iter()
+        .filter(|l| l.registered)
         .map(|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1))
         .collect::<Vec<_>>()
         .join(",")
@@ -148,6 +159,7 @@ pub fn registered_endpoints(
 ) -> Vec<crate::metadata::brokers::Endpoint> {
     listeners
         .iter()
+        .filter(|l| l.registered)
         .map(|l| crate::metadata::brokers::Endpoint {
             listener: l.name.clone(),
             host: l.advertised.0.clone(),

@@ -585,6 +585,7 @@ mod tests {
             tls: None,
             mapper: None,
             sasl: Some(Arc::new(settings)),
+            registered: true,
         });
         Session::new("127.0.0.1:5555".parse().unwrap(), listener)
     }
