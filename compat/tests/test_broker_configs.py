@@ -42,6 +42,25 @@ SAME = {
     "default.replication.factor": ("1", D, True, "INT", [D]),
     "max.request.partition.size.limit": ("2000", D, True, "INT", [D]),
     "unclean.leader.election.enable": ("false", D, False, "BOOLEAN", [D]),
+    "ssl.principal.mapping.rules": ("DEFAULT", D, True, "STRING", [D]),
+    "sasl.oauthbearer.clock.skew.seconds": ("30", D, True, "INT", [D]),
+    "sasl.oauthbearer.expected.audience": ("", D, True, "LIST", [D]),
+    "sasl.oauthbearer.expected.issuer": (None, D, True, "STRING", []),
+    "sasl.oauthbearer.jwks.endpoint.url": (None, D, True, "STRING", []),
+    "sasl.oauthbearer.scope.claim.name": ("scope", D, True, "STRING", [D]),
+    "sasl.oauthbearer.sub.claim.name": ("sub", D, True, "STRING", [D]),
+    "sasl.server.max.receive.size": ("524288", D, True, "INT", [D]),
+}
+# Described alike but for read-only: Kafka 4.4 changes these per broker at runtime, Spate
+# does not (docs/configuration.md). (value, source, type, synonyms)
+SAME_BUT_READ_ONLY = {
+    "ssl.cipher.suites": ("", D, "LIST", [D]),
+    "ssl.client.auth": ("none", D, "STRING", [D]),
+    "ssl.enabled.protocols": ("TLSv1.2,TLSv1.3", D, "LIST", [D]),
+    "ssl.endpoint.identification.algorithm": ("https", D, "STRING", [D]),
+    "ssl.keystore.location": (None, D, "STRING", []),
+    "ssl.protocol": ("TLSv1.3", D, "STRING", [D]),
+    "ssl.truststore.location": (None, D, "STRING", []),
 }
 # Kafka's defaults, described as Kafka 4.4 describes them when nothing sets them (the
 # reference run sets them to 1 for its single node; Spate's single node creates its
@@ -71,6 +90,11 @@ def test_describe_broker_like_kafka(bootstrap, jar):
         got = (c["value"], c["source"], c["read_only"], c["type"], [s[2] for s in c["synonyms"]])
         assert got == (value, source, read_only, kind, synonyms), name
         assert all(s[0] == name and s[1] == value for s in c["synonyms"]), name
+        assert c["documented"] and not c["sensitive"], name
+    for name, (value, source, kind, synonyms) in SAME_BUT_READ_ONLY.items():
+        c = configs[name]
+        got = (c["value"], c["source"], c["type"], [s[2] for s in c["synonyms"]])
+        assert got == (value, source, kind, synonyms), name
         assert c["documented"] and not c["sensitive"], name
     # kafka-python and others read advertised.listeners: static, read-only.
     adv = configs["advertised.listeners"]

@@ -11,6 +11,9 @@ pub enum Value {
     /// A setting of the config file: a static config when it differs from the embedded
     /// default, the default otherwise.
     Setting(fn(&BrokerConfig) -> String),
+    /// A setting of the config file without a default (a path, an issuer): a static
+    /// config when set, Kafka's null otherwise.
+    Optional(fn(&BrokerConfig) -> Option<String>),
     /// A fixed value Spate behaves by (`None`: Kafka's null, the setting is unused).
     Fixed(Option<&'static str>),
     /// A setting of the config file that dynamic broker configs may change at runtime:
@@ -301,6 +304,26 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "A follower that has not caught up with its leader for this long leaves the ISR."),
     def("replica.selector.class", Str, Value::Setting(|c| c.replica_selector_class.clone().unwrap_or_default()),
         "KIP-392: unset, consumers fetch from leaders; Kafka's RackAwareReplicaSelector sends a consumer that names its rack to an in-sync replica there."),
+    def("sasl.enabled.mechanisms", List, Value::Setting(|c| c.sasl.enabled_mechanisms.join(",")),
+        "The SASL mechanisms SASL listeners offer (sasl.enabled_mechanisms): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER."),
+    def("sasl.mechanism.inter.broker.protocol", Str, Value::Setting(|c| c.sasl.inter_broker_mechanism.clone()),
+        "The mechanism this broker authenticates with to other brokers on a SASL inter-broker listener (sasl.inter_broker_mechanism)."),
+    def("sasl.oauthbearer.clock.skew.seconds", Int, Value::Setting(|c| c.sasl.oauthbearer.clock_skew_seconds.to_string()),
+        "Leeway for the exp, nbf and iat claims of OAUTHBEARER tokens."),
+    def("sasl.oauthbearer.expected.audience", List, Value::Setting(|c| c.sasl.oauthbearer.expected_audience.join(",")),
+        "When not empty, an OAUTHBEARER token's aud must name one of these."),
+    def("sasl.oauthbearer.expected.issuer", Str, Value::Optional(|c| c.sasl.oauthbearer.expected_issuer.clone()),
+        "When set, an OAUTHBEARER token's iss must be it."),
+    def("sasl.oauthbearer.jwks.endpoint.refresh.ms", Long, Value::Setting(|c| c.sasl.oauthbearer.reload_interval_ms.to_string()),
+        "How often the verification keys file is read again (sasl.oauthbearer.reload_interval_ms; 0: never)."),
+    def("sasl.oauthbearer.jwks.endpoint.url", Str, Value::Optional(|c| c.sasl.oauthbearer.jwks_file.as_deref().map(file_url)),
+        "The file with the keys OAUTHBEARER tokens are verified with (sasl.oauthbearer.jwks_file): a JWK Set or one PEM public key."),
+    def("sasl.oauthbearer.scope.claim.name", Str, Value::Setting(|c| c.sasl.oauthbearer.scope_claim_name.clone()),
+        "The claim with an OAUTHBEARER token's scopes."),
+    def("sasl.oauthbearer.sub.claim.name", Str, Value::Setting(|c| c.sasl.oauthbearer.sub_claim_name.clone()),
+        "The claim naming an OAUTHBEARER token's principal (User:<value>)."),
+    def("sasl.server.max.receive.size", Int, Value::Fixed(Some("524288")),
+        "The largest request a SASL listener takes from a client that has not authenticated yet."),
     def("share.coordinator.snapshot.update.records.per.snapshot", Int, Value::Setting(|c| c.share_coordinator_snapshot_update_records_per_snapshot.to_string()),
         "ShareUpdate records of a share-partition between two of its ShareSnapshot records."),
     def("share.coordinator.state.topic.min.isr", Short, Value::Setting(|c| c.share_coordinator_state_topic_min_isr.to_string()),
@@ -315,6 +338,26 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "How long a share coordinator's write waits for the in-sync replicas of its partition."),
     def("socket.request.max.bytes", Int, Value::Setting(|c| c.socket_request_max_bytes.to_string()),
         "The largest request frame; a larger one closes the connection."),
+    def("ssl.cipher.suites", List, Value::Fixed(Some("")),
+        "Empty: the TLS library's (rustls) default cipher suites."),
+    def("ssl.client.auth", Str, Value::Setting(|c| c.ssl.client_auth.name().to_string()),
+        "Client certificates on SSL listeners (ssl.client_auth): none, requested (checked when sent) or required."),
+    def("ssl.enabled.protocols", List, Value::Fixed(Some("TLSv1.2,TLSv1.3")),
+        "The TLS versions TLS listeners and this broker's TLS connections accept."),
+    def("ssl.endpoint.identification.algorithm", Str, Value::Fixed(Some("https")),
+        "This broker checks the host name or IP of the brokers it connects to over TLS against their certificates."),
+    def("ssl.keystore.location", Str, Value::Optional(|c| c.ssl.keystore_location.as_deref().map(|p| p.display().to_string())),
+        "The PEM file with the broker's certificate chain, leaf first, and its key unless ssl.key_location names another (ssl.keystore_location)."),
+    def("ssl.keystore.type", Str, Value::Fixed(Some("PEM")),
+        "PEM: the only keystore format Spate reads."),
+    def("ssl.principal.mapping.rules", Str, Value::Setting(|c| c.ssl.principal_mapping_rules.clone()),
+        "How a client certificate's subject becomes the principal's name: DEFAULT or RULE:pattern/replacement/[LU], comma-separated."),
+    def("ssl.protocol", Str, Value::Fixed(Some("TLSv1.3")),
+        "The newest TLS version negotiated."),
+    def("ssl.truststore.location", Str, Value::Optional(|c| c.ssl.truststore_location.as_deref().map(|p| p.display().to_string())),
+        "The PEM file with the CA certificates client and broker certificates must chain to (ssl.truststore_location)."),
+    def("ssl.truststore.type", Str, Value::Fixed(Some("PEM")),
+        "PEM: the only truststore format Spate reads."),
     def("transaction.state.log.min.isr", Int, Value::Setting(|c| c.transaction_state_log_min_isr.to_string()),
         "The min.insync.replicas __transaction_state is created with (at most its replication factor)."),
     def("transaction.state.log.replication.factor", Short, Value::Setting(|c| c.transaction_state_log_replication_factor.to_string()),
@@ -349,6 +392,13 @@ fn parse_double(v: &str) -> Result<f64, String> {
         .ok_or_else(|| "Not a number of type DOUBLE".to_string())
 }
 
+/// A file's `file:` URL, the form Kafka's `sasl.oauthbearer.jwks.endpoint.url` takes
+/// for a local JWK Set.
+fn file_url(path: &std::path::Path) -> String {
+    let slashes = if path.is_absolute() { "//" } else { "" };
+    format!("file:{slashes}{}", path.display())
+}
+
 fn java_double(v: f64) -> String {
     if v >= f64::MAX {
         "1.7976931348623157E308".to_string()
@@ -381,5 +431,12 @@ mod tests {
                 assert_eq!(t.kind, d.kind, "{}", d.name);
             }
         }
+    }
+
+    #[test]
+    fn fixed_values_are_the_ones_in_effect() {
+        let max_receive = find("sasl.server.max.receive.size").unwrap();
+        assert!(matches!(max_receive.value, Value::Fixed(Some(v))
+            if v == crate::security::UNAUTHENTICATED_MAX_FRAME.to_string()));
     }
 }

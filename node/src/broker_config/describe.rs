@@ -92,6 +92,12 @@ impl Sources<'_> {
                 out.push((name, Some(default.to_string()), source::DEFAULT_CONFIG));
                 return out;
             }
+            Value::Optional(f) => {
+                if let Some(v) = f(self.facts.config) {
+                    out.push((name, Some(v), source::STATIC_BROKER_CONFIG));
+                }
+                return out;
+            }
             Value::Fixed(v) => {
                 if let Some(v) = v {
                     out.push((name, Some(v.to_string()), source::DEFAULT_CONFIG));
@@ -276,6 +282,81 @@ mod tests {
 
     fn find<'a>(entries: &'a [ConfigEntry], name: &str) -> &'a ConfigEntry {
         entries.iter().find(|e| e.name == name).unwrap()
+    }
+
+    /// (value, source, synonyms' sources) of `name`.
+    fn described(e: &[ConfigEntry], name: &str) -> (Option<String>, i8, Vec<i8>) {
+        let c = find(e, name);
+        assert!(c.read_only && !c.sensitive, "{name}");
+        (
+            c.value.clone(),
+            c.source,
+            c.synonyms.iter().map(|s| s.2).collect(),
+        )
+    }
+
+    #[test]
+    fn ssl_and_sasl_configs_from_the_file() {
+        let embedded = config();
+        let dynamic = BTreeMap::new();
+        let describe = |c: &BrokerConfig| {
+            Sources {
+                facts: Facts {
+                    config: c,
+                    advertised_listeners: "",
+                },
+                embedded: &embedded,
+                dynamic: &dynamic,
+            }
+            .broker_entries()
+        };
+        let (d, s) = (source::DEFAULT_CONFIG, source::STATIC_BROKER_CONFIG);
+        let some = |v: &str| Some(v.to_string());
+        let e = describe(&embedded);
+        for (name, value) in [
+            ("ssl.client.auth", "none"),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
+            ("ssl.principal.mapping.rules", "DEFAULT"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            ("sasl.oauthbearer.expected.audience", ""),
+        ] {
+            assert_eq!(described(&e, name), (some(value), d, vec![d]), "{name}");
+        }
+        for name in [
+            "ssl.keystore.location",
+            "sasl.oauthbearer.jwks.endpoint.url",
+        ] {
+            assert_eq!(described(&e, name), (None, d, vec![]), "{name}");
+        }
+
+        let mut c = config();
+        c.ssl.keystore_location = Some("/etc/spate/broker.pem".into());
+        c.ssl.client_auth = crate::security::config::ClientAuth::Required;
+        c.sasl.enabled_mechanisms = vec!["PLAIN".into(), "SCRAM-SHA-512".into()];
+        c.sasl.oauthbearer.jwks_file = Some("/etc/spate/jwks.json".into());
+        let e = describe(&c);
+        assert_eq!(
+            described(&e, "ssl.keystore.location"),
+            (some("/etc/spate/broker.pem"), s, vec![s])
+        );
+        assert_eq!(
+            described(&e, "ssl.client.auth"),
+            (some("required"), s, vec![s, d])
+        );
+        assert_eq!(
+            find(&e, "ssl.client.auth").synonyms[1].1.as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            described(&e, "sasl.enabled.mechanisms"),
+            (some("PLAIN,SCRAM-SHA-512"), s, vec![s, d])
+        );
+        assert_eq!(
+            described(&e, "sasl.oauthbearer.jwks.endpoint.url"),
+            (some("file:///etc/spate/jwks.json"), s, vec![s])
+        );
+        assert_eq!(described(&e, "ssl.truststore.location"), (None, d, vec![]));
     }
 
     #[test]

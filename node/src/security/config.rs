@@ -15,6 +15,17 @@ pub enum ClientAuth {
     Required,
 }
 
+impl ClientAuth {
+    /// Its value of `ssl.client.auth`, as the file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Requested => "requested",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
 /// TLS of the SSL and SASL_SSL listeners. PEM files only (Kafka's `ssl.keystore.type=PEM`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
