@@ -8,7 +8,8 @@
 //! locations and refuses the other prefixed ones, which it cannot apply. A change is
 //! checked on the broker it names, where the files are, as Kafka's
 //! `SslFactory.validateReconfiguration` checks it: the files must load, the
-//! certificate keep its subject and its subject alternative names, and a truststore
+//! certificate keep its subject and its subject alternative names (unless `[ssl]`'s
+//! `allow_dn_changes`, `allow_san_changes` say otherwise), and a truststore
 //! cannot be added to a listener that had none. Shard 0 then switches the listener's
 //! TLS context to the new files (`shard.rs`); a change that names them again reloads
 //! them at once (`handlers/configs.rs`), as Kafka reloads a re-set keystore.
@@ -184,13 +185,13 @@ fn ssl_factory_check(current: &TlsContext, wanted: &SslConfig) -> Result<(), Str
     let old = Identity::of(&current.leaf())?;
     let new = Identity::of(&new_leaf)?;
     // Kafka compares the X500Principal, or the RFC 2253 names ignoring case.
-    if !old.dn_rfc2253.eq_ignore_ascii_case(&new.dn_rfc2253) {
+    if !wanted.allow_dn_changes && !old.dn_rfc2253.eq_ignore_ascii_case(&new.dn_rfc2253) {
         return Err(config_exception(format!(
             "Keystore DistinguishedName does not match:  existing={{alias=kafka, DN={}}}, new={{alias=kafka, DN={}}}",
             old.dn, new.dn
         )));
     }
-    if !old.sans.iter().all(|s| new.sans.contains(s)) {
+    if !wanted.allow_san_changes && !old.sans.iter().all(|s| new.sans.contains(s)) {
         return Err(config_exception(format!(
             "Keystore SubjectAltNames do not match:  existing={{alias=kafka, SAN={}}}, new={{alias=kafka, SAN={}}}",
             java_set(&old.sans),
@@ -351,6 +352,12 @@ mod tests {
         let mut keyless = with_keystore("server.pem");
         keyless.key_location = None;
         assert!(check_files(&current, &keyless).is_err());
+        let mut allowed = with_keystore("other.pem");
+        allowed.allow_dn_changes = true;
+        assert_eq!(check_files(&current, &allowed), Ok(()));
+        let mut allowed = with_keystore("narrow.pem");
+        allowed.allow_san_changes = true;
+        assert_eq!(check_files(&current, &allowed), Ok(()));
         let mut trusting = server_ssl();
         trusting.truststore_location = Some(testdata("server.pem"));
         assert_eq!(

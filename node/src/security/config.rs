@@ -45,6 +45,12 @@ pub struct SslConfig {
     pub principal_mapping_rules: String,
     /// How often the files are checked for changes (0: never; a restart reloads them).
     pub reload_interval_ms: u64,
+    /// `ssl.allow.dn.changes`: a listener's new keystore may change the subject.
+    #[serde(default)]
+    pub allow_dn_changes: bool,
+    /// `ssl.allow.san.changes`: it may drop subjectAltNames.
+    #[serde(default)]
+    pub allow_san_changes: bool,
     /// The files of single listeners, by listener name in lower case: the dynamic
     /// `listener.name.<listener>.ssl.keystore.location` and `...truststore.location`
     /// (`broker_config/listener_ssl.rs`). Never in the file.
