@@ -50,6 +50,9 @@ SAME = {
     "sasl.oauthbearer.scope.claim.name": ("scope", D, True, "STRING", [D]),
     "sasl.oauthbearer.sub.claim.name": ("sub", D, True, "STRING", [D]),
     "sasl.server.max.receive.size": ("524288", D, True, "INT", [D]),
+    # Not read-only on either: their listener.name.<listener>. form changes per broker.
+    "ssl.keystore.location": (None, D, False, "STRING", []),
+    "ssl.truststore.location": (None, D, False, "STRING", []),
 }
 # Described alike but for read-only: Kafka 4.4 changes these per broker at runtime, Spate
 # does not (docs/configuration.md). (value, source, type, synonyms)
@@ -58,9 +61,7 @@ SAME_BUT_READ_ONLY = {
     "ssl.client.auth": ("none", D, "STRING", [D]),
     "ssl.enabled.protocols": ("TLSv1.2,TLSv1.3", D, "LIST", [D]),
     "ssl.endpoint.identification.algorithm": ("https", D, "STRING", [D]),
-    "ssl.keystore.location": (None, D, "STRING", []),
     "ssl.protocol": ("TLSv1.3", D, "STRING", [D]),
-    "ssl.truststore.location": (None, D, "STRING", []),
 }
 # Kafka's defaults, described as Kafka 4.4 describes them when nothing sets them (the
 # reference run sets them to 1 for its single node; Spate's single node creates its

@@ -85,6 +85,8 @@ def test_kafka_configs_describes_ssl_and_sasl(secured, kafka_libs):
         default("sasl.oauthbearer.scope.claim.name", "scope"),
         default("sasl.oauthbearer.sub.claim.name", "sub"),
         default("sasl.server.max.receive.size", "524288"),
+        default("ssl.allow.dn.changes", "false"),
+        default("ssl.allow.san.changes", "false"),
         default("ssl.cipher.suites", ""),
         static("ssl.client.auth", "requested", "none"),
         default("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),

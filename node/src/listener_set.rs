@@ -4,6 +4,7 @@
 //! start), and sends each shard its own; a removed listener stops accepting on every
 //! shard and its open connections are shut down, as Kafka stops a removed listener's
 //! acceptor and processors. Each shard's set is its own: no lock on the data path.
+//! A change of a listener's TLS files switches its TLS context (`switch_tls_files`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -215,6 +216,32 @@ pub fn reconcile(ctx: &Rc<ShardContext>, live: &BrokerConfig) {
         }
     })
     .detach();
+}
+
+/// On shard 0, once the dynamic broker configs changed: each TLS listener whose files
+/// in `live` (its own dynamic ones, else `[ssl]`'s) are not those it uses switches to
+/// them. Connections accepted before keep their certificates. The files were checked
+/// when the change was made; files that no longer load are logged and the old ones
+/// kept. Done here, as `reconcile` loads a new listener's files: a few small reads on
+/// a rare change.
+pub fn switch_tls_files(ctx: &ShardContext, live: &BrokerConfig) {
+    for listener in ctx.listeners.current() {
+        let Some(tls) = &listener.tls else {
+            continue;
+        };
+        let wanted = live.ssl.for_listener(&listener.name);
+        if tls.settings().files() == wanted.files() {
+            continue;
+        }
+        match tls.switch_to(&wanted) {
+            Ok(()) => {
+                tracing::info!(listener = %listener.name, keystore = ?wanted.keystore_location, truststore = ?wanted.truststore_location, "TLS files switched")
+            }
+            Err(e) => {
+                tracing::error!(listener = %listener.name, error = %format!("{e:#}"), "dynamic TLS files do not load; keeping the previous ones")
+            }
+        }
+    }
 }
 
 /// One listening socket per shard on the same address (SO_REUSEPORT); the kernel

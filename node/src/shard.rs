@@ -526,7 +526,8 @@ impl ShardContext {
     }
 
     /// Apply the dynamic broker configs that change broker-wide settings (the cleaner's,
-    /// `max.connections`, the listeners); shard 0 does it for the whole broker.
+    /// `max.connections`, the listeners and their TLS files); shard 0 does it for the
+    /// whole broker.
     fn apply_dynamic_settings(self: &Rc<Self>, image: &MetadataImage) {
         let live = crate::broker_config::live::effective(
             &self.config,
@@ -534,6 +535,7 @@ impl ShardContext {
             self.config.node_id,
         );
         crate::listener_set::reconcile(self, &live);
+        crate::listener_set::switch_tls_files(self, &live);
         if let Err(e) = self.cleaning.cleaner().reconfigure(&live.log_cleaner) {
             tracing::error!(error = %e, "reconfiguring the log cleaner failed");
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use spate_net::ErrorCode;
 
-use super::defs;
+use super::{defs, listener_ssl};
 use crate::config::BrokerConfig;
 use crate::controller::{alter_op, ConfigChange};
 use crate::metadata::MetadataImage;
@@ -38,6 +38,7 @@ pub fn plan(
         ConfigChange::Replace(entries) => {
             let mut configs = BTreeMap::new();
             check_dynamic(entries.iter().map(|(k, _)| k.as_str()))?;
+            check_listener_prefix(entries.iter().map(|(k, _)| k.as_str()))?;
             check_per_broker(resource, entries.iter().map(|(k, _)| k.as_str()))?;
             for (k, v) in entries {
                 match v {
@@ -53,6 +54,7 @@ pub fn plan(
         }
         ConfigChange::Incremental(ops) => {
             check_dynamic(ops.iter().map(|(k, _, _)| k.as_str()))?;
+            check_listener_prefix(ops.iter().map(|(k, _, _)| k.as_str()))?;
             check_per_broker(resource, ops.iter().map(|(k, _, _)| k.as_str()))?;
             let mut configs = current;
             for (k, op, v) in ops {
@@ -94,10 +96,14 @@ pub fn plan(
     Ok(configs)
 }
 
-/// Known configs that Spate cannot change at runtime, all named in one refusal.
+/// Known configs that Spate cannot change at runtime, all named in one refusal: those
+/// Kafka cannot change either, and the listener SSL configs Spate does not apply.
 fn check_dynamic<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal> {
     let mut fixed: Vec<&str> = names
-        .filter(|n| defs::find(n).is_some_and(|d| !d.dynamic()))
+        .filter(|n| {
+            let fixed = defs::find(n).is_some_and(|d| !d.dynamic());
+            (fixed && !listener_ssl::needs_listener_prefix(n)) || listener_ssl::unsupported(n)
+        })
         .collect();
     if fixed.is_empty() {
         return Ok(());
@@ -112,8 +118,27 @@ fn check_dynamic<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal
     ))
 }
 
-/// Configs that only a broker may have (its listeners), all named in one refusal when
-/// set at the cluster default.
+/// The SSL configs Kafka changes per listener only, named without the listener prefix,
+/// all named in one refusal.
+fn check_listener_prefix<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal> {
+    let mut bare: Vec<&str> = names
+        .filter(|n| listener_ssl::needs_listener_prefix(n))
+        .collect();
+    if bare.is_empty() {
+        return Ok(());
+    }
+    bare.dedup();
+    Err((
+        ErrorCode::InvalidRequest,
+        format!(
+            "These security configs can be dynamically updated only per-listener using the listener prefix: [{}]",
+            bare.join(", ")
+        ),
+    ))
+}
+
+/// Configs that only a broker may have (its listeners and listener configs), all
+/// named in one refusal when set at the cluster default.
 fn check_per_broker<'a>(
     resource: &str,
     names: impl Iterator<Item = &'a str>,
@@ -122,7 +147,7 @@ fn check_per_broker<'a>(
         return Ok(());
     }
     let mut own: Vec<&str> = names
-        .filter(|n| defs::find(n).is_some_and(|d| d.per_broker()))
+        .filter(|n| defs::find(n).is_some_and(|d| d.per_broker()) || listener_ssl::per_broker(n))
         .collect();
     if own.is_empty() {
         return Ok(());
@@ -332,6 +357,36 @@ mod tests {
         assert_eq!(
             plan(&img, BrokerConfig::embedded_default(), "", inc(&[("listeners", alter_op::SET, Some("PLAINTEXT://h:1"))])).unwrap_err(),
             (ErrorCode::InvalidRequest, "Cannot update these configs at default cluster level, broker id must be specified: [listeners]".into())
+        );
+        // Kafka takes its reconfigurable SSL configs with a listener prefix only, per
+        // broker; Spate applies the file locations.
+        assert_eq!(
+            plan(&img, BrokerConfig::embedded_default(), "0", inc(&[("ssl.keystore.location", alter_op::SET, Some("/k.pem")), ("ssl.truststore.location", alter_op::SET, Some("/t.pem"))])).unwrap_err(),
+            (ErrorCode::InvalidRequest, "These security configs can be dynamically updated only per-listener using the listener prefix: [ssl.keystore.location, ssl.truststore.location]".into())
+        );
+        assert_eq!(
+            plan(&img, BrokerConfig::embedded_default(), "", inc(&[("listener.name.ssl.ssl.keystore.location", alter_op::SET, Some("/k.pem"))])).unwrap_err(),
+            (ErrorCode::InvalidRequest, "Cannot update these configs at default cluster level, broker id must be specified: [listener.name.ssl.ssl.keystore.location]".into())
+        );
+        assert_eq!(
+            plan(&img, BrokerConfig::embedded_default(), "0", inc(&[("listener.name.ssl.ssl.keystore.password", alter_op::SET, Some("x"))])).unwrap_err(),
+            (ErrorCode::InvalidRequest, "Cannot update these configs dynamically: [listener.name.ssl.ssl.keystore.password]".into())
+        );
+        assert_eq!(
+            plan(
+                &img,
+                BrokerConfig::embedded_default(),
+                "0",
+                inc(&[(
+                    "listener.name.ssl.ssl.keystore.location",
+                    alter_op::SET,
+                    Some("/k.pem")
+                )])
+            ),
+            Ok(BTreeMap::from([(
+                "listener.name.ssl.ssl.keystore.location".to_string(),
+                "/k.pem".to_string()
+            )]))
         );
         assert_eq!(
             plan(

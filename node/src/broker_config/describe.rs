@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::defs::{self, BrokerConfigDef, Facts, Value};
+use super::listener_ssl;
 use crate::config::BrokerConfig;
 use crate::metadata::TopicImage;
 use crate::topic_config::{self, source, ConfigType};
@@ -139,11 +140,34 @@ impl Sources<'_> {
             name: def.name.to_string(),
             value,
             source,
-            read_only: !def.dynamic(),
+            // The TLS file locations change per listener (their `listener.name.`
+            // form), so Kafka does not call them read-only.
+            read_only: !def.dynamic() && !listener_ssl::has_listener_form(def.name),
             sensitive: false,
             kind: def.kind,
             synonyms,
             doc: Some(def.doc),
+        }
+    }
+
+    /// A listener's dynamic TLS file config, as Kafka describes it: its value, then the
+    /// config it stands in for as a synonym. Kafka calls it read-only (only the
+    /// unprefixed names are in its list of dynamic configs), and so does this.
+    fn listener_file_entry(&self, name: &str, value: &str, base: &str) -> ConfigEntry {
+        let source = source::DYNAMIC_BROKER_CONFIG;
+        let mut synonyms = vec![(name.to_string(), Some(value.to_string()), source)];
+        if let Some(def) = defs::find(base) {
+            synonyms.extend(self.layers(def));
+        }
+        ConfigEntry {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            source,
+            read_only: true,
+            sensitive: false,
+            kind: ConfigType::String,
+            synonyms,
+            doc: None,
         }
     }
 
@@ -178,8 +202,16 @@ impl Sources<'_> {
                 .into_iter()
                 .flat_map(|c| c.keys())
             {
-                if defs::find(name).is_none() && !entries.iter().any(|e| &e.name == name) {
-                    entries.push(Self::unknown_entry(name, source));
+                if defs::find(name).is_some() || entries.iter().any(|e| &e.name == name) {
+                    continue;
+                }
+                let listener_file =
+                    listener_ssl::file_config(name).filter(|_| !resource.is_empty());
+                match (listener_file, self.dynamic_value(&resource, name)) {
+                    (Some((_, base)), Some(value)) => {
+                        entries.push(self.listener_file_entry(name, value, base))
+                    }
+                    _ => entries.push(Self::unknown_entry(name, source)),
                 }
             }
         }
@@ -287,7 +319,13 @@ mod tests {
     /// (value, source, synonyms' sources) of `name`.
     fn described(e: &[ConfigEntry], name: &str) -> (Option<String>, i8, Vec<i8>) {
         let c = find(e, name);
-        assert!(c.read_only && !c.sensitive, "{name}");
+        // The TLS file locations change per listener; the rest are read-only.
+        assert_eq!(
+            c.read_only,
+            !listener_ssl::has_listener_form(name),
+            "{name}"
+        );
+        assert!(!c.sensitive, "{name}");
         (
             c.value.clone(),
             c.source,
@@ -357,6 +395,51 @@ mod tests {
             (some("file:///etc/spate/jwks.json"), s, vec![s])
         );
         assert_eq!(described(&e, "ssl.truststore.location"), (None, d, vec![]));
+    }
+
+    #[test]
+    fn a_listeners_tls_files_as_kafka_describes_them() {
+        let embedded = config();
+        let mut c = config();
+        c.ssl.keystore_location = Some("/etc/spate/broker.pem".into());
+        let name = "listener.name.ssl.ssl.keystore.location";
+        let dynamic = BTreeMap::from([(
+            c.node_id.to_string(),
+            BTreeMap::from([(name.to_string(), "/etc/spate/new.pem".to_string())]),
+        )]);
+        let e = Sources {
+            facts: Facts {
+                config: &c,
+                advertised_listeners: "",
+            },
+            embedded: &embedded,
+            dynamic: &dynamic,
+        }
+        .broker_entries();
+        let entry = find(&e, name);
+        assert_eq!(entry.value.as_deref(), Some("/etc/spate/new.pem"));
+        assert_eq!(entry.source, source::DYNAMIC_BROKER_CONFIG);
+        assert!(entry.read_only && !entry.sensitive);
+        assert_eq!(entry.kind, ConfigType::String);
+        assert_eq!(
+            entry.synonyms,
+            vec![
+                (
+                    name.to_string(),
+                    Some("/etc/spate/new.pem".to_string()),
+                    source::DYNAMIC_BROKER_CONFIG
+                ),
+                (
+                    "ssl.keystore.location".to_string(),
+                    Some("/etc/spate/broker.pem".to_string()),
+                    source::STATIC_BROKER_CONFIG
+                ),
+            ]
+        );
+        // The unprefixed config keeps the file's value.
+        let base = find(&e, "ssl.keystore.location");
+        assert_eq!(base.value.as_deref(), Some("/etc/spate/broker.pem"));
+        assert!(!base.read_only);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The broker settings in effect: the static configuration with the dynamic broker
-//! configs that change settings (`log.cleaner.*`, `max.connections`, `listeners`, ...)
-//! applied over it, this broker's own before the cluster default, as Kafka layers them.
+//! configs that change settings (`log.cleaner.*`, `max.connections`, `listeners`, a
+//! listener's TLS files, ...) applied over it, this broker's own before the cluster
+//! default, as Kafka layers them.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,9 @@ pub fn effective(
 ) -> BrokerConfig {
     let mut config = base.clone();
     let node = node_id.to_string();
+    if let Some(own) = dynamic.get(&node) {
+        super::listener_ssl::apply(&mut config, own);
+    }
     for def in BROKER_CONFIGS {
         if let Value::Listener { write, .. } = def.value {
             // Per broker only: a cluster default of it is ignored, as Kafka ignores it.

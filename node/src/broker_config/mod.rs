@@ -7,5 +7,6 @@
 pub mod alter;
 pub mod defs;
 pub mod describe;
+pub mod listener_ssl;
 pub mod listeners;
 pub mod live;

@@ -263,8 +263,9 @@ fn other_broker(ctx: &ShardContext, kind: i8, name: &str) -> Option<(i16, Option
     })
 }
 
-/// A change of this broker's listeners is checked here, against its own listeners
-/// (Kafka's brokers check their dynamic configs before they forward them).
+/// A change of this broker's listeners or of their TLS files is checked here, against
+/// its own listeners and files (Kafka's brokers check their dynamic configs before
+/// they forward them).
 fn listeners_refused(
     ctx: &ShardContext,
     kind: i8,
@@ -274,9 +275,48 @@ fn listeners_refused(
     if kind != RESOURCE_BROKER {
         return None;
     }
-    crate::broker_config::listeners::check_change(&ctx.config, &ctx.image(), name, change)
+    let image = ctx.image();
+    crate::broker_config::listeners::check_change(&ctx.config, &image, name, change)
+        .and_then(|()| {
+            crate::broker_config::listener_ssl::check_change(
+                &ctx.config,
+                &image,
+                name,
+                change,
+                &ctx.listeners.current(),
+            )
+        })
         .err()
         .map(|(code, message)| (code.code(), Some(message)))
+}
+
+/// Reload at once the TLS files of the listeners whose file configs an accepted change
+/// of this broker named, changed or not (Kafka reloads a keystore set again to the same
+/// path: how operators rotate certificates in place). Files that changed path are
+/// switched to by shard 0 when the change comes back in the metadata.
+fn reload_named_files(ctx: &ShardContext, change: &ConfigChange) {
+    let named = crate::broker_config::listener_ssl::named_listeners(change);
+    for listener in ctx.listeners.current() {
+        let Some(tls) = listener.tls.clone() else {
+            continue;
+        };
+        if !named.contains(&listener.name.to_ascii_lowercase()) {
+            continue;
+        }
+        // File reads and certificate parsing are blocking work: off the shard.
+        let spawned = std::thread::Builder::new()
+            .name("spate-tls-reload".into())
+            .spawn(move || match tls.reload_if_changed() {
+                Ok(true) => tracing::info!(listener = %listener.name, "TLS certificates reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(listener = %listener.name, error = %format!("{e:#}"), "TLS files do not load; keeping the previous ones")
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "TLS reload thread not started");
+        }
+    }
 }
 
 /// Is `name` this broker's id, as a BROKER_LOGGER resource must be?
@@ -365,13 +405,20 @@ async fn apply(
         .await
         .into_iter();
     let lost = || (ErrorCode::UnknownServerError.code(), None);
+    let me = ctx.config.node_id.to_string();
     resources
         .into_iter()
         .zip(denied)
         .map(|((kind, name, change), denied)| match (kind, denied) {
             (_, Some(denied)) => denied,
+            (RESOURCE_BROKER, None) => {
+                let result = brokers.next().unwrap_or_else(lost);
+                if result.0 == 0 && !validate_only && name == me {
+                    reload_named_files(ctx, &change);
+                }
+                result
+            }
             (RESOURCE_TOPIC, None) => topics.next().unwrap_or_else(lost),
-            (RESOURCE_BROKER, None) => brokers.next().unwrap_or_else(lost),
             (RESOURCE_GROUP, None) => groups.next().unwrap_or_else(lost),
             (RESOURCE_BROKER_LOGGER, None) => {
                 match alter_loggers(ctx, &name, &change, validate_only) {

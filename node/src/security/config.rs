@@ -45,6 +45,53 @@ pub struct SslConfig {
     pub principal_mapping_rules: String,
     /// How often the files are checked for changes (0: never; a restart reloads them).
     pub reload_interval_ms: u64,
+    /// `ssl.allow.dn.changes`: a listener's new keystore may change the subject.
+    #[serde(default)]
+    pub allow_dn_changes: bool,
+    /// `ssl.allow.san.changes`: it may drop subjectAltNames.
+    #[serde(default)]
+    pub allow_san_changes: bool,
+    /// The files of single listeners, by listener name in lower case: the dynamic
+    /// `listener.name.<listener>.ssl.keystore.location` and `...truststore.location`
+    /// (`broker_config/listener_ssl.rs`). Never in the file.
+    #[serde(skip)]
+    pub listener_files: BTreeMap<String, ListenerFiles>,
+}
+
+/// A listener's own TLS files, in place of `[ssl]`'s. A keystore of its own holds its
+/// private key too (Kafka's PEM keystore file): `key_location` goes with `[ssl]`'s
+/// keystore, and a new certificate comes with a new key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerFiles {
+    pub keystore_location: Option<PathBuf>,
+    pub truststore_location: Option<PathBuf>,
+}
+
+impl SslConfig {
+    /// The TLS settings of listener `name`: `[ssl]` with the listener's own files.
+    pub fn for_listener(&self, name: &str) -> SslConfig {
+        let mut ssl = self.clone();
+        ssl.listener_files.clear();
+        if let Some(files) = self.listener_files.get(&name.to_ascii_lowercase()) {
+            if let Some(k) = &files.keystore_location {
+                ssl.keystore_location = Some(k.clone());
+                ssl.key_location = None;
+            }
+            if let Some(t) = &files.truststore_location {
+                ssl.truststore_location = Some(t.clone());
+            }
+        }
+        ssl
+    }
+
+    /// The files a TLS configuration is built from.
+    pub fn files(&self) -> [Option<&PathBuf>; 3] {
+        [
+            self.keystore_location.as_ref(),
+            self.key_location.as_ref(),
+            self.truststore_location.as_ref(),
+        ]
+    }
 }
 
 /// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.

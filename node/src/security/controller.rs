@@ -101,7 +101,7 @@ impl ControllerSecurity {
             "spate-ctls-reload",
             "controller TLS",
             self.ssl.reload_interval_ms,
-            move || this.reload_if_changed(),
+            move || Some(this.reload_if_changed()),
         )
     }
 

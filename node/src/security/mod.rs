@@ -54,8 +54,9 @@ pub struct Listener {
 
 /// Build the listeners of `config`. `bound` gives each listener's bound address (its
 /// port, when 0 was asked for), in the order of [`listener_specs`]; those named in
-/// `registered` are in the broker's registration. The TLS and SASL settings of
-/// `existing` listeners are shared, not loaded again.
+/// `registered` are in the broker's registration. The SASL settings and principal
+/// mapping of `existing` listeners are shared, not loaded again; each TLS listener has
+/// TLS files of its own (`[ssl]`'s unless a dynamic config gives it others).
 pub fn build_listeners(
     config: &BrokerConfig,
     specs: &[ListenerSpec],
@@ -63,7 +64,6 @@ pub fn build_listeners(
     registered: &[String],
     existing: &[Arc<Listener>],
 ) -> anyhow::Result<Vec<Arc<Listener>>> {
-    let mut tls: Option<Arc<TlsContext>> = existing.iter().find_map(|l| l.tls.clone());
     let mut mapper: Option<Arc<PrincipalMapper>> = existing.iter().find_map(|l| l.mapper.clone());
     let mut sasl_settings: Option<Arc<sasl::SaslSettings>> =
         existing.iter().find_map(|l| l.sasl.clone());
@@ -79,17 +79,19 @@ pub fn build_listeners(
             }
         };
         let listener_tls = if spec.protocol.uses_tls() {
-            if tls.is_none() {
-                let ctx =
-                    Arc::new(TlsContext::new(&config.ssl).context("TLS configuration (ssl)")?);
-                tls::spawn_reloader(ctx.clone())?;
-                tls = Some(ctx);
+            let ctx = Arc::new(
+                TlsContext::new(&config.ssl.for_listener(&spec.name)).with_context(|| {
+                    format!("TLS configuration (ssl) of listener {}", spec.name)
+                })?,
+            );
+            tls::spawn_reloader(&ctx)?;
+            if mapper.is_none() {
                 mapper = Some(Arc::new(
                     PrincipalMapper::parse(&config.ssl.principal_mapping_rules)
                         .context("ssl.principal_mapping_rules")?,
                 ));
             }
-            tls.clone()
+            Some(ctx)
         } else {
             None
         };

@@ -41,7 +41,12 @@ impl fmt::Display for Principal {
 /// without an RFC 2253 keyword (emailAddress, ...) are written `OID=value` where Java
 /// writes `OID=#` and the value's DER in hex.
 pub fn subject_dn(der: &[u8]) -> anyhow::Result<String> {
-    let (_, cert) = X509Certificate::from_der(der).context("parsing the client certificate")?;
+    Ok(subject_rdns(der)?.join(","))
+}
+
+/// The RDNs of a DER certificate's subject, last first, each as `subject_dn` writes it.
+pub fn subject_rdns(der: &[u8]) -> anyhow::Result<Vec<String>> {
+    let (_, cert) = X509Certificate::from_der(der).context("parsing the certificate")?;
     let mut rdns = Vec::new();
     for rdn in cert.subject().iter() {
         let mut parts = Vec::new();
@@ -56,7 +61,7 @@ pub fn subject_dn(der: &[u8]) -> anyhow::Result<String> {
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
-    Ok(rdns.join(","))
+    Ok(rdns)
 }
 
 /// The attribute keywords of RFC 2253 (the ones Java writes by name).

@@ -1,10 +1,12 @@
 //! The TLS server configuration of the SSL and SASL_SSL listeners, built from PEM files
 //! with rustls, and reloaded when the files change.
 //!
-//! Every shard accepts on every listener, so the current configuration is shared
-//! broker-wide behind an `RwLock` that is read once per accepted connection (never per
-//! request) and written only by the reload thread. A connection keeps the
-//! configuration it was accepted with; new connections see new certificates.
+//! Every shard accepts on every listener, so each TLS listener's current configuration
+//! is shared broker-wide behind an `RwLock` that is read once per accepted connection
+//! (never per request) and written only by the reload thread and, when a dynamic
+//! config gives the listener other files, by shard 0 (a few small file reads on a rare
+//! change, as when it adds a listener). A connection
+//! keeps the configuration it was accepted with; new connections see new certificates.
 //!
 //! SASL_SSL listeners never ask for a client certificate: as in Kafka, where
 //! `ssl.client.auth` applies to them only when set for that listener, SASL identifies
@@ -29,13 +31,8 @@ pub(super) struct Sources(Vec<(PathBuf, Vec<u8>)>);
 
 impl Sources {
     pub(super) fn read(ssl: &SslConfig) -> anyhow::Result<Sources> {
-        let paths = [
-            ssl.keystore_location.as_ref(),
-            ssl.key_location.as_ref(),
-            ssl.truststore_location.as_ref(),
-        ];
         let mut files = Vec::new();
-        for p in paths.into_iter().flatten() {
+        for p in ssl.files().into_iter().flatten() {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             files.push((p.clone(), bytes));
         }
@@ -53,6 +50,8 @@ impl Sources {
 
 /// The configurations built from one version of the files.
 struct Built {
+    /// The settings (file paths) they were built from.
+    settings: SslConfig,
     /// For SSL listeners: with `client_auth`.
     ssl: Arc<ServerConfig>,
     /// For SASL_SSL listeners: without client certificates.
@@ -61,34 +60,46 @@ struct Built {
     /// truststore, presents the keystore's certificate when asked. `None` without a
     /// truststore.
     client: Option<Arc<ClientConfig>>,
+    /// The keystore's certificate (the chain's leaf), which a replacement is checked
+    /// against (`broker_config/listener_ssl.rs`).
+    leaf: CertificateDer<'static>,
     sources: Sources,
 }
 
-/// The TLS configuration new connections get; see the module comment.
+/// The TLS configuration new connections on one listener get; see the module comment.
 pub struct TlsContext {
-    ssl: SslConfig,
     current: RwLock<Built>,
+    reload_interval_ms: u64,
 }
 
 impl TlsContext {
     pub fn new(ssl: &SslConfig) -> anyhow::Result<TlsContext> {
-        let sources = Sources::read(ssl)?;
-        let built = Built::new(ssl, sources)?;
         Ok(TlsContext {
-            ssl: ssl.clone(),
-            current: RwLock::new(built),
+            current: RwLock::new(Built::load(ssl)?),
+            reload_interval_ms: ssl.reload_interval_ms,
         })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Built> {
+        // A poisoned lock only means a writer panicked mid-swap, which cannot leave
+        // the value half-written: keep serving what is there.
+        match self.current.read() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Built> {
+        match self.current.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
     }
 
     /// The configuration for a connection accepted now on an SSL listener (`sasl`
     /// false) or a SASL_SSL one.
     pub fn current(&self, sasl: bool) -> Arc<ServerConfig> {
-        // A poisoned lock only means the reload thread panicked mid-swap, which cannot
-        // leave the value half-written: keep serving what is there.
-        let built = match self.current.read() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let built = self.read();
         if sasl {
             built.sasl_ssl.clone()
         } else {
@@ -98,50 +109,79 @@ impl TlsContext {
 
     /// The configuration for a connection to another broker made now.
     pub fn client(&self) -> Option<Arc<ClientConfig>> {
-        match self.current.read() {
-            Ok(c) => c.client.clone(),
-            Err(poisoned) => poisoned.into_inner().client.clone(),
-        }
+        self.read().client.clone()
+    }
+
+    /// The settings in use (the files of `[ssl]` or the listener's own).
+    pub fn settings(&self) -> SslConfig {
+        self.read().settings.clone()
+    }
+
+    /// The certificate this listener presents.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.read().leaf.clone()
     }
 
     /// Rebuild from the files if they changed. A change that does not make a valid
-    /// configuration (a certificate written before its key, say) is logged and the old
-    /// configuration kept; the next check tries again.
+    /// configuration (a certificate written before its key, say) is an error and the
+    /// old configuration is kept; the next check tries again.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
-        let sources = Sources::read(&self.ssl)?;
-        let unchanged = match self.current.read() {
-            Ok(c) => c.sources == sources,
-            Err(p) => p.into_inner().sources == sources,
-        };
-        if unchanged {
+        let settings = self.settings();
+        let sources = Sources::read(&settings)?;
+        if self.read().sources == sources {
             return Ok(false);
         }
-        let built = Built::new(&self.ssl, sources)?;
-        let mut slot = match self.current.write() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let built = Built::new(&settings, sources)?;
+        let mut slot = self.write();
+        // Switched to other files meanwhile (`switch_to`): those win.
+        if slot.settings.files() != settings.files() {
+            return Ok(false);
+        }
         *slot = built;
         Ok(true)
     }
+
+    /// Use other files from now on (a dynamic `listener.name.<listener>.ssl.*`);
+    /// connections accepted before keep theirs.
+    pub fn switch_to(&self, ssl: &SslConfig) -> anyhow::Result<()> {
+        let built = Built::load(ssl)?;
+        *self.write() = built;
+        Ok(())
+    }
+}
+
+/// The certificate of the keystore of `ssl`, once the files make a TLS configuration
+/// (what a dynamic change is checked with before it is accepted); on failure, the
+/// file that did not load (the truststore when it is the one at fault) and why.
+pub fn load_leaf(ssl: &SslConfig) -> Result<CertificateDer<'static>, (PathBuf, anyhow::Error)> {
+    if let Some(ca) = &ssl.truststore_location {
+        std::fs::read(ca)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| trusted(ca, &Sources(vec![(ca.clone(), bytes)])))
+            .map_err(|e| (ca.clone(), e))?;
+    }
+    let keystore = ssl.keystore_location.clone().unwrap_or_default();
+    Ok(Built::load(ssl).map_err(|e| (keystore, e))?.leaf)
 }
 
 /// Check the files every `reload_interval_ms` on a thread of its own (off the shards:
-/// file reads and certificate parsing are blocking work).
-pub fn spawn_reloader(tls: Arc<TlsContext>) -> anyhow::Result<()> {
-    let every = tls.ssl.reload_interval_ms;
+/// file reads and certificate parsing are blocking work), as long as the listener is
+/// there.
+pub fn spawn_reloader(tls: &Arc<TlsContext>) -> anyhow::Result<()> {
+    let every = tls.reload_interval_ms;
+    let tls = Arc::downgrade(tls);
     spawn_reload_thread("spate-tls-reload", "TLS", every, move || {
-        tls.reload_if_changed()
+        tls.upgrade().map(|t| t.reload_if_changed())
     })
 }
 
-/// Calls `reload` every `every_ms` (never when 0) on a thread named `name`; `what`
-/// names the certificates in the log lines.
+/// Calls `reload` every `every_ms` (never when 0) on a thread named `name`, until it
+/// returns `None`; `what` names the certificates in the log lines.
 pub(super) fn spawn_reload_thread(
     name: &str,
     what: &'static str,
     every_ms: u64,
-    reload: impl Fn() -> anyhow::Result<bool> + Send + 'static,
+    reload: impl Fn() -> Option<anyhow::Result<bool>> + Send + 'static,
 ) -> anyhow::Result<()> {
     if every_ms == 0 {
         return Ok(());
@@ -151,9 +191,10 @@ pub(super) fn spawn_reload_thread(
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(every_ms));
             match reload() {
-                Ok(true) => tracing::info!("{what} certificates reloaded"),
-                Ok(false) => {}
-                Err(e) => {
+                None => return,
+                Some(Ok(true)) => tracing::info!("{what} certificates reloaded"),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
                     tracing::warn!(error = %format!("{e:#}"), "{what} certificate files changed but do not load; keeping the previous ones")
                 }
             }
@@ -163,11 +204,18 @@ pub(super) fn spawn_reload_thread(
 }
 
 impl Built {
+    fn load(ssl: &SslConfig) -> anyhow::Result<Built> {
+        Built::new(ssl, Sources::read(ssl)?)
+    }
+
     fn new(ssl: &SslConfig, sources: Sources) -> anyhow::Result<Built> {
+        let (chain, _) = identity(ssl, &sources)?;
         Ok(Built {
+            settings: ssl.clone(),
             ssl: build(ssl, ssl.client_auth, &sources)?,
             sasl_ssl: build(ssl, ClientAuth::None, &sources)?,
             client: build_client(ssl, &sources)?,
+            leaf: chain[0].clone(),
             sources,
         })
     }
