@@ -51,15 +51,12 @@ pub fn handle(
     };
     match describe(
         &ctx.image(),
-        (ctx.config.node_id, &listener.name),
+        (ctx.config.node_id, &listener.name, listener.registered),
         &ctx.log_dirs,
         &req,
         &describable,
     ) {
         Ok(mut response) => {
-            if !listener.registered {
-                unregistered_listener(&mut response, ctx.config.node_id);
-            }
             // KIP-430: with an authorizer, what the caller may do on each topic.
             if ctx.authorizer.is_some() {
                 for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
@@ -87,28 +84,10 @@ pub fn handle(
     }
 }
 
-/// On a listener this broker did not register (added by the dynamic `listeners`) it
-/// has no endpoint, as on Kafka: the partitions it leads have no leader there and its
-/// replicas are offline.
-fn unregistered_listener(response: &mut DescribeTopicPartitionsResponse, node: i32) {
-    for p in response
-        .topics
-        .iter_mut()
-        .flat_map(|t| t.partitions.iter_mut())
-    {
-        if p.replica_nodes.contains(&node) && !p.offline_replicas.contains(&node) {
-            p.offline_replicas.push(node);
-        }
-        if p.leader_id == node {
-            p.leader_id = -1;
-        }
-    }
-}
-
 fn describe(
     image: &MetadataImage,
-    // This broker and the client's listener.
-    node: (i32, &str),
+    // This broker, the client's listener, and whether this broker registered it.
+    node: (i32, &str, bool),
     log_dirs: &crate::log_dirs::LogDirs,
     req: &DescribeTopicPartitionsRequest,
     // Whether the caller may describe a topic (true: it was named in the request).
@@ -201,7 +180,7 @@ fn missing_topic(name: &str) -> DescribeTopicPartitionsResponseTopic {
 fn topic_entry(
     image: &crate::metadata::MetadataImage,
     t: &TopicImage,
-    node: (i32, &str),
+    node: (i32, &str, bool),
     range: std::ops::Range<usize>,
     log_dirs: &crate::log_dirs::LogDirs,
 ) -> DescribeTopicPartitionsResponseTopic {
@@ -220,8 +199,15 @@ fn topic_entry(
                     &t.partitions[p],
                     node,
                 );
+                // Kafka's DescribeTopicPartitions reports a leader without the client's
+                // listener as leader -1 with no error.
+                let error_code = if l.error_code == ErrorCode::ListenerNotFound.code() {
+                    0
+                } else {
+                    l.error_code
+                };
                 DescribeTopicPartitionsResponsePartition {
-                    error_code: l.error_code,
+                    error_code,
                     partition_index: p as i32,
                     leader_id: l.leader,
                     leader_epoch: l.leader_epoch,
@@ -341,7 +327,7 @@ mod tests {
         }));
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&["r"], 10, None),
             &|_, _| true,
@@ -358,7 +344,7 @@ mod tests {
         let img = image();
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&[], 2, None),
             &|_, _| true,
@@ -370,7 +356,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&[], 2, Some(("a", 2))),
             &|_, _| true,
@@ -386,7 +372,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&[], 3, Some(("b", 1))),
             &|_, _| true,
@@ -401,7 +387,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&[], 5, None),
             &|_, _| true,
@@ -421,7 +407,7 @@ mod tests {
         let img = image();
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name", "a"], 0, None),
             &|_, _| true,
@@ -434,7 +420,7 @@ mod tests {
         );
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&["c", "nope", "bad name"], 10, None),
             &|_, _| true,
@@ -459,7 +445,7 @@ mod tests {
         // A cursor past the topic's partitions gives the topic without partitions.
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&["c"], 10, Some(("c", 7))),
             &|_, _| true,
@@ -475,7 +461,7 @@ mod tests {
         // A listing leaves them out.
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&[], 10, None),
             &only_c,
@@ -485,7 +471,7 @@ mod tests {
         // Named, they are TOPIC_AUTHORIZATION_FAILED, existing or not.
         let r = describe(
             &img,
-            (0, "PLAINTEXT"),
+            (0, "PLAINTEXT", true),
             &LogDirs::healthy_for_tests(),
             &req(&["a", "c", "nope"], 10, None),
             &only_c,
@@ -508,7 +494,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                (0, "PLAINTEXT"),
+                (0, "PLAINTEXT", true),
                 &LogDirs::healthy_for_tests(),
                 &req(&["a"], 10, Some(("b", 0))),
                 &|_, _| true,
@@ -519,7 +505,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                (0, "PLAINTEXT"),
+                (0, "PLAINTEXT", true),
                 &LogDirs::healthy_for_tests(),
                 &req(&["a"], 10, Some(("a", -1))),
                 &|_, _| true,
@@ -530,7 +516,7 @@ mod tests {
         assert_eq!(
             describe(
                 &img,
-                (0, "PLAINTEXT"),
+                (0, "PLAINTEXT", true),
                 &LogDirs::healthy_for_tests(),
                 &req(&[], 10, Some(("a", -1))),
                 &|_, _| true,

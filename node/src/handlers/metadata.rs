@@ -202,18 +202,22 @@ pub struct Leadership {
 
 /// A partition's leader, leader epoch, replicas and ISR from the image. Without a
 /// leader (its broker was fenced, or this broker's copy is in an offline log dir) it is
-/// LEADER_NOT_AVAILABLE with leader -1. `offline_replicas` are the replicas on brokers
-/// that are fenced, unregistered or without the client's `listener`, and this broker's
-/// in an offline dir, as Kafka's KRaft metadata cache reports them.
+/// LEADER_NOT_AVAILABLE with leader -1; led by this broker on a `listener` it did not
+/// register (`registered` false: one added by the dynamic `listeners`), which gives it
+/// no endpoint there, LISTENER_NOT_FOUND with leader -1. `offline_replicas` are the
+/// replicas on brokers that are fenced, unregistered or without the client's
+/// `listener`, and this broker's in an offline dir or without it, as Kafka's KRaft
+/// metadata cache reports them.
 pub fn leadership(
     image: &MetadataImage,
     log_dirs: &LogDirs,
     topic: &str,
     partition: i32,
     info: &PartitionInfo,
-    (node, listener): (i32, &str),
+    (node, listener, registered): (i32, &str, bool),
 ) -> Leadership {
-    let offline_here = info.is_replica(node) && log_dirs.is_offline(topic, partition);
+    let dir_offline = info.is_replica(node) && log_dirs.is_offline(topic, partition);
+    let offline_here = dir_offline || (info.is_replica(node) && !registered);
     let offline_replicas: Vec<i32> = info
         .replicas
         .iter()
@@ -235,7 +239,9 @@ pub fn leadership(
         info.leader
     };
     Leadership {
-        error_code: if leader == -1 {
+        error_code: if leader == -1 && info.leader == node && !dir_offline {
+            ErrorCode::ListenerNotFound.code()
+        } else if leader == -1 {
             ErrorCode::LeaderNotAvailable.code()
         } else {
             0
@@ -269,29 +275,23 @@ fn topic_entry(
             .iter()
             .enumerate()
             .map(|(p, info)| {
-                let mut l = leadership(
+                let l = leadership(
                     image,
                     log_dirs,
                     &t.name,
                     p as i32,
                     info,
-                    (node, &listener.name),
+                    (node, &listener.name, listener.registered),
                 );
-                if !listener.registered {
-                    if l.replicas.contains(&node) && !l.offline_replicas.contains(&node) {
-                        l.offline_replicas.push(node);
-                    }
-                    if l.leader == node {
-                        l.leader = -1;
-                        l.error_code = if version >= 6 {
-                            ErrorCode::ListenerNotFound.code()
-                        } else {
-                            ErrorCode::LeaderNotAvailable.code()
-                        };
-                    }
-                }
+                // LISTENER_NOT_FOUND exists from v6; older clients get LEADER_NOT_AVAILABLE.
+                let error_code =
+                    if version < 6 && l.error_code == ErrorCode::ListenerNotFound.code() {
+                        ErrorCode::LeaderNotAvailable.code()
+                    } else {
+                        l.error_code
+                    };
                 MetadataResponsePartition {
-                    error_code: l.error_code,
+                    error_code,
                     partition_index: p as i32,
                     leader_id: l.leader,
                     leader_epoch: l.leader_epoch,
